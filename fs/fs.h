@@ -1,0 +1,38 @@
+/*
+ * fs.h - the FUSE daemon serving a workspace's merged view.
+ *
+ * The only module that talks to libfuse.  It reaches the lower and the upper
+ * solely through the directory file descriptors given here and *at() calls that
+ * cannot follow a symlink out of them.
+ */
+#ifndef AGENTFS_FS_H
+#define AGENTFS_FS_H
+
+#include <stdbool.h>
+
+struct policy;
+struct journal;
+
+struct fs_config {
+	const char *mountpoint;   /* absolute path; must exist and be an empty directory */
+	int lower_fd;             /* O_RDONLY|O_DIRECTORY fd of the repository's working tree */
+	int upper_fd;             /* O_RDONLY|O_DIRECTORY fd of the workspace's upper/ */
+	int work_fd;              /* O_RDONLY|O_DIRECTORY fd of the workspace's work/ */
+	const struct policy *policy; /* borrowed; outlives fs_serve() */
+	struct journal *journal;  /* borrowed; NULL for no journal */
+	const char *fsname;       /* shown in /proc/mounts, e.g. "agentfs:NAME" */
+	const char *fuse_opts;    /* extra comma-separated -o options, or NULL */
+	bool debug;               /* libfuse debug output on stderr */
+	int ready_fd;             /* written one byte ('1') once the mount serves, then
+	                           * closed; -1 for none */
+};
+
+/*
+ * Mount at cfg->mountpoint and serve requests until the filesystem is unmounted
+ * (fusermount3 -u) or SIGINT/SIGTERM/SIGHUP arrive.  Returns 0 after a clean
+ * unmount, or a negative errno if the mount could not be set up (in that case
+ * nothing is left mounted and ready_fd is closed without a byte).
+ */
+int fs_serve(const struct fs_config *cfg);
+
+#endif

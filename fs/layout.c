@@ -1,0 +1,175 @@
+/* layout.c - markers of the upper layer: whiteouts, opaque, redirect, origin. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs/layout.h"
+
+bool layout_is_reserved(const char *name)
+{
+	return strncmp(name, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN) == 0;
+}
+
+int layout_whiteout_name(const char *name, char *buf, size_t len)
+{
+	size_t n = strlen(name);
+	if (n + LAYOUT_WH_PREFIX_LEN > NAME_MAX || n + LAYOUT_WH_PREFIX_LEN + 1 > len)
+		return -ENAMETOOLONG;
+	memcpy(buf, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN);
+	memcpy(buf + LAYOUT_WH_PREFIX_LEN, name, n + 1);
+	return 0;
+}
+
+int layout_has_whiteout(int dirfd, const char *name)
+{
+	char wh[NAME_MAX + 1];
+	struct stat st;
+	if (layout_whiteout_name(name, wh, sizeof(wh)) < 0)
+		return 0; /* a name too long for a whiteout was never whited out */
+	if (fstatat(dirfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+}
+
+int layout_make_whiteout(int dirfd, const char *name)
+{
+	char wh[NAME_MAX + 1];
+	int r = layout_whiteout_name(name, wh, sizeof(wh));
+	if (r < 0)
+		return r;
+	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+int layout_remove_whiteout(int dirfd, const char *name)
+{
+	char wh[NAME_MAX + 1];
+	if (layout_whiteout_name(name, wh, sizeof(wh)) < 0)
+		return 0;
+	if (unlinkat(dirfd, wh, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int layout_is_opaque(int fd)
+{
+	char v[2];
+	ssize_t n = fgetxattr(fd, LAYOUT_XATTR_OPAQUE, v, sizeof(v));
+	if (n > 0)
+		return v[0] == 'y';
+	return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+}
+
+int layout_set_opaque(int fd)
+{
+	return fsetxattr(fd, LAYOUT_XATTR_OPAQUE, "y", 1, 0) < 0 ? -errno : 0;
+}
+
+int layout_get_redirect(int fd, char *buf, size_t len)
+{
+	ssize_t n = fgetxattr(fd, LAYOUT_XATTR_REDIRECT, buf, len - 1);
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+	buf[n] = 0;
+	return (int)n;
+}
+
+int layout_set_redirect(int fd, const char *lower_path)
+{
+	if (fsetxattr(fd, LAYOUT_XATTR_REDIRECT, lower_path, strlen(lower_path), 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int layout_get_origin(int fd, struct layout_origin *o)
+{
+	char buf[PATH_MAX + 128];
+	ssize_t n = fgetxattr(fd, LAYOUT_XATTR_ORIGIN, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+	buf[n] = 0;
+	char hex[33];
+	int off = 0;
+	if (sscanf(buf, "v1 %" SCNu64 " %32s %n", &o->ino, hex, &off) != 2 || off <= 0)
+		return -EINVAL;
+	if (layout_hash_parse(hex, &o->hash) < 0)
+		return -EINVAL;
+	size_t plen = (size_t)n - (size_t)off;
+	if (plen >= sizeof(o->path))
+		return -EINVAL;
+	memcpy(o->path, buf + off, plen);
+	o->path[plen] = 0;
+	return 1;
+}
+
+int layout_set_origin(int fd, const struct layout_origin *o)
+{
+	char buf[PATH_MAX + 128], hex[33];
+	layout_hash_hex(o->hash, hex);
+	int n = snprintf(buf, sizeof(buf), "v1 %" PRIu64 " %s %s", o->ino, hex, o->path);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	return fsetxattr(fd, LAYOUT_XATTR_ORIGIN, buf, (size_t)n, 0) < 0 ? -errno : 0;
+}
+
+int layout_hash_fd(int fd, XXH128_hash_t *out)
+{
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_128bits_reset(st);
+	char *buf = malloc(1 << 17);
+	if (!buf) {
+		XXH3_freeState(st);
+		return -ENOMEM;
+	}
+	off_t off = 0;
+	int r = 0;
+	for (;;) {
+		ssize_t n = pread(fd, buf, 1 << 17, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		XXH3_128bits_update(st, buf, (size_t)n);
+		off += n;
+	}
+	if (r == 0)
+		*out = XXH3_128bits_digest(st);
+	free(buf);
+	XXH3_freeState(st);
+	return r;
+}
+
+void layout_hash_hex(XXH128_hash_t h, char out[33])
+{
+	snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, h.high64, h.low64);
+}
+
+int layout_hash_parse(const char *hex, XXH128_hash_t *out)
+{
+	if (strlen(hex) != 32)
+		return -EINVAL;
+	char hi[17], lo[17];
+	memcpy(hi, hex, 16);
+	hi[16] = 0;
+	memcpy(lo, hex + 16, 16);
+	lo[16] = 0;
+	char *e1, *e2;
+	out->high64 = strtoull(hi, &e1, 16);
+	out->low64 = strtoull(lo, &e2, 16);
+	return *e1 || *e2 ? -EINVAL : 0;
+}
