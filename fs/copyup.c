@@ -1,0 +1,293 @@
+/*
+ * copyup.c - copying lower entries into the upper before their first change.
+ *
+ * A file is assembled in work/ (same filesystem as the upper) with its data,
+ * holes, mode, owner, times, user.* xattrs and an origin record (lower path,
+ * inode number, xxh3-128 of the bytes copied), and only then renamed into
+ * place: a crash never leaves a half-copied file in the view.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+#define CHUNK (1 << 20)
+
+static void hash_zeros(XXH3_state_t *st, off_t len)
+{
+	static const char zeros[65536];
+	while (len > 0) {
+		size_t n = len > (off_t)sizeof(zeros) ? sizeof(zeros) : (size_t)len;
+		XXH3_128bits_update(st, zeros, n);
+		len -= (off_t)n;
+	}
+}
+
+/* Copy @size bytes from @src to @dst keeping holes, hashing every byte. */
+static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
+{
+	XXH3_state_t *hs = XXH3_createState();
+	char *buf = malloc(CHUNK);
+	int r = 0;
+	if (!hs || !buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	XXH3_128bits_reset(hs);
+	off_t off = 0;
+	while (off < size) {
+		off_t data = lseek(src, off, SEEK_DATA);
+		if (data < 0)
+			data = size; /* ENXIO: only a hole remains */
+		if (data > off) {
+			hash_zeros(hs, data - off);
+			off = data;
+		}
+		if (off >= size)
+			break;
+		off_t hole = lseek(src, off, SEEK_HOLE);
+		if (hole < 0 || hole > size)
+			hole = size;
+		while (off < hole) {
+			size_t want = hole - off > CHUNK ? CHUNK : (size_t)(hole - off);
+			ssize_t n = pread(src, buf, want, off);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				r = -errno;
+				goto out;
+			}
+			if (n == 0) {
+				size = off; /* the file shrank under us */
+				break;
+			}
+			XXH3_128bits_update(hs, buf, (size_t)n);
+			for (ssize_t w = 0; w < n;) {
+				ssize_t m = pwrite(dst, buf + w, (size_t)(n - w), off + w);
+				if (m < 0) {
+					if (errno == EINTR)
+						continue;
+					r = -errno;
+					goto out;
+				}
+				w += m;
+			}
+			off += n;
+		}
+	}
+	if (ftruncate(dst, size) < 0) {
+		r = -errno;
+		goto out;
+	}
+	*hash = XXH3_128bits_digest(hs);
+out:
+	free(buf);
+	XXH3_freeState(hs);
+	return r;
+}
+
+/* user.* xattrs travel with a copy-up; ours (user.agentfs.*) never come from
+ * the lower, and other namespaces need privileges people do not have. */
+static void copy_xattrs(int src, int dst)
+{
+	char names[8192];
+	ssize_t n = flistxattr(src, names, sizeof(names));
+	for (ssize_t i = 0; n > 0 && i < n; i += (ssize_t)strlen(names + i) + 1) {
+		const char *nm = names + i;
+		if (strncmp(nm, "user.", 5) != 0 ||
+		    strncmp(nm, LAYOUT_XATTR_PREFIX, LAYOUT_XATTR_PREFIX_LEN) == 0)
+			continue;
+		char val[65536];
+		ssize_t vl = fgetxattr(src, nm, val, sizeof(val));
+		if (vl >= 0)
+			fsetxattr(dst, nm, val, (size_t)vl, 0);
+	}
+}
+
+int copyup_dir(struct agentfs *fs, struct node *n)
+{
+	if (n->upper || n == &fs->root)
+		return 0;
+	int r = copyup_dir(fs, n->parent);
+	if (r < 0)
+		return r;
+	char path[FS_PATH_MAX];
+	if ((r = node_path(n, path, sizeof(path))) < 0)
+		return r;
+	struct stat lst;
+	bool have_lower = n->lower && layer_stat(fs, fs->lower_fd, n->lower, &lst) == 0;
+	const char *leaf;
+	int pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+	if (pfd < 0)
+		return pfd;
+	mode_t mode = have_lower ? (lst.st_mode & 07777) : 0755;
+	if (mkdirat(pfd, leaf, mode | S_IRWXU) < 0 && errno != EEXIST) {
+		r = -errno;
+		close(pfd);
+		return r;
+	}
+	int dfd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	close(pfd);
+	if (dfd < 0)
+		return -errno;
+	if (have_lower) {
+		if (fchown(dfd, lst.st_uid, lst.st_gid) < 0 && errno != EPERM) {
+			/* Not being able to give away ownership is expected unprivileged. */
+		}
+		fchmod(dfd, lst.st_mode & 07777);
+		struct timespec ts[2] = {lst.st_atim, lst.st_mtim};
+		futimens(dfd, ts);
+	}
+	close(dfd);
+	n->upper = true;
+	return 0;
+}
+
+int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
+{
+	if (n->upper)
+		return 0;
+	if (S_ISDIR(n->type))
+		return copyup_dir(fs, n);
+	if (!n->lower)
+		return -ENOENT;
+	int r = copyup_dir(fs, n->parent);
+	if (r < 0)
+		return r;
+	char path[FS_PATH_MAX];
+	if ((r = node_path(n, path, sizeof(path))) < 0)
+		return r;
+	struct stat st;
+	if ((r = layer_stat(fs, fs->lower_fd, n->lower, &st)) < 0)
+		return r;
+	const char *leaf;
+	int pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+	if (pfd < 0)
+		return pfd;
+	XXH128_hash_t hash = {0, 0};
+	bool hashed = false;
+	if (S_ISREG(st.st_mode)) {
+		char tmp[64];
+		pthread_mutex_lock(&fs->copyup_lock);
+		snprintf(tmp, sizeof(tmp), "copyup.%d.%llu", (int)getpid(),
+			 (unsigned long long)++fs->tmp_seq);
+		pthread_mutex_unlock(&fs->copyup_lock);
+		int src = layer_open(fs, fs->lower_fd, n->lower, O_RDONLY, 0);
+		if (src < 0) {
+			close(pfd);
+			return src;
+		}
+		int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (dst < 0) {
+			r = -errno;
+			close(src);
+			close(pfd);
+			return r;
+		}
+		r = copy_data(src, dst, st.st_size, &hash);
+		if (r == 0) {
+			hashed = true;
+			copy_xattrs(src, dst);
+			struct layout_origin o = {.ino = st.st_ino, .hash = hash};
+			snprintf(o.path, sizeof(o.path), "%s", n->lower);
+			r = layout_set_origin(dst, &o);
+		}
+		if (r == 0) {
+			(void)!fchown(dst, st.st_uid, st.st_gid);
+			if (fchmod(dst, st.st_mode & 07777) < 0)
+				r = -errno;
+			struct timespec ts[2] = {st.st_atim, st.st_mtim};
+			futimens(dst, ts);
+		}
+		close(src);
+		close(dst);
+		if (r == 0 && renameat(fs->work_fd, tmp, pfd, leaf) < 0)
+			r = -errno;
+		if (r < 0)
+			unlinkat(fs->work_fd, tmp, 0);
+		if (r == 0) {
+			/* Both versions hold the same bytes: later opens of either
+			 * find the hash without reading the file again. */
+			struct stat ust;
+			hashcache_put(fs->hashes, &st, hash);
+			if (fstatat(pfd, leaf, &ust, AT_SYMLINK_NOFOLLOW) == 0)
+				hashcache_put(fs->hashes, &ust, hash);
+		}
+	} else if (S_ISLNK(st.st_mode)) {
+		char target[FS_PATH_MAX];
+		int lfd;
+		const char *lleaf;
+		lfd = layer_open_parent(fs, fs->lower_fd, n->lower, &lleaf);
+		ssize_t len = lfd >= 0 ? readlinkat(lfd, lleaf, target, sizeof(target) - 1) : -1;
+		if (lfd >= 0)
+			close(lfd);
+		if (len < 0) {
+			close(pfd);
+			return lfd < 0 ? lfd : -errno;
+		}
+		target[len] = 0;
+		if (symlinkat(target, pfd, leaf) < 0) {
+			r = -errno;
+		} else {
+			(void)!fchownat(pfd, leaf, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+			struct timespec ts[2] = {st.st_atim, st.st_mtim};
+			utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW);
+		}
+	} else {
+		if (mknodat(pfd, leaf, st.st_mode, st.st_rdev) < 0)
+			r = -errno;
+	}
+	close(pfd);
+	if (r < 0)
+		return r;
+	n->upper = true;
+	struct journal_event ev = {
+		.op = JOP_COPYUP,
+		.path = path,
+		.path2 = n->lower,
+		.bytes = (uint64_t)st.st_size,
+		.has_hash_before = hashed,
+		.hash_before = hash,
+	};
+	fs_record_ev(fs, req, &ev);
+	return 0;
+}
+
+int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
+{
+	(void)fs;
+	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		int r = -errno;
+		close(dfd);
+		return r;
+	}
+	struct dirent *de;
+	int r = 0;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (!layout_is_reserved(de->d_name)) {
+			r = -ENOTEMPTY;
+			break;
+		}
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+			r = -errno;
+			break;
+		}
+	}
+	closedir(d);
+	if (r == 0 && unlinkat(parentfd, name, AT_REMOVEDIR) < 0)
+		r = -errno;
+	return r;
+}

@@ -1,0 +1,104 @@
+/*
+ * hashcache.c - content hashes computed once per file version.
+ *
+ * A version is (device, inode, size, mtime, ctime): any write, truncate or
+ * metadata change moves ctime, so a stale entry never matches (DESIGN.md,
+ * "caching content hashes of lower files").  A direct-mapped table: a
+ * collision just evicts, the worst case is hashing again.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+#define HC_SLOTS 65536
+
+struct hc_key {
+	uint64_t dev, ino, size;
+	int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+};
+
+struct hc_slot {
+	bool used;
+	struct hc_key k;
+	XXH128_hash_t h;
+};
+
+struct hashcache {
+	pthread_mutex_t lock;
+	struct hc_slot slots[HC_SLOTS];
+};
+
+static void key_of(const struct stat *st, struct hc_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->dev = st->st_dev;
+	k->ino = st->st_ino;
+	k->size = (uint64_t)st->st_size;
+	k->mtime_s = st->st_mtim.tv_sec;
+	k->mtime_ns = st->st_mtim.tv_nsec;
+	k->ctime_s = st->st_ctim.tv_sec;
+	k->ctime_ns = st->st_ctim.tv_nsec;
+}
+
+static size_t slot_of(const struct hc_key *k)
+{
+	return (size_t)XXH3_64bits(k, sizeof(*k)) & (HC_SLOTS - 1);
+}
+
+struct hashcache *hashcache_new(void)
+{
+	struct hashcache *hc = calloc(1, sizeof(*hc));
+	if (hc)
+		pthread_mutex_init(&hc->lock, NULL);
+	return hc;
+}
+
+void hashcache_free(struct hashcache *hc)
+{
+	if (!hc)
+		return;
+	pthread_mutex_destroy(&hc->lock);
+	free(hc);
+}
+
+void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h)
+{
+	struct hc_key k;
+	key_of(st, &k);
+	size_t s = slot_of(&k);
+	pthread_mutex_lock(&hc->lock);
+	hc->slots[s].used = true;
+	hc->slots[s].k = k;
+	hc->slots[s].h = h;
+	pthread_mutex_unlock(&hc->lock);
+}
+
+int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	struct hc_key k;
+	key_of(&st, &k);
+	size_t s = slot_of(&k);
+	pthread_mutex_lock(&hc->lock);
+	bool hit = hc->slots[s].used && memcmp(&hc->slots[s].k, &k, sizeof(k)) == 0;
+	if (hit)
+		*out = hc->slots[s].h;
+	pthread_mutex_unlock(&hc->lock);
+	if (hit)
+		return 0;
+	int r = layout_hash_fd(fd, out);
+	if (r < 0)
+		return r;
+	/* Only cache if the file did not change while we read it. */
+	struct stat st2;
+	if (fstat(fd, &st2) == 0 && st2.st_ctim.tv_sec == st.st_ctim.tv_sec &&
+	    st2.st_ctim.tv_nsec == st.st_ctim.tv_nsec && st2.st_size == st.st_size)
+		hashcache_put(hc, &st, *out);
+	return 0;
+}

@@ -1,0 +1,284 @@
+/* inode.c - the daemon's inode table: nodes, lookup counts, forget. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/internal.h"
+
+static size_t key_hash(const struct node *parent, const char *name)
+{
+	return (size_t)XXH3_64bits_withSeed(name, strlen(name), (uint64_t)(uintptr_t)parent);
+}
+
+int table_init(struct agentfs *fs)
+{
+	fs->nbuckets = 1024;
+	fs->buckets = calloc(fs->nbuckets, sizeof(*fs->buckets));
+	if (!fs->buckets)
+		return -ENOMEM;
+	memset(&fs->root, 0, sizeof(fs->root));
+	fs->root.id = FUSE_ROOT_ID;
+	fs->root.name = strdup("");
+	fs->root.lower = strdup("");
+	if (!fs->root.name || !fs->root.lower)
+		return -ENOMEM;
+	fs->root.type = S_IFDIR;
+	fs->root.upper = true;
+	fs->root.nlookup = 1;
+	pthread_rwlock_init(&fs->ns_lock, NULL);
+	pthread_mutex_init(&fs->table_lock, NULL);
+	return 0;
+}
+
+static void node_free(struct node *n)
+{
+	free(n->name);
+	free(n->lower);
+	free(n);
+}
+
+void table_destroy(struct agentfs *fs)
+{
+	for (size_t i = 0; i < fs->nbuckets; i++) {
+		struct node *n = fs->buckets[i];
+		while (n) {
+			struct node *next = n->hnext;
+			node_free(n);
+			n = next;
+		}
+	}
+	free(fs->buckets);
+	free(fs->root.name);
+	free(fs->root.lower);
+	pthread_rwlock_destroy(&fs->ns_lock);
+	pthread_mutex_destroy(&fs->table_lock);
+}
+
+struct node *node_get(struct agentfs *fs, fuse_ino_t id)
+{
+	if (id == FUSE_ROOT_ID)
+		return &fs->root;
+	return (struct node *)(uintptr_t)id;
+}
+
+static struct node *find_locked(struct agentfs *fs, struct node *parent, const char *name)
+{
+	size_t b = key_hash(parent, name) & (fs->nbuckets - 1);
+	for (struct node *n = fs->buckets[b]; n; n = n->hnext)
+		if (n->parent == parent && strcmp(n->name, name) == 0)
+			return n;
+	return NULL;
+}
+
+struct node *node_find(struct agentfs *fs, struct node *parent, const char *name)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	struct node *n = find_locked(fs, parent, name);
+	pthread_mutex_unlock(&fs->table_lock);
+	return n;
+}
+
+static void insert_locked(struct agentfs *fs, struct node *n)
+{
+	size_t b = key_hash(n->parent, n->name) & (fs->nbuckets - 1);
+	n->hnext = fs->buckets[b];
+	fs->buckets[b] = n;
+	n->hashed = true;
+}
+
+static void remove_locked(struct agentfs *fs, struct node *n)
+{
+	if (!n->hashed)
+		return;
+	size_t b = key_hash(n->parent, n->name) & (fs->nbuckets - 1);
+	for (struct node **p = &fs->buckets[b]; *p; p = &(*p)->hnext) {
+		if (*p == n) {
+			*p = n->hnext;
+			break;
+		}
+	}
+	n->hnext = NULL;
+	n->hashed = false;
+}
+
+/* Grow the table so chains stay short on large trees (rehash under the lock;
+ * amortised, and only on insert). */
+static void maybe_grow_locked(struct agentfs *fs)
+{
+	if (fs->nnodes < fs->nbuckets * 2)
+		return;
+	size_t nb = fs->nbuckets * 4;
+	struct node **nbk = calloc(nb, sizeof(*nbk));
+	if (!nbk)
+		return; /* keep the old table: slower, still correct */
+	for (size_t i = 0; i < fs->nbuckets; i++) {
+		struct node *n = fs->buckets[i];
+		while (n) {
+			struct node *next = n->hnext;
+			size_t b = key_hash(n->parent, n->name) & (nb - 1);
+			n->hnext = nbk[b];
+			nbk[b] = n;
+			n = next;
+		}
+	}
+	free(fs->buckets);
+	fs->buckets = nbk;
+	fs->nbuckets = nb;
+}
+
+struct node *node_child(struct agentfs *fs, struct node *parent, const char *name,
+			bool count_lookup)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	struct node *n = find_locked(fs, parent, name);
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n || !(n->name = strdup(name))) {
+			free(n);
+			pthread_mutex_unlock(&fs->table_lock);
+			return NULL;
+		}
+		n->id = (fuse_ino_t)(uintptr_t)n;
+		n->parent = parent;
+		parent->refs++;
+		fs->nnodes++;
+		maybe_grow_locked(fs);
+		insert_locked(fs, n);
+	}
+	if (count_lookup)
+		n->nlookup++;
+	pthread_mutex_unlock(&fs->table_lock);
+	return n;
+}
+
+/* Free @n if nobody holds it any more, then walk up: a parent may have been
+ * waiting only for this child.  Called with table_lock held. */
+static void release_locked(struct agentfs *fs, struct node *n)
+{
+	while (n && n != &fs->root && n->nlookup == 0 && n->refs == 0) {
+		struct node *parent = n->parent;
+		remove_locked(fs, n);
+		fs->nnodes--;
+		node_free(n);
+		if (!parent)
+			break;
+		parent->refs--;
+		n = parent;
+	}
+}
+
+void node_unhash(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	remove_locked(fs, n);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+int node_move(struct agentfs *fs, struct node *n, struct node *parent, const char *name)
+{
+	char *nn = strdup(name);
+	if (!nn)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->table_lock);
+	remove_locked(fs, n);
+	struct node *old_parent = n->parent;
+	free(n->name);
+	n->name = nn;
+	n->parent = parent;
+	parent->refs++;
+	insert_locked(fs, n);
+	old_parent->refs--;
+	release_locked(fs, old_parent);
+	pthread_mutex_unlock(&fs->table_lock);
+	return 0;
+}
+
+void node_ref(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	n->refs++;
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void node_unref(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	n->refs--;
+	release_locked(fs, n);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void node_forget(struct agentfs *fs, struct node *n, uint64_t nlookup)
+{
+	if (n == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->table_lock);
+	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+	release_locked(fs, n);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+int node_path(const struct node *n, char *buf, size_t len)
+{
+	/* Build from the end of the buffer backwards, then move into place. */
+	size_t pos = len - 1;
+	buf[pos] = 0;
+	const struct node *c = n;
+	while (c && c->parent) {
+		size_t l = strlen(c->name);
+		size_t need = l + (pos == len - 1 ? 0 : 1);
+		if (need > pos)
+			return -ENAMETOOLONG;
+		if (pos != len - 1)
+			buf[--pos] = '/';
+		pos -= l;
+		memcpy(buf + pos, c->name, l);
+		c = c->parent;
+	}
+	memmove(buf, buf + pos, len - pos);
+	return 0;
+}
+
+int path_join(char *buf, size_t len, const char *dir, const char *name)
+{
+	int r = dir[0] ? snprintf(buf, len, "%s/%s", dir, name) : snprintf(buf, len, "%s", name);
+	return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+}
+
+struct inval {
+	fuse_ino_t parent;
+	fuse_ino_t ino;
+	char *name;
+};
+
+void table_invalidate_all(struct agentfs *fs)
+{
+	/* Collect under the lock, notify without it: the kernel may call back
+	 * into the daemon while processing a notification. */
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	pthread_mutex_lock(&fs->table_lock);
+	size_t n = 0, cap = fs->nnodes + 1;
+	struct inval *v = calloc(cap, sizeof(*v));
+	for (size_t i = 0; v && i < fs->nbuckets; i++) {
+		for (struct node *c = fs->buckets[i]; c && n < cap; c = c->hnext) {
+			v[n].parent = c->parent->id;
+			v[n].ino = c->id;
+			v[n].name = strdup(c->name);
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (!v)
+		return;
+	fuse_lowlevel_notify_inval_inode(fs->se, FUSE_ROOT_ID, 0, 0);
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].name)
+			fuse_lowlevel_notify_inval_entry(fs->se, v[i].parent, v[i].name,
+							 strlen(v[i].name));
+		fuse_lowlevel_notify_inval_inode(fs->se, v[i].ino, 0, 0);
+		free(v[i].name);
+	}
+	free(v);
+}

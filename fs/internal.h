@@ -1,0 +1,238 @@
+/*
+ * internal.h - shared state of the FUSE daemon (private to fs/).
+ *
+ * The daemon keeps its own inode table: one `struct node` per view path the
+ * kernel knows (a dentry-like tree: parent + name), with the kernel's lookup
+ * count (see fuse_lowlevel.h, "forget") and our own references.  A node's FUSE
+ * nodeid is its address (as in libfuse's passthrough_ll), the root is
+ * FUSE_ROOT_ID.  Reported st_ino values are stable: the lower file's inode
+ * number, kept across copy-up (stored in the origin xattr), or the upper
+ * file's for entries the agent created (tagged with bit 63 when the two layers
+ * are on different devices, so the numbers cannot collide).
+ *
+ * Locking: `ns_lock` (rwlock) orders namespace changes: lookups, getattr and
+ * directory listings take it shared; create, unlink, rename, copy-up and the
+ * like take it exclusive, so a path computed from the node tree stays valid
+ * for the duration of the operation.  `table_lock` (mutex) protects the hash
+ * table and the reference counts, and is never held across a system call.
+ */
+#ifndef AGENTFS_FS_INTERNAL_H
+#define AGENTFS_FS_INTERNAL_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <xxhash.h>
+
+#include "fs/fs.h"
+#include "journal/journal.h"
+#include "policy/policy.h"
+
+/* Longest view path we handle, in bytes including the NUL.  Deeper trees get
+ * ENAMETOOLONG; the kernel's own limit per syscall is PATH_MAX too. */
+#define FS_PATH_MAX PATH_MAX
+
+struct node {
+	fuse_ino_t id;
+	struct node *parent; /* NULL only for the root */
+	char *name;          /* name in the parent, "" for the root */
+	struct node *hnext;  /* hash chain, keyed by (parent, name) */
+	uint64_t nlookup;    /* kernel references (lookup replies minus forgets) */
+	uint32_t refs;       /* children, open handles and in-flight operations */
+	bool hashed;         /* in the table (false once unlinked/renamed over) */
+
+	mode_t type;         /* S_IFMT bits */
+	uint64_t ino;        /* reported st_ino */
+	bool upper;          /* exists in the upper at its view path */
+	bool opaque;         /* directory: never merge lower entries */
+	bool readonly;       /* policy said read-only for its lower path */
+	char *lower;         /* lower path: a file's lower file, a directory's merged
+	                      * lower directory; NULL if none */
+};
+
+struct hashcache;
+
+struct agentfs {
+	const struct fs_config *cfg;
+	struct fuse_session *se;
+	int lower_fd;
+	int upper_fd;
+	int work_fd;
+	const struct policy *policy;
+	struct journal *journal;
+	bool use_openat2;   /* false after openat2 answered ENOSYS (old kernel, valgrind) */
+	bool tag_upper_ino; /* lower and upper on different devices */
+	dev_t lower_dev;
+	double timeout;     /* entry and attribute cache timeout, seconds */
+
+	pthread_rwlock_t ns_lock;
+	pthread_mutex_t table_lock;
+	struct node root;
+	struct node **buckets;
+	size_t nbuckets;
+	size_t nnodes;
+
+	pthread_mutex_t copyup_lock;
+	uint64_t tmp_seq;
+
+	struct hashcache *hashes;
+};
+
+static inline struct agentfs *fs_of(fuse_req_t req)
+{
+	return (struct agentfs *)fuse_req_userdata(req);
+}
+
+/* --- inode.c: the node table ----------------------------------------- */
+int table_init(struct agentfs *fs);
+void table_destroy(struct agentfs *fs);
+/* The node for @id (FUSE_ROOT_ID or a node address). */
+struct node *node_get(struct agentfs *fs, fuse_ino_t id);
+/* Find the hashed child @name of @parent, or NULL.  Caller holds ns_lock. */
+struct node *node_find(struct agentfs *fs, struct node *parent, const char *name);
+/* Find or create the child; the returned node has one more kernel lookup when
+ * @count_lookup.  NULL on ENOMEM.  Caller holds ns_lock. */
+struct node *node_child(struct agentfs *fs, struct node *parent, const char *name,
+			bool count_lookup);
+/* Take the node out of the name table (unlinked, or replaced by a rename). */
+void node_unhash(struct agentfs *fs, struct node *n);
+/* Move a hashed node to (@parent, @name).  Caller holds ns_lock exclusive. */
+int node_move(struct agentfs *fs, struct node *n, struct node *parent, const char *name);
+void node_ref(struct agentfs *fs, struct node *n);
+void node_unref(struct agentfs *fs, struct node *n);
+void node_forget(struct agentfs *fs, struct node *n, uint64_t nlookup);
+/* Write the view path of @n ("" for the root) into @buf.  -ENAMETOOLONG. */
+int node_path(const struct node *n, char *buf, size_t len);
+/* Child path: @dir's path + "/" + @name (no slash for the root). */
+int path_join(char *buf, size_t len, const char *dir, const char *name);
+/* Invalidate every cached kernel answer (after the upper changed behind us). */
+void table_invalidate_all(struct agentfs *fs);
+
+/* --- resolve.c: reaching the layers without following symlinks --------- */
+/* Open @rel (relative, "" = the layer root) beneath @rootfd, never following a
+ * symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a
+ * component-by-component O_NOFOLLOW walk).  Returns an fd or -errno. */
+int layer_open(struct agentfs *fs, int rootfd, const char *rel, int flags, mode_t mode);
+/* lstat-like: fstatat of @rel beneath @rootfd without following symlinks. */
+int layer_stat(struct agentfs *fs, int rootfd, const char *rel, struct stat *st);
+/* Split @path into its parent directory fd (opened beneath @rootfd) and the
+ * final component, which is returned as a pointer into @path. */
+int layer_open_parent(struct agentfs *fs, int rootfd, const char *path, const char **leaf);
+
+/* --- view.c: deciding what the merged view holds ----------------------- */
+struct entry {
+	bool exists;
+	bool in_upper;
+	bool in_lower;       /* a visible lower entry backs it */
+	bool opaque;
+	bool readonly;
+	mode_t type;
+	struct stat st;      /* the entry's attributes as reported (fixed up) */
+	char lower[FS_PATH_MAX]; /* lower path, "" if none */
+};
+/* Resolve child @name of directory node @dir: upper first, then whiteout,
+ * then the lower (policy-filtered).  Caller holds ns_lock.  Returns 0 with
+ * e->exists set or cleared, or -errno.  @concealed (optional) is set when a
+ * lower entry exists but the policy hides it. */
+int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
+		 bool *concealed);
+/* Apply an entry to a node (type, lower path, flags, ino). */
+int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
+/* Current attributes of @n. */
+int view_getattr(struct agentfs *fs, struct node *n, struct stat *st);
+/* Fix up attributes before they are reported (ino, link counts, dir sizes). */
+void view_fix_attr(struct agentfs *fs, struct stat *st, uint64_t ino, bool upper);
+/* Policy decision for a lower path (with symlink rules). */
+enum policy_decision view_decide_lower(struct agentfs *fs, const char *lower_path,
+				       const struct stat *st);
+/* Is the view path @path read-only by policy (for creating new entries)? */
+bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
+/* List the merged directory @dir: @cb is called once per visible entry with
+ * its name, S_IFMT type and layer inode number; a non-zero return stops the
+ * walk (a negative one is returned).  Caller holds ns_lock. */
+typedef int (*view_list_cb)(void *ctx, const char *name, mode_t type, ino_t ino);
+int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx);
+/* Is the directory node @dir empty in the view? 1 empty, 0 not, -errno. */
+int view_dir_empty(struct agentfs *fs, struct node *dir);
+
+/* --- copyup.c ----------------------------------------------------------- */
+/* Make sure directory node @n exists in the upper (recursively). */
+int copyup_dir(struct agentfs *fs, struct node *n);
+/* Copy a lower file/symlink node into the upper (no-op if already there).
+ * Records JOP_COPYUP.  Caller holds ns_lock exclusive. */
+int copyup(struct agentfs *fs, struct node *n, fuse_req_t req);
+/* Remove everything inside an upper directory that is empty in the view
+ * (whiteouts), then the directory itself. */
+int upper_rmdir(struct agentfs *fs, int parentfd, const char *name);
+
+/* --- hashcache.c --------------------------------------------------------- */
+struct hashcache *hashcache_new(void);
+void hashcache_free(struct hashcache *hc);
+/* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
+ * mtime, ctime). */
+int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
+/* Remember a hash computed elsewhere for the version described by @st. */
+void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h);
+
+/* --- events (ops_*.c) --------------------------------------------------- */
+void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result,
+	       const char *path, const char *path2);
+void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev);
+
+extern const struct fuse_lowlevel_ops fs_ops;
+
+/* ops_entry.c */
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		struct fuse_file_info *fi);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+/* ops_dir.c */
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi);
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+/* ops_file.c */
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	       struct fuse_file_info *fi);
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+		  struct fuse_file_info *fi);
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		  struct fuse_file_info *fi);
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags);
+/* ops_xattr.c */
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags);
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+#endif

@@ -1,0 +1,845 @@
+/*
+ * ops_entry.c - namespace operations: lookup, forget, attributes, and every
+ * operation that creates, removes or moves a name.
+ *
+ * Every change lands in the upper; the lower is only ever opened read-only.
+ * A name the policy hides is answered exactly as a missing one (ENOENT), and
+ * a change to a read-only path is refused with EROFS and journaled.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev)
+{
+	if (!fs->journal)
+		return;
+	if (req) {
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+		ev->pid = ctx->pid;
+		ev->uid = ctx->uid;
+	}
+	journal_record(fs->journal, ev);
+}
+
+void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result,
+	       const char *path, const char *path2)
+{
+	struct journal_event ev = {.op = op, .result = result, .path = path, .path2 = path2};
+	fs_record_ev(fs, req, &ev);
+}
+
+static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, const struct stat *st)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = n->id;
+	e.attr = *st;
+	e.attr_timeout = fs->timeout;
+	e.entry_timeout = fs->timeout;
+	fuse_reply_entry(req, &e);
+}
+
+/* A refusal by policy: journaled, then EROFS. */
+static void deny(fuse_req_t req, struct agentfs *fs, const char *path, const char *what)
+{
+	struct journal_event ev = {.op = JOP_DENY, .result = -EROFS, .path = path, .detail = what};
+	fs_record_ev(fs, req, &ev);
+	fuse_reply_err(req, EROFS);
+}
+
+/* Is there a visible lower entry @name under directory node @dir?  Whether a
+ * removal must leave a whiteout. */
+static bool lower_visible(struct agentfs *fs, struct node *dir, const char *name)
+{
+	if (!dir->lower || dir->opaque)
+		return false;
+	char lpath[FS_PATH_MAX];
+	struct stat st;
+	if (path_join(lpath, sizeof(lpath), dir->lower, name) < 0 ||
+	    layer_stat(fs, fs->lower_fd, lpath, &st) < 0)
+		return false;
+	return view_decide_lower(fs, lpath, &st) != POLICY_HIDDEN;
+}
+
+/* Does the lower hold anything at all (hidden or not) under @dir at @name?
+ * A directory the agent puts there must be opaque so nothing merges in. */
+static bool lower_any(struct agentfs *fs, struct node *dir, const char *name)
+{
+	if (!dir->lower || dir->opaque)
+		return false;
+	char lpath[FS_PATH_MAX];
+	struct stat st;
+	return path_join(lpath, sizeof(lpath), dir->lower, name) == 0 &&
+	       layer_stat(fs, fs->lower_fd, lpath, &st) == 0;
+}
+
+static int open_upper_dir(struct agentfs *fs, struct node *dir)
+{
+	char path[FS_PATH_MAX];
+	int r = node_path(dir, path, sizeof(path));
+	if (r < 0)
+		return r;
+	return layer_open(fs, fs->upper_fd, path, O_RDONLY | O_DIRECTORY, 0);
+}
+
+/* Refresh a node from disk (the kernel may hold it while the view changed). */
+static int refresh(struct agentfs *fs, struct node *n, struct stat *st)
+{
+	struct stat tmp;
+	return view_getattr(fs, n, st ? st : &tmp);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct agentfs *fs = fs_of(req);
+	if (strlen(name) > NAME_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct node *dir = node_get(fs, parent);
+	struct entry e;
+	bool concealed = false;
+	int r = view_resolve(fs, dir, name, &e, &concealed);
+	if (r < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (!e.exists) {
+		if (concealed) {
+			char path[FS_PATH_MAX], dpath[FS_PATH_MAX];
+			if (node_path(dir, dpath, sizeof(dpath)) == 0 &&
+			    path_join(path, sizeof(path), dpath, name) == 0)
+				fs_record(fs, req, JOP_CONCEAL, -ENOENT, path, NULL);
+		}
+		pthread_rwlock_unlock(&fs->ns_lock);
+		/* A negative entry, cached like a positive one: hidden looks
+		 * exactly like absent. */
+		struct fuse_entry_param ne;
+		memset(&ne, 0, sizeof(ne));
+		ne.entry_timeout = fs->timeout;
+		fuse_reply_entry(req, &ne);
+		return;
+	}
+	struct node *n = node_find(fs, dir, name);
+	if (n && n->type && n->type != e.type)
+		node_unhash(fs, n); /* replaced behind the kernel's back: new inode */
+	n = node_child(fs, dir, name, true);
+	if (!n || view_apply(fs, n, &e) < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (n)
+			node_forget(fs, n, 1);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	reply_entry(req, fs, n, &e.st);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct agentfs *fs = fs_of(req);
+	node_forget(fs, node_get(fs, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct agentfs *fs = fs_of(req);
+	for (size_t i = 0; i < count; i++)
+		node_forget(fs, node_get(fs, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+struct handle; /* ops_file.c */
+int handle_fstat(struct agentfs *fs, struct fuse_file_info *fi, struct node *n, struct stat *st);
+int handle_upper_fd(struct fuse_file_info *fi);
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	struct stat st;
+	int r;
+	if (fi && fi->fh) {
+		r = handle_fstat(fs, fi, n, &st);
+	} else {
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		r = view_getattr(fs, n, &st);
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	char path[FS_PATH_MAX];
+	struct stat st;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int r = refresh(fs, n, NULL);
+	if (r == -ENOENT && fi && fi->fh && handle_upper_fd(fi) >= 0)
+		r = 0; /* open and unlinked: the handle still reaches the file */
+	if (r == 0)
+		r = node_path(n, path, sizeof(path));
+	if (r < 0)
+		goto fail;
+	if (n->readonly) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		deny(req, fs, path, "setattr");
+		return;
+	}
+	r = copyup(fs, n, req);
+	if (r < 0)
+		goto fail;
+	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
+	int pfd = -1;
+	const char *leaf = ".";
+	if (hfd < 0) {
+		if (n == &fs->root) {
+			pfd = dup(fs->upper_fd);
+			if (pfd < 0)
+				pfd = -errno;
+		} else {
+			pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+		}
+		if (pfd < 0) {
+			r = pfd;
+			goto fail;
+		}
+	}
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		if ((hfd >= 0 ? fchmod(hfd, attr->st_mode & 07777)
+			      : fchmodat(pfd, leaf, attr->st_mode & 07777, 0)) < 0) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if ((hfd >= 0 ? fchown(hfd, u, g) : fchownat(pfd, leaf, u, g, AT_SYMLINK_NOFOLLOW)) <
+		    0) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		int fd = hfd;
+		if (fd < 0)
+			fd = openat(pfd, leaf, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || ftruncate(fd, attr->st_size) < 0)
+			r = -errno;
+		if (fd >= 0 && fd != hfd)
+			close(fd);
+		if (r < 0)
+			goto out;
+		struct journal_event ev = {
+			.op = JOP_TRUNCATE, .path = path, .bytes = (uint64_t)attr->st_size};
+		fs_record_ev(fs, req, &ev);
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		if ((hfd >= 0 ? futimens(hfd, ts) : utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW)) <
+		    0) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (to_set & ~(FUSE_SET_ATTR_SIZE)) {
+		struct journal_event ev = {.op = JOP_SETATTR,
+					   .path = path,
+					   .flags = (uint32_t)to_set,
+					   .mode = (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode : 0};
+		fs_record_ev(fs, req, &ev);
+	}
+out:
+	if (pfd >= 0)
+		close(pfd);
+	if (r < 0)
+		goto fail;
+	if (hfd >= 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		r = handle_fstat(fs, fi, n, &st);
+	} else {
+		r = view_getattr(fs, n, &st);
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
+	return;
+fail:
+	pthread_rwlock_unlock(&fs->ns_lock);
+	fuse_reply_err(req, -r);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	char path[FS_PATH_MAX], target[FS_PATH_MAX];
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int r = refresh(fs, n, NULL);
+	if (r == 0 && !S_ISLNK(n->type))
+		r = -EINVAL;
+	if (r == 0)
+		r = n->upper ? node_path(n, path, sizeof(path))
+			     : snprintf(path, sizeof(path), "%s", n->lower) < 0;
+	ssize_t len = -1;
+	if (r == 0) {
+		const char *leaf;
+		int pfd = layer_open_parent(fs, n->upper ? fs->upper_fd : fs->lower_fd, path, &leaf);
+		if (pfd < 0) {
+			r = pfd;
+		} else {
+			len = readlinkat(pfd, leaf, target, sizeof(target) - 1);
+			if (len < 0)
+				r = -errno;
+			close(pfd);
+		}
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	target[len] = 0;
+	fuse_reply_readlink(req, target);
+}
+
+/*
+ * Common start of every operation that makes a new name @name in @dir:
+ * checks the name, the policy and that the name is free, and makes the
+ * directory exist in the upper.  Returns an fd of the upper directory and
+ * fills @path with the new view path; or -errno (with -EROFS already
+ * journaled and answered: the caller then only unlocks).  Caller holds
+ * ns_lock exclusive.
+ */
+static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const char *name,
+		    bool is_dir, char *path, size_t plen, bool *replied)
+{
+	*replied = false;
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (layout_is_reserved(name))
+		return -EINVAL;
+	if (dir != &fs->root && !dir->hashed)
+		return -ENOENT;
+	char dpath[FS_PATH_MAX];
+	int r = node_path(dir, dpath, sizeof(dpath));
+	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
+		return r;
+	struct stat dst;
+	if ((r = refresh(fs, dir, &dst)) < 0)
+		return r;
+	if (view_path_readonly(fs, path, is_dir) || dir->readonly) {
+		deny(req, fs, path, "create");
+		*replied = true;
+		return -EROFS;
+	}
+	struct entry e;
+	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
+		return r;
+	if (e.exists)
+		return -EEXIST;
+	if ((r = copyup_dir(fs, dir)) < 0)
+		return r;
+	return open_upper_dir(fs, dir);
+}
+
+/* The caller's ownership for new entries when the daemon runs as root on
+ * behalf of others (allow_other); a daemon running as the person needs none. */
+static void own_new(int dfd, const char *name, fuse_req_t req)
+{
+	if (geteuid() != 0)
+		return;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	(void)!fchownat(dfd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+}
+
+/* After creating @name in upper dir @dfd: drop a stale whiteout, look the
+ * new entry up and answer with it. */
+static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int dfd,
+		       const char *name, const char *path, enum journal_op op, const char *path2,
+		       mode_t mode)
+{
+	own_new(dfd, name, req);
+	layout_remove_whiteout(dfd, name);
+	close(dfd);
+	dir->upper = true;
+	struct entry e;
+	int r = view_resolve(fs, dir, name, &e, NULL);
+	if (r == 0 && !e.exists)
+		r = -EIO;
+	struct node *n = NULL;
+	if (r == 0) {
+		n = node_child(fs, dir, name, true);
+		if (!n)
+			r = -ENOMEM;
+		else
+			r = view_apply(fs, n, &e);
+	}
+	struct journal_event ev = {
+		.op = op, .result = r, .path = path, .path2 = path2, .mode = mode};
+	fs_record_ev(fs, req, &ev);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, fs, n, &e.st);
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char path[FS_PATH_MAX];
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
+	if (dfd >= 0 && mknodat(dfd, name, mode, rdev) < 0) {
+		int e = -errno;
+		close(dfd);
+		dfd = e;
+	}
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	finish_new(req, fs, dir, dfd, name, path, JOP_MKNOD, NULL, mode);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char path[FS_PATH_MAX];
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int dfd = new_name(req, fs, dir, name, true, path, sizeof(path), &replied);
+	if (dfd >= 0 && mkdirat(dfd, name, mode) < 0) {
+		int e = -errno;
+		close(dfd);
+		dfd = e;
+	}
+	if (dfd >= 0 && lower_any(fs, dir, name)) {
+		/* A deleted or hidden lower directory of that name must not
+		 * merge into the new one. */
+		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int r = fd < 0 ? -errno : layout_set_opaque(fd);
+		if (fd >= 0)
+			close(fd);
+		if (r < 0) {
+			unlinkat(dfd, name, AT_REMOVEDIR);
+			close(dfd);
+			dfd = r;
+		}
+	}
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	finish_new(req, fs, dir, dfd, name, path, JOP_MKDIR, NULL, mode);
+}
+
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char path[FS_PATH_MAX];
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
+	if (dfd >= 0 && symlinkat(link, dfd, name) < 0) {
+		int e = -errno;
+		close(dfd);
+		dfd = e;
+	}
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	finish_new(req, fs, dir, dfd, name, path, JOP_SYMLINK, link, 0);
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	struct node *dir = node_get(fs, newparent);
+	char path[FS_PATH_MAX], spath[FS_PATH_MAX];
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int r = refresh(fs, n, NULL);
+	if (r == 0 && S_ISDIR(n->type))
+		r = -EPERM;
+	if (r == 0)
+		r = node_path(n, spath, sizeof(spath));
+	if (r == 0 && n->readonly) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		deny(req, fs, spath, "link");
+		return;
+	}
+	if (r < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	int dfd = new_name(req, fs, dir, newname, false, path, sizeof(path), &replied);
+	if (dfd >= 0 && (r = copyup(fs, n, req)) < 0) {
+		close(dfd);
+		dfd = r;
+	}
+	if (dfd >= 0) {
+		const char *leaf;
+		int sfd = layer_open_parent(fs, fs->upper_fd, spath, &leaf);
+		if (sfd < 0 || linkat(sfd, leaf, dfd, newname, 0) < 0) {
+			r = sfd < 0 ? sfd : -errno;
+			close(dfd);
+			dfd = r;
+		}
+		if (sfd >= 0)
+			close(sfd);
+	}
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0);
+}
+
+/* Start of unlink and rmdir: resolve the victim, check policy. */
+static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const char *name,
+		  struct entry *e, char *path, size_t plen, bool *replied)
+{
+	*replied = false;
+	char dpath[FS_PATH_MAX];
+	int r = node_path(dir, dpath, sizeof(dpath));
+	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
+		return r;
+	if ((r = refresh(fs, dir, NULL)) < 0)
+		return r;
+	if ((r = view_resolve(fs, dir, name, e, NULL)) < 0)
+		return r;
+	if (!e->exists)
+		return -ENOENT;
+	if (e->readonly || dir->readonly) {
+		deny(req, fs, path, "remove");
+		*replied = true;
+		return -EROFS;
+	}
+	return 0;
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char path[FS_PATH_MAX];
+	struct entry e;
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied);
+	if (r == 0 && S_ISDIR(e.type))
+		r = -EISDIR;
+	bool wh = r == 0 && (e.in_upper ? lower_visible(fs, dir, name) : true);
+	if (r == 0)
+		r = copyup_dir(fs, dir);
+	int dfd = r == 0 ? open_upper_dir(fs, dir) : r;
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	/* Whiteout first: a crash in between leaves the file, never the
+	 * lower version resurfacing in place of the agent's. */
+	if (wh)
+		r = layout_make_whiteout(dfd, name);
+	if (r == 0 && e.in_upper && unlinkat(dfd, name, 0) < 0)
+		r = -errno;
+	close(dfd);
+	if (r == 0) {
+		struct node *n = node_find(fs, dir, name);
+		if (n)
+			node_unhash(fs, n);
+	}
+	fs_record(fs, req, JOP_UNLINK, r, path, NULL);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	fuse_reply_err(req, -r);
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char path[FS_PATH_MAX];
+	struct entry e;
+	bool replied;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied);
+	if (r == 0 && !S_ISDIR(e.type))
+		r = -ENOTDIR;
+	if (r == 0) {
+		/* A stand-in node to list the directory as the view has it. */
+		struct node tmp = {.parent = dir,
+				   .name = (char *)name,
+				   .type = S_IFDIR,
+				   .upper = e.in_upper,
+				   .opaque = e.opaque,
+				   .lower = e.in_lower ? e.lower : NULL};
+		int empty = view_dir_empty(fs, &tmp);
+		r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
+	}
+	bool wh = r == 0 && lower_visible(fs, dir, name);
+	if (r == 0)
+		r = copyup_dir(fs, dir);
+	int dfd = r == 0 ? open_upper_dir(fs, dir) : r;
+	if (dfd < 0) {
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!replied)
+			fuse_reply_err(req, -dfd);
+		return;
+	}
+	if (wh)
+		r = layout_make_whiteout(dfd, name);
+	if (r == 0 && e.in_upper)
+		r = upper_rmdir(fs, dfd, name);
+	close(dfd);
+	if (r == 0) {
+		struct node *n = node_find(fs, dir, name);
+		if (n)
+			node_unhash(fs, n);
+	}
+	fs_record(fs, req, JOP_RMDIR, r, path, NULL);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	fuse_reply_err(req, -r);
+}
+
+/* Make a node about to move exist in the upper, and pin a lower directory's
+ * contents to where they came from (redirect), so they follow the move. */
+static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
+{
+	int r;
+	if (!S_ISDIR(n->type))
+		return copyup(fs, n, req);
+	if ((r = copyup_dir(fs, n)) < 0)
+		return r;
+	if (!n->lower)
+		return 0;
+	char path[FS_PATH_MAX];
+	if ((r = node_path(n, path, sizeof(path))) < 0)
+		return r;
+	int fd = layer_open(fs, fs->upper_fd, path, O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	r = layout_set_redirect(fd, n->lower);
+	close(fd);
+	return r;
+}
+
+/* An upper-only directory that lands where the lower has an entry must not
+ * merge with it. */
+static int settle_dir(struct agentfs *fs, struct node *n, struct node *dir, const char *name,
+		      int dfd)
+{
+	if (!S_ISDIR(n->type) || n->lower || !lower_any(fs, dir, name))
+		return 0;
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = layout_set_opaque(fd);
+	close(fd);
+	n->opaque = true;
+	return r;
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *sdir = node_get(fs, parent), *ddir = node_get(fs, newparent);
+	char spath[FS_PATH_MAX] = "", dpath[FS_PATH_MAX] = "";
+	struct entry se, de;
+	bool replied = false;
+	struct node *n = NULL, *dn = NULL;
+	int sfd = -1, dfd = -1;
+	int r = 0;
+
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT is ours alone */
+		return;
+	}
+	if (strlen(newname) > NAME_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	if (layout_is_reserved(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied);
+	if (r < 0)
+		goto out;
+	char ddpath[FS_PATH_MAX];
+	if ((r = refresh(fs, ddir, NULL)) < 0 || (r = node_path(ddir, ddpath, sizeof(ddpath))) < 0 ||
+	    (r = path_join(dpath, sizeof(dpath), ddpath, newname)) < 0)
+		goto out;
+	if ((r = view_resolve(fs, ddir, newname, &de, NULL)) < 0)
+		goto out;
+	if (ddir->readonly || de.readonly || view_path_readonly(fs, dpath, S_ISDIR(se.type))) {
+		deny(req, fs, dpath, "rename");
+		replied = true;
+		r = -EROFS;
+		goto out;
+	}
+	if ((flags & RENAME_NOREPLACE) && de.exists) {
+		r = -EEXIST;
+		goto out;
+	}
+	if ((flags & RENAME_EXCHANGE) && !de.exists) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (de.exists && !(flags & RENAME_EXCHANGE)) {
+		if (S_ISDIR(se.type) && !S_ISDIR(de.type)) {
+			r = -ENOTDIR;
+			goto out;
+		}
+		if (!S_ISDIR(se.type) && S_ISDIR(de.type)) {
+			r = -EISDIR;
+			goto out;
+		}
+		if (S_ISDIR(de.type)) {
+			struct node tmp = {.parent = ddir,
+					   .name = (char *)newname,
+					   .type = S_IFDIR,
+					   .upper = de.in_upper,
+					   .opaque = de.opaque,
+					   .lower = de.in_lower ? de.lower : NULL};
+			int empty = view_dir_empty(fs, &tmp);
+			if (empty <= 0) {
+				r = empty < 0 ? empty : -ENOTEMPTY;
+				goto out;
+			}
+		}
+	}
+	if (sdir == ddir && strcmp(name, newname) == 0)
+		goto out; /* rename(2) of a name onto itself does nothing */
+
+	n = node_child(fs, sdir, name, false);
+	if (!n || (r = view_apply(fs, n, &se)) < 0) {
+		r = r < 0 ? r : -ENOMEM;
+		goto out;
+	}
+	node_ref(fs, n);
+	if ((r = materialize(fs, n, req)) < 0)
+		goto out;
+	if (flags & RENAME_EXCHANGE) {
+		dn = node_child(fs, ddir, newname, false);
+		if (!dn || (r = view_apply(fs, dn, &de)) < 0) {
+			r = r < 0 ? r : -ENOMEM;
+			goto out;
+		}
+		node_ref(fs, dn);
+		if ((r = materialize(fs, dn, req)) < 0)
+			goto out;
+	}
+	if ((r = copyup_dir(fs, ddir)) < 0)
+		goto out;
+	bool src_wh = !(flags & RENAME_EXCHANGE) && lower_visible(fs, sdir, name);
+	if ((sfd = open_upper_dir(fs, sdir)) < 0 || (dfd = open_upper_dir(fs, ddir)) < 0) {
+		r = sfd < 0 ? sfd : dfd;
+		goto out;
+	}
+	/* An empty directory being replaced may still hold whiteouts. */
+	if (de.exists && de.in_upper && S_ISDIR(de.type) && !(flags & RENAME_EXCHANGE) &&
+	    (r = upper_rmdir(fs, dfd, newname)) < 0)
+		goto out;
+	if (src_wh && (r = layout_make_whiteout(sfd, name)) < 0)
+		goto out;
+	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
+		r = -errno;
+		if (src_wh)
+			layout_remove_whiteout(sfd, name);
+		goto out;
+	}
+	if (!(flags & RENAME_EXCHANGE))
+		layout_remove_whiteout(dfd, newname);
+	if ((r = settle_dir(fs, n, ddir, newname, dfd)) < 0)
+		goto out;
+	if (dn && (r = settle_dir(fs, dn, sdir, name, sfd)) < 0)
+		goto out;
+	struct node *old = node_find(fs, ddir, newname);
+	if (old && old != n && old != dn)
+		node_unhash(fs, old);
+	if (dn)
+		node_unhash(fs, dn);
+	if ((r = node_move(fs, n, ddir, newname)) == 0 && dn)
+		r = node_move(fs, dn, sdir, name);
+out:
+	if (sfd >= 0)
+		close(sfd);
+	if (dfd >= 0)
+		close(dfd);
+	if (!replied) {
+		struct journal_event ev = {.op = JOP_RENAME,
+					   .result = r,
+					   .path = spath,
+					   .path2 = dpath,
+					   .flags = flags};
+		if (r != -ENOENT || spath[0])
+			fs_record_ev(fs, req, &ev);
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (n)
+		node_unref(fs, n);
+	if (dn)
+		node_unref(fs, dn);
+	if (!replied)
+		fuse_reply_err(req, -r);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct agentfs *fs = fs_of(req);
+	struct statvfs sv;
+	if (fstatvfs(fs->upper_fd, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}

@@ -1,0 +1,442 @@
+/*
+ * ops_file.c - open files: reads from whichever layer holds the file, writes
+ * only ever to the upper (copy-up happens at the first open for writing).
+ *
+ * Each handle remembers who opened it: writes are journaled under the opener
+ * (with a writeback cache the kernel's flusher sends them), with the hash of
+ * the version before and after.  Reads are journaled at release with the
+ * bytes this daemon served and the hash of the version that was opened.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+struct handle {
+	int fd;
+	bool upper;    /* fd is in the upper: the only kind that may change */
+	bool wrote;    /* written since the last journal record */
+	pid_t pid;
+	uid_t uid;
+	struct node *node;
+	uint64_t rbytes;
+	uint64_t wbytes;
+	bool has_before;
+	XXH128_hash_t before;
+	char *path;    /* view path at open, for the journal */
+};
+
+static struct handle *handle_of(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+int handle_upper_fd(struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	return h && h->upper ? h->fd : -1;
+}
+
+int handle_fstat(struct agentfs *fs, struct fuse_file_info *fi, struct node *n, struct stat *st)
+{
+	struct handle *h = handle_of(fi);
+	if (fstat(h->fd, st) < 0)
+		return -errno;
+	view_fix_attr(fs, st, n->ino, h->upper);
+	return 0;
+}
+
+static struct handle *handle_new(fuse_req_t req, struct node *n, int fd, bool upper,
+				 const char *path)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	h->path = strdup(path);
+	if (!h->path) {
+		free(h);
+		return NULL;
+	}
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	h->fd = fd;
+	h->upper = upper;
+	h->pid = ctx->pid;
+	h->uid = ctx->uid;
+	h->node = n;
+	return h;
+}
+
+/* Open the upper file for writing, preferring O_RDWR so the journal can hash
+ * what was written through a write-only handle. */
+static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
+{
+	int clean = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_ACCMODE);
+	int fd = layer_open(fs, fs->upper_fd, path, clean | O_RDWR, 0);
+	if (fd == -EACCES && (flags & O_ACCMODE) == O_WRONLY)
+		fd = layer_open(fs, fs->upper_fd, path, clean | O_WRONLY, 0);
+	return fd;
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	int acc = fi->flags & O_ACCMODE;
+	bool writing = acc != O_RDONLY || (fi->flags & O_TRUNC);
+	char path[FS_PATH_MAX];
+	struct stat st;
+	int r, fd = -1;
+	struct handle *h = NULL;
+
+	if (writing)
+		pthread_rwlock_wrlock(&fs->ns_lock);
+	else
+		pthread_rwlock_rdlock(&fs->ns_lock);
+	r = view_getattr(fs, n, &st);
+	if (r == 0 && S_ISDIR(n->type))
+		r = -EISDIR;
+	if (r == 0)
+		r = node_path(n, path, sizeof(path));
+	if (r < 0)
+		goto fail;
+	if (writing) {
+		if (n->readonly) {
+			struct journal_event ev = {.op = JOP_DENY,
+						   .result = -EROFS,
+						   .path = path,
+						   .flags = (uint32_t)fi->flags,
+						   .detail = "open for writing"};
+			fs_record_ev(fs, req, &ev);
+			r = -EROFS;
+			goto fail;
+		}
+		if ((r = copyup(fs, n, req)) < 0)
+			goto fail;
+		fd = open_upper_rw(fs, path, fi->flags);
+		if (fd < 0) {
+			r = fd;
+			goto fail;
+		}
+		h = handle_new(req, n, fd, true, path);
+		if (!h) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		/* The version before this handle's writes: cached after a
+		 * copy-up or the last journaled write, else hashed now. */
+		h->has_before = hashcache_get(fs->hashes, fd, &h->before) == 0;
+		if (fi->flags & O_TRUNC) {
+			if (ftruncate(fd, 0) < 0) {
+				r = -errno;
+				goto fail;
+			}
+			h->wrote = true;
+		}
+	} else {
+		int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+		fd = n->upper ? layer_open(fs, fs->upper_fd, path, flags, 0)
+			      : layer_open(fs, fs->lower_fd, n->lower, flags, 0);
+		if (fd < 0) {
+			r = fd;
+			goto fail;
+		}
+		h = handle_new(req, n, fd, n->upper, path);
+		if (!h) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	node_ref(fs, n);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	fi->fh = (uint64_t)(uintptr_t)h;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* Interrupted: the kernel will not send a release. */
+		node_unref(fs, n);
+		close(fd);
+		free(h->path);
+		free(h);
+	}
+	return;
+fail:
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (h) {
+		free(h->path);
+		free(h);
+	}
+	if (fd >= 0)
+		close(fd);
+	fuse_reply_err(req, -r);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	       struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, parent);
+	char dpath[FS_PATH_MAX], path[FS_PATH_MAX];
+	struct entry e;
+	int r, dfd = -1, fd = -1;
+	struct node *n = NULL;
+
+	if (strlen(name) > NAME_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	if (layout_is_reserved(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	struct stat dst;
+	if ((r = view_getattr(fs, dir, &dst)) < 0 || (r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
+	    (r = path_join(path, sizeof(path), dpath, name)) < 0)
+		goto fail;
+	if (dir->readonly || view_path_readonly(fs, path, false)) {
+		struct journal_event ev = {
+			.op = JOP_DENY, .result = -EROFS, .path = path, .detail = "create"};
+		fs_record_ev(fs, req, &ev);
+		r = -EROFS;
+		goto fail;
+	}
+	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
+		goto fail;
+	if (e.exists) {
+		/* The kernel only sends CREATE after a negative lookup; a racing
+		 * creator won.  O_EXCL semantics: */
+		r = -EEXIST;
+		goto fail;
+	}
+	if ((r = copyup_dir(fs, dir)) < 0)
+		goto fail;
+	if ((dfd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+		r = dfd;
+		goto fail;
+	}
+	int flags = (fi->flags & ~(O_NOCTTY | O_ACCMODE)) | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC;
+	fd = openat(dfd, name, flags | O_RDWR, mode);
+	if (fd < 0 && errno == EACCES)
+		fd = openat(dfd, name, flags | (fi->flags & O_ACCMODE), mode);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (geteuid() == 0) {
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+		(void)!fchown(fd, ctx->uid, ctx->gid);
+	}
+	layout_remove_whiteout(dfd, name);
+	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
+		goto fail;
+	if (!e.exists) {
+		r = -EIO;
+		goto fail;
+	}
+	n = node_child(fs, dir, name, true);
+	if (!n || (r = view_apply(fs, n, &e)) < 0) {
+		r = r < 0 ? r : -ENOMEM;
+		goto fail;
+	}
+	struct handle *h = handle_new(req, n, fd, true, path);
+	if (!h) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	h->has_before = false;
+	node_ref(fs, n);
+	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
+	fs_record_ev(fs, req, &ev);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	close(dfd);
+	fi->fh = (uint64_t)(uintptr_t)h;
+	struct fuse_entry_param ep;
+	memset(&ep, 0, sizeof(ep));
+	ep.ino = n->id;
+	ep.attr = e.st;
+	ep.attr_timeout = fs->timeout;
+	ep.entry_timeout = fs->timeout;
+	if (fuse_reply_create(req, &ep, fi) == -ENOENT) {
+		node_unref(fs, n);
+		close(fd);
+		free(h->path);
+		free(h);
+	}
+	return;
+fail:
+	if (n)
+		node_forget(fs, n, 1);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	fuse_reply_err(req, -r);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = handle_of(fi);
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n;
+	do
+		n = pread(h->fd, buf, size, off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+	} else {
+		__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+		fuse_reply_buf(req, buf, (size_t)n);
+	}
+	free(buf);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+		  struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = handle_of(fi);
+	if (!h->upper) {
+		fuse_reply_err(req, EBADF); /* never write through a lower fd */
+		return;
+	}
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = h->fd;
+	out.buf[0].pos = off;
+	ssize_t n = fuse_buf_copy(&out, in_buf, 0);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	__atomic_fetch_add(&h->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
+	h->wrote = true;
+	fuse_reply_write(req, (size_t)n);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = handle_of(fi);
+	/* close(dup()) releases POSIX locks held through this file (see
+	 * fuse_lowlevel.h, flush). */
+	int fd = dup(h->fd);
+	int r = fd < 0 || close(fd) < 0 ? errno : 0;
+	fuse_reply_err(req, r);
+}
+
+/* Journal what a write handle did since the last record. */
+static void record_write(struct agentfs *fs, struct handle *h)
+{
+	struct journal_event ev = {
+		.op = JOP_WRITE,
+		.pid = h->pid,
+		.uid = h->uid,
+		.path = h->path,
+		.bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
+		.has_hash_before = h->has_before,
+		.hash_before = h->before,
+	};
+	XXH128_hash_t after;
+	if (hashcache_get(fs->hashes, h->fd, &after) == 0) {
+		ev.has_hash_after = true;
+		ev.hash_after = after;
+		h->before = after;
+		h->has_before = true;
+	}
+	h->wrote = false;
+	if (fs->journal)
+		journal_record(fs->journal, &ev);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct agentfs *fs = fs_of(req);
+	struct handle *h = handle_of(fi);
+	int r = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? errno : 0;
+	if (r == 0 && h->wrote)
+		record_write(fs, h);
+	fuse_reply_err(req, r);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct agentfs *fs = fs_of(req);
+	struct handle *h = handle_of(fi);
+	if (h->wrote) {
+		record_write(fs, h);
+	} else if (fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY) {
+		struct journal_event ev = {
+			.op = JOP_READ,
+			.pid = h->pid,
+			.uid = h->uid,
+			.path = h->path,
+			.bytes = h->rbytes,
+		};
+		if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0)
+			ev.has_hash_after = true;
+		journal_record(fs->journal, &ev);
+	}
+	close(h->fd);
+	node_unref(fs, h->node);
+	free(h->path);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		  struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = handle_of(fi);
+	if (!h->upper) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	int r = fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
+	if (r == 0)
+		h->wrote = true;
+	fuse_reply_err(req, r);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct handle *h = handle_of(fi);
+	off_t r = lseek(h->fd, off, whence);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)ino_in, (void)ino_out;
+	struct handle *in = handle_of(fi_in), *out = handle_of(fi_out);
+	if (!out->upper) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	ssize_t n = copy_file_range(in->fd, &off_in, out->fd, &off_out, len, (unsigned)flags);
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	__atomic_fetch_add(&in->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&out->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
+	out->wrote = true;
+	fuse_reply_write(req, (size_t)n);
+}

@@ -1,0 +1,190 @@
+/*
+ * ops_xattr.c - extended attributes of the merged view.
+ *
+ * user.agentfs.* belongs to the upper's own bookkeeping (fs/layout.h): it is
+ * never listed, reads as absent and cannot be set, so the agent can neither
+ * see nor forge an origin, redirect or opaque marker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+static bool private_name(const char *name)
+{
+	return strncmp(name, LAYOUT_XATTR_PREFIX, LAYOUT_XATTR_PREFIX_LEN) == 0;
+}
+
+/*
+ * A path naming @n that the l*xattr calls can use: "/proc/self/fd/<dirfd>/<leaf>"
+ * (the directory fd was opened without following symlinks; the l* calls do not
+ * follow the leaf).  @dfd receives the fd to close.  Caller holds ns_lock.
+ */
+static int xattr_path(struct agentfs *fs, struct node *n, bool upper, char *out, size_t len,
+		      int *dfd)
+{
+	char path[FS_PATH_MAX];
+	int r;
+	if (upper) {
+		if ((r = node_path(n, path, sizeof(path))) < 0)
+			return r;
+	} else {
+		if (!n->lower)
+			return -ENOENT;
+		snprintf(path, sizeof(path), "%s", n->lower);
+	}
+	int root = upper ? fs->upper_fd : fs->lower_fd;
+	const char *leaf = ".";
+	int fd;
+	if (!path[0]) {
+		fd = dup(root);
+		if (fd < 0)
+			return -errno;
+	} else {
+		fd = layer_open_parent(fs, root, path, &leaf);
+		if (fd < 0)
+			return fd;
+	}
+	*dfd = fd;
+	if ((size_t)snprintf(out, len, "/proc/self/fd/%d/%s", fd, leaf) >= len) {
+		close(fd);
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	if (private_name(name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	char p[FS_PATH_MAX + 64];
+	int dfd = -1;
+	struct stat st;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int r = view_getattr(fs, n, &st);
+	if (r == 0)
+		r = xattr_path(fs, n, n->upper, p, sizeof(p), &dfd);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t len = lgetxattr(p, name, buf, size);
+	int err = errno;
+	close(dfd);
+	if (len < 0)
+		fuse_reply_err(req, err);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else
+		fuse_reply_buf(req, buf, (size_t)len);
+	free(buf);
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	char p[FS_PATH_MAX + 64];
+	int dfd = -1;
+	struct stat st;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int r = view_getattr(fs, n, &st);
+	if (r == 0)
+		r = xattr_path(fs, n, n->upper, p, sizeof(p), &dfd);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	ssize_t len = llistxattr(p, NULL, 0);
+	char *all = len > 0 ? malloc((size_t)len) : NULL;
+	if (len > 0)
+		len = all ? llistxattr(p, all, (size_t)len) : -1;
+	int err = errno;
+	close(dfd);
+	if (len < 0) {
+		free(all);
+		fuse_reply_err(req, all || len != -1 ? err : ENOMEM);
+		return;
+	}
+	/* Drop our private names, keep the rest in order. */
+	size_t out = 0;
+	for (ssize_t i = 0; i < len; i += (ssize_t)strlen(all + i) + 1) {
+		size_t l = strlen(all + i) + 1;
+		if (private_name(all + i))
+			continue;
+		memmove(all + out, all + i, l);
+		out += l;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, out);
+	else if (out > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, all, out);
+	free(all);
+}
+
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags, bool remove)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	if (private_name(name)) {
+		fuse_reply_err(req, remove ? ENODATA : EPERM);
+		return;
+	}
+	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];
+	int dfd = -1;
+	struct stat st;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int r = view_getattr(fs, n, &st);
+	if (r == 0)
+		r = node_path(n, path, sizeof(path));
+	if (r == 0 && n->readonly) {
+		struct journal_event ev = {
+			.op = JOP_DENY, .result = -EROFS, .path = path, .detail = name};
+		fs_record_ev(fs, req, &ev);
+		r = -EROFS;
+	}
+	if (r == 0)
+		r = copyup(fs, n, req);
+	if (r == 0)
+		r = xattr_path(fs, n, true, p, sizeof(p), &dfd);
+	if (r == 0) {
+		if ((remove ? lremovexattr(p, name) : lsetxattr(p, name, value, size, flags)) < 0)
+			r = -errno;
+		close(dfd);
+		struct journal_event ev = {.op = remove ? JOP_REMOVEXATTR : JOP_SETXATTR,
+					   .result = r,
+					   .path = path,
+					   .detail = name,
+					   .bytes = size};
+		fs_record_ev(fs, req, &ev);
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	fuse_reply_err(req, -r);
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags)
+{
+	change_xattr(req, ino, name, value, size, flags, false);
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	change_xattr(req, ino, name, NULL, 0, 0, true);
+}

@@ -1,0 +1,469 @@
+/*
+ * view.c - what the merged view holds: upper over lower, minus whiteouts,
+ * opaque directories and whatever the policy hides.
+ *
+ * The policy decides a lower entry by its original lower path (a renamed
+ * directory keeps its redirect, so what was hidden inside stays hidden).
+ * Entries the agent created live only in the upper and are its own: they are
+ * visible even at names the policy hides (DESIGN.md invariant 3).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+#include "fs/layout.h"
+
+/* Bit 63 marks inode numbers of upper-only entries when the layers live on
+ * different devices, so they never collide with lower inode numbers. */
+#define UPPER_INO_TAG (1ULL << 63)
+
+void view_fix_attr(struct agentfs *fs, struct stat *st, uint64_t ino, bool upper)
+{
+	(void)fs;
+	st->st_ino = ino;
+	if (S_ISDIR(st->st_mode)) {
+		/* A lower directory's link count and size count hidden entries;
+		 * report constants instead (nlink 1 tells find(1) and fts(3) not
+		 * to rely on link counts, as on btrfs). */
+		st->st_nlink = 1;
+		st->st_size = 4096;
+		st->st_blocks = 8;
+	} else if (!upper) {
+		/* Other links to a lower file may sit at hidden names. */
+		st->st_nlink = 1;
+	}
+}
+
+static uint64_t upper_ino(struct agentfs *fs, const struct stat *st)
+{
+	return fs->tag_upper_ino ? ((uint64_t)st->st_ino | UPPER_INO_TAG) : (uint64_t)st->st_ino;
+}
+
+bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
+{
+	return policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
+}
+
+/*
+ * Does the lower symlink at @lpath point outside the repository or at a
+ * hidden path?  Resolved lexically against the lower, following further
+ * lower symlinks (at most 40, like the kernel's MAXSYMLINKS), without ever
+ * opening a target.  Unsure means yes.
+ */
+static bool symlink_unsafe(struct agentfs *fs, const char *lpath)
+{
+	char target[FS_PATH_MAX];
+	char cur[FS_PATH_MAX]; /* resolved prefix */
+	char pending[FS_PATH_MAX * 2];
+	const char *leaf;
+	int dfd = layer_open_parent(fs, fs->lower_fd, lpath, &leaf);
+	if (dfd < 0)
+		return true;
+	ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
+	close(dfd);
+	if (n <= 0)
+		return true;
+	target[n] = 0;
+	if (target[0] == '/')
+		return true;
+	/* cur = directory of the link */
+	size_t dl = (size_t)(leaf - lpath);
+	memcpy(cur, lpath, dl ? dl - 1 : 0);
+	cur[dl ? dl - 1 : 0] = 0;
+	snprintf(pending, sizeof(pending), "%s", target);
+	int hops = 0;
+	char *p = pending;
+	while (*p) {
+		char *slash = strchr(p, '/');
+		if (slash)
+			*slash = 0;
+		char *comp = p;
+		p = slash ? slash + 1 : p + strlen(p);
+		if (!*comp || strcmp(comp, ".") == 0)
+			continue;
+		if (strcmp(comp, "..") == 0) {
+			if (!cur[0])
+				return true; /* escapes the repository */
+			char *s = strrchr(cur, '/');
+			if (s)
+				*s = 0;
+			else
+				cur[0] = 0;
+			continue;
+		}
+		char next[FS_PATH_MAX];
+		if (path_join(next, sizeof(next), cur, comp) < 0)
+			return true;
+		struct stat st;
+		bool exists = layer_stat(fs, fs->lower_fd, next, &st) == 0;
+		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
+		if (policy_decide_path(fs->policy, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
+		    POLICY_HIDDEN)
+			return true;
+		if (exists && S_ISLNK(st.st_mode)) {
+			if (++hops > 40)
+				return true;
+			char t2[FS_PATH_MAX];
+			int d2 = layer_open_parent(fs, fs->lower_fd, next, &leaf);
+			if (d2 < 0)
+				return true;
+			ssize_t m = readlinkat(d2, leaf, t2, sizeof(t2) - 1);
+			close(d2);
+			if (m <= 0)
+				return true;
+			t2[m] = 0;
+			if (t2[0] == '/')
+				return true;
+			char rest[FS_PATH_MAX * 2];
+			if ((size_t)snprintf(rest, sizeof(rest), "%s/%s", t2, p) >= sizeof(rest))
+				return true;
+			memcpy(pending, rest, strlen(rest) + 1);
+			p = pending;
+			continue;
+		}
+		memcpy(cur, next, strlen(next) + 1);
+	}
+	return false;
+}
+
+enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath,
+				       const struct stat *st)
+{
+	bool is_dir = S_ISDIR(st->st_mode);
+	enum policy_decision d = policy_decide(fs->policy, lpath, strlen(lpath), is_dir,
+					       is_dir ? 0 : (uint64_t)st->st_size);
+	if (d == POLICY_HIDDEN)
+		return d;
+	if (S_ISLNK(st->st_mode) && policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
+	    symlink_unsafe(fs, lpath))
+		return POLICY_HIDDEN;
+	return d;
+}
+
+/* Resolve the lower entry @name of lower directory @ldir (a lower path). */
+static int resolve_lower(struct agentfs *fs, const char *ldir, const char *name, struct entry *e,
+			 bool *concealed)
+{
+	char lpath[FS_PATH_MAX];
+	int r = path_join(lpath, sizeof(lpath), ldir, name);
+	if (r < 0)
+		return r;
+	struct stat st;
+	r = layer_stat(fs, fs->lower_fd, lpath, &st);
+	if (r == -ENOENT || r == -ENOTDIR || r == -ELOOP)
+		return 0;
+	if (r < 0)
+		return r;
+	enum policy_decision d = view_decide_lower(fs, lpath, &st);
+	if (d == POLICY_HIDDEN) {
+		if (concealed)
+			*concealed = true;
+		return 0;
+	}
+	e->exists = true;
+	e->in_lower = true;
+	e->readonly = d == POLICY_READONLY;
+	e->type = st.st_mode & S_IFMT;
+	e->st = st;
+	memcpy(e->lower, lpath, strlen(lpath) + 1);
+	view_fix_attr(fs, &e->st, (uint64_t)st.st_ino, false);
+	return 0;
+}
+
+int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
+		 bool *concealed)
+{
+	memset(e, 0, offsetof(struct entry, lower));
+	e->lower[0] = 0;
+	if (concealed)
+		*concealed = false;
+	if (layout_is_reserved(name))
+		return 0;
+	char dpath[FS_PATH_MAX];
+	int r = node_path(dir, dpath, sizeof(dpath));
+	if (r < 0)
+		return r;
+	if (dir->upper) {
+		int ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		if (ufd < 0 && ufd != -ENOENT)
+			return ufd;
+		if (ufd >= 0) {
+			struct stat st;
+			if (fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				e->exists = true;
+				e->in_upper = true;
+				e->type = st.st_mode & S_IFMT;
+				e->st = st;
+				uint64_t ino = upper_ino(fs, &st);
+				if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+					int fd = openat(ufd, name,
+							(S_ISDIR(st.st_mode) ? O_DIRECTORY : 0) |
+								O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+								O_NONBLOCK);
+					if (fd >= 0 && S_ISDIR(st.st_mode)) {
+						char red[FS_PATH_MAX];
+						int rl = layout_get_redirect(fd, red, sizeof(red));
+						e->opaque = layout_is_opaque(fd) > 0;
+						if (rl > 0) {
+							struct stat lst;
+							if (layer_stat(fs, fs->lower_fd, red, &lst) == 0 &&
+							    S_ISDIR(lst.st_mode)) {
+								e->in_lower = true;
+								memcpy(e->lower, red, (size_t)rl + 1);
+								ino = (uint64_t)lst.st_ino;
+							}
+						} else if (!e->opaque && dir->lower) {
+							struct entry le;
+							memset(&le, 0, sizeof(le));
+							r = resolve_lower(fs, dir->lower, name, &le, NULL);
+							if (r == 0 && le.exists && le.type == S_IFDIR) {
+								e->in_lower = true;
+								memcpy(e->lower, le.lower,
+								       strlen(le.lower) + 1);
+								ino = le.st.st_ino;
+							}
+						}
+					} else if (fd >= 0) {
+						struct layout_origin o;
+						if (layout_get_origin(fd, &o) > 0)
+							ino = o.ino;
+					}
+					if (fd >= 0)
+						close(fd);
+				}
+				close(ufd);
+				char vpath[FS_PATH_MAX];
+				if (path_join(vpath, sizeof(vpath), dpath, name) == 0)
+					e->readonly = view_path_readonly(fs, vpath, S_ISDIR(st.st_mode));
+				view_fix_attr(fs, &e->st, ino, true);
+				return 0;
+			}
+			int wh = layout_has_whiteout(ufd, name);
+			close(ufd);
+			if (wh != 0)
+				return wh < 0 ? wh : 0;
+		}
+	}
+	if (!dir->lower || dir->opaque)
+		return 0;
+	return resolve_lower(fs, dir->lower, name, e, concealed);
+}
+
+int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
+{
+	(void)fs;
+	char *lower = NULL;
+	if (e->in_lower && !(lower = strdup(e->lower)))
+		return -ENOMEM;
+	free(n->lower);
+	n->lower = lower;
+	n->type = e->type;
+	n->upper = e->in_upper;
+	n->opaque = e->opaque;
+	n->readonly = e->readonly;
+	n->ino = e->st.st_ino;
+	return 0;
+}
+
+int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
+{
+	if (n == &fs->root) {
+		struct stat lst;
+		if (fstat(fs->upper_fd, st) < 0 || fstat(fs->lower_fd, &lst) < 0)
+			return -errno;
+		view_fix_attr(fs, st, (uint64_t)lst.st_ino, true);
+		n->ino = st->st_ino;
+		return 0;
+	}
+	if (!n->hashed)
+		return -ENOENT;
+	struct entry e;
+	int r = view_resolve(fs, n->parent, n->name, &e, NULL);
+	if (r < 0)
+		return r;
+	if (!e.exists || e.type != n->type)
+		return -ENOENT;
+	r = view_apply(fs, n, &e);
+	if (r < 0)
+		return r;
+	*st = e.st;
+	return 0;
+}
+
+/* --- merged directory listings ------------------------------------------ */
+
+struct nameset {
+	char **v;
+	size_t n, cap;
+};
+
+static int nameset_add(struct nameset *s, const char *name)
+{
+	if (s->n == s->cap) {
+		size_t nc = s->cap ? s->cap * 2 : 64;
+		char **nv = realloc(s->v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		s->v = nv;
+		s->cap = nc;
+	}
+	if (!(s->v[s->n] = strdup(name)))
+		return -ENOMEM;
+	s->n++;
+	return 0;
+}
+
+static int cmpstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool nameset_has(const struct nameset *s, const char *name)
+{
+	return s->n && bsearch(&name, s->v, s->n, sizeof(char *), cmpstr) != NULL;
+}
+
+static void nameset_free(struct nameset *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+}
+
+static mode_t dtype_mode(unsigned char t)
+{
+	switch (t) {
+	case DT_DIR:
+		return S_IFDIR;
+	case DT_REG:
+		return S_IFREG;
+	case DT_LNK:
+		return S_IFLNK;
+	case DT_FIFO:
+		return S_IFIFO;
+	case DT_SOCK:
+		return S_IFSOCK;
+	case DT_CHR:
+		return S_IFCHR;
+	case DT_BLK:
+		return S_IFBLK;
+	default:
+		return 0;
+	}
+}
+
+int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
+{
+	char dpath[FS_PATH_MAX];
+	int r = node_path(dir, dpath, sizeof(dpath));
+	if (r < 0)
+		return r;
+	struct nameset seen = {0}, wh = {0};
+	if (dir->upper) {
+		int ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		if (ufd < 0 && ufd != -ENOENT) {
+			r = ufd;
+			goto out;
+		}
+		DIR *d = ufd >= 0 ? fdopendir(ufd) : NULL;
+		if (ufd >= 0 && !d) {
+			r = -errno;
+			close(ufd);
+			goto out;
+		}
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			const char *nm = de->d_name;
+			if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
+				continue;
+			if (layout_is_reserved(nm)) {
+				if (nm[LAYOUT_WH_PREFIX_LEN] &&
+				    (r = nameset_add(&wh, nm + LAYOUT_WH_PREFIX_LEN)) < 0)
+					break;
+				continue;
+			}
+			if ((r = nameset_add(&seen, nm)) < 0)
+				break;
+			mode_t t = dtype_mode(de->d_type);
+			if (!t) {
+				struct stat st;
+				if (fstatat(dirfd(d), nm, &st, AT_SYMLINK_NOFOLLOW) < 0)
+					continue;
+				t = st.st_mode & S_IFMT;
+			}
+			if ((r = cb(ctx, nm, t, de->d_ino)) != 0)
+				break;
+		}
+		if (d)
+			closedir(d);
+		if (r != 0)
+			goto out;
+	}
+	if (dir->lower && !dir->opaque) {
+		qsort(seen.v, seen.n, sizeof(char *), cmpstr);
+		qsort(wh.v, wh.n, sizeof(char *), cmpstr);
+		int lfd = layer_open(fs, fs->lower_fd, dir->lower, O_RDONLY | O_DIRECTORY, 0);
+		if (lfd < 0) {
+			r = lfd == -ENOENT || lfd == -ENOTDIR ? 0 : lfd;
+			goto out;
+		}
+		DIR *d = fdopendir(lfd);
+		if (!d) {
+			r = -errno;
+			close(lfd);
+			goto out;
+		}
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			const char *nm = de->d_name;
+			if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
+				continue;
+			if (layout_is_reserved(nm) || nameset_has(&seen, nm) || nameset_has(&wh, nm))
+				continue;
+			char lpath[FS_PATH_MAX];
+			if (path_join(lpath, sizeof(lpath), dir->lower, nm) < 0)
+				continue;
+			struct stat st;
+			mode_t t = dtype_mode(de->d_type);
+			/* Only regular files need a size (max_file_size) and only
+			 * symlinks a target check; directories are decided by type. */
+			if (t != S_IFDIR || !t) {
+				if (fstatat(dirfd(d), nm, &st, AT_SYMLINK_NOFOLLOW) < 0)
+					continue;
+			} else {
+				memset(&st, 0, sizeof(st));
+				st.st_mode = S_IFDIR;
+			}
+			if (view_decide_lower(fs, lpath, &st) == POLICY_HIDDEN)
+				continue;
+			if ((r = cb(ctx, nm, st.st_mode & S_IFMT, de->d_ino)) != 0)
+				break;
+		}
+		closedir(d);
+	}
+out:
+	nameset_free(&seen);
+	nameset_free(&wh);
+	return r < 0 ? r : 0;
+}
+
+static int count_one(void *ctx, const char *name, mode_t type, ino_t ino)
+{
+	(void)name, (void)type, (void)ino;
+	*(int *)ctx = 1;
+	return 1; /* stop at the first entry */
+}
+
+int view_dir_empty(struct agentfs *fs, struct node *dir)
+{
+	int any = 0;
+	int r = view_list(fs, dir, count_one, &any);
+	if (r < 0)
+		return r;
+	return any ? 0 : 1;
+}
