@@ -249,12 +249,12 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		return r;
 	n->upper = true;
 	struct journal_event ev = {
-		.op = JOP_COPYUP,
-		.path = path,
-		.path2 = n->lower,
-		.bytes = (uint64_t)st.st_size,
-		.has_hash_before = hashed,
-		.hash_before = hash,
+	    .op = JOP_COPYUP,
+	    .path = path,
+	    .path2 = n->lower,
+	    .bytes = (uint64_t)st.st_size,
+	    .has_hash_before = hashed,
+	    .hash_before = hash,
 	};
 	fs_record_ev(fs, req, &ev);
 	return 0;

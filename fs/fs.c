@@ -6,13 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fs/internal.h"
+#include "fs/layout.h"
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct agentfs *fs = userdata;
+	/* Directories need no open: saves two round trips per listing and lets
+	 * the kernel cache listings (see op_opendir). */
+	fs->no_opendir = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
 	/* Lookups and listings in one directory may run in parallel; the
 	 * daemon orders namespace changes itself (ns_lock). */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
@@ -25,6 +30,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * getattr: a lower file the person edits is not served stale forever. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* Listings carry attributes; the kernel picks plain or plus. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 	/* Writes are spliced straight into the upper file. */
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
@@ -33,40 +41,83 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
-	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.symlink = op_symlink,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.rename = op_rename,
-	.link = op_link,
-	.statfs = op_statfs,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.releasedir = op_releasedir,
-	.fsyncdir = op_fsyncdir,
-	.open = op_open,
-	.create = op_create,
-	.read = op_read,
-	.write_buf = op_write_buf,
-	.flush = op_flush,
-	.release = op_release,
-	.fsync = op_fsync,
-	.fallocate = op_fallocate,
-	.lseek = op_lseek,
-	.copy_file_range = op_copy_file_range,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .symlink = op_symlink,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
+    .link = op_link,
+    .statfs = op_statfs,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .open = op_open,
+    .create = op_create,
+    .read = op_read,
+    .write_buf = op_write_buf,
+    .release = op_release,
+    .fsync = op_fsync,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+    .copy_file_range = op_copy_file_range,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
 };
+
+/* Drop the kernel's entry for one view path (see FS_INVALIDATE_FILE). */
+static void invalidate_path(struct agentfs *fs, char *path)
+{
+	struct node *dir = &fs->root;
+	char *save = NULL;
+	for (char *comp = strtok_r(path, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		fuse_lowlevel_notify_inval_entry(fs->se, dir->id, comp, strlen(comp));
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct node *c = node_find(fs, dir, comp);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (!c)
+			return; /* the kernel caches nothing below an unknown name */
+		dir = c;
+	}
+}
+
+static void take_invalidations(struct agentfs *fs)
+{
+	if (!fs->cfg->state_dir)
+		return;
+	char from[PATH_MAX], to[PATH_MAX];
+	snprintf(from, sizeof(from), "%s/%s", fs->cfg->state_dir, FS_INVALIDATE_FILE);
+	snprintf(to, sizeof(to), "%s/%s.taken", fs->cfg->state_dir, FS_INVALIDATE_FILE);
+	if (rename(from, to) < 0)
+		return;
+	FILE *f = fopen(to, "re");
+	if (f) {
+		char *line = NULL;
+		size_t cap = 0;
+		ssize_t n;
+		while ((n = getdelim(&line, &cap, '\0', f)) > 0) {
+			if (line[n - 1] == 0)
+				n--;
+			line[n] = 0;
+			if (n > 0)
+				invalidate_path(fs, line);
+		}
+		free(line);
+		fclose(f);
+	}
+	unlink(to);
+}
 
 /* SIGUSR1 asks the daemon to drop every cached answer: the upper changed
  * behind the mount (agentfs discard).  Handled on a thread of its own,
@@ -81,8 +132,10 @@ static void *signal_thread(void *arg)
 		int sig;
 		if (sigwait(&set, &sig) != 0)
 			continue;
-		if (sig == SIGUSR1)
+		if (sig == SIGUSR1) {
+			take_invalidations(fs);
 			table_invalidate_all(fs);
+		}
 	}
 	return NULL;
 }
@@ -104,6 +157,22 @@ static void signal_ready(int *fd)
 	*fd = -1;
 }
 
+/* The view's root is the upper's root directory: on a workspace's first
+ * mount it takes the lower root's mode, owner and times, once (the agent may
+ * chmod it later). */
+static void init_upper_root(struct agentfs *fs, const struct stat *lst)
+{
+	static const char key[] = LAYOUT_XATTR_PREFIX "root";
+	char v[2];
+	if (fgetxattr(fs->upper_fd, key, v, sizeof(v)) >= 0 || errno != ENODATA)
+		return;
+	(void)!fchown(fs->upper_fd, lst->st_uid, lst->st_gid);
+	fchmod(fs->upper_fd, lst->st_mode & 07777);
+	struct timespec ts[2] = {lst->st_atim, lst->st_mtim};
+	futimens(fs->upper_fd, ts);
+	fsetxattr(fs->upper_fd, key, "y", 1, 0);
+}
+
 int fs_serve(const struct fs_config *cfg)
 {
 	struct agentfs *fs = calloc(1, sizeof(*fs));
@@ -120,7 +189,8 @@ int fs_serve(const struct fs_config *cfg)
 	fs->policy = cfg->policy;
 	fs->journal = cfg->journal;
 	fs->use_openat2 = true;
-	fs->timeout = 1.0;
+	fs->timeout = FS_LONG_TIMEOUT;
+	fs->inotify_fd = -1;
 	pthread_mutex_init(&fs->copyup_lock, NULL);
 	struct stat lst, ust;
 	if (fstat(fs->lower_fd, &lst) < 0 || fstat(fs->upper_fd, &ust) < 0) {
@@ -132,6 +202,7 @@ int fs_serve(const struct fs_config *cfg)
 	if ((r = table_init(fs)) < 0)
 		goto out_free;
 	fs->root.ino = (uint64_t)lst.st_ino;
+	init_upper_root(fs, &lst);
 	if (!(fs->hashes = hashcache_new())) {
 		r = -ENOMEM;
 		goto out_table;
@@ -172,6 +243,8 @@ int fs_serve(const struct fs_config *cfg)
 		r = -EIO;
 		goto out_signals;
 	}
+	watch_start(fs);
+	watch_dir_lazy(fs, &fs->root);
 	signal_ready(&ready_fd);
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
@@ -181,12 +254,15 @@ int fs_serve(const struct fs_config *cfg)
 	}
 	/* Two cores here; a few more threads than cores keep the kernel's
 	 * queue drained while some wait on disk. */
-	fuse_loop_cfg_set_max_threads(lc, 16);
-	fuse_loop_cfg_set_idle_threads(lc, 4);
+	fuse_loop_cfg_set_max_threads(lc, 8);
+	/* Idle workers stay: spawning and reaping threads per burst of
+	 * requests cost more than the requests (measured with `find`). */
+	fuse_loop_cfg_set_idle_threads(lc, 8);
 	int lr = fuse_session_loop_mt(fs->se, lc);
 	fuse_loop_cfg_destroy(lc);
 	r = lr < 0 ? lr : 0;
 out_unmount:
+	watch_stop(fs);
 	fuse_session_unmount(fs->se);
 out_signals:
 	if (have_sigthr) {

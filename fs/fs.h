@@ -14,18 +14,29 @@ struct policy;
 struct journal;
 
 struct fs_config {
-	const char *mountpoint;   /* absolute path; must exist and be an empty directory */
-	int lower_fd;             /* O_RDONLY|O_DIRECTORY fd of the repository's working tree */
-	int upper_fd;             /* O_RDONLY|O_DIRECTORY fd of the workspace's upper/ */
-	int work_fd;              /* O_RDONLY|O_DIRECTORY fd of the workspace's work/ */
+	const char *mountpoint;	     /* absolute path; must exist and be an empty directory */
+	int lower_fd;		     /* O_RDONLY|O_DIRECTORY fd of the repository's working tree */
+	int upper_fd;		     /* O_RDONLY|O_DIRECTORY fd of the workspace's upper/ */
+	int work_fd;		     /* O_RDONLY|O_DIRECTORY fd of the workspace's work/ */
 	const struct policy *policy; /* borrowed; outlives fs_serve() */
-	struct journal *journal;  /* borrowed; NULL for no journal */
-	const char *fsname;       /* shown in /proc/mounts, e.g. "agentfs:NAME" */
-	const char *fuse_opts;    /* extra comma-separated -o options, or NULL */
-	bool debug;               /* libfuse debug output on stderr */
-	int ready_fd;             /* written one byte ('1') once the mount serves, then
-	                           * closed; -1 for none */
+	struct journal *journal;     /* borrowed; NULL for no journal */
+	const char *fsname;	     /* shown in /proc/mounts, e.g. "agentfs:NAME" */
+	const char *fuse_opts;	     /* extra comma-separated -o options, or NULL */
+	bool debug;		     /* libfuse debug output on stderr */
+	int ready_fd;		     /* written one byte ('1') once the mount serves, then
+				      * closed; -1 for none */
+	const char *state_dir;	     /* the workspace directory (for FS_INVALIDATE_FILE), or
+				      * NULL */
 };
+
+/*
+ * Changing the upper behind a serving daemon (agentfs discard): append each
+ * changed view path, terminated by a NUL byte, to <state_dir>/FS_INVALIDATE_FILE,
+ * then send SIGUSR1 to the daemon.  The daemon takes the file (rename), drops
+ * the kernel's cached entries for those paths (negative ones included) and
+ * every attribute and entry it handed out before.
+ */
+#define FS_INVALIDATE_FILE "invalidate"
 
 /*
  * Mount at cfg->mountpoint and serve requests until the filesystem is unmounted

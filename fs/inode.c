@@ -71,6 +71,11 @@ static struct node *find_locked(struct agentfs *fs, struct node *parent, const c
 	return NULL;
 }
 
+struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name)
+{
+	return find_locked(fs, parent, name);
+}
+
 struct node *node_find(struct agentfs *fs, struct node *parent, const char *name)
 {
 	pthread_mutex_lock(&fs->table_lock);
@@ -160,6 +165,7 @@ static void release_locked(struct agentfs *fs, struct node *n)
 		struct node *parent = n->parent;
 		remove_locked(fs, n);
 		fs->nnodes--;
+		watch_forget(fs, n);
 		node_free(n);
 		if (!parent)
 			break;

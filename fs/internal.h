@@ -41,19 +41,21 @@
 struct node {
 	fuse_ino_t id;
 	struct node *parent; /* NULL only for the root */
-	char *name;          /* name in the parent, "" for the root */
+	char *name;	     /* name in the parent, "" for the root */
 	struct node *hnext;  /* hash chain, keyed by (parent, name) */
 	uint64_t nlookup;    /* kernel references (lookup replies minus forgets) */
-	uint32_t refs;       /* children, open handles and in-flight operations */
-	bool hashed;         /* in the table (false once unlinked/renamed over) */
+	uint32_t refs;	     /* children, open handles and in-flight operations */
+	bool hashed;	     /* in the table (false once unlinked/renamed over) */
 
-	mode_t type;         /* S_IFMT bits */
-	uint64_t ino;        /* reported st_ino */
-	bool upper;          /* exists in the upper at its view path */
-	bool opaque;         /* directory: never merge lower entries */
-	bool readonly;       /* policy said read-only for its lower path */
-	char *lower;         /* lower path: a file's lower file, a directory's merged
-	                      * lower directory; NULL if none */
+	mode_t type;   /* S_IFMT bits */
+	uint64_t ino;  /* reported st_ino */
+	bool upper;    /* exists in the upper at its view path */
+	bool opaque;   /* directory: never merge lower entries */
+	bool readonly; /* policy said read-only for its lower path */
+	int wd;	       /* directory: inotify watch of its lower directory;
+			* 0 not yet, -1 could not be watched */
+	char *lower;   /* lower path: a file's lower file, a directory's merged
+			* lower directory; NULL if none */
 };
 
 struct hashcache;
@@ -69,7 +71,8 @@ struct agentfs {
 	bool use_openat2;   /* false after openat2 answered ENOSYS (old kernel, valgrind) */
 	bool tag_upper_ino; /* lower and upper on different devices */
 	dev_t lower_dev;
-	double timeout;     /* entry and attribute cache timeout, seconds */
+	double timeout;	 /* entry and attribute cache timeout, seconds */
+	bool no_opendir; /* the kernel lists directories without opendir */
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;
@@ -82,7 +85,22 @@ struct agentfs {
 	uint64_t tmp_seq;
 
 	struct hashcache *hashes;
+
+	/* watch.c */
+	int inotify_fd;
+	int watch_stop[2];
+	pthread_t watch_thr;
+	bool watching;
+	void *wd_map;
+	size_t wd_cap, wd_count;
 };
+
+/* Entry and attribute timeout for what the kernel caches, seconds: long,
+ * because every change is either made by the daemon (the kernel sees the
+ * reply) or announced by a notification (watch.c, discard). */
+#define FS_LONG_TIMEOUT 86400.0
+/* For children of lower directories that could not be watched. */
+#define FS_SHORT_TIMEOUT 1.0
 
 static inline struct agentfs *fs_of(fuse_req_t req)
 {
@@ -100,6 +118,8 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
  * @count_lookup.  NULL on ENOMEM.  Caller holds ns_lock. */
 struct node *node_child(struct agentfs *fs, struct node *parent, const char *name,
 			bool count_lookup);
+/* node_find() for callers already holding table_lock. */
+struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name);
 /* Take the node out of the name table (unlinked, or replaced by a rename). */
 void node_unhash(struct agentfs *fs, struct node *n);
 /* Move a hashed node to (@parent, @name).  Caller holds ns_lock exclusive. */
@@ -129,11 +149,11 @@ int layer_open_parent(struct agentfs *fs, int rootfd, const char *path, const ch
 struct entry {
 	bool exists;
 	bool in_upper;
-	bool in_lower;       /* a visible lower entry backs it */
+	bool in_lower; /* a visible lower entry backs it */
 	bool opaque;
 	bool readonly;
 	mode_t type;
-	struct stat st;      /* the entry's attributes as reported (fixed up) */
+	struct stat st;		 /* the entry's attributes as reported (fixed up) */
 	char lower[FS_PATH_MAX]; /* lower path, "" if none */
 };
 /* Resolve child @name of directory node @dir: upper first, then whiteout,
@@ -142,6 +162,10 @@ struct entry {
  * lower entry exists but the policy hides it. */
 int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
 		 bool *concealed);
+/* view_resolve() with the directory's upper and lower directories already
+ * open (-1 when not): listings resolve many names in one directory. */
+int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
+		    bool *concealed, int dir_ufd, int dir_lfd);
 /* Apply an entry to a node (type, lower path, flags, ino). */
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
 /* Current attributes of @n. */
@@ -171,6 +195,18 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req);
  * (whiteouts), then the directory itself. */
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name);
 
+/* --- watch.c: invalidation when the lower changes ------------------------ */
+int watch_start(struct agentfs *fs);
+void watch_stop(struct agentfs *fs);
+/* Watch the lower directory of @dir (open as @lower_dirfd) if not yet. */
+void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd);
+/* Drop @n's watch; table_lock held (the node is being freed). */
+void watch_forget(struct agentfs *fs, struct node *n);
+/* Timeout for entries under @dir. */
+double entry_timeout(struct agentfs *fs, const struct node *dir);
+/* Watch @dir's lower directory before answering about its children. */
+void watch_dir_lazy(struct agentfs *fs, struct node *dir);
+
 /* --- hashcache.c --------------------------------------------------------- */
 struct hashcache *hashcache_new(void);
 void hashcache_free(struct hashcache *hc);
@@ -181,11 +217,13 @@ int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
 void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h);
 
 /* --- events (ops_*.c) --------------------------------------------------- */
-void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result,
-	       const char *path, const char *path2);
+void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,
+	       const char *path2);
 void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev);
 
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Attribute cache timeout for an entry, seconds. */
+double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat *st);
 
 /* ops_entry.c */
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
@@ -206,8 +244,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 void op_statfs(fuse_req_t req, fuse_ino_t ino);
 /* ops_dir.c */
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi);
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -219,7 +256,6 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 		  struct fuse_file_info *fi);
-void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
@@ -229,8 +265,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
 			struct fuse_file_info *fi_out, size_t len, int flags);
 /* ops_xattr.c */
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-		 size_t size, int flags);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+		 int flags);
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);

@@ -38,12 +38,12 @@
 #include <stdint.h>
 #include <xxhash.h>
 
-#define LAYOUT_WH_PREFIX       ".wh."
-#define LAYOUT_WH_PREFIX_LEN   4
-#define LAYOUT_XATTR_OPAQUE    "user.agentfs.opaque"
-#define LAYOUT_XATTR_REDIRECT  "user.agentfs.redirect"
-#define LAYOUT_XATTR_ORIGIN    "user.agentfs.origin"
-#define LAYOUT_XATTR_PREFIX    "user.agentfs."
+#define LAYOUT_WH_PREFIX	".wh."
+#define LAYOUT_WH_PREFIX_LEN	4
+#define LAYOUT_XATTR_OPAQUE	"user.agentfs.opaque"
+#define LAYOUT_XATTR_REDIRECT	"user.agentfs.redirect"
+#define LAYOUT_XATTR_ORIGIN	"user.agentfs.origin"
+#define LAYOUT_XATTR_PREFIX	"user.agentfs."
 #define LAYOUT_XATTR_PREFIX_LEN 13
 
 /* True if @name is a whiteout marker or any other reserved name. */
@@ -73,9 +73,9 @@ int layout_get_redirect(int fd, char *buf, size_t len);
 int layout_set_redirect(int fd, const char *lower_path);
 
 struct layout_origin {
-	uint64_t ino;           /* st_ino of the lower file at copy-up */
-	XXH128_hash_t hash;     /* xxh3-128 of its bytes at copy-up */
-	char path[PATH_MAX];    /* its lower path */
+	uint64_t ino;	     /* st_ino of the lower file at copy-up */
+	XXH128_hash_t hash;  /* xxh3-128 of its bytes at copy-up */
+	char path[PATH_MAX]; /* its lower path */
 };
 
 /* Origin of an upper file opened as @fd: 1 and *o filled, 0 when it has none. */

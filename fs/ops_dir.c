@@ -7,6 +7,7 @@
  * entries added or removed after opendir unspecified).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -51,21 +52,20 @@ static void dirhandle_free(struct dirhandle *d)
 	free(d);
 }
 
-void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Take a snapshot of the merged listing of @n; records the listing. */
+static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct dirhandle **out)
 {
-	struct agentfs *fs = fs_of(req);
-	struct node *n = node_get(fs, ino);
 	struct dirhandle *d = calloc(1, sizeof(*d));
-	if (!d) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (!d)
+		return -ENOMEM;
 	char path[FS_PATH_MAX];
 	struct stat st;
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	int r = view_getattr(fs, n, &st);
 	if (r == 0 && !S_ISDIR(n->type))
 		r = -ENOTDIR;
+	if (r == 0)
+		watch_dir_lazy(fs, n);
 	if (r == 0)
 		r = snap_add(d, ".", S_IFDIR, (ino_t)n->ino);
 	if (r == 0)
@@ -77,22 +77,66 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0) {
 		dirhandle_free(d);
+		return r;
+	}
+	*out = d;
+	return 0;
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	if (fs->no_opendir) {
+		/* FUSE_CAP_NO_OPENDIR_SUPPORT: the kernel stops sending opendir
+		 * and releasedir, and caches listings (FOPEN_KEEP_CACHE |
+		 * FOPEN_CACHE_DIR are its defaults then, fs/fuse/file.c). */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	struct dirhandle *d;
+	int r = snapshot(req, fs, node_get(fs, ino), &d);
+	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
-	fi->cache_readdir = 0;
+	/* The kernel keeps the listing until the directory changes: through
+	 * the mount it drops it itself, for the lower watch.c and discard
+	 * invalidate the directory's inode. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		dirhandle_free(d);
 }
 
+/* The listing to serve: the opendir snapshot, or (no opendir) a fresh one;
+ * *tmp tells the caller to free it.  Offsets are indexes into the listing,
+ * so a listing taken again continues where the last one stopped. */
+static struct dirhandle *listing(fuse_req_t req, struct agentfs *fs, fuse_ino_t ino,
+				 struct fuse_file_info *fi, bool *tmp, int *err)
+{
+	*tmp = false;
+	if (fi->fh)
+		return (struct dirhandle *)(uintptr_t)fi->fh;
+	struct dirhandle *d;
+	*err = snapshot(req, fs, node_get(fs, ino), &d);
+	if (*err < 0)
+		return NULL;
+	*tmp = true;
+	return d;
+}
+
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)ino;
-	struct dirhandle *d = (struct dirhandle *)(uintptr_t)fi->fh;
-	char *buf = malloc(size);
+	struct agentfs *fs = fs_of(req);
+	bool tmp;
+	int err = 0;
+	struct dirhandle *d = listing(req, fs, ino, fi, &tmp, &err);
+	char *buf = d ? malloc(size) : NULL;
 	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+		if (tmp)
+			dirhandle_free(d);
+		fuse_reply_err(req, d ? ENOMEM : -err);
 		return;
 	}
 	size_t used = 0;
@@ -109,12 +153,88 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);
+	if (tmp)
+		dirhandle_free(d);
+}
+
+/*
+ * readdirplus: each entry comes with its attributes and counts as a lookup
+ * (fuse_lowlevel.h), so `ls -l`, `find` and `git status` need no lookup round
+ * trip per entry.  "." and ".." carry no node (nodeid 0: the kernel skips
+ * them).
+ */
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *dir = node_get(fs, ino);
+	bool tmp;
+	int err = 0;
+	struct dirhandle *d = listing(req, fs, ino, fi, &tmp, &err);
+	char *buf = d ? malloc(size) : NULL;
+	if (!buf) {
+		if (tmp)
+			dirhandle_free(d);
+		fuse_reply_err(req, d ? ENOMEM : -err);
+		return;
+	}
+	size_t used = 0;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	char dpath[FS_PATH_MAX];
+	int ufd = -1, lfd = -1;
+	if (node_path(dir, dpath, sizeof(dpath)) == 0) {
+		if (dir->upper)
+			ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		if (dir->lower && !dir->opaque)
+			lfd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
+	}
+	for (size_t i = (size_t)off; i < d->n; i++) {
+		const char *name = d->v[i].name;
+		struct fuse_entry_param ep;
+		memset(&ep, 0, sizeof(ep));
+		ep.attr.st_ino = d->v[i].ino;
+		ep.attr.st_mode = d->v[i].type;
+		size_t need = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		if (need > size - used)
+			break;
+		struct entry e;
+		struct node *c = NULL;
+		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
+		    view_resolve_at(fs, dir, name, &e, NULL, ufd, lfd) == 0 && e.exists) {
+			struct node *old = node_find(fs, dir, name);
+			if (old && old->type && old->type != e.type)
+				node_unhash(fs, old);
+			c = node_child(fs, dir, name, true);
+			if (c && view_apply(fs, c, &e) < 0) {
+				node_forget(fs, c, 1);
+				c = NULL;
+			}
+		}
+		if (c) {
+			ep.ino = c->id;
+			ep.attr = e.st;
+			ep.attr_timeout = attr_timeout(fs, c, &e.st);
+			ep.entry_timeout = entry_timeout(fs, dir);
+		}
+		used +=
+		    fuse_add_direntry_plus(req, buf + used, size - used, name, &ep, (off_t)(i + 1));
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (ufd >= 0)
+		close(ufd);
+	if (lfd >= 0)
+		close(lfd);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+	if (tmp)
+		dirhandle_free(d);
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	dirhandle_free((struct dirhandle *)(uintptr_t)fi->fh);
+	if (fi->fh)
+		dirhandle_free((struct dirhandle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

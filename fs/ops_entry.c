@@ -29,11 +29,20 @@ void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev)
 	journal_record(fs->journal, ev);
 }
 
-void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result,
-	       const char *path, const char *path2)
+void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,
+	       const char *path2)
 {
 	struct journal_event ev = {.op = op, .result = result, .path = path, .path2 = path2};
 	fs_record_ev(fs, req, &ev);
+}
+
+double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat *st)
+{
+	/* Hard links of the upper are separate nodes here: do not let the
+	 * kernel cache one name's attributes while another name changes them. */
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
+		return 0;
+	return n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
 }
 
 static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, const struct stat *st)
@@ -42,8 +51,8 @@ static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, cons
 	memset(&e, 0, sizeof(e));
 	e.ino = n->id;
 	e.attr = *st;
-	e.attr_timeout = fs->timeout;
-	e.entry_timeout = fs->timeout;
+	e.attr_timeout = attr_timeout(fs, n, st);
+	e.entry_timeout = n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
 	fuse_reply_entry(req, &e);
 }
 
@@ -106,6 +115,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	struct node *dir = node_get(fs, parent);
+	watch_dir_lazy(fs, dir);
 	struct entry e;
 	bool concealed = false;
 	int r = view_resolve(fs, dir, name, &e, &concealed);
@@ -126,7 +136,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		 * exactly like absent. */
 		struct fuse_entry_param ne;
 		memset(&ne, 0, sizeof(ne));
-		ne.entry_timeout = fs->timeout;
+		ne.entry_timeout = entry_timeout(fs, dir);
 		fuse_reply_entry(req, &ne);
 		return;
 	}
@@ -180,7 +190,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, fs->timeout);
+		fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -232,8 +242,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
 		gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
-		if ((hfd >= 0 ? fchown(hfd, u, g) : fchownat(pfd, leaf, u, g, AT_SYMLINK_NOFOLLOW)) <
-		    0) {
+		if ((hfd >= 0 ? fchown(hfd, u, g)
+			      : fchownat(pfd, leaf, u, g, AT_SYMLINK_NOFOLLOW)) < 0) {
 			r = -errno;
 			goto out;
 		}
@@ -249,7 +259,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		if (r < 0)
 			goto out;
 		struct journal_event ev = {
-			.op = JOP_TRUNCATE, .path = path, .bytes = (uint64_t)attr->st_size};
+		    .op = JOP_TRUNCATE, .path = path, .bytes = (uint64_t)attr->st_size};
 		fs_record_ev(fs, req, &ev);
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -272,7 +282,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		struct journal_event ev = {.op = JOP_SETATTR,
 					   .path = path,
 					   .flags = (uint32_t)to_set,
-					   .mode = (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode : 0};
+					   .mode =
+					       (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode : 0};
 		fs_record_ev(fs, req, &ev);
 	}
 out:
@@ -290,7 +301,7 @@ out:
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, fs->timeout);
+		fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 	return;
 fail:
 	pthread_rwlock_unlock(&fs->ns_lock);
@@ -312,7 +323,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	ssize_t len = -1;
 	if (r == 0) {
 		const char *leaf;
-		int pfd = layer_open_parent(fs, n->upper ? fs->upper_fd : fs->lower_fd, path, &leaf);
+		int pfd =
+		    layer_open_parent(fs, n->upper ? fs->upper_fd : fs->lower_fd, path, &leaf);
 		if (pfd < 0) {
 			r = pfd;
 		} else {
@@ -404,7 +416,7 @@ static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int
 			r = view_apply(fs, n, &e);
 	}
 	struct journal_event ev = {
-		.op = op, .result = r, .path = path, .path2 = path2, .mode = mode};
+	    .op = op, .result = r, .path = path, .path2 = path2, .mode = mode};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0)
@@ -715,7 +727,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (r < 0)
 		goto out;
 	char ddpath[FS_PATH_MAX];
-	if ((r = refresh(fs, ddir, NULL)) < 0 || (r = node_path(ddir, ddpath, sizeof(ddpath))) < 0 ||
+	if ((r = refresh(fs, ddir, NULL)) < 0 ||
+	    (r = node_path(ddir, ddpath, sizeof(ddpath))) < 0 ||
 	    (r = path_join(dpath, sizeof(dpath), ddpath, newname)) < 0)
 		goto out;
 	if ((r = view_resolve(fs, ddir, newname, &de, NULL)) < 0)
@@ -816,11 +829,8 @@ out:
 	if (dfd >= 0)
 		close(dfd);
 	if (!replied) {
-		struct journal_event ev = {.op = JOP_RENAME,
-					   .result = r,
-					   .path = spath,
-					   .path2 = dpath,
-					   .flags = flags};
+		struct journal_event ev = {
+		    .op = JOP_RENAME, .result = r, .path = spath, .path2 = dpath, .flags = flags};
 		if (r != -ENOENT || spath[0])
 			fs_record_ev(fs, req, &ev);
 	}

@@ -18,8 +18,8 @@
 
 struct handle {
 	int fd;
-	bool upper;    /* fd is in the upper: the only kind that may change */
-	bool wrote;    /* written since the last journal record */
+	bool upper; /* fd is in the upper: the only kind that may change */
+	bool wrote; /* written since the last journal record */
 	pid_t pid;
 	uid_t uid;
 	struct node *node;
@@ -27,7 +27,7 @@ struct handle {
 	uint64_t wbytes;
 	bool has_before;
 	XXH128_hash_t before;
-	char *path;    /* view path at open, for the journal */
+	char *path; /* view path at open, for the journal */
 };
 
 static struct handle *handle_of(struct fuse_file_info *fi)
@@ -96,7 +96,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		pthread_rwlock_wrlock(&fs->ns_lock);
 	else
 		pthread_rwlock_rdlock(&fs->ns_lock);
-	r = view_getattr(fs, n, &st);
+	/* A write needs the node's current state for copy-up; a read trusts
+	 * the lookup that gave the kernel this inode (watch.c keeps it true). */
+	r = writing ? view_getattr(fs, n, &st) : (n == &fs->root || n->hashed ? 0 : -ENOENT);
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EISDIR;
 	if (r == 0)
@@ -153,6 +155,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	node_ref(fs, n);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
+	/* Keep the page cache across opens: only the daemon changes the upper,
+	 * and watch.c invalidates a lower file the person changes. */
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
 		node_unref(fs, n);
@@ -192,12 +197,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	pthread_rwlock_wrlock(&fs->ns_lock);
 	struct stat dst;
-	if ((r = view_getattr(fs, dir, &dst)) < 0 || (r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
+	if ((r = view_getattr(fs, dir, &dst)) < 0 ||
+	    (r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
 	    (r = path_join(path, sizeof(path), dpath, name)) < 0)
 		goto fail;
 	if (dir->readonly || view_path_readonly(fs, path, false)) {
 		struct journal_event ev = {
-			.op = JOP_DENY, .result = -EROFS, .path = path, .detail = "create"};
+		    .op = JOP_DENY, .result = -EROFS, .path = path, .detail = "create"};
 		fs_record_ev(fs, req, &ev);
 		r = -EROFS;
 		goto fail;
@@ -216,8 +222,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = dfd;
 		goto fail;
 	}
-	int flags = (fi->flags & ~(O_NOCTTY | O_ACCMODE)) | O_CREAT | O_EXCL | O_NOFOLLOW |
-		    O_CLOEXEC;
+	int flags =
+	    (fi->flags & ~(O_NOCTTY | O_ACCMODE)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 	fd = openat(dfd, name, flags | O_RDWR, mode);
 	if (fd < 0 && errno == EACCES)
 		fd = openat(dfd, name, flags | (fi->flags & O_ACCMODE), mode);
@@ -253,12 +259,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	pthread_rwlock_unlock(&fs->ns_lock);
 	close(dfd);
 	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->keep_cache = 1;
 	struct fuse_entry_param ep;
 	memset(&ep, 0, sizeof(ep));
 	ep.ino = n->id;
 	ep.attr = e.st;
-	ep.attr_timeout = fs->timeout;
-	ep.entry_timeout = fs->timeout;
+	ep.attr_timeout = attr_timeout(fs, n, &e.st);
+	ep.entry_timeout = entry_timeout(fs, dir);
 	if (fuse_reply_create(req, &ep, fi) == -ENOENT) {
 		node_unref(fs, n);
 		close(fd);
@@ -322,28 +329,17 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	fuse_reply_write(req, (size_t)n);
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	struct handle *h = handle_of(fi);
-	/* close(dup()) releases POSIX locks held through this file (see
-	 * fuse_lowlevel.h, flush). */
-	int fd = dup(h->fd);
-	int r = fd < 0 || close(fd) < 0 ? errno : 0;
-	fuse_reply_err(req, r);
-}
-
 /* Journal what a write handle did since the last record. */
 static void record_write(struct agentfs *fs, struct handle *h)
 {
 	struct journal_event ev = {
-		.op = JOP_WRITE,
-		.pid = h->pid,
-		.uid = h->uid,
-		.path = h->path,
-		.bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
-		.has_hash_before = h->has_before,
-		.hash_before = h->before,
+	    .op = JOP_WRITE,
+	    .pid = h->pid,
+	    .uid = h->uid,
+	    .path = h->path,
+	    .bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
+	    .has_hash_before = h->has_before,
+	    .hash_before = h->before,
 	};
 	XXH128_hash_t after;
 	if (hashcache_get(fs->hashes, h->fd, &after) == 0) {
@@ -377,11 +373,11 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		record_write(fs, h);
 	} else if (fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY) {
 		struct journal_event ev = {
-			.op = JOP_READ,
-			.pid = h->pid,
-			.uid = h->uid,
-			.path = h->path,
-			.bytes = h->rbytes,
+		    .op = JOP_READ,
+		    .pid = h->pid,
+		    .uid = h->uid,
+		    .path = h->path,
+		    .bytes = h->rbytes,
 		};
 		if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0)
 			ev.has_hash_after = true;

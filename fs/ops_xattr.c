@@ -16,9 +16,15 @@
 #include "fs/internal.h"
 #include "fs/layout.h"
 
+/* The view carries user.* attributes only (user_xattr in xattr(7)); other
+ * namespaces are privileged, or ACLs and labels the kernel does not enforce
+ * on a FUSE mount with default_permissions anyway.  Answering them without a
+ * disk access keeps `ls -l` (which asks for security.selinux and
+ * system.posix_acl_access on every file) cheap. */
 static bool private_name(const char *name)
 {
-	return strncmp(name, LAYOUT_XATTR_PREFIX, LAYOUT_XATTR_PREFIX_LEN) == 0;
+	return strncmp(name, "user.", 5) != 0 ||
+	       strncmp(name, LAYOUT_XATTR_PREFIX, LAYOUT_XATTR_PREFIX_LEN) == 0;
 }
 
 /*
@@ -143,7 +149,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct agentfs *fs = fs_of(req);
 	struct node *n = node_get(fs, ino);
 	if (private_name(name)) {
-		fuse_reply_err(req, remove ? ENODATA : EPERM);
+		fuse_reply_err(req, remove ? ENODATA : strncmp(name, "user.", 5) ? ENOTSUP : EPERM);
 		return;
 	}
 	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];
@@ -155,7 +161,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		r = node_path(n, path, sizeof(path));
 	if (r == 0 && n->readonly) {
 		struct journal_event ev = {
-			.op = JOP_DENY, .result = -EROFS, .path = path, .detail = name};
+		    .op = JOP_DENY, .result = -EROFS, .path = path, .detail = name};
 		fs_record_ev(fs, req, &ev);
 		r = -EROFS;
 	}
@@ -178,8 +184,8 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	fuse_reply_err(req, -r);
 }
 
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-		 size_t size, int flags)
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+		 int flags)
 {
 	change_xattr(req, ino, name, value, size, flags, false);
 }

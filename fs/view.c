@@ -102,8 +102,8 @@ static bool symlink_unsafe(struct agentfs *fs, const char *lpath)
 		struct stat st;
 		bool exists = layer_stat(fs, fs->lower_fd, next, &st) == 0;
 		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
-		if (policy_decide_path(fs->policy, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
-		    POLICY_HIDDEN)
+		if (policy_decide_path(fs->policy, next, is_dir,
+				       exists ? (uint64_t)st.st_size : 0) == POLICY_HIDDEN)
 			return true;
 		if (exists && S_ISLNK(st.st_mode)) {
 			if (++hops > 40)
@@ -131,8 +131,7 @@ static bool symlink_unsafe(struct agentfs *fs, const char *lpath)
 	return false;
 }
 
-enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath,
-				       const struct stat *st)
+enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, const struct stat *st)
 {
 	bool is_dir = S_ISDIR(st->st_mode);
 	enum policy_decision d = policy_decide(fs->policy, lpath, strlen(lpath), is_dir,
@@ -147,14 +146,17 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath,
 
 /* Resolve the lower entry @name of lower directory @ldir (a lower path). */
 static int resolve_lower(struct agentfs *fs, const char *ldir, const char *name, struct entry *e,
-			 bool *concealed)
+			 bool *concealed, int lfd)
 {
 	char lpath[FS_PATH_MAX];
 	int r = path_join(lpath, sizeof(lpath), ldir, name);
 	if (r < 0)
 		return r;
 	struct stat st;
-	r = layer_stat(fs, fs->lower_fd, lpath, &st);
+	if (lfd >= 0)
+		r = fstatat(lfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	else
+		r = layer_stat(fs, fs->lower_fd, lpath, &st);
 	if (r == -ENOENT || r == -ENOTDIR || r == -ELOOP)
 		return 0;
 	if (r < 0)
@@ -178,18 +180,29 @@ static int resolve_lower(struct agentfs *fs, const char *ldir, const char *name,
 int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
 		 bool *concealed)
 {
+	return view_resolve_at(fs, dir, name, e, concealed, -1, -1);
+}
+
+int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
+		    bool *concealed, int dir_ufd, int dir_lfd)
+{
 	memset(e, 0, offsetof(struct entry, lower));
 	e->lower[0] = 0;
 	if (concealed)
 		*concealed = false;
-	if (layout_is_reserved(name))
+	/* The kernel resolves "." and ".." itself; answering them here would
+	 * stat the layer's parent (fail closed). */
+	if (layout_is_reserved(name) || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+	    strchr(name, '/'))
 		return 0;
 	char dpath[FS_PATH_MAX];
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0)
 		return r;
 	if (dir->upper) {
-		int ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		int ufd = dir_ufd >= 0
+			      ? dir_ufd
+			      : layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
 		if (ufd < 0 && ufd != -ENOENT)
 			return ufd;
 		if (ufd >= 0) {
@@ -203,25 +216,29 @@ int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct 
 				if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
 					int fd = openat(ufd, name,
 							(S_ISDIR(st.st_mode) ? O_DIRECTORY : 0) |
-								O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
-								O_NONBLOCK);
+							    O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+							    O_NONBLOCK);
 					if (fd >= 0 && S_ISDIR(st.st_mode)) {
 						char red[FS_PATH_MAX];
 						int rl = layout_get_redirect(fd, red, sizeof(red));
 						e->opaque = layout_is_opaque(fd) > 0;
 						if (rl > 0) {
 							struct stat lst;
-							if (layer_stat(fs, fs->lower_fd, red, &lst) == 0 &&
+							if (layer_stat(fs, fs->lower_fd, red,
+								       &lst) == 0 &&
 							    S_ISDIR(lst.st_mode)) {
 								e->in_lower = true;
-								memcpy(e->lower, red, (size_t)rl + 1);
+								memcpy(e->lower, red,
+								       (size_t)rl + 1);
 								ino = (uint64_t)lst.st_ino;
 							}
 						} else if (!e->opaque && dir->lower) {
 							struct entry le;
 							memset(&le, 0, sizeof(le));
-							r = resolve_lower(fs, dir->lower, name, &le, NULL);
-							if (r == 0 && le.exists && le.type == S_IFDIR) {
+							r = resolve_lower(fs, dir->lower, name, &le,
+									  NULL, dir_lfd);
+							if (r == 0 && le.exists &&
+							    le.type == S_IFDIR) {
 								e->in_lower = true;
 								memcpy(e->lower, le.lower,
 								       strlen(le.lower) + 1);
@@ -236,22 +253,25 @@ int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct 
 					if (fd >= 0)
 						close(fd);
 				}
-				close(ufd);
+				if (ufd != dir_ufd)
+					close(ufd);
 				char vpath[FS_PATH_MAX];
 				if (path_join(vpath, sizeof(vpath), dpath, name) == 0)
-					e->readonly = view_path_readonly(fs, vpath, S_ISDIR(st.st_mode));
+					e->readonly =
+					    view_path_readonly(fs, vpath, S_ISDIR(st.st_mode));
 				view_fix_attr(fs, &e->st, ino, true);
 				return 0;
 			}
 			int wh = layout_has_whiteout(ufd, name);
-			close(ufd);
+			if (ufd != dir_ufd)
+				close(ufd);
 			if (wh != 0)
 				return wh < 0 ? wh : 0;
 		}
 	}
 	if (!dir->lower || dir->opaque)
 		return 0;
-	return resolve_lower(fs, dir->lower, name, e, concealed);
+	return resolve_lower(fs, dir->lower, name, e, concealed, dir_lfd);
 }
 
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
@@ -423,7 +443,8 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			const char *nm = de->d_name;
 			if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
 				continue;
-			if (layout_is_reserved(nm) || nameset_has(&seen, nm) || nameset_has(&wh, nm))
+			if (layout_is_reserved(nm) || nameset_has(&seen, nm) ||
+			    nameset_has(&wh, nm))
 				continue;
 			char lpath[FS_PATH_MAX];
 			if (path_join(lpath, sizeof(lpath), dir->lower, nm) < 0)

@@ -1,0 +1,264 @@
+/*
+ * watch.c - keeping the kernel's cached answers about the lower true while
+ * the person keeps working in the repository.
+ *
+ * The daemon hands out long entry and attribute timeouts (the kernel then
+ * answers stat, lookup and reads without asking).  To stay correct it watches
+ * every lower directory the kernel has seen, lazily, at the first lookup or
+ * listing in it (so mount time does not grow with the tree), with inotify(7)
+ * (fanotify would need CAP_SYS_ADMIN, and people mount as themselves).  Each
+ * event invalidates the entry (fuse_lowlevel_notify_inval_entry) and, for a
+ * known child, its attributes and page cache (notify_inval_inode).  A
+ * directory that cannot be watched (inotify limits) gets short timeouts for
+ * its children instead.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "fs/internal.h"
+
+#define WATCH_MASK                                                                                 \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY | IN_ATTRIB |             \
+	 IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+struct wd_slot {
+	int wd;
+	struct node *node;
+};
+
+/* wd -> directory node, open addressing keyed by wd (inotify's wds are small
+ * increasing integers). */
+static struct node *wd_find(struct agentfs *fs, int wd)
+{
+	if (!fs->wd_map)
+		return NULL;
+	for (size_t i = (size_t)wd & (fs->wd_cap - 1);; i = (i + 1) & (fs->wd_cap - 1)) {
+		struct wd_slot *s = &((struct wd_slot *)fs->wd_map)[i];
+		if (s->wd == 0)
+			return NULL;
+		if (s->wd == wd)
+			return s->node;
+	}
+}
+
+static int wd_put(struct agentfs *fs, int wd, struct node *n);
+
+static int wd_grow(struct agentfs *fs)
+{
+	size_t oc = fs->wd_cap;
+	struct wd_slot *old = fs->wd_map;
+	size_t nc = oc ? oc * 2 : 1024;
+	struct wd_slot *nv = calloc(nc, sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	fs->wd_map = nv;
+	fs->wd_cap = nc;
+	fs->wd_count = 0;
+	for (size_t i = 0; i < oc; i++)
+		if (old[i].wd > 0)
+			wd_put(fs, old[i].wd, old[i].node);
+	free(old);
+	return 0;
+}
+
+static int wd_put(struct agentfs *fs, int wd, struct node *n)
+{
+	if ((fs->wd_count + 1) * 2 > fs->wd_cap) {
+		int r = wd_grow(fs);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = (size_t)wd & (fs->wd_cap - 1);; i = (i + 1) & (fs->wd_cap - 1)) {
+		struct wd_slot *s = &((struct wd_slot *)fs->wd_map)[i];
+		if (s->wd == 0 || s->wd == -1 || s->wd == wd) {
+			if (s->wd != wd)
+				fs->wd_count++;
+			s->wd = wd;
+			s->node = n;
+			return 0;
+		}
+	}
+}
+
+static void wd_del(struct agentfs *fs, int wd)
+{
+	if (!fs->wd_map)
+		return;
+	for (size_t i = (size_t)wd & (fs->wd_cap - 1);; i = (i + 1) & (fs->wd_cap - 1)) {
+		struct wd_slot *s = &((struct wd_slot *)fs->wd_map)[i];
+		if (s->wd == 0)
+			return;
+		if (s->wd == wd) {
+			s->wd = -1; /* tombstone: keeps probe chains intact */
+			s->node = NULL;
+			return;
+		}
+	}
+}
+
+void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd)
+{
+	if (fs->inotify_fd < 0 || !dir->lower || dir->wd != 0)
+		return;
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", lower_dirfd);
+	pthread_mutex_lock(&fs->table_lock);
+	if (dir->wd == 0) {
+		int wd = inotify_add_watch(fs->inotify_fd, p, WATCH_MASK);
+		if (wd < 0 || wd_put(fs, wd, dir) < 0) {
+			dir->wd = -1; /* unwatched: short timeouts for its children */
+		} else {
+			/* The same lower directory seen through another node (a
+			 * redirect) shares the wd: the newest node wins, the
+			 * other one falls back to short timeouts. */
+			dir->wd = wd;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void watch_forget(struct agentfs *fs, struct node *n)
+{
+	/* Called with table_lock held, as the node is freed. */
+	if (n->wd > 0 && wd_find(fs, n->wd) == n) {
+		inotify_rm_watch(fs->inotify_fd, n->wd);
+		wd_del(fs, n->wd);
+	}
+	n->wd = 0;
+}
+
+void watch_dir_lazy(struct agentfs *fs, struct node *dir)
+{
+	if (fs->inotify_fd < 0 || !dir->lower || dir->wd != 0 || dir->opaque)
+		return;
+	int fd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
+	if (fd < 0)
+		return;
+	watch_dir(fs, dir, fd);
+	close(fd);
+}
+
+double entry_timeout(struct agentfs *fs, const struct node *dir)
+{
+	if (dir->lower && dir->wd <= 0 && !dir->opaque)
+		return FS_SHORT_TIMEOUT;
+	return fs->timeout;
+}
+
+struct pending {
+	fuse_ino_t dir;
+	fuse_ino_t child;
+	char name[NAME_MAX + 1];
+};
+
+static void *watch_thread(void *arg)
+{
+	struct agentfs *fs = arg;
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct pending *pv = malloc(sizeof(*pv) * 512);
+	if (!pv)
+		return NULL;
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = fs->inotify_fd, .events = POLLIN},
+					{.fd = fs->watch_stop[0], .events = POLLIN}};
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		ssize_t len = read(fs->inotify_fd, buf, sizeof(buf));
+		if (len <= 0)
+			continue;
+		size_t np = 0;
+		bool overflow = false;
+		pthread_mutex_lock(&fs->table_lock);
+		for (char *p = buf; p < buf + len;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				overflow = true;
+				continue;
+			}
+			struct node *dir = wd_find(fs, ev->wd);
+			if (ev->mask & IN_IGNORED) {
+				if (dir)
+					dir->wd = 0;
+				wd_del(fs, ev->wd);
+				continue;
+			}
+			if (!dir || np == 512)
+				continue;
+			pv[np].dir = dir->id;
+			pv[np].child = 0;
+			pv[np].name[0] = 0;
+			if (ev->len && ev->name[0]) {
+				snprintf(pv[np].name, sizeof(pv[np].name), "%s", ev->name);
+				struct node *c = node_find_locked(fs, dir, ev->name);
+				if (c)
+					pv[np].child = c->id;
+			}
+			np++;
+		}
+		pthread_mutex_unlock(&fs->table_lock);
+		if (overflow) {
+			table_invalidate_all(fs);
+			continue;
+		}
+		for (size_t i = 0; i < np; i++) {
+			/* The directory's inode too: its cached listing
+			 * (cache_readdir) lives in its page cache. */
+			if (pv[i].name[0])
+				fuse_lowlevel_notify_inval_entry(fs->se, pv[i].dir, pv[i].name,
+								 strlen(pv[i].name));
+			fuse_lowlevel_notify_inval_inode(fs->se, pv[i].dir, 0, 0);
+			if (pv[i].child)
+				fuse_lowlevel_notify_inval_inode(fs->se, pv[i].child, 0, 0);
+		}
+	}
+	free(pv);
+	return NULL;
+}
+
+int watch_start(struct agentfs *fs)
+{
+	fs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fs->inotify_fd < 0)
+		return 0; /* no inotify: every lower entry gets short timeouts */
+	if (pipe2(fs->watch_stop, O_CLOEXEC) < 0) {
+		close(fs->inotify_fd);
+		fs->inotify_fd = -1;
+		return 0;
+	}
+	if (pthread_create(&fs->watch_thr, NULL, watch_thread, fs) != 0) {
+		close(fs->watch_stop[0]);
+		close(fs->watch_stop[1]);
+		close(fs->inotify_fd);
+		fs->inotify_fd = -1;
+		return 0;
+	}
+	fs->watching = true;
+	return 0;
+}
+
+void watch_stop(struct agentfs *fs)
+{
+	if (!fs->watching)
+		return;
+	(void)!write(fs->watch_stop[1], "x", 1);
+	pthread_join(fs->watch_thr, NULL);
+	close(fs->watch_stop[0]);
+	close(fs->watch_stop[1]);
+	close(fs->inotify_fd);
+	fs->inotify_fd = -1;
+	free(fs->wd_map);
+	fs->wd_map = NULL;
+	fs->watching = false;
+}
