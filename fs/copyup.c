@@ -124,7 +124,7 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	struct stat lst;
 	bool have_lower = n->lower && layer_stat(fs, fs->lower_fd, n->lower, &lst) == 0;
 	const char *leaf;
-	int pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+	int pfd = upper_open_parent(fs, path, &leaf);
 	if (pfd < 0)
 		return pfd;
 	mode_t mode = have_lower ? (lst.st_mode & 07777) : 0755;
@@ -168,7 +168,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	if ((r = layer_stat(fs, fs->lower_fd, n->lower, &st)) < 0)
 		return r;
 	const char *leaf;
-	int pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+	int pfd = upper_open_parent(fs, path, &leaf);
 	if (pfd < 0)
 		return pfd;
 	XXH128_hash_t hash = {0, 0};

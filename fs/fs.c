@@ -2,6 +2,7 @@
  * fs.c - mounting the merged view and running the FUSE session.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +141,23 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
+/* Builds the private .git after the mount serves (fs_config.git_prepare);
+ * lookups of ".git" wait for it.  A failed build leaves an empty private
+ * directory: git in the view then says it is not a repository, and the
+ * reason is in the daemon's log. */
+static void *git_thread(void *arg)
+{
+	struct agentfs *fs = arg;
+	int r = fs->cfg->git_prepare(fs->cfg->git_prepare_arg);
+	if (r < 0)
+		fprintf(stderr, "agentfs: private .git: %s\n", strerror(-r));
+	pthread_mutex_lock(&fs->git_lock);
+	fs->git_ready = true;
+	pthread_cond_broadcast(&fs->git_cond);
+	pthread_mutex_unlock(&fs->git_lock);
+	return NULL;
+}
+
 static int add_opt(struct fuse_args *args, const char *opt)
 {
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;
@@ -191,6 +209,18 @@ int fs_serve(const struct fs_config *cfg)
 	fs->use_openat2 = true;
 	fs->timeout = FS_LONG_TIMEOUT;
 	fs->inotify_fd = -1;
+	fs->git_fd = -1;
+	fs->git_ready = true;
+	pthread_mutex_init(&fs->git_lock, NULL);
+	pthread_cond_init(&fs->git_cond, NULL);
+	if (cfg->git_dir) {
+		fs->git_fd = open(cfg->git_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fs->git_fd < 0) {
+			r = -errno;
+			goto out_free;
+		}
+		fs->git_ready = cfg->git_prepare == NULL;
+	}
 	pthread_mutex_init(&fs->copyup_lock, NULL);
 	struct stat lst, ust;
 	if (fstat(fs->lower_fd, &lst) < 0 || fstat(fs->upper_fd, &ust) < 0) {
@@ -245,6 +275,10 @@ int fs_serve(const struct fs_config *cfg)
 	}
 	watch_start(fs);
 	watch_dir_lazy(fs, &fs->root);
+	pthread_t gitthr;
+	bool have_gitthr = !fs->git_ready && pthread_create(&gitthr, NULL, git_thread, fs) == 0;
+	if (!fs->git_ready && !have_gitthr)
+		git_thread(fs); /* no thread: build before serving */
 	signal_ready(&ready_fd);
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
@@ -261,6 +295,8 @@ int fs_serve(const struct fs_config *cfg)
 	int lr = fuse_session_loop_mt(fs->se, lc);
 	fuse_loop_cfg_destroy(lc);
 	r = lr < 0 ? lr : 0;
+	if (have_gitthr)
+		pthread_join(gitthr, NULL);
 out_unmount:
 	watch_stop(fs);
 	fuse_session_unmount(fs->se);
@@ -278,6 +314,10 @@ out_args:
 out_table:
 	table_destroy(fs);
 out_free:
+	if (fs->git_fd >= 0)
+		close(fs->git_fd);
+	pthread_mutex_destroy(&fs->git_lock);
+	pthread_cond_destroy(&fs->git_cond);
 	pthread_mutex_destroy(&fs->copyup_lock);
 	free(fs);
 out_ready:

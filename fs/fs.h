@@ -27,6 +27,15 @@ struct fs_config {
 				      * closed; -1 for none */
 	const char *state_dir;	     /* the workspace directory (for FS_INVALIDATE_FILE), or
 				      * NULL */
+	/* The workspace-private git repository served at the view's ".git"
+	 * (policy `git: private`): an absolute path, or NULL for none.  Its
+	 * config, hooks/ and info/ are read-only to the agent. */
+	const char *git_dir;
+	/* Called once on a thread of its own after the mount serves, to build
+	 * the private repository in the background; until it returns, a lookup
+	 * of ".git" waits.  NULL when there is nothing to build. */
+	int (*git_prepare)(void *arg);
+	void *git_prepare_arg;
 };
 
 /*

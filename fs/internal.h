@@ -86,6 +86,13 @@ struct agentfs {
 
 	struct hashcache *hashes;
 
+	/* The private .git (fs_config.git_dir): served from git_fd; lookups of
+	 * ".git" wait for git_ready while the background build runs. */
+	int git_fd;
+	bool git_ready;
+	pthread_mutex_t git_lock;
+	pthread_cond_t git_cond;
+
 	/* watch.c */
 	int inotify_fd;
 	int watch_stop[2];
@@ -139,6 +146,16 @@ void table_invalidate_all(struct agentfs *fs);
  * symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a
  * component-by-component O_NOFOLLOW walk).  Returns an fd or -errno. */
 int layer_open(struct agentfs *fs, int rootfd, const char *rel, int flags, mode_t mode);
+/* The writable layer for view path @path: the private git directory for
+ * ".git/..." (when served), else the upper.  Same contract as layer_open()
+ * and layer_open_parent(); the parent of ".git" itself is refused (-EBUSY):
+ * it is not an entry of the upper. */
+int upper_open(struct agentfs *fs, const char *path, int flags, mode_t mode);
+int upper_open_parent(struct agentfs *fs, const char *path, const char **leaf);
+/* Is @name in @dir the served private .git? */
+bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name);
+/* Block until the private .git is built. */
+void git_wait(struct agentfs *fs);
 /* lstat-like: fstatat of @rel beneath @rootfd without following symlinks. */
 int layer_stat(struct agentfs *fs, int rootfd, const char *rel, struct stat *st);
 /* Split @path into its parent directory fd (opened beneath @rootfd) and the

@@ -184,7 +184,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int ufd = -1, lfd = -1;
 	if (node_path(dir, dpath, sizeof(dpath)) == 0) {
 		if (dir->upper)
-			ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+			ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
 		if (dir->lower && !dir->opaque)
 			lfd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
 	}

@@ -96,7 +96,7 @@ static int open_upper_dir(struct agentfs *fs, struct node *dir)
 	int r = node_path(dir, path, sizeof(path));
 	if (r < 0)
 		return r;
-	return layer_open(fs, fs->upper_fd, path, O_RDONLY | O_DIRECTORY, 0);
+	return upper_open(fs, path, O_RDONLY | O_DIRECTORY, 0);
 }
 
 /* Refresh a node from disk (the kernel may hold it while the view changed). */
@@ -113,8 +113,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
-	pthread_rwlock_rdlock(&fs->ns_lock);
 	struct node *dir = node_get(fs, parent);
+	if (is_git_root(fs, dir, name))
+		git_wait(fs);
+	pthread_rwlock_rdlock(&fs->ns_lock);
 	watch_dir_lazy(fs, dir);
 	struct entry e;
 	bool concealed = false;
@@ -225,7 +227,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			if (pfd < 0)
 				pfd = -errno;
 		} else {
-			pfd = layer_open_parent(fs, fs->upper_fd, path, &leaf);
+			pfd = upper_open_parent(fs, path, &leaf);
 		}
 		if (pfd < 0) {
 			r = pfd;
@@ -323,8 +325,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	ssize_t len = -1;
 	if (r == 0) {
 		const char *leaf;
-		int pfd =
-		    layer_open_parent(fs, n->upper ? fs->upper_fd : fs->lower_fd, path, &leaf);
+		int pfd = n->upper ? upper_open_parent(fs, path, &leaf)
+				   : layer_open_parent(fs, fs->lower_fd, path, &leaf);
 		if (pfd < 0) {
 			r = pfd;
 		} else {
@@ -534,7 +536,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	}
 	if (dfd >= 0) {
 		const char *leaf;
-		int sfd = layer_open_parent(fs, fs->upper_fd, spath, &leaf);
+		int sfd = upper_open_parent(fs, spath, &leaf);
 		if (sfd < 0 || linkat(sfd, leaf, dfd, newname, 0) < 0) {
 			r = sfd < 0 ? sfd : -errno;
 			close(dfd);
@@ -561,6 +563,8 @@ static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const ch
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
 		return r;
+	if (is_git_root(fs, dir, name))
+		return -EBUSY; /* the private .git stays where it is */
 	if ((r = refresh(fs, dir, NULL)) < 0)
 		return r;
 	if ((r = view_resolve(fs, dir, name, e, NULL)) < 0)
@@ -674,7 +678,7 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 	char path[FS_PATH_MAX];
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
-	int fd = layer_open(fs, fs->upper_fd, path, O_RDONLY | O_DIRECTORY, 0);
+	int fd = upper_open(fs, path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
 	r = layout_set_redirect(fd, n->lower);
@@ -731,6 +735,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	    (r = node_path(ddir, ddpath, sizeof(ddpath))) < 0 ||
 	    (r = path_join(dpath, sizeof(dpath), ddpath, newname)) < 0)
 		goto out;
+	if (is_git_root(fs, ddir, newname)) {
+		r = -EBUSY;
+		goto out;
+	}
 	if ((r = view_resolve(fs, ddir, newname, &de, NULL)) < 0)
 		goto out;
 	if (ddir->readonly || de.readonly || view_path_readonly(fs, dpath, S_ISDIR(se.type))) {

@@ -75,9 +75,9 @@ static struct handle *handle_new(fuse_req_t req, struct node *n, int fd, bool up
 static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 {
 	int clean = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_ACCMODE);
-	int fd = layer_open(fs, fs->upper_fd, path, clean | O_RDWR, 0);
+	int fd = upper_open(fs, path, clean | O_RDWR, 0);
 	if (fd == -EACCES && (flags & O_ACCMODE) == O_WRONLY)
-		fd = layer_open(fs, fs->upper_fd, path, clean | O_WRONLY, 0);
+		fd = upper_open(fs, path, clean | O_WRONLY, 0);
 	return fd;
 }
 
@@ -140,7 +140,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	} else {
 		int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
-		fd = n->upper ? layer_open(fs, fs->upper_fd, path, flags, 0)
+		fd = n->upper ? upper_open(fs, path, flags, 0)
 			      : layer_open(fs, fs->lower_fd, n->lower, flags, 0);
 		if (fd < 0) {
 			r = fd;
@@ -218,7 +218,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	if ((r = copyup_dir(fs, dir)) < 0)
 		goto fail;
-	if ((dfd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+	if ((dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
 		r = dfd;
 		goto fail;
 	}

@@ -45,15 +45,15 @@ static int xattr_path(struct agentfs *fs, struct node *n, bool upper, char *out,
 			return -ENOENT;
 		snprintf(path, sizeof(path), "%s", n->lower);
 	}
-	int root = upper ? fs->upper_fd : fs->lower_fd;
 	const char *leaf = ".";
 	int fd;
-	if (!path[0]) {
-		fd = dup(root);
+	if (!path[0] || (upper && n->parent && is_git_root(fs, n->parent, n->name))) {
+		fd = dup(!upper ? fs->lower_fd : path[0] ? fs->git_fd : fs->upper_fd);
 		if (fd < 0)
 			return -errno;
 	} else {
-		fd = layer_open_parent(fs, root, path, &leaf);
+		fd = upper ? upper_open_parent(fs, path, &leaf)
+			   : layer_open_parent(fs, fs->lower_fd, path, &leaf);
 		if (fd < 0)
 			return fd;
 	}

@@ -106,3 +106,46 @@ int layer_stat(struct agentfs *fs, int rootfd, const char *rel, struct stat *st)
 	close(dfd);
 	return r;
 }
+
+/* ".git" or ".git/..." while a private .git is served: *rel gets the rest. */
+static bool git_path(struct agentfs *fs, const char *path, const char **rel)
+{
+	if (fs->git_fd < 0 || strncmp(path, ".git", 4) != 0 || (path[4] && path[4] != '/'))
+		return false;
+	*rel = path[4] ? path + 5 : "";
+	return true;
+}
+
+bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name)
+{
+	return fs->git_fd >= 0 && dir == &fs->root && strcmp(name, ".git") == 0;
+}
+
+int upper_open(struct agentfs *fs, const char *path, int flags, mode_t mode)
+{
+	const char *rel;
+	if (git_path(fs, path, &rel))
+		return layer_open(fs, fs->git_fd, rel, flags, mode);
+	return layer_open(fs, fs->upper_fd, path, flags, mode);
+}
+
+int upper_open_parent(struct agentfs *fs, const char *path, const char **leaf)
+{
+	const char *rel;
+	if (git_path(fs, path, &rel)) {
+		if (!rel[0])
+			return -EBUSY;
+		return layer_open_parent(fs, fs->git_fd, rel, leaf);
+	}
+	return layer_open_parent(fs, fs->upper_fd, path, leaf);
+}
+
+void git_wait(struct agentfs *fs)
+{
+	if (fs->git_fd < 0)
+		return;
+	pthread_mutex_lock(&fs->git_lock);
+	while (!fs->git_ready)
+		pthread_cond_wait(&fs->git_cond, &fs->git_lock);
+	pthread_mutex_unlock(&fs->git_lock);
+}

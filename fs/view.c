@@ -44,8 +44,23 @@ static uint64_t upper_ino(struct agentfs *fs, const struct stat *st)
 	return fs->tag_upper_ino ? ((uint64_t)st->st_ino | UPPER_INO_TAG) : (uint64_t)st->st_ino;
 }
 
+/* In the private .git, what would let the agent run code in a person's git
+ * (core.fsmonitor, hooks, includes) or change what git ignores is read-only. */
+static bool git_readonly(const char *rel)
+{
+	static const char *const ro[] = {"config", "hooks", "info", "commondir", "objects/info"};
+	for (size_t i = 0; i < sizeof(ro) / sizeof(ro[0]); i++) {
+		size_t l = strlen(ro[i]);
+		if (strncmp(rel, ro[i], l) == 0 && (rel[l] == 0 || rel[l] == '/'))
+			return true;
+	}
+	return false;
+}
+
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 {
+	if (fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0)
+		return git_readonly(path + 5);
 	return policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
 }
 
@@ -195,14 +210,22 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	if (layout_is_reserved(name) || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
 	    strchr(name, '/'))
 		return 0;
+	if (is_git_root(fs, dir, name)) {
+		/* The private .git replaces whatever the layers hold there. */
+		if (fstat(fs->git_fd, &e->st) < 0)
+			return -errno;
+		e->exists = true;
+		e->in_upper = true;
+		e->type = S_IFDIR;
+		view_fix_attr(fs, &e->st, upper_ino(fs, &e->st), true);
+		return 0;
+	}
 	char dpath[FS_PATH_MAX];
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0)
 		return r;
 	if (dir->upper) {
-		int ufd = dir_ufd >= 0
-			      ? dir_ufd
-			      : layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		int ufd = dir_ufd >= 0 ? dir_ufd : upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
 		if (ufd < 0 && ufd != -ENOENT)
 			return ufd;
 		if (ufd >= 0) {
@@ -384,8 +407,15 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 	if (r < 0)
 		return r;
 	struct nameset seen = {0}, wh = {0};
+	if (fs->git_fd >= 0 && dir == &fs->root) {
+		struct stat gst;
+		if (fstat(fs->git_fd, &gst) == 0 && (r = cb(ctx, ".git", S_IFDIR, gst.st_ino)) != 0)
+			goto out;
+		if ((r = nameset_add(&seen, ".git")) < 0)
+			goto out;
+	}
 	if (dir->upper) {
-		int ufd = layer_open(fs, fs->upper_fd, dpath, O_RDONLY | O_DIRECTORY, 0);
+		int ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
 		if (ufd < 0 && ufd != -ENOENT) {
 			r = ufd;
 			goto out;
@@ -401,8 +431,8 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			const char *nm = de->d_name;
 			if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
 				continue;
-			if (layout_is_reserved(nm)) {
-				if (nm[LAYOUT_WH_PREFIX_LEN] &&
+			if (layout_is_reserved(nm) || is_git_root(fs, dir, nm)) {
+				if (layout_is_reserved(nm) && nm[LAYOUT_WH_PREFIX_LEN] &&
 				    (r = nameset_add(&wh, nm + LAYOUT_WH_PREFIX_LEN)) < 0)
 					break;
 				continue;
