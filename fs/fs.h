@@ -36,6 +36,13 @@ struct fs_config {
 	 * of ".git" waits.  NULL when there is nothing to build. */
 	int (*git_prepare)(void *arg);
 	void *git_prepare_arg;
+	/* Called when a lookup under the private .git finds nothing at @rel (a
+	 * path relative to git_dir, e.g. "objects/ab/cdef..."), before the
+	 * daemon answers ENOENT: it may create that entry in git_dir (an object
+	 * produced on demand) and return 0, and the lookup is tried again; or
+	 * return a negative errno.  Runs on a request thread; NULL for none.
+	 * Receives git_prepare_arg. */
+	int (*git_fault)(void *arg, const char *rel);
 };
 
 /*

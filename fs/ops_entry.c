@@ -126,6 +126,19 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
+	if (!e.exists && fs->cfg->git_fault && fs->git_fd >= 0 && !concealed) {
+		/* An object of the private .git made on demand (fs.h, git_fault). */
+		char dpath[FS_PATH_MAX], path[FS_PATH_MAX];
+		if (node_path(dir, dpath, sizeof(dpath)) == 0 && strncmp(dpath, ".git/", 5) == 0 &&
+		    path_join(path, sizeof(path), dpath, name) == 0 &&
+		    fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5) == 0)
+			r = view_resolve(fs, dir, name, &e, &concealed);
+		if (r < 0) {
+			pthread_rwlock_unlock(&fs->ns_lock);
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
 	if (!e.exists) {
 		if (concealed) {
 			char path[FS_PATH_MAX], dpath[FS_PATH_MAX];
