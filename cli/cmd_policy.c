@@ -1,12 +1,400 @@
-/* cmd_policy.c - placeholder until the subcommand lands. */
-#include "cli/cli.h"
+/* cmd_policy.c - `agentfs policy`: check, show, explain and test policies. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-const char cmd_policy_usage[] = "usage: agentfs policy ...\n";
+#include "cli/cli.h"
+#include "policy/policy.h"
+
+const char cmd_policy_usage[] =
+    "usage: agentfs policy check FILE\n"
+    "       agentfs policy show [--policy FILE] [REPO]\n"
+    "       agentfs policy explain [--policy FILE] REPO PATH...\n"
+    "       agentfs policy test [--policy FILE] REPO\n"
+    "\n"
+    "Which paths of a repository an agent may see or change.  The effective policy\n"
+    "is the built-in default (share/agentfs/default.yml), then\n"
+    "${XDG_CONFIG_HOME:-~/.config}/agentfs/policy.yml, then REPO/.agentfs.yml, then\n"
+    "--policy FILE; the last matching rule wins, except that a repository's rules\n"
+    "can never show what the built-in secrets or the person's own files hide.\n"
+    "\n"
+    "  check FILE        validate FILE (on top of what it extends) and print its digest\n"
+    "  show [REPO]       print the effective rules with the file and line of each;\n"
+    "                    without REPO, the built-in default and the user's file\n"
+    "  explain REPO PATH...\n"
+    "                    say whether each PATH (relative to REPO; a trailing '/' means\n"
+    "                    a directory) is hidden, read-only or visible, and by which rule\n"
+    "  test REPO         walk REPO's files (not inside .git) and list those the policy\n"
+    "                    hides or makes read-only\n"
+    "\n"
+    "Options:\n"
+    "  --policy FILE     add FILE on top of the layers above (with 'extends: none' it is\n"
+    "                    the whole policy)\n"
+    "\n"
+    "A mountpoint given as REPO is read as a directory like any other.\n";
+
+static const char *decision_name(enum policy_decision d)
+{
+	switch (d) {
+	case POLICY_HIDDEN:
+		return "hidden";
+	case POLICY_READONLY:
+		return "read-only";
+	default:
+		return "visible";
+	}
+}
+
+static void print_load_error(const char *sub, int rc, const struct policy_error *err)
+{
+	if (rc == -ENOMEM)
+		cli_error("policy", "%s: out of memory", sub);
+	else if (err->line)
+		cli_error("policy", "%s:%u:%u: %s", err->file, err->line, err->column,
+			  err->message);
+	else
+		cli_error("policy", "%s: %s", err->file, err->message);
+}
+
+static int load(const char *sub, const char *repo, const char *file, struct policy **p)
+{
+	struct policy_error err = {0};
+	int rc = policy_load_effective(repo, file, p, &err);
+	if (rc < 0) {
+		print_load_error(sub, rc, &err);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_dir(const char *sub, const char *dir)
+{
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		cli_error("policy", "%s: %s: %s", sub, dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		cli_error("policy", "%s: %s: not a directory", sub, dir);
+		return -1;
+	}
+	return 0;
+}
+
+static int do_check(int argc, char **argv)
+{
+	if (argc != 2) {
+		fputs(cmd_policy_usage, stderr);
+		return 2;
+	}
+	struct policy *p;
+	struct policy_error err = {0};
+	int rc = policy_load_file(argv[1], &p, &err);
+	if (rc < 0) {
+		print_load_error("check", rc, &err);
+		return 1;
+	}
+	char digest[33];
+	policy_digest(p, digest);
+	printf("%s: ok, %zu rules in effect, digest %s\n", argv[1], policy_rule_count(p), digest);
+	policy_free(p);
+	return 0;
+}
+
+static int do_show(const char *file, int argc, char **argv)
+{
+	if (argc > 2) {
+		fputs(cmd_policy_usage, stderr);
+		return 2;
+	}
+	const char *repo = argc == 2 ? argv[1] : NULL;
+	if (repo && check_dir("show", repo) < 0)
+		return 1;
+	struct policy *p;
+	if (load("show", repo, file, &p) < 0)
+		return 1;
+	static const char *const symlinks[] = {"hide", "allow"};
+	static const char *const git[] = {"hidden", "private", "readonly"};
+	char digest[33];
+	policy_digest(p, digest);
+	printf("# effective policy%s%s, digest %s\n", repo ? " for " : "", repo ? repo : "",
+	       digest);
+	printf("symlinks: %s\ngit: %s\nmax_file_size: %llu\n", symlinks[policy_symlinks_mode(p)],
+	       git[policy_git_mode(p)], (unsigned long long)policy_max_file_size(p));
+	printf("# rules, the last match wins:\n");
+	for (size_t i = 0; i < policy_rule_count(p); i++) {
+		struct policy_rule_info r;
+		policy_rule_get(p, i, &r);
+		printf("%-9s %-28s %s%s%s%s\n", r.action, r.pattern, r.origin,
+		       r.protect ? "  protected" : "", r.weak ? "  from-repository" : "",
+		       r.casefold ? "  any-case" : "");
+	}
+	policy_free(p);
+	return 0;
+}
+
+/* @arg as a policy path relative to @repo: "./" and duplicate or trailing '/'
+ * removed (a trailing '/' sets *is_dir), an absolute path inside @repo made
+ * relative.  NULL with a message for ".." or a path outside the repository. */
+static char *relative_path(const char *repo, const char *arg, bool *is_dir)
+{
+	char *abs = NULL;
+	if (arg[0] == '/') {
+		char *root = realpath(repo, NULL);
+		size_t rl = root ? strlen(root) : 0;
+		if (root && strncmp(arg, root, rl) == 0 && (arg[rl] == '/' || arg[rl] == '\0')) {
+			abs = strdup(arg + rl);
+		} else {
+			cli_error("policy", "explain: %s: not inside %s", arg, repo);
+			free(root);
+			return NULL;
+		}
+		free(root);
+		if (!abs)
+			return NULL;
+		arg = abs;
+	}
+	size_t n = strlen(arg);
+	char *out = malloc(n + 1);
+	size_t o = 0;
+	if (!out) {
+		free(abs);
+		return NULL;
+	}
+	*is_dir = n > 0 && arg[n - 1] == '/';
+	for (const char *s = arg; *s;) {
+		while (*s == '/')
+			s++;
+		const char *e = strchrnul(s, '/');
+		size_t cl = (size_t)(e - s);
+		if (cl == 0)
+			break;
+		if (cl == 2 && s[0] == '.' && s[1] == '.') {
+			cli_error("policy", "explain: %s: '..' is not allowed", arg);
+			free(out);
+			free(abs);
+			return NULL;
+		}
+		if (!(cl == 1 && s[0] == '.')) {
+			if (o)
+				out[o++] = '/';
+			memcpy(out + o, s, cl);
+			o += cl;
+		}
+		s = e;
+	}
+	out[o] = '\0';
+	free(abs);
+	return out;
+}
+
+static int do_explain(const char *file, int argc, char **argv)
+{
+	if (argc < 3) {
+		fputs(cmd_policy_usage, stderr);
+		return 2;
+	}
+	const char *repo = argv[1];
+	if (check_dir("explain", repo) < 0)
+		return 1;
+	struct policy *p;
+	if (load("explain", repo, file, &p) < 0)
+		return 1;
+	int status = 0;
+	for (int i = 2; i < argc; i++) {
+		bool is_dir = false;
+		char *path = relative_path(repo, argv[i], &is_dir);
+		if (!path) {
+			status = 1;
+			continue;
+		}
+		if (!is_dir && path[0]) {
+			int dfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			struct stat st;
+			if (dfd >= 0 && fstatat(dfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+				is_dir = S_ISDIR(st.st_mode);
+			if (dfd >= 0)
+				close(dfd);
+		}
+		enum policy_decision d;
+		char origin[600];
+		policy_explain(p, path, is_dir, &d, origin, sizeof(origin));
+		printf("%s%s: %s (%s)\n", path[0] ? path : ".", is_dir && path[0] ? "/" : "",
+		       decision_name(d), origin[0] == '(' ? "no rule" : origin);
+		free(path);
+	}
+	policy_free(p);
+	return status;
+}
+
+struct walk {
+	const struct policy *p;
+	unsigned long counts[3];
+	int status;
+};
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Walk the directory @fd (the repository path @path, "" for the root) as fs/ does:
+ * component by component, a hidden directory's contents never asked about,
+ * read-only inherited from the parent.  Takes ownership of @fd. */
+static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent_ro)
+{
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		cli_error("policy", "test: %s: %s", len ? path : ".", strerror(errno));
+		close(fd);
+		w->status = 1;
+		return;
+	}
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			char **nn = realloc(names, cap * sizeof(*nn));
+			if (!nn)
+				break;
+			names = nn;
+		}
+		if (!(names[n] = strdup(de->d_name)))
+			break;
+		n++;
+	}
+	qsort(names, n, sizeof(*names), cmp_names);
+	for (size_t i = 0; i < n; i++) {
+		size_t nl = strlen(names[i]);
+		if (len + 1 + nl >= PATH_MAX) {
+			cli_error("policy", "test: %s/%s: path too long", path, names[i]);
+			w->status = 1;
+			continue;
+		}
+		size_t plen = len;
+		if (plen)
+			path[plen++] = '/';
+		memcpy(path + plen, names[i], nl + 1);
+		plen += nl;
+		struct stat st;
+		if (fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			path[len] = '\0';
+			continue; /* gone meanwhile */
+		}
+		bool is_dir = S_ISDIR(st.st_mode);
+		enum policy_decision dec =
+		    policy_decide(w->p, path, plen, is_dir, is_dir ? 0 : (uint64_t)st.st_size);
+		if (dec == POLICY_VISIBLE && parent_ro)
+			dec = POLICY_READONLY;
+		w->counts[dec]++;
+		if (dec == POLICY_HIDDEN || (dec == POLICY_READONLY && !parent_ro)) {
+			enum policy_decision why;
+			char origin[600];
+			policy_explain(w->p, path, is_dir, &why, origin, sizeof(origin));
+			if (why != dec)
+				snprintf(origin, sizeof(origin), "larger than max_file_size %llu",
+					 (unsigned long long)policy_max_file_size(w->p));
+			printf("%-10s %s%s  (%s)\n", decision_name(dec), path, is_dir ? "/" : "",
+			       origin);
+		}
+		/* Never descend into a hidden directory, nor into any .git's internals. */
+		if (is_dir && dec != POLICY_HIDDEN && strcmp(names[i], ".git") != 0) {
+			int sub = openat(dirfd(d), names[i],
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				walk_dir(w, sub, path, plen, dec == POLICY_READONLY);
+		}
+		path[len] = '\0';
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	closedir(d);
+}
+
+static int do_test(const char *file, int argc, char **argv)
+{
+	if (argc != 2) {
+		fputs(cmd_policy_usage, stderr);
+		return 2;
+	}
+	const char *repo = argv[1];
+	if (check_dir("test", repo) < 0)
+		return 1;
+	struct policy *p;
+	if (load("test", repo, file, &p) < 0)
+		return 1;
+	int fd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		cli_error("policy", "test: %s: %s", repo, strerror(errno));
+		policy_free(p);
+		return 1;
+	}
+	struct walk w = {.p = p};
+	char path[PATH_MAX] = "";
+	walk_dir(&w, fd, path, 0, false);
+	printf("%lu hidden, %lu read-only, %lu visible (not counting inside hidden "
+	       "directories)\n",
+	       w.counts[POLICY_HIDDEN], w.counts[POLICY_READONLY], w.counts[POLICY_VISIBLE]);
+	policy_free(p);
+	return w.status;
+}
 
 int cmd_policy(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	cli_error("policy", "not implemented yet");
-	return 1;
+	if (cli_wants_help(argc, argv, cmd_policy_usage))
+		return 0;
+	if (argc < 2) {
+		fputs(cmd_policy_usage, stderr);
+		return 2;
+	}
+	const char *sub = argv[1];
+	/* Options after the subcommand: --policy FILE (or --policy=FILE). */
+	const char *file = NULL;
+	char **args = calloc((size_t)argc, sizeof(*args));
+	int n = 0;
+	if (!args)
+		return 1;
+	args[n++] = argv[1];
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--policy") && i + 1 < argc) {
+			file = argv[++i];
+		} else if (!strncmp(argv[i], "--policy=", 9)) {
+			file = argv[i] + 9;
+		} else if (!strcmp(argv[i], "--")) {
+			while (++i < argc)
+				args[n++] = argv[i];
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			cli_error("policy", "%s: unknown option '%s'", sub, argv[i]);
+			free(args);
+			return 2;
+		} else {
+			args[n++] = argv[i];
+		}
+	}
+	int rc;
+	if (!strcmp(sub, "check"))
+		rc = file ? (fputs(cmd_policy_usage, stderr), 2) : do_check(n, args);
+	else if (!strcmp(sub, "show"))
+		rc = do_show(file, n, args);
+	else if (!strcmp(sub, "explain"))
+		rc = do_explain(file, n, args);
+	else if (!strcmp(sub, "test"))
+		rc = do_test(file, n, args);
+	else {
+		cli_error("policy", "unknown subcommand '%s' (check, show, explain, test)", sub);
+		rc = 2;
+	}
+	free(args);
+	return rc;
 }

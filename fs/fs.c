@@ -1,6 +1,7 @@
 /*
  * fs.c - mounting the merged view and running the FUSE session.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -191,6 +192,23 @@ static void init_upper_root(struct agentfs *fs, const struct stat *lst)
 	fsetxattr(fs->upper_fd, key, "y", 1, 0);
 }
 
+/* Copy-ups that a crash interrupted are only ever in work/: drop them. */
+static void clean_work(int work_fd)
+{
+	int fd = openat(work_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, "copyup.", 7) == 0)
+			unlinkat(work_fd, de->d_name, 0);
+	closedir(d);
+}
+
 int fs_serve(const struct fs_config *cfg)
 {
 	struct agentfs *fs = calloc(1, sizeof(*fs));
@@ -233,6 +251,7 @@ int fs_serve(const struct fs_config *cfg)
 		goto out_free;
 	fs->root.ino = (uint64_t)lst.st_ino;
 	init_upper_root(fs, &lst);
+	clean_work(fs->work_fd);
 	if (!(fs->hashes = hashcache_new())) {
 		r = -ENOMEM;
 		goto out_table;

@@ -294,7 +294,11 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	}
 	if (!dir->lower || dir->opaque)
 		return 0;
-	return resolve_lower(fs, dir->lower, name, e, concealed, dir_lfd);
+	r = resolve_lower(fs, dir->lower, name, e, concealed, dir_lfd);
+	/* Read-only covers everything below a read-only directory. */
+	if (r == 0 && e->exists && dir->readonly)
+		e->readonly = true;
+	return r;
 }
 
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
@@ -482,13 +486,15 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			struct stat st;
 			mode_t t = dtype_mode(de->d_type);
 			/* Only regular files need a size (max_file_size) and only
-			 * symlinks a target check; directories are decided by type. */
-			if (t != S_IFDIR || !t) {
+			 * symlinks a target check; the rest is decided by type. */
+			bool need_stat = !t || t == S_IFLNK ||
+					 (t == S_IFREG && policy_max_file_size(fs->policy) > 0);
+			if (need_stat) {
 				if (fstatat(dirfd(d), nm, &st, AT_SYMLINK_NOFOLLOW) < 0)
 					continue;
 			} else {
 				memset(&st, 0, sizeof(st));
-				st.st_mode = S_IFDIR;
+				st.st_mode = t;
 			}
 			if (view_decide_lower(fs, lpath, &st) == POLICY_HIDDEN)
 				continue;

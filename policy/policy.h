@@ -33,8 +33,8 @@ enum policy_symlinks {
 
 /* Where the agent's view gets its .git (the `git:` key; see the git issue). */
 enum policy_git {
-	POLICY_GIT_HIDDEN = 0,   /* no .git in the view */
-	POLICY_GIT_PRIVATE = 1,  /* a workspace-private repository */
+	POLICY_GIT_HIDDEN = 0,	 /* no .git in the view */
+	POLICY_GIT_PRIVATE = 1,	 /* a workspace-private repository */
 	POLICY_GIT_READONLY = 2, /* the real .git, read-only */
 };
 
@@ -61,7 +61,11 @@ int policy_new_default(struct policy **out);
  * `max_file_size`; pass 0 for directories).  Only the last component's own rules
  * are considered: fs/ walks paths component by component and never asks about
  * the children of a hidden directory.  Callers holding a whole path of unknown
- * ancestry use policy_decide_path().  Thread-safe; never fails.
+ * ancestry use policy_decide_path().  Thread-safe; never fails; never allocates
+ * (in the C locale, where fnmatch(3) needs no wide-character conversion).
+ * Like HIDDEN, READONLY covers everything below a directory (gitignore(5): a
+ * directory's rule decides its contents), so fs/ carries a read-only parent's
+ * decision down to its children, as policy_decide_path() does.
  */
 enum policy_decision policy_decide(const struct policy *p, const char *path, size_t len,
 				   bool is_dir, uint64_t size);
@@ -82,5 +86,95 @@ enum policy_git policy_git_mode(const struct policy *p);
 void policy_digest(const struct policy *p, char out[33]);
 
 void policy_free(struct policy *p);
+
+/*
+ * ---- Loading (policy/load.c) ----
+ *
+ * The YAML schema (version 1; policy/default.yml is the reference example):
+ *
+ *   version: 1                       optional; any other value is an error
+ *   extends: default | none          what the file sits on (default: default)
+ *   case: insensitive | sensitive    how this file's hide/secrets/readonly rules
+ *                                    match letter case (default: insensitive)
+ *   hide: [PATTERN...]               hidden; '!PATTERN' un-hides
+ *   secrets: [PATTERN...]            like hide, and protected (see layering)
+ *   readonly: [PATTERN...]           read-only; '!PATTERN' makes writable again
+ *   show: [PATTERN...]               un-hides (never makes read-only paths writable)
+ *   symlinks: hide | allow
+ *   git: hidden | private | readonly
+ *   max_file_size: BYTES             0 = no limit; suffix K, M or G (powers of 1024);
+ *                                    larger regular files are hidden
+ *   rules: [{action, pattern, ...}]  the exact form policy_snapshot() writes
+ *
+ * Rules apply in the order they are written, keys in document order.  Hidden and
+ * read-only are two independent questions, each answered by the last matching
+ * rule that speaks to it (hide/secrets/show for the first, readonly for the
+ * second); a path is HIDDEN if hidden, else READONLY if read-only.  Un-hiding
+ * rules ('!' in hide, show:) always match letter case exactly, so `.ENV` stays
+ * hidden by `.*` even when `.env` were shown (fail closed).
+ *
+ * Layering, policy_load_effective():
+ *   built-in default -> user (${XDG_CONFIG_HOME:-$HOME/.config}/agentfs/policy.yml)
+ *   -> repository (REPO/.agentfs.yml) -> explicit file (--policy FILE).
+ * Rules are concatenated in that order.  A repository may only tighten: its
+ * show:/'!' rules never reveal what the built-in secrets: or any hide/secrets
+ * rule of the user or explicit file hides, its '!' readonly rules never make
+ * writable what the user made read-only, it may not say `extends: none`, and it
+ * may not loosen symlinks:, git: (hidden < private < readonly) or max_file_size:.
+ * A user file with `extends: none` drops the built-in default; an explicit file
+ * with `extends: none` is the whole policy (workspace snapshots are loaded so).
+ */
+
+/* Load @path (a single file) on top of what it extends.  Returns 0 and a policy
+ * owned by the caller, -ENOMEM, or another negative errno with @err filled
+ * (file, line, column, message) for unreadable files, malformed YAML, unknown keys,
+ * wrong types, bad patterns and unsupported versions. */
+int policy_load_file(const char *path, struct policy **out, struct policy_error *err);
+
+/* Like policy_load_file() for text in memory; @name stands for the file in errors
+ * and rule origins. */
+int policy_load_string(const char *name, const char *text, size_t len, struct policy **out,
+		       struct policy_error *err);
+
+/* The layered lookup described above.  @repo_dir (the repository's working tree)
+ * and @explicit_file may be NULL.  Missing user or repository files are skipped;
+ * a repository .agentfs.yml that is not a regular file is an error. */
+int policy_load_effective(const char *repo_dir, const char *explicit_file, struct policy **out,
+			  struct policy_error *err);
+
+/* A self-contained YAML text (`extends: none`, every rule with its flags and
+ * origin) that policy_load_string()/policy_load_file() turn back into a policy
+ * with the same decisions and digest.  *yaml_out is malloc'd, NUL-terminated.
+ * Returns 0 or -ENOMEM. */
+int policy_snapshot(const struct policy *p, char **yaml_out);
+
+/*
+ * Decide @path like policy_decide_path() (with @size 0, so max_file_size: never
+ * applies) and say which rule decided: @origin gets "FILE:LINE" of that rule,
+ * "built-in default:LINE" for the built-in policy, or "(no rule)".  For an ancestor
+ * hidden or read-only, it is that ancestor's rule.  Returns 0 (truncating @origin
+ * to @len bytes, NUL included).
+ */
+int policy_explain(const struct policy *p, const char *path, bool is_dir, enum policy_decision *d,
+		   char *origin, size_t len);
+
+/* ---- Inspection, for `agentfs policy show` ---- */
+
+struct policy_rule_info {
+	const char *action;  /* "hide", "show", "readonly" or "writable" */
+	const char *pattern; /* as written, without the negating '!' */
+	const char *origin;  /* "FILE:LINE" */
+	bool casefold;	     /* matches letter case insensitively */
+	bool protect;	     /* a hide/readonly that repository rules cannot undo */
+	bool weak;	     /* a repository's show/writable: cannot undo protected rules */
+};
+
+/* Number of rules, and rule @i (0-based, in order of precedence, last wins).  The
+ * strings are owned by @p.  policy_rule_get returns -ERANGE past the end. */
+size_t policy_rule_count(const struct policy *p);
+int policy_rule_get(const struct policy *p, size_t i, struct policy_rule_info *out);
+
+/* max_file_size: in bytes, 0 for no limit. */
+uint64_t policy_max_file_size(const struct policy *p);
 
 #endif

@@ -1,0 +1,310 @@
+/* rules.c - deciding paths with a built policy, digest and inspection. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "policy/rules.h"
+
+const char *rule_action_name(enum rule_action a)
+{
+	switch (a) {
+	case RULE_HIDE:
+		return "hide";
+	case RULE_UNHIDE:
+		return "show";
+	case RULE_READONLY:
+		return "readonly";
+	case RULE_WRITABLE:
+		return "writable";
+	}
+	return "?";
+}
+
+static inline unsigned char lower(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* Most rules are a literal, prefix or suffix: one byte of the path rules them out. */
+static void set_quick(struct rule *r)
+{
+	const struct pattern *pt = &r->pat;
+	const struct segment *first = &pt->seg[0], *last = &pt->seg[pt->nseg - 1];
+	r->quick = -1;
+	r->need = NULL;
+	if ((first->kind == SEG_LITERAL || first->kind == SEG_PREFIX) && first->len) {
+		r->quick = (unsigned char)first->text[0];
+		r->quick_at = pt->basename ? QUICK_BASE_FIRST : QUICK_PATH_FIRST;
+	} else if ((last->kind == SEG_LITERAL || last->kind == SEG_PREFIX) && last->len) {
+		r->quick = (unsigned char)last->text[0];
+		r->quick_at = QUICK_BASE_FIRST;
+	} else if (last->kind == SEG_SUFFIX && last->len) {
+		r->quick = (unsigned char)last->text[last->len - 1];
+		r->quick_at = QUICK_BASE_LAST;
+	}
+	if (r->quick >= 0 || pt->basename)
+		return;
+	for (uint32_t i = 0; i < pt->nseg; i++)
+		if (pt->seg[i].kind == SEG_LITERAL && pt->seg[i].len > r->need_len) {
+			r->need = pt->seg[i].text;
+			r->need_len = pt->seg[i].len;
+		}
+}
+
+/* Does @path contain @need (lowercase when @fold)? */
+static bool contains(const char *path, size_t len, const char *need, size_t nl, bool fold)
+{
+	if (!fold)
+		return memmem(path, len, need, nl) != NULL;
+	for (size_t i = 0; i + nl <= len; i++) {
+		size_t k = 0;
+		while (k < nl && lower((unsigned char)path[i + k]) == (unsigned char)need[k])
+			k++;
+		if (k == nl)
+			return true;
+	}
+	return false;
+}
+
+int policy_add_rule(struct policy *p, enum rule_action action, const char *text, size_t len,
+		    bool casefold, bool protect, bool weak, const char *origin, const char **why)
+{
+	if (p->nrules == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 64;
+		struct rule *r = realloc(p->rules, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		p->rules = r;
+		p->cap = cap;
+	}
+	struct rule *r = &p->rules[p->nrules];
+	memset(r, 0, sizeof(*r));
+	int rc = pattern_compile(&r->pat, text, len, casefold, why);
+	if (rc < 0)
+		return rc;
+	r->text = strndup(text, len);
+	r->origin = strdup(origin);
+	if (!r->text || !r->origin) {
+		pattern_free(&r->pat);
+		free(r->text);
+		free(r->origin);
+		return -ENOMEM;
+	}
+	set_quick(r);
+	r->action = (uint8_t)action;
+	bool positive = action == RULE_HIDE || action == RULE_READONLY;
+	r->protect = positive && protect;
+	r->weak = !positive && weak;
+	p->nrules++;
+	return 0;
+}
+
+/*
+ * Each of the two questions (hidden? read-only?) is answered by the last matching
+ * rule that speaks to it.  A weak rule (a repository's show/writable) that would
+ * answer "no" only does so if no protected rule before it says "yes" and no
+ * non-weak rule in between says "no" first: the scan continues past it, counting
+ * only those two kinds.
+ */
+enum policy_decision policy_decide_rule(const struct policy *p, const char *path, size_t len,
+					bool is_dir, uint64_t size, size_t *rule)
+{
+	*rule = SIZE_MAX;
+	if (len == 0)
+		return POLICY_VISIBLE;
+	if (!is_dir && p->max_file_size && size > p->max_file_size)
+		return POLICY_HIDDEN;
+
+	const char *slash = memrchr(path, '/', len);
+	const char *base = slash ? slash + 1 : path;
+
+	size_t blen = len - (size_t)(base - path);
+	/* The bytes the quick checks look at, as written and lowercased. */
+	unsigned char qb[3] = {(unsigned char)base[0], (unsigned char)base[blen - 1],
+			       (unsigned char)path[0]};
+	unsigned char ql[3] = {lower(qb[0]), lower(qb[1]), lower(qb[2])};
+
+	enum { OPEN, PENDING, YES, NO } state[2] = {OPEN, OPEN};
+	size_t by[2] = {SIZE_MAX, SIZE_MAX};
+	int resolved = 0;
+	for (size_t i = p->nrules; i-- > 0;) {
+		const struct rule *r = &p->rules[i];
+		int dim = r->action >= RULE_READONLY;
+		if (state[dim] >= YES)
+			continue;
+		if (r->quick >= 0 &&
+		    (r->pat.casefold ? ql : qb)[r->quick_at] != (unsigned char)r->quick)
+			continue;
+		if (r->need && !contains(path, len, r->need, r->need_len, r->pat.casefold))
+			continue;
+		if (!pattern_match(&r->pat, path, len, base, is_dir))
+			continue;
+		bool positive = r->action == RULE_HIDE || r->action == RULE_READONLY;
+		if (state[dim] == OPEN) {
+			by[dim] = i;
+			state[dim] = positive ? YES : r->weak ? PENDING : NO;
+		} else if (positive ? r->protect : !r->weak) {
+			/* Past a weak "no": a protected "yes" overrides it, a non-weak "no"
+			 * settles it. */
+			by[dim] = i;
+			state[dim] = positive ? YES : NO;
+		} else {
+			continue;
+		}
+		if (state[dim] >= YES && ++resolved == 2)
+			break;
+	}
+	if (state[0] == YES) {
+		*rule = by[0];
+		return POLICY_HIDDEN;
+	}
+	if (state[1] == YES) {
+		*rule = by[1];
+		return POLICY_READONLY;
+	}
+	*rule = by[0] != SIZE_MAX ? by[0] : by[1];
+	return POLICY_VISIBLE;
+}
+
+enum policy_decision policy_decide(const struct policy *p, const char *path, size_t len,
+				   bool is_dir, uint64_t size)
+{
+	size_t rule;
+	return policy_decide_rule(p, path, len, is_dir, size, &rule);
+}
+
+static enum policy_decision decide_path_rule(const struct policy *p, const char *path, bool is_dir,
+					     uint64_t size, size_t *rule)
+{
+	size_t len = strlen(path);
+	enum policy_decision worst = POLICY_VISIBLE;
+	size_t worst_rule = SIZE_MAX, r;
+	for (size_t i = 0; i < len; i++) {
+		if (path[i] != '/')
+			continue;
+		enum policy_decision d = policy_decide_rule(p, path, i, true, 0, &r);
+		if (d == POLICY_HIDDEN) {
+			*rule = r;
+			return d;
+		}
+		if (d == POLICY_READONLY && worst == POLICY_VISIBLE) {
+			worst = d;
+			worst_rule = r;
+		}
+	}
+	enum policy_decision d = policy_decide_rule(p, path, len, is_dir, size, &r);
+	if (d == POLICY_HIDDEN || worst == POLICY_VISIBLE) {
+		*rule = r;
+		return d;
+	}
+	*rule = worst_rule;
+	return worst;
+}
+
+enum policy_decision policy_decide_path(const struct policy *p, const char *path, bool is_dir,
+					uint64_t size)
+{
+	size_t rule;
+	return decide_path_rule(p, path, is_dir, size, &rule);
+}
+
+int policy_explain(const struct policy *p, const char *path, bool is_dir, enum policy_decision *d,
+		   char *origin, size_t len)
+{
+	size_t rule;
+	*d = decide_path_rule(p, path, is_dir, 0, &rule);
+	if (len == 0)
+		return 0;
+	const char *o = rule < p->nrules ? p->rules[rule].origin : "(no rule)";
+	snprintf(origin, len, "%s", o);
+	return 0;
+}
+
+enum policy_symlinks policy_symlinks_mode(const struct policy *p)
+{
+	return p->symlinks;
+}
+
+enum policy_git policy_git_mode(const struct policy *p)
+{
+	return p->git;
+}
+
+uint64_t policy_max_file_size(const struct policy *p)
+{
+	return p->max_file_size;
+}
+
+size_t policy_rule_count(const struct policy *p)
+{
+	return p->nrules;
+}
+
+int policy_rule_get(const struct policy *p, size_t i, struct policy_rule_info *out)
+{
+	if (i >= p->nrules)
+		return -ERANGE;
+	const struct rule *r = &p->rules[i];
+	*out = (struct policy_rule_info){
+	    .action = rule_action_name(r->action),
+	    .pattern = r->text,
+	    .origin = r->origin,
+	    .casefold = r->pat.casefold,
+	    .protect = r->protect,
+	    .weak = r->weak,
+	};
+	return 0;
+}
+
+/* The digest covers what decides (settings, and each rule's action, flags and text),
+ * not where rules came from: a snapshot digests like the policy it was taken of. */
+int policy_finalize(struct policy *p)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "agentfs-policy 1\nsymlinks %d\ngit %d\nmax_file_size %llu\n", (int)p->symlinks,
+		(int)p->git, (unsigned long long)p->max_file_size);
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct rule *r = &p->rules[i];
+		size_t tl = strlen(r->text);
+		fprintf(f, "rule %d %d %d %d %zu:", r->action, r->protect, r->weak, r->pat.casefold,
+			tl);
+		fwrite(r->text, 1, tl, f);
+		fputc('\n', f);
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(buf, size));
+	free(buf);
+	for (int i = 0; i < 16; i++)
+		snprintf(p->digest + 2 * i, 3, "%02x", c.digest[i]);
+	return 0;
+}
+
+void policy_digest(const struct policy *p, char out[33])
+{
+	memcpy(out, p->digest, 33);
+}
+
+void policy_free(struct policy *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->nrules; i++) {
+		pattern_free(&p->rules[i].pat);
+		free(p->rules[i].text);
+		free(p->rules[i].origin);
+	}
+	free(p->rules);
+	free(p->max_size_origin);
+	free(p);
+}

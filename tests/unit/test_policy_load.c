@@ -1,0 +1,501 @@
+/*
+ * test_policy_load.c - the YAML loader: errors with their exact place, layering
+ * (built-in, user, repository, explicit) and the rule that a repository can only
+ * tighten, and snapshots that reload to the same policy.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "policy/policy.h"
+
+/* ------------------------------------------------------------------ errors */
+
+struct bad {
+	const char *yaml;
+	unsigned line, column;
+	const char *message; /* a substring of the message */
+};
+
+static const struct bad bad[] = {
+    {"version: 1\nhide: ['.x']\nreadonyl: ['y']\n", 3, 1,
+     "unknown key 'readonyl' (did you mean 'readonly'?)"},
+    {"symlink: hide\n", 1, 1, "(did you mean 'symlinks'?)"},
+    {"colour: blue\n", 1, 1, "unknown key 'colour'"},
+    {"version: 2\n", 1, 10, "unsupported version '2' (this agentfs reads version 1)"},
+    {"version: [1]\n", 1, 10, "unsupported version"},
+    {"hide: foo\n", 1, 7, "'hide' must be a list of patterns, not a scalar"},
+    {"hide:\n  - ok\n  - 'a//b'\n", 3, 5, "bad pattern 'a//b': empty path component"},
+    {"hide:\n  - ok\n  - \"[abc\"\n", 3, 5, "bad pattern '[abc': unterminated '['"},
+    {"readonly: ['x/../y']\n", 1, 12, "bad pattern 'x/../y'"},
+    {"hide: ['trail\\']\n", 1, 8, "trailing backslash"},
+    {"hide: ['/']\n", 1, 8, "bad pattern '/'"},
+    {"hide:\n  - {a: b}\n", 2, 5, "'hide' items must be patterns (strings), not a mapping"},
+    {"hide:\n  - *.pem\n", 2, 6, "quote patterns that start with '*'"},
+    {"case: maybe\n", 1, 7, "'case' must be one of insensitive, sensitive, not 'maybe'"},
+    {"git: yes\n", 1, 6, "'git' must be one of hidden, private, readonly, not 'yes'"},
+    {"symlinks: [hide]\n", 1, 11, "'symlinks' must be one of hide, allow, not a list"},
+    {"extends: nothing\n", 1, 10, "'extends' must be one of default, none"},
+    {"max_file_size: 12X\n", 1, 16, "'max_file_size': expected a number of bytes"},
+    {"max_file_size: 99999999999999999999\n", 1, 16, "'max_file_size'"},
+    {"max_file_size: 17179869184G\n", 1, 16, "'max_file_size'"},
+    {"hide: []\nshow: []\nhide: []\n", 3, 1, "duplicate key 'hide'"},
+    {"show: ['!x']\n", 1, 8, "'!' has no meaning in 'show'"},
+    {"- a\n", 1, 1, "expected a mapping of policy keys"},
+    {"hide: ['a'\n", 2, 1, "invalid YAML"},
+    {"rules:\n  - {action: hide}\n", 2, 5, "a rule needs both 'action' and 'pattern'"},
+    {"rules:\n  - {action: hide, patern: x}\n", 2, 20, "(did you mean 'pattern'?)"},
+    {"rules:\n  - {action: conceal, pattern: x}\n", 2, 14, "'action' must be one of"},
+    {"rules:\n  - {action: hide, pattern: x, protect: maybe}\n", 2, 41, "'protect'"},
+    {"rules: [x]\n", 1, 9, "'rules' items must be mappings"},
+    {"hide: ['a']\n---\nhide: ['b']\n", 3, 1, "more than one YAML document"},
+    {"? [a]\n: b\n", 1, 3, "expected a key name, not a list"},
+};
+
+START_TEST(test_errors)
+{
+	const struct bad *b = &bad[_i];
+	struct policy *p = NULL;
+	struct policy_error err = {0};
+	int rc = policy_load_string("repo/policy.yml", b->yaml, strlen(b->yaml), &p, &err);
+	ck_assert_msg(rc < 0, "accepted: %s", b->yaml);
+	ck_assert_ptr_null(p);
+	ck_assert_str_eq(err.file, "repo/policy.yml");
+	ck_assert_msg(err.line == b->line && err.column == b->column,
+		      "%s: at %u:%u, expected %u:%u (%s)", b->yaml, err.line, err.column, b->line,
+		      b->column, err.message);
+	ck_assert_msg(strstr(err.message, b->message), "message '%s' lacks '%s'", err.message,
+		      b->message);
+	ck_assert_ptr_null(strchr(err.message, '\n'));
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+	struct policy *p = NULL;
+	struct policy_error err = {0};
+	ck_assert_int_eq(policy_load_file("/nonexistent/agentfs.yml", &p, &err), -ENOENT);
+	ck_assert_str_eq(err.file, "/nonexistent/agentfs.yml");
+	ck_assert_uint_eq(err.line, 0);
+	ck_assert_ptr_nonnull(strstr(err.message, "No such file"));
+}
+END_TEST
+
+START_TEST(test_empty_and_null_lists)
+{
+	struct policy *p = NULL, *d = NULL;
+	struct policy_error err = {0};
+	ck_assert_int_eq(policy_load_string("e.yml", "", 0, &p, &err), 0);
+	ck_assert_int_eq(policy_new_default(&d), 0);
+	char a[33], b[33];
+	policy_digest(p, a);
+	policy_digest(d, b);
+	ck_assert_str_eq(a, b); /* an empty file extends the default and adds nothing */
+	policy_free(p);
+	const char *y = "version: 1\nextends: none\nhide:\nshow: ~\n";
+	ck_assert_int_eq(policy_load_string("e.yml", y, strlen(y), &p, &err), 0);
+	ck_assert_uint_eq(policy_rule_count(p), 0);
+	policy_free(p);
+	policy_free(d);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- layering */
+
+static char tmp[64];
+static char repo[128], conf[128];
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	ck_assert_msg(f != NULL, "%s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void layers_setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/agentfs-policy-load-XXXXXX");
+	ck_assert(mkdtemp(tmp) != NULL);
+	snprintf(repo, sizeof(repo), "%s/repo", tmp);
+	snprintf(conf, sizeof(conf), "%s/config", tmp);
+	ck_assert_int_eq(mkdir(repo, 0755), 0);
+	ck_assert_int_eq(mkdir(conf, 0755), 0);
+	char d[160];
+	snprintf(d, sizeof(d), "%s/agentfs", conf);
+	ck_assert_int_eq(mkdir(d, 0755), 0);
+	setenv("XDG_CONFIG_HOME", conf, 1);
+}
+
+static void layers_teardown(void)
+{
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void user_file(const char *text)
+{
+	char p[200];
+	snprintf(p, sizeof(p), "%s/agentfs/policy.yml", conf);
+	write_file(p, text);
+}
+
+static void repo_file(const char *text)
+{
+	char p[200];
+	snprintf(p, sizeof(p), "%s/.agentfs.yml", repo);
+	write_file(p, text);
+}
+
+static struct policy *effective(const char *explicit_file)
+{
+	struct policy *p = NULL;
+	struct policy_error err = {0};
+	int rc = policy_load_effective(repo, explicit_file, &p, &err);
+	ck_assert_msg(rc == 0, "%s:%u:%u: %s", err.file, err.line, err.column, err.message);
+	return p;
+}
+
+static int effective_error(struct policy_error *err)
+{
+	struct policy *p = NULL;
+	int rc = policy_load_effective(repo, NULL, &p, err);
+	ck_assert_ptr_null(p);
+	return rc;
+}
+
+static enum policy_decision dp(const struct policy *p, const char *path)
+{
+	return policy_decide_path(p, path, false, 0);
+}
+
+START_TEST(test_no_files_is_default)
+{
+	struct policy *p = effective(NULL), *d;
+	ck_assert_int_eq(policy_new_default(&d), 0);
+	char a[33], b[33];
+	policy_digest(p, a);
+	policy_digest(d, b);
+	ck_assert_str_eq(a, b);
+	policy_free(p);
+	policy_free(d);
+}
+END_TEST
+
+START_TEST(test_repo_cannot_show_secrets)
+{
+	repo_file("version: 1\n"
+		  "show:\n"
+		  "  - '.env'\n"
+		  "  - '.myconf'\n"
+		  "  - 'x.pem'\n"
+		  "  - '.git'\n"
+		  "hide:\n"
+		  "  - '!id_rsa'\n"
+		  "  - '!.agentfs.yml'\n"
+		  "rules:\n"
+		  "  - {action: show, pattern: '*.key', weak: false}\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "x.pem"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "id_rsa"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "a.key"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, ".agentfs.yml"), POLICY_HIDDEN);
+	ck_assert_int_eq(policy_decide_path(p, ".git", true, 0), POLICY_HIDDEN);
+	/* a dotfile that is not a secret: the repository may show it */
+	ck_assert_int_eq(dp(p, ".myconf"), POLICY_VISIBLE);
+	enum policy_decision d;
+	char origin[256], want[256];
+	policy_explain(p, ".myconf", false, &d, origin, sizeof(origin));
+	snprintf(want, sizeof(want), "%s/.agentfs.yml:4", repo);
+	ck_assert_str_eq(origin, want);
+	/* .env is still decided by the built-in secret rule */
+	policy_explain(p, ".env", false, &d, origin, sizeof(origin));
+	ck_assert_int_eq(strncmp(origin, "built-in default:", 17), 0);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_repo_cannot_undo_user)
+{
+	user_file("hide: ['*.sql']\nreadonly: ['vendor/']\nshow: ['.env.example']\n");
+	repo_file("show: ['dump.sql', '.env.example']\nreadonly: ['!vendor/']\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, "db/dump.sql"), POLICY_HIDDEN);
+	ck_assert_int_eq(policy_decide_path(p, "vendor", true, 0), POLICY_READONLY);
+	ck_assert_int_eq(dp(p, "vendor/x.c"), POLICY_READONLY);
+	/* the person's own file may loosen the built-in secrets */
+	ck_assert_int_eq(dp(p, ".env.example"), POLICY_VISIBLE);
+	ck_assert_int_eq(dp(p, ".env.local"), POLICY_HIDDEN);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_repo_may_tighten)
+{
+	repo_file("case: sensitive\nhide: ['docs/', 'TODO']\nreadonly: ['Makefile']\n"
+		  "show: ['.ENV', 'TODO']\nsymlinks: hide\ngit: hidden\nmax_file_size: 1M\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, "docs/a.md"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "Makefile"), POLICY_READONLY);
+	ck_assert_int_eq(dp(p, "makefile"), POLICY_VISIBLE); /* case: sensitive, own rules */
+	ck_assert_int_eq(dp(p, ".ENV"), POLICY_HIDDEN);	     /* not the built-in's */
+	ck_assert_int_eq(dp(p, "TODO"), POLICY_VISIBLE);     /* its own hide, its own show */
+	ck_assert_uint_eq(policy_max_file_size(p), 1 << 20);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_repo_cannot_loosen_settings)
+{
+	struct policy_error err;
+	repo_file("hide: ['x']\nextends: none\n");
+	ck_assert_int_eq(effective_error(&err), -EPERM);
+	ck_assert_uint_eq(err.line, 2);
+	ck_assert_uint_eq(err.column, 10);
+	ck_assert_ptr_nonnull(strstr(err.message, "extends: none"));
+
+	repo_file("symlinks: allow\n");
+	ck_assert_int_eq(effective_error(&err), -EPERM);
+	ck_assert_uint_eq(err.line, 1);
+	ck_assert_uint_eq(err.column, 11);
+	ck_assert_ptr_nonnull(strstr(err.message, "cannot loosen 'symlinks' (in force: hide)"));
+
+	repo_file("git: readonly\n");
+	ck_assert_int_eq(effective_error(&err), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err.message, "'git'"));
+
+	user_file("max_file_size: 1M\nsymlinks: allow\n");
+	repo_file("max_file_size: 2M\n");
+	ck_assert_int_eq(effective_error(&err), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err.message, "'max_file_size' (in force: 1048576)"));
+	repo_file("max_file_size: 0\n");
+	ck_assert_int_eq(effective_error(&err), -EPERM);
+
+	/* what the user allowed, the repository may keep or tighten */
+	repo_file("max_file_size: 512K\nsymlinks: allow\n");
+	struct policy *p = effective(NULL);
+	ck_assert_uint_eq(policy_max_file_size(p), 512 * 1024);
+	ck_assert_int_eq(policy_symlinks_mode(p), POLICY_SYMLINKS_ALLOW);
+	policy_free(p);
+	repo_file("symlinks: hide\n");
+	p = effective(NULL);
+	ck_assert_int_eq(policy_symlinks_mode(p), POLICY_SYMLINKS_HIDE);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_repo_file_symlink_refused)
+{
+	char target[200], link[200];
+	snprintf(target, sizeof(target), "%s/elsewhere.yml", tmp);
+	snprintf(link, sizeof(link), "%s/.agentfs.yml", repo);
+	write_file(target, "show: ['x']\n");
+	ck_assert_int_eq(symlink(target, link), 0);
+	struct policy_error err;
+	ck_assert_int_eq(effective_error(&err), -ELOOP);
+	ck_assert_str_eq(err.file, link);
+	ck_assert_ptr_nonnull(strstr(err.message, "symlink"));
+}
+END_TEST
+
+START_TEST(test_repo_error_names_file)
+{
+	repo_file("hide:\n  - ok\n  - 'a//b'\n");
+	struct policy_error err;
+	ck_assert_int_eq(effective_error(&err), -EINVAL);
+	char want[200];
+	snprintf(want, sizeof(want), "%s/.agentfs.yml", repo);
+	ck_assert_str_eq(err.file, want);
+	ck_assert_uint_eq(err.line, 3);
+	ck_assert_uint_eq(err.column, 5);
+}
+END_TEST
+
+START_TEST(test_user_extends_none)
+{
+	user_file("extends: none\nhide: ['*.sql']\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, ".env"), POLICY_VISIBLE);
+	ck_assert_int_eq(dp(p, "a.sql"), POLICY_HIDDEN);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_explicit_layers)
+{
+	char file[200];
+	snprintf(file, sizeof(file), "%s/explicit.yml", tmp);
+	user_file("hide: ['*.sql']\n");
+	repo_file("hide: ['docs/']\n");
+	write_file(file, "show: ['.env', 'x.sql']\n");
+	struct policy *p = effective(file);
+	ck_assert_int_eq(dp(p, ".env"), POLICY_VISIBLE); /* the person's explicit choice */
+	ck_assert_int_eq(dp(p, "x.sql"), POLICY_VISIBLE);
+	ck_assert_int_eq(dp(p, "y.sql"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "docs/a"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "id_rsa"), POLICY_HIDDEN);
+	policy_free(p);
+
+	write_file(file, "extends: none\nhide: ['only']\n");
+	p = effective(file);
+	ck_assert_uint_eq(policy_rule_count(p), 1);
+	ck_assert_int_eq(dp(p, "docs/a"), POLICY_VISIBLE);
+	ck_assert_int_eq(dp(p, "only"), POLICY_HIDDEN);
+	policy_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- snapshots */
+
+static const char *const probe_paths[] = {
+    ".env",
+    "x/.ENV",
+    "src/main.c",
+    "db/dump.sql",
+    "vendor/x.c",
+    ".myconf",
+    "docs/a.md",
+    "Makefile",
+    "node_modules/.bin/x",
+    "node_modules/a/.npmrc",
+    ".git",
+    "we\"ird\\name",
+    "sp ace",
+    "#hash",
+    "!bang",
+    "caf\xc3\xa9.key",
+    "big.bin",
+    NULL,
+};
+
+static void same_policy(const struct policy *a, const struct policy *b)
+{
+	char da[33], db[33];
+	policy_digest(a, da);
+	policy_digest(b, db);
+	ck_assert_str_eq(da, db);
+	ck_assert_uint_eq(policy_rule_count(a), policy_rule_count(b));
+	ck_assert_int_eq(policy_symlinks_mode(a), policy_symlinks_mode(b));
+	ck_assert_int_eq(policy_git_mode(a), policy_git_mode(b));
+	ck_assert_uint_eq(policy_max_file_size(a), policy_max_file_size(b));
+	for (size_t i = 0; probe_paths[i]; i++)
+		for (int dir = 0; dir < 2; dir++)
+			for (uint64_t size = 0; size < 3000000; size += 1500000) {
+				enum policy_decision x =
+				    policy_decide_path(a, probe_paths[i], dir, size);
+				enum policy_decision y =
+				    policy_decide_path(b, probe_paths[i], dir, size);
+				ck_assert_msg(x == y, "%s: %d vs %d", probe_paths[i], x, y);
+				char oa[256], ob[256];
+				policy_explain(a, probe_paths[i], dir, &x, oa, sizeof(oa));
+				policy_explain(b, probe_paths[i], dir, &y, ob, sizeof(ob));
+				ck_assert_str_eq(oa, ob);
+			}
+}
+
+static void round_trip(const struct policy *p)
+{
+	char *y1 = NULL, *y2 = NULL;
+	ck_assert_int_eq(policy_snapshot(p, &y1), 0);
+	struct policy *q = NULL;
+	struct policy_error err = {0};
+	int rc = policy_load_string("policy.yml", y1, strlen(y1), &q, &err);
+	ck_assert_msg(rc == 0, "%u:%u: %s\n%s", err.line, err.column, err.message, y1);
+	same_policy(p, q);
+	ck_assert_int_eq(policy_snapshot(q, &y2), 0);
+	ck_assert_str_eq(y1, y2);
+	/* Loaded as the explicit file of a mount, it is still the whole policy. */
+	char file[200];
+	snprintf(file, sizeof(file), "%s/snapshot.yml", tmp);
+	write_file(file, y1);
+	struct policy *r = effective(file);
+	same_policy(p, r);
+	policy_free(r);
+	policy_free(q);
+	free(y1);
+	free(y2);
+}
+
+START_TEST(test_snapshot_default)
+{
+	struct policy *p;
+	ck_assert_int_eq(policy_new_default(&p), 0);
+	round_trip(p);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(test_snapshot_layered)
+{
+	user_file("hide: ['*.sql', '\\!bang', 'we\"ird\\\\name']\nreadonly: ['vendor/']\n"
+		  "symlinks: allow\nmax_file_size: 2M\ngit: private\n");
+	repo_file("case: sensitive\nhide: ['docs/', '#hash', 'sp ace']\nshow: ['.myconf', "
+		  "'.env']\nreadonly: ['Makefile', '!vendor/', 'caf\xc3\xa9.key']\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, "#hash"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "!bang"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, "we\"ird\\name"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
+	ck_assert_int_eq(dp(p, ".myconf"), POLICY_VISIBLE);
+	ck_assert_int_eq(policy_decide_path(p, "big.bin", false, 3 << 20), POLICY_HIDDEN);
+	round_trip(p);
+	policy_free(p);
+}
+END_TEST
+
+/* A snapshot is not a way around the repository rule: as a repository's file,
+ * its flags are ignored. */
+START_TEST(test_snapshot_as_repo_file_stays_weak)
+{
+	repo_file("rules:\n  - {action: show, pattern: '.env', weak: false}\n");
+	struct policy *p = effective(NULL);
+	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
+	struct policy_rule_info r;
+	ck_assert_int_eq(policy_rule_get(p, policy_rule_count(p) - 1, &r), 0);
+	ck_assert(r.weak);
+	ck_assert_int_eq(policy_rule_get(p, policy_rule_count(p), &r), -ERANGE);
+	policy_free(p);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("policy-load");
+	TCase *tc = tcase_create("errors");
+	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof(bad) / sizeof(bad[0])));
+	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_empty_and_null_lists);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("layering");
+	tcase_add_checked_fixture(tc, layers_setup, layers_teardown);
+	tcase_add_test(tc, test_no_files_is_default);
+	tcase_add_test(tc, test_repo_cannot_show_secrets);
+	tcase_add_test(tc, test_repo_cannot_undo_user);
+	tcase_add_test(tc, test_repo_may_tighten);
+	tcase_add_test(tc, test_repo_cannot_loosen_settings);
+	tcase_add_test(tc, test_repo_file_symlink_refused);
+	tcase_add_test(tc, test_repo_error_names_file);
+	tcase_add_test(tc, test_user_extends_none);
+	tcase_add_test(tc, test_explicit_layers);
+	tcase_add_test(tc, test_snapshot_default);
+	tcase_add_test(tc, test_snapshot_layered);
+	tcase_add_test(tc, test_snapshot_as_repo_file_stays_weak);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
