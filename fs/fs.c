@@ -100,7 +100,7 @@ static void take_invalidations(struct agentfs *fs)
 		return;
 	char from[PATH_MAX], to[PATH_MAX];
 	snprintf(from, sizeof(from), "%s/%s", fs->cfg->state_dir, FS_INVALIDATE_FILE);
-	snprintf(to, sizeof(to), "%s/%s.taken", fs->cfg->state_dir, FS_INVALIDATE_FILE);
+	snprintf(to, sizeof(to), "%s/%s", fs->cfg->state_dir, FS_INVALIDATE_TAKEN);
 	if (rename(from, to) < 0)
 		return;
 	FILE *f = fopen(to, "re");
@@ -118,26 +118,45 @@ static void take_invalidations(struct agentfs *fs)
 		free(line);
 		fclose(f);
 	}
+}
+
+static void release_invalidations(struct agentfs *fs)
+{
+	if (!fs->cfg->state_dir)
+		return;
+	char to[PATH_MAX];
+	snprintf(to, sizeof(to), "%s/%s", fs->cfg->state_dir, FS_INVALIDATE_TAKEN);
 	unlink(to);
 }
 
 /* SIGUSR1 asks the daemon to drop every cached answer: the upper changed
- * behind the mount (agentfs discard).  Handled on a thread of its own,
- * since notifications must not be sent from a signal handler. */
+ * behind the mount (agentfs discard).  The handler only writes a byte to a
+ * pipe (async-signal-safe, and correct whichever thread the kernel picks,
+ * including threads the caller started before fs_serve); a thread of its own
+ * does the work, since notifications must not be sent from a handler. */
+static int usr1_pipe[2] = {-1, -1};
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	(void)!write(usr1_pipe[1], "u", 1);
+	errno = saved;
+}
+
 static void *signal_thread(void *arg)
 {
 	struct agentfs *fs = arg;
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGUSR1);
+	char c;
 	for (;;) {
-		int sig;
-		if (sigwait(&set, &sig) != 0)
+		ssize_t n = read(usr1_pipe[0], &c, 1);
+		if (n < 0 && errno == EINTR)
 			continue;
-		if (sig == SIGUSR1) {
-			take_invalidations(fs);
-			table_invalidate_all(fs);
-		}
+		if (n <= 0 || c == 'q')
+			break;
+		take_invalidations(fs);
+		table_invalidate_all(fs);
+		release_invalidations(fs);
 	}
 	return NULL;
 }
@@ -279,14 +298,15 @@ int fs_serve(const struct fs_config *cfg)
 		r = -EIO;
 		goto out_session;
 	}
-	/* SIGUSR1 goes to the signal thread only: block it before any
-	 * worker thread exists so they all inherit the mask. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_t sigthr;
-	bool have_sigthr = pthread_create(&sigthr, NULL, signal_thread, fs) == 0;
+	bool have_sigthr = false;
+	if (pipe2(usr1_pipe, O_CLOEXEC) == 0) {
+		have_sigthr = pthread_create(&sigthr, NULL, signal_thread, fs) == 0;
+		struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
+		sigemptyset(&sa.sa_mask);
+		if (have_sigthr)
+			sigaction(SIGUSR1, &sa, NULL);
+	}
 
 	if (fuse_session_mount(fs->se, cfg->mountpoint) != 0) {
 		r = -EIO;
@@ -321,8 +341,14 @@ out_unmount:
 	fuse_session_unmount(fs->se);
 out_signals:
 	if (have_sigthr) {
-		pthread_cancel(sigthr);
+		signal(SIGUSR1, SIG_IGN);
+		(void)!write(usr1_pipe[1], "q", 1);
 		pthread_join(sigthr, NULL);
+	}
+	if (usr1_pipe[0] >= 0) {
+		close(usr1_pipe[0]);
+		close(usr1_pipe[1]);
+		usr1_pipe[0] = usr1_pipe[1] = -1;
 	}
 	fuse_remove_signal_handlers(fs->se);
 out_session:

@@ -53,6 +53,9 @@ struct fs_config {
  * every attribute and entry it handed out before.
  */
 #define FS_INVALIDATE_FILE "invalidate"
+/* While the daemon works through a request it holds it under this name; the
+ * request is done when neither file exists. */
+#define FS_INVALIDATE_TAKEN "invalidate.taken"
 
 /*
  * Mount at cfg->mountpoint and serve requests until the filesystem is unmounted
