@@ -1,12 +1,438 @@
-/* cmd_discard.c - placeholder until the subcommand lands. */
-#include "cli/cli.h"
+/* cmd_discard.c - `agentfs discard`: drop the agent's changes to paths, or all. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <git2.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-const char cmd_discard_usage[] = "usage: agentfs discard ...\n";
+#include "cli/changes.h"
+#include "cli/cli.h"
+#include "cli/workspace.h"
+#include "fs/fs.h"
+#include "fs/layout.h"
+#include "policy/policy.h"
+
+const char cmd_discard_usage[] =
+    "usage: agentfs discard [OPTIONS] MNT|NAME [PATH...]\n"
+    "\n"
+    "Drop the agent's changes to each PATH and everything below it, or to all paths\n"
+    "when none is given, so the view shows the base again (the repository's\n"
+    "working tree as the agent first saw it; what the person changed in it since\n"
+    "shows too).  Discarding a renamed file or directory restores the original.\n"
+    "Only the workspace's upper layer is written; a mounted workspace's daemon is\n"
+    "told to forget what it cached (SIGUSR1).\n"
+    "\n"
+    "A PATH is relative to the repository's top level, or absolute below the\n"
+    "mountpoint or the repository.  Every PATH must hold a change (see\n"
+    "`agentfs status`; a rename's old or new path, a deletion's path); otherwise\n"
+    "nothing is discarded.  A path inside a renamed directory cannot be discarded\n"
+    "on its own: discard the directory.\n"
+    "\n"
+    "Prints the discarded paths like `agentfs status` (without rename pairing).\n"
+    "\n"
+    "Options:\n"
+    "  --state-dir DIR   workspaces live in DIR/workspaces (default:\n"
+    "                    ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+static const char *const CMD = "discard";
+
+/* @arg as a repository-relative path, malloc'd in *out ("" for the top level):
+ * -EINVAL when it lies outside the view. */
+static int view_path(const struct workspace *ws, const char *arg, char **out)
+{
+	const char *rel = arg;
+	if (arg[0] == '/') {
+		char *abs = NULL;
+		if (workspace_abspath(arg, &abs) < 0)
+			return -EINVAL;
+		const char *bases[] = {ws->mountpoint, ws->repo};
+		rel = NULL;
+		for (size_t i = 0; i < 2 && !rel; i++) {
+			size_t n = strlen(bases[i]);
+			if (n && workspace_path_within(abs, bases[i]))
+				rel = strdup(abs[n] ? abs + n + 1 : "");
+		}
+		free(abs);
+		if (!rel)
+			return -EINVAL;
+		*out = (char *)rel;
+		return 0;
+	}
+	/* Collapse "." and empty components; ".." may not climb above the top. */
+	char *res = malloc(strlen(rel) + 1);
+	if (!res)
+		return -ENOMEM;
+	size_t len = 0;
+	for (const char *p = rel; *p;) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (len == 0) {
+				free(res);
+				return -EINVAL;
+			}
+			while (len && res[len - 1] != '/')
+				len--;
+			if (len)
+				len--;
+		} else if (n && !(n == 1 && p[0] == '.')) {
+			if (len)
+				res[len++] = '/';
+			memcpy(res + len, p, n);
+			len += n;
+		}
+		p = slash ? slash + 1 : p + n;
+	}
+	res[len] = 0;
+	*out = res;
+	return 0;
+}
+
+static bool reserved_component(const char *path)
+{
+	for (const char *p = path; *p;) {
+		if (layout_is_reserved(p))
+			return true;
+		const char *slash = strchr(p, '/');
+		if (!slash)
+			break;
+		p = slash + 1;
+	}
+	return false;
+}
+
+static bool at_or_below(const char *path, const char *top)
+{
+	size_t n = strlen(top);
+	return n == 0 || (strncmp(path, top, n) == 0 && (path[n] == 0 || path[n] == '/'));
+}
+
+static bool has_change(const struct changes *cs, const char *top)
+{
+	for (size_t i = 0; i < cs->count; i++)
+		if (at_or_below(cs->items[i].path, top))
+			return true;
+	return false;
+}
+
+static const struct change *find(const struct changes *cs, const char *path)
+{
+	for (size_t i = 0; i < cs->count; i++)
+		if (strcmp(cs->items[i].path, path) == 0)
+			return &cs->items[i];
+	return NULL;
+}
+
+/* Append @path and each of its ancestors, NUL-terminated, to @f. */
+static void put_with_ancestors(FILE *f, const char *path)
+{
+	fwrite(path, 1, strlen(path) + 1, f);
+	for (const char *s = strrchr(path, '/'); s; s = memrchr(path, '/', (size_t)(s - path))) {
+		fwrite(path, 1, (size_t)(s - path), f);
+		fputc(0, f);
+	}
+}
+
+/* One "Name:\t<hex>" signal mask of a /proc status file; false if unreadable. */
+static bool status_mask(const char *file, const char *name, unsigned long long *mask)
+{
+	FILE *f = fopen(file, "re");
+	if (!f)
+		return false;
+	char line[256];
+	size_t n = strlen(name);
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f))
+		if (strncmp(line, name, n) == 0 && line[n] == ':')
+			found = sscanf(line + n + 1, "%llx", mask) == 1;
+	fclose(f);
+	return found;
+}
+
+/* Would SIGUSR1 reach a handler in daemon @pid rather than end it?  It does when
+ * the process catches it, or when every thread blocks it but the one waiting
+ * for it in sigwait() (/proc/PID/task/TID: SigBlk, wchan).  A daemon of an
+ * older agentfs might do neither; signalling it would unmount the workspace
+ * under the agent, so when unsure the answer is no. */
+static bool daemon_takes_sigusr1(pid_t pid)
+{
+	const unsigned long long bit = 1ull << (SIGUSR1 - 1);
+	char path[64];
+	unsigned long long m;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (status_mask(path, "SigCgt", &m) && (m & bit))
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return false;
+	bool all = true;
+	int threads = 0;
+	struct dirent *de;
+	while (all && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char st[128];
+		snprintf(st, sizeof(st), "/proc/%d/task/%.32s/status", (int)pid, de->d_name);
+		all = status_mask(st, "SigBlk", &m) && (m & bit);
+		/* sigwait() unblocks what it waits for while it waits: the daemon's
+		 * signal thread shows SIGUSR1 unblocked, and is where it goes. */
+		snprintf(st, sizeof(st), "/proc/%d/task/%.32s/wchan", (int)pid, de->d_name);
+		char wchan[64] = "";
+		FILE *f = all ? NULL : fopen(st, "re");
+		if (f) {
+			if (!fgets(wchan, sizeof(wchan), f))
+				wchan[0] = 0;
+			fclose(f);
+			all = strncmp(wchan, "do_sigtimedwait", 15) == 0;
+		}
+		threads++;
+	}
+	closedir(d);
+	return all && threads > 0;
+}
+
+/* Name the view paths whose answers changed (every path whose change went or
+ * changed, every discarded path, and their directories) in the workspace's
+ * invalidation file, then signal the daemon. */
+static int tell_daemon(const struct workspace *ws, pid_t pid, const struct changes *before,
+		       const struct changes *after, char **paths, size_t npaths)
+{
+	char *file = workspace_path(ws, FS_INVALIDATE_FILE);
+	if (!file)
+		return -ENOMEM;
+	int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	free(file);
+	FILE *f = fd >= 0 ? fdopen(fd, "a") : NULL;
+	if (!f) {
+		int e = -errno;
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	for (size_t i = 0; i < before->count; i++) {
+		const struct change *a = after ? find(after, before->items[i].path) : NULL;
+		if (!a || change_code(a) != change_code(&before->items[i]))
+			put_with_ancestors(f, before->items[i].path);
+	}
+	for (size_t i = 0; i < npaths; i++)
+		if (*paths[i])
+			put_with_ancestors(f, paths[i]);
+	int r = fclose(f) == 0 ? 0 : -errno;
+	if (r == 0 && kill(pid, SIGUSR1) < 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	/* Wait (up to 5 s) until the daemon took the file and went through it (it
+	 * renames it to FILE.taken and removes that when done), so whatever runs
+	 * after discard sees the restored view, not the kernel's cached answers. */
+	char *from = workspace_path(ws, FS_INVALIDATE_FILE);
+	char *taken = workspace_path(ws, FS_INVALIDATE_FILE ".taken");
+	r = from && taken ? -ETIMEDOUT : -ENOMEM;
+	for (int i = 0; from && taken && i < 500; i++) {
+		struct stat st;
+		if (lstat(from, &st) < 0 && errno == ENOENT && lstat(taken, &st) < 0 &&
+		    errno == ENOENT) {
+			r = 0;
+			break;
+		}
+		if (kill(pid, 0) < 0) {
+			r = -ESRCH;
+			break;
+		}
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	free(from);
+	free(taken);
+	return r;
+}
+
+/* Mark ignored paths as status does, so the codes printed match its own. */
+static void mark_ignored(const struct workspace *ws, struct changes *cs)
+{
+	git_repository *repo = NULL;
+	git_libgit2_init();
+	if (git_repository_open_ext(&repo, ws->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0)
+		(void)changes_mark_ignored(cs, repo);
+	git_repository_free(repo);
+	git_libgit2_shutdown();
+}
 
 int cmd_discard(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	cli_error("discard", "not implemented yet");
-	return 1;
+	enum { OPT_STATE = 256 };
+	static const struct option longopts[] = {
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *state_dir = NULL;
+	int c;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_STATE:
+			state_dir = optarg;
+			break;
+		case 'h':
+			fputs(cmd_discard_usage, stdout);
+			return 0;
+		default:
+			cli_error(CMD, "%s: %s (see 'agentfs discard --help')", argv[optind - 1],
+				  c == ':' ? "missing argument" : "unknown option");
+			return 2;
+		}
+	}
+	if (optind == argc) {
+		cli_error(CMD, "missing MNT or NAME (see 'agentfs discard --help')");
+		return 2;
+	}
+	const char *target = argv[optind++];
+	char *root = NULL;
+	if (workspace_state_root(state_dir, &root) < 0) {
+		cli_error(CMD, "cannot find the state directory (set HOME, XDG_STATE_HOME or "
+			       "--state-dir)");
+		return 1;
+	}
+	char err[1024] = "";
+	struct workspace *ws = NULL;
+	int r = workspace_find(root, target, &ws, err, sizeof(err));
+	free(root);
+	if (r < 0) {
+		if (r == -ENOENT)
+			cli_error(CMD, "%s: not an agentfs mount (no workspace found)", target);
+		else
+			cli_error(CMD, "%s", err);
+		return 1;
+	}
+
+	int status = 1;
+	struct policy *pol = NULL;
+	struct changes *before = NULL, *after = NULL;
+	char *upper = workspace_path(ws, "upper");
+	int lfd = -1, ufd = -1;
+	size_t npaths = (size_t)(argc - optind);
+	char **paths = calloc(npaths ? npaths : 1, sizeof(*paths));
+	if (!upper || !paths) {
+		cli_error(CMD, "%s: out of memory", target);
+		goto out;
+	}
+	if (changes_workspace_policy(ws, &pol, err, sizeof(err)) < 0) {
+		cli_error(CMD, "%s: %s", target, err);
+		goto out;
+	}
+	if ((lfd = open(ws->repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		cli_error(CMD, "%s: %s", ws->repo, strerror(errno));
+		goto out;
+	}
+	if ((ufd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		cli_error(CMD, "%s: %s", upper, strerror(errno));
+		goto out;
+	}
+	if ((r = changes_compute(lfd, ufd, pol, &before)) < 0) {
+		cli_error(CMD, "%s: reading the upper and the repository: %s", target,
+			  strerror(-r));
+		goto out;
+	}
+	mark_ignored(ws, before);
+	/* Check every path before touching anything. */
+	for (size_t i = 0; i < npaths; i++) {
+		const char *arg = argv[optind + (int)i];
+		r = view_path(ws, arg, &paths[i]);
+		if (r == -ENOMEM) {
+			cli_error(CMD, "%s: out of memory", arg);
+			goto out;
+		}
+		if (r < 0 || reserved_component(paths[i])) {
+			cli_error(CMD, "%s: outside the view", arg);
+			goto out;
+		}
+		if (!has_change(before, paths[i])) {
+			cli_error(CMD, "%s: no change at this path (see 'agentfs status')", arg);
+			goto out;
+		}
+	}
+	if (npaths == 0)
+		r = changes_discard(lfd, ufd, pol, "");
+	for (size_t i = 0; i < npaths && r >= 0; i++) {
+		r = changes_discard(lfd, ufd, pol, paths[i]);
+		if (r == -ENOENT)
+			r = 0; /* an earlier path covered it */
+		if (r == -EBUSY) {
+			cli_error(CMD,
+				  "%s: inside a renamed or replaced directory; discard that "
+				  "directory",
+				  argv[optind + (int)i]);
+			break;
+		}
+		if (r < 0)
+			cli_error(CMD, "%s: %s", argv[optind + (int)i], strerror(-r));
+	}
+	if (r == -ENOENT && npaths == 0)
+		r = 0; /* nothing to discard */
+	else if (r < 0 && npaths == 0)
+		cli_error(CMD, "%s: %s", upper, strerror(-r));
+
+	int r2 = changes_compute(lfd, ufd, pol, &after);
+	if (r2 < 0)
+		cli_error(CMD, "%s: reading the upper again: %s", target, strerror(-r2));
+	else
+		mark_ignored(ws, after);
+
+	/* The upper changed (perhaps only in part): the daemon must forget what the
+	 * kernel cached about those paths (fs/fs.h, FS_INVALIDATE_FILE). */
+	pid_t pid = workspace_daemon_pid(ws);
+	if (pid > 0 && !daemon_takes_sigusr1(pid)) {
+		cli_error(CMD,
+			  "%s: the daemon (pid %d) cannot be told to drop its cache; "
+			  "unmount and mount again to see the discarded paths",
+			  target, (int)pid);
+	} else if (pid > 0) {
+		int e = tell_daemon(ws, pid, before, after, paths, npaths);
+		if (e < 0)
+			cli_error(CMD, "%s: telling the daemon (pid %d) to forget its cache: %s%s",
+				  target, (int)pid, strerror(-e),
+				  e == -ETIMEDOUT ? " (the view may show the old state for a while)"
+						  : "");
+	}
+	if (r2 < 0)
+		goto out;
+	for (size_t i = 0; i < before->count; i++) {
+		const struct change *b = &before->items[i];
+		const struct change *a = find(after, b->path);
+		if (a && change_code(a) == change_code(b))
+			continue;
+		char *q = changes_quote(b->path);
+		printf("%c %s\n", change_code(b), q ? q : b->path);
+		free(q);
+	}
+	status = r < 0 ? 1 : 0;
+out:
+	if (fflush(stdout) != 0)
+		status = 1;
+	for (size_t i = 0; paths && i < npaths; i++)
+		free(paths[i]);
+	free(paths);
+	changes_free(before);
+	changes_free(after);
+	if (lfd >= 0)
+		close(lfd);
+	if (ufd >= 0)
+		close(ufd);
+	free(upper);
+	policy_free(pol);
+	workspace_free(ws);
+	return status;
 }

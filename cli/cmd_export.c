@@ -1,12 +1,230 @@
-/* cmd_export.c - placeholder until the subcommand lands. */
-#include "cli/cli.h"
+/* cmd_export.c - `agentfs export`: the agent's changes as a git patch. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-const char cmd_export_usage[] = "usage: agentfs export ...\n";
+#include "cli/changes.h"
+#include "cli/cli.h"
+#include "cli/patch.h"
+#include "cli/workspace.h"
+
+const char cmd_export_usage[] =
+    "usage: agentfs export [OPTIONS] MNT|NAME\n"
+    "\n"
+    "Print the agent's changes in the workspace mounted at MNT (or named NAME) as a\n"
+    "git patch: modified, added, deleted and renamed files, mode changes, symlinks\n"
+    "and binary files (GIT binary patch).  Apply it in the repository with\n"
+    "`git apply` or `git apply --index`.  Nothing is written to the repository.\n"
+    "Paths are compared with the base: the repository's working tree as the agent\n"
+    "first saw it.\n"
+    "\n"
+    "Left out of the patch, each named on stderr:\n"
+    "  - conflicts: files the agent changed that were changed in the repository\n"
+    "    after the agent copied them; the patch would revert that work.  By default\n"
+    "    export then writes no patch and fails; --conflicts=skip exports the rest.\n"
+    "  - files the agent created at a name the policy hides (a secret's name);\n"
+    "  - untracked files the repository's ignore rules ignore (build output);\n"
+    "    a change to a tracked file is always exported;\n"
+    "  - fifos, sockets and devices.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output FILE      write the patch to FILE (replaced atomically) instead\n"
+    "                         of stdout\n"
+    "  --conflicts=MODE       fail (default): write nothing and exit 1 when there are\n"
+    "                         conflicts; skip: leave them out and exit 0\n"
+    "  --state-dir DIR        workspaces live in DIR/workspaces (default:\n"
+    "                         ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
+    "  -h, --help             show this help\n"
+    "\n"
+    "An empty patch (no changes) is empty output.  Exit status: 0 success, 1\n"
+    "failure or conflicts, 2 usage error.\n";
+
+static const char *const CMD = "export";
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Write @buf to @path through a temporary file in its directory and rename(2):
+ * a reader never sees half a patch, a failure leaves the old file. */
+static int write_file_atomic(const char *path, const char *buf, size_t len)
+{
+	size_t n = strlen(path);
+	char *tmp = malloc(n + 16);
+	if (!tmp)
+		return -ENOMEM;
+	snprintf(tmp, n + 16, "%s.XXXXXX", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		int e = -errno;
+		free(tmp);
+		return e;
+	}
+	int r = write_all(fd, buf, len);
+	mode_t um = umask(0);
+	umask(um);
+	if (r == 0 && fchmod(fd, 0666 & ~um) < 0)
+		r = -errno;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	free(tmp);
+	return r;
+}
 
 int cmd_export(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	cli_error("export", "not implemented yet");
-	return 1;
+	enum { OPT_STATE = 256, OPT_CONFLICTS };
+	static const struct option longopts[] = {
+	    {"output", required_argument, NULL, 'o'},
+	    {"conflicts", required_argument, NULL, OPT_CONFLICTS},
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *state_dir = NULL, *output = NULL;
+	bool skip_conflicts = false;
+	int c;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+ho:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			output = optarg;
+			break;
+		case OPT_CONFLICTS:
+			if (strcmp(optarg, "skip") == 0) {
+				skip_conflicts = true;
+			} else if (strcmp(optarg, "fail") == 0) {
+				skip_conflicts = false;
+			} else {
+				cli_error(CMD, "--conflicts=%s: expected fail or skip", optarg);
+				return 2;
+			}
+			break;
+		case OPT_STATE:
+			state_dir = optarg;
+			break;
+		case 'h':
+			fputs(cmd_export_usage, stdout);
+			return 0;
+		default:
+			cli_error(CMD, "%s: %s (see 'agentfs export --help')", argv[optind - 1],
+				  c == ':' ? "missing argument" : "unknown option");
+			return 2;
+		}
+	}
+	if (argc - optind != 1) {
+		cli_error(CMD, "%s (see 'agentfs export --help')",
+			  optind == argc ? "missing MNT or NAME" : "too many arguments");
+		return 2;
+	}
+	const char *target = argv[optind];
+
+	char *root = NULL;
+	if (workspace_state_root(state_dir, &root) < 0) {
+		cli_error(CMD, "cannot find the state directory (set HOME, XDG_STATE_HOME or "
+			       "--state-dir)");
+		return 1;
+	}
+	char err[1024] = "";
+	struct workspace *ws = NULL;
+	int r = workspace_find(root, target, &ws, err, sizeof(err));
+	free(root);
+	if (r < 0) {
+		if (r == -ENOENT)
+			cli_error(CMD, "%s: not an agentfs mount (no workspace found)", target);
+		else
+			cli_error(CMD, "%s", err);
+		return 1;
+	}
+	struct changes *cs = NULL;
+	r = changes_open_workspace(ws, &cs, err, sizeof(err));
+	if (r < 0) {
+		cli_error(CMD, "%s: %s", target, err);
+		workspace_free(ws);
+		return 1;
+	}
+
+	size_t conflicts = 0;
+	for (size_t i = 0; i < cs->count; i++) {
+		const struct change *ch = &cs->items[i];
+		if (change_exported(ch))
+			continue;
+		char *q = changes_quote(ch->path);
+		if (ch->flags & CHANGE_CONFLICT) {
+			conflicts++;
+			char *o = changes_quote(ch->origin);
+			if (strcmp(ch->origin, ch->path) == 0)
+				cli_error(CMD,
+					  "%s: conflict: changed in the repository since the "
+					  "agent copied it; left out",
+					  q ? q : ch->path);
+			else
+				cli_error(CMD,
+					  "%s: conflict: its source %s changed in the "
+					  "repository since the agent copied it; left out",
+					  q ? q : ch->path, o ? o : ch->origin);
+			free(o);
+		} else {
+			cli_error(CMD, "%s: left out: %s", q ? q : ch->path,
+				  change_flag_reason(ch->flags));
+		}
+		free(q);
+	}
+	int status = 0;
+	if (conflicts && !skip_conflicts) {
+		cli_error(CMD,
+			  "%s: %zu conflict%s; no patch written (--conflicts=skip exports "
+			  "the rest)",
+			  target, conflicts, conflicts == 1 ? "" : "s");
+		status = 1;
+	}
+
+	struct patch *p = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	if (status == 0) {
+		r = patch_new(cs, 0, &p);
+		if (r == 0)
+			r = patch_format(p, &text, &len);
+		if (r < 0) {
+			const git_error *ge = git_error_last();
+			cli_error(CMD, "%s: building the patch: %s", target,
+				  r == -EIO && ge ? ge->message : strerror(-r));
+			status = 1;
+		}
+	}
+	if (status == 0) {
+		r = output ? write_file_atomic(output, text, len) : write_all(1, text, len);
+		if (r < 0) {
+			cli_error(CMD, "%s: %s", output ? output : "stdout", strerror(-r));
+			status = 1;
+		}
+	}
+	free(text);
+	patch_free(p);
+	changes_free(cs);
+	workspace_free(ws);
+	return status;
 }

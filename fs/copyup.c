@@ -260,6 +260,26 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	return 0;
 }
 
+int origin_from_lower(struct agentfs *fs, int fd, const char *lpath)
+{
+	struct layout_origin o;
+	if (layout_get_origin(fd, &o) != 0)
+		return 0; /* it has one already (or cannot say): keep it */
+	int lfd = layer_open(fs, fs->lower_fd, lpath, O_RDONLY, 0);
+	if (lfd < 0)
+		return lfd;
+	struct stat st;
+	int r = fstat(lfd, &st) < 0 ? -errno : 0;
+	if (r == 0 && S_ISREG(st.st_mode))
+		r = hashcache_get(fs->hashes, lfd, &o.hash);
+	close(lfd);
+	if (r < 0 || !S_ISREG(st.st_mode))
+		return r;
+	o.ino = st.st_ino;
+	snprintf(o.path, sizeof(o.path), "%s", lpath);
+	return layout_set_origin(fd, &o);
+}
+
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
 {
 	(void)fs;

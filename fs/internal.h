@@ -208,6 +208,11 @@ int copyup_dir(struct agentfs *fs, struct node *n);
 /* Copy a lower file/symlink node into the upper (no-op if already there).
  * Records JOP_COPYUP.  Caller holds ns_lock exclusive. */
 int copyup(struct agentfs *fs, struct node *n, fuse_req_t req);
+/* Give the new upper file open as @fd, which replaces the visible lower file
+ * @lpath (an editor's save by rename, a re-create after unlink), that file as
+ * its origin, so export can still tell the person's later changes from the
+ * agent's.  Keeps an origin the file already has. */
+int origin_from_lower(struct agentfs *fs, int fd, const char *lpath);
 /* Remove everything inside an upper directory that is empty in the view
  * (whiteouts), then the directory itself. */
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name);

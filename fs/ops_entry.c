@@ -823,6 +823,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (de.exists && de.in_upper && S_ISDIR(de.type) && !(flags & RENAME_EXCHANGE) &&
 	    (r = upper_rmdir(fs, dfd, newname)) < 0)
 		goto out;
+	if (!(flags & RENAME_EXCHANGE) && de.exists && de.in_lower && !de.in_upper &&
+	    S_ISREG(de.type) && S_ISREG(se.type)) {
+		/* Write temp + rename over a lower file: the lower version is
+		 * the base of the new one. */
+		int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			origin_from_lower(fs, fd, de.lower);
+			close(fd);
+		}
+	}
 	if (src_wh && (r = layout_make_whiteout(sfd, name)) < 0)
 		goto out;
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {

@@ -235,6 +235,16 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		(void)!fchown(fd, ctx->uid, ctx->gid);
 	}
+	if (layout_has_whiteout(dfd, name) > 0 && dir->lower && !dir->opaque) {
+		/* Re-created after an unlink (vim's backupcopy=no): the deleted
+		 * lower file is the base of the new one. */
+		char lpath[FS_PATH_MAX];
+		struct stat lst;
+		if (path_join(lpath, sizeof(lpath), dir->lower, name) == 0 &&
+		    layer_stat(fs, fs->lower_fd, lpath, &lst) == 0 &&
+		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN)
+			origin_from_lower(fs, fd, lpath);
+	}
 	layout_remove_whiteout(dfd, name);
 	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
 		goto fail;

@@ -1,0 +1,169 @@
+/*
+ * changes.h - the change set of a workspace: which paths of the repository the
+ * agent changed, with the bytes on each side.
+ *
+ * The change set compares two trees over the same namespace (repository-relative
+ * paths, '/'-separated, no leading '/'):
+ *
+ *  - the *base*: the lower as the agent first saw it.  agentfs keeps no copy of
+ *    it; it is the current lower, filtered by the policy by each entry's lower
+ *    path.  For a copied-up file the upper records the hash of the lower file at
+ *    copy-up (fs/layout.h "origin"); when the current lower file no longer has
+ *    that hash the person changed it since, and the path is a *conflict*.
+ *    An upper file without an origin (one the agent created, or wrote over the
+ *    lower file by a rename, as editors and `sed -i` save) records no version
+ *    of the lower: its base is the current lower and no conflict can be told.
+ *  - the *view*: the merged view the agent sees: the upper (fs/layout.h: files,
+ *    whiteouts, opaque and redirected directories) over the lower, with lower
+ *    entries filtered by the policy by their *lower* path (so entries hidden in
+ *    a directory the agent renamed stay out), and upper entries shown whatever
+ *    their name.
+ *
+ * Only the regions the upper touches are walked (the upper's directories, the
+ * lower directories they merge with or hide, and lower subtrees shown under a
+ * renamed directory), so the cost grows with the agent's changes, not with the
+ * repository.  Directories themselves are not changes (git tracks none); a
+ * change is a path whose file, symlink or nothing differs between the sides.
+ * A copied-up file whose bytes and mode equal the lower's is no change.
+ *
+ * Renames are not paired here: a renamed file is a deletion on its old path and
+ * an addition on its new one; cli/patch.h pairs them (git rename detection).
+ *
+ * Functions return 0 or a negative errno.
+ */
+#ifndef AGENTFS_CHANGES_H
+#define AGENTFS_CHANGES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct policy;
+struct workspace;
+typedef struct git_repository git_repository;
+
+/* The layer holding one side's bytes. */
+enum change_layer {
+	CHANGE_LOWER = 0,
+	CHANGE_UPPER = 1,
+};
+
+/* Git file modes, the only kinds a side can hold. */
+#define CHANGE_MODE_FILE 0100644u
+#define CHANGE_MODE_EXEC 0100755u
+#define CHANGE_MODE_LINK 0120000u
+
+struct change_side {
+	bool present;		 /* false: no file or symlink on this side at the path */
+	enum change_layer layer; /* where the bytes are */
+	char *path;		 /* path inside that layer (malloc'd): the lower path of a
+				  * lower entry, the upper path of an upper one */
+	uint32_t mode;		 /* CHANGE_MODE_FILE, _EXEC or _LINK */
+	uint64_t size;		 /* bytes (symlinks: length of the target) */
+};
+
+/* Why a change is left out of exports (0: it is exported). */
+enum change_flag {
+	/* The person changed the lower file after the agent copied it up (its hash
+	 * differs from the origin's): a patch would revert the person's work. */
+	CHANGE_CONFLICT = 1u << 0,
+	/* The view path is hidden by the policy: a file the agent created at a secret
+	 * name (DESIGN.md invariant 3). */
+	CHANGE_HIDDEN_NAME = 1u << 1,
+	/* Untracked (in neither the repository's index nor its HEAD tree) and ignored
+	 * by the repository's ignore rules.  Set by changes_mark_ignored(). */
+	CHANGE_IGNORED = 1u << 2,
+	/* The view holds something git cannot: a fifo, socket or device. */
+	CHANGE_UNSUPPORTED = 1u << 3,
+};
+
+struct change {
+	char *path;		 /* repository-relative path (malloc'd) */
+	struct change_side base; /* what the base holds at path */
+	struct change_side view; /* what the view holds at path */
+	unsigned flags;		 /* enum change_flag bits */
+	char *origin;		 /* CHANGE_CONFLICT: the lower path the agent's copy came
+				  * from (malloc'd), else NULL */
+};
+
+struct changes {
+	struct change *items; /* sorted by path, bytewise */
+	size_t count;
+	int lower_fd; /* owned duplicates of the layers, for changes_read() */
+	int upper_fd;
+};
+
+/*
+ * Compute the change set of the upper @upper_fd over the lower @lower_fd (both
+ * O_RDONLY|O_DIRECTORY; duplicated, the caller keeps its own) under @policy
+ * (borrowed, used only during the call).  Nothing is written.  Every path is
+ * resolved below its layer without following symlinks.  On success *out is
+ * owned by the caller (changes_free()).
+ */
+int changes_compute(int lower_fd, int upper_fd, const struct policy *policy, struct changes **out);
+
+/*
+ * Set CHANGE_IGNORED on changes whose path is untracked in @repo (the real
+ * repository, only read: its index and HEAD tree) and ignored by its ignore rules
+ * (.gitignore files, info/exclude, core.excludesFile).  A tracked path is never
+ * marked: a change to a tracked file is always exported.  @repo NULL: no-op.
+ */
+int changes_mark_ignored(struct changes *cs, git_repository *repo);
+
+/* True when the change goes into exports (no flag set). */
+static inline bool change_exported(const struct change *c)
+{
+	return c->flags == 0;
+}
+
+/* One phrase for the first flag set in @flags ("conflict", "hidden name", ...). */
+const char *change_flag_reason(unsigned flags);
+
+/*
+ * The status letter of one change, paths unpaired (see `agentfs status --help`):
+ * 'C' conflict, 'H' hidden name, '!' ignored, 'X' unsupported; else 'A' added,
+ * 'D' deleted, 'T' file <-> symlink, 'M' modified (content or mode).
+ */
+char change_code(const struct change *c);
+
+/* @path as git prints it: unchanged when it holds only printable ASCII other than
+ * '"' and '\', else in double quotes with C escapes (\n, \t, \", \\) and
+ * octal for other bytes (git's quote_c_style).  malloc'd, NULL on ENOMEM. */
+char *changes_quote(const char *path);
+
+/*
+ * Read one side's bytes (a file's content, a symlink's target) into a malloc'd
+ * buffer *buf of *len bytes (*buf may be NULL when *len is 0).  -ENOENT if the
+ * entry vanished, -EIO if it no longer is what the change set saw.
+ */
+int changes_read(const struct changes *cs, const struct change_side *side, char **buf, size_t *len);
+
+void changes_free(struct changes *cs);
+
+/*
+ * Drop the agent's changes at @path and below ("" for all): afterwards the view
+ * at @path equals the base.  Removes upper entries and the whiteouts that hide
+ * lower ones; discarding a renamed directory or file restores its original
+ * (removes the whiteout of its source); an opaque directory above @path keeps
+ * hiding its other lower entries (whiteouts replace the opaque flag).  Empty
+ * plain upper directories left behind are removed.  Writes only the upper.
+ *
+ * Returns 0; -ENOENT if no change lies at or below @path; -EBUSY if changes
+ * remain at or below @path that only discarding a directory above it can undo
+ * (a path inside a renamed directory) — the upper may then be partly restored.
+ */
+int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path);
+
+/*
+ * The change set of workspace @ws: opens its repository (the lower) and its upper,
+ * loads its policy snapshot, computes and marks ignored paths.  On failure a
+ * one-line reason goes to @err.
+ */
+int changes_open_workspace(const struct workspace *ws, struct changes **out, char *err,
+			   size_t errlen);
+
+/* Load the policy in force for @ws (its snapshot); @err as above. */
+int changes_workspace_policy(const struct workspace *ws, struct policy **out, char *err,
+			     size_t errlen);
+
+#endif

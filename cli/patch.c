@@ -1,0 +1,214 @@
+/* patch.c - the change set's two sides as in-memory trees, diffed by libgit2. */
+#include <errno.h>
+#include <git2.h>
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
+#include <git2/sys/repository.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/patch.h"
+
+struct patch {
+	git_odb *odb;
+	git_repository *repo;
+	git_diff *diff;
+	bool inited; /* holds one git_libgit2_init() reference */
+};
+
+void patch_free(struct patch *p)
+{
+	if (!p)
+		return;
+	git_diff_free(p->diff);
+	git_repository_free(p->repo);
+	git_odb_free(p->odb);
+	if (p->inited)
+		git_libgit2_shutdown();
+	free(p);
+}
+
+git_diff *patch_diff(const struct patch *p)
+{
+	return p->diff;
+}
+
+static int add_side(struct patch *p, const struct changes *cs, git_index *idx, const char *path,
+		    const struct change_side *side)
+{
+	char *buf;
+	size_t len;
+	int r = changes_read(cs, side, &buf, &len);
+	if (r < 0)
+		return r;
+	git_index_entry e = {0};
+	r = git_blob_create_from_buffer(&e.id, p->repo, buf ? buf : "", len);
+	free(buf);
+	if (r < 0)
+		return -EIO;
+	e.mode = side->mode;
+	e.path = path;
+	e.file_size = (uint32_t)len;
+	return git_index_add(idx, &e) < 0 ? -EIO : 0;
+}
+
+int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
+{
+	struct patch *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	if (git_libgit2_init() < 0) {
+		free(p);
+		return -EIO;
+	}
+	p->inited = true;
+
+	git_odb_backend *mempack = NULL;
+	git_config *cfg = NULL;
+	git_index *bi = NULL, *vi = NULL;
+	git_tree *bt = NULL, *vt = NULL;
+	git_oid boid, void_;
+	int r = -EIO;
+	if (git_odb_new(&p->odb) < 0 || git_mempack_new(&mempack) < 0)
+		goto out;
+	if (git_odb_add_backend(p->odb, mempack, 1) < 0) {
+		mempack->free(mempack);
+		goto out;
+	}
+	if (git_repository_wrap_odb(&p->repo, p->odb) < 0)
+		goto out;
+	/* An empty configuration: the person's global settings (diff.noprefix,
+	 * core.abbrev, ...) must not change the patch's form. */
+	if (git_config_new(&cfg) < 0 || git_repository_set_config(p->repo, cfg) < 0)
+		goto out;
+	if (git_index_new(&bi) < 0 || git_index_new(&vi) < 0)
+		goto out;
+
+	r = 0;
+	for (size_t i = 0; i < cs->count && r == 0; i++) {
+		const struct change *c = &cs->items[i];
+		if (!change_exported(c))
+			continue;
+		if (c->base.present)
+			r = add_side(p, cs, bi, c->path, &c->base);
+		if (r == 0 && c->view.present)
+			r = add_side(p, cs, vi, c->path, &c->view);
+	}
+	if (r < 0)
+		goto out;
+	r = -EIO;
+	if (git_index_write_tree_to(&boid, bi, p->repo) < 0 ||
+	    git_index_write_tree_to(&void_, vi, p->repo) < 0)
+		goto out;
+	if (git_tree_lookup(&bt, p->repo, &boid) < 0 || git_tree_lookup(&vt, p->repo, &void_) < 0)
+		goto out;
+
+	git_diff_options dopts;
+	git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
+	dopts.flags = GIT_DIFF_SHOW_BINARY;
+	/* Full object ids on "index" lines: `git apply` refuses a binary patch
+	 * without them, and they let it check the preimage of every file. */
+	dopts.id_abbrev = GIT_OID_HEXSZ;
+	if (flags & PATCH_TYPECHANGE)
+		dopts.flags |= GIT_DIFF_INCLUDE_TYPECHANGE;
+	if (git_diff_tree_to_tree(&p->diff, p->repo, bt, vt, &dopts) < 0)
+		goto out;
+	git_diff_find_options fopts;
+	git_diff_find_options_init(&fopts, GIT_DIFF_FIND_OPTIONS_VERSION);
+	fopts.flags = GIT_DIFF_FIND_RENAMES;
+	if (git_diff_find_similar(p->diff, &fopts) < 0)
+		goto out;
+	r = 0;
+out:
+	git_tree_free(bt);
+	git_tree_free(vt);
+	git_index_free(bi);
+	git_index_free(vi);
+	git_config_free(cfg);
+	if (r < 0) {
+		patch_free(p);
+		return r;
+	}
+	*out = p;
+	return 0;
+}
+
+static const char *delta_path(const git_diff_delta *d)
+{
+	return d->status == GIT_DELTA_DELETED ? d->old_file.path : d->new_file.path;
+}
+
+/* Append delta @i's patch to @out.  A rename without content change gets its
+ * header only: libgit2 adds "Binary files ... differ" to one that also changes
+ * the mode, which `git apply` rejects (it wants full index lines with it). */
+struct text {
+	char *ptr;
+	size_t size;
+};
+
+static int append_delta(const struct patch *p, size_t i, struct text *all)
+{
+	git_patch *gp = NULL;
+	git_buf b = GIT_BUF_INIT;
+	if (git_patch_from_diff(&gp, p->diff, i) < 0)
+		return -EIO;
+	int r = gp && git_patch_to_buf(&b, gp) < 0 ? -EIO : 0;
+	git_patch_free(gp);
+	if (r < 0 || !b.size) {
+		git_buf_dispose(&b);
+		return r;
+	}
+	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
+	size_t keep = b.size;
+	if (d->status == GIT_DELTA_RENAMED && git_oid_equal(&d->old_file.id, &d->new_file.id)) {
+		const char *bin = strstr(b.ptr, "\nBinary files ");
+		if (bin)
+			keep = (size_t)(bin - b.ptr) + 1;
+	}
+	char *n = realloc(all->ptr, all->size + keep + 1);
+	if (!n) {
+		git_buf_dispose(&b);
+		return -ENOMEM;
+	}
+	memcpy(n + all->size, b.ptr, keep);
+	all->ptr = n;
+	all->size += keep;
+	all->ptr[all->size] = 0;
+	git_buf_dispose(&b);
+	return 0;
+}
+
+int patch_format(const struct patch *p, char **out, size_t *len)
+{
+	struct text all = {.ptr = calloc(1, 1)};
+	if (!all.ptr)
+		return -ENOMEM;
+	size_t n = git_diff_num_deltas(p->diff);
+	int r = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		/* A path that changes type is deleted and added again: the deletion
+		 * must come first, or `git apply` finds the path taken ("wrong type"). */
+		size_t first = i, second = SIZE_MAX;
+		if (i + 1 < n) {
+			const git_diff_delta *a = git_diff_get_delta(p->diff, i);
+			const git_diff_delta *b = git_diff_get_delta(p->diff, i + 1);
+			if (a->status == GIT_DELTA_ADDED && b->status == GIT_DELTA_DELETED &&
+			    strcmp(delta_path(a), delta_path(b)) == 0) {
+				first = i + 1;
+				second = i;
+				i++;
+			}
+		}
+		r = append_delta(p, first, &all);
+		if (r == 0 && second != SIZE_MAX)
+			r = append_delta(p, second, &all);
+	}
+	if (r < 0) {
+		free(all.ptr);
+		return r;
+	}
+	*out = all.ptr;
+	*len = all.size;
+	return 0;
+}

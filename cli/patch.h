@@ -1,0 +1,47 @@
+/*
+ * patch.h - a change set as a git diff and a git-style patch (libgit2).
+ *
+ * The exported changes of a change set (cli/changes.h, change_exported()) become
+ * two trees holding only the touched paths, the base side and the view side,
+ * written to an in-memory object database (git_mempack) behind a repository
+ * object that has no directory, no configuration and no working tree: nothing
+ * is written to the real repository or to the disk.  Their tree-to-tree diff has
+ * renames paired (git_diff_find_similar, git's default 50% similarity) and
+ * binary deltas included, so the patch applies with `git apply` and
+ * `git apply --index` to a working tree equal to the base.
+ *
+ * The blobs are the raw bytes of the layers: no clean/smudge filters, no
+ * end-of-line conversion.
+ *
+ * Functions return 0 or a negative errno (-EIO when libgit2 fails; its message
+ * is then in git_error_last()).
+ */
+#ifndef AGENTFS_PATCH_H
+#define AGENTFS_PATCH_H
+
+#include <git2.h>
+
+#include "cli/changes.h"
+
+enum patch_flag {
+	/* Report a file <-> symlink change as one GIT_DELTA_TYPECHANGE delta (for
+	 * status); without it the diff holds a deletion and an addition, the form
+	 * `git apply` reads. */
+	PATCH_TYPECHANGE = 1u << 0,
+};
+
+struct patch;
+
+/* Build the trees and the diff of @cs (borrowed during the call). */
+int patch_new(const struct changes *cs, unsigned flags, struct patch **out);
+
+/* The diff (owned by the patch): deltas sorted by path, renames paired. */
+git_diff *patch_diff(const struct patch *p);
+
+/* The unified patch text, "diff --git a/... b/..." headers, in *out (malloc'd,
+ * NUL-terminated; *len bytes without the NUL).  An empty diff gives "". */
+int patch_format(const struct patch *p, char **out, size_t *len);
+
+void patch_free(struct patch *p);
+
+#endif

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# export.sh - status, export and discard on a real mount: an agent edits through
+# the mount (odd names, renames of directories holding hidden files, binary and
+# mode changes, symlinks, files at hidden and ignored names) while the person
+# edits one of the same files in the repository; status names every change with
+# its code, export leaves out the conflict, the hidden and the ignored paths, and
+# its patch applied to a fresh clone gives exactly the view on every path it
+# touches; discard brings paths, a renamed directory, and everything back.
+#
+#   bash export.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "agentfs mount $REPO $MNT"; else
+	fail "agentfs mount $REPO $MNT" "exit status $RC" "$OUT"
+	bail "mount failed"
+fi
+
+# ------------------------------------------------------------------ the agent's work
+cd "$MNT" || bail "cd $MNT"
+sh_step "edit README.md" 'printf "# demo, edited\n" >README.md'
+# an append copies the file up, recording the version it came from (sed -i
+# would replace it with a new file, which carries no such record)
+sh_step "edit src/util.c" 'printf "/* agent */\n" >>src/util.c'
+step "chmod +x scripts/gen.sh" t chmod +x scripts/gen.sh
+step "rm src/old.c" t rm src/old.c
+step "mv docs documentation (a lower directory)" t mv docs documentation
+step "mv config conf (holding hidden id_rsa)" t mv config conf
+sh_step "names with a space, a quote, a newline" '
+	printf "space\n" >"with space.txt"
+	printf "quote\n" >"quo\"te.txt"
+	printf "newline\n" >"$(printf "new\nline.txt")"'
+step "an empty file" t touch empty.txt
+step "a new symlink" t ln -s src/util.h util-link.h
+sh_step "binary change" "printf '\\000\\001\\002' >>data/blob.bin"
+sh_step "a file at a hidden name (.env)" 'printf "AGENT=1\n" >.env'
+sh_step "a file at a hidden name in a renamed directory (conf/id_rsa)" 'printf "agent key\n" >conf/id_rsa'
+sh_step "ignored and untracked build output" 'mkdir -p build && printf "obj\n" >build/x.o'
+cd / || bail "cd /"
+# the person edits a file the agent changed, after the agent copied it
+sh_step "the person edits src/util.c in the repository" \
+	"printf '/* person */\n' >>'$REPO/src/util.c' && git -C '$REPO' commit -qam person"
+
+# ------------------------------------------------------------------ status
+run af status "$MNT"
+assert_eq "agentfs status exits 0" 0 "$RC"
+status_out=$OUT
+for line in "M README.md" "D src/old.c" "M scripts/gen.sh" "M data/blob.bin" \
+	"R docs/guide.md -> documentation/guide.md" \
+	"R config/settings.yml -> conf/settings.yml" \
+	'A "quo\"te.txt"' 'A "new\nline.txt"' "A with space.txt" "A empty.txt" "A util-link.h" \
+	"C src/util.c" "H .env" "H conf/id_rsa" "! build/x.o"; do
+	assert_contains "status: $line" "$(printf '%s\n' "$line")" "$status_out"
+done
+assert_not_contains "status shows no secret" "$SECRET_MARK" "$status_out"
+assert_not_contains "status shows no hidden lower entry" "config/id_rsa" "$status_out"
+
+# ------------------------------------------------------------------ export
+refuse "export refuses while there is a conflict" "src/util.c: conflict" af export "$MNT"
+af export "$MNT" >"$T/refused.patch" 2>/dev/null
+assert_eq "the refused export writes nothing" "" "$(cat "$T/refused.patch")"
+run af export --conflicts=skip -o "$T/patch" "$MNT"
+assert_eq "export --conflicts=skip -o FILE exits 0" 0 "$RC"
+assert_contains "export names the conflict on stderr" "src/util.c: conflict" "$OUT"
+assert_contains "export names the hidden name on stderr" ".env: left out: hidden name" "$OUT"
+assert_contains "export names the ignored path on stderr" "build/x.o: left out: ignored" "$OUT"
+patch=$(cat "$T/patch")
+assert_not_contains "the patch holds no secret" "$SECRET_MARK" "$patch"
+assert_not_contains "the patch holds no agent file at a hidden name" "AGENT=1" "$patch"
+assert_not_contains "the patch holds no ignored output" "build/x.o" "$patch"
+assert_not_contains "the patch leaves the conflict out" "src/util.c" "$patch"
+assert_contains "the patch renames the directory's files" "rename to documentation/guide.md" "$patch"
+assert_contains "the patch holds a binary patch" "GIT binary patch" "$patch"
+af export --conflicts=skip "$MNT" >"$T/patch.stdout" 2>/dev/null
+assert_file_eq "export to stdout is the same patch" "$T/patch" "$T/patch.stdout"
+
+# A fresh clone + the patch must equal the view on every path the patch touches.
+compare_with_view() {
+	local clone=$1 label=$2 p errs=() n=0
+	while IFS= read -r -d '' p; do
+		n=$((n + 1))
+		local v=$MNT/$p c=$clone/$p
+		if [ -L "$v" ]; then
+			[ -L "$c" ] && [ "$(readlink "$v")" == "$(readlink "$c")" ] ||
+				errs+=("$p: symlink differs")
+		elif [ -f "$v" ]; then
+			[ -f "$c" ] && [ ! -L "$c" ] && cmp -s "$v" "$c" || errs+=("$p: content differs")
+			if { [ -x "$v" ] && [ ! -x "$c" ]; } || { [ ! -x "$v" ] && [ -x "$c" ]; }; then
+				errs+=("$p: executable bit differs")
+			fi
+		elif [ -e "$v" ]; then
+			errs+=("$p: not a file or symlink in the view")
+		else
+			{ [ -e "$c" ] || [ -L "$c" ]; } && errs+=("$p: present in the clone, absent in the view")
+		fi
+	done < <(git -C "$clone" diff --cached --no-renames --name-only -z)
+	if [ ${#errs[@]} -eq 0 ] && [ "$n" -ge 15 ]; then
+		pass "$label: every patched path ($n) equals the view"
+	else
+		fail "$label: every patched path equals the view" "$n paths" "${errs[@]}"
+	fi
+}
+must "git clone the repository" git clone -q --no-hardlinks "$REPO" "$T/clone"
+step "git apply --index the export" git -C "$T/clone" apply --index "$T/patch"
+compare_with_view "$T/clone" "git apply --index"
+must "git clone the repository again" git clone -q --no-hardlinks "$REPO" "$T/clone2"
+step "git apply the export" git -C "$T/clone2" apply "$T/patch"
+git -C "$T/clone2" add -A
+compare_with_view "$T/clone2" "git apply"
+assert_eq "the hidden file of the renamed directory stays in the repository" \
+	"$(cat "$REPO/config/id_rsa")" "$(cat "$T/clone/config/id_rsa" 2>&1)"
+
+# ------------------------------------------------------------------ discard
+refuse "discard refuses a path outside the view" "outside the view" af discard "$MNT" /etc/passwd
+refuse "discard refuses .. above the top" "outside the view" af discard "$MNT" ../x
+refuse "discard refuses a path without changes" "no change at this path" af discard "$MNT" Makefile
+refuse "discard refuses a path inside a renamed directory" "discard that directory" \
+	af discard "$MNT" documentation/guide.md
+pid=$(daemon_pid_of "$MNT")
+run af discard "$MNT" README.md
+assert_eq "discard README.md prints what it discarded" "0 M README.md" "$RC $OUT"
+if _is_our_daemon "$pid" && is_mounted "$MNT"; then
+	pass "the daemon survives the discard's SIGUSR1"
+else
+	fail "the daemon survives the discard's SIGUSR1" "pid $pid" \
+		"$(tail -n 5 "$STATE"/workspaces/*/daemon.log 2>&1)"
+	bail "the mount is gone"
+fi
+assert_file_eq "README.md reads as in the repository again (the daemon forgot its cache)" \
+	"$REPO/README.md" "$MNT/README.md"
+run af discard "$MNT" "$MNT/documentation"
+assert_eq "discard of the renamed directory (absolute path) exits 0" 0 "$RC"
+assert_file_eq "docs/guide.md is back" "$REPO/docs/guide.md" "$MNT/docs/guide.md"
+assert_enoent "$MNT/documentation" "documentation is gone"
+assert_not_contains "status no longer lists docs" "docs" "$(af status "$MNT" 2>&1)"
+run af discard "$MNT" src/util.c
+assert_eq "discard of the conflict exits 0" 0 "$RC"
+assert_file_eq "src/util.c shows the person's version" "$REPO/src/util.c" "$MNT/src/util.c"
+run af discard "$MNT"
+assert_eq "discard of everything exits 0" 0 "$RC"
+assert_eq "status is empty after discarding everything" "" "$(af status "$MNT" 2>&1)"
+assert_file_eq "conf is gone, config is back" "$REPO/config/settings.yml" "$MNT/config/settings.yml"
+assert_enoent "$MNT/.env" "the agent's .env is gone (the repository's stays hidden)"
+assert_eq "export after discarding everything is empty" "" "$(af export "$MNT" 2>&1)"
+
+# ------------------------------------------------------------------ errors
+refuse "export of a path that is no workspace" \
+	"agentfs: export: $T/nowhere: not an agentfs mount (no workspace found)" af export "$T/nowhere"
+refuse "status with an unknown option" "agentfs: status: --bogus: unknown option" \
+	af status --bogus "$MNT"
+
+run af unmount "$MNT"
+assert_eq "unmount" 0 "$RC"
+done_testing
