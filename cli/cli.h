@@ -34,6 +34,8 @@ CLI_COMMAND(rm);
 CLI_COMMAND(log);
 CLI_COMMAND(verify);
 CLI_COMMAND(policy);
+CLI_COMMAND(promote);
+CLI_COMMAND(run);
 
 /* Print "agentfs: CMD: " + formatted message + "\n" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

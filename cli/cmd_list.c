@@ -1,12 +1,145 @@
-/* cmd_list.c - placeholder until the subcommand lands. */
-#include "cli/cli.h"
+/* cmd_list.c - `agentfs list`: the workspaces of a state root and their state. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-const char cmd_list_usage[] = "usage: agentfs list ...\n";
+#include "cli/cli.h"
+#include "cli/workspace.h"
+
+const char cmd_list_usage[] =
+    "usage: agentfs list [OPTIONS]\n"
+    "\n"
+    "List the workspaces, one a line: name, state, repository, mountpoint, base\n"
+    "commit (short) and the number of changed entries in the upper layer (files,\n"
+    "symlinks and deletions).  States:\n"
+    "  mounted    a live daemon serves the mountpoint\n"
+    "  stale      the daemon is gone but its mount or pid file is left\n"
+    "             (agentfs unmount, or agentfs mount again, repairs it)\n"
+    "  unmounted  kept on disk; agentfs mount resumes it\n"
+    "  broken     its workspace.yml cannot be read (the reason goes to stderr)\n"
+    "\n"
+    "Options:\n"
+    "  --state-dir DIR   workspaces live in DIR/workspaces (default:\n"
+    "                    ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
+    "  -h, --help        show this help\n";
+
+static const char *const CMD = "list";
+
+struct row {
+	char *cols[6];
+};
+
+static void print_row(const char *const *cols, const size_t *width)
+{
+	for (int k = 0; k < 5; k++)
+		printf("%-*s  ", (int)width[k], cols[k]);
+	printf("%s\n", cols[5]);
+}
 
 int cmd_list(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	cli_error("list", "not implemented yet");
-	return 1;
+	enum { OPT_STATE = 256 };
+	static const struct option longopts[] = {
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *state_dir = NULL;
+	int c;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_STATE:
+			state_dir = optarg;
+			break;
+		case 'h':
+			fputs(cmd_list_usage, stdout);
+			return 0;
+		default:
+			cli_error(CMD, "%s: %s (see 'agentfs list --help')", argv[optind - 1],
+				  c == ':' ? "missing argument" : "unknown option");
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		cli_error(CMD, "%s: unexpected argument (see 'agentfs list --help')", argv[optind]);
+		return 2;
+	}
+	char *root = NULL;
+	if (workspace_state_root(state_dir, &root) < 0) {
+		cli_error(CMD, "cannot find the state directory (set HOME, XDG_STATE_HOME or "
+			       "--state-dir)");
+		return 1;
+	}
+	char **names = NULL;
+	size_t n = 0;
+	int rc = workspace_list_names(root, &names, &n);
+	if (rc < 0) {
+		cli_error(CMD, "%s/workspaces: %s", root, strerror(-rc));
+		free(root);
+		return 1;
+	}
+
+	static const char *const head[6] = {"NAME",	  "STATE", "REPO",
+					    "MOUNTPOINT", "BASE",  "CHANGES"};
+	struct row *rows = calloc(n ? n : 1, sizeof(*rows));
+	size_t width[6];
+	for (int k = 0; k < 6; k++)
+		width[k] = strlen(head[k]);
+	int status = rows ? 0 : 1;
+	for (size_t i = 0; rows && i < n; i++) {
+		struct workspace *ws = NULL;
+		char err[1024];
+		char **col = rows[i].cols;
+		const char *state = "broken";
+		char base[16] = "-", changes[32] = "-";
+		char *mnt = NULL;
+		if (workspace_load(root, names[i], &ws, err, sizeof(err)) < 0) {
+			cli_error(CMD, "workspace %s: %s", names[i], err);
+		} else {
+			pid_t pid;
+			enum workspace_state st = workspace_state(ws, &pid, &mnt);
+			state = st == WORKSPACE_MOUNTED ? "mounted"
+				: st == WORKSPACE_STALE ? "stale"
+							: "unmounted";
+			snprintf(base, sizeof(base), "%.12s",
+				 ws->base_commit[0] ? ws->base_commit : "(unborn)");
+			long cnt = workspace_count_upper(ws);
+			if (cnt >= 0)
+				snprintf(changes, sizeof(changes), "%ld", cnt);
+		}
+		col[0] = strdup(names[i]);
+		col[1] = strdup(state);
+		col[2] = strdup(ws ? ws->repo : "-");
+		col[3] = strdup(mnt && *mnt ? mnt : ws && ws->mountpoint[0] ? ws->mountpoint : "-");
+		col[4] = strdup(base);
+		col[5] = strdup(changes);
+		free(mnt);
+		workspace_free(ws);
+		for (int k = 0; k < 6; k++) {
+			if (!col[k]) {
+				status = 1;
+				col[k] = strdup("?");
+			}
+			if (col[k] && strlen(col[k]) > width[k])
+				width[k] = strlen(col[k]);
+		}
+	}
+	if (n && rows) {
+		print_row(head, width);
+		for (size_t i = 0; i < n; i++)
+			print_row((const char *const *)rows[i].cols, width);
+	}
+	for (size_t i = 0; rows && i < n; i++)
+		for (int k = 0; k < 6; k++)
+			free(rows[i].cols[k]);
+	free(rows);
+	workspace_names_free(names, n);
+	free(root);
+	if (fflush(stdout) != 0)
+		status = 1;
+	return status;
 }

@@ -16,6 +16,8 @@ static const struct cli_command commands[] = {
 	{"log", cmd_log, cmd_log_usage, "show the journal"},
 	{"verify", cmd_verify, cmd_verify_usage, "verify the journal's chain and the upper"},
 	{"policy", cmd_policy, cmd_policy_usage, "check, show, explain and test policies"},
+	{"promote", cmd_promote, cmd_promote_usage, "create a branch in the repository from the agent's work"},
+	{"run", cmd_run, cmd_run_usage, "run a command (an agent) sandboxed in a workspace"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

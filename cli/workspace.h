@@ -22,12 +22,12 @@
 #include <sys/types.h>
 
 struct workspace {
-	char *name;        /* workspace name ([A-Za-z0-9._-]+, not starting with '.') */
-	char *dir;         /* absolute path of the workspace directory */
-	char *repo;        /* absolute path of the repository's working tree (the lower) */
-	char *base_commit; /* 40-hex HEAD commit at creation, or "" for an unborn HEAD */
-	char *mountpoint;  /* absolute path of the last mountpoint, or "" */
-	int64_t created;   /* creation time, seconds since the epoch (UTC) */
+	char *name;	     /* workspace name ([A-Za-z0-9._-]+, not starting with '.') */
+	char *dir;	     /* absolute path of the workspace directory */
+	char *repo;	     /* absolute path of the repository's working tree (the lower) */
+	char *base_commit;   /* 40-hex HEAD commit at creation, or "" for an unborn HEAD */
+	char *mountpoint;    /* absolute path of the last mountpoint, or "" */
+	int64_t created;     /* creation time, seconds since the epoch (UTC) */
 	char *policy_digest; /* policy_digest() of the snapshot, 32 hex */
 };
 
@@ -36,7 +36,8 @@ struct workspace {
 int workspace_state_root(const char *override, char **out);
 
 /* Load <root>/workspaces/<name>/workspace.yml.  -ENOENT if no such workspace;
- * -EINVAL (with a one-line reason in @err) if the file is malformed. */
+ * -EINVAL (with a one-line reason in @err) if the file is malformed, or the
+ * directory exists without one. */
 int workspace_load(const char *root, const char *name, struct workspace **out, char *err,
 		   size_t errlen);
 
@@ -56,5 +57,83 @@ pid_t workspace_daemon_pid(const struct workspace *ws);
 char *workspace_path(const struct workspace *ws, const char *leaf);
 
 void workspace_free(struct workspace *ws);
+
+/* ---- Additions used by the lifecycle commands (mount, unmount, list, rm). ---- */
+
+/* Version of the workspace.yml format this code writes and reads. */
+#define WORKSPACE_FORMAT_VERSION 1
+
+/* Is @name a valid workspace name: [A-Za-z0-9._-]{1,128}, not starting with '.'
+ * (the name becomes a directory; '.'-names would hide it and allow "..")? */
+bool workspace_name_valid(const char *name);
+
+/* <root>/workspaces/<name>, malloc'd in *out.  -EINVAL for an invalid name. */
+int workspace_dir_for(const char *root, const char *name, char **out);
+
+/* A new in-memory workspace (nothing touches the disk); every string is copied.
+ * @created is seconds since the epoch.  -EINVAL for an invalid name. */
+int workspace_new(const char *root, const char *name, const char *repo, const char *base_commit,
+		  const char *mountpoint, int64_t created, const char *policy_digest,
+		  struct workspace **out);
+
+/* Replace one string field (e.g. &ws->mountpoint) with a copy of @value. */
+int workspace_set(char **field, const char *value);
+
+/* Parse workspace.yml text.  @file names it in errors ("FILE:LINE:COLUMN: why").
+ * Fills the fields of *out except name and dir, which the caller sets. */
+int workspace_parse(const char *text, size_t len, const char *file, struct workspace **out,
+		    char *err, size_t errlen);
+
+/* Names of the entries of <root>/workspaces that are valid workspace names,
+ * sorted; *count 0 and *names NULL when there are none (or no such directory).
+ * Free with workspace_names_free. */
+int workspace_list_names(const char *root, char ***names, size_t *count);
+void workspace_names_free(char **names, size_t count);
+
+/* daemon.pid: "<pid> <mountpoint>\n".  workspace_read_pid returns -ENOENT when there
+ * is no pid file, -EINVAL when it is malformed; *mnt (may be NULL) is malloc'd. */
+int workspace_write_pid(const struct workspace *ws, pid_t pid, const char *mountpoint);
+int workspace_read_pid(const struct workspace *ws, pid_t *pid, char **mnt);
+
+enum workspace_state {
+	WORKSPACE_UNMOUNTED = 0, /* no daemon, no mount, no pid file */
+	WORKSPACE_MOUNTED = 1,	 /* a live daemon serves its mountpoint */
+	WORKSPACE_STALE = 2,	 /* the daemon is gone but its mount or pid file is left */
+};
+
+/* State of @ws; *pid gets the live daemon's pid (or 0) and *mnt (malloc'd, may be
+ * NULL; may be passed as NULL) the mountpoint the state refers to. */
+enum workspace_state workspace_state(const struct workspace *ws, pid_t *pid, char **mnt);
+
+/* Is @path (absolute, as written in /proc/self/mountinfo) a FUSE mount?  1 yes
+ * (its source, e.g. "agentfs:NAME", copied into @src when not NULL), 0 no, or a
+ * negative errno when mountinfo cannot be read. */
+int workspace_fuse_mount_at(const char *path, char *src, size_t srclen);
+
+/* Is @path a mountpoint of any kind (mountinfo)?  1 yes, 0 no, negative errno. */
+int workspace_is_mountpoint(const char *path);
+
+/* Absolute, symlink-free form of @path whose last component may be missing (or a
+ * dead FUSE mount): realpath(@path), else realpath(dirname) + "/" + basename.
+ * malloc'd in *out. */
+int workspace_abspath(const char *path, char **out);
+
+/* True if @path equals @dir or lies below it (both absolute, normalized). */
+bool workspace_path_within(const char *path, const char *dir);
+
+/* Remove the directory tree at @path (absolute): never follows a symlink, never
+ * crosses into another filesystem (-EXDEV), makes unreadable directories of the
+ * caller's readable first.  0 if it did not exist. */
+int workspace_remove_tree(const char *path);
+
+/* Unmount the FUSE mount at @mnt (absolute): umount2() when root, else
+ * `fusermount3 -u` (`-uz` when @lazy, MNT_DETACH as root).  0 on success,
+ * -EBUSY when busy, -EINVAL when nothing is mounted there, other negative
+ * errnos otherwise; a one-line reason in @err on failure. */
+int workspace_fuse_unmount(const char *mnt, bool lazy, char *err, size_t errlen);
+
+/* Number of non-directory entries in upper/ (changed files, symlinks and
+ * whiteouts), or a negative errno. */
+long workspace_count_upper(const struct workspace *ws);
 
 #endif

@@ -100,6 +100,9 @@ struct agentfs {
 	bool watching;
 	void *wd_map;
 	size_t wd_cap, wd_count;
+	pthread_mutex_t later_lock;
+	fuse_ino_t later[256];
+	size_t later_n;
 };
 
 /* Entry and attribute timeout for what the kernel caches, seconds: long,
@@ -224,6 +227,9 @@ void watch_stop(struct agentfs *fs);
 void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd);
 /* Drop @n's watch; table_lock held (the node is being freed). */
 void watch_forget(struct agentfs *fs, struct node *n);
+/* Invalidate @ino's cached attributes and pages soon, from the watch thread
+ * (safe to call from a request handler). */
+void notify_inode_later(struct agentfs *fs, fuse_ino_t ino);
 /* Timeout for entries under @dir. */
 double entry_timeout(struct agentfs *fs, const struct node *dir);
 /* Watch @dir's lower directory before answering about its children. */

@@ -564,6 +564,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 			fuse_reply_err(req, -dfd);
 		return;
 	}
+	/* The source's cached link count is stale now; the kernel learns
+	 * the new one from here (attr_timeout 0 for nlink > 1 after that). */
+	notify_inode_later(fs, n->id);
 	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0);
 }
 

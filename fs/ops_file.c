@@ -16,6 +16,11 @@
 #include "fs/internal.h"
 #include "fs/layout.h"
 
+/* Open flags passed on to the layer.  The kernel's own bits (__FMODE_EXEC
+ * on an exec, FMODE_NONOTIFY, ...) would make openat2 fail with EINVAL, and
+ * O_DIRECT would demand aligned buffers the daemon does not use. */
+#define OPEN_PASS (O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME)
+
 struct handle {
 	int fd;
 	bool upper; /* fd is in the upper: the only kind that may change */
@@ -74,7 +79,7 @@ static struct handle *handle_new(fuse_req_t req, struct node *n, int fd, bool up
  * what was written through a write-only handle. */
 static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 {
-	int clean = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_ACCMODE);
+	int clean = flags & OPEN_PASS & ~O_ACCMODE;
 	int fd = upper_open(fs, path, clean | O_RDWR, 0);
 	if (fd == -EACCES && (flags & O_ACCMODE) == O_WRONLY)
 		fd = upper_open(fs, path, clean | O_WRONLY, 0);
@@ -139,7 +144,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			h->wrote = true;
 		}
 	} else {
-		int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+		int flags = fi->flags & OPEN_PASS;
 		fd = n->upper ? upper_open(fs, path, flags, 0)
 			      : layer_open(fs, fs->lower_fd, n->lower, flags, 0);
 		if (fd < 0) {
@@ -223,7 +228,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto fail;
 	}
 	int flags =
-	    (fi->flags & ~(O_NOCTTY | O_ACCMODE)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	    (fi->flags & OPEN_PASS & ~O_ACCMODE) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 	fd = openat(dfd, name, flags | O_RDWR, mode);
 	if (fd < 0 && errno == EACCES)
 		fd = openat(dfd, name, flags | (fi->flags & O_ACCMODE), mode);

@@ -459,8 +459,10 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			goto out;
 	}
 	if (dir->lower && !dir->opaque) {
-		qsort(seen.v, seen.n, sizeof(char *), cmpstr);
-		qsort(wh.v, wh.n, sizeof(char *), cmpstr);
+		if (seen.n)
+			qsort(seen.v, seen.n, sizeof(char *), cmpstr);
+		if (wh.n)
+			qsort(wh.v, wh.n, sizeof(char *), cmpstr);
 		int lfd = layer_open(fs, fs->lower_fd, dir->lower, O_RDONLY | O_DIRECTORY, 0);
 		if (lfd < 0) {
 			r = lfd == -ENOENT || lfd == -ENOTDIR ? 0 : lfd;

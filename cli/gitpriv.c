@@ -1,0 +1,1257 @@
+/* gitpriv.c - build and serve the workspace-private .git (see gitpriv.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <git2.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/gitpriv.h"
+#include "cli/workspace.h"
+#include "fs/fs.h"
+#include "policy/policy.h"
+
+/* ---- a set of object ids (open addressing; the zero id marks a free slot) ---- */
+
+#define oidset gitpriv_oidset
+
+static size_t oid_hash(const git_oid *id)
+{
+	uint64_t h;
+	memcpy(&h, id->id, sizeof(h)); /* object ids are uniformly distributed */
+	return (size_t)h;
+}
+
+static bool oid_zero(const git_oid *id)
+{
+	static const git_oid zero;
+	return memcmp(id->id, zero.id, GIT_OID_RAWSZ) == 0;
+}
+
+static int oidset_grow(struct oidset *s)
+{
+	size_t ncap = s->cap ? s->cap * 2 : 1024;
+	git_oid *n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->cap; i++) {
+		if (oid_zero(&s->slots[i]))
+			continue;
+		size_t j = oid_hash(&s->slots[i]) & (ncap - 1);
+		while (!oid_zero(&n[j]))
+			j = (j + 1) & (ncap - 1);
+		n[j] = s->slots[i];
+	}
+	free(s->slots);
+	s->slots = n;
+	s->cap = ncap;
+	return 0;
+}
+
+static bool oidset_has(const struct oidset *s, const git_oid *id)
+{
+	if (!s->cap || oid_zero(id))
+		return false;
+	for (size_t j = oid_hash(id) & (s->cap - 1);; j = (j + 1) & (s->cap - 1)) {
+		if (oid_zero(&s->slots[j]))
+			return false;
+		if (git_oid_equal(&s->slots[j], id))
+			return true;
+	}
+}
+
+static int oidset_add(struct oidset *s, const git_oid *id)
+{
+	if (oid_zero(id) || oidset_has(s, id))
+		return 0;
+	if ((s->count + 1) * 2 > s->cap) {
+		int r = oidset_grow(s);
+		if (r < 0)
+			return r;
+	}
+	size_t j = oid_hash(id) & (s->cap - 1);
+	while (!oid_zero(&s->slots[j]))
+		j = (j + 1) & (s->cap - 1);
+	s->slots[j] = *id;
+	s->count++;
+	return 0;
+}
+
+int gitpriv_oidset_add(struct gitpriv_oidset *s, const git_oid *id)
+{
+	return oidset_add(s, id);
+}
+
+bool gitpriv_oidset_has(const struct gitpriv_oidset *s, const git_oid *id)
+{
+	return oidset_has(s, id);
+}
+
+void gitpriv_oidset_clear(struct gitpriv_oidset *s)
+{
+	free(s->slots);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- the handle ---- */
+
+struct gitpriv {
+	char *ws_dir;
+	char *repo;
+	char *mountpoint;
+	char *dir; /* <ws_dir>/git */
+	int lower_fd;
+	const struct policy *policy;
+
+	pthread_mutex_t lock; /* guards everything below (faults run on request threads) */
+	bool inited;	      /* holds a git_libgit2_init() reference */
+	git_odb *real_odb;    /* the repository's objects, read only */
+	git_odb *priv_odb;    /* the private objects directory */
+	struct oidset allowed; /* every object reachable from the base tree */
+	bool fanout[256];      /* objects/XX holds some allowed object */
+};
+
+int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, int lower_fd,
+		const struct policy *policy, struct gitpriv **out)
+{
+	struct gitpriv *g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->lower_fd = lower_fd;
+	g->policy = policy;
+	pthread_mutex_init(&g->lock, NULL);
+	g->ws_dir = strdup(ws_dir);
+	g->repo = strdup(repo);
+	g->mountpoint = strdup(mountpoint);
+	if (!g->ws_dir || !g->repo || !g->mountpoint || asprintf(&g->dir, "%s/git", ws_dir) < 0) {
+		g->dir = NULL;
+		gitpriv_free(g);
+		return -ENOMEM;
+	}
+	if (mkdir(g->dir, 0755) != 0 && errno != EEXIST) {
+		int e = -errno;
+		gitpriv_free(g);
+		return e;
+	}
+	*out = g;
+	return 0;
+}
+
+int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int lower_fd,
+		   const char *mnt, struct fs_config *cfg, struct gitpriv **out)
+{
+	*out = NULL;
+	if (policy_git_mode(policy) != POLICY_GIT_PRIVATE)
+		return 0;
+	int r = gitpriv_new(ws->dir, ws->repo, mnt, lower_fd, policy, out);
+	if (r < 0) {
+		fprintf(stderr, "agentfs: mount: %s/git: cannot set up the private .git: %s\n",
+			ws->dir, strerror(-r));
+		return r;
+	}
+	gitpriv_fs_config(*out, cfg);
+	return 0;
+}
+
+void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg)
+{
+	cfg->git_dir = g->dir;
+	cfg->git_prepare = gitpriv_prepare;
+	cfg->git_prepare_arg = g;
+	cfg->git_fault = gitpriv_fault;
+}
+
+const char *gitpriv_dir(const struct gitpriv *g)
+{
+	return g->dir;
+}
+
+void gitpriv_free(struct gitpriv *g)
+{
+	if (!g)
+		return;
+	git_odb_free(g->real_odb);
+	git_odb_free(g->priv_odb);
+	if (g->inited)
+		git_libgit2_shutdown();
+	free(g->allowed.slots);
+	pthread_mutex_destroy(&g->lock);
+	free(g->ws_dir);
+	free(g->repo);
+	free(g->mountpoint);
+	free(g->dir);
+	free(g);
+}
+
+static int git_fail(const char *what)
+{
+	const git_error *e = git_error_last();
+	fprintf(stderr, "agentfs: private .git: %s: %s\n", what,
+		e && e->message ? e->message : "libgit2 error");
+	return -EIO;
+}
+
+/* ---- the lower, reached without following symlinks ---- */
+
+/* Open directory @dir ("" for the top) below @lower_fd, refusing symlinks and
+ * escapes: openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), else one O_NOFOLLOW
+ * component at a time. */
+static int lower_open_dir(int lower_fd, const char *dir)
+{
+	if (!*dir) {
+		int fd = fcntl(lower_fd, F_DUPFD_CLOEXEC, 0);
+		return fd < 0 ? -errno : fd;
+	}
+	struct open_how how = {
+		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = syscall(SYS_openat2, lower_fd, dir, &how, sizeof(how));
+	if (fd >= 0)
+		return (int)fd;
+	if (errno != ENOSYS && errno != EPERM)
+		return -errno;
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	int cur = fcntl(lower_fd, F_DUPFD_CLOEXEC, 0);
+	if (cur < 0)
+		return -errno;
+	char *save = NULL;
+	for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (strcmp(c, "..") == 0 || strcmp(c, ".") == 0) {
+			close(cur);
+			return -EINVAL;
+		}
+		int n = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int e = errno;
+		close(cur);
+		if (n < 0)
+			return -e;
+		cur = n;
+	}
+	return cur;
+}
+
+/* The lower's parent directory of the paths being walked, kept open while
+ * consecutive index entries share it. */
+struct dircache {
+	int lower_fd;
+	char dir[PATH_MAX];
+	int fd; /* -1, or a negative errno for a parent that cannot be opened */
+	bool valid;
+};
+
+static int dircache_parent(struct dircache *dc, const char *path, const char **leaf)
+{
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	*leaf = slash ? slash + 1 : path;
+	if (dl >= sizeof(dc->dir))
+		return -ENAMETOOLONG;
+	if (dc->valid && strlen(dc->dir) == dl && memcmp(dc->dir, path, dl) == 0)
+		return dc->fd;
+	if (dc->valid && dc->fd >= 0)
+		close(dc->fd);
+	memcpy(dc->dir, path, dl);
+	dc->dir[dl] = 0;
+	dc->fd = lower_open_dir(dc->lower_fd, dc->dir);
+	dc->valid = true;
+	return dc->fd;
+}
+
+static void dircache_close(struct dircache *dc)
+{
+	if (dc->valid && dc->fd >= 0)
+		close(dc->fd);
+	dc->valid = false;
+}
+
+static int lower_lstat(int lower_fd, const char *path, struct stat *st)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	if (dl >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, path, dl);
+	dir[dl] = 0;
+	int fd = lower_open_dir(lower_fd, dir);
+	if (fd < 0)
+		return fd;
+	int r = fstatat(fd, slash ? slash + 1 : path, st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
+	close(fd);
+	return r;
+}
+
+/* Read a regular file or a symlink's target at @leaf of @dfd whose lstat is @st
+ * into a malloc'd buffer. */
+static int read_entry(int dfd, const char *leaf, const struct stat *st, char **buf, size_t *len)
+{
+	if (S_ISLNK(st->st_mode)) {
+		char *b = malloc(PATH_MAX);
+		if (!b)
+			return -ENOMEM;
+		ssize_t n = readlinkat(dfd, leaf, b, PATH_MAX);
+		if (n < 0 || n >= PATH_MAX) {
+			free(b);
+			return n < 0 ? -errno : -ENAMETOOLONG;
+		}
+		*buf = b;
+		*len = (size_t)n;
+		return 0;
+	}
+	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 4096, n = 0;
+	char *b = malloc(cap);
+	int r = b ? 0 : -ENOMEM;
+	while (r == 0) {
+		if (n == cap) {
+			char *nb = realloc(b, cap * 2);
+			if (!nb) {
+				r = -ENOMEM;
+				break;
+			}
+			b = nb;
+			cap *= 2;
+		}
+		ssize_t k = read(fd, b + n, cap - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			r = -errno;
+		else if (k == 0)
+			break;
+		else
+			n += (size_t)k;
+	}
+	close(fd);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+/*
+ * Would the view hide the symlink at @path whose target is @target?  The same
+ * rule as fs/ (view.c): a target that is absolute, escapes the repository or
+ * passes through a hidden path hides the link; lower symlinks met on the way
+ * are followed (at most 40).  Unsure means yes.
+ */
+static bool symlink_hidden(const struct gitpriv *g, const char *path, const char *target)
+{
+	if (policy_symlinks_mode(g->policy) == POLICY_SYMLINKS_ALLOW)
+		return false;
+	char cur[PATH_MAX], pending[PATH_MAX * 2];
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	memcpy(cur, path, dl);
+	cur[dl] = 0;
+	if (target[0] == '/' || snprintf(pending, sizeof(pending), "%s", target) >=
+					(int)sizeof(pending))
+		return true;
+	int hops = 0;
+	char *p = pending;
+	while (*p) {
+		char *s = strchr(p, '/');
+		if (s)
+			*s = 0;
+		char *comp = p;
+		p = s ? s + 1 : p + strlen(p);
+		if (!*comp || strcmp(comp, ".") == 0)
+			continue;
+		if (strcmp(comp, "..") == 0) {
+			if (!cur[0])
+				return true;
+			char *t = strrchr(cur, '/');
+			if (t)
+				*t = 0;
+			else
+				cur[0] = 0;
+			continue;
+		}
+		char next[PATH_MAX];
+		if (snprintf(next, sizeof(next), "%s%s%s", cur, cur[0] ? "/" : "", comp) >=
+		    (int)sizeof(next))
+			return true;
+		struct stat st;
+		bool exists = lower_lstat(g->lower_fd, next, &st) == 0;
+		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
+		if (policy_decide_path(g->policy, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
+		    POLICY_HIDDEN)
+			return true;
+		if (exists && S_ISLNK(st.st_mode)) {
+			if (++hops > 40)
+				return true;
+			char t2[PATH_MAX];
+			const char *leaf;
+			struct dircache dc = {.lower_fd = g->lower_fd, .fd = -1};
+			int d2 = dircache_parent(&dc, next, &leaf);
+			ssize_t m = d2 >= 0 ? readlinkat(d2, leaf, t2, sizeof(t2) - 1) : -1;
+			dircache_close(&dc);
+			if (m <= 0)
+				return true;
+			t2[m] = 0;
+			if (t2[0] == '/')
+				return true;
+			char rest[PATH_MAX * 2];
+			if ((size_t)snprintf(rest, sizeof(rest), "%s/%s", t2, p) >= sizeof(rest))
+				return true;
+			memcpy(pending, rest, strlen(rest) + 1);
+			p = pending;
+			continue;
+		}
+		memcpy(cur, next, strlen(next) + 1);
+	}
+	return false;
+}
+
+/* ---- small files ---- */
+
+static int write_file(const char *path, const char *text, size_t len, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	size_t off = 0;
+	while (off < len && r == 0) {
+		ssize_t w = write(fd, text + off, len - off);
+		if (w < 0 && errno != EINTR)
+			r = -errno;
+		else if (w > 0)
+			off += (size_t)w;
+	}
+	if (r == 0 && fchmod(fd, mode) != 0)
+		r = -errno;
+	if (r == 0 && fsync(fd) != 0)
+		r = -errno;
+	if (close(fd) != 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) != 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+static int write_text(const char *dir, const char *leaf, const char *text, mode_t mode)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/%s", dir, leaf) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return write_file(path, text, strlen(text), mode);
+}
+
+/* A config value in double quotes with '"' and '\' escaped (git-config(1)). */
+static void config_quote(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+/*
+ * The private config, rewritten at every mount (the mountpoint may move).
+ * Nothing in it reaches outside the workspace or runs a program:
+ *  - no remote, credential, url.*.insteadOf or include;
+ *  - core.hooksPath names the private hooks/ through the mount, empty and
+ *    read-only there, so no hook runs for the agent or for a person using git
+ *    in the mount (whatever their global core.hooksPath);
+ *  - core.fsmonitor = false: a person's global fsmonitor hook must not be
+ *    pointed at the agent's tree, and nobody may plant one;
+ *  - diff.ignoreSubmodules = all: a gitlink the agent adds could point git at a
+ *    nested repository whose own config (core.fsmonitor, ...) the agent wrote;
+ *  - gc.auto = 0, maintenance.auto = false: a background repack would read
+ *    every base object and copy it into the workspace;
+ *  - core.checkStat stays "default" and core.trustctime true: the view reports
+ *    a lower file's own inode number, owner, size, mtime and ctime (st_dev
+ *    differs, which git does not compare unless built with USE_STDEV), and the
+ *    index holds exactly those, so the full check costs nothing and catches a
+ *    same-size edit within one second that "minimal" would miss.
+ */
+static int write_config(const struct gitpriv *g)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "# Written by agentfs at every mount; read-only in the view.\n"
+		   "[core]\n"
+		   "\trepositoryformatversion = 0\n"
+		   "\tfilemode = true\n"
+		   "\tbare = false\n"
+		   "\tlogallrefupdates = true\n"
+		   "\tsymlinks = true\n"
+		   "\tignorecase = false\n"
+		   "\tfsmonitor = false\n"
+		   "\tcheckStat = default\n"
+		   "\ttrustctime = true\n"
+		   "\thooksPath = ");
+	char hooks[PATH_MAX];
+	snprintf(hooks, sizeof(hooks), "%s/.git/hooks", g->mountpoint);
+	config_quote(f, hooks);
+	fprintf(f, "\n[diff]\n"
+		   "\tignoreSubmodules = all\n"
+		   "[gc]\n"
+		   "\tauto = 0\n"
+		   "[maintenance]\n"
+		   "\tauto = false\n"
+		   "[user]\n"
+		   "\tname = " GITPRIV_AGENT_NAME "\n"
+		   "\temail = " GITPRIV_AGENT_EMAIL "\n");
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/config", g->dir);
+	int r = write_file(path, buf, len, 0444);
+	free(buf);
+	return r;
+}
+
+static int make_dirs(const struct gitpriv *g)
+{
+	static const char *const dirs[] = {"objects", "objects/info", "objects/pack", "refs",
+					   "refs/heads", "refs/tags", "info", "hooks"};
+	char path[PATH_MAX];
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", g->dir, dirs[i]);
+		if (mkdir(path, 0755) != 0 && errno != EEXIST)
+			return -errno;
+	}
+	int r = write_text(g->dir, "info/exclude", "", 0444);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/hooks", g->dir);
+	if (chmod(path, 0555) != 0)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/info", g->dir);
+	if (chmod(path, 0555) != 0)
+		return -errno;
+	return 0;
+}
+
+/* Empty <ws>/git (a build that never finished) without following symlinks. */
+static int clear_dir(int dfd)
+{
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	struct dirent *de;
+	int r = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			continue;
+		if (errno != EISDIR && errno != EPERM) {
+			r = -errno;
+			continue;
+		}
+		fchmodat(dirfd(d), de->d_name, 0755, 0);
+		int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		if (sub < 0) {
+			r = -errno;
+			continue;
+		}
+		int e = clear_dir(sub);
+		if (e < 0)
+			r = e;
+		else if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) != 0)
+			r = -errno;
+	}
+	closedir(d);
+	return r;
+}
+
+/* ---- the build ---- */
+
+struct build {
+	struct gitpriv *g;
+	git_repository *real;
+	git_repository *priv;
+	git_index *real_index;
+	git_index *head_index; /* the HEAD tree, flattened */
+	git_index *base;       /* the private index being written */
+	struct dircache dc;
+	struct timespec index_mtime; /* of the repository's index file: racy entries */
+	FILE *dirty;		     /* <ws>/git-dirty.tmp */
+	size_t entries, hashed, changed;
+};
+
+static bool stat_matches(const git_index_entry *e, const struct stat *st)
+{
+	return (uint32_t)e->mtime.seconds == (uint32_t)st->st_mtim.tv_sec &&
+	       e->mtime.nanoseconds == (uint32_t)st->st_mtim.tv_nsec &&
+	       (uint32_t)e->ctime.seconds == (uint32_t)st->st_ctim.tv_sec &&
+	       e->ctime.nanoseconds == (uint32_t)st->st_ctim.tv_nsec &&
+	       e->ino == (uint32_t)st->st_ino && e->uid == st->st_uid && e->gid == st->st_gid &&
+	       e->file_size == (uint32_t)st->st_size;
+}
+
+/* git's racy-git rule: an entry modified no earlier than the index was written
+ * may have changed within the same timestamp; its content must be read. */
+static bool racy(const struct build *b, const struct stat *st)
+{
+	if (st->st_mtim.tv_sec != b->index_mtime.tv_sec)
+		return st->st_mtim.tv_sec > b->index_mtime.tv_sec;
+	return st->st_mtim.tv_nsec >= b->index_mtime.tv_nsec;
+}
+
+static uint32_t git_mode_of(const struct stat *st)
+{
+	if (S_ISLNK(st->st_mode))
+		return GIT_FILEMODE_LINK;
+	return (st->st_mode & S_IXUSR) ? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
+}
+
+static void fill_stat(git_index_entry *e, const struct stat *st)
+{
+	e->ctime.seconds = (int32_t)st->st_ctim.tv_sec;
+	e->ctime.nanoseconds = (uint32_t)st->st_ctim.tv_nsec;
+	e->mtime.seconds = (int32_t)st->st_mtim.tv_sec;
+	e->mtime.nanoseconds = (uint32_t)st->st_mtim.tv_nsec;
+	e->dev = (uint32_t)st->st_dev;
+	e->ino = (uint32_t)st->st_ino;
+	e->uid = st->st_uid;
+	e->gid = st->st_gid;
+	e->file_size = (uint32_t)st->st_size;
+}
+
+/* One tracked path of the repository's index: decide, stat, maybe hash, add. */
+static int add_tracked(struct build *b, const git_index_entry *re, bool conflicted)
+{
+	struct gitpriv *g = b->g;
+	const char *path = re->path;
+	if (re->mode == GIT_FILEMODE_COMMIT) {
+		/* A submodule: its commit id, no object of ours. */
+		if (policy_decide_path(g->policy, path, true, 0) == POLICY_HIDDEN)
+			return 0;
+		git_index_entry e = *re;
+		e.flags &= ~GIT_INDEX_ENTRY_STAGEMASK;
+		return git_index_add(b->base, &e) < 0 ? git_fail(path) : 0;
+	}
+	const char *leaf;
+	int dfd = dircache_parent(&b->dc, path, &leaf);
+	if (dfd == -ENOENT || dfd == -ENOTDIR || dfd == -ELOOP)
+		return 0; /* deleted in the working tree (or its directory replaced) */
+	if (dfd < 0)
+		return dfd;
+	struct stat st;
+	if (fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+		return 0; /* a directory now: its contents are untracked */
+	if (policy_decide_path(g->policy, path, false, (uint64_t)st.st_size) == POLICY_HIDDEN)
+		return 0;
+
+	git_index_entry e;
+	memset(&e, 0, sizeof(e));
+	e.path = path;
+	e.mode = git_mode_of(&st);
+	fill_stat(&e, &st);
+	bool unchanged = !conflicted && e.mode == re->mode && stat_matches(re, &st) &&
+			 !racy(b, &st);
+	char *buf = NULL;
+	size_t len = 0;
+	if (unchanged && !S_ISLNK(st.st_mode)) {
+		e.id = re->id;
+	} else {
+		int r = read_entry(dfd, leaf, &st, &buf, &len);
+		if (r == -ENOENT)
+			return 0;
+		if (r < 0)
+			return r;
+		b->hashed++;
+		if (git_odb_hash(&e.id, buf, len, GIT_OBJECT_BLOB) < 0) {
+			free(buf);
+			return git_fail(path);
+		}
+		if (S_ISLNK(st.st_mode)) {
+			char *t = strndup(buf, len);
+			bool hide = !t || memchr(buf, 0, len) || symlink_hidden(g, path, t);
+			free(t);
+			if (hide) {
+				free(buf);
+				return 0;
+			}
+		}
+		if (!git_oid_equal(&e.id, &re->id)) {
+			/* The person's uncommitted content: into the private objects
+			 * now, the repository may never hold it. */
+			git_odb *odb = NULL;
+			int w = git_repository_odb(&odb, b->priv) < 0
+					? -1
+					: git_odb_write(&e.id, odb, buf, len, GIT_OBJECT_BLOB);
+			git_odb_free(odb);
+			if (w < 0) {
+				free(buf);
+				return git_fail(path);
+			}
+		}
+		free(buf);
+	}
+	if (git_index_add(b->base, &e) < 0)
+		return git_fail(path);
+	b->entries++;
+	return 0;
+}
+
+/* Paths where the base differs from HEAD, among those the agent may see. */
+static int record_dirty(struct build *b)
+{
+	size_t nb = git_index_entrycount(b->base), nh = git_index_entrycount(b->head_index);
+	size_t i = 0, j = 0;
+	while (i < nb || j < nh) {
+		const git_index_entry *be = i < nb ? git_index_get_byindex(b->base, i) : NULL;
+		const git_index_entry *he = j < nh ? git_index_get_byindex(b->head_index, j) : NULL;
+		int c = !be ? 1 : !he ? -1 : strcmp(be->path, he->path);
+		const char *path = NULL;
+		if (c == 0) {
+			if (!git_oid_equal(&be->id, &he->id) || be->mode != he->mode)
+				path = be->path;
+			i++;
+			j++;
+		} else if (c < 0) {
+			path = be->path; /* added (staged) before the mount */
+			i++;
+		} else {
+			/* In HEAD, not in the base: deleted by the person, or hidden. */
+			if (policy_decide_path(b->g->policy, he->path, he->mode == GIT_FILEMODE_COMMIT,
+					       0) != POLICY_HIDDEN &&
+			    he->mode != GIT_FILEMODE_LINK)
+				path = he->path;
+			j++;
+		}
+		if (path) {
+			b->changed++;
+			if (fwrite(path, 1, strlen(path) + 1, b->dirty) != strlen(path) + 1)
+				return -EIO;
+		}
+	}
+	return 0;
+}
+
+/* Add every object reachable from @tree_id to @set (and mark its fan-out
+ * directory in @fanout when not NULL).  Trees are read from the private odb,
+ * else from the repository's: an id names one content, so the walk from the
+ * recorded base tree sees the same trees either way. */
+static int walk_tree(git_repository *priv, git_repository *real, const git_oid *tree_id,
+		     struct oidset *set, bool *fanout)
+{
+	if (oidset_has(set, tree_id))
+		return 0;
+	int r = oidset_add(set, tree_id);
+	if (r < 0)
+		return r;
+	if (fanout)
+		fanout[tree_id->id[0]] = true;
+	git_tree *t = NULL;
+	if (git_tree_lookup(&t, priv, tree_id) < 0 &&
+	    (!real || git_tree_lookup(&t, real, tree_id) < 0))
+		return git_fail("reading a base tree");
+	size_t n = git_tree_entrycount(t);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const git_tree_entry *te = git_tree_entry_byindex(t, i);
+		git_object_t type = git_tree_entry_type(te);
+		const git_oid *id = git_tree_entry_id(te);
+		if (type == GIT_OBJECT_TREE) {
+			r = walk_tree(priv, real, id, set, fanout);
+		} else if (type == GIT_OBJECT_BLOB) {
+			r = oidset_add(set, id);
+			if (fanout)
+				fanout[id->id[0]] = true;
+		}
+	}
+	git_tree_free(t);
+	return r;
+}
+
+int gitpriv_base_objects(git_repository *priv, git_repository *real, const git_oid *tree,
+			 struct gitpriv_oidset *set)
+{
+	return walk_tree(priv, real, tree, set, NULL);
+}
+
+static int allow_tree(struct gitpriv *g, git_repository *priv, git_repository *real,
+		      const git_oid *tree_id)
+{
+	return walk_tree(priv, real, tree_id, &g->allowed, g->fanout);
+}
+
+static int write_base_record(const struct gitpriv *g, const git_oid *commit, const git_oid *tree,
+			     const char *head, const char *branch)
+{
+	char c[GIT_OID_HEXSZ + 1], t[GIT_OID_HEXSZ + 1], text[PATH_MAX];
+	git_oid_tostr(c, sizeof(c), commit);
+	git_oid_tostr(t, sizeof(t), tree);
+	snprintf(text, sizeof(text), "commit %s\ntree %s\nhead %s\nbranch %s\n", c, t, head,
+		 branch);
+	return write_text(g->ws_dir, "git-base", text, 0644);
+}
+
+static int build(struct gitpriv *g)
+{
+	struct build b = {.g = g, .dc = {.lower_fd = g->lower_fd, .fd = -1}};
+	git_commit *head = NULL;
+	git_tree *head_tree = NULL, *base_tree = NULL;
+	git_reference *href = NULL;
+	git_signature *sig = NULL;
+	git_oid tree_id, commit_id;
+	char head_hex[GIT_OID_HEXSZ + 1] = "", branch[256] = "main";
+	char dirty_tmp[PATH_MAX], dirty_path[PATH_MAX], index_path[PATH_MAX];
+	int r = make_dirs(g);
+	if (r == 0)
+		r = write_config(g);
+	if (r < 0)
+		return r;
+	r = -EIO;
+	if (git_repository_open_ext(&b.real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0) {
+		r = git_fail(g->repo);
+		goto out;
+	}
+	/* A HEAD first: without one libgit2 sees no repository. */
+	if ((r = write_text(g->dir, "HEAD", "ref: refs/heads/main\n", 0644)) < 0)
+		goto out;
+	r = -EIO;
+	if (git_repository_open_bare(&b.priv, g->dir) < 0) {
+		r = git_fail(g->dir);
+		goto out;
+	}
+	/* The branch the person is on names ours, so the agent's git reads alike. */
+	if (git_repository_head(&href, b.real) == 0) {
+		if (git_reference_is_branch(href))
+			snprintf(branch, sizeof(branch), "%s", git_reference_shorthand(href));
+		if (git_reference_peel((git_object **)&head, href, GIT_OBJECT_COMMIT) == 0)
+			git_oid_tostr(head_hex, sizeof(head_hex), git_commit_id(head));
+	} else if (git_reference_lookup(&href, b.real, "HEAD") == 0 &&
+		   git_reference_type(href) == GIT_REFERENCE_SYMBOLIC &&
+		   strncmp(git_reference_symbolic_target(href), "refs/heads/", 11) == 0) {
+		snprintf(branch, sizeof(branch), "%s", git_reference_symbolic_target(href) + 11);
+	}
+	if (git_index_new(&b.head_index) < 0) {
+		r = git_fail("index");
+		goto out;
+	}
+	if (head && (git_commit_tree(&head_tree, head) < 0 ||
+		     git_index_read_tree(b.head_index, head_tree) < 0)) {
+		r = git_fail("reading HEAD's tree");
+		goto out;
+	}
+	if (git_repository_index(&b.real_index, b.real) < 0) {
+		r = git_fail("reading the repository's index");
+		goto out;
+	}
+	{
+		char ipath[PATH_MAX];
+		struct stat ist;
+		snprintf(ipath, sizeof(ipath), "%s/index", git_repository_path(b.real));
+		if (stat(ipath, &ist) == 0)
+			b.index_mtime = ist.st_mtim;
+	}
+	snprintf(index_path, sizeof(index_path), "%s/index", g->dir);
+	unlink(index_path);
+	if (git_index_open(&b.base, index_path) < 0) {
+		r = git_fail(index_path);
+		goto out;
+	}
+	snprintf(dirty_path, sizeof(dirty_path), "%s/git-dirty", g->ws_dir);
+	snprintf(dirty_tmp, sizeof(dirty_tmp), "%s/git-dirty.tmp", g->ws_dir);
+	b.dirty = fopen(dirty_tmp, "we");
+	if (!b.dirty) {
+		r = -errno;
+		goto out;
+	}
+
+	r = 0;
+	size_t n = git_index_entrycount(b.real_index);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const git_index_entry *re = git_index_get_byindex(b.real_index, i);
+		bool conflicted = GIT_INDEX_ENTRY_STAGE(re) != 0;
+		if (conflicted && i > 0 &&
+		    strcmp(git_index_get_byindex(b.real_index, i - 1)->path, re->path) == 0)
+			continue; /* one entry per conflicted path */
+		/* An entry git add -N made: nothing staged, the person's own. */
+		if (re->flags_extended & GIT_INDEX_ENTRY_INTENT_TO_ADD)
+			continue;
+		r = add_tracked(&b, re, conflicted);
+	}
+	dircache_close(&b.dc);
+	if (r < 0)
+		goto out;
+	if (git_index_write_tree_to(&tree_id, b.base, b.priv) < 0) {
+		r = git_fail("writing the base trees");
+		goto out;
+	}
+	if (git_index_write(b.base) < 0) {
+		r = git_fail("writing the index");
+		goto out;
+	}
+	r = record_dirty(&b);
+	if (r == 0 && fflush(b.dirty) != 0)
+		r = -errno;
+	if (r < 0)
+		goto out;
+
+	if (git_tree_lookup(&base_tree, b.priv, &tree_id) < 0 ||
+	    git_signature_now(&sig, GITPRIV_BASE_NAME, GITPRIV_BASE_EMAIL) < 0 ||
+	    git_commit_create(&commit_id, b.priv, NULL, sig, sig, NULL,
+			      "base\n\nThe repository as the agent first saw it: its HEAD and the "
+			      "uncommitted\nchanges to tracked files at mount, filtered by the "
+			      "workspace's policy.\n",
+			      base_tree, 0, NULL) < 0) {
+		r = git_fail("writing the base commit");
+		goto out;
+	}
+	{
+		char refname[300];
+		git_reference *ref = NULL;
+		snprintf(refname, sizeof(refname), "refs/heads/%s", branch);
+		if (git_reference_create(&ref, b.priv, refname, &commit_id, 1, "agentfs: base") < 0) {
+			r = git_fail(refname);
+			goto out;
+		}
+		git_reference_free(ref);
+		if (git_reference_create(&ref, b.priv, "refs/tags/base", &commit_id, 1, NULL) < 0) {
+			r = git_fail("refs/tags/base");
+			goto out;
+		}
+		git_reference_free(ref);
+		char headtext[320];
+		snprintf(headtext, sizeof(headtext), "ref: %s\n", refname);
+		r = write_text(g->dir, "HEAD", headtext, 0644);
+		if (r < 0)
+			goto out;
+	}
+	r = allow_tree(g, b.priv, b.real, &tree_id);
+	if (r < 0)
+		goto out;
+	if (fclose(b.dirty) != 0) {
+		b.dirty = NULL;
+		r = -errno;
+		goto out;
+	}
+	b.dirty = NULL;
+	if (rename(dirty_tmp, dirty_path) != 0) {
+		r = -errno;
+		goto out;
+	}
+	/* Last: its presence says the build finished. */
+	r = write_base_record(g, &commit_id, &tree_id, head_hex, branch);
+	if (r == 0)
+		fprintf(stderr,
+			"agentfs: private .git: %zu entries (%zu read and hashed, %zu differ from "
+			"HEAD), %zu base objects\n",
+			b.entries, b.hashed, b.changed, g->allowed.count);
+out:
+	if (b.dirty) {
+		fclose(b.dirty);
+		unlink(dirty_tmp);
+	}
+	git_signature_free(sig);
+	git_tree_free(base_tree);
+	git_tree_free(head_tree);
+	git_commit_free(head);
+	git_reference_free(href);
+	git_index_free(b.base);
+	git_index_free(b.head_index);
+	git_index_free(b.real_index);
+	git_repository_free(b.priv);
+	git_repository_free(b.real);
+	return r;
+}
+
+/* A resumed workspace: its private repository stays; the allowed set comes
+ * back from the recorded base tree. */
+static int resume(struct gitpriv *g, const struct gitpriv_base *base)
+{
+	int r = make_dirs(g);
+	if (r == 0)
+		r = write_config(g);
+	if (r < 0)
+		return r;
+	git_repository *priv = NULL, *real = NULL;
+	git_oid tree;
+	if (git_oid_fromstr(&tree, base->tree) < 0)
+		return -EINVAL;
+	if (git_repository_open_bare(&priv, g->dir) < 0) {
+		git_repository_free(priv);
+		return git_fail(g->dir);
+	}
+	/* The repository serves trees the agent's git removed (gc, prune). */
+	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0)
+		real = NULL;
+	r = allow_tree(g, priv, real, &tree);
+	git_repository_free(priv);
+	git_repository_free(real);
+	if (r == 0)
+		fprintf(stderr, "agentfs: private .git: resumed, %zu base objects\n",
+			g->allowed.count);
+	return r;
+}
+
+int gitpriv_prepare(void *arg)
+{
+	struct gitpriv *g = arg;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_mutex_lock(&g->lock);
+	int r = 0;
+	if (git_libgit2_init() < 0) {
+		r = -EIO;
+		goto out;
+	}
+	g->inited = true;
+	/* Base trees name blobs copied on demand, not present yet. */
+	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
+
+	struct gitpriv_base base;
+	r = gitpriv_read_base(g->ws_dir, &base);
+	if (r == 0) {
+		r = resume(g, &base);
+	} else if (r == -ENOENT) {
+		int dfd = open(g->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		r = dfd < 0 ? -errno : clear_dir(dfd);
+		if (r == 0)
+			r = build(g);
+		if (r < 0) {
+			/* Nothing half-built is served: git says "not a repository". */
+			dfd = open(g->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (dfd >= 0)
+				clear_dir(dfd);
+			free(g->allowed.slots);
+			memset(&g->allowed, 0, sizeof(g->allowed));
+			memset(g->fanout, 0, sizeof(g->fanout));
+		}
+	}
+	if (r < 0)
+		goto out;
+	git_repository *real = NULL, *priv = NULL;
+	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0 ||
+	    git_repository_odb(&g->real_odb, real) < 0 ||
+	    git_repository_open_bare(&priv, g->dir) < 0 || git_repository_odb(&g->priv_odb, priv) < 0)
+		r = git_fail("opening the object databases");
+	git_repository_free(real);
+	git_repository_free(priv);
+out:
+	pthread_mutex_unlock(&g->lock);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (r == 0)
+		fprintf(stderr, "agentfs: private .git: ready in %.1f ms\n",
+			(double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	fflush(stderr);
+	return r;
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int gitpriv_fault(void *arg, const char *rel)
+{
+	struct gitpriv *g = arg;
+	if (strncmp(rel, "objects/", 8) != 0)
+		return -ENOENT;
+	const char *p = rel + 8;
+	int hi = hexval(p[0]), lo = hi >= 0 ? hexval(p[1]) : -1;
+	if (hi < 0 || lo < 0)
+		return -ENOENT;
+	unsigned fan = (unsigned)(hi << 4 | lo);
+	int r = -ENOENT;
+	pthread_mutex_lock(&g->lock);
+	if (p[2] == 0) {
+		if (g->fanout[fan]) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/objects/%c%c", g->dir, p[0], p[1]);
+			r = mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -errno;
+		}
+	} else if (p[2] == '/' && strlen(p + 3) == GIT_OID_HEXSZ - 2 && g->real_odb &&
+		   g->priv_odb) {
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid id;
+		memcpy(hex, p, 2);
+		memcpy(hex + 2, p + 3, GIT_OID_HEXSZ - 2);
+		hex[GIT_OID_HEXSZ] = 0;
+		for (int i = 0; i < GIT_OID_HEXSZ && r == -ENOENT; i++)
+			if (hexval(hex[i]) < 0)
+				r = -EINVAL;
+		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 && oidset_has(&g->allowed, &id)) {
+			git_odb_object *o = NULL;
+			git_oid got;
+			if (git_odb_read(&o, g->real_odb, &id) < 0) {
+				r = -ENOENT; /* gone from the repository (gc'd) */
+			} else {
+				r = git_odb_write(&got, g->priv_odb, git_odb_object_data(o),
+						  git_odb_object_size(o), git_odb_object_type(o)) < 0
+					? git_fail(rel)
+					: 0;
+				git_odb_object_free(o);
+			}
+		} else if (r == -EINVAL) {
+			r = -ENOENT;
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+/* ---- reading the records ---- */
+
+static int read_small(const char *path, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	char *b = malloc((size_t)st.st_size + 1);
+	if (!b) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t n = 0;
+	while (n < (size_t)st.st_size) {
+		ssize_t k = read(fd, b + n, (size_t)st.st_size - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	b[n] = 0;
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+int gitpriv_read_base(const char *ws_dir, struct gitpriv_base *out)
+{
+	char path[PATH_MAX], *text = NULL;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/git-base", ws_dir);
+	int r = read_small(path, &text, &len);
+	if (r < 0)
+		return r;
+	memset(out, 0, sizeof(*out));
+	int got = 0;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *sp = strchr(line, ' ');
+		if (!sp)
+			continue;
+		*sp = 0;
+		const char *v = sp + 1;
+		if (strcmp(line, "commit") == 0 && strlen(v) == GIT_OID_HEXSZ)
+			got |= 1, snprintf(out->commit, sizeof(out->commit), "%s", v);
+		else if (strcmp(line, "tree") == 0 && strlen(v) == GIT_OID_HEXSZ)
+			got |= 2, snprintf(out->tree, sizeof(out->tree), "%s", v);
+		else if (strcmp(line, "head") == 0 && (strlen(v) == GIT_OID_HEXSZ || !*v))
+			got |= 4, snprintf(out->head, sizeof(out->head), "%s", v);
+		else if (strcmp(line, "branch") == 0)
+			got |= 8, snprintf(out->branch, sizeof(out->branch), "%s", v);
+	}
+	free(text);
+	return got == 15 ? 0 : -EINVAL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int gitpriv_read_dirty(const char *ws_dir, char ***paths, size_t *count)
+{
+	char path[PATH_MAX], *text = NULL;
+	size_t len;
+	*paths = NULL;
+	*count = 0;
+	snprintf(path, sizeof(path), "%s/git-dirty", ws_dir);
+	int r = read_small(path, &text, &len);
+	if (r < 0)
+		return r;
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += text[i] == 0;
+	char **v = n ? calloc(n, sizeof(*v)) : NULL;
+	if (n && !v) {
+		free(text);
+		return -ENOMEM;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < len && k < n;) {
+		v[k] = strdup(text + i);
+		if (!v[k]) {
+			gitpriv_paths_free(v, k);
+			free(text);
+			return -ENOMEM;
+		}
+		i += strlen(text + i) + 1;
+		k++;
+	}
+	free(text);
+	qsort(v, k, sizeof(*v), cmp_str);
+	*paths = v;
+	*count = k;
+	return 0;
+}
+
+void gitpriv_paths_free(char **paths, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(paths[i]);
+	free(paths);
+}
+
+bool gitpriv_path_in(char *const *paths, size_t count, const char *path)
+{
+	size_t lo = 0, hi = count;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(paths[mid], path);
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}

@@ -1,0 +1,156 @@
+/*
+ * gitpriv.h - the workspace-private git repository served at the view's ".git"
+ * (policy `git: private`).
+ *
+ * The agent's git sees one root commit, "base" (authored by agentfs), whose tree
+ * is the agent's base: the repository's index entries (HEAD plus the person's
+ * staged and unstaged changes to tracked files at mount), each as the working
+ * tree holds it, filtered by the policy.  A hidden path is absent from every
+ * tree, from the index and from the private object database; so is a tracked
+ * symlink the view hides (one that escapes the repository or lands on a hidden
+ * path, unless `symlinks: allow`).
+ *
+ * On disk, <workspace>/git/ is a plain git directory:
+ *
+ *   HEAD            ref: refs/heads/<branch> (the repository's branch at mount,
+ *                   else "main")
+ *   config          written by agentfs: no remote, credential, include or hook;
+ *                   core.hooksPath = MNT/.git/hooks (empty, read-only in the view),
+ *                   core.fsmonitor = false, gc.auto = 0, user.name/email of the agent
+ *   hooks/ info/    empty (info/exclude empty); read-only in the view (fs/)
+ *   index           the base's entries with stat data taken from the working tree
+ *                   (see gitpriv_prepare) so git's first status re-reads nothing
+ *   objects/        the base's trees, the blobs of files the person changed before
+ *                   the mount, and whatever the agent's git writes; the other base
+ *                   blobs are copied from the repository on demand (gitpriv_fault)
+ *   refs/heads/<branch>, refs/tags/base   the base commit
+ *
+ * and beside it, out of the agent's reach through the mount:
+ *
+ *   <workspace>/git-base    "commit OID\ntree OID\nhead OID\nbranch NAME\n": the
+ *                           base commit, its tree, the repository's HEAD at mount
+ *                           ("" when unborn) and the branch name.  Promote trusts
+ *                           this file, not the private refs the agent can move.
+ *   <workspace>/git-dirty   the paths where the base differs from HEAD (the
+ *                           person's uncommitted work at mount), each ended by NUL
+ *
+ * The build runs once per workspace, in the daemon, after the mount serves
+ * (fs_config.git_prepare); a resumed workspace keeps its private repository
+ * (the agent's commits) and only gets its config rewritten.  Its cost is
+ * reading the repository's index and HEAD tree and one lstat per tracked file;
+ * only files whose stat data differ from the index are read and hashed, as git
+ * itself does, and blobs are never copied at build time.
+ *
+ * Functions return 0 or a negative errno (-EIO when libgit2 fails; a one-line
+ * reason is printed on stderr, which is the daemon's log).
+ */
+#ifndef AGENTFS_GITPRIV_H
+#define AGENTFS_GITPRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct fs_config;
+struct policy;
+struct workspace;
+
+/* Author of the base commit and default identity of the agent's commits. */
+#define GITPRIV_BASE_NAME   "agentfs"
+#define GITPRIV_BASE_EMAIL  "agentfs@agentfs.invalid"
+#define GITPRIV_AGENT_NAME  "agent"
+#define GITPRIV_AGENT_EMAIL "agent@agentfs.invalid"
+
+struct gitpriv;
+
+/*
+ * Make ready to serve the private repository of workspace directory @ws_dir
+ * over the repository whose working tree is @repo (absolute) and whose
+ * directory fd is @lower_fd (borrowed; must outlive the gitpriv), mounted at
+ * @mountpoint, under @policy (borrowed).  Creates <ws_dir>/git/ if missing and
+ * touches no libgit2 state (safe before fork()).  *out is owned by the caller
+ * (gitpriv_free after fs_serve returns).
+ */
+int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, int lower_fd,
+		const struct policy *policy, struct gitpriv **out);
+
+/*
+ * For the mount: when @policy says `git: private`, make the gitpriv of
+ * workspace @ws (repository ws->repo, lower @lower_fd) mounted at @mnt and
+ * fill @cfg with it; *out gets it (free after fs_serve), or NULL when the
+ * policy wants no private .git or it cannot be set up (then a warning goes to
+ * stderr and the view has no .git: fail closed).  Returns 0 or a negative errno.
+ */
+int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int lower_fd,
+		   const char *mnt, struct fs_config *cfg, struct gitpriv **out);
+
+/* Fill cfg->git_dir, git_prepare, git_prepare_arg and git_fault for @g. */
+void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg);
+
+/* The absolute path of the private git directory (owned by @g). */
+const char *gitpriv_dir(const struct gitpriv *g);
+
+/*
+ * fs_config.git_prepare: build the private repository (or, when resuming,
+ * rewrite its config and reload the set of base objects).  Prints one line
+ * with the time it took to stderr.  @arg is the gitpriv.
+ */
+int gitpriv_prepare(void *arg);
+
+/*
+ * fs_config.git_fault: @rel is "objects/XX" (a fan-out directory) or
+ * "objects/XX/<38 hex>" (a loose object).  Creates the directory when some
+ * base object lives in it, or copies the object from the repository into the
+ * private object database when it is reachable from the base tree.  Anything
+ * else (and every object not in the base, such as a hidden file's blob) is
+ * -ENOENT.  Thread-safe.
+ */
+int gitpriv_fault(void *arg, const char *rel);
+
+void gitpriv_free(struct gitpriv *g);
+
+/* ---- A set of object ids (what gitpriv_fault may produce; promote's checks) ---- */
+
+struct git_oid;
+struct gitpriv_oidset {
+	struct git_oid *slots; /* open addressing; the zero id marks a free slot */
+	size_t cap;
+	size_t count;
+};
+
+/* Add @id (no-op when present or zero); 0 or -ENOMEM. */
+int gitpriv_oidset_add(struct gitpriv_oidset *s, const struct git_oid *id);
+bool gitpriv_oidset_has(const struct gitpriv_oidset *s, const struct git_oid *id);
+void gitpriv_oidset_clear(struct gitpriv_oidset *s);
+
+/*
+ * Add to @set every tree and blob reachable from the tree @tree, reading trees
+ * from @priv, else from @real (may be NULL): an object id names one content,
+ * so both give the same walk.  Returns 0, or -EIO (a tree missing in both).
+ */
+typedef struct git_repository git_repository;
+int gitpriv_base_objects(git_repository *priv, git_repository *real, const struct git_oid *tree,
+			 struct gitpriv_oidset *set);
+
+/* ---- Reading what the build recorded (for promote and export) ---- */
+
+struct gitpriv_base {
+	char commit[41]; /* the base commit in the private repository */
+	char tree[41];	 /* its tree */
+	char head[41];	 /* the repository's HEAD at mount, "" when unborn */
+	char branch[256];
+};
+
+/* Read <ws_dir>/git-base.  -ENOENT when the workspace has no private repository
+ * (never mounted with `git: private`, or its build never finished); -EINVAL when
+ * malformed. */
+int gitpriv_read_base(const char *ws_dir, struct gitpriv_base *out);
+
+/* Read <ws_dir>/git-dirty into a malloc'd array of malloc'd paths, sorted
+ * bytewise (*paths NULL and *count 0 when empty).  Free with gitpriv_paths_free. */
+int gitpriv_read_dirty(const char *ws_dir, char ***paths, size_t *count);
+void gitpriv_paths_free(char **paths, size_t count);
+
+/* Is @path (sorted array from gitpriv_read_dirty) in @paths? */
+bool gitpriv_path_in(char *const *paths, size_t count, const char *path);
+
+#endif

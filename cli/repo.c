@@ -1,0 +1,131 @@
+/* repo.c - find a repository's working tree and HEAD commit with libgit2. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <git2.h>
+
+#include "cli/repo.h"
+
+static void git_reason(char *err, size_t errlen, const char *what)
+{
+	const git_error *e = git_error_last();
+	snprintf(err, errlen, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+}
+
+/* libgit2 reports the work directory with a trailing '/'; compare without it. */
+static char *strip_slash(const char *s)
+{
+	char *c = strdup(s);
+	if (!c)
+		return NULL;
+	size_t n = strlen(c);
+	while (n > 1 && c[n - 1] == '/')
+		c[--n] = '\0';
+	return c;
+}
+
+int repo_open_worktree(const char *path, struct repo_info *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	char real[PATH_MAX];
+	if (!realpath(path, real)) {
+		int e = errno;
+		snprintf(err, errlen, "%s", strerror(e));
+		return -e;
+	}
+	struct stat st;
+	if (stat(real, &st) != 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s", strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "not a directory");
+		return -ENOTDIR;
+	}
+
+	git_libgit2_init();
+	git_repository *repo = NULL;
+	git_reference *head = NULL;
+	char *workdir = NULL;
+	int ret = 0;
+
+	/* Search upwards so a subdirectory gets a precise refusal, not "not a repo";
+	 * GIT_REPOSITORY_OPEN_CROSS_FS is left off like git's own default. */
+	int rc = git_repository_open_ext(&repo, real, 0, NULL);
+	if (rc == GIT_ENOTFOUND) {
+		snprintf(err, errlen, "not a git working tree");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (rc < 0) {
+		git_reason(err, errlen, "cannot open the repository");
+		ret = -EIO;
+		goto out;
+	}
+	if (git_repository_is_bare(repo) || !git_repository_workdir(repo)) {
+		snprintf(err, errlen, "a bare repository has no working tree to mount");
+		ret = -EINVAL;
+		goto out;
+	}
+	workdir = strip_slash(git_repository_workdir(repo));
+	if (!workdir) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	char wreal[PATH_MAX];
+	if (realpath(workdir, wreal)) {
+		free(workdir);
+		workdir = strdup(wreal);
+		if (!workdir) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	if (strcmp(workdir, real) != 0) {
+		snprintf(err, errlen,
+			 "a subdirectory of the git working tree %s (mount its top level)",
+			 workdir);
+		ret = -EINVAL;
+		goto out;
+	}
+
+	char hex[GIT_OID_HEXSZ + 1] = "";
+	rc = git_repository_head(&head, repo);
+	if (rc == 0) {
+		const git_oid *oid = git_reference_target(head);
+		if (oid)
+			git_oid_tostr(hex, sizeof(hex), oid);
+	} else if (rc != GIT_EUNBORNBRANCH && rc != GIT_ENOTFOUND) {
+		git_reason(err, errlen, "cannot read HEAD");
+		ret = -EIO;
+		goto out;
+	}
+	out->base_commit = strdup(hex);
+	if (!out->base_commit) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	out->workdir = workdir;
+	workdir = NULL;
+out:
+	free(workdir);
+	git_reference_free(head);
+	git_repository_free(repo);
+	git_libgit2_shutdown();
+	if (ret < 0)
+		repo_info_clear(out);
+	return ret;
+}
+
+void repo_info_clear(struct repo_info *ri)
+{
+	free(ri->workdir);
+	free(ri->base_commit);
+	ri->workdir = NULL;
+	ri->base_commit = NULL;
+}

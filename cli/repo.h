@@ -1,0 +1,36 @@
+/*
+ * repo.h - the git repository a workspace is made over, found with libgit2.
+ *
+ * Only the facts a mount needs: the working tree's top level (the lower) and the
+ * base commit (HEAD).  All libgit2 work happens here, before the mount forks its
+ * daemon, so no libgit2 state crosses a fork().
+ */
+#ifndef AGENTFS_REPO_H
+#define AGENTFS_REPO_H
+
+#include <stddef.h>
+
+struct repo_info {
+	char *workdir;	   /* realpath of the working tree's top level, no trailing '/' */
+	char *base_commit; /* 40 hex chars of HEAD's commit, or "" when HEAD is unborn */
+};
+
+/*
+ * Open the repository whose working tree's top level is @path (any path naming
+ * that directory; symlinks are resolved).  A subdirectory of a working tree is
+ * refused rather than widened to the whole tree: the user asked for less than
+ * the mount would show.
+ *
+ * Returns 0 and fills @out (free with repo_info_clear), or a negative errno with
+ * a one-line reason (no "agentfs:" prefix) in @err:
+ *   -ENOENT  @path does not exist
+ *   -ENOTDIR @path is not a directory
+ *   -EINVAL  not a git working tree: no repository, a bare repository, or a
+ *            subdirectory of a working tree (the reason names the top level)
+ *   -EIO     libgit2 failed otherwise (its message in @err)
+ */
+int repo_open_worktree(const char *path, struct repo_info *out, char *err, size_t errlen);
+
+void repo_info_clear(struct repo_info *ri);
+
+#endif

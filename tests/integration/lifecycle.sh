@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# lifecycle.sh - a workspace's life: mount, list, busy and lazy unmount, resume
+# (its changes and base commit kept), a daemon killed with -9 (stale, repaired by
+# unmount or by mounting again), rm.
+#
+#   bash lifecycle.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/work1
+mkdir -p "$REPO" && (cd "$REPO" && git init -q -b main . && echo hello >README &&
+	git add README && git commit -q -m initial) || bail "cannot create the repository"
+base=$(git -C "$REPO" rev-parse HEAD)
+WS=$STATE/workspaces/work1
+
+# list_field NAME COLUMN: a column of `agentfs list` for workspace NAME.
+list_field() {
+	"$AGENTFS" list --state-dir "$STATE" 2>/dev/null | awk -v n="$1" -v c="$2" '$1 == n { print $c }'
+}
+
+# ------------------------------------------------------------------ mount
+mount_ws "$REPO" "$MNT" || bail "agentfs mount failed: $OUT"
+pass "agentfs mount"
+assert_eq "mount prints nothing on success" "" "$OUT"
+pid=$(daemon_pid_of "$MNT")
+_is_our_daemon "$pid" && pass "daemon.pid names the live daemon" ||
+	fail "daemon.pid names the live daemon" "pid '$pid'"
+for f in workspace.yml policy.yml upper work journal.jsonl daemon.pid daemon.log; do
+	[ -e "$WS/$f" ] && pass "the workspace has $f" || fail "the workspace has $f" "$(ls -la "$WS")"
+done
+assert_contains "workspace.yml records the base commit" "base_commit: \"$base\"" "$(cat "$WS/workspace.yml")"
+assert_contains "workspace.yml records the repository" "repo: \"$REPO\"" "$(cat "$WS/workspace.yml")"
+assert_contains "the journal records the mount" '"op":"mount"' "$(cat "$WS/journal.jsonl")"
+assert_contains "the mount shows as agentfs:NAME" "agentfs:work1" "$(awk -v m="$MNT" '$5 == m' /proc/self/mountinfo)"
+assert_eq "list: mounted" mounted "$(list_field work1 2)"
+assert_eq "list: repository" "$REPO" "$(list_field work1 3)"
+assert_eq "list: mountpoint" "$MNT" "$(list_field work1 4)"
+assert_eq "list: short base commit" "${base:0:12}" "$(list_field work1 5)"
+assert_eq "list: no changes yet" 0 "$(list_field work1 6)"
+step "the mount serves the repository" cat "$MNT/README"
+sh_step "the agent writes a file" "echo agent >'$MNT/new.txt'"
+
+refuse "rm refuses a mounted workspace" "is mounted at $MNT" "$AGENTFS" rm --state-dir "$STATE" work1
+[ -d "$WS" ] && pass "the refused rm left the workspace" || fail "the refused rm left the workspace"
+
+# ------------------------------------------------------------------ busy, lazy
+(cd "$MNT" && exec sleep 60) </dev/null >/dev/null 2>&1 &
+holder=$!
+sleep 0.3
+refuse "unmount of a busy mount names the process holding it" "pid $holder (sleep)" \
+	"$AGENTFS" unmount --state-dir "$STATE" "$MNT"
+assert_contains "and suggests --lazy" "--lazy" "$OUT"
+is_mounted "$MNT" && pass "the busy mount is still mounted" || fail "the busy mount is still mounted"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
+step "agentfs unmount NAME" "$AGENTFS" unmount --state-dir "$STATE" work1
+wait_gone "$pid" 10 && pass "the daemon has exited when unmount returns" ||
+	fail "the daemon has exited when unmount returns" "pid $pid"
+is_mounted "$MNT" && fail "not mounted after unmount" || pass "not mounted after unmount"
+[ -e "$WS/daemon.pid" ] && fail "daemon.pid removed" || pass "daemon.pid removed"
+assert_contains "the journal records the unmount" '"op":"unmount"' "$(cat "$WS/journal.jsonl")"
+assert_eq "list: unmounted" unmounted "$(list_field work1 2)"
+assert_eq "list: one change" 1 "$(list_field work1 6)"
+refuse "unmount of an unmounted workspace is refused" "is not mounted" "$AGENTFS" unmount --state-dir "$STATE" "$MNT"
+refuse "unmount of an unknown mountpoint is refused" "not an agentfs mount" "$AGENTFS" unmount --state-dir "$STATE" "$T/nowhere"
+
+# ------------------------------------------------------------------ resume
+git -C "$REPO" commit -q --allow-empty -m "the person moves on"
+mount_ws "$REPO" "$MNT" && pass "mount again resumes" || fail "mount again resumes" "$OUT"
+assert_content "the agent's file is still there" "$MNT/new.txt" agent
+assert_contains "the base commit is kept" "base_commit: \"$base\"" "$(cat "$WS/workspace.yml")"
+assert_eq "the journal has one mount per session" 2 "$(grep -c '"op":"mount"' "$WS/journal.jsonl")"
+
+# ------------------------------------------------------------------ a daemon killed with -9
+pid=$(daemon_pid_of "$MNT")
+kill -KILL "$pid"
+wait_gone "$pid" 5
+assert_eq "list: stale after kill -9" stale "$(list_field work1 2)"
+mount_ws "$REPO" "$MNT" && pass "mount repairs a stale workspace" || fail "mount repairs a stale workspace" "$OUT"
+assert_content "the agent's file survived the crash" "$MNT/new.txt" agent
+assert_eq "exactly one mount at the mountpoint" 1 "$(awk -v m="$MNT" '$5 == m' /proc/self/mountinfo | wc -l)"
+pid=$(daemon_pid_of "$MNT")
+kill -KILL "$pid"
+wait_gone "$pid" 5
+refuse "rm refuses a workspace that left a dead mount" "dead mount" "$AGENTFS" rm --state-dir "$STATE" work1
+step "unmount detaches the dead mount" "$AGENTFS" unmount --state-dir "$STATE" "$MNT"
+is_mounted "$MNT" && fail "nothing mounted after unmounting a dead mount" ||
+	pass "nothing mounted after unmounting a dead mount"
+assert_eq "list: unmounted after the repair" unmounted "$(list_field work1 2)"
+
+# ------------------------------------------------------------------ lazy
+mount_ws "$REPO" "$MNT" || fail "mount for --lazy" "$OUT"
+pid=$(daemon_pid_of "$MNT")
+(cd "$MNT" && exec sleep 60) </dev/null >/dev/null 2>&1 &
+holder=$!
+sleep 0.3
+step "unmount --lazy detaches a busy mount" "$AGENTFS" unmount --state-dir "$STATE" --lazy "$MNT"
+is_mounted "$MNT" && fail "not mounted after --lazy" || pass "not mounted after --lazy"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+wait_gone "$pid" 10 && pass "the daemon exits once the last user lets go" ||
+	fail "the daemon exits once the last user lets go" "pid $pid"
+
+# ------------------------------------------------------------------ moving and removing
+MNT2=$T/elsewhere
+mkdir -p "$MNT2"
+mount_ws "$REPO" "$MNT2" --name work1 && pass "a workspace may be mounted at another mountpoint" ||
+	fail "a workspace may be mounted at another mountpoint" "$OUT"
+assert_content "with its changes" "$MNT2/new.txt" agent
+step "unmount by mountpoint" "$AGENTFS" unmount --state-dir "$STATE" "$MNT2"
+step "agentfs rm" "$AGENTFS" rm --state-dir "$STATE" work1
+[ -e "$WS" ] && fail "rm removed the workspace directory" || pass "rm removed the workspace directory"
+assert_eq "list is empty" "" "$(af list 2>&1)"
+refuse "rm of a missing workspace is refused" "no workspace" "$AGENTFS" rm --state-dir "$STATE" work1
+[ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&
+	pass "the repository was never written" || fail "the repository was never written"
+
+done_testing
