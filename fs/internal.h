@@ -52,6 +52,7 @@ struct node {
 	bool upper;    /* exists in the upper at its view path */
 	bool opaque;   /* directory: never merge lower entries */
 	bool readonly; /* policy said read-only for its lower path */
+	void *handles; /* open file handles (ops_file.c), under table_lock */
 	int wd;	       /* directory: inotify watch of its lower directory;
 			* 0 not yet, -1 could not be watched */
 	char *lower;   /* lower path: a file's lower file, a directory's merged
@@ -188,6 +189,9 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 		    bool *concealed, int dir_ufd, int dir_lfd);
 /* Apply an entry to a node (type, lower path, flags, ino). */
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
+/* fstat through any open handle of @n (a file unlinked while open); -ENOENT
+ * when it has none.  ops_file.c. */
+int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st);
 /* Current attributes of @n. */
 int view_getattr(struct agentfs *fs, struct node *n, struct stat *st);
 /* Fix up attributes before they are reported (ino, link counts, dir sizes). */

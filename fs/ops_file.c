@@ -32,8 +32,53 @@ struct handle {
 	uint64_t wbytes;
 	bool has_before;
 	XXH128_hash_t before;
-	char *path; /* view path at open, for the journal */
+	char *path;	     /* view path at open, for the journal */
+	struct handle *next; /* the node's other open handles */
 };
+
+/* Handles hang off their node so an unlinked but open file can still be
+ * stat'ed (fstat(2) arrives as a getattr without a handle). */
+static void handle_link(struct agentfs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	h->next = h->node->handles;
+	h->node->handles = h;
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+static void handle_unlink(struct agentfs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct handle **p = (struct handle **)&h->node->handles; *p; p = &(*p)->next) {
+		if (*p == h) {
+			*p = h->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st)
+{
+	int fd = -1;
+	bool upper = false;
+	pthread_mutex_lock(&fs->table_lock);
+	struct handle *h = n->handles;
+	if (h) {
+		fd = dup(h->fd);
+		upper = h->upper;
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	if (fd < 0)
+		return -ENOENT;
+	int r = fstat(fd, st) < 0 ? -errno : 0;
+	close(fd);
+	if (r == 0) {
+		view_fix_attr(fs, st, n->ino, upper);
+		st->st_nlink = 0; /* no name left in the view */
+	}
+	return r;
+}
 
 static struct handle *handle_of(struct fuse_file_info *fi)
 {
@@ -158,6 +203,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	node_ref(fs, n);
+	handle_link(fs, h);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	/* Keep the page cache across opens: only the daemon changes the upper,
@@ -165,6 +211,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
+		handle_unlink(fs, h);
 		node_unref(fs, n);
 		close(fd);
 		free(h->path);
@@ -269,6 +316,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	h->has_before = false;
 	node_ref(fs, n);
+	handle_link(fs, h);
 	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
@@ -282,6 +330,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	ep.attr_timeout = attr_timeout(fs, n, &e.st);
 	ep.entry_timeout = entry_timeout(fs, dir);
 	if (fuse_reply_create(req, &ep, fi) == -ENOENT) {
+		handle_unlink(fs, h);
 		node_unref(fs, n);
 		close(fd);
 		free(h->path);
@@ -398,6 +447,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			ev.has_hash_after = true;
 		journal_record(fs->journal, &ev);
 	}
+	handle_unlink(fs, h);
 	close(h->fd);
 	node_unref(fs, h->node);
 	free(h->path);

@@ -328,7 +328,7 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		return 0;
 	}
 	if (!n->hashed)
-		return -ENOENT;
+		return handle_node_fstat(fs, n, st); /* unlinked, maybe still open */
 	struct entry e;
 	int r = view_resolve(fs, n->parent, n->name, &e, NULL);
 	if (r < 0)
