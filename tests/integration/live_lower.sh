@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# live_lower.sh - the person keeps working in the repository while the agent
+# works in the mount.  What the person changes shows in the view (the kernel's
+# cached answers must not stay wrong), new secrets are hidden from the moment
+# they appear, and what the agent changed stays the agent's.
+#
+#   bash live_lower.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount"; else
+	fail "mount" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+
+# eventually DESC EXPECTED CMD...: CMD's output becomes EXPECTED within 5 s.
+eventually() {
+	local desc=$1 want=$2 got i
+	shift 2
+	for ((i = 0; i < 50; i++)); do
+		got=$(t "$@" 2>&1)
+		if [ "$got" == "$want" ]; then
+			pass "$desc"
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "$desc" "after 5 s, command: $*" "expected: $want" "     got: $got"
+}
+
+# Fill the kernel's caches first: attributes, entries, listings, pages.
+t cat "$MNT/README.md" "$MNT/src/util.h" "$MNT/docs/guide.md" >/dev/null
+t ls -la "$MNT" "$MNT/src" "$MNT/docs" "$MNT/config" >/dev/null
+t stat "$MNT/src/old.c" >/dev/null
+
+printf 'appended by the person\n' >>"$REPO/README.md"
+eventually "a lower file the person appends to shows the new content" \
+	"$(cat "$REPO/README.md")" cat "$MNT/README.md"
+eventually "  ...and its new size" "$(stat -c %s "$REPO/README.md")" stat -c %s "$MNT/README.md"
+
+printf 'int sub(int a, int b);\n' >"$REPO/src/util.h.new" && mv "$REPO/src/util.h.new" "$REPO/src/util.h"
+eventually "a lower file the person replaces (write + rename) shows the new content" \
+	"int sub(int a, int b);" cat "$MNT/src/util.h"
+
+printf 'new\n' >"$REPO/src/added.c"
+eventually "a file the person creates appears in the listing" "added.c main.c old.c util.c util.h" \
+	bash -c "ls '$MNT/src' | tr '\n' ' ' | sed 's/ \$//'"
+assert_content "  ...and reads" "$MNT/src/added.c" new
+
+rm "$REPO/src/old.c"
+eventually "a file the person deletes disappears" "No such file or directory" \
+	bash -c "stat '$MNT/src/old.c' 2>&1 >/dev/null | grep -o 'No such file or directory'"
+
+printf 'TOKEN=%s-new\n' "$SECRET_MARK" >"$REPO/config/.env.production"
+printf 'key %s-new\n' "$SECRET_MARK" >"$REPO/config/id_ed25519"
+sleep 0.5
+assert_enoent "$MNT/config/.env.production" "a secret the person adds while mounted is hidden"
+assert_enoent "$MNT/config/id_ed25519" "  ...another one"
+assert_not_listed "$MNT/config" .env.production
+assert_not_listed "$MNT/config" id_ed25519
+run grep -r -l "$SECRET_MARK" "$MNT"
+assert_eq "grep -r finds none of the new secrets" "1 " "$RC $OUT"
+
+mv "$REPO/docs" "$REPO/manual"
+eventually "a directory the person renames moves in the view" "guide.md" \
+	bash -c "ls '$MNT/manual' 2>&1 | grep -x guide.md"
+eventually "  ...and its old name is gone" "No such file or directory" \
+	bash -c "ls '$MNT/docs' 2>&1 >/dev/null | grep -o 'No such file or directory'"
+
+# What the agent changed stays the agent's.
+sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
+sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
+printf 'person version\n' >"$REPO/src/util.c"
+printf 'person Makefile\n' >"$REPO/Makefile"
+sleep 0.5
+assert_content "the agent's copy is not replaced by the person's edit" "$MNT/src/util.c" "agent version"
+assert_enoent "$MNT/Makefile" "a file the agent deleted stays deleted when the person edits it"
+run af status "$MNT"
+assert_contains "status reports the conflict on src/util.c" "C src/util.c" "$OUT"
+
+run af unmount "$MNT"
+if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
+done_testing

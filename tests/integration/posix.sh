@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# posix.sh - the POSIX semantics programs rely on, through the merged view:
+# renameat2 flags, mmap shared writes, O_APPEND, sparse and >4 GiB files, user.*
+# xattrs, fsync, statfs, unlink of an open file, hard links, whiteouts and
+# opaque directories, reserved names, and what copy-up preserves (mode, times,
+# inode number).  Every change leaves the lower untouched.
+#
+#   bash posix.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+(
+	cd "$REPO" && mkdir posix &&
+		for f in a b c d unl hl; do printf '%s\n' "$f-content" >posix/$f.txt; done &&
+		printf '0123456789' >posix/mm.txt && printf 'start\n' >posix/ap.txt &&
+		printf 'read only\n' >posix/ro.txt && chmod 444 posix/ro.txt &&
+		printf 'truncate me please\n' >posix/tr.txt &&
+		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
+		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x
+) || bail "cannot add the posix/ files"
+snapshot "$REPO" "$T/lower.before"
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount"; else
+	fail "mount" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+P=$MNT/posix
+
+# ------------------------------------------------------------------ renameat2 flags
+assert_eq "RENAME_NOREPLACE onto an existing lower file: EEXIST" EEXIST \
+	"$(fsops rename-noreplace "$P/a.txt" "$P/b.txt")"
+assert_eq "  ...and both files are unchanged" "a-content b-content" \
+	"$(t cat "$P/a.txt" "$P/b.txt" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "RENAME_NOREPLACE onto a free name" OK "$(fsops rename-noreplace "$P/a.txt" "$P/a2.txt")"
+assert_enoent "$P/a.txt" "  ...the source is gone"
+assert_eq "  ...the destination has the content" a-content "$(t cat "$P/a2.txt" 2>&1)"
+assert_eq "RENAME_EXCHANGE of two lower files" OK "$(fsops rename-exchange "$P/b.txt" "$P/d.txt")"
+assert_eq "  ...swaps their contents" "d-content b-content" \
+	"$(t cat "$P/b.txt" "$P/d.txt" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "RENAME_EXCHANGE with a missing name: ENOENT" ENOENT \
+	"$(fsops rename-exchange "$P/b.txt" "$P/no-such")"
+assert_eq "RENAME_NOREPLACE onto a hidden name succeeds (it is free)" OK \
+	"$(fsops rename-noreplace "$P/c.txt" "$MNT/.env")"
+assert_eq "  ...and .env holds the renamed file, not the secret" c-content "$(t cat "$MNT/.env" 2>&1)"
+assert_eq "rename of a hidden name as source: ENOENT" ENOENT \
+	"$(fsops rename-noreplace "$MNT/config/id_rsa" "$MNT/config/stolen")"
+step "rename replacing a lower file (mv a2.txt b.txt)" t mv "$P/a2.txt" "$P/b.txt"
+assert_eq "  ...b.txt has a2's content" a-content "$(t cat "$P/b.txt" 2>&1)"
+assert_eq "  ...posix/ lists each name once" "ap.txt b.txt d.txt hl.txt mm.txt ro.txt tr.txt tree unl.txt" \
+	"$(t ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+
+# ------------------------------------------------------------------ mmap, O_APPEND, truncate
+assert_eq "mmap MAP_SHARED write to a lower file" OK "$(fsops mmap-write "$P/mm.txt" 3 XYZ)"
+assert_eq "  ...read() sees the mapped write" 012XYZ6789 "$(t cat "$P/mm.txt" 2>&1)"
+assert_eq "  ...a new mapping sees it too" "$(printf 'OK\n012XYZ6789')" "$(fsops mmap-read "$P/mm.txt")"
+assert_eq "O_APPEND write lands at the end whatever the offset" OK "$(fsops append "$P/ap.txt" more)"
+assert_eq "  ...content" "$(printf 'start\nmore')" "$(t cat "$P/ap.txt" 2>&1)"
+step "truncate -s 8 of a lower file" t truncate -s 8 "$P/tr.txt"
+assert_eq "  ...keeps the first 8 bytes" truncate "$(t cat "$P/tr.txt" 2>&1)"
+assert_eq "O_EXCL create on an existing lower file: EEXIST" EEXIST "$(fsops create-excl "$P/d.txt")"
+
+# ------------------------------------------------------------------ sparse and large files
+assert_eq "pwrite at 1 MiB into a new file" OK "$(fsops pwrite "$P/sparse.bin" 1048576 END)"
+assert_eq "  ...size is 1 MiB + 3" 1048579 "$(t stat -c %s "$P/sparse.bin" 2>&1)"
+assert_eq "  ...the hole reads as zeros" "$(head -c 4096 /dev/zero | od -An -tx1 | sort -u)" \
+	"$(t head -c 4096 "$P/sparse.bin" | od -An -tx1 | sort -u)"
+assert_eq "  ...the tail reads back" "$(printf 'OK\nEND')" "$(fsops pread "$P/sparse.bin" 1048576 3)"
+blocks=$(t stat -c '%b %B' "$P/sparse.bin" | awk '{ print $1 * $2 }')
+if [ -n "$blocks" ] && [ "$blocks" -lt 524288 ]; then pass "  ...and stays sparse ($blocks bytes allocated)"; else
+	fail "  ...and stays sparse" "allocated: $blocks bytes"
+fi
+step "truncate -s 5G (a sparse file over 4 GiB)" t truncate -s 5G "$P/big.bin"
+assert_eq "pwrite at 4.5 GiB" OK "$(fsops pwrite "$P/big.bin" 4831838208 FAR)"
+assert_eq "  ...size is still 5 GiB" 5368709120 "$(t stat -c %s "$P/big.bin" 2>&1)"
+assert_eq "  ...reads back at 4.5 GiB" "$(printf 'OK\nFAR')" "$(fsops pread "$P/big.bin" 4831838208 3)"
+assert_eq "  ...and not at 4.5 GiB mod 4 GiB (no 32-bit wrap)" "$(printf 'OK\n\0\0\0' | od -c)" \
+	"$(fsops pread "$P/big.bin" 536870912 3 | od -c)"
+blocks=$(t stat -c '%b %B' "$P/big.bin" | awk '{ print $1 * $2 }')
+if [ -n "$blocks" ] && [ "$blocks" -lt 1048576 ]; then pass "  ...and stays sparse ($blocks bytes allocated)"; else
+	fail "  ...5 GiB file stays sparse" "allocated: $blocks bytes"
+fi
+step "rm the 5 GiB file" t rm "$P/big.bin"
+head -c 3145728 /dev/urandom >"$T/random.bin"
+step "copy 3 MiB of random bytes in" t cp "$T/random.bin" "$P/random.bin"
+assert_file_eq "  ...and read them back" "$T/random.bin" "$P/random.bin"
+
+# ------------------------------------------------------------------ xattrs
+for f in "$P/d.txt" "$P/random.bin"; do
+	assert_eq "setxattr user.test on $(basename "$f")" OK "$(fsops setxattr "$f" user.test v1)"
+	assert_eq "  ...getxattr" "$(printf 'OK\nv1')" "$(fsops getxattr "$f" user.test)"
+	assert_contains "  ...listxattr has it" user.test "$(fsops listxattr "$f")"
+	assert_eq "  ...removexattr" OK "$(fsops removexattr "$f" user.test)"
+	assert_eq "  ...getxattr after remove: ENODATA" ENODATA "$(fsops getxattr "$f" user.test)"
+done
+step "append to a lower file (copy-up)" t bash -c "printf 'x\n' >>'$P/hl.txt'"
+assert_not_contains "listxattr of a copied-up file shows no agentfs-internal xattr" user.agentfs \
+	"$(fsops listxattr "$P/hl.txt") $(fsops listxattr "$P/d.txt") $(fsops listxattr "$MNT/docs")"
+fsops setxattr "$MNT/src" user.agentfs.opaque y >/dev/null
+assert_contains "setting user.agentfs.opaque from the view does not hide the lower directory" \
+	main.c "$(t ls "$MNT/src" 2>&1)"
+fsops setxattr "$P/tree" user.agentfs.redirect src >/dev/null
+assert_eq "setting user.agentfs.redirect from the view does not redirect" "sub y" \
+	"$(t ls "$P/tree" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "getxattr of an agentfs-internal name: ENODATA" ENODATA \
+	"$(fsops getxattr "$P/hl.txt" user.agentfs.origin)"
+
+# ------------------------------------------------------------------ fsync, statfs, open-unlinked
+assert_eq "write + fsync + fdatasync + directory fsync" OK \
+	"$(cd "$P" && fsops fsync synced.txt data)"
+assert_eq "  ...content" data "$(t cat "$P/synced.txt" 2>&1)"
+out=$(fsops statfs "$MNT")
+if [[ $out == OK* ]] && [[ $out =~ bsize=([0-9]+)\ blocks=([0-9]+).*namelen=([0-9]+) ]] &&
+	[ "${BASH_REMATCH[1]}" -gt 0 ] && [ "${BASH_REMATCH[2]}" -gt 0 ] && [ "${BASH_REMATCH[3]}" -ge 255 ]; then
+	pass "statfs reports a block size, blocks and NAME_MAX"
+else
+	fail "statfs reports a block size, blocks and NAME_MAX" "$out"
+fi
+step "df works on the mount" t df "$MNT"
+assert_eq "unlink of an open lower file: the fd keeps working" \
+	"$(printf 'OK\nnlink=0 read=written-after-unlink gone=1')" "$(fsops unlink-open "$P/unl.txt")"
+assert_enoent "$P/unl.txt" "  ...and the name is gone"
+printf 'new\n' >"$T/newfile"
+step "create a new file" t cp "$T/newfile" "$P/new.txt"
+assert_eq "unlink of an open new file: the fd keeps working" \
+	"$(printf 'OK\nnlink=0 read=written-after-unlink gone=1')" "$(fsops unlink-open "$P/new.txt")"
+
+# ------------------------------------------------------------------ hard links
+step "hard link of a lower file" t ln "$P/b.txt" "$P/b-link.txt"
+step "  ...append through the link" t bash -c "printf 'via link\n' >>'$P/b-link.txt'"
+assert_eq "  ...the other name sees the write" "$(printf 'a-content\nvia link')" "$(t cat "$P/b.txt" 2>&1)"
+assert_eq "  ...same inode, 2 links" "$(t stat -c '%i 2' "$P/b.txt")" "$(t stat -c '%i %h' "$P/b-link.txt" 2>&1)"
+step "  ...rm one name" t rm "$P/b.txt"
+assert_eq "  ...the other keeps the content and counts 1 link" "$(printf 'a-content\nvia link\n1')" \
+	"$(t cat "$P/b-link.txt"; t stat -c %h "$P/b-link.txt")"
+
+# ------------------------------------------------------------------ copy-up preserves metadata
+f=$MNT/data/notes.txt
+ino=$(t stat -c %i "$f")
+mt=$(t stat -c %Y "$f")
+assert_eq "a lower file shows its mode and old mtime" "640 $(stat -c %Y "$REPO/data/notes.txt")" \
+	"$(t stat -c '%a %Y' "$f" 2>&1)"
+step "open it for writing without writing (copy-up)" t bash -c "exec 3>>'$f'; exec 3>&-"
+assert_eq "  ...mode, mtime and inode number are preserved" "640 $mt $ino" "$(t stat -c '%a %Y %i' "$f" 2>&1)"
+step "append to it" t bash -c "printf 'appended\n' >>'$f'"
+assert_eq "  ...mode and inode number are preserved" "640 $ino" "$(t stat -c '%a %i' "$f" 2>&1)"
+now=$(date +%s)
+m2=$(t stat -c %Y "$f")
+if [ -n "$m2" ] && [ $((now - m2)) -lt 120 ] && [ $((m2 - now)) -lt 120 ]; then pass "  ...mtime is now"; else
+	fail "  ...mtime is now" "mtime $m2, now $now"
+fi
+step "touch -d 2010-01-01 of a lower file" t touch -d '2010-01-01 00:00:00 UTC' "$MNT/src/util.h"
+assert_eq "  ...the view shows the new mtime" 1262304000 "$(t stat -c %Y "$MNT/src/util.h" 2>&1)"
+step "chmod 600 of a lower file" t chmod 600 "$MNT/src/main.c"
+assert_eq "  ...the view shows 600" 600 "$(t stat -c %a "$MNT/src/main.c" 2>&1)"
+assert_eq "inode numbers are stable across lookups" "$(t stat -c %i "$MNT/Makefile")" \
+	"$(sleep 1; t stat -c %i "$MNT/Makefile")"
+
+# ------------------------------------------------------------------ whiteouts, opaque dirs, reserved names
+step "delete a lower file and create it again" t bash -c "rm '$MNT/src/util.c' && printf 'new\n' >'$MNT/src/util.c'"
+assert_eq "  ...the new content, not the lower's" new "$(t cat "$MNT/src/util.c" 2>&1)"
+assert_eq "  ...listed once" 1 "$(t ls -a "$MNT/src" | grep -cx util.c)"
+assert_eq "no whiteout marker shows in listings" "" "$(t ls -aR "$MNT" 2>&1 | grep '^\.wh\.')"
+step "rm -rf a lower directory tree" t rm -rf "$P/tree"
+assert_enoent "$P/tree" "  ...gone"
+step "  ...mkdir it again" t mkdir "$P/tree"
+assert_eq "  ...the new directory is empty (opaque)" "" "$(t ls -A "$P/tree" 2>&1)"
+refuse "creating a reserved .wh. name fails" "Invalid argument" touch "$MNT/.wh.README.md"
+assert_contains "  ...and README.md is still there" demo "$(t cat "$MNT/README.md" 2>&1)"
+refuse "mkdir of a reserved .wh. name fails" "Invalid argument" mkdir "$MNT/.wh.x"
+
+# ------------------------------------------------------------------ new entries at hidden names
+assert_eq "O_EXCL create at a hidden name succeeds (the name is free)" OK \
+	"$(fsops create-excl "$MNT/certs/server.pem")"
+assert_eq "  ...and it is a new empty file" 0 "$(t stat -c %s "$MNT/certs/server.pem" 2>&1)"
+step "mkdir at a hidden name" t mkdir "$MNT/keys/ID_RSA"
+assert_eq "  ...an empty directory" "" "$(t ls -A "$MNT/keys/ID_RSA" 2>&1)"
+step "symlink at a hidden name" t ln -s ../README.md "$MNT/sub/.env.local"
+assert_eq "  ...reads through to README.md" "$(cat "$REPO/README.md")" "$(t cat "$MNT/sub/.env.local" 2>&1)"
+refuse "hard link from a hidden name fails with ENOENT" "No such file or directory" \
+	ln "$MNT/deploy/.ENV" "$MNT/deploy/env-copy"
+refuse "mv from a hidden name fails with ENOENT" "No such file or directory" \
+	mv "$MNT/node_modules/x/.npmrc" "$MNT/npmrc"
+run grep -r -l "$SECRET_MARK" "$MNT"
+assert_eq "grep -r finds no secret after all of it" "1 " "$RC $OUT"
+
+# ------------------------------------------------------------------ permissions (unprivileged only)
+if [ "$(id -u)" -eq 0 ]; then
+	skip "writing a 0444 file is refused" "root bypasses permission checks"
+else
+	refuse "writing a 0444 file is refused" "Permission denied" bash -c "printf x >>'$P/ro.txt'"
+	assert_eq "  ...and it is unchanged" "read only" "$(t cat "$P/ro.txt" 2>&1)"
+fi
+
+assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
+run af unmount "$MNT"
+if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
+assert_unchanged "the lower is unchanged after unmount" "$REPO" "$T/lower.before"
+done_testing
