@@ -11,6 +11,7 @@
 #include "cli/changes.h"
 #include "cli/cli.h"
 #include "cli/patch.h"
+#include "cli/series.h"
 #include "cli/workspace.h"
 
 const char cmd_export_usage[] =
@@ -33,6 +34,12 @@ const char cmd_export_usage[] =
     "  - fifos, sockets and devices.\n"
     "\n"
     "Options:\n"
+    "  --format=FORMAT        patch (default); mbox: one `git am`-able message per\n"
+    "                         commit of `agentfs promote` (the agent's commits, then\n"
+    "                         its uncommitted changes), on the HEAD at mount; stat:\n"
+    "                         a `git diff --stat` summary\n"
+    "  --allow-secret FILE:LINE  hand over an added line that looks like a\n"
+    "                         credential (refused otherwise; may be repeated)\n"
     "  -o, --output FILE      write the patch to FILE (replaced atomically) instead\n"
     "                         of stdout\n"
     "  --conflicts=MODE       fail (default): write nothing and exit 1 when there are\n"
@@ -94,8 +101,10 @@ static int write_file_atomic(const char *path, const char *buf, size_t len)
 
 int cmd_export(int argc, char **argv)
 {
-	enum { OPT_STATE = 256, OPT_CONFLICTS };
+	enum { OPT_STATE = 256, OPT_CONFLICTS, OPT_FORMAT, OPT_ALLOW };
 	static const struct option longopts[] = {
+	    {"format", required_argument, NULL, OPT_FORMAT},
+	    {"allow-secret", required_argument, NULL, OPT_ALLOW},
 	    {"output", required_argument, NULL, 'o'},
 	    {"conflicts", required_argument, NULL, OPT_CONFLICTS},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
@@ -104,6 +113,10 @@ int cmd_export(int argc, char **argv)
 	};
 	const char *state_dir = NULL, *output = NULL;
 	bool skip_conflicts = false;
+	/* --format and --allow-secret: cli/series.h series_export(). */
+	const char *format = "patch";
+	char *allow[64];
+	size_t n_allow = 0;
 	int c;
 	opterr = 0;
 	optind = 1;
@@ -124,6 +137,22 @@ int cmd_export(int argc, char **argv)
 			break;
 		case OPT_STATE:
 			state_dir = optarg;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "patch") && strcmp(optarg, "mbox") &&
+			    strcmp(optarg, "stat")) {
+				cli_error(CMD, "--format=%s: expected patch, mbox or stat", optarg);
+				return 2;
+			}
+			format = optarg;
+			break;
+		case OPT_ALLOW:
+			if (n_allow == sizeof(allow) / sizeof(allow[0]) || !strchr(optarg, ':')) {
+				cli_error(CMD, "--allow-secret %s: expected FILE:LINE (at most 64)",
+					  optarg);
+				return 2;
+			}
+			allow[n_allow++] = optarg;
 			break;
 		case 'h':
 			fputs(cmd_export_usage, stdout);
@@ -205,10 +234,10 @@ int cmd_export(int argc, char **argv)
 	char *text = NULL;
 	size_t len = 0;
 	if (status == 0) {
-		r = patch_new(cs, 0, &p);
-		if (r == 0)
-			r = patch_format(p, &text, &len);
-		if (r < 0) {
+		r = series_export(ws, cs, format, skip_conflicts, allow, n_allow, &text, &len);
+		if (r == -EPERM) {
+			status = 1; /* the reasons are printed */
+		} else if (r < 0) {
 			const git_error *ge = git_error_last();
 			cli_error(CMD, "%s: building the patch: %s", target,
 				  r == -EIO && ge ? ge->message : strerror(-r));

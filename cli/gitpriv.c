@@ -111,11 +111,12 @@ struct gitpriv {
 	char *dir; /* <ws_dir>/git */
 	int lower_fd;
 	const struct policy *policy;
+	bool readonly; /* `git: readonly`: the repository's history, see prepare_readonly() */
 
-	pthread_mutex_t lock; /* guards everything below (faults run on request threads) */
-	bool inited;	      /* holds a git_libgit2_init() reference */
-	git_odb *real_odb;    /* the repository's objects, read only */
-	git_odb *priv_odb;    /* the private objects directory */
+	pthread_mutex_t lock;  /* guards everything below (faults run on request threads) */
+	bool inited;	       /* holds a git_libgit2_init() reference */
+	git_odb *real_odb;     /* the repository's objects, read only */
+	git_odb *priv_odb;     /* the private objects directory */
 	struct oidset allowed; /* every object reachable from the base tree */
 	bool fanout[256];      /* objects/XX holds some allowed object */
 };
@@ -150,9 +151,26 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 		   const char *mnt, struct fs_config *cfg, struct gitpriv **out)
 {
 	*out = NULL;
-	if (policy_git_mode(policy) != POLICY_GIT_PRIVATE)
+	enum policy_git mode = policy_git_mode(policy);
+	if (mode == POLICY_GIT_HIDDEN)
 		return 0;
 	int r = gitpriv_new(ws->dir, ws->repo, mnt, lower_fd, policy, out);
+	if (r == 0 && mode == POLICY_GIT_READONLY) {
+		/* A directory of its own: the private repository of another
+		 * mount of this workspace stays as it was. */
+		(*out)->readonly = true;
+		free((*out)->dir);
+		if (asprintf(&(*out)->dir, "%s/git-ro", ws->dir) < 0) {
+			(*out)->dir = NULL;
+			r = -ENOMEM;
+		} else if (mkdir((*out)->dir, 0755) != 0 && errno != EEXIST) {
+			r = -errno;
+		}
+		if (r < 0) {
+			gitpriv_free(*out);
+			*out = NULL;
+		}
+	}
 	if (r < 0) {
 		fprintf(stderr, "agentfs: mount: %s/git: cannot set up the private .git: %s\n",
 			ws->dir, strerror(-r));
@@ -212,8 +230,8 @@ static int lower_open_dir(int lower_fd, const char *dir)
 		return fd < 0 ? -errno : fd;
 	}
 	struct open_how how = {
-		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	    .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	long fd = syscall(SYS_openat2, lower_fd, dir, &how, sizeof(how));
 	if (fd >= 0)
@@ -361,8 +379,8 @@ static bool symlink_hidden(const struct gitpriv *g, const char *path, const char
 	size_t dl = slash ? (size_t)(slash - path) : 0;
 	memcpy(cur, path, dl);
 	cur[dl] = 0;
-	if (target[0] == '/' || snprintf(pending, sizeof(pending), "%s", target) >=
-					(int)sizeof(pending))
+	if (target[0] == '/' ||
+	    snprintf(pending, sizeof(pending), "%s", target) >= (int)sizeof(pending))
 		return true;
 	int hops = 0;
 	char *p = pending;
@@ -391,8 +409,8 @@ static bool symlink_hidden(const struct gitpriv *g, const char *path, const char
 		struct stat st;
 		bool exists = lower_lstat(g->lower_fd, next, &st) == 0;
 		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
-		if (policy_decide_path(g->policy, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
-		    POLICY_HIDDEN)
+		if (policy_decide_path(g->policy, next, is_dir,
+				       exists ? (uint64_t)st.st_size : 0) == POLICY_HIDDEN)
 			return true;
 		if (exists && S_ISLNK(st.st_mode)) {
 			if (++hops > 40)
@@ -538,8 +556,8 @@ static int write_config(const struct gitpriv *g)
 
 static int make_dirs(const struct gitpriv *g)
 {
-	static const char *const dirs[] = {"objects", "objects/info", "objects/pack", "refs",
-					   "refs/heads", "refs/tags", "info", "hooks"};
+	static const char *const dirs[] = {"objects",	 "objects/info", "objects/pack", "refs",
+					   "refs/heads", "refs/tags",	 "info",	 "hooks"};
 	char path[PATH_MAX];
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", g->dir, dirs[i]);
@@ -679,8 +697,8 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	e.path = path;
 	e.mode = git_mode_of(&st);
 	fill_stat(&e, &st);
-	bool unchanged = !conflicted && e.mode == re->mode && stat_matches(re, &st) &&
-			 !racy(b, &st);
+	bool unchanged =
+	    !conflicted && e.mode == re->mode && stat_matches(re, &st) && !racy(b, &st);
 	char *buf = NULL;
 	size_t len = 0;
 	if (unchanged && !S_ISLNK(st.st_mode)) {
@@ -710,8 +728,8 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 			 * now, the repository may never hold it. */
 			git_odb *odb = NULL;
 			int w = git_repository_odb(&odb, b->priv) < 0
-					? -1
-					: git_odb_write(&e.id, odb, buf, len, GIT_OBJECT_BLOB);
+				    ? -1
+				    : git_odb_write(&e.id, odb, buf, len, GIT_OBJECT_BLOB);
 			git_odb_free(odb);
 			if (w < 0) {
 				free(buf);
@@ -746,7 +764,8 @@ static int record_dirty(struct build *b)
 			i++;
 		} else {
 			/* In HEAD, not in the base: deleted by the person, or hidden. */
-			if (policy_decide_path(b->g->policy, he->path, he->mode == GIT_FILEMODE_COMMIT,
+			if (policy_decide_path(b->g->policy, he->path,
+					       he->mode == GIT_FILEMODE_COMMIT,
 					       0) != POLICY_HIDDEN &&
 			    he->mode != GIT_FILEMODE_LINK)
 				path = he->path;
@@ -936,7 +955,8 @@ static int build(struct gitpriv *g)
 		char refname[300];
 		git_reference *ref = NULL;
 		snprintf(refname, sizeof(refname), "refs/heads/%s", branch);
-		if (git_reference_create(&ref, b.priv, refname, &commit_id, 1, "agentfs: base") < 0) {
+		if (git_reference_create(&ref, b.priv, refname, &commit_id, 1, "agentfs: base") <
+		    0) {
 			r = git_fail(refname);
 			goto out;
 		}
@@ -1019,6 +1039,122 @@ static int resume(struct gitpriv *g, const struct gitpriv_base *base)
 	return r;
 }
 
+/* packed-refs lines "OID REFNAME", ordered by name. */
+static int cmp_line(const void *a, const void *b)
+{
+	const char *x = strchr(*(char *const *)a, ' '), *y = strchr(*(char *const *)b, ' ');
+	return strcmp(x ? x : "", y ? y : "");
+}
+
+/* One packed-refs line per reference of the repository. */
+static int pack_ref(git_reference *ref, void *payload)
+{
+	FILE *f = payload;
+	git_reference *res = NULL;
+	if (git_reference_resolve(&res, ref) == 0) {
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(hex, sizeof(hex), git_reference_target(res));
+		fprintf(f, "%s %s\n", hex, git_reference_name(ref));
+	}
+	git_reference_free(res);
+	git_reference_free(ref);
+	return 0;
+}
+
+/*
+ * `git: readonly`: the repository's history, its refs and its index, served
+ * from <ws>/git-ro with the same sanitised config as `git: private`.  The
+ * objects are the repository's, reached through objects/info/alternates
+ * (read-only in the view; git never writes through an alternate), so whatever
+ * the agent's git writes lands in git-ro/ and the repository is never
+ * written.  Refs are copied once, as packed-refs; the index is the person's,
+ * so tracked files the policy hides show as deleted.  Every secret in the
+ * history is readable: only for repositories whose history is known clean.
+ */
+static int prepare_readonly(struct gitpriv *g)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/HEAD", g->dir);
+	bool fresh = access(path, F_OK) != 0;
+	int r = make_dirs(g);
+	if (r == 0)
+		r = write_config(g);
+	if (r < 0 || !fresh)
+		return r;
+	git_repository *real = NULL;
+	git_reference *head = NULL;
+	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0)
+		return git_fail(g->repo);
+	char text[PATH_MAX + 64];
+	snprintf(text, sizeof(text), "%sobjects\n", git_repository_commondir(real));
+	r = write_text(g->dir, "objects/info/alternates", text, 0444);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = r == 0 ? open_memstream(&buf, &len) : NULL;
+	if (r == 0 && !f)
+		r = -ENOMEM;
+	if (r == 0) {
+		git_reference_foreach(real, pack_ref, f);
+		fclose(f);
+		/* git wants packed-refs sorted: sort its lines */
+		size_t n = 0;
+		for (size_t i = 0; i < len; i++)
+			n += buf[i] == '\n';
+		char **lines = calloc(n ? n : 1, sizeof(*lines)), *save = NULL;
+		size_t k = 0;
+		for (char *l = lines ? strtok_r(buf, "\n", &save) : NULL; l && k < n;
+		     l = strtok_r(NULL, "\n", &save))
+			lines[k++] = l;
+		qsort(lines, k, sizeof(*lines), cmp_line);
+		char *out = NULL;
+		size_t olen = 0;
+		FILE *o = open_memstream(&out, &olen);
+		if (o) {
+			fputs("# pack-refs with: peeled fully-peeled sorted \n", o);
+			for (size_t i = 0; i < k; i++)
+				fprintf(o, "%s\n", lines[i]);
+			fclose(o);
+			snprintf(path, sizeof(path), "%s/packed-refs", g->dir);
+			r = write_file(path, out, olen, 0644);
+		} else {
+			r = -ENOMEM;
+		}
+		free(out);
+		free(lines);
+		free(buf);
+	}
+	if (r == 0 && git_reference_lookup(&head, real, "HEAD") == 0) {
+		if (git_reference_type(head) == GIT_REFERENCE_SYMBOLIC)
+			snprintf(text, sizeof(text), "ref: %s\n",
+				 git_reference_symbolic_target(head));
+		else
+			snprintf(text, sizeof(text), "%s\n",
+				 git_oid_tostr_s(git_reference_target(head)));
+		r = write_text(g->dir, "HEAD", text, 0644);
+	}
+	if (r == 0) {
+		/* The person's index: its stat data match the view's. */
+		char src[PATH_MAX + 16], *ibuf = NULL;
+		snprintf(src, sizeof(src), "%sindex", git_repository_path(real));
+		int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (ibuf = malloc((size_t)st.st_size + 1)) != NULL) {
+			ssize_t got = pread(fd, ibuf, (size_t)st.st_size, 0);
+			if (got == (ssize_t)st.st_size) {
+				snprintf(path, sizeof(path), "%s/index", g->dir);
+				r = write_file(path, ibuf, (size_t)got, 0644);
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+		free(ibuf);
+	}
+	git_reference_free(head);
+	git_repository_free(real);
+	return r;
+}
+
 int gitpriv_prepare(void *arg)
 {
 	struct gitpriv *g = arg;
@@ -1035,6 +1171,10 @@ int gitpriv_prepare(void *arg)
 	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
 
 	struct gitpriv_base base;
+	if (g->readonly) {
+		r = prepare_readonly(g);
+		goto out;
+	}
 	r = gitpriv_read_base(g->ws_dir, &base);
 	if (r == 0) {
 		r = resume(g, &base);
@@ -1058,7 +1198,8 @@ int gitpriv_prepare(void *arg)
 	git_repository *real = NULL, *priv = NULL;
 	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0 ||
 	    git_repository_odb(&g->real_odb, real) < 0 ||
-	    git_repository_open_bare(&priv, g->dir) < 0 || git_repository_odb(&g->priv_odb, priv) < 0)
+	    git_repository_open_bare(&priv, g->dir) < 0 ||
+	    git_repository_odb(&g->priv_odb, priv) < 0)
 		r = git_fail("opening the object databases");
 	git_repository_free(real);
 	git_repository_free(priv);
@@ -1067,7 +1208,8 @@ out:
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (r == 0)
 		fprintf(stderr, "agentfs: private .git: ready in %.1f ms\n",
-			(double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+			(double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+			    (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 	fflush(stderr);
 	return r;
 }
@@ -1109,14 +1251,16 @@ int gitpriv_fault(void *arg, const char *rel)
 		for (int i = 0; i < GIT_OID_HEXSZ && r == -ENOENT; i++)
 			if (hexval(hex[i]) < 0)
 				r = -EINVAL;
-		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 && oidset_has(&g->allowed, &id)) {
+		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 &&
+		    oidset_has(&g->allowed, &id)) {
 			git_odb_object *o = NULL;
 			git_oid got;
 			if (git_odb_read(&o, g->real_odb, &id) < 0) {
 				r = -ENOENT; /* gone from the repository (gc'd) */
 			} else {
 				r = git_odb_write(&got, g->priv_odb, git_odb_object_data(o),
-						  git_odb_object_size(o), git_odb_object_type(o)) < 0
+						  git_odb_object_size(o),
+						  git_odb_object_type(o)) < 0
 					? git_fail(rel)
 					: 0;
 				git_odb_object_free(o);

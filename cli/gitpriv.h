@@ -74,7 +74,15 @@ int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, in
 		const struct policy *policy, struct gitpriv **out);
 
 /*
- * For the mount: when @policy says `git: private`, make the gitpriv of
+ * `git: readonly` (gitpriv_attach) serves <workspace>/git-ro/ instead: the
+ * same sanitised config, the repository's objects through
+ * objects/info/alternates (read-only in the view), its refs copied once as
+ * packed-refs, its HEAD and its index.  The agent reads the whole history,
+ * secrets included: only for repositories whose history is known clean.
+ * What the agent's git writes lands in git-ro/; promote then sees only the
+ * change set (no agent commits).
+ *
+ * For the mount: when @policy says `git: private` (or readonly), make the gitpriv of
  * workspace @ws (repository ws->repo, lower @lower_fd) mounted at @mnt and
  * fill @cfg with it; *out gets it (free after fs_serve), or NULL when the
  * policy wants no private .git or it cannot be set up (then a warning goes to

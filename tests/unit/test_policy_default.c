@@ -232,7 +232,7 @@ END_TEST
 START_TEST(test_settings)
 {
 	ck_assert_int_eq(policy_symlinks_mode(dflt), POLICY_SYMLINKS_HIDE);
-	ck_assert_int_eq(policy_git_mode(dflt), POLICY_GIT_HIDDEN);
+	ck_assert_int_eq(policy_git_mode(dflt), POLICY_GIT_PRIVATE);
 	ck_assert_uint_eq(policy_max_file_size(dflt), 0);
 	char d1[33], d2[33];
 	policy_digest(dflt, d1);

@@ -1,0 +1,292 @@
+/* secrets.c - high-confidence credential patterns over added lines (secrets.h). */
+#include <errno.h>
+#include <git2.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/changes.h"
+#include "cli/cli.h"
+#include "cli/secrets.h"
+
+static bool is_alnum(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool in_set(unsigned char c, const char *extra)
+{
+	return is_alnum(c) || (c && strchr(extra, c));
+}
+
+static bool is_upper_b32(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7');
+}
+
+/* Count bytes of @s (up to @n) in [A-Za-z0-9] + @extra. */
+static size_t run_of(const char *s, size_t n, const char *extra)
+{
+	size_t i = 0;
+	while (i < n && in_set((unsigned char)s[i], extra))
+		i++;
+	return i;
+}
+
+/* Does a token start at @i (not inside a longer word)? */
+static bool word_start(const char *l, size_t i)
+{
+	return i == 0 || !in_set((unsigned char)l[i - 1], "_-");
+}
+
+struct prefix_rule {
+	const char *prefix;
+	const char *extra; /* characters allowed besides [A-Za-z0-9] */
+	size_t min;	   /* token characters required after the prefix */
+	size_t max;	   /* at most (0: no limit); a longer run is another thing */
+	const char *kind;
+};
+
+static const struct prefix_rule prefix_rules[] = {
+    {"ghp_", "", 36, 0, "GitHub token"},
+    {"gho_", "", 36, 0, "GitHub token"},
+    {"ghu_", "", 36, 0, "GitHub token"},
+    {"ghs_", "", 36, 0, "GitHub token"},
+    {"ghr_", "", 36, 0, "GitHub token"},
+    {"github_pat_", "_", 60, 0, "GitHub token"},
+    {"glpat-", "_-", 20, 0, "GitLab token"},
+    {"xoxb-", "-", 10, 0, "Slack token"},
+    {"xoxp-", "-", 10, 0, "Slack token"},
+    {"xoxa-", "-", 10, 0, "Slack token"},
+    {"xoxr-", "-", 10, 0, "Slack token"},
+    {"xoxs-", "-", 10, 0, "Slack token"},
+    {"npm_", "", 36, 0, "npm token"},
+    {"pypi-AgEIcHlwaS5vcmc", "_-", 50, 0, "PyPI token"},
+    {"AIza", "_-", 35, 35, "Google API key"},
+    {"sk_live_", "", 24, 0, "Stripe live key"},
+    {"rk_live_", "", 24, 0, "Stripe live key"},
+    {"sk-proj-", "_-", 40, 0, "OpenAI API key"},
+    {"sk-ant-api03-", "_-", 80, 0, "Anthropic API key"},
+};
+
+static const char *match_private_key(const char *l, size_t len)
+{
+	static const char begin[] = "-----BEGIN ";
+	for (const char *p = l; (size_t)(p - l) + sizeof(begin) - 1 <= len; p++) {
+		p = memmem(p, len - (size_t)(p - l), begin, sizeof(begin) - 1);
+		if (!p)
+			return NULL;
+		const char *q = p + sizeof(begin) - 1, *end = l + len;
+		/* "[RSA |EC |OPENSSH |ENCRYPTED |DSA |PGP ]PRIVATE KEY[ BLOCK]-----" */
+		const char *dash = memmem(q, (size_t)(end - q), "-----", 5);
+		if (!dash || dash - q > 40)
+			continue;
+		const char *pk = memmem(q, (size_t)(dash - q), "PRIVATE KEY", 11);
+		if (pk)
+			return "private key block";
+	}
+	return NULL;
+}
+
+const char *secrets_match(const char *l, size_t len)
+{
+	const char *k = match_private_key(l, len);
+	if (k)
+		return k;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)l[i];
+		/* AWS access key ids: a fixed prefix and 16 base32 capitals. */
+		if ((c == 'A') && i + 20 <= len && word_start(l, i) &&
+		    (memcmp(l + i, "AKIA", 4) == 0 || memcmp(l + i, "ASIA", 4) == 0 ||
+		     memcmp(l + i, "ABIA", 4) == 0 || memcmp(l + i, "ACCA", 4) == 0)) {
+			size_t j = 4;
+			while (j < 20 && is_upper_b32((unsigned char)l[i + j]))
+				j++;
+			if (j == 20 && (i + 20 == len || !is_alnum((unsigned char)l[i + 20])))
+				return "AWS access key id";
+		}
+		if (c == 'h' && len - i > 36 &&
+		    memcmp(l + i, "https://hooks.slack.com/services/T", 34) == 0)
+			return "Slack webhook URL";
+		for (size_t r = 0; r < sizeof(prefix_rules) / sizeof(prefix_rules[0]); r++) {
+			const struct prefix_rule *pr = &prefix_rules[r];
+			size_t pl = strlen(pr->prefix);
+			if ((unsigned char)pr->prefix[0] != c || len - i < pl + pr->min ||
+			    memcmp(l + i, pr->prefix, pl) != 0 || !word_start(l, i))
+				continue;
+			size_t run = run_of(l + i + pl, len - i - pl, pr->extra);
+			if (run >= pr->min && (!pr->max || run <= pr->max))
+				return pr->kind;
+		}
+	}
+	return NULL;
+}
+
+void secrets_init(struct secrets *s, char **allow, size_t n_allow)
+{
+	memset(s, 0, sizeof(*s));
+	s->allow = allow;
+	s->n_allow = n_allow;
+}
+
+void secrets_clear(struct secrets *s)
+{
+	for (size_t i = 0; i < s->count; i++)
+		free(s->items[i].path);
+	free(s->items);
+	s->items = NULL;
+	s->count = 0;
+}
+
+static bool allowed(const struct secrets *s, const char *path, size_t line)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), ":%zu", line);
+	size_t pl = strlen(path);
+	for (size_t i = 0; i < s->n_allow; i++) {
+		const char *a = s->allow[i];
+		if (strncmp(a, path, pl) == 0 && strcmp(a + pl, buf) == 0)
+			return true;
+	}
+	return false;
+}
+
+int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
+		      size_t len)
+{
+	const char *kind = secrets_match(line, len);
+	if (!kind || allowed(s, path, lineno))
+		return 0;
+	for (size_t i = 0; i < s->count; i++)
+		if (s->items[i].line == lineno && strcmp(s->items[i].path, path) == 0)
+			return 0; /* the same line met again (in a later commit) */
+	struct secrets_finding *n = realloc(s->items, (s->count + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	s->items = n;
+	n[s->count].path = strdup(path);
+	if (!n[s->count].path)
+		return -ENOMEM;
+	n[s->count].line = lineno;
+	n[s->count].kind = kind;
+	s->count++;
+	return 0;
+}
+
+/* Every line of a whole blob (binary files: no line-level diff exists). */
+static int scan_blob(struct secrets *s, const char *path, const char *buf, size_t len)
+{
+	size_t lineno = 1;
+	for (size_t start = 0; start < len;) {
+		const char *nl = memchr(buf + start, '\n', len - start);
+		size_t end = nl ? (size_t)(nl - buf) : len;
+		int r = secrets_scan_line(s, path, lineno, buf + start, end - start);
+		if (r < 0)
+			return r;
+		start = end + 1;
+		lineno++;
+	}
+	return 0;
+}
+
+static int scan_patch(struct secrets *s, git_patch *p, const char *path)
+{
+	size_t hunks = git_patch_num_hunks(p);
+	for (size_t h = 0; h < hunks; h++) {
+		int lines = git_patch_num_lines_in_hunk(p, h);
+		for (int k = 0; k < lines; k++) {
+			const git_diff_line *l = NULL;
+			if (git_patch_get_line_in_hunk(&l, p, h, (size_t)k) < 0)
+				return -EIO;
+			if (l->origin != GIT_DIFF_LINE_ADDITION)
+				continue;
+			size_t ll = l->content_len;
+			if (ll && l->content[ll - 1] == '\n')
+				ll--;
+			int r = secrets_scan_line(s, path, (size_t)l->new_lineno, l->content, ll);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
+{
+	size_t n = git_diff_num_deltas(diff);
+	for (size_t i = 0; i < n; i++) {
+		const git_diff_delta *d = git_diff_get_delta(diff, i);
+		if (d->status == GIT_DELTA_DELETED || d->new_file.mode == GIT_FILEMODE_COMMIT ||
+		    d->new_file.mode == GIT_FILEMODE_TREE)
+			continue;
+		git_patch *p = NULL;
+		if (git_patch_from_diff(&p, diff, i) < 0)
+			return -EIO;
+		const char *path = d->new_file.path;
+		int r = 0;
+		if (p && !(git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY)) {
+			r = scan_patch(s, p, path);
+		} else {
+			/* A binary file has no lines to diff: its whole new content. */
+			git_blob *b = NULL;
+			if (git_blob_lookup(&b, repo, &d->new_file.id) < 0)
+				r = -EIO;
+			else
+				r = scan_blob(s, path, git_blob_rawcontent(b),
+					      (size_t)git_blob_rawsize(b));
+			git_blob_free(b);
+		}
+		git_patch_free(p);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+size_t secrets_report(const struct secrets *s, const char *cmd)
+{
+	for (size_t i = 0; i < s->count; i++)
+		cli_error(cmd,
+			  "%s:%zu: looks like a %s; not handed over (--allow-secret %s:%zu lets "
+			  "this line through)",
+			  s->items[i].path, s->items[i].line, s->items[i].kind, s->items[i].path,
+			  s->items[i].line);
+	return s->count;
+}
+
+int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len)
+{
+	return scan_blob(s, path, buf, len);
+}
+
+int secrets_scan_changes(struct secrets *s, const struct changes *cs)
+{
+	for (size_t i = 0; i < cs->count; i++) {
+		const struct change *c = &cs->items[i];
+		if (!change_exported(c) || !c->view.present)
+			continue;
+		char *ob = NULL, *nb = NULL;
+		size_t ol = 0, nl = 0;
+		int r = c->base.present ? changes_read(cs, &c->base, &ob, &ol) : 0;
+		if (r == 0)
+			r = changes_read(cs, &c->view, &nb, &nl);
+		git_patch *p = NULL;
+		if (r == 0 &&
+		    git_patch_from_buffers(&p, ob, ol, c->path, nb, nl, c->path, NULL) < 0)
+			r = -EIO;
+		if (r == 0) {
+			if (!p || (git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY))
+				r = scan_blob(s, c->path, nb ? nb : "", nl);
+			else
+				r = scan_patch(s, p, c->path);
+		}
+		git_patch_free(p);
+		free(ob);
+		free(nb);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

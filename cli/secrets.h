@@ -1,0 +1,80 @@
+/*
+ * secrets.h - refuse to hand over added lines that hold a credential.
+ *
+ * Before export and promote give anything to a person or a repository, the
+ * lines their diff adds are matched against high-confidence patterns: formats
+ * whose shape alone says "secret" (a private key block, a cloud access key id,
+ * a token with a vendor prefix), so a hit is almost never a false alarm.
+ * Entropy guessing and generic "password=" rules are left out on purpose: they
+ * cry wolf, and a refusal people learn to override protects nothing.
+ *
+ * Patterns (sources: each vendor's documented token format):
+ *   private key block    "-----BEGIN ... PRIVATE KEY-----", "-----BEGIN PGP
+ *                        PRIVATE KEY BLOCK-----" (RFC 7468, OpenSSH, OpenPGP)
+ *   AWS access key id    AKIA/ASIA/ABIA/ACCA + 16 of [A-Z2-7] (AWS IAM docs)
+ *   GitHub token         ghp_/gho_/ghu_/ghs_/ghr_ + 36 [A-Za-z0-9], github_pat_...
+ *   GitLab token         glpat- + 20 [A-Za-z0-9_-]
+ *   Slack token/webhook  xoxb-/xoxp-/xoxa-/xoxr-/xoxs-..., hooks.slack.com/services/T.../B.../...
+ *   npm token            npm_ + 36 [A-Za-z0-9]
+ *   PyPI token           pypi-AgEIcHlwaS5vcmc...
+ *   Google API key       AIza + 35 [A-Za-z0-9_-]
+ *   Stripe live key      sk_live_/rk_live_ + 24+ [A-Za-z0-9]
+ *   OpenAI / Anthropic   sk-proj-..., sk-ant-api03-...
+ *
+ * A finding names the file and the line in the new version ("src/a.c:12");
+ * --allow-secret FILE:LINE lets that one line through.
+ *
+ * Functions return 0 or a negative errno.
+ */
+#ifndef AGENTFS_SECRETS_H
+#define AGENTFS_SECRETS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct git_diff git_diff;
+typedef struct git_repository git_repository;
+
+struct secrets_finding {
+	char *path;	  /* repository-relative, malloc'd */
+	size_t line;	  /* 1-based line number in the new version */
+	const char *kind; /* "AWS access key id", ... (static) */
+};
+
+struct secrets {
+	struct secrets_finding *items;
+	size_t count;
+	char **allow; /* "FILE:LINE" strings the person let through (borrowed) */
+	size_t n_allow;
+};
+
+/* A scanner with @allow (borrowed "FILE:LINE" strings, may be NULL). */
+void secrets_init(struct secrets *s, char **allow, size_t n_allow);
+void secrets_clear(struct secrets *s);
+
+/* The kind of secret @line (@len bytes, need not be NUL-terminated) holds, or
+ * NULL.  Pure; thread-safe. */
+const char *secrets_match(const char *line, size_t len);
+
+/* Scan one added line of @path (line number @lineno); records a finding unless
+ * allowed.  Returns 0 or -ENOMEM. */
+int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
+		      size_t len);
+
+/* Scan every added line of @diff.  A binary file's new content (read from
+ * @repo, which holds the diff's objects) is scanned whole, line by line.
+ * Returns 0, -ENOMEM or -EIO (libgit2). */
+int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo);
+
+/* Scan the added lines of every exported change of @cs (cli/changes.h). */
+struct changes;
+int secrets_scan_changes(struct secrets *s, const struct changes *cs);
+
+/* Scan every line of a whole file's content. */
+int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len);
+
+/* Print each finding as "agentfs: CMD: FILE:LINE: looks like KIND; ..." and
+ * return the number printed. */
+size_t secrets_report(const struct secrets *s, const char *cmd);
+
+#endif

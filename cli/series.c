@@ -1,0 +1,874 @@
+/* series.c - replay the agent's commits and changes onto the HEAD at mount (series.h). */
+#include <errno.h>
+#include <git2.h>
+#include <git2/sys/mempack.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/changes.h"
+#include "cli/cli.h"
+#include "cli/gitpriv.h"
+#include "cli/patch.h"
+#include "cli/secrets.h"
+#include "cli/series.h"
+#include "cli/workspace.h"
+#include "policy/policy.h"
+
+int series_mode_parse(const char *s, enum series_mode *out)
+{
+	if (strcmp(s, "fail") == 0)
+		*out = SERIES_FAIL;
+	else if (strcmp(s, "skip") == 0)
+		*out = SERIES_SKIP;
+	else if (strcmp(s, "take") == 0)
+		*out = SERIES_TAKE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* One path's new state in a step. */
+struct edit {
+	char *path;
+	bool del;
+	uint32_t mode;
+	git_oid id;
+};
+
+struct edits {
+	struct edit *v;
+	size_t n;
+};
+
+static int edits_add(struct edits *e, const char *path, bool del, uint32_t mode, const git_oid *id)
+{
+	struct edit *n = realloc(e->v, (e->n + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	e->v = n;
+	n[e->n].path = strdup(path);
+	if (!n[e->n].path)
+		return -ENOMEM;
+	n[e->n].del = del;
+	n[e->n].mode = mode;
+	if (id)
+		n[e->n].id = *id;
+	else
+		memset(&n[e->n].id, 0, sizeof(git_oid));
+	e->n++;
+	return 0;
+}
+
+static void edits_clear(struct edits *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->v[i].path);
+	free(e->v);
+	e->v = NULL;
+	e->n = 0;
+}
+
+struct ctx {
+	const struct workspace *ws;
+	const struct series_opts *o;
+	struct series *s;
+	struct policy *policy;
+	git_repository *real;
+	git_odb *real_odb;
+	git_repository *priv; /* NULL without a private repository */
+	git_odb *priv_odb;
+	struct gitpriv_oidset base_objects; /* reachable from the recorded base tree */
+	struct gitpriv_oidset trusted;	    /* blobs written here from the view */
+	char **dirty;
+	size_t n_dirty;
+	bool have_dirty; /* git-dirty was recorded (else: compare with HEAD) */
+	git_index *target;
+	git_oid prev_tree;
+	bool have_prev_tree;
+	git_signature *committer;
+	size_t refusals;
+};
+
+static int lg_fail(const struct ctx *c, const char *what)
+{
+	const git_error *e = git_error_last();
+	cli_error(c->o->cmd, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+	return -EIO;
+}
+
+static bool path_dirty(const struct ctx *c, const char *path)
+{
+	return gitpriv_path_in(c->dirty, c->n_dirty, path);
+}
+
+/* Make blob @id available in the target repository, refusing any that is
+ * neither the agent's nor the base's. */
+static int carry_blob(struct ctx *c, const char *path, const git_oid *id)
+{
+	if (gitpriv_oidset_has(&c->trusted, id))
+		return 0;
+	if (c->priv_odb) {
+		git_odb_object *obj = NULL;
+		if (git_odb_read(&obj, c->priv_odb, id) == 0) {
+			git_oid got;
+			int r =
+			    git_odb_object_type(obj) == GIT_OBJECT_BLOB &&
+				    git_odb_write(&got, c->real_odb, git_odb_object_data(obj),
+						  git_odb_object_size(obj), GIT_OBJECT_BLOB) == 0 &&
+				    git_oid_equal(&got, id)
+				? 0
+				: -EIO;
+			git_odb_object_free(obj);
+			if (r == 0)
+				return gitpriv_oidset_add(&c->trusted, id);
+		}
+	}
+	if (gitpriv_oidset_has(&c->base_objects, id))
+		return 0;
+	char hex[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(hex, sizeof(hex), id);
+	cli_error(c->o->cmd, "%s: blob %s is neither the agent's nor the base's; refused", path,
+		  hex);
+	c->refusals++;
+	return 0;
+}
+
+/* Apply @e to the target index: hidden paths left out, dirty paths per mode.
+ * Deletions first, so a file may become a directory and back. */
+static int apply_edits(struct ctx *c, struct edits *e)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < e->n; i++) {
+			struct edit *ed = &e->v[i];
+			if (ed->del != (pass == 0))
+				continue;
+			char *q = changes_quote(ed->path);
+			const char *qp = q ? q : ed->path;
+			if (policy_decide_path(c->policy, ed->path, false, 0) == POLICY_HIDDEN) {
+				cli_error(c->o->cmd, "%s: left out: hidden name", qp);
+				c->s->dropped_changes++;
+				free(q);
+				continue;
+			}
+			if (path_dirty(c, ed->path)) {
+				if (c->o->dirty == SERIES_FAIL) {
+					cli_error(
+					    c->o->cmd,
+					    "%s: the person had uncommitted changes here at "
+					    "mount (--dirty=skip leaves it as at HEAD, "
+					    "--dirty=take commits the agent's version with them)",
+					    qp);
+					c->refusals++;
+					free(q);
+					continue;
+				}
+				if (c->o->dirty == SERIES_SKIP) {
+					cli_error(
+					    c->o->cmd,
+					    "%s: left out: the person had uncommitted changes "
+					    "here at mount",
+					    qp);
+					c->s->dropped_changes++;
+					free(q);
+					continue;
+				}
+			}
+			free(q);
+			int r = 0;
+			if (ed->del) {
+				if (git_index_get_bypath(c->target, ed->path, 0) &&
+				    git_index_remove(c->target, ed->path, 0) < 0)
+					return lg_fail(c, ed->path);
+				continue;
+			}
+			if (ed->mode != GIT_FILEMODE_COMMIT)
+				r = carry_blob(c, ed->path, &ed->id);
+			if (r < 0)
+				return r;
+			/* A file where the target has a directory: the directory goes. */
+			git_index_remove_directory(c->target, ed->path, 0);
+			git_index_entry ie;
+			memset(&ie, 0, sizeof(ie));
+			ie.path = ed->path;
+			ie.mode = ed->mode;
+			ie.id = ed->id;
+			if (git_index_add(c->target, &ie) < 0)
+				return lg_fail(c, ed->path);
+		}
+	}
+	return 0;
+}
+
+/* Author "Name <email>" at @when (seconds, minutes offset). */
+static int parse_author(const char *s, git_time_t when, int offset, git_signature **out)
+{
+	const char *lt = strrchr(s, '<'), *gt = strrchr(s, '>');
+	if (!lt || !gt || gt < lt || gt[1] != 0 || lt == s)
+		return -EINVAL;
+	size_t nl = (size_t)(lt - s);
+	while (nl && s[nl - 1] == ' ')
+		nl--;
+	char *name = strndup(s, nl), *email = strndup(lt + 1, (size_t)(gt - lt - 1));
+	int r = name && email && *name && *email &&
+			git_signature_new(out, name, email, when, offset) == 0
+		    ? 0
+		    : -EINVAL;
+	free(name);
+	free(email);
+	return r;
+}
+
+/* Write the target index as a tree and commit it on the previous one. */
+static int commit_step(struct ctx *c, const char *message, const git_signature *author,
+		       const char *label)
+{
+	git_oid tree_id, commit_id;
+	if (git_index_write_tree_to(&tree_id, c->target, c->real) < 0)
+		return lg_fail(c, "writing a tree");
+	if (c->have_prev_tree && git_oid_equal(&tree_id, &c->prev_tree)) {
+		cli_error(c->o->cmd, "%s: nothing left to commit; dropped", label);
+		return 0;
+	}
+	git_tree *tree = NULL;
+	git_commit *parent = NULL;
+	const git_oid *pid =
+	    c->s->count ? &c->s->commits[c->s->count - 1] : (c->s->unborn ? NULL : &c->s->head);
+	if (git_tree_lookup(&tree, c->real, &tree_id) < 0 ||
+	    (pid && git_commit_lookup(&parent, c->real, pid) < 0)) {
+		git_tree_free(tree);
+		return lg_fail(c, "reading the new tree");
+	}
+	const git_commit *parents[1] = {parent};
+	int r = git_commit_create(&commit_id, c->real, NULL, author, c->committer, NULL, message,
+				  tree, parent ? 1 : 0, parents);
+	git_tree_free(tree);
+	git_commit_free(parent);
+	if (r < 0)
+		return lg_fail(c, "writing a commit");
+	git_oid *n = realloc(c->s->commits, (c->s->count + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	c->s->commits = n;
+	n[c->s->count++] = commit_id;
+	c->prev_tree = tree_id;
+	c->have_prev_tree = true;
+	return 0;
+}
+
+static int tree_edits(struct ctx *c, git_tree *from, git_tree *to, struct edits *e)
+{
+	git_diff *d = NULL;
+	git_diff_options o;
+	git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
+	if (git_diff_tree_to_tree(&d, c->priv, from, to, &o) < 0)
+		return lg_fail(c, "comparing the agent's commits");
+	int r = 0;
+	size_t n = git_diff_num_deltas(d);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const git_diff_delta *dl = git_diff_get_delta(d, i);
+		if (dl->status == GIT_DELTA_DELETED)
+			r = edits_add(e, dl->old_file.path, true, 0, NULL);
+		else
+			r = edits_add(e, dl->new_file.path, false, dl->new_file.mode,
+				      &dl->new_file.id);
+	}
+	git_diff_free(d);
+	return r;
+}
+
+/* Entry-wise difference of two sorted indexes, as edits taking @a to @b. */
+static int index_edits(git_index *a, git_index *b, struct edits *e)
+{
+	size_t na = git_index_entrycount(a), nb = git_index_entrycount(b), i = 0, j = 0;
+	int r = 0;
+	while ((i < na || j < nb) && r == 0) {
+		const git_index_entry *x = i < na ? git_index_get_byindex(a, i) : NULL;
+		const git_index_entry *y = j < nb ? git_index_get_byindex(b, j) : NULL;
+		int cmp = !x ? 1 : !y ? -1 : strcmp(x->path, y->path);
+		if (cmp == 0) {
+			if (!git_oid_equal(&x->id, &y->id) || x->mode != y->mode)
+				r = edits_add(e, y->path, false, y->mode, &y->id);
+			i++;
+			j++;
+		} else if (cmp < 0) {
+			r = edits_add(e, x->path, true, 0, NULL);
+			i++;
+		} else {
+			r = edits_add(e, y->path, false, y->mode, &y->id);
+			j++;
+		}
+	}
+	return r;
+}
+
+/* The view as an index: @idx (the base) with the exported change set applied.
+ * Conflicts follow o->conflicts; other changes export leaves out are named. */
+static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx, bool vs_head)
+{
+	for (size_t i = 0; i < cs->count; i++) {
+		const struct change *ch = &cs->items[i];
+		char *q = changes_quote(ch->path);
+		const char *qp = q ? q : ch->path;
+		if (ch->flags & CHANGE_CONFLICT) {
+			if (c->o->conflicts == SERIES_FAIL) {
+				cli_error(c->o->cmd,
+					  "%s: conflict: changed in the repository since the agent "
+					  "copied it (--conflicts=skip leaves it out, "
+					  "--conflicts=take takes the agent's version)",
+					  qp);
+				c->refusals++;
+				free(q);
+				continue;
+			}
+			if (c->o->conflicts == SERIES_SKIP) {
+				cli_error(c->o->cmd, "%s: conflict: left out", qp);
+				c->s->dropped_changes++;
+				free(q);
+				continue;
+			}
+		} else if (!change_exported(ch)) {
+			if (!(ch->flags & CHANGE_IGNORED))
+				cli_error(c->o->cmd, "%s: left out: %s", qp,
+					  change_flag_reason(ch->flags));
+			free(q);
+			continue;
+		}
+		free(q);
+		if (vs_head && !c->have_dirty) {
+			/* No record from mount: the person's uncommitted work is
+			 * where the base side differs from HEAD. */
+			const git_index_entry *he = git_index_get_bypath(idx, ch->path, 0);
+			bool same = !ch->base.present && !he;
+			if (ch->base.present && he && he->mode == ch->base.mode) {
+				char *buf = NULL;
+				size_t len = 0;
+				git_oid id;
+				if (changes_read(cs, &ch->base, &buf, &len) == 0 &&
+				    git_odb_hash(&id, buf ? buf : "", len, GIT_OBJECT_BLOB) == 0)
+					same = git_oid_equal(&id, &he->id);
+				free(buf);
+			}
+			if (!same) {
+				char **n = realloc(c->dirty, (c->n_dirty + 1) * sizeof(*n));
+				if (!n)
+					return -ENOMEM;
+				c->dirty = n;
+				n[c->n_dirty] = strdup(ch->path);
+				if (!n[c->n_dirty])
+					return -ENOMEM;
+				c->n_dirty++;
+			}
+		}
+		if (!ch->view.present) {
+			git_index_remove(idx, ch->path, 0);
+			continue;
+		}
+		char *buf = NULL;
+		size_t len = 0;
+		int r = changes_read(cs, &ch->view, &buf, &len);
+		if (r < 0) {
+			cli_error(c->o->cmd, "%s: cannot read: %s", ch->path, strerror(-r));
+			return r;
+		}
+		git_index_entry e;
+		memset(&e, 0, sizeof(e));
+		e.path = ch->path;
+		e.mode = ch->view.mode;
+		r = git_odb_write(&e.id, c->real_odb, buf ? buf : "", len, GIT_OBJECT_BLOB);
+		free(buf);
+		if (r < 0)
+			return lg_fail(c, ch->path);
+		if ((r = gitpriv_oidset_add(&c->trusted, &e.id)) < 0)
+			return r;
+		git_index_remove_directory(idx, ch->path, 0);
+		if (git_index_add(idx, &e) < 0)
+			return lg_fail(c, ch->path);
+	}
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The agent's commits from the base to the private HEAD, oldest first. */
+static int agent_chain(struct ctx *c, const git_oid *base, git_oid **out, size_t *n)
+{
+	git_oid id;
+	*out = NULL;
+	*n = 0;
+	if (git_reference_name_to_id(&id, c->priv, "HEAD") < 0) {
+		cli_error(c->o->cmd, "the private .git has no HEAD commit");
+		return -EPERM;
+	}
+	git_oid *v = NULL;
+	size_t k = 0;
+	while (!git_oid_equal(&id, base)) {
+		git_commit *cm = NULL;
+		if (k > 100000 || git_commit_lookup(&cm, c->priv, &id) < 0 ||
+		    git_commit_parentcount(cm) == 0) {
+			git_commit_free(cm);
+			free(v);
+			cli_error(c->o->cmd,
+				  "the private .git's HEAD does not descend from the base "
+				  "commit (rebase the agent's work onto the tag 'base')");
+			return -EPERM;
+		}
+		git_oid *nv = realloc(v, (k + 1) * sizeof(*nv));
+		if (!nv) {
+			git_commit_free(cm);
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+		v[k++] = id;
+		id = *git_commit_parent_id(cm, 0);
+		git_commit_free(cm);
+	}
+	for (size_t i = 0; i < k / 2; i++) {
+		git_oid t = v[i];
+		v[i] = v[k - 1 - i];
+		v[k - 1 - i] = t;
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+static int replay_agent_commits(struct ctx *c, const git_oid *base_commit, git_tree **last_tree)
+{
+	git_oid *chain = NULL;
+	size_t n = 0;
+	int r = agent_chain(c, base_commit, &chain, &n);
+	if (r < 0)
+		return r;
+	git_commit *bc = NULL;
+	if (git_commit_lookup(&bc, c->priv, base_commit) < 0 ||
+	    git_commit_tree(last_tree, bc) < 0) {
+		git_commit_free(bc);
+		free(chain);
+		return lg_fail(c, "reading the base commit");
+	}
+	git_commit_free(bc);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		git_commit *cm = NULL;
+		git_tree *t = NULL;
+		git_signature *author = NULL;
+		struct edits e = {0};
+		char label[64];
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(hex, 13, &chain[i]);
+		snprintf(label, sizeof(label), "the agent's commit %s", hex);
+		if (git_commit_lookup(&cm, c->priv, &chain[i]) < 0 || git_commit_tree(&t, cm) < 0) {
+			r = lg_fail(c, label);
+		} else {
+			r = tree_edits(c, *last_tree, t, &e);
+			if (r == 0)
+				r = apply_edits(c, &e);
+			const git_signature *a = git_commit_author(cm);
+			if (r == 0 && c->o->author)
+				r = parse_author(c->o->author, a->when.time, a->when.offset,
+						 &author) < 0
+					? -EINVAL
+					: 0;
+			if (r == 0 && c->refusals == 0)
+				r = commit_step(c, git_commit_message_raw(cm), author ? author : a,
+						label);
+		}
+		git_signature_free(author);
+		edits_clear(&e);
+		git_commit_free(cm);
+		if (t) {
+			git_tree_free(*last_tree);
+			*last_tree = t;
+		}
+	}
+	free(chain);
+	return r;
+}
+
+static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_hex)
+{
+	struct changes *cs = NULL;
+	char err[1024] = "";
+	int r = changes_open_workspace(c->ws, &cs, err, sizeof(err));
+	if (r < 0) {
+		cli_error(c->o->cmd, "%s: %s", c->ws->name, err);
+		return r;
+	}
+	struct edits e = {0};
+	git_index *from = NULL, *view = NULL;
+	if (git_index_new(&from) < 0 || git_index_new(&view) < 0) {
+		r = lg_fail(c, "index");
+		goto out;
+	}
+	if (c->priv) {
+		git_oid bt;
+		git_tree *base_tree = NULL;
+		if (git_oid_fromstr(&bt, base_tree_hex) < 0 ||
+		    git_tree_lookup(&base_tree, c->priv, &bt) < 0 ||
+		    git_index_read_tree(view, base_tree) < 0 ||
+		    git_index_read_tree(from, last_tree) < 0) {
+			git_tree_free(base_tree);
+			r = lg_fail(c, "reading the base tree");
+			goto out;
+		}
+		git_tree_free(base_tree);
+		r = apply_changes(c, cs, view, false);
+	} else {
+		/* No private repository: the change set goes onto HEAD directly. */
+		git_tree *ht = NULL;
+		if (!c->s->unborn) {
+			git_commit *hc = NULL;
+			if (git_commit_lookup(&hc, c->real, &c->s->head) < 0 ||
+			    git_commit_tree(&ht, hc) < 0 || git_index_read_tree(from, ht) < 0 ||
+			    git_index_read_tree(view, ht) < 0) {
+				git_commit_free(hc);
+				git_tree_free(ht);
+				r = lg_fail(c, "reading HEAD");
+				goto out;
+			}
+			git_commit_free(hc);
+			git_tree_free(ht);
+		}
+		r = apply_changes(c, cs, view, true);
+		if (r == 0 && c->n_dirty)
+			qsort(c->dirty, c->n_dirty, sizeof(*c->dirty), cmp_str);
+	}
+	if (r == 0)
+		r = index_edits(from, view, &e);
+	if (r == 0 && c->o->committed_only) {
+		for (size_t i = 0; i < e.n; i++) {
+			char *q = changes_quote(e.v[i].path);
+			cli_error(c->o->cmd,
+				  "%s: left out: not committed by the agent "
+				  "(--committed-only)",
+				  q ? q : e.v[i].path);
+			free(q);
+		}
+		goto out;
+	}
+	if (r == 0)
+		r = apply_edits(c, &e);
+	if (r == 0 && c->refusals == 0) {
+		git_signature *author = NULL;
+		r = c->o->author
+			? parse_author(c->o->author, time(NULL), 0, &author)
+			: git_signature_now(&author, GITPRIV_AGENT_NAME, GITPRIV_AGENT_EMAIL);
+		if (r < 0) {
+			r = -EINVAL;
+			goto out;
+		}
+		char *msg = NULL;
+		if (c->o->message)
+			r = asprintf(&msg, "%s%s", c->o->message,
+				     c->o->message[0] &&
+					     c->o->message[strlen(c->o->message) - 1] == '\n'
+					 ? ""
+					 : "\n");
+		else
+			r = asprintf(&msg, "Changes from agentfs workspace %s\n", c->ws->name);
+		r = r < 0 ? -ENOMEM
+			  : commit_step(c, msg, author, "the agent's uncommitted changes");
+		free(msg);
+		git_signature_free(author);
+	}
+out:
+	edits_clear(&e);
+	git_index_free(from);
+	git_index_free(view);
+	changes_free(cs);
+	return r;
+}
+
+static int scan_series(struct ctx *c)
+{
+	struct secrets sc;
+	secrets_init(&sc, c->o->allow_secret, c->o->n_allow);
+	int r = 0;
+	for (size_t i = 0; i < c->s->count && r == 0; i++) {
+		git_commit *cm = NULL, *parent = NULL;
+		git_tree *t = NULL, *pt = NULL;
+		git_diff *d = NULL;
+		if (git_commit_lookup(&cm, c->real, &c->s->commits[i]) < 0 ||
+		    git_commit_tree(&t, cm) < 0 ||
+		    (git_commit_parentcount(cm) &&
+		     (git_commit_parent(&parent, cm, 0) < 0 || git_commit_tree(&pt, parent) < 0)) ||
+		    git_diff_tree_to_tree(&d, c->real, pt, t, NULL) < 0)
+			r = lg_fail(c, "scanning for secrets");
+		else
+			r = secrets_scan_diff(&sc, d, c->real);
+		git_diff_free(d);
+		git_tree_free(t);
+		git_tree_free(pt);
+		git_commit_free(parent);
+		git_commit_free(cm);
+	}
+	if (r == 0 && secrets_report(&sc, c->o->cmd))
+		r = -EPERM;
+	secrets_clear(&sc);
+	return r;
+}
+
+void series_free(struct series *s)
+{
+	if (!s)
+		return;
+	git_repository_free(s->repo);
+	free(s->commits);
+	free(s);
+	git_libgit2_shutdown();
+}
+
+int series_build(const struct workspace *ws, const struct series_opts *o, struct series **out)
+{
+	git_libgit2_init();
+	struct series *s = calloc(1, sizeof(*s));
+	struct ctx c = {.ws = ws, .o = o, .s = s};
+	struct gitpriv_base base;
+	git_tree *last_tree = NULL;
+	char err[1024] = "";
+	int r = s ? 0 : -ENOMEM;
+	if (r < 0)
+		goto out;
+	r = changes_workspace_policy(ws, &c.policy, err, sizeof(err));
+	if (r < 0) {
+		cli_error(o->cmd, "%s: %s", ws->name, err);
+		goto out;
+	}
+	r = -EIO;
+	if (git_repository_open_ext(&c.real, ws->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0 ||
+	    git_repository_odb(&c.real_odb, c.real) < 0) {
+		r = lg_fail(&c, ws->repo);
+		goto out;
+	}
+	if (o->in_memory) {
+		git_odb_backend *mp = NULL;
+		if (git_mempack_new(&mp) < 0 || git_odb_add_backend(c.real_odb, mp, 1000) < 0) {
+			r = lg_fail(&c, "an in-memory object database");
+			goto out;
+		}
+	}
+	int br = gitpriv_read_base(ws->dir, &base);
+	const char *head_hex = br == 0 ? base.head : ws->base_commit;
+	s->unborn = !head_hex || !*head_hex;
+	if (!s->unborn && git_oid_fromstr(&s->head, head_hex) < 0) {
+		cli_error(o->cmd, "%s: bad base commit '%s'", ws->name, head_hex);
+		r = -EINVAL;
+		goto out;
+	}
+	if (git_index_new(&c.target) < 0) {
+		r = lg_fail(&c, "index");
+		goto out;
+	}
+	if (!s->unborn) {
+		git_commit *hc = NULL;
+		git_tree *ht = NULL;
+		if (git_commit_lookup(&hc, c.real, &s->head) < 0 || git_commit_tree(&ht, hc) < 0 ||
+		    git_index_read_tree(c.target, ht) < 0) {
+			git_commit_free(hc);
+			git_tree_free(ht);
+			r = lg_fail(&c, "reading the HEAD at mount");
+			goto out;
+		}
+		c.prev_tree = *git_tree_id(ht);
+		c.have_prev_tree = true;
+		git_commit_free(hc);
+		git_tree_free(ht);
+	}
+	if (git_signature_default(&c.committer, c.real) < 0 &&
+	    git_signature_now(&c.committer, GITPRIV_BASE_NAME, GITPRIV_BASE_EMAIL) < 0) {
+		r = lg_fail(&c, "signature");
+		goto out;
+	}
+
+	if (br == 0) {
+		char dir[PATH_MAX];
+		git_oid bc, bt;
+		snprintf(dir, sizeof(dir), "%s/git", ws->dir);
+		if (git_repository_open_bare(&c.priv, dir) < 0 ||
+		    git_repository_odb(&c.priv_odb, c.priv) < 0) {
+			r = lg_fail(&c, dir);
+			goto out;
+		}
+		r = gitpriv_read_dirty(ws->dir, &c.dirty, &c.n_dirty);
+		if (r < 0 && r != -ENOENT)
+			goto out;
+		c.have_dirty = true;
+		if (git_oid_fromstr(&bc, base.commit) < 0 || git_oid_fromstr(&bt, base.tree) < 0) {
+			r = -EINVAL;
+			goto out;
+		}
+		r = gitpriv_base_objects(c.priv, c.real, &bt, &c.base_objects);
+		if (r < 0)
+			goto out;
+		r = replay_agent_commits(&c, &bc, &last_tree);
+		if (r < 0)
+			goto out;
+	} else if (br != -ENOENT) {
+		cli_error(o->cmd, "%s/git-base: malformed", ws->dir);
+		r = br;
+		goto out;
+	}
+	r = final_step(&c, last_tree, br == 0 ? base.tree : NULL);
+	if (r < 0)
+		goto out;
+	if (c.refusals) {
+		cli_error(o->cmd, "%s: %zu refused change%s; nothing written", ws->name, c.refusals,
+			  c.refusals == 1 ? "" : "s");
+		r = -EPERM;
+		goto out;
+	}
+	if (s->count == 0) {
+		cli_error(o->cmd, "%s: nothing to hand over: no change of the agent's is left",
+			  ws->name);
+		r = -ENODATA;
+		goto out;
+	}
+	r = scan_series(&c);
+out:
+	git_tree_free(last_tree);
+	git_signature_free(c.committer);
+	git_index_free(c.target);
+	gitpriv_oidset_clear(&c.base_objects);
+	gitpriv_oidset_clear(&c.trusted);
+	gitpriv_paths_free(c.dirty, c.n_dirty);
+	git_odb_free(c.priv_odb);
+	git_repository_free(c.priv);
+	git_odb_free(c.real_odb);
+	policy_free(c.policy);
+	if (r < 0) {
+		git_repository_free(c.real);
+		if (s) {
+			free(s->commits);
+			free(s);
+		}
+		git_libgit2_shutdown();
+		return r;
+	}
+	s->repo = c.real;
+	*out = s;
+	return 0;
+}
+
+int series_mbox(const struct series *s, char **out, size_t *len)
+{
+	char *all = calloc(1, 1);
+	size_t n = 0;
+	if (!all)
+		return -ENOMEM;
+	int r = 0;
+	for (size_t i = 0; i < s->count && r == 0; i++) {
+		git_commit *cm = NULL, *parent = NULL;
+		git_tree *t = NULL, *pt = NULL;
+		git_diff *d = NULL;
+		git_buf b = GIT_BUF_INIT;
+		git_email_create_options eo;
+		memset(&eo, 0, sizeof(eo));
+		eo.version = GIT_EMAIL_CREATE_OPTIONS_VERSION;
+		git_diff_options_init(&eo.diff_opts, GIT_DIFF_OPTIONS_VERSION);
+		git_diff_find_options_init(&eo.diff_find_opts, GIT_DIFF_FIND_OPTIONS_VERSION);
+		/* As `git format-patch --binary`, without rename pairing. */
+		eo.diff_opts.flags = GIT_DIFF_SHOW_BINARY;
+		eo.flags = GIT_EMAIL_CREATE_NO_RENAMES;
+		eo.diff_opts.id_abbrev = GIT_OID_HEXSZ;
+		if (git_commit_lookup(&cm, s->repo, &s->commits[i]) < 0 ||
+		    git_commit_tree(&t, cm) < 0 ||
+		    (git_commit_parentcount(cm) &&
+		     (git_commit_parent(&parent, cm, 0) < 0 || git_commit_tree(&pt, parent) < 0)) ||
+		    git_diff_tree_to_tree(&d, s->repo, pt, t, &eo.diff_opts) < 0 ||
+		    git_email_create_from_diff(&b, d, i + 1, s->count, &s->commits[i],
+					       git_commit_summary(cm), git_commit_body(cm),
+					       git_commit_author(cm), &eo) < 0) {
+			r = -EIO;
+		} else {
+			char *nb = realloc(all, n + b.size + 1);
+			if (!nb) {
+				r = -ENOMEM;
+			} else {
+				all = nb;
+				memcpy(all + n, b.ptr, b.size);
+				n += b.size;
+				all[n] = 0;
+			}
+		}
+		git_buf_dispose(&b);
+		git_diff_free(d);
+		git_tree_free(t);
+		git_tree_free(pt);
+		git_commit_free(parent);
+		git_commit_free(cm);
+	}
+	if (r < 0) {
+		free(all);
+		return r;
+	}
+	*out = all;
+	*len = n;
+	return 0;
+}
+
+int series_export(const struct workspace *ws, const struct changes *cs, const char *format,
+		  bool skip_conflicts, char **allow, size_t n_allow, char **out, size_t *len)
+{
+	bool mbox = strcmp(format, "mbox") == 0, stat = strcmp(format, "stat") == 0;
+	if (!mbox && !stat && strcmp(format, "patch") != 0)
+		return -EINVAL;
+	struct secrets sc;
+	secrets_init(&sc, allow, n_allow);
+	int r = secrets_scan_changes(&sc, cs);
+	if (r == 0 && secrets_report(&sc, "export"))
+		r = -EPERM;
+	secrets_clear(&sc);
+	if (r < 0)
+		return r;
+	if (mbox) {
+		struct series_opts o = {.cmd = "export",
+					.conflicts = skip_conflicts ? SERIES_SKIP : SERIES_FAIL,
+					.dirty = SERIES_FAIL,
+					.allow_secret = allow,
+					.n_allow = n_allow,
+					.in_memory = true};
+		struct series *s = NULL;
+		r = series_build(ws, &o, &s);
+		if (r == -ENODATA) {
+			*out = calloc(1, 1);
+			*len = 0;
+			return *out ? 0 : -ENOMEM;
+		}
+		if (r == 0)
+			r = series_mbox(s, out, len);
+		series_free(s);
+		return r;
+	}
+	struct patch *p = NULL;
+	r = patch_new(cs, 0, &p);
+	if (r == 0 && stat) {
+		git_diff_stats *st = NULL;
+		git_buf b = GIT_BUF_INIT;
+		if (git_diff_get_stats(&st, patch_diff(p)) < 0 ||
+		    git_diff_stats_to_buf(
+			&b, st, GIT_DIFF_STATS_FULL | GIT_DIFF_STATS_INCLUDE_SUMMARY, 80) < 0) {
+			r = -EIO;
+		} else {
+			*out = malloc(b.size + 1);
+			if (!*out) {
+				r = -ENOMEM;
+			} else {
+				memcpy(*out, b.ptr, b.size);
+				(*out)[b.size] = 0;
+				*len = b.size;
+			}
+		}
+		git_buf_dispose(&b);
+		git_diff_stats_free(st);
+	} else if (r == 0) {
+		r = patch_format(p, out, len);
+	}
+	patch_free(p);
+	return r;
+}

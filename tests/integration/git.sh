@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# git.sh - git inside the mount (policy `git: private`) and promotion.
+#
+# On a repository whose history holds secrets (committed, hidden by the policy,
+# and one removed from HEAD) and whose working tree is dirty (a staged and an
+# unstaged change, an untracked file), an agent runs real git in the mount:
+# status, diff, add, commit, stash, restore, show base:PATH, rebase of its own
+# commits, branch.  Then the no-leak proofs over everything the private .git
+# holds or can produce; the read-only config and hooks; promote to a branch
+# (the person's working tree, index, HEAD and branches exactly as they were;
+# hidden files carried over; refusals for dirty paths, existing branches and
+# secrets); export --format=mbox applied with `git am` to a fresh clone gives
+# the promoted tree; --format=stat.  Finally git status in the mount is timed
+# against git status in the repository on a larger tree (reported, not asserted).
+#
+#   bash git.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+POLICY=$T/git-private.yml
+printf 'git: private\n' >"$POLICY"
+make_test_repo "$REPO" || bail "cannot create the test repository"
+
+# A secret committed and later removed: only the history holds it.
+(
+	cd "$REPO" &&
+		printf 'old-api-key=%s-removed\n' "$SECRET_MARK" >config/removed.key &&
+		printf 'visible before removal\n' >config/note.txt &&
+		git add config/removed.key config/note.txt && git commit -qm "add a key" &&
+		git rm -q config/removed.key && git commit -qm "remove the key"
+) || bail "cannot add history"
+# The person's uncommitted work: staged, unstaged, untracked.
+printf 'staged by the person\n' >>"$REPO/docs/api/index.md"
+git -C "$REPO" add docs/api/index.md
+printf 'unstaged by the person\n' >>"$REPO/Makefile"
+printf 'the person is drafting this\n' >"$REPO/draft.txt"
+
+# The person's side: HEAD, refs, index, status (--no-optional-locks: this
+# check itself must not refresh the index) and the working tree, .git aside.
+repo_state() {
+	(
+		cd "$REPO" || exit 1
+		git rev-parse HEAD
+		git for-each-ref --format='%(refname) %(objectname)'
+		sha256sum .git/index .git/HEAD
+		git --no-optional-locks status --porcelain=v1 --untracked-files=all
+	)
+}
+worktree_snapshot() {
+	(
+		cd "$1" || exit 1
+		find . -path ./.git -prune -o -printf '%p %y %m %n %s %T@ %C@ %l\n' | sort
+		find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum
+	) >"$2"
+}
+git -C "$REPO" status >/dev/null # the person's index, refreshed as their git would
+repo_state >"$T/repo.before"
+worktree_snapshot "$REPO" "$T/lower.before"
+
+mount_ws "$REPO" "$MNT" --policy "$POLICY"
+[ "$RC" -eq 0 ] || bail "mount failed: $OUT"
+pass "mount with git: private"
+
+G() { t git -C "$MNT" "$@"; }
+
+# ------------------------------------------------------------------ the base
+run G status --porcelain=v1
+assert_eq "git status in the mount: clean but the person's untracked file" "?? draft.txt" "$OUT"
+run G log --format='%an <%ae>|%s' --all
+assert_eq "one root commit 'base' authored by agentfs" "agentfs <agentfs@agentfs.invalid>|base" "$OUT"
+run G show base:Makefile
+assert_contains "base holds the person's unstaged change" "unstaged by the person" "$OUT"
+run G show base:docs/api/index.md
+assert_contains "base holds the person's staged change" "staged by the person" "$OUT"
+run G ls-tree -r --name-only base
+assert_not_contains "base tree: no id_rsa" "id_rsa" "$OUT"
+assert_not_contains "base tree: no .ENV" ".ENV" "$OUT"
+assert_not_contains "base tree: no server.pem" "server.pem" "$OUT"
+assert_not_contains "base tree: no symlink to a hidden file" "link-to-env" "$OUT"
+assert_not_contains "base tree: no escaping symlink" "escape-link" "$OUT"
+assert_contains "base tree: visible files" "src/main.c" "$OUT"
+run G remote -v
+assert_eq "no remotes" "" "$OUT"
+run G config --local --list
+assert_not_contains "config: no remote" "remote." "$OUT"
+assert_not_contains "config: no include" "include" "$OUT"
+assert_contains "config: fsmonitor off" "core.fsmonitor=false" "$OUT"
+assert_contains "config: hooksPath is the private hooks" "core.hookspath=$MNT/.git/hooks" "$OUT"
+
+# ------------------------------------------------------------------ the agent's git
+sh_step "agent edits, adds and deletes" "cd '$MNT' && printf '/* agent 1 */\n' >>src/util.c &&
+	printf 'new\n' >notes.md && rm src/old.c"
+run G status --porcelain=v1
+assert_eq "status shows exactly the agent's changes" \
+	"$(printf ' M src/util.c\n D src/old.c\n?? draft.txt\n?? notes.md' | sort)" "$(sort <<<"$OUT")"
+run G diff
+assert_contains "git diff shows the agent's line" "+/* agent 1 */" "$OUT"
+assert_not_contains "git diff shows none of the person's changes" "by the person" "$OUT"
+step "git add" G add src/util.c notes.md src/old.c
+run G diff --cached --name-only
+assert_eq "git diff --cached" "$(printf 'notes.md\nsrc/old.c\nsrc/util.c')" "$OUT"
+step "git commit" G commit -qm "agent: first"
+sleep 1.5 # the journal flushes from a thread
+run grep -cE '"op":"(create|write|rename)".*"path":"\.git/(objects/|refs/heads/)' \
+	"$STATE/workspaces/mnt/journal.jsonl"
+assert_ne "the agent's commit is journaled (objects and refs written)" 0 "${OUT:-0}"
+sh_step "second change" "cd '$MNT' && printf 'two\n' >>notes.md"
+step "git stash" G stash
+run G status --porcelain=v1 --untracked-files=no
+assert_eq "clean after stash" "" "$OUT"
+step "git stash pop" G stash pop
+step "git commit -a" G commit -qam "agent: second"
+sh_step "a third commit" "cd '$MNT' && printf 'three\n' >>notes.md && git commit -qam 'agent: third'"
+step "git rebase of the agent's own commits (drop the third)" \
+	env GIT_SEQUENCE_EDITOR="sed -i '3s/^pick/drop/'" git -C "$MNT" rebase -q -i base
+run G log --format=%s
+assert_eq "log after rebase" "$(printf 'agent: second\nagent: first\nbase')" "$OUT"
+step "git checkout -b" G checkout -q -b work
+step "git restore" bash -c "cd '$MNT' && echo junk >>README.md && git restore README.md"
+run G status --porcelain=v1 --untracked-files=no
+assert_eq "restore brought README.md back" "" "$OUT"
+run G log -p --all
+assert_contains "git log -p works (base blobs on demand)" "+A small C program" "$OUT"
+
+# ------------------------------------------------------------------ nothing leaks
+GD=$STATE/workspaces/mnt/git
+run G fsck --full --lost-found
+assert_eq "git fsck --full --lost-found exits 0" 0 "$RC"
+assert_not_contains "fsck: no missing object" "missing" "$OUT"
+all=$(G cat-file --batch-all-objects --batch 2>&1 | tr -d '\0')
+assert_not_contains "cat-file --batch-all-objects: no secret bytes" "$SECRET_MARK" "$all"
+assert_not_contains "cat-file --batch-all-objects: no hidden name" "id_rsa" "$all"
+reach=$(G rev-list --objects --all | G cat-file --batch 2>&1 | tr -d '\0')
+assert_not_contains "every reachable object: no secret bytes" "$SECRET_MARK" "$reach"
+for name in id_rsa ID_RSA .ENV .env.local server.pem removed.key link-to-env escape-link; do
+	assert_not_contains "reachable trees: no $name" "$name" "$(G rev-list --objects --all)"
+done
+run G log --all -p
+assert_not_contains "git log --all -p: no secret" "$SECRET_MARK" "$OUT"
+refuse "the removed key's blob cannot be asked for" "" \
+	G cat-file -p "$(git -C "$REPO" rev-parse HEAD~1:config/removed.key)"
+refuse "a hidden file's blob cannot be asked for" "" \
+	G cat-file -p "$(git -C "$REPO" rev-parse HEAD:config/id_rsa)"
+run python3 -c '
+import os, sys, zlib
+hits = 0
+for d, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        b = open(os.path.join(d, f), "rb").read()
+        try:
+            b = zlib.decompress(b)
+        except Exception:
+            pass
+        for m in (sys.argv[2].encode(), b"id_rsa", b"ID_RSA", b"removed.key"):
+            if m in b:
+                print(os.path.join(d, f), m)
+                hits += 1
+sys.exit(1 if hits else 0)' "$GD" "$SECRET_MARK"
+assert_eq "no file of the private .git (objects inflated) holds a secret or its name" "0 " "$RC $OUT"
+run grep -rlF -- "$SECRET_MARK" "$GD"
+assert_eq "grep of the private .git finds no marker" 1 "$RC"
+
+# ------------------------------------------------------------------ read-only parts
+refuse "config is read-only" "" bash -c "printf '[core]\n\tfsmonitor = /tmp/evil\n' >>'$MNT/.git/config'"
+refuse "hooks/ is read-only" "" bash -c "printf '#!/bin/sh\ntouch $T/pwned\n' >'$MNT/.git/hooks/pre-commit'"
+refuse "info/ is read-only" "" bash -c "printf 'x\n' >'$MNT/.git/info/attributes'"
+refuse "objects/info/alternates cannot be planted" "" \
+	bash -c "printf '$REPO/.git/objects\n' >'$MNT/.git/objects/info/alternates'"
+refuse "git config cannot add a remote" "" G remote add origin https://example.invalid/x.git
+
+# ------------------------------------------------------------------ promote
+sh_step "uncommitted work of the agent" "cd '$MNT' && printf 'uncommitted\n' >>README.md"
+step "promote --branch agent/task1" af promote "$MNT" --branch agent/task1
+promote_out=$OUT
+assert_contains "promote names the branch" "branch agent/task1: 3 commits" "$promote_out"
+repo_state >"$T/repo.after"
+assert_file_eq "the person's HEAD, refs (but the new branch), index and status are as they were" \
+	"$T/repo.before" <(grep -v 'refs/heads/agent/task1' "$T/repo.after")
+worktree_snapshot "$REPO" "$T/lower.after"
+assert_file_eq "the person's working tree is byte-for-byte as it was" "$T/lower.before" "$T/lower.after"
+run git -C "$REPO" log --format=%s agent/task1
+assert_eq "branch commits: the agent's messages, then the uncommitted changes" \
+	"$(printf 'Changes from agentfs workspace mnt\nagent: second\nagent: first\nremove the key\nadd a key\nsecond\ninitial')" "$OUT"
+run git -C "$REPO" diff --name-status HEAD agent/task1
+assert_eq "the branch changes exactly the agent's paths" \
+	"$(printf 'M\tREADME.md\nA\tnotes.md\nD\tsrc/old.c\nM\tsrc/util.c')" "$OUT"
+run git -C "$REPO" show agent/task1:config/id_rsa
+assert_contains "hidden tracked files are carried over" "$SECRET_MARK" "$OUT"
+run git -C "$REPO" show agent/task1:Makefile
+assert_not_contains "the person's uncommitted change stays out of the branch" "by the person" "$OUT"
+refuse "an existing branch is not replaced" "the branch exists" af promote "$MNT" --branch agent/task1
+step "--force replaces it" af promote "$MNT" --branch agent/task1 --force
+refuse "the checked-out branch is never replaced" "checked out" af promote "$MNT" --branch main --force
+
+sh_step "the agent edits a file the person had changed" "cd '$MNT' && printf 'agent too\n' >>Makefile"
+refuse "a path with the person's uncommitted changes is refused" "uncommitted changes here at mount" \
+	af promote "$MNT" --branch agent/task2
+run git -C "$REPO" rev-parse --verify -q refs/heads/agent/task2
+assert_ne "a refused promote creates no branch" 0 "$RC"
+step "--dirty=skip leaves it as at HEAD" af promote "$MNT" --branch agent/task2 --dirty=skip
+run git -C "$REPO" diff --name-only HEAD agent/task2 -- Makefile
+assert_eq "Makefile untouched on the branch" "" "$OUT"
+step "--dirty=take commits the agent's version" af promote "$MNT" --branch agent/task3 --dirty=take
+run git -C "$REPO" show agent/task3:Makefile
+assert_contains "the agent's version, the person's line with it" "agent too" "$OUT"
+step "--committed-only" af promote "$MNT" --branch agent/task4 --committed-only --dirty=skip
+run git -C "$REPO" log -1 --format=%s agent/task4
+assert_eq "committed-only ends on the agent's last commit" "agent: second" "$OUT"
+sh_step "undo the Makefile edit" "cd '$MNT' && git checkout -q -- Makefile"
+
+# ------------------------------------------------------------------ secrets
+AWS_KEY=AKIA$(printf 'QWERTYUIOPASDFGH')
+sh_step "the agent writes an access key" "cd '$MNT' && printf 'x = 1\naws_key = \"%s\"\n' '$AWS_KEY' >config.py"
+refuse "export refuses the key with file:line" "config.py:2: looks like a AWS access key id" \
+	af export "$MNT"
+refuse "promote refuses the key with file:line" "config.py:2" af promote "$MNT" --branch agent/secret
+run git -C "$REPO" rev-parse --verify -q refs/heads/agent/secret
+assert_ne "no branch after the refusal" 0 "$RC"
+step "--allow-secret FILE:LINE lets it through" af export --allow-secret config.py:2 "$MNT"
+step "the key is committed by the agent" G add config.py
+step "committed" G commit -qm "agent: config"
+sh_step "and removed again" "cd '$MNT' && git rm -q config.py && git commit -qm 'agent: no config'"
+refuse "a key in the agent's history is refused too" "config.py:2" \
+	af promote "$MNT" --branch agent/secret
+sh_step "drop both commits" "cd '$MNT' && git reset -q --hard HEAD~2"
+sh_step "uncommitted work again" "cd '$MNT' && printf 'uncommitted\n' >>README.md"
+
+# ------------------------------------------------------------------ mbox and stat
+run af export --format=stat "$MNT"
+assert_contains "stat: a git diff --stat summary" "files changed" "$OUT"
+assert_contains "stat names README.md" "README.md" "$OUT"
+run af export --format=mbox -o "$T/series.mbox" "$MNT"
+assert_eq "export --format=mbox" 0 "$RC"
+run grep -c '^From [0-9a-f]\{40\} Mon Sep 17 00:00:00 2001$' "$T/series.mbox"
+assert_eq "one message per commit (2 agent commits + uncommitted)" 3 "$OUT"
+step "promote the same for comparison" af promote "$MNT" --branch agent/mbox
+step "a fresh clone at the HEAD at mount" git clone -q "$REPO" "$T/clone"
+step "git am of the mbox" git -C "$T/clone" am -q "$T/series.mbox"
+assert_eq "git am reproduces the promoted branch's tree" \
+	"$(git -C "$REPO" rev-parse 'agent/mbox^{tree}')" "$(git -C "$T/clone" rev-parse 'HEAD^{tree}')"
+
+# ------------------------------------------------------------------ resume
+step "unmount" af unmount "$MNT"
+mount_ws "$REPO" "$MNT"
+[ "$RC" -eq 0 ] || bail "remount failed: $OUT"
+run G log --format=%s -1
+assert_eq "the agent's commits survive a remount" "agent: second" "$OUT"
+run G show base:src/main.c
+assert_contains "base objects still served after remount" "#include" "$OUT"
+step "unmount again" af unmount "$MNT"
+
+# ------------------------------------------------------------------ git: hidden, git: readonly
+printf 'git: hidden\n' >"$T/git-hidden.yml"
+mount_ws "$REPO" "$T/hidmnt" --policy "$T/git-hidden.yml"
+[ "$RC" -eq 0 ] || bail "mount with git: hidden failed: $OUT"
+assert_enoent "$T/hidmnt/.git" "git: hidden: no .git in the view"
+step "unmount the git: hidden mount" af unmount "$T/hidmnt"
+printf 'git: readonly\n' >"$T/git-readonly.yml"
+repo_state >"$T/repo.ro.before"
+mount_ws "$REPO" "$T/romnt" --policy "$T/git-readonly.yml"
+[ "$RC" -eq 0 ] || bail "mount with git: readonly failed: $OUT"
+run git -C "$T/romnt" log --format=%s -3
+assert_eq "git: readonly: the repository's history" \
+	"$(printf 'remove the key\nadd a key\nsecond')" "$OUT"
+run git -C "$T/romnt" config --local --list
+assert_not_contains "git: readonly: the config is sanitised (no remote)" "remote." "$OUT"
+step "git: readonly: the agent's commit" bash -c "cd '$T/romnt' && echo x >>README.md && git commit -qam ro"
+repo_state >"$T/repo.ro.after"
+assert_file_eq "git: readonly: the repository's refs, index and status are untouched" \
+	"$T/repo.ro.before" "$T/repo.ro.after"
+step "unmount the git: readonly mount" af unmount "$T/romnt"
+
+# ------------------------------------------------------------------ timing
+# git status in the mount against the repository itself, on a larger tree.
+BIG=$T/big
+mkdir -p "$BIG" && (
+	cd "$BIG" && git init -q -b main . &&
+		for d in $(seq 1 40); do
+			mkdir -p "d$d/sub"
+			for f in $(seq 1 50); do
+				printf 'file %s %s\n' "$d" "$f" >"d$d/f$f.txt"
+				printf 'sub %s %s\n' "$d" "$f" >"d$d/sub/s$f.txt"
+			done
+		done && git add -A && git commit -qm big && git status >/dev/null
+) || bail "cannot make the big repository"
+mount_ws "$BIG" "$T/bigmnt" --policy "$POLICY"
+[ "$RC" -eq 0 ] || bail "mount of the big repository failed: $OUT"
+run git -C "$T/bigmnt" status --porcelain
+assert_eq "git status in a 4000-file mount is clean" "" "$OUT"
+timeit() {
+	local s e
+	s=$(date +%s%N)
+	for _ in 1 2 3 4 5; do git -C "$1" status --porcelain >/dev/null; done
+	e=$(date +%s%N)
+	echo $(((e - s) / 5000))
+}
+native=$(timeit "$BIG")
+mounted=$(timeit "$T/bigmnt")
+diag "git status, 4000 files, warm, mean of 5: repository ${native} us, mount ${mounted} us," \
+	"ratio $(awk -v a="$mounted" -v b="$native" 'BEGIN { printf "%.2f", a / b }')"
+diag "$(grep 'private .git' "$STATE/workspaces/bigmnt/daemon.log")"
+# The index holds the lower's stat data: git's status reads no file content
+# (every read is journaled, so the journal says which files were opened).
+sleep 1.5 # the journal flushes from a thread
+reads=$(grep -c '"op":"read".*"path":"d[0-9]*/' "$STATE/workspaces/bigmnt/journal.jsonl")
+assert_eq "git status in the mount read no tracked file" 0 "$reads"
+t cat "$T/bigmnt/d1/f1.txt" >/dev/null
+sleep 1.5 # the journal flushes from a thread
+reads=$(grep -c '"op":"read".*"path":"d[0-9]*/' "$STATE/workspaces/bigmnt/journal.jsonl")
+assert_ne "(the check sees a read when there is one)" 0 "$reads"
+
+done_testing

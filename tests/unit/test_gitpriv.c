@@ -1,0 +1,370 @@
+/* test_gitpriv.c - the private .git built from a real repository (no mount),
+ * its on-demand objects, and the secret patterns. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <git2.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/gitpriv.h"
+#include "cli/secrets.h"
+#include "policy/policy.h"
+
+#define MARK "GITPRIV_TEST_SECRET_51c2"
+
+/* cli/main.c's, which the library leaves to the program. */
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "agentfs: %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static char tmp[PATH_MAX], repo[PATH_MAX + 8], ws[PATH_MAX + 8], gitdir[PATH_MAX + 16];
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	ck_assert_msg(system(cmd) == 0, "command failed: %s", cmd);
+}
+
+/* A repository with visible files, a committed .env and id_rsa (hidden by the
+ * default policy), a symlink escaping the repository, a removed secret in its
+ * history, and the person's uncommitted change to README.md. */
+static void setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/test_gitpriv.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	snprintf(repo, sizeof(repo), "%s/repo", tmp);
+	snprintf(ws, sizeof(ws), "%s/ws", tmp);
+	snprintf(gitdir, sizeof(gitdir), "%s/git", ws);
+	sh("set -e; export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null "
+	   "GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t; "
+	   "mkdir -p %s && cd %s && git init -q -b trunk . && mkdir -p src keys && "
+	   "printf 'readme\\n' >README.md && printf 'int main;\\n' >src/main.c && "
+	   "printf 'KEY=%s-env\\n' >.env && printf '%s-rsa\\n' >keys/id_rsa && "
+	   "ln -s ../../outside escape && printf 'gone %s-old\\n' >old.key && "
+	   "git add -A && git commit -qm one && git rm -q old.key && git commit -qm two && "
+	   "printf 'person edit\\n' >>README.md && mkdir -p %s",
+	   repo, repo, MARK, MARK, MARK, ws);
+}
+
+static void teardown(void)
+{
+	sh("chmod -R u+w %s; rm -rf %s", tmp, tmp);
+}
+
+static struct policy *default_policy(void)
+{
+	struct policy *p = NULL;
+	ck_assert_int_eq(policy_new_default(&p), 0);
+	return p;
+}
+
+static struct gitpriv *build(struct policy *p, int *lower_fd, const char *mnt)
+{
+	*lower_fd = open(repo, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(*lower_fd, 0);
+	struct gitpriv *g = NULL;
+	ck_assert_int_eq(gitpriv_new(ws, repo, mnt, *lower_fd, p, &g), 0);
+	ck_assert_int_eq(gitpriv_prepare(g), 0);
+	return g;
+}
+
+static void blob_id(const char *rev, git_oid *out)
+{
+	git_repository *r = NULL;
+	git_object *o = NULL;
+	ck_assert_int_eq(git_repository_open(&r, repo), 0);
+	ck_assert_int_eq(git_revparse_single(&o, r, rev), 0);
+	*out = *git_object_id(o);
+	git_object_free(o);
+	git_repository_free(r);
+}
+
+static bool loose_exists(const git_oid *id)
+{
+	char hex[GIT_OID_HEXSZ + 1], path[PATH_MAX * 2];
+	git_oid_tostr(hex, sizeof(hex), id);
+	snprintf(path, sizeof(path), "%s/objects/%.2s/%s", gitdir, hex, hex + 2);
+	return access(path, F_OK) == 0;
+}
+
+static int fault_for(struct gitpriv *g, const git_oid *id)
+{
+	char hex[GIT_OID_HEXSZ + 1], rel[64];
+	git_oid_tostr(hex, sizeof(hex), id);
+	snprintf(rel, sizeof(rel), "objects/%.2s", hex);
+	int r = gitpriv_fault(g, rel);
+	if (r < 0)
+		return r;
+	snprintf(rel, sizeof(rel), "objects/%.2s/%s", hex, hex + 2);
+	return gitpriv_fault(g, rel);
+}
+
+START_TEST(base_commit_tree_and_index)
+{
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	git_libgit2_init();
+	git_repository *priv = NULL;
+	ck_assert_int_eq(git_repository_open_bare(&priv, gitdir), 0);
+	git_object *head = NULL;
+	ck_assert_int_eq(git_revparse_single(&head, priv, "HEAD"), 0);
+	git_commit *c = (git_commit *)head;
+	ck_assert_str_eq(git_commit_summary(c), "base");
+	ck_assert_str_eq(git_commit_author(c)->name, GITPRIV_BASE_NAME);
+	ck_assert_uint_eq(git_commit_parentcount(c), 0);
+	/* HEAD names the person's branch */
+	git_reference *ref = NULL;
+	ck_assert_int_eq(git_reference_lookup(&ref, priv, "refs/heads/trunk"), 0);
+	git_reference_free(ref);
+	ck_assert_int_eq(git_reference_lookup(&ref, priv, "refs/tags/base"), 0);
+	git_reference_free(ref);
+
+	git_tree *t = NULL;
+	ck_assert_int_eq(git_commit_tree(&t, c), 0);
+	git_tree_entry *te = NULL;
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "src/main.c"), 0);
+	git_tree_entry_free(te);
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, ".env"), GIT_ENOTFOUND);
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "keys/id_rsa"), GIT_ENOTFOUND);
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "keys"), GIT_ENOTFOUND);
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "escape"), GIT_ENOTFOUND);
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "old.key"), GIT_ENOTFOUND);
+	/* README.md as the working tree holds it: the person's edit, its blob
+	 * in the private objects already */
+	ck_assert_int_eq(git_tree_entry_bypath(&te, t, "README.md"), 0);
+	git_blob *b = NULL;
+	ck_assert_int_eq(git_blob_lookup(&b, priv, git_tree_entry_id(te)), 0);
+	ck_assert_str_eq((const char *)git_blob_rawcontent(b), "readme\nperson edit\n");
+	git_blob_free(b);
+	git_tree_entry_free(te);
+
+	/* the index: the same entries, with the working tree's stat data */
+	git_index *idx = NULL;
+	char ipath[PATH_MAX * 2];
+	snprintf(ipath, sizeof(ipath), "%s/index", gitdir);
+	ck_assert_int_eq(git_index_open(&idx, ipath), 0);
+	ck_assert_uint_eq(git_index_entrycount(idx), 2);
+	const git_index_entry *ie = git_index_get_bypath(idx, "src/main.c", 0);
+	ck_assert_ptr_nonnull(ie);
+	struct stat st;
+	char fpath[PATH_MAX * 2];
+	snprintf(fpath, sizeof(fpath), "%s/src/main.c", repo);
+	ck_assert_int_eq(lstat(fpath, &st), 0);
+	ck_assert_uint_eq(ie->ino, (uint32_t)st.st_ino);
+	ck_assert_uint_eq(ie->mtime.nanoseconds, (uint32_t)st.st_mtim.tv_nsec);
+	ck_assert_uint_eq(ie->file_size, (uint32_t)st.st_size);
+	git_index_free(idx);
+
+	/* the records beside it */
+	struct gitpriv_base base;
+	ck_assert_int_eq(gitpriv_read_base(ws, &base), 0);
+	ck_assert_str_eq(base.branch, "trunk");
+	char hex[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(hex, sizeof(hex), git_commit_id(c));
+	ck_assert_str_eq(base.commit, hex);
+	char **dirty = NULL;
+	size_t nd = 0;
+	ck_assert_int_eq(gitpriv_read_dirty(ws, &dirty, &nd), 0);
+	ck_assert_uint_eq(nd, 1);
+	ck_assert_str_eq(dirty[0], "README.md");
+	ck_assert(gitpriv_path_in(dirty, nd, "README.md"));
+	ck_assert(!gitpriv_path_in(dirty, nd, "src/main.c"));
+	gitpriv_paths_free(dirty, nd);
+
+	/* the config: no remote, hooks through the mount, fsmonitor off */
+	char cpath[PATH_MAX * 2], text[4096];
+	snprintf(cpath, sizeof(cpath), "%s/config", gitdir);
+	FILE *f = fopen(cpath, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = 0;
+	fclose(f);
+	ck_assert_ptr_nonnull(strstr(text, "hooksPath = \"/mnt/agent/.git/hooks\""));
+	ck_assert_ptr_nonnull(strstr(text, "fsmonitor = false"));
+	ck_assert_ptr_null(strstr(text, "[remote"));
+	ck_assert_ptr_null(strstr(text, "[include"));
+
+	git_tree_free(t);
+	git_object_free(head);
+	git_repository_free(priv);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+	git_libgit2_shutdown();
+}
+END_TEST
+
+START_TEST(objects_on_demand_only_from_the_base)
+{
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	git_oid visible, hidden, removed, dotenv;
+	blob_id("HEAD:src/main.c", &visible);
+	blob_id("HEAD:keys/id_rsa", &hidden);
+	blob_id("HEAD~1:old.key", &removed);
+	blob_id("HEAD:.env", &dotenv);
+
+	ck_assert(!loose_exists(&visible)); /* nothing copied at build */
+	ck_assert_int_eq(fault_for(g, &visible), 0);
+	ck_assert(loose_exists(&visible));
+
+	ck_assert_int_eq(fault_for(g, &hidden), -ENOENT);
+	ck_assert_int_eq(fault_for(g, &removed), -ENOENT);
+	ck_assert_int_eq(fault_for(g, &dotenv), -ENOENT);
+	ck_assert(!loose_exists(&hidden));
+	ck_assert(!loose_exists(&removed));
+	ck_assert(!loose_exists(&dotenv));
+
+	ck_assert_int_eq(gitpriv_fault(g, "config"), -ENOENT);
+	ck_assert_int_eq(gitpriv_fault(g, "objects/info/alternates"), -ENOENT);
+	ck_assert_int_eq(gitpriv_fault(g, "objects/zz"), -ENOENT);
+	ck_assert_int_eq(gitpriv_fault(g, "objects/ab/../../config"), -ENOENT);
+
+	/* no file of the private directory holds a secret's bytes */
+	char cmd[PATH_MAX * 8];
+	snprintf(cmd, sizeof(cmd), "grep -rqF %s %s %s/git-base %s/git-dirty", MARK, gitdir, ws,
+		 ws);
+	ck_assert_int_ne(system(cmd), 0);
+	gitpriv_free(g);
+
+	/* a resumed workspace serves the same base objects, and only those */
+	struct gitpriv *g2 = NULL;
+	ck_assert_int_eq(gitpriv_new(ws, repo, "/mnt/elsewhere", lfd, p, &g2), 0);
+	ck_assert_int_eq(gitpriv_prepare(g2), 0);
+	git_oid readme;
+	blob_id("HEAD:README.md", &readme); /* the committed one: not the base's */
+	ck_assert_int_eq(fault_for(g2, &readme), -ENOENT);
+	ck_assert_int_eq(fault_for(g2, &hidden), -ENOENT);
+	char cpath[PATH_MAX * 2], text[4096];
+	snprintf(cpath, sizeof(cpath), "%s/config", gitdir);
+	FILE *f = fopen(cpath, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = 0;
+	fclose(f);
+	ck_assert_ptr_nonnull(strstr(text, "/mnt/elsewhere/.git/hooks"));
+	gitpriv_free(g2);
+	close(lfd);
+	policy_free(p);
+}
+END_TEST
+
+START_TEST(oidset_grows_and_finds)
+{
+	struct gitpriv_oidset s = {0};
+	git_oid id;
+	for (unsigned i = 1; i <= 5000; i++) {
+		memset(&id, 0, sizeof(id));
+		memcpy(id.id, &i, sizeof(i));
+		id.id[19] = 1;
+		ck_assert_int_eq(gitpriv_oidset_add(&s, &id), 0);
+		ck_assert_int_eq(gitpriv_oidset_add(&s, &id), 0);
+	}
+	ck_assert_uint_eq(s.count, 5000);
+	for (unsigned i = 1; i <= 5000; i++) {
+		memset(&id, 0, sizeof(id));
+		memcpy(id.id, &i, sizeof(i));
+		id.id[19] = 1;
+		ck_assert(gitpriv_oidset_has(&s, &id));
+		id.id[19] = 2;
+		ck_assert(!gitpriv_oidset_has(&s, &id));
+	}
+	memset(&id, 0, sizeof(id));
+	ck_assert(!gitpriv_oidset_has(&s, &id)); /* the zero id is never a member */
+	gitpriv_oidset_clear(&s);
+}
+END_TEST
+
+static const char *m(const char *line)
+{
+	return secrets_match(line, strlen(line));
+}
+
+START_TEST(secret_patterns)
+{
+	ck_assert_str_eq(m("-----BEGIN RSA PRIVATE KEY-----"), "private key block");
+	ck_assert_str_eq(m("x = '-----BEGIN OPENSSH PRIVATE KEY-----'"), "private key block");
+	ck_assert_str_eq(m("-----BEGIN PGP PRIVATE KEY BLOCK-----"), "private key block");
+	ck_assert_ptr_null(m("-----BEGIN PUBLIC KEY-----"));
+	ck_assert_ptr_null(m("-----BEGIN CERTIFICATE-----"));
+	ck_assert_str_eq(m("key=AKIAIOSFODNN7EXAMPLE"), "AWS access key id");
+	ck_assert_str_eq(m("\"ASIAQWERTYUIOPASDFGH\""), "AWS access key id");
+	ck_assert_ptr_null(m("AKIAIOSFODNN7EXAMPL"));	/* 15 after the prefix */
+	ck_assert_ptr_null(m("AKIAIOSFODNN7EXAMPLEX")); /* part of a longer word */
+	ck_assert_ptr_null(m("XAKIAIOSFODNN7EXAMPLE")); /* inside a word */
+	ck_assert_ptr_null(m("akiaiosfodnn7example"));	/* lower case */
+	ck_assert_str_eq(m("token: ghp_0123456789abcdefghijABCDEFGHIJ012345"), "GitHub token");
+	ck_assert_ptr_null(m("ghp_0123456789"));
+	ck_assert_str_eq(m("glpat-abcdefghij0123456789"), "GitLab token");
+	ck_assert_str_eq(m("xoxb-123456789012-abcdefghij"), "Slack token");
+	ck_assert_str_eq(m("https://hooks.slack.com/services/T000/B000/XXXX"), "Slack webhook URL");
+	ck_assert_str_eq(
+	    m("//registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+	    "npm token");
+	ck_assert_str_eq(m("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"), "Google API key");
+	ck_assert_str_eq(m("sk_live_abcdefghijklmnopqrstuvwx"), "Stripe live key");
+	ck_assert_ptr_null(m("sk_test_abcdefghijklmnopqrstuvwx"));
+	ck_assert_ptr_null(m("int main(void) { return 0; }"));
+	ck_assert_ptr_null(m("the ghp_ prefix names GitHub tokens"));
+	ck_assert_ptr_null(m(""));
+}
+END_TEST
+
+START_TEST(secret_findings_and_allow)
+{
+	char *allow[] = {"b.txt:2"};
+	struct secrets s;
+	secrets_init(&s, allow, 1);
+	const char *text = "line one\nAKIAIOSFODNN7EXAMPLE\nthree\n";
+	ck_assert_int_eq(secrets_scan_blob(&s, "a.txt", text, strlen(text)), 0);
+	ck_assert_int_eq(secrets_scan_blob(&s, "b.txt", text, strlen(text)), 0);
+	ck_assert_uint_eq(s.count, 1);
+	ck_assert_str_eq(s.items[0].path, "a.txt");
+	ck_assert_uint_eq(s.items[0].line, 2);
+	/* the same line met again is one finding */
+	ck_assert_int_eq(secrets_scan_line(&s, "a.txt", 2, "AKIAIOSFODNN7EXAMPLE", 20), 0);
+	ck_assert_uint_eq(s.count, 1);
+	secrets_clear(&s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *su = suite_create("gitpriv");
+	TCase *tc = tcase_create("build");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, base_commit_tree_and_index);
+	tcase_add_test(tc, objects_on_demand_only_from_the_base);
+	suite_add_tcase(su, tc);
+	TCase *tp = tcase_create("pure");
+	tcase_add_test(tp, oidset_grows_and_finds);
+	tcase_add_test(tp, secret_patterns);
+	tcase_add_test(tp, secret_findings_and_allow);
+	suite_add_tcase(su, tp);
+	SRunner *sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
