@@ -1,12 +1,552 @@
-/* cmd_log.c - placeholder until the subcommand lands. */
-#include "cli/cli.h"
+/* cmd_log.c - `agentfs log`: the journal as a table, raw records or a summary. */
+#include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-const char cmd_log_usage[] = "usage: agentfs log ...\n";
+#include "cli/cli.h"
+#include "cli/workspace.h"
+#include "fs/layout.h"
+#include "journal/journal.h"
+
+const char cmd_log_usage[] =
+    "usage: agentfs log [OPTIONS] MNT|NAME|JOURNAL\n"
+    "\n"
+    "Show the journal of the workspace mounted at MNT (or named NAME, or the\n"
+    "journal file or workspace directory JOURNAL): what was read, written,\n"
+    "created, deleted and refused, by which process.  One line per record:\n"
+    "  TIME (local)  PROCESS[PID]  OP  RESULT  BYTES  HASH (8 of 32 hex)  PATH [-> PATH2]\n"
+    "READ bytes are those the daemon served: reads answered from the kernel's\n"
+    "page cache never reach it.  The schema of --json is in journal/SCHEMA.md.\n"
+    "\n"
+    "Options:\n"
+    "  --json            print the raw records (JSON Lines), exactly as stored\n"
+    "  --op OP[,OP...]   only these operations (read, write, create, unlink,\n"
+    "                    rename, deny, conceal, ...; see SCHEMA.md)\n"
+    "  --path GLOB       only records whose path or second path matches GLOB\n"
+    "                    (fnmatch(3); '*' also matches '/')\n"
+    "  --pid PID         only records of process PID\n"
+    "  --since TIME      only records at or after TIME: 2024-05-01, '2024-05-01\n"
+    "                    12:00[:00]' (local), the same with T and a final Z (UTC),\n"
+    "                    @EPOCH_SECONDS, or an age: 30s, 10m, 2h, 1d\n"
+    "  --denied          only refusals and failures (deny, conceal, result != 0)\n"
+    "  --summary         per process: files read, written, created, deleted,\n"
+    "                    refused (distinct paths)\n"
+    "  -f, --follow      keep printing records as they are appended (Ctrl-C stops)\n"
+    "  --state-dir DIR   workspaces live in DIR/workspaces (default:\n"
+    "                    ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status: 0 success, 1 failure (including a record that does not parse:\n"
+    "see 'agentfs verify'), 2 usage error.\n";
+
+static const char *const CMD = "log";
+
+struct filter {
+	bool ops[JOP__COUNT];
+	bool any_op;
+	const char *glob;
+	pid_t pid;
+	bool has_pid;
+	int64_t since_ns;
+	bool denied;
+};
+
+/* ---- finding the journal ---------------------------------------------------- */
+
+static char *join2(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *p = malloc(la + lb + 2);
+	if (p) {
+		memcpy(p, a, la);
+		p[la] = '/';
+		memcpy(p + la + 1, b, lb + 1);
+	}
+	return p;
+}
+
+/* MNT or NAME through the workspace registry; else a workspace directory or a
+ * journal file given directly.  *upper is NULL when there is none. */
+static int find_journal(const char *cmd, const char *target, const char *state_dir, char **journal,
+			char **upper)
+{
+	*journal = *upper = NULL;
+	char *root = NULL, err[1024] = "";
+	struct workspace *ws = NULL;
+	int r = -ENOENT;
+	if (workspace_state_root(state_dir, &root) == 0)
+		r = workspace_find(root, target, &ws, err, sizeof(err));
+	free(root);
+	if (r == 0) {
+		*journal = workspace_path(ws, "journal.jsonl");
+		*upper = workspace_path(ws, "upper");
+		workspace_free(ws);
+		return *journal && *upper ? 0 : -ENOMEM;
+	}
+	if (r != -ENOENT) {
+		cli_error(cmd, "%s", err);
+		return r;
+	}
+	struct stat st;
+	char *dir = NULL;
+	if (stat(target, &st) == 0 && S_ISDIR(st.st_mode)) {
+		*journal = join2(target, "journal.jsonl");
+		if (*journal && stat(*journal, &st) == 0 && S_ISREG(st.st_mode))
+			dir = strdup(target);
+	} else if (stat(target, &st) == 0 && S_ISREG(st.st_mode)) {
+		*journal = strdup(target);
+		char *c = strdup(target);
+		if (c)
+			dir = strdup(dirname(c));
+		free(c);
+	}
+	if (!dir) {
+		free(*journal);
+		*journal = NULL;
+		cli_error(cmd, "%s: not an agentfs mount (no workspace found)", target);
+		return -ENOENT;
+	}
+	char *u = join2(dir, "upper");
+	free(dir);
+	if (u && stat(u, &st) == 0 && S_ISDIR(st.st_mode))
+		*upper = u;
+	else
+		free(u);
+	return 0;
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+static int parse_since(const char *s, int64_t *out)
+{
+	char *end;
+	if (s[0] == '@') {
+		long long v = strtoll(s + 1, &end, 10);
+		if (end == s + 1 || *end)
+			return -EINVAL;
+		*out = (int64_t)v * 1000000000;
+		return 0;
+	}
+	long long n = strtoll(s, &end, 10);
+	if (end != s && end[0] && !end[1] && strchr("smhd", end[0])) {
+		long long mult = end[0] == 's'	 ? 1
+				 : end[0] == 'm' ? 60
+				 : end[0] == 'h' ? 3600
+						 : 86400;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		*out = ((int64_t)ts.tv_sec - n * mult) * 1000000000 + ts.tv_nsec;
+		return 0;
+	}
+	static const char *const fmts[] = {"%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
+					   "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d"};
+	for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+		struct tm tm = {0};
+		const char *rest = strptime(s, fmts[i], &tm);
+		if (!rest)
+			continue;
+		time_t t;
+		if (rest[0] == 'Z' && !rest[1]) {
+			t = timegm(&tm);
+		} else if (!rest[0]) {
+			tm.tm_isdst = -1;
+			t = mktime(&tm);
+		} else {
+			continue;
+		}
+		*out = (int64_t)t * 1000000000;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_ops(const char *list, struct filter *f)
+{
+	char *copy = strdup(list), *save = NULL;
+	if (!copy)
+		return -ENOMEM;
+	int r = 0;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		enum journal_op op;
+		if (journal_op_parse(t, &op) < 0) {
+			cli_error(CMD, "--op: unknown operation '%s' (see journal/SCHEMA.md)", t);
+			r = -EINVAL;
+			break;
+		}
+		f->ops[op] = true;
+		f->any_op = true;
+	}
+	free(copy);
+	return r;
+}
+
+static bool is_refusal(const struct journal_entry *e)
+{
+	return e->op == JOP_DENY || e->op == JOP_CONCEAL;
+}
+
+static bool matches(const struct filter *f, const struct journal_entry *e)
+{
+	if (f->any_op && !f->ops[e->op])
+		return false;
+	if (f->has_pid && e->pid != f->pid)
+		return false;
+	if (f->since_ns && e->time_ns < f->since_ns)
+		return false;
+	if (f->denied && !is_refusal(e) && e->result == 0)
+		return false;
+	if (f->glob) {
+		const char *g = f->glob[0] == '/' ? f->glob + 1 : f->glob;
+		if (!(e->path && fnmatch(g, e->path, 0) == 0) &&
+		    !(e->path2 && fnmatch(g, e->path2, 0) == 0))
+			return false;
+	}
+	return true;
+}
+
+/* ---- table -------------------------------------------------------------------- */
+
+/* A path for a terminal: control bytes, backslash, DEL and invalid UTF-8 bytes
+ * escaped as \xHH, so a hostile name cannot move the cursor or fake a line. */
+static void put_path(FILE *out, const char *p)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	while (*s) {
+		unsigned char c = *s;
+		size_t len = c < 0x80		  ? 1
+			     : (c & 0xe0) == 0xc0 ? 2
+			     : (c & 0xf0) == 0xe0 ? 3
+			     : (c & 0xf8) == 0xf0 ? 4
+						  : 0;
+		bool ok = len > 0;
+		for (size_t k = 1; ok && k < len; k++)
+			ok = (s[k] & 0xc0) == 0x80;
+		if (len == 1 && (c < 0x20 || c == 0x7f || c == '\\'))
+			ok = false;
+		if (!ok) {
+			fprintf(out, "\\x%02x", c);
+			s++;
+			continue;
+		}
+		fwrite(s, 1, len, out);
+		s += len;
+	}
+}
+
+static void print_row(FILE *out, const struct journal_entry *e)
+{
+	time_t t = (time_t)(e->time_ns / 1000000000);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	char ts[32], who[48], res[24] = "ok", bytes[24] = "-", hash[12] = "-";
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+	if (e->comm)
+		snprintf(who, sizeof(who), "%.20s[%d]", e->comm, (int)e->pid);
+	else
+		snprintf(who, sizeof(who), "[%d]", (int)e->pid);
+	for (char *c = who; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	if (e->result) {
+		const char *n = strerrorname_np(-e->result);
+		snprintf(res, sizeof(res), "%s", n ? n : "error");
+	}
+	if (e->bytes || e->op == JOP_READ || e->op == JOP_WRITE || e->op == JOP_TRUNCATE)
+		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)e->bytes);
+	if (e->has_hash_after || e->has_hash_before) {
+		char hex[33];
+		layout_hash_hex(e->has_hash_after ? e->hash_after : e->hash_before, hex);
+		snprintf(hash, sizeof(hash), "%.8s", hex);
+	}
+	fprintf(out, "%s.%03d  %-24s %-11s %-9s %10s  %-8s  ", ts,
+		(int)((e->time_ns / 1000000) % 1000), who, journal_op_name(e->op), res, bytes,
+		hash);
+	if (e->path)
+		put_path(out, e->path[0] ? e->path : ".");
+	else if (e->detail)
+		put_path(out, e->detail);
+	if (e->path2) {
+		fputs(e->op == JOP_SYMLINK ? " -> target " : " -> ", out);
+		put_path(out, e->path2);
+	}
+	fputc('\n', out);
+}
+
+static void print_header(FILE *out)
+{
+	fprintf(out, "%-23s  %-24s %-11s %-9s %10s  %-8s  %s\n", "TIME", "PROCESS", "OP", "RESULT",
+		"BYTES", "HASH", "PATH");
+}
+
+/* ---- summary ------------------------------------------------------------------ */
+
+enum { S_READ, S_WRITTEN, S_CREATED, S_DELETED, S_REFUSED, S__COUNT };
+
+struct summary {
+	json_t *procs; /* "comm[pid]" -> [set, set, set, set, set] */
+	json_t *total; /* [set x5] */
+};
+
+static json_t *sets(void)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < S__COUNT; i++)
+		json_array_append_new(a, json_object());
+	return a;
+}
+
+static void add_to(json_t *arr, int kind, const char *path)
+{
+	/* _nocheck: a path need not be valid UTF-8; the set only compares bytes. */
+	json_object_set_new_nocheck(json_array_get(arr, (size_t)kind), path, json_true());
+}
+
+static void summarize(struct summary *s, const struct journal_entry *e)
+{
+	int kind = -1;
+	const char *path = e->path;
+	if (is_refusal(e))
+		kind = S_REFUSED;
+	else if (e->result != 0)
+		return;
+	else if (e->op == JOP_READ)
+		kind = S_READ;
+	else if (e->op == JOP_WRITE || e->op == JOP_TRUNCATE)
+		kind = S_WRITTEN;
+	else if (e->op == JOP_CREATE || e->op == JOP_MKDIR || e->op == JOP_MKNOD ||
+		 e->op == JOP_SYMLINK)
+		kind = S_CREATED;
+	else if (e->op == JOP_LINK)
+		kind = S_CREATED, path = e->path2;
+	else if (e->op == JOP_UNLINK || e->op == JOP_RMDIR)
+		kind = S_DELETED;
+	if (kind < 0 || !path)
+		return;
+	char who[64];
+	snprintf(who, sizeof(who), "%s[%d]", e->comm ? e->comm : "", (int)e->pid);
+	json_t *p = json_object_get(s->procs, who);
+	if (!p) {
+		p = sets();
+		json_object_set_new_nocheck(s->procs, who, p);
+	}
+	add_to(p, kind, path);
+	add_to(s->total, kind, path);
+}
+
+static void print_summary_row(FILE *out, const char *who, json_t *arr)
+{
+	fprintf(out, "%-28s", who);
+	for (int i = 0; i < S__COUNT; i++)
+		fprintf(out, " %8zu", json_object_size(json_array_get(arr, (size_t)i)));
+	fputc('\n', out);
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void print_summary(FILE *out, struct summary *s)
+{
+	fprintf(out, "%-28s %8s %8s %8s %8s %8s\n", "PROCESS", "READ", "WRITTEN", "CREATED",
+		"DELETED", "REFUSED");
+	const char *key;
+	json_t *val;
+	/* sorted by process for a stable output */
+	size_t n = json_object_size(s->procs), i = 0;
+	const char **keys = calloc(n ? n : 1, sizeof(*keys));
+	json_object_foreach(s->procs, key, val) keys[i++] = key;
+	qsort(keys, n, sizeof(*keys), cmp_key);
+	for (i = 0; i < n; i++) {
+		char who[64];
+		snprintf(who, sizeof(who), "%s", keys[i]);
+		for (char *c = who; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
+		print_summary_row(out, who, json_object_get(s->procs, keys[i]));
+	}
+	free(keys);
+	print_summary_row(out, "(all processes)", s->total);
+}
+
+/* ---- main --------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_follow;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_follow = 1;
+}
 
 int cmd_log(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	cli_error("log", "not implemented yet");
-	return 1;
+	enum {
+		OPT_JSON = 256,
+		OPT_OP,
+		OPT_PATH,
+		OPT_PID,
+		OPT_SINCE,
+		OPT_DENIED,
+		OPT_SUMMARY,
+		OPT_STATE
+	};
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"op", required_argument, NULL, OPT_OP},
+	    {"path", required_argument, NULL, OPT_PATH},
+	    {"pid", required_argument, NULL, OPT_PID},
+	    {"since", required_argument, NULL, OPT_SINCE},
+	    {"denied", no_argument, NULL, OPT_DENIED},
+	    {"summary", no_argument, NULL, OPT_SUMMARY},
+	    {"follow", no_argument, NULL, 'f'},
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct filter f = {0};
+	bool json = false, summary = false, follow = false;
+	const char *state_dir = NULL;
+	int c;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+hf", longopts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case OPT_JSON:
+			json = true;
+			break;
+		case OPT_OP:
+			if (parse_ops(optarg, &f) < 0)
+				return 2;
+			break;
+		case OPT_PATH:
+			f.glob = optarg;
+			break;
+		case OPT_PID: {
+			long v = strtol(optarg, &end, 10);
+			if (end == optarg || *end || v <= 0 || v > INT32_MAX) {
+				cli_error(CMD, "--pid: '%s': not a process id", optarg);
+				return 2;
+			}
+			f.pid = (pid_t)v;
+			f.has_pid = true;
+			break;
+		}
+		case OPT_SINCE:
+			if (parse_since(optarg, &f.since_ns) < 0) {
+				cli_error(CMD,
+					  "--since: '%s': not a time (2024-05-01, '2024-05-01 "
+					  "12:00', @EPOCH, 10m, 2h, 1d)",
+					  optarg);
+				return 2;
+			}
+			break;
+		case OPT_DENIED:
+			f.denied = true;
+			break;
+		case OPT_SUMMARY:
+			summary = true;
+			break;
+		case 'f':
+			follow = true;
+			break;
+		case OPT_STATE:
+			state_dir = optarg;
+			break;
+		case 'h':
+			fputs(cmd_log_usage, stdout);
+			return 0;
+		default:
+			cli_error(CMD, "%s: %s (see 'agentfs log --help')", argv[optind - 1],
+				  c == ':' ? "missing argument" : "unknown option");
+			return 2;
+		}
+	}
+	if (argc - optind != 1) {
+		cli_error(CMD, "%s (see 'agentfs log --help')",
+			  optind == argc ? "missing MNT or NAME" : "too many arguments");
+		return 2;
+	}
+	if (summary && (json || follow)) {
+		cli_error(CMD, "--summary cannot be combined with --json or --follow");
+		return 2;
+	}
+	char *journal = NULL, *upper = NULL;
+	if (find_journal(CMD, argv[optind], state_dir, &journal, &upper) < 0)
+		return 1;
+	free(upper);
+	struct journal_reader *r;
+	int rc = journal_reader_open(&r, journal);
+	if (rc < 0) {
+		cli_error(CMD, "%s: %s", journal, strerror(-rc));
+		free(journal);
+		return 1;
+	}
+	if (follow) {
+		struct sigaction sa = {.sa_handler = on_signal};
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		setvbuf(stdout, NULL, _IOLBF, 0);
+	}
+	struct summary s = {json_object(), sets()};
+	bool header = false;
+	int status = 0;
+	for (;;) {
+		struct journal_entry e = {0};
+		char err[512];
+		rc = journal_reader_next(r, &e, err, sizeof(err));
+		if (rc < 0) {
+			cli_error(CMD, "%s: line %llu: %s (see 'agentfs verify')", journal,
+				  (unsigned long long)e.lineno,
+				  rc == -EBADMSG ? err : strerror(-rc));
+			status = 1;
+			if (rc != -EBADMSG)
+				break;
+			continue; /* show what can be shown */
+		}
+		if (rc == 0) {
+			if (!follow || stop_follow)
+				break;
+			fflush(stdout);
+			struct timespec ts = {0, 200 * 1000000L};
+			nanosleep(&ts, NULL);
+			if (stop_follow)
+				break;
+			continue;
+		}
+		if (matches(&f, &e)) {
+			if (summary) {
+				summarize(&s, &e);
+			} else if (json) {
+				fwrite(e.line, 1, e.line_len, stdout);
+				putchar('\n');
+			} else {
+				if (!header)
+					print_header(stdout);
+				header = true;
+				print_row(stdout, &e);
+			}
+		}
+		journal_entry_clear(&e);
+	}
+	if (summary)
+		print_summary(stdout, &s);
+	json_decref(s.procs);
+	json_decref(s.total);
+	journal_reader_close(r);
+	free(journal);
+	if (fflush(stdout) != 0)
+		status = 1;
+	return status;
 }

@@ -259,6 +259,8 @@ int fs_serve(const struct fs_config *cfg)
 		fs->git_ready = cfg->git_prepare == NULL;
 	}
 	pthread_mutex_init(&fs->copyup_lock, NULL);
+	for (int i = 0; i < FS_RECORD_LOCKS; i++)
+		pthread_mutex_init(&fs->record_locks[i], NULL);
 	struct stat lst, ust;
 	if (fstat(fs->lower_fd, &lst) < 0 || fstat(fs->upper_fd, &ust) < 0) {
 		r = -errno;

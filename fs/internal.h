@@ -86,6 +86,8 @@ struct agentfs {
 	uint64_t tmp_seq;
 
 	struct hashcache *hashes;
+#define FS_RECORD_LOCKS 64
+	pthread_mutex_t record_locks[FS_RECORD_LOCKS]; /* ops_file.c, record_lock() */
 
 	/* The private .git (fs_config.git_dir): served from git_fd; lookups of
 	 * ".git" wait for git_ready while the background build runs. */

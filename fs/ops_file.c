@@ -26,6 +26,7 @@ struct handle {
 	bool upper; /* fd is in the upper: the only kind that may change */
 	bool wrote; /* written since the last journal record */
 	pid_t pid;
+	uint64_t pid_start; /* journal_process_start() at open */
 	uid_t uid;
 	struct node *node;
 	uint64_t rbytes;
@@ -100,8 +101,8 @@ int handle_fstat(struct agentfs *fs, struct fuse_file_info *fi, struct node *n, 
 	return 0;
 }
 
-static struct handle *handle_new(fuse_req_t req, struct node *n, int fd, bool upper,
-				 const char *path)
+static struct handle *handle_new(struct agentfs *fs, fuse_req_t req, struct node *n, int fd,
+				 bool upper, const char *path)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -116,6 +117,9 @@ static struct handle *handle_new(fuse_req_t req, struct node *n, int fd, bool up
 	h->upper = upper;
 	h->pid = ctx->pid;
 	h->uid = ctx->uid;
+	/* Name the opener now: the release that journals this handle comes
+	 * after close(), often after the process exited. */
+	h->pid_start = journal_process_start(fs->journal, ctx->pid);
 	h->node = n;
 	return h;
 }
@@ -173,14 +177,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = fd;
 			goto fail;
 		}
-		h = handle_new(req, n, fd, true, path);
+		h = handle_new(fs, req, n, fd, true, path);
 		if (!h) {
 			r = -ENOMEM;
 			goto fail;
 		}
 		/* The version before this handle's writes: cached after a
 		 * copy-up or the last journaled write, else hashed now. */
-		h->has_before = hashcache_get(fs->hashes, fd, &h->before) == 0;
+		h->has_before = fs->journal && hashcache_get(fs->hashes, fd, &h->before) == 0;
 		if (fi->flags & O_TRUNC) {
 			if (ftruncate(fd, 0) < 0) {
 				r = -errno;
@@ -196,7 +200,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = fd;
 			goto fail;
 		}
-		h = handle_new(req, n, fd, n->upper, path);
+		h = handle_new(fs, req, n, fd, n->upper, path);
 		if (!h) {
 			r = -ENOMEM;
 			goto fail;
@@ -309,7 +313,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = r < 0 ? r : -ENOMEM;
 		goto fail;
 	}
-	struct handle *h = handle_new(req, n, fd, true, path);
+	struct handle *h = handle_new(fs, req, n, fd, true, path);
 	if (!h) {
 		r = -ENOMEM;
 		goto fail;
@@ -394,17 +398,31 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 }
 
 /* Journal what a write handle did since the last record. */
+/* Hash and record under the node's lock: two handles of one file released
+ * concurrently must reach the journal in the order their hashes were taken,
+ * or the last record would not describe the file. */
+static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
+{
+	return &fs->record_locks[((uintptr_t)n >> 6) % FS_RECORD_LOCKS];
+}
+
 static void record_write(struct agentfs *fs, struct handle *h)
 {
+	h->wrote = false;
+	if (!fs->journal)
+		return;
 	struct journal_event ev = {
 	    .op = JOP_WRITE,
 	    .pid = h->pid,
+	    .pid_start = h->pid_start,
 	    .uid = h->uid,
 	    .path = h->path,
 	    .bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
 	    .has_hash_before = h->has_before,
 	    .hash_before = h->before,
 	};
+	pthread_mutex_t *lock = record_lock(fs, h->node);
+	pthread_mutex_lock(lock);
 	XXH128_hash_t after;
 	if (hashcache_get(fs->hashes, h->fd, &after) == 0) {
 		ev.has_hash_after = true;
@@ -412,9 +430,8 @@ static void record_write(struct agentfs *fs, struct handle *h)
 		h->before = after;
 		h->has_before = true;
 	}
-	h->wrote = false;
-	if (fs->journal)
-		journal_record(fs->journal, &ev);
+	journal_record(fs->journal, &ev);
+	pthread_mutex_unlock(lock);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -439,13 +456,17 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct journal_event ev = {
 		    .op = JOP_READ,
 		    .pid = h->pid,
+		    .pid_start = h->pid_start,
 		    .uid = h->uid,
 		    .path = h->path,
 		    .bytes = h->rbytes,
 		};
+		pthread_mutex_t *lock = record_lock(fs, h->node);
+		pthread_mutex_lock(lock);
 		if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0)
 			ev.has_hash_after = true;
 		journal_record(fs->journal, &ev);
+		pthread_mutex_unlock(lock);
 	}
 	handle_unlink(fs, h);
 	close(h->fd);

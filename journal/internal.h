@@ -1,0 +1,189 @@
+/*
+ * internal.h - declarations shared by the journal's own files; not for other
+ * modules.
+ */
+#ifndef AGENTFS_JOURNAL_INTERNAL_H
+#define AGENTFS_JOURNAL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <xxhash.h>
+
+#include "journal/journal.h"
+
+/* ---- buf: a growing byte buffer ------------------------------------------- */
+
+struct jbuf {
+	char *p;
+	size_t len, cap;
+	bool oom; /* an append failed; contents are incomplete */
+};
+
+void jbuf_put(struct jbuf *b, const void *s, size_t n);
+void jbuf_puts(struct jbuf *b, const char *s);
+void jbuf_putc(struct jbuf *b, char c);
+void jbuf_free(struct jbuf *b);
+
+/* ---- chain.c -------------------------------------------------------------- */
+
+/* The genesis "prev" of the first record. */
+extern const XXH128_hash_t journal_chain_genesis;
+
+/* Chain hash of one record's line (without its newline).  The single place a
+ * keyed mode would change. */
+XXH128_hash_t journal_chain_hash(const char *line, size_t len);
+
+/* ---- record.c: formatting ------------------------------------------------- */
+
+/* What the writer knows about an event besides struct journal_event. */
+struct journal_who {
+	const char *comm; /* NULL when unknown */
+	const char *exe;  /* NULL when unknown */
+};
+
+/*
+ * Append one record (no newline) to @b.  @detail_json, when not NULL, is the
+ * compact JSON text of an object and is embedded as is; otherwise ev->detail,
+ * if any, is written as a string.
+ */
+void journal_format(struct jbuf *b, uint64_t seq, XXH128_hash_t prev, int64_t time_ns,
+		    const struct journal_event *ev, const struct journal_who *who,
+		    const char *detail_json);
+
+/* Append "KEY":"escaped" when @s is valid UTF-8, else "KEY_hex":"hex". */
+void journal_put_string_field(struct jbuf *b, const char *key, const char *s, size_t n);
+
+bool journal_utf8_valid(const char *s, size_t n);
+
+/* "ENOENT" for -ENOENT; "E<n>" when the C library has no name for it. */
+void journal_errno_name(int negerr, char *out, size_t len);
+/* Back: -EINVAL if @name is neither. */
+int journal_errno_parse(const char *name, int *negerr);
+
+/* ---- proc.c: pid -> process name cache ------------------------------------ */
+
+struct journal_proc_cache;
+
+int journal_proc_cache_new(struct journal_proc_cache **out);
+void journal_proc_cache_free(struct journal_proc_cache *c);
+
+/*
+ * Identify @pid: copies its comm (<= 15 bytes + NUL) and exe (PATH_MAX, or ""
+ * when unknown) and returns 1, or returns 0 when it cannot be named.  When
+ * @start is non-zero, the answer is the cached one for (pid, start), read fresh
+ * only if that process is still alive.  *start_out gets the start time.
+ */
+int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t start, char comm[17],
+			  char *exe, size_t exelen, uint64_t *start_out);
+
+/* ---- pathmap.c: view path -> last recorded content ------------------------- */
+
+struct journal_pathmap;
+
+struct journal_pathent {
+	char *path;
+	bool has_hash; /* false: content changed by a record that carried no hash */
+	XXH128_hash_t hash;
+	uint64_t seq; /* record that set it */
+	bool live;
+};
+
+int journal_pathmap_new(struct journal_pathmap **out);
+void journal_pathmap_free(struct journal_pathmap *m);
+struct journal_pathent *journal_pathmap_get(struct journal_pathmap *m, const char *path);
+int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
+			uint64_t seq);
+void journal_pathmap_del(struct journal_pathmap *m, const char *path);
+/* Remove @path and everything under "@path/". */
+void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path);
+/* Move @from and everything under "@from/" to @to; with @exchange, swap. */
+int journal_pathmap_rename(struct journal_pathmap *m, const char *from, const char *to,
+			   bool exchange, uint64_t seq);
+/* Apply one intact record's effect on the upper's content. */
+int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry *e);
+/* Call @fn for every live entry; iteration order is unspecified. */
+void journal_pathmap_each(struct journal_pathmap *m,
+			  void (*fn)(void *arg, struct journal_pathent *e), void *arg);
+size_t journal_pathmap_count(const struct journal_pathmap *m);
+
+/* ---- head file ------------------------------------------------------------ */
+
+struct journal_head {
+	uint64_t seq;
+	XXH128_hash_t hash;
+	uint64_t size; /* journal bytes through that record */
+};
+
+/* "<path>.head", malloc'd. */
+char *journal_head_path(const char *journal_path);
+/* 1 and @h filled, 0 when there is no head file, -EBADMSG when malformed. */
+int journal_head_read(const char *head_path, struct journal_head *h);
+int journal_head_write_fd(int fd, const struct journal_head *h);
+
+/* ---- scan.c: read a journal file and check its chain ---------------------- */
+
+struct journal_scan {
+	struct journal_pathmap *map; /* when not NULL, updated from intact records */
+	void (*on_entry)(void *arg, const struct journal_entry *e); /* optional */
+	void *arg;
+
+	uint64_t records; /* intact records */
+	uint64_t last_seq;
+	XXH128_hash_t last_hash; /* chain hash of the last intact line (genesis if none) */
+	int64_t last_time_ns;
+	enum journal_op last_op;
+	off_t intact_end; /* file offset just past the last intact line's newline */
+	off_t file_size;
+	uint64_t recovered; /* JOP_RECOVER records among the intact ones */
+
+	/* First problem, when bad_line != 0. */
+	uint64_t bad_line;
+	uint64_t bad_seq;
+	char why[1024];
+	bool bad_is_tail; /* the problem is confined to the last line (torn tail) */
+	/* The file's actual last complete line's hash (for appending after damage). */
+	XXH128_hash_t file_last_hash;
+	uint64_t file_last_seq;
+	off_t complete_end; /* offset past the last newline */
+
+	/* Input: the head file, when known, to judge an edit of the last record. */
+	const struct journal_head *head;
+	/* Input: a seq whose line hash to report (for checking the head). */
+	uint64_t check_seq;
+	bool check_found;
+	XXH128_hash_t check_hash;
+};
+
+/* Scan the journal open as @fd from offset 0.  Returns 0 (problems are in @s)
+ * or a negative errno on I/O failure. */
+int journal_scan_fd(int fd, struct journal_scan *s);
+
+/* ---- reader.c: lines ------------------------------------------------------ */
+
+/* A reader over @fd (borrowed), from its current position. */
+int journal_reader_fd(struct journal_reader **out, int fd);
+
+/* Next complete line: 1 with *line (valid until the next call; not
+ * NUL-terminated), *len (without the newline) and *off (its file offset);
+ * 0 at the end of the data so far (an incomplete line is held back);
+ * negative errno on a read error. */
+int journal_reader_line(struct journal_reader *r, const char **line, size_t *len, off_t *off);
+
+/* ---- upper.c: walking the upper ------------------------------------------ */
+
+/* Called for each regular file of the upper (whiteouts and other reserved
+ * names skipped), with its view path, its directory fd and name, and its stat.
+ * A non-zero return stops the walk and is returned. */
+typedef int (*journal_upper_fn)(void *arg, const char *path, int dirfd, const char *name,
+				const struct stat *st);
+
+int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg);
+
+/* xxh3-128 of the regular file @name in @dirfd, without following symlinks. */
+int journal_hash_at(int dirfd, const char *name, XXH128_hash_t *out);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * pathmap.c - view path -> the content its last record left in the upper.
+ *
+ * Built by replaying intact records (journal_pathmap_apply()); used by verify
+ * to check the upper and by crash recovery to find files changed without a
+ * record.  Open addressing with tombstones; a rename of a directory moves every
+ * path under it, which is a scan of the table (renames are rare next to reads).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "journal/internal.h"
+
+struct journal_pathmap {
+	struct journal_pathent *slot;
+	size_t cap;  /* power of two */
+	size_t live; /* live entries */
+	size_t used; /* live + tombstones */
+};
+
+int journal_pathmap_new(struct journal_pathmap **out)
+{
+	struct journal_pathmap *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->cap = 64;
+	m->slot = calloc(m->cap, sizeof(*m->slot));
+	if (!m->slot) {
+		free(m);
+		return -ENOMEM;
+	}
+	*out = m;
+	return 0;
+}
+
+void journal_pathmap_free(struct journal_pathmap *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->slot[i].path);
+	free(m->slot);
+	free(m);
+}
+
+size_t journal_pathmap_count(const struct journal_pathmap *m)
+{
+	return m->live;
+}
+
+static size_t hash_path(const char *p)
+{
+	return (size_t)XXH3_64bits(p, strlen(p));
+}
+
+/* Slot holding @path, or NULL. */
+static struct journal_pathent *lookup(struct journal_pathmap *m, const char *path)
+{
+	size_t mask = m->cap - 1;
+	for (size_t i = hash_path(path) & mask;; i = (i + 1) & mask) {
+		struct journal_pathent *e = &m->slot[i];
+		if (!e->path)
+			return NULL;
+		if (e->live && strcmp(e->path, path) == 0)
+			return e;
+	}
+}
+
+struct journal_pathent *journal_pathmap_get(struct journal_pathmap *m, const char *path)
+{
+	return lookup(m, path);
+}
+
+static int grow(struct journal_pathmap *m)
+{
+	size_t ncap = m->live * 4 > m->cap ? m->cap * 2 : m->cap;
+	struct journal_pathent *ns = calloc(ncap, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->cap; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (!e->path)
+			continue;
+		if (!e->live) {
+			free(e->path);
+			continue;
+		}
+		size_t j = hash_path(e->path) & (ncap - 1);
+		while (ns[j].path)
+			j = (j + 1) & (ncap - 1);
+		ns[j] = *e;
+	}
+	free(m->slot);
+	m->slot = ns;
+	m->cap = ncap;
+	m->used = m->live;
+	return 0;
+}
+
+int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
+			uint64_t seq)
+{
+	struct journal_pathent *e = lookup(m, path);
+	if (!e) {
+		if ((m->used + 1) * 4 > m->cap * 3) {
+			int r = grow(m);
+			if (r < 0)
+				return r;
+		}
+		size_t mask = m->cap - 1;
+		size_t i = hash_path(path) & mask;
+		while (m->slot[i].path)
+			i = (i + 1) & mask;
+		char *p = strdup(path);
+		if (!p)
+			return -ENOMEM;
+		e = &m->slot[i];
+		memset(e, 0, sizeof(*e));
+		e->path = p;
+		e->live = true;
+		m->live++;
+		m->used++;
+	}
+	e->has_hash = has_hash;
+	e->hash = h;
+	e->seq = seq;
+	return 0;
+}
+
+static void kill_ent(struct journal_pathmap *m, struct journal_pathent *e)
+{
+	e->live = false; /* the path stays as a tombstone until the next grow */
+	m->live--;
+}
+
+void journal_pathmap_del(struct journal_pathmap *m, const char *path)
+{
+	struct journal_pathent *e = lookup(m, path);
+	if (e)
+		kill_ent(m, e);
+}
+
+static bool under(const char *p, const char *dir, size_t dl)
+{
+	return strncmp(p, dir, dl) == 0 && (p[dl] == 0 || p[dl] == '/');
+}
+
+void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path)
+{
+	size_t dl = strlen(path);
+	for (size_t i = 0; i < m->cap; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (e->path && e->live && under(e->path, path, dl))
+			kill_ent(m, e);
+	}
+}
+
+struct moved {
+	char *path; /* new path */
+	bool has_hash;
+	XXH128_hash_t hash;
+};
+
+/* Take every entry under @from out of the table, renamed to be under @to. */
+static int take_tree(struct journal_pathmap *m, const char *from, const char *to,
+		     struct moved **out, size_t *n)
+{
+	size_t fl = strlen(from), tl = strlen(to), cap = 0;
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < m->cap; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (!e->path || !e->live || !under(e->path, from, fl))
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 8;
+			struct moved *nm = realloc(*out, cap * sizeof(**out));
+			if (!nm)
+				return -ENOMEM;
+			*out = nm;
+		}
+		size_t rest = strlen(e->path + fl);
+		char *np = malloc(tl + rest + 1);
+		if (!np)
+			return -ENOMEM;
+		memcpy(np, to, tl);
+		memcpy(np + tl, e->path + fl, rest + 1);
+		(*out)[(*n)++] = (struct moved){np, e->has_hash, e->hash};
+		kill_ent(m, e);
+	}
+	return 0;
+}
+
+static int put_tree(struct journal_pathmap *m, struct moved *mv, size_t n, uint64_t seq)
+{
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0)
+			r = journal_pathmap_set(m, mv[i].path, mv[i].has_hash, mv[i].hash, seq);
+		free(mv[i].path);
+	}
+	free(mv);
+	return r;
+}
+
+int journal_pathmap_rename(struct journal_pathmap *m, const char *from, const char *to,
+			   bool exchange, uint64_t seq)
+{
+	if (strcmp(from, to) == 0)
+		return 0;
+	struct moved *a = NULL, *b = NULL;
+	size_t na = 0, nb = 0;
+	int r = take_tree(m, from, to, &a, &na);
+	if (r == 0 && exchange)
+		r = take_tree(m, to, from, &b, &nb);
+	else if (r == 0)
+		journal_pathmap_del_tree(m, to); /* what the rename replaced */
+	int r2 = put_tree(m, a, na, seq);
+	int r3 = put_tree(m, b, nb, seq);
+	return r ? r : r2 ? r2 : r3;
+}
+
+static XXH128_hash_t empty_hash(void)
+{
+	return XXH3_128bits("", 0);
+}
+
+#define RENAME_EXCHANGE_FLAG 2 /* RENAME_EXCHANGE, <linux/fs.h> */
+
+int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry *e)
+{
+	if (!e->path)
+		return 0;
+	if (e->op == JOP_RECOVER && e->result == -ENOENT) {
+		journal_pathmap_del(m, e->path); /* recorded file found missing */
+		return 0;
+	}
+	if (e->result != 0)
+		return 0;
+	XXH128_hash_t zero = {0, 0};
+	switch (e->op) {
+	case JOP_WRITE:
+	case JOP_COPYUP:
+		if (e->has_hash_after)
+			return journal_pathmap_set(m, e->path, true, e->hash_after, e->seq);
+		if (e->op == JOP_COPYUP && e->has_hash_before)
+			return journal_pathmap_set(m, e->path, true, e->hash_before, e->seq);
+		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+	case JOP_CREATE:
+		return journal_pathmap_set(
+		    m, e->path, true, e->has_hash_after ? e->hash_after : empty_hash(), e->seq);
+	case JOP_MKNOD:
+		if (e->mode && !S_ISREG(e->mode))
+			return 0;
+		return journal_pathmap_set(m, e->path, true, empty_hash(), e->seq);
+	case JOP_TRUNCATE:
+		if (e->has_hash_after)
+			return journal_pathmap_set(m, e->path, true, e->hash_after, e->seq);
+		if (e->bytes == 0)
+			return journal_pathmap_set(m, e->path, true, empty_hash(), e->seq);
+		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+	case JOP_RECOVER:
+		return journal_pathmap_set(m, e->path, e->has_hash_after,
+					   e->has_hash_after ? e->hash_after : zero, e->seq);
+	case JOP_UNLINK:
+		journal_pathmap_del(m, e->path);
+		return 0;
+	case JOP_RMDIR:
+		journal_pathmap_del_tree(m, e->path);
+		return 0;
+	case JOP_RENAME:
+		if (!e->path2)
+			return 0;
+		return journal_pathmap_rename(m, e->path, e->path2,
+					      (e->flags & RENAME_EXCHANGE_FLAG) != 0, e->seq);
+	case JOP_LINK: {
+		if (!e->path2)
+			return 0;
+		struct journal_pathent *src = lookup(m, e->path);
+		if (!src)
+			return 0;
+		return journal_pathmap_set(m, e->path2, src->has_hash, src->hash, e->seq);
+	}
+	default:
+		return 0;
+	}
+}
+
+void journal_pathmap_each(struct journal_pathmap *m,
+			  void (*fn)(void *arg, struct journal_pathent *e), void *arg)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slot[i].path && m->slot[i].live)
+			fn(arg, &m->slot[i]);
+}

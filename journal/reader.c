@@ -1,0 +1,354 @@
+/*
+ * reader.c - reading records back: a line reader that can follow a growing
+ * file, and the parser of one record (jansson).
+ *
+ * The parser is strict: every key must be one the schema defines, with the
+ * right type, because `verify` relies on it to tell a valid record from an
+ * edited one, and `log` prints what it returns.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/layout.h"
+#include "journal/internal.h"
+
+struct journal_reader {
+	int fd;
+	bool own_fd;
+	char *buf;
+	size_t start, end, cap;
+	off_t base; /* file offset of buf[0] */
+	size_t partial;
+	uint64_t lineno;
+};
+
+int journal_reader_fd(struct journal_reader **out, int fd)
+{
+	struct journal_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->cap = 1 << 16;
+	r->buf = malloc(r->cap);
+	if (!r->buf) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->fd = fd;
+	off_t pos = lseek(fd, 0, SEEK_CUR);
+	r->base = pos < 0 ? 0 : pos;
+	*out = r;
+	return 0;
+}
+
+int journal_reader_open(struct journal_reader **out, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = journal_reader_fd(out, fd);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	(*out)->own_fd = true;
+	return 0;
+}
+
+void journal_reader_close(struct journal_reader *r)
+{
+	if (!r)
+		return;
+	if (r->own_fd)
+		close(r->fd);
+	free(r->buf);
+	free(r);
+}
+
+size_t journal_reader_partial(const struct journal_reader *r)
+{
+	return r->partial;
+}
+
+int journal_reader_line(struct journal_reader *r, const char **line, size_t *len, off_t *off)
+{
+	size_t scanned = r->start;
+	for (;;) {
+		char *nl = memchr(r->buf + scanned, '\n', r->end - scanned);
+		if (nl) {
+			*line = r->buf + r->start;
+			*len = (size_t)(nl - (r->buf + r->start));
+			*off = r->base + (off_t)r->start;
+			r->start = (size_t)(nl - r->buf) + 1;
+			r->lineno++;
+			r->partial = 0;
+			return 1;
+		}
+		scanned = r->end;
+		if (r->start > 0) { /* compact */
+			memmove(r->buf, r->buf + r->start, r->end - r->start);
+			r->base += (off_t)r->start;
+			r->end -= r->start;
+			scanned -= r->start;
+			r->start = 0;
+		}
+		if (r->end == r->cap) {
+			char *nb = realloc(r->buf, r->cap * 2);
+			if (!nb)
+				return -ENOMEM;
+			r->buf = nb;
+			r->cap *= 2;
+		}
+		ssize_t n = read(r->fd, r->buf + r->end, r->cap - r->end);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) {
+			r->partial = r->end - r->start;
+			return 0;
+		}
+		r->end += (size_t)n;
+	}
+}
+
+void journal_entry_clear(struct journal_entry *e)
+{
+	free(e->comm);
+	free(e->exe);
+	free(e->path);
+	free(e->path2);
+	free(e->detail);
+	free(e->line);
+	memset(e, 0, sizeof(*e));
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* A string field KEY or KEY_hex into *out (malloc'd). 0 absent, 1 set, <0 bad. */
+static int get_string(json_t *o, const char *key, char **out, char *err, size_t errlen)
+{
+	char hkey[32];
+	snprintf(hkey, sizeof(hkey), "%s_hex", key);
+	json_t *s = json_object_get(o, key), *h = json_object_get(o, hkey);
+	if (s && h)
+		return fail(err, errlen, "both \"%s\" and \"%s\"", key, hkey);
+	if (!s && !h)
+		return 0;
+	json_t *v = s ? s : h;
+	if (!json_is_string(v))
+		return fail(err, errlen, "\"%s\" is not a string", s ? key : hkey);
+	const char *str = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (s) {
+		if (strlen(str) != n)
+			return fail(err, errlen, "\"%s\" holds a NUL", key);
+		*out = strdup(str);
+		return *out ? 1 : -ENOMEM;
+	}
+	if (n % 2)
+		return fail(err, errlen, "\"%s\" is not hex", hkey);
+	char *p = malloc(n / 2 + 1);
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i += 2) {
+		int a = hexval(str[i]), b = hexval(str[i + 1]);
+		if (a < 0 || b < 0 || (a | b) == 0) {
+			free(p);
+			return fail(err, errlen, "\"%s\" is not hex of a NUL-free string", hkey);
+		}
+		p[i / 2] = (char)(a << 4 | b);
+	}
+	p[n / 2] = 0;
+	*out = p;
+	return 1;
+}
+
+static int get_uint(json_t *o, const char *key, bool required, uint64_t max, uint64_t *out,
+		    char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v) {
+		if (required)
+			return fail(err, errlen, "no \"%s\"", key);
+		*out = 0;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return fail(err, errlen, "\"%s\" is not an integer in range", key);
+	*out = (uint64_t)json_integer_value(v);
+	return 1;
+}
+
+static int get_hash(json_t *o, const char *key, bool *has, XXH128_hash_t *h, char *err,
+		    size_t errlen)
+{
+	json_t *v = json_object_get(o, key);
+	*has = false;
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || json_string_length(v) != 32)
+		return fail(err, errlen, "\"%s\" is not 32 hex digits", key);
+	const char *s = json_string_value(v);
+	for (int i = 0; i < 32; i++)
+		if (hexval(s[i]) < 0)
+			return fail(err, errlen, "\"%s\" is not 32 lowercase hex digits", key);
+	if (layout_hash_parse(s, h) < 0)
+		return fail(err, errlen, "\"%s\" is not 32 hex digits", key);
+	*has = true;
+	return 1;
+}
+
+static const char *const known_keys[] = {
+    "v",     "seq",	 "prev", "time_ns",	"op",	"result",   "pid",	  "uid",
+    "comm",  "comm_hex", "exe",	 "exe_hex",	"path", "path_hex", "path2",	  "path2_hex",
+    "bytes", "flags",	 "mode", "hash_before", "hash", "detail",   "detail_hex",
+};
+
+static int parse_obj(json_t *o, struct journal_entry *e, char *err, size_t errlen)
+{
+	const char *key;
+	json_t *val;
+	json_object_foreach(o, key, val)
+	{
+		bool known = false;
+		for (size_t i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++)
+			known = known || strcmp(key, known_keys[i]) == 0;
+		if (!known)
+			return fail(err, errlen, "unknown key \"%.40s\"", key);
+	}
+	uint64_t u;
+	int r;
+	if ((r = get_uint(o, "v", true, INT64_MAX, &u, err, errlen)) < 0)
+		return r;
+	if (u != JOURNAL_SCHEMA_VERSION)
+		return fail(err, errlen, "schema version %llu is not %d", (unsigned long long)u,
+			    JOURNAL_SCHEMA_VERSION);
+	if ((r = get_uint(o, "seq", true, INT64_MAX, &e->seq, err, errlen)) < 0)
+		return r;
+	bool has;
+	if ((r = get_hash(o, "prev", &has, &e->prev, err, errlen)) < 0)
+		return r;
+	if (!has)
+		return fail(err, errlen, "no \"prev\"");
+	if ((r = get_uint(o, "time_ns", true, INT64_MAX, &u, err, errlen)) < 0)
+		return r;
+	e->time_ns = (int64_t)u;
+	json_t *op = json_object_get(o, "op");
+	if (!json_is_string(op) || journal_op_parse(json_string_value(op), &e->op) < 0)
+		return fail(err, errlen, "\"op\" is missing or unknown");
+	json_t *res = json_object_get(o, "result");
+	if (json_is_integer(res) && json_integer_value(res) == 0)
+		e->result = 0;
+	else if (!json_is_string(res) ||
+		 journal_errno_parse(json_string_value(res), &e->result) < 0)
+		return fail(err, errlen, "\"result\" is neither 0 nor an errno name");
+	if ((r = get_uint(o, "pid", true, INT32_MAX, &u, err, errlen)) < 0)
+		return r;
+	e->pid = (pid_t)u;
+	if ((r = get_uint(o, "uid", true, UINT32_MAX, &u, err, errlen)) < 0)
+		return r;
+	e->uid = (uid_t)u;
+	if ((r = get_string(o, "comm", &e->comm, err, errlen)) < 0 ||
+	    (r = get_string(o, "exe", &e->exe, err, errlen)) < 0 ||
+	    (r = get_string(o, "path", &e->path, err, errlen)) < 0 ||
+	    (r = get_string(o, "path2", &e->path2, err, errlen)) < 0)
+		return r;
+	if ((r = get_uint(o, "bytes", false, INT64_MAX, &e->bytes, err, errlen)) < 0)
+		return r;
+	if ((r = get_uint(o, "flags", false, UINT32_MAX, &u, err, errlen)) < 0)
+		return r;
+	e->flags = (uint32_t)u;
+	if ((r = get_uint(o, "mode", false, UINT32_MAX, &u, err, errlen)) < 0)
+		return r;
+	e->mode = (uint32_t)u;
+	if ((r = get_hash(o, "hash_before", &e->has_hash_before, &e->hash_before, err, errlen)) <
+		0 ||
+	    (r = get_hash(o, "hash", &e->has_hash_after, &e->hash_after, err, errlen)) < 0)
+		return r;
+	json_t *d = json_object_get(o, "detail");
+	if (json_is_object(d)) {
+		e->detail = json_dumps(d, JSON_COMPACT);
+		if (!e->detail)
+			return -ENOMEM;
+		e->detail_is_object = true;
+	} else if (d && !json_is_string(d)) {
+		return fail(err, errlen, "\"detail\" is neither an object nor a string");
+	} else if ((r = get_string(o, "detail", &e->detail, err, errlen)) < 0) {
+		return r;
+	}
+	return 0;
+}
+
+int journal_entry_parse(const char *line, size_t len, struct journal_entry *e, char *err,
+			size_t errlen)
+{
+	uint64_t lineno = e->lineno;
+	memset(e, 0, sizeof(*e));
+	e->lineno = lineno;
+	json_error_t jerr;
+	json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o)
+		return fail(err, errlen, "not valid JSON: %s (column %d)", jerr.text, jerr.column);
+	int r;
+	if (!json_is_object(o))
+		r = fail(err, errlen, "not a JSON object");
+	else
+		r = parse_obj(o, e, err, errlen);
+	json_decref(o);
+	if (r == 0) {
+		e->line = malloc(len + 1);
+		if (!e->line) {
+			r = -ENOMEM;
+		} else {
+			memcpy(e->line, line, len);
+			e->line[len] = 0;
+			e->line_len = len;
+		}
+	}
+	if (r < 0) {
+		journal_entry_clear(e);
+		e->lineno = lineno;
+	}
+	return r;
+}
+
+int journal_reader_next(struct journal_reader *r, struct journal_entry *e, char *err, size_t errlen)
+{
+	const char *line;
+	size_t len;
+	off_t off;
+	int n = journal_reader_line(r, &line, &len, &off);
+	if (n <= 0)
+		return n;
+	e->lineno = r->lineno;
+	return journal_entry_parse(line, len, e, err, errlen) < 0 ? -EBADMSG : 1;
+}

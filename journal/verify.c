@@ -1,0 +1,215 @@
+/*
+ * verify.c - journal_verify_file(): the chain, the head, and the upper.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/layout.h"
+#include "journal/internal.h"
+
+static bool same(XXH128_hash_t a, XXH128_hash_t b)
+{
+	return a.low64 == b.low64 && a.high64 == b.high64;
+}
+
+static void note(struct journal_verify *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void note(struct journal_verify *v, const char *fmt, ...)
+{
+	if (!v->note)
+		return;
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	v->note(v->arg, msg);
+}
+
+/* Paths in messages: as they are when printable, else quoted with escapes. */
+static void show_path(const char *p, char *out, size_t len)
+{
+	size_t o = 0;
+	for (const unsigned char *s = (const unsigned char *)p; *s && o + 5 < len; s++) {
+		if (*s < 0x20 || *s == 0x7f || *s == '\\')
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *s);
+		else
+			out[o++] = (char)*s;
+	}
+	out[o] = 0;
+}
+
+static void upper_bad(struct journal_verify *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void upper_bad(struct journal_verify *v, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!v->upper_bad)
+		snprintf(v->upper_first, sizeof(v->upper_first), "%s", msg);
+	v->upper_bad++;
+	note(v, "%s", msg);
+}
+
+static void on_entry(void *arg, const struct journal_entry *e)
+{
+	struct journal_verify *v = arg;
+	if (e->op != JOP_RECOVER)
+		return;
+	char p[512];
+	if (e->path) {
+		show_path(e->path, p, sizeof(p));
+		note(v, "record %" PRIu64 ": recovered: %s: %s", e->seq, p,
+		     e->result == -ENOENT ? "missing from the upper" : "changed without a record");
+	} else {
+		note(v, "record %" PRIu64 ": crash recovery: %s", e->seq,
+		     e->detail ? e->detail : "");
+	}
+}
+
+struct upper_ctx {
+	struct journal_verify *v;
+	struct journal_pathmap *map, *seen;
+	int err;
+};
+
+static int visit(void *arg, const char *path, int dirfd, const char *name, const struct stat *st)
+{
+	struct upper_ctx *c = arg;
+	(void)st;
+	c->v->upper_files++;
+	int r = journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0);
+	if (r < 0)
+		return r;
+	char p[512];
+	show_path(path, p, sizeof(p));
+	struct journal_pathent *e = journal_pathmap_get(c->map, path);
+	if (!e) {
+		upper_bad(c->v, "upper: %s: no record of this file (changed behind agentfs's back)",
+			  p);
+		return 0;
+	}
+	if (!e->has_hash)
+		return 0; /* its last record carried no hash: nothing to compare */
+	XXH128_hash_t h;
+	r = journal_hash_at(dirfd, name, &h);
+	if (r < 0) {
+		upper_bad(c->v, "upper: %s: cannot read: %s", p, strerror(-r));
+		return 0;
+	}
+	if (!same(h, e->hash)) {
+		char a[33], b[33];
+		layout_hash_hex(h, a);
+		layout_hash_hex(e->hash, b);
+		upper_bad(c->v,
+			  "upper: %s: content %s differs from record %" PRIu64
+			  " (%s): changed behind agentfs's back",
+			  p, a, e->seq, b);
+	}
+	return 0;
+}
+
+static void missing(void *arg, struct journal_pathent *e)
+{
+	struct upper_ctx *c = arg;
+	if (journal_pathmap_get(c->seen, e->path))
+		return;
+	char p[512];
+	show_path(e->path, p, sizeof(p));
+	upper_bad(c->v, "upper: %s: recorded by record %" PRIu64 " but missing from the upper", p,
+		  e->seq);
+}
+
+int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v)
+{
+	void (*keep_note)(void *, const char *) = v->note;
+	void *keep_arg = v->arg;
+	memset(v, 0, sizeof(*v));
+	v->note = keep_note;
+	v->arg = keep_arg;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char *hp = journal_head_path(path);
+	if (!hp) {
+		close(fd);
+		return -ENOMEM;
+	}
+	struct journal_head head;
+	int hr = journal_head_read(hp, &head);
+	free(hp);
+
+	struct journal_pathmap *map = NULL;
+	int r = journal_pathmap_new(&map);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	struct journal_scan s = {.map = map, .on_entry = on_entry, .arg = v};
+	if (hr == 1) {
+		s.head = &head;
+		s.check_seq = head.seq;
+	}
+	r = journal_scan_fd(fd, &s);
+	close(fd);
+	if (r < 0) {
+		journal_pathmap_free(map);
+		return r;
+	}
+	v->records = s.records;
+	v->recovered = s.recovered;
+	if (s.bad_line) {
+		v->bad_line = s.bad_line;
+		v->bad_seq = s.bad_seq;
+		snprintf(v->why, sizeof(v->why), "%s", s.why);
+	} else if (hr < 0) {
+		v->bad_line = s.records + 1;
+		v->bad_seq = s.last_seq + 1;
+		snprintf(v->why, sizeof(v->why), "the head file is malformed");
+	} else if (hr == 0 && s.records > 0) {
+		v->bad_line = s.records + 1;
+		v->bad_seq = s.last_seq + 1;
+		snprintf(v->why, sizeof(v->why),
+			 "the head file is missing: cannot tell whether records were removed "
+			 "from the end");
+	} else if (hr == 1 && head.seq > s.last_seq) {
+		v->bad_line = s.records + 1;
+		v->bad_seq = s.last_seq + 1;
+		snprintf(v->why, sizeof(v->why),
+			 "the journal ends at record %" PRIu64 " but its head file records %" PRIu64
+			 ": records %" PRIu64 "..%" PRIu64 " were removed (truncated)",
+			 s.last_seq, head.seq, s.last_seq + 1, head.seq);
+	} else if (hr == 1 && head.seq > 0 && !(s.check_found && same(s.check_hash, head.hash))) {
+		v->bad_line = head.seq;
+		v->bad_seq = head.seq;
+		snprintf(v->why, sizeof(v->why),
+			 "record %" PRIu64
+			 " was edited: it does not match the hash in the head file",
+			 head.seq);
+	}
+
+	if (upper_fd >= 0) {
+		struct upper_ctx c = {.v = v, .map = map};
+		r = journal_pathmap_new(&c.seen);
+		if (r == 0)
+			r = journal_walk_upper(upper_fd, visit, &c);
+		if (r == 0)
+			journal_pathmap_each(map, missing, &c);
+		journal_pathmap_free(c.seen);
+	}
+	journal_pathmap_free(map);
+	return r;
+}

@@ -1,0 +1,414 @@
+/*
+ * writer.c - the journal's queue and writer thread: journal_open(),
+ * journal_record(), journal_flush(), journal_close().
+ *
+ * journal_record() runs on FUSE worker threads.  It names the process (proc.c),
+ * copies the event and its strings into one allocation, and appends it to the
+ * queue under a short mutex.  The queue is two arrays swapped by the writer, so
+ * the lock is held for a pointer swap, not for formatting.  When the queue is
+ * full the caller waits for the writer rather than drop a record (counted in
+ * full_waits; the writer empties a full queue in well under a millisecond).
+ *
+ * The writer thread alone assigns seq and prev, formats lines (record.c), and
+ * appends them with one pwrite() per batch, then fdatasync()s per the sync mode
+ * and rewrites the head file (chain.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal/internal.h"
+#include "journal/writer.h"
+
+#define NEVER_WRITE_AT (64 * 1024)
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void free_batch(struct qev *q, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(q[i].blob);
+}
+
+/* Copy @s into the blob at *at; returns the copy or NULL for NULL. */
+static const char *stash(char **at, const char *s, size_t n)
+{
+	if (!s)
+		return NULL;
+	char *d = *at;
+	memcpy(d, s, n + 1);
+	*at += n + 1;
+	return d;
+}
+
+static void enqueue(struct journal *j, const struct journal_event *ev, const char *comm,
+		    const char *exe)
+{
+	size_t lp = ev->path ? strlen(ev->path) : 0, lp2 = ev->path2 ? strlen(ev->path2) : 0,
+	       ld = ev->detail ? strlen(ev->detail) : 0, lc = comm ? strlen(comm) : 0,
+	       le = exe ? strlen(exe) : 0;
+	struct qev q = {.ev = *ev};
+	q.blob = malloc(lp + lp2 + ld + lc + le + 5);
+	if (!q.blob) {
+		/* Keep the event without its strings rather than lose it. */
+		q.ev.path = q.ev.path2 = q.ev.detail = NULL;
+		q.oom = true;
+	} else {
+		char *at = q.blob;
+		q.ev.path = stash(&at, ev->path, lp);
+		q.ev.path2 = stash(&at, ev->path2, lp2);
+		q.ev.detail = stash(&at, ev->detail, ld);
+		q.comm = stash(&at, comm, lc);
+		q.exe = stash(&at, exe, le);
+	}
+
+	pthread_mutex_lock(&j->lock);
+	while (j->n == JOURNAL_QUEUE_MAX && !j->stopped) {
+		j->full_waits++;
+		pthread_cond_signal(&j->nonempty);
+		pthread_cond_wait(&j->space, &j->lock);
+	}
+	if (j->stopped) { /* recorded after close began: nowhere to go */
+		pthread_mutex_unlock(&j->lock);
+		free(q.blob);
+		return;
+	}
+	/* Time taken under the lock, so time_ns never goes backwards along seq. */
+	q.time_ns = now_ns();
+	j->q[j->n++] = q;
+	j->enqueued++;
+	if (j->sync == JOURNAL_SYNC_ALWAYS || j->n == JOURNAL_QUEUE_MAX / 2)
+		pthread_cond_signal(&j->nonempty);
+	pthread_mutex_unlock(&j->lock);
+}
+
+void journal_record(struct journal *j, const struct journal_event *ev)
+{
+	if (!j || !ev)
+		return;
+	char comm[17], exe[PATH_MAX];
+	bool named = journal_proc_identify(j->procs, ev->pid, ev->pid_start, comm, exe, sizeof(exe),
+					   NULL) == 1;
+	enqueue(j, ev, named ? comm : NULL, named ? exe : NULL);
+}
+
+uint64_t journal_process_start(struct journal *j, pid_t pid)
+{
+	if (!j)
+		return 0;
+	char comm[17], exe[PATH_MAX];
+	uint64_t start = 0;
+	if (journal_proc_identify(j->procs, pid, 0, comm, exe, sizeof(exe), &start) != 1)
+		return 0;
+	return start;
+}
+
+/* Detail text that is a JSON object goes in as an object (compact, one line);
+ * anything else as a string.  Returns malloc'd JSON or NULL. */
+static char *detail_object(const char *detail)
+{
+	if (!detail || detail[0] != '{')
+		return NULL;
+	json_t *o = json_loads(detail, JSON_REJECT_DUPLICATES, NULL);
+	char *s = NULL;
+	if (o && json_is_object(o))
+		s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+static void format_batch(struct journal *j, struct qev *q, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct journal_who who = {q[i].comm, q[i].exe};
+		char *dj = detail_object(q[i].ev.detail);
+		size_t start = j->out.len;
+		struct journal_event ev = q[i].ev;
+		if (q[i].oom && !ev.detail)
+			ev.detail = "strings lost: out of memory when recorded";
+		journal_format(&j->out, j->seq + 1, j->prev, q[i].time_ns, &ev, &who, dj);
+		free(dj);
+		if (j->out.oom)
+			break;
+		j->seq++;
+		j->prev = journal_chain_hash(j->out.p + start, j->out.len - start);
+		jbuf_putc(&j->out, '\n');
+		j->out_seq = j->seq;
+	}
+}
+
+/* Write the formatted buffer, sync, update the head.  Writer thread only. */
+static int write_out(struct journal *j)
+{
+	if (j->out.len == 0)
+		return 0;
+	size_t done = 0;
+	while (done < j->out.len) {
+		ssize_t w =
+		    pwrite(j->fd, j->out.p + done, j->out.len - done, j->size + (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			int err = w < 0 ? -errno : -EIO;
+			/* Leave no partial line behind; the buffer is retried next time. */
+			if (ftruncate(j->fd, j->size) < 0) {
+				/* the next mount trims the torn tail */
+			}
+			return err;
+		}
+		done += (size_t)w;
+	}
+	j->size += (off_t)done;
+	j->out.len = 0;
+	if (j->sync != JOURNAL_SYNC_NEVER && fdatasync(j->fd) < 0)
+		return -errno;
+	struct journal_head h = {j->out_seq, j->prev, (uint64_t)j->size};
+	if (j->head_fd >= 0)
+		return journal_head_write_fd(j->head_fd, &h);
+	return 0;
+}
+
+static void *writer_main(void *arg)
+{
+	struct journal *j = arg;
+	pthread_mutex_lock(&j->lock);
+	for (;;) {
+		if (j->n == 0 && !j->stop && !j->flushers) {
+			if (j->sync == JOURNAL_SYNC_ALWAYS) {
+				pthread_cond_wait(&j->nonempty, &j->lock);
+			} else {
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += JOURNAL_INTERVAL_MS * 1000000L;
+				ts.tv_sec += ts.tv_nsec / 1000000000L;
+				ts.tv_nsec %= 1000000000L;
+				pthread_cond_timedwait(&j->nonempty, &j->lock, &ts);
+			}
+		}
+		struct qev *batch = j->q;
+		size_t n = j->n;
+		j->q = j->q2;
+		j->q2 = batch;
+		j->n = 0;
+		uint64_t target = j->enqueued;
+		bool stopping = j->stop, flushing = j->flushers > 0;
+		pthread_cond_broadcast(&j->space);
+		pthread_mutex_unlock(&j->lock);
+
+		format_batch(j, batch, n);
+		free_batch(batch, n);
+		int err = 0;
+		bool due = j->sync != JOURNAL_SYNC_NEVER || stopping || flushing ||
+			   j->out.len >= NEVER_WRITE_AT;
+		if (j->out.oom)
+			err = -ENOMEM;
+		else if (due)
+			err = write_out(j);
+
+		pthread_mutex_lock(&j->lock);
+		if (err && !j->err)
+			j->err = err;
+		if (due)
+			j->written = target;
+		pthread_cond_broadcast(&j->flushed);
+		if (stopping && j->n == 0)
+			break;
+	}
+	j->stopped = true;
+	pthread_cond_broadcast(&j->space);
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+int journal_flush(struct journal *j)
+{
+	if (!j)
+		return 0;
+	pthread_mutex_lock(&j->lock);
+	uint64_t target = j->enqueued;
+	j->flushers++;
+	pthread_cond_signal(&j->nonempty);
+	while (j->written < target && !j->stopped)
+		pthread_cond_wait(&j->flushed, &j->lock);
+	j->flushers--;
+	int err = j->err;
+	pthread_mutex_unlock(&j->lock);
+	return err;
+}
+
+static void destroy(struct journal *j)
+{
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->head_fd >= 0)
+		close(j->head_fd);
+	free_batch(j->q, j->n);
+	free(j->q);
+	free(j->q2);
+	jbuf_free(&j->out);
+	journal_proc_cache_free(j->procs);
+	journal_pathmap_free(j->map);
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->nonempty);
+	pthread_cond_destroy(&j->space);
+	pthread_cond_destroy(&j->flushed);
+	free(j->path);
+	free(j->head_path);
+	free(j);
+}
+
+void journal_close(struct journal *j)
+{
+	if (!j)
+		return;
+	pthread_mutex_lock(&j->lock);
+	j->stop = true;
+	pthread_cond_signal(&j->nonempty);
+	pthread_mutex_unlock(&j->lock);
+	pthread_join(j->thread, NULL);
+	destroy(j);
+}
+
+uint64_t journal_full_waits(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	uint64_t n = j->full_waits;
+	pthread_mutex_unlock(&j->lock);
+	return n;
+}
+
+/* A record the journal makes about itself (recovery at open). */
+static void record_self(struct journal *j, enum journal_op op, int result, const char *path,
+			const char *detail)
+{
+	struct journal_event ev = {
+	    .op = op,
+	    .result = result,
+	    .pid = getpid(),
+	    .uid = getuid(),
+	    .path = path,
+	    .detail = detail,
+	};
+	journal_record(j, &ev);
+}
+
+/* Look at what the last session left: trim a torn tail, note a crash, lost
+ * records or damage in one JOP_RECOVER record. */
+static int recover_tail(struct journal *j)
+{
+	struct journal_head head;
+	int hr = journal_head_read(j->head_path, &head);
+	struct journal_scan s = {.map = j->map, .head = hr == 1 ? &head : NULL};
+	if (hr == 1)
+		s.check_seq = head.seq;
+	int r = journal_scan_fd(j->fd, &s);
+	if (r < 0)
+		return r;
+	j->last_time_ns = s.last_time_ns;
+
+	off_t keep = s.bad_line && s.bad_is_tail ? s.intact_end : s.complete_end;
+	uint64_t trimmed = (uint64_t)(s.file_size - keep);
+	if (trimmed && ftruncate(j->fd, keep) < 0)
+		return -errno;
+	j->size = keep;
+	if (s.bad_line && !s.bad_is_tail) {
+		/* Damage before the tail stays; continue the chain from the last line. */
+		j->seq = s.file_last_seq;
+		j->prev = s.file_last_hash;
+	} else {
+		j->seq = s.last_seq;
+		j->prev = s.last_hash;
+	}
+	j->crashed = s.records > 0 && s.last_op != JOP_UNMOUNT;
+	bool lost = hr == 1 && (head.seq > s.last_seq ||
+				(s.check_found && (s.check_hash.low64 != head.hash.low64 ||
+						   s.check_hash.high64 != head.hash.high64)));
+	if (!j->crashed && !trimmed && !lost && !s.bad_line && hr >= 0)
+		return 0;
+
+	json_t *d = json_object();
+	json_object_set_new(d, "event", json_string(j->crashed || trimmed ? "crash" : "repair"));
+	json_object_set_new(d, "last_intact_seq", json_integer((json_int_t)s.last_seq));
+	json_object_set_new(d, "trimmed_bytes", json_integer((json_int_t)trimmed));
+	if (s.bad_line) {
+		json_object_set_new(d, "bad_line", json_integer((json_int_t)s.bad_line));
+		json_object_set_new(d, "why", json_string(s.why));
+	}
+	if (lost) {
+		json_object_set_new(d, "head_seq", json_integer((json_int_t)head.seq));
+		json_object_set_new(d, "lost",
+				    json_string("the head file records a later or "
+						"different record than the journal holds"));
+	}
+	if (hr < 0)
+		json_object_set_new(d, "head", json_string("unreadable"));
+	char *txt = json_dumps(d, JSON_COMPACT);
+	json_decref(d);
+	record_self(j, JOP_RECOVER, s.bad_line && !s.bad_is_tail ? -EBADMSG : 0, NULL,
+		    txt ? txt : "crash recovery");
+	free(txt);
+	return 0;
+}
+
+int journal_open(struct journal **out, const char *path, enum journal_sync sync)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->fd = j->head_fd = -1;
+	j->sync = sync;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->nonempty, NULL);
+	pthread_cond_init(&j->space, NULL);
+	pthread_cond_init(&j->flushed, NULL);
+	int r = -ENOMEM;
+	j->path = strdup(path);
+	j->head_path = j->path ? journal_head_path(path) : NULL;
+	j->q = calloc(JOURNAL_QUEUE_MAX, sizeof(*j->q));
+	j->q2 = calloc(JOURNAL_QUEUE_MAX, sizeof(*j->q2));
+	if (!j->head_path || !j->q || !j->q2)
+		goto fail;
+	if ((r = journal_proc_cache_new(&j->procs)) < 0 || (r = journal_pathmap_new(&j->map)) < 0)
+		goto fail;
+	j->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (j->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* One writer per journal: a second daemon on the same workspace would fork
+	 * the chain. */
+	if (flock(j->fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		goto fail;
+	}
+	j->head_fd = open(j->head_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (j->head_fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if ((r = recover_tail(j)) < 0)
+		goto fail;
+	if ((r = pthread_create(&j->thread, NULL, writer_main, j)) != 0) {
+		r = -r;
+		goto fail;
+	}
+	*out = j;
+	return 0;
+fail:
+	destroy(j);
+	return r;
+}

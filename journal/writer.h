@@ -1,0 +1,47 @@
+/* writer.h - struct journal, shared by writer.c and recover.c only. */
+#ifndef AGENTFS_JOURNAL_WRITER_H
+#define AGENTFS_JOURNAL_WRITER_H
+
+#include "journal/internal.h"
+
+/* One queued event: the event with its strings moved into @blob. */
+struct qev {
+	struct journal_event ev;
+	int64_t time_ns;
+	const char *comm, *exe; /* in blob, NULL when unknown */
+	char *blob;
+	bool oom;
+};
+
+struct journal {
+	char *path, *head_path;
+	int fd, head_fd;
+	enum journal_sync sync;
+	struct journal_proc_cache *procs;
+
+	pthread_mutex_t lock;
+	pthread_cond_t nonempty, space, flushed;
+	struct qev *q, *q2; /* producers append to q; the writer swaps q and q2 */
+	size_t n;
+	uint64_t enqueued, written, full_waits;
+	int flushers;
+	bool stop, stopped;
+	int err; /* first write error, sticky */
+	pthread_t thread;
+
+	/* Writer thread only (and journal_open before it starts). */
+	uint64_t seq, out_seq;
+	XXH128_hash_t prev;
+	off_t size;
+	struct jbuf out;
+
+	/* From the scan at open, for journal_recover_upper(). */
+	struct journal_pathmap *map;
+	int64_t last_time_ns;
+	bool crashed;
+};
+
+/* Times journal_record() waited for a full queue. */
+uint64_t journal_full_waits(struct journal *j);
+
+#endif

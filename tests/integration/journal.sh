@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# journal.sh - the journal through a real mount: the hash of a read equals
+# `xxhsum -H2` of the file, writes are attributed to the processes that made
+# them, verify detects edited, removed and truncated records and changes to the
+# upper behind agentfs's back, and after kill -9 of the daemon the next mount's
+# recovery makes verify pass again and says what it recovered.
+#
+#   bash journal.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+command -v xxhsum >/dev/null || bail "xxhsum (Debian package xxhash) is needed"
+
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+WS=$STATE/workspaces/mnt
+J=$WS/journal.jsonl
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount"; else
+	fail "mount" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+
+# field NAME LINE: the string or number value of a top-level field of a record
+field() {
+	printf '%s\n' "$2" | grep -o "\"$1\":\(\"[^\"]*\"\|[0-9]*\)" | head -n 1 | sed 's/^[^:]*://; s/"//g'
+}
+
+# records OP PATH: the raw records of OP on PATH (after the daemon flushed)
+records() {
+	af log --json --op "$1" --path "$2" "$MNT"
+}
+
+settle() {
+	sleep 0.3 # the writer thread flushes every 100 ms
+}
+
+# ------------------------------------------------------------------ reads
+sh -c 'echo $$ >"$1"; exec cat "$2"' sh "$T/cat.pid" "$MNT/README.md" >/dev/null
+cat_pid=$(cat "$T/cat.pid")
+settle
+rec=$(records read README.md | tail -n 1)
+if [ -n "$rec" ]; then pass "a read of README.md is recorded"; else
+	fail "a read of README.md is recorded" "$(af log "$MNT" 2>&1 | tail -n 20)"
+fi
+assert_eq "  ...its hash is xxhsum -H2 of the file" \
+	"$(xxhsum -H2 "$REPO/README.md" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$rec")"
+assert_eq "  ...bytes served is the file's size" "$(stat -c %s "$REPO/README.md")" "$(field bytes "$rec")"
+assert_eq "  ...by the process that read it" "$cat_pid" "$(field pid "$rec")"
+assert_eq "  ...named from /proc" cat "$(field comm "$rec")"
+
+t cat "$MNT/.env" >/dev/null 2>&1
+settle
+assert_contains "a lookup of a hidden name is recorded as conceal" '"op":"conceal"' \
+	"$(records conceal .env)"
+assert_contains "  ...and shows in log --denied" ".env" "$(af log --denied "$MNT" 2>&1)"
+
+# ------------------------------------------------------------------ a write storm
+mkdir -p "$MNT/storm" || fail "mkdir storm"
+writer() { # writer TAG: 60 files, each created and written by this shell itself
+	echo "$BASHPID" >"$T/writer-$1.pid"
+	for i in $(seq 1 60); do
+		printf '%s %s\n' "$1" "$i" >"$MNT/storm/$1-$i.txt"
+		printf 'more\n' >>"$MNT/storm/$1-$i.txt"
+	done
+}
+writer a &
+wa=$!
+writer b &
+wb=$!
+wait "$wa" "$wb"
+pa=$(cat "$T/writer-a.pid")
+pb=$(cat "$T/writer-b.pid")
+settle
+wr=$(af log --json --op write --path 'storm/*' "$MNT")
+assert_eq "every write of process A is recorded with its pid" 120 \
+	"$(printf '%s\n' "$wr" | grep '"path":"storm/a-' | grep -c "\"pid\":$pa,")"
+assert_eq "every write of process B is recorded with its pid" 120 \
+	"$(printf '%s\n' "$wr" | grep '"path":"storm/b-' | grep -c "\"pid\":$pb,")"
+assert_eq "  ...and no write is attributed to another process" 0 \
+	"$(printf '%s\n' "$wr" | grep -vc -e "\"pid\":$pa," -e "\"pid\":$pb,")"
+last=$(printf '%s\n' "$wr" | grep '"path":"storm/a-7.txt"' | tail -n 1)
+assert_eq "  ...the last write's hash is xxhsum -H2 of the file" \
+	"$(xxhsum -H2 "$MNT/storm/a-7.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$last")"
+assert_contains "log --summary counts the writers' files" " 60 " \
+	"$(af log --summary "$MNT" 2>&1 | grep "\[$pa\]")"
+
+# --follow prints records appended after it started
+timeout 30 "$AGENTFS" log --state-dir "$STATE" --follow --json "$MNT" >"$T/follow.out" 2>&1 &
+fpid=$! # timeout passes our SIGTERM on to agentfs
+sleep 0.5
+printf 'followed\n' >"$MNT/followed.txt"
+sleep 0.6
+kill "$fpid" 2>/dev/null
+wait "$fpid" 2>/dev/null
+assert_contains "log --follow shows a write made while it runs" '"path":"followed.txt"' \
+	"$(cat "$T/follow.out")"
+
+step "verify passes on a live workspace" af verify "$MNT"
+
+# ------------------------------------------------------------------ tampering
+run af unmount "$MNT"
+if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "$OUT"; fi
+step "verify passes after unmount" af verify mnt
+cp "$J" "$T/journal.orig"
+n=$(wc -l <"$J")
+
+# tampered DESC WANT_RECORD: verify must fail naming record WANT_RECORD
+tampered() {
+	run af verify mnt
+	if [ "$RC" -eq 1 ] && [[ $OUT == *"record $2 "* ]]; then pass "$1"; else
+		fail "$1" "exit $RC, expected 1 naming record $2" "$OUT"
+	fi
+	cp "$T/journal.orig" "$J"
+}
+# a digit of record 5's time, a letter of a path, the last record's op
+perl -i -pe 'if ($. == 5) { s/("time_ns":\d+)(\d),/$1 . (($2 + 1) % 10) . ","/e }' "$J"
+tampered "editing a byte of record 5 fails verify at record 5" 5
+line=$(grep -n '"path":"storm/b-9.txt"' "$J" | head -n 1 | cut -d: -f1)
+sed -i "${line}s/storm\/b-9/storm\/b-8/" "$J"
+tampered "editing a path in record $line fails at record $line" "$line"
+sed -i '7d' "$J"
+tampered "deleting record 7 fails verify at record 7" 7
+head -n $((n - 3)) "$T/journal.orig" >"$J"
+tampered "truncating the last 3 records fails verify" $((n - 2))
+head -c -20 "$T/journal.orig" >"$J"
+tampered "truncating inside the last record fails verify" "$n"
+step "the restored journal verifies" af verify mnt
+
+printf 'edited behind the back\n' >"$WS/upper/storm/a-3.txt"
+refuse "verify detects a change to the upper behind agentfs's back" "storm/a-3.txt" af verify mnt
+
+# ------------------------------------------------------------------ kill -9
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount again"; else
+	fail "mount again" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+settle
+assert_contains "the change behind agentfs's back is recorded at mount" '"path":"storm/a-3.txt"' \
+	"$(af log --json --op recover "$MNT")"
+step "verify passes after that recovery" af verify "$MNT"
+
+dpid=$(daemon_pid_of "$MNT")
+mkdir -p "$MNT/crash"
+(
+	i=0
+	while [ $i -lt 5000 ]; do
+		printf 'crash %s\n' "$i" >"$MNT/crash/f$((i % 40)).txt" 2>/dev/null || exit 0
+		i=$((i + 1))
+	done
+) &
+cw=$!
+sleep 0.4
+kill -KILL "$dpid"
+wait "$cw" 2>/dev/null
+wait_gone "$dpid" 5
+timeout 10 fusermount3 -uz "$MNT" 2>/dev/null
+printf '{"v":1,"seq":' >>"$J" # and a torn write at the tail, as a crash can leave
+refuse "after kill -9 and a torn tail, verify fails" "torn" af verify mnt
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount after kill -9"; else
+	fail "mount after kill -9" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+settle
+run af verify "$MNT"
+if [ "$RC" -eq 0 ] && [[ $OUT == *"crash recovery"* ]]; then
+	pass "verify passes after the next mount's recovery and names it"
+else
+	fail "verify passes after the next mount's recovery and names it" "exit $RC" "$OUT"
+fi
+assert_contains "  ...and the files written before the crash are in the upper" "f1.txt" \
+	"$(ls "$WS/upper/crash" 2>&1)"
+
+run af unmount "$MNT"
+step "verify passes after the final unmount" af verify mnt
+done_testing

@@ -1,0 +1,362 @@
+/* test_journal.c - the journal's format, chain and verifier. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/layout.h"
+#include "journal/internal.h"
+#include "journal/journal.h"
+#include "tests/unit/journal_testlib.h"
+
+/* ---- format / parse ------------------------------------------------------ */
+
+static void roundtrip(const char *path, const char *path2, const char *detail)
+{
+	struct journal_event ev = {
+	    .op = JOP_RENAME,
+	    .result = -ENOENT,
+	    .pid = 42,
+	    .uid = 1000,
+	    .path = path,
+	    .path2 = path2,
+	    .flags = 1,
+	    .has_hash_after = true,
+	    .hash_after = XXH3_128bits("x", 1),
+	    .detail = detail,
+	};
+	struct journal_who who = {"c\"o\nmm", "/usr/bin/\xff"};
+	struct jbuf b = {0};
+	XXH128_hash_t prev = {7, 9};
+	journal_format(&b, 5, prev, 1234567890123456789LL, &ev, &who, NULL);
+	ck_assert(!b.oom);
+	ck_assert_ptr_null(memchr(b.p, '\n', b.len));
+	struct journal_entry e = {0};
+	char err[256] = "";
+	ck_assert_msg(journal_entry_parse(b.p, b.len, &e, err, sizeof(err)) == 0, "%s: %s", err,
+		      b.p);
+	ck_assert_uint_eq(e.seq, 5);
+	ck_assert(e.prev.low64 == 7 && e.prev.high64 == 9);
+	ck_assert_int_eq(e.time_ns, 1234567890123456789LL);
+	ck_assert_int_eq(e.op, JOP_RENAME);
+	ck_assert_int_eq(e.result, -ENOENT);
+	ck_assert_int_eq(e.pid, 42);
+	ck_assert_int_eq(e.uid, 1000);
+	ck_assert_str_eq(e.path, path);
+	ck_assert_str_eq(e.path2, path2);
+	ck_assert_str_eq(e.comm, who.comm);
+	ck_assert_str_eq(e.exe, who.exe);
+	ck_assert_uint_eq(e.flags, 1);
+	ck_assert(e.has_hash_after && !e.has_hash_before);
+	ck_assert(e.hash_after.low64 == ev.hash_after.low64);
+	ck_assert_str_eq(e.detail, detail);
+	journal_entry_clear(&e);
+	jbuf_free(&b);
+}
+
+START_TEST(format_paths_any_bytes)
+{
+	roundtrip("src/a.c", "src/b.c", "plain");
+	roundtrip("new\nline\"quote\\back\tslash", "ctl\x01\x1f\x7f", "key=value \"q\"");
+	roundtrip("caf\xc3\xa9/\xe2\x82\xac", "\xf0\x9f\x98\x80", "{not json");
+	/* invalid UTF-8: lone continuation, overlong '/', surrogate, truncated */
+	roundtrip("bad\x80", "over\xc0\xaf", "sur\xed\xa0\x80");
+	roundtrip("trunc\xe2\x82", "\xff\xfe", "\xc3");
+}
+END_TEST
+
+START_TEST(format_hex_alternate_documented)
+{
+	struct journal_event ev = {.op = JOP_READ, .path = "a\xff"};
+	struct jbuf b = {0};
+	journal_format(&b, 1, journal_chain_genesis, 1, &ev, NULL, NULL);
+	ck_assert_ptr_nonnull(strstr(b.p, "\"path_hex\":\"61ff\""));
+	ck_assert_ptr_null(strstr(b.p, "\"path\":"));
+	jbuf_free(&b);
+}
+END_TEST
+
+START_TEST(format_detail_object)
+{
+	struct journal_event ev = {.op = JOP_MOUNT,
+				   .detail = "{\"version\":\"0.1.0\", \"repo\":\"/r\\n\"}"};
+	char *dj = NULL;
+	struct jbuf b = {0};
+	/* the writer embeds an object; emulate it through a real journal below */
+	journal_format(&b, 1, journal_chain_genesis, 1, &ev, NULL, dj);
+	struct journal_entry e = {0};
+	ck_assert_int_eq(journal_entry_parse(b.p, b.len, &e, NULL, 0), 0);
+	ck_assert(!e.detail_is_object);
+	ck_assert_str_eq(e.detail, ev.detail);
+	journal_entry_clear(&e);
+	jbuf_free(&b);
+}
+END_TEST
+
+START_TEST(errno_names_roundtrip)
+{
+	int errs[] = {-ENOENT, -EROFS, -EACCES, -EXDEV, -ENOTEMPTY, -4000};
+	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+		char name[32];
+		int back = 0;
+		journal_errno_name(errs[i], name, sizeof(name));
+		ck_assert_int_eq(journal_errno_parse(name, &back), 0);
+		ck_assert_int_eq(back, errs[i]);
+	}
+	char name[32];
+	journal_errno_name(-ENOENT, name, sizeof(name));
+	ck_assert_str_eq(name, "ENOENT");
+}
+END_TEST
+
+START_TEST(parse_rejects_bad_records)
+{
+	const char *bad[] = {
+	    "",
+	    "[]",
+	    "{\"v\":2,\"seq\":1}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"nope\",\"result\":0,\"pid\":1,\"uid\":0}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"extra\":1}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"0000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":\"ENOTANERRNO\",\"pid\":1,\"uid\":0}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"path_hex\":\"6100\"}",
+	    "{\"v\":1,\"v\":1}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct journal_entry e = {0};
+		char err[256] = "";
+		ck_assert_msg(journal_entry_parse(bad[i], strlen(bad[i]), &e, err, sizeof(err)) ==
+				  -EBADMSG,
+			      "accepted: %s", bad[i]);
+		ck_assert_msg(err[0], "no reason for: %s", bad[i]);
+	}
+}
+END_TEST
+
+/* layout_hash_hex() must print what Debian's `xxhsum -H2` prints. */
+START_TEST(hash_hex_matches_xxhsum)
+{
+	char dir[] = "/tmp/jtest.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	const char *contents[] = {"", "hello\n", "a longer content with \0 a NUL byte"};
+	size_t lens[] = {0, 6, 35};
+	for (int i = 0; i < 3; i++) {
+		char p[256], cmd[512], out[128] = "";
+		snprintf(p, sizeof(p), "%s/f%d", dir, i);
+		int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, contents[i], lens[i]), (ssize_t)lens[i]);
+		XXH128_hash_t h;
+		ck_assert_int_eq(layout_hash_fd(fd, &h), 0);
+		close(fd);
+		char hex[33];
+		layout_hash_hex(h, hex);
+		snprintf(cmd, sizeof(cmd), "xxhsum -H2 '%s' 2>/dev/null", p);
+		FILE *f = popen(cmd, "r");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_ptr_nonnull(fgets(out, sizeof(out), f));
+		pclose(f);
+		/* "XXH128 hex" tag formats exist too; the first word is the digest here */
+		out[32] = 0;
+		ck_assert_str_eq(hex, out);
+		XXH128_hash_t back;
+		ck_assert_int_eq(layout_hash_parse(out, &back), 0);
+		ck_assert(back.low64 == h.low64 && back.high64 == h.high64);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+END_TEST
+
+/* ---- pathmap --------------------------------------------------------------- */
+
+START_TEST(pathmap_rename_moves_trees)
+{
+	struct journal_pathmap *m;
+	ck_assert_int_eq(journal_pathmap_new(&m), 0);
+	XXH128_hash_t h1 = {1, 1}, h2 = {2, 2}, h3 = {3, 3};
+	journal_pathmap_set(m, "d/a", true, h1, 1);
+	journal_pathmap_set(m, "d/sub/b", true, h2, 2);
+	journal_pathmap_set(m, "dx", true, h3, 3);
+	journal_pathmap_set(m, "e/old", true, h3, 4);
+	ck_assert_int_eq(journal_pathmap_rename(m, "d", "e", false, 5), 0);
+	ck_assert_ptr_null(journal_pathmap_get(m, "d/a"));
+	ck_assert_ptr_null(journal_pathmap_get(m, "e/old")); /* replaced */
+	ck_assert_ptr_nonnull(journal_pathmap_get(m, "dx")); /* not under d/ */
+	ck_assert(journal_pathmap_get(m, "e/a")->hash.low64 == 1);
+	ck_assert(journal_pathmap_get(m, "e/sub/b")->hash.low64 == 2);
+	ck_assert_int_eq(journal_pathmap_rename(m, "e/a", "dx", true, 6), 0);
+	ck_assert(journal_pathmap_get(m, "e/a")->hash.low64 == 3);
+	ck_assert(journal_pathmap_get(m, "dx")->hash.low64 == 1);
+	journal_pathmap_del_tree(m, "e");
+	ck_assert_uint_eq(journal_pathmap_count(m), 1);
+	for (int i = 0; i < 5000; i++) {
+		char p[32];
+		snprintf(p, sizeof(p), "many/%d", i);
+		ck_assert_int_eq(journal_pathmap_set(m, p, true, h1, 7), 0);
+		if (i % 2)
+			journal_pathmap_del(m, p);
+	}
+	ck_assert_uint_eq(journal_pathmap_count(m), 2501);
+	ck_assert_ptr_nonnull(journal_pathmap_get(m, "many/4998"));
+	ck_assert_ptr_null(journal_pathmap_get(m, "many/4999"));
+	journal_pathmap_free(m);
+}
+END_TEST
+
+/* ---- chain and verify ------------------------------------------------------ */
+
+START_TEST(chain_intact_and_head)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 20, JOURNAL_SYNC_INTERVAL);
+	struct journal_verify v = {0};
+	ck_assert_int_eq(journal_verify_file(jt.journal, -1, &v), 0);
+	ck_assert_msg(v.bad_line == 0, "%s", v.why);
+	ck_assert_uint_eq(v.records, 21); /* + unmount */
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	ck_assert_uint_eq(n, 21);
+	/* record 1's prev is the genesis value, each next prev the hash of the line */
+	ck_assert_ptr_nonnull(strstr(lines[0], "\"prev\":\"00000000000000000000000000000000\""));
+	for (size_t i = 1; i < n; i++) {
+		char hex[33], want[64];
+		layout_hash_hex(journal_chain_hash(lines[i - 1], strlen(lines[i - 1])), hex);
+		snprintf(want, sizeof(want), "\"prev\":\"%s\"", hex);
+		ck_assert_ptr_nonnull(strstr(lines[i], want));
+	}
+	jt_free_lines(lines, n);
+	jt_teardown(&jt);
+}
+END_TEST
+
+static void expect_bad(struct jt *jt, uint64_t line, const char *why_part)
+{
+	struct journal_verify v = {0};
+	ck_assert_int_eq(journal_verify_file(jt->journal, -1, &v), 0);
+	ck_assert_msg(v.bad_line == line, "bad_line %llu, want %llu: %s",
+		      (unsigned long long)v.bad_line, (unsigned long long)line, v.why);
+	if (why_part)
+		ck_assert_msg(strstr(v.why, why_part), "why: %s", v.why);
+}
+
+/* Editing any byte of any record makes verify fail at that record. */
+START_TEST(tamper_every_byte_of_a_record)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 6, JOURNAL_SYNC_NEVER);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	ck_assert_uint_eq(n, 7);
+	for (size_t rec = 0; rec < n; rec++) {
+		size_t len = strlen(lines[rec]);
+		for (size_t off = 0; off < len; off++) {
+			char **copy = jt_copy_lines(lines, n);
+			copy[rec][off] ^= (copy[rec][off] == '9' ? 0x01 : 0x03);
+			jt_put_lines(&jt, copy, n);
+			expect_bad(&jt, rec + 1, NULL);
+			jt_free_lines(copy, n);
+		}
+	}
+	jt_free_lines(lines, n);
+	jt_teardown(&jt);
+}
+END_TEST
+
+START_TEST(tamper_delete_reorder_truncate)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 9, JOURNAL_SYNC_INTERVAL);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	ck_assert_uint_eq(n, 10);
+
+	/* delete line 4 */
+	char **c = jt_copy_lines(lines, n);
+	free(c[3]);
+	memmove(c + 3, c + 4, (n - 4) * sizeof(*c));
+	jt_put_lines(&jt, c, n - 1);
+	expect_bad(&jt, 4, "record 4 is missing");
+	jt_free_lines(c, n - 1);
+
+	/* delete the first line */
+	c = jt_copy_lines(lines, n);
+	jt_put_lines(&jt, c + 1, n - 1);
+	expect_bad(&jt, 1, "record 1 is missing");
+	jt_free_lines(c, n);
+
+	/* swap lines 5 and 6 */
+	c = jt_copy_lines(lines, n);
+	char *t = c[4];
+	c[4] = c[5];
+	c[5] = t;
+	jt_put_lines(&jt, c, n);
+	expect_bad(&jt, 5, "record 5 is missing");
+	jt_free_lines(c, n);
+
+	/* drop the last two records: caught by the head file */
+	c = jt_copy_lines(lines, n);
+	jt_put_lines(&jt, c, n - 2);
+	expect_bad(&jt, n - 1, "truncated");
+	jt_free_lines(c, n);
+
+	/* truncate in the middle of the last line */
+	c = jt_copy_lines(lines, n);
+	jt_put_lines(&jt, c, n);
+	ck_assert_int_eq(truncate(jt.journal, jt_size(&jt) - 10), 0);
+	expect_bad(&jt, n, "torn");
+	jt_free_lines(c, n);
+
+	/* truncate everything but keep the head */
+	ck_assert_int_eq(truncate(jt.journal, 0), 0);
+	expect_bad(&jt, 1, "truncated");
+
+	/* and the untouched journal passes */
+	jt_put_lines(&jt, lines, n);
+	expect_bad(&jt, 0, NULL);
+	jt_free_lines(lines, n);
+	jt_teardown(&jt);
+}
+END_TEST
+
+Suite *journal_suite(void)
+{
+	Suite *s = suite_create("journal");
+	TCase *tc = tcase_create("format");
+	tcase_add_test(tc, format_paths_any_bytes);
+	tcase_add_test(tc, format_hex_alternate_documented);
+	tcase_add_test(tc, format_detail_object);
+	tcase_add_test(tc, errno_names_roundtrip);
+	tcase_add_test(tc, parse_rejects_bad_records);
+	tcase_add_test(tc, hash_hex_matches_xxhsum);
+	tcase_add_test(tc, pathmap_rename_moves_trees);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("chain");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, chain_intact_and_head);
+	tcase_add_test(tc, tamper_every_byte_of_a_record);
+	tcase_add_test(tc, tamper_delete_reorder_truncate);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(journal_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,511 @@
+/* test_journal_writer.c - the writer thread, process names, crash recovery. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/layout.h"
+#include "journal/internal.h"
+#include "journal/journal.h"
+#include "journal/writer.h"
+#include "tests/unit/journal_testlib.h"
+
+static struct journal_entry *read_all(const char *path, size_t *n)
+{
+	struct journal_reader *r;
+	ck_assert_int_eq(journal_reader_open(&r, path), 0);
+	struct journal_entry *v = NULL;
+	size_t cnt = 0, cap = 0;
+	for (;;) {
+		struct journal_entry e = {0};
+		char err[256];
+		int rc = journal_reader_next(r, &e, err, sizeof(err));
+		ck_assert_msg(rc >= 0, "line %llu: %s", (unsigned long long)e.lineno, err);
+		if (rc == 0)
+			break;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = realloc(v, cap * sizeof(*v));
+		}
+		v[cnt++] = e;
+	}
+	journal_reader_close(r);
+	*n = cnt;
+	return v;
+}
+
+static void free_all(struct journal_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		journal_entry_clear(&v[i]);
+	free(v);
+}
+
+static void expect_intact(const char *journal, int upper_fd)
+{
+	struct journal_verify v = {0};
+	ck_assert_int_eq(journal_verify_file(journal, upper_fd, &v), 0);
+	ck_assert_msg(v.bad_line == 0, "line %llu: %s", (unsigned long long)v.bad_line, v.why);
+	ck_assert_msg(v.upper_bad == 0, "%s", v.upper_first);
+}
+
+/* ---- stress ---------------------------------------------------------------- */
+
+#define STRESS_THREADS 4
+#define STRESS_EVENTS  25000
+
+struct stress_arg {
+	struct journal *j;
+	int id;
+	pid_t tid;
+};
+
+static void *stress_thread(void *p)
+{
+	struct stress_arg *a = p;
+	char path[64];
+	snprintf(path, sizeof(path), "t%d/file", a->id);
+	char name[16];
+	snprintf(name, sizeof(name), "stress-%d", a->id);
+	pthread_setname_np(pthread_self(), name);
+	a->tid = gettid(); /* a real task: /proc/TID/stat names it */
+	for (int i = 0; i < STRESS_EVENTS; i++) {
+		struct journal_event ev = {
+		    .op = JOP_WRITE,
+		    .pid = a->tid,
+		    .path = path,
+		    .bytes = (uint64_t)i,
+		};
+		journal_record(a->j, &ev);
+	}
+	return NULL;
+}
+
+START_TEST(stress_threads_all_recorded_in_order)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	pthread_t th[STRESS_THREADS];
+	struct stress_arg args[STRESS_THREADS];
+	for (int t = 0; t < STRESS_THREADS; t++) {
+		args[t] = (struct stress_arg){j, t, 0};
+		ck_assert_int_eq(pthread_create(&th[t], NULL, stress_thread, &args[t]), 0);
+	}
+	for (int t = 0; t < STRESS_THREADS; t++)
+		pthread_join(th[t], NULL);
+	ck_assert_int_eq(journal_flush(j), 0);
+	fprintf(stderr, "stress: queue-full waits: %llu\n",
+		(unsigned long long)journal_full_waits(j));
+	journal_close(j);
+
+	size_t n;
+	struct journal_entry *v = read_all(jt.journal, &n);
+	ck_assert_uint_eq(n, STRESS_THREADS * STRESS_EVENTS);
+	uint64_t next[STRESS_THREADS] = {0};
+	int64_t last_time = 0;
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(v[i].seq, i + 1);
+		int t = 0;
+		while (t < STRESS_THREADS && args[t].tid != v[i].pid)
+			t++;
+		ck_assert(t < STRESS_THREADS);
+		char want[64];
+		snprintf(want, sizeof(want), "t%d/file", t);
+		ck_assert_str_eq(v[i].path, want);
+		snprintf(want, sizeof(want), "stress-%d", t);
+		ck_assert_str_eq(v[i].comm, want);
+		ck_assert_uint_eq(v[i].bytes, next[t]++);
+		ck_assert_int_ge(v[i].time_ns, last_time);
+		last_time = v[i].time_ns;
+	}
+	free_all(v, n);
+	expect_intact(jt.journal, -1);
+	jt_teardown(&jt);
+}
+END_TEST
+
+START_TEST(sync_modes_flush)
+{
+	enum journal_sync modes[] = {JOURNAL_SYNC_ALWAYS, JOURNAL_SYNC_INTERVAL,
+				     JOURNAL_SYNC_NEVER};
+	for (int m = 0; m < 3; m++) {
+		struct jt jt;
+		jt_setup(&jt);
+		struct journal *j;
+		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
+		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
+		journal_record(j, &ev);
+		ck_assert_int_eq(journal_flush(j), 0);
+		size_t n;
+		struct journal_entry *v = read_all(jt.journal, &n); /* before close */
+		ck_assert_uint_eq(n, 1);
+		ck_assert_int_eq(v[0].op, JOP_MKDIR);
+		free_all(v, n);
+		if (modes[m] != JOURNAL_SYNC_NEVER) {
+			/* without a flush, the interval (or "always") writes it */
+			journal_record(j, &ev);
+			struct timespec ts = {0, 3 * JOURNAL_INTERVAL_MS * 1000000L};
+			nanosleep(&ts, NULL);
+			v = read_all(jt.journal, &n);
+			ck_assert_uint_eq(n, 2);
+			free_all(v, n);
+		}
+		journal_close(j);
+		expect_intact(jt.journal, -1);
+		jt_teardown(&jt);
+	}
+}
+END_TEST
+
+START_TEST(second_writer_refused)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j, *j2;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	ck_assert_int_eq(journal_open(&j2, jt.journal, JOURNAL_SYNC_INTERVAL), -EBUSY);
+	journal_close(j);
+	journal_record(NULL, &(struct journal_event){.op = JOP_READ}); /* journal off */
+	journal_close(NULL);
+	jt_teardown(&jt);
+}
+END_TEST
+
+/* ---- process names --------------------------------------------------------- */
+
+START_TEST(process_named_from_proc)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+
+	/* a child that execs sleep: its name and exe must be sleep's, even when the
+	 * event arrives after it exited (attributed at "open" time). */
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t child = fork();
+	if (child == 0) {
+		close(pfd[0]);
+		fcntl(pfd[1], F_SETFD, FD_CLOEXEC);
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	char c;
+	ck_assert_int_eq(read(pfd[0], &c, 1), 0); /* EOF once exec closed it */
+	close(pfd[0]);
+	uint64_t start = journal_process_start(j, child);
+	ck_assert_uint_ne(start, 0);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+
+	journal_record(j, &(struct journal_event){.op = JOP_READ, .pid = getpid(), .path = "me"});
+	journal_record(j, &(struct journal_event){
+			      .op = JOP_WRITE, .pid = child, .pid_start = start, .path = "w"});
+	journal_record(j, &(struct journal_event){.op = JOP_WRITE, .pid = child, .path = "gone"});
+	journal_close(j);
+
+	char comm[64] = "", exe[PATH_MAX];
+	FILE *f = fopen("/proc/self/comm", "r");
+	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	ck_assert_int_gt(n, 0);
+	exe[n] = 0;
+
+	size_t cnt;
+	struct journal_entry *v = read_all(jt.journal, &cnt);
+	ck_assert_uint_eq(cnt, 3);
+	ck_assert_str_eq(v[0].comm, comm);
+	ck_assert_str_eq(v[0].exe, exe);
+	ck_assert_int_eq(v[1].pid, child);
+	ck_assert_str_eq(v[1].comm, "sleep");
+	ck_assert_ptr_nonnull(strstr(v[1].exe, "sleep"));
+	ck_assert_ptr_null(v[2].comm); /* exited, not captured: no name rather than a wrong one */
+	free_all(v, cnt);
+	jt_teardown(&jt);
+}
+END_TEST
+
+START_TEST(detail_object_or_string)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(j, &(struct journal_event){
+			      .op = JOP_MOUNT,
+			      .detail = "{\"version\": \"0.1.0\", \"repo\": \"/r\\n\", \"n\": 3}"});
+	journal_record(j, &(struct journal_event){.op = JOP_MOUNT, .detail = "{broken"});
+	journal_record(j, &(struct journal_event){.op = JOP_MOUNT, .detail = "opts=a,b\nx=\"y\""});
+	journal_close(j);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_ptr_nonnull(
+	    strstr(lines[0], "\"detail\":{\"version\":\"0.1.0\",\"repo\":\"/r\\n\",\"n\":3}}"));
+	ck_assert_ptr_nonnull(strstr(lines[1], "\"detail\":\"{broken\"}"));
+	ck_assert_ptr_nonnull(strstr(lines[2], "\"detail\":\"opts=a,b\\nx=\\\"y\\\"\"}"));
+	jt_free_lines(lines, n);
+	size_t cnt;
+	struct journal_entry *v = read_all(jt.journal, &cnt);
+	ck_assert(v[0].detail_is_object && !v[1].detail_is_object);
+	ck_assert_str_eq(v[2].detail, "opts=a,b\nx=\"y\"");
+	free_all(v, cnt);
+	jt_teardown(&jt);
+}
+END_TEST
+
+/* ---- recovery -------------------------------------------------------------- */
+
+START_TEST(torn_tail_trimmed_at_open)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 5, JOURNAL_SYNC_INTERVAL);
+	off_t good = jt_size(&jt);
+	const char *torn = "{\"v\":1,\"seq\":7,\"prev\":\"0000"; /* a torn write */
+	FILE *f = fopen(jt.journal, "a");
+	fputs(torn, f);
+	fclose(f);
+	struct journal_verify v = {0};
+	ck_assert_int_eq(journal_verify_file(jt.journal, -1, &v), 0);
+	ck_assert_uint_eq(v.bad_line, 7);
+	ck_assert_ptr_nonnull(strstr(v.why, "torn"));
+
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_close(j);
+	expect_intact(jt.journal, -1);
+	size_t n;
+	struct journal_entry *e = read_all(jt.journal, &n);
+	ck_assert_uint_eq(n, 7);
+	ck_assert_int_eq(e[6].op, JOP_RECOVER);
+	char want[64];
+	snprintf(want, sizeof(want), "\"trimmed_bytes\":%zu", strlen(torn));
+	ck_assert_ptr_nonnull(strstr(e[6].detail, want));
+	ck_assert_int_eq(e[6].line_len + 1 + good, jt_size(&jt));
+	free_all(e, n);
+
+	/* garbage in the last complete line (e.g. zeros after a power loss) too */
+	f = fopen(jt.journal, "a");
+	fwrite("\0\0\0\0\n", 1, 5, f);
+	fclose(f);
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_close(j);
+	expect_intact(jt.journal, -1);
+	jt_teardown(&jt);
+}
+END_TEST
+
+START_TEST(damage_before_tail_is_kept)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 5, JOURNAL_SYNC_INTERVAL);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	lines[2][20] = '#';
+	jt_put_lines(&jt, lines, n);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(j, &(struct journal_event){.op = JOP_MOUNT});
+	journal_close(j);
+	struct journal_verify v = {0};
+	ck_assert_int_eq(journal_verify_file(jt.journal, -1, &v), 0);
+	ck_assert_uint_eq(v.bad_line, 3);
+	size_t n2;
+	char **after = jt_lines(&jt, &n2);
+	ck_assert_uint_eq(n2, n + 2); /* nothing trimmed: recover + mount appended */
+	ck_assert_str_eq(after[2], lines[2]);
+	jt_free_lines(after, n2);
+	jt_free_lines(lines, n);
+	jt_teardown(&jt);
+}
+END_TEST
+
+static int upper_fd_of(struct jt *jt)
+{
+	int fd = open(jt->upper, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(fd, 0);
+	return fd;
+}
+
+static XXH128_hash_t hash_of(const char *s)
+{
+	return XXH3_128bits(s, strlen(s));
+}
+
+START_TEST(crash_recovery_of_upper)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/sub", jt.upper);
+	ck_assert_int_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/sub/a.txt", jt.upper);
+	jt_put_file(p, "version 1\n");
+	snprintf(p, sizeof(p), "%s/.wh.deleted", jt.upper);
+	jt_put_file(p, "");
+	snprintf(p, sizeof(p), "%s/kept.txt", jt.upper);
+	jt_put_file(p, "kept\n");
+
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(j, &(struct journal_event){.op = JOP_MOUNT});
+	journal_record(j, &(struct journal_event){.op = JOP_WRITE,
+						  .path = "sub/a.txt",
+						  .has_hash_after = true,
+						  .hash_after = hash_of("version 1\n")});
+	journal_record(j, &(struct journal_event){.op = JOP_CREATE,
+						  .path = "kept.txt",
+						  .has_hash_after = true,
+						  .hash_after = hash_of("kept\n")});
+	journal_record(j, &(struct journal_event){.op = JOP_CREATE, .path = "vanished.txt"});
+	/* "kill -9": the next records never reach the journal (no close, no unmount) */
+	ck_assert_int_eq(journal_flush(j), 0);
+	int upper = upper_fd_of(&jt);
+	expect_intact(jt.journal, -1);
+
+	snprintf(p, sizeof(p), "%s/sub/a.txt", jt.upper);
+	jt_put_file(p, "version 2, written but not journaled\n");
+	snprintf(p, sizeof(p), "%s/sub/new.txt", jt.upper);
+	jt_put_file(p, "new\n");
+	struct journal_verify v = {.note = NULL};
+	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
+	ck_assert_uint_eq(v.upper_bad, 3);
+	ck_assert_uint_eq(v.upper_files, 3);
+	/* simulate the dead daemon: stop the writer without an unmount record */
+	journal_close(j);
+
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	ck_assert_int_eq(journal_recover_upper(j, upper), 3);
+	journal_close(j);
+	expect_intact(jt.journal, upper);
+
+	size_t n;
+	struct journal_entry *e = read_all(jt.journal, &n);
+	int seen_a = 0, seen_new = 0, seen_gone = 0, crash = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].op != JOP_RECOVER)
+			continue;
+		if (!e[i].path)
+			crash += strstr(e[i].detail, "\"crash\"") != NULL;
+		else if (strcmp(e[i].path, "sub/a.txt") == 0)
+			seen_a += e[i].has_hash_after &&
+				  e[i].hash_after.low64 ==
+				      hash_of("version 2, written but not journaled\n").low64;
+		else if (strcmp(e[i].path, "sub/new.txt") == 0)
+			seen_new++;
+		else if (strcmp(e[i].path, "vanished.txt") == 0)
+			seen_gone += e[i].result == -ENOENT;
+	}
+	ck_assert_int_eq(crash, 1);
+	ck_assert_int_eq(seen_a, 1);
+	ck_assert_int_eq(seen_new, 1);
+	ck_assert_int_eq(seen_gone, 1);
+	free_all(e, n);
+
+	/* a clean session whose upper is then changed behind agentfs's back */
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(j, &(struct journal_event){.op = JOP_UNMOUNT});
+	journal_close(j);
+	struct timespec ts = {0, 20 * 1000000L};
+	nanosleep(&ts, NULL);
+	snprintf(p, sizeof(p), "%s/kept.txt", jt.upper);
+	jt_put_file(p, "edited behind the back\n");
+	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
+	ck_assert_uint_eq(v.upper_bad, 1);
+	ck_assert_ptr_nonnull(strstr(v.upper_first, "kept.txt"));
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	ck_assert_int_eq(journal_recover_upper(j, upper), 1);
+	journal_close(j);
+	expect_intact(jt.journal, upper);
+	close(upper);
+	jt_teardown(&jt);
+}
+END_TEST
+
+START_TEST(verify_follows_renames)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/newdir", jt.upper);
+	ck_assert_int_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/newdir/f", jt.upper);
+	jt_put_file(p, "f\n");
+	snprintf(p, sizeof(p), "%s/g", jt.upper);
+	jt_put_file(p, "g\n");
+	snprintf(p, sizeof(p), "%s/h", jt.upper);
+	jt_put_file(p, "g\n");
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(j, &(struct journal_event){.op = JOP_MKDIR, .path = "olddir"});
+	journal_record(j, &(struct journal_event){.op = JOP_CREATE, .path = "olddir/f"});
+	journal_record(j, &(struct journal_event){.op = JOP_WRITE,
+						  .path = "olddir/f",
+						  .has_hash_after = true,
+						  .hash_after = hash_of("f\n")});
+	journal_record(
+	    j, &(struct journal_event){.op = JOP_RENAME, .path = "olddir", .path2 = "newdir"});
+	journal_record(j, &(struct journal_event){.op = JOP_COPYUP,
+						  .path = "x",
+						  .has_hash_before = true,
+						  .hash_before = hash_of("g\n")});
+	journal_record(j, &(struct journal_event){.op = JOP_RENAME, .path = "x", .path2 = "g"});
+	journal_record(j, &(struct journal_event){.op = JOP_LINK, .path = "g", .path2 = "h"});
+	journal_record(j, &(struct journal_event){.op = JOP_CREATE, .path = "gone"});
+	journal_record(j, &(struct journal_event){.op = JOP_UNLINK, .path = "gone"});
+	journal_record(j, &(struct journal_event){
+			      .op = JOP_UNLINK, .result = -ENOENT, .path = "g"}); /* failed */
+	journal_record(j, &(struct journal_event){.op = JOP_UNMOUNT});
+	journal_close(j);
+	int upper = upper_fd_of(&jt);
+	expect_intact(jt.journal, upper);
+	close(upper);
+	jt_teardown(&jt);
+}
+END_TEST
+
+Suite *journal_writer_suite(void)
+{
+	Suite *s = suite_create("journal-writer");
+	TCase *tc = tcase_create("writer");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, stress_threads_all_recorded_in_order);
+	tcase_add_test(tc, sync_modes_flush);
+	tcase_add_test(tc, second_writer_refused);
+	tcase_add_test(tc, process_named_from_proc);
+	tcase_add_test(tc, detail_object_or_string);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("recovery");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, torn_tail_trimmed_at_open);
+	tcase_add_test(tc, damage_before_tail_is_kept);
+	tcase_add_test(tc, crash_recovery_of_upper);
+	tcase_add_test(tc, verify_follows_renames);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(journal_writer_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
