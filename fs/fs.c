@@ -247,6 +247,7 @@ int fs_serve(const struct fs_config *cfg)
 	fs->timeout = FS_LONG_TIMEOUT;
 	fs->inotify_fd = -1;
 	fs->git_fd = -1;
+	fs->is_root = geteuid() == 0;
 	fs->git_ready = true;
 	pthread_mutex_init(&fs->git_lock, NULL);
 	pthread_cond_init(&fs->git_cond, NULL);

@@ -72,8 +72,12 @@ struct agentfs {
 	bool use_openat2;   /* false after openat2 answered ENOSYS (old kernel, valgrind) */
 	bool tag_upper_ino; /* lower and upper on different devices */
 	dev_t lower_dev;
-	double timeout;	 /* entry and attribute cache timeout, seconds */
-	bool no_opendir; /* the kernel lists directories without opendir */
+	double timeout; /* entry and attribute cache timeout, seconds */
+	bool no_opendir;
+	bool is_root;
+	/* the daemon runs as root: new entries get the caller's owner */ /* the kernel lists
+									     directories without
+									     opendir */
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;
@@ -175,6 +179,7 @@ struct entry {
 	bool in_lower; /* a visible lower entry backs it */
 	bool opaque;
 	bool readonly;
+	bool whiteout; /* absent because the upper holds a whiteout for it */
 	mode_t type;
 	struct stat st;		 /* the entry's attributes as reported (fixed up) */
 	char lower[FS_PATH_MAX]; /* lower path, "" if none */
@@ -189,6 +194,8 @@ int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct 
  * open (-1 when not): listings resolve many names in one directory. */
 int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
 		    bool *concealed, int dir_ufd, int dir_lfd);
+/* The inode number reported for an upper-only entry with attributes @st. */
+uint64_t view_upper_ino(struct agentfs *fs, const struct stat *st);
 /* Apply an entry to a node (type, lower path, flags, ino). */
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
 /* fstat through any open handle of @n (a file unlinked while open); -ENOENT

@@ -96,6 +96,11 @@ int layout_get_origin(int fd, struct layout_origin *o)
 	ssize_t n = fgetxattr(fd, LAYOUT_XATTR_ORIGIN, buf, sizeof(buf) - 1);
 	if (n < 0)
 		return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+	return layout_parse_origin(buf, (size_t)n, o);
+}
+
+int layout_parse_origin(char *buf, size_t n, struct layout_origin *o)
+{
 	buf[n] = 0;
 	char hex[33];
 	int off = 0;
@@ -103,7 +108,7 @@ int layout_get_origin(int fd, struct layout_origin *o)
 		return -EINVAL;
 	if (layout_hash_parse(hex, &o->hash) < 0)
 		return -EINVAL;
-	size_t plen = (size_t)n - (size_t)off;
+	size_t plen = n - (size_t)off;
 	if (plen >= sizeof(o->path))
 		return -EINVAL;
 	memcpy(o->path, buf + off, plen);

@@ -80,6 +80,9 @@ struct layout_origin {
 
 /* Origin of an upper file opened as @fd: 1 and *o filled, 0 when it has none. */
 int layout_get_origin(int fd, struct layout_origin *o);
+/* Parse an origin value of @n bytes held in @buf (which has room for one more
+ * byte, written as a NUL): 1 and *o filled, or -EINVAL. */
+int layout_parse_origin(char *buf, size_t n, struct layout_origin *o);
 int layout_set_origin(int fd, const struct layout_origin *o);
 
 /* xxh3-128 of everything readable from @fd, from offset 0 (pread; the file

@@ -380,9 +380,6 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
 		return r;
-	struct stat dst;
-	if ((r = refresh(fs, dir, &dst)) < 0)
-		return r;
 	if (view_path_readonly(fs, path, is_dir) || dir->readonly) {
 		deny(req, fs, path, "create");
 		*replied = true;
@@ -400,9 +397,9 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 
 /* The caller's ownership for new entries when the daemon runs as root on
  * behalf of others (allow_other); a daemon running as the person needs none. */
-static void own_new(int dfd, const char *name, fuse_req_t req)
+static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t req)
 {
-	if (geteuid() != 0)
+	if (!fs->is_root)
 		return;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	(void)!fchownat(dfd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
@@ -414,7 +411,7 @@ static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int
 		       const char *name, const char *path, enum journal_op op, const char *path2,
 		       mode_t mode)
 {
-	own_new(dfd, name, req);
+	own_new(fs, dfd, name, req);
 	layout_remove_whiteout(dfd, name);
 	close(dfd);
 	dir->upper = true;
@@ -572,18 +569,24 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 
 /* Start of unlink and rmdir: resolve the victim, check policy. */
 static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const char *name,
-		  struct entry *e, char *path, size_t plen, bool *replied)
+		  struct entry *e, char *path, size_t plen, bool *replied, int *ufd)
 {
 	*replied = false;
+	*ufd = -1;
 	char dpath[FS_PATH_MAX];
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
 		return r;
 	if (is_git_root(fs, dir, name))
 		return -EBUSY; /* the private .git stays where it is */
-	if ((r = refresh(fs, dir, NULL)) < 0)
-		return r;
-	if ((r = view_resolve(fs, dir, name, e, NULL)) < 0)
+	/* The upper directory is opened once, for the lookup and the change. */
+	if (dir->upper && (*ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+		r = *ufd;
+		*ufd = -1;
+		if (r != -ENOENT)
+			return r;
+	}
+	if ((r = view_resolve_at(fs, dir, name, e, NULL, *ufd, -1)) < 0)
 		return r;
 	if (!e->exists)
 		return -ENOENT;
@@ -603,17 +606,20 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct entry e;
 	bool replied;
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied);
+	int dfd;
+	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && S_ISDIR(e.type))
 		r = -EISDIR;
 	bool wh = r == 0 && (e.in_upper ? lower_visible(fs, dir, name) : true);
-	if (r == 0)
-		r = copyup_dir(fs, dir);
-	int dfd = r == 0 ? open_upper_dir(fs, dir) : r;
-	if (dfd < 0) {
+	if (r == 0 && dfd < 0 && (r = copyup_dir(fs, dir)) == 0)
+		dfd = open_upper_dir(fs, dir);
+	if (r < 0 || dfd < 0) {
+		if (dfd >= 0)
+			close(dfd);
+		r = r < 0 ? r : dfd;
 		pthread_rwlock_unlock(&fs->ns_lock);
 		if (!replied)
-			fuse_reply_err(req, -dfd);
+			fuse_reply_err(req, -r);
 		return;
 	}
 	/* Whiteout first: a crash in between leaves the file, never the
@@ -641,7 +647,8 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct entry e;
 	bool replied;
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied);
+	int dfd;
+	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && !S_ISDIR(e.type))
 		r = -ENOTDIR;
 	if (r == 0) {
@@ -656,13 +663,15 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
 	}
 	bool wh = r == 0 && lower_visible(fs, dir, name);
-	if (r == 0)
-		r = copyup_dir(fs, dir);
-	int dfd = r == 0 ? open_upper_dir(fs, dir) : r;
-	if (dfd < 0) {
+	if (r == 0 && dfd < 0 && (r = copyup_dir(fs, dir)) == 0)
+		dfd = open_upper_dir(fs, dir);
+	if (r < 0 || dfd < 0) {
+		if (dfd >= 0)
+			close(dfd);
+		r = r < 0 ? r : dfd;
 		pthread_rwlock_unlock(&fs->ns_lock);
 		if (!replied)
-			fuse_reply_err(req, -dfd);
+			fuse_reply_err(req, -r);
 		return;
 	}
 	if (wh)
@@ -743,7 +752,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		return;
 	}
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied);
+	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
+	if (sfd >= 0) {
+		close(sfd); /* materialize() below may create it; reopened then */
+		sfd = -1;
+	}
 	if (r < 0)
 		goto out;
 	char ddpath[FS_PATH_MAX];

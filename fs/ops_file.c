@@ -252,9 +252,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		return;
 	}
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	struct stat dst;
-	if ((r = view_getattr(fs, dir, &dst)) < 0 ||
-	    (r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
+	if (dir != &fs->root && !dir->hashed) {
+		r = -ENOENT;
+		goto fail;
+	}
+	if ((r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
 	    (r = path_join(path, sizeof(path), dpath, name)) < 0)
 		goto fail;
 	if (dir->readonly || view_path_readonly(fs, path, false)) {
@@ -264,7 +266,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = -EROFS;
 		goto fail;
 	}
-	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
+	/* One open of the upper directory serves the lookup and the create. */
+	if (dir->upper && (dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0 &&
+	    dfd != -ENOENT) {
+		r = dfd;
+		goto fail;
+	}
+	if (dfd < 0)
+		dfd = -1;
+	if ((r = view_resolve_at(fs, dir, name, &e, NULL, dfd, -1)) < 0)
 		goto fail;
 	if (e.exists) {
 		/* The kernel only sends CREATE after a negative lookup; a racing
@@ -272,11 +282,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = -EEXIST;
 		goto fail;
 	}
-	if ((r = copyup_dir(fs, dir)) < 0)
-		goto fail;
-	if ((dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
-		r = dfd;
-		goto fail;
+	bool whiteout = e.whiteout;
+	if (dfd < 0) {
+		if ((r = copyup_dir(fs, dir)) < 0)
+			goto fail;
+		if ((dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+			r = dfd;
+			dfd = -1;
+			goto fail;
+		}
 	}
 	int flags =
 	    (fi->flags & OPEN_PASS & ~O_ACCMODE) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
@@ -287,27 +301,34 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = -errno;
 		goto fail;
 	}
-	if (geteuid() == 0) {
+	if (fs->is_root) {
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		(void)!fchown(fd, ctx->uid, ctx->gid);
 	}
-	if (layout_has_whiteout(dfd, name) > 0 && dir->lower && !dir->opaque) {
+	uint64_t ino = 0;
+	if (whiteout && dir->lower && !dir->opaque) {
 		/* Re-created after an unlink (vim's backupcopy=no): the deleted
 		 * lower file is the base of the new one. */
 		char lpath[FS_PATH_MAX];
 		struct stat lst;
 		if (path_join(lpath, sizeof(lpath), dir->lower, name) == 0 &&
 		    layer_stat(fs, fs->lower_fd, lpath, &lst) == 0 &&
-		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN)
-			origin_from_lower(fs, fd, lpath);
+		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN &&
+		    origin_from_lower(fs, fd, lpath) == 0)
+			ino = (uint64_t)lst.st_ino;
 	}
-	layout_remove_whiteout(dfd, name);
-	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
-		goto fail;
-	if (!e.exists) {
-		r = -EIO;
+	if (whiteout)
+		layout_remove_whiteout(dfd, name);
+	/* The new entry, as a lookup would describe it. */
+	memset(&e, 0, offsetof(struct entry, lower));
+	e.lower[0] = 0;
+	if (fstat(fd, &e.st) < 0) {
+		r = -errno;
 		goto fail;
 	}
+	e.exists = e.in_upper = true;
+	e.type = S_IFREG;
+	view_fix_attr(fs, &e.st, ino ? ino : view_upper_ino(fs, &e.st), true);
 	n = node_child(fs, dir, name, true);
 	if (!n || (r = view_apply(fs, n, &e)) < 0) {
 		r = r < 0 ? r : -ENOMEM;

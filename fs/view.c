@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fs/internal.h"
@@ -39,7 +40,7 @@ void view_fix_attr(struct agentfs *fs, struct stat *st, uint64_t ino, bool upper
 	}
 }
 
-static uint64_t upper_ino(struct agentfs *fs, const struct stat *st)
+uint64_t view_upper_ino(struct agentfs *fs, const struct stat *st)
 {
 	return fs->tag_upper_ino ? ((uint64_t)st->st_ino | UPPER_INO_TAG) : (uint64_t)st->st_ino;
 }
@@ -192,6 +193,55 @@ static int resolve_lower(struct agentfs *fs, const char *ldir, const char *name,
 	return 0;
 }
 
+/*
+ * The markers of upper entry @name in upper directory @ufd (fs/layout.h), read
+ * by path through the directory fd with one lgetxattr each: a directory's
+ * opaque flag and redirect (which give its lower directory), a file's origin
+ * (which gives its stable inode number).  Returns the inode number to report.
+ */
+static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, const char *name,
+			      int dir_lfd, struct entry *e, uint64_t ino)
+{
+	char xp[64 + NAME_MAX];
+	snprintf(xp, sizeof(xp), "/proc/self/fd/%d/%s", ufd, name);
+	if (S_ISREG(e->st.st_mode)) {
+		char ob[PATH_MAX + 128];
+		struct layout_origin o;
+		ssize_t ol = lgetxattr(xp, LAYOUT_XATTR_ORIGIN, ob, sizeof(ob) - 1);
+		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &o) > 0)
+			return o.ino;
+		return ino;
+	}
+	if (!S_ISDIR(e->st.st_mode))
+		return ino;
+	char red[FS_PATH_MAX], ov[2];
+	ssize_t rl = lgetxattr(xp, LAYOUT_XATTR_REDIRECT, red, sizeof(red) - 1);
+	e->opaque = lgetxattr(xp, LAYOUT_XATTR_OPAQUE, ov, sizeof(ov)) > 0 && ov[0] == 'y';
+	if (rl > 0) {
+		/* Renamed from the lower: its entries come from there. */
+		red[rl] = 0;
+		struct stat lst;
+		if (layer_stat(fs, fs->lower_fd, red, &lst) == 0 && S_ISDIR(lst.st_mode)) {
+			e->in_lower = true;
+			memcpy(e->lower, red, (size_t)rl + 1);
+			return (uint64_t)lst.st_ino;
+		}
+		return ino;
+	}
+	if (e->opaque || !dir->lower)
+		return ino;
+	/* Merged with the visible lower directory of the same name. */
+	struct entry le;
+	memset(&le, 0, sizeof(le));
+	if (resolve_lower(fs, dir->lower, name, &le, NULL, dir_lfd) == 0 && le.exists &&
+	    le.type == S_IFDIR) {
+		e->in_lower = true;
+		memcpy(e->lower, le.lower, strlen(le.lower) + 1);
+		return (uint64_t)le.st.st_ino;
+	}
+	return ino;
+}
+
 int view_resolve(struct agentfs *fs, struct node *dir, const char *name, struct entry *e,
 		 bool *concealed)
 {
@@ -217,7 +267,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 		e->exists = true;
 		e->in_upper = true;
 		e->type = S_IFDIR;
-		view_fix_attr(fs, &e->st, upper_ino(fs, &e->st), true);
+		view_fix_attr(fs, &e->st, view_upper_ino(fs, &e->st), true);
 		return 0;
 	}
 	char dpath[FS_PATH_MAX];
@@ -235,52 +285,14 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 				e->in_upper = true;
 				e->type = st.st_mode & S_IFMT;
 				e->st = st;
-				uint64_t ino = upper_ino(fs, &st);
-				if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
-					int fd = openat(ufd, name,
-							(S_ISDIR(st.st_mode) ? O_DIRECTORY : 0) |
-							    O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
-							    O_NONBLOCK);
-					if (fd >= 0 && S_ISDIR(st.st_mode)) {
-						char red[FS_PATH_MAX];
-						int rl = layout_get_redirect(fd, red, sizeof(red));
-						e->opaque = layout_is_opaque(fd) > 0;
-						if (rl > 0) {
-							struct stat lst;
-							if (layer_stat(fs, fs->lower_fd, red,
-								       &lst) == 0 &&
-							    S_ISDIR(lst.st_mode)) {
-								e->in_lower = true;
-								memcpy(e->lower, red,
-								       (size_t)rl + 1);
-								ino = (uint64_t)lst.st_ino;
-							}
-						} else if (!e->opaque && dir->lower) {
-							struct entry le;
-							memset(&le, 0, sizeof(le));
-							r = resolve_lower(fs, dir->lower, name, &le,
-									  NULL, dir_lfd);
-							if (r == 0 && le.exists &&
-							    le.type == S_IFDIR) {
-								e->in_lower = true;
-								memcpy(e->lower, le.lower,
-								       strlen(le.lower) + 1);
-								ino = le.st.st_ino;
-							}
-						}
-					} else if (fd >= 0) {
-						struct layout_origin o;
-						if (layout_get_origin(fd, &o) > 0)
-							ino = o.ino;
-					}
-					if (fd >= 0)
-						close(fd);
-				}
+				uint64_t ino = view_upper_ino(fs, &st);
+				ino = upper_markers(fs, dir, ufd, name, dir_lfd, e, ino);
 				if (ufd != dir_ufd)
 					close(ufd);
 				char vpath[FS_PATH_MAX];
 				if (path_join(vpath, sizeof(vpath), dpath, name) == 0)
 					e->readonly =
+					    dir->readonly ||
 					    view_path_readonly(fs, vpath, S_ISDIR(st.st_mode));
 				view_fix_attr(fs, &e->st, ino, true);
 				return 0;
@@ -288,6 +300,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 			int wh = layout_has_whiteout(ufd, name);
 			if (ufd != dir_ufd)
 				close(ufd);
+			e->whiteout = wh > 0;
 			if (wh != 0)
 				return wh < 0 ? wh : 0;
 		}
