@@ -1,0 +1,607 @@
+#!/usr/bin/env bash
+# bench.sh - agentfs against native ext4 and fuse-overlayfs, same tree, same run.
+#
+#   tests/bench/bench.sh [--smoke] [--modes] [--rounds N] [--tree small|full]
+#                        [--agentfs PATH] [--raw FILE]
+#
+# The tree is the Linux kernel source of Debian's linux-source-6.1 package
+# (/usr/src/linux-source-6.1.tar.xz), committed into git repositories: "small"
+# (~11k files: include/, kernel/, mm/, fs/, lib/, scripts/, tools/{lib,include,
+# build,...} and a few more) and "full" (all ~78k files).  They are prepared once
+# and cached under $AGENTFS_BENCH_CACHE (default /var/tmp/agentfs-bench); the
+# runs' scratch space (native clones, uppers, workspaces) lives there too, so
+# every system works on the same file system.
+#
+# Systems: native (a git clone of the repository, on the cache's file system),
+# fuse-overlayfs (the repository as lowerdir, fresh upper and work dirs; it has
+# no policy, so it shows .git), and agentfs (default policy, journal on).  With
+# --modes also agentfs-nojournal (--no-journal) and agentfs-nopolicy (a policy
+# file saying `extends: none`).  Every system gets a fresh instance for each
+# phase of each round, and the systems take turns within a round in an order
+# that rotates from round to round.
+#
+# Workloads run on the --tree tree (default small):
+#   git phase  git status cold (caches dropped) and warm, appending to 100
+#              files, git diff --stat.  native and fuse-overlayfs use the real
+#              .git; agentfs its default, the workspace-private .git (a filtered
+#              base commit, objects on demand); agentfs-nopolicy shows the real
+#              .git through the mount (no rule hides it)
+#   tree phase mount until the first `ls` succeeds, find -type f, ls -lR, cat
+#              of every file, grep -r, make -j2 of libbpf (tools/lib/bpf: ~45
+#              C files, needs libelf and zlib headers), 1000 editor-style saves
+#              (write FILE.benchtmp, rename onto FILE), 10k 4 KiB creates then
+#              deletes, 1 GiB sequential write with fsync and read (caches
+#              dropped between), creating a 20k-file tree and rm -rf of it
+#   full phase mount until the first `ls` succeeds on the full tree, a walk
+#              (find -type f, then ls -lR), the daemon's VmHWM after the walk
+# .git is left out of every walk (find/ls/cat/grep), so all systems read the same
+# files (agentfs's default policy also hides a few dotfiles).  Caches are dropped
+# only where said (root only; otherwise those rows are warm and say so).
+#
+# Output: a Markdown table of medians per workload and system, and the ratios
+# fuse-overlayfs/native, agentfs/native and agentfs/fuse-overlayfs of this run.
+# No timing is asserted anywhere.  --smoke uses a tiny generated tree (a ~20-file
+# C project for the build), one round and small counts; it runs in seconds and
+# fails only if a workload did not run or produced no sane row.
+#
+# Every mount is unmounted on exit (trap), every command runs under timeout, and
+# only processes this script started are waited for or signalled (by pid).
+
+# The whole script is one compound command: bash parses it fully before running
+# it, so editing the file during a run cannot change the run.
+{
+set -u
+set -o pipefail
+export LC_ALL=C
+umask 022
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_ROOT=$(cd "$HERE/../.." && pwd)
+
+SMOKE=0
+MODES=0
+ROUNDS=3
+TREE=small
+RAW=
+AGENTFS=${AGENTFS:-}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--smoke) SMOKE=1 ;;
+	--modes) MODES=1 ;;
+	--rounds)
+		ROUNDS=${2:?--rounds needs a number}
+		shift
+		;;
+	--tree)
+		TREE=${2:?--tree needs small or full}
+		shift
+		;;
+	--agentfs)
+		AGENTFS=${2:?--agentfs needs a path}
+		shift
+		;;
+	--raw)
+		RAW=${2:?--raw needs a file}
+		shift
+		;;
+	-h | --help)
+		sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+		exit 0
+		;;
+	*)
+		echo "bench.sh: unknown argument: $1" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+case $TREE in small | full) ;; *)
+	echo "bench.sh: --tree: not small or full: $TREE" >&2
+	exit 2
+	;;
+esac
+case $ROUNDS in '' | *[!0-9]* | 0)
+	echo "bench.sh: --rounds: not a positive number: $ROUNDS" >&2
+	exit 2
+	;;
+esac
+
+die() {
+	echo "bench.sh: $*" >&2
+	exit 1
+}
+note() { echo "# $*" >&2; }
+
+[ -n "$AGENTFS" ] || AGENTFS=$SRC_ROOT/build/cli/agentfs
+[ -x "$AGENTFS" ] || die "agentfs binary not found: $AGENTFS (set AGENTFS or --agentfs)"
+AGENTFS=$(cd "$(dirname "$AGENTFS")" && pwd)/$(basename "$AGENTFS")
+
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
+	echo "bench.sh: SKIP: no /dev/fuse or fusermount3"
+	exit 77
+fi
+for tool in git make cc timeout mountpoint; do
+	command -v $tool >/dev/null 2>&1 || die "$tool is required"
+done
+HAVE_FO=1
+if ! command -v fuse-overlayfs >/dev/null 2>&1; then
+	[ $SMOKE = 1 ] || die "fuse-overlayfs is required (apt-get install -y fuse-overlayfs)"
+	HAVE_FO=0
+	note "fuse-overlayfs not installed: its column is skipped"
+fi
+CAN_DROP=0
+if [ -w /proc/sys/vm/drop_caches ] && (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+	CAN_DROP=1
+fi
+
+# Keep the person's configuration out of git and agentfs.
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export GIT_AUTHOR_NAME="agentfs bench" GIT_AUTHOR_EMAIL="bench@agentfs.invalid"
+export GIT_COMMITTER_NAME="agentfs bench" GIT_COMMITTER_EMAIL="bench@agentfs.invalid"
+export GIT_AUTHOR_DATE="2024-01-01T00:00:00Z" GIT_COMMITTER_DATE="2024-01-01T00:00:00Z"
+
+# ------------------------------------------------------------------ sizes
+if [ $SMOKE = 1 ]; then
+	ROUNDS=1
+	N_EDITS=10 N_SAVES=20 N_CREATES=200 SEQ_MIB=8 N_RMTREE=500
+	WL_TIMEOUT=60
+else
+	N_EDITS=100 N_SAVES=1000 N_CREATES=10000 SEQ_MIB=1024 N_RMTREE=20000
+	WL_TIMEOUT=900
+fi
+
+# ------------------------------------------------------------------ scratch + cleanup
+if [ $SMOKE = 1 ]; then
+	CACHE=$(mktemp -d "${TMPDIR:-/tmp}/agentfs-bench-smoke.XXXXXX") || die "mktemp failed"
+	RUN=$CACHE/run
+else
+	CACHE=${AGENTFS_BENCH_CACHE:-/var/tmp/agentfs-bench}
+	mkdir -p "$CACHE" || die "cannot create $CACHE"
+	CACHE=$(cd "$CACHE" && pwd)
+	RUN=$(mktemp -d "$CACHE/run.XXXXXX") || die "mktemp failed"
+fi
+mkdir -p "$RUN/cfg"
+export XDG_CONFIG_HOME=$RUN/cfg XDG_STATE_HOME=$RUN/xdg-state
+ROWS=$RUN/rows.tsv
+: >"$ROWS"
+
+MOUNTS=() # mountpoints this script mounted
+PIDS=()   # daemons this script started or found in daemon.pid
+
+cleanup() {
+	local m p i
+	for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+		m=${MOUNTS[$i]}
+		mountpoint -q -- "$m" 2>/dev/null || continue
+		timeout 30 "$AGENTFS" unmount "$m" >/dev/null 2>&1 ||
+			timeout 10 fusermount3 -u -- "$m" 2>/dev/null ||
+			timeout 10 fusermount3 -uz -- "$m" 2>/dev/null
+	done
+	for p in "${PIDS[@]}"; do
+		kill -0 "$p" 2>/dev/null && kill "$p" 2>/dev/null
+	done
+	if [ $SMOKE = 1 ]; then
+		rm -rf -- "$CACHE"
+	elif [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
+		[ -n "$RAW" ] && cp -- "$ROWS" "$RAW" 2>/dev/null
+		rm -rf -- "$RUN"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+drop_caches() {
+	sync
+	[ $CAN_DROP = 1 ] && echo 3 >/proc/sys/vm/drop_caches
+	return 0
+}
+
+wait_gone() { # PID SECONDS: wait for a process to exit
+	local i
+	for ((i = 0; i < $2 * 20; i++)); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# A private copy of the binary: a rebuild during the run must not change it.
+cp -- "$AGENTFS" "$RUN/agentfs" || die "cannot copy $AGENTFS"
+AGENTFS_ORIG=$AGENTFS
+AGENTFS=$RUN/agentfs
+
+# ------------------------------------------------------------------ helpers
+BENCHOPS=$RUN/benchops
+cc -O2 -Wall -Wextra -o "$BENCHOPS" "$HERE/benchops.c" || die "cannot build benchops"
+
+commit_tree() { # DIR: make DIR a git repository with one commit of everything
+	(
+		cd "$1" &&
+			git init -q -b main . &&
+			git add -A -f &&
+			git -c gc.auto=0 commit -q -m "bench tree" &&
+			git gc -q &&
+			git status --porcelain >/dev/null
+	) || die "cannot commit $1"
+}
+
+prepare_kernel() {
+	local tarball src
+	[ -f "$CACHE/repo-full.ready" ] && [ -f "$CACHE/repo-small.ready" ] && return 0
+	tarball=$(ls /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -1)
+	[ -n "$tarball" ] || die "no /usr/src/linux-source-*.tar.xz (apt-get install -y linux-source-6.1)"
+	note "preparing the kernel trees from $tarball under $CACHE (once)"
+	rm -rf -- "$CACHE/repo-full" "$CACHE/repo-small" "$CACHE/extract"
+	mkdir -p "$CACHE/extract"
+	timeout 1200 tar -C "$CACHE/extract" -xf "$tarball" || die "cannot extract $tarball"
+	src=$(ls -d "$CACHE"/extract/linux-source-* | head -1)
+	mv -- "$src" "$CACHE/repo-full" && rmdir "$CACHE/extract"
+	# Debian's tarball appends "ignore everything at the top level" to .gitignore;
+	# drop that block so the ignore rules are upstream's, where every file of the
+	# tarball is tracked (git add -f below, as upstream's dotfiles are).
+	sed -i '/^# Debian packaging/,$d' "$CACHE/repo-full/.gitignore"
+	sed -i '${/^#$/d}' "$CACHE/repo-full/.gitignore"
+	mkdir -p "$CACHE/repo-small/tools"
+	(
+		cd "$CACHE/repo-full" &&
+			for f in * .[!.]*; do [ -f "$f" ] && cp -a -- "$f" "$CACHE/repo-small/"; done &&
+			cp -a include kernel mm fs lib scripts block crypto security ipc init certs usr \
+				virt io_uring LICENSES "$CACHE/repo-small/" &&
+			cp -a tools/lib tools/include tools/arch tools/build tools/scripts tools/objtool \
+				tools/Makefile "$CACHE/repo-small/tools/"
+	) || die "cannot copy the small tree"
+	timeout 1800 bash -c "$(declare -f commit_tree die); commit_tree '$CACHE/repo-small'" || exit 1
+	touch "$CACHE/repo-small.ready"
+	timeout 3600 bash -c "$(declare -f commit_tree die); commit_tree '$CACHE/repo-full'" || exit 1
+	touch "$CACHE/repo-full.ready"
+}
+
+prepare_smoke() {
+	local r=$CACHE/repo-small d i
+	mkdir -p "$r/cproj" "$r/docs"
+	for ((d = 0; d < 20; d++)); do
+		mkdir -p "$r/src/m$d"
+		for ((i = 0; i < 10; i++)); do
+			printf '/* module %d file %d */\nint m%d_f%d(void) { return %d; }\n' \
+				$d $i $d $i $((d * i)) >"$r/src/m$d/f$i.c"
+		done
+	done
+	for ((i = 0; i < 20; i++)); do
+		printf '#include "common.h"\nint unit%d(int x) { return x * %d + COMMON; }\n' $i $i \
+			>"$r/cproj/unit$i.c"
+	done
+	printf '#define COMMON 7\n' >"$r/cproj/common.h"
+	printf 'int unit0(int);\nint main(void) { return unit0(0) != 7; }\n' >"$r/cproj/main.c"
+	cat >"$r/cproj/Makefile" <<'EOF'
+SRCS := $(wildcard *.c)
+OBJS := $(SRCS:.c=.o)
+prog: $(OBJS)
+	$(CC) -o $@ $(OBJS)
+%.o: %.c common.h
+	$(CC) -O2 -c -o $@ $<
+EOF
+	printf 'a smoke tree for bench.sh\n' >"$r/README"
+	printf '*.o\nprog\n' >"$r/.gitignore"
+	printf 'SECRET=1\n' >"$r/.env"
+	commit_tree "$r"
+	ln -s repo-small "$CACHE/repo-full"
+}
+
+if [ $SMOKE = 1 ]; then
+	prepare_smoke
+	BUILD_DIR=cproj
+	BUILD_CMD="make -j2 -s -C cproj"
+	BUILD_CHECK=cproj/prog
+	GREP_WORD=return
+else
+	prepare_kernel
+	BUILD_DIR=tools/lib/bpf
+	BUILD_CMD="make -j2 -s -C tools/lib/bpf"
+	BUILD_CHECK=tools/lib/bpf/libbpf.a
+	GREP_WORD=EXPORT_SYMBOL
+	if ! pkg-config --exists libelf zlib 2>/dev/null; then
+		note "libelf/zlib headers missing: the build row is skipped (apt-get install -y libelf-dev zlib1g-dev)"
+		BUILD_CMD=
+	fi
+fi
+REPO=$CACHE/repo-$TREE
+REPO_FULL=$CACHE/repo-full
+NFILES_REPO=$(git -C "$REPO" ls-files | wc -l)
+NFILES_FULL=$(git -C "$REPO_FULL" ls-files | wc -l)
+
+# Files the edit and save workloads touch: the first .c files of the tree.
+mapfile -t EDIT_FILES < <(git -C "$REPO" ls-files '*.c' | head -n "$N_EDITS")
+mapfile -t SAVE_FILES < <(git -C "$REPO" ls-files '*.c' | tail -n 10)
+[ ${#EDIT_FILES[@]} = "$N_EDITS" ] || die "the tree has fewer than $N_EDITS .c files"
+
+printf 'extends: none\n' >"$RUN/cfg/empty.yml"
+
+SYSTEMS=(native)
+[ $HAVE_FO = 1 ] && SYSTEMS+=(fuse-overlayfs)
+SYSTEMS+=(agentfs)
+[ $MODES = 1 ] && SYSTEMS+=(agentfs-nojournal agentfs-nopolicy)
+
+# ------------------------------------------------------------------ instances
+# inst_up SYSTEM ROLE REPO: a fresh instance; sets INST (the directory to work
+# in), INST_PID (the daemon, if any) and INST_MOUNT_S (seconds from the mount
+# command to the first successful ls; for native just the ls).
+# ROLE full reuses the repository itself for native (reads only).
+INST_SEQ=0
+inst_up() {
+	local sys=$1 role=$2 repo=$3 base t0 t1 i opts=()
+	INST_SEQ=$((INST_SEQ + 1))
+	base=$RUN/i$INST_SEQ-$sys-$role
+	mkdir -p "$base"
+	INST_PID=
+	case $sys in
+	native)
+		if [ "$role" = full ]; then
+			INST=$repo
+		else
+			INST=$base/tree
+			timeout 600 git clone -q "$repo" "$INST" || return 1
+		fi
+		t0=$(now_us)
+		ls "$INST" >/dev/null || return 1
+		t1=$(now_us)
+		;;
+	fuse-overlayfs)
+		INST=$base/mnt
+		mkdir -p "$base/upper" "$base/work" "$INST"
+		t0=$(now_us)
+		fuse-overlayfs -f -o "lowerdir=$repo,upperdir=$base/upper,workdir=$base/work" "$INST" \
+			2>"$base/fo.log" &
+		INST_PID=$!
+		PIDS+=("$INST_PID")
+		MOUNTS+=("$INST")
+		for ((i = 0; i < 200000; i++)); do
+			mountpoint -q "$INST" && ls "$INST" >/dev/null 2>&1 && break
+			kill -0 "$INST_PID" 2>/dev/null || break
+			[ $(($(now_us) - t0)) -gt 30000000 ] && break
+		done
+		t1=$(now_us)
+		mountpoint -q "$INST" || {
+			cat "$base/fo.log" >&2
+			return 1
+		}
+		;;
+	agentfs*)
+		INST=$base/mnt
+		mkdir -p "$INST"
+		case $sys in
+		agentfs-nojournal) opts+=(--no-journal) ;;
+		agentfs-nopolicy) opts+=(--policy "$RUN/cfg/empty.yml") ;;
+		esac
+		MOUNTS+=("$INST")
+		t0=$(now_us)
+		timeout 60 "$AGENTFS" mount "$repo" "$INST" --state-dir "$base/state" "${opts[@]}" ||
+			return 1
+		ls "$INST" >/dev/null || return 1
+		t1=$(now_us)
+		INST_PID=$(awk 'NR == 1 { print $1 }' "$base/state/workspaces/mnt/daemon.pid" 2>/dev/null)
+		[ -n "$INST_PID" ] && PIDS+=("$INST_PID")
+		;;
+	esac
+	INST_BASE=$base
+	INST_MOUNT_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", (b - a) / 1e6 }')
+}
+
+inst_down() {
+	local sys=$1
+	case $sys in
+	native) [ "$INST" != "$REPO" ] && [ "$INST" != "$REPO_FULL" ] && rm -rf -- "$INST_BASE" ;;
+	fuse-overlayfs)
+		timeout 30 fusermount3 -u -- "$INST" || timeout 10 fusermount3 -uz -- "$INST"
+		wait_gone "$INST_PID" 30 || note "fuse-overlayfs $INST_PID did not exit"
+		wait "$INST_PID" 2>/dev/null
+		rm -rf -- "$INST_BASE"
+		;;
+	agentfs*)
+		if mountpoint -q "$INST"; then
+			timeout 60 "$AGENTFS" unmount "$INST" || {
+				note "agentfs unmount $INST failed; daemon.log tail:"
+				tail -5 "$INST_BASE/state/workspaces/mnt/daemon.log" >&2
+				timeout 10 fusermount3 -u -- "$INST" || timeout 10 fusermount3 -uz -- "$INST"
+			}
+		fi
+		[ -n "$INST_PID" ] && { wait_gone "$INST_PID" 30 || note "agentfs daemon $INST_PID did not exit"; }
+		rm -rf -- "$INST_BASE"
+		;;
+	esac
+	return 0
+}
+
+# ------------------------------------------------------------------ measuring
+# row WORKLOAD UNIT SYSTEM ROUND VALUE STATUS
+row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+
+# tm WORKLOAD SYSTEM ROUND COMMAND: time COMMAND (bash) in $INST under timeout.
+tm() {
+	local wl=$1 sys=$2 round=$3 cmd=$4 t0 t1 rc
+	t0=$(now_us)
+	(cd "$INST" && timeout "$WL_TIMEOUT" bash -c "$cmd") >"$RUN/last.out" 2>"$RUN/last.err"
+	rc=$?
+	t1=$(now_us)
+	if [ $rc = 0 ]; then
+		row "$wl" s "$sys" "$round" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", (b - a) / 1e6 }')" ok
+	else
+		row "$wl" s "$sys" "$round" - "FAIL(rc=$rc)"
+		note "FAIL: $wl on $sys (round $round): exit $rc: $cmd"
+		tail -5 "$RUN/last.err" | sed 's/^/#   /' >&2
+		if [ -f "$INST_BASE/state/workspaces/mnt/daemon.log" ]; then
+			note "daemon.log tail:"
+			tail -5 "$INST_BASE/state/workspaces/mnt/daemon.log" | sed 's/^/#   /' >&2
+		fi
+	fi
+	return $rc
+}
+
+skip_phase() { # WORKLOADS... SYSTEM ROUND: record a failed instance
+	local sys=${*: -2:1} round=${*: -1} wl
+	for wl in "${@:1:$#-2}"; do row "$wl" s "$sys" "$round" - "FAIL(mount)"; done
+}
+
+EDIT_CMD="for f in ${EDIT_FILES[*]}; do printf '\n/* edited by agentfs bench */\n' >>\"\$f\" || exit 1; done"
+WALK_FIND="find . -path ./.git -prune -o -type f -print | wc -l"
+WALK_LS="ls -I .git -lR >/dev/null"
+WALK_CAT="find . -path ./.git -prune -o -type f -print0 | xargs -0 cat >/dev/null"
+WALK_GREP="grep -r --exclude-dir=.git -c $GREP_WORD . >/dev/null"
+COLD=cold
+[ $CAN_DROP = 1 ] || COLD="cold-not-dropped"
+
+phase_git() {
+	local sys=$1 r=$2
+	if ! inst_up "$sys" git "$REPO"; then
+		skip_phase "git status ($COLD)" "git status (warm)" "append to $N_EDITS files" \
+			"git diff --stat" "$sys" "$r"
+		inst_down "$sys"
+		return
+	fi
+	drop_caches
+	tm "git status ($COLD)" "$sys" "$r" "git status --porcelain >/dev/null"
+	tm "git status (warm)" "$sys" "$r" "git status --porcelain >/dev/null"
+	tm "append to $N_EDITS files" "$sys" "$r" "$EDIT_CMD"
+	tm "git diff --stat" "$sys" "$r" "git diff --stat | tail -1 | grep -q 'files\\? changed'"
+	inst_down "$sys"
+}
+
+phase_tree() {
+	local sys=$1 r=$2 n
+	if ! inst_up "$sys" tree "$REPO"; then
+		skip_phase "mount until ls ($TREE)" "$sys" "$r"
+		inst_down "$sys"
+		return
+	fi
+	row "mount until ls ($TREE)" s "$sys" "$r" "$INST_MOUNT_S" ok
+	if tm "find -type f" "$sys" "$r" "$WALK_FIND"; then
+		n=$(cat "$RUN/last.out")
+		echo "$sys $n" >>"$RUN/counts"
+	fi
+	tm "ls -lR" "$sys" "$r" "$WALK_LS"
+	tm "cat every file" "$sys" "$r" "$WALK_CAT"
+	tm "grep -r" "$sys" "$r" "$WALK_GREP"
+	if [ -n "$BUILD_CMD" ]; then
+		tm "make -j2 ($BUILD_DIR)" "$sys" "$r" "$BUILD_CMD >build.log 2>&1 && test -f $BUILD_CHECK ||
+			{ tail -20 build.log >&2; exit 1; }"
+	fi
+	tm "$N_SAVES editor saves" "$sys" "$r" "'$BENCHOPS' saves $N_SAVES ${SAVE_FILES[*]}"
+	tm "$N_CREATES creates+deletes 4K" "$sys" "$r" \
+		"mkdir bench-creates && '$BENCHOPS' creates bench-creates $N_CREATES 4096"
+	tm "seq write $SEQ_MIB MiB+fsync" "$sys" "$r" "'$BENCHOPS' seqwrite bench-seq.bin $SEQ_MIB"
+	drop_caches
+	tm "seq read $SEQ_MIB MiB ($COLD)" "$sys" "$r" "'$BENCHOPS' seqread bench-seq.bin"
+	rm -f -- "$INST/bench-seq.bin"
+	tm "create $N_RMTREE-file tree" "$sys" "$r" "mkdir bench-gen && '$BENCHOPS' gentree bench-gen $N_RMTREE"
+	tm "rm -rf $N_RMTREE-file tree" "$sys" "$r" "rm -rf bench-gen && test ! -e bench-gen"
+	inst_down "$sys"
+}
+
+phase_full() {
+	local sys=$1 r=$2 hwm
+	if ! inst_up "$sys" full "$REPO_FULL"; then
+		skip_phase "mount until ls (full)" "walk full tree (find+ls -lR)" "$sys" "$r"
+		inst_down "$sys"
+		return
+	fi
+	row "mount until ls (full)" s "$sys" "$r" "$INST_MOUNT_S" ok
+	tm "walk full tree (find+ls -lR)" "$sys" "$r" "find . -path ./.git -prune -o -type f -print >/dev/null && $WALK_LS"
+	if [ -n "$INST_PID" ]; then
+		hwm=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$INST_PID/status" 2>/dev/null)
+		if [ -n "$hwm" ]; then
+			row "daemon VmHWM after walk" MiB "$sys" "$r" "$hwm" ok
+		else
+			row "daemon VmHWM after walk" MiB "$sys" "$r" - "FAIL(no /proc/$INST_PID)"
+		fi
+	fi
+	inst_down "$sys"
+}
+
+# ------------------------------------------------------------------ run
+agentfs_rev=$(git -C "$SRC_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$SRC_ROOT" diff --quiet HEAD 2>/dev/null || agentfs_rev="$agentfs_rev+uncommitted"
+{
+	echo "# agentfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $( [ $SMOKE = 1 ] && echo smoke || echo full) mode, $ROUNDS round(s)"
+	echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -n -o FSTYPE -T "$CACHE" 2>/dev/null || stat -f -c %T "$CACHE") under $CACHE"
+	echo "# versions: agentfs $agentfs_rev ($AGENTFS_ORIG, $(stat -c %y "$AGENTFS_ORIG" | cut -d. -f1)), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(fuse-overlayfs --version 2>/dev/null | grep -m1 '^fuse-overlayfs' || echo 'no fuse-overlayfs'), $(git --version)"
+	echo "# tree: $TREE = $NFILES_REPO tracked files; full = $NFILES_FULL; caches dropped: $([ $CAN_DROP = 1 ] && echo yes || echo no, not root); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$RUN/header"
+
+for ((r = 1; r <= ROUNDS; r++)); do
+	n=${#SYSTEMS[@]}
+	order=()
+	for ((k = 0; k < n; k++)); do order+=("${SYSTEMS[$(((k + r - 1) % n))]}"); done
+	note "round $r/$ROUNDS: ${order[*]}"
+	for phase in phase_git phase_tree phase_full; do
+		for sys in "${order[@]}"; do
+			$phase "$sys" "$r"
+		done
+	done
+done
+
+# ------------------------------------------------------------------ table
+echo
+awk -F'\t' -v systems="${SYSTEMS[*]}" '
+function median(list,    a, n, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function fmt(v) { return v == "" ? "—" : (v >= 100 ? sprintf("%.0f", v) : v >= 10 ? sprintf("%.1f", v) : v >= 0.1 ? sprintf("%.2f", v) : sprintf("%.4f", v)) }
+function ratio(a, b) { return (a == "" || b == "" || b + 0 == 0) ? "—" : sprintf("%.2fx", a / b) }
+{
+	if (!($1 in seen)) { seen[$1] = 1; order[++nw] = $1; unit[$1] = $2 }
+	if ($6 == "ok") vals[$1, $3] = vals[$1, $3] " " $5; else fails[$1, $3]++
+}
+END {
+	ns = split(systems, sys, " ")
+	hdr = "| workload | unit |"; sep = "|---|---|"
+	for (s = 1; s <= ns; s++) { hdr = hdr " " sys[s] " |"; sep = sep "---:|" }
+	hdr = hdr " fo/native | agentfs/native | agentfs/fo |"; sep = sep "---:|---:|---:|"
+	print hdr; print sep
+	for (w = 1; w <= nw; w++) {
+		wl = order[w]; line = "| " wl " | " unit[wl] " |"
+		delete m
+		for (s = 1; s <= ns; s++) {
+			k = vals[wl, sys[s]]
+			m[sys[s]] = (k == "") ? "" : median(k)
+			cell = fmt(m[sys[s]])
+			if (fails[wl, sys[s]]) cell = cell " (" fails[wl, sys[s]] " failed)"
+			line = line " " cell " |"
+		}
+		line = line " " ratio(m["fuse-overlayfs"], m["native"]) " | " ratio(m["agentfs"], m["native"]) " | " ratio(m["agentfs"], m["fuse-overlayfs"]) " |"
+		print line
+	}
+}' "$ROWS"
+echo
+if [ -f "$RUN/counts" ]; then
+	echo "# files seen by find -type f (outside .git), per system: $(sort -u "$RUN/counts" | tr '\n' ';')"
+fi
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here; the spread per row is in --raw)"
+[ $SMOKE = 1 ] || echo "# medians of $ROUNDS rounds; mount rows for native are a bare ls; the build is '$BUILD_CMD'"
+
+# ------------------------------------------------------------------ sanity
+# Every workload has an ok row with a positive number for every system (the
+# VmHWM row only for systems with a daemon), and no row failed.
+bad=$(awk -F'\t' -v systems="${SYSTEMS[*]}" '
+{ if (!($1 in seen)) { seen[$1] = 1; order[++nw] = $1 } }
+$6 != "ok" { print "failed: " $1 " on " $3 " (round " $4 "): " $6; next }
+$5 !~ /^[0-9]+(\.[0-9]+)?$/ || $5 + 0 <= 0 { print "not a positive number: " $1 " on " $3 ": " $5; next }
+{ ok[$1, $3]++ }
+END {
+	ns = split(systems, sys, " ")
+	for (w = 1; w <= nw; w++)
+		for (s = 1; s <= ns; s++) {
+			if (order[w] ~ /VmHWM/ && sys[s] == "native") continue
+			if (!ok[order[w], sys[s]]) print "no row: " order[w] " on " sys[s]
+		}
+	if (nw == 0) print "no rows at all"
+}' "$ROWS")
+if [ -n "$bad" ]; then
+	echo "$bad" | sed 's/^/bench.sh: /' >&2
+	exit 1
+fi
+echo "# every workload ran on every system"
+exit
+}
