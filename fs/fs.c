@@ -138,10 +138,22 @@ static int usr1_pipe[2] = {-1, -1};
 
 static void on_usr1(int sig)
 {
-	(void)sig;
 	int saved = errno;
-	(void)!write(usr1_pipe[1], "u", 1);
+	(void)!write(usr1_pipe[1], sig == SIGUSR2 ? "f" : "u", 1);
 	errno = saved;
+}
+
+/* SIGUSR2: write the journal out for a reader (FS_FLUSH_FILE). */
+static void flush_for_reader(struct agentfs *fs)
+{
+	if (!fs->cfg->state_dir)
+		return;
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/%s", fs->cfg->state_dir, FS_FLUSH_FILE);
+	if (access(p, F_OK) != 0)
+		return;
+	journal_flush(fs->journal);
+	unlink(p);
 }
 
 static void *signal_thread(void *arg)
@@ -154,6 +166,10 @@ static void *signal_thread(void *arg)
 			continue;
 		if (n <= 0 || c == 'q')
 			break;
+		if (c == 'f') {
+			flush_for_reader(fs);
+			continue;
+		}
 		take_invalidations(fs);
 		table_invalidate_all(fs);
 		release_invalidations(fs);
@@ -307,8 +323,10 @@ int fs_serve(const struct fs_config *cfg)
 		have_sigthr = pthread_create(&sigthr, NULL, signal_thread, fs) == 0;
 		struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
 		sigemptyset(&sa.sa_mask);
-		if (have_sigthr)
+		if (have_sigthr) {
 			sigaction(SIGUSR1, &sa, NULL);
+			sigaction(SIGUSR2, &sa, NULL);
+		}
 	}
 
 	if (fuse_session_mount(fs->se, cfg->mountpoint) != 0) {
@@ -345,6 +363,7 @@ out_unmount:
 out_signals:
 	if (have_sigthr) {
 		signal(SIGUSR1, SIG_IGN);
+		signal(SIGUSR2, SIG_IGN);
 		(void)!write(usr1_pipe[1], "q", 1);
 		pthread_join(sigthr, NULL);
 	}

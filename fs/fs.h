@@ -58,6 +58,14 @@ struct fs_config {
 #define FS_INVALIDATE_TAKEN "invalidate.taken"
 
 /*
+ * Asking a serving daemon to write out its journal (agentfs log, verify on a
+ * live mount): create <state_dir>/FS_FLUSH_FILE, send SIGUSR2, and wait until
+ * the file is gone: every event acknowledged before the signal is then in the
+ * journal file.
+ */
+#define FS_FLUSH_FILE "flush"
+
+/*
  * Mount at cfg->mountpoint and serve requests until the filesystem is unmounted
  * (fusermount3 -u) or SIGINT/SIGTERM/SIGHUP arrive.  Returns 0 after a clean
  * unmount, or a negative errno if the mount could not be set up (in that case
