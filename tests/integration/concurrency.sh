@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# concurrency.sh - many processes at once through one mount: parallel make
+# builds, two writers on one file, listings during create/delete storms,
+# rename storms, and many readers of one lower file while it is copied up
+# (none may see a torn copy).  The lower is never written.
+#
+#   bash concurrency.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+command -v python3 >/dev/null || {
+	echo "1..0 # SKIP python3 is not installed"
+	exit 0
+}
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+(
+	cd "$REPO" && mkdir -p proj/src storm ren && head -c 32M /dev/urandom >big.bin &&
+		for i in $(seq 1 40); do
+			printf 'int f%d(int x) { return x + %d; }\n' "$i" "$i" >"proj/src/f$i.c"
+		done &&
+		{
+			printf '#include <stdio.h>\n'
+			for i in $(seq 1 40); do printf 'int f%d(int);\n' "$i"; done
+			printf 'int main(void) { int s = 0;\n'
+			for i in $(seq 1 40); do printf 's += f%d(1);\n' "$i"; done
+			printf 'printf("%%d\\n", s); return 0; }\n'
+		} >proj/src/main.c &&
+		cat >proj/Makefile <<'EOF'
+SRCS := $(wildcard src/*.c)
+OBJS := $(SRCS:src/%.c=build/%.o)
+build/app: $(OBJS)
+	$(CC) -o $@ $(OBJS)
+build/%.o: src/%.c
+	@mkdir -p build
+	$(CC) -O0 -c -o $@ $<
+clean:
+	rm -rf build
+EOF
+	for i in $(seq 1 300); do printf 'r%d\n' "$i" >"ren/r$i"; done && mkdir ren/xdir &&
+		for i in $(seq 1 20); do printf 'x%d\n' "$i" >"ren/xdir/x$i"; done &&
+		git add -A && git commit -q -m "concurrency fixtures"
+) || bail "cannot add the fixtures"
+snapshot "$REPO" "$T/lower.before"
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount"; else
+	fail "mount" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+
+# alive_after SECTION: the daemon must survive each section; if it died, say so
+# and mount the workspace again so the next sections still test something.
+alive_after() {
+	local pid probe
+	pid=$(daemon_pid_of "$MNT")
+	# a name never looked up: the kernel cannot answer it from its caches
+	probe=$(t stat "$MNT/never-looked-up-$RANDOM$RANDOM" 2>&1)
+	if _is_our_daemon "$pid" && [[ $probe == *"No such file or directory"* ]]; then
+		pass "the daemon survived: $1"
+		return 0
+	fi
+	fail "the daemon survived: $1" "$probe" "$(tail -n 5 "$STATE"/workspaces/mnt/daemon.log)"
+	timeout 10 fusermount3 -uz "$MNT" 2>/dev/null
+	_stop_daemons
+	mount_ws "$REPO" "$MNT" || bail "cannot mount again: $OUT"
+}
+
+# ------------------------------------------------------------------ make -j
+if command -v make >/dev/null && command -v cc >/dev/null; then
+	want=$(
+		cd "$REPO/proj" && make -s -j8 >/dev/null 2>&1 && ./build/app
+		rm -rf "$REPO/proj/build"
+	)
+	snapshot "$REPO" "$T/lower.before" # the build above happened in the lower, by us
+	for round in 1 2 3; do
+		step "make -j8 in the mount (round $round)" bash -ec \
+			"make -s -C '$MNT/proj' clean && make -s -C '$MNT/proj' -j8 build/app"
+	done
+	assert_eq "  ...the program it built runs" "$want" "$(t "$MNT/proj/build/app" 2>&1)"
+	step "make -j8 of the small C project, twice in parallel trees" bash -ec "
+		cp -a '$MNT/proj' '$MNT/proj2'
+		make -s -C '$MNT/proj' clean; make -s -C '$MNT/proj2' clean
+		make -s -C '$MNT/proj' -j4 build/app & p=\$!
+		make -s -C '$MNT/proj2' -j4 build/app; wait \$p"
+	assert_eq "  ...both programs run" "$want $want" \
+		"$(t "$MNT/proj/build/app" 2>&1) $(t "$MNT/proj2/build/app" 2>&1)"
+else
+	skip "make -j" "make or cc is not installed"
+fi
+alive_after "parallel builds"
+
+# ------------------------------------------------------------------ two writers, one file
+# Two processes write interleaved 4 KiB blocks of one lower file (both open it
+# for writing, racing for the copy-up) and of one new file.
+run t python3 - "$MNT" <<'PY'
+import os, sys
+m = sys.argv[1]
+BS, N = 4096, 256
+out = []
+for name in ("README.md", "two-writers.bin"):
+    p = os.path.join(m, name)
+    pids = []
+    for w in (0, 1):
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+            for i in range(w, N, 2):
+                os.pwrite(fd, bytes([65 + w]) * BS, i * BS)
+            os.close(fd)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    data = open(p, "rb").read()
+    want = b"".join(bytes([65 + (i % 2)]) * BS for i in range(N))
+    out.append("%s: %s" % (name, "OK" if data == want else "MISMATCH (%d bytes)" % len(data)))
+print("\n".join(out))
+PY
+assert_eq "two writers on one file: every block of each lands" \
+	"README.md: OK
+two-writers.bin: OK" "$OUT"
+alive_after "two writers on one file"
+
+# ------------------------------------------------------------------ readdir during create/delete storms
+run t python3 - "$MNT/storm" <<'PY'
+import os, sys, time
+d = sys.argv[1]
+names = {"s%03d" % i for i in range(200)}
+stop = time.time() + 5
+kids = []
+for w in range(3):
+    pid = os.fork()
+    if pid == 0:
+        mine = sorted(names)[w::3]
+        while time.time() < stop:
+            for n in mine:
+                try:
+                    os.close(os.open(os.path.join(d, n), os.O_CREAT | os.O_WRONLY, 0o644))
+                except OSError:
+                    os._exit(3)
+            for n in mine:
+                try:
+                    os.unlink(os.path.join(d, n))
+                except OSError:
+                    os._exit(4)
+        os._exit(0)
+    kids.append(pid)
+bad, lists = [], 0
+while time.time() < stop:
+    try:
+        l = os.listdir(d)
+    except OSError as e:
+        bad.append("listdir: %s" % e)
+        break
+    lists += 1
+    if len(l) != len(set(l)):
+        bad.append("a name listed twice")
+    if set(l) - names:
+        bad.append("unknown names: %s" % sorted(set(l) - names)[:3])
+    for e in os.scandir(d):
+        try:
+            e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            pass  # deleted between readdir and stat: fine
+        except OSError as ex:
+            bad.append("stat: %s" % ex)
+for pid in kids:
+    _, st = os.waitpid(pid, 0)
+    if st:
+        bad.append("a creator/deleter failed (status %d)" % st)
+final = os.listdir(d)
+if final:
+    bad.append("left over: %s" % final[:5])
+print("\n".join(sorted(set(bad))[:10]) or "OK %s" % ("listed" if lists > 5 else "few lists"))
+PY
+assert_eq "readdir during create/delete storms: no duplicates, no strangers, no errors" \
+	"OK listed" "$OUT"
+alive_after "create/delete storms with listings"
+
+# ------------------------------------------------------------------ rename storms
+run t python3 - "$MNT/ren" <<'PY'
+import os, sys
+d = sys.argv[1]
+for sub in ("a", "b", "c"):
+    os.makedirs(os.path.join(d, sub), exist_ok=True)
+kids = []
+for w in range(4):
+    pid = os.fork()
+    if pid == 0:
+        mine = ["r%d" % i for i in range(1 + w, 301, 4)]
+        where = {n: "" for n in mine}
+        try:
+            for rnd in range(6):
+                for n in mine:
+                    nxt = ["", "a", "b", "c"][(rnd + 1 + hash(n) % 3) % 4]
+                    if nxt == where[n]:
+                        continue
+                    os.rename(os.path.join(d, where[n], n), os.path.join(d, nxt, n))
+                    where[n] = nxt
+            # and a lower directory, back and forth
+            if w == 0:
+                for i in range(50):
+                    os.rename(os.path.join(d, "xdir"), os.path.join(d, "xdir2"))
+                    os.rename(os.path.join(d, "xdir2"), os.path.join(d, "xdir"))
+        except OSError as e:
+            print("worker %d: %s" % (w, e))
+            os._exit(1)
+        os._exit(0)
+    kids.append(pid)
+bad = []
+for pid in kids:
+    if os.waitpid(pid, 0)[1]:
+        bad.append("a worker failed")
+seen = {}
+for dp, dns, fns in os.walk(d):
+    for f in fns:
+        seen.setdefault(f, []).append(dp)
+        if open(os.path.join(dp, f)).read() != f + "\n":
+            bad.append("%s/%s: wrong content" % (dp, f))
+for n in ["r%d" % i for i in range(1, 301)] + ["x%d" % i for i in range(1, 21)]:
+    if len(seen.get(n, [])) != 1:
+        bad.append("%s found %d times" % (n, len(seen.get(n, []))))
+print("\n".join(bad[:10]) or "OK")
+PY
+assert_eq "rename storms: every file exists exactly once with its content" OK "$OUT"
+alive_after "rename storms"
+
+# ------------------------------------------------------------------ readers during a copy-up
+# Eight readers hash the 32 MiB lower file over and over while a writer opens
+# it for appending (the copy-up): each read sees the lower bytes or the lower
+# bytes plus the append, never a torn or short copy.
+run t python3 - "$MNT/big.bin" "$REPO/big.bin" <<'PY'
+import hashlib, os, sys, time
+view, lower = sys.argv[1], sys.argv[2]
+orig = open(lower, "rb").read()
+ok = {hashlib.sha256(orig).hexdigest(), hashlib.sha256(orig + b"appended").hexdigest()}
+r, w = os.pipe()
+kids = []
+for k in range(8):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        bad = 0
+        stop = time.time() + 3
+        n = 0
+        what = b""
+        while time.time() < stop:
+            with open(view, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() not in ok:
+                bad += 1
+                diff = next((i for i in range(0, min(len(data), len(orig)), 4096)
+                             if data[i:i + 4096] != orig[i:i + 4096]), None)
+                what = b"%d-bytes-first-diff-block-at-%s" % (len(data), str(diff).encode())
+            n += 1
+        os.write(w, b"%d %d %s\n" % (bad, n, what or b"-"))
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+time.sleep(0.3)
+fd = os.open(view, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"appended")
+os.close(fd)
+for pid in kids:
+    os.waitpid(pid, 0)
+res = os.read(r, 4096).decode().split()
+bad = sum(int(x) for x in res[0::3])
+reads = sum(int(x) for x in res[1::3])
+what = [x for x in res[2::3] if x != "-"]
+print("OK" if bad == 0 and reads >= 8 else "torn reads: %d of %d (lower: %d bytes; %s)"
+      % (bad, reads, len(orig), what[:3]))
+PY
+assert_eq "readers during a copy-up never see a torn file" OK "$OUT"
+{ cat "$REPO/big.bin" && printf appended; } >"$T/big.want"
+assert_file_eq "  ...and afterwards the view holds the appended copy" "$T/big.want" "$MNT/big.bin"
+alive_after "readers during a copy-up"
+
+step "unmount" t fusermount3 -u "$MNT"
+assert_unchanged "the lower was never written" "$REPO" "$T/lower.before"
+done_testing

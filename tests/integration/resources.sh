@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# resources.sh - the daemon's memory and file descriptors stay bounded:
+#  - a 100,000-file tree walked repeatedly: VmRSS stays bounded because the
+#    inode table honours forget (as root, drop_caches makes the kernel forget
+#    between walks), and the daemon holds no fd per known inode;
+#  - thousands of files open at once through the mount (more than the usual
+#    1024 soft limit), and the fds go away when they are closed;
+#  - eight workspaces of one repository mounted at once, each isolated.
+#
+#   bash resources.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+command -v python3 >/dev/null || {
+	echo "1..0 # SKIP python3 is not installed"
+	exit 0
+}
+REPO=$T/repo
+MNT=$T/mnt
+NFILES=${RESOURCES_NFILES:-100000}
+make_test_repo "$REPO" || bail "cannot create the test repository"
+python3 - "$REPO/tree" "$NFILES" <<'PY' || bail "cannot create the big tree"
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+per = 1000
+for d in range((n + per - 1) // per):
+    dp = os.path.join(root, "d%03d" % d)
+    os.makedirs(dp)
+    for f in range(min(per, n - d * per)):
+        os.close(os.open(os.path.join(dp, "f%04d.c" % f), os.O_CREAT | os.O_WRONLY, 0o644))
+PY
+snapshot "$REPO/src" "$T/lower.before"
+
+mount_ws "$REPO" "$MNT"
+if [ "$RC" -eq 0 ]; then pass "mount"; else
+	fail "mount" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+PID=$(daemon_pid_of "$MNT") || bail "no daemon pid"
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# fds other than pipes: libfuse keeps a splice pipe pair per worker thread,
+# bounded by its thread count, not by what the daemon was asked to do.
+nfds() { for f in /proc/"$1"/fd/*; do readlink "$f"; done | grep -vc '^pipe:'; }
+fd_targets() { for f in /proc/"$1"/fd/*; do readlink "$f"; done | sort | uniq -c | sort -rn | head -n 12; }
+forget_all() {
+	# The kernel forgets inodes it no longer caches: FORGET requests reach
+	# the daemon.  Only root can ask for that.
+	[ "$(id -u)" -eq 0 ] && sync && echo 2 >/proc/sys/vm/drop_caches
+	sleep 0.5
+}
+
+# ------------------------------------------------------------------ 100k files walked repeatedly
+# Walk the two halves of the tree in turn (A, B, A, B), a stat per file.  If
+# the inode table honours forget, the nodes of A are freed once the kernel
+# forgets them and B reuses their memory: VmRSS after the fourth walk is
+# about what one half cost, not what both together would.
+walk() { # walk HALF: stat every file of one half of the tree; prints the count
+	local dirs
+	if [ "$1" == A ]; then dirs=$(seq -f "$MNT/tree/d%03g" 0 $((NFILES / 2000 - 1))); else
+		dirs=$(seq -f "$MNT/tree/d%03g" $((NFILES / 2000)) $((NFILES / 1000 - 1)))
+	fi
+	# shellcheck disable=SC2086
+	t find $dirs -type f -printf '%s\n' | wc -l # -printf %s: a stat (lookup) per file
+}
+fds0=$(nfds "$PID")
+base=$(rss_kb "$PID")
+rss=()
+for half in A B A B; do
+	n=$(walk $half)
+	[ "$n" -eq $((NFILES / 2)) ] || fail "walk of half $half finds every file" "found $n of $((NFILES / 2))"
+	rss+=("$(rss_kb "$PID")")
+	forget_all
+done
+pass "four walks of $((NFILES / 2)) files each (VmRSS: $base kB, then ${rss[*]} kB)"
+fds1=$(nfds "$PID")
+if [ "$fds1" -le $((fds0 + 16)) ]; then
+	pass "the daemon holds no fd per known inode ($fds0 fds before the walks, $fds1 after)"
+else
+	fail "the daemon holds no fd per known inode" "$fds0 fds before the walks, $fds1 after" \
+		"$(fd_targets "$PID")"
+fi
+half_cost=$((rss[0] - base))
+if [ "$(id -u)" -eq 0 ]; then
+	if [ $((rss[3] - rss[0])) -le $((half_cost / 2 + 2048)) ]; then
+		pass "forgotten nodes are freed and reused: VmRSS grew $((rss[3] - rss[0])) kB after the first half (which cost $half_cost kB)"
+	else
+		fail "forgotten nodes are freed and reused" \
+			"the first half cost $half_cost kB; after both halves twice VmRSS grew $((rss[3] - rss[0])) kB more" \
+			"VmRSS: $base kB, then ${rss[*]} kB"
+	fi
+else
+	skip "forgotten nodes are freed and reused" "drop_caches needs root"
+fi
+if [ $((rss[3] - rss[1])) -le 4096 ]; then
+	pass "walking the same files again costs no more memory ($((rss[3] - rss[1])) kB)"
+else
+	fail "walking the same files again costs no more memory" "VmRSS: $base kB, then ${rss[*]} kB"
+fi
+
+# ------------------------------------------------------------------ thousands of open files
+run t python3 - "$MNT/tree" "$PID" <<'PY'
+import os, resource, sys
+root, pid = sys.argv[1], sys.argv[2]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = min(5000, hard - 100)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds, err = [], None
+try:
+    for i in range(want):
+        fds.append(os.open(os.path.join(root, "d%03d" % (i // 1000), "f%04d.c" % (i % 1000)),
+                           os.O_RDONLY))
+except OSError as e:
+    err = e
+held = len(os.listdir("/proc/%s/fd" % pid))
+for fd in fds:
+    os.close(fd)
+print("opened %d of %d%s; daemon fds while open: %d" % (len(fds), want,
+      " (%s)" % err if err else "", held))
+PY
+assert_contains "thousands of files open at once through the mount" "opened 5000 of 5000;" "$OUT"
+diag "$OUT"
+sleep 1
+fds2=$(nfds "$PID")
+if [ "$fds2" -le $((fds0 + 16)) ]; then
+	pass "the daemon's fds go back down when they are closed ($fds2)"
+else
+	fail "the daemon's fds go back down when they are closed" "$fds0 before, $fds2 after" \
+		"$(fd_targets "$PID")"
+fi
+run t python3 - "$MNT/tree" <<'PY'
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds = []
+try:
+    for i in range(3000):
+        fds.append(os.open(os.path.join(sys.argv[1], "d001", "w%04d" % i),
+                           os.O_CREAT | os.O_WRONLY, 0o644))
+    for fd in fds:
+        os.write(fd, b"x")
+finally:
+    for fd in fds:
+        os.close(fd)
+print(len(fds))
+PY
+assert_eq "3000 files created and held open for writing at once" 3000 "$OUT"
+step "unmount" t fusermount3 -u "$MNT"
+
+# ------------------------------------------------------------------ eight workspaces
+mnts=()
+for i in 1 2 3 4 5 6 7 8; do
+	mount_ws "$REPO" "$T/ws$i" --name "ws$i"
+	if [ "$RC" -ne 0 ]; then
+		fail "mount workspace ws$i" "$OUT"
+		continue
+	fi
+	mnts+=("$T/ws$i")
+done
+assert_eq "eight workspaces of one repository mounted at once" 8 "${#mnts[@]}"
+pids=()
+for i in 1 2 3 4 5 6 7 8; do
+	(printf 'workspace %d\n' "$i" >"$T/ws$i/README.md" && printf '%d\n' "$i" >"$T/ws$i/only-$i" &&
+		rm "$T/ws$i/src/util.h" && mkdir "$T/ws$i/dir-$i") &
+	pids+=($!)
+done
+wait "${pids[@]}" # not a bare wait: the watchdog is our child too
+bad=()
+for i in 1 2 3 4 5 6 7 8; do
+	[ "$(cat "$T/ws$i/README.md" 2>&1)" == "workspace $i" ] || bad+=("ws$i: README.md is $(cat "$T/ws$i/README.md" 2>&1 | head -n 1)")
+	[ -e "$T/ws$i/src/util.h" ] && bad+=("ws$i: src/util.h is back")
+	others=$(find "$T/ws$i" -mindepth 1 -maxdepth 1 \( -name 'only-*' -o -name 'dir-*' \) \
+		! -name "only-$i" ! -name "dir-$i" -printf '%f ')
+	[ -z "$others" ] || bad+=("ws$i sees: $others")
+	[ -e "$STATE/workspaces/ws$i/upper/only-$i" ] || bad+=("ws$i: not in its own upper")
+done
+if [ ${#bad[@]} -eq 0 ]; then pass "each workspace sees only its own changes"; else
+	fail "each workspace sees only its own changes" "${bad[@]}"
+fi
+assert_eq "the lower still has its README and util.h" "$(git -C "$REPO" show HEAD:README.md) yes" \
+	"$(cat "$REPO/README.md") $([ -e "$REPO/src/util.h" ] && echo yes)"
+for i in 1 8; do
+	assert_not_contains "ws$i's journal has nothing of the others" "only-$((9 - i))" \
+		"$(cat "$STATE/workspaces/ws$i/journal.jsonl")"
+done
+for m in "${mnts[@]}"; do
+	t fusermount3 -u "$m" || fail "unmount $m"
+done
+pass "unmount the eight workspaces"
+assert_unchanged "the lower was never written" "$REPO/src" "$T/lower.before"
+done_testing
