@@ -245,9 +245,16 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 			r = -errno;
 	}
 	close(pfd);
-	if (r < 0)
+	if (r < 0) {
+		/* A copy-up that failed (ENOSPC, EDQUOT) is evidence too. */
+		struct journal_event ev = {
+		    .op = JOP_COPYUP, .result = r, .path = path, .path2 = n->lower};
+		fs_record_ev(fs, req, &ev);
 		return r;
+	}
 	n->upper = true;
+	if (S_ISREG(st.st_mode))
+		handles_follow_copyup(fs, n, path);
 	struct journal_event ev = {
 	    .op = JOP_COPYUP,
 	    .path = path,

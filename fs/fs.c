@@ -3,11 +3,14 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -38,6 +41,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Writes are spliced straight into the upper file. */
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
+	/* Sequential reads in 1 MiB requests instead of the kernel's default
+	 * 128 KiB readahead window (fewer round trips per byte). */
+	conn->max_readahead = 1 << 20;
 	conn->want &= ~(unsigned)FUSE_CAP_EXPORT_SUPPORT;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
@@ -264,6 +270,22 @@ int fs_serve(const struct fs_config *cfg)
 	fs->inotify_fd = -1;
 	fs->git_fd = -1;
 	fs->is_root = geteuid() == 0;
+	/* The kernel applied the caller's umask to every mode it sends
+	 * (FUSE_CAP_DONT_MASK is off); where the daemon's own umask would
+	 * take bits away again, the create operations restore them. */
+	/* glibc gives each worker thread an arena of its own; nodes allocated
+	 * and freed by different workers then fragment into many.  Two arenas
+	 * keep the daemon's memory flat on repeated walks (mallopt(3)). */
+	mallopt(M_ARENA_MAX, 2);
+	fs->umask = umask(022);
+	umask(fs->umask);
+	/* Open files through the mount hold descriptors here: allow as many
+	 * as the hard limit lets (getrlimit(2)). */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	fs->git_ready = true;
 	pthread_mutex_init(&fs->git_lock, NULL);
 	pthread_cond_init(&fs->git_cond, NULL);

@@ -49,10 +49,23 @@ void table_destroy(struct agentfs *fs)
 		}
 	}
 	free(fs->buckets);
+	for (size_t i = 0; i < fs->ngrave; i++)
+		free(fs->graveyard[i]);
+	free(fs->graveyard);
 	free(fs->root.name);
 	free(fs->root.lower);
 	pthread_rwlock_destroy(&fs->ns_lock);
 	pthread_mutex_destroy(&fs->table_lock);
+}
+
+void ns_wrlock(struct agentfs *fs)
+{
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	pthread_mutex_lock(&fs->table_lock);
+	for (size_t i = 0; i < fs->ngrave; i++)
+		free(fs->graveyard[i]);
+	fs->ngrave = 0;
+	pthread_mutex_unlock(&fs->table_lock);
 }
 
 struct node *node_get(struct agentfs *fs, fuse_ino_t id)
@@ -262,7 +275,7 @@ void table_invalidate_all(struct agentfs *fs)
 {
 	/* Collect under the lock, notify without it: the kernel may call back
 	 * into the daemon while processing a notification. */
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	pthread_mutex_lock(&fs->table_lock);
 	size_t n = 0, cap = fs->nnodes + 1;
 	struct inval *v = calloc(cap, sizeof(*v));

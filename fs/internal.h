@@ -74,6 +74,7 @@ struct agentfs {
 	dev_t lower_dev;
 	double timeout; /* entry and attribute cache timeout, seconds */
 	bool no_opendir;
+	mode_t umask; /* the daemon's own umask (fix_mode()) */
 	bool is_root;
 	/* the daemon runs as root: new entries get the caller's owner */ /* the kernel lists
 									     directories without
@@ -86,10 +87,18 @@ struct agentfs {
 	size_t nbuckets;
 	size_t nnodes;
 
+	/* Lower paths replaced while readers may still use the old string
+	 * (view_apply runs under ns_lock shared): freed at the next exclusive
+	 * hold of ns_lock, when no reader can hold one (ns_wrlock()). */
+	char **graveyard;
+	size_t ngrave, capgrave;
+
 	pthread_mutex_t copyup_lock;
 	uint64_t tmp_seq;
 
 	struct hashcache *hashes;
+#define FS_CONCEAL_SLOTS 4096
+	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
 	pthread_mutex_t record_locks[FS_RECORD_LOCKS]; /* ops_file.c, record_lock() */
 
@@ -123,6 +132,9 @@ static inline struct agentfs *fs_of(fuse_req_t req)
 {
 	return (struct agentfs *)fuse_req_userdata(req);
 }
+
+/* Take ns_lock exclusive (and free what view_apply retired). */
+void ns_wrlock(struct agentfs *fs);
 
 /* --- inode.c: the node table ----------------------------------------- */
 int table_init(struct agentfs *fs);
@@ -198,6 +210,12 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 uint64_t view_upper_ino(struct agentfs *fs, const struct stat *st);
 /* Apply an entry to a node (type, lower path, flags, ino). */
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
+/* After @n was copied up to @path: move its handles still reading the lower
+ * file to the upper copy.  ops_file.c. */
+void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path);
+/* A duplicate of an open upper handle's descriptor of @n (the caller closes
+ * it), or -ENOENT.  ops_file.c. */
+int handle_node_upper_fd(struct agentfs *fs, struct node *n);
 /* fstat through any open handle of @n (a file unlinked while open); -ENOENT
  * when it has none.  ops_file.c. */
 int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st);
@@ -256,6 +274,18 @@ void hashcache_free(struct hashcache *hc);
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
 /* Remember a hash computed elsewhere for the version described by @st. */
 void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h);
+
+/* A new entry @name in @dfd (or the file @fd when >= 0) was created with
+ * @mode under the daemon's umask: give it exactly @mode. */
+static inline void fix_mode(struct agentfs *fs, int dfd, const char *name, int fd, mode_t mode)
+{
+	if (!(mode & fs->umask & 0777))
+		return;
+	if (fd >= 0)
+		(void)!fchmod(fd, mode & 07777);
+	else
+		(void)!fchmodat(dfd, name, mode & 07777, 0);
+}
 
 /* --- events (ops_*.c) --------------------------------------------------- */
 void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,

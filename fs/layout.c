@@ -19,10 +19,19 @@ bool layout_is_reserved(const char *name)
 int layout_whiteout_name(const char *name, char *buf, size_t len)
 {
 	size_t n = strlen(name);
-	if (n + LAYOUT_WH_PREFIX_LEN > NAME_MAX || n + LAYOUT_WH_PREFIX_LEN + 1 > len)
+	if (n + LAYOUT_WH_PREFIX_LEN <= NAME_MAX) {
+		if (n + LAYOUT_WH_PREFIX_LEN + 1 > len)
+			return -ENAMETOOLONG;
+		memcpy(buf, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN);
+		memcpy(buf + LAYOUT_WH_PREFIX_LEN, name, n + 1);
+		return 0;
+	}
+	/* NAME + the prefix would not fit in NAME_MAX: name the whiteout by
+	 * the name's hash instead. */
+	char hex[33];
+	layout_hash_hex(XXH3_128bits(name, n), hex);
+	if ((size_t)snprintf(buf, len, "%s%s%s", LAYOUT_WH_PREFIX, LAYOUT_WH_HASHED, hex) >= len)
 		return -ENAMETOOLONG;
-	memcpy(buf, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN);
-	memcpy(buf + LAYOUT_WH_PREFIX_LEN, name, n + 1);
 	return 0;
 }
 

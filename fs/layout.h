@@ -40,6 +40,7 @@
 
 #define LAYOUT_WH_PREFIX	".wh."
 #define LAYOUT_WH_PREFIX_LEN	4
+#define LAYOUT_WH_HASHED	".h."
 #define LAYOUT_XATTR_OPAQUE	"user.agentfs.opaque"
 #define LAYOUT_XATTR_REDIRECT	"user.agentfs.redirect"
 #define LAYOUT_XATTR_ORIGIN	"user.agentfs.origin"
@@ -49,8 +50,9 @@
 /* True if @name is a whiteout marker or any other reserved name. */
 bool layout_is_reserved(const char *name);
 
-/* Write ".wh." + @name into @buf (@len bytes).  -ENAMETOOLONG if it does not fit
- * in NAME_MAX. */
+/* Write the whiteout name for @name into @buf (@len bytes): ".wh." + @name, or,
+ * when that would exceed NAME_MAX (names of 252..255 bytes), ".wh..h." + the
+ * 32 hex digits of xxh3-128(@name).  -ENAMETOOLONG if @len is too small. */
 int layout_whiteout_name(const char *name, char *buf, size_t len);
 
 /* Does directory @dirfd (upper) contain a whiteout for @name?  1 yes, 0 no. */

@@ -1,6 +1,12 @@
 /*
  * ops_dir.c - directory listings of the merged view.
  *
+ * Offsets are cookies derived from each name's hash, and listings are served
+ * in cookie order (like ext4's hashed directories): a listing continued at an
+ * offset after the directory changed resumes after the same name, so no entry
+ * is returned twice or skipped because others came or went (POSIX leaves only
+ * the added and removed names unspecified).
+ *
  * opendir takes a snapshot of the merged listing (upper entries, then lower
  * entries not shadowed, whited out or hidden); readdir pages through it by
  * index, so offsets stay valid while the directory changes (POSIX leaves
@@ -18,6 +24,7 @@ struct dirent_snap {
 	char *name;
 	mode_t type;
 	ino_t ino;
+	off_t cookie; /* the entry's offset: see listing_order() */
 };
 
 struct dirhandle {
@@ -44,6 +51,44 @@ static int snap_add(void *ctx, const char *name, mode_t type, ino_t ino)
 	return 0;
 }
 
+static int cmp_cookie(const void *a, const void *b)
+{
+	off_t x = ((const struct dirent_snap *)a)->cookie,
+	      y = ((const struct dirent_snap *)b)->cookie;
+	return x < y ? -1 : x > y;
+}
+
+/* "." and ".." are 1 and 2; names hash to 63-bit cookies above them. */
+static void listing_order(struct dirhandle *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		const char *nm = d->v[i].name;
+		if (strcmp(nm, ".") == 0) {
+			d->v[i].cookie = 1;
+		} else if (strcmp(nm, "..") == 0) {
+			d->v[i].cookie = 2;
+		} else {
+			uint64_t h = XXH3_64bits(nm, strlen(nm)) >> 1;
+			d->v[i].cookie = (off_t)(h < 3 ? h + 3 : h);
+		}
+	}
+	qsort(d->v, d->n, sizeof(d->v[0]), cmp_cookie);
+}
+
+/* Index of the first entry after cookie @off. */
+static size_t listing_from(const struct dirhandle *d, off_t off)
+{
+	size_t lo = 0, hi = d->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (d->v[mid].cookie <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static void dirhandle_free(struct dirhandle *d)
 {
 	for (size_t i = 0; i < d->n; i++)
@@ -53,7 +98,8 @@ static void dirhandle_free(struct dirhandle *d)
 }
 
 /* Take a snapshot of the merged listing of @n; records the listing. */
-static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct dirhandle **out)
+static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct dirhandle **out,
+		    bool record)
 {
 	struct dirhandle *d = calloc(1, sizeof(*d));
 	if (!d)
@@ -72,13 +118,14 @@ static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct d
 		r = snap_add(d, "..", S_IFDIR, (ino_t)(n->parent ? n->parent->ino : n->ino));
 	if (r == 0)
 		r = view_list(fs, n, snap_add, d);
-	if (r == 0 && node_path(n, path, sizeof(path)) == 0)
+	if (r == 0 && record && node_path(n, path, sizeof(path)) == 0)
 		fs_record(fs, req, JOP_READDIR, 0, path, NULL);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0) {
 		dirhandle_free(d);
 		return r;
 	}
+	listing_order(d);
 	*out = d;
 	return 0;
 }
@@ -94,7 +141,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	struct dirhandle *d;
-	int r = snapshot(req, fs, node_get(fs, ino), &d);
+	int r = snapshot(req, fs, node_get(fs, ino), &d, true);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -113,13 +160,13 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * *tmp tells the caller to free it.  Offsets are indexes into the listing,
  * so a listing taken again continues where the last one stopped. */
 static struct dirhandle *listing(fuse_req_t req, struct agentfs *fs, fuse_ino_t ino,
-				 struct fuse_file_info *fi, bool *tmp, int *err)
+				 struct fuse_file_info *fi, off_t off, bool *tmp, int *err)
 {
 	*tmp = false;
 	if (fi->fh)
 		return (struct dirhandle *)(uintptr_t)fi->fh;
 	struct dirhandle *d;
-	*err = snapshot(req, fs, node_get(fs, ino), &d);
+	*err = snapshot(req, fs, node_get(fs, ino), &d, off == 0);
 	if (*err < 0)
 		return NULL;
 	*tmp = true;
@@ -131,7 +178,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 	struct agentfs *fs = fs_of(req);
 	bool tmp;
 	int err = 0;
-	struct dirhandle *d = listing(req, fs, ino, fi, &tmp, &err);
+	struct dirhandle *d = listing(req, fs, ino, fi, off, &tmp, &err);
 	char *buf = d ? malloc(size) : NULL;
 	if (!buf) {
 		if (tmp)
@@ -140,13 +187,13 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 		return;
 	}
 	size_t used = 0;
-	for (size_t i = (size_t)off; i < d->n; i++) {
+	for (size_t i = listing_from(d, off); i < d->n; i++) {
 		struct stat st;
 		memset(&st, 0, sizeof(st));
 		st.st_ino = d->v[i].ino;
 		st.st_mode = d->v[i].type;
 		size_t need = fuse_add_direntry(req, buf + used, size - used, d->v[i].name, &st,
-						(off_t)(i + 1));
+						d->v[i].cookie);
 		if (need > size - used)
 			break;
 		used += need;
@@ -170,7 +217,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct node *dir = node_get(fs, ino);
 	bool tmp;
 	int err = 0;
-	struct dirhandle *d = listing(req, fs, ino, fi, &tmp, &err);
+	struct dirhandle *d = listing(req, fs, ino, fi, off, &tmp, &err);
 	char *buf = d ? malloc(size) : NULL;
 	if (!buf) {
 		if (tmp)
@@ -188,7 +235,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (dir->lower && !dir->opaque)
 			lfd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
 	}
-	for (size_t i = (size_t)off; i < d->n; i++) {
+	for (size_t i = listing_from(d, off); i < d->n; i++) {
 		const char *name = d->v[i].name;
 		struct fuse_entry_param ep;
 		memset(&ep, 0, sizeof(ep));
@@ -217,7 +264,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			ep.entry_timeout = entry_timeout(fs, dir);
 		}
 		used +=
-		    fuse_add_direntry_plus(req, buf + used, size - used, name, &ep, (off_t)(i + 1));
+		    fuse_add_direntry_plus(req, buf + used, size - used, name, &ep, d->v[i].cookie);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (ufd >= 0)

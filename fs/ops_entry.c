@@ -106,6 +106,20 @@ static int refresh(struct agentfs *fs, struct node *n, struct stat *st)
 	return view_getattr(fs, n, st ? st : &tmp);
 }
 
+/* Is this the first attempt of process @pid on hidden @path lately?  A
+ * direct-mapped memory of recent (pid, path) pairs keeps a probing loop from
+ * flooding the journal; a collision only costs one more record. */
+static bool conceal_first(struct agentfs *fs, pid_t pid, const char *path)
+{
+	uint64_t key = XXH3_64bits_withSeed(path, strlen(path), (uint64_t)pid) | 1;
+	size_t slot = (size_t)(key >> 32) % FS_CONCEAL_SLOTS;
+	pthread_mutex_lock(&fs->table_lock);
+	bool first = fs->concealed[slot] != key;
+	fs->concealed[slot] = key;
+	pthread_mutex_unlock(&fs->table_lock);
+	return first;
+}
+
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct agentfs *fs = fs_of(req);
@@ -143,12 +157,15 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (concealed) {
 			char path[FS_PATH_MAX], dpath[FS_PATH_MAX];
 			if (node_path(dir, dpath, sizeof(dpath)) == 0 &&
-			    path_join(path, sizeof(path), dpath, name) == 0)
+			    path_join(path, sizeof(path), dpath, name) == 0 &&
+			    conceal_first(fs, fuse_req_ctx(req)->pid, path))
 				fs_record(fs, req, JOP_CONCEAL, -ENOENT, path, NULL);
 		}
 		pthread_rwlock_unlock(&fs->ns_lock);
-		/* A negative entry, cached like a positive one: hidden looks
-		 * exactly like absent. */
+		/* A negative entry, cached exactly like an absent name's: a
+		 * hidden name answered afresh each time would show by its
+		 * timing.  So the journal sees the first attempt per name until
+		 * the kernel forgets it (and per process among those). */
 		struct fuse_entry_param ne;
 		memset(&ne, 0, sizeof(ne));
 		ne.entry_timeout = entry_timeout(fs, dir);
@@ -215,23 +232,37 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct node *n = node_get(fs, ino);
 	char path[FS_PATH_MAX];
 	struct stat st;
-	pthread_rwlock_wrlock(&fs->ns_lock);
-	int r = refresh(fs, n, NULL);
-	if (r == -ENOENT && fi && fi->fh && handle_upper_fd(fi) >= 0)
-		r = 0; /* open and unlinked: the handle still reaches the file */
-	if (r == 0)
-		r = node_path(n, path, sizeof(path));
-	if (r < 0)
-		goto fail;
-	if (n->readonly) {
-		pthread_rwlock_unlock(&fs->ns_lock);
-		deny(req, fs, path, "setattr");
-		return;
-	}
-	r = copyup(fs, n, req);
-	if (r < 0)
-		goto fail;
+	ns_wrlock(fs);
+	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
+	int own_fd = -1;
+	if (n != &fs->root && !n->hashed) {
+		/* Unlinked while open (fchmod(2) after unlink(2)): only an
+		 * upper handle still reaches the file.  Its name is gone, so
+		 * nothing is copied up or looked up by path. */
+		if (hfd < 0)
+			hfd = own_fd = handle_node_upper_fd(fs, n);
+		if (hfd < 0) {
+			r = -ENOENT;
+			goto fail;
+		}
+		snprintf(path, sizeof(path), "(unlinked)");
+	} else {
+		r = refresh(fs, n, NULL);
+		if (r == 0)
+			r = node_path(n, path, sizeof(path));
+		if (r < 0)
+			goto fail;
+		if (n->readonly) {
+			pthread_rwlock_unlock(&fs->ns_lock);
+			deny(req, fs, path, "setattr");
+			return;
+		}
+		r = copyup(fs, n, req);
+		if (r < 0)
+			goto fail;
+		hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
+	}
 	int pfd = -1;
 	const char *leaf = ".";
 	if (hfd < 0) {
@@ -306,7 +337,16 @@ out:
 		close(pfd);
 	if (r < 0)
 		goto fail;
-	if (hfd >= 0) {
+	if (own_fd >= 0) {
+		r = fstat(own_fd, &st) < 0 ? -errno : 0;
+		if (r == 0) {
+			view_fix_attr(fs, &st, n->ino, true);
+			st.st_nlink = 0;
+		}
+		close(own_fd);
+		own_fd = -1;
+		pthread_rwlock_unlock(&fs->ns_lock);
+	} else if (hfd >= 0) {
 		pthread_rwlock_unlock(&fs->ns_lock);
 		r = handle_fstat(fs, fi, n, &st);
 	} else {
@@ -319,6 +359,8 @@ out:
 		fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 	return;
 fail:
+	if (own_fd >= 0)
+		close(own_fd);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fuse_reply_err(req, -r);
 }
@@ -402,7 +444,13 @@ static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t re
 	if (!fs->is_root)
 		return;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
 	(void)!fchownat(dfd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+	/* chown(2) clears set-user-ID and set-group-ID: put them back. */
+	if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
+		(void)!fchmodat(dfd, name, st.st_mode & 07777, 0);
 }
 
 /* After creating @name in upper dir @dfd: drop a stale whiteout, look the
@@ -443,13 +491,15 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	struct node *dir = node_get(fs, parent);
 	char path[FS_PATH_MAX];
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
 	if (dfd >= 0 && mknodat(dfd, name, mode, rdev) < 0) {
 		int e = -errno;
 		close(dfd);
 		dfd = e;
 	}
+	if (dfd >= 0)
+		fix_mode(fs, dfd, name, -1, mode);
 	if (dfd < 0) {
 		pthread_rwlock_unlock(&fs->ns_lock);
 		if (!replied)
@@ -465,13 +515,15 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 	struct node *dir = node_get(fs, parent);
 	char path[FS_PATH_MAX];
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, true, path, sizeof(path), &replied);
 	if (dfd >= 0 && mkdirat(dfd, name, mode) < 0) {
 		int e = -errno;
 		close(dfd);
 		dfd = e;
 	}
+	if (dfd >= 0)
+		fix_mode(fs, dfd, name, -1, mode);
 	if (dfd >= 0 && lower_any(fs, dir, name)) {
 		/* A deleted or hidden lower directory of that name must not
 		 * merge into the new one. */
@@ -500,7 +552,7 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char 
 	struct node *dir = node_get(fs, parent);
 	char path[FS_PATH_MAX];
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
 	if (dfd >= 0 && symlinkat(link, dfd, name) < 0) {
 		int e = -errno;
@@ -523,7 +575,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	struct node *dir = node_get(fs, newparent);
 	char path[FS_PATH_MAX], spath[FS_PATH_MAX];
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int r = refresh(fs, n, NULL);
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EPERM;
@@ -561,9 +613,12 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 			fuse_reply_err(req, -dfd);
 		return;
 	}
-	/* The source's cached link count is stale now; the kernel learns
-	 * the new one from here (attr_timeout 0 for nlink > 1 after that). */
-	notify_inode_later(fs, n->id);
+	/* The source's cached link count and pages are stale now.  Told
+	 * before the reply, so a stat(2) right after link(2) cannot see the
+	 * old count; invalidating an inode takes no lock the kernel holds
+	 * for link (fs/fuse/inode.c, fuse_reverse_inval_inode), so this
+	 * cannot deadlock.  attr_timeout 0 for nlink > 1 does the rest. */
+	fuse_lowlevel_notify_inval_inode(fs->se, n->id, 0, 0);
 	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0);
 }
 
@@ -605,7 +660,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[FS_PATH_MAX];
 	struct entry e;
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int dfd;
 	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && S_ISDIR(e.type))
@@ -646,7 +701,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[FS_PATH_MAX];
 	struct entry e;
 	bool replied;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int dfd;
 	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && !S_ISDIR(e.type))
@@ -751,7 +806,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
 	if (sfd >= 0) {
 		close(sfd); /* materialize() below may create it; reopened then */

@@ -59,6 +59,43 @@ static void handle_unlink(struct agentfs *fs, struct handle *h)
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
+void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
+{
+	/* The kernel keeps one size and one page cache per inode: a reader
+	 * still on the lower file would read past its end once the agent's
+	 * writes grow the upper one (zeros, a torn file).  The bytes are the
+	 * same at this instant, so the readers move to the upper copy:
+	 * dup2() swaps the file under the handle's descriptor atomically. */
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct handle *h = n->handles; h; h = h->next) {
+		if (h->upper)
+			continue;
+		int fd = upper_open(fs, path, O_RDONLY, 0);
+		if (fd < 0)
+			continue;
+		if (dup2(fd, h->fd) >= 0)
+			h->upper = true;
+		close(fd);
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+int handle_node_upper_fd(struct agentfs *fs, struct node *n)
+{
+	int fd = -ENOENT;
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct handle *h = n->handles; h; h = h->next) {
+		if (h->upper) {
+			fd = dup(h->fd);
+			if (fd < 0)
+				fd = -errno;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	return fd;
+}
+
 int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 {
 	int fd = -1;
@@ -147,7 +184,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = NULL;
 
 	if (writing)
-		pthread_rwlock_wrlock(&fs->ns_lock);
+		ns_wrlock(fs);
 	else
 		pthread_rwlock_rdlock(&fs->ns_lock);
 	/* A write needs the node's current state for copy-up; a read trusts
@@ -211,8 +248,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	/* Keep the page cache across opens: only the daemon changes the upper,
-	 * and watch.c invalidates a lower file the person changes. */
-	fi->keep_cache = 1;
+	 * and watch.c invalidates a lower file the person changes.  Not for a
+	 * file with other links: the kernel holds one inode per name here, and
+	 * a write through another name would leave this one's pages stale. */
+	struct stat hst;
+	fi->keep_cache = !(h->upper && fstat(fd, &hst) == 0 && hst.st_nlink > 1);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
 		handle_unlink(fs, h);
@@ -251,7 +291,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	if (dir != &fs->root && !dir->hashed) {
 		r = -ENOENT;
 		goto fail;
@@ -301,9 +341,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		r = -errno;
 		goto fail;
 	}
+	fix_mode(fs, dfd, name, fd, mode);
 	if (fs->is_root) {
+		/* New files belong to the caller; chown(2) clears set-ID bits,
+		 * which the caller asked for: restore them. */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+		struct stat cst;
 		(void)!fchown(fd, ctx->uid, ctx->gid);
+		if ((mode & (S_ISUID | S_ISGID)) && fstat(fd, &cst) == 0)
+			(void)!fchmod(fd, (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
 	}
 	uint64_t ino = 0;
 	if (whiteout && dir->lower && !dir->opaque) {
@@ -410,6 +456,16 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	out.buf[0].pos = off;
 	ssize_t n = fuse_buf_copy(&out, in_buf, 0);
 	if (n < 0) {
+		/* A failed write (ENOSPC, EDQUOT, EIO) is evidence too. */
+		struct journal_event ev = {.op = JOP_WRITE,
+					   .result = (int)n,
+					   .pid = h->pid,
+					   .pid_start = h->pid_start,
+					   .uid = h->uid,
+					   .path = h->path,
+					   .bytes = fuse_buf_size(in_buf)};
+		if (fs_of(req)->journal)
+			journal_record(fs_of(req)->journal, &ev);
 		fuse_reply_err(req, (int)-n);
 		return;
 	}

@@ -155,7 +155,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];
 	int dfd = -1;
 	struct stat st;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ns_wrlock(fs);
 	int r = view_getattr(fs, n, &st);
 	if (r == 0)
 		r = node_path(n, path, sizeof(path));

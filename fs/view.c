@@ -149,6 +149,11 @@ static bool symlink_unsafe(struct agentfs *fs, const char *lpath)
 
 enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, const struct stat *st)
 {
+	/* The repository's own .git is never the agent's, whatever the rules
+	 * say: git: private and readonly serve another directory there
+	 * (fs_config.git_dir), git: hidden shows nothing. */
+	if (strcmp(lpath, ".git") == 0)
+		return POLICY_HIDDEN;
 	bool is_dir = S_ISDIR(st->st_mode);
 	enum policy_decision d = policy_decide(fs->policy, lpath, strlen(lpath), is_dir,
 					       is_dir ? 0 : (uint64_t)st->st_size);
@@ -316,12 +321,31 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
 {
-	(void)fs;
-	char *lower = NULL;
-	if (e->in_lower && !(lower = strdup(e->lower)))
-		return -ENOMEM;
-	free(n->lower);
-	n->lower = lower;
+	/* Most refreshes find the same lower path: keep the string. */
+	bool same = e->in_lower ? n->lower && strcmp(n->lower, e->lower) == 0 : !n->lower;
+	if (!same) {
+		char *lower = NULL;
+		if (e->in_lower && !(lower = strdup(e->lower)))
+			return -ENOMEM;
+		pthread_mutex_lock(&fs->table_lock);
+		char *old = n->lower;
+		n->lower = lower;
+		if (old) {
+			/* A reader under ns_lock (shared) may be using it. */
+			if (fs->ngrave == fs->capgrave) {
+				size_t nc = fs->capgrave ? fs->capgrave * 2 : 16;
+				char **ng = realloc(fs->graveyard, nc * sizeof(*ng));
+				if (ng) {
+					fs->graveyard = ng;
+					fs->capgrave = nc;
+				}
+			}
+			if (fs->ngrave < fs->capgrave)
+				fs->graveyard[fs->ngrave++] = old;
+			/* else: leaked rather than freed under a reader */
+		}
+		pthread_mutex_unlock(&fs->table_lock);
+	}
 	n->type = e->type;
 	n->upper = e->in_upper;
 	n->opaque = e->opaque;
@@ -492,8 +516,10 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			const char *nm = de->d_name;
 			if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
 				continue;
+			char whn[NAME_MAX + 1];
 			if (layout_is_reserved(nm) || nameset_has(&seen, nm) ||
-			    nameset_has(&wh, nm))
+			    (layout_whiteout_name(nm, whn, sizeof(whn)) == 0 &&
+			     nameset_has(&wh, whn + LAYOUT_WH_PREFIX_LEN)))
 				continue;
 			char lpath[FS_PATH_MAX];
 			if (path_join(lpath, sizeof(lpath), dir->lower, nm) < 0)
