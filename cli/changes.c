@@ -14,6 +14,7 @@
 #include "cli/workspace.h"
 #include "fs/layout.h"
 #include "policy/policy.h"
+#include "policy/symlink.h"
 
 /* ---- paths below a layer, never through a symlink ---- */
 
@@ -188,93 +189,48 @@ static bool lower_visible_p(const struct policy *pol, const char *lpath, const s
 	       POLICY_HIDDEN;
 }
 
-/*
- * The view's rule for lower symlinks (policy `symlinks: hide`, the fs/ view's
- * rule): one whose target leaves the repository or lands on a hidden path is
- * hidden.  The target is resolved lexically against the lower, following
- * further lower symlinks (at most 40), never opening a target.  Unsure is yes.
- */
-static bool symlink_unsafe(int lower_fd, const struct policy *pol, const char *lpath)
-{
-	char target[PATH_MAX], cur[PATH_MAX], pending[2 * PATH_MAX];
-	const char *leaf;
-	int dfd = open_parent(lower_fd, lpath, &leaf);
-	if (dfd < 0)
-		return true;
-	ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
-	close(dfd);
-	if (n <= 0)
-		return true;
-	target[n] = 0;
-	if (target[0] == '/')
-		return true;
-	size_t dl = (size_t)(leaf - lpath);
-	memcpy(cur, lpath, dl ? dl - 1 : 0);
-	cur[dl ? dl - 1 : 0] = 0;
-	snprintf(pending, sizeof(pending), "%s", target);
-	int hops = 0;
-	char *p = pending;
-	while (*p) {
-		char *slash = strchr(p, '/');
-		if (slash)
-			*slash = 0;
-		char *comp = p;
-		p = slash ? slash + 1 : p + strlen(p);
-		if (!*comp || strcmp(comp, ".") == 0)
-			continue;
-		if (strcmp(comp, "..") == 0) {
-			if (!cur[0])
-				return true;
-			char *s = strrchr(cur, '/');
-			if (s)
-				*s = 0;
-			else
-				cur[0] = 0;
-			continue;
-		}
-		char next[PATH_MAX];
-		if ((size_t)snprintf(next, sizeof(next), "%s%s%s", cur, *cur ? "/" : "", comp) >=
-		    sizeof(next))
-			return true;
-		struct stat st;
-		int d = open_parent(lower_fd, next, &leaf);
-		bool exists = d >= 0 && fstatat(d, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0;
-		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
-		if (policy_decide_path(pol, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
-		    POLICY_HIDDEN) {
-			if (d >= 0)
-				close(d);
-			return true;
-		}
-		if (exists && S_ISLNK(st.st_mode)) {
-			char t2[PATH_MAX];
-			ssize_t m = ++hops > 40 ? -1 : readlinkat(d, leaf, t2, sizeof(t2) - 1);
-			close(d);
-			if (m <= 0)
-				return true;
-			t2[m] = 0;
-			if (t2[0] == '/')
-				return true;
-			char rest[2 * PATH_MAX];
-			if ((size_t)snprintf(rest, sizeof(rest), "%s/%s", t2, p) >= sizeof(rest))
-				return true;
-			memcpy(pending, rest, strlen(rest) + 1);
-			p = pending;
-			continue;
-		}
-		if (d >= 0)
-			close(d);
-		memcpy(cur, next, strlen(next) + 1);
-	}
-	return false;
-}
-
 static bool lower_visible(const struct walk *w, const char *lpath, const struct stat *st)
 {
 	if (!lower_visible_p(w->pol, lpath, st))
 		return false;
+	/* The view's rule for lower symlinks (policy/symlink.h), as fs/ applies it. */
 	return !S_ISLNK(st->st_mode) || policy_symlinks_mode(w->pol) != POLICY_SYMLINKS_HIDE ||
-	       !symlink_unsafe(w->lower_fd, w->pol, lpath);
+	       !policy_symlink_unsafe(w->pol, w->lower_fd, lpath);
+}
+
+/*
+ * Does the lower directory @dfd at lower path @lpath hold, at any depth, an
+ * entry the view hides?  1 yes, 0 no, or a negative errno.  Asked only for a
+ * directory the agent replaced by a file, so it costs nothing otherwise.
+ */
+static int lower_has_hidden(const struct walk *w, const char *lpath, int dfd)
+{
+	struct names ns = {0};
+	int r = names_read(&ns, dfd);
+	for (size_t i = 0; r == 0 && i < ns.n; i++) {
+		struct stat st;
+		if (fstatat(dfd, ns.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = errno == ENOENT ? 0 : -errno; /* gone since the listing */
+			continue;
+		}
+		char *p = join(lpath, ns.v[i]);
+		if (!p) {
+			r = -ENOMEM;
+			break;
+		}
+		if (!lower_visible(w, p, &st)) {
+			r = 1;
+		} else if (S_ISDIR(st.st_mode)) {
+			int cfd =
+			    openat(dfd, ns.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			r = cfd < 0 ? -errno : lower_has_hidden(w, p, cfd);
+			if (cfd >= 0)
+				close(cfd);
+		}
+		free(p);
+	}
+	names_clear(&ns);
+	return r;
 }
 
 static int side_set(struct change_side *s, const struct entry *e)
@@ -596,8 +552,20 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 			vf.present = false;
 		if (base_dir)
 			bf.present = false;
+		size_t emitted = w->n;
 		if (r == 0 && (vf.present || bf.present))
 			r = emit(w, path, &bf, &vf);
+		/* A file where the base has a directory: git must delete that whole
+		 * directory to put it there, hidden entries included (the agent's
+		 * rm -rf could not reach them). */
+		if (r == 0 && w->n > emitted && vf.present && base_dir &&
+		    !(w->v[emitted].flags & (CHANGE_HIDDEN_NAME | CHANGE_UNSUPPORTED))) {
+			int h = lower_has_hidden(w, path, clbfd);
+			if (h < 0)
+				r = h;
+			else if (h)
+				w->v[emitted].flags |= CHANGE_OVER_HIDDEN;
+		}
 		/* A directory the agent made at a hidden name (a `git init`'s .git) is
 		 * one change "NAME/", not one per file: all of it is left out. */
 		bool hidden_dir = view_dir && !base_dir && view.layer == CHANGE_UPPER &&
@@ -754,12 +722,23 @@ const char *change_flag_reason(unsigned flags)
 		return "ignored and untracked";
 	if (flags & CHANGE_UNSUPPORTED)
 		return "not a regular file or symlink";
+	if (flags & CHANGE_OVER_HIDDEN)
+		return "replaced a directory holding files the agent cannot see";
 	return "exported";
+}
+
+const char *change_over_hidden_reason(const struct change *c)
+{
+	return c->view.present && c->view.mode == CHANGE_MODE_LINK
+		   ? "replaced by a symlink, but the repository keeps files there the agent "
+		     "cannot see"
+		   : "replaced by a file, but the repository keeps files there the agent "
+		     "cannot see";
 }
 
 char change_code(const struct change *c)
 {
-	if (c->flags & CHANGE_CONFLICT)
+	if (change_conflicts(c))
 		return 'C';
 	if (c->flags & CHANGE_HIDDEN_NAME)
 		return 'H';
@@ -1237,6 +1216,21 @@ static int prune_empty(int upper_fd, const char *path)
 	return r;
 }
 
+int changes_upper_holds(int upper_fd, const char *path)
+{
+	if (!*path)
+		return 0;
+	const char *name;
+	int dfd = open_parent(upper_fd, path, &name);
+	if (dfd < 0)
+		return dfd == -ENOENT || dfd == -ENOTDIR ? 0 : dfd;
+	struct stat st;
+	int r =
+	    fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 1 : layout_has_whiteout(dfd, name);
+	close(dfd);
+	return r;
+}
+
 int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path)
 {
 	struct changes *cs = NULL;
@@ -1245,8 +1239,10 @@ int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, con
 		return r;
 	size_t before = count_below(cs, path);
 	changes_free(cs);
-	if (before == 0)
-		return -ENOENT;
+	/* No visible change, but perhaps an upper entry that changes nothing
+	 * visible (the whiteout of a directory of hidden files): drop it too. */
+	if (before == 0 && (r = changes_upper_holds(upper_fd, path)) <= 0)
+		return r < 0 ? r : -ENOENT;
 
 	if (!*path) {
 		struct names ns = {0};

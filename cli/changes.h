@@ -75,6 +75,12 @@ enum change_flag {
 	CHANGE_IGNORED = 1u << 2,
 	/* The view holds something git cannot: a fifo, socket or device. */
 	CHANGE_UNSUPPORTED = 1u << 3,
+	/* The view holds a file or symlink where the base has a directory that
+	 * holds entries the policy hides (rm -rf DIR; echo x >DIR, or a
+	 * RENAME_EXCHANGE): the repository cannot take it without deleting files
+	 * the agent never saw, so it is left out like a conflict (export's and
+	 * promote's --conflicts; `take` refuses it too). */
+	CHANGE_OVER_HIDDEN = 1u << 4,
 };
 
 struct change {
@@ -116,12 +122,24 @@ static inline bool change_exported(const struct change *c)
 	return c->flags == 0;
 }
 
+/* Is the change a conflict (CHANGE_CONFLICT or CHANGE_OVER_HIDDEN): left out
+ * under --conflicts=skip, refused by default? */
+static inline bool change_conflicts(const struct change *c)
+{
+	return (c->flags & (CHANGE_CONFLICT | CHANGE_OVER_HIDDEN)) != 0;
+}
+
+/* One line for a CHANGE_OVER_HIDDEN change, without the path: "replaced by a
+ * file, but the repository keeps files there the agent cannot see". */
+const char *change_over_hidden_reason(const struct change *c);
+
 /* One phrase for the first flag set in @flags ("conflict", "hidden name", ...). */
 const char *change_flag_reason(unsigned flags);
 
 /*
  * The status letter of one change, paths unpaired (see `agentfs status --help`):
- * 'C' conflict, 'H' hidden name, '!' ignored, 'X' unsupported; else 'A' added,
+ * 'C' conflict (or a file over hidden files), 'H' hidden name, '!' ignored,
+ * 'X' unsupported; else 'A' added,
  * 'D' deleted, 'T' file <-> symlink, 'M' modified (content or mode).
  */
 char change_code(const struct change *c);
@@ -148,11 +166,20 @@ void changes_free(struct changes *cs);
  * hiding its other lower entries (whiteouts replace the opaque flag).  Empty
  * plain upper directories left behind are removed.  Writes only the upper.
  *
- * Returns 0; -ENOENT if no change lies at or below @path; -EBUSY if changes
+ * Returns 0; -ENOENT if no change lies at or below @path and the upper holds
+ * nothing there (changes_upper_holds()); -EBUSY if changes
  * remain at or below @path that only discarding a directory above it can undo
  * (a path inside a renamed directory) — the upper may then be partly restored.
  */
 int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path);
+
+/*
+ * Does the upper @upper_fd hold anything at view path @path (not ""): an entry,
+ * or the whiteout of a lower one?  1 yes, 0 no, or a negative errno.  Some
+ * change no visible path — the whiteout of a removed directory whose only
+ * entries are hidden — and changes_discard() drops them all the same.
+ */
+int changes_upper_holds(int upper_fd, const char *path);
 
 /*
  * The change set of workspace @ws: opens its repository (the lower) and its upper,

@@ -31,9 +31,11 @@ const char cmd_discard_usage[] =
     "\n"
     "A PATH is relative to the repository's top level, or absolute below the\n"
     "mountpoint or the repository.  Every PATH must hold a change (see\n"
-    "`agentfs status`; a rename's old or new path, a deletion's path); otherwise\n"
-    "nothing is discarded.  A path inside a renamed directory cannot be discarded\n"
-    "on its own: discard the directory.\n"
+    "`agentfs status`; a rename's old or new path, a deletion's path), or\n"
+    "something of the agent's that changes no visible path (a removed directory\n"
+    "whose only entries are hidden); otherwise nothing is discarded.  A path\n"
+    "inside a renamed directory cannot be discarded on its own: discard the\n"
+    "directory.\n"
     "\n"
     "Prints the discarded paths like `agentfs status` (without rename pairing).\n"
     "\n"
@@ -359,7 +361,9 @@ int cmd_discard(int argc, char **argv)
 			cli_error(CMD, "%s: outside the view", arg);
 			goto out;
 		}
-		if (!has_change(before, paths[i])) {
+		/* Also what the upper holds without a visible change: the whiteout
+		 * of a removed directory whose only entries are hidden. */
+		if (!has_change(before, paths[i]) && changes_upper_holds(ufd, paths[i]) <= 0) {
 			cli_error(CMD, "%s: no change at this path (see 'agentfs status')", arg);
 			goto out;
 		}

@@ -10,6 +10,7 @@
 
 #include "cli/changes.h"
 #include "cli/cli.h"
+#include "cli/evidence.h"
 #include "cli/patch.h"
 #include "cli/series.h"
 #include "cli/workspace.h"
@@ -26,7 +27,9 @@ const char cmd_export_usage[] =
     "\n"
     "Left out of the patch, each named on stderr:\n"
     "  - conflicts: files the agent changed that were changed in the repository\n"
-    "    after the agent copied them; the patch would revert that work.  By default\n"
+    "    after the agent copied them; the patch would revert that work.  And files\n"
+    "    or symlinks the agent put where a directory held files the policy hides:\n"
+    "    the patch would delete files the agent never saw.  By default\n"
     "    export then writes no patch and fails; --conflicts=skip exports the rest.\n"
     "  - files the agent created at a name the policy hides (a secret's name);\n"
     "  - untracked files the repository's ignore rules ignore (build output);\n"
@@ -42,14 +45,24 @@ const char cmd_export_usage[] =
     "                         credential (refused otherwise; may be repeated)\n"
     "  -o, --output FILE      write the patch to FILE (replaced atomically) instead\n"
     "                         of stdout\n"
+    "  --evidence             before the patch (the stat; in mbox, below the first\n"
+    "                         message's \"---\" line, which `git am` leaves out of\n"
+    "                         the commit message), a plain-text account for a\n"
+    "                         reviewer: workspace, repository, base commit, the\n"
+    "                         journal's span and `agentfs verify` verdict, the files\n"
+    "                         read, written, created, deleted and renamed, the\n"
+    "                         refusals (hidden names looked up, read-only paths\n"
+    "                         changed) and the processes by name.  `git apply` and\n"
+    "                         `git am` skip it: none of its lines reads as a patch\n"
+    "  --evidence-max=N       list at most N paths per kind (default 100; 0: all)\n"
     "  --conflicts=MODE       fail (default): write nothing and exit 1 when there are\n"
     "                         conflicts; skip: leave them out and exit 0\n"
     "  --state-dir DIR        workspaces live in DIR/workspaces (default:\n"
     "                         ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
     "  -h, --help             show this help\n"
     "\n"
-    "An empty patch (no changes) is empty output.  Exit status: 0 success, 1\n"
-    "failure or conflicts, 2 usage error.\n";
+    "An empty patch (no changes) is empty output (with --evidence, the block\n"
+    "alone).  Exit status: 0 success, 1 failure or conflicts, 2 usage error.\n";
 
 static const char *const CMD = "export";
 
@@ -99,12 +112,53 @@ static int write_file_atomic(const char *path, const char *buf, size_t len)
 	return r;
 }
 
+/* Put the evidence block (evidence.h) into the export *text: before it, or in
+ * an mbox after the first message's "---" line (the end of its commit
+ * message: `git am` keeps what follows out of the commit, and git apply skips
+ * it up to the diff).  With no change at all, the block alone. */
+static int with_evidence(const struct workspace *ws, bool mbox, size_t max, char **text,
+			 size_t *len, char *err, size_t errlen)
+{
+	char *ev = NULL;
+	size_t elen = 0;
+	int r = evidence_format(ws, max, &ev, &elen, err, errlen);
+	if (r < 0)
+		return r;
+	size_t at = 0;
+	if (mbox && *len) {
+		const char *sep = strstr(*text, "\n---\n");
+		if (!sep) {
+			free(ev);
+			snprintf(err, errlen, "the mbox has no \"---\" line to put it after");
+			return -EINVAL;
+		}
+		at = (size_t)(sep - *text) + 5;
+	}
+	char *all = malloc(*len + elen + 1);
+	if (!all) {
+		free(ev);
+		snprintf(err, errlen, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	memcpy(all, *text, at);
+	memcpy(all + at, ev, elen);
+	memcpy(all + at + elen, *text + at, *len - at);
+	all[*len + elen] = 0;
+	free(ev);
+	free(*text);
+	*text = all;
+	*len += elen;
+	return 0;
+}
+
 int cmd_export(int argc, char **argv)
 {
-	enum { OPT_STATE = 256, OPT_CONFLICTS, OPT_FORMAT, OPT_ALLOW };
+	enum { OPT_STATE = 256, OPT_CONFLICTS, OPT_FORMAT, OPT_ALLOW, OPT_EVIDENCE, OPT_EVMAX };
 	static const struct option longopts[] = {
 	    {"format", required_argument, NULL, OPT_FORMAT},
 	    {"allow-secret", required_argument, NULL, OPT_ALLOW},
+	    {"evidence", no_argument, NULL, OPT_EVIDENCE},
+	    {"evidence-max", required_argument, NULL, OPT_EVMAX},
 	    {"output", required_argument, NULL, 'o'},
 	    {"conflicts", required_argument, NULL, OPT_CONFLICTS},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
@@ -112,7 +166,8 @@ int cmd_export(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *state_dir = NULL, *output = NULL;
-	bool skip_conflicts = false;
+	bool skip_conflicts = false, evidence = false;
+	size_t evidence_max = EVIDENCE_MAX_PATHS;
 	/* --format and --allow-secret: cli/series.h series_export(). */
 	const char *format = "patch";
 	char *allow[64];
@@ -154,6 +209,21 @@ int cmd_export(int argc, char **argv)
 			}
 			allow[n_allow++] = optarg;
 			break;
+		case OPT_EVIDENCE:
+			evidence = true;
+			break;
+		case OPT_EVMAX: {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (end == optarg || *end || optarg[0] == '-' || errno) {
+				cli_error(CMD, "--evidence-max=%s: expected a number of paths",
+					  optarg);
+				return 2;
+			}
+			evidence_max = (size_t)v;
+			break;
+		}
 		case 'h':
 			fputs(cmd_export_usage, stdout);
 			return 0;
@@ -187,6 +257,16 @@ int cmd_export(int argc, char **argv)
 			cli_error(CMD, "%s", err);
 		return 1;
 	}
+	if (evidence) {
+		/* A live daemon buffers its journal: the block must show the latest
+		 * events (the files just written), so have it written out first. */
+		int fr = workspace_daemon_flush(ws, 5000);
+		if (fr < 0)
+			cli_error(CMD,
+				  "%s: the daemon did not write its journal out (%s); the evidence "
+				  "may miss its latest events",
+				  target, strerror(-fr));
+	}
 	struct changes *cs = NULL;
 	r = changes_open_workspace(ws, &cs, err, sizeof(err));
 	if (r < 0) {
@@ -201,7 +281,11 @@ int cmd_export(int argc, char **argv)
 		if (change_exported(ch))
 			continue;
 		char *q = changes_quote(ch->path);
-		if (ch->flags & CHANGE_CONFLICT) {
+		if (ch->flags & CHANGE_OVER_HIDDEN) {
+			conflicts++;
+			cli_error(CMD, "%s: %s; left out", q ? q : ch->path,
+				  change_over_hidden_reason(ch));
+		} else if (ch->flags & CHANGE_CONFLICT) {
 			conflicts++;
 			char *o = changes_quote(ch->origin);
 			if (strcmp(ch->origin, ch->path) == 0)
@@ -241,6 +325,14 @@ int cmd_export(int argc, char **argv)
 			const git_error *ge = git_error_last();
 			cli_error(CMD, "%s: building the patch: %s", target,
 				  r == -EIO && ge ? ge->message : strerror(-r));
+			status = 1;
+		}
+	}
+	if (status == 0 && evidence) {
+		r = with_evidence(ws, strcmp(format, "mbox") == 0, evidence_max, &text, &len, err,
+				  sizeof(err));
+		if (r < 0) {
+			cli_error(CMD, "%s: --evidence: %s", target, err);
 			status = 1;
 		}
 	}

@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/activity.h"
 #include "cli/cli.h"
 #include "cli/workspace.h"
 #include "fs/layout.h"
@@ -88,6 +88,14 @@ static int find_journal(const char *cmd, const char *target, const char *state_d
 		r = workspace_find(root, target, &ws, err, sizeof(err));
 	free(root);
 	if (r == 0) {
+		/* A live daemon buffers its journal: have it written out first, or
+		 * the latest events (files just written) would look unrecorded. */
+		int fr = workspace_daemon_flush(ws, 5000);
+		if (fr < 0)
+			cli_error(cmd,
+				  "%s: the daemon did not write its journal out (%s); its latest "
+				  "events may be missing",
+				  target, strerror(-fr));
 		*journal = workspace_path(ws, "journal.jsonl");
 		*upper = workspace_path(ws, "upper");
 		workspace_free(ws);
@@ -216,31 +224,10 @@ static bool matches(const struct filter *f, const struct journal_entry *e)
 
 /* ---- table -------------------------------------------------------------------- */
 
-/* A path for a terminal: control bytes, backslash, DEL and invalid UTF-8 bytes
- * escaped as \xHH, so a hostile name cannot move the cursor or fake a line. */
+/* A path for a terminal: hostile bytes escaped (activity.h). */
 static void put_path(FILE *out, const char *p)
 {
-	const unsigned char *s = (const unsigned char *)p;
-	while (*s) {
-		unsigned char c = *s;
-		size_t len = c < 0x80		  ? 1
-			     : (c & 0xe0) == 0xc0 ? 2
-			     : (c & 0xf0) == 0xe0 ? 3
-			     : (c & 0xf8) == 0xf0 ? 4
-						  : 0;
-		bool ok = len > 0;
-		for (size_t k = 1; ok && k < len; k++)
-			ok = (s[k] & 0xc0) == 0x80;
-		if (len == 1 && (c < 0x20 || c == 0x7f || c == '\\'))
-			ok = false;
-		if (!ok) {
-			fprintf(out, "\\x%02x", c);
-			s++;
-			continue;
-		}
-		fwrite(s, 1, len, out);
-		s += len;
-	}
+	activity_show_path(out, p);
 }
 
 static void print_row(FILE *out, const struct journal_entry *e)
@@ -290,93 +277,43 @@ static void print_header(FILE *out)
 
 /* ---- summary ------------------------------------------------------------------ */
 
-enum { S_READ, S_WRITTEN, S_CREATED, S_DELETED, S_REFUSED, S__COUNT };
-
-struct summary {
-	json_t *procs; /* "comm[pid]" -> [set, set, set, set, set] */
-	json_t *total; /* [set x5] */
-};
-
-static json_t *sets(void)
+/* The columns of --summary, from activity.h's kinds (refused: concealed and
+ * denied). */
+static void print_summary_row(FILE *out, const struct activity *a, const char *who,
+			      const char *label)
 {
-	json_t *a = json_array();
-	for (int i = 0; i < S__COUNT; i++)
-		json_array_append_new(a, json_object());
-	return a;
+	fprintf(out, "%-28s %8zu %8zu %8zu %8zu %8zu\n", label, activity_count(a, who, ACT_READ),
+		activity_count(a, who, ACT_WRITTEN), activity_count(a, who, ACT_CREATED),
+		activity_count(a, who, ACT_DELETED),
+		activity_count(a, who, ACT_CONCEALED) + activity_count(a, who, ACT_DENIED));
 }
 
-static void add_to(json_t *arr, int kind, const char *path)
-{
-	/* _nocheck: a path need not be valid UTF-8; the set only compares bytes. */
-	json_object_set_new_nocheck(json_array_get(arr, (size_t)kind), path, json_true());
-}
-
-static void summarize(struct summary *s, const struct journal_entry *e)
-{
-	int kind = -1;
-	const char *path = e->path;
-	if (is_refusal(e))
-		kind = S_REFUSED;
-	else if (e->result != 0)
-		return;
-	else if (e->op == JOP_READ)
-		kind = S_READ;
-	else if (e->op == JOP_WRITE || e->op == JOP_TRUNCATE)
-		kind = S_WRITTEN;
-	else if (e->op == JOP_CREATE || e->op == JOP_MKDIR || e->op == JOP_MKNOD ||
-		 e->op == JOP_SYMLINK)
-		kind = S_CREATED;
-	else if (e->op == JOP_LINK)
-		kind = S_CREATED, path = e->path2;
-	else if (e->op == JOP_UNLINK || e->op == JOP_RMDIR)
-		kind = S_DELETED;
-	if (kind < 0 || !path)
-		return;
-	char who[64];
-	snprintf(who, sizeof(who), "%s[%d]", e->comm ? e->comm : "", (int)e->pid);
-	json_t *p = json_object_get(s->procs, who);
-	if (!p) {
-		p = sets();
-		json_object_set_new_nocheck(s->procs, who, p);
-	}
-	add_to(p, kind, path);
-	add_to(s->total, kind, path);
-}
-
-static void print_summary_row(FILE *out, const char *who, json_t *arr)
-{
-	fprintf(out, "%-28s", who);
-	for (int i = 0; i < S__COUNT; i++)
-		fprintf(out, " %8zu", json_object_size(json_array_get(arr, (size_t)i)));
-	fputc('\n', out);
-}
-
-static int cmp_key(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static void print_summary(FILE *out, struct summary *s)
+static int print_summary(FILE *out, const struct activity *a)
 {
 	fprintf(out, "%-28s %8s %8s %8s %8s %8s\n", "PROCESS", "READ", "WRITTEN", "CREATED",
 		"DELETED", "REFUSED");
-	const char *key;
-	json_t *val;
-	/* sorted by process for a stable output */
-	size_t n = json_object_size(s->procs), i = 0;
-	const char **keys = calloc(n ? n : 1, sizeof(*keys));
-	json_object_foreach(s->procs, key, val) keys[i++] = key;
-	qsort(keys, n, sizeof(*keys), cmp_key);
-	for (i = 0; i < n; i++) {
+	const char **procs;
+	size_t n;
+	int r = activity_processes(a, &procs, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
 		char who[64];
-		snprintf(who, sizeof(who), "%s", keys[i]);
+		snprintf(who, sizeof(who), "%s", procs[i]);
 		for (char *c = who; *c; c++)
 			if ((unsigned char)*c < 0x20 || *c == 0x7f)
 				*c = '?';
-		print_summary_row(out, who, json_object_get(s->procs, keys[i]));
+		/* only processes with a path of a kind --summary shows */
+		size_t any = 0;
+		for (int k = 0; k < ACT__COUNT; k++)
+			if (k != ACT_RENAMED)
+				any += activity_count(a, procs[i], (enum activity_kind)k);
+		if (any)
+			print_summary_row(out, a, procs[i], who);
 	}
-	free(keys);
-	print_summary_row(out, "(all processes)", s->total);
+	free(procs);
+	print_summary_row(out, a, NULL, "(all processes)");
+	return 0;
 }
 
 /* ---- main --------------------------------------------------------------------- */
@@ -499,7 +436,13 @@ int cmd_log(int argc, char **argv)
 		sigaction(SIGTERM, &sa, NULL);
 		setvbuf(stdout, NULL, _IOLBF, 0);
 	}
-	struct summary s = {json_object(), sets()};
+	struct activity *act = NULL;
+	if (summary && activity_new(&act) < 0) {
+		cli_error(CMD, "%s", strerror(ENOMEM));
+		journal_reader_close(r);
+		free(journal);
+		return 1;
+	}
 	bool header = false;
 	int status = 0;
 	for (;;) {
@@ -527,7 +470,10 @@ int cmd_log(int argc, char **argv)
 		}
 		if (matches(&f, &e)) {
 			if (summary) {
-				summarize(&s, &e);
+				if (activity_add(act, &e) < 0 && status == 0) {
+					cli_error(CMD, "%s", strerror(ENOMEM));
+					status = 1;
+				}
 			} else if (json) {
 				fwrite(e.line, 1, e.line_len, stdout);
 				putchar('\n');
@@ -540,10 +486,9 @@ int cmd_log(int argc, char **argv)
 		}
 		journal_entry_clear(&e);
 	}
-	if (summary)
-		print_summary(stdout, &s);
-	json_decref(s.procs);
-	json_decref(s.total);
+	if (summary && print_summary(stdout, act) < 0)
+		status = 1;
+	activity_free(act);
 	journal_reader_close(r);
 	free(journal);
 	if (fflush(stdout) != 0)

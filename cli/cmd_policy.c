@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "policy/policy.h"
+#include "policy/symlink.h"
 
 const char cmd_policy_usage[] =
     "usage: agentfs policy check FILE\n"
@@ -37,7 +38,12 @@ const char cmd_policy_usage[] =
     "  --policy FILE     add FILE on top of the layers above (with 'extends: none' it is\n"
     "                    the whole policy)\n"
     "\n"
-    "A mountpoint given as REPO is read as a directory like any other.\n";
+    "A symlink of REPO whose target leaves the repository or is hidden is hidden\n"
+    "too, as the mount hides it (symlinks: hide).  A mountpoint given as REPO is\n"
+    "read as a directory like any other.\n";
+
+/* Said of a symlink the `symlinks: hide` rule hides (policy/symlink.h). */
+#define SYMLINK_RULE "symlinks: hide: its target leaves the repository or is hidden"
 
 static const char *decision_name(enum policy_decision d)
 {
@@ -214,17 +220,27 @@ static int do_explain(const char *file, int argc, char **argv)
 			status = 1;
 			continue;
 		}
+		bool is_link = false;
+		int dfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (!is_dir && path[0]) {
-			int dfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 			struct stat st;
-			if (dfd >= 0 && fstatat(dfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			if (dfd >= 0 && fstatat(dfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 				is_dir = S_ISDIR(st.st_mode);
-			if (dfd >= 0)
-				close(dfd);
+				is_link = S_ISLNK(st.st_mode);
+			}
 		}
 		enum policy_decision d;
 		char origin[600];
 		policy_explain(p, path, is_dir, &d, origin, sizeof(origin));
+		/* The mount hides an unsafe symlink whatever the rules say. */
+		if (is_link && d != POLICY_HIDDEN &&
+		    policy_symlinks_mode(p) == POLICY_SYMLINKS_HIDE &&
+		    policy_symlink_unsafe(p, dfd, path)) {
+			d = POLICY_HIDDEN;
+			snprintf(origin, sizeof(origin), "%s", SYMLINK_RULE);
+		}
+		if (dfd >= 0)
+			close(dfd);
 		printf("%s%s: %s (%s)\n", path[0] ? path : ".", is_dir && path[0] ? "/" : "",
 		       decision_name(d), origin[0] == '(' ? "no rule" : origin);
 		free(path);
@@ -235,6 +251,7 @@ static int do_explain(const char *file, int argc, char **argv)
 
 struct walk {
 	const struct policy *p;
+	int root_fd; /* the repository, for the symlink rule */
 	unsigned long counts[3];
 	int status;
 };
@@ -296,12 +313,19 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 		    policy_decide(w->p, path, plen, is_dir, is_dir ? 0 : (uint64_t)st.st_size);
 		if (dec == POLICY_VISIBLE && parent_ro)
 			dec = POLICY_READONLY;
+		bool unsafe_link = S_ISLNK(st.st_mode) && dec != POLICY_HIDDEN &&
+				   policy_symlinks_mode(w->p) == POLICY_SYMLINKS_HIDE &&
+				   policy_symlink_unsafe(w->p, w->root_fd, path);
+		if (unsafe_link)
+			dec = POLICY_HIDDEN;
 		w->counts[dec]++;
 		if (dec == POLICY_HIDDEN || (dec == POLICY_READONLY && !parent_ro)) {
 			enum policy_decision why;
 			char origin[600];
 			policy_explain(w->p, path, is_dir, &why, origin, sizeof(origin));
-			if (why != dec)
+			if (unsafe_link)
+				snprintf(origin, sizeof(origin), "%s", SYMLINK_RULE);
+			else if (why != dec)
 				snprintf(origin, sizeof(origin), "larger than max_file_size %llu",
 					 (unsigned long long)policy_max_file_size(w->p));
 			printf("%-10s %s%s  (%s)\n", decision_name(dec), path, is_dir ? "/" : "",
@@ -340,9 +364,9 @@ static int do_test(const char *file, int argc, char **argv)
 		policy_free(p);
 		return 1;
 	}
-	struct walk w = {.p = p};
+	struct walk w = {.p = p, .root_fd = fd};
 	char path[PATH_MAX] = "";
-	walk_dir(&w, fd, path, 0, false);
+	walk_dir(&w, fd, path, 0, false); /* closes fd */
 	printf("%lu hidden, %lu read-only, %lu visible (not counting inside hidden "
 	       "directories)\n",
 	       w.counts[POLICY_HIDDEN], w.counts[POLICY_READONLY], w.counts[POLICY_VISIBLE]);

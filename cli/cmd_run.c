@@ -366,6 +366,34 @@ static bool overlaps(const char *p, const char *secret)
 	return workspace_path_within(p, secret) || workspace_path_within(secret, p);
 }
 
+/* Is the directory @id (device and inode) @path or one of its ancestors? */
+static bool chain_has(const char *path, const struct stat *id)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return false;
+	for (;;) {
+		struct stat st;
+		if (stat(p, &st) == 0 && st.st_dev == id->st_dev && st.st_ino == id->st_ino)
+			return true;
+		char *slash = strrchr(p, '/');
+		if (!slash || !p[1])
+			return false;
+		slash[slash == p] = 0; /* "/a" -> "/" */
+	}
+}
+
+/* The same by identity: a bind mount shows a directory under another path,
+ * with the same device and inode.  Does @p (absolute, real) hold @secret, or
+ * lie inside it, under whatever paths they are reached by? */
+static bool overlaps_by_id(const char *p, const char *secret)
+{
+	struct stat ps, ss;
+	if (stat(p, &ps) < 0 || stat(secret, &ss) < 0)
+		return false;
+	return chain_has(secret, &ps) || chain_has(p, &ss);
+}
+
 static int check_paths(struct run_ctx *c, const struct strvec *in, struct strvec *out,
 		       const char *opt)
 {
@@ -378,7 +406,7 @@ static int check_paths(struct run_ctx *c, const struct strvec *in, struct strvec
 			return -errno;
 		}
 		for (int k = 0; k < 3; k++) {
-			if (overlaps(abs, secret[k])) {
+			if (overlaps(abs, secret[k]) || overlaps_by_id(abs, secret[k])) {
 				cli_error(CMD, "%s %s: would show %s (%s) to the sandbox", opt,
 					  in->v[i], what[k], secret[k]);
 				free(abs);

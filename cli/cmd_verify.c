@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/runlog.h"
 #include "cli/workspace.h"
 #include "journal/journal.h"
 
@@ -26,6 +27,9 @@ const char cmd_verify_usage[] =
     "  - that every file in the upper still has the hash of its last recorded\n"
     "    content (detects changes to the workspace made behind agentfs's back).\n"
     "Recovery records (files changed without a record after a crash) are listed.\n"
+    "The run journal beside it (run.jsonl, what `agentfs run` did), when there is\n"
+    "one, is checked by the same chain rule; it has no head file, so records\n"
+    "removed from its end are not detected.  JOURNAL may name a run.jsonl alone.\n"
     "\n"
     "The chain uses xxh3-128: it detects accidents and naive tampering, not a\n"
     "forger who rewrites the journal and recomputes every hash.  While the\n"
@@ -57,10 +61,12 @@ static char *join2(const char *a, const char *b)
 }
 
 /* As in cmd_log.c: MNT or NAME through the registry, else a workspace directory
- * or a journal file. */
-static int find_journal(const char *target, const char *state_dir, char **journal, char **upper)
+ * or a journal file.  *runs is the run journal's path beside it (runlog.h),
+ * whether or not there is one. */
+static int find_journal(const char *target, const char *state_dir, char **journal, char **upper,
+			char **runs)
 {
-	*journal = *upper = NULL;
+	*journal = *upper = *runs = NULL;
 	char *root = NULL, err[1024] = "";
 	struct workspace *ws = NULL;
 	int r = -ENOENT;
@@ -68,10 +74,19 @@ static int find_journal(const char *target, const char *state_dir, char **journa
 		r = workspace_find(root, target, &ws, err, sizeof(err));
 	free(root);
 	if (r == 0) {
+		/* A live daemon buffers its journal: have it written out first, or
+		 * the latest events (files just written) would look unrecorded. */
+		int fr = workspace_daemon_flush(ws, 5000);
+		if (fr < 0)
+			cli_error(CMD,
+				  "%s: the daemon did not write its journal out (%s); its latest "
+				  "events may be missing",
+				  target, strerror(-fr));
 		*journal = workspace_path(ws, "journal.jsonl");
 		*upper = workspace_path(ws, "upper");
+		*runs = workspace_path(ws, "run.jsonl");
 		workspace_free(ws);
-		return *journal && *upper ? 0 : -ENOMEM;
+		return *journal && *upper && *runs ? 0 : -ENOMEM;
 	}
 	if (r != -ENOENT) {
 		cli_error(CMD, "%s", err);
@@ -97,6 +112,7 @@ static int find_journal(const char *target, const char *state_dir, char **journa
 		return -ENOENT;
 	}
 	char *u = join2(dir, "upper");
+	*runs = join2(dir, "run.jsonl");
 	free(dir);
 	if (u && stat(u, &st) == 0 && S_ISDIR(st.st_mode))
 		*upper = u;
@@ -110,6 +126,34 @@ static void print_note(void *arg, const char *msg)
 	bool *quiet = arg;
 	if (!*quiet)
 		printf("%s\n", msg);
+}
+
+/* The run journal at @path, when there is one: 0 intact or absent, 1 damaged
+ * or unreadable (said on stderr). */
+static int verify_runs(const char *path, bool quiet)
+{
+	struct runlog_verify rv;
+	int r = runlog_verify_file(path, &rv);
+	if (r == -ENOENT)
+		return 0; /* no run in this workspace */
+	if (r < 0) {
+		cli_error(CMD, "%s: %s", path, strerror(-r));
+		return 1;
+	}
+	if (rv.bad_line) {
+		cli_error(CMD, "%s: record %" PRIu64 " (line %" PRIu64 "): %s", path, rv.bad_seq,
+			  rv.bad_line, rv.why);
+		return 1;
+	}
+	if (!quiet)
+		printf("run journal intact: %" PRIu64 " records, chain verified\n", rv.records);
+	return 0;
+}
+
+static bool is_run_journal(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return strcmp(slash ? slash + 1 : path, "run.jsonl") == 0;
 }
 
 int cmd_verify(int argc, char **argv)
@@ -152,9 +196,17 @@ int cmd_verify(int argc, char **argv)
 			  optind == argc ? "missing MNT or NAME" : "too many arguments");
 		return 2;
 	}
-	char *journal = NULL, *upper = NULL;
-	if (find_journal(argv[optind], state_dir, &journal, &upper) < 0)
+	char *journal = NULL, *upper = NULL, *runs = NULL;
+	if (find_journal(argv[optind], state_dir, &journal, &upper, &runs) < 0)
 		return 1;
+	if (is_run_journal(journal)) {
+		/* a run journal named directly: that file alone */
+		int st = verify_runs(journal, quiet);
+		free(journal);
+		free(upper);
+		free(runs);
+		return fflush(stdout) != 0 ? 1 : st;
+	}
 	int upper_fd = -1;
 	if (upper && !no_upper) {
 		upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -162,6 +214,7 @@ int cmd_verify(int argc, char **argv)
 			cli_error(CMD, "%s: %s", upper, strerror(errno));
 			free(journal);
 			free(upper);
+			free(runs);
 			return 1;
 		}
 	}
@@ -191,8 +244,11 @@ int cmd_verify(int argc, char **argv)
 			       v.upper_files);
 		printf("\n");
 	}
+	if (runs && verify_runs(runs, quiet))
+		status = 1;
 	free(journal);
 	free(upper);
+	free(runs);
 	if (fflush(stdout) != 0)
 		status = 1;
 	return status;

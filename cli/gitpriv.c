@@ -1223,6 +1223,21 @@ static int hexval(int c)
 	return -1;
 }
 
+/* Copy allowed object @id from the real repository into the private one. */
+static int copy_object(struct gitpriv *g, const git_oid *id, const char *rel)
+{
+	git_odb_object *o = NULL;
+	git_oid got;
+	if (git_odb_read(&o, g->real_odb, id) < 0)
+		return -ENOENT; /* gone from the repository (gc'd) */
+	int r = git_odb_write(&got, g->priv_odb, git_odb_object_data(o), git_odb_object_size(o),
+			      git_odb_object_type(o)) < 0
+		    ? git_fail(rel)
+		    : 0;
+	git_odb_object_free(o);
+	return r;
+}
+
 int gitpriv_fault(void *arg, const char *rel)
 {
 	struct gitpriv *g = arg;
@@ -1253,20 +1268,19 @@ int gitpriv_fault(void *arg, const char *rel)
 				r = -EINVAL;
 		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 &&
 		    oidset_has(&g->allowed, &id)) {
-			git_odb_object *o = NULL;
-			git_oid got;
-			if (git_odb_read(&o, g->real_odb, &id) < 0) {
-				r = -ENOENT; /* gone from the repository (gc'd) */
-			} else {
-				r = git_odb_write(&got, g->priv_odb, git_odb_object_data(o),
-						  git_odb_object_size(o),
-						  git_odb_object_type(o)) < 0
-					? git_fail(rel)
-					: 0;
-				git_odb_object_free(o);
-			}
+			r = copy_object(g, &id, rel);
 		} else if (r == -EINVAL) {
 			r = -ENOENT;
+		}
+	} else if (p[2] == '/' && p[3] == 0 && g->real_odb && g->priv_odb) {
+		/* A listing of objects/XX/ (git fsck, abbreviated ids): every
+		 * allowed object of that fan-out must show, so all are made. */
+		r = 0;
+		for (size_t i = 0; i < g->allowed.cap; i++) {
+			const git_oid *id = &g->allowed.slots[i];
+			if (oid_zero(id) || id->id[0] != fan || git_odb_exists(g->priv_odb, id))
+				continue;
+			copy_object(g, id, rel);
 		}
 	}
 	pthread_mutex_unlock(&g->lock);

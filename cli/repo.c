@@ -1,10 +1,12 @@
 /* repo.c - find a repository's working tree and HEAD commit with libgit2. */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <git2.h>
 
@@ -26,6 +28,38 @@ static char *strip_slash(const char *s)
 	while (n > 1 && c[n - 1] == '/')
 		c[--n] = '\0';
 	return c;
+}
+
+/*
+ * Did libgit2 refuse @real for its ownership rule?  Like git since 2.35.2, it
+ * will not open a repository whose working tree or .git another user owns
+ * unless safe.directory lists it (CVE-2022-24765), and libgit2 1.5 then says
+ * only "not found" (GIT_EOWNER came later).  So look for the .git discovery
+ * would find from @real (upwards, not across filesystems, like git) and
+ * compare owners.  Its directory goes to @top.
+ */
+static bool owned_by_other(const char *real, char *top, size_t toplen)
+{
+	char dir[PATH_MAX];
+	struct stat start;
+	if (snprintf(dir, sizeof(dir), "%s", real) >= (int)sizeof(dir) || stat(dir, &start) < 0)
+		return false;
+	uid_t me = geteuid();
+	for (;;) {
+		char git[PATH_MAX + 8];
+		struct stat gst, dst;
+		snprintf(git, sizeof(git), "%s%s.git", dir, strcmp(dir, "/") ? "/" : "");
+		if (lstat(git, &gst) == 0 && stat(dir, &dst) == 0) {
+			snprintf(top, toplen, "%s", dir);
+			return gst.st_uid != me || dst.st_uid != me;
+		}
+		char *slash = strrchr(dir, '/');
+		if (!slash || slash == dir)
+			return false; /* the root has no .git either */
+		*slash = 0;
+		if (stat(dir, &dst) < 0 || dst.st_dev != start.st_dev)
+			return false;
+	}
 }
 
 int repo_open_worktree(const char *path, struct repo_info *out, char *err, size_t errlen)
@@ -57,6 +91,15 @@ int repo_open_worktree(const char *path, struct repo_info *out, char *err, size_
 	/* Search upwards so a subdirectory gets a precise refusal, not "not a repo";
 	 * GIT_REPOSITORY_OPEN_CROSS_FS is left off like git's own default. */
 	int rc = git_repository_open_ext(&repo, real, 0, NULL);
+	char top[PATH_MAX];
+	if ((rc == GIT_ENOTFOUND || rc == GIT_EOWNER) && owned_by_other(real, top, sizeof(top))) {
+		snprintf(err, errlen,
+			 "owned by another user (git's safe.directory rule); mount it as its "
+			 "owner, or trust it: git config --global --add safe.directory %s",
+			 top);
+		ret = -EACCES;
+		goto out;
+	}
 	if (rc == GIT_ENOTFOUND) {
 		snprintf(err, errlen, "not a git working tree");
 		ret = -EINVAL;

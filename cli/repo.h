@@ -27,6 +27,8 @@ struct repo_info {
  *   -ENOTDIR @path is not a directory
  *   -EINVAL  not a git working tree: no repository, a bare repository, or a
  *            subdirectory of a working tree (the reason names the top level)
+ *   -EACCES  the repository is another user's and not in safe.directory: git's
+ *            ownership rule, which libgit2 applies too
  *   -EIO     libgit2 failed otherwise (its message in @err)
  */
 int repo_open_worktree(const char *path, struct repo_info *out, char *err, size_t errlen);

@@ -23,6 +23,15 @@ static const char *const credential[] = {
     "GPG_AGENT_INFO", "KUBECONFIG", "DATABASE_URL", "*_DSN",	"*PRIVATE_KEY*",
 };
 
+/* Names the patterns above catch that hold no secret: where and how to reach
+ * AWS, not with what (a CA bundle path, a region, a profile's name, output
+ * settings).  Exact upper-case names; listing them as credentials taught
+ * people to ignore the list. */
+static const char *const not_credential[] = {
+    "AWS_CA_BUNDLE", "AWS_REGION",	   "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",   "AWS_DEFAULT_OUTPUT", "AWS_PAGER",
+};
+
 static bool match_any(const char *const *pats, size_t n, const char *s)
 {
 	for (size_t i = 0; i < n; i++)
@@ -43,6 +52,9 @@ bool runenv_credential_like(const char *name)
 	for (i = 0; name[i] && i < sizeof(up) - 1; i++)
 		up[i] = (char)toupper((unsigned char)name[i]);
 	up[i] = 0;
+	for (size_t k = 0; k < sizeof(not_credential) / sizeof(not_credential[0]); k++)
+		if (strcmp(up, not_credential[k]) == 0)
+			return false;
 	return match_any(credential, sizeof(credential) / sizeof(credential[0]), up);
 }
 

@@ -30,7 +30,9 @@ bool runenv_allowed(const char *name);
  * *PASSWD*, *CREDENTIAL*, *_KEY, *_KEYS, *API_KEY*, *_PAT, *_AUTH, *_AUTH_*, AUTH_*,
  * *COOKIE*,
  * AWS_*, AZURE_*, GOOGLE_*, GCP_*, VAULT_*, SSH_AUTH_SOCK, GPG_AGENT_INFO,
- * KUBECONFIG, DATABASE_URL, *_DSN (case-insensitive)? */
+ * KUBECONFIG, DATABASE_URL, *_DSN (case-insensitive)?  Except names known to
+ * hold none: AWS_CA_BUNDLE, AWS_REGION, AWS_DEFAULT_REGION, AWS_PROFILE,
+ * AWS_DEFAULT_OUTPUT, AWS_PAGER. */
 bool runenv_credential_like(const char *name);
 
 /*

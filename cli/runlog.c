@@ -1,6 +1,9 @@
 /* runlog.c - the run journal, run.jsonl (runlog.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,4 +171,159 @@ void runlog_close(struct runlog *l)
 		l->fd = -1;
 		pthread_mutex_destroy(&l->lock);
 	}
+}
+
+/* ---- verifying ---------------------------------------------------------------- */
+
+static void verify_bad(struct runlog_verify *v, uint64_t line, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void verify_bad(struct runlog_verify *v, uint64_t line, uint64_t seq, const char *fmt, ...)
+{
+	if (v->bad_line)
+		return;
+	v->bad_line = line;
+	v->bad_seq = seq;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v->why, sizeof(v->why), fmt, ap);
+	va_end(ap);
+}
+
+/* seq and prev (32 hex) of one line; -EBADMSG with a reason in @err. */
+static int verify_parse(const char *line, size_t len, uint64_t *seq, char prev[33], char *err,
+			size_t errlen)
+{
+	json_error_t je;
+	json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+	if (!j) {
+		snprintf(err, errlen, "not JSON: %s (column %d)", je.text, je.column);
+		return -EBADMSG;
+	}
+	const char *why = NULL;
+	json_t *jv = json_object_get(j, "v"), *js = json_object_get(j, "seq");
+	json_t *jp = json_object_get(j, "prev");
+	const char *p = json_string_value(jp);
+	if (!json_is_object(j))
+		why = "not a JSON object";
+	else if (!json_is_integer(jv) || json_integer_value(jv) != RUNLOG_VERSION)
+		why = "\"v\" is not 1";
+	else if (!json_is_integer(js) || json_integer_value(js) < 1)
+		why = "\"seq\" is not a positive integer";
+	else if (!p || strlen(p) != 32 || strspn(p, "0123456789abcdef") != 32)
+		why = "\"prev\" is not 32 lowercase hex digits";
+	else if (!json_is_integer(json_object_get(j, "time_ns")))
+		why = "\"time_ns\" is not an integer";
+	else if (!json_is_string(json_object_get(j, "op")))
+		why = "\"op\" is not a string";
+	if (why) {
+		snprintf(err, errlen, "%s", why);
+		json_decref(j);
+		return -EBADMSG;
+	}
+	*seq = (uint64_t)json_integer_value(js);
+	memcpy(prev, p, 33);
+	json_decref(j);
+	return 0;
+}
+
+int runlog_verify_file(const char *path, struct runlog_verify *v)
+{
+	memset(v, 0, sizeof(*v));
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	uint64_t lineno = 0, last_seq = 0;
+	char last_hash[33];
+	layout_hash_hex((XXH128_hash_t){0, 0}, last_hash);
+	/* A prev mismatch waiting for the next line to say whom to blame. */
+	bool pending = false;
+	uint64_t pend_line = 0, pend_seq = 0;
+	char pend_hash[33] = "";
+	while ((n = getline(&line, &cap, f)) > 0) {
+		lineno++;
+		if (line[n - 1] != '\n') {
+			if (!pending)
+				verify_bad(v, lineno, last_seq + 1,
+					   "torn: the last line is incomplete (%zd bytes without a "
+					   "newline)",
+					   n);
+			break;
+		}
+		size_t len = (size_t)n - 1;
+		char hash[33], prev[33], err[512];
+		layout_hash_hex(XXH3_128bits(line, len), hash);
+		uint64_t seq = 0;
+		int pr = verify_parse(line, len, &seq, prev, err, sizeof(err));
+		if (pending) {
+			pending = false;
+			if (pr == 0 && strcmp(prev, pend_hash) == 0)
+				verify_bad(v, pend_line - 1, pend_seq - 1,
+					   "record %" PRIu64
+					   " was edited: it no longer hashes to the "
+					   "prev that record %" PRIu64 " holds",
+					   pend_seq - 1, pend_seq);
+			else
+				verify_bad(v, pend_line, pend_seq,
+					   "record %" PRIu64 " was edited: its prev does not match "
+					   "record %" PRIu64,
+					   pend_seq, pend_seq - 1);
+			break;
+		}
+		uint64_t want = last_seq + 1;
+		if (pr < 0) {
+			verify_bad(v, lineno, want, "not a valid record: %s", err);
+		} else if (seq > want) {
+			verify_bad(v, lineno, want,
+				   "record %" PRIu64 " is missing (found seq %" PRIu64
+				   "): records were removed",
+				   want, seq);
+		} else if (seq < want) {
+			verify_bad(v, lineno, want,
+				   "seq %" PRIu64 " where %" PRIu64
+				   " was expected: records were reordered or duplicated",
+				   seq, want);
+		} else if (strcmp(prev, last_hash) != 0) {
+			if (want == 1) {
+				verify_bad(
+				    v, lineno, want,
+				    "record 1 was edited: its prev is not the genesis value");
+			} else {
+				pending = true;
+				pend_line = lineno;
+				pend_seq = want;
+				memcpy(pend_hash, hash, sizeof(hash));
+				continue;
+			}
+		}
+		if (v->bad_line)
+			break;
+		v->records++;
+		last_seq = seq;
+		memcpy(last_hash, hash, sizeof(hash));
+	}
+	int rc = ferror(f) ? -EIO : 0;
+	free(line);
+	fclose(f);
+	if (rc < 0)
+		return rc;
+	if (pending)
+		/* The last record: nothing after it (and no head file) tells whether it
+		 * or the record before was edited; name the earlier. */
+		verify_bad(v, pend_line - 1, pend_seq - 1,
+			   "record %" PRIu64 " or the last record, %" PRIu64
+			   ", was edited: they no longer chain",
+			   pend_seq - 1, pend_seq);
+	if (v->bad_line)
+		v->records = v->bad_seq - 1; /* the intact records are those before it */
+	return 0;
 }

@@ -31,6 +31,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #define RUNLOG_VERSION 1
 
@@ -48,6 +49,30 @@ int runlog_open(struct runlog *l, const char *path);
 int runlog_append(struct runlog *l, json_t *fields);
 
 void runlog_close(struct runlog *l);
+
+/* Result of runlog_verify_file(). */
+struct runlog_verify {
+	uint64_t records;  /* records before the first bad one (all when intact) */
+	uint64_t bad_line; /* 1-based line of the first bad record, 0 when intact */
+	uint64_t bad_seq;  /* seq that line should have held */
+	char why[1024];	   /* why it is bad, one line */
+};
+
+/*
+ * Check the whole chain of the run journal at @path, by the rule above: every
+ * line a JSON object with v 1, seq one more than the line before's (1 first),
+ * prev the xxh3-128 of the line before (genesis first) and an integer time_ns
+ * and a string op, and a complete last line.  When a record's prev does not
+ * match, the record before is blamed if the record after still chains to this
+ * one (an edited record breaks the prev of the next), else this one.  Fills
+ * @v.  Returns 0 when the check ran (intact when v->bad_line == 0), -ENOENT
+ * when there is no such file, or another negative errno.
+ *
+ * Unlike journal.jsonl, the run journal has no head file: removing whole
+ * records from its end, or editing its last record so that it still parses,
+ * is not detected.
+ */
+int runlog_verify_file(const char *path, struct runlog_verify *v);
 
 /* A JSON string for @s, or {"hex": "..."} when @s is not valid UTF-8.  New
  * reference (NULL when out of memory). */

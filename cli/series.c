@@ -136,6 +136,37 @@ static int carry_blob(struct ctx *c, const char *path, const git_oid *id)
 	return 0;
 }
 
+/* Said of a file (or symlink) put where the repository keeps hidden files. */
+#define OVER_HIDDEN_FILE                                                                           \
+	"replaced by a file, but the repository keeps files there the agent cannot see"
+
+/* Does the target index hold, below directory @path, a file the policy hides
+ * (or a symlink it may hide)?  Putting a file at @path would delete it
+ * (series.h: hidden tracked files are carried over untouched). */
+static bool over_hidden(const struct ctx *c, const char *path)
+{
+	size_t n = strlen(path), pos = 0;
+	char *prefix = malloc(n + 2);
+	if (!prefix)
+		return true; /* unsure is yes */
+	memcpy(prefix, path, n);
+	memcpy(prefix + n, "/", 2);
+	bool hit = false;
+	if (git_index_find_prefix(&pos, c->target, prefix) < 0)
+		pos = git_index_entrycount(c->target); /* no entry below @path */
+	for (size_t i = pos; !hit && i < git_index_entrycount(c->target); i++) {
+		const git_index_entry *ie = git_index_get_byindex(c->target, i);
+		if (strncmp(ie->path, prefix, n + 1) != 0)
+			break;
+		/* A symlink left there the agent may not have seen either (the
+		 * `symlinks: hide` rule): deletions ran first, so it did not go. */
+		hit = policy_decide_path(c->policy, ie->path, false, 0) == POLICY_HIDDEN ||
+		      ie->mode == GIT_FILEMODE_LINK;
+	}
+	free(prefix);
+	return hit;
+}
+
 /* Apply @e to the target index: hidden paths left out, dirty paths per mode.
  * Deletions first, so a file may become a directory and back. */
 static int apply_edits(struct ctx *c, struct edits *e)
@@ -176,19 +207,36 @@ static int apply_edits(struct ctx *c, struct edits *e)
 					continue;
 				}
 			}
-			free(q);
 			int r = 0;
 			if (ed->del) {
+				free(q);
 				if (git_index_get_bypath(c->target, ed->path, 0) &&
 				    git_index_remove(c->target, ed->path, 0) < 0)
 					return lg_fail(c, ed->path);
 				continue;
 			}
+			/* A file where the target has a directory: the directory goes,
+			 * unless it still holds files the agent cannot see (deletions
+			 * ran first, so what is left there the agent never removed). */
+			if (over_hidden(c, ed->path)) {
+				if (c->o->conflicts == SERIES_SKIP) {
+					cli_error(c->o->cmd, "%s: %s; left out", qp,
+						  OVER_HIDDEN_FILE);
+					c->s->dropped_changes++;
+				} else {
+					cli_error(c->o->cmd,
+						  "%s: %s (--conflicts=skip leaves it out)", qp,
+						  OVER_HIDDEN_FILE);
+					c->refusals++;
+				}
+				free(q);
+				continue;
+			}
+			free(q);
 			if (ed->mode != GIT_FILEMODE_COMMIT)
 				r = carry_blob(c, ed->path, &ed->id);
 			if (r < 0)
 				return r;
-			/* A file where the target has a directory: the directory goes. */
 			git_index_remove_directory(c->target, ed->path, 0);
 			git_index_entry ie;
 			memset(&ie, 0, sizeof(ie));
@@ -312,6 +360,20 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		const struct change *ch = &cs->items[i];
 		char *q = changes_quote(ch->path);
 		const char *qp = q ? q : ch->path;
+		if (ch->flags & CHANGE_OVER_HIDDEN) {
+			/* Never taken: it would delete files the agent never saw. */
+			if (c->o->conflicts == SERIES_SKIP) {
+				cli_error(c->o->cmd, "%s: %s; left out", qp,
+					  change_over_hidden_reason(ch));
+				c->s->dropped_changes++;
+			} else {
+				cli_error(c->o->cmd, "%s: %s (--conflicts=skip leaves it out)", qp,
+					  change_over_hidden_reason(ch));
+				c->refusals++;
+			}
+			free(q);
+			continue;
+		}
 		if (ch->flags & CHANGE_CONFLICT) {
 			if (c->o->conflicts == SERIES_FAIL) {
 				cli_error(c->o->cmd,

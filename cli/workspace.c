@@ -13,11 +13,13 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <yaml.h>
 
 #include "cli/workspace.h"
+#include "fs/fs.h"
 
 #define WORKSPACE_YML_MAX (64 * 1024) /* workspace.yml is a few hundred bytes */
 
@@ -876,6 +878,42 @@ pid_t workspace_daemon_pid(const struct workspace *ws)
 	bool live = pid_alive(pid) && workspace_fuse_mount_at(mnt, NULL, 0) == 1;
 	free(mnt);
 	return live ? pid : 0;
+}
+
+int workspace_daemon_flush(const struct workspace *ws, int timeout_ms)
+{
+	pid_t pid = workspace_daemon_pid(ws);
+	if (!pid)
+		return 0; /* no daemon: the journal file is all there is */
+	char *req = workspace_path(ws, FS_FLUSH_FILE);
+	if (!req)
+		return -ENOMEM;
+	int fd = open(req, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int r = fd < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
+	if (r == 0 && kill(pid, SIGUSR2) < 0)
+		r = -errno;
+	/* The daemon removes the file once the journal is written out. */
+	for (int waited = 0; r == 0; waited += 5) {
+		if (access(req, F_OK) < 0) {
+			r = errno == ENOENT ? 0 : -errno;
+			break;
+		}
+		if (!pid_alive(pid)) {
+			r = -ESRCH;
+		} else if (waited >= timeout_ms) {
+			r = -ETIMEDOUT;
+		} else {
+			struct timespec ts = {0, 5 * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+	}
+	if (r < 0)
+		unlink(req); /* leave no request behind */
+	free(req);
+	return r;
 }
 
 enum workspace_state workspace_state(const struct workspace *ws, pid_t *pid, char **mnt)

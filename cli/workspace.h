@@ -53,6 +53,14 @@ int workspace_find(const char *root, const char *mnt_or_name, struct workspace *
  * mountpoint is a FUSE mount in /proc/self/mountinfo), or 0 if none. */
 pid_t workspace_daemon_pid(const struct workspace *ws);
 
+/* Ask the live daemon serving @ws to write its journal out (fs/fs.h
+ * FS_FLUSH_FILE: a request file and SIGUSR2) and wait, polling every 5 ms, up
+ * to @timeout_ms milliseconds until it has: every event acknowledged before
+ * the call is then in journal.jsonl.  Returns 0 when done or when no daemon
+ * serves @ws; -ETIMEDOUT, -ESRCH (the daemon exited) or another negative
+ * errno (e.g. -EPERM: the daemon is another user's), the request withdrawn. */
+int workspace_daemon_flush(const struct workspace *ws, int timeout_ms);
+
 /* Paths inside the workspace directory, malloc'd: "upper", "work", "journal.jsonl", ... */
 char *workspace_path(const struct workspace *ws, const char *leaf);
 

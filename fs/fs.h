@@ -40,8 +40,10 @@ struct fs_config {
 	 * path relative to git_dir, e.g. "objects/ab/cdef..."), before the
 	 * daemon answers ENOENT: it may create that entry in git_dir (an object
 	 * produced on demand) and return 0, and the lookup is tried again; or
-	 * return a negative errno.  Runs on a request thread; NULL for none.
-	 * Receives git_prepare_arg. */
+	 * return a negative errno.  Before a directory under .git is listed it
+	 * is also called with that directory's path and a trailing '/'
+	 * ("objects/ab/"), to make every entry that should be listed.  Runs on
+	 * a request thread; NULL for none.  Receives git_prepare_arg. */
 	int (*git_fault)(void *arg, const char *rel);
 };
 

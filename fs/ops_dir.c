@@ -106,6 +106,18 @@ static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct d
 		return -ENOMEM;
 	char path[FS_PATH_MAX];
 	struct stat st;
+	if (fs->cfg->git_fault && fs->git_fd >= 0 && n != &fs->root) {
+		/* Entries of the private .git made on demand must show in a
+		 * listing too (fs.h, git_fault). */
+		char gp[FS_PATH_MAX + 1];
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		int pr = node_path(n, gp, sizeof(gp) - 1);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (pr == 0 && strncmp(gp, ".git/", 5) == 0) {
+			strcat(gp, "/");
+			fs->cfg->git_fault(fs->cfg->git_prepare_arg, gp + 5);
+		}
+	}
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	int r = view_getattr(fs, n, &st);
 	if (r == 0 && !S_ISDIR(n->type))

@@ -18,6 +18,7 @@
 
 #include "fs/internal.h"
 #include "fs/layout.h"
+#include "policy/symlink.h"
 
 /* Bit 63 marks inode numbers of upper-only entries when the layers live on
  * different devices, so they never collide with lower inode numbers. */
@@ -65,88 +66,6 @@ bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 	return policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
 }
 
-/*
- * Does the lower symlink at @lpath point outside the repository or at a
- * hidden path?  Resolved lexically against the lower, following further
- * lower symlinks (at most 40, like the kernel's MAXSYMLINKS), without ever
- * opening a target.  Unsure means yes.
- */
-static bool symlink_unsafe(struct agentfs *fs, const char *lpath)
-{
-	char target[FS_PATH_MAX];
-	char cur[FS_PATH_MAX]; /* resolved prefix */
-	char pending[FS_PATH_MAX * 2];
-	const char *leaf;
-	int dfd = layer_open_parent(fs, fs->lower_fd, lpath, &leaf);
-	if (dfd < 0)
-		return true;
-	ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
-	close(dfd);
-	if (n <= 0)
-		return true;
-	target[n] = 0;
-	if (target[0] == '/')
-		return true;
-	/* cur = directory of the link */
-	size_t dl = (size_t)(leaf - lpath);
-	memcpy(cur, lpath, dl ? dl - 1 : 0);
-	cur[dl ? dl - 1 : 0] = 0;
-	snprintf(pending, sizeof(pending), "%s", target);
-	int hops = 0;
-	char *p = pending;
-	while (*p) {
-		char *slash = strchr(p, '/');
-		if (slash)
-			*slash = 0;
-		char *comp = p;
-		p = slash ? slash + 1 : p + strlen(p);
-		if (!*comp || strcmp(comp, ".") == 0)
-			continue;
-		if (strcmp(comp, "..") == 0) {
-			if (!cur[0])
-				return true; /* escapes the repository */
-			char *s = strrchr(cur, '/');
-			if (s)
-				*s = 0;
-			else
-				cur[0] = 0;
-			continue;
-		}
-		char next[FS_PATH_MAX];
-		if (path_join(next, sizeof(next), cur, comp) < 0)
-			return true;
-		struct stat st;
-		bool exists = layer_stat(fs, fs->lower_fd, next, &st) == 0;
-		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
-		if (policy_decide_path(fs->policy, next, is_dir,
-				       exists ? (uint64_t)st.st_size : 0) == POLICY_HIDDEN)
-			return true;
-		if (exists && S_ISLNK(st.st_mode)) {
-			if (++hops > 40)
-				return true;
-			char t2[FS_PATH_MAX];
-			int d2 = layer_open_parent(fs, fs->lower_fd, next, &leaf);
-			if (d2 < 0)
-				return true;
-			ssize_t m = readlinkat(d2, leaf, t2, sizeof(t2) - 1);
-			close(d2);
-			if (m <= 0)
-				return true;
-			t2[m] = 0;
-			if (t2[0] == '/')
-				return true;
-			char rest[FS_PATH_MAX * 2];
-			if ((size_t)snprintf(rest, sizeof(rest), "%s/%s", t2, p) >= sizeof(rest))
-				return true;
-			memcpy(pending, rest, strlen(rest) + 1);
-			p = pending;
-			continue;
-		}
-		memcpy(cur, next, strlen(next) + 1);
-	}
-	return false;
-}
-
 enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, const struct stat *st)
 {
 	/* The repository's own .git is never the agent's, whatever the rules
@@ -160,7 +79,7 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, co
 	if (d == POLICY_HIDDEN)
 		return d;
 	if (S_ISLNK(st->st_mode) && policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
-	    symlink_unsafe(fs, lpath))
+	    policy_symlink_unsafe(fs->policy, fs->lower_fd, lpath))
 		return POLICY_HIDDEN;
 	return d;
 }

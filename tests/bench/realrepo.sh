@@ -19,7 +19,8 @@
 #   6. the lower is unchanged: git status --porcelain in REPO is empty and HEAD
 #      is the same
 # On a failure: the command, what was expected, what came, and the daemon.log
-# tail.  Always unmounts (trap); only waits for the daemon it started.
+# tail.  Always unmounts (trap); only signals the daemon it started.  With
+# REALREPO_KEEP=1 the scratch directory (workspace, journal, patch) is kept.
 
 # The whole script is one compound command: bash parses it fully before running
 # it, so editing the file during a run cannot change the run.
@@ -65,7 +66,11 @@ cleanup() {
 			timeout 10 fusermount3 -uz -- "$MNT" 2>/dev/null
 	fi
 	[ -n "$PID" ] && kill -0 "$PID" 2>/dev/null && kill "$PID"
-	rm -rf -- "$T"
+	if [ -n "${REALREPO_KEEP:-}" ]; then
+		echo "kept: $T (workspace in $STATE/workspaces/mnt)"
+	else
+		rm -rf -- "$T"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -102,10 +107,10 @@ t1=$(now_us)
 PID=$(awk 'NR == 1 { print $1 }' "$STATE/workspaces/mnt/daemon.pid" 2>/dev/null)
 say "mount until first ls: $(secs "$t0" "$t1") s"
 t0=$(now_us)
-nfiles=$(cd "$MNT" && find . -type f | wc -l)
+nfiles=$(cd "$MNT" && find . -path ./.git -prune -o -type f -print | wc -l)
 t1=$(now_us)
 nlower=$(cd "$REPO" && find . -path ./.git -prune -o -type f -print | wc -l)
-say "files in the view: $nfiles (lower outside .git: $nlower; hidden by policy: $((nlower - nfiles))); find took $(secs "$t0" "$t1") s"
+say "files in the view outside .git: $nfiles (lower: $nlower; hidden by policy: $((nlower - nfiles))); find took $(secs "$t0" "$t1") s; .git in the view: $(cd "$MNT" && find .git -type f 2>/dev/null | wc -l) files"
 
 # 2. build
 t0=$(now_us)
@@ -195,7 +200,12 @@ rc=$?
 t1=$(now_us)
 say "unmount: $(secs "$t0" "$t1") s; journal: $(wc -l <"$STATE/workspaces/mnt/journal.jsonl" 2>/dev/null) records, $(du -sh "$STATE/workspaces/mnt/journal.jsonl" 2>/dev/null | cut -f1); upper: $(du -sh "$STATE/workspaces/mnt/upper" | cut -f1)"
 "$AGENTFS" verify --state-dir "$STATE" mnt >"$T/verify.out" 2>&1
-say "agentfs verify mnt: exit $? ($(tail -1 "$T/verify.out"))"
+rc=$?
+if [ $rc = 0 ]; then
+	say "agentfs verify mnt: ok ($(tail -1 "$T/verify.out"))"
+else
+	fail "agentfs verify --state-dir $STATE mnt (after unmount)" "exit 0" "exit $rc: $(head -3 "$T/verify.out" | tr '\n' '|')"
+fi
 [ $FAILED = 0 ] && say "RESULT: ok" || say "RESULT: FAILED"
 exit $FAILED
 exit

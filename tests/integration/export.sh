@@ -114,6 +114,69 @@ compare_with_view "$T/clone2" "git apply"
 assert_eq "the hidden file of the renamed directory stays in the repository" \
 	"$(cat "$REPO/config/id_rsa")" "$(cat "$T/clone/config/id_rsa" 2>&1)"
 
+# ------------------------------------------------------------------ export --evidence
+# Before the patch, what the agent read, wrote and was refused, for a reviewer;
+# git apply and git am skip it.
+step "the agent reads src/main.c" t cat "$MNT/src/main.c"
+refuse "the agent looks up onlysecret/.env (hidden)" "No such file or directory" \
+	t cat "$MNT/onlysecret/.env"
+run af export --conflicts=skip --evidence -o "$T/evidence.patch" "$MNT"
+assert_eq "export --evidence exits 0" 0 "$RC"
+af export --conflicts=skip "$MNT" >"$T/plain.patch" 2>/dev/null
+ev=$(sed '/^diff --git /,$d' "$T/evidence.patch")
+# section TITLE: the indented lines under the block's line "TITLE (N):"
+section() {
+	awk -v h="$1 (" 'index($0, h) == 1 { on = 1; next } /^[^ ]/ { on = 0 } on' <<<"$ev"
+}
+assert_contains "the evidence names the workspace" "  workspace:   mnt" "$ev"
+assert_contains "  ...the repository" "  repository:  $REPO" "$ev"
+assert_contains "  ...the base commit (HEAD at mount)" \
+	"  base commit: $(git -C "$REPO" rev-parse HEAD^)" "$ev"
+assert_contains "  ...the journal's verdict" "  verify:      journal intact:" "$ev"
+assert_contains "  ...the file the agent read" "  src/main.c" "$(section Read)"
+assert_contains "  ...a file the agent wrote" "  README.md" "$(section Written)"
+assert_contains "  ...a file the agent created" "  with space.txt" "$(section Created)"
+assert_contains "  ...a name with a newline, escaped" '  new\x0aline.txt' "$(section Created)"
+assert_contains "  ...a file the agent deleted" "  src/old.c" "$(section Deleted)"
+assert_contains "  ...the directory the agent renamed" "  docs -> documentation" \
+	"$(section Renamed)"
+concealed=$(section "Refused, concealed")
+assert_contains "  ...the concealed lookup of onlysecret/.env" "  onlysecret/.env" "$concealed"
+assert_contains "  ...the concealed lookup of .env" "  .env" "$concealed"
+assert_contains "  ...the processes by name" "  cat " "$(section "Processes by name")"
+assert_not_contains "the evidence holds no secret" "$SECRET_MARK" "$ev"
+# Only the block's own labels start a line: nothing a patch parser could take.
+assert_eq "no line of the evidence starts like a patch or an mbox message" "" \
+	"$(grep -E '^(diff |--- |\+\+\+ |@@ |From |Index: )' <<<"$ev")"
+assert_eq "the rest is the patch, unchanged" "$(cat "$T/plain.patch")" \
+	"$(sed -n '/^diff --git /,$p' "$T/evidence.patch")"
+for how in "--index" ""; do
+	must "git clone the repository (evidence, apply $how)" \
+		git clone -q --no-hardlinks "$REPO" "$T/clone-ev$how"
+	step "git apply $how of the export --evidence" \
+		git -C "$T/clone-ev$how" apply $how "$T/evidence.patch"
+	git -C "$T/clone-ev$how" add -A
+	compare_with_view "$T/clone-ev$how" "git apply $how of the export --evidence"
+done
+run af export --conflicts=skip --evidence --format=stat "$MNT"
+assert_contains "export --evidence --format=stat: the block, then the stat" \
+	"$(printf '  cat ')" "$(sed '/files changed/,$d' <<<"$OUT")"
+assert_contains "  ...the stat follows it" "files changed" "$(sed '1,/^Processes by name/d' <<<"$OUT")"
+af export --conflicts=skip --evidence --format=mbox "$MNT" >"$T/evidence.mbox" 2>/dev/null
+must "git clone the repository at the HEAD at mount (mbox)" \
+	git clone -q --no-hardlinks "$REPO" "$T/clone-mbox"
+git -C "$T/clone-mbox" checkout -q HEAD^ 2>/dev/null
+step "git am of export --evidence --format=mbox" git -C "$T/clone-mbox" am -q "$T/evidence.mbox"
+assert_not_contains "  ...the commit message leaves the evidence out" "agentfs evidence" \
+	"$(git -C "$T/clone-mbox" log -1 --format=%B)"
+assert_contains "  ...the mbox holds it below the \"---\" line" "$(printf -- '---\nagentfs evidence')" \
+	"$(cat "$T/evidence.mbox")"
+refuse "export --evidence-max of a non-number is a usage error" "--evidence-max=x: expected" \
+	af export --evidence-max=x "$MNT"
+run af export --conflicts=skip --evidence --evidence-max=1 "$MNT"
+assert_contains "--evidence-max=1 lists one path per kind and counts the rest" "  ... and " \
+	"$(sed '/^diff --git /,$d' <<<"$OUT")"
+
 # ------------------------------------------------------------------ discard
 refuse "discard refuses a path outside the view" "outside the view" af discard "$MNT" /etc/passwd
 refuse "discard refuses .. above the top" "outside the view" af discard "$MNT" ../x
@@ -146,6 +209,55 @@ assert_eq "status is empty after discarding everything" "" "$(af status "$MNT" 2
 assert_file_eq "conf is gone, config is back" "$REPO/config/settings.yml" "$MNT/config/settings.yml"
 assert_enoent "$MNT/.env" "the agent's .env is gone (the repository's stays hidden)"
 assert_eq "export after discarding everything is empty" "" "$(af export "$MNT" 2>&1)"
+
+# ------------------------------------------------------------------ a file over hidden files
+# config/ holds the tracked id_rsa the agent cannot see: a file or symlink put
+# in config's place cannot go into the repository without deleting it, so it
+# is left out like a conflict (and never makes a patch git cannot apply).
+replaced_msg="config: replaced by a file, but the repository keeps files there the agent cannot see"
+sh_step "rm -rf config (holding hidden id_rsa), a file in its place" \
+	"rm -rf '$MNT/config' && printf 'agent file\n' >'$MNT/config'"
+run af status "$MNT"
+assert_contains "status marks the file over hidden files a conflict" "C config" "$OUT"
+refuse "export refuses the file over hidden files" "$replaced_msg" af export "$MNT"
+run af export --conflicts=skip -o "$T/over-hidden.patch" "$MNT"
+assert_eq "export --conflicts=skip leaves it out and exits 0" 0 "$RC"
+assert_contains "export --conflicts=skip names it" "$replaced_msg; left out" "$OUT"
+must "git clone the repository (file over hidden files)" \
+	git clone -q --no-hardlinks "$REPO" "$T/clone3"
+step "git apply --index of that export" git -C "$T/clone3" apply --index "$T/over-hidden.patch"
+assert_eq "the hidden id_rsa stays in the repository" \
+	"$(cat "$REPO/config/id_rsa")" "$(cat "$T/clone3/config/id_rsa" 2>&1)"
+step "discard config" af discard "$MNT" config
+# The same by RENAME_EXCHANGE of config with a file: config is a file, README.md a directory.
+step "renameat2(RENAME_EXCHANGE) config README.md" fsops rename-exchange "$MNT/config" "$MNT/README.md"
+run af status "$MNT"
+assert_contains "status after the exchange marks config a conflict" "C config" "$OUT"
+refuse "export refuses the exchanged directory" "$replaced_msg" af export "$MNT"
+run af export --conflicts=skip -o "$T/exchange.patch" "$MNT"
+assert_eq "export --conflicts=skip after the exchange exits 0" 0 "$RC"
+must "git clone the repository (exchange)" git clone -q --no-hardlinks "$REPO" "$T/clone4"
+step "git apply --index of the exchange's export" git -C "$T/clone4" apply --index "$T/exchange.patch"
+assert_eq "the hidden id_rsa stays after the exchange" \
+	"$(cat "$REPO/config/id_rsa")" "$(cat "$T/clone4/config/id_rsa" 2>&1)"
+step "discard of everything after the exchange" af discard "$MNT"
+assert_eq "status is empty again" "" "$(af status "$MNT" 2>&1)"
+
+# ------------------------------------------------------------------ rmdir of a dir of hidden files
+# onlysecret/ holds only a hidden .env: it looks empty, rmdir succeeds (a
+# whiteout in the upper), and no visible path changed, so status and export
+# say nothing; discard of that path drops the whiteout all the same.
+step "rmdir onlysecret (only hidden entries)" t rmdir "$MNT/onlysecret"
+assert_enoent "$MNT/onlysecret" "onlysecret is gone from the view"
+assert_eq "status shows nothing for it" "" "$(af status "$MNT" 2>&1)"
+assert_eq "export exports nothing for it" "" "$(af export "$MNT" 2>&1)"
+step "discard onlysecret drops the whiteout" af discard "$MNT" onlysecret
+step "onlysecret is a directory in the view again (the daemon was told)" \
+	t test -d "$MNT/onlysecret"
+run t ls -A "$MNT/onlysecret"
+assert_eq "  ...that still looks empty" "0 " "$RC $OUT"
+refuse "discard of it again: no change at this path" "no change at this path" \
+	af discard "$MNT" onlysecret
 
 # ------------------------------------------------------------------ errors
 refuse "export of a path that is no workspace" \

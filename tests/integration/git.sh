@@ -209,6 +209,33 @@ run git -C "$REPO" log -1 --format=%s agent/task4
 assert_eq "committed-only ends on the agent's last commit" "agent: second" "$OUT"
 sh_step "undo the Makefile edit" "cd '$MNT' && git checkout -q -- Makefile"
 
+# A file where config/ was: config/ holds the tracked id_rsa the agent cannot
+# see, which a promote must carry over, never delete.  Refused like a conflict.
+replaced_msg="config: replaced by a file, but the repository keeps files there the agent cannot see"
+sh_step "the agent replaces config (holding hidden id_rsa) by a file" \
+	"cd '$MNT' && rm -rf config && printf 'agent file\n' >config"
+refuse "promote refuses a file over hidden tracked files" "$replaced_msg" \
+	af promote "$MNT" --branch agent/over
+run git -C "$REPO" rev-parse --verify -q refs/heads/agent/over
+assert_ne "no branch after that refusal" 0 "$RC"
+refuse "--conflicts=take cannot take it either" "$replaced_msg" \
+	af promote "$MNT" --branch agent/over --conflicts=take
+step "--conflicts=skip leaves it out" af promote "$MNT" --branch agent/over --conflicts=skip
+run git -C "$REPO" show agent/over:config/id_rsa
+assert_contains "the hidden tracked file is carried over (skip)" "$SECRET_MARK" "$OUT"
+step "the agent commits the file over config" \
+	bash -c "cd '$MNT' && git add -A config && git commit -qm 'agent: config file'"
+refuse "promote refuses the agent's commit of it" "$replaced_msg" \
+	af promote "$MNT" --branch agent/over2
+step "--conflicts=skip leaves it out of the agent's commit too" \
+	af promote "$MNT" --branch agent/over2 --conflicts=skip
+run git -C "$REPO" show agent/over2:config/id_rsa
+assert_contains "the hidden tracked file is carried over (committed, skip)" "$SECRET_MARK" "$OUT"
+step "discard config" af discard "$MNT" config
+step "drop the agent's commit of it" G reset -q HEAD~1
+run G status --porcelain=v1 --untracked-files=no
+assert_eq "the mount is back to the uncommitted README.md" " M README.md" "$OUT"
+
 # ------------------------------------------------------------------ secrets
 AWS_KEY=AKIA$(printf 'QWERTYUIOPASDFGH')
 sh_step "the agent writes an access key" "cd '$MNT' && printf 'x = 1\naws_key = \"%s\"\n' '$AWS_KEY' >config.py"

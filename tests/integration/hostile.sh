@@ -55,7 +55,9 @@ no_secret() {
 
 # conceal_journaled PATH: the journal has a conceal record for PATH.
 conceal_journaled() {
-	if grep -F '"op":"conceal"' "$J" | grep -qF "\"path\":\"$1\""; then
+	# Not "grep -q" after a pipe: it exits at the first match and, under
+	# pipefail, the writer's SIGPIPE would fail the check.
+	if grep -F '"op":"conceal"' "$J" | grep -F "\"path\":\"$1\"" >/dev/null; then
 		pass "  ...the attempt on $1 is journaled as conceal"
 	else
 		fail "  ...the attempt on $1 is journaled as conceal" \

@@ -99,6 +99,17 @@ assert_contains "log --follow shows a write made while it runs" '"path":"followe
 
 step "verify passes on a live workspace" af verify "$MNT"
 
+# No settling: verify and log ask the daemon to write its journal out first
+# (the flush handshake), so files written just before are on record.
+sh_step "write files, then at once verify and log" "
+	mkdir '$MNT/fresh'
+	for i in \$(seq 1 20); do printf '%s\n' \$i >'$MNT/fresh/f'\$i.txt; done
+	'$AGENTFS' verify --state-dir '$STATE' '$MNT' >'$T/fresh.verify' 2>&1 || { cat '$T/fresh.verify'; exit 1; }"
+assert_not_contains "  ...verify knows every file just written" "no record" "$(cat "$T/fresh.verify")"
+printf 'last\n' >"$MNT/fresh/last.txt"
+assert_contains "log at once shows the write just made" '"path":"fresh/last.txt"' \
+	"$(af log --json --op write --path 'fresh/*' "$MNT" 2>&1)"
+
 # ------------------------------------------------------------------ tampering
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "$OUT"; fi

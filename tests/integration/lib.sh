@@ -336,7 +336,7 @@ _is_our_daemon() {
 	local pid=$1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	kill -0 "$pid" 2>/dev/null || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q agentfs
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep agentfs >/dev/null
 }
 
 # mount_ws REPO MNT [OPTION...]: agentfs mount --state-dir $STATE OPTION... REPO MNT

@@ -49,6 +49,32 @@ refused "a subdirectory of a working tree is refused, naming the top level" \
 echo x >"$T/afile"
 refused "a regular file as REPO is refused" "not a directory" "$T/m" "$T/afile" "$T/m"
 
+# A repository another user owns: git (and libgit2) refuse it unless listed in
+# safe.directory; the refusal must say so, not "not a git working tree".  Root
+# makes the repository (root's) and mounts it as the test user.
+user=${AGENTFS_TEST_USER:-agentfs-test}
+if [ "$(id -u)" -eq 0 ] && command -v runuser >/dev/null && id -u "$user" >/dev/null 2>&1; then
+	OTHER=$T/other
+	mkdir -p "$OTHER/home" "$OTHER/m" && chown -R "$user" "$OTHER"
+	run runuser -u "$user" -- env HOME="$OTHER/home" XDG_CONFIG_HOME="$OTHER/home/.config" \
+		"$AGENTFS" mount --state-dir "$OTHER/state" "$REPO" "$OTHER/m"
+	errs=()
+	[ "$RC" -ne 0 ] && [ "$RC" -ne 124 ] || errs+=("exit status $RC")
+	[[ $OUT == "agentfs: mount: $REPO: owned by another user (git's safe.directory rule)"* ]] ||
+		errs+=("not the ownership refusal")
+	[ "$(printf '%s\n' "$OUT" | wc -l)" -eq 1 ] || errs+=("not one line")
+	is_mounted "$OTHER/m" && errs+=("$OTHER/m is mounted")
+	[ -z "$(ls -A "$OTHER/state/workspaces" 2>/dev/null)" ] || errs+=("a workspace is left")
+	if [ ${#errs[@]} -eq 0 ]; then
+		pass "a repository owned by another user is refused naming safe.directory"
+	else
+		fail "a repository owned by another user is refused naming safe.directory" "${errs[@]}" "$OUT"
+	fi
+else
+	skip "a repository owned by another user is refused naming safe.directory" \
+		"needs root, runuser and the user $user"
+fi
+
 # ------------------------------------------------------------------ the mountpoint
 mkdir -p "$T/full" && touch "$T/full/x"
 refused "a mountpoint that is not empty is refused" "not empty" "$T/full" "$REPO" "$T/full"

@@ -162,6 +162,36 @@ assert_content "a write to a --rw path lands there" "$HOME/.agent/session" "stat
 refuse "--rw of the repository is refused" "would show the repository" arun2 --rw "$REPO" "$MNT" -- true
 refuse "--ro of the state dir is refused" "would show the state directory" \
 	arun2 --ro "$STATE" "$MNT" -- true
+# The same directories under other paths (bind mounts, root only, in a private
+# mount namespace that goes with the command): refused by device and inode.
+if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+	mkdir -p "$T/bind-repo" "$T/bind-top" "$T/bind-state"
+	# bind SRC DST -- agentfs run ARGS...: run with SRC bound at DST
+	bound() {
+		local src=$1 dst=$2
+		shift 2
+		t unshare -m --propagation private bash -c \
+			'mount --bind "$1" "$2" && shift 2 && exec "$@"' _ "$src" "$dst" \
+			"$AGENTFS" run --state-dir "$STATE" "$@"
+	}
+	refuse "--ro of a bind mount of the repository is refused" "would show the repository" \
+		bound "$REPO" "$T/bind-repo" --ro "$T/bind-repo" "$MNT" -- true
+	refuse "--rw of a directory inside that bind mount is refused" "would show the repository" \
+		bound "$REPO" "$T/bind-repo" --rw "$T/bind-repo/src" "$MNT" -- true
+	refuse "--ro of a bind mount of the repository's parent is refused" \
+		"would show the repository" bound "$(dirname "$REPO")" "$T/bind-top" \
+		--ro "$T/bind-top" "$MNT" -- true
+	refuse "--ro of a bind mount of the state dir is refused" "would show the state directory" \
+		bound "$STATE" "$T/bind-state" --ro "$T/bind-state" "$MNT" -- true
+	is_mounted "$T/bind-repo" && fail "the bind mounts went with their namespace" ||
+		pass "the bind mounts went with their namespace"
+else
+	for d in "a bind mount of the repository" "a directory inside that bind mount" \
+		"a bind mount of the repository's parent" "a bind mount of the state dir" \
+		"(the bind mounts' namespace)"; do
+		skip "--ro of $d is refused" "needs root for bind mounts in a mount namespace"
+	done
+fi
 
 # ---------------------------------------------------------------- environment
 export AGENTFS_TEST_TOKEN=tok-$SECRET_MARK MY_API_KEY=key-$SECRET_MARK PLAIN_VAR=plain
@@ -307,6 +337,31 @@ assert_contains "the run record holds the command line" '"argv":["sh","-c","exit
 assert_contains "... and the settings" '"settings":{"net":"allow","allow":["127.0.0.1:'"$PA"'"],"read_only":false' \
 	"$(cat "$RUNLOG")"
 assert_contains "the exit record holds the status" '"op":"exit"' "$(grep '"status":7' "$RUNLOG")"
+
+# agentfs verify checks run.jsonl by the same chain rule, naming its first bad record.
+run af verify mnt
+assert_eq "verify passes after the runs" 0 "$RC"
+assert_contains "  ...and checked run.jsonl" "run journal intact: $seq records, chain verified" "$OUT"
+cp "$RUNLOG" "$T/run.jsonl.orig"
+# One byte of record 2 (a digit of its time), the JSON still valid: record 3's
+# prev no longer matches, and record 2 is blamed.
+"$PY" - "$RUNLOG" <<'PYEOF'
+import re, sys
+lines = open(sys.argv[1], "rb").read().split(b"\n")
+m = re.search(rb'"time_ns":\d*(\d)', lines[1])
+d = m.group(1)[0]
+lines[1] = lines[1][:m.start(1)] + bytes([ord("0") + (d - ord("0") + 1) % 10]) + lines[1][m.end(1):]
+open(sys.argv[1], "wb").write(b"\n".join(lines))
+PYEOF
+refuse "verify fails after a byte of run.jsonl is edited, naming the record" \
+	"agentfs: verify: $RUNLOG: record 2 (line 2): record 2 was edited" af verify mnt
+refuse "verify of run.jsonl alone names the same record" "$RUNLOG: record 2 (line 2)" \
+	af verify "$RUNLOG"
+sed -i 3d "$RUNLOG"
+refuse "verify names a removed record of run.jsonl" \
+	"$RUNLOG: record 3 (line 3): record 3 is missing (found seq 4)" af verify mnt
+cp "$T/run.jsonl.orig" "$RUNLOG"
+step "verify passes again with run.jsonl restored" af verify mnt
 
 # ---------------------------------------------------------------- run REPO mounts and unmounts
 run arun --name via-repo "$REPO" -- sh -c 'cat README.md; pwd'

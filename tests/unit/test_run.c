@@ -23,6 +23,9 @@ START_TEST(env_allowlist_and_named)
 			    "HOME=/home/p",
 			    "GITHUB_TOKEN=t",
 			    "AWS_REGION=eu",
+			    "AWS_CA_BUNDLE=/etc/ssl/ca.pem",
+			    "AWS_SESSION_TOKEN=s",
+			    "AWS_ACCESS_KEY_ID=a",
 			    "MY_API_KEY=k",
 			    "PLAIN=p",
 			    "LC_ALL=C",
@@ -41,7 +44,11 @@ START_TEST(env_allowlist_and_named)
 	ck_assert(has(&e.envp, "EXTRA=1"));
 	ck_assert_uint_eq(e.envp.n, 5);
 	ck_assert(has(&e.dropped, "GITHUB_TOKEN"));
-	ck_assert(has(&e.dropped, "AWS_REGION"));
+	ck_assert(has(&e.dropped, "AWS_SESSION_TOKEN"));
+	ck_assert(has(&e.dropped, "AWS_ACCESS_KEY_ID"));
+	/* dropped, but no credential: not named as one */
+	ck_assert(!has(&e.dropped, "AWS_REGION"));
+	ck_assert(!has(&e.dropped, "AWS_CA_BUNDLE"));
 	ck_assert(has(&e.dropped, "MY_API_KEY"));
 	ck_assert(has(&e.dropped, "SSH_AUTH_SOCK"));
 	ck_assert(!has(&e.dropped, "PLAIN"));
@@ -55,6 +62,22 @@ START_TEST(env_allowlist_and_named)
 	ck_assert_int_eq(runenv_build(environ_, bad, 1, "/h", &e, err, sizeof(err)), -EINVAL);
 	char *home[] = {"HOME=/x"};
 	ck_assert_int_eq(runenv_build(environ_, home, 1, "/h", &e, err, sizeof(err)), -EINVAL);
+}
+END_TEST
+
+/* The exemptions are exact names: near misses and real AWS secrets still count. */
+START_TEST(env_credential_exemptions)
+{
+	static const char *const not_secret[] = {
+	    "AWS_CA_BUNDLE", "aws_ca_bundle",	   "AWS_REGION", "AWS_DEFAULT_REGION",
+	    "AWS_PROFILE",   "AWS_DEFAULT_OUTPUT", "AWS_PAGER"};
+	for (size_t i = 0; i < sizeof(not_secret) / sizeof(*not_secret); i++)
+		ck_assert_msg(!runenv_credential_like(not_secret[i]), "%s", not_secret[i]);
+	static const char *const secret[] = {
+	    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID",
+	    "AWS_CA_BUNDLE_TOKEN",   "MY_AWS_REGION_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE"};
+	for (size_t i = 0; i < sizeof(secret) / sizeof(*secret); i++)
+		ck_assert_msg(runenv_credential_like(secret[i]), "%s", secret[i]);
 }
 END_TEST
 
@@ -142,6 +165,7 @@ int main(void)
 	Suite *s = suite_create("run");
 	TCase *tc = tcase_create("run");
 	tcase_add_test(tc, env_allowlist_and_named);
+	tcase_add_test(tc, env_credential_exemptions);
 	tcase_add_test(tc, allowlist_matching);
 	tcase_add_test(tc, request_parsing);
 	tcase_add_test(tc, etc_secrets_by_name);
