@@ -14,6 +14,7 @@
 
 #include "cli/changes.h"
 #include "cli/cli.h"
+#include "journal/journal.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
 #include "fs/layout.h"
@@ -413,6 +414,13 @@ int cmd_discard(int argc, char **argv)
 	}
 	if (r2 < 0)
 		goto out;
+	/* The journal says what was discarded: a serving daemon records the
+	 * paths it is told to forget; otherwise this command appends them. */
+	struct journal *j = NULL;
+	char *jpath = pid > 0 ? NULL : workspace_path(ws, "journal.jsonl");
+	if (jpath && journal_open(&j, jpath, JOURNAL_SYNC_ALWAYS) < 0)
+		j = NULL;
+	free(jpath);
 	for (size_t i = 0; i < before->count; i++) {
 		const struct change *b = &before->items[i];
 		const struct change *a = find(after, b->path);
@@ -421,7 +429,25 @@ int cmd_discard(int argc, char **argv)
 		char *q = changes_quote(b->path);
 		printf("%c %s\n", change_code(b), q ? q : b->path);
 		free(q);
+		struct journal_event ev = {.op = JOP_DISCARD,
+					   .pid = getpid(),
+					   .uid = getuid(),
+					   .path = b->path,
+					   .detail = "agentfs discard"};
+		journal_record(j, &ev);
 	}
+	for (size_t i = 0; j && i < npaths; i++) {
+		if (!has_change(before, paths[i])) {
+			/* a whiteout with no visible change (hidden-only directory) */
+			struct journal_event ev = {.op = JOP_DISCARD,
+						   .pid = getpid(),
+						   .uid = getuid(),
+						   .path = paths[i],
+						   .detail = "agentfs discard"};
+			journal_record(j, &ev);
+		}
+	}
+	journal_close(j);
 	status = r < 0 ? 1 : 0;
 out:
 	if (fflush(stdout) != 0)

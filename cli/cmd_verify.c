@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,7 +30,8 @@ const char cmd_verify_usage[] =
     "Recovery records (files changed without a record after a crash) are listed.\n"
     "The run journal beside it (run.jsonl, what `agentfs run` did), when there is\n"
     "one, is checked by the same chain rule; it has no head file, so records\n"
-    "removed from its end are not detected.  JOURNAL may name a run.jsonl alone.\n"
+    "removed from its end, or an edit of its last record that leaves it valid\n"
+    "JSON, are not detected.  JOURNAL may name a run.jsonl alone.\n"
     "\n"
     "The chain uses xxh3-128: it detects accidents and naive tampering, not a\n"
     "forger who rewrites the journal and recomputes every hash.  While the\n"
@@ -156,6 +158,18 @@ static bool is_run_journal(const char *path)
 	return strcmp(slash ? slash + 1 : path, "run.jsonl") == 0;
 }
 
+/* Does the workspace whose upper is @upper serve a private .git (its git/
+ * beside upper/)?  Then ".git/..." records are not the upper's. */
+static bool private_git_beside(const char *upper)
+{
+	if (!upper)
+		return false;
+	char p[PATH_MAX];
+	struct stat st;
+	return snprintf(p, sizeof(p), "%s/../git", upper) < (int)sizeof(p) && stat(p, &st) == 0 &&
+	       S_ISDIR(st.st_mode);
+}
+
 int cmd_verify(int argc, char **argv)
 {
 	enum { OPT_NO_UPPER = 256, OPT_STATE };
@@ -220,6 +234,7 @@ int cmd_verify(int argc, char **argv)
 	}
 	/* Notes go to stdout as they come; the verdict is the last line. */
 	struct journal_verify v = {.note = print_note, .arg = &quiet};
+	v.skip_git = private_git_beside(upper);
 	int r = journal_verify_file(journal, upper_fd, &v);
 	if (upper_fd >= 0)
 		close(upper_fd);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,10 @@ static int put_verify(FILE *out, const struct workspace *ws, const char *journal
 	int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int upper_errno = upper_fd < 0 ? errno : 0;
 	struct journal_verify v = {0};
+	char *gitd = workspace_path(ws, "git");
+	struct stat gst;
+	v.skip_git = gitd && stat(gitd, &gst) == 0 && S_ISDIR(gst.st_mode);
+	free(gitd);
 	int r = journal_verify_file(journal, upper_fd, &v);
 	if (upper_fd >= 0)
 		close(upper_fd);

@@ -17,6 +17,7 @@
 
 #include "fs/internal.h"
 #include "fs/layout.h"
+#include "policy/symlink.h"
 
 #define CHUNK (1 << 20)
 
@@ -233,6 +234,13 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 			return lfd < 0 ? lfd : -errno;
 		}
 		target[len] = 0;
+		/* Decided again on the bytes copied: the person may have
+		 * retargeted the link since the agent looked it up. */
+		if (policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
+		    policy_symlink_target_unsafe(fs->policy, fs->lower_fd, n->lower, target)) {
+			close(pfd);
+			return -ENOENT;
+		}
 		if (symlinkat(target, pfd, leaf) < 0) {
 			r = -errno;
 		} else {

@@ -118,8 +118,12 @@ static void take_invalidations(struct agentfs *fs)
 			if (line[n - 1] == 0)
 				n--;
 			line[n] = 0;
-			if (n > 0)
+			if (n > 0) {
+				struct journal_event ev = {
+				    .op = JOP_DISCARD, .path = line, .detail = "agentfs discard"};
+				fs_record_ev(fs, NULL, &ev);
 				invalidate_path(fs, line);
+			}
 		}
 		free(line);
 		fclose(f);

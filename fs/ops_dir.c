@@ -106,6 +106,10 @@ static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct d
 		return -ENOMEM;
 	char path[FS_PATH_MAX];
 	struct stat st;
+	/* A listing of the root names .git (readdirplus even hands out its
+	 * node): not before the private repository is built. */
+	if (n == &fs->root)
+		git_wait(fs);
 	if (fs->cfg->git_fault && fs->git_fd >= 0 && n != &fs->root) {
 		/* Entries of the private .git made on demand must show in a
 		 * listing too (fs.h, git_fault). */

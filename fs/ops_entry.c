@@ -16,6 +16,7 @@
 
 #include "fs/internal.h"
 #include "fs/layout.h"
+#include "policy/symlink.h"
 
 void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev)
 {
@@ -391,12 +392,20 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 			close(pfd);
 		}
 	}
+	if (r == 0) {
+		target[len] = 0;
+		/* The person may have retargeted a lower link since it was
+		 * looked up: decide again on the very bytes handed out, or the
+		 * kernel would follow them out of the repository. */
+		if (!n->upper && policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
+		    policy_symlink_target_unsafe(fs->policy, fs->lower_fd, path, target))
+			r = -ENOENT;
+	}
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	target[len] = 0;
 	fuse_reply_readlink(req, target);
 }
 

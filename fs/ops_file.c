@@ -483,17 +483,38 @@ static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
 	return &fs->record_locks[((uintptr_t)n >> 6) % FS_RECORD_LOCKS];
 }
 
+/* The path to journal for @h: where its file is now (it may have been
+ * renamed since the open), or the path at open plus JOURNAL_F_UNLINKED when
+ * it has no name left.  Writes into @buf when the path changed. */
+static const char *current_path(struct agentfs *fs, struct handle *h, char *buf, size_t len,
+				uint32_t *flags)
+{
+	*flags = 0;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	const char *p = h->path;
+	if (h->node != &fs->root && !h->node->hashed)
+		*flags = JOURNAL_F_UNLINKED;
+	else if (node_path(h->node, buf, len) == 0)
+		p = buf;
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return p;
+}
+
 static void record_write(struct agentfs *fs, struct handle *h)
 {
 	h->wrote = false;
 	if (!fs->journal)
 		return;
+	char cur[FS_PATH_MAX];
+	uint32_t flags;
+	const char *path = current_path(fs, h, cur, sizeof(cur), &flags);
 	struct journal_event ev = {
 	    .op = JOP_WRITE,
 	    .pid = h->pid,
 	    .pid_start = h->pid_start,
 	    .uid = h->uid,
-	    .path = h->path,
+	    .flags = flags,
+	    .path = path,
 	    .bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
 	    .has_hash_before = h->has_before,
 	    .hash_before = h->before,
@@ -530,12 +551,16 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (h->wrote) {
 		record_write(fs, h);
 	} else if (fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY) {
+		char cur[FS_PATH_MAX];
+		uint32_t flags;
+		const char *path = current_path(fs, h, cur, sizeof(cur), &flags);
 		struct journal_event ev = {
 		    .op = JOP_READ,
 		    .pid = h->pid,
 		    .pid_start = h->pid_start,
 		    .uid = h->uid,
-		    .path = h->path,
+		    .flags = flags,
+		    .path = path,
 		    .bytes = h->rbytes,
 		};
 		pthread_mutex_t *lock = record_lock(fs, h->node);

@@ -19,7 +19,7 @@
  *   op        "mount" "unmount" "recover" "read" "write" "copyup" "truncate"
  *             "create" "mkdir" "mknod" "unlink" "rmdir" "rename" "link"
  *             "symlink" "setattr" "setxattr" "removexattr" "readdir"
- *             "conceal" "deny"
+ *             "conceal" "deny" "discard"
  *   result    0, or the errno name of the failure ("ENOENT", "EROFS", ...)
  *   pid, uid  the requesting process (for READ/WRITE: the one that opened the
  *             handle)
@@ -84,6 +84,7 @@ enum journal_op {
 	JOP_READDIR, /* a directory was listed */
 	JOP_CONCEAL, /* a lookup of a hidden name answered ENOENT */
 	JOP_DENY,    /* a change refused by policy (EROFS) */
+	JOP_DISCARD, /* agentfs discard dropped the agent's changes at a path */
 	JOP__COUNT
 };
 
@@ -96,7 +97,8 @@ struct journal_event {
 	const char *path;  /* view path, relative to the mount root; may be NULL */
 	const char *path2; /* rename/link destination, symlink target; may be NULL */
 	uint64_t bytes;	   /* bytes served (READ) or written (WRITE); size (TRUNCATE) */
-	uint32_t flags;	   /* rename flags, open flags, setattr valid mask */
+	uint32_t flags;	   /* rename flags, open flags, setattr valid mask; for READ and
+			    * WRITE: JOURNAL_F_UNLINKED */
 	uint32_t mode;	   /* create/mkdir/setattr mode */
 	bool has_hash_before;
 	bool has_hash_after;
@@ -109,6 +111,11 @@ struct journal_event {
 	 * captured at open).  0: look the process up now. */
 	uint64_t pid_start;
 };
+
+/* READ/WRITE flag: the file had no name left in the view when its handle was
+ * released (written, then unlinked while open): the record is evidence of
+ * the write, and says nothing about what the upper holds at @path. */
+#define JOURNAL_F_UNLINKED 0x80000000u
 
 enum journal_sync {
 	JOURNAL_SYNC_INTERVAL = 0, /* write and fdatasync every ~100 ms and at close (default) */
@@ -239,6 +246,9 @@ struct journal_verify {
 	uint64_t upper_bad;	/* of which differ from their last record, are unrecorded,
 				 * or recorded but missing */
 	char upper_first[1024]; /* the first upper problem, one line */
+	/* Set by the caller: paths ".git" and below live in a workspace-private
+	 * git directory (fs_config.git_dir), not in the upper: not checked. */
+	bool skip_git;
 };
 
 /*

@@ -244,6 +244,8 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 	switch (e->op) {
 	case JOP_WRITE:
 	case JOP_COPYUP:
+		if (e->op == JOP_WRITE && (e->flags & JOURNAL_F_UNLINKED))
+			return 0;
 		if (e->has_hash_after)
 			return journal_pathmap_set(m, e->path, true, e->hash_after, e->seq);
 		if (e->op == JOP_COPYUP && e->has_hash_before)
@@ -269,6 +271,12 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 		journal_pathmap_del(m, e->path);
 		return 0;
 	case JOP_RMDIR:
+		journal_pathmap_del_tree(m, e->path);
+		return 0;
+	case JOP_DISCARD:
+		/* The path, and all below it, went back to the base: nothing
+		 * of it is left in the upper. */
+		journal_pathmap_del(m, e->path);
 		journal_pathmap_del_tree(m, e->path);
 		return 0;
 	case JOP_RENAME:

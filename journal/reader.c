@@ -245,7 +245,7 @@ static int parse_obj(json_t *o, struct journal_entry *e, char *err, size_t errle
 		if (!known)
 			return fail(err, errlen, "unknown key \"%.40s\"", key);
 	}
-	uint64_t u;
+	uint64_t u = 0;
 	int r;
 	if ((r = get_uint(o, "v", true, INT64_MAX, &u, err, errlen)) < 0)
 		return r;

@@ -24,6 +24,7 @@ static const char *const op_names[JOP__COUNT] = {
     [JOP_RENAME] = "rename",	 [JOP_LINK] = "link",	      [JOP_SYMLINK] = "symlink",
     [JOP_SETATTR] = "setattr",	 [JOP_SETXATTR] = "setxattr", [JOP_REMOVEXATTR] = "removexattr",
     [JOP_READDIR] = "readdir",	 [JOP_CONCEAL] = "conceal",   [JOP_DENY] = "deny",
+    [JOP_DISCARD] = "discard",
 };
 
 const char *journal_op_name(enum journal_op op)

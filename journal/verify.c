@@ -79,6 +79,11 @@ static void on_entry(void *arg, const struct journal_entry *e)
 	}
 }
 
+static bool under_git(const char *path)
+{
+	return strncmp(path, ".git", 4) == 0 && (path[4] == 0 || path[4] == '/');
+}
+
 struct upper_ctx {
 	struct journal_verify *v;
 	struct journal_pathmap *map, *seen;
@@ -89,6 +94,8 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 {
 	struct upper_ctx *c = arg;
 	(void)st;
+	if (c->v->skip_git && under_git(path))
+		return 0;
 	c->v->upper_files++;
 	int r = journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0);
 	if (r < 0)
@@ -124,7 +131,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 static void missing(void *arg, struct journal_pathent *e)
 {
 	struct upper_ctx *c = arg;
-	if (journal_pathmap_get(c->seen, e->path))
+	if (journal_pathmap_get(c->seen, e->path) || (c->v->skip_git && under_git(e->path)))
 		return;
 	char p[512];
 	show_path(e->path, p, sizeof(p));
@@ -136,9 +143,11 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 {
 	void (*keep_note)(void *, const char *) = v->note;
 	void *keep_arg = v->arg;
+	bool keep_skip_git = v->skip_git;
 	memset(v, 0, sizeof(*v));
 	v->note = keep_note;
 	v->arg = keep_arg;
+	v->skip_git = keep_skip_git;
 
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)

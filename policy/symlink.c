@@ -78,9 +78,17 @@ static bool read_link(int root, const char *rel, char *buf, size_t len)
 bool policy_symlink_unsafe(const struct policy *p, int lower_fd, const char *lpath)
 {
 	char target[PATH_MAX];
+	if (!read_link(lower_fd, lpath, target, sizeof(target)))
+		return true;
+	return policy_symlink_target_unsafe(p, lower_fd, lpath, target);
+}
+
+bool policy_symlink_target_unsafe(const struct policy *p, int lower_fd, const char *lpath,
+				  const char *target)
+{
 	char cur[PATH_MAX];	    /* the resolved prefix, a lower path */
 	char pending[2 * PATH_MAX]; /* components still to resolve */
-	if (!read_link(lower_fd, lpath, target, sizeof(target)) || target[0] == '/')
+	if (!target[0] || target[0] == '/' || strlen(target) >= PATH_MAX)
 		return true;
 	/* Start in the link's own directory. */
 	const char *slash = strrchr(lpath, '/');

@@ -32,4 +32,12 @@ struct policy;
  */
 bool policy_symlink_unsafe(const struct policy *p, int lower_fd, const char *lpath);
 
+/*
+ * The same decision for a target string already read from the symlink at
+ * @lpath: the mount checks the very bytes it hands to the kernel (readlink,
+ * copy-up), since the person may retarget a link after it was looked up.
+ */
+bool policy_symlink_target_unsafe(const struct policy *p, int lower_fd, const char *lpath,
+				  const char *target);
+
 #endif

@@ -16,16 +16,16 @@
 # fuse-overlayfs (the repository as lowerdir, fresh upper and work dirs; it has
 # no policy, so it shows .git), and agentfs (default policy, journal on).  With
 # --modes also agentfs-nojournal (--no-journal) and agentfs-nopolicy (a policy
-# file saying `extends: none`).  Every system gets a fresh instance for each
+# file saying `extends: none` and `git: private`: no rule at all, the same
+# .git as the default).  Every system gets a fresh instance for each
 # phase of each round, and the systems take turns within a round in an order
 # that rotates from round to round.
 #
 # Workloads run on the --tree tree (default small):
 #   git phase  git status cold (caches dropped) and warm, appending to 100
 #              files, git diff --stat.  native and fuse-overlayfs use the real
-#              .git; agentfs its default, the workspace-private .git (a filtered
-#              base commit, objects on demand); agentfs-nopolicy shows the real
-#              .git through the mount (no rule hides it)
+#              .git; agentfs (every mode) the workspace-private .git (a
+#              filtered base commit, objects on demand)
 #   tree phase mount until the first `ls` succeeds, find -type f, ls -lR, cat
 #              of every file, grep -r, make -j2 of libbpf (tools/lib/bpf: ~45
 #              C files, needs libelf and zlib headers), 1000 editor-style saves
@@ -316,7 +316,9 @@ mapfile -t EDIT_FILES < <(git -C "$REPO" ls-files '*.c' | head -n "$N_EDITS")
 mapfile -t SAVE_FILES < <(git -C "$REPO" ls-files '*.c' | tail -n 10)
 [ ${#EDIT_FILES[@]} = "$N_EDITS" ] || die "the tree has fewer than $N_EDITS .c files"
 
-printf 'extends: none\n' >"$RUN/cfg/empty.yml"
+# No rule at all; git: private keeps the same .git as the default policy (an
+# explicit file with extends: none has no .git in the view otherwise).
+printf 'extends: none\ngit: private\n' >"$RUN/cfg/empty.yml"
 
 SYSTEMS=(native)
 [ $HAVE_FO = 1 ] && SYSTEMS+=(fuse-overlayfs)

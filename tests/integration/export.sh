@@ -120,6 +120,8 @@ assert_eq "the hidden file of the renamed directory stays in the repository" \
 step "the agent reads src/main.c" t cat "$MNT/src/main.c"
 refuse "the agent looks up onlysecret/.env (hidden)" "No such file or directory" \
 	t cat "$MNT/onlysecret/.env"
+sh_step "names that start like patch lines" \
+	"printf 'x\n' >'$MNT/@@ -1 +1 @@' && printf 'y\n' >'$MNT/From me'"
 run af export --conflicts=skip --evidence -o "$T/evidence.patch" "$MNT"
 assert_eq "export --evidence exits 0" 0 "$RC"
 af export --conflicts=skip "$MNT" >"$T/plain.patch" 2>/dev/null
@@ -137,6 +139,8 @@ assert_contains "  ...the file the agent read" "  src/main.c" "$(section Read)"
 assert_contains "  ...a file the agent wrote" "  README.md" "$(section Written)"
 assert_contains "  ...a file the agent created" "  with space.txt" "$(section Created)"
 assert_contains "  ...a name with a newline, escaped" '  new\x0aline.txt' "$(section Created)"
+assert_contains "  ...names that start like patch lines, indented" \
+	"$(printf '  @@ -1 +1 @@\n  From me')" "$(section Created)"
 assert_contains "  ...a file the agent deleted" "  src/old.c" "$(section Deleted)"
 assert_contains "  ...the directory the agent renamed" "  docs -> documentation" \
 	"$(section Renamed)"
