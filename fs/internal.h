@@ -116,9 +116,6 @@ struct agentfs {
 	bool watching;
 	void *wd_map;
 	size_t wd_cap, wd_count;
-	pthread_mutex_t later_lock;
-	fuse_ino_t later[256];
-	size_t later_n;
 };
 
 /* Entry and attribute timeout for what the kernel caches, seconds: long,
@@ -176,6 +173,8 @@ int upper_open(struct agentfs *fs, const char *path, int flags, mode_t mode);
 int upper_open_parent(struct agentfs *fs, const char *path, const char **leaf);
 /* Is @name in @dir the served private .git? */
 bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name);
+/* Is the private .git built (or none served)? */
+bool git_is_ready(struct agentfs *fs);
 /* Block until the private .git is built. */
 void git_wait(struct agentfs *fs);
 /* lstat-like: fstatat of @rel beneath @rootfd without following symlinks. */
@@ -258,9 +257,6 @@ void watch_stop(struct agentfs *fs);
 void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd);
 /* Drop @n's watch; table_lock held (the node is being freed). */
 void watch_forget(struct agentfs *fs, struct node *n);
-/* Invalidate @ino's cached attributes and pages soon, from the watch thread
- * (safe to call from a request handler). */
-void notify_inode_later(struct agentfs *fs, fuse_ino_t ino);
 /* Timeout for entries under @dir. */
 double entry_timeout(struct agentfs *fs, const struct node *dir);
 /* Watch @dir's lower directory before answering about its children. */

@@ -106,10 +106,6 @@ static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct d
 		return -ENOMEM;
 	char path[FS_PATH_MAX];
 	struct stat st;
-	/* A listing of the root names .git (readdirplus even hands out its
-	 * node): not before the private repository is built. */
-	if (n == &fs->root)
-		git_wait(fs);
 	if (fs->cfg->git_fault && fs->git_fd >= 0 && n != &fs->root) {
 		/* Entries of the private .git made on demand must show in a
 		 * listing too (fs.h, git_fault). */
@@ -262,7 +258,12 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		struct entry e;
 		struct node *c = NULL;
-		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
+		/* The private .git is listed at once, but its node is handed out
+		 * only by a lookup, which waits until it is built: a listing
+		 * right after the mount must neither wait for the build (mount
+		 * time stays flat) nor let git in before it is done. */
+		bool git_pending = is_git_root(fs, dir, name) && !git_is_ready(fs);
+		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && !git_pending &&
 		    view_resolve_at(fs, dir, name, &e, NULL, ufd, lfd) == 0 && e.exists) {
 			struct node *old = node_find(fs, dir, name);
 			if (old && old->type && old->type != e.type)

@@ -140,6 +140,14 @@ int upper_open_parent(struct agentfs *fs, const char *path, const char **leaf)
 	return layer_open_parent(fs, fs->upper_fd, path, leaf);
 }
 
+bool git_is_ready(struct agentfs *fs)
+{
+	pthread_mutex_lock(&fs->git_lock);
+	bool ready = fs->git_ready;
+	pthread_mutex_unlock(&fs->git_lock);
+	return ready;
+}
+
 void git_wait(struct agentfs *fs)
 {
 	if (fs->git_fd < 0)

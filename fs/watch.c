@@ -157,31 +157,6 @@ struct pending {
 	char name[NAME_MAX + 1];
 };
 
-/* Notifications requested from request handlers, sent from this thread: a
- * handler must not wait on the kernel while the kernel waits on it. */
-void notify_inode_later(struct agentfs *fs, fuse_ino_t ino)
-{
-	if (!fs->watching)
-		return;
-	pthread_mutex_lock(&fs->later_lock);
-	if (fs->later_n < sizeof(fs->later) / sizeof(fs->later[0]))
-		fs->later[fs->later_n++] = ino;
-	pthread_mutex_unlock(&fs->later_lock);
-	(void)!write(fs->watch_stop[1], "n", 1);
-}
-
-static void run_later(struct agentfs *fs)
-{
-	fuse_ino_t v[sizeof(fs->later) / sizeof(fs->later[0])];
-	pthread_mutex_lock(&fs->later_lock);
-	size_t n = fs->later_n;
-	memcpy(v, fs->later, n * sizeof(v[0]));
-	fs->later_n = 0;
-	pthread_mutex_unlock(&fs->later_lock);
-	for (size_t i = 0; i < n; i++)
-		fuse_lowlevel_notify_inval_inode(fs->se, v[i], 0, 0);
-}
-
 static void *watch_thread(void *arg)
 {
 	struct agentfs *fs = arg;
@@ -202,7 +177,6 @@ static void *watch_thread(void *arg)
 			ssize_t n = read(fs->watch_stop[0], cmd, sizeof(cmd));
 			if (n <= 0 || memchr(cmd, 'x', (size_t)n))
 				break;
-			run_later(fs);
 			continue;
 		}
 		if (!pfd[0].revents)
@@ -262,7 +236,6 @@ static void *watch_thread(void *arg)
 
 int watch_start(struct agentfs *fs)
 {
-	pthread_mutex_init(&fs->later_lock, NULL);
 	/* Without inotify every lower entry gets short timeouts. */
 	fs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (pipe2(fs->watch_stop, O_CLOEXEC) < 0 ||
@@ -287,7 +260,6 @@ void watch_stop(struct agentfs *fs)
 	if (fs->inotify_fd >= 0)
 		close(fs->inotify_fd);
 	fs->inotify_fd = -1;
-	pthread_mutex_destroy(&fs->later_lock);
 	free(fs->wd_map);
 	fs->wd_map = NULL;
 	fs->watching = false;

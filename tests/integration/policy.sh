@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# policy.sh - a team's policy takes effect in a real mount: its hide, readonly
+# and show rules, refusals journaled, the repository's own .agentfs.yml hidden
+# from the agent and out of its reach, and a malformed policy refusing to mount.
+#
+#   bash policy.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+mkdir -p "$REPO/ci/workflows" "$REPO/src" "$REPO/docs" "$REPO/data" || bail "mkdir"
+(
+	cd "$REPO" || exit 1
+	git init -q -b main .
+	printf 'int main(void) { return 0; }\n' >src/main.c
+	printf 'internal roadmap MARK-INTERNAL\n' >docs/internal.md
+	printf 'public docs\n' >docs/public.md
+	printf 'name: ci\n' >ci/workflows/build.yml
+	printf 'SECRET=MARK-ENV\n' >.env
+	printf 'EXAMPLE=1\n' >.env.example
+	printf 'hooks: true\n' >.pre-commit-config.yaml
+	head -c 4096 /dev/zero >data/big.bin
+	printf 'x\n' >data/small.bin
+	# The repository's own policy: may tighten, never loosen.
+	cat >.agentfs.yml <<-'EOF'
+		version: 1
+		hide:
+		  - "/docs/internal.md"
+		show:
+		  - ".env"
+	EOF
+	git add -A && git -c user.name=t -c user.email=t@t commit -qm init
+) || bail "cannot create the repository"
+
+# The person's own policy (--policy): hides data/ files over 1 KiB, makes CI
+# read-only, shows .env.example.
+cat >"$T/team.yml" <<'EOF'
+version: 1
+extends: default
+readonly:
+  - "ci/**"
+  - "/src/main.c"
+show:
+  - ".env.example"
+max_file_size: 1K
+EOF
+step "agentfs policy check accepts the team's policy" af policy check "$T/team.yml"
+
+mount_ws "$REPO" "$MNT" --policy "$T/team.yml" --journal-sync=always
+if [ "$RC" -eq 0 ]; then pass "mount with --policy"; else
+	fail "mount with --policy" "exit $RC" "$OUT"
+	bail "mount failed"
+fi
+J=$STATE/workspaces/mnt/journal.jsonl
+
+# ------------------------------------------------------------------ hide and show
+assert_like_missing "$MNT/docs/internal.md" "the repository's hide rule takes effect"
+assert_not_listed "$MNT/docs" internal.md
+assert_content "a file next to it reads normally" "$MNT/docs/public.md" "public docs"
+assert_like_missing "$MNT/.env" "the repository's show: cannot reveal the built-in secret .env"
+assert_content "the person's show: reveals .env.example" "$MNT/.env.example" "EXAMPLE=1"
+assert_like_missing "$MNT/data/big.bin" "max_file_size hides a file over 1 KiB"
+assert_content "...and keeps a smaller one" "$MNT/data/small.bin" "x"
+
+# ------------------------------------------------------------------ the policy file itself
+assert_like_missing "$MNT/.agentfs.yml" "the repository's .agentfs.yml is hidden from the agent"
+assert_not_listed "$MNT" .agentfs.yml
+sh_step "the agent may create its own .agentfs.yml" \
+	"printf 'version: 1\nshow: [\"/docs/internal.md\"]\n' >'$MNT/.agentfs.yml'"
+assert_like_missing "$MNT/docs/internal.md" "  ...which changes no policy in force"
+run af export mnt
+assert_contains "  ...and export leaves it out, naming it" ".agentfs.yml" "$OUT"
+assert_not_contains "  ...its bytes are not in the patch" 'show: ["/docs/internal.md"]' \
+	"$(af export mnt 2>/dev/null)"
+assert_content "the repository's policy file is untouched" "$REPO/.agentfs.yml" \
+	"$(printf 'version: 1\nhide:\n  - "/docs/internal.md"\nshow:\n  - ".env"')"
+step "remove the agent's .agentfs.yml" rm "$MNT/.agentfs.yml"
+
+# ------------------------------------------------------------------ read-only
+assert_content "a read-only file reads normally" "$MNT/ci/workflows/build.yml" "name: ci"
+refuse "writing a read-only file: EROFS" "Read-only file system" \
+	bash -c "printf 'evil\n' >>'$MNT/ci/workflows/build.yml'"
+refuse "creating a file in a read-only tree: EROFS" "Read-only file system" \
+	bash -c "printf 'x\n' >'$MNT/ci/workflows/evil.yml'"
+refuse "removing a read-only file: EROFS" "Read-only file system" rm "$MNT/ci/workflows/build.yml"
+refuse "renaming onto a read-only path: EROFS" "Read-only file system" \
+	mv "$MNT/docs/public.md" "$MNT/ci/workflows/public.md"
+refuse "chmod of a read-only file: EROFS" "Read-only file system" chmod +x "$MNT/src/main.c"
+refuse "truncating a read-only file: EROFS" "Read-only file system" truncate -s 0 "$MNT/src/main.c"
+assert_content "  ...the read-only file is unchanged" "$MNT/src/main.c" "int main(void) { return 0; }"
+step "other files stay writable" bash -c "printf 'more\n' >>'$MNT/docs/public.md'"
+
+# ------------------------------------------------------------------ journal
+step "agentfs verify (the journal is flushed first)" af verify mnt
+deny=$(grep -F '"op":"deny"' "$J" | grep -F '"path":"ci/workflows/build.yml"' | head -n 1)
+assert_contains "a refused write is journaled as deny" '"result":"EROFS"' "$deny"
+conceal=$(grep -F '"op":"conceal"' "$J" | grep -F '"path":"docs/internal.md"' | head -n 1)
+assert_contains "a hidden-name lookup is journaled as conceal" '"result":"ENOENT"' "$conceal"
+mount_rec=$(grep -F '"op":"mount"' "$J" | head -n 1)
+digest=$(af policy show --policy "$T/team.yml" "$REPO" 2>/dev/null | grep -io 'digest[^0-9a-f]*[0-9a-f]\{32\}' |
+	grep -o '[0-9a-f]\{32\}' | head -n 1)
+if [ -n "$digest" ]; then
+	assert_contains "the mount record carries the policy digest" "$digest" "$mount_rec"
+else
+	assert_contains "the mount record carries a policy digest" 'digest' "$mount_rec"
+fi
+
+# ------------------------------------------------------------------ explain
+run af policy explain --policy "$T/team.yml" "$REPO" src/main.c docs/internal.md .env.example
+assert_contains "explain: src/main.c is read-only by the team's rule" "read-only" "$OUT"
+assert_contains "explain: docs/internal.md is hidden by the repository's rule" ".agentfs.yml" "$OUT"
+
+step "unmount" af unmount mnt
+
+# ------------------------------------------------------------------ a malformed policy
+printf 'version: 1\nhide:\n  - "a"\n  readonly: [b]\n' >"$T/broken.yml"
+refuse "a malformed policy is refused with file:line:column" "broken.yml:4:" \
+	af mount --policy "$T/broken.yml" "$REPO" "$T/m2"
+if is_mounted "$T/m2"; then fail "  ...and nothing is mounted" "$T/m2 is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+printf 'version: 1\nredonly: [b]\n' >"$T/typo.yml"
+refuse "an unknown key names the nearest known one" "readonly" af policy check "$T/typo.yml"
+
+done_testing
