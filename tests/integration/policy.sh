@@ -44,7 +44,7 @@ show:
   - ".env.example"
 max_file_size: 1K
 EOF
-step "agentfs policy check accepts the team's policy" af policy check "$T/team.yml"
+step "agentfs policy check accepts the team's policy" t "$AGENTFS" policy check "$T/team.yml"
 
 mount_ws "$REPO" "$MNT" --policy "$T/team.yml" --journal-sync=always
 if [ "$RC" -eq 0 ]; then pass "mount with --policy"; else
@@ -97,7 +97,7 @@ assert_contains "a refused write is journaled as deny" '"result":"EROFS"' "$deny
 conceal=$(grep -F '"op":"conceal"' "$J" | grep -F '"path":"docs/internal.md"' | head -n 1)
 assert_contains "a hidden-name lookup is journaled as conceal" '"result":"ENOENT"' "$conceal"
 mount_rec=$(grep -F '"op":"mount"' "$J" | head -n 1)
-digest=$(af policy show --policy "$T/team.yml" "$REPO" 2>/dev/null | grep -io 'digest[^0-9a-f]*[0-9a-f]\{32\}' |
+digest=$(t "$AGENTFS" policy show --policy "$T/team.yml" "$REPO" 2>/dev/null | grep -io 'digest[^0-9a-f]*[0-9a-f]\{32\}' |
 	grep -o '[0-9a-f]\{32\}' | head -n 1)
 if [ -n "$digest" ]; then
 	assert_contains "the mount record carries the policy digest" "$digest" "$mount_rec"
@@ -106,7 +106,7 @@ else
 fi
 
 # ------------------------------------------------------------------ explain
-run af policy explain --policy "$T/team.yml" "$REPO" src/main.c docs/internal.md .env.example
+run t "$AGENTFS" policy explain --policy "$T/team.yml" "$REPO" src/main.c docs/internal.md .env.example
 assert_contains "explain: src/main.c is read-only by the team's rule" "read-only" "$OUT"
 assert_contains "explain: docs/internal.md is hidden by the repository's rule" ".agentfs.yml" "$OUT"
 
@@ -120,6 +120,6 @@ if is_mounted "$T/m2"; then fail "  ...and nothing is mounted" "$T/m2 is a mount
 	pass "  ...and nothing is mounted"
 fi
 printf 'version: 1\nredonly: [b]\n' >"$T/typo.yml"
-refuse "an unknown key names the nearest known one" "readonly" af policy check "$T/typo.yml"
+refuse "an unknown key names the nearest known one" "readonly" t "$AGENTFS" policy check "$T/typo.yml"
 
 done_testing
