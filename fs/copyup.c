@@ -123,7 +123,7 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
 	struct stat lst;
-	bool have_lower = n->lower && layer_stat(fs, fs->lower_fd, n->lower, &lst) == 0;
+	bool have_lower = node_lower(n) && layer_stat(fs, fs->lower_fd, node_lower(n), &lst) == 0;
 	const char *leaf;
 	int pfd = upper_open_parent(fs, path, &leaf);
 	if (pfd < 0)
@@ -157,7 +157,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		return 0;
 	if (S_ISDIR(n->type))
 		return copyup_dir(fs, n);
-	if (!n->lower)
+	if (!node_lower(n))
 		return -ENOENT;
 	int r = copyup_dir(fs, n->parent);
 	if (r < 0)
@@ -166,7 +166,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
 	struct stat st;
-	if ((r = layer_stat(fs, fs->lower_fd, n->lower, &st)) < 0)
+	if ((r = layer_stat(fs, fs->lower_fd, node_lower(n), &st)) < 0)
 		return r;
 	const char *leaf;
 	int pfd = upper_open_parent(fs, path, &leaf);
@@ -180,7 +180,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		snprintf(tmp, sizeof(tmp), "copyup.%d.%llu", (int)getpid(),
 			 (unsigned long long)++fs->tmp_seq);
 		pthread_mutex_unlock(&fs->copyup_lock);
-		int src = layer_open(fs, fs->lower_fd, n->lower, O_RDONLY, 0);
+		int src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0);
 		if (src < 0) {
 			close(pfd);
 			return src;
@@ -197,7 +197,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 			hashed = true;
 			copy_xattrs(src, dst);
 			struct layout_origin o = {.ino = st.st_ino, .hash = hash};
-			snprintf(o.path, sizeof(o.path), "%s", n->lower);
+			snprintf(o.path, sizeof(o.path), "%s", node_lower(n));
 			r = layout_set_origin(dst, &o);
 		}
 		if (r == 0) {
@@ -225,7 +225,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		char target[FS_PATH_MAX];
 		int lfd;
 		const char *lleaf;
-		lfd = layer_open_parent(fs, fs->lower_fd, n->lower, &lleaf);
+		lfd = layer_open_parent(fs, fs->lower_fd, node_lower(n), &lleaf);
 		ssize_t len = lfd >= 0 ? readlinkat(lfd, lleaf, target, sizeof(target) - 1) : -1;
 		if (lfd >= 0)
 			close(lfd);
@@ -237,7 +237,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		/* Decided again on the bytes copied: the person may have
 		 * retargeted the link since the agent looked it up. */
 		if (policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
-		    policy_symlink_target_unsafe(fs->policy, fs->lower_fd, n->lower, target)) {
+		    policy_symlink_target_unsafe(fs->policy, fs->lower_fd, node_lower(n), target)) {
 			close(pfd);
 			return -ENOENT;
 		}
@@ -256,7 +256,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	if (r < 0) {
 		/* A copy-up that failed (ENOSPC, EDQUOT) is evidence too. */
 		struct journal_event ev = {
-		    .op = JOP_COPYUP, .result = r, .path = path, .path2 = n->lower};
+		    .op = JOP_COPYUP, .result = r, .path = path, .path2 = node_lower(n)};
 		fs_record_ev(fs, req, &ev);
 		return r;
 	}
@@ -266,7 +266,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	struct journal_event ev = {
 	    .op = JOP_COPYUP,
 	    .path = path,
-	    .path2 = n->lower,
+	    .path2 = node_lower(n),
 	    .bytes = (uint64_t)st.st_size,
 	    .has_hash_before = hashed,
 	    .hash_before = hash,

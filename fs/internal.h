@@ -133,6 +133,14 @@ static inline struct agentfs *fs_of(fuse_req_t req)
 /* Take ns_lock exclusive (and free what view_apply retired). */
 void ns_wrlock(struct agentfs *fs);
 
+/* A node's lower path.  It may be replaced by a refresh under the shared
+ * ns_lock while others read it (view_apply); the old string stays valid
+ * until the next exclusive hold (ns_wrlock), so a reader sees either. */
+static inline const char *node_lower(const struct node *n)
+{
+	return __atomic_load_n(&n->lower, __ATOMIC_ACQUIRE);
+}
+
 /* --- inode.c: the node table ----------------------------------------- */
 int table_init(struct agentfs *fs);
 void table_destroy(struct agentfs *fs);

@@ -244,8 +244,9 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (node_path(dir, dpath, sizeof(dpath)) == 0) {
 		if (dir->upper)
 			ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
-		if (dir->lower && !dir->opaque)
-			lfd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
+		if (node_lower(dir) && !dir->opaque)
+			lfd =
+			    layer_open(fs, fs->lower_fd, node_lower(dir), O_PATH | O_DIRECTORY, 0);
 	}
 	for (size_t i = listing_from(d, off); i < d->n; i++) {
 		const char *name = d->v[i].name;

@@ -69,11 +69,11 @@ static void deny(fuse_req_t req, struct agentfs *fs, const char *path, const cha
  * removal must leave a whiteout. */
 static bool lower_visible(struct agentfs *fs, struct node *dir, const char *name)
 {
-	if (!dir->lower || dir->opaque)
+	if (!node_lower(dir) || dir->opaque)
 		return false;
 	char lpath[FS_PATH_MAX];
 	struct stat st;
-	if (path_join(lpath, sizeof(lpath), dir->lower, name) < 0 ||
+	if (path_join(lpath, sizeof(lpath), node_lower(dir), name) < 0 ||
 	    layer_stat(fs, fs->lower_fd, lpath, &st) < 0)
 		return false;
 	return view_decide_lower(fs, lpath, &st) != POLICY_HIDDEN;
@@ -83,11 +83,11 @@ static bool lower_visible(struct agentfs *fs, struct node *dir, const char *name
  * A directory the agent puts there must be opaque so nothing merges in. */
 static bool lower_any(struct agentfs *fs, struct node *dir, const char *name)
 {
-	if (!dir->lower || dir->opaque)
+	if (!node_lower(dir) || dir->opaque)
 		return false;
 	char lpath[FS_PATH_MAX];
 	struct stat st;
-	return path_join(lpath, sizeof(lpath), dir->lower, name) == 0 &&
+	return path_join(lpath, sizeof(lpath), node_lower(dir), name) == 0 &&
 	       layer_stat(fs, fs->lower_fd, lpath, &st) == 0;
 }
 
@@ -377,7 +377,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		r = -EINVAL;
 	if (r == 0)
 		r = n->upper ? node_path(n, path, sizeof(path))
-			     : snprintf(path, sizeof(path), "%s", n->lower) < 0;
+			     : snprintf(path, sizeof(path), "%s", node_lower(n)) < 0;
 	ssize_t len = -1;
 	if (r == 0) {
 		const char *leaf;
@@ -762,7 +762,7 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 		return copyup(fs, n, req);
 	if ((r = copyup_dir(fs, n)) < 0)
 		return r;
-	if (!n->lower)
+	if (!node_lower(n))
 		return 0;
 	char path[FS_PATH_MAX];
 	if ((r = node_path(n, path, sizeof(path))) < 0)
@@ -770,7 +770,7 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 	int fd = upper_open(fs, path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
-	r = layout_set_redirect(fd, n->lower);
+	r = layout_set_redirect(fd, node_lower(n));
 	close(fd);
 	return r;
 }
@@ -780,7 +780,7 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 static int settle_dir(struct agentfs *fs, struct node *n, struct node *dir, const char *name,
 		      int dfd)
 {
-	if (!S_ISDIR(n->type) || n->lower || !lower_any(fs, dir, name))
+	if (!S_ISDIR(n->type) || node_lower(n) || !lower_any(fs, dir, name))
 		return 0;
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)

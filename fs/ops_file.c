@@ -232,7 +232,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else {
 		int flags = fi->flags & OPEN_PASS;
 		fd = n->upper ? upper_open(fs, path, flags, 0)
-			      : layer_open(fs, fs->lower_fd, n->lower, flags, 0);
+			      : layer_open(fs, fs->lower_fd, node_lower(n), flags, 0);
 		if (fd < 0) {
 			r = fd;
 			goto fail;
@@ -352,12 +352,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			(void)!fchmod(fd, (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
 	}
 	uint64_t ino = 0;
-	if (whiteout && dir->lower && !dir->opaque) {
+	if (whiteout && node_lower(dir) && !dir->opaque) {
 		/* Re-created after an unlink (vim's backupcopy=no): the deleted
 		 * lower file is the base of the new one. */
 		char lpath[FS_PATH_MAX];
 		struct stat lst;
-		if (path_join(lpath, sizeof(lpath), dir->lower, name) == 0 &&
+		if (path_join(lpath, sizeof(lpath), node_lower(dir), name) == 0 &&
 		    layer_stat(fs, fs->lower_fd, lpath, &lst) == 0 &&
 		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN &&
 		    origin_from_lower(fs, fd, lpath) == 0)

@@ -41,9 +41,9 @@ static int xattr_path(struct agentfs *fs, struct node *n, bool upper, char *out,
 		if ((r = node_path(n, path, sizeof(path))) < 0)
 			return r;
 	} else {
-		if (!n->lower)
+		if (!node_lower(n))
 			return -ENOENT;
-		snprintf(path, sizeof(path), "%s", n->lower);
+		snprintf(path, sizeof(path), "%s", node_lower(n));
 	}
 	const char *leaf = ".";
 	int fd;

@@ -152,12 +152,12 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 		}
 		return ino;
 	}
-	if (e->opaque || !dir->lower)
+	if (e->opaque || !node_lower(dir))
 		return ino;
 	/* Merged with the visible lower directory of the same name. */
 	struct entry le;
 	memset(&le, 0, sizeof(le));
-	if (resolve_lower(fs, dir->lower, name, &le, NULL, dir_lfd) == 0 && le.exists &&
+	if (resolve_lower(fs, node_lower(dir), name, &le, NULL, dir_lfd) == 0 && le.exists &&
 	    le.type == S_IFDIR) {
 		e->in_lower = true;
 		memcpy(e->lower, le.lower, strlen(le.lower) + 1);
@@ -229,9 +229,9 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 				return wh < 0 ? wh : 0;
 		}
 	}
-	if (!dir->lower || dir->opaque)
+	if (!node_lower(dir) || dir->opaque)
 		return 0;
-	r = resolve_lower(fs, dir->lower, name, e, concealed, dir_lfd);
+	r = resolve_lower(fs, node_lower(dir), name, e, concealed, dir_lfd);
 	/* Read-only covers everything below a read-only directory. */
 	if (r == 0 && e->exists && dir->readonly)
 		e->readonly = true;
@@ -241,14 +241,15 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
 {
 	/* Most refreshes find the same lower path: keep the string. */
-	bool same = e->in_lower ? n->lower && strcmp(n->lower, e->lower) == 0 : !n->lower;
+	bool same =
+	    e->in_lower ? node_lower(n) && strcmp(node_lower(n), e->lower) == 0 : !node_lower(n);
 	if (!same) {
 		char *lower = NULL;
 		if (e->in_lower && !(lower = strdup(e->lower)))
 			return -ENOMEM;
 		pthread_mutex_lock(&fs->table_lock);
 		char *old = n->lower;
-		n->lower = lower;
+		__atomic_store_n(&n->lower, lower, __ATOMIC_RELEASE);
 		if (old) {
 			/* A reader under ns_lock (shared) may be using it. */
 			if (fs->ngrave == fs->capgrave) {
@@ -265,11 +266,19 @@ int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
 		}
 		pthread_mutex_unlock(&fs->table_lock);
 	}
-	n->type = e->type;
-	n->upper = e->in_upper;
-	n->opaque = e->opaque;
-	n->readonly = e->readonly;
-	n->ino = e->st.st_ino;
+	/* Refreshes run under the shared lock, concurrently with readers of
+	 * these fields: store only what changed (after a discard or a change
+	 * in the lower), so a refresh that finds the same state writes nothing. */
+	if (n->type != e->type || n->upper != e->in_upper || n->opaque != e->opaque ||
+	    n->readonly != e->readonly || n->ino != (uint64_t)e->st.st_ino) {
+		pthread_mutex_lock(&fs->table_lock);
+		n->type = e->type;
+		n->upper = e->in_upper;
+		n->opaque = e->opaque;
+		n->readonly = e->readonly;
+		n->ino = e->st.st_ino;
+		pthread_mutex_unlock(&fs->table_lock);
+	}
 	return 0;
 }
 
@@ -280,7 +289,6 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		if (fstat(fs->upper_fd, st) < 0 || fstat(fs->lower_fd, &lst) < 0)
 			return -errno;
 		view_fix_attr(fs, st, (uint64_t)lst.st_ino, true);
-		n->ino = st->st_ino;
 		return 0;
 	}
 	if (!n->hashed)
@@ -414,12 +422,12 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 		if (r != 0)
 			goto out;
 	}
-	if (dir->lower && !dir->opaque) {
+	if (node_lower(dir) && !dir->opaque) {
 		if (seen.n)
 			qsort(seen.v, seen.n, sizeof(char *), cmpstr);
 		if (wh.n)
 			qsort(wh.v, wh.n, sizeof(char *), cmpstr);
-		int lfd = layer_open(fs, fs->lower_fd, dir->lower, O_RDONLY | O_DIRECTORY, 0);
+		int lfd = layer_open(fs, fs->lower_fd, node_lower(dir), O_RDONLY | O_DIRECTORY, 0);
 		if (lfd < 0) {
 			r = lfd == -ENOENT || lfd == -ENOTDIR ? 0 : lfd;
 			goto out;
@@ -441,7 +449,7 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			     nameset_has(&wh, whn + LAYOUT_WH_PREFIX_LEN)))
 				continue;
 			char lpath[FS_PATH_MAX];
-			if (path_join(lpath, sizeof(lpath), dir->lower, nm) < 0)
+			if (path_join(lpath, sizeof(lpath), node_lower(dir), nm) < 0)
 				continue;
 			struct stat st;
 			mode_t t = dtype_mode(de->d_type);

@@ -104,7 +104,8 @@ static void wd_del(struct agentfs *fs, int wd)
 
 void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd)
 {
-	if (fs->inotify_fd < 0 || !dir->lower || dir->wd != 0)
+	if (fs->inotify_fd < 0 || !node_lower(dir) ||
+	    __atomic_load_n(&dir->wd, __ATOMIC_RELAXED) != 0)
 		return;
 	char p[64];
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", lower_dirfd);
@@ -112,12 +113,14 @@ void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd)
 	if (dir->wd == 0) {
 		int wd = inotify_add_watch(fs->inotify_fd, p, WATCH_MASK);
 		if (wd < 0 || wd_put(fs, wd, dir) < 0) {
-			dir->wd = -1; /* unwatched: short timeouts for its children */
+			__atomic_store_n(
+			    &dir->wd, -1,
+			    __ATOMIC_RELAXED); /* unwatched: short timeouts for its children */
 		} else {
 			/* The same lower directory seen through another node (a
 			 * redirect) shares the wd: the newest node wins, the
 			 * other one falls back to short timeouts. */
-			dir->wd = wd;
+			__atomic_store_n(&dir->wd, wd, __ATOMIC_RELAXED);
 		}
 	}
 	pthread_mutex_unlock(&fs->table_lock);
@@ -130,14 +133,15 @@ void watch_forget(struct agentfs *fs, struct node *n)
 		inotify_rm_watch(fs->inotify_fd, n->wd);
 		wd_del(fs, n->wd);
 	}
-	n->wd = 0;
+	__atomic_store_n(&n->wd, 0, __ATOMIC_RELAXED);
 }
 
 void watch_dir_lazy(struct agentfs *fs, struct node *dir)
 {
-	if (fs->inotify_fd < 0 || !dir->lower || dir->wd != 0 || dir->opaque)
+	if (fs->inotify_fd < 0 || !node_lower(dir) ||
+	    __atomic_load_n(&dir->wd, __ATOMIC_RELAXED) != 0 || dir->opaque)
 		return;
-	int fd = layer_open(fs, fs->lower_fd, dir->lower, O_PATH | O_DIRECTORY, 0);
+	int fd = layer_open(fs, fs->lower_fd, node_lower(dir), O_PATH | O_DIRECTORY, 0);
 	if (fd < 0)
 		return;
 	watch_dir(fs, dir, fd);
@@ -146,7 +150,7 @@ void watch_dir_lazy(struct agentfs *fs, struct node *dir)
 
 double entry_timeout(struct agentfs *fs, const struct node *dir)
 {
-	if (dir->lower && dir->wd <= 0 && !dir->opaque)
+	if (node_lower(dir) && __atomic_load_n(&dir->wd, __ATOMIC_RELAXED) <= 0 && !dir->opaque)
 		return FS_SHORT_TIMEOUT;
 	return fs->timeout;
 }
@@ -197,7 +201,7 @@ static void *watch_thread(void *arg)
 			struct node *dir = wd_find(fs, ev->wd);
 			if (ev->mask & IN_IGNORED) {
 				if (dir)
-					dir->wd = 0;
+					__atomic_store_n(&dir->wd, 0, __ATOMIC_RELAXED);
 				wd_del(fs, ev->wd);
 				continue;
 			}

@@ -403,8 +403,8 @@ _check_daemon_logs() {
 	_stop_daemons
 	for f in "$STATE"/workspaces/*/daemon.log; do
 		[ -f "$f" ] || continue
-		if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$f"; then
-			bad+=("$f:" "$(grep -E -A 30 'AddressSanitizer|LeakSanitizer|runtime error:' "$f" | head -n 40)")
+		if grep -qE 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$f"; then
+			bad+=("$f:" "$(grep -E -A 30 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$f" | head -n 40)")
 		fi
 	done
 	if [ ${#bad[@]} -eq 0 ]; then
