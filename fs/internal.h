@@ -47,16 +47,17 @@ struct node {
 	uint32_t refs;	     /* children, open handles and in-flight operations */
 	bool hashed;	     /* in the table (false once unlinked/renamed over) */
 
-	mode_t type;   /* S_IFMT bits */
-	uint64_t ino;  /* reported st_ino */
-	bool upper;    /* exists in the upper at its view path */
-	bool opaque;   /* directory: never merge lower entries */
-	bool readonly; /* policy said read-only for its lower path */
-	void *handles; /* open file handles (ops_file.c), under table_lock */
-	int wd;	       /* directory: inotify watch of its lower directory;
-			* 0 not yet, -1 could not be watched */
-	char *lower;   /* lower path: a file's lower file, a directory's merged
-			* lower directory; NULL if none */
+	mode_t type;	    /* S_IFMT bits */
+	uint64_t ino;	    /* reported st_ino */
+	bool upper;	    /* exists in the upper at its view path */
+	bool opaque;	    /* directory: never merge lower entries */
+	bool readonly;	    /* policy said read-only for its lower path */
+	void *handles;	    /* open file handles (ops_file.c), under table_lock */
+	uint64_t cache_ver; /* lower file version last opened (ops_file.c, keep_cache) */
+	int wd;		    /* directory: inotify watch of its lower directory;
+			     * 0 not yet, -1 could not be watched */
+	char *lower;	    /* lower path: a file's lower file, a directory's merged
+			     * lower directory; NULL if none */
 };
 
 struct hashcache;

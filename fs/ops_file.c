@@ -250,9 +250,22 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Keep the page cache across opens: only the daemon changes the upper,
 	 * and watch.c invalidates a lower file the person changes.  Not for a
 	 * file with other links: the kernel holds one inode per name here, and
-	 * a write through another name would leave this one's pages stale. */
+	 * a write through another name would leave this one's pages stale.  Not
+	 * for a lower file whose version differs from the one last opened
+	 * through this node: a read of the old version still in flight when
+	 * the person replaced the file may have refilled the cache after
+	 * watch.c dropped it. */
 	struct stat hst;
-	fi->keep_cache = !(h->upper && fstat(fd, &hst) == 0 && hst.st_nlink > 1);
+	if (fstat(fd, &hst) < 0) {
+		fi->keep_cache = 0;
+	} else if (h->upper) {
+		fi->keep_cache = hst.st_nlink <= 1;
+	} else {
+		uint64_t ver = (uint64_t)hst.st_ino ^ ((uint64_t)hst.st_size << 20) ^
+			       ((uint64_t)hst.st_mtim.tv_sec << 32) ^ (uint64_t)hst.st_mtim.tv_nsec;
+		uint64_t seen = __atomic_exchange_n(&n->cache_ver, ver, __ATOMIC_RELAXED);
+		fi->keep_cache = seen == ver;
+	}
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
 		handle_unlink(fs, h);
