@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libgen.h>
+#include <sys/stat.h>
+#include "cli/cli.h"
+#include "cli/workspace.h"
 #include "cli/activity.h"
 
 /* Sets are JSON objects whose keys are the members (jansson's _nocheck calls:
@@ -293,4 +297,78 @@ void activity_show_path(FILE *out, const char *p)
 		fwrite(s, 1, len, out);
 		s += len;
 	}
+}
+
+static char *join2(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *p = malloc(la + lb + 2);
+	if (p) {
+		memcpy(p, a, la);
+		p[la] = '/';
+		memcpy(p + la + 1, b, lb + 1);
+	}
+	return p;
+}
+
+int activity_find_journal(const char *cmd, const char *target, const char *state_dir,
+			  char **journal, char **upper, char **runs)
+{
+	*journal = *upper = NULL;
+	if (runs)
+		*runs = NULL;
+	char *root = NULL, err[1024] = "";
+	struct workspace *ws = NULL;
+	int r = -ENOENT;
+	if (workspace_state_root(state_dir, &root) == 0)
+		r = workspace_find(root, target, &ws, err, sizeof(err));
+	free(root);
+	if (r == 0) {
+		/* A live daemon buffers its journal: have it written out first, or
+		 * the latest events (files just written) would look unrecorded. */
+		int fr = workspace_daemon_flush(ws, 5000);
+		if (fr < 0)
+			cli_error(cmd,
+				  "%s: the daemon did not write its journal out (%s); its latest "
+				  "events may be missing",
+				  target, strerror(-fr));
+		*journal = workspace_path(ws, "journal.jsonl");
+		*upper = workspace_path(ws, "upper");
+		if (runs)
+			*runs = workspace_path(ws, "run.jsonl");
+		workspace_free(ws);
+		return *journal && *upper && (!runs || *runs) ? 0 : -ENOMEM;
+	}
+	if (r != -ENOENT) {
+		cli_error(cmd, "%s", err);
+		return r;
+	}
+	struct stat st;
+	char *dir = NULL;
+	if (stat(target, &st) == 0 && S_ISDIR(st.st_mode)) {
+		*journal = join2(target, "journal.jsonl");
+		if (*journal && stat(*journal, &st) == 0 && S_ISREG(st.st_mode))
+			dir = strdup(target);
+	} else if (stat(target, &st) == 0 && S_ISREG(st.st_mode)) {
+		*journal = strdup(target);
+		char *c = strdup(target);
+		if (c)
+			dir = strdup(dirname(c));
+		free(c);
+	}
+	if (!dir) {
+		free(*journal);
+		*journal = NULL;
+		cli_error(cmd, "%s: not an agentfs mount (no workspace found)", target);
+		return -ENOENT;
+	}
+	char *u = join2(dir, "upper");
+	if (runs)
+		*runs = join2(dir, "run.jsonl");
+	free(dir);
+	if (u && stat(u, &st) == 0 && S_ISDIR(st.st_mode))
+		*upper = u;
+	else
+		free(u);
+	return 0;
 }

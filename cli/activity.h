@@ -92,4 +92,15 @@ int activity_paths(const struct activity *a, enum activity_kind k, const char **
  * cursor or start a line of its own. */
 void activity_show_path(FILE *out, const char *p);
 
+/*
+ * Find the journal of MNT|NAME @target (a workspace found in @state_dir's
+ * root, or a workspace directory, or a journal file named directly): sets
+ * malloc'd paths of the journal, the upper (NULL when there is none) and,
+ * when @runs is not NULL, the run journal.  A mounted workspace's daemon is
+ * first asked to write its journal out.  Errors are printed as @cmd's;
+ * returns 0 or a negative errno.
+ */
+int activity_find_journal(const char *cmd, const char *target, const char *state_dir,
+			  char **journal, char **upper, char **runs);
+
 #endif

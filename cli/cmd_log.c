@@ -63,75 +63,8 @@ struct filter {
 
 /* ---- finding the journal ---------------------------------------------------- */
 
-static char *join2(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *p = malloc(la + lb + 2);
-	if (p) {
-		memcpy(p, a, la);
-		p[la] = '/';
-		memcpy(p + la + 1, b, lb + 1);
-	}
-	return p;
-}
-
 /* MNT or NAME through the workspace registry; else a workspace directory or a
  * journal file given directly.  *upper is NULL when there is none. */
-static int find_journal(const char *cmd, const char *target, const char *state_dir, char **journal,
-			char **upper)
-{
-	*journal = *upper = NULL;
-	char *root = NULL, err[1024] = "";
-	struct workspace *ws = NULL;
-	int r = -ENOENT;
-	if (workspace_state_root(state_dir, &root) == 0)
-		r = workspace_find(root, target, &ws, err, sizeof(err));
-	free(root);
-	if (r == 0) {
-		/* A live daemon buffers its journal: have it written out first, or
-		 * the latest events (files just written) would look unrecorded. */
-		int fr = workspace_daemon_flush(ws, 5000);
-		if (fr < 0)
-			cli_error(cmd,
-				  "%s: the daemon did not write its journal out (%s); its latest "
-				  "events may be missing",
-				  target, strerror(-fr));
-		*journal = workspace_path(ws, "journal.jsonl");
-		*upper = workspace_path(ws, "upper");
-		workspace_free(ws);
-		return *journal && *upper ? 0 : -ENOMEM;
-	}
-	if (r != -ENOENT) {
-		cli_error(cmd, "%s", err);
-		return r;
-	}
-	struct stat st;
-	char *dir = NULL;
-	if (stat(target, &st) == 0 && S_ISDIR(st.st_mode)) {
-		*journal = join2(target, "journal.jsonl");
-		if (*journal && stat(*journal, &st) == 0 && S_ISREG(st.st_mode))
-			dir = strdup(target);
-	} else if (stat(target, &st) == 0 && S_ISREG(st.st_mode)) {
-		*journal = strdup(target);
-		char *c = strdup(target);
-		if (c)
-			dir = strdup(dirname(c));
-		free(c);
-	}
-	if (!dir) {
-		free(*journal);
-		*journal = NULL;
-		cli_error(cmd, "%s: not an agentfs mount (no workspace found)", target);
-		return -ENOENT;
-	}
-	char *u = join2(dir, "upper");
-	free(dir);
-	if (u && stat(u, &st) == 0 && S_ISDIR(st.st_mode))
-		*upper = u;
-	else
-		free(u);
-	return 0;
-}
 
 /* ---- options ------------------------------------------------------------------ */
 
@@ -420,7 +353,7 @@ int cmd_log(int argc, char **argv)
 		return 2;
 	}
 	char *journal = NULL, *upper = NULL;
-	if (find_journal(CMD, argv[optind], state_dir, &journal, &upper) < 0)
+	if (activity_find_journal(CMD, argv[optind], state_dir, &journal, &upper, NULL) < 0)
 		return 1;
 	free(upper);
 	struct journal_reader *r;

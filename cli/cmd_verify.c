@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/activity.h"
 #include "cli/cli.h"
 #include "cli/runlog.h"
 #include "cli/workspace.h"
@@ -50,78 +51,9 @@ const char cmd_verify_usage[] =
 
 static const char *const CMD = "verify";
 
-static char *join2(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *p = malloc(la + lb + 2);
-	if (p) {
-		memcpy(p, a, la);
-		p[la] = '/';
-		memcpy(p + la + 1, b, lb + 1);
-	}
-	return p;
-}
-
 /* As in cmd_log.c: MNT or NAME through the registry, else a workspace directory
  * or a journal file.  *runs is the run journal's path beside it (runlog.h),
  * whether or not there is one. */
-static int find_journal(const char *target, const char *state_dir, char **journal, char **upper,
-			char **runs)
-{
-	*journal = *upper = *runs = NULL;
-	char *root = NULL, err[1024] = "";
-	struct workspace *ws = NULL;
-	int r = -ENOENT;
-	if (workspace_state_root(state_dir, &root) == 0)
-		r = workspace_find(root, target, &ws, err, sizeof(err));
-	free(root);
-	if (r == 0) {
-		/* A live daemon buffers its journal: have it written out first, or
-		 * the latest events (files just written) would look unrecorded. */
-		int fr = workspace_daemon_flush(ws, 5000);
-		if (fr < 0)
-			cli_error(CMD,
-				  "%s: the daemon did not write its journal out (%s); its latest "
-				  "events may be missing",
-				  target, strerror(-fr));
-		*journal = workspace_path(ws, "journal.jsonl");
-		*upper = workspace_path(ws, "upper");
-		*runs = workspace_path(ws, "run.jsonl");
-		workspace_free(ws);
-		return *journal && *upper && *runs ? 0 : -ENOMEM;
-	}
-	if (r != -ENOENT) {
-		cli_error(CMD, "%s", err);
-		return r;
-	}
-	struct stat st;
-	char *dir = NULL;
-	if (stat(target, &st) == 0 && S_ISDIR(st.st_mode)) {
-		*journal = join2(target, "journal.jsonl");
-		if (*journal && stat(*journal, &st) == 0 && S_ISREG(st.st_mode))
-			dir = strdup(target);
-	} else if (stat(target, &st) == 0 && S_ISREG(st.st_mode)) {
-		*journal = strdup(target);
-		char *c = strdup(target);
-		if (c)
-			dir = strdup(dirname(c));
-		free(c);
-	}
-	if (!dir) {
-		free(*journal);
-		*journal = NULL;
-		cli_error(CMD, "%s: not an agentfs mount (no workspace found)", target);
-		return -ENOENT;
-	}
-	char *u = join2(dir, "upper");
-	*runs = join2(dir, "run.jsonl");
-	free(dir);
-	if (u && stat(u, &st) == 0 && S_ISDIR(st.st_mode))
-		*upper = u;
-	else
-		free(u);
-	return 0;
-}
 
 static void print_note(void *arg, const char *msg)
 {
@@ -211,7 +143,7 @@ int cmd_verify(int argc, char **argv)
 		return 2;
 	}
 	char *journal = NULL, *upper = NULL, *runs = NULL;
-	if (find_journal(argv[optind], state_dir, &journal, &upper, &runs) < 0)
+	if (activity_find_journal(CMD, argv[optind], state_dir, &journal, &upper, &runs) < 0)
 		return 1;
 	if (is_run_journal(journal)) {
 		/* a run journal named directly: that file alone */

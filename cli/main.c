@@ -1,48 +1,25 @@
 /* main.c - agentfs entry point: dispatches to the subcommand table. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 
 static const struct cli_command commands[] = {
-	{"mount", cmd_mount, cmd_mount_usage, "mount a filtered copy-on-write view of a repository"},
-	{"unmount", cmd_unmount, cmd_unmount_usage, "unmount a workspace, waiting for its daemon"},
-	{"status", cmd_status, cmd_status_usage, "list the paths the agent changed"},
-	{"export", cmd_export, cmd_export_usage, "print the agent's changes as a patch"},
-	{"discard", cmd_discard, cmd_discard_usage, "drop the agent's changes to paths, or all"},
-	{"list", cmd_list, cmd_list_usage, "list workspaces"},
-	{"rm", cmd_rm, cmd_rm_usage, "remove an unmounted workspace"},
-	{"log", cmd_log, cmd_log_usage, "show the journal"},
-	{"verify", cmd_verify, cmd_verify_usage, "verify the journal's chain and the upper"},
-	{"policy", cmd_policy, cmd_policy_usage, "check, show, explain and test policies"},
-	{"promote", cmd_promote, cmd_promote_usage, "create a branch in the repository from the agent's work"},
-	{"run", cmd_run, cmd_run_usage, "run a command (an agent) sandboxed in a workspace"},
+    {"mount", cmd_mount, cmd_mount_usage, "mount a filtered copy-on-write view of a repository"},
+    {"unmount", cmd_unmount, cmd_unmount_usage, "unmount a workspace, waiting for its daemon"},
+    {"status", cmd_status, cmd_status_usage, "list the paths the agent changed"},
+    {"export", cmd_export, cmd_export_usage, "print the agent's changes as a patch"},
+    {"discard", cmd_discard, cmd_discard_usage, "drop the agent's changes to paths, or all"},
+    {"list", cmd_list, cmd_list_usage, "list workspaces"},
+    {"rm", cmd_rm, cmd_rm_usage, "remove an unmounted workspace"},
+    {"log", cmd_log, cmd_log_usage, "show the journal"},
+    {"verify", cmd_verify, cmd_verify_usage, "verify the journal's chain and the upper"},
+    {"policy", cmd_policy, cmd_policy_usage, "check, show, explain and test policies"},
+    {"promote", cmd_promote, cmd_promote_usage,
+     "create a branch in the repository from the agent's work"},
+    {"run", cmd_run, cmd_run_usage, "run a command (an agent) sandboxed in a workspace"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
-
-void cli_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "agentfs: %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-int cli_wants_help(int argc, char **argv, const char *usage)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			break;
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			fputs(usage, stdout);
-			return 1;
-		}
-	}
-	return 0;
-}
 
 static void usage(FILE *out)
 {

@@ -19,17 +19,6 @@
 
 #define MARK "GITPRIV_TEST_SECRET_51c2"
 
-/* cli/main.c's, which the library leaves to the program. */
-void cli_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "agentfs: %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 static char tmp[PATH_MAX], repo[PATH_MAX + 8], ws[PATH_MAX + 8], gitdir[PATH_MAX + 16];
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

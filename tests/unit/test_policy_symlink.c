@@ -17,25 +17,6 @@
 #include "policy/policy.h"
 #include "policy/symlink.h"
 
-/* cli/main.c's, which the library leaves to the program. */
-void cli_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "agentfs: %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-int cli_wants_help(int argc, char **argv, const char *usage)
-{
-	(void)argc;
-	(void)argv;
-	(void)usage;
-	return 0;
-}
-
 static char repo[64];
 static int repo_fd = -1;
 
