@@ -52,9 +52,11 @@ int layout_make_whiteout(int dirfd, const char *name)
 	int r = layout_whiteout_name(name, wh, sizeof(wh));
 	if (r < 0)
 		return r;
-	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0);
+	/* Mode 0: reopening an existing whiteout for writing would fail with
+	 * EACCES for anyone but root, so an existing one is simply kept. */
+	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return errno == EEXIST ? 0 : -errno;
 	close(fd);
 	return 0;
 }

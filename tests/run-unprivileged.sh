@@ -52,7 +52,10 @@ for f in "$AGENTFS" "$AGENTFS_FSOPS"; do
 done
 
 if ! id -u "$user" >/dev/null 2>&1; then
-	useradd -m -s /bin/bash "$user" || {
+	# A group of that name may be left over from an earlier user: reuse it.
+	group_opt=()
+	getent group "$user" >/dev/null && group_opt=(-g "$user")
+	useradd -m -s /bin/bash "${group_opt[@]}" "$user" || {
 		echo "Bail out! cannot create the user $user"
 		exit 1
 	}
@@ -103,8 +106,12 @@ chown "$user:" "$D/tmp"
 rc=0
 for s in "${scripts[@]}"; do
 	name=$(basename "$s")
-	if [ ! -f "$D/integration/$name" ]; then
-		cp "$s" "$D/integration/$name" && chmod a+r "$D/integration/$name" || exit 1
+	# Scripts outside integration/ (conformance/, differential/) source
+	# ../integration/lib.sh: copy their whole directory beside it.
+	sub=$(basename "$(dirname "$s")")
+	if [ ! -f "$D/$sub/$name" ]; then
+		mkdir -p "$D/$sub" && cp "$(dirname "$s")"/* "$D/$sub/" && chmod -R a+rX "$D/$sub" ||
+			exit 1
 	fi
 	[ ${#scripts[@]} -gt 1 ] && echo "# $name as $user (uid $uid)"
 	# a clean environment: the user's own HOME and PATH, none of root's
@@ -116,6 +123,7 @@ for s in "${scripts[@]}"; do
 		${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} \
 		${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} \
 		${AGENTFS_TEST_WATCHDOG:+AGENTFS_TEST_WATCHDOG="$AGENTFS_TEST_WATCHDOG"} \
-		timeout -k 10 290 bash "$D/integration/$name" || rc=1
+		${AGENTFS_SANITIZE:+AGENTFS_SANITIZE="$AGENTFS_SANITIZE"} \
+		timeout -k 10 290 bash "$D/$sub/$name" || rc=1
 done
 exit $rc

@@ -166,7 +166,13 @@ def apply(root, op):
         elif kind == "symlink":
             os.symlink(a[1], P(a[0]))
         elif kind == "chmod":
-            os.chmod(P(a[0]), a[1])
+            mode = a[1]
+            # Unprivileged, a directory without u+rwx would lock the harness
+            # itself out (copying, comparing, cleaning up); both sides get
+            # the same mode either way.
+            if os.geteuid() != 0 and os.path.isdir(P(a[0])) and not os.path.islink(P(a[0])):
+                mode |= 0o700
+            os.chmod(P(a[0]), mode)
         elif kind == "utime":
             os.utime(P(a[0]), ns=(a[1], a[1]), follow_symlinks=False)
             return ("OK", os.lstat(P(a[0])).st_mtime_ns)
