@@ -662,7 +662,14 @@ static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const ch
 	return 0;
 }
 
-void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+/*
+ * unlink(2) and rmdir(2): take @name out of @dir's view.  The upper entry goes
+ * (a directory with the whiteouts it held); a visible lower entry gets a
+ * whiteout, made first, so a crash in between leaves the entry, never the
+ * lower version resurfacing in place of the agent's.  A directory must be
+ * empty as the view shows it: one whose only entries are hidden is.
+ */
+static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, bool is_rmdir)
 {
 	struct agentfs *fs = fs_of(req);
 	struct node *dir = node_get(fs, parent);
@@ -672,50 +679,9 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	ns_wrlock(fs);
 	int dfd;
 	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
-	if (r == 0 && S_ISDIR(e.type))
-		r = -EISDIR;
-	bool wh = r == 0 && (e.in_upper ? lower_visible(fs, dir, name) : true);
-	if (r == 0 && dfd < 0 && (r = copyup_dir(fs, dir)) == 0)
-		dfd = open_upper_dir(fs, dir);
-	if (r < 0 || dfd < 0) {
-		if (dfd >= 0)
-			close(dfd);
-		r = r < 0 ? r : dfd;
-		pthread_rwlock_unlock(&fs->ns_lock);
-		if (!replied)
-			fuse_reply_err(req, -r);
-		return;
-	}
-	/* Whiteout first: a crash in between leaves the file, never the
-	 * lower version resurfacing in place of the agent's. */
-	if (wh)
-		r = layout_make_whiteout(dfd, name);
-	if (r == 0 && e.in_upper && unlinkat(dfd, name, 0) < 0)
-		r = -errno;
-	close(dfd);
-	if (r == 0) {
-		struct node *n = node_find(fs, dir, name);
-		if (n)
-			node_unhash(fs, n);
-	}
-	fs_record(fs, req, JOP_UNLINK, r, path, NULL);
-	pthread_rwlock_unlock(&fs->ns_lock);
-	fuse_reply_err(req, -r);
-}
-
-void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct agentfs *fs = fs_of(req);
-	struct node *dir = node_get(fs, parent);
-	char path[FS_PATH_MAX];
-	struct entry e;
-	bool replied;
-	ns_wrlock(fs);
-	int dfd;
-	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
-	if (r == 0 && !S_ISDIR(e.type))
-		r = -ENOTDIR;
-	if (r == 0) {
+	if (r == 0 && is_rmdir != S_ISDIR(e.type))
+		r = is_rmdir ? -ENOTDIR : -EISDIR;
+	if (r == 0 && is_rmdir) {
 		/* A stand-in node to list the directory as the view has it. */
 		struct node tmp = {.parent = dir,
 				   .name = (char *)name,
@@ -726,7 +692,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		int empty = view_dir_empty(fs, &tmp);
 		r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
 	}
-	bool wh = r == 0 && lower_visible(fs, dir, name);
+	bool wh = r == 0 && (e.in_upper ? lower_visible(fs, dir, name) : true);
 	if (r == 0 && dfd < 0 && (r = copyup_dir(fs, dir)) == 0)
 		dfd = open_upper_dir(fs, dir);
 	if (r < 0 || dfd < 0) {
@@ -741,16 +707,26 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (wh)
 		r = layout_make_whiteout(dfd, name);
 	if (r == 0 && e.in_upper)
-		r = upper_rmdir(fs, dfd, name);
+		r = is_rmdir ? upper_rmdir(fs, dfd, name) : unlinkat(dfd, name, 0) < 0 ? -errno : 0;
 	close(dfd);
 	if (r == 0) {
 		struct node *n = node_find(fs, dir, name);
 		if (n)
 			node_unhash(fs, n);
 	}
-	fs_record(fs, req, JOP_RMDIR, r, path, NULL);
+	fs_record(fs, req, is_rmdir ? JOP_RMDIR : JOP_UNLINK, r, path, NULL);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fuse_reply_err(req, -r);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, false);
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, true);
 }
 
 /* Make a node about to move exist in the upper, and pin a lower directory's
