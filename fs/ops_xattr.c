@@ -18,13 +18,25 @@
 
 /* The view carries user.* attributes only (user_xattr in xattr(7)); other
  * namespaces are privileged, or ACLs and labels the kernel does not enforce
- * on a FUSE mount with default_permissions anyway.  Answering them without a
- * disk access keeps `ls -l` (which asks for security.selinux and
- * system.posix_acl_access on every file) cheap. */
+ * on a FUSE mount with default_permissions anyway. */
 static bool private_name(const char *name)
 {
 	return strncmp(name, "user.", 5) != 0 ||
 	       strncmp(name, LAYOUT_XATTR_PREFIX, LAYOUT_XATTR_PREFIX_LEN) == 0;
+}
+
+/*
+ * The error a read of private @name gets: ENODATA for user.agentfs.* (a user
+ * attribute that is simply not there), ENOTSUP for every other namespace,
+ * which the view does not support at all (getxattr(2), xattr(7)).  ENOTSUP
+ * also lets tools stop asking: coreutils' ls -l caches "unsupported" per
+ * st_dev for security.selinux and system.posix_acl_access, which it would
+ * otherwise request for every file, two FUSE round trips each that the kernel
+ * does not cache (no FUSE_POSIX_ACL).
+ */
+static int private_read_error(const char *name)
+{
+	return strncmp(name, "user.", 5) == 0 ? ENODATA : ENOTSUP;
 }
 
 /*
@@ -70,7 +82,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	struct agentfs *fs = fs_of(req);
 	struct node *n = node_get(fs, ino);
 	if (private_name(name)) {
-		fuse_reply_err(req, ENODATA);
+		fuse_reply_err(req, private_read_error(name));
 		return;
 	}
 	char p[FS_PATH_MAX + 64];
@@ -149,7 +161,9 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct agentfs *fs = fs_of(req);
 	struct node *n = node_get(fs, ino);
 	if (private_name(name)) {
-		fuse_reply_err(req, remove ? ENODATA : strncmp(name, "user.", 5) ? ENOTSUP : EPERM);
+		fuse_reply_err(req, remove ? private_read_error(name)
+					   : strncmp(name, "user.", 5) ? ENOTSUP
+									 : EPERM);
 		return;
 	}
 	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];

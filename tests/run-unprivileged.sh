@@ -51,6 +51,9 @@ for f in "$AGENTFS" "$AGENTFS_FSOPS"; do
 	fi
 done
 
+# Scripts may run side by side (meson test -j): one at a time creates the
+# user (the lock is this script's own file, nothing to plant in /tmp).
+exec 9<"${BASH_SOURCE[0]}" && flock 9
 if ! id -u "$user" >/dev/null 2>&1; then
 	# A group of that name may be left over from an earlier user: reuse it.
 	group_opt=()
@@ -60,6 +63,7 @@ if ! id -u "$user" >/dev/null 2>&1; then
 		exit 1
 	}
 fi
+exec 9<&-
 uid=$(id -u "$user")
 home=$(getent passwd "$user" | cut -d: -f6)
 if [ ! -d "$home" ]; then

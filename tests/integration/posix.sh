@@ -106,6 +106,11 @@ assert_eq "setting user.agentfs.redirect from the view does not redirect" "sub y
 	"$(t ls "$P/tree" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 assert_eq "getxattr of an agentfs-internal name: ENODATA" ENODATA \
 	"$(fsops getxattr "$P/hl.txt" user.agentfs.origin)"
+# Other namespaces are not supported at all: ENOTSUP (EOPNOTSUPP), which
+# coreutils' ls -l caches per file system instead of asking for every file.
+for name in security.selinux system.posix_acl_access; do
+	assert_eq "getxattr $name: EOPNOTSUPP" EOPNOTSUPP "$(fsops getxattr "$P/hl.txt" "$name")"
+done
 
 # ------------------------------------------------------------------ fsync, statfs, open-unlinked
 assert_eq "write + fsync + fdatasync + directory fsync" OK \
