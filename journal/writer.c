@@ -186,18 +186,24 @@ static void *writer_main(void *arg)
 {
 	struct journal *j = arg;
 	pthread_mutex_lock(&j->lock);
+	/* Interval mode: one write and fdatasync per JOURNAL_INTERVAL_MS at most
+	 * while records keep coming (a steady stream would otherwise sync back to
+	 * back), sooner when the queue is half full, a flush waits or the journal
+	 * closes.  The deadline runs on CLOCK_REALTIME, the condition's clock. */
+	struct timespec due_at;
+	clock_gettime(CLOCK_REALTIME, &due_at);
 	for (;;) {
-		if (j->n == 0 && !j->stop && !j->flushers) {
-			if (j->sync == JOURNAL_SYNC_ALWAYS) {
+		if (j->sync == JOURNAL_SYNC_ALWAYS) {
+			while (j->n == 0 && !j->stop && !j->flushers)
 				pthread_cond_wait(&j->nonempty, &j->lock);
-			} else {
-				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += JOURNAL_INTERVAL_MS * 1000000L;
-				ts.tv_sec += ts.tv_nsec / 1000000000L;
-				ts.tv_nsec %= 1000000000L;
-				pthread_cond_timedwait(&j->nonempty, &j->lock, &ts);
+		} else {
+			due_at.tv_nsec += JOURNAL_INTERVAL_MS * 1000000L;
+			due_at.tv_sec += due_at.tv_nsec / 1000000000L;
+			due_at.tv_nsec %= 1000000000L;
+			while (j->n < JOURNAL_QUEUE_MAX / 2 && !j->stop && !j->flushers &&
+			       pthread_cond_timedwait(&j->nonempty, &j->lock, &due_at) != ETIMEDOUT) {
 			}
+			clock_gettime(CLOCK_REALTIME, &due_at);
 		}
 		struct qev *batch = j->q;
 		size_t n = j->n;
