@@ -1,10 +1,10 @@
 /* gitpriv.c - build and serve the workspace-private .git (see gitpriv.h). */
 #include <dirent.h>
 #include <errno.h>
-#include <malloc.h>
 #include <fcntl.h>
 #include <git2.h>
 #include <limits.h>
+#include <malloc.h>
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <stdint.h>

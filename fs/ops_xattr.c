@@ -161,9 +161,9 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct agentfs *fs = fs_of(req);
 	struct node *n = node_get(fs, ino);
 	if (private_name(name)) {
-		fuse_reply_err(req, remove ? private_read_error(name)
-					   : strncmp(name, "user.", 5) ? ENOTSUP
-									 : EPERM);
+		fuse_reply_err(req, remove			? private_read_error(name)
+				    : strncmp(name, "user.", 5) ? ENOTSUP
+								: EPERM);
 		return;
 	}
 	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];

@@ -201,7 +201,8 @@ static void *writer_main(void *arg)
 			due_at.tv_sec += due_at.tv_nsec / 1000000000L;
 			due_at.tv_nsec %= 1000000000L;
 			while (j->n < JOURNAL_QUEUE_MAX / 2 && !j->stop && !j->flushers &&
-			       pthread_cond_timedwait(&j->nonempty, &j->lock, &due_at) != ETIMEDOUT) {
+			       pthread_cond_timedwait(&j->nonempty, &j->lock, &due_at) !=
+				   ETIMEDOUT) {
 			}
 			clock_gettime(CLOCK_REALTIME, &due_at);
 		}
