@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -432,11 +433,50 @@ fail:
 	fuse_reply_err(req, -r);
 }
 
+/*
+ * The calling worker thread's read buffer, at least @size bytes, kept for the
+ * thread's life (freed by the key's destructor when libfuse ends it): a fresh
+ * malloc of up to max_read bytes per request came back from the kernel as
+ * page faults on every read once malloc had trimmed it.  NULL without memory.
+ */
+static pthread_key_t read_buf_key;
+static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
+
+struct read_buf {
+	size_t cap;
+	char data[];
+};
+
+static void read_buf_key_init(void)
+{
+	if (pthread_key_create(&read_buf_key, free) != 0)
+		abort(); /* no key at all: nothing sensible to serve reads with */
+}
+
+static char *read_buf(size_t size)
+{
+	pthread_once(&read_buf_once, read_buf_key_init);
+	struct read_buf *b = pthread_getspecific(read_buf_key);
+	if (b && b->cap >= size)
+		return b->data;
+	size_t cap = size < (1u << 20) ? (1u << 20) : size;
+	struct read_buf *nb = malloc(sizeof(*nb) + cap);
+	if (!nb)
+		return NULL;
+	nb->cap = cap;
+	if (pthread_setspecific(read_buf_key, nb) != 0) {
+		free(nb);
+		return NULL;
+	}
+	free(b);
+	return nb->data;
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
-	char *buf = malloc(size ? size : 1);
+	char *buf = read_buf(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -451,7 +491,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 		__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
 		fuse_reply_buf(req, buf, (size_t)n);
 	}
-	free(buf);
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
