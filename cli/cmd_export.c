@@ -174,8 +174,8 @@ int cmd_export(int argc, char **argv)
 	size_t n_allow = 0;
 	int c;
 	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+ho:", longopts, NULL)) != -1) {
+	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
+	while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			output = optarg;

@@ -116,8 +116,8 @@ int cmd_verify(int argc, char **argv)
 	const char *state_dir = NULL;
 	int c;
 	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hq", longopts, NULL)) != -1) {
+	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
+	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NO_UPPER:
 			no_upper = true;

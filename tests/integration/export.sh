@@ -49,6 +49,13 @@ sh_step "the person edits src/util.c in the repository" \
 run af status "$MNT"
 assert_eq "agentfs status exits 0" 0 "$RC"
 status_out=$OUT
+# Options may also follow the operand, as with mount.
+for c in status log verify; do
+	run t "$AGENTFS" $c "$MNT" --state-dir "$STATE"
+	assert_eq "agentfs $c MNT --state-dir DIR: options after the operand" 0 "$RC"
+done
+run t "$AGENTFS" export "$MNT" --state-dir "$STATE" --format stat --conflicts=skip
+assert_eq "agentfs export MNT --state-dir DIR --format stat: options after the operand" 0 "$RC"
 for line in "M README.md" "D src/old.c" "M scripts/gen.sh" "M data/blob.bin" \
 	"R docs/guide.md -> documentation/guide.md" \
 	"R config/settings.yml -> conf/settings.yml" \

@@ -184,7 +184,7 @@ refuse() {
 	fi
 }
 
-# The agentfs CLI with this test's state dir.  Options go before operands.
+# The agentfs CLI with this test's state dir (options first; they may also follow operands).
 af() {
 	local cmd=$1
 	shift
