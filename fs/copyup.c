@@ -35,7 +35,10 @@ static void hash_zeros(XXH3_state_t *st, off_t len)
 static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 {
 	XXH3_state_t *hs = XXH3_createState();
-	char *buf = malloc(CHUNK);
+	/* A small file gets a small buffer: a CHUNK-sized one is an mmap and
+	 * munmap of its own for every copy-up (malloc's mmap threshold). */
+	size_t cap = size <= 0 ? 1 : size < CHUNK ? (size_t)size : CHUNK;
+	char *buf = malloc(cap);
 	int r = 0;
 	if (!hs || !buf) {
 		r = -ENOMEM;
@@ -57,7 +60,7 @@ static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 		if (hole < 0 || hole > size)
 			hole = size;
 		while (off < hole) {
-			size_t want = hole - off > CHUNK ? CHUNK : (size_t)(hole - off);
+			size_t want = (size_t)(hole - off) > cap ? cap : (size_t)(hole - off);
 			ssize_t n = pread(src, buf, want, off);
 			if (n < 0) {
 				if (errno == EINTR)
