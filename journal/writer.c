@@ -174,8 +174,11 @@ static int write_out(struct journal *j)
 	}
 	j->size += (off_t)done;
 	j->out.len = 0;
-	if (j->sync != JOURNAL_SYNC_NEVER && fdatasync(j->fd) < 0)
-		return -errno;
+	if (j->sync != JOURNAL_SYNC_NEVER) {
+		if (fdatasync(j->fd) < 0)
+			return -errno;
+		__atomic_fetch_add(&j->syncs, 1, __ATOMIC_RELAXED);
+	}
 	struct journal_head h = {j->out_seq, j->prev, (uint64_t)j->size};
 	if (j->head_fd >= 0)
 		return journal_head_write_fd(j->head_fd, &h);
@@ -288,6 +291,11 @@ void journal_close(struct journal *j)
 	pthread_mutex_unlock(&j->lock);
 	pthread_join(j->thread, NULL);
 	destroy(j);
+}
+
+uint64_t journal_syncs(struct journal *j)
+{
+	return __atomic_load_n(&j->syncs, __ATOMIC_RELAXED);
 }
 
 uint64_t journal_full_waits(struct journal *j)

@@ -24,6 +24,7 @@ struct journal {
 	struct qev *q, *q2; /* producers append to q; the writer swaps q and q2 */
 	size_t n;
 	uint64_t enqueued, written, full_waits;
+	uint64_t syncs; /* fdatasync()s of the writer; atomic */
 	int flushers;
 	bool stop, stopped;
 	int err; /* first write error, sticky */
@@ -43,5 +44,8 @@ struct journal {
 
 /* Times journal_record() waited for a full queue. */
 uint64_t journal_full_waits(struct journal *j);
+
+/* Times the writer has fdatasync()ed the journal since journal_open(). */
+uint64_t journal_syncs(struct journal *j);
 
 #endif

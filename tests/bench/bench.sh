@@ -509,7 +509,7 @@ phase_tree() {
 }
 
 phase_full() {
-	local sys=$1 r=$2 hwm
+	local sys=$1 r=$2
 	if ! inst_up "$sys" full "$REPO_FULL"; then
 		skip_phase "mount until ls (full)" "walk full tree (find+ls -lR)" "$sys" "$r"
 		inst_down "$sys"

@@ -167,6 +167,44 @@ START_TEST(sync_modes_flush)
 }
 END_TEST
 
+/* Interval mode under a steady stream: one fdatasync per interval, not one
+ * per batch (it used to sync back to back while records kept coming). */
+START_TEST(interval_paces_syncs)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
+	struct timespec gap = {0, 200 * 1000L}, t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int sent = 0;
+	do {
+		journal_record(j, &ev);
+		sent++;
+		nanosleep(&gap, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	} while ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 <
+		 6 * JOURNAL_INTERVAL_MS);
+	uint64_t syncs = journal_syncs(j);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	/* One per interval elapsed, plus the one in flight. */
+	ck_assert_msg(syncs <= (uint64_t)(ms / JOURNAL_INTERVAL_MS + 2),
+		      "%llu fdatasyncs for %d records in %ld ms", (unsigned long long)syncs, sent,
+		      ms);
+	ck_assert_uint_ge(syncs, 1);
+	fprintf(stderr, "interval_paces_syncs: %llu fdatasyncs, %d records, %ld ms\n",
+		(unsigned long long)syncs, sent, ms);
+	journal_close(j);
+	size_t n;
+	struct journal_entry *v = read_all(jt.journal, &n);
+	ck_assert_uint_eq(n, (size_t)sent);
+	free_all(v, n);
+	expect_intact(jt.journal, -1);
+	jt_teardown(&jt);
+}
+END_TEST
+
 START_TEST(second_writer_refused)
 {
 	struct jt jt;
@@ -487,6 +525,7 @@ Suite *journal_writer_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, stress_threads_all_recorded_in_order);
 	tcase_add_test(tc, sync_modes_flush);
+	tcase_add_test(tc, interval_paces_syncs);
 	tcase_add_test(tc, second_writer_refused);
 	tcase_add_test(tc, process_named_from_proc);
 	tcase_add_test(tc, detail_object_or_string);
