@@ -41,6 +41,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Writes are spliced straight into the upper file. */
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
+	/* Large reads are spliced from the layer's file to the kernel: the
+	 * data is not copied through the daemon (see op_read). */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE) {
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+		fs->splice_write = true;
+	}
 	/* Sequential reads in 1 MiB requests instead of the kernel's default
 	 * 128 KiB readahead window (fewer round trips per byte). */
 	conn->max_readahead = 1 << 20;

@@ -73,13 +73,13 @@ struct agentfs {
 	bool use_openat2;   /* false after openat2 answered ENOSYS (old kernel, valgrind) */
 	bool tag_upper_ino; /* lower and upper on different devices */
 	dev_t lower_dev;
-	double timeout; /* entry and attribute cache timeout, seconds */
-	bool no_opendir;
+	double timeout;	 /* entry and attribute cache timeout, seconds */
+	bool no_opendir; /* the kernel lists directories without opendir */
+	/* The kernel takes read replies spliced from a file (FUSE_CAP_SPLICE_WRITE). */
+	bool splice_write;
 	mode_t umask; /* the daemon's own umask (fix_mode()) */
+	/* the daemon runs as root: new entries get the caller's owner */
 	bool is_root;
-	/* the daemon runs as root: new entries get the caller's owner */ /* the kernel lists
-									     directories without
-									     opendir */
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;

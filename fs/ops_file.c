@@ -472,10 +472,37 @@ static char *read_buf(size_t size)
 	return nb->data;
 }
 
+/* Reads at least this large are spliced; below it one pread and one writev
+ * are cheaper than libfuse's vmsplice, splice and splice.  64 KiB: measured
+ * with 1 GiB sequential reads (spliced 1 MiB requests) and `cat` of the
+ * kernel tree's small files (copied). */
+#define READ_SPLICE_MIN (64 * 1024)
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
+	if (size >= READ_SPLICE_MIN && fs_of(req)->splice_write) {
+		/* Spliced: libfuse moves the file's pages through a pipe to
+		 * /dev/fuse (splice(2)), no copy into the daemon.  The reply's
+		 * length is what the file holds from off; the size is read now
+		 * so the journal counts the bytes actually served. */
+		struct stat st;
+		if (fstat(h->fd, &st) < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+		size_t n = 0;
+		if (off < st.st_size)
+			n = (uint64_t)(st.st_size - off) < size ? (size_t)(st.st_size - off) : size;
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+		bv.buf[0].fd = h->fd;
+		bv.buf[0].pos = off;
+		__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+		fuse_reply_data(req, &bv, 0);
+		return;
+	}
 	char *buf = read_buf(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
