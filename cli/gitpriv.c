@@ -120,6 +120,16 @@ struct gitpriv {
 	git_odb *priv_odb;     /* the private objects directory */
 	struct oidset allowed; /* every object reachable from the base tree */
 	bool fanout[256];      /* objects/XX holds some allowed object */
+
+	/* Base blobs ahead of git (gitpriv_copied_up): a ring of lower paths
+	 * and the thread that takes them, under a lock of their own so that a
+	 * request never waits for a fault or the build. */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	pthread_t qthread;
+	bool qstarted, qstop;
+	size_t qhead, qlen;
+	char *queue[GITPRIV_PREFETCH_QUEUE];
 };
 
 int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, int lower_fd,
@@ -131,6 +141,8 @@ int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, in
 	g->lower_fd = lower_fd;
 	g->policy = policy;
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_mutex_init(&g->qlock, NULL);
+	pthread_cond_init(&g->qcond, NULL);
 	g->ws_dir = strdup(ws_dir);
 	g->repo = strdup(repo);
 	g->mountpoint = strdup(mountpoint);
@@ -187,6 +199,8 @@ void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg)
 	cfg->git_prepare = gitpriv_prepare;
 	cfg->git_prepare_arg = g;
 	cfg->git_fault = gitpriv_fault;
+	if (!g->readonly) /* git-ro reads the repository's own objects */
+		cfg->git_copied_up = gitpriv_copied_up;
 }
 
 const char *gitpriv_dir(const struct gitpriv *g)
@@ -198,6 +212,17 @@ void gitpriv_free(struct gitpriv *g)
 {
 	if (!g)
 		return;
+	if (g->qstarted) {
+		pthread_mutex_lock(&g->qlock);
+		g->qstop = true;
+		pthread_cond_signal(&g->qcond);
+		pthread_mutex_unlock(&g->qlock);
+		pthread_join(g->qthread, NULL);
+	}
+	for (size_t i = 0; i < g->qlen; i++)
+		free(g->queue[(g->qhead + i) % GITPRIV_PREFETCH_QUEUE]);
+	pthread_cond_destroy(&g->qcond);
+	pthread_mutex_destroy(&g->qlock);
 	git_odb_free(g->real_odb);
 	git_odb_free(g->priv_odb);
 	if (g->inited)
@@ -1290,6 +1315,113 @@ int gitpriv_fault(void *arg, const char *rel)
 	}
 	pthread_mutex_unlock(&g->lock);
 	return r;
+}
+
+/* ---- base blobs ahead of git (gitpriv_copied_up) ---- */
+
+/* Read lower file @lower whole into *buf (malloc'd), refusing symlinks,
+ * escapes, non-regular files and files over GITPRIV_PREFETCH_MAX_BYTES. */
+static int read_lower(const struct gitpriv *g, const char *lower, char **buf, size_t *len)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(lower, '/');
+	const char *leaf = slash ? slash + 1 : lower;
+	size_t dl = slash ? (size_t)(slash - lower) : 0;
+	if (dl >= sizeof(dir) || !*leaf)
+		return -EINVAL;
+	memcpy(dir, lower, dl);
+	dir[dl] = 0;
+	int dfd = lower_open_dir(g->lower_fd, dir);
+	if (dfd < 0)
+		return dfd;
+	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int r = fd < 0 ? -errno : 0;
+	close(dfd);
+	if (r < 0)
+		return r;
+	struct stat st;
+	*buf = NULL;
+	if (fstat(fd, &st) < 0)
+		r = -errno;
+	else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > GITPRIV_PREFETCH_MAX_BYTES)
+		r = -EFBIG;
+	else if (!(*buf = malloc((size_t)st.st_size + 1)))
+		r = -ENOMEM;
+	size_t got = 0;
+	while (r == 0 && got < (size_t)st.st_size) {
+		ssize_t n = pread(fd, *buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			r = n < 0 ? -errno : -EAGAIN; /* shrank under us */
+		else
+			got += (size_t)n;
+	}
+	close(fd);
+	if (r < 0) {
+		free(*buf);
+		*buf = NULL;
+		return r;
+	}
+	*len = got;
+	return 0;
+}
+
+static void prefetch_one(struct gitpriv *g, const char *lower)
+{
+	char *buf;
+	size_t len;
+	git_oid id, got;
+	pthread_mutex_lock(&g->lock);
+	bool ready = g->priv_odb != NULL; /* built (gitpriv_prepare) */
+	pthread_mutex_unlock(&g->lock);
+	if (!ready || read_lower(g, lower, &buf, &len) < 0)
+		return;
+	if (git_odb_hash(&id, buf, len, GIT_OBJECT_BLOB) == 0) {
+		pthread_mutex_lock(&g->lock);
+		/* Only a blob of the base: exactly what gitpriv_fault would copy. */
+		if (g->priv_odb && oidset_has(&g->allowed, &id) &&
+		    !git_odb_exists(g->priv_odb, &id))
+			(void)git_odb_write(&got, g->priv_odb, buf, len, GIT_OBJECT_BLOB);
+		pthread_mutex_unlock(&g->lock);
+	}
+	free(buf);
+}
+
+static void *prefetch_thread(void *arg)
+{
+	struct gitpriv *g = arg;
+	pthread_mutex_lock(&g->qlock);
+	for (;;) {
+		while (!g->qlen && !g->qstop)
+			pthread_cond_wait(&g->qcond, &g->qlock);
+		if (g->qstop)
+			break;
+		char *lower = g->queue[g->qhead];
+		g->qhead = (g->qhead + 1) % GITPRIV_PREFETCH_QUEUE;
+		g->qlen--;
+		pthread_mutex_unlock(&g->qlock);
+		prefetch_one(g, lower);
+		free(lower);
+		pthread_mutex_lock(&g->qlock);
+	}
+	pthread_mutex_unlock(&g->qlock);
+	return NULL;
+}
+
+void gitpriv_copied_up(void *arg, const char *lower)
+{
+	struct gitpriv *g = arg;
+	pthread_mutex_lock(&g->qlock);
+	if (!g->qstarted && !g->qstop)
+		g->qstarted = pthread_create(&g->qthread, NULL, prefetch_thread, g) == 0;
+	char *copy;
+	if (g->qstarted && g->qlen < GITPRIV_PREFETCH_QUEUE && (copy = strdup(lower))) {
+		g->queue[(g->qhead + g->qlen) % GITPRIV_PREFETCH_QUEUE] = copy;
+		g->qlen++;
+		pthread_cond_signal(&g->qcond);
+	}
+	pthread_mutex_unlock(&g->qlock);
 }
 
 /* ---- reading the records ---- */

@@ -223,6 +223,8 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 			hashcache_put(fs->hashes, &st, hash);
 			if (fstatat(pfd, leaf, &ust, AT_SYMLINK_NOFOLLOW) == 0)
 				hashcache_put(fs->hashes, &ust, hash);
+			if (fs->cfg->git_copied_up)
+				fs->cfg->git_copied_up(fs->cfg->git_prepare_arg, node_lower(n));
 		}
 	} else if (S_ISLNK(st.st_mode)) {
 		char target[FS_PATH_MAX];

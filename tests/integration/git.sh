@@ -91,6 +91,15 @@ assert_contains "config: hooksPath is the private hooks" "core.hookspath=$MNT/.g
 # ------------------------------------------------------------------ the agent's git
 sh_step "agent edits, adds and deletes" "cd '$MNT' && printf '/* agent 1 */\n' >>src/util.c &&
 	printf 'new\n' >notes.md && rm src/old.c"
+# The edit copied src/util.c up: its base blob is written into the private
+# objects ahead of the `git diff` that wants it (before, git's read of it
+# faulted it in).
+util_id=$(git -C "$REPO" rev-parse HEAD:src/util.c)
+util_obj=$STATE/workspaces/mnt/git/objects/${util_id:0:2}/${util_id:2}
+for _ in $(seq 1 50); do [ -e "$util_obj" ] && break; sleep 0.1; done
+if [ -e "$util_obj" ]; then pass "an edited file's base blob is in the private .git before git asks"; else
+	fail "an edited file's base blob is in the private .git before git asks" "no $util_obj"
+fi
 run G status --porcelain=v1
 assert_eq "status shows exactly the agent's changes" \
 	"$(printf ' M src/util.c\n D src/old.c\n?? draft.txt\n?? notes.md' | sort)" "$(sort <<<"$OUT")"
