@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -1378,12 +1379,16 @@ static void prefetch_one(struct gitpriv *g, const char *lower)
 	if (!ready || read_lower(g, lower, &buf, &len) < 0)
 		return;
 	if (git_odb_hash(&id, buf, len, GIT_OBJECT_BLOB) == 0) {
+		/* Only a blob of the base: exactly what gitpriv_fault would copy.
+		 * Written outside the lock (libgit2's object databases are
+		 * thread-safe; the odb lives until gitpriv_free joins this
+		 * thread), so a fault never waits behind this low-priority
+		 * thread for longer than the check. */
 		pthread_mutex_lock(&g->lock);
-		/* Only a blob of the base: exactly what gitpriv_fault would copy. */
-		if (g->priv_odb && oidset_has(&g->allowed, &id) &&
-		    !git_odb_exists(g->priv_odb, &id))
-			(void)git_odb_write(&got, g->priv_odb, buf, len, GIT_OBJECT_BLOB);
+		bool want = oidset_has(&g->allowed, &id);
 		pthread_mutex_unlock(&g->lock);
+		if (want && !git_odb_exists(g->priv_odb, &id))
+			(void)git_odb_write(&got, g->priv_odb, buf, len, GIT_OBJECT_BLOB);
 	}
 	free(buf);
 }
@@ -1391,6 +1396,10 @@ static void prefetch_one(struct gitpriv *g, const char *lower)
 static void *prefetch_thread(void *arg)
 {
 	struct gitpriv *g = arg;
+	/* Ahead-of-time work: it yields to the agent's own processes and to
+	 * the request threads (nice 19; setpriority(2) on a thread id is
+	 * per-thread on Linux). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	pthread_mutex_lock(&g->qlock);
 	for (;;) {
 		while (!g->qlen && !g->qstop)
