@@ -293,6 +293,27 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 	}
 	if (!n->hashed)
 		return handle_node_fstat(fs, n, st); /* unlinked, maybe still open */
+	if (S_ISDIR(n->type) && n->upper && !is_git_root(fs, n->parent, n->name)) {
+		/* A directory of the upper has the upper directory's attributes
+		 * whatever the lower holds, and only the daemon changes the upper
+		 * (discard drops it and invalidates): one stat of it instead of
+		 * resolving the name again from its parent, markers and lower
+		 * included.  The kernel asks this after every create, unlink or
+		 * rename in the directory (default_permissions needs its mode). */
+		char path[FS_PATH_MAX];
+		int fd = node_path(n, path, sizeof(path)) == 0
+			     ? upper_open(fs, path, O_PATH | O_DIRECTORY, 0)
+			     : -1;
+		if (fd >= 0) {
+			int r = fstat(fd, st) < 0 ? -errno : 0;
+			close(fd);
+			if (r == 0) {
+				view_fix_attr(fs, st, n->ino, true);
+				return 0;
+			}
+		}
+		/* Gone from the upper (a discard): resolve it afresh. */
+	}
 	struct entry e;
 	int r = view_resolve(fs, n->parent, n->name, &e, NULL);
 	if (r < 0)
