@@ -900,7 +900,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	 * file (one inode, one view inode): rename(2) leaves both. */
 	bool swap = !(flags & RENAME_EXCHANGE) && de.exists && de.in_upper && S_ISREG(de.type) &&
 		    S_ISREG(se.type) && se.st.st_ino != de.st.st_ino;
-	if (renameat2(sfd, name, dfd, newname, swap ? RENAME_EXCHANGE : flags) < 0) {
+	int rr = renameat2(sfd, name, dfd, newname, swap ? RENAME_EXCHANGE : flags);
+	if (rr < 0 && swap && (errno == EINVAL || errno == EOPNOTSUPP)) {
+		/* An upper file system without RENAME_EXCHANGE: a plain rename. */
+		swap = false;
+		rr = renameat2(sfd, name, dfd, newname, flags);
+	}
+	if (rr < 0) {
 		r = -errno;
 		if (src_wh)
 			layout_remove_whiteout(sfd, name);
