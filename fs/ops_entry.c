@@ -891,37 +891,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	if (src_wh && (r = layout_make_whiteout(sfd, name)) < 0)
 		goto out;
-	/* A file replacing a file of the upper (an editor's write temp +
-	 * rename): exchanged, then the old one unlinked.  The view sees one
-	 * atomic replacement either way (ns_lock is held), but ext4 starts
-	 * writeback of the new file's data on a rename over an existing name
-	 * (auto_da_alloc, ext4(5)), which costs a save more than all its
-	 * round trips; it does not on an exchange.  Not for two links of one
-	 * file (one inode, one view inode): rename(2) leaves both. */
-	bool swap = !(flags & RENAME_EXCHANGE) && de.exists && de.in_upper && S_ISREG(de.type) &&
-		    S_ISREG(se.type) && se.st.st_ino != de.st.st_ino;
-	int rr = renameat2(sfd, name, dfd, newname, swap ? RENAME_EXCHANGE : flags);
-	if (rr < 0 && swap && (errno == EINVAL || errno == EOPNOTSUPP)) {
-		/* An upper file system without RENAME_EXCHANGE: a plain rename. */
-		swap = false;
-		rr = renameat2(sfd, name, dfd, newname, flags);
-	}
-	if (rr < 0) {
+	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
 		if (src_wh)
 			layout_remove_whiteout(sfd, name);
 		goto out;
 	}
-	if (swap && unlinkat(sfd, name, 0) < 0) {
-		r = -errno;
-		/* Put both back: the rename did not happen. */
-		(void)renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE);
-		if (src_wh)
-			layout_remove_whiteout(sfd, name);
-		goto out;
-	}
-	if (!(flags & RENAME_EXCHANGE) && !swap)
-		layout_remove_whiteout(dfd, newname); /* a swapped-out upper file had none */
+	if (!(flags & RENAME_EXCHANGE))
+		layout_remove_whiteout(dfd, newname);
 	if ((r = settle_dir(fs, n, ddir, newname, dfd)) < 0)
 		goto out;
 	if (dn && (r = settle_dir(fs, dn, sdir, name, sfd)) < 0)

@@ -6,8 +6,7 @@
 #   bash tests/run-unprivileged.sh [SCRIPT.sh...]   (default: every tests/integration/*.sh)
 #
 # Needs root (to create the user and run as it); run as anyone else it skips.
-# Inputs: AGENTFS and AGENTFS_FSOPS (the binaries; default: ./build),
-# AGENTFS_NOEXCHANGE (a test shim, tests/integration/noexchange.c; optional) and
+# Inputs: AGENTFS and AGENTFS_FSOPS (the binaries; default: ./build), and
 # AGENTFS_TEST_USER (default agentfs-test, created with useradd -m if missing).
 #
 # The build directory may be unreadable to the user (e.g. under /root, mode
@@ -104,11 +103,6 @@ trap 'exit 143' TERM INT HUP
 mkdir -p "$D/bin" "$D/integration" "$D/tmp" || exit 1
 cp "$AGENTFS" "$D/bin/agentfs" && cp "$AGENTFS_FSOPS" "$D/bin/fsops" &&
 	cp "$here"/integration/*.sh "$here"/integration/fsops.c "$D/integration/" || exit 1
-noexchange=
-if [ -f "${AGENTFS_NOEXCHANGE:-}" ]; then
-	cp "$AGENTFS_NOEXCHANGE" "$D/bin/libnoexchange.so" || exit 1
-	noexchange=$D/bin/libnoexchange.so
-fi
 chmod -R a+rX "$D"
 chmod 755 "$D"
 chown "$user:" "$D/tmp"
@@ -130,7 +124,6 @@ for s in "${scripts[@]}"; do
 		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		TMPDIR="$D/tmp" \
 		AGENTFS="$D/bin/agentfs" AGENTFS_FSOPS="$D/bin/fsops" \
-		${noexchange:+AGENTFS_NOEXCHANGE="$noexchange"} \
 		${ASAN_OPTIONS:+ASAN_OPTIONS="$ASAN_OPTIONS"} \
 		${UBSAN_OPTIONS:+UBSAN_OPTIONS="$UBSAN_OPTIONS"} \
 		${AGENTFS_TEST_WATCHDOG:+AGENTFS_TEST_WATCHDOG="$AGENTFS_TEST_WATCHDOG"} \
