@@ -355,7 +355,9 @@ static int read_entry(int dfd, const char *leaf, const struct stat *st, char **b
 		*len = (size_t)n;
 		return 0;
 	}
-	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in the file's place since the lstat reads as
+	 * empty instead of blocking the reader. */
+	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 4096, n = 0;
@@ -1324,48 +1326,19 @@ int gitpriv_fault(void *arg, const char *rel)
  * escapes, non-regular files and files over GITPRIV_PREFETCH_MAX_BYTES. */
 static int read_lower(const struct gitpriv *g, const char *lower, char **buf, size_t *len)
 {
-	char dir[PATH_MAX];
-	const char *slash = strrchr(lower, '/');
-	const char *leaf = slash ? slash + 1 : lower;
-	size_t dl = slash ? (size_t)(slash - lower) : 0;
-	if (dl >= sizeof(dir) || !*leaf)
-		return -EINVAL;
-	memcpy(dir, lower, dl);
-	dir[dl] = 0;
-	int dfd = lower_open_dir(g->lower_fd, dir);
-	if (dfd < 0)
-		return dfd;
-	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	int r = fd < 0 ? -errno : 0;
-	close(dfd);
-	if (r < 0)
-		return r;
+	struct dircache dc = {.lower_fd = g->lower_fd};
+	const char *leaf;
 	struct stat st;
-	*buf = NULL;
-	if (fstat(fd, &st) < 0)
+	int dfd = dircache_parent(&dc, lower, &leaf), r = dfd < 0 ? dfd : 0;
+	if (r == 0 && fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		r = -errno;
-	else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > GITPRIV_PREFETCH_MAX_BYTES)
+	else if (r == 0 &&
+		 (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > GITPRIV_PREFETCH_MAX_BYTES))
 		r = -EFBIG;
-	else if (!(*buf = malloc((size_t)st.st_size + 1)))
-		r = -ENOMEM;
-	size_t got = 0;
-	while (r == 0 && got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, *buf + got, (size_t)st.st_size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			r = n < 0 ? -errno : -EAGAIN; /* shrank under us */
-		else
-			got += (size_t)n;
-	}
-	close(fd);
-	if (r < 0) {
-		free(*buf);
-		*buf = NULL;
-		return r;
-	}
-	*len = got;
-	return 0;
+	else if (r == 0)
+		r = read_entry(dfd, leaf, &st, buf, len);
+	dircache_close(&dc);
+	return r;
 }
 
 static void prefetch_one(struct gitpriv *g, const char *lower)
