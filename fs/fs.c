@@ -204,7 +204,7 @@ static void *git_thread(void *arg)
 	if (r < 0)
 		fprintf(stderr, "agentfs: private .git: %s\n", strerror(-r));
 	pthread_mutex_lock(&fs->git_lock);
-	fs->git_ready = true;
+	__atomic_store_n(&fs->git_ready, true, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&fs->git_cond);
 	pthread_mutex_unlock(&fs->git_lock);
 	return NULL;
@@ -368,28 +368,18 @@ int fs_serve(const struct fs_config *cfg)
 	watch_start(fs);
 	watch_dir_lazy(fs, &fs->root);
 	pthread_t gitthr;
-	bool have_gitthr = !fs->git_ready && pthread_create(&gitthr, NULL, git_thread, fs) == 0;
-	if (!fs->git_ready && !have_gitthr)
+	bool need_git = !fs->git_ready;
+	bool have_gitthr = need_git && pthread_create(&gitthr, NULL, git_thread, fs) == 0;
+	if (need_git && !have_gitthr)
 		git_thread(fs); /* no thread: build before serving */
 	signal_ready(&ready_fd);
 
-	struct fuse_loop_config *lc = fuse_loop_cfg_create();
-	if (!lc) {
-		r = -ENOMEM;
-		goto out_unmount;
-	}
-	/* Two cores here; a few more threads than cores keep the kernel's
-	 * queue drained while some wait on disk. */
-	fuse_loop_cfg_set_max_threads(lc, 8);
-	/* Idle workers stay: spawning and reaping threads per burst of
-	 * requests cost more than the requests (measured with `find`). */
-	fuse_loop_cfg_set_idle_threads(lc, 8);
-	int lr = fuse_session_loop_mt(fs->se, lc);
-	fuse_loop_cfg_destroy(lc);
+	/* Two cores here; a few more threads than cores keep requests moving
+	 * while some wait on disk (see loop.c). */
+	int lr = fs_loop(fs, 8);
 	r = lr < 0 ? lr : 0;
 	if (have_gitthr)
 		pthread_join(gitthr, NULL);
-out_unmount:
 	watch_stop(fs);
 	fuse_session_unmount(fs->se);
 out_signals:

@@ -271,6 +271,17 @@ double entry_timeout(struct agentfs *fs, const struct node *dir);
 /* Watch @dir's lower directory before answering about its children. */
 void watch_dir_lazy(struct agentfs *fs, struct node *dir);
 
+/* --- loop.c -------------------------------------------------------------- */
+/* Serve fs->se until the session ends (unmount, or a signal handled by
+ * fuse_set_signal_handlers) with up to @max_threads workers, one of them
+ * reading /dev/fuse at a time (see loop.c).  Returns 0 or a negative errno
+ * from reading /dev/fuse. */
+int fs_loop(struct agentfs *fs, unsigned max_threads);
+/* ops_file.c: whether the release of handle @fh is a few system calls: it
+ * wrote nothing, and its file is small enough (at most 1 MiB) to hash at
+ * once if the journal has no hash of it yet. */
+bool handle_release_quick(uint64_t fh);
+
 /* --- hashcache.c --------------------------------------------------------- */
 struct hashcache *hashcache_new(void);
 void hashcache_free(struct hashcache *hc);

@@ -624,6 +624,13 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	fuse_reply_err(req, r);
 }
 
+bool handle_release_quick(uint64_t fh)
+{
+	const struct handle *h = (const struct handle *)(uintptr_t)fh;
+	struct stat st;
+	return h && !h->wrote && fstat(h->fd, &st) == 0 && st.st_size <= (1 << 20);
+}
+
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;

@@ -276,6 +276,27 @@ assert_eq "readers during a copy-up never see a torn file" OK "$OUT"
 assert_file_eq "  ...and afterwards the view holds the appended copy" "$T/big.want" "$MNT/big.bin"
 alive_after "readers during a copy-up"
 
+# One process asking one thing at a time is answered by one worker (fs/loop.c):
+# no wake-up of a second thread per request.  libfuse's loop would spread the
+# requests over its idle workers, which the kernel wakes in turn.
+pid=$(daemon_pid_of "$MNT")
+worker_switches() {
+	local t
+	for t in /proc/"$pid"/task/*; do
+		[ "$(cat "$t/comm" 2>/dev/null)" = agentfs-fuse ] || continue
+		awk -v t="${t##*/}" '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print t, s }' "$t/status"
+	done
+}
+mkdir -p "$T/seq" && for i in $(seq 1 400); do : >"$T/seq/f$i"; done
+t cp -r "$T/seq" "$MNT/seq"
+worker_switches >"$T/sw.before"
+# Names never looked up: each stat is a LOOKUP the daemon answers.
+for i in $(seq 1 400); do t stat "$MNT/seq/f$i" "$MNT/seq/nothing$i" >/dev/null 2>&1; done
+worker_switches >"$T/sw.after"
+OUT=$(join -a2 "$T/sw.before" "$T/sw.after" | awk '{ d = (NF == 3 ? $3 - $2 : $2); all += d; if (d > top) top = d }
+	END { printf "%s %d %d\n", (all >= 200 && top >= 0.9 * all) ? "OK" : "spread", top, all }')
+assert_eq "sequential requests are answered by one worker ($OUT)" OK "${OUT%% *}"
+
 step "unmount" t fusermount3 -u "$MNT"
 assert_unchanged "the lower was never written" "$REPO" "$T/lower.before"
 done_testing

@@ -1,0 +1,313 @@
+/*
+ * loop.c - the daemon's request loop: one reader at a time, quick requests
+ * answered by the reader itself.
+ *
+ * libfuse's multithreaded loop (fuse_loop_mt.c) keeps every idle worker
+ * blocked in read(2) on /dev/fuse, and the kernel wakes one of them for each
+ * request (fs/fuse/dev.c queues readers as exclusive waiters, woken in
+ * order).  So a close(2), whose RELEASE the kernel sends without waiting,
+ * wakes one worker and the caller's next open(2) another: three wake-ups
+ * per file where a single thread needs two, since it finds the RELEASE
+ * already queued when it comes back from the OPEN (or the reverse).  On a
+ * machine where a wake-up is most of a round trip this is most of the cost
+ * of `grep -r` over a warm tree.
+ *
+ * Here one worker at a time reads (the reader).  Most requests (lookups,
+ * getattr, opens, creates, renames, small reads and writes, the release of a
+ * file that was only read: see classify()) are a few system calls on cached
+ * data, cheaper than a wake-up; the reader answers them itself and reads
+ * again.  Any other request is handed off: the reader passes the reader
+ * role to the most recently idle worker (or starts one, up to max_threads)
+ * and then answers it, so requests that wait for the disk (fsync, large
+ * reads and writes) run in parallel with everything else.
+ *
+ * One kind of request is never answered while the reader answers others:
+ * one that sends the kernel a notification.  op_link's
+ * fuse_lowlevel_notify_inval_inode waits for the file's page locks, which a
+ * READ still in the kernel's queue may hold, while op_link holds ns_lock.
+ * A reader blocked on ns_lock then would never read that READ.  So while
+ * such a request is being answered, every request is handed off (as in
+ * libfuse's loop, some worker is then always reading).  The daemon's own
+ * threads (the private .git build, the journal writer, the lower watch)
+ * never wait for a request.  The lookup of the private ".git" waits for its
+ * build, seconds on a large tree, so it is handed off until the build is
+ * done.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/internal.h"
+
+struct worker {
+	struct loop *lp;
+	pthread_t thr;
+	bool started;
+	bool go; /* handed the reader role while idle */
+	pthread_cond_t cond;
+	struct worker *next_idle;
+	struct fuse_buf buf;
+};
+
+struct loop {
+	struct agentfs *fs;
+	struct fuse_session *se;
+	pthread_mutex_t lock;
+	bool reader;	    /* some worker holds the reader role */
+	bool done;	    /* the session ended: workers exit */
+	unsigned notifying; /* HAND_OFF_NOTIFIES requests being answered */
+	unsigned nstarted, max_threads;
+	struct worker *idle; /* workers waiting for the role, most recent first */
+	int error;
+	sem_t finish;
+	struct worker *w; /* [max_threads] */
+};
+
+/* What the reader does with a request (classify()). */
+enum kind {
+	INLINE,		  /* answer it, then read again */
+	HAND_OFF,	  /* pass the reader role on, then answer it */
+	HAND_OFF_NOTIFIES /* the same, and its answer may wait for the kernel */
+};
+
+/* Largest READ or WRITE answered inline: what one page-cache copy serves in
+ * microseconds; larger ones are sequential I/O that can wait on the disk. */
+#define LOOP_INLINE_IO (64u << 10)
+
+/* Whether the reader answers the request in @b itself.  Never while a
+ * request that sends the kernel a notification is being answered (see the
+ * top of this file).  Not for requests that wait for the disk (FSYNC,
+ * FSYNCDIR, large READs and WRITEs: they can take longer than every other
+ * request queued behind them), nor for a RELEASE after writes (hashing the
+ * new version for the journal: the caller does not wait for it, so another
+ * worker does it while the reader serves the caller's next request).  A
+ * request libfuse left in its pipe (FUSE_BUF_IS_FD) is a WRITE: it splices
+ * only requests carrying more than a page (fuse_lowlevel.c). */
+static enum kind classify(struct loop *lp, const struct fuse_buf *b)
+{
+	if (b->flags & FUSE_BUF_IS_FD)
+		return b->size <= LOOP_INLINE_IO + 4096 &&
+			       __atomic_load_n(&lp->notifying, __ATOMIC_ACQUIRE) == 0
+			   ? INLINE
+			   : HAND_OFF;
+	if (b->size < sizeof(struct fuse_in_header))
+		return HAND_OFF;
+	const struct fuse_in_header *in = b->mem;
+	const void *arg = in + 1;
+	size_t argsz = b->size - sizeof(*in);
+	if (in->opcode == FUSE_LINK) /* op_link: fuse_lowlevel_notify_inval_inode */
+		return HAND_OFF_NOTIFIES;
+	if (__atomic_load_n(&lp->notifying, __ATOMIC_ACQUIRE) != 0)
+		return HAND_OFF;
+	switch (in->opcode) {
+	case FUSE_LOOKUP:
+		/* The lookup of the private ".git" waits for its build. */
+		return in->nodeid == FUSE_ROOT_ID && argsz >= 5 && memcmp(arg, ".git", 5) == 0 &&
+			       !__atomic_load_n(&lp->fs->git_ready, __ATOMIC_ACQUIRE)
+			   ? HAND_OFF
+			   : INLINE;
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+	case FUSE_GETATTR:
+	case FUSE_SETATTR:
+	case FUSE_STATFS:
+	case FUSE_GETXATTR:
+	case FUSE_LISTXATTR:
+	case FUSE_SETXATTR:
+	case FUSE_REMOVEXATTR:
+	case FUSE_READLINK:
+	case FUSE_ACCESS:
+	case FUSE_OPEN:
+	case FUSE_FLUSH:
+	case FUSE_LSEEK:
+	case FUSE_OPENDIR:
+	case FUSE_READDIR:
+	case FUSE_READDIRPLUS:
+	case FUSE_RELEASEDIR:
+	case FUSE_CREATE:
+	case FUSE_MKNOD:
+	case FUSE_MKDIR:
+	case FUSE_SYMLINK:
+	case FUSE_UNLINK:
+	case FUSE_RMDIR:
+	case FUSE_RENAME:
+	case FUSE_RENAME2:
+	case FUSE_WRITE: /* in memory: at most a page */
+		return INLINE;
+	case FUSE_READ: {
+		struct fuse_read_in r;
+		if (argsz < sizeof(r))
+			return HAND_OFF;
+		memcpy(&r, arg, sizeof(r));
+		return r.size <= LOOP_INLINE_IO ? INLINE : HAND_OFF;
+	}
+	case FUSE_RELEASE: {
+		struct fuse_release_in r;
+		if (argsz < sizeof(r))
+			return HAND_OFF;
+		memcpy(&r, arg, sizeof(r));
+		return handle_release_quick(r.fh) ? INLINE : HAND_OFF;
+	}
+	default:
+		return HAND_OFF;
+	}
+}
+
+static void *worker_main(void *arg);
+
+/* Under lp->lock: the reader gives up its role, to the most recently idle
+ * worker (its stack and caches are warmest), or to a new one. */
+static void hand_off(struct loop *lp)
+{
+	struct worker *w = lp->idle;
+	if (w) {
+		lp->idle = w->next_idle;
+		w->go = true; /* lp->reader stays true: the role moves to w */
+		pthread_cond_signal(&w->cond);
+		return;
+	}
+	lp->reader = false;
+	if (lp->nstarted < lp->max_threads) {
+		struct worker *nw = &lp->w[lp->nstarted];
+		/* Workers block every signal (inherited): signals go to the
+		 * thread in fs_loop, as with libfuse's loop. */
+		if (pthread_create(&nw->thr, NULL, worker_main, nw) == 0) {
+			nw->started = true;
+			lp->nstarted++;
+		}
+	}
+	/* Else every worker is answering a request; the first to finish
+	 * takes the role (worker_main). */
+}
+
+/* Under lp->lock: the session is over. */
+static void finish(struct loop *lp, int error)
+{
+	if (!lp->done) {
+		lp->done = true;
+		if (error < 0 && lp->error == 0)
+			lp->error = error;
+		fuse_session_exit(lp->se);
+		for (struct worker *w = lp->idle; w; w = w->next_idle)
+			pthread_cond_signal(&w->cond);
+		lp->idle = NULL;
+		sem_post(&lp->finish);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *me = arg;
+	struct loop *lp = me->lp;
+	/* Named for `top -H` and for tests/integration/concurrency.sh. */
+	pthread_setname_np(pthread_self(), "agentfs-fuse");
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_mutex_lock(&lp->lock);
+	for (;;) {
+		/* Become the reader, or wait to be handed the role. */
+		if (lp->reader && !lp->done) {
+			me->go = false;
+			me->next_idle = lp->idle;
+			lp->idle = me;
+			while (!me->go && !lp->done)
+				pthread_cond_wait(&me->cond, &lp->lock);
+		}
+		if (lp->done)
+			break;
+		lp->reader = true;
+		pthread_mutex_unlock(&lp->lock);
+		for (;;) {
+			/* Only here may fs_loop's pthread_cancel stop us: the
+			 * read is the one place a worker waits for the kernel
+			 * with nothing half done (as in fuse_loop_mt.c). */
+			pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+			int res = fuse_session_receive_buf(lp->se, &me->buf);
+			pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+			if (res == -EINTR)
+				continue;
+			if (res <= 0 || fuse_session_exited(lp->se)) {
+				pthread_mutex_lock(&lp->lock);
+				finish(lp, res);
+				goto out;
+			}
+			enum kind k = classify(lp, &me->buf);
+			if (k == INLINE) {
+				fuse_session_process_buf(lp->se, &me->buf);
+				continue;
+			}
+			pthread_mutex_lock(&lp->lock);
+			if (k == HAND_OFF_NOTIFIES)
+				__atomic_add_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);
+			hand_off(lp);
+			pthread_mutex_unlock(&lp->lock);
+			fuse_session_process_buf(lp->se, &me->buf);
+			pthread_mutex_lock(&lp->lock);
+			if (k == HAND_OFF_NOTIFIES)
+				__atomic_sub_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);
+			break; /* to the top, under the lock */
+		}
+	}
+out:
+	pthread_mutex_unlock(&lp->lock);
+	return NULL;
+}
+
+int fs_loop(struct agentfs *fs, unsigned max_threads)
+{
+	struct loop lp = {.fs = fs, .se = fs->se, .max_threads = max_threads ? max_threads : 1};
+	lp.w = calloc(lp.max_threads, sizeof(*lp.w));
+	if (!lp.w)
+		return -ENOMEM;
+	for (unsigned i = 0; i < lp.max_threads; i++) {
+		lp.w[i].lp = &lp;
+		pthread_cond_init(&lp.w[i].cond, NULL);
+	}
+	pthread_mutex_init(&lp.lock, NULL);
+	sem_init(&lp.finish, 0, 0);
+
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_mutex_lock(&lp.lock);
+	hand_off(&lp);
+	bool ok = lp.nstarted > 0;
+	pthread_mutex_unlock(&lp.lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!ok) {
+		lp.error = -EAGAIN;
+	} else {
+		/* fuse_set_signal_handlers' handlers end the session on SIGINT,
+		 * SIGTERM and SIGHUP; they interrupt this wait. */
+		while (!fuse_session_exited(fs->se)) {
+			pthread_mutex_lock(&lp.lock);
+			bool done = lp.done;
+			pthread_mutex_unlock(&lp.lock);
+			if (done)
+				break;
+			sem_wait(&lp.finish);
+		}
+	}
+	pthread_mutex_lock(&lp.lock);
+	finish(&lp, 0);
+	unsigned n = lp.nstarted;
+	pthread_mutex_unlock(&lp.lock);
+	/* A reader may still be blocked in read(2) when a signal ended the
+	 * session; workers accept cancellation only there. */
+	for (unsigned i = 0; i < n; i++)
+		pthread_cancel(lp.w[i].thr);
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(lp.w[i].thr, NULL);
+		free(lp.w[i].buf.mem);
+	}
+	for (unsigned i = 0; i < lp.max_threads; i++)
+		pthread_cond_destroy(&lp.w[i].cond);
+	sem_destroy(&lp.finish);
+	pthread_mutex_destroy(&lp.lock);
+	int r = lp.error;
+	free(lp.w);
+	return r;
+}
