@@ -46,7 +46,6 @@
 struct worker {
 	struct loop *lp;
 	pthread_t thr;
-	bool started;
 	bool go; /* handed the reader role while idle */
 	pthread_cond_t cond;
 	struct worker *next_idle;
@@ -175,10 +174,8 @@ static void hand_off(struct loop *lp)
 		struct worker *nw = &lp->w[lp->nstarted];
 		/* Workers block every signal (inherited): signals go to the
 		 * thread in fs_loop, as with libfuse's loop. */
-		if (pthread_create(&nw->thr, NULL, worker_main, nw) == 0) {
-			nw->started = true;
+		if (pthread_create(&nw->thr, NULL, worker_main, nw) == 0)
 			lp->nstarted++;
-		}
 	}
 	/* Else every worker is answering a request; the first to finish
 	 * takes the role (worker_main). */
