@@ -276,6 +276,35 @@ assert_eq "readers during a copy-up never see a torn file" OK "$OUT"
 assert_file_eq "  ...and afterwards the view holds the appended copy" "$T/big.want" "$MNT/big.bin"
 alive_after "readers during a copy-up"
 
+# Hard links while readers miss the page cache: op_link tells the kernel to
+# drop the file's pages (notify_inval_inode), which waits for pages a READ in
+# the queue holds locked; the loop must keep reading /dev/fuse meanwhile
+# (fs/loop.c: a LINK is never answered by the reader).  A hang is the failure.
+head -c 8M /dev/urandom >"$T/linkme.want"
+t cp "$T/linkme.want" "$MNT/linkme.bin"
+run t python3 - "$MNT/linkme.bin" "$T/linkme.want" <<'PY'
+import os, sys
+view, want = sys.argv[1], open(sys.argv[2], "rb").read()
+kids = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        bad = 0
+        for _ in range(40):
+            with open(view, "rb") as f:
+                if f.read() != want:
+                    bad += 1
+        os._exit(1 if bad else 0)
+    kids.append(pid)
+for i in range(150):
+    os.link(view, view + ".lnk")
+    os.unlink(view + ".lnk")
+ok = all(os.waitpid(p, 0)[1] == 0 for p in kids)
+print("OK" if ok else "a reader saw other bytes")
+PY
+assert_eq "hard links while the file is read: no hang, same bytes (rc $RC)" OK "$OUT"
+alive_after "hard links during reads"
+
 # One process asking one thing at a time is answered by one worker (fs/loop.c):
 # no wake-up of a second thread per request.  libfuse's loop would spread the
 # requests over its idle workers, which the kernel wakes in turn.
