@@ -21,17 +21,17 @@
  * and then answers it, so requests that wait for the disk (fsync, large
  * reads and writes) run in parallel with everything else.
  *
- * One kind of request is never answered while the reader answers others:
- * one that sends the kernel a notification.  op_link's
- * fuse_lowlevel_notify_inval_inode waits for the file's page locks, which a
- * READ still in the kernel's queue may hold, while op_link holds ns_lock.
- * A reader blocked on ns_lock then would never read that READ.  So while
- * such a request is being answered, every request is handed off (as in
- * libfuse's loop, some worker is then always reading).  The daemon's own
- * threads (the private .git build, the journal writer, the lower watch)
- * never wait for a request.  The lookup of the private ".git" waits for its
- * build, seconds on a large tree, so it is handed off until the build is
- * done.
+ * One kind of request is never answered by the reader: one that sends the
+ * kernel a notification.  op_link's fuse_lowlevel_notify_inval_inode waits
+ * for the file's locked pages, and a page stays locked until its READ, still
+ * in the kernel's queue, is answered; a reader waiting there would never
+ * read that READ (tests/integration/concurrency.sh hangs so).  op_link sends
+ * it after releasing ns_lock, and while it is in flight every request is
+ * handed off, so some worker is always reading and none waits for a lock
+ * held across the notification.  The daemon's own threads (the private .git
+ * build, the journal writer, the lower watch) never wait for a request.  The
+ * lookup of the private ".git" waits for its build, seconds on a large tree,
+ * so it is handed off until the build is done.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -466,7 +466,7 @@ static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t re
  * new entry up and answer with it. */
 static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int dfd,
 		       const char *name, const char *path, enum journal_op op, const char *path2,
-		       mode_t mode)
+		       mode_t mode, fuse_ino_t inval)
 {
 	own_new(fs, dfd, name, req);
 	layout_remove_whiteout(dfd, name);
@@ -488,6 +488,11 @@ static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int
 	    .op = op, .result = r, .path = path, .path2 = path2, .mode = mode};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	/* After ns_lock is released: the invalidation waits for the inode's
+	 * locked pages, whose READs other workers must be free to answer
+	 * (fs/loop.c). */
+	if (inval)
+		fuse_lowlevel_notify_inval_inode(fs->se, inval, 0, 0);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -515,7 +520,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 			fuse_reply_err(req, -dfd);
 		return;
 	}
-	finish_new(req, fs, dir, dfd, name, path, JOP_MKNOD, NULL, mode);
+	finish_new(req, fs, dir, dfd, name, path, JOP_MKNOD, NULL, mode, 0);
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -552,7 +557,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 			fuse_reply_err(req, -dfd);
 		return;
 	}
-	finish_new(req, fs, dir, dfd, name, path, JOP_MKDIR, NULL, mode);
+	finish_new(req, fs, dir, dfd, name, path, JOP_MKDIR, NULL, mode, 0);
 }
 
 void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -574,7 +579,7 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char 
 			fuse_reply_err(req, -dfd);
 		return;
 	}
-	finish_new(req, fs, dir, dfd, name, path, JOP_SYMLINK, link, 0);
+	finish_new(req, fs, dir, dfd, name, path, JOP_SYMLINK, link, 0, 0);
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -623,12 +628,12 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 		return;
 	}
 	/* The source's cached link count and pages are stale now.  Told
-	 * before the reply, so a stat(2) right after link(2) cannot see the
-	 * old count; invalidating an inode takes no lock the kernel holds
-	 * for link (fs/fuse/inode.c, fuse_reverse_inval_inode), so this
-	 * cannot deadlock.  attr_timeout 0 for nlink > 1 does the rest. */
-	fuse_lowlevel_notify_inval_inode(fs->se, n->id, 0, 0);
-	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0);
+	 * before the reply (finish_new), so a stat(2) right after link(2)
+	 * cannot see the old count; invalidating an inode takes no lock the
+	 * kernel holds for link (fs/fuse/inode.c, fuse_reverse_inval_inode),
+	 * but it waits for the file's locked pages, so never under ns_lock.
+	 * attr_timeout 0 for nlink > 1 does the rest. */
+	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0, n->id);
 }
 
 /* Start of unlink and rmdir: resolve the victim, check policy. */
