@@ -98,6 +98,12 @@ struct agentfs {
 	uint64_t tmp_seq;
 
 	struct hashcache *hashes;
+	/* Bumped (release) once a request's effects are done, read (acquire)
+	 * before each request is answered: the order the kernel gives two
+	 * requests (the second sent after the first's reply) made visible to
+	 * the C memory model and to ThreadSanitizer, which cannot see it
+	 * through /dev/fuse and splice(2) (fs/loop.c). */
+	uint64_t epoch;
 #define FS_CONCEAL_SLOTS 4096
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
@@ -277,6 +283,13 @@ void watch_dir_lazy(struct agentfs *fs, struct node *dir);
  * reading /dev/fuse at a time (see loop.c).  Returns 0 or a negative errno
  * from reading /dev/fuse. */
 int fs_loop(struct agentfs *fs, unsigned max_threads);
+/* A request's effects are complete (see agentfs.epoch); called before a reply
+ * that does not go through fuse_session_process_buf's return, e.g. op_read's
+ * spliced one. */
+static inline void fs_publish(struct agentfs *fs)
+{
+	__atomic_fetch_add(&fs->epoch, 1, __ATOMIC_RELEASE);
+}
 /* ops_file.c: whether the release of handle @fh is a few system calls: it
  * wrote nothing, and its file is small enough (at most 1 MiB) to hash at
  * once if the journal has no hash of it yet. */

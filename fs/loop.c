@@ -231,6 +231,9 @@ static void *worker_main(void *arg)
 				finish(lp, res);
 				goto out;
 			}
+			/* Whatever the requests before this one did (see
+			 * agentfs.epoch). */
+			(void)__atomic_load_n(&lp->fs->epoch, __ATOMIC_ACQUIRE);
 			enum kind k = classify(lp, &me->buf);
 			if (k == INLINE) {
 				fuse_session_process_buf(lp->se, &me->buf);
@@ -242,6 +245,7 @@ static void *worker_main(void *arg)
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
 			fuse_session_process_buf(lp->se, &me->buf);
+			fs_publish(lp->fs);
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)
 				__atomic_sub_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);

@@ -228,7 +228,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				r = -errno;
 				goto fail;
 			}
-			h->wrote = true;
+			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 		}
 	} else {
 		int flags = fi->flags & OPEN_PASS;
@@ -502,6 +502,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 		bv.buf[0].fd = h->fd;
 		bv.buf[0].pos = off;
 		__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+		fs_publish(fs_of(req)); /* before the reply: the RELEASE may follow at once */
 		fuse_reply_data(req, &bv, 0);
 		return;
 	}
@@ -551,7 +552,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 		return;
 	}
 	__atomic_fetch_add(&h->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
-	h->wrote = true;
+	__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 	fuse_reply_write(req, (size_t)n);
 }
 
@@ -583,7 +584,7 @@ static const char *current_path(struct agentfs *fs, struct handle *h, char *buf,
 
 static void record_write(struct agentfs *fs, struct handle *h)
 {
-	h->wrote = false;
+	__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
 	if (!fs->journal)
 		return;
 	char cur[FS_PATH_MAX];
@@ -619,7 +620,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	struct agentfs *fs = fs_of(req);
 	struct handle *h = handle_of(fi);
 	int r = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? errno : 0;
-	if (r == 0 && h->wrote)
+	if (r == 0 && __atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
 		record_write(fs, h);
 	fuse_reply_err(req, r);
 }
@@ -628,7 +629,8 @@ bool handle_release_quick(uint64_t fh)
 {
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
 	struct stat st;
-	return h && !h->wrote && fstat(h->fd, &st) == 0 && st.st_size <= (1 << 20);
+	return h && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) && fstat(h->fd, &st) == 0 &&
+	       st.st_size <= (1 << 20);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -636,7 +638,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	struct agentfs *fs = fs_of(req);
 	struct handle *h = handle_of(fi);
-	if (h->wrote) {
+	if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
 		record_write(fs, h);
 	} else if (fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY) {
 		char cur[FS_PATH_MAX];
@@ -649,7 +651,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		    .uid = h->uid,
 		    .flags = flags,
 		    .path = path,
-		    .bytes = h->rbytes,
+		    .bytes = __atomic_load_n(&h->rbytes, __ATOMIC_RELAXED),
 		};
 		pthread_mutex_t *lock = record_lock(fs, h->node);
 		pthread_mutex_lock(lock);
@@ -677,7 +679,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 	}
 	int r = fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
 	if (r == 0)
-		h->wrote = true;
+		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 	fuse_reply_err(req, r);
 }
 
