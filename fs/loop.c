@@ -13,13 +13,17 @@
  * of `grep -r` over a warm tree.
  *
  * Here one worker at a time reads (the reader).  Most requests (lookups,
- * getattr, opens, creates, renames, small reads and writes, the release of a
- * file that was only read: see classify()) are a few system calls on cached
- * data, cheaper than a wake-up; the reader answers them itself and reads
- * again.  Any other request is handed off: the reader passes the reader
- * role to the most recently idle worker (or starts one, up to max_threads)
- * and then answers it, so requests that wait for the disk (fsync, large
- * reads and writes) run in parallel with everything else.
+ * getattr, read-only opens, creates, renames, small reads and writes, the
+ * release of a small file that was only read: see classify()) are a few
+ * system calls on cached data, cheaper than a wake-up; the reader answers
+ * them itself and reads again.  Any other request is handed off: the reader
+ * passes the reader role to the most recently idle worker (or starts one,
+ * up to max_threads) and then answers it, so requests that wait for the
+ * disk or copy a file up (fsync, large reads and writes, opens for writing,
+ * truncation) run in parallel with everything else.  A rename of a file
+ * still in the lower copies it up too and is answered inline: the request
+ * does not say which layer its source is in, and renames are mostly an
+ * editor's temporary file of the upper.
  *
  * One kind of request is never answered by the reader: one that sends the
  * kernel a notification.  op_link's fuse_lowlevel_notify_inval_inode waits
@@ -79,9 +83,10 @@ enum kind {
 
 /* Whether the reader answers the request in @b itself.  Never while a
  * request that sends the kernel a notification is being answered (see the
- * top of this file).  Not for requests that wait for the disk (FSYNC,
- * FSYNCDIR, large READs and WRITEs: they can take longer than every other
- * request queued behind them), nor for a RELEASE after writes (hashing the
+ * top of this file).  Not for requests that wait for the disk or may copy a
+ * file up (FSYNC, FSYNCDIR, large READs and WRITEs, OPEN for writing,
+ * SETATTR of the size: they can take longer than every other request queued
+ * behind them), nor for a RELEASE after writes (hashing the
  * new version for the journal: the caller does not wait for it, so another
  * worker does it while the reader serves the caller's next request).  A
  * request libfuse left in its pipe (FUSE_BUF_IS_FD) is a WRITE: it splices
@@ -112,7 +117,6 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
 	case FUSE_GETATTR:
-	case FUSE_SETATTR:
 	case FUSE_STATFS:
 	case FUSE_GETXATTR:
 	case FUSE_LISTXATTR:
@@ -120,7 +124,6 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_REMOVEXATTR:
 	case FUSE_READLINK:
 	case FUSE_ACCESS:
-	case FUSE_OPEN:
 	case FUSE_FLUSH:
 	case FUSE_LSEEK:
 	case FUSE_OPENDIR:
@@ -137,6 +140,22 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_RENAME2:
 	case FUSE_WRITE: /* in memory: at most a page */
 		return INLINE;
+	case FUSE_OPEN: {
+		/* Opening a lower file for writing copies it up: any size. */
+		struct fuse_open_in o;
+		if (argsz < sizeof(o))
+			return HAND_OFF;
+		memcpy(&o, arg, sizeof(o));
+		return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY ? INLINE : HAND_OFF;
+	}
+	case FUSE_SETATTR: {
+		/* A size change may copy a lower file up, or fill a hole. */
+		struct fuse_setattr_in a;
+		if (argsz < sizeof(a))
+			return HAND_OFF;
+		memcpy(&a, arg, sizeof(a));
+		return a.valid & FATTR_SIZE ? HAND_OFF : INLINE;
+	}
 	case FUSE_READ: {
 		struct fuse_read_in r;
 		if (argsz < sizeof(r))

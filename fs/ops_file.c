@@ -22,6 +22,9 @@
  * O_DIRECT would demand aligned buffers the daemon does not use. */
 #define OPEN_PASS (O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME)
 
+/* A file this small is hashed at its release in microseconds (fs/loop.c). */
+#define HANDLE_SMALL (1 << 20)
+
 struct handle {
 	int fd;
 	bool upper; /* fd is in the upper: the only kind that may change */
@@ -32,6 +35,7 @@ struct handle {
 	struct node *node;
 	uint64_t rbytes;
 	uint64_t wbytes;
+	bool small; /* at most 1 MiB at open (handle_release_quick) */
 	bool has_before;
 	XXH128_hash_t before;
 	char *path;	     /* view path at open, for the journal */
@@ -257,7 +261,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * the person replaced the file may have refilled the cache after
 	 * watch.c dropped it. */
 	struct stat hst;
-	if (fstat(fd, &hst) < 0) {
+	int sr = fstat(fd, &hst);
+	h->small = sr == 0 && hst.st_size <= HANDLE_SMALL;
+	if (sr < 0) {
 		fi->keep_cache = 0;
 	} else if (h->upper) {
 		fi->keep_cache = hst.st_nlink <= 1;
@@ -267,6 +273,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		uint64_t seen = __atomic_exchange_n(&n->cache_ver, ver, __ATOMIC_RELAXED);
 		fi->keep_cache = seen == ver;
 	}
+	/* The handle is complete before the kernel can send its first
+	 * request, perhaps to another worker (fs/loop.c). */
+	fs_publish(fs);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
 		handle_unlink(fs, h);
@@ -400,6 +409,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto fail;
 	}
 	h->has_before = false;
+	h->small = true; /* new and empty */
 	node_ref(fs, n);
 	handle_link(fs, h);
 	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
@@ -414,6 +424,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	ep.attr = e.st;
 	ep.attr_timeout = attr_timeout(fs, n, &e.st);
 	ep.entry_timeout = entry_timeout(fs, dir);
+	fs_publish(fs); /* as in op_open */
 	if (fuse_reply_create(req, &ep, fi) == -ENOENT) {
 		handle_unlink(fs, h);
 		node_unref(fs, n);
@@ -628,9 +639,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 bool handle_release_quick(uint64_t fh)
 {
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
-	struct stat st;
-	return h && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) && fstat(h->fd, &st) == 0 &&
-	       st.st_size <= (1 << 20);
+	return h && h->small && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
