@@ -21,16 +21,6 @@
 
 #define CHUNK (1 << 20)
 
-static void hash_zeros(XXH3_state_t *st, off_t len)
-{
-	static const char zeros[65536];
-	while (len > 0) {
-		size_t n = len > (off_t)sizeof(zeros) ? sizeof(zeros) : (size_t)len;
-		XXH3_128bits_update(st, zeros, n);
-		len -= (off_t)n;
-	}
-}
-
 /* Copy @size bytes from @src to @dst keeping holes, hashing every byte. */
 static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 {
@@ -51,7 +41,7 @@ static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 		if (data < 0)
 			data = size; /* ENXIO: only a hole remains */
 		if (data > off) {
-			hash_zeros(hs, data - off);
+			layout_hash_zeros(hs, data - off);
 			off = data;
 		}
 		if (off >= size)

@@ -137,37 +137,88 @@ int layout_set_origin(int fd, const struct layout_origin *o)
 	return fsetxattr(fd, LAYOUT_XATTR_ORIGIN, buf, (size_t)n, 0) < 0 ? -errno : 0;
 }
 
-int layout_hash_fd(int fd, XXH128_hash_t *out)
+void layout_hash_zeros(XXH3_state_t *st, off_t len)
 {
-	XXH3_state_t *st = XXH3_createState();
-	if (!st)
-		return -ENOMEM;
-	XXH3_128bits_reset(st);
-	char *buf = malloc(1 << 17);
-	if (!buf) {
-		XXH3_freeState(st);
-		return -ENOMEM;
+	static const char zeros[65536];
+	while (len > 0) {
+		size_t n = len > (off_t)sizeof(zeros) ? sizeof(zeros) : (size_t)len;
+		XXH3_128bits_update(st, zeros, n);
+		len -= (off_t)n;
 	}
-	off_t off = 0;
-	int r = 0;
-	for (;;) {
-		ssize_t n = pread(fd, buf, 1 << 17, off);
+}
+
+/* Hash [off, end) of @fd into @st by pread, end < 0 meaning to end of file.
+ * Returns the offset reached (end, or the file's end if it came first) or
+ * -errno. */
+static off_t hash_range(int fd, XXH3_state_t *st, char *buf, size_t cap, off_t off, off_t end)
+{
+	while (end < 0 || off < end) {
+		size_t want = end < 0 || (off_t)cap < end - off ? cap : (size_t)(end - off);
+		ssize_t n = pread(fd, buf, want, off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			r = -errno;
-			break;
+			return -errno;
 		}
 		if (n == 0)
 			break;
 		XXH3_128bits_update(st, buf, (size_t)n);
 		off += n;
 	}
-	if (r == 0)
+	return off;
+}
+
+int layout_hash_fd(int fd, XXH128_hash_t *out)
+{
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_128bits_reset(st);
+	const size_t cap = 1 << 17;
+	char *buf = malloc(cap);
+	if (!buf) {
+		XXH3_freeState(st);
+		return -ENOMEM;
+	}
+	/* Holes are hashed as the zeros they read as, without reading them
+	 * (lseek(2) SEEK_DATA/SEEK_HOLE): a sparse 4 GiB file costs its data,
+	 * not 4 GiB of zero-filled pages.  Where the filesystem cannot say
+	 * (EINVAL), or says nothing, everything is read. */
+	off_t off = 0, r = 0;
+	for (;;) {
+		off_t data = lseek(fd, off, SEEK_DATA);
+		if (data < 0 && errno == ENXIO) {
+			/* Only a hole remains up to the end (or off is past it). */
+			struct stat st_;
+			if (fstat(fd, &st_) < 0) {
+				r = -errno;
+				break;
+			}
+			if (st_.st_size > off)
+				layout_hash_zeros(st, st_.st_size - off);
+			break;
+		}
+		if (data < 0) {
+			r = hash_range(fd, st, buf, cap, off, -1);
+			break;
+		}
+		if (data > off)
+			layout_hash_zeros(st, data - off);
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0) {
+			r = hash_range(fd, st, buf, cap, data, -1);
+			break;
+		}
+		r = hash_range(fd, st, buf, cap, data, hole);
+		if (r < 0 || r < hole)
+			break; /* an error, or the end of the file came first */
+		off = hole;
+	}
+	if (r >= 0)
 		*out = XXH3_128bits_digest(st);
 	free(buf);
 	XXH3_freeState(st);
-	return r;
+	return r < 0 ? (int)r : 0;
 }
 
 void layout_hash_hex(XXH128_hash_t h, char out[33])

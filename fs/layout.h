@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <xxhash.h>
 
 #define LAYOUT_WH_PREFIX	".wh."
@@ -88,8 +89,12 @@ int layout_parse_origin(char *buf, size_t n, struct layout_origin *o);
 int layout_set_origin(int fd, const struct layout_origin *o);
 
 /* xxh3-128 of everything readable from @fd, from offset 0 (pread; the file
- * position is unchanged).  Symlinks: hash the target string instead. */
+ * position is unchanged), holes hashed as the zeros they read as without
+ * reading them (lseek(2) SEEK_DATA / SEEK_HOLE).  0, or -errno (-ENOMEM).
+ * Symlinks: hash the target string instead. */
 int layout_hash_fd(int fd, XXH128_hash_t *out);
+/* Feed @len zero bytes to @st (the hash of a hole). */
+void layout_hash_zeros(XXH3_state_t *st, off_t len);
 
 /* 32 lowercase hex chars + NUL, the canonical (big-endian) form xxhsum -H2 prints. */
 void layout_hash_hex(XXH128_hash_t h, char out[33]);

@@ -177,6 +177,52 @@ START_TEST(hash_hex_matches_xxhsum)
 }
 END_TEST
 
+/* layout_hash_fd() skips holes (SEEK_DATA/SEEK_HOLE) but must hash what a
+ * reader sees: holes at the start, between data and at the end read as zeros. */
+START_TEST(hash_fd_of_sparse_files)
+{
+	char dir[] = "/tmp/jtest.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	/* {offset of a data run, its length}, then the file's final size */
+	const struct {
+		off_t at[3];
+		size_t len[3];
+		off_t size;
+	} cases[] = {
+	    {{0, 3 << 20, 0}, {10, 70000, 0}, 5 << 20},		/* data, hole, data, hole */
+	    {{0, 0, 0}, {0, 0, 0}, 2 << 20},			/* only a hole */
+	    {{(1 << 20) + 7, 0, 0}, {5, 0, 0}, (1 << 20) + 12}, /* hole, then data to the end */
+	    {{4096, 1 << 19, 0}, {1 << 19, 1 << 18, 0}, 1 << 20},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char p[256];
+		snprintf(p, sizeof(p), "%s/s%zu", dir, i);
+		int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		ck_assert_int_ge(fd, 0);
+		char *want = calloc(1, (size_t)cases[i].size);
+		ck_assert_ptr_nonnull(want);
+		for (int k = 0; k < 3 && cases[i].len[k]; k++) {
+			char *d = malloc(cases[i].len[k]);
+			ck_assert_ptr_nonnull(d);
+			for (size_t b = 0; b < cases[i].len[k]; b++)
+				d[b] = (char)(1 + (b * 7 + (size_t)k) % 251);
+			ck_assert_int_eq(pwrite(fd, d, cases[i].len[k], cases[i].at[k]),
+					 (ssize_t)cases[i].len[k]);
+			memcpy(want + cases[i].at[k], d, cases[i].len[k]);
+			free(d);
+		}
+		ck_assert_int_eq(ftruncate(fd, cases[i].size), 0);
+		XXH128_hash_t h, w = XXH3_128bits(want, (size_t)cases[i].size);
+		ck_assert_int_eq(layout_hash_fd(fd, &h), 0);
+		ck_assert_msg(h.low64 == w.low64 && h.high64 == w.high64, "case %zu", i);
+		free(want);
+		close(fd);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+END_TEST
+
 /* ---- pathmap --------------------------------------------------------------- */
 
 START_TEST(pathmap_rename_moves_trees)
@@ -341,6 +387,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, errno_names_roundtrip);
 	tcase_add_test(tc, parse_rejects_bad_records);
 	tcase_add_test(tc, hash_hex_matches_xxhsum);
+	tcase_add_test(tc, hash_fd_of_sparse_files);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
