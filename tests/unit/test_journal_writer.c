@@ -60,7 +60,7 @@ static void expect_intact(const char *journal, int upper_fd)
 /* ---- stress ---------------------------------------------------------------- */
 
 #define STRESS_THREADS 4
-#define STRESS_EVENTS  25000
+#define STRESS_EVENTS  10000
 
 struct stress_arg {
 	struct journal *j;
