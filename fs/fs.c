@@ -175,6 +175,9 @@ static void flush_for_reader(struct agentfs *fs)
 static void *signal_thread(void *arg)
 {
 	struct agentfs *fs = arg;
+	/* Idle until a signal comes: it faults the hash table in meanwhile,
+	 * off the mount's path (hashcache_prefault). */
+	hashcache_prefault(fs->hashes);
 	char c;
 	for (;;) {
 		ssize_t n = read(usr1_pipe[0], &c, 1);

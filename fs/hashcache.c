@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "fs/internal.h"
@@ -49,12 +50,26 @@ static size_t slot_of(const struct hc_key *k)
 	return (size_t)XXH3_64bits(k, sizeof(*k)) & (HC_SLOTS - 1);
 }
 
+/* The table (5 MiB) is its own anonymous mapping, zero until written. */
 struct hashcache *hashcache_new(void)
 {
-	struct hashcache *hc = calloc(1, sizeof(*hc));
-	if (hc)
-		pthread_mutex_init(&hc->lock, NULL);
+	void *p = mmap(NULL, sizeof(struct hashcache), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	struct hashcache *hc = p;
+	pthread_mutex_init(&hc->lock, NULL);
 	return hc;
+}
+
+void hashcache_prefault(struct hashcache *hc)
+{
+#ifdef MADV_POPULATE_WRITE
+	if (hc)
+		(void)madvise(hc, sizeof(*hc), MADV_POPULATE_WRITE);
+#else
+	(void)hc;
+#endif
 }
 
 void hashcache_free(struct hashcache *hc)
@@ -62,7 +77,7 @@ void hashcache_free(struct hashcache *hc)
 	if (!hc)
 		return;
 	pthread_mutex_destroy(&hc->lock);
-	free(hc);
+	munmap(hc, sizeof(*hc));
 }
 
 void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h)

@@ -296,7 +296,15 @@ static inline void fs_publish(struct agentfs *fs)
 bool handle_release_quick(uint64_t fh);
 
 /* --- hashcache.c --------------------------------------------------------- */
+/* A table of HC_SLOTS (65536) versions, 5 MiB; NULL without memory. */
 struct hashcache *hashcache_new(void);
+/* Fault the whole table in now (madvise(2) MADV_POPULATE_WRITE, Linux 5.14;
+ * a no-op where the kernel lacks it), so that no request pays for it: a slot
+ * first touched by a request costs a read fault and a copy-on-write fault
+ * with a TLB shootdown, ~24 us a page measured on the 2-vCPU VM of
+ * tests/bench/RESULTS.md, and hash slots are spread over every page.  The
+ * contents are unchanged: safe while other threads use the table. */
+void hashcache_prefault(struct hashcache *hc);
 void hashcache_free(struct hashcache *hc);
 /* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
  * mtime, ctime). */

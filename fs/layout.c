@@ -174,12 +174,10 @@ int layout_hash_fd(int fd, XXH128_hash_t *out)
 	if (!st)
 		return -ENOMEM;
 	XXH3_128bits_reset(st);
-	const size_t cap = 1 << 17;
-	char *buf = malloc(cap);
-	if (!buf) {
-		XXH3_freeState(st);
-		return -ENOMEM;
-	}
+	/* On the stack: a heap buffer this size came back from malloc as
+	 * fresh pages (one fault each) on many calls. */
+	char buf[64 * 1024];
+	const size_t cap = sizeof(buf);
 	/* Holes are hashed as the zeros they read as, without reading them
 	 * (lseek(2) SEEK_DATA/SEEK_HOLE): a sparse 4 GiB file costs its data,
 	 * not 4 GiB of zero-filled pages.  Where the filesystem cannot say
@@ -216,7 +214,6 @@ int layout_hash_fd(int fd, XXH128_hash_t *out)
 	}
 	if (r >= 0)
 		*out = XXH3_128bits_digest(st);
-	free(buf);
 	XXH3_freeState(st);
 	return r < 0 ? (int)r : 0;
 }
