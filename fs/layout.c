@@ -170,19 +170,33 @@ static off_t hash_range(int fd, XXH3_state_t *st, char *buf, size_t cap, off_t o
 
 int layout_hash_fd(int fd, XXH128_hash_t *out)
 {
-	XXH3_state_t *st = XXH3_createState();
-	if (!st)
-		return -ENOMEM;
-	XXH3_128bits_reset(st);
 	/* On the stack: a heap buffer this size came back from malloc as
 	 * fresh pages (one fault each) on many calls. */
 	char buf[64 * 1024];
 	const size_t cap = sizeof(buf);
-	/* Holes are hashed as the zeros they read as, without reading them
-	 * (lseek(2) SEEK_DATA/SEEK_HOLE): a sparse 4 GiB file costs its data,
-	 * not 4 GiB of zero-filled pages.  Where the filesystem cannot say
-	 * (EINVAL), or says nothing, everything is read. */
-	off_t off = 0, r = 0;
+	/* Most files are smaller than the buffer: one pread(2), whose short
+	 * count is the end of a regular file, and a one-shot hash (xxhash
+	 * gives the streaming and one-shot forms the same result). */
+	ssize_t n;
+	do
+		n = pread(fd, buf, cap, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n < cap) {
+		*out = XXH3_128bits(buf, (size_t)n);
+		return 0;
+	}
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_128bits_reset(st);
+	XXH3_128bits_update(st, buf, (size_t)n);
+	/* The rest: holes are hashed as the zeros they read as, without
+	 * reading them (lseek(2) SEEK_DATA/SEEK_HOLE): a sparse 4 GiB file
+	 * costs its data, not 4 GiB of zero-filled pages.  Where the
+	 * filesystem cannot say (EINVAL), everything is read. */
+	off_t off = n, r = 0;
 	for (;;) {
 		off_t data = lseek(fd, off, SEEK_DATA);
 		if (data < 0 && errno == ENXIO) {

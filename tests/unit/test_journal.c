@@ -193,13 +193,17 @@ START_TEST(hash_fd_of_sparse_files)
 	    {{0, 0, 0}, {0, 0, 0}, 2 << 20},			/* only a hole */
 	    {{(1 << 20) + 7, 0, 0}, {5, 0, 0}, (1 << 20) + 12}, /* hole, then data to the end */
 	    {{4096, 1 << 19, 0}, {1 << 19, 1 << 18, 0}, 1 << 20},
+	    {{0, 0, 0}, {10, 0, 0}, 10},	   /* smaller than one read */
+	    {{0, 0, 0}, {65536, 0, 0}, 65536},	   /* exactly one read */
+	    {{0, 65536, 0}, {65536, 1, 0}, 65537}, /* one read and a byte */
+	    {{0, 0, 0}, {0, 0, 0}, 0},		   /* empty */
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char p[256];
 		snprintf(p, sizeof(p), "%s/s%zu", dir, i);
 		int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
 		ck_assert_int_ge(fd, 0);
-		char *want = calloc(1, (size_t)cases[i].size);
+		char *want = calloc(1, (size_t)cases[i].size + 1);
 		ck_assert_ptr_nonnull(want);
 		for (int k = 0; k < 3 && cases[i].len[k]; k++) {
 			char *d = malloc(cases[i].len[k]);
