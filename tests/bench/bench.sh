@@ -19,7 +19,9 @@
 # file saying `extends: none` and `git: private`: no rule at all, the same
 # .git as the default).  Every system gets a fresh instance for each
 # phase of each round, and the systems take turns within a round in an order
-# that rotates from round to round.
+# that rotates from round to round and is reversed every other round (so no
+# system always follows the same neighbour); after each instance is torn down
+# the script syncs, so its writeback falls on no other system's timing.
 #
 # Workloads run on the --tree tree (default small):
 #   git phase  git status cold (caches dropped) and warm, appending to 100
@@ -414,6 +416,9 @@ inst_down() {
 		rm -rf -- "$INST_BASE"
 		;;
 	esac
+	# This system's writeback (and the deletes above) is not the next
+	# one's to pay for.
+	sync
 	return 0
 }
 
@@ -549,7 +554,15 @@ git -C "$SRC_ROOT" diff --quiet HEAD 2>/dev/null || agentfs_rev="$agentfs_rev+un
 for ((r = 1; r <= ROUNDS; r++)); do
 	n=${#SYSTEMS[@]}
 	order=()
+	# Rotated each round, and reversed every other round: a rotation alone
+	# keeps each system right after the same neighbour, whose teardown
+	# could weigh on it in every round.
 	for ((k = 0; k < n; k++)); do order+=("${SYSTEMS[$(((k + r - 1) % n))]}"); done
+	if ((r % 2 == 0)); then
+		rev=()
+		for ((k = n - 1; k >= 0; k--)); do rev+=("${order[$k]}"); done
+		order=("${rev[@]}")
+	fi
 	note "round $r/$ROUNDS: ${order[*]}"
 	for phase in phase_git phase_tree phase_full; do
 		for sys in "${order[@]}"; do
