@@ -24,7 +24,8 @@ struct journal {
 	struct qev *q, *q2; /* producers append to q; the writer swaps q and q2 */
 	size_t n;
 	uint64_t enqueued, written, full_waits;
-	uint64_t syncs; /* fdatasync()s of the writer; atomic */
+	uint64_t syncs;	 /* fdatasync()s of the writer; atomic */
+	uint64_t rounds; /* batches the writer took, empty ones too; under lock */
 	int flushers;
 	bool stop, stopped;
 	int err; /* first write error, sticky */
@@ -47,5 +48,9 @@ uint64_t journal_full_waits(struct journal *j);
 
 /* Times the writer has fdatasync()ed the journal since journal_open(). */
 uint64_t journal_syncs(struct journal *j);
+
+/* Times the writer has woken to take a batch (empty or not) since
+ * journal_open(): a few per second when idle (JOURNAL_INTERVAL_MS). */
+uint64_t journal_writer_rounds(struct journal *j);
 
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,85 @@ START_TEST(sync_modes_flush)
 			ck_assert_uint_eq(n, 2);
 			free_all(v, n);
 		}
+		journal_close(j);
+		expect_intact(jt.journal, -1);
+		jt_teardown(&jt);
+	}
+}
+END_TEST
+
+/* After a flush is done the writer waits, even before the flusher has taken
+ * the lock back (it used to take empty batch after empty batch until the
+ * flusher ran: a spin that took a core from the mount it was flushing for).
+ * The flusher runs as SCHED_IDLE while busy threads hold every CPU, so it
+ * takes the lock back only when they stop, 300 ms later. */
+struct busy_arg {
+	volatile bool stop;
+};
+
+static void *busy_thread(void *p)
+{
+	struct busy_arg *b = p;
+	while (!b->stop) {
+	}
+	return NULL;
+}
+
+struct flusher_arg {
+	struct journal *j;
+	volatile bool flushing;
+	int rc;
+};
+
+static void *idle_flusher(void *p)
+{
+	struct flusher_arg *f = p;
+	struct sched_param sp = {0};
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	f->flushing = true;
+	f->rc = journal_flush(f->j);
+	return NULL;
+}
+
+START_TEST(writer_waits_after_a_flush)
+{
+	enum journal_sync modes[] = {JOURNAL_SYNC_ALWAYS, JOURNAL_SYNC_INTERVAL};
+	for (int m = 0; m < 2; m++) {
+		struct jt jt;
+		jt_setup(&jt);
+		struct journal *j;
+		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
+		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
+		journal_record(j, &ev);
+		ck_assert_int_eq(journal_flush(j), 0);
+
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (ncpu < 1)
+			ncpu = 1;
+		pthread_t busy[64];
+		struct busy_arg b = {false};
+		journal_record(j, &ev);
+		struct flusher_arg f = {j, false, -1};
+		pthread_t ft;
+		ck_assert_int_eq(pthread_create(&ft, NULL, idle_flusher, &f), 0);
+		while (!f.flushing)
+			sched_yield();
+		uint64_t before = journal_writer_rounds(j);
+		int nb = ncpu < 64 ? (int)ncpu : 64;
+		for (int i = 0; i < nb; i++)
+			ck_assert_int_eq(pthread_create(&busy[i], NULL, busy_thread, &b), 0);
+		struct timespec ts = {0, 300 * 1000000L};
+		nanosleep(&ts, NULL);
+		uint64_t during = journal_writer_rounds(j) - before;
+		b.stop = true;
+		for (int i = 0; i < nb; i++)
+			pthread_join(busy[i], NULL);
+		pthread_join(ft, NULL);
+		ck_assert_int_eq(f.rc, 0);
+		/* The flush's own batch, and in interval mode one empty batch per
+		 * JOURNAL_INTERVAL_MS (100 ms): a few, not hundreds. */
+		ck_assert_msg(during <= 10, "mode %d: %llu writer rounds in 300 ms", m,
+			      (unsigned long long)during);
 		journal_close(j);
 		expect_intact(jt.journal, -1);
 		jt_teardown(&jt);
@@ -525,6 +605,7 @@ Suite *journal_writer_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, stress_threads_all_recorded_in_order);
 	tcase_add_test(tc, sync_modes_flush);
+	tcase_add_test(tc, writer_waits_after_a_flush);
 	tcase_add_test(tc, interval_paces_syncs);
 	tcase_add_test(tc, second_writer_refused);
 	tcase_add_test(tc, process_named_from_proc);
