@@ -135,18 +135,26 @@ START_TEST(stress_threads_all_recorded_in_order)
 }
 END_TEST
 
+/* A journal in @jt, opened in @mode, with one record of @ev written out. */
+static struct journal *open_with_one(struct jt *jt, enum journal_sync mode,
+				     const struct journal_event *ev)
+{
+	jt_setup(jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt->journal, mode), 0);
+	journal_record(j, ev);
+	ck_assert_int_eq(journal_flush(j), 0);
+	return j;
+}
+
 START_TEST(sync_modes_flush)
 {
 	enum journal_sync modes[] = {JOURNAL_SYNC_ALWAYS, JOURNAL_SYNC_INTERVAL,
 				     JOURNAL_SYNC_NEVER};
 	for (int m = 0; m < 3; m++) {
 		struct jt jt;
-		jt_setup(&jt);
-		struct journal *j;
-		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
 		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
-		journal_record(j, &ev);
-		ck_assert_int_eq(journal_flush(j), 0);
+		struct journal *j = open_with_one(&jt, modes[m], &ev);
 		size_t n;
 		struct journal_entry *v = read_all(jt.journal, &n); /* before close */
 		ck_assert_uint_eq(n, 1);
@@ -206,12 +214,8 @@ START_TEST(writer_waits_after_a_flush)
 	enum journal_sync modes[] = {JOURNAL_SYNC_ALWAYS, JOURNAL_SYNC_INTERVAL};
 	for (int m = 0; m < 2; m++) {
 		struct jt jt;
-		jt_setup(&jt);
-		struct journal *j;
-		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
 		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
-		journal_record(j, &ev);
-		ck_assert_int_eq(journal_flush(j), 0);
+		struct journal *j = open_with_one(&jt, modes[m], &ev);
 
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		if (ncpu < 1)
