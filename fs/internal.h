@@ -290,9 +290,10 @@ static inline void fs_publish(struct agentfs *fs)
 {
 	__atomic_fetch_add(&fs->epoch, 1, __ATOMIC_RELEASE);
 }
-/* ops_file.c: whether the release of handle @fh is a few system calls: it
- * wrote nothing, and its file is small enough (at most 1 MiB) to hash at
- * once if the journal has no hash of it yet. */
+/* ops_file.c: whether the release of handle @fh is a few system calls: its
+ * file is small enough to hash at once if the journal has no hash of it yet
+ * (at most 1 MiB at open), and it wrote nothing or the version it leaves is
+ * at most 64 KiB (one fstat(2) here to know). */
 bool handle_release_quick(uint64_t fh);
 
 /* --- hashcache.c --------------------------------------------------------- */

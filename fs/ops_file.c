@@ -24,6 +24,9 @@
 
 /* A file this small is hashed at its release in microseconds (fs/loop.c). */
 #define HANDLE_SMALL (1 << 20)
+/* The largest written file whose release is still quick: hashed with one
+ * read (layout_hash_fd's one-shot case). */
+#define HANDLE_QUICK_WRITTEN (64 << 10)
 
 struct handle {
 	int fd;
@@ -639,7 +642,13 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 bool handle_release_quick(uint64_t fh)
 {
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
-	return h && h->small && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
+	if (!h || !h->small)
+		return false;
+	if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
+		return true;
+	/* A new version to hash: quick when it takes one read. */
+	struct stat st;
+	return fstat(h->fd, &st) == 0 && st.st_size <= HANDLE_QUICK_WRITTEN;
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
