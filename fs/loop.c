@@ -25,6 +25,10 @@
  * does not say which layer its source is in, and renames are mostly an
  * editor's temporary file of the upper.
  *
+ * An idle reader does not go to sleep at once: after answering a request
+ * whose caller usually comes back quickly it keeps looking for the next one
+ * for a few tens of microseconds (receive()), which saves the wake-up.
+ *
  * One kind of request is never answered by the reader: one that sends the
  * kernel a notification.  op_link's fuse_lowlevel_notify_inval_inode waits
  * for the file's locked pages, and a page stays locked until its READ, still
@@ -40,12 +44,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <poll.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/internal.h"
+
+/* How long an idle reader keeps looking for the next request before it
+ * sleeps (receive()): a few times the gap between an answer and a caller's
+ * next request when the caller does little in between (~5-20 us here). */
+#define LOOP_SPIN_NS 50000L
+/* Opcodes below this have a gap average (FUSE opcodes are 1..51 in
+ * linux/fuse.h 7.38; CUSE_INIT, 4096, has none). */
+#define LOOP_OPCODES 64
 
 struct worker {
 	struct loop *lp;
@@ -60,9 +75,14 @@ struct loop {
 	struct agentfs *fs;
 	struct fuse_session *se;
 	pthread_mutex_t lock;
-	bool reader;	    /* some worker holds the reader role */
-	bool done;	    /* the session ended: workers exit */
-	unsigned notifying; /* HAND_OFF_NOTIFIES requests being answered */
+	bool reader;	     /* some worker holds the reader role */
+	bool done;	     /* the session ended: workers exit */
+	unsigned notifying;  /* HAND_OFF_NOTIFIES requests being answered */
+	unsigned handed_off; /* handed-off requests being answered */
+	bool spin;	     /* /dev/fuse is non-blocking: receive() spins */
+	/* Per opcode, the reader's moving average of the time from its answer
+	 * to the next request (receive()); only the reader touches it. */
+	long gap_ns[LOOP_OPCODES];
 	unsigned nstarted, max_threads;
 	struct worker *idle; /* workers waiting for the role, most recent first */
 	int error;
@@ -215,6 +235,78 @@ static void finish(struct loop *lp, int error)
 	}
 }
 
+static long mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* The opcode of the request in @b, or 0 when it is too short to have one. */
+static uint32_t opcode_of(const struct fuse_buf *b)
+{
+	if (b->size < sizeof(struct fuse_in_header))
+		return 0;
+	return ((const struct fuse_in_header *)b->mem)->opcode;
+}
+
+/*
+ * Reads the next request into me->buf, as fuse_session_receive_buf does.
+ * @after is the opcode of the request the reader answered last (0 if none).
+ *
+ * On the non-blocking /dev/fuse of a spinning loop, when no request is
+ * queued the reader may keep trying for up to LOOP_SPIN_NS, giving its CPU
+ * to anything else runnable between tries (sched_yield(2)), before it sleeps
+ * in poll(2).  The caller of a request sleeps in the kernel until its
+ * answer, and its next request often follows within microseconds: a reader
+ * still on the CPU takes it without the wake-up of a sleeping thread (an
+ * inter-processor interrupt and, in a virtual machine, an exit from the
+ * idle guest), most of a FUSE round trip on such machines.  Whether the
+ * next request is near depends on what the caller does with the answer
+ * (after a RELEASE it opens the next file; after an OPEN it may work on the
+ * file's data for longer), so the reader keeps, per opcode, a moving
+ * average of the time until the next request (gaps counted at most
+ * 2 * LOOP_SPIN_NS) and spins only after opcodes whose average is under
+ * LOOP_SPIN_NS.  It does not spin while a handed-off request is being
+ * answered: that worker, the caller and the reader would share two CPUs.
+ *
+ * Returns what fuse_session_receive_buf returns: the request's size, 0 at
+ * the end of the session, or -errno.
+ */
+static int receive(struct loop *lp, struct worker *me, uint32_t after)
+{
+	if (!lp->spin)
+		return fuse_session_receive_buf(lp->se, &me->buf);
+	long *gap = after && after < LOOP_OPCODES ? &lp->gap_ns[after] : NULL;
+	bool spin = gap && *gap < LOOP_SPIN_NS;
+	long t0 = -1, waited = 0;
+	for (;;) {
+		int res = fuse_session_receive_buf(lp->se, &me->buf);
+		if (res != -EAGAIN) {
+			if (gap && res > 0) {
+				if (t0 >= 0)
+					waited = mono_ns() - t0;
+				if (waited > 2 * LOOP_SPIN_NS)
+					waited = 2 * LOOP_SPIN_NS;
+				*gap += (waited - *gap) / 8;
+			}
+			return res;
+		}
+		long t = mono_ns();
+		if (t0 < 0)
+			t0 = t;
+		if (spin && t - t0 < LOOP_SPIN_NS &&
+		    __atomic_load_n(&lp->handed_off, __ATOMIC_RELAXED) == 0) {
+			sched_yield();
+			continue;
+		}
+		/* POLLERR once the connection is gone: the read then ends it. */
+		struct pollfd p = {.fd = fuse_session_fd(lp->se), .events = POLLIN};
+		poll(&p, 1, -1);
+		spin = false;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *me = arg;
@@ -236,12 +328,13 @@ static void *worker_main(void *arg)
 			break;
 		lp->reader = true;
 		pthread_mutex_unlock(&lp->lock);
+		uint32_t after = 0; /* the opcode this reader answered last */
 		for (;;) {
 			/* Only here may fs_loop's pthread_cancel stop us: the
 			 * read is the one place a worker waits for the kernel
 			 * with nothing half done (as in fuse_loop_mt.c). */
 			pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-			int res = fuse_session_receive_buf(lp->se, &me->buf);
+			int res = receive(lp, me, after);
 			pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 			if (res == -EINTR)
 				continue;
@@ -255,16 +348,19 @@ static void *worker_main(void *arg)
 			(void)__atomic_load_n(&lp->fs->epoch, __ATOMIC_ACQUIRE);
 			enum kind k = classify(lp, &me->buf);
 			if (k == INLINE) {
+				after = opcode_of(&me->buf);
 				fuse_session_process_buf(lp->se, &me->buf);
 				continue;
 			}
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)
 				__atomic_add_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);
+			__atomic_add_fetch(&lp->handed_off, 1, __ATOMIC_RELAXED);
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
 			fuse_session_process_buf(lp->se, &me->buf);
 			fs_publish(lp->fs);
+			__atomic_sub_fetch(&lp->handed_off, 1, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)
 				__atomic_sub_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);
@@ -289,6 +385,14 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	pthread_mutex_init(&lp.lock, NULL);
 	sem_init(&lp.finish, 0, 0);
 
+	/* AGENTFS_NOSPIN in the daemon's environment: sleep as soon as the
+	 * queue is empty (receive()), for machines where a busy CPU costs more
+	 * than a wake-up (a laptop on battery). */
+	if (getenv("AGENTFS_NOSPIN") == NULL) {
+		int fd = fuse_session_fd(lp.se);
+		int fl = fcntl(fd, F_GETFL);
+		lp.spin = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+	}
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);

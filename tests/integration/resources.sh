@@ -101,6 +101,24 @@ else
 	fail "walking the same files again costs no more memory" "VmRSS: $base kB, then ${rss[*]} kB"
 fi
 
+# ------------------------------------------------------------------ an idle daemon sleeps
+# After a request the reader may keep looking for the next one for a few
+# tens of microseconds before it sleeps (fs/loop.c, receive()); once the
+# requests stop, the daemon's threads use no CPU.  Ticks of user + system
+# time of all its threads over 2 s, right after a burst of lookups: a reader
+# that never went to sleep would use ~200 (one CPU).
+cpu_ticks() { local t s sum=0; for t in /proc/"$1"/task/*/stat; do
+	s=$(sed 's/.*) //' "$t") && set -- $s && sum=$((sum + ${12} + ${13})); done; echo $sum; }
+t find "$MNT/tree/d000" -type f -printf '%s\n' >/dev/null
+c0=$(cpu_ticks "$PID")
+sleep 2
+c1=$(cpu_ticks "$PID")
+if [ $((c1 - c0)) -le 10 ]; then
+	pass "an idle daemon sleeps ($((c1 - c0)) ticks of CPU in 2 s after a burst of lookups)"
+else
+	fail "an idle daemon sleeps" "$((c1 - c0)) ticks of CPU in 2 s (at most 10)"
+fi
+
 # ------------------------------------------------------------------ thousands of open files
 run t python3 - "$MNT/tree" "$PID" <<'PY'
 import os, resource, sys
