@@ -104,6 +104,9 @@ struct agentfs {
 	 * the C memory model and to ThreadSanitizer, which cannot see it
 	 * through /dev/fuse and splice(2) (fs/loop.c). */
 	uint64_t epoch;
+	/* Requests being answered by workers other than the reader (loop.c);
+	 * changed only by the reader and by those workers. */
+	unsigned handed_off;
 #define FS_CONCEAL_SLOTS 4096
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
@@ -283,6 +286,12 @@ void watch_dir_lazy(struct agentfs *fs, struct node *dir);
  * reading /dev/fuse at a time (see loop.c).  Returns 0 or a negative errno
  * from reading /dev/fuse. */
 int fs_loop(struct agentfs *fs, unsigned max_threads);
+/* Whether the calling thread is the reader answering a request itself while
+ * no other worker answers any: then no other request of the kernel is being
+ * answered, and none will be until this one is.  An answer that waits for
+ * the kernel (a notification that locks pages, whose READ may still be
+ * queued) is safe when no file of that inode is open; see op_open. */
+bool fs_loop_alone(const struct agentfs *fs);
 /* A request's effects are complete (see agentfs.epoch); called before a reply
  * that does not go through fuse_session_process_buf's return, e.g. op_read's
  * spliced one. */

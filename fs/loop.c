@@ -75,11 +75,10 @@ struct loop {
 	struct agentfs *fs;
 	struct fuse_session *se;
 	pthread_mutex_t lock;
-	bool reader;	     /* some worker holds the reader role */
-	bool done;	     /* the session ended: workers exit */
-	unsigned notifying;  /* HAND_OFF_NOTIFIES requests being answered */
-	unsigned handed_off; /* handed-off requests being answered */
-	bool spin;	     /* /dev/fuse is non-blocking: receive() spins */
+	bool reader;	    /* some worker holds the reader role */
+	bool done;	    /* the session ended: workers exit */
+	unsigned notifying; /* HAND_OFF_NOTIFIES requests being answered */
+	bool spin;	    /* /dev/fuse is non-blocking: receive() spins */
 	/* Per opcode, the reader's moving average of the time from its answer
 	 * to the next request (receive()); only the reader touches it. */
 	long gap_ns[LOOP_OPCODES];
@@ -235,6 +234,14 @@ static void finish(struct loop *lp, int error)
 	}
 }
 
+/* Set while this thread, the reader, answers a request itself. */
+static _Thread_local bool answering_inline;
+
+bool fs_loop_alone(const struct agentfs *fs)
+{
+	return answering_inline && __atomic_load_n(&fs->handed_off, __ATOMIC_RELAXED) == 0;
+}
+
 static long mono_ns(void)
 {
 	struct timespec t;
@@ -296,7 +303,7 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 		if (t0 < 0)
 			t0 = t;
 		if (spin && t - t0 < LOOP_SPIN_NS &&
-		    __atomic_load_n(&lp->handed_off, __ATOMIC_RELAXED) == 0) {
+		    __atomic_load_n(&lp->fs->handed_off, __ATOMIC_RELAXED) == 0) {
 			sched_yield();
 			continue;
 		}
@@ -349,18 +356,20 @@ static void *worker_main(void *arg)
 			enum kind k = classify(lp, &me->buf);
 			if (k == INLINE) {
 				after = opcode_of(&me->buf);
+				answering_inline = true;
 				fuse_session_process_buf(lp->se, &me->buf);
+				answering_inline = false;
 				continue;
 			}
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)
 				__atomic_add_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);
-			__atomic_add_fetch(&lp->handed_off, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
 			fuse_session_process_buf(lp->se, &me->buf);
 			fs_publish(lp->fs);
-			__atomic_sub_fetch(&lp->handed_off, 1, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)
 				__atomic_sub_fetch(&lp->notifying, 1, __ATOMIC_RELEASE);

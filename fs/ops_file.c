@@ -27,6 +27,9 @@
 /* The largest written file whose release is still quick: hashed with one
  * read (layout_hash_fd's one-shot case). */
 #define HANDLE_QUICK_WRITTEN (64 << 10)
+/* The largest lower file whose content an open puts in the page cache
+ * (store_small): one read, on the stack of a worker thread. */
+#define OPEN_STORE_MAX (64 << 10)
 
 struct handle {
 	int fd;
@@ -180,6 +183,48 @@ static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 	return fd;
 }
 
+/*
+ * The first open of a version of a small lower file: put its whole content
+ * in the kernel's page cache for inode @ino before the open is answered
+ * (FUSE_NOTIFY_STORE: fuse_lowlevel_notify_store(3), fs/fuse/dev.c), so the
+ * caller's reads find it there.  Without it each such file costs a READ
+ * round trip, and the kernel marks the inode's atime stale after a READ
+ * (fs/fuse/file.c, fuse_invalidate_atime), so the next fstat(2) of the file
+ * costs a GETATTR as well: a first walk of a tree with grep or cat paid two
+ * round trips per file besides the open.  The daemon reads the file for the
+ * journal's hash anyway; the hash of the stored bytes goes to the hash cache.
+ *
+ * The store locks each page it fills; a page is also locked while its READ
+ * waits in the kernel's queue, and the reader that would read that READ may
+ * be this thread.  So it stores only when no other file of the inode is open
+ * (@h is the node's only handle: any READ of the inode comes through an open
+ * file, whose handle stays until its RELEASE, which follows its last READ) and
+ * no other request is being answered that could open one (fs_loop_alone).
+ * Returns whether the content was stored: then the open keeps the cache.
+ */
+static bool store_small(struct agentfs *fs, fuse_ino_t ino, struct handle *h, const struct stat *st)
+{
+	if (st->st_size <= 0 || st->st_size > OPEN_STORE_MAX || !fs_loop_alone(fs))
+		return false;
+	pthread_mutex_lock(&fs->table_lock);
+	bool only = h->node->handles == h && !h->next;
+	pthread_mutex_unlock(&fs->table_lock);
+	if (!only)
+		return false;
+	char buf[OPEN_STORE_MAX + 1];
+	ssize_t n = pread(h->fd, buf, sizeof(buf), 0);
+	if (n != st->st_size)
+		return false; /* changed since the fstat */
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)n);
+	bv.buf[0].mem = buf;
+	if (fuse_lowlevel_notify_store(fs->se, ino, 0, &bv, 0) != 0)
+		return false;
+	if (fs->journal)
+		hashcache_put(fs->hashes, st, XXH3_128bits(buf, (size_t)n));
+	__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+	return true;
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct agentfs *fs = fs_of(req);
@@ -274,7 +319,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		uint64_t ver = (uint64_t)hst.st_ino ^ ((uint64_t)hst.st_size << 20) ^
 			       ((uint64_t)hst.st_mtim.tv_sec << 32) ^ (uint64_t)hst.st_mtim.tv_nsec;
 		uint64_t seen = __atomic_exchange_n(&n->cache_ver, ver, __ATOMIC_RELAXED);
-		fi->keep_cache = seen == ver;
+		fi->keep_cache = seen == ver || store_small(fs, ino, h, &hst);
 	}
 	/* The handle is complete before the kernel can send its first
 	 * request, perhaps to another worker (fs/loop.c). */

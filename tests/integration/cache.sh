@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# cache.sh - what reaches the daemon when a tool reads files through the
+# mount, counted in libfuse's debug output (agentfs mount --debug):
+#  - the first open of a small lower file puts its content in the kernel's
+#    page cache (FUSE_NOTIFY_STORE), so reading it sends no READ, and a stat
+#    right after sends no GETATTR (a READ would have marked atime stale);
+#  - a larger file is read with READs as usual;
+#  - while another file of the same inode is open a new version is not
+#    stored (a READ of that file may hold a page the store would wait for),
+#    and the reads go to the daemon;
+#  - what a tool reads is the file's content in every case, and the journal
+#    names it with the file's hash and size.
+#
+#   bash cache.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+MNT=$T/mnt
+make_test_repo "$REPO" || bail "cannot create the test repository"
+mkdir -p "$REPO/src/c"
+head -c 40000 /dev/urandom | base64 >"$REPO/src/c/small.txt"     # ~54 KiB
+head -c 200000 /dev/urandom | base64 >"$REPO/src/c/large.txt"    # ~270 KiB
+head -c 3000 /dev/urandom | base64 >"$REPO/src/c/held.txt"
+git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm cache || bail "cannot commit"
+
+# The daemon in the foreground, its libfuse debug output on stderr.
+mkdir -p "$MNT"
+_MOUNTS+=("$MNT")
+# Not under t's timeout: the daemon lives until the EXIT trap unmounts it.
+"$AGENTFS" mount --state-dir "$STATE" --debug "$REPO" "$MNT" 2>"$T/debug.log" &
+_PIDS+=($!)
+for ((i = 0; i < 100; i++)); do
+	is_mounted "$MNT" && break
+	sleep 0.1
+done
+if is_mounted "$MNT"; then pass "mount --debug"; else
+	fail "mount --debug" "$(tail -n 20 "$T/debug.log")"
+	bail "mount failed"
+fi
+
+# ops CMD...: run CMD, then print the opcodes libfuse logged meanwhile, one a
+# line ("READ", "GETATTR", ...).  libfuse prints each request when it starts
+# answering it, and a reply reaches the caller only after that, so what CMD
+# caused is in the log when it returns; RELEASE, sent after close(2) without
+# waiting, may come later and is not counted.
+ops() {
+	local before
+	before=$(wc -l <"$T/debug.log")
+	"$@" >/dev/null || return 1
+	tail -n +"$((before + 1))" "$T/debug.log" | sed -n 's/.*opcode: \([A-Z_]*\) .*/\1/p' |
+		grep -v '^RELEASE$' || true
+}
+count() { grep -c "^$1\$" <<<"$2" || true; }
+
+# ------------------------------------------------------------------ a small file
+got=$(ops t cat "$MNT/src/c/small.txt")
+assert_eq "the first read of a small file sends no READ" 0 "$(count READ "$got")"
+assert_eq "  ...but one OPEN" 1 "$(count OPEN "$got")"
+got=$(ops t stat "$MNT/src/c/small.txt")
+assert_eq "  ...a stat right after sends nothing" "" "$got"
+assert_file_eq "  ...and reads the file" "$REPO/src/c/small.txt" <(t cat "$MNT/src/c/small.txt")
+
+# ------------------------------------------------------------------ a large file
+got=$(ops t cat "$MNT/src/c/large.txt")
+if [ "$(count READ "$got")" -ge 1 ]; then pass "a file over 64 KiB is read with READs ($(count READ "$got"))"; else
+	fail "a file over 64 KiB is read with READs" "opcodes: $(echo $got)"
+fi
+assert_file_eq "  ...and reads the file" "$REPO/src/c/large.txt" <(t cat "$MNT/src/c/large.txt")
+
+# ------------------------------------------------------------------ another file of the inode open
+# held.txt is opened on fd 3 (its content stored then) and stays open; the
+# person then changes it in the repository, and cat opens the new version:
+# with fd 3's file open its content is not stored, so cat reads with READs.
+exec 3<"$MNT/src/c/held.txt"
+head -c 5000 /dev/urandom | base64 >"$REPO/src/c/held.txt"
+want=$(stat -c %s "$REPO/src/c/held.txt")
+for ((i = 0; i < 50; i++)); do # the view follows the change (live_lower.sh)
+	[ "$(stat -c %s "$MNT/src/c/held.txt")" == "$want" ] && break
+	sleep 0.1
+done
+got=$(ops t cat "$MNT/src/c/held.txt")
+exec 3<&-
+if [ "$(count READ "$got")" -ge 1 ]; then
+	pass "with another file of the inode open, a new version is not stored: cat sends READs"
+else
+	fail "with another file of the inode open, a new version is not stored: cat sends READs" "opcodes: $(echo $got)"
+fi
+assert_file_eq "  ...and reads the new version" "$REPO/src/c/held.txt" <(t cat "$MNT/src/c/held.txt")
+
+# ------------------------------------------------------------------ the journal
+field() {
+	printf '%s\n' "$2" | grep -o "\"$1\":\(\"[^\"]*\"\|[0-9]*\)" | head -n 1 | sed 's/^[^:]*://; s/"//g'
+}
+sleep 0.3 # the journal's writer flushes every 100 ms
+rec=$(af log --json --op read --path src/c/small.txt "$MNT" | head -n 1)
+if [ -n "$rec" ]; then pass "the stored read is journaled"; else
+	fail "the stored read is journaled" "$(af log "$MNT" 2>&1 | tail -n 5)"
+fi
+assert_eq "  ...with the file's hash" \
+	"$(xxhsum -H2 "$REPO/src/c/small.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$rec")"
+assert_eq "  ...and its size as the bytes served" "$(stat -c %s "$REPO/src/c/small.txt")" "$(field bytes "$rec")"
+
+done_testing
