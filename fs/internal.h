@@ -107,6 +107,11 @@ struct agentfs {
 	/* Requests being answered by workers other than the reader (loop.c);
 	 * changed only by the reader and by those workers. */
 	unsigned handed_off;
+	/* Releases answered but not finished, oldest first (op_release): only
+	 * the reader thread touches them, and it finishes them all before it
+	 * hands its role on or sleeps. */
+	bool defer_releases; /* set by fs_loop when its reader can finish them */
+	struct handle *deferred, *deferred_tail;
 #define FS_CONCEAL_SLOTS 4096
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
@@ -299,11 +304,16 @@ static inline void fs_publish(struct agentfs *fs)
 {
 	__atomic_fetch_add(&fs->epoch, 1, __ATOMIC_RELEASE);
 }
+/* ops_file.c: finish the oldest release op_release answered early, or all
+ * of them with @all; whether there was one.  The reader's, from fs/loop.c. */
+bool fs_release_deferred(struct agentfs *fs, bool all);
 /* ops_file.c: whether the release of handle @fh is a few system calls: its
  * file is small enough to hash at once if the journal has no hash of it yet
  * (at most 1 MiB at open), and it wrote nothing or the version it leaves is
  * at most 64 KiB (one fstat(2) here to know). */
 bool handle_release_quick(uint64_t fh);
+/* ops_file.c: whether handle @fh wrote since its last journal record. */
+bool handle_wrote(uint64_t fh);
 
 /* --- hashcache.c --------------------------------------------------------- */
 /* A table of HC_SLOTS (65536) versions, 5 MiB; NULL without memory. */

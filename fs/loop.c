@@ -242,6 +242,57 @@ bool fs_loop_alone(const struct agentfs *fs)
 	return answering_inline && __atomic_load_n(&fs->handed_off, __ATOMIC_RELAXED) == 0;
 }
 
+/*
+ * Whether the request in @b leaves every file's content, name and attributes
+ * as they are, so the releases answered early (op_release) may still wait
+ * behind it: lookups, reads, read-only opens, the release of a handle that
+ * did not write.  Before any other request the reader finishes them, so
+ * their records name the version read and come first.
+ */
+static bool keeps_deferred(const struct fuse_buf *b)
+{
+	if (b->size < sizeof(struct fuse_in_header))
+		return false;
+	const struct fuse_in_header *in = b->mem;
+	const char *arg = (const char *)b->mem + sizeof(*in);
+	size_t argsz = b->size - sizeof(*in);
+	switch (in->opcode) {
+	case FUSE_LOOKUP:
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+	case FUSE_GETATTR:
+	case FUSE_READLINK:
+	case FUSE_READ:
+	case FUSE_STATFS:
+	case FUSE_GETXATTR:
+	case FUSE_LISTXATTR:
+	case FUSE_OPENDIR:
+	case FUSE_READDIR:
+	case FUSE_READDIRPLUS:
+	case FUSE_RELEASEDIR:
+	case FUSE_ACCESS:
+	case FUSE_INTERRUPT:
+	case FUSE_LSEEK:
+		return true;
+	case FUSE_OPEN: {
+		struct fuse_open_in o;
+		if (argsz < sizeof(o))
+			return false;
+		memcpy(&o, arg, sizeof(o));
+		return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY;
+	}
+	case FUSE_RELEASE: {
+		struct fuse_release_in r;
+		if (argsz < sizeof(r))
+			return false;
+		memcpy(&r, arg, sizeof(r));
+		return !handle_wrote(r.fh) && handle_release_quick(r.fh);
+	}
+	default:
+		return false;
+	}
+}
+
 static long mono_ns(void)
 {
 	struct timespec t;
@@ -255,6 +306,19 @@ static uint32_t opcode_of(const struct fuse_buf *b)
 	if (b->size < sizeof(struct fuse_in_header))
 		return 0;
 	return ((const struct fuse_in_header *)b->mem)->opcode;
+}
+
+/* fs_release_deferred, from receive(), where fs_loop's pthread_cancel may
+ * stop the thread: not while it holds the journal's or a record's lock. */
+static bool finish_deferred(struct loop *lp, bool all)
+{
+	if (!lp->fs->deferred)
+		return false;
+	int old;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	bool any = fs_release_deferred(lp->fs, all);
+	pthread_setcancelstate(old, NULL);
+	return any;
 }
 
 /*
@@ -299,6 +363,9 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 			}
 			return res;
 		}
+		/* Nothing queued: time for the releases answered early. */
+		if (finish_deferred(lp, false))
+			continue;
 		long t = mono_ns();
 		if (t0 < 0)
 			t0 = t;
@@ -307,6 +374,8 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 			sched_yield();
 			continue;
 		}
+		if (finish_deferred(lp, true))
+			continue;
 		/* POLLERR once the connection is gone: the read then ends it. */
 		struct pollfd p = {.fd = fuse_session_fd(lp->se), .events = POLLIN};
 		poll(&p, 1, -1);
@@ -354,6 +423,8 @@ static void *worker_main(void *arg)
 			 * agentfs.epoch). */
 			(void)__atomic_load_n(&lp->fs->epoch, __ATOMIC_ACQUIRE);
 			enum kind k = classify(lp, &me->buf);
+			if (lp->fs->deferred && (k != INLINE || !keeps_deferred(&me->buf)))
+				fs_release_deferred(lp->fs, true);
 			if (k == INLINE) {
 				after = opcode_of(&me->buf);
 				answering_inline = true;
@@ -402,6 +473,9 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 		int fl = fcntl(fd, F_GETFL);
 		lp.spin = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 	}
+	/* Releases answered early are finished when a read finds nothing:
+	 * only a non-blocking read comes back to say so (receive()). */
+	fs->defer_releases = lp.spin;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -436,6 +510,7 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 		pthread_join(lp.w[i].thr, NULL);
 		free(lp.w[i].buf.mem);
 	}
+	fs_release_deferred(fs, true); /* a reader stopped by the end */
 	for (unsigned i = 0; i < lp.max_threads; i++)
 		pthread_cond_destroy(&lp.w[i].cond);
 	sem_destroy(&lp.finish);

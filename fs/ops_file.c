@@ -46,6 +46,9 @@ struct handle {
 	XXH128_hash_t before;
 	char *path;	     /* view path at open, for the journal */
 	struct handle *next; /* the node's other open handles */
+	/* A release answered but not yet done (op_release): */
+	bool journal_read;	      /* record the read */
+	struct handle *next_deferred; /* agentfs.deferred's next */
 };
 
 /* Handles hang off their node so an unlinked but open file can still be
@@ -684,6 +687,12 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	fuse_reply_err(req, r);
 }
 
+bool handle_wrote(uint64_t fh)
+{
+	const struct handle *h = (const struct handle *)(uintptr_t)fh;
+	return h && __atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
+}
+
 bool handle_release_quick(uint64_t fh)
 {
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
@@ -696,14 +705,13 @@ bool handle_release_quick(uint64_t fh)
 	return fstat(h->fd, &st) == 0 && st.st_size <= HANDLE_QUICK_WRITTEN;
 }
 
-void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* What a release does besides its answer: journal the handle's read or write,
+ * forget the handle. */
+static void release_finish(struct agentfs *fs, struct handle *h, bool journal_read)
 {
-	(void)ino;
-	struct agentfs *fs = fs_of(req);
-	struct handle *h = handle_of(fi);
 	if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
 		record_write(fs, h);
-	} else if (fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY) {
+	} else if (journal_read) {
 		char cur[FS_PATH_MAX];
 		uint32_t flags;
 		const char *path = current_path(fs, h, cur, sizeof(cur), &flags);
@@ -728,6 +736,51 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	node_unref(fs, h->node);
 	free(h->path);
 	free(h);
+}
+
+bool fs_release_deferred(struct agentfs *fs, bool all)
+{
+	bool any = false;
+	while (fs->deferred) {
+		struct handle *h = fs->deferred;
+		fs->deferred = h->next_deferred;
+		if (!fs->deferred)
+			fs->deferred_tail = NULL;
+		release_finish(fs, h, h->journal_read);
+		any = true;
+		if (!all)
+			break;
+	}
+	return any;
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct agentfs *fs = fs_of(req);
+	struct handle *h = handle_of(fi);
+	bool journal_read = fs->journal && (fi->flags & O_ACCMODE) != O_WRONLY;
+	/* The kernel does not wait for this answer, and the caller's next
+	 * request (its next open) is usually queued behind it: a handle that
+	 * only read is answered now and finished when the reader has nothing
+	 * to read (fs/loop.c).  Only the reader keeps such handles, and it
+	 * finishes them before any request that could change a file, so a
+	 * read's record still names the version read, in order. */
+	if (fs->defer_releases && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) &&
+	    fs_loop_alone(fs)) {
+		h->journal_read = journal_read;
+		h->next_deferred = NULL;
+		if (fs->deferred_tail)
+			fs->deferred_tail->next_deferred = h;
+		else
+			fs->deferred = h;
+		fs->deferred_tail = h;
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (fs_loop_alone(fs))
+		fs_release_deferred(fs, true); /* the records in order */
+	release_finish(fs, h, journal_read);
 	fuse_reply_err(req, 0);
 }
 

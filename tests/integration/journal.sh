@@ -67,6 +67,30 @@ assert_contains "a lookup of a hidden name is recorded as conceal" '"op":"concea
 	"$(records conceal .env)"
 assert_contains "  ...and shows in log --denied" ".env" "$(af log --denied "$MNT" 2>&1)"
 
+# ------------------------------------------------------------------ reads racing a writer
+# One process reads a file whole (open, read, close), then changes it through
+# a handle it keeps open for writing, 100 times.  The daemon may finish a
+# read's release after answering it (fs/ops_file.c, op_release), but before
+# any request that changes a file: every read's record names the version that
+# was read, in order.
+printf '%08d\n' 0 >"$MNT/race.txt"
+for i in $(seq 0 99); do printf '%08d\n' "$i" >"$T/race.$i"; done
+t python3 - "$MNT/race.txt" <<'PY'
+import os, sys
+w = os.open(sys.argv[1], os.O_WRONLY)
+for i in range(100):
+    r = os.open(sys.argv[1], os.O_RDONLY)
+    assert os.read(r, 64) == b"%08d\n" % i
+    os.close(r)
+    os.pwrite(w, b"%08d\n" % (i + 1), 0)
+os.close(w)
+PY
+settle
+want=$(for i in $(seq 0 99); do xxhsum -H2 "$T/race.$i" 2>/dev/null | cut -d' ' -f1; done)
+got=$(records read race.txt | while read -r rec; do field hash "$rec"; done)
+assert_eq "100 reads, each followed at once by a write: every read's record has the hash of the version read" \
+	"$want" "$got"
+
 # ------------------------------------------------------------------ a write storm
 mkdir -p "$MNT/storm" || fail "mkdir storm"
 writer() { # writer TAG: 60 files, each created and written by this shell itself
