@@ -92,6 +92,20 @@ void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h)
 	pthread_mutex_unlock(&hc->lock);
 }
 
+/* Hash the version @st open as @fd and cache it, unless it changed while
+ * being read. */
+static int hash_and_put(struct hashcache *hc, int fd, const struct stat *st, XXH128_hash_t *out)
+{
+	int r = layout_hash_fd(fd, out);
+	if (r < 0)
+		return r;
+	struct stat st2;
+	if (fstat(fd, &st2) == 0 && st2.st_ctim.tv_sec == st->st_ctim.tv_sec &&
+	    st2.st_ctim.tv_nsec == st->st_ctim.tv_nsec && st2.st_size == st->st_size)
+		hashcache_put(hc, st, *out);
+	return 0;
+}
+
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out)
 {
 	struct stat st;
@@ -107,13 +121,13 @@ int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out)
 	pthread_mutex_unlock(&hc->lock);
 	if (hit)
 		return 0;
-	int r = layout_hash_fd(fd, out);
-	if (r < 0)
-		return r;
-	/* Only cache if the file did not change while we read it. */
-	struct stat st2;
-	if (fstat(fd, &st2) == 0 && st2.st_ctim.tv_sec == st.st_ctim.tv_sec &&
-	    st2.st_ctim.tv_nsec == st.st_ctim.tv_nsec && st2.st_size == st.st_size)
-		hashcache_put(hc, &st, *out);
-	return 0;
+	return hash_and_put(hc, fd, &st, out);
+}
+
+int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return hash_and_put(hc, fd, &st, out);
 }

@@ -329,6 +329,14 @@ void hashcache_free(struct hashcache *hc);
 /* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
  * mtime, ctime). */
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
+/* The same, ignoring any cached entry: for a version just written.  File
+ * timestamps come from the kernel's coarse clock (a few ms), so two writes of
+ * the same size within one tick can leave (size, mtime, ctime) as they were,
+ * and the entry of the version before would match the new one; since Linux
+ * 6.13 (multigrain timestamps) the fstat here makes the next change's stamps
+ * fine-grained, before that it does not (Debian 12 runs 6.1).  The fresh
+ * hash replaces that entry.  Returns 0 or -errno. */
+int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out);
 /* Remember a hash computed elsewhere for the version described by @st. */
 void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h);
 

@@ -666,7 +666,7 @@ static void record_write(struct agentfs *fs, struct handle *h)
 	pthread_mutex_t *lock = record_lock(fs, h->node);
 	pthread_mutex_lock(lock);
 	XXH128_hash_t after;
-	if (hashcache_get(fs->hashes, h->fd, &after) == 0) {
+	if (hashcache_refresh(fs->hashes, h->fd, &after) == 0) {
 		ev.has_hash_after = true;
 		ev.hash_after = after;
 		h->before = after;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/internal.h"
 #include "fs/layout.h"
 #include "journal/internal.h"
 #include "journal/journal.h"
@@ -229,6 +230,35 @@ END_TEST
 
 /* ---- pathmap --------------------------------------------------------------- */
 
+/* A new version whose stamps equal the cached one's (two same-size writes in
+ * one tick of the coarse clock, before Linux 6.13): hashcache_get trusts the
+ * entry, hashcache_refresh, used after writes, hashes again and replaces it.
+ * The stale entry is planted with hashcache_put, as the version before. */
+START_TEST(hashcache_refresh_replaces_a_stale_entry)
+{
+	char p[] = "/tmp/hctest.XXXXXX";
+	int fd = mkstemp(p);
+	ck_assert_int_ge(fd, 0);
+	unlink(p);
+	ck_assert_int_eq(pwrite(fd, "version two\n", 12, 0), 12);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	XXH128_hash_t before = XXH3_128bits("version one\n", 12),
+		      now = XXH3_128bits("version two\n", 12), h;
+	struct hashcache *hc = hashcache_new();
+	ck_assert_ptr_nonnull(hc);
+	hashcache_put(hc, &st, before);
+	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
+	ck_assert(h.low64 == before.low64 && h.high64 == before.high64); /* trusted */
+	ck_assert_int_eq(hashcache_refresh(hc, fd, &h), 0);
+	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
+	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
+	ck_assert(h.low64 == now.low64 && h.high64 == now.high64); /* replaced */
+	hashcache_free(hc);
+	close(fd);
+}
+END_TEST
+
 START_TEST(pathmap_rename_moves_trees)
 {
 	struct journal_pathmap *m;
@@ -392,6 +422,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, parse_rejects_bad_records);
 	tcase_add_test(tc, hash_hex_matches_xxhsum);
 	tcase_add_test(tc, hash_fd_of_sparse_files);
+	tcase_add_test(tc, hashcache_refresh_replaces_a_stale_entry);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
