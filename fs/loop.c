@@ -100,6 +100,17 @@ enum kind {
  * microseconds; larger ones are sequential I/O that can wait on the disk. */
 #define LOOP_INLINE_IO (64u << 10)
 
+/* Whether the FUSE_OPEN whose argument is @arg (@argsz bytes) opens for
+ * reading only, without truncating. */
+static bool open_reads_only(const char *arg, size_t argsz)
+{
+	struct fuse_open_in o;
+	if (argsz < sizeof(o))
+		return false;
+	memcpy(&o, arg, sizeof(o));
+	return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY;
+}
+
 /* Whether the reader answers the request in @b itself.  Never while a
  * request that sends the kernel a notification is being answered (see the
  * top of this file).  Not for requests that wait for the disk or may copy a
@@ -159,14 +170,9 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_RENAME2:
 	case FUSE_WRITE: /* in memory: at most a page */
 		return INLINE;
-	case FUSE_OPEN: {
+	case FUSE_OPEN:
 		/* Opening a lower file for writing copies it up: any size. */
-		struct fuse_open_in o;
-		if (argsz < sizeof(o))
-			return HAND_OFF;
-		memcpy(&o, arg, sizeof(o));
-		return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY ? INLINE : HAND_OFF;
-	}
+		return open_reads_only(arg, argsz) ? INLINE : HAND_OFF;
 	case FUSE_SETATTR: {
 		/* A size change may copy a lower file up, or fill a hole. */
 		struct fuse_setattr_in a;
@@ -274,13 +280,8 @@ static bool keeps_deferred(const struct fuse_buf *b)
 	case FUSE_INTERRUPT:
 	case FUSE_LSEEK:
 		return true;
-	case FUSE_OPEN: {
-		struct fuse_open_in o;
-		if (argsz < sizeof(o))
-			return false;
-		memcpy(&o, arg, sizeof(o));
-		return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY;
-	}
+	case FUSE_OPEN:
+		return open_reads_only(arg, argsz);
 	case FUSE_RELEASE: {
 		struct fuse_release_in r;
 		if (argsz < sizeof(r))
