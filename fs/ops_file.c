@@ -222,6 +222,8 @@ static bool store_small(struct agentfs *fs, fuse_ino_t ino, struct handle *h, co
 	bv.buf[0].mem = buf;
 	if (fuse_lowlevel_notify_store(fs->se, ino, 0, &bv, 0) != 0)
 		return false;
+	/* No second fstat as in hashcache_get: if the file changed since @st
+	 * its stamps moved on, and an entry under @st is never asked for. */
 	if (fs->journal)
 		hashcache_put(fs->hashes, st, XXH3_128bits(buf, (size_t)n));
 	__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
@@ -778,8 +780,8 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (fs_loop_alone(fs))
-		fs_release_deferred(fs, true); /* the records in order */
+	/* Any release answered early is finished by now: fs/loop.c finishes
+	 * them before a request that may not wait behind them, as this one. */
 	release_finish(fs, h, journal_read);
 	fuse_reply_err(req, 0);
 }
