@@ -47,9 +47,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 		fs->splice_write = true;
 	}
-	/* Sequential reads in 1 MiB requests instead of the kernel's default
-	 * 128 KiB readahead window (fewer round trips per byte). */
-	conn->max_readahead = 1 << 20;
+	/* Readahead of up to 1 MiB per request.  The kernel takes the smaller
+	 * of this and the mount's bdi window, which starts at 128 KiB
+	 * (fuse_bdi_init(), process_init_reply() in fs/fuse/inode.c): see
+	 * raise_readahead() for the other half. */
+	conn->max_readahead = FS_READAHEAD_KB * 1024;
 	conn->want &= ~(unsigned)FUSE_CAP_EXPORT_SUPPORT;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
@@ -230,6 +232,39 @@ static void signal_ready(int *fd)
 	*fd = -1;
 }
 
+/*
+ * Widen the new mount's readahead window to FS_READAHEAD_KB, the size
+ * op_init() offers: a FUSE mount's backing device starts at 128 KiB
+ * (VM_READAHEAD_PAGES), and INIT can only lower it, so a sequential read
+ * would otherwise cost a READ round trip per 128 KiB.  The window is the
+ * mount's bdi attribute read_ahead_kb (Documentation/ABI/stable/
+ * sysfs-class-bdi), writable by root only: an unprivileged mount keeps the
+ * kernel's default.  The device number comes from the mount's root without a
+ * request to this daemon, which serves none yet: O_PATH opens nothing, and
+ * AT_STATX_DONT_SYNC answers from the attributes the kernel holds (statx(2)).
+ */
+static void raise_readahead(const char *mountpoint)
+{
+	int fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	struct statx stx;
+	int r = statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &stx);
+	close(fd);
+	if (r < 0)
+		return;
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
+		 stx.stx_dev_minor);
+	int bfd = open(path, O_WRONLY | O_CLOEXEC);
+	if (bfd < 0)
+		return;
+	char v[16];
+	int n = snprintf(v, sizeof(v), "%d", FS_READAHEAD_KB);
+	(void)!write(bfd, v, (size_t)n);
+	close(bfd);
+}
+
 /* The view's root is the upper's root directory: on a workspace's first
  * mount it takes the lower root's mode, owner and times, once (the agent may
  * chmod it later). */
@@ -368,6 +403,7 @@ int fs_serve(const struct fs_config *cfg)
 		r = -EIO;
 		goto out_signals;
 	}
+	raise_readahead(cfg->mountpoint);
 	watch_start(fs);
 	watch_dir_lazy(fs, &fs->root);
 	pthread_t gitthr;

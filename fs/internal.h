@@ -137,6 +137,10 @@ struct agentfs {
  * because every change is either made by the daemon (the kernel sees the
  * reply) or announced by a notification (watch.c, discard). */
 #define FS_LONG_TIMEOUT 86400.0
+/* Readahead window of the mount, KiB (fs.c: op_init, raise_readahead): 1 MiB,
+ * the largest READ libfuse's 1 MiB + 4 KiB receive buffer takes (max_pages
+ * 256, fuse_lowlevel.c do_init). */
+#define FS_READAHEAD_KB 1024
 /* For children of lower directories that could not be watched. */
 #define FS_SHORT_TIMEOUT 1.0
 

@@ -8,6 +8,9 @@
 #  - while another file of the same inode is open a new version is not
 #    stored (a READ of that file may hold a page the store would wait for),
 #    and the reads go to the daemon;
+#  - a sequential read of a large file goes in READs of up to 1 MiB when the
+#    daemon may set its mount's readahead window (root), in the kernel's
+#    128 KiB otherwise;
 #  - what a tool reads is the file's content in every case, and the journal
 #    names it with the file's hash and size.
 #
@@ -21,6 +24,7 @@ mkdir -p "$REPO/src/c"
 head -c 40000 /dev/urandom | base64 >"$REPO/src/c/small.txt"     # ~54 KiB
 head -c 200000 /dev/urandom | base64 >"$REPO/src/c/large.txt"    # ~270 KiB
 head -c 3000 /dev/urandom | base64 >"$REPO/src/c/held.txt"
+head -c 4194304 /dev/urandom >"$REPO/src/c/seq.bin" # 4 MiB
 git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm cache || bail "cannot commit"
 
 # The daemon in the foreground, its libfuse debug output on stderr.
@@ -66,6 +70,25 @@ if [ "$(count READ "$got")" -ge 1 ]; then pass "a file over 64 KiB is read with 
 	fail "a file over 64 KiB is read with READs" "opcodes: $(echo $got)"
 fi
 assert_file_eq "  ...and reads the file" "$REPO/src/c/large.txt" <(t cat "$MNT/src/c/large.txt")
+
+# ------------------------------------------------------------------ a sequential read
+# 4 MiB read in 1 MiB blocks: 4-5 READs with a 1 MiB readahead window (the
+# first may be smaller), 32 with the kernel's 128 KiB.
+got=$(ops t dd if="$MNT/src/c/seq.bin" of=/dev/null bs=1M status=none)
+reads=$(count READ "$got")
+bdi=$(cat "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb" 2>/dev/null)
+if [ "$(id -u)" -eq 0 ]; then
+	assert_eq "the mount's readahead window is 1 MiB (read_ahead_kb)" 1024 "$bdi"
+	if [ "$reads" -ge 1 ] && [ "$reads" -le 8 ]; then
+		pass "a 4 MiB sequential read takes $reads READs"
+	else
+		fail "a 4 MiB sequential read takes at most 8 READs" "$reads READs"
+	fi
+else
+	assert_eq "unprivileged, the mount keeps the kernel's readahead window" 128 "$bdi"
+	skip "a 4 MiB sequential read takes at most 8 READs" "read_ahead_kb is root's to set"
+fi
+assert_file_eq "  ...and reads the file" "$REPO/src/c/seq.bin" <(t cat "$MNT/src/c/seq.bin")
 
 # ------------------------------------------------------------------ another file of the inode open
 # held.txt is opened on fd 3 (its content stored then) and stays open; the
