@@ -144,8 +144,10 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	return 0;
 }
 
-int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
+int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res)
 {
+	if (res)
+		res->copied = false;
 	if (n->upper)
 		return 0;
 	if (S_ISDIR(n->type))
@@ -166,7 +168,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	if (pfd < 0)
 		return pfd;
 	XXH128_hash_t hash = {0, 0};
-	bool hashed = false;
+	bool hashed = false, lower_same = false;
 	if (S_ISREG(st.st_mode)) {
 		char tmp[64];
 		pthread_mutex_lock(&fs->copyup_lock);
@@ -185,7 +187,13 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 			close(pfd);
 			return r;
 		}
+		struct timespec read_at = hashcache_clock();
 		r = copy_data(src, dst, st.st_size, &hash);
+		/* The hash is the lower version's if that did not change meanwhile. */
+		struct stat sst;
+		lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st.st_ino &&
+			     sst.st_size == st.st_size && sst.st_ctim.tv_sec == st.st_ctim.tv_sec &&
+			     sst.st_ctim.tv_nsec == st.st_ctim.tv_nsec;
 		if (r == 0) {
 			hashed = true;
 			copy_xattrs(src, dst);
@@ -207,12 +215,13 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 		if (r < 0)
 			unlinkat(fs->work_fd, tmp, 0);
 		if (r == 0) {
-			/* Both versions hold the same bytes: later opens of either
-			 * find the hash without reading the file again. */
-			struct stat ust;
-			hashcache_put(fs->hashes, &st, hash);
-			if (fstatat(pfd, leaf, &ust, AT_SYMLINK_NOFOLLOW) == 0)
-				hashcache_put(fs->hashes, &ust, hash);
+			/* Later opens of the lower version find its hash without
+			 * reading it again.  Not the upper copy's: its stamps are
+			 * this moment's, so it is racily clean (hashcache_put) until
+			 * the next tick; the caller that copies to write gets the
+			 * hash through @res. */
+			if (lower_same)
+				hashcache_put(fs->hashes, &st, hash, &read_at);
 			if (fs->cfg->git_copied_up)
 				fs->cfg->git_copied_up(fs->cfg->git_prepare_arg, node_lower(n));
 		}
@@ -258,6 +267,10 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req)
 	n->upper = true;
 	if (S_ISREG(st.st_mode))
 		handles_follow_copyup(fs, n, path);
+	if (res) {
+		res->copied = hashed;
+		res->hash = hash;
+	}
 	struct journal_event ev = {
 	    .op = JOP_COPYUP,
 	    .path = path,

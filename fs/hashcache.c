@@ -3,11 +3,20 @@
  *
  * A version is (device, inode, size, mtime, ctime): any write, truncate or
  * metadata change moves ctime, so a stale entry never matches (DESIGN.md,
- * "caching content hashes of lower files").  A direct-mapped table: a
- * collision just evicts, the worst case is hashing again.
+ * "caching content hashes of lower files") -- provided the change falls in a
+ * later tick of the clock that stamps files than the version's ctime.  Before
+ * Linux 6.13 that clock is the coarse one (current_time(), a jiffy: 1-10 ms),
+ * so a same-size write within the tick of the version before keeps every
+ * field of the key.  git's index has the same problem and the same answer
+ * ("racily clean" entries, Documentation/technical/racy-git.txt): an entry is
+ * trusted only if the version's ctime is older than the moment its content
+ * was read, since any later change is then stamped with a later time.
+ * A direct-mapped table: a collision just evicts, the worst case is hashing
+ * again.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -80,15 +89,36 @@ void hashcache_free(struct hashcache *hc)
 	munmap(hc, sizeof(*hc));
 }
 
-void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h)
+struct timespec hashcache_clock(void)
+{
+	struct timespec ts = {0, 0};
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return ts;
+}
+
+/* Whether @st's version may share its key with a version written after
+ * @read_at (see the top of this file): its ctime is not strictly earlier. */
+static bool racy(const struct stat *st, const struct timespec *read_at)
+{
+	return st->st_ctim.tv_sec > read_at->tv_sec ||
+	       (st->st_ctim.tv_sec == read_at->tv_sec && st->st_ctim.tv_nsec >= read_at->tv_nsec);
+}
+
+void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
+		   const struct timespec *read_at)
 {
 	struct hc_key k;
 	key_of(st, &k);
 	size_t s = slot_of(&k);
+	bool keep = !racy(st, read_at);
 	pthread_mutex_lock(&hc->lock);
-	hc->slots[s].used = true;
-	hc->slots[s].k = k;
-	hc->slots[s].h = h;
+	if (keep) {
+		hc->slots[s].used = true;
+		hc->slots[s].k = k;
+		hc->slots[s].h = h;
+	} else if (hc->slots[s].used && memcmp(&hc->slots[s].k, &k, sizeof(k)) == 0) {
+		hc->slots[s].used = false; /* whatever it said, this version is not it */
+	}
 	pthread_mutex_unlock(&hc->lock);
 }
 
@@ -96,13 +126,14 @@ void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h)
  * being read. */
 static int hash_and_put(struct hashcache *hc, int fd, const struct stat *st, XXH128_hash_t *out)
 {
+	struct timespec read_at = hashcache_clock();
 	int r = layout_hash_fd(fd, out);
 	if (r < 0)
 		return r;
 	struct stat st2;
 	if (fstat(fd, &st2) == 0 && st2.st_ctim.tv_sec == st->st_ctim.tv_sec &&
 	    st2.st_ctim.tv_nsec == st->st_ctim.tv_nsec && st2.st_size == st->st_size)
-		hashcache_put(hc, st, *out);
+		hashcache_put(hc, st, *out, &read_at);
 	return 0;
 }
 

@@ -265,9 +265,15 @@ int view_dir_empty(struct agentfs *fs, struct node *dir);
 /* --- copyup.c ----------------------------------------------------------- */
 /* Make sure directory node @n exists in the upper (recursively). */
 int copyup_dir(struct agentfs *fs, struct node *n);
+/* What copyup() did: @copied when it copied a regular file's bytes now, whose
+ * xxh3-128 is then @hash (the version the upper copy starts as). */
+struct copyup_result {
+	bool copied;
+	XXH128_hash_t hash;
+};
 /* Copy a lower file/symlink node into the upper (no-op if already there).
- * Records JOP_COPYUP.  Caller holds ns_lock exclusive. */
-int copyup(struct agentfs *fs, struct node *n, fuse_req_t req);
+ * Records JOP_COPYUP.  Caller holds ns_lock exclusive.  @res may be NULL. */
+int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res);
 /* Give the new upper file open as @fd, which replaces the visible lower file
  * @lpath (an editor's save by rename, a re-create after unlink), that file as
  * its origin, so export can still tell the person's later changes from the
@@ -331,7 +337,7 @@ struct hashcache *hashcache_new(void);
 void hashcache_prefault(struct hashcache *hc);
 void hashcache_free(struct hashcache *hc);
 /* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
- * mtime, ctime). */
+ * mtime, ctime) unless that version is racily clean (hashcache_put). */
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
 /* The same, ignoring any cached entry: for a version just written.  File
  * timestamps come from the kernel's coarse clock (a few ms), so two writes of
@@ -341,8 +347,19 @@ int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
  * fine-grained, before that it does not (Debian 12 runs 6.1).  The fresh
  * hash replaces that entry.  Returns 0 or -errno. */
 int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out);
-/* Remember a hash computed elsewhere for the version described by @st. */
-void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h);
+/* Remember a hash computed elsewhere for the version described by @st, whose
+ * content was read starting at @read_at (hashcache_clock()).  Not remembered
+ * when @st's ctime is not earlier than @read_at: a change in the same tick of
+ * the clock that stamps files (coarse before Linux 6.13) could keep size and
+ * stamps, and the entry would describe the next version too (git's "racily
+ * clean" rule, Documentation/technical/racy-git.txt); an entry already under
+ * that key is dropped.  Such versions are hashed again when next asked for. */
+void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
+		   const struct timespec *read_at);
+/* The clock file stamps come from before Linux 6.13 (CLOCK_REALTIME_COARSE,
+ * what the kernel's current_time() reads): take it before reading content
+ * whose hash goes to hashcache_put(). */
+struct timespec hashcache_clock(void);
 
 /* A new entry @name in @dfd (or the file @fd when >= 0) was created with
  * @mode under the daemon's umask: give it exactly @mode. */

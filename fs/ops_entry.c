@@ -259,7 +259,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			deny(req, fs, path, "setattr");
 			return;
 		}
-		r = copyup(fs, n, req);
+		r = copyup(fs, n, req, NULL);
 		if (r < 0)
 			goto fail;
 		hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
@@ -606,7 +606,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 		return;
 	}
 	int dfd = new_name(req, fs, dir, newname, false, path, sizeof(path), &replied);
-	if (dfd >= 0 && (r = copyup(fs, n, req)) < 0) {
+	if (dfd >= 0 && (r = copyup(fs, n, req, NULL)) < 0) {
 		close(dfd);
 		dfd = r;
 	}
@@ -740,7 +740,7 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 {
 	int r;
 	if (!S_ISDIR(n->type))
-		return copyup(fs, n, req);
+		return copyup(fs, n, req, NULL);
 	if ((r = copyup_dir(fs, n)) < 0)
 		return r;
 	if (!node_lower(n))

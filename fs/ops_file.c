@@ -215,6 +215,7 @@ static bool store_small(struct agentfs *fs, fuse_ino_t ino, struct handle *h, co
 	if (!only)
 		return false;
 	char buf[OPEN_STORE_MAX + 1];
+	struct timespec read_at = hashcache_clock();
 	ssize_t n = pread(h->fd, buf, sizeof(buf), 0);
 	if (n != st->st_size)
 		return false; /* changed since the fstat */
@@ -222,10 +223,10 @@ static bool store_small(struct agentfs *fs, fuse_ino_t ino, struct handle *h, co
 	bv.buf[0].mem = buf;
 	if (fuse_lowlevel_notify_store(fs->se, ino, 0, &bv, 0) != 0)
 		return false;
-	/* No second fstat as in hashcache_get: if the file changed since @st
-	 * its stamps moved on, and an entry under @st is never asked for. */
+	/* No second fstat as in hashcache_get: a change after @st's tick moved
+	 * its stamps on, and one within it is what hashcache_put refuses. */
 	if (fs->journal)
-		hashcache_put(fs->hashes, st, XXH3_128bits(buf, (size_t)n));
+		hashcache_put(fs->hashes, st, XXH3_128bits(buf, (size_t)n), &read_at);
 	__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	return true;
 }
@@ -265,7 +266,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = -EROFS;
 			goto fail;
 		}
-		if ((r = copyup(fs, n, req)) < 0)
+		struct copyup_result cu;
+		if ((r = copyup(fs, n, req, &cu)) < 0)
 			goto fail;
 		fd = open_upper_rw(fs, path, fi->flags);
 		if (fd < 0) {
@@ -277,9 +279,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = -ENOMEM;
 			goto fail;
 		}
-		/* The version before this handle's writes: cached after a
-		 * copy-up or the last journaled write, else hashed now. */
-		h->has_before = fs->journal && hashcache_get(fs->hashes, fd, &h->before) == 0;
+		/* The version before this handle's writes: the one just
+		 * copied up, or cached since the last journaled write, or
+		 * hashed now. */
+		if (cu.copied) {
+			h->before = cu.hash;
+			h->has_before = fs->journal != NULL;
+		} else {
+			h->has_before =
+			    fs->journal && hashcache_get(fs->hashes, fd, &h->before) == 0;
+		}
 		if (fi->flags & O_TRUNC) {
 			if (ftruncate(fd, 0) < 0) {
 				r = -errno;

@@ -180,7 +180,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		r = -EROFS;
 	}
 	if (r == 0)
-		r = copyup(fs, n, req);
+		r = copyup(fs, n, req, NULL);
 	if (r == 0)
 		r = xattr_path(fs, n, true, p, sizeof(p), &dfd);
 	if (r == 0) {

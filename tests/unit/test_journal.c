@@ -230,6 +230,15 @@ END_TEST
 
 /* ---- pathmap --------------------------------------------------------------- */
 
+/* The time one second after @st's ctime: a read that late sees a version
+ * no later change can share stamps with. */
+static struct timespec after_ctime(const struct stat *st)
+{
+	struct timespec t = st->st_ctim;
+	t.tv_sec += 1;
+	return t;
+}
+
 /* A new version whose stamps equal the cached one's (two same-size writes in
  * one tick of the coarse clock, before Linux 6.13): hashcache_get trusts the
  * entry, hashcache_refresh, used after writes, hashes again and replaces it.
@@ -247,13 +256,50 @@ START_TEST(hashcache_refresh_replaces_a_stale_entry)
 		      now = XXH3_128bits("version two\n", 12), h;
 	struct hashcache *hc = hashcache_new();
 	ck_assert_ptr_nonnull(hc);
-	hashcache_put(hc, &st, before);
+	struct timespec late = after_ctime(&st);
+	hashcache_put(hc, &st, before, &late);
 	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
 	ck_assert(h.low64 == before.low64 && h.high64 == before.high64); /* trusted */
 	ck_assert_int_eq(hashcache_refresh(hc, fd, &h), 0);
 	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
 	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
 	ck_assert(h.low64 == now.low64 && h.high64 == now.high64); /* replaced */
+	hashcache_free(hc);
+	close(fd);
+}
+END_TEST
+
+/* git's racily clean rule: a hash whose content was read no later than the
+ * version's ctime may describe a version written after it in the same tick
+ * (same size, same stamps), so hashcache_put keeps it only when the read
+ * started after the ctime, and drops an entry the key had. */
+START_TEST(hashcache_racily_clean_is_not_trusted)
+{
+	char p[] = "/tmp/hctest.XXXXXX";
+	int fd = mkstemp(p);
+	ck_assert_int_ge(fd, 0);
+	unlink(p);
+	ck_assert_int_eq(pwrite(fd, "version two\n", 12, 0), 12);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	XXH128_hash_t stale = XXH3_128bits("version one\n", 12),
+		      now = XXH3_128bits("version two\n", 12), h;
+	struct hashcache *hc = hashcache_new();
+	ck_assert_ptr_nonnull(hc);
+	/* Read in the version's own tick: not kept. */
+	struct timespec same = st.st_ctim;
+	hashcache_put(hc, &st, stale, &same);
+	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
+	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
+	/* Read a tick later: kept (the cache still serves). */
+	struct timespec late = after_ctime(&st);
+	hashcache_put(hc, &st, stale, &late);
+	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
+	ck_assert(h.low64 == stale.low64 && h.high64 == stale.high64);
+	/* A racy put under the same key drops that entry. */
+	hashcache_put(hc, &st, stale, &same);
+	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
+	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
 	hashcache_free(hc);
 	close(fd);
 }
@@ -423,6 +469,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, hash_hex_matches_xxhsum);
 	tcase_add_test(tc, hash_fd_of_sparse_files);
 	tcase_add_test(tc, hashcache_refresh_replaces_a_stale_entry);
+	tcase_add_test(tc, hashcache_racily_clean_is_not_trusted);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
