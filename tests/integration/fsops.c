@@ -194,6 +194,21 @@ static int op_fsync(char **a)
 	return ok();
 }
 
+/* Write a[1] to a[0] (truncating), fsync, write a[2] after it, close. */
+static int op_fsync_between(char **a)
+{
+	int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return fail();
+	size_t l1 = strlen(a[1]), l2 = strlen(a[2]);
+	if (write(fd, a[1], l1) != (ssize_t)l1 || fsync(fd) < 0 ||
+	    write(fd, a[2], l2) != (ssize_t)l2)
+		return fail();
+	if (close(fd) < 0)
+		return fail();
+	return ok();
+}
+
 static int op_statfs(char **a)
 {
 	struct statfs s;
@@ -348,6 +363,7 @@ static const struct op ops[] = {
     {"pread", 3, op_pread, "FILE OFFSET LENGTH"},
     {"create-excl", 1, op_create_excl, "FILE"},
     {"fsync", 2, op_fsync, "FILE STRING"},
+    {"fsync-between", 3, op_fsync_between, "FILE STRING STRING"},
     {"statfs", 1, op_statfs, "PATH"},
     {"unlink-open", 1, op_unlink_open, "FILE"},
     {"setxattr", 3, op_setxattr, "PATH NAME VALUE"},

@@ -121,6 +121,16 @@ assert_eq "  ...the last write's hash is xxhsum -H2 of the file" \
 assert_contains "log --summary counts the writers' files" " 60 " \
 	"$(af log --summary "$MNT" 2>&1 | grep "\[$pa\]")"
 
+# An fsync journals nothing by itself: the release records the version the
+# handle left, with every byte it wrote.
+fsops fsync-between "$MNT/synced.txt" "before the fsync," " after it" >/dev/null
+settle
+wr=$(records write synced.txt)
+assert_eq "write, fsync, write, close: one write record" 1 "$(printf '%s\n' "$wr" | grep -c .)"
+assert_eq "  ...its hash is xxhsum -H2 of the file left" \
+	"$(xxhsum -H2 "$MNT/synced.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$wr")"
+assert_eq "  ...its bytes are both writes'" 26 "$(field bytes "$wr")"
+
 # --follow prints records appended after it started
 # Started without timeout(1) and stopped with one SIGTERM: timeout passes a
 # TERM on to the process and to its group, then a CONT, and under ASan a
