@@ -97,9 +97,15 @@ struct timespec hashcache_clock(void)
 }
 
 /* Whether @st's version may share its key with a version written after
- * @read_at (see the top of this file): its ctime is not strictly earlier. */
+ * @read_at (see the top of this file): its ctime is not strictly earlier.  A
+ * ctime of whole seconds is taken as a file system that stores no finer time
+ * (FAT keeps 2 s, and an ext4 inode of 128 bytes whole seconds): a later
+ * write in the same interval would get the same stamp, so the read must
+ * start at least 2 s after it. */
 static bool racy(const struct stat *st, const struct timespec *read_at)
 {
+	if (st->st_ctim.tv_nsec == 0)
+		return read_at->tv_sec < st->st_ctim.tv_sec + 2;
 	return st->st_ctim.tv_sec > read_at->tv_sec ||
 	       (st->st_ctim.tv_sec == read_at->tv_sec && st->st_ctim.tv_nsec >= read_at->tv_nsec);
 }
