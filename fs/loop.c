@@ -45,6 +45,7 @@
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -78,7 +79,11 @@ struct loop {
 	bool reader;	    /* some worker holds the reader role */
 	bool done;	    /* the session ended: workers exit */
 	unsigned notifying; /* HAND_OFF_NOTIFIES requests being answered */
-	bool spin;	    /* /dev/fuse is non-blocking: receive() spins */
+	/* /dev/fuse is non-blocking and an idle reader sleeps in poll(2) on it
+	 * and on wake_fd, which fs_loop makes readable to end the loop. */
+	bool nonblock;
+	int wake_fd;
+	bool spin; /* and before it sleeps, receive() spins */
 	/* Per opcode, the reader's moving average of the time from its answer
 	 * to the next request (receive()); only the reader touches it. */
 	long gap_ns[LOOP_OPCODES];
@@ -310,7 +315,8 @@ static uint32_t opcode_of(const struct fuse_buf *b)
 }
 
 /* fs_release_deferred, from receive(), where fs_loop's pthread_cancel may
- * stop the thread: not while it holds the journal's or a record's lock. */
+ * stop the thread (with a blocking /dev/fuse only): not while it holds the
+ * journal's or a record's lock. */
 static bool finish_deferred(struct loop *lp, bool all)
 {
 	if (!lp->fs->deferred)
@@ -347,9 +353,9 @@ static bool finish_deferred(struct loop *lp, bool all)
  */
 static int receive(struct loop *lp, struct worker *me, uint32_t after)
 {
-	if (!lp->spin)
+	if (!lp->nonblock)
 		return fuse_session_receive_buf(lp->se, &me->buf);
-	long *gap = after && after < LOOP_OPCODES ? &lp->gap_ns[after] : NULL;
+	long *gap = lp->spin && after && after < LOOP_OPCODES ? &lp->gap_ns[after] : NULL;
 	bool spin = gap && *gap < LOOP_SPIN_NS;
 	long t0 = -1, waited = 0;
 	for (;;) {
@@ -377,9 +383,13 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 		}
 		if (finish_deferred(lp, true))
 			continue;
-		/* POLLERR once the connection is gone: the read then ends it. */
-		struct pollfd p = {.fd = fuse_session_fd(lp->se), .events = POLLIN};
-		poll(&p, 1, -1);
+		/* POLLERR once the connection is gone: the read then ends it.
+		 * wake_fd readable: the loop ends (fs_loop), as at the end of
+		 * the session. */
+		struct pollfd p[2] = {{.fd = fuse_session_fd(lp->se), .events = POLLIN},
+				      {.fd = lp->wake_fd, .events = POLLIN}};
+		if (poll(p, 2, -1) > 0 && (p[1].revents & POLLIN))
+			return 0;
 		spin = false;
 	}
 }
@@ -466,17 +476,23 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	pthread_mutex_init(&lp.lock, NULL);
 	sem_init(&lp.finish, 0, 0);
 
-	/* AGENTFS_NOSPIN in the daemon's environment: sleep as soon as the
-	 * queue is empty (receive()), for machines where a busy CPU costs more
-	 * than a wake-up (a laptop on battery). */
-	if (getenv("AGENTFS_NOSPIN") == NULL) {
+	/* A non-blocking /dev/fuse, read after poll(2) on it and on wake_fd:
+	 * the end of the loop wakes a sleeping reader through wake_fd (with a
+	 * blocking read only pthread_cancel could, and a cancelled thread
+	 * unwinds through libfuse and libc).  AGENTFS_NOSPIN in the daemon's
+	 * environment: sleep as soon as the queue is empty (receive()), for
+	 * machines where a busy CPU costs more than a wake-up (a laptop on
+	 * battery). */
+	lp.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (lp.wake_fd >= 0) {
 		int fd = fuse_session_fd(lp.se);
 		int fl = fcntl(fd, F_GETFL);
-		lp.spin = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+		lp.nonblock = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 	}
+	lp.spin = lp.nonblock && getenv("AGENTFS_NOSPIN") == NULL;
 	/* Releases answered early are finished when a read finds nothing:
 	 * only a non-blocking read comes back to say so (receive()). */
-	fs->defer_releases = lp.spin;
+	fs->defer_releases = lp.nonblock;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -503,10 +519,16 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	finish(&lp, 0);
 	unsigned n = lp.nstarted;
 	pthread_mutex_unlock(&lp.lock);
-	/* A reader may still be blocked in read(2) when a signal ended the
-	 * session; workers accept cancellation only there. */
-	for (unsigned i = 0; i < n; i++)
-		pthread_cancel(lp.w[i].thr);
+	/* A reader may still be asleep when a signal ended the session: in
+	 * poll(2), which wake_fd ends, or, with a blocking /dev/fuse, in
+	 * read(2), where workers accept cancellation. */
+	if (lp.nonblock) {
+		uint64_t one = 1;
+		(void)!write(lp.wake_fd, &one, sizeof(one));
+	} else {
+		for (unsigned i = 0; i < n; i++)
+			pthread_cancel(lp.w[i].thr);
+	}
 	for (unsigned i = 0; i < n; i++) {
 		pthread_join(lp.w[i].thr, NULL);
 		free(lp.w[i].buf.mem);
@@ -516,6 +538,8 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 		pthread_cond_destroy(&lp.w[i].cond);
 	sem_destroy(&lp.finish);
 	pthread_mutex_destroy(&lp.lock);
+	if (lp.wake_fd >= 0)
+		close(lp.wake_fd);
 	int r = lp.error;
 	free(lp.w);
 	return r;
