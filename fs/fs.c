@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -248,10 +249,17 @@ static void raise_readahead(const char *mountpoint)
 	int fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return;
+	/* The system call itself: glibc's statx() falls back to fstatat()
+	 * where the call is refused (ENOSYS under some seccomp profiles), and
+	 * that would send a GETATTR nobody answers yet. */
 	struct statx stx;
-	int r = statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &stx);
+	long r = syscall(SYS_statx, fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &stx);
 	close(fd);
-	if (r < 0)
+	/* Only a FUSE mount's root: an anonymous device (major 0), and the
+	 * root of a mount where the kernel says (STATX_ATTR_MOUNT_ROOT, 5.8). */
+	if (r < 0 || stx.stx_dev_major != 0 ||
+	    ((stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	     !(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)))
 		return;
 	char path[96];
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", stx.stx_dev_major,
@@ -417,6 +425,8 @@ int fs_serve(const struct fs_config *cfg)
 	 * while some wait on disk (see loop.c). */
 	int lr = fs_loop(fs, 8);
 	r = lr < 0 ? lr : 0;
+	if (fs->journal)
+		fs_record_open_writes(fs);
 	if (have_gitthr)
 		pthread_join(gitthr, NULL);
 	watch_stop(fs);

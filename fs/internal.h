@@ -112,6 +112,8 @@ struct agentfs {
 	 * hands its role on or sleeps. */
 	bool defer_releases; /* set by fs_loop when its reader can finish them */
 	struct handle *deferred, *deferred_tail;
+	/* Every open file handle (ops_file.c), under table_lock. */
+	struct handle *open_handles;
 #define FS_CONCEAL_SLOTS 4096
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
@@ -317,6 +319,12 @@ static inline void fs_publish(struct agentfs *fs)
 /* ops_file.c: finish the oldest release op_release answered early, or all
  * of them with @all; whether there was one.  The reader's, from fs/loop.c. */
 bool fs_release_deferred(struct agentfs *fs, bool all);
+/* ops_file.c: journal the writes of handles still open when the session
+ * ended (a signal stops the daemon with files open, and then the kernel sends
+ * no RELEASE), so the records describe the upper the next mount finds.
+ * Called by fs_serve once no request is being answered.  Returns how many
+ * handles it recorded. */
+size_t fs_record_open_writes(struct agentfs *fs);
 /* ops_file.c: whether the release of handle @fh is a few system calls: its
  * file is small enough to hash at once if the journal has no hash of it yet
  * (at most 1 MiB at open), and it wrote nothing or the version it leaves is
@@ -345,7 +353,8 @@ int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
  * and the entry of the version before would match the new one; since Linux
  * 6.13 (multigrain timestamps) the fstat here makes the next change's stamps
  * fine-grained, before that it does not (Debian 12 runs 6.1).  The fresh
- * hash replaces that entry.  Returns 0 or -errno. */
+ * hash replaces that entry, or, for a version racily clean (hashcache_put),
+ * drops it.  Returns 0 or -errno. */
 int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out);
 /* Remember a hash computed elsewhere for the version described by @st, whose
  * content was read starting at @read_at (hashcache_clock()).  Not remembered

@@ -44,8 +44,9 @@ struct handle {
 	bool small; /* at most 1 MiB at open (handle_release_quick) */
 	bool has_before;
 	XXH128_hash_t before;
-	char *path;	     /* view path at open, for the journal */
-	struct handle *next; /* the node's other open handles */
+	char *path;			    /* view path at open, for the journal */
+	struct handle *next;		    /* the node's other open handles */
+	struct handle *all_prev, *all_next; /* agentfs.open_handles */
 	/* A release answered but not yet done (op_release): */
 	bool journal_read;	      /* record the read */
 	struct handle *next_deferred; /* agentfs.deferred's next */
@@ -58,6 +59,11 @@ static void handle_link(struct agentfs *fs, struct handle *h)
 	pthread_mutex_lock(&fs->table_lock);
 	h->next = h->node->handles;
 	h->node->handles = h;
+	h->all_prev = NULL;
+	h->all_next = fs->open_handles;
+	if (fs->open_handles)
+		fs->open_handles->all_prev = h;
+	fs->open_handles = h;
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
@@ -70,6 +76,12 @@ static void handle_unlink(struct agentfs *fs, struct handle *h)
 			break;
 		}
 	}
+	if (h->all_prev)
+		h->all_prev->all_next = h->all_next;
+	else
+		fs->open_handles = h->all_next;
+	if (h->all_next)
+		h->all_next->all_prev = h->all_prev;
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
@@ -689,8 +701,9 @@ static void record_write(struct agentfs *fs, struct handle *h)
 
 /* An fsync makes the handle's writes durable and journals nothing: the
  * handle's write record, with the hash of the version it leaves, is made at
- * its release (or, after a crash, by the next mount's recovery, DESIGN.md
- * invariant 6).  A record here meant hashing the whole file before the
+ * its release, at the end of a session a signal ended with the file still
+ * open (fs_record_open_writes), or after a crash by the next mount's recovery
+ * (README.md, "Crash recovery").  A record here meant hashing the whole file before the
  * fsync could return: O(file size) per call, per commit of a database, and
  * the 1 GiB sequential write of tests/bench paid a second read of the GiB. */
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -750,6 +763,19 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 	node_unref(fs, h->node);
 	free(h->path);
 	free(h);
+}
+
+size_t fs_record_open_writes(struct agentfs *fs)
+{
+	size_t n = 0;
+	/* No request is being answered: the list no longer changes. */
+	for (struct handle *h = fs->open_handles; h; h = h->all_next) {
+		if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
+			record_write(fs, h);
+			n++;
+		}
+	}
+	return n;
 }
 
 bool fs_release_deferred(struct agentfs *fs, bool all)

@@ -102,6 +102,30 @@ wait "$holder" 2>/dev/null
 wait_gone "$pid" 10 && pass "the daemon exits once the last user lets go" ||
 	fail "the daemon exits once the last user lets go" "pid $pid"
 
+# ------------------------------------------------------------------ a signal with a file open for writing
+# The daemon stopped by SIGTERM while a process holds a file it wrote: the
+# kernel sends no RELEASE then, so the session's end journals the write, and
+# the next mount finds a journal that describes the upper (verify passes).
+mount_ws "$REPO" "$MNT" || fail "mount for the signal" "$OUT"
+pid=$(daemon_pid_of "$MNT")
+(exec 3>"$MNT/held.txt" && printf 'written, never closed\n' >&3 && exec sleep 60) \
+	</dev/null >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 1 50); do [ -s "$MNT/held.txt" ] && break; sleep 0.1; done
+kill -TERM "$pid"
+wait_gone "$pid" 10 && pass "SIGTERM ends the daemon with a file open for writing" ||
+	fail "SIGTERM ends the daemon with a file open for writing" "pid $pid"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+rec=$(grep '"op":"write"' "$WS/journal.jsonl" | grep '"path":"held.txt"' | tail -n 1)
+if [ -n "$rec" ]; then pass "  ...and the write is journaled"; else
+	fail "  ...and the write is journaled" "$(tail -n 5 "$WS/journal.jsonl")"
+fi
+assert_contains "  ...with the hash of what the upper holds" \
+	"\"hash\":\"$(xxhsum -H2 "$WS/upper/held.txt" 2>/dev/null | cut -d' ' -f1)\"" "$rec"
+is_mounted "$MNT" && fusermount3 -uz "$MNT" 2>/dev/null
+step "verify passes after that session" "$AGENTFS" verify --state-dir "$STATE" work1
+
 # ------------------------------------------------------------------ moving and removing
 MNT2=$T/elsewhere
 mkdir -p "$MNT2"
