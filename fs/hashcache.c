@@ -102,7 +102,7 @@ struct timespec hashcache_clock(void)
  * (FAT keeps 2 s, and an ext4 inode of 128 bytes whole seconds): a later
  * write in the same interval would get the same stamp, so the read must
  * start at least 2 s after it. */
-static bool racy(const struct stat *st, const struct timespec *read_at)
+bool hashcache_racy(const struct stat *st, const struct timespec *read_at)
 {
 	if (st->st_ctim.tv_nsec == 0)
 		return read_at->tv_sec < st->st_ctim.tv_sec + 2;
@@ -116,7 +116,7 @@ void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
 	struct hc_key k;
 	key_of(st, &k);
 	size_t s = slot_of(&k);
-	bool keep = !racy(st, read_at);
+	bool keep = !hashcache_racy(st, read_at);
 	pthread_mutex_lock(&hc->lock);
 	if (keep) {
 		hc->slots[s].used = true;

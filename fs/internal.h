@@ -365,6 +365,10 @@ int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out);
  * that key is dropped.  Such versions are hashed again when next asked for. */
 void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
 		   const struct timespec *read_at);
+/* The rule hashcache_put applies: whether @st's version is racily clean for
+ * content read from @read_at on (its ctime is not earlier; for a ctime of
+ * whole seconds, not 2 s earlier: FAT's granularity). */
+bool hashcache_racy(const struct stat *st, const struct timespec *read_at);
 /* The clock file stamps come from before Linux 6.13 (CLOCK_REALTIME_COARSE,
  * what the kernel's current_time() reads): take it before reading content
  * whose hash goes to hashcache_put(). */

@@ -305,6 +305,27 @@ START_TEST(hashcache_racily_clean_is_not_trusted)
 }
 END_TEST
 
+/* The rule itself, on stamps no test file system here would give: a ctime of
+ * whole seconds may stand for any time in a 2 s interval. */
+START_TEST(hashcache_racy_rule)
+{
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	st.st_ctim = (struct timespec){1000, 500};
+	struct timespec r = {1000, 500};
+	ck_assert(hashcache_racy(&st, &r)); /* read in the same instant */
+	r.tv_nsec = 501;
+	ck_assert(!hashcache_racy(&st, &r)); /* read after it */
+	r = (struct timespec){999, 999999999};
+	ck_assert(hashcache_racy(&st, &r));	 /* read before it */
+	st.st_ctim = (struct timespec){1000, 0}; /* whole seconds */
+	r = (struct timespec){1001, 900000000};
+	ck_assert(hashcache_racy(&st, &r));
+	r = (struct timespec){1002, 0};
+	ck_assert(!hashcache_racy(&st, &r));
+}
+END_TEST
+
 START_TEST(pathmap_rename_moves_trees)
 {
 	struct journal_pathmap *m;
@@ -470,6 +491,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, hash_fd_of_sparse_files);
 	tcase_add_test(tc, hashcache_refresh_replaces_a_stale_entry);
 	tcase_add_test(tc, hashcache_racily_clean_is_not_trusted);
+	tcase_add_test(tc, hashcache_racy_rule);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
