@@ -133,6 +133,9 @@ mount_ws "$REPO" "$MNT2" --name work1 && pass "a workspace may be mounted at ano
 	fail "a workspace may be mounted at another mountpoint" "$OUT"
 assert_content "with its changes" "$MNT2/new.txt" agent
 step "unmount by mountpoint" "$AGENTFS" unmount --state-dir "$STATE" "$MNT2"
+# rm takes daemon.log with it, before the end's check of the daemons' logs.
+assert_eq "no sanitizer report in the sessions' daemon.log" "" \
+	"$(grep -E -A 5 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$WS/daemon.log" | head -n 12)"
 step "agentfs rm" "$AGENTFS" rm --state-dir "$STATE" work1
 [ -e "$WS" ] && fail "rm removed the workspace directory" || pass "rm removed the workspace directory"
 assert_eq "list is empty" "" "$(af list 2>&1)"
