@@ -171,6 +171,9 @@ static void flush_for_reader(struct agentfs *fs)
 	snprintf(p, sizeof(p), "%s/%s", fs->cfg->state_dir, FS_FLUSH_FILE);
 	if (access(p, F_OK) != 0)
 		return;
+	/* Writes through handles still open are on record too: the reader
+	 * compares the upper with the journal. */
+	fs_record_pending_writes(fs);
 	journal_flush(fs->journal);
 	unlink(p);
 }
@@ -425,8 +428,7 @@ int fs_serve(const struct fs_config *cfg)
 	 * while some wait on disk (see loop.c). */
 	int lr = fs_loop(fs, 8);
 	r = lr < 0 ? lr : 0;
-	if (fs->journal)
-		fs_record_open_writes(fs);
+	fs_record_pending_writes(fs);
 	if (have_gitthr)
 		pthread_join(gitthr, NULL);
 	watch_stop(fs);

@@ -319,12 +319,13 @@ static inline void fs_publish(struct agentfs *fs)
 /* ops_file.c: finish the oldest release op_release answered early, or all
  * of them with @all; whether there was one.  The reader's, from fs/loop.c. */
 bool fs_release_deferred(struct agentfs *fs, bool all);
-/* ops_file.c: journal the writes of handles still open when the session
- * ended (a signal stops the daemon with files open, and then the kernel sends
- * no RELEASE), so the records describe the upper the next mount finds.
- * Called by fs_serve once no request is being answered.  Returns how many
- * handles it recorded. */
-size_t fs_record_open_writes(struct agentfs *fs);
+/* ops_file.c: journal the writes of open handles made since their last
+ * record, so the journal describes the upper as it is now: when a reader
+ * asks for the journal (flush_for_reader: verify, log) and when the session
+ * ends (a signal stops the daemon with files open, and then the kernel sends
+ * no RELEASE).  Each such handle's release records only later writes.  Safe
+ * while requests are answered.  Returns how many records it made. */
+size_t fs_record_pending_writes(struct agentfs *fs);
 /* ops_file.c: whether the release of handle @fh is a few system calls: its
  * file is small enough to hash at once if the journal has no hash of it yet
  * (at most 1 MiB at open), and it wrote nothing or the version it leaves is

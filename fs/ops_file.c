@@ -702,7 +702,7 @@ static void record_write(struct agentfs *fs, struct handle *h)
 /* An fsync makes the handle's writes durable and journals nothing: the
  * handle's write record, with the hash of the version it leaves, is made at
  * its release, at the end of a session a signal ended with the file still
- * open (fs_record_open_writes), or after a crash by the next mount's recovery
+ * open (fs_record_pending_writes), or after a crash by the next mount's recovery
  * (README.md, "Crash recovery").  A record here meant hashing the whole file before the
  * fsync could return: O(file size) per call, per commit of a database, and
  * the 1 GiB sequential write of tests/bench paid a second read of the GiB. */
@@ -765,16 +765,94 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 	free(h);
 }
 
-size_t fs_record_open_writes(struct agentfs *fs)
+/* A handle's writes not yet journaled, taken under the locks by
+ * fs_record_pending_writes and recorded after them. */
+struct pending_write {
+	struct node *node; /* a reference of its own */
+	int fd;		   /* a duplicate of the handle's */
+	pid_t pid;
+	uint64_t pid_start;
+	uid_t uid;
+	uint32_t flags;
+	char *path;
+	uint64_t bytes;
+	bool has_before;
+	XXH128_hash_t before;
+};
+
+size_t fs_record_pending_writes(struct agentfs *fs)
 {
-	size_t n = 0;
-	/* No request is being answered: the list no longer changes. */
-	for (struct handle *h = fs->open_handles; h; h = h->all_next) {
-		if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
-			record_write(fs, h);
-			n++;
+	if (!fs->journal)
+		return 0;
+	/* Taken under ns_lock (paths) and table_lock (the list; a handle is
+	 * freed only after it left it): the handle's counters are reset as a
+	 * release's record_write would, and the record itself is made after,
+	 * from a duplicate of its descriptor, as the handle may be released
+	 * meanwhile.  Its release then records only writes made after this. */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	pthread_mutex_lock(&fs->table_lock);
+	size_t cap = 0, n = 0;
+	for (struct handle *h = fs->open_handles; h; h = h->all_next)
+		cap += __atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
+	struct pending_write *pw = cap ? calloc(cap, sizeof(*pw)) : NULL;
+	for (struct handle *h = fs->open_handles; pw && h && n < cap; h = h->all_next) {
+		if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
+			continue;
+		char cur[FS_PATH_MAX];
+		struct pending_write *p = &pw[n];
+		if (h->node != &fs->root && !h->node->hashed) {
+			p->flags = JOURNAL_F_UNLINKED;
+			p->path = strdup(h->path);
+		} else {
+			p->path = strdup(node_path(h->node, cur, sizeof(cur)) == 0 ? cur : h->path);
 		}
+		p->fd = p->path ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
+		if (p->fd < 0) {
+			free(p->path);
+			continue; /* left for its release */
+		}
+		__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
+		p->bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED);
+		p->node = h->node;
+		p->node->refs++;
+		p->pid = h->pid;
+		p->pid_start = h->pid_start;
+		p->uid = h->uid;
+		/* record_write sets these under the record lock (no lock of
+		 * this function's is ever taken inside it). */
+		pthread_mutex_t *lock = record_lock(fs, h->node);
+		pthread_mutex_lock(lock);
+		p->has_before = h->has_before;
+		p->before = h->before;
+		pthread_mutex_unlock(lock);
+		n++;
 	}
+	pthread_mutex_unlock(&fs->table_lock);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct pending_write *p = &pw[i];
+		struct journal_event ev = {
+		    .op = JOP_WRITE,
+		    .pid = p->pid,
+		    .pid_start = p->pid_start,
+		    .uid = p->uid,
+		    .flags = p->flags,
+		    .path = p->path,
+		    .bytes = p->bytes,
+		    .has_hash_before = p->has_before,
+		    .hash_before = p->before,
+		};
+		pthread_mutex_t *lock = record_lock(fs, p->node);
+		pthread_mutex_lock(lock);
+		if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0)
+			ev.has_hash_after = true;
+		journal_record(fs->journal, &ev);
+		pthread_mutex_unlock(lock);
+		close(p->fd);
+		node_unref(fs, p->node);
+		free(p->path);
+	}
+	free(pw);
 	return n;
 }
 

@@ -67,7 +67,7 @@ enum journal_op {
 	JOP_UNMOUNT,
 	JOP_RECOVER, /* "changed without a record", found at mount after a crash */
 	JOP_READ,    /* a handle opened for reading was released */
-	JOP_WRITE,   /* a handle that wrote was released, or open when the session ended */
+	JOP_WRITE,   /* a handle's writes: at its release, or while still open */
 	JOP_COPYUP,  /* a lower file was copied into the upper */
 	JOP_TRUNCATE,
 	JOP_CREATE,

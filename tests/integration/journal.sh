@@ -161,6 +161,23 @@ printf 'last\n' >"$MNT/fresh/last.txt"
 assert_contains "log at once shows the write just made" '"path":"fresh/last.txt"' \
 	"$(af log --json --op write --path 'fresh/*' "$MNT" 2>&1)"
 
+# A file still open for writing: verify's request for the journal records its
+# writes so far (the writer's pid, the hash of what the upper holds), so a
+# live workspace verifies; the release then adds no record for them.
+(exec 3>"$MNT/open.txt" && printf 'held open\n' >&3 && echo ready >"$T/open.ready" && exec sleep 30) \
+	</dev/null >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 1 50); do [ -e "$T/open.ready" ] && break; sleep 0.1; done
+step "verify passes with a file open for writing" af verify "$MNT"
+wr=$(records write open.txt)
+assert_eq "  ...its writes so far are on record" 1 "$(printf '%s\n' "$wr" | grep -c '"bytes":10,')"
+assert_eq "  ...with the hash of what the upper holds" \
+	"$(xxhsum -H2 "$WS/upper/open.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$wr")"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+settle
+assert_eq "  ...and its release adds no second record" 1 "$(records write open.txt | grep -c .)"
+
 # ------------------------------------------------------------------ tampering
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "$OUT"; fi
