@@ -239,33 +239,54 @@ static struct timespec after_ctime(const struct stat *st)
 	return t;
 }
 
+/* A hash cache and an unlinked temporary file holding "version two\n" (@fd,
+ * its stat @st), with the hashes of it (@two) and of "version one\n" (@one),
+ * planted as if it were the entry of a version before. */
+struct two_versions {
+	int fd;
+	struct stat st;
+	XXH128_hash_t one, two;
+	struct hashcache *hc;
+};
+
+static void two_versions_open(struct two_versions *v)
+{
+	char p[] = "/tmp/hctest.XXXXXX";
+	v->fd = mkstemp(p);
+	ck_assert_int_ge(v->fd, 0);
+	unlink(p);
+	ck_assert_int_eq(pwrite(v->fd, "version two\n", 12, 0), 12);
+	ck_assert_int_eq(fstat(v->fd, &v->st), 0);
+	v->one = XXH3_128bits("version one\n", 12);
+	v->two = XXH3_128bits("version two\n", 12);
+	v->hc = hashcache_new();
+	ck_assert_ptr_nonnull(v->hc);
+}
+
+static void two_versions_close(struct two_versions *v)
+{
+	hashcache_free(v->hc);
+	close(v->fd);
+}
+
 /* A new version whose stamps equal the cached one's (two same-size writes in
  * one tick of the coarse clock, before Linux 6.13): hashcache_get trusts the
  * entry, hashcache_refresh, used after writes, hashes again and replaces it.
  * The stale entry is planted with hashcache_put, as the version before. */
 START_TEST(hashcache_refresh_replaces_a_stale_entry)
 {
-	char p[] = "/tmp/hctest.XXXXXX";
-	int fd = mkstemp(p);
-	ck_assert_int_ge(fd, 0);
-	unlink(p);
-	ck_assert_int_eq(pwrite(fd, "version two\n", 12, 0), 12);
-	struct stat st;
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	XXH128_hash_t before = XXH3_128bits("version one\n", 12),
-		      now = XXH3_128bits("version two\n", 12), h;
-	struct hashcache *hc = hashcache_new();
-	ck_assert_ptr_nonnull(hc);
-	struct timespec late = after_ctime(&st);
-	hashcache_put(hc, &st, before, &late);
-	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
-	ck_assert(h.low64 == before.low64 && h.high64 == before.high64); /* trusted */
-	ck_assert_int_eq(hashcache_refresh(hc, fd, &h), 0);
-	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
-	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
-	ck_assert(h.low64 == now.low64 && h.high64 == now.high64); /* replaced */
-	hashcache_free(hc);
-	close(fd);
+	struct two_versions v;
+	two_versions_open(&v);
+	XXH128_hash_t h;
+	struct timespec late = after_ctime(&v.st);
+	hashcache_put(v.hc, &v.st, v.one, &late);
+	ck_assert_int_eq(hashcache_get(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.one)); /* trusted */
+	ck_assert_int_eq(hashcache_refresh(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.two));
+	ck_assert_int_eq(hashcache_get(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.two)); /* replaced */
+	two_versions_close(&v);
 }
 END_TEST
 
@@ -275,33 +296,24 @@ END_TEST
  * started after the ctime, and drops an entry the key had. */
 START_TEST(hashcache_racily_clean_is_not_trusted)
 {
-	char p[] = "/tmp/hctest.XXXXXX";
-	int fd = mkstemp(p);
-	ck_assert_int_ge(fd, 0);
-	unlink(p);
-	ck_assert_int_eq(pwrite(fd, "version two\n", 12, 0), 12);
-	struct stat st;
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	XXH128_hash_t stale = XXH3_128bits("version one\n", 12),
-		      now = XXH3_128bits("version two\n", 12), h;
-	struct hashcache *hc = hashcache_new();
-	ck_assert_ptr_nonnull(hc);
+	struct two_versions v;
+	two_versions_open(&v);
+	XXH128_hash_t h;
 	/* Read in the version's own tick: not kept. */
-	struct timespec same = st.st_ctim;
-	hashcache_put(hc, &st, stale, &same);
-	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
-	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
+	struct timespec same = v.st.st_ctim;
+	hashcache_put(v.hc, &v.st, v.one, &same);
+	ck_assert_int_eq(hashcache_get(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.two));
 	/* Read a tick later: kept (the cache still serves). */
-	struct timespec late = after_ctime(&st);
-	hashcache_put(hc, &st, stale, &late);
-	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
-	ck_assert(h.low64 == stale.low64 && h.high64 == stale.high64);
+	struct timespec late = after_ctime(&v.st);
+	hashcache_put(v.hc, &v.st, v.one, &late);
+	ck_assert_int_eq(hashcache_get(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.one));
 	/* A racy put under the same key drops that entry. */
-	hashcache_put(hc, &st, stale, &same);
-	ck_assert_int_eq(hashcache_get(hc, fd, &h), 0);
-	ck_assert(h.low64 == now.low64 && h.high64 == now.high64);
-	hashcache_free(hc);
-	close(fd);
+	hashcache_put(v.hc, &v.st, v.one, &same);
+	ck_assert_int_eq(hashcache_get(v.hc, v.fd, &h), 0);
+	ck_assert(XXH128_isEqual(h, v.two));
+	two_versions_close(&v);
 }
 END_TEST
 
