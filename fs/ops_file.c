@@ -652,51 +652,94 @@ static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
 
 /* The path to journal for @h: where its file is now (it may have been
  * renamed since the open), or the path at open plus JOURNAL_F_UNLINKED when
- * it has no name left.  Writes into @buf when the path changed. */
-static const char *current_path(struct agentfs *fs, struct handle *h, char *buf, size_t len,
-				uint32_t *flags)
+ * it has no name left.  Writes into @buf (FS_PATH_MAX bytes) when the path
+ * changed.  The caller holds ns_lock. */
+static const char *path_locked(struct agentfs *fs, struct handle *h, char *buf, uint32_t *flags)
 {
 	*flags = 0;
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	const char *p = h->path;
 	if (h->node != &fs->root && !h->node->hashed)
 		*flags = JOURNAL_F_UNLINKED;
-	else if (node_path(h->node, buf, len) == 0)
-		p = buf;
+	else if (node_path(h->node, buf, FS_PATH_MAX) == 0)
+		return buf;
+	return h->path;
+}
+
+static const char *current_path(struct agentfs *fs, struct handle *h, char *buf, uint32_t *flags)
+{
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	const char *p = path_locked(fs, h, buf, flags);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	return p;
 }
 
-static void record_write(struct agentfs *fs, struct handle *h)
+/* A handle's writes since its last record, taken from it (take_writes) and
+ * journaled (record_writes) perhaps after it is gone. */
+struct pending_write {
+	struct node *node;
+	int fd;
+	pid_t pid;
+	uint64_t pid_start;
+	uid_t uid;
+	uint32_t flags;
+	const char *path;
+	uint64_t bytes;
+	bool has_before;
+	XXH128_hash_t before;
+};
+
+/* Reset @h's counters into @p: the caller holds ns_lock (for the path, @cur
+ * of FS_PATH_MAX bytes when it changed). */
+static void take_writes(struct agentfs *fs, struct handle *h, struct pending_write *p, char *cur)
 {
 	__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
-	if (!fs->journal)
-		return;
-	char cur[FS_PATH_MAX];
-	uint32_t flags;
-	const char *path = current_path(fs, h, cur, sizeof(cur), &flags);
-	struct journal_event ev = {
-	    .op = JOP_WRITE,
+	*p = (struct pending_write){
+	    .node = h->node,
+	    .fd = h->fd,
 	    .pid = h->pid,
 	    .pid_start = h->pid_start,
 	    .uid = h->uid,
-	    .flags = flags,
-	    .path = path,
 	    .bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
-	    .has_hash_before = h->has_before,
-	    .hash_before = h->before,
+	    .has_before = h->has_before, /* set at open, before any write */
+	    .before = h->before,
 	};
-	pthread_mutex_t *lock = record_lock(fs, h->node);
+	p->path = path_locked(fs, h, cur, &p->flags);
+}
+
+/* Hash the version @p's descriptor holds and journal it, under the node's
+ * record lock. */
+static void record_writes(struct agentfs *fs, const struct pending_write *p)
+{
+	struct journal_event ev = {
+	    .op = JOP_WRITE,
+	    .pid = p->pid,
+	    .pid_start = p->pid_start,
+	    .uid = p->uid,
+	    .flags = p->flags,
+	    .path = p->path,
+	    .bytes = p->bytes,
+	    .has_hash_before = p->has_before,
+	    .hash_before = p->before,
+	};
+	pthread_mutex_t *lock = record_lock(fs, p->node);
 	pthread_mutex_lock(lock);
-	XXH128_hash_t after;
-	if (hashcache_refresh(fs->hashes, h->fd, &after) == 0) {
+	if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0)
 		ev.has_hash_after = true;
-		ev.hash_after = after;
-		h->before = after;
-		h->has_before = true;
-	}
 	journal_record(fs->journal, &ev);
 	pthread_mutex_unlock(lock);
+}
+
+static void record_write(struct agentfs *fs, struct handle *h)
+{
+	if (!fs->journal) {
+		__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
+		return;
+	}
+	char cur[FS_PATH_MAX];
+	struct pending_write p;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	take_writes(fs, h, &p, cur);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	record_writes(fs, &p);
 }
 
 /* An fsync makes the handle's writes durable and journals nothing: the
@@ -741,7 +784,7 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 	} else if (journal_read) {
 		char cur[FS_PATH_MAX];
 		uint32_t flags;
-		const char *path = current_path(fs, h, cur, sizeof(cur), &flags);
+		const char *path = current_path(fs, h, cur, &flags);
 		struct journal_event ev = {
 		    .op = JOP_READ,
 		    .pid = h->pid,
@@ -765,30 +808,15 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 	free(h);
 }
 
-/* A handle's writes not yet journaled, taken under the locks by
- * fs_record_pending_writes and recorded after them. */
-struct pending_write {
-	struct node *node; /* a reference of its own */
-	int fd;		   /* a duplicate of the handle's */
-	pid_t pid;
-	uint64_t pid_start;
-	uid_t uid;
-	uint32_t flags;
-	char *path;
-	uint64_t bytes;
-	bool has_before;
-	XXH128_hash_t before;
-};
-
 size_t fs_record_pending_writes(struct agentfs *fs)
 {
 	if (!fs->journal)
 		return 0;
 	/* Taken under ns_lock (paths) and table_lock (the list; a handle is
-	 * freed only after it left it): the handle's counters are reset as a
-	 * release's record_write would, and the record itself is made after,
-	 * from a duplicate of its descriptor, as the handle may be released
-	 * meanwhile.  Its release then records only writes made after this. */
+	 * freed only after it left it), recorded after them from a duplicate
+	 * of each descriptor, with a reference to its node and a copy of its
+	 * path, as the handle may be released meanwhile.  Its release then
+	 * records only writes made after this. */
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	pthread_mutex_lock(&fs->table_lock);
 	size_t cap = 0, n = 0;
@@ -798,59 +826,26 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	for (struct handle *h = fs->open_handles; pw && h && n < cap; h = h->all_next) {
 		if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
 			continue;
+		int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0)
+			continue; /* left for its release */
 		char cur[FS_PATH_MAX];
 		struct pending_write *p = &pw[n];
-		if (h->node != &fs->root && !h->node->hashed) {
-			p->flags = JOURNAL_F_UNLINKED;
-			p->path = strdup(h->path);
-		} else {
-			p->path = strdup(node_path(h->node, cur, sizeof(cur)) == 0 ? cur : h->path);
-		}
-		p->fd = p->path ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
-		if (p->fd < 0) {
-			free(p->path);
-			continue; /* left for its release */
-		}
-		__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
-		p->bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED);
-		p->node = h->node;
+		take_writes(fs, h, p, cur);
+		p->fd = fd;
+		p->path = strdup(p->path);
 		p->node->refs++;
-		p->pid = h->pid;
-		p->pid_start = h->pid_start;
-		p->uid = h->uid;
-		/* record_write sets these under the record lock (no lock of
-		 * this function's is ever taken inside it). */
-		pthread_mutex_t *lock = record_lock(fs, h->node);
-		pthread_mutex_lock(lock);
-		p->has_before = h->has_before;
-		p->before = h->before;
-		pthread_mutex_unlock(lock);
 		n++;
 	}
 	pthread_mutex_unlock(&fs->table_lock);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	for (size_t i = 0; i < n; i++) {
 		struct pending_write *p = &pw[i];
-		struct journal_event ev = {
-		    .op = JOP_WRITE,
-		    .pid = p->pid,
-		    .pid_start = p->pid_start,
-		    .uid = p->uid,
-		    .flags = p->flags,
-		    .path = p->path,
-		    .bytes = p->bytes,
-		    .has_hash_before = p->has_before,
-		    .hash_before = p->before,
-		};
-		pthread_mutex_t *lock = record_lock(fs, p->node);
-		pthread_mutex_lock(lock);
-		if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0)
-			ev.has_hash_after = true;
-		journal_record(fs->journal, &ev);
-		pthread_mutex_unlock(lock);
+		if (p->path)
+			record_writes(fs, p);
 		close(p->fd);
 		node_unref(fs, p->node);
-		free(p->path);
+		free((char *)p->path);
 	}
 	free(pw);
 	return n;
