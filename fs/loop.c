@@ -79,11 +79,10 @@ struct loop {
 	bool reader;	    /* some worker holds the reader role */
 	bool done;	    /* the session ended: workers exit */
 	unsigned notifying; /* HAND_OFF_NOTIFIES requests being answered */
-	/* /dev/fuse is non-blocking and an idle reader sleeps in poll(2) on it
-	 * and on wake_fd, which fs_loop makes readable to end the loop. */
-	bool nonblock;
+	/* An idle reader sleeps in poll(2) on the non-blocking /dev/fuse and
+	 * on wake_fd, which fs_loop makes readable to end the loop. */
 	int wake_fd;
-	bool spin; /* and before it sleeps, receive() spins */
+	bool spin; /* before it sleeps, receive() spins */
 	/* Per opcode, the reader's moving average of the time from its answer
 	 * to the next request (receive()); only the reader touches it. */
 	long gap_ns[LOOP_OPCODES];
@@ -314,28 +313,20 @@ static uint32_t opcode_of(const struct fuse_buf *b)
 	return ((const struct fuse_in_header *)b->mem)->opcode;
 }
 
-/* fs_release_deferred, from receive(), where fs_loop's pthread_cancel may
- * stop the thread (with a blocking /dev/fuse only): not while it holds the
- * journal's or a record's lock. */
 static bool finish_deferred(struct loop *lp, bool all)
 {
-	if (!lp->fs->deferred)
-		return false;
-	int old;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	bool any = fs_release_deferred(lp->fs, all);
-	pthread_setcancelstate(old, NULL);
-	return any;
+	return lp->fs->deferred && fs_release_deferred(lp->fs, all);
 }
 
 /*
  * Reads the next request into me->buf, as fuse_session_receive_buf does.
  * @after is the opcode of the request the reader answered last (0 if none).
  *
- * On the non-blocking /dev/fuse of a spinning loop, when no request is
- * queued the reader may keep trying for up to LOOP_SPIN_NS, giving its CPU
- * to anything else runnable between tries (sched_yield(2)), before it sleeps
- * in poll(2).  The caller of a request sleeps in the kernel until its
+ * /dev/fuse is non-blocking.  When no request is queued the reader finishes
+ * the releases answered early, then, in a spinning loop, may keep trying for
+ * up to LOOP_SPIN_NS, giving its CPU to anything else runnable between tries
+ * (sched_yield(2)), before it sleeps in poll(2) (until a request, or the end
+ * of the loop: wake_fd).  The caller of a request sleeps in the kernel until its
  * answer, and its next request often follows within microseconds: a reader
  * still on the CPU takes it without the wake-up of a sleeping thread (an
  * inter-processor interrupt and, in a virtual machine, an exit from the
@@ -349,12 +340,10 @@ static bool finish_deferred(struct loop *lp, bool all)
  * answered: that worker, the caller and the reader would share two CPUs.
  *
  * Returns what fuse_session_receive_buf returns: the request's size, 0 at
- * the end of the session, or -errno.
+ * the end of the session (or of the loop), or -errno.
  */
 static int receive(struct loop *lp, struct worker *me, uint32_t after)
 {
-	if (!lp->nonblock)
-		return fuse_session_receive_buf(lp->se, &me->buf);
 	long *gap = lp->spin && after && after < LOOP_OPCODES ? &lp->gap_ns[after] : NULL;
 	bool spin = gap && *gap < LOOP_SPIN_NS;
 	long t0 = -1, waited = 0;
@@ -400,7 +389,6 @@ static void *worker_main(void *arg)
 	struct loop *lp = me->lp;
 	/* Named for `top -H` and for tests/integration/concurrency.sh. */
 	pthread_setname_np(pthread_self(), "agentfs-fuse");
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_mutex_lock(&lp->lock);
 	for (;;) {
 		/* Become the reader, or wait to be handed the role. */
@@ -417,12 +405,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&lp->lock);
 		uint32_t after = 0; /* the opcode this reader answered last */
 		for (;;) {
-			/* Only here may fs_loop's pthread_cancel stop us: the
-			 * read is the one place a worker waits for the kernel
-			 * with nothing half done (as in fuse_loop_mt.c). */
-			pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 			int res = receive(lp, me, after);
-			pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 			if (res == -EINTR)
 				continue;
 			if (res <= 0 || fuse_session_exited(lp->se)) {
@@ -479,20 +462,27 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	/* A non-blocking /dev/fuse, read after poll(2) on it and on wake_fd:
 	 * the end of the loop wakes a sleeping reader through wake_fd (with a
 	 * blocking read only pthread_cancel could, and a cancelled thread
-	 * unwinds through libfuse and libc).  AGENTFS_NOSPIN in the daemon's
-	 * environment: sleep as soon as the queue is empty (receive()), for
+	 * unwinds through libfuse and libc).  Releases answered early are
+	 * finished when a read finds nothing (receive()).  AGENTFS_NOSPIN in
+	 * the daemon's environment: sleep as soon as the queue is empty, for
 	 * machines where a busy CPU costs more than a wake-up (a laptop on
 	 * battery). */
+	int fd = fuse_session_fd(lp.se);
+	int fl = fcntl(fd, F_GETFL);
 	lp.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (lp.wake_fd >= 0) {
-		int fd = fuse_session_fd(lp.se);
-		int fl = fcntl(fd, F_GETFL);
-		lp.nonblock = fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+	if (lp.wake_fd < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+		int e = -errno;
+		if (lp.wake_fd >= 0)
+			close(lp.wake_fd);
+		for (unsigned i = 0; i < lp.max_threads; i++)
+			pthread_cond_destroy(&lp.w[i].cond);
+		sem_destroy(&lp.finish);
+		pthread_mutex_destroy(&lp.lock);
+		free(lp.w);
+		return e;
 	}
-	lp.spin = lp.nonblock && getenv("AGENTFS_NOSPIN") == NULL;
-	/* Releases answered early are finished when a read finds nothing:
-	 * only a non-blocking read comes back to say so (receive()). */
-	fs->defer_releases = lp.nonblock;
+	lp.spin = getenv("AGENTFS_NOSPIN") == NULL;
+	fs->defer_releases = true;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -519,16 +509,10 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	finish(&lp, 0);
 	unsigned n = lp.nstarted;
 	pthread_mutex_unlock(&lp.lock);
-	/* A reader may still be asleep when a signal ended the session: in
-	 * poll(2), which wake_fd ends, or, with a blocking /dev/fuse, in
-	 * read(2), where workers accept cancellation. */
-	if (lp.nonblock) {
-		uint64_t one = 1;
-		(void)!write(lp.wake_fd, &one, sizeof(one));
-	} else {
-		for (unsigned i = 0; i < n; i++)
-			pthread_cancel(lp.w[i].thr);
-	}
+	/* A reader may still be asleep in poll(2) when a signal ended the
+	 * session: wake_fd ends it. */
+	uint64_t one = 1;
+	(void)!write(lp.wake_fd, &one, sizeof(one));
 	for (unsigned i = 0; i < n; i++) {
 		pthread_join(lp.w[i].thr, NULL);
 		free(lp.w[i].buf.mem);
@@ -538,8 +522,7 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 		pthread_cond_destroy(&lp.w[i].cond);
 	sem_destroy(&lp.finish);
 	pthread_mutex_destroy(&lp.lock);
-	if (lp.wake_fd >= 0)
-		close(lp.wake_fd);
+	close(lp.wake_fd);
 	int r = lp.error;
 	free(lp.w);
 	return r;
