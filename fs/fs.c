@@ -18,6 +18,8 @@
 #include "fs/internal.h"
 #include "fs/layout.h"
 
+_Static_assert(FS_READAHEAD_KB * 1024 == FS_MAX_WRITE, "a readahead window of whole READs");
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct agentfs *fs = userdata;
@@ -39,7 +41,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Listings carry attributes; the kernel picks plain or plus. */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
-	/* Writes are spliced straight into the upper file. */
+	/* Writes are spliced straight into the upper file: libfuse receives
+	 * requests through a pipe of FS_MAX_WRITE + 4 KiB (fs/internal.h)
+	 * while a file is open for writing (fs/loop.c, receive()). */
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	/* Large reads are spliced from the layer's file to the kernel: the
@@ -48,11 +52,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 		fs->splice_write = true;
 	}
-	/* Readahead of up to 1 MiB per request.  The kernel takes the smaller
+	/* Readahead of up to 1020 KiB per request.  The kernel takes the smaller
 	 * of this and the mount's bdi window, which starts at 128 KiB
 	 * (fuse_bdi_init(), process_init_reply() in fs/fuse/inode.c): see
 	 * raise_readahead() for the other half. */
 	conn->max_readahead = FS_READAHEAD_KB * 1024;
+	conn->max_write = FS_MAX_WRITE;
 	conn->want &= ~(unsigned)FUSE_CAP_EXPORT_SUPPORT;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }

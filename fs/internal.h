@@ -114,6 +114,10 @@ struct agentfs {
 	struct handle *deferred, *deferred_tail;
 	/* Every open file handle (ops_file.c), under table_lock. */
 	struct handle *open_handles;
+	/* How many of them have had a WRITE of FS_BULK_WRITE bytes or more
+	 * (op_write_buf): while there are none the reader receives requests
+	 * with one read(2) instead of libfuse's splice (loop.c, receive()). */
+	unsigned bulk_writers;
 #define FS_CONCEAL_SLOTS 4096
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
@@ -139,10 +143,19 @@ struct agentfs {
  * because every change is either made by the daemon (the kernel sees the
  * reply) or announced by a notification (watch.c, discard). */
 #define FS_LONG_TIMEOUT 86400.0
-/* Readahead window of the mount, KiB (fs.c: op_init, raise_readahead): 1 MiB,
- * the largest READ libfuse's 1 MiB + 4 KiB receive buffer takes (max_pages
- * 256, fuse_lowlevel.c do_init). */
-#define FS_READAHEAD_KB 1024
+/* Readahead window of the mount, KiB (fs.c: op_init, raise_readahead): the
+ * largest READ, max_pages pages, which libfuse derives from max_write
+ * (fuse_lowlevel.c do_init): FS_MAX_WRITE, 255 pages.  A window of 256
+ * pages would take a READ of 255 pages and one of 1. */
+#define FS_READAHEAD_KB 1020
+/* The largest WRITE, bytes: 1 MiB less a page, so that libfuse's receive
+ * buffer (max_write + FUSE_BUFFER_HEADER_SIZE, 4 KiB: fuse_lowlevel.c) and
+ * the pipe it splices requests into fit pipe-max-size, 1 MiB by default
+ * (pipe(7)).  A larger pipe needs CAP_SYS_RESOURCE; without the pipe libfuse
+ * copies every write through the daemon (fuse_session_receive_buf). */
+#define FS_MAX_WRITE ((1u << 20) - 4096)
+/* A WRITE this large marks its handle as writing in bulk (bulk_writers). */
+#define FS_BULK_WRITE (64u << 10)
 /* For children of lower directories that could not be watched. */
 #define FS_SHORT_TIMEOUT 1.0
 

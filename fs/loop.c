@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs/internal.h"
 
@@ -86,6 +87,11 @@ struct loop {
 	/* Per opcode, the reader's moving average of the time from its answer
 	 * to the next request (receive()); only the reader touches it. */
 	long gap_ns[LOOP_OPCODES];
+	/* Bytes of each worker's request buffer, which libfuse fills too
+	 * (receive()): at least libfuse's own size for it, whose largest is
+	 * its session's first, FUSE_MAX_MAX_PAGES (256) pages + 4 KiB
+	 * (fuse_session_new in fuse_lowlevel.c). */
+	size_t bufsize;
 	unsigned nstarted, max_threads;
 	struct worker *idle; /* workers waiting for the role, most recent first */
 	int error;
@@ -244,6 +250,36 @@ static void finish(struct loop *lp, int error)
 	}
 }
 
+/*
+ * Reads the next request into @b with one read(2), as libfuse does when it
+ * does not splice (fuse_session_receive_buf_int's fallback): the same
+ * buffer, the same errors.  libfuse's splice path costs a splice(2) and a
+ * read(2) from its pipe for every request under a page; it pays only for a
+ * WRITE, whose pages then go from the caller's page cache to the upper file
+ * without a copy through the daemon (op_write_buf).
+ */
+static int read_request(struct loop *lp, struct fuse_buf *b)
+{
+	for (;;) {
+		ssize_t n = read(fuse_session_fd(lp->se), b->mem, lp->bufsize);
+		if (n >= 0) {
+			if ((size_t)n < sizeof(struct fuse_in_header))
+				return -EIO;
+			b->size = (size_t)n;
+			b->flags = 0;
+			return (int)n;
+		}
+		if (errno == ENOENT)
+			continue; /* the request was interrupted: the next one */
+		if (errno == ENODEV) {
+			/* Unmounted, or the connection was aborted. */
+			fuse_session_exit(lp->se);
+			return 0;
+		}
+		return -errno;
+	}
+}
+
 /* Set while this thread, the reader, answers a request itself. */
 static _Thread_local bool answering_inline;
 
@@ -261,7 +297,8 @@ bool fs_loop_alone(const struct agentfs *fs)
  */
 static bool keeps_deferred(const struct fuse_buf *b)
 {
-	if (b->size < sizeof(struct fuse_in_header))
+	/* A request left in libfuse's pipe writes (see classify). */
+	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
 		return false;
 	const struct fuse_in_header *in = b->mem;
 	const char *arg = (const char *)b->mem + sizeof(*in);
@@ -305,10 +342,11 @@ static long mono_ns(void)
 	return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-/* The opcode of the request in @b, or 0 when it is too short to have one. */
+/* The opcode of the request in @b, or 0 when it is too short to have one or
+ * still in libfuse's pipe (b->mem is then not the request). */
 static uint32_t opcode_of(const struct fuse_buf *b)
 {
-	if (b->size < sizeof(struct fuse_in_header))
+	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
 		return 0;
 	return ((const struct fuse_in_header *)b->mem)->opcode;
 }
@@ -347,8 +385,17 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 	long *gap = lp->spin && after && after < LOOP_OPCODES ? &lp->gap_ns[after] : NULL;
 	bool spin = gap && *gap < LOOP_SPIN_NS;
 	long t0 = -1, waited = 0;
+	/* Allocated here, never by libfuse, so that read_request may fill
+	 * lp->bufsize bytes of it whichever call came first. */
+	if (!me->buf.mem && !(me->buf.mem = malloc(lp->bufsize)))
+		return -ENOMEM;
 	for (;;) {
-		int res = fuse_session_receive_buf(lp->se, &me->buf);
+		/* libfuse's receive splices (FUSE_CAP_SPLICE_READ, fs.c) while a
+		 * file is being written in large blocks (agentfs.bulk_writers);
+		 * for any other request one read does. */
+		int res = __atomic_load_n(&lp->fs->bulk_writers, __ATOMIC_RELAXED)
+			      ? fuse_session_receive_buf(lp->se, &me->buf)
+			      : read_request(lp, &me->buf);
 		if (res != -EAGAIN) {
 			if (gap && res > 0) {
 				if (t0 >= 0)
@@ -448,7 +495,10 @@ out:
 
 int fs_loop(struct agentfs *fs, unsigned max_threads)
 {
-	struct loop lp = {.fs = fs, .se = fs->se, .max_threads = max_threads ? max_threads : 1};
+	struct loop lp = {.fs = fs,
+			  .se = fs->se,
+			  .max_threads = max_threads ? max_threads : 1,
+			  .bufsize = 256 * (size_t)sysconf(_SC_PAGESIZE) + 4096};
 	lp.w = calloc(lp.max_threads, sizeof(*lp.w));
 	if (!lp.w)
 		return -ENOMEM;

@@ -34,6 +34,7 @@
 struct handle {
 	int fd;
 	bool upper; /* fd is in the upper: the only kind that may change */
+	bool bulk;  /* counted in agentfs.bulk_writers (op_write_buf) */
 	bool wrote; /* written since the last journal record */
 	pid_t pid;
 	uint64_t pid_start; /* journal_process_start() at open */
@@ -76,6 +77,8 @@ static void handle_unlink(struct agentfs *fs, struct handle *h)
 			break;
 		}
 	}
+	if (__atomic_load_n(&h->bulk, __ATOMIC_RELAXED))
+		__atomic_sub_fetch(&fs->bulk_writers, 1, __ATOMIC_RELAXED);
 	if (h->all_prev)
 		h->all_prev->all_next = h->all_next;
 	else
@@ -638,6 +641,11 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	}
 	__atomic_fetch_add(&h->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+	/* From a handle's first large WRITE on, requests are received through
+	 * libfuse's pipe, and the next WRITEs' pages are spliced into the upper
+	 * file (fs/loop.c, receive()). */
+	if ((size_t)n >= FS_BULK_WRITE && !__atomic_exchange_n(&h->bulk, true, __ATOMIC_RELAXED))
+		__atomic_add_fetch(&fs_of(req)->bulk_writers, 1, __ATOMIC_RELAXED);
 	fuse_reply_write(req, (size_t)n);
 }
 
