@@ -18,8 +18,6 @@
 #include "fs/internal.h"
 #include "fs/layout.h"
 
-_Static_assert(FS_READAHEAD_KB * 1024 == FS_MAX_WRITE, "a readahead window of whole READs");
-
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct agentfs *fs = userdata;
@@ -42,8 +40,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 	/* Writes are spliced straight into the upper file: libfuse receives
-	 * requests through a pipe of FS_MAX_WRITE + 4 KiB (fs/internal.h)
-	 * while a file is open for writing (fs/loop.c, receive()). */
+	 * requests through its pipe (FS_PIPE_SIZE, fs/internal.h) while a
+	 * file is being written in large blocks (fs/loop.c, receive()). */
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	/* Large reads are spliced from the layer's file to the kernel: the
@@ -52,12 +50,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 		fs->splice_write = true;
 	}
-	/* Readahead of up to 1020 KiB per request.  The kernel takes the smaller
+	/* Readahead of fs_readahead() per request.  The kernel takes the smaller
 	 * of this and the mount's bdi window, which starts at 128 KiB
 	 * (fuse_bdi_init(), process_init_reply() in fs/fuse/inode.c): see
 	 * raise_readahead() for the other half. */
-	conn->max_readahead = FS_READAHEAD_KB * 1024;
-	conn->max_write = FS_MAX_WRITE;
+	conn->max_readahead = (unsigned)fs_readahead();
+	/* libfuse offers its own largest (its buffer's, or 32 pages where the
+	 * kernel has no FUSE_MAX_PAGES): only ever lowered. */
+	if (conn->max_write > fs_max_write())
+		conn->max_write = (unsigned)fs_max_write();
 	conn->want &= ~(unsigned)FUSE_CAP_EXPORT_SUPPORT;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
@@ -242,7 +243,7 @@ static void signal_ready(int *fd)
 }
 
 /*
- * Widen the new mount's readahead window to FS_READAHEAD_KB, the size
+ * Widen the new mount's readahead window to fs_readahead(), the size
  * op_init() offers: a FUSE mount's backing device starts at 128 KiB
  * (VM_READAHEAD_PAGES), and INIT can only lower it, so a sequential read
  * would otherwise cost a READ round trip per 128 KiB.  The window is the
@@ -276,7 +277,7 @@ static void raise_readahead(const char *mountpoint)
 	if (bfd < 0)
 		return;
 	char v[16];
-	int n = snprintf(v, sizeof(v), "%d", FS_READAHEAD_KB);
+	int n = snprintf(v, sizeof(v), "%zu", fs_readahead() / 1024);
 	(void)!write(bfd, v, (size_t)n);
 	close(bfd);
 }

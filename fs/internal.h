@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "fs/fs.h"
@@ -143,17 +144,30 @@ struct agentfs {
  * because every change is either made by the daemon (the kernel sees the
  * reply) or announced by a notification (watch.c, discard). */
 #define FS_LONG_TIMEOUT 86400.0
-/* Readahead window of the mount, KiB (fs.c: op_init, raise_readahead): the
- * largest READ, max_pages pages, which libfuse derives from max_write
- * (fuse_lowlevel.c do_init): FS_MAX_WRITE, 255 pages.  A window of 256
- * pages would take a READ of 255 pages and one of 1. */
-#define FS_READAHEAD_KB 1020
-/* The largest WRITE, bytes: 1 MiB less a page, so that libfuse's receive
- * buffer (max_write + FUSE_BUFFER_HEADER_SIZE, 4 KiB: fuse_lowlevel.c) and
- * the pipe it splices requests into fit pipe-max-size, 1 MiB by default
- * (pipe(7)).  A larger pipe needs CAP_SYS_RESOURCE; without the pipe libfuse
- * copies every write through the daemon (fuse_session_receive_buf). */
-#define FS_MAX_WRITE ((1u << 20) - 4096)
+/* Bytes of the pipe libfuse splices requests and replies through: the
+ * largest an unprivileged process may ask for, pipe-max-size's default
+ * (pipe(7); a larger pipe needs CAP_SYS_RESOURCE).  Without the pipe libfuse
+ * copies every request and reply through the daemon. */
+#define FS_PIPE_SIZE (1u << 20)
+
+/* The largest WRITE, bytes: FS_PIPE_SIZE less a page, so that a spliced WRITE
+ * (libfuse's buffer of max_write + FUSE_BUFFER_HEADER_SIZE, 4 KiB: a page
+ * for the header and one per page of data, the kernel's max_pages, which
+ * libfuse derives from max_write: fuse_lowlevel.c do_init) fits the pipe. */
+static inline size_t fs_max_write(void)
+{
+	return FS_PIPE_SIZE - (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The mount's readahead window, bytes (fs.c: op_init, raise_readahead), and so
+ * the largest READ: FS_PIPE_SIZE less four pages, the largest whose spliced
+ * reply fits the pipe (fuse_send_data_iov in fuse_lowlevel.c asks for the
+ * data plus three pages and the reply's header). */
+static inline size_t fs_readahead(void)
+{
+	return FS_PIPE_SIZE - 4 * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 /* A WRITE this large marks its handle as writing in bulk (bulk_writers). */
 #define FS_BULK_WRITE (64u << 10)
 /* For children of lower directories that could not be watched. */

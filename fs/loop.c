@@ -178,8 +178,15 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_RMDIR:
 	case FUSE_RENAME:
 	case FUSE_RENAME2:
-	case FUSE_WRITE: /* in memory: at most a page */
 		return INLINE;
+	case FUSE_WRITE: {
+		/* In memory: received with read(2) (receive()), up to max_write. */
+		struct fuse_write_in w;
+		if (argsz < sizeof(w))
+			return HAND_OFF;
+		memcpy(&w, arg, sizeof(w));
+		return w.size <= LOOP_INLINE_IO ? INLINE : HAND_OFF;
+	}
 	case FUSE_OPEN:
 		/* Opening a lower file for writing copies it up: any size. */
 		return open_reads_only(arg, argsz) ? INLINE : HAND_OFF;
@@ -342,11 +349,15 @@ static long mono_ns(void)
 	return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-/* The opcode of the request in @b, or 0 when it is too short to have one or
- * still in libfuse's pipe (b->mem is then not the request). */
+/* The opcode of the request in @b, or 0 when it is too short to have one.
+ * A request still in libfuse's pipe (b->mem is then not the request) counts
+ * as a WRITE: libfuse leaves only requests of more than a page there, in
+ * practice WRITEs (see classify()). */
 static uint32_t opcode_of(const struct fuse_buf *b)
 {
-	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
+	if (b->flags & FUSE_BUF_IS_FD)
+		return FUSE_WRITE;
+	if (b->size < sizeof(struct fuse_in_header))
 		return 0;
 	return ((const struct fuse_in_header *)b->mem)->opcode;
 }
@@ -393,9 +404,15 @@ static int receive(struct loop *lp, struct worker *me, uint32_t after)
 		/* libfuse's receive splices (FUSE_CAP_SPLICE_READ, fs.c) while a
 		 * file is being written in large blocks (agentfs.bulk_writers);
 		 * for any other request one read does. */
-		int res = __atomic_load_n(&lp->fs->bulk_writers, __ATOMIC_RELAXED)
-			      ? fuse_session_receive_buf(lp->se, &me->buf)
-			      : read_request(lp, &me->buf);
+		int res;
+		if (__atomic_load_n(&lp->fs->bulk_writers, __ATOMIC_RELAXED)) {
+			/* libfuse's read(2) fallback (a pipe it could not
+			 * grow) leaves the flags of the previous request. */
+			me->buf.flags = 0;
+			res = fuse_session_receive_buf(lp->se, &me->buf);
+		} else {
+			res = read_request(lp, &me->buf);
+		}
 		if (res != -EAGAIN) {
 			if (gap && res > 0) {
 				if (t0 >= 0)

@@ -948,6 +948,6 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	}
 	__atomic_fetch_add(&in->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&out->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
-	out->wrote = true;
+	__atomic_store_n(&out->wrote, true, __ATOMIC_RELAXED);
 	fuse_reply_write(req, (size_t)n);
 }
