@@ -49,6 +49,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -179,14 +180,6 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_RENAME:
 	case FUSE_RENAME2:
 		return INLINE;
-	case FUSE_WRITE: {
-		/* In memory: received with read(2) (receive()), up to max_write. */
-		struct fuse_write_in w;
-		if (argsz < sizeof(w))
-			return HAND_OFF;
-		memcpy(&w, arg, sizeof(w));
-		return w.size <= LOOP_INLINE_IO ? INLINE : HAND_OFF;
-	}
 	case FUSE_OPEN:
 		/* Opening a lower file for writing copies it up: any size. */
 		return open_reads_only(arg, argsz) ? INLINE : HAND_OFF;
@@ -198,12 +191,19 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 		memcpy(&a, arg, sizeof(a));
 		return a.valid & FATTR_SIZE ? HAND_OFF : INLINE;
 	}
-	case FUSE_READ: {
-		struct fuse_read_in r;
-		if (argsz < sizeof(r))
+	case FUSE_READ:
+	case FUSE_WRITE: {
+		/* A WRITE here is in memory, received with read(2) (receive()):
+		 * up to max_write.  Both arguments begin fh, offset, size. */
+		_Static_assert(offsetof(struct fuse_read_in, size) ==
+				   offsetof(struct fuse_write_in, size),
+			       "READ and WRITE sizes at one offset (linux/fuse.h)");
+		uint32_t size;
+		if (argsz < offsetof(struct fuse_read_in, size) + sizeof(size))
 			return HAND_OFF;
-		memcpy(&r, arg, sizeof(r));
-		return r.size <= LOOP_INLINE_IO ? INLINE : HAND_OFF;
+		memcpy(&size, (const char *)arg + offsetof(struct fuse_read_in, size),
+		       sizeof(size));
+		return size <= LOOP_INLINE_IO ? INLINE : HAND_OFF;
 	}
 	case FUSE_RELEASE: {
 		struct fuse_release_in r;
