@@ -230,7 +230,7 @@ static int add_opt(struct fuse_args *args, const char *opt)
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;
 }
 
-static void signal_ready(int *fd)
+void fs_signal_ready(int *fd)
 {
 	if (*fd < 0)
 		return;
@@ -428,11 +428,11 @@ int fs_serve(const struct fs_config *cfg)
 	bool have_gitthr = need_git && pthread_create(&gitthr, NULL, git_thread, fs) == 0;
 	if (need_git && !have_gitthr)
 		git_thread(fs); /* no thread: build before serving */
-	signal_ready(&ready_fd);
-
 	/* Two cores here; a few more threads than cores keep requests moving
-	 * while some wait on disk (see loop.c). */
-	int lr = fs_loop(fs, 8);
+	 * while some wait on disk (see loop.c).  The mount is ready once the
+	 * loop is set up: a failure before that is the mount's, reported by
+	 * `agentfs mount` (fs_loop). */
+	int lr = fs_loop(fs, 8, &ready_fd);
 	r = lr < 0 ? lr : 0;
 	fs_record_pending_writes(fs);
 	if (have_gitthr)

@@ -16,10 +16,10 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fs/internal.h"
 #include "fs/layout.h"

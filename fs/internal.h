@@ -327,9 +327,14 @@ void watch_dir_lazy(struct agentfs *fs, struct node *dir);
 /* --- loop.c -------------------------------------------------------------- */
 /* Serve fs->se until the session ends (unmount, or a signal handled by
  * fuse_set_signal_handlers) with up to @max_threads workers, one of them
- * reading /dev/fuse at a time (see loop.c).  Returns 0 or a negative errno
- * from reading /dev/fuse. */
-int fs_loop(struct agentfs *fs, unsigned max_threads);
+ * reading /dev/fuse at a time (see loop.c).  Once its set-up succeeded it
+ * signals *@ready_fd (fs_signal_ready); if the set-up fails it returns with
+ * *@ready_fd untouched.  Returns 0 or a negative errno (the set-up's, or from
+ * reading /dev/fuse). */
+int fs_loop(struct agentfs *fs, unsigned max_threads, int *ready_fd);
+/* fs.c: tell the process waiting on @fd (fs_config.ready_fd) that the mount
+ * serves: one byte, then close; *@fd becomes -1.  Nothing if it is < 0. */
+void fs_signal_ready(int *fd);
 /* Whether the calling thread is the reader answering a request itself while
  * no other worker answers any: then no other request of the kernel is being
  * answered, and none will be until this one is.  An answer that waits for

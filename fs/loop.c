@@ -510,7 +510,7 @@ out:
 	return NULL;
 }
 
-int fs_loop(struct agentfs *fs, unsigned max_threads)
+int fs_loop(struct agentfs *fs, unsigned max_threads, int *ready_fd)
 {
 	struct loop lp = {.fs = fs,
 			  .se = fs->se,
@@ -550,6 +550,7 @@ int fs_loop(struct agentfs *fs, unsigned max_threads)
 	}
 	lp.spin = getenv("AGENTFS_NOSPIN") == NULL;
 	fs->defer_releases = true;
+	fs_signal_ready(ready_fd);
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);

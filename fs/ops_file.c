@@ -695,9 +695,9 @@ struct pending_write {
 	XXH128_hash_t before;
 };
 
-/* Reset @h's counters into @p: the caller holds ns_lock (for the path, @cur
- * of FS_PATH_MAX bytes when it changed). */
-static void take_writes(struct agentfs *fs, struct handle *h, struct pending_write *p, char *cur)
+/* Reset @h's counters into @p, all but the path and its flags (path_locked):
+ * the caller holds ns_lock. */
+static void take_writes(struct handle *h, struct pending_write *p)
 {
 	__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
 	*p = (struct pending_write){
@@ -710,7 +710,6 @@ static void take_writes(struct agentfs *fs, struct handle *h, struct pending_wri
 	    .has_before = h->has_before, /* set at open, before any write */
 	    .before = h->before,
 	};
-	p->path = path_locked(fs, h, cur, &p->flags);
 }
 
 /* Hash the version @p's descriptor holds and journal it, under the node's
@@ -745,7 +744,8 @@ static void record_write(struct agentfs *fs, struct handle *h)
 	char cur[FS_PATH_MAX];
 	struct pending_write p;
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	take_writes(fs, h, &p, cur);
+	take_writes(h, &p);
+	p.path = path_locked(fs, h, cur, &p.flags);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	record_writes(fs, &p);
 }
@@ -834,14 +834,19 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	for (struct handle *h = fs->open_handles; pw && h && n < cap; h = h->all_next) {
 		if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
 			continue;
-		int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
-		if (fd < 0)
-			continue; /* left for its release */
 		char cur[FS_PATH_MAX];
+		uint32_t flags;
+		char *path = strdup(path_locked(fs, h, cur, &flags));
+		int fd = path ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
+		if (fd < 0) {
+			free(path);
+			continue; /* left for its release */
+		}
 		struct pending_write *p = &pw[n];
-		take_writes(fs, h, p, cur);
+		take_writes(h, p);
 		p->fd = fd;
-		p->path = strdup(p->path);
+		p->path = path;
+		p->flags = flags;
 		p->node->refs++;
 		n++;
 	}
@@ -849,8 +854,7 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	for (size_t i = 0; i < n; i++) {
 		struct pending_write *p = &pw[i];
-		if (p->path)
-			record_writes(fs, p);
+		record_writes(fs, p);
 		close(p->fd);
 		node_unref(fs, p->node);
 		free((char *)p->path);

@@ -227,6 +227,37 @@ else
 	fail "a daemon failure removes the new workspace and the created mountpoint" "${errs[@]}" "$OUT"
 fi
 
+# Too few file descriptors (RLIMIT_NOFILE, from 10 on): each mount either
+# fails with one line and leaves nothing mounted, or succeeds with a mount
+# that answers.  Each limit runs out at another step of the daemon's start:
+# the journal, /dev/fuse, the request loop's set-up, which reported the mount
+# ready before it and then ended it (the person saw a mount that was gone,
+# or one that answered EMFILE).
+bad=()
+for n in $(seq 10 30); do
+	mnt=$T/fd$n
+	mkdir -p "$mnt"
+	_MOUNTS+=("$mnt")
+	OUT=$(ulimit -n "$n" && t "$AGENTFS" mount --state-dir "$T/fdstate$n" "$REPO" "$mnt" 2>&1)
+	RC=$?
+	if [ "$RC" -ne 0 ]; then
+		[ "$(printf '%s\n' "$OUT" | wc -l)" -eq 1 ] && [[ $OUT == "agentfs: mount: "* ]] ||
+			bad+=("limit $n: exit $RC, not one 'agentfs: mount:' line: $OUT")
+		is_mounted "$mnt" && bad+=("limit $n: exit $RC but mounted")
+	else
+		# The private .git's build holds descriptors for a while: wait for it.
+		t ls "$mnt/.git" >/dev/null 2>&1
+		listing=$(t ls "$mnt" 2>&1) && [[ $'\n'$listing$'\n' == *$'\nREADME\n'* ]] ||
+			bad+=("limit $n: mounted, but ls: $listing")
+		t "$AGENTFS" unmount --state-dir "$T/fdstate$n" "$mnt" >/dev/null 2>&1
+	fi
+done
+if [ ${#bad[@]} -eq 0 ]; then
+	pass "with 10-30 file descriptors a mount fails with one line or answers"
+else
+	fail "with 10-30 file descriptors a mount fails with one line or answers" "${bad[@]}"
+fi
+
 # A missing mountpoint with an existing parent is created; then the checks that
 # need a live mount.
 mount_ws "$REPO" "$T/new-mnt"
