@@ -11,8 +11,13 @@
  * ("racily clean" entries, Documentation/technical/racy-git.txt): an entry is
  * trusted only if the version's ctime is older than the moment its content
  * was read, since any later change is then stamped with a later time.
- * A direct-mapped table: a collision just evicts, the worst case is hashing
- * again.
+ * The table is set-associative: a version maps to one set of HC_WAYS
+ * entries and may take any free one; in a full set it replaces the way its
+ * key's hash picks, never the least recently used: a tool that walks more
+ * files than a set holds, over and over (grep -r), would otherwise miss on
+ * every file of that set every time.  A direct-mapped table of 65,536 slots
+ * lost ~15% of an 11k-file tree to collisions (1 - e^(-11k/64k)), and ~70%
+ * of a 78k-file one, each hashed again at every read.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,22 +29,24 @@
 #include "fs/internal.h"
 #include "fs/layout.h"
 
-#define HC_SLOTS 65536
+#define HC_WAYS 8
+#define HC_SETS 16384 /* a power of two; HC_WAYS * HC_SETS = 131,072 versions */
 
 struct hc_key {
 	uint64_t dev, ino, size;
-	int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+	int64_t mtime_s, ctime_s;
+	uint32_t mtime_ns, ctime_ns;
 };
 
-struct hc_slot {
-	bool used;
-	struct hc_key k;
-	XXH128_hash_t h;
+struct hc_set {
+	struct hc_key k[HC_WAYS];
+	XXH128_hash_t h[HC_WAYS];
+	uint32_t used; /* bit i: way i holds an entry */
 };
 
 struct hashcache {
 	pthread_mutex_t lock;
-	struct hc_slot slots[HC_SLOTS];
+	struct hc_set sets[HC_SETS];
 };
 
 static void key_of(const struct stat *st, struct hc_key *k)
@@ -49,17 +56,29 @@ static void key_of(const struct stat *st, struct hc_key *k)
 	k->ino = st->st_ino;
 	k->size = (uint64_t)st->st_size;
 	k->mtime_s = st->st_mtim.tv_sec;
-	k->mtime_ns = st->st_mtim.tv_nsec;
+	k->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
 	k->ctime_s = st->st_ctim.tv_sec;
-	k->ctime_ns = st->st_ctim.tv_nsec;
+	k->ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
 }
 
-static size_t slot_of(const struct hc_key *k)
+/* The set of @k, and in *@victim the way a full set gives up for it. */
+static struct hc_set *set_of(struct hashcache *hc, const struct hc_key *k, unsigned *victim)
 {
-	return (size_t)XXH3_64bits(k, sizeof(*k)) & (HC_SLOTS - 1);
+	uint64_t x = XXH3_64bits(k, sizeof(*k));
+	*victim = (unsigned)(x >> 48) % HC_WAYS;
+	return &hc->sets[x & (HC_SETS - 1)];
 }
 
-/* The table (5 MiB) is its own anonymous mapping, zero until written. */
+/* The way of @set holding @k, or -1.  Caller holds the lock. */
+static int find_way(const struct hc_set *set, const struct hc_key *k)
+{
+	for (int i = 0; i < HC_WAYS; i++)
+		if ((set->used & (1u << i)) && memcmp(&set->k[i], k, sizeof(*k)) == 0)
+			return i;
+	return -1;
+}
+
+/* The table (8 MiB) is its own anonymous mapping, zero until written. */
 struct hashcache *hashcache_new(void)
 {
 	void *p = mmap(NULL, sizeof(struct hashcache), PROT_READ | PROT_WRITE,
@@ -114,18 +133,38 @@ void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
 		   const struct timespec *read_at)
 {
 	struct hc_key k;
+	unsigned victim;
 	key_of(st, &k);
-	size_t s = slot_of(&k);
+	struct hc_set *set = set_of(hc, &k, &victim);
 	bool keep = !hashcache_racy(st, read_at);
 	pthread_mutex_lock(&hc->lock);
+	int w = find_way(set, &k);
 	if (keep) {
-		hc->slots[s].used = true;
-		hc->slots[s].k = k;
-		hc->slots[s].h = h;
-	} else if (hc->slots[s].used && memcmp(&hc->slots[s].k, &k, sizeof(k)) == 0) {
-		hc->slots[s].used = false; /* whatever it said, this version is not it */
+		if (w < 0 && set->used != (1u << HC_WAYS) - 1)
+			w = __builtin_ctz(~set->used);
+		if (w < 0)
+			w = (int)victim;
+		set->used |= 1u << w;
+		set->k[w] = k;
+		set->h[w] = h;
+	} else if (w >= 0) {
+		set->used &= ~(1u << w); /* whatever it said, this version is not it */
 	}
 	pthread_mutex_unlock(&hc->lock);
+}
+
+bool hashcache_lookup(struct hashcache *hc, const struct stat *st, XXH128_hash_t *out)
+{
+	struct hc_key k;
+	unsigned victim;
+	key_of(st, &k);
+	struct hc_set *set = set_of(hc, &k, &victim);
+	pthread_mutex_lock(&hc->lock);
+	int w = find_way(set, &k);
+	if (w >= 0)
+		*out = set->h[w];
+	pthread_mutex_unlock(&hc->lock);
+	return w >= 0;
 }
 
 /* Hash the version @st open as @fd and cache it, unless it changed while
@@ -148,15 +187,7 @@ int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out)
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	struct hc_key k;
-	key_of(&st, &k);
-	size_t s = slot_of(&k);
-	pthread_mutex_lock(&hc->lock);
-	bool hit = hc->slots[s].used && memcmp(&hc->slots[s].k, &k, sizeof(k)) == 0;
-	if (hit)
-		*out = hc->slots[s].h;
-	pthread_mutex_unlock(&hc->lock);
-	if (hit)
+	if (hashcache_lookup(hc, &st, out))
 		return 0;
 	return hash_and_put(hc, fd, &st, out);
 }

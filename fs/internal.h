@@ -367,7 +367,8 @@ bool handle_release_quick(uint64_t fh);
 bool handle_wrote(uint64_t fh);
 
 /* --- hashcache.c --------------------------------------------------------- */
-/* A table of HC_SLOTS (65536) versions, 5 MiB; NULL without memory. */
+/* A table of 131,072 versions (16,384 sets of 8), 8 MiB; NULL without
+ * memory. */
 struct hashcache *hashcache_new(void);
 /* Fault the whole table in now (madvise(2) MADV_POPULATE_WRITE, Linux 5.14;
  * a no-op where the kernel lacks it), so that no request pays for it: a slot
@@ -380,6 +381,9 @@ void hashcache_free(struct hashcache *hc);
 /* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
  * mtime, ctime) unless that version is racily clean (hashcache_put). */
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
+/* The cached hash of the version @st describes, into @out: true if there is
+ * one.  Never hashes. */
+bool hashcache_lookup(struct hashcache *hc, const struct stat *st, XXH128_hash_t *out);
 /* The same, ignoring any cached entry: for a version just written.  File
  * timestamps come from the kernel's coarse clock (a few ms), so two writes of
  * the same size within one tick can leave (size, mtime, ctime) as they were,
