@@ -91,7 +91,7 @@ static void enqueue(struct journal *j, const struct journal_event *ev, const cha
 	q.time_ns = now_ns();
 	j->q[j->n++] = q;
 	j->enqueued++;
-	if (j->sync == JOURNAL_SYNC_ALWAYS || j->n == JOURNAL_QUEUE_MAX / 2)
+	if (j->sync == JOURNAL_SYNC_ALWAYS || j->n == JOURNAL_QUEUE_MAX / 2 || j->idle)
 		pthread_cond_signal(&j->nonempty);
 	pthread_mutex_unlock(&j->lock);
 }
@@ -202,7 +202,9 @@ static void *writer_main(void *arg)
 	/* Interval mode: one write and fdatasync per JOURNAL_INTERVAL_MS at most
 	 * while records keep coming (a steady stream would otherwise sync back to
 	 * back), sooner when the queue is half full, a flush waits or the journal
-	 * closes.  The deadline runs on CLOCK_REALTIME, the condition's clock. */
+	 * closes.  With nothing queued the writer sleeps until a record comes
+	 * (j->idle): a mount nobody uses wakes no thread.  The deadline runs on
+	 * CLOCK_REALTIME, the condition's clock. */
 	struct timespec due_at;
 	clock_gettime(CLOCK_REALTIME, &due_at);
 	for (;;) {
@@ -210,6 +212,15 @@ static void *writer_main(void *arg)
 			while (j->n == 0 && !j->stop && !flush_pending(j))
 				pthread_cond_wait(&j->nonempty, &j->lock);
 		} else {
+			if (j->n == 0 && !j->stop && !flush_pending(j)) {
+				j->idle = true;
+				while (j->n == 0 && !j->stop && !flush_pending(j))
+					pthread_cond_wait(&j->nonempty, &j->lock);
+				j->idle = false;
+				/* The first record after a rest waits one interval for
+				 * the ones that follow it. */
+				clock_gettime(CLOCK_REALTIME, &due_at);
+			}
 			due_at.tv_nsec += JOURNAL_INTERVAL_MS * 1000000L;
 			due_at.tv_sec += due_at.tv_nsec / 1000000000L;
 			due_at.tv_nsec %= 1000000000L;

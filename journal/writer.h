@@ -28,7 +28,8 @@ struct journal {
 	uint64_t rounds; /* batches the writer took, empty ones too; under lock */
 	int flushers;
 	bool stop, stopped;
-	int err; /* first write error, sticky */
+	bool idle; /* interval and never modes: the writer waits for a first record */
+	int err;   /* first write error, sticky */
 	pthread_t thread;
 
 	/* Writer thread only (and journal_open before it starts). */
@@ -50,7 +51,8 @@ uint64_t journal_full_waits(struct journal *j);
 uint64_t journal_syncs(struct journal *j);
 
 /* Times the writer has woken to take a batch (empty or not) since
- * journal_open(): a few per second when idle (JOURNAL_INTERVAL_MS). */
+ * journal_open(): at most one per JOURNAL_INTERVAL_MS while records come
+ * (more when the queue fills or a flush waits), none while none come. */
 uint64_t journal_writer_rounds(struct journal *j);
 
 #endif

@@ -119,6 +119,28 @@ else
 	fail "an idle daemon sleeps" "$((c1 - c0)) ticks of CPU in 2 s (at most 10)"
 fi
 
+# ------------------------------------------------------------------ an idle daemon wakes no thread
+# Nor does it wake up to find nothing to do: context switches of all its
+# threads over 2 s of rest, once the burst's journal records are written.
+# The journal's writer used to take an empty batch every 100 ms (~20 here).
+# ThreadSanitizer's runtime has a thread of its own that wakes periodically.
+switches() { local t sum=0 n; for t in /proc/"$1"/task/*/status; do
+	n=$(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$t") && sum=$((sum + n)); done
+	echo $sum; }
+if [[ ${AGENTFS_SANITIZE:-none} == *thread* ]]; then
+	skip "an idle daemon wakes no thread" "ThreadSanitizer's background thread"
+else
+	sleep 1
+	w0=$(switches "$PID")
+	sleep 2
+	w1=$(switches "$PID")
+	if [ $((w1 - w0)) -le 2 ]; then
+		pass "an idle daemon wakes no thread ($((w1 - w0)) context switches in 2 s)"
+	else
+		fail "an idle daemon wakes no thread" "$((w1 - w0)) context switches in 2 s (at most 2)"
+	fi
+fi
+
 # ------------------------------------------------------------------ thousands of open files
 run t python3 - "$MNT/tree" "$PID" <<'PY'
 import os, resource, sys

@@ -240,11 +240,52 @@ START_TEST(writer_waits_after_a_flush)
 			pthread_join(busy[i], NULL);
 		pthread_join(ft, NULL);
 		ck_assert_int_eq(f.rc, 0);
-		/* The flush's own batch, and in interval mode one empty batch per
-		 * JOURNAL_INTERVAL_MS (100 ms): a few, not hundreds. */
+		/* The flush's own batch and a few more, not hundreds. */
 		ck_assert_msg(during <= 10, "mode %d: %llu writer rounds in 300 ms", m,
 			      (unsigned long long)during);
 		journal_close(j);
+		expect_intact(jt.journal, -1);
+		jt_teardown(&jt);
+	}
+}
+END_TEST
+
+/* An idle journal wakes no thread: in interval mode the writer used to take
+ * an empty batch every JOURNAL_INTERVAL_MS forever, ten wake-ups a second of
+ * a mount nobody used.  A record after the rest is still written and synced
+ * within about an interval, with no flush asking for it. */
+START_TEST(idle_writer_sleeps)
+{
+	enum journal_sync modes[] = {JOURNAL_SYNC_INTERVAL, JOURNAL_SYNC_NEVER};
+	for (int m = 0; m < 2; m++) {
+		struct jt jt;
+		jt_setup(&jt);
+		struct journal *j;
+		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
+		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
+		journal_record(j, &ev);
+		ck_assert_int_eq(journal_flush(j), 0);
+		struct timespec rest = {0, 5 * JOURNAL_INTERVAL_MS * 1000000L};
+		nanosleep(&rest, NULL); /* the round in flight after the flush ends */
+		uint64_t before = journal_writer_rounds(j);
+		nanosleep(&rest, NULL);
+		uint64_t idle = journal_writer_rounds(j) - before;
+		ck_assert_msg(idle == 0, "mode %d: %llu writer rounds in %d ms of rest", m,
+			      (unsigned long long)idle, 5 * JOURNAL_INTERVAL_MS);
+		if (modes[m] == JOURNAL_SYNC_INTERVAL) {
+			uint64_t syncs = journal_syncs(j);
+			journal_record(j, &ev);
+			struct timespec tick = {0, 10 * 1000000L};
+			for (int i = 0; i < 500 && journal_syncs(j) == syncs; i++)
+				nanosleep(&tick, NULL);
+			ck_assert_msg(journal_syncs(j) > syncs,
+				      "a record after a rest not synced in 5 s");
+		}
+		journal_close(j);
+		size_t n;
+		struct journal_entry *v = read_all(jt.journal, &n);
+		ck_assert_uint_eq(n, modes[m] == JOURNAL_SYNC_INTERVAL ? 2 : 1);
+		free_all(v, n);
 		expect_intact(jt.journal, -1);
 		jt_teardown(&jt);
 	}
@@ -611,6 +652,7 @@ Suite *journal_writer_suite(void)
 	tcase_add_test(tc, sync_modes_flush);
 	tcase_add_test(tc, writer_waits_after_a_flush);
 	tcase_add_test(tc, interval_paces_syncs);
+	tcase_add_test(tc, idle_writer_sleeps);
 	tcase_add_test(tc, second_writer_refused);
 	tcase_add_test(tc, process_named_from_proc);
 	tcase_add_test(tc, detail_object_or_string);
