@@ -182,20 +182,20 @@ END_TEST
  * The flusher runs as SCHED_IDLE while busy threads hold every CPU, so it
  * takes the lock back only when they stop, 300 ms later. */
 struct busy_arg {
-	volatile bool stop;
+	bool stop; /* __atomic */
 };
 
 static void *busy_thread(void *p)
 {
 	struct busy_arg *b = p;
-	while (!b->stop) {
+	while (!__atomic_load_n(&b->stop, __ATOMIC_RELAXED)) {
 	}
 	return NULL;
 }
 
 struct flusher_arg {
 	struct journal *j;
-	volatile bool flushing;
+	bool flushing; /* __atomic */
 	int rc;
 };
 
@@ -204,7 +204,7 @@ static void *idle_flusher(void *p)
 	struct flusher_arg *f = p;
 	struct sched_param sp = {0};
 	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-	f->flushing = true;
+	__atomic_store_n(&f->flushing, true, __ATOMIC_RELEASE);
 	f->rc = journal_flush(f->j);
 	return NULL;
 }
@@ -226,7 +226,7 @@ START_TEST(writer_waits_after_a_flush)
 		struct flusher_arg f = {j, false, -1};
 		pthread_t ft;
 		ck_assert_int_eq(pthread_create(&ft, NULL, idle_flusher, &f), 0);
-		while (!f.flushing)
+		while (!__atomic_load_n(&f.flushing, __ATOMIC_ACQUIRE))
 			sched_yield();
 		uint64_t before = journal_writer_rounds(j);
 		int nb = ncpu < 64 ? (int)ncpu : 64;
@@ -235,7 +235,7 @@ START_TEST(writer_waits_after_a_flush)
 		struct timespec ts = {0, 300 * 1000000L};
 		nanosleep(&ts, NULL);
 		uint64_t during = journal_writer_rounds(j) - before;
-		b.stop = true;
+		__atomic_store_n(&b.stop, true, __ATOMIC_RELAXED);
 		for (int i = 0; i < nb; i++)
 			pthread_join(busy[i], NULL);
 		pthread_join(ft, NULL);
