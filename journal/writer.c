@@ -203,16 +203,19 @@ static void *writer_main(void *arg)
 	 * while records keep coming (a steady stream would otherwise sync back to
 	 * back), sooner when the queue is half full, a flush waits or the journal
 	 * closes.  With nothing queued the writer sleeps until a record comes
-	 * (j->idle): a mount nobody uses wakes no thread.  The deadline runs on
-	 * CLOCK_REALTIME, the condition's clock. */
+	 * (j->idle): a mount nobody uses wakes no thread.  Not while records
+	 * whose write failed wait in j->out (a full disk, EIO): they are
+	 * retried every interval, in the always mode too.
+	 * The deadline runs on CLOCK_REALTIME, the condition's clock. */
 	struct timespec due_at;
 	clock_gettime(CLOCK_REALTIME, &due_at);
 	for (;;) {
-		if (j->sync == JOURNAL_SYNC_ALWAYS) {
+		bool retry = j->sync != JOURNAL_SYNC_NEVER && j->out.len > 0;
+		if (j->sync == JOURNAL_SYNC_ALWAYS && !retry) {
 			while (j->n == 0 && !j->stop && !flush_pending(j))
 				pthread_cond_wait(&j->nonempty, &j->lock);
 		} else {
-			if (j->n == 0 && !j->stop && !flush_pending(j)) {
+			if (j->n == 0 && !j->stop && !flush_pending(j) && !retry) {
 				j->idle = true;
 				while (j->n == 0 && !j->stop && !flush_pending(j))
 					pthread_cond_wait(&j->nonempty, &j->lock);

@@ -122,7 +122,9 @@ fi
 # ------------------------------------------------------------------ an idle daemon wakes no thread
 # Nor does it wake up to find nothing to do: context switches of all its
 # threads over 2 s of rest, once the burst's journal records are written.
-# The journal's writer used to take an empty batch every 100 ms (~20 here).
+# The journal's writer used to take an empty batch every 100 ms (~20 here);
+# a few are allowed for what the kernel may still send (FORGETs of inodes
+# it evicts).
 # ThreadSanitizer's runtime has a thread of its own that wakes periodically.
 switches() { local t sum=0 n; for t in /proc/"$1"/task/*/status; do
 	n=$(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$t") && sum=$((sum + n)); done
@@ -134,10 +136,10 @@ else
 	w0=$(switches "$PID")
 	sleep 2
 	w1=$(switches "$PID")
-	if [ $((w1 - w0)) -le 2 ]; then
+	if [ $((w1 - w0)) -le 5 ]; then
 		pass "an idle daemon wakes no thread ($((w1 - w0)) context switches in 2 s)"
 	else
-		fail "an idle daemon wakes no thread" "$((w1 - w0)) context switches in 2 s (at most 2)"
+		fail "an idle daemon wakes no thread" "$((w1 - w0)) context switches in 2 s (at most 5)"
 	fi
 fi
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -285,6 +286,49 @@ START_TEST(idle_writer_sleeps)
 		size_t n;
 		struct journal_entry *v = read_all(jt.journal, &n);
 		ck_assert_uint_eq(n, modes[m] == JOURNAL_SYNC_INTERVAL ? 2 : 1);
+		free_all(v, n);
+		expect_intact(jt.journal, -1);
+		jt_teardown(&jt);
+	}
+}
+END_TEST
+
+/* A record whose write failed (here the file size limit, as a full disk
+ * would) stays in the writer's buffer and is written once writing works
+ * again, with no later record or flush asking for it: the writer retries
+ * every interval instead of sleeping. */
+START_TEST(failed_write_retried_while_idle)
+{
+	enum journal_sync modes[] = {JOURNAL_SYNC_INTERVAL, JOURNAL_SYNC_ALWAYS};
+	signal(SIGXFSZ, SIG_IGN);
+	for (int m = 0; m < 2; m++) {
+		struct jt jt;
+		jt_setup(&jt);
+		struct journal *j;
+		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
+		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
+		journal_record(j, &ev);
+		ck_assert_int_eq(journal_flush(j), 0);
+		struct stat st;
+		ck_assert_int_eq(stat(jt.journal, &st), 0);
+		off_t one = st.st_size;
+		struct rlimit rl;
+		ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+		struct rlimit cap = {(rlim_t)one, rl.rlim_max};
+		ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &cap), 0);
+		journal_record(j, &ev);
+		ck_assert_int_eq(journal_flush(j), -EFBIG);
+		ck_assert_int_eq(stat(jt.journal, &st), 0);
+		ck_assert_int_eq(st.st_size, one); /* nothing torn left behind */
+		ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+		struct timespec tick = {0, 10 * 1000000L};
+		for (int i = 0; i < 500 && stat(jt.journal, &st) == 0 && st.st_size == one; i++)
+			nanosleep(&tick, NULL);
+		ck_assert_msg(st.st_size > one, "mode %d: the record was not written in 5 s", m);
+		journal_close(j);
+		size_t n;
+		struct journal_entry *v = read_all(jt.journal, &n);
+		ck_assert_uint_eq(n, 2);
 		free_all(v, n);
 		expect_intact(jt.journal, -1);
 		jt_teardown(&jt);
@@ -653,6 +697,7 @@ Suite *journal_writer_suite(void)
 	tcase_add_test(tc, writer_waits_after_a_flush);
 	tcase_add_test(tc, interval_paces_syncs);
 	tcase_add_test(tc, idle_writer_sleeps);
+	tcase_add_test(tc, failed_write_retried_while_idle);
 	tcase_add_test(tc, second_writer_refused);
 	tcase_add_test(tc, process_named_from_proc);
 	tcase_add_test(tc, detail_object_or_string);
