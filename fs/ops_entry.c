@@ -215,6 +215,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int r;
 	if (fi && fi->fh) {
 		r = handle_fstat(fs, fi, n, &st);
+		fs_publish(fs); /* done with the handle: see op_write_buf */
 	} else {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		r = view_getattr(fs, n, &st);
@@ -354,6 +355,7 @@ out:
 		r = view_getattr(fs, n, &st);
 		pthread_rwlock_unlock(&fs->ns_lock);
 	}
+	fs_publish(fs); /* done with the handle, if any: see op_write_buf */
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -363,6 +365,7 @@ fail:
 	if (own_fd >= 0)
 		close(own_fd);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	fs_publish(fs);
 	fuse_reply_err(req, -r);
 }
 

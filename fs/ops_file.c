@@ -603,12 +603,14 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	do
 		n = pread(h->fd, buf, size, off);
 	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		fuse_reply_err(req, errno);
-	} else {
+	int err = n < 0 ? errno : 0;
+	if (n >= 0)
 		__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+	fs_publish(fs_of(req)); /* done with h: see op_write_buf */
+	if (err)
+		fuse_reply_err(req, err);
+	else
 		fuse_reply_buf(req, buf, (size_t)n);
-	}
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
@@ -616,7 +618,14 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
+	/* Each answer below follows fs_publish(): once the kernel has it, the
+	 * caller may close the file and the handle's RELEASE, answered by
+	 * another worker, free @h.  The kernel orders the two requests; the
+	 * publication shows that order to the C memory model and to
+	 * ThreadSanitizer (agentfs.epoch), which do not see it through
+	 * /dev/fuse.  The same holds for every request on a handle. */
 	if (!h->upper) {
+		fs_publish(fs_of(req));
 		fuse_reply_err(req, EBADF); /* never write through a lower fd */
 		return;
 	}
@@ -636,6 +645,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 					   .bytes = fuse_buf_size(in_buf)};
 		if (fs_of(req)->journal)
 			journal_record(fs_of(req)->journal, &ev);
+		fs_publish(fs_of(req));
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
@@ -646,6 +656,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	 * file (fs/loop.c, receive()). */
 	if ((size_t)n >= FS_BULK_WRITE && !__atomic_exchange_n(&h->bulk, true, __ATOMIC_RELAXED))
 		__atomic_add_fetch(&fs_of(req)->bulk_writers, 1, __ATOMIC_RELAXED);
+	fs_publish(fs_of(req));
 	fuse_reply_write(req, (size_t)n);
 }
 
@@ -762,6 +773,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	(void)ino;
 	struct handle *h = handle_of(fi);
 	int r = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? errno : 0;
+	fs_publish(fs_of(req)); /* done with h: see op_write_buf */
 	fuse_reply_err(req, r);
 }
 
@@ -914,13 +926,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
-	if (!h->upper) {
-		fuse_reply_err(req, EBADF);
-		return;
-	}
-	int r = fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
+	int r = !h->upper ? EBADF : fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
 	if (r == 0)
 		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+	fs_publish(fs_of(req)); /* done with h: see op_write_buf */
 	fuse_reply_err(req, r);
 }
 
@@ -929,8 +938,10 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse
 	(void)ino;
 	struct handle *h = handle_of(fi);
 	off_t r = lseek(h->fd, off, whence);
-	if (r < 0)
-		fuse_reply_err(req, errno);
+	int err = r < 0 ? errno : 0;
+	fs_publish(fs_of(req)); /* done with h: see op_write_buf */
+	if (err)
+		fuse_reply_err(req, err);
 	else
 		fuse_reply_lseek(req, r);
 }
@@ -941,17 +952,20 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 {
 	(void)ino_in, (void)ino_out;
 	struct handle *in = handle_of(fi_in), *out = handle_of(fi_out);
-	if (!out->upper) {
-		fuse_reply_err(req, EBADF);
-		return;
+	ssize_t n = -1;
+	int err = EBADF;
+	if (out->upper) {
+		n = copy_file_range(in->fd, &off_in, out->fd, &off_out, len, (unsigned)flags);
+		err = n < 0 ? errno : 0;
 	}
-	ssize_t n = copy_file_range(in->fd, &off_in, out->fd, &off_out, len, (unsigned)flags);
-	if (n < 0) {
-		fuse_reply_err(req, errno);
-		return;
+	if (n >= 0) {
+		__atomic_fetch_add(&in->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&out->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
+		__atomic_store_n(&out->wrote, true, __ATOMIC_RELAXED);
 	}
-	__atomic_fetch_add(&in->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&out->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
-	__atomic_store_n(&out->wrote, true, __ATOMIC_RELAXED);
-	fuse_reply_write(req, (size_t)n);
+	fs_publish(fs_of(req)); /* done with both handles: see op_write_buf */
+	if (n < 0)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_write(req, (size_t)n);
 }
