@@ -109,14 +109,14 @@ fi
 # that never went to sleep would use ~200 (one CPU).
 cpu_ticks() { local t s sum=0; for t in /proc/"$1"/task/*/stat; do
 	s=$(sed 's/.*) //' "$t") && set -- $s && sum=$((sum + ${12} + ${13})); done; echo $sum; }
+# over_2s COUNTER: how much COUNTER of the daemon grows over 2 s.
+over_2s() { local a; a=$("$1" "$PID"); sleep 2; echo $(($("$1" "$PID") - a)); }
 t find "$MNT/tree/d000" -type f -printf '%s\n' >/dev/null
-c0=$(cpu_ticks "$PID")
-sleep 2
-c1=$(cpu_ticks "$PID")
-if [ $((c1 - c0)) -le 10 ]; then
-	pass "an idle daemon sleeps ($((c1 - c0)) ticks of CPU in 2 s after a burst of lookups)"
+ticks=$(over_2s cpu_ticks)
+if [ "$ticks" -le 10 ]; then
+	pass "an idle daemon sleeps ($ticks ticks of CPU in 2 s after a burst of lookups)"
 else
-	fail "an idle daemon sleeps" "$((c1 - c0)) ticks of CPU in 2 s (at most 10)"
+	fail "an idle daemon sleeps" "$ticks ticks of CPU in 2 s (at most 10)"
 fi
 
 # ------------------------------------------------------------------ an idle daemon wakes no thread
@@ -133,13 +133,11 @@ if [[ ${AGENTFS_SANITIZE:-none} == *thread* ]]; then
 	skip "an idle daemon wakes no thread" "ThreadSanitizer's background thread"
 else
 	sleep 1
-	w0=$(switches "$PID")
-	sleep 2
-	w1=$(switches "$PID")
-	if [ $((w1 - w0)) -le 5 ]; then
-		pass "an idle daemon wakes no thread ($((w1 - w0)) context switches in 2 s)"
+	woke=$(over_2s switches)
+	if [ "$woke" -le 5 ]; then
+		pass "an idle daemon wakes no thread ($woke context switches in 2 s)"
 	else
-		fail "an idle daemon wakes no thread" "$((w1 - w0)) context switches in 2 s (at most 5)"
+		fail "an idle daemon wakes no thread" "$woke context switches in 2 s (at most 5)"
 	fi
 fi
 

@@ -260,12 +260,8 @@ START_TEST(idle_writer_sleeps)
 	enum journal_sync modes[] = {JOURNAL_SYNC_INTERVAL, JOURNAL_SYNC_NEVER};
 	for (int m = 0; m < 2; m++) {
 		struct jt jt;
-		jt_setup(&jt);
-		struct journal *j;
-		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
 		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
-		journal_record(j, &ev);
-		ck_assert_int_eq(journal_flush(j), 0);
+		struct journal *j = open_with_one(&jt, modes[m], &ev);
 		struct timespec rest = {0, 5 * JOURNAL_INTERVAL_MS * 1000000L};
 		nanosleep(&rest, NULL); /* the round in flight after the flush ends */
 		uint64_t before = journal_writer_rounds(j);
@@ -303,12 +299,8 @@ START_TEST(failed_write_retried_while_idle)
 	signal(SIGXFSZ, SIG_IGN);
 	for (int m = 0; m < 2; m++) {
 		struct jt jt;
-		jt_setup(&jt);
-		struct journal *j;
-		ck_assert_int_eq(journal_open(&j, jt.journal, modes[m]), 0);
 		struct journal_event ev = {.op = JOP_MKDIR, .pid = getpid(), .path = "d"};
-		journal_record(j, &ev);
-		ck_assert_int_eq(journal_flush(j), 0);
+		struct journal *j = open_with_one(&jt, modes[m], &ev);
 		struct stat st;
 		ck_assert_int_eq(stat(jt.journal, &st), 0);
 		off_t one = st.st_size;
