@@ -133,8 +133,11 @@ if ! command -v fuse-overlayfs >/dev/null 2>&1; then
 	HAVE_FO=0
 	note "fuse-overlayfs not installed: its column is skipped"
 fi
+# The smoke mode neither drops caches nor syncs between systems: it times
+# nothing, and in the test suite both would slow every test running beside it.
 CAN_DROP=0
-if [ -w /proc/sys/vm/drop_caches ] && (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+if [ $SMOKE = 0 ] && [ -w /proc/sys/vm/drop_caches ] &&
+	(echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
 	CAN_DROP=1
 fi
 
@@ -197,16 +200,25 @@ trap 'exit 130' INT TERM
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
 drop_caches() {
+	[ $CAN_DROP = 1 ] || return 0
 	sync
-	[ $CAN_DROP = 1 ] && echo 3 >/proc/sys/vm/drop_caches
-	return 0
+	echo 3 >/proc/sys/vm/drop_caches
+}
+
+exited() { # PID: has the process ended?  A zombie has (proc(5), state "Z"):
+	# a daemon's parent is init, which may collect it a second or more later.
+	local st
+	kill -0 "$1" 2>/dev/null || return 0
+	read -r st <"/proc/$1/stat" 2>/dev/null || return 0
+	st=${st##*) }
+	[ "${st%% *}" = Z ]
 }
 
 wait_gone() { # PID SECONDS: wait for a process to exit
 	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.05
+	for ((i = 0; i < $2 * 100; i++)); do
+		exited "$1" && return 0
+		sleep 0.01
 	done
 	return 1
 }
@@ -418,7 +430,7 @@ inst_down() {
 	esac
 	# This system's writeback (and the deletes above) is not the next
 	# one's to pay for.
-	sync
+	[ $SMOKE = 1 ] || sync
 	return 0
 }
 
@@ -548,7 +560,7 @@ git -C "$SRC_ROOT" diff --quiet HEAD 2>/dev/null || agentfs_rev="$agentfs_rev+un
 	echo "# agentfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $( [ $SMOKE = 1 ] && echo smoke || echo full) mode, $ROUNDS round(s)"
 	echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -n -o FSTYPE -T "$CACHE" 2>/dev/null || stat -f -c %T "$CACHE") under $CACHE"
 	echo "# versions: agentfs $agentfs_rev ($AGENTFS_ORIG, $(stat -c %y "$AGENTFS_ORIG" | cut -d. -f1)), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(fuse-overlayfs --version 2>/dev/null | grep -m1 '^fuse-overlayfs' || echo 'no fuse-overlayfs'), $(git --version)"
-	echo "# tree: $TREE = $NFILES_REPO tracked files; full = $NFILES_FULL; caches dropped: $([ $CAN_DROP = 1 ] && echo yes || echo no, not root); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "# tree: $TREE = $NFILES_REPO tracked files; full = $NFILES_FULL; caches dropped: $([ $CAN_DROP = 1 ] && echo yes || { [ $SMOKE = 1 ] && echo no, smoke mode; } || echo no, not root); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$RUN/header"
 
 for ((r = 1; r <= ROUNDS; r++)); do

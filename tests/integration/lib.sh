@@ -358,12 +358,24 @@ mount_ws() {
 	return "$RC"
 }
 
+# exited PID: has the process ended?  A zombie has: it holds nothing any more
+# and only waits for its parent to collect its status (proc(5), /proc/PID/stat
+# state "Z").  A daemon's parent is init, which may do that a second or more
+# later, so kill -0 alone would count that wait too.
+exited() {
+	local st
+	kill -0 "$1" 2>/dev/null || return 0
+	read -r st <"/proc/$1/stat" 2>/dev/null || return 0
+	st=${st##*) }
+	[ "${st%% *}" = Z ]
+}
+
 # wait_gone PID [SECONDS]: wait for a process that is not our child to exit.
 wait_gone() {
 	local pid=$1 i
-	for ((i = 0; i < ${2:-10} * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
+	for ((i = 0; i < ${2:-10} * 20; i++)); do
+		exited "$pid" && return 0
+		sleep 0.05
 	done
 	return 1
 }
