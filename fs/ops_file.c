@@ -30,6 +30,8 @@
 /* The largest lower file whose content an open puts in the page cache
  * (store_small): one read, on the stack of a worker thread. */
 #define OPEN_STORE_MAX (64 << 10)
+/* How far a writer gets ahead of the upper file's write-out (write_behind). */
+#define WRITE_BEHIND (16 << 20)
 
 struct handle {
 	int fd;
@@ -42,7 +44,8 @@ struct handle {
 	struct node *node;
 	uint64_t rbytes;
 	uint64_t wbytes;
-	bool small; /* at most 1 MiB at open (handle_release_quick) */
+	bool small;   /* at most 1 MiB at open (handle_release_quick) */
+	off_t behind; /* written out up to here (write_behind) */
 	bool has_before;
 	XXH128_hash_t before;
 	char *path;			    /* view path at open, for the journal */
@@ -613,6 +616,28 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 		fuse_reply_buf(req, buf, (size_t)n);
 }
 
+/*
+ * Start writing the upper file out behind a writer once WRITE_BEHIND bytes
+ * were written past the last start (sync_file_range(2),
+ * SYNC_FILE_RANGE_WRITE: starts the I/O, waits for none of it).  Nothing else
+ * starts it for a long time: the kernel's flusher begins on its own only when
+ * dirty pages are 30 s old or exceed vm.dirty_background_ratio of memory
+ * (Documentation/admin-guide/sysctl/vm.rst), so a large file's fsync or
+ * close-and-commit waited for all of it at the end; now the disk works while
+ * the file is still being written.  Measured on 1 GiB in 1 MiB writes and
+ * fsync: the fsync 1.2-1.4 s -> 0.5-0.6 s, the writes unchanged.
+ * @end: where the WRITE just done ended.
+ */
+static void write_behind(struct handle *h, off_t end)
+{
+	off_t from = __atomic_load_n(&h->behind, __ATOMIC_RELAXED);
+	if (end < from || end - from < WRITE_BEHIND)
+		return;
+	if (__atomic_compare_exchange_n(&h->behind, &from, end, false, __ATOMIC_RELAXED,
+					__ATOMIC_RELAXED))
+		sync_file_range(h->fd, from, end - from, SYNC_FILE_RANGE_WRITE);
+}
+
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 		  struct fuse_file_info *fi)
 {
@@ -656,6 +681,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	 * file (fs/loop.c, receive()). */
 	if ((size_t)n >= FS_BULK_WRITE && !__atomic_exchange_n(&h->bulk, true, __ATOMIC_RELAXED))
 		__atomic_add_fetch(&fs_of(req)->bulk_writers, 1, __ATOMIC_RELAXED);
+	write_behind(h, off + n);
 	fs_publish(fs_of(req));
 	fuse_reply_write(req, (size_t)n);
 }
