@@ -303,6 +303,16 @@ int origin_from_lower(struct agentfs *fs, int fd, const char *lpath)
 	return layout_set_origin(fd, &o);
 }
 
+int origin_of_upper(int dirfd, const char *name, struct layout_origin *o)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int r = layout_get_origin(fd, o);
+	close(fd);
+	return r == 1 ? 1 : 0;
+}
+
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
 {
 	(void)fs;

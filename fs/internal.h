@@ -308,6 +308,10 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
  * its origin, so export can still tell the person's later changes from the
  * agent's.  Keeps an origin the file already has. */
 int origin_from_lower(struct agentfs *fs, int fd, const char *lpath);
+struct layout_origin;
+/* The origin of regular upper file @name in directory @dirfd: 1 and *o
+ * filled, 0 when it has none (a file the agent made) or cannot be opened. */
+int origin_of_upper(int dirfd, const char *name, struct layout_origin *o);
 /* Remove everything inside an upper directory that is empty in the view
  * (whiteouts), then the directory itself. */
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name);

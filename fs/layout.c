@@ -61,6 +61,42 @@ int layout_make_whiteout(int dirfd, const char *name)
 	return 0;
 }
 
+int layout_make_whiteout_origin(int dirfd, const char *name, const struct layout_origin *o)
+{
+	char wh[NAME_MAX + 1];
+	int r = layout_whiteout_name(name, wh, sizeof(wh));
+	if (r < 0)
+		return r;
+	/* Writable while the xattr is set, then 0400: only the xattr is ever
+	 * read back. */
+	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == EEXIST ? 0 : -errno;
+	r = layout_set_origin(fd, o);
+	if (fchmod(fd, 0400) < 0 && r == 0)
+		r = -errno;
+	close(fd);
+	if (r < 0) {
+		/* Better a plain whiteout than none: the deletion must stand. */
+		unlinkat(dirfd, wh, 0);
+		return layout_make_whiteout(dirfd, name);
+	}
+	return 0;
+}
+
+int layout_whiteout_origin(int dirfd, const char *name, struct layout_origin *o)
+{
+	char wh[NAME_MAX + 1];
+	if (layout_whiteout_name(name, wh, sizeof(wh)) < 0)
+		return 0;
+	int fd = openat(dirfd, wh, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* none, or a plain whiteout (mode 0) */
+	int r = layout_get_origin(fd, o);
+	close(fd);
+	return r == 1 ? 1 : 0;
+}
+
 int layout_remove_whiteout(int dirfd, const char *name)
 {
 	char wh[NAME_MAX + 1];

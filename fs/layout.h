@@ -9,7 +9,9 @@
  *    lower entry NAME of that directory was deleted (the aufs/fuse-overlayfs
  *    convention; a 0/0 character device needs privileges people mounting as
  *    themselves do not have).  Names beginning with ".wh." are reserved: the
- *    view refuses to create them (EINVAL).
+ *    view refuses to create them (EINVAL).  The whiteout of a file the agent
+ *    had changed keeps that file's origin (below) for a file made at the name
+ *    later: layout_make_whiteout_origin().
  *  - opaque directory: xattr "user.agentfs.opaque" (value "y") on an upper
  *    directory hides the lower directory of the same path (created after an
  *    rmdir or when a directory replaces a lower one).
@@ -87,6 +89,18 @@ int layout_get_origin(int fd, struct layout_origin *o);
  * byte, written as a NUL): 1 and *o filled, or -EINVAL. */
 int layout_parse_origin(char *buf, size_t n, struct layout_origin *o);
 int layout_set_origin(int fd, const struct layout_origin *o);
+
+/* Create the whiteout for @name in @dirfd keeping @o, the origin of the
+ * copied-up upper file it stands in for (unlink(2), or a rename away, of a
+ * file the agent changed): a file made at @name later takes @o over
+ * (layout_whiteout_origin), so the person's change of the lower file after
+ * the copy-up still shows as a conflict.  Such a whiteout has mode 0400, for
+ * reading the xattr back.  An existing whiteout is kept as it is. */
+int layout_make_whiteout_origin(int dirfd, const char *name, const struct layout_origin *o);
+
+/* The origin kept by @name's whiteout in @dirfd: 1 and *o filled, 0 when it
+ * keeps none (or there is no whiteout, or it cannot be read). */
+int layout_whiteout_origin(int dirfd, const char *name, struct layout_origin *o);
 
 /* xxh3-128 of everything readable from @fd, from offset 0 (pread; the file
  * position is unchanged), holes hashed as the zeros they read as without

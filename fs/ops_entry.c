@@ -712,8 +712,15 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 			fuse_reply_err(req, -r);
 		return;
 	}
-	if (wh)
-		r = layout_make_whiteout(dfd, name);
+	if (wh) {
+		/* A file the agent changed leaves its origin with the whiteout,
+		 * for a file made at the name later (op_create, op_rename). */
+		struct layout_origin o;
+		if (e.in_upper && S_ISREG(e.type) && origin_of_upper(dfd, name, &o) == 1)
+			r = layout_make_whiteout_origin(dfd, name, &o);
+		else
+			r = layout_make_whiteout(dfd, name);
+	}
 	if (r == 0 && e.in_upper)
 		r = is_rmdir ? upper_rmdir(fs, dfd, name) : unlinkat(dfd, name, 0) < 0 ? -errno : 0;
 	close(dfd);
@@ -887,18 +894,35 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (de.exists && de.in_upper && S_ISDIR(de.type) && !(flags & RENAME_EXCHANGE) &&
 	    (r = upper_rmdir(fs, dfd, newname)) < 0)
 		goto out;
-	if (!(flags & RENAME_EXCHANGE) && de.exists && de.in_lower && !de.in_upper &&
-	    S_ISREG(de.type) && S_ISREG(se.type)) {
-		/* Write temp + rename over a lower file: the lower version is
-		 * the base of the new one. */
-		int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (!(flags & RENAME_EXCHANGE) && S_ISREG(se.type) &&
+	    (de.exists ? S_ISREG(de.type) : de.whiteout)) {
+		/* Write temp + rename over a file (an editor's save): the base
+		 * of the file it replaces is the base of the new one.  That is
+		 * the origin of a file the agent changed before, or the one its
+		 * deletion left with the whiteout, else the lower version.  A
+		 * file with an origin of its own (mv a b) keeps it. */
+		int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd >= 0) {
-			origin_from_lower(fs, fd, de.lower);
+			struct layout_origin o, own;
+			int got = de.exists ? de.in_upper && origin_of_upper(dfd, newname, &o) == 1
+					    : layout_whiteout_origin(dfd, newname, &o) == 1;
+			if (got && layout_get_origin(fd, &own) == 0)
+				layout_set_origin(fd, &o);
+			else if (!got && de.exists && de.in_lower)
+				origin_from_lower(fs, fd, de.lower);
 			close(fd);
 		}
 	}
-	if (src_wh && (r = layout_make_whiteout(sfd, name)) < 0)
-		goto out;
+	if (src_wh) {
+		/* The source's name keeps its origin for a file made there
+		 * later (vim: rename to the backup name, write a new file). */
+		struct layout_origin o;
+		r = S_ISREG(se.type) && origin_of_upper(sfd, name, &o) == 1
+			? layout_make_whiteout_origin(sfd, name, &o)
+			: layout_make_whiteout(sfd, name);
+		if (r < 0)
+			goto out;
+	}
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
 		if (src_wh)

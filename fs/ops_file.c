@@ -455,6 +455,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			(void)!fchmod(fd, (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
 	}
 	uint64_t ino = 0;
+	struct layout_origin wo;
+	if (whiteout && layout_whiteout_origin(dfd, name, &wo) == 1)
+		layout_set_origin(fd, &wo); /* the deleted file's base (op_unlink) */
 	if (whiteout && node_lower(dir) && !dir->opaque) {
 		/* Re-created after an unlink (vim's backupcopy=no): the deleted
 		 * lower file is the base of the new one. */

@@ -270,6 +270,42 @@ assert_eq "  ...that still looks empty" "0 " "$RC $OUT"
 refuse "discard of it again: no change at this path" "no change at this path" \
 	af discard "$MNT" onlysecret
 
+# ------------------------------------------------------------------ saves keep the base
+# A file the agent changed, then replaced by a new file (a second editor save
+# by rename, vim's rename to a backup name and write, rm and write again):
+# the new file's base is still the version the agent copied up, so the
+# person's change to the repository file in between is a conflict, never a
+# change export would silently undo.
+REPO2=$T/repo2
+MNT2=$T/mnt2
+mkdir -p "$REPO2" && git -C "$REPO2" init -q -b main &&
+	for f in twice vim rm sed; do printf '%s\n' "$f" >"$REPO2/$f.txt"; done &&
+	git -C "$REPO2" add -A && git -C "$REPO2" -c user.name=p -c user.email=p@x commit -qm base ||
+	bail "cannot create $REPO2"
+mount_ws "$REPO2" "$MNT2" || bail "mount $REPO2: $OUT"
+save() { # FILE TEXT: write FILE.tmp, rename it onto FILE
+	python3 -c 'import os, sys
+open(sys.argv[1] + ".tmp", "w").write(sys.argv[2])
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])' "$1" "$2"
+}
+sh_step "two saves by rename of twice.txt" "$(declare -f save); save '$MNT2/twice.txt' 'one
+'; save '$MNT2/twice.txt' 'two
+'"
+for f in vim rm sed; do sh_step "the agent appends to $f.txt" "printf 'agent\n' >>'$MNT2/$f.txt'"; done
+sh_step "the person edits every file in the repository" \
+	"for f in twice vim rm sed; do printf 'person\n' >>'$REPO2/'\$f.txt; done"
+sh_step "vim's save of vim.txt: rename to a backup name, write a new file" \
+	"mv '$MNT2/vim.txt' '$MNT2/vim.txt~' && printf 'vim save\n' >'$MNT2/vim.txt' && rm '$MNT2/vim.txt~'"
+sh_step "rm rm.txt, then write it again" "rm '$MNT2/rm.txt' && printf 'again\n' >'$MNT2/rm.txt'"
+step "sed -i sed.txt (temp + rename over the changed file)" t sed -i 's/^sed$/sed2/' "$MNT2/sed.txt"
+run af status "$MNT2"
+for f in twice vim rm sed; do
+	assert_contains "  ...$f.txt is a conflict" "C $f.txt" "$OUT"
+done
+refuse "export refuses while they are conflicts" "twice.txt: conflict" af export "$MNT2"
+run af unmount "$MNT2"
+assert_eq "unmount $MNT2" 0 "$RC"
+
 # ------------------------------------------------------------------ errors
 refuse "export of a path that is no workspace" \
 	"agentfs: export: $T/nowhere: not an agentfs mount (no workspace found)" af export "$T/nowhere"
