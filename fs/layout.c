@@ -46,17 +46,26 @@ int layout_has_whiteout(int dirfd, const char *name)
 	return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
 }
 
+/* Create the whiteout for @name in @dirfd with @mode, its name written to
+ * @wh: its descriptor (write-only), or -EEXIST when there is one already, or
+ * another -errno. */
+static int whiteout_create(int dirfd, const char *name, mode_t mode, char wh[NAME_MAX + 1])
+{
+	int r = layout_whiteout_name(name, wh, NAME_MAX + 1);
+	if (r < 0)
+		return r;
+	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	return fd < 0 ? -errno : fd;
+}
+
 int layout_make_whiteout(int dirfd, const char *name)
 {
 	char wh[NAME_MAX + 1];
-	int r = layout_whiteout_name(name, wh, sizeof(wh));
-	if (r < 0)
-		return r;
 	/* Mode 0: reopening an existing whiteout for writing would fail with
 	 * EACCES for anyone but root, so an existing one is simply kept. */
-	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
+	int fd = whiteout_create(dirfd, name, 0, wh);
 	if (fd < 0)
-		return errno == EEXIST ? 0 : -errno;
+		return fd == -EEXIST ? 0 : fd;
 	close(fd);
 	return 0;
 }
@@ -64,15 +73,12 @@ int layout_make_whiteout(int dirfd, const char *name)
 int layout_make_whiteout_origin(int dirfd, const char *name, const struct layout_origin *o)
 {
 	char wh[NAME_MAX + 1];
-	int r = layout_whiteout_name(name, wh, sizeof(wh));
-	if (r < 0)
-		return r;
 	/* Writable while the xattr is set, then 0400: only the xattr is ever
 	 * read back. */
-	int fd = openat(dirfd, wh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int fd = whiteout_create(dirfd, name, 0600, wh);
 	if (fd < 0)
-		return errno == EEXIST ? 0 : -errno;
-	r = layout_set_origin(fd, o);
+		return fd == -EEXIST ? 0 : fd;
+	int r = layout_set_origin(fd, o);
 	if (fchmod(fd, 0400) < 0 && r == 0)
 		r = -errno;
 	close(fd);
