@@ -36,13 +36,23 @@ const char cmd_export_usage[] =
     "    a change to a tracked file is always exported;\n"
     "  - fifos, sockets and devices.\n"
     "\n"
+    "Refused, with each place on stderr and nothing written: an added line, a path\n"
+    "name (both names of a rename) or, with mbox, a commit message that looks\n"
+    "like a credential (a private key block, a cloud access key, a well-known\n"
+    "token format), unless --allow-secret lets it through.\n"
+    "\n"
     "Options:\n"
     "  --format=FORMAT        patch (default); mbox: one `git am`-able message per\n"
     "                         commit of `agentfs promote` (the agent's commits, then\n"
     "                         its uncommitted changes), on the HEAD at mount; stat:\n"
     "                         a `git diff --stat` summary\n"
-    "  --allow-secret FILE:LINE  hand over an added line that looks like a\n"
-    "                         credential (refused otherwise; may be repeated)\n"
+    "  --allow-secret WHERE   hand over what looks like a credential (refused\n"
+    "                         otherwise), named as the refusal names it: FILE:LINE\n"
+    "                         an added line, PATH a path name; with mbox also\n"
+    "                         COMMIT:LINE a line of the message of the agent's\n"
+    "                         commit COMMIT (its id, 7 or more hex digits; line 1\n"
+    "                         is the subject), -m:LINE of the final commit's\n"
+    "                         message (may be repeated, at most 64)\n"
     "  -o, --output FILE      write the patch to FILE (replaced atomically) instead\n"
     "                         of stdout\n"
     "  --evidence             before the patch (the stat; in mbox, below the first\n"
@@ -202,8 +212,10 @@ int cmd_export(int argc, char **argv)
 			format = optarg;
 			break;
 		case OPT_ALLOW:
-			if (n_allow == sizeof(allow) / sizeof(allow[0]) || !strchr(optarg, ':')) {
-				cli_error(CMD, "--allow-secret %s: expected FILE:LINE (at most 64)",
+			if (n_allow == sizeof(allow) / sizeof(allow[0]) || !*optarg) {
+				cli_error(CMD,
+					  "--allow-secret '%s': expected FILE:LINE, PATH, "
+					  "COMMIT:LINE or -m:LINE (at most 64)",
 					  optarg);
 				return 2;
 			}

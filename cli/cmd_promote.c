@@ -32,8 +32,9 @@ const char cmd_promote_usage[] =
     "  - a file or symlink the agent put where a directory held files the policy\n"
     "    hides: they would be deleted (--conflicts=skip leaves it out; take\n"
     "    cannot take it);\n"
-    "  - an added line that looks like a credential (a private key block, a cloud\n"
-    "    access key, a well-known token format), unless --allow-secret FILE:LINE;\n"
+    "  - an added line, a path name or a commit message that looks like a\n"
+    "    credential (a private key block, a cloud access key, a well-known token\n"
+    "    format), unless --allow-secret lets it through;\n"
     "  - an existing BRANCH, unless --force; the branch checked out, always.\n"
     "\n"
     "Options:\n"
@@ -50,8 +51,12 @@ const char cmd_promote_usage[] =
     "                          take: commit the agent's version, which holds the\n"
     "                          person's uncommitted work there\n"
     "  --conflicts=MODE        fail (default) | skip | take, the same for conflicts\n"
-    "  --allow-secret FILE:LINE  hand over this added line although it looks like a\n"
-    "                          credential (may be repeated)\n"
+    "  --allow-secret WHERE    hand over what looks like a credential, named as the\n"
+    "                          refusal names it: FILE:LINE an added line, PATH a\n"
+    "                          path name, COMMIT:LINE a line of the message of the\n"
+    "                          agent's commit COMMIT (its id, 7 or more hex\n"
+    "                          digits; line 1 is the subject), -m:LINE a line of\n"
+    "                          the final commit's message (may be repeated)\n"
     "  --state-dir DIR         workspaces live in DIR/workspaces (default:\n"
     "                          ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
     "  -h, --help              show this help\n"
@@ -126,13 +131,15 @@ static int parse(int argc, char **argv, struct promote_args *a)
 			}
 			break;
 		case OPT_ALLOW: {
-			const char *colon = strrchr(optarg, ':');
+			/* FILE:LINE, PATH, COMMIT:LINE or -m:LINE (secrets.h). */
 			char **n = realloc(a->allow, (a->n_allow + 1) * sizeof(*n));
-			if (!colon || colon == optarg || !colon[1] ||
-			    strspn(colon + 1, "0123456789") != strlen(colon + 1) || !n) {
+			if (!*optarg || !n) {
 				if (n)
 					a->allow = n;
-				cli_error(CMD, "--allow-secret %s: expected FILE:LINE", optarg);
+				cli_error(CMD,
+					  "--allow-secret '%s': expected FILE:LINE, PATH, "
+					  "COMMIT:LINE or -m:LINE",
+					  optarg);
 				return 2;
 			}
 			a->allow = n;

@@ -1,4 +1,5 @@
-/* secrets.c - high-confidence credential patterns over added lines (secrets.h). */
+/* secrets.c - high-confidence credential patterns over added lines, path names and
+ * commit messages (secrets.h). */
 #include <errno.h>
 #include <git2.h>
 #include <stdint.h>
@@ -140,28 +141,56 @@ void secrets_clear(struct secrets *s)
 	s->count = 0;
 }
 
-static bool allowed(const struct secrets *s, const char *path, size_t line)
+/* Is @a "@where:@line"? */
+static bool is_place(const char *a, const char *where, size_t wl, size_t line)
 {
 	char buf[32];
 	snprintf(buf, sizeof(buf), ":%zu", line);
+	return strncmp(a, where, wl) == 0 && strcmp(a + wl, buf) == 0;
+}
+
+static bool allowed(const struct secrets *s, enum secrets_place place, const char *path,
+		    size_t line)
+{
 	size_t pl = strlen(path);
 	for (size_t i = 0; i < s->n_allow; i++) {
 		const char *a = s->allow[i];
-		if (strncmp(a, path, pl) == 0 && strcmp(a + pl, buf) == 0)
+		if (place == SECRETS_LINE && is_place(a, path, pl, line))
 			return true;
+		if (place == SECRETS_NAME && strcmp(a, path) == 0)
+			return true;
+		if (place == SECRETS_NAME) {
+			/* the path as the refusal printed it (quoted, if odd) */
+			char *q = changes_quote(path);
+			bool same = q && strcmp(a, q) == 0;
+			free(q);
+			if (same)
+				return true;
+		}
+		if (place == SECRETS_MESSAGE && strcmp(path, "-m") == 0 &&
+		    is_place(a, path, pl, line))
+			return true;
+		if (place == SECRETS_MESSAGE && strcmp(path, "-m") != 0) {
+			/* an abbreviated commit id, as git takes one: 7 or more */
+			const char *colon = strchr(a, ':');
+			size_t hl = colon ? (size_t)(colon - a) : 0;
+			if (hl >= 7 && hl <= pl && strspn(a, "0123456789abcdef") == hl &&
+			    is_place(a, path, hl, line))
+				return true;
+		}
 	}
 	return false;
 }
 
-int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
-		      size_t len)
+static int record(struct secrets *s, enum secrets_place place, const char *path, size_t line,
+		  const char *kind)
 {
-	const char *kind = secrets_match(line, len);
-	if (!kind || allowed(s, path, lineno))
+	if (allowed(s, place, path, line))
 		return 0;
 	for (size_t i = 0; i < s->count; i++)
-		if (s->items[i].line == lineno && strcmp(s->items[i].path, path) == 0)
-			return 0; /* the same line met again (in a later commit) */
+		if (s->items[i].place == place && s->items[i].line == line &&
+		    strcmp(s->items[i].path, path) == 0)
+			return 0; /* the same place met again (in a later commit) */
 	struct secrets_finding *n = realloc(s->items, (s->count + 1) * sizeof(*n));
 	if (!n)
 		return -ENOMEM;
@@ -169,9 +198,38 @@ int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const 
 	n[s->count].path = strdup(path);
 	if (!n[s->count].path)
 		return -ENOMEM;
-	n[s->count].line = lineno;
+	n[s->count].place = place;
+	n[s->count].line = line;
 	n[s->count].kind = kind;
 	s->count++;
+	return 0;
+}
+
+int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
+		      size_t len)
+{
+	const char *kind = secrets_match(line, len);
+	return kind ? record(s, SECRETS_LINE, path, lineno, kind) : 0;
+}
+
+int secrets_scan_name(struct secrets *s, const char *path)
+{
+	const char *kind = secrets_match(path, strlen(path));
+	return kind ? record(s, SECRETS_NAME, path, 0, kind) : 0;
+}
+
+int secrets_scan_message(struct secrets *s, const char *commit, const char *msg)
+{
+	size_t lineno = 1, len = strlen(msg);
+	for (size_t start = 0; start < len; lineno++) {
+		const char *nl = memchr(msg + start, '\n', len - start);
+		size_t end = nl ? (size_t)(nl - msg) : len;
+		const char *kind = secrets_match(msg + start, end - start);
+		int r = kind ? record(s, SECRETS_MESSAGE, commit, lineno, kind) : 0;
+		if (r < 0)
+			return r;
+		start = end + 1;
+	}
 	return 0;
 }
 
@@ -218,6 +276,13 @@ int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 	size_t n = git_diff_num_deltas(diff);
 	for (size_t i = 0; i < n; i++) {
 		const git_diff_delta *d = git_diff_get_delta(diff, i);
+		/* The names go wherever the diff goes (a patch's headers, a
+		 * branch's trees), a deletion's and a rename's old one too. */
+		int r = secrets_scan_name(s, d->old_file.path);
+		if (r == 0 && strcmp(d->old_file.path, d->new_file.path) != 0)
+			r = secrets_scan_name(s, d->new_file.path);
+		if (r < 0)
+			return r;
 		if (d->status == GIT_DELTA_DELETED || d->new_file.mode == GIT_FILEMODE_COMMIT ||
 		    d->new_file.mode == GIT_FILEMODE_TREE)
 			continue;
@@ -225,7 +290,6 @@ int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 		if (git_patch_from_diff(&p, diff, i) < 0)
 			return -EIO;
 		const char *path = d->new_file.path;
-		int r = 0;
 		if (p && !(git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY)) {
 			r = scan_patch(s, p, path);
 		} else {
@@ -247,12 +311,36 @@ int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 
 size_t secrets_report(const struct secrets *s, const char *cmd)
 {
-	for (size_t i = 0; i < s->count; i++)
-		cli_error(cmd,
-			  "%s:%zu: looks like a %s; not handed over (--allow-secret %s:%zu lets "
-			  "this line through)",
-			  s->items[i].path, s->items[i].line, s->items[i].kind, s->items[i].path,
-			  s->items[i].line);
+	for (size_t i = 0; i < s->count; i++) {
+		const struct secrets_finding *f = &s->items[i];
+		if (f->place == SECRETS_NAME) {
+			char *q = changes_quote(f->path);
+			const char *qp = q ? q : f->path;
+			cli_error(cmd,
+				  "%s: the path name looks like a %s; not handed over "
+				  "(--allow-secret %s lets this name through)",
+				  qp, f->kind, qp);
+			free(q);
+		} else if (f->place == SECRETS_MESSAGE) {
+			bool final = strcmp(f->path, "-m") == 0;
+			char where[64];
+			if (final)
+				snprintf(where, sizeof(where), "the final commit's message (-m)");
+			else
+				snprintf(where, sizeof(where), "the agent's commit %.12s, message",
+					 f->path);
+			cli_error(cmd,
+				  "%s, line %zu%s: looks like a %s; not handed over "
+				  "(--allow-secret %.12s:%zu lets this line through)",
+				  where, f->line, f->line == 1 ? " (subject)" : "", f->kind,
+				  f->path, f->line);
+		} else {
+			cli_error(cmd,
+				  "%s:%zu: looks like a %s; not handed over (--allow-secret %s:%zu "
+				  "lets this line through)",
+				  f->path, f->line, f->kind, f->path, f->line);
+		}
+	}
 	return s->count;
 }
 
@@ -265,11 +353,16 @@ int secrets_scan_changes(struct secrets *s, const struct changes *cs)
 {
 	for (size_t i = 0; i < cs->count; i++) {
 		const struct change *c = &cs->items[i];
-		if (!change_exported(c) || !c->view.present)
+		if (!change_exported(c))
+			continue;
+		int r = secrets_scan_name(s, c->path);
+		if (r < 0)
+			return r;
+		if (!c->view.present)
 			continue;
 		char *ob = NULL, *nb = NULL;
 		size_t ol = 0, nl = 0;
-		int r = c->base.present ? changes_read(cs, &c->base, &ob, &ol) : 0;
+		r = c->base.present ? changes_read(cs, &c->base, &ob, &ol) : 0;
 		if (r == 0)
 			r = changes_read(cs, &c->view, &nb, &nl);
 		git_patch *p = NULL;

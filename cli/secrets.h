@@ -1,8 +1,11 @@
 /*
- * secrets.h - refuse to hand over added lines that hold a credential.
+ * secrets.h - refuse to hand over added lines, path names and commit messages
+ * that hold a credential.
  *
  * Before export and promote give anything to a person or a repository, the
- * lines their diff adds are matched against high-confidence patterns: formats
+ * lines their diff adds, the path names it carries (both names of a rename; a
+ * symlink's target is its one line) and the message of every commit they carry
+ * are matched against high-confidence patterns: formats
  * whose shape alone says "secret" (a private key block, a cloud access key id,
  * a token with a vendor prefix), so a hit is almost never a false alarm.
  * Entropy guessing and generic "password=" rules are left out on purpose: they
@@ -21,8 +24,15 @@
  *   Stripe live key      sk_live_/rk_live_ + 24+ [A-Za-z0-9]
  *   OpenAI / Anthropic   sk-proj-..., sk-ant-api03-...
  *
- * A finding names the file and the line in the new version ("src/a.c:12");
- * --allow-secret FILE:LINE lets that one line through.
+ * A finding names where it is, and --allow-secret takes the same words to let
+ * that one place through:
+ *   an added line      the file and the line in the new version: "src/a.c:12"
+ *   a path name        the path: "ghp_..." (the whole name: no ":LINE")
+ *   a commit message   the agent's commit id (in its private .git; 12 hex digits
+ *                      printed, any prefix of 7 or more accepted) and the line
+ *                      of the message (1: the subject): "1a2b3c4d5e6f:1"; the
+ *                      final commit of the uncommitted changes (promote's -m
+ *                      MESSAGE, or the default) is "-m": "-m:1"
  *
  * Functions return 0 or a negative errno.
  */
@@ -35,20 +45,32 @@
 typedef struct git_diff git_diff;
 typedef struct git_repository git_repository;
 
+/* Where a finding is. */
+enum secrets_place {
+	SECRETS_LINE = 0,    /* an added line of a file */
+	SECRETS_NAME = 1,    /* a path name itself */
+	SECRETS_MESSAGE = 2, /* a line of a commit message */
+};
+
 struct secrets_finding {
-	char *path;	  /* repository-relative, malloc'd */
-	size_t line;	  /* 1-based line number in the new version */
+	enum secrets_place place;
+	char *path;	  /* malloc'd: SECRETS_LINE, _NAME: repository-relative path;
+			   * SECRETS_MESSAGE: the agent's commit id (40 hex digits) or
+			   * "-m" (the final commit's message) */
+	size_t line;	  /* 1-based line number in the new version or the message;
+			   * 0 for SECRETS_NAME */
 	const char *kind; /* "AWS access key id", ... (static) */
 };
 
 struct secrets {
 	struct secrets_finding *items;
 	size_t count;
-	char **allow; /* "FILE:LINE" strings the person let through (borrowed) */
+	char **allow; /* "FILE:LINE", "PATH", "COMMIT:LINE" and "-m:LINE" strings the
+		       * person let through (borrowed) */
 	size_t n_allow;
 };
 
-/* A scanner with @allow (borrowed "FILE:LINE" strings, may be NULL). */
+/* A scanner with @allow (borrowed strings as above, may be NULL). */
 void secrets_init(struct secrets *s, char **allow, size_t n_allow);
 void secrets_clear(struct secrets *s);
 
@@ -61,20 +83,34 @@ const char *secrets_match(const char *line, size_t len);
 int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
 		      size_t len);
 
-/* Scan every added line of @diff.  A binary file's new content (read from
- * @repo, which holds the diff's objects) is scanned whole, line by line.
- * Returns 0, -ENOMEM or -EIO (libgit2). */
+/* Scan the path name @path (NUL-terminated) as one line; records a
+ * SECRETS_NAME finding unless allowed.  Returns 0 or -ENOMEM. */
+int secrets_scan_name(struct secrets *s, const char *path);
+
+/* Scan every line of commit message @msg (NUL-terminated, raw: the subject is
+ * line 1) of @commit: the agent's commit id as 40 hex digits, or "-m" for the
+ * final commit.  Records SECRETS_MESSAGE findings unless allowed.  Returns 0
+ * or -ENOMEM. */
+int secrets_scan_message(struct secrets *s, const char *commit, const char *msg);
+
+/* Scan every added line and every path name (old and new, deletions too) of
+ * @diff.  A binary file's new content (read from @repo, which holds the diff's
+ * objects) is scanned whole, line by line.  Returns 0, -ENOMEM or -EIO
+ * (libgit2). */
 int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo);
 
-/* Scan the added lines of every exported change of @cs (cli/changes.h). */
+/* Scan the added lines and the path of every exported change of @cs
+ * (cli/changes.h), deletions included: a rename is a deletion and an addition
+ * there, so both of its names are scanned. */
 struct changes;
 int secrets_scan_changes(struct secrets *s, const struct changes *cs);
 
 /* Scan every line of a whole file's content. */
 int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len);
 
-/* Print each finding as "agentfs: CMD: FILE:LINE: looks like KIND; ..." and
- * return the number printed. */
+/* Print each finding as one line, "agentfs: CMD: FILE:LINE: looks like KIND;
+ * not handed over (--allow-secret FILE:LINE lets this line through)" and the
+ * like for names and messages, and return the number printed. */
 size_t secrets_report(const struct secrets *s, const char *cmd);
 
 #endif

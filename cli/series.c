@@ -14,6 +14,7 @@
 #include "cli/patch.h"
 #include "cli/secrets.h"
 #include "cli/series.h"
+#include "cli/strvec.h"
 #include "cli/workspace.h"
 #include "policy/policy.h"
 
@@ -90,6 +91,9 @@ struct ctx {
 	bool have_prev_tree;
 	git_signature *committer;
 	size_t refusals;
+	/* Where each commit of the series came from, for the secret scan
+	 * (secrets.h): the agent's commit id (40 hex digits), or "-m". */
+	struct strvec sources;
 };
 
 static int lg_fail(const struct ctx *c, const char *what)
@@ -269,9 +273,10 @@ static int parse_author(const char *s, git_time_t when, int offset, git_signatur
 	return r;
 }
 
-/* Write the target index as a tree and commit it on the previous one. */
+/* Write the target index as a tree and commit it on the previous one; @source
+ * as ctx.sources. */
 static int commit_step(struct ctx *c, const char *message, const git_signature *author,
-		       const char *label)
+		       const char *label, const char *source)
 {
 	git_oid tree_id, commit_id;
 	if (git_index_write_tree_to(&tree_id, c->target, c->real) < 0)
@@ -300,6 +305,8 @@ static int commit_step(struct ctx *c, const char *message, const git_signature *
 	if (!n)
 		return -ENOMEM;
 	c->s->commits = n;
+	if (strvec_push(&c->sources, source) < 0)
+		return -ENOMEM;
 	n[c->s->count++] = commit_id;
 	c->prev_tree = tree_id;
 	c->have_prev_tree = true;
@@ -537,9 +544,11 @@ static int replay_agent_commits(struct ctx *c, const git_oid *base_commit, git_t
 						 &author) < 0
 					? -EINVAL
 					: 0;
+			char full[GIT_OID_HEXSZ + 1];
+			git_oid_tostr(full, sizeof(full), &chain[i]);
 			if (r == 0 && c->refusals == 0)
 				r = commit_step(c, git_commit_message_raw(cm), author ? author : a,
-						label);
+						label, full);
 		}
 		git_signature_free(author);
 		edits_clear(&e);
@@ -635,7 +644,7 @@ static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_
 		else
 			r = asprintf(&msg, "Changes from agentfs workspace %s\n", c->ws->name);
 		r = r < 0 ? -ENOMEM
-			  : commit_step(c, msg, author, "the agent's uncommitted changes");
+			  : commit_step(c, msg, author, "the agent's uncommitted changes", "-m");
 		free(msg);
 		git_signature_free(author);
 	}
@@ -664,6 +673,9 @@ static int scan_series(struct ctx *c)
 			r = lg_fail(c, "scanning for secrets");
 		else
 			r = secrets_scan_diff(&sc, d, c->real);
+		/* The message goes into the branch and the mbox as it is. */
+		if (r == 0)
+			r = secrets_scan_message(&sc, c->sources.v[i], git_commit_message_raw(cm));
 		git_diff_free(d);
 		git_tree_free(t);
 		git_tree_free(pt);
@@ -799,6 +811,7 @@ out:
 	gitpriv_oidset_clear(&c.base_objects);
 	gitpriv_oidset_clear(&c.trusted);
 	gitpriv_paths_free(c.dirty, c.n_dirty);
+	strvec_clear(&c.sources);
 	git_odb_free(c.priv_odb);
 	git_repository_free(c.priv);
 	git_odb_free(c.real_odb);

@@ -55,7 +55,7 @@ struct series_opts {
 	bool committed_only;	    /* leave uncommitted changes out (named) */
 	enum series_mode dirty;	    /* paths the person had changed at mount */
 	enum series_mode conflicts; /* export conflicts */
-	char **allow_secret;	    /* "FILE:LINE" strings (secrets.h) */
+	char **allow_secret;	    /* --allow-secret strings (secrets.h) */
 	size_t n_allow;
 	bool in_memory; /* objects to memory: nothing reaches the repository */
 };
@@ -70,7 +70,8 @@ struct series {
 	void *priv;		/* internal */
 };
 
-/* Build the series of workspace @ws.  A found secret is a refusal. */
+/* Build the series of workspace @ws.  A secret found in an added line, a path
+ * name or a commit message of the series (secrets.h) is a refusal. */
 int series_build(const struct workspace *ws, const struct series_opts *o, struct series **out);
 
 /* The series as `git format-patch` mbox text ("From <id> Mon Sep 17 00:00:00 2001",
@@ -82,8 +83,9 @@ void series_free(struct series *s);
 
 /*
  * `agentfs export --format=FORMAT` for FORMAT "patch", "mbox" or "stat": the
- * secret scan over the change set @cs (and, for mbox, over every commit of the
- * series), then the text in *out (malloc'd).  @skip_conflicts as export's
+ * secret scan over the change set @cs, its lines and paths (and, for mbox, over
+ * every commit of the series, its messages too), then the text in *out
+ * (malloc'd).  @allow: --allow-secret strings (secrets.h).  @skip_conflicts as export's
  * --conflicts=skip.  Returns 0, -EPERM after printing refusals, -EINVAL for an
  * unknown format, or another negative errno (libgit2 failures: -EIO, reason
  * printed).

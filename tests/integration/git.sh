@@ -307,6 +307,82 @@ assert_file_eq "git: readonly: the repository's refs, index and status are untou
 	"$T/repo.ro.before" "$T/repo.ro.after"
 step "unmount the git: readonly mount" af unmount "$T/romnt"
 
+# ------------------------------------------------------------------ secrets in names and messages
+# The scan covers what a patch's headers and a branch's trees and commits carry
+# besides added lines: path names (both names of a rename) and commit messages.
+# A repository of its own, with a fixture at a token-shaped name.
+GH_TOKEN=ghp_$(printf 'abcdefghijklmnopqrstuvwxyz0123456789')
+GH_FIXTURE=ghp_$(printf '0123456789abcdefghijklmnopqrstuvwxyz')
+NREPO=$T/names-repo
+NMNT=$T/names-mnt
+(
+	git init -q -b main "$NREPO" && cd "$NREPO" && mkdir fixtures &&
+		printf 'a\n' >a.txt && printf 'fixture\n' >"fixtures/$GH_FIXTURE" &&
+		git add -A && git commit -qm initial
+) || bail "cannot make the names repository"
+mount_ws "$NREPO" "$NMNT"
+[ "$RC" -eq 0 ] || bail "mount of the names repository failed: $OUT"
+N() { t git -C "$NMNT" "$@"; }
+
+step "the agent creates a file at a token's name" t touch "$NMNT/$GH_TOKEN"
+refuse "export refuses the path name, naming it and the kind" \
+	"$GH_TOKEN: the path name looks like a GitHub token; not handed over (--allow-secret $GH_TOKEN" \
+	af export -o "$T/names.patch" "$NMNT"
+assert_enoent "$T/names.patch" "  ...and writes no patch"
+run af export "$NMNT"
+assert_eq "  ...nothing on stdout either (exit 1, one line on stderr)" \
+	"1 agentfs: export: $GH_TOKEN: the path name looks like a GitHub token; not handed over (--allow-secret $GH_TOKEN lets this name through)" \
+	"$RC $OUT"
+refuse "export --format=stat refuses it too" "$GH_TOKEN: the path name" af export --format=stat "$NMNT"
+refuse "promote refuses it" "$GH_TOKEN: the path name" af promote "$NMNT" --branch agent/name
+run git -C "$NREPO" rev-parse --verify -q refs/heads/agent/name
+assert_ne "  ...and creates no branch" 0 "$RC"
+run af export --allow-secret "$GH_TOKEN" "$NMNT"
+assert_contains "--allow-secret PATH hands the name over" "b/$GH_TOKEN" "$OUT"
+step "the agent removes it" t rm "$NMNT/$GH_TOKEN"
+
+step "the agent renames the fixture" t mv "$NMNT/fixtures/$GH_FIXTURE" "$NMNT/fixtures/token.txt"
+refuse "export refuses a rename's old name" "fixtures/$GH_FIXTURE: the path name looks like a GitHub token" \
+	af export "$NMNT"
+run af export --allow-secret "fixtures/$GH_FIXTURE" "$NMNT"
+assert_contains "--allow-secret PATH lets the rename through" "rename from fixtures/$GH_FIXTURE" "$OUT"
+step "the agent renames it back" t mv "$NMNT/fixtures/token.txt" "$NMNT/fixtures/$GH_FIXTURE"
+
+sh_step "the agent commits with a key in the subject and a token in the body" \
+	"cd '$NMNT' && echo ok >f.txt && git add f.txt &&
+	git commit -qm 'token AKIAIOSFODNN7EXAMPLE' -m 'see $GH_TOKEN'"
+agent_commit=$(N rev-parse HEAD)
+short=${agent_commit:0:12}
+run af promote "$NMNT" --branch agent/msg
+assert_eq "promote refuses the message: exit 1" 1 "$RC"
+assert_contains "  ...naming the commit and the subject" \
+	"the agent's commit $short, message, line 1 (subject): looks like" "$OUT"
+assert_contains "  ...and the kind" "AWS access key id; not handed over (--allow-secret $short:1 lets" "$OUT"
+assert_contains "  ...and the body's line" \
+	"the agent's commit $short, message, line 3: looks like a GitHub token" "$OUT"
+run git -C "$NREPO" rev-parse --verify -q refs/heads/agent/msg
+assert_ne "  ...and creates no branch" 0 "$RC"
+refuse "export --format=mbox refuses it" "the agent's commit $short, message, line 1 (subject)" \
+	af export --format=mbox -o "$T/msg.mbox" "$NMNT"
+assert_enoent "$T/msg.mbox" "  ...and writes no mbox"
+refuse "allowing the subject alone still refuses the body" "message, line 3" \
+	af promote "$NMNT" --branch agent/msg --allow-secret "$short:1"
+step "--allow-secret COMMIT:LINE (12 and 7 hex digits) hands both over" \
+	af promote "$NMNT" --branch agent/msg --allow-secret "$short:1" \
+	--allow-secret "${agent_commit:0:7}:3"
+run git -C "$NREPO" log -1 --format=%s agent/msg
+assert_eq "  ...the branch's subject, as the person allowed" "token AKIAIOSFODNN7EXAMPLE" "$OUT"
+
+sh_step "uncommitted work" "cd '$NMNT' && echo two >g.txt"
+refuse "promote refuses a key in -m MESSAGE" \
+	"the final commit's message (-m), line 1 (subject): looks like" \
+	af promote "$NMNT" --branch agent/m --allow-secret "$short:1" --allow-secret "$short:3" \
+	-m "add g, key AKIAIOSFODNN7EXAMPLE"
+step "--allow-secret -m:1 hands it over" \
+	af promote "$NMNT" --branch agent/m --allow-secret "$short:1" --allow-secret "$short:3" \
+	-m "add g, key AKIAIOSFODNN7EXAMPLE" --allow-secret -m:1
+step "unmount the names mount" af unmount "$NMNT"
+
 # ------------------------------------------------------------------ timing
 # git status in the mount against the repository itself, on a larger tree.
 BIG=$T/big

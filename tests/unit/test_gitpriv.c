@@ -337,6 +337,63 @@ START_TEST(secret_findings_and_allow)
 }
 END_TEST
 
+/* Path names and commit messages: the same detectors, their own places and
+ * --allow-secret words (PATH, COMMIT:LINE with 7+ hex digits, -m:LINE). */
+START_TEST(secret_names_and_messages)
+{
+	const char *id = "0123456789abcdef0123456789abcdef01234567";
+	const char *msg =
+	    "token AKIAIOSFODNN7EXAMPLE\n\nsee ghp_abcdefghijklmnopqrstuvwxyz0123456789\n";
+	const char *name = "d/ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+	struct secrets s;
+	secrets_init(&s, NULL, 0);
+	ck_assert_int_eq(secrets_scan_name(&s, name), 0);
+	ck_assert_int_eq(secrets_scan_name(&s, "src/main.c"), 0);
+	ck_assert_int_eq(secrets_scan_message(&s, id, msg), 0);
+	ck_assert_int_eq(secrets_scan_message(&s, "-m", "fine\nAKIAIOSFODNN7EXAMPLE"), 0);
+	ck_assert_uint_eq(s.count, 4);
+	ck_assert_int_eq(s.items[0].place, SECRETS_NAME);
+	ck_assert_str_eq(s.items[0].kind, "GitHub token");
+	ck_assert_uint_eq(s.items[0].line, 0);
+	ck_assert_int_eq(s.items[1].place, SECRETS_MESSAGE);
+	ck_assert_str_eq(s.items[1].path, id);
+	ck_assert_uint_eq(s.items[1].line, 1);
+	ck_assert_str_eq(s.items[1].kind, "AWS access key id");
+	ck_assert_uint_eq(s.items[2].line, 3);
+	ck_assert_str_eq(s.items[3].path, "-m");
+	ck_assert_uint_eq(s.items[3].line, 2);
+	/* a name met again (in a later commit) is one finding */
+	ck_assert_int_eq(secrets_scan_name(&s, name), 0);
+	ck_assert_uint_eq(s.count, 4);
+	secrets_clear(&s);
+
+	char *allow[] = {(char *)name, "0123456:1", "0123456789ab:3", "-m:2"};
+	secrets_init(&s, allow, 4);
+	ck_assert_int_eq(secrets_scan_name(&s, name), 0);
+	ck_assert_int_eq(secrets_scan_message(&s, id, msg), 0);
+	ck_assert_int_eq(secrets_scan_message(&s, "-m", "fine\nAKIAIOSFODNN7EXAMPLE"), 0);
+	ck_assert_uint_eq(s.count, 0);
+	/* too short an id, another commit, another line */
+	char *other[] = {"012345:1", "1123456789ab:1", "0123456789ab:2", "-m:1"};
+	secrets_init(&s, other, 4);
+	ck_assert_int_eq(secrets_scan_message(&s, id, msg), 0);
+	ck_assert_int_eq(secrets_scan_message(&s, "-m", "fine\nAKIAIOSFODNN7EXAMPLE"), 0);
+	ck_assert_uint_eq(s.count, 3);
+	secrets_clear(&s);
+	/* a FILE:LINE allowance is not a name's, nor a name's a line's */
+	char *line[] = {"AKIAIOSFODNN7EXAMPLE.txt:1", "AKIAIOSFODNN7EXAMPLE.txt"};
+	secrets_init(&s, line, 1);
+	ck_assert_int_eq(secrets_scan_name(&s, "AKIAIOSFODNN7EXAMPLE.txt"), 0);
+	ck_assert_uint_eq(s.count, 1);
+	secrets_clear(&s);
+	secrets_init(&s, line + 1, 1);
+	ck_assert_int_eq(
+	    secrets_scan_line(&s, "AKIAIOSFODNN7EXAMPLE.txt", 1, "AKIAIOSFODNN7EXAMPLE", 20), 0);
+	ck_assert_uint_eq(s.count, 1);
+	secrets_clear(&s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("gitpriv");
@@ -350,6 +407,7 @@ int main(void)
 	tcase_add_test(tp, oidset_grows_and_finds);
 	tcase_add_test(tp, secret_patterns);
 	tcase_add_test(tp, secret_findings_and_allow);
+	tcase_add_test(tp, secret_names_and_messages);
 	suite_add_tcase(su, tp);
 	SRunner *sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);
