@@ -13,6 +13,7 @@
 #include "cli/evidence.h"
 #include "cli/patch.h"
 #include "cli/series.h"
+#include "cli/strvec.h"
 #include "cli/workspace.h"
 
 const char cmd_export_usage[] =
@@ -287,12 +288,15 @@ int cmd_export(int argc, char **argv)
 		return 1;
 	}
 
+	/* The paths named here, which an mbox's series then names no more. */
+	struct strvec named = {0};
 	size_t conflicts = 0;
 	for (size_t i = 0; i < cs->count; i++) {
 		const struct change *ch = &cs->items[i];
 		if (change_exported(ch))
 			continue;
 		char *q = changes_quote(ch->path);
+		strvec_push(&named, q ? q : ch->path); /* ENOMEM: at worst named twice */
 		if (ch->flags & CHANGE_OVER_HIDDEN) {
 			conflicts++;
 			cli_error(CMD, "%s: %s; left out", q ? q : ch->path,
@@ -330,7 +334,8 @@ int cmd_export(int argc, char **argv)
 	char *text = NULL;
 	size_t len = 0;
 	if (status == 0) {
-		r = series_export(ws, cs, format, skip_conflicts, allow, n_allow, &text, &len);
+		r = series_export(ws, cs, format, skip_conflicts, allow, n_allow, &named, &text,
+				  &len);
 		if (r == -EPERM) {
 			status = 1; /* the reasons are printed */
 		} else if (r < 0) {
@@ -356,6 +361,7 @@ int cmd_export(int argc, char **argv)
 		}
 	}
 	free(text);
+	strvec_clear(&named);
 	patch_free(p);
 	changes_free(cs);
 	workspace_free(ws);

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/series.h"
+#include "cli/strvec.h"
 #include "cli/workspace.h"
 
 const char cmd_promote_usage[] =
@@ -257,6 +258,9 @@ int cmd_promote(int argc, char **argv)
 	snprintf(refname, sizeof(refname), "refs/heads/%s", a.branch);
 	int status = 1;
 	struct series *s = NULL;
+	/* Built twice: what the first build named, the second does not repeat. */
+	struct strvec named = {0};
+	a.o.named = &named;
 	r = check_branch(&a, ws, refname);
 	if (r == 0) {
 		/* Everything is checked and scanned in memory first: a refusal
@@ -285,6 +289,7 @@ int cmd_promote(int argc, char **argv)
 		git_reference_free(ref);
 	}
 	series_free(s);
+	strvec_clear(&named);
 	git_libgit2_shutdown();
 	workspace_free(ws);
 	free(a.allow);

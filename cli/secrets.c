@@ -42,34 +42,83 @@ static bool word_start(const char *l, size_t i)
 	return i == 0 || !in_set((unsigned char)l[i - 1], "_-");
 }
 
+/* Every kind of secret, with the article it takes as it is said ("an AWS ...",
+ * "an npm ...", "a PyPI ..."): a new kind comes with its article. */
+enum kind {
+	K_PRIVATE_KEY,
+	K_AWS,
+	K_GITHUB,
+	K_GITLAB,
+	K_SLACK,
+	K_SLACK_WEBHOOK,
+	K_NPM,
+	K_PYPI,
+	K_GOOGLE,
+	K_STRIPE,
+	K_OPENAI,
+	K_ANTHROPIC,
+	K_COUNT
+};
+
+static const struct {
+	const char *article;
+	const char *name;
+} kinds[K_COUNT] = {
+    [K_PRIVATE_KEY] = {"a", "private key block"},
+    [K_AWS] = {"an", "AWS access key id"},
+    [K_GITHUB] = {"a", "GitHub token"},
+    [K_GITLAB] = {"a", "GitLab token"},
+    [K_SLACK] = {"a", "Slack token"},
+    [K_SLACK_WEBHOOK] = {"a", "Slack webhook URL"},
+    [K_NPM] = {"an", "npm token"},
+    [K_PYPI] = {"a", "PyPI token"},
+    [K_GOOGLE] = {"a", "Google API key"},
+    [K_STRIPE] = {"a", "Stripe live key"},
+    [K_OPENAI] = {"an", "OpenAI API key"},
+    [K_ANTHROPIC] = {"an", "Anthropic API key"},
+};
+
+const char *secrets_kind_name(size_t i)
+{
+	return i < K_COUNT ? kinds[i].name : NULL;
+}
+
+const char *secrets_kind_article(const char *kind)
+{
+	for (size_t i = 0; i < K_COUNT; i++)
+		if (strcmp(kind, kinds[i].name) == 0)
+			return kinds[i].article;
+	return "a";
+}
+
 struct prefix_rule {
 	const char *prefix;
 	const char *extra; /* characters allowed besides [A-Za-z0-9] */
 	size_t min;	   /* token characters required after the prefix */
 	size_t max;	   /* at most (0: no limit); a longer run is another thing */
-	const char *kind;
+	enum kind kind;
 };
 
 static const struct prefix_rule prefix_rules[] = {
-    {"ghp_", "", 36, 0, "GitHub token"},
-    {"gho_", "", 36, 0, "GitHub token"},
-    {"ghu_", "", 36, 0, "GitHub token"},
-    {"ghs_", "", 36, 0, "GitHub token"},
-    {"ghr_", "", 36, 0, "GitHub token"},
-    {"github_pat_", "_", 60, 0, "GitHub token"},
-    {"glpat-", "_-", 20, 0, "GitLab token"},
-    {"xoxb-", "-", 10, 0, "Slack token"},
-    {"xoxp-", "-", 10, 0, "Slack token"},
-    {"xoxa-", "-", 10, 0, "Slack token"},
-    {"xoxr-", "-", 10, 0, "Slack token"},
-    {"xoxs-", "-", 10, 0, "Slack token"},
-    {"npm_", "", 36, 0, "npm token"},
-    {"pypi-AgEIcHlwaS5vcmc", "_-", 50, 0, "PyPI token"},
-    {"AIza", "_-", 35, 35, "Google API key"},
-    {"sk_live_", "", 24, 0, "Stripe live key"},
-    {"rk_live_", "", 24, 0, "Stripe live key"},
-    {"sk-proj-", "_-", 40, 0, "OpenAI API key"},
-    {"sk-ant-api03-", "_-", 80, 0, "Anthropic API key"},
+    {"ghp_", "", 36, 0, K_GITHUB},
+    {"gho_", "", 36, 0, K_GITHUB},
+    {"ghu_", "", 36, 0, K_GITHUB},
+    {"ghs_", "", 36, 0, K_GITHUB},
+    {"ghr_", "", 36, 0, K_GITHUB},
+    {"github_pat_", "_", 60, 0, K_GITHUB},
+    {"glpat-", "_-", 20, 0, K_GITLAB},
+    {"xoxb-", "-", 10, 0, K_SLACK},
+    {"xoxp-", "-", 10, 0, K_SLACK},
+    {"xoxa-", "-", 10, 0, K_SLACK},
+    {"xoxr-", "-", 10, 0, K_SLACK},
+    {"xoxs-", "-", 10, 0, K_SLACK},
+    {"npm_", "", 36, 0, K_NPM},
+    {"pypi-AgEIcHlwaS5vcmc", "_-", 50, 0, K_PYPI},
+    {"AIza", "_-", 35, 35, K_GOOGLE},
+    {"sk_live_", "", 24, 0, K_STRIPE},
+    {"rk_live_", "", 24, 0, K_STRIPE},
+    {"sk-proj-", "_-", 40, 0, K_OPENAI},
+    {"sk-ant-api03-", "_-", 80, 0, K_ANTHROPIC},
 };
 
 static const char *match_private_key(const char *l, size_t len)
@@ -86,7 +135,7 @@ static const char *match_private_key(const char *l, size_t len)
 			continue;
 		const char *pk = memmem(q, (size_t)(dash - q), "PRIVATE KEY", 11);
 		if (pk)
-			return "private key block";
+			return kinds[K_PRIVATE_KEY].name;
 	}
 	return NULL;
 }
@@ -106,11 +155,11 @@ const char *secrets_match(const char *l, size_t len)
 			while (j < 20 && is_upper_b32((unsigned char)l[i + j]))
 				j++;
 			if (j == 20 && (i + 20 == len || !is_alnum((unsigned char)l[i + 20])))
-				return "AWS access key id";
+				return kinds[K_AWS].name;
 		}
 		if (c == 'h' && len - i > 36 &&
 		    memcmp(l + i, "https://hooks.slack.com/services/T", 34) == 0)
-			return "Slack webhook URL";
+			return kinds[K_SLACK_WEBHOOK].name;
 		for (size_t r = 0; r < sizeof(prefix_rules) / sizeof(prefix_rules[0]); r++) {
 			const struct prefix_rule *pr = &prefix_rules[r];
 			size_t pl = strlen(pr->prefix);
@@ -119,7 +168,7 @@ const char *secrets_match(const char *l, size_t len)
 				continue;
 			size_t run = run_of(l + i + pl, len - i - pl, pr->extra);
 			if (run >= pr->min && (!pr->max || run <= pr->max))
-				return pr->kind;
+				return kinds[pr->kind].name;
 		}
 	}
 	return NULL;
@@ -313,13 +362,14 @@ size_t secrets_report(const struct secrets *s, const char *cmd)
 {
 	for (size_t i = 0; i < s->count; i++) {
 		const struct secrets_finding *f = &s->items[i];
+		const char *an = secrets_kind_article(f->kind);
 		if (f->place == SECRETS_NAME) {
 			char *q = changes_quote(f->path);
 			const char *qp = q ? q : f->path;
 			cli_error(cmd,
-				  "%s: the path name looks like a %s; not handed over "
+				  "%s: the path name looks like %s %s; not handed over "
 				  "(--allow-secret %s lets this name through)",
-				  qp, f->kind, qp);
+				  qp, an, f->kind, qp);
 			free(q);
 		} else if (f->place == SECRETS_MESSAGE) {
 			bool final = strcmp(f->path, "-m") == 0;
@@ -330,15 +380,16 @@ size_t secrets_report(const struct secrets *s, const char *cmd)
 				snprintf(where, sizeof(where), "the agent's commit %.12s, message",
 					 f->path);
 			cli_error(cmd,
-				  "%s, line %zu%s: looks like a %s; not handed over "
+				  "%s, line %zu%s: looks like %s %s; not handed over "
 				  "(--allow-secret %.12s:%zu lets this line through)",
-				  where, f->line, f->line == 1 ? " (subject)" : "", f->kind,
+				  where, f->line, f->line == 1 ? " (subject)" : "", an, f->kind,
 				  f->path, f->line);
 		} else {
-			cli_error(cmd,
-				  "%s:%zu: looks like a %s; not handed over (--allow-secret %s:%zu "
-				  "lets this line through)",
-				  f->path, f->line, f->kind, f->path, f->line);
+			cli_error(
+			    cmd,
+			    "%s:%zu: looks like %s %s; not handed over (--allow-secret %s:%zu "
+			    "lets this line through)",
+			    f->path, f->line, an, f->kind, f->path, f->line);
 		}
 	}
 	return s->count;

@@ -78,6 +78,14 @@ void secrets_clear(struct secrets *s);
  * NULL.  Pure; thread-safe. */
 const char *secrets_match(const char *line, size_t len);
 
+/* The name of kind @i (0, 1, ...: every kind secrets_match() can return), or
+ * NULL past the last.  Static. */
+const char *secrets_kind_name(size_t i);
+
+/* The article @kind takes as it is said: "an" ("an AWS access key id", "an npm
+ * token"), or "a".  Static. */
+const char *secrets_kind_article(const char *kind);
+
 /* Scan one added line of @path (line number @lineno); records a finding unless
  * allowed.  Returns 0 or -ENOMEM. */
 int secrets_scan_line(struct secrets *s, const char *path, size_t lineno, const char *line,
@@ -108,7 +116,7 @@ int secrets_scan_changes(struct secrets *s, const struct changes *cs);
 /* Scan every line of a whole file's content. */
 int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len);
 
-/* Print each finding as one line, "agentfs: CMD: FILE:LINE: looks like KIND;
+/* Print each finding as one line, "agentfs: CMD: FILE:LINE: looks like a|an KIND;
  * not handed over (--allow-secret FILE:LINE lets this line through)" and the
  * like for names and messages, and return the number printed. */
 size_t secrets_report(const struct secrets *s, const char *cmd);

@@ -3,6 +3,7 @@
 #include <git2.h>
 #include <git2/sys/mempack.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,9 @@ struct ctx {
 	/* Where each commit of the series came from, for the secret scan
 	 * (secrets.h): the agent's commit id (40 hex digits), or "-m". */
 	struct strvec sources;
+	/* What the notes named (series_opts.named, or the build's own list). */
+	struct strvec *named;
+	struct strvec own_named;
 };
 
 static int lg_fail(const struct ctx *c, const char *what)
@@ -101,6 +105,26 @@ static int lg_fail(const struct ctx *c, const char *what)
 	const git_error *e = git_error_last();
 	cli_error(c->o->cmd, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
 	return -EIO;
+}
+
+/* Print "@key: <the rest of @fmt>" unless @key (a quoted path left out, a
+ * dropped commit's label) was named before: one line each, however many
+ * commits touch the path and however many times the series is built. */
+static void note(struct ctx *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void note(struct ctx *c, const char *key, const char *fmt, ...)
+{
+	for (size_t i = 0; i < c->named->n; i++)
+		if (strcmp(c->named->v[i], key) == 0)
+			return;
+	char *msg = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	cli_error(c->o->cmd, "%s: %s", key, n < 0 ? "left out" : msg);
+	free(msg);
+	strvec_push(c->named, key); /* ENOMEM: at worst named again */
 }
 
 static bool path_dirty(const struct ctx *c, const char *path)
@@ -183,7 +207,7 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			char *q = changes_quote(ed->path);
 			const char *qp = q ? q : ed->path;
 			if (policy_decide_path(c->policy, ed->path, false, 0) == POLICY_HIDDEN) {
-				cli_error(c->o->cmd, "%s: left out: hidden name", qp);
+				note(c, qp, "left out: %s", change_flag_reason(CHANGE_HIDDEN_NAME));
 				c->s->dropped_changes++;
 				free(q);
 				continue;
@@ -201,11 +225,9 @@ static int apply_edits(struct ctx *c, struct edits *e)
 					continue;
 				}
 				if (c->o->dirty == SERIES_SKIP) {
-					cli_error(
-					    c->o->cmd,
-					    "%s: left out: the person had uncommitted changes "
-					    "here at mount",
-					    qp);
+					note(c, qp,
+					     "left out: the person had uncommitted changes here "
+					     "at mount");
 					c->s->dropped_changes++;
 					free(q);
 					continue;
@@ -224,8 +246,7 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			 * ran first, so what is left there the agent never removed). */
 			if (over_hidden(c, ed->path)) {
 				if (c->o->conflicts == SERIES_SKIP) {
-					cli_error(c->o->cmd, "%s: %s; left out", qp,
-						  OVER_HIDDEN_FILE);
+					note(c, qp, "%s; left out", OVER_HIDDEN_FILE);
 					c->s->dropped_changes++;
 				} else {
 					cli_error(c->o->cmd,
@@ -282,7 +303,7 @@ static int commit_step(struct ctx *c, const char *message, const git_signature *
 	if (git_index_write_tree_to(&tree_id, c->target, c->real) < 0)
 		return lg_fail(c, "writing a tree");
 	if (c->have_prev_tree && git_oid_equal(&tree_id, &c->prev_tree)) {
-		cli_error(c->o->cmd, "%s: nothing left to commit; dropped", label);
+		note(c, label, "nothing left to commit; dropped");
 		return 0;
 	}
 	git_tree *tree = NULL;
@@ -370,8 +391,7 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		if (ch->flags & CHANGE_OVER_HIDDEN) {
 			/* Never taken: it would delete files the agent never saw. */
 			if (c->o->conflicts == SERIES_SKIP) {
-				cli_error(c->o->cmd, "%s: %s; left out", qp,
-					  change_over_hidden_reason(ch));
+				note(c, qp, "%s; left out", change_over_hidden_reason(ch));
 				c->s->dropped_changes++;
 			} else {
 				cli_error(c->o->cmd, "%s: %s (--conflicts=skip leaves it out)", qp,
@@ -393,15 +413,14 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				continue;
 			}
 			if (c->o->conflicts == SERIES_SKIP) {
-				cli_error(c->o->cmd, "%s: conflict: left out", qp);
+				note(c, qp, "%s; left out", change_flag_reason(CHANGE_CONFLICT));
 				c->s->dropped_changes++;
 				free(q);
 				continue;
 			}
 		} else if (!change_exported(ch)) {
 			if (!(ch->flags & CHANGE_IGNORED))
-				cli_error(c->o->cmd, "%s: left out: %s", qp,
-					  change_flag_reason(ch->flags));
+				note(c, qp, "left out: %s", change_flag_reason(ch->flags));
 			free(q);
 			continue;
 		}
@@ -615,10 +634,14 @@ static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_
 	if (r == 0 && c->o->committed_only) {
 		for (size_t i = 0; i < e.n; i++) {
 			char *q = changes_quote(e.v[i].path);
-			cli_error(c->o->cmd,
-				  "%s: left out: not committed by the agent "
-				  "(--committed-only)",
-				  q ? q : e.v[i].path);
+			/* A hidden path is no uncommitted change of the agent's:
+			 * the view's side of it was left out above. */
+			if (policy_decide_path(c->policy, e.v[i].path, false, 0) == POLICY_HIDDEN)
+				note(c, q ? q : e.v[i].path, "left out: %s",
+				     change_flag_reason(CHANGE_HIDDEN_NAME));
+			else
+				note(c, q ? q : e.v[i].path,
+				     "left out: not committed by the agent (--committed-only)");
 			free(q);
 		}
 		goto out;
@@ -703,6 +726,7 @@ int series_build(const struct workspace *ws, const struct series_opts *o, struct
 	git_libgit2_init();
 	struct series *s = calloc(1, sizeof(*s));
 	struct ctx c = {.ws = ws, .o = o, .s = s};
+	c.named = o->named ? o->named : &c.own_named;
 	struct gitpriv_base base;
 	git_tree *last_tree = NULL;
 	char err[1024] = "";
@@ -812,6 +836,7 @@ out:
 	gitpriv_oidset_clear(&c.trusted);
 	gitpriv_paths_free(c.dirty, c.n_dirty);
 	strvec_clear(&c.sources);
+	strvec_clear(&c.own_named);
 	git_odb_free(c.priv_odb);
 	git_repository_free(c.priv);
 	git_odb_free(c.real_odb);
@@ -888,7 +913,8 @@ int series_mbox(const struct series *s, char **out, size_t *len)
 }
 
 int series_export(const struct workspace *ws, const struct changes *cs, const char *format,
-		  bool skip_conflicts, char **allow, size_t n_allow, char **out, size_t *len)
+		  bool skip_conflicts, char **allow, size_t n_allow, struct strvec *named,
+		  char **out, size_t *len)
 {
 	bool mbox = strcmp(format, "mbox") == 0, stat = strcmp(format, "stat") == 0;
 	if (!mbox && !stat && strcmp(format, "patch") != 0)
@@ -907,7 +933,8 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 					.dirty = SERIES_FAIL,
 					.allow_secret = allow,
 					.n_allow = n_allow,
-					.in_memory = true};
+					.in_memory = true,
+					.named = named};
 		struct series *s = NULL;
 		r = series_build(ws, &o, &s);
 		if (r == -ENODATA) {

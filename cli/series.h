@@ -22,7 +22,8 @@
  *  - every blob a new tree names must be the agent's (in the private objects,
  *    its id verified) or the base's (reachable from the recorded base tree):
  *    a tree cannot smuggle the id of a hidden file's blob into the branch.
- * A commit left with no change is dropped (named on stderr).  Nothing is
+ * A commit left with no change is dropped (named on stderr).  Each path left
+ * out and each commit dropped is named once (series_opts.named).  Nothing is
  * written to the repository's working tree, index, HEAD or refs; objects go to
  * its object database, or to memory only (in_memory).
  *
@@ -37,6 +38,7 @@
 #include <stddef.h>
 
 struct changes;
+struct strvec;
 struct workspace;
 
 enum series_mode {
@@ -58,6 +60,11 @@ struct series_opts {
 	char **allow_secret;	    /* --allow-secret strings (secrets.h) */
 	size_t n_allow;
 	bool in_memory; /* objects to memory: nothing reaches the repository */
+	/* What was named on stderr as left out or dropped (borrowed, may be
+	 * NULL): the quoted path or the commit's label, each named once and added
+	 * here, so a second build of the series, or a caller that named the change
+	 * set's left-out paths first (cli/strvec.h, same keys), repeats none. */
+	struct strvec *named;
 };
 
 struct series {
@@ -85,12 +92,14 @@ void series_free(struct series *s);
  * `agentfs export --format=FORMAT` for FORMAT "patch", "mbox" or "stat": the
  * secret scan over the change set @cs, its lines and paths (and, for mbox, over
  * every commit of the series, its messages too), then the text in *out
- * (malloc'd).  @allow: --allow-secret strings (secrets.h).  @skip_conflicts as export's
+ * (malloc'd).  @allow: --allow-secret strings (secrets.h).  @named: the paths
+ * the caller named as left out (series_opts.named; may be NULL).  @skip_conflicts as export's
  * --conflicts=skip.  Returns 0, -EPERM after printing refusals, -EINVAL for an
  * unknown format, or another negative errno (libgit2 failures: -EIO, reason
  * printed).
  */
 int series_export(const struct workspace *ws, const struct changes *cs, const char *format,
-		  bool skip_conflicts, char **allow, size_t n_allow, char **out, size_t *len);
+		  bool skip_conflicts, char **allow, size_t n_allow, struct strvec *named,
+		  char **out, size_t *len);
 
 #endif

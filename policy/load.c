@@ -181,6 +181,9 @@ static int parse_bool(struct loader *ld, const char *key, const yaml_node_t *v, 
 	return 0;
 }
 
+/* The largest max_file_size: the largest file size (off_t). */
+#define MAX_FILE_SIZE_LIMIT ((uint64_t)INT64_MAX)
+
 static int parse_size(struct loader *ld, const yaml_node_t *v, uint64_t *out)
 {
 	const char *why = "expected a number of bytes, optionally with a K, M or G suffix";
@@ -192,10 +195,12 @@ static int parse_size(struct loader *ld, const yaml_node_t *v, uint64_t *out)
 	const char *s = scalar(v);
 	uint64_t n = 0;
 	size_t i = 0;
+	bool big = false; /* a number, but more than MAX_FILE_SIZE_LIMIT bytes */
 	for (; s[i] >= '0' && s[i] <= '9'; i++) {
-		if (n > (UINT64_MAX - 9) / 10)
-			goto bad;
-		n = n * 10 + (uint64_t)(s[i] - '0');
+		if (n > (MAX_FILE_SIZE_LIMIT - (uint64_t)(s[i] - '0')) / 10)
+			big = true;
+		else
+			n = n * 10 + (uint64_t)(s[i] - '0');
 	}
 	if (i == 0)
 		goto bad;
@@ -220,8 +225,13 @@ static int parse_size(struct loader *ld, const yaml_node_t *v, uint64_t *out)
 	}
 	if (shift && s[i + 1] != '\0')
 		goto bad;
-	if (shift && n > (UINT64_MAX >> shift))
-		goto bad;
+	if (big || n > (MAX_FILE_SIZE_LIMIT >> shift)) {
+		set_error(AT(ld, v->start_mark),
+			  "'max_file_size': '%s' is too large (at most %llu bytes, the largest "
+			  "file size; 0 for no limit)",
+			  s, (unsigned long long)MAX_FILE_SIZE_LIMIT);
+		return -EINVAL;
+	}
 	*out = n << shift;
 	return 0;
 bad:

@@ -103,6 +103,7 @@ void policy_free(struct policy *p);
  *   symlinks: hide | allow
  *   git: hidden | private | readonly
  *   max_file_size: BYTES             0 = no limit; suffix K, M or G (powers of 1024);
+ *                                    at most INT64_MAX (larger: "too large");
  *                                    larger regular files are hidden
  *   rules: [{action, pattern, ...}]  the exact form policy_snapshot() writes
  *

@@ -75,6 +75,13 @@ assert_eq "export --conflicts=skip -o FILE exits 0" 0 "$RC"
 assert_contains "export names the conflict on stderr" "src/util.c: conflict" "$OUT"
 assert_contains "export names the hidden name on stderr" ".env: left out: hidden name" "$OUT"
 assert_contains "export names the ignored path on stderr" "build/x.o: left out: ignored" "$OUT"
+# An mbox's series meets the same left-out paths again (and promote builds it
+# twice): each is named once all the same.
+run af export --conflicts=skip --format=mbox -o "$T/left-out.mbox" "$MNT"
+assert_eq "export --format=mbox --conflicts=skip exits 0" 0 "$RC"
+assert_contains "  ...names the hidden name" ".env: left out: hidden name" "$OUT"
+assert_eq "  ...and each path it leaves out once" "" \
+	"$(grep 'left out' <<<"$OUT" | sed -E 's/^agentfs: export: ([^:]*):.*/\1/' | sort | uniq -d)"
 patch=$(cat "$T/patch")
 assert_not_contains "the patch holds no secret" "$SECRET_MARK" "$patch"
 assert_not_contains "the patch holds no agent file at a hidden name" "AGENT=1" "$patch"

@@ -248,7 +248,7 @@ assert_eq "the mount is back to the uncommitted README.md" " M README.md" "$OUT"
 # ------------------------------------------------------------------ secrets
 AWS_KEY=AKIA$(printf 'QWERTYUIOPASDFGH')
 sh_step "the agent writes an access key" "cd '$MNT' && printf 'x = 1\naws_key = \"%s\"\n' '$AWS_KEY' >config.py"
-refuse "export refuses the key with file:line" "config.py:2: looks like a AWS access key id" \
+refuse "export refuses the key with file:line" "config.py:2: looks like an AWS access key id" \
 	af export "$MNT"
 refuse "promote refuses the key with file:line" "config.py:2" af promote "$MNT" --branch agent/secret
 run git -C "$REPO" rev-parse --verify -q refs/heads/agent/secret
@@ -381,6 +381,30 @@ refuse "promote refuses a key in -m MESSAGE" \
 step "--allow-secret -m:1 hands it over" \
 	af promote "$NMNT" --branch agent/m --allow-secret "$short:1" --allow-secret "$short:3" \
 	-m "add g, key AKIAIOSFODNN7EXAMPLE" --allow-secret -m:1
+
+# Each path left out and each commit dropped is named once, though promote
+# builds the series twice and the agent's commit and its uncommitted view
+# both hold the file at a hidden name.
+allow=(--allow-secret "$short:1" --allow-secret "$short:3")
+sh_step "the agent commits a file at a hidden name" \
+	"cd '$NMNT' && echo AGENT=1 >.env && git add -f .env && git commit -qm 'agent: env'"
+env_commit=$(N rev-parse --short=12 HEAD)
+run af promote "$NMNT" --branch agent/once "${allow[@]}"
+assert_eq "promote with a hidden name exits 0" 0 "$RC"
+assert_eq "  ...names .env once" 1 "$(grep -c '\.env: left out: hidden name' <<<"$OUT")"
+assert_eq "  ...names the emptied commit once" 1 \
+	"$(grep -c "the agent's commit $env_commit: nothing left to commit; dropped" <<<"$OUT")"
+assert_eq "  ...and repeats no line" "" "$(sort <<<"$OUT" | uniq -d)"
+run af export --format=mbox "${allow[@]}" "$NMNT"
+assert_eq "export --format=mbox names .env once" 1 "$(grep -c '\.env: left out' <<<"$OUT")"
+assert_eq "  ...and repeats no line" "" "$(grep '^agentfs: ' <<<"$OUT" | sort | uniq -d)"
+sh_step "the agent commits g.txt and starts h.txt" \
+	"cd '$NMNT' && git add g.txt && git commit -qm 'agent: g' && echo h >h.txt"
+run af promote "$NMNT" --branch agent/committed --committed-only "${allow[@]}"
+assert_eq "promote --committed-only exits 0" 0 "$RC"
+assert_not_contains "  ...says nothing of the uncommitted changes it leaves alone" \
+	"uncommitted changes: nothing left to commit" "$OUT"
+assert_eq "  ...and repeats no line" "" "$(sort <<<"$OUT" | uniq -d)"
 step "unmount the names mount" af unmount "$NMNT"
 
 # ------------------------------------------------------------------ timing

@@ -121,5 +121,9 @@ if is_mounted "$T/m2"; then fail "  ...and nothing is mounted" "$T/m2 is a mount
 fi
 printf 'version: 1\nredonly: [b]\n' >"$T/typo.yml"
 refuse "an unknown key names the nearest known one" "readonly" t "$AGENTFS" policy check "$T/typo.yml"
+printf 'max_file_size: 18446744073709551615\n' >"$T/huge.yml"
+refuse "a max_file_size past the largest file size is too large, at file:line:column" \
+	"huge.yml:1:16: 'max_file_size': '18446744073709551615' is too large" \
+	t "$AGENTFS" policy check "$T/huge.yml"
 
 done_testing

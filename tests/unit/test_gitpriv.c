@@ -394,6 +394,27 @@ START_TEST(secret_names_and_messages)
 }
 END_TEST
 
+/* Every kind is said with its own article: "an AWS ...", "an npm ...". */
+START_TEST(secret_kind_articles)
+{
+	static const char *const an[] = {"AWS access key id", "npm token", "OpenAI API key",
+					 "Anthropic API key"};
+	size_t n = 0, ans = 0;
+	for (const char *k; (k = secrets_kind_name(n)); n++) {
+		bool vowel = false;
+		for (size_t j = 0; j < sizeof(an) / sizeof(an[0]); j++)
+			vowel |= strcmp(k, an[j]) == 0;
+		ans += vowel;
+		ck_assert_msg(strcmp(secrets_kind_article(k), vowel ? "an" : "a") == 0, "%s %s",
+			      secrets_kind_article(k), k);
+	}
+	ck_assert_uint_eq(n, 12);
+	ck_assert_uint_eq(ans, 4);
+	ck_assert_str_eq(secrets_kind_article(m("key=AKIAIOSFODNN7EXAMPLE")), "an");
+	ck_assert_str_eq(secrets_kind_article(m("-----BEGIN RSA PRIVATE KEY-----")), "a");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("gitpriv");
@@ -408,6 +429,7 @@ int main(void)
 	tcase_add_test(tp, secret_patterns);
 	tcase_add_test(tp, secret_findings_and_allow);
 	tcase_add_test(tp, secret_names_and_messages);
+	tcase_add_test(tp, secret_kind_articles);
 	suite_add_tcase(su, tp);
 	SRunner *sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

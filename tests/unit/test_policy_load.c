@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,14 @@ static const struct bad bad[] = {
     {"symlinks: [hide]\n", 1, 11, "'symlinks' must be one of hide, allow, not a list"},
     {"extends: nothing\n", 1, 10, "'extends' must be one of default, none"},
     {"max_file_size: 12X\n", 1, 16, "'max_file_size': expected a number of bytes"},
-    {"max_file_size: 99999999999999999999\n", 1, 16, "'max_file_size'"},
-    {"max_file_size: 17179869184G\n", 1, 16, "'max_file_size'"},
+    {"max_file_size: 99999999999999999999\n", 1, 16,
+     "'max_file_size': '99999999999999999999' is too large (at most 9223372036854775807 bytes"},
+    {"max_file_size: 18446744073709551615\n", 1, 16,
+     "'max_file_size': '18446744073709551615' is too large"},
+    {"max_file_size: 9223372036854775808\n", 1, 16, "is too large"},
+    {"max_file_size: 17179869184G\n", 1, 16, "'max_file_size': '17179869184G' is too large"},
+    {"max_file_size: 8589934592G\n", 1, 16, "is too large"},
+    {"max_file_size: 99999999999999999999X\n", 1, 16, "expected a number of bytes"},
     {"hide: []\nshow: []\nhide: []\n", 3, 1, "duplicate key 'hide'"},
     {"show: ['!x']\n", 1, 8, "'!' has no meaning in 'show'"},
     {"- a\n", 1, 1, "expected a mapping of policy keys"},
@@ -101,6 +108,23 @@ START_TEST(test_empty_and_null_lists)
 	ck_assert_uint_eq(policy_rule_count(p), 0);
 	policy_free(p);
 	policy_free(d);
+}
+END_TEST
+
+/* The largest file size is the largest limit, with or without a suffix. */
+START_TEST(test_max_file_size_limit)
+{
+	static const char *const ok[] = {"max_file_size: 9223372036854775807\n",
+					 "max_file_size: 8589934591G\n"};
+	static const uint64_t want[] = {9223372036854775807ull, 8589934591ull << 30};
+	for (size_t i = 0; i < 2; i++) {
+		struct policy *p = NULL;
+		struct policy_error err = {0};
+		ck_assert_msg(policy_load_string("p.yml", ok[i], strlen(ok[i]), &p, &err) == 0,
+			      "%s: %s", ok[i], err.message);
+		ck_assert_uint_eq(policy_max_file_size(p), want[i]);
+		policy_free(p);
+	}
 }
 END_TEST
 
@@ -471,6 +495,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_empty_and_null_lists);
+	tcase_add_test(tc, test_max_file_size_limit);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("layering");
