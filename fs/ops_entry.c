@@ -635,8 +635,10 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	 * cannot see the old count; invalidating an inode takes no lock the
 	 * kernel holds for link (fs/fuse/inode.c, fuse_reverse_inval_inode),
 	 * but it waits for the file's locked pages, so never under ns_lock.
-	 * attr_timeout 0 for nlink > 1 does the rest. */
-	finish_new(req, fs, dir, dfd, newname, path, JOP_LINK, spath, 0, n->id);
+	 * attr_timeout 0 for nlink > 1 does the rest.  The record names the
+	 * file linked to in path and the new name in path2 (journal/SCHEMA.md),
+	 * as verify and the activity summary read it. */
+	finish_new(req, fs, dir, dfd, newname, spath, JOP_LINK, path, 0, n->id);
 }
 
 /* Start of unlink and rmdir: resolve the victim, check policy. */

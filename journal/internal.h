@@ -84,19 +84,37 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 
 struct journal_pathmap;
 
-struct journal_pathent {
-	char *path;
+/* An upper file's last recorded content, shared by all its names (hard links). */
+struct journal_content {
 	bool has_hash; /* false: content changed by a record that carried no hash */
 	XXH128_hash_t hash;
-	uint64_t seq; /* record that set it */
+	uint64_t seq; /* record that set the content */
+	size_t refs;  /* names pointing here */
+};
+
+struct journal_pathent {
+	char *path;
+	struct journal_content *c; /* owned reference; NULL once dead */
+	uint64_t seq;		   /* record that gave the path this content (or moved it here) */
 	bool live;
 };
 
 int journal_pathmap_new(struct journal_pathmap **out);
 void journal_pathmap_free(struct journal_pathmap *m);
+/* The live entry of @path, or NULL; valid until the map next changes. */
 struct journal_pathent *journal_pathmap_get(struct journal_pathmap *m, const char *path);
+/* @path names a new file (copy-up, create) holding @h (when @has_hash), no
+ * longer a link of any other name.  0 or -ENOMEM. */
 int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
 			uint64_t seq);
+/* The file @path names now holds @h (a write, truncate, recovery): so do all
+ * its other names.  Like journal_pathmap_set() when @path is unknown.  0 or
+ * -ENOMEM. */
+int journal_pathmap_update(struct journal_pathmap *m, const char *path, bool has_hash,
+			   XXH128_hash_t h, uint64_t seq);
+/* @to becomes another name of the file @from names (a hard link); nothing
+ * when @from is unknown.  0 or -ENOMEM. */
+int journal_pathmap_link(struct journal_pathmap *m, const char *from, const char *to, uint64_t seq);
 void journal_pathmap_del(struct journal_pathmap *m, const char *path);
 /* Remove @path and everything under "@path/". */
 void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path);

@@ -5,6 +5,12 @@
  * to check the upper and by crash recovery to find files changed without a
  * record.  Open addressing with tombstones; a rename of a directory moves every
  * path under it, which is a scan of the table (renames are rare next to reads).
+ *
+ * A hard link gives one upper file two names, and a write through either
+ * changes what both hold, while its record names only one.  So names point to
+ * a shared struct journal_content, as directory entries point to an inode: a
+ * link makes the new name share the old one's, a write, truncate or recovery
+ * changes the shared one, and a copy-up or create starts a new one.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -36,12 +42,29 @@ int journal_pathmap_new(struct journal_pathmap **out)
 	return 0;
 }
 
+static void content_put(struct journal_content *c)
+{
+	if (c && --c->refs == 0)
+		free(c);
+}
+
+static struct journal_content *content_new(bool has_hash, XXH128_hash_t h, uint64_t seq)
+{
+	struct journal_content *c = malloc(sizeof(*c));
+	if (c)
+		*c = (struct journal_content){
+		    .has_hash = has_hash, .hash = h, .seq = seq, .refs = 1};
+	return c;
+}
+
 void journal_pathmap_free(struct journal_pathmap *m)
 {
 	if (!m)
 		return;
-	for (size_t i = 0; i < m->cap; i++)
+	for (size_t i = 0; i < m->cap; i++) {
 		free(m->slot[i].path);
+		content_put(m->slot[i].c);
+	}
 	free(m->slot);
 	free(m);
 }
@@ -100,23 +123,28 @@ static int grow(struct journal_pathmap *m)
 	return 0;
 }
 
-int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
-			uint64_t seq)
+/* Give @path the content @c (taking over the caller's reference), replacing
+ * what it named before.  On failure the reference is dropped. */
+static int put(struct journal_pathmap *m, const char *path, struct journal_content *c, uint64_t seq)
 {
 	struct journal_pathent *e = lookup(m, path);
 	if (!e) {
 		if ((m->used + 1) * 4 > m->cap * 3) {
 			int r = grow(m);
-			if (r < 0)
+			if (r < 0) {
+				content_put(c);
 				return r;
+			}
 		}
 		size_t mask = m->cap - 1;
 		size_t i = hash_path(path) & mask;
 		while (m->slot[i].path)
 			i = (i + 1) & mask;
 		char *p = strdup(path);
-		if (!p)
+		if (!p) {
+			content_put(c);
 			return -ENOMEM;
+		}
 		e = &m->slot[i];
 		memset(e, 0, sizeof(*e));
 		e->path = p;
@@ -124,15 +152,48 @@ int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_ha
 		m->live++;
 		m->used++;
 	}
-	e->has_hash = has_hash;
-	e->hash = h;
+	content_put(e->c);
+	e->c = c;
 	e->seq = seq;
 	return 0;
+}
+
+int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
+			uint64_t seq)
+{
+	struct journal_content *c = content_new(has_hash, h, seq);
+	if (!c)
+		return -ENOMEM;
+	return put(m, path, c, seq);
+}
+
+int journal_pathmap_update(struct journal_pathmap *m, const char *path, bool has_hash,
+			   XXH128_hash_t h, uint64_t seq)
+{
+	struct journal_pathent *e = lookup(m, path);
+	if (!e)
+		return journal_pathmap_set(m, path, has_hash, h, seq);
+	e->c->has_hash = has_hash;
+	e->c->hash = h;
+	e->c->seq = seq;
+	return 0;
+}
+
+int journal_pathmap_link(struct journal_pathmap *m, const char *from, const char *to, uint64_t seq)
+{
+	struct journal_pathent *src = lookup(m, from);
+	if (!src || strcmp(from, to) == 0)
+		return 0;
+	struct journal_content *c = src->c;
+	c->refs++;
+	return put(m, to, c, seq);
 }
 
 static void kill_ent(struct journal_pathmap *m, struct journal_pathent *e)
 {
 	e->live = false; /* the path stays as a tombstone until the next grow */
+	content_put(e->c);
+	e->c = NULL;
 	m->live--;
 }
 
@@ -160,8 +221,7 @@ void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path)
 
 struct moved {
 	char *path; /* new path */
-	bool has_hash;
-	XXH128_hash_t hash;
+	struct journal_content *c;
 };
 
 /* Take every entry under @from out of the table, renamed to be under @to. */
@@ -188,7 +248,8 @@ static int take_tree(struct journal_pathmap *m, const char *from, const char *to
 			return -ENOMEM;
 		memcpy(np, to, tl);
 		memcpy(np + tl, e->path + fl, rest + 1);
-		(*out)[(*n)++] = (struct moved){np, e->has_hash, e->hash};
+		(*out)[(*n)++] = (struct moved){np, e->c};
+		e->c = NULL; /* the reference moves with the name */
 		kill_ent(m, e);
 	}
 	return 0;
@@ -199,7 +260,9 @@ static int put_tree(struct journal_pathmap *m, struct moved *mv, size_t n, uint6
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (r == 0)
-			r = journal_pathmap_set(m, mv[i].path, mv[i].has_hash, mv[i].hash, seq);
+			r = put(m, mv[i].path, mv[i].c, seq);
+		else
+			content_put(mv[i].c);
 		free(mv[i].path);
 	}
 	free(mv);
@@ -246,9 +309,14 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 	case JOP_COPYUP:
 		if (e->op == JOP_WRITE && (e->flags & JOURNAL_F_UNLINKED))
 			return 0;
+		if (e->op == JOP_WRITE)
+			return journal_pathmap_update(m, e->path, e->has_hash_after,
+						      e->has_hash_after ? e->hash_after : zero,
+						      e->seq);
+		/* A copy-up makes a new upper file, linked to no other name. */
 		if (e->has_hash_after)
 			return journal_pathmap_set(m, e->path, true, e->hash_after, e->seq);
-		if (e->op == JOP_COPYUP && e->has_hash_before)
+		if (e->has_hash_before)
 			return journal_pathmap_set(m, e->path, true, e->hash_before, e->seq);
 		return journal_pathmap_set(m, e->path, false, zero, e->seq);
 	case JOP_CREATE:
@@ -260,13 +328,14 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 		return journal_pathmap_set(m, e->path, true, empty_hash(), e->seq);
 	case JOP_TRUNCATE:
 		if (e->has_hash_after)
-			return journal_pathmap_set(m, e->path, true, e->hash_after, e->seq);
+			return journal_pathmap_update(m, e->path, true, e->hash_after, e->seq);
 		if (e->bytes == 0)
-			return journal_pathmap_set(m, e->path, true, empty_hash(), e->seq);
-		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+			return journal_pathmap_update(m, e->path, true, empty_hash(), e->seq);
+		return journal_pathmap_update(m, e->path, false, zero, e->seq);
 	case JOP_RECOVER:
-		return journal_pathmap_set(m, e->path, e->has_hash_after,
-					   e->has_hash_after ? e->hash_after : zero, e->seq);
+		/* What the upper file at the path holds, under all its names. */
+		return journal_pathmap_update(m, e->path, e->has_hash_after,
+					      e->has_hash_after ? e->hash_after : zero, e->seq);
 	case JOP_UNLINK:
 		journal_pathmap_del(m, e->path);
 		return 0;
@@ -284,14 +353,11 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 			return 0;
 		return journal_pathmap_rename(m, e->path, e->path2,
 					      (e->flags & RENAME_EXCHANGE_FLAG) != 0, e->seq);
-	case JOP_LINK: {
+	case JOP_LINK:
+		/* path2, the new name, names the file at path from now on. */
 		if (!e->path2)
 			return 0;
-		struct journal_pathent *src = lookup(m, e->path);
-		if (!src)
-			return 0;
-		return journal_pathmap_set(m, e->path2, src->has_hash, src->hash, e->seq);
-	}
+		return journal_pathmap_link(m, e->path, e->path2, e->seq);
 	default:
 		return 0;
 	}

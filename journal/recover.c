@@ -65,13 +65,13 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	int r = journal_hash_at(dirfd, name, &h);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
-	if (!why && e->has_hash && !same(e->hash, h))
+	if (!why && e->c->has_hash && !same(e->c->hash, h))
 		why = "content differs from the last record";
-	if (!why && !e->has_hash)
+	if (!why && !e->c->has_hash)
 		why = "last record carried no hash";
 	if (why) {
 		record_recover(j, path, 0, (uint64_t)st->st_size, &h, why);
-		journal_pathmap_set(j->map, path, true, h, 0);
+		journal_pathmap_update(j->map, path, true, h, 0);
 		c->count++;
 	}
 seen:

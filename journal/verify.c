@@ -108,7 +108,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 			  p);
 		return 0;
 	}
-	if (!e->has_hash)
+	if (!e->c->has_hash)
 		return 0; /* its last record carried no hash: nothing to compare */
 	XXH128_hash_t h;
 	r = journal_hash_at(dirfd, name, &h);
@@ -116,14 +116,14 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 		upper_bad(c->v, "upper: %s: cannot read: %s", p, strerror(-r));
 		return 0;
 	}
-	if (!same(h, e->hash)) {
+	if (!same(h, e->c->hash)) {
 		char a[33], b[33];
 		layout_hash_hex(h, a);
-		layout_hash_hex(e->hash, b);
+		layout_hash_hex(e->c->hash, b);
 		upper_bad(c->v,
 			  "upper: %s: content %s differs from record %" PRIu64
 			  " (%s): changed behind agentfs's back",
-			  p, a, e->seq, b);
+			  p, a, e->c->seq, b);
 	}
 	return 0;
 }

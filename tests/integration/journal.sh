@@ -221,6 +221,22 @@ assert_contains "the change behind agentfs's back is recorded at mount" '"path":
 	"$(af log --json --op recover "$MNT")"
 step "verify passes after that recovery" af verify "$MNT"
 
+# ------------------------------------------------------------------ hard links
+# A write through a hard link changes the one upper file all its names share;
+# its record names one of them, and verify holds the others to it too.
+step "ln Makefile mk-link" t ln "$MNT/Makefile" "$MNT/mk-link"
+step "verify passes after the link" af verify "$MNT"
+sh_step "append to Makefile through mk-link" "printf '# linked\\n' >>'$MNT/mk-link'"
+assert_eq "  ...Makefile shows the bytes written through mk-link" \
+	"$(cat "$MNT/mk-link")" "$(cat "$MNT/Makefile")"
+step "verify passes after a write through the link" af verify "$MNT"
+step "rm mk-link" t rm "$MNT/mk-link"
+step "verify passes with the link gone" af verify "$MNT"
+printf 'linked\n' >"$MNT/linked.txt"
+step "ln linked.txt linked-2.txt" t ln "$MNT/linked.txt" "$MNT/linked-2.txt"
+printf 'written through linked.txt\n' >>"$MNT/linked.txt"
+step "verify passes after a write through the first name" af verify "$MNT"
+
 dpid=$(daemon_pid_of "$MNT")
 mkdir -p "$MNT/crash"
 (
@@ -253,7 +269,22 @@ else
 fi
 assert_contains "  ...and the files written before the crash are in the upper" "f1.txt" \
 	"$(ls "$WS/upper/crash" 2>&1)"
+rec=$(af log --json --op recover "$MNT" 2>&1)
+assert_not_contains "  ...and no file written through a hard link is taken for changed" \
+	'"path":"Makefile"' "$rec"
+assert_not_contains "  ...nor one written through its first name" '"path":"linked' "$rec"
 
 run af unmount "$MNT"
 step "verify passes after the final unmount" af verify mnt
+
+# Fail closed: a change behind agentfs's back shows under every name of the file.
+printf 'edited behind the back\n' >>"$WS/upper/linked-2.txt"
+run af verify mnt
+if [ "$RC" -eq 1 ] && [[ $OUT == *"upper: linked.txt: content"* ]] &&
+	[[ $OUT == *"upper: linked-2.txt: content"* ]]; then
+	pass "verify detects a change behind agentfs's back to a hard-linked file, under both names"
+else
+	fail "verify detects a change behind agentfs's back to a hard-linked file, under both names" \
+		"exit $RC" "$OUT"
+fi
 done_testing

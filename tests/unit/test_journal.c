@@ -394,11 +394,11 @@ START_TEST(pathmap_rename_moves_trees)
 	ck_assert_ptr_null(journal_pathmap_get(m, "d/a"));
 	ck_assert_ptr_null(journal_pathmap_get(m, "e/old")); /* replaced */
 	ck_assert_ptr_nonnull(journal_pathmap_get(m, "dx")); /* not under d/ */
-	ck_assert(journal_pathmap_get(m, "e/a")->hash.low64 == 1);
-	ck_assert(journal_pathmap_get(m, "e/sub/b")->hash.low64 == 2);
+	ck_assert(journal_pathmap_get(m, "e/a")->c->hash.low64 == 1);
+	ck_assert(journal_pathmap_get(m, "e/sub/b")->c->hash.low64 == 2);
 	ck_assert_int_eq(journal_pathmap_rename(m, "e/a", "dx", true, 6), 0);
-	ck_assert(journal_pathmap_get(m, "e/a")->hash.low64 == 3);
-	ck_assert(journal_pathmap_get(m, "dx")->hash.low64 == 1);
+	ck_assert(journal_pathmap_get(m, "e/a")->c->hash.low64 == 3);
+	ck_assert(journal_pathmap_get(m, "dx")->c->hash.low64 == 1);
 	journal_pathmap_del_tree(m, "e");
 	ck_assert_uint_eq(journal_pathmap_count(m), 1);
 	for (int i = 0; i < 5000; i++) {
@@ -411,6 +411,46 @@ START_TEST(pathmap_rename_moves_trees)
 	ck_assert_uint_eq(journal_pathmap_count(m), 2501);
 	ck_assert_ptr_nonnull(journal_pathmap_get(m, "many/4998"));
 	ck_assert_ptr_null(journal_pathmap_get(m, "many/4999"));
+	journal_pathmap_free(m);
+}
+END_TEST
+
+/* Replay one record (op, path, path2, hash) into @m. */
+static void replay(struct journal_pathmap *m, uint64_t seq, enum journal_op op, const char *path,
+		   const char *path2, const XXH128_hash_t *h)
+{
+	struct journal_entry e = {.seq = seq,
+				  .op = op,
+				  .path = (char *)path,
+				  .path2 = (char *)path2,
+				  .has_hash_after = h != NULL,
+				  .hash_after = h ? *h : (XXH128_hash_t){0, 0}};
+	ck_assert_int_eq(journal_pathmap_apply(m, &e), 0);
+}
+
+START_TEST(pathmap_hard_links_share_content)
+{
+	struct journal_pathmap *m;
+	ck_assert_int_eq(journal_pathmap_new(&m), 0);
+	XXH128_hash_t h1 = {1, 1}, h2 = {2, 2}, h3 = {3, 3}, h4 = {4, 4};
+	replay(m, 1, JOP_CREATE, "a", NULL, &h1);
+	replay(m, 2, JOP_LINK, "a", "b", NULL); /* b is another name of a */
+	ck_assert(journal_pathmap_get(m, "b")->c->hash.low64 == 1);
+	replay(m, 3, JOP_WRITE, "b", NULL, &h2); /* written through b: a holds it too */
+	ck_assert(journal_pathmap_get(m, "a")->c->hash.low64 == 2);
+	ck_assert_uint_eq(journal_pathmap_get(m, "a")->c->seq, 3);
+	replay(m, 4, JOP_RENAME, "a", "c", NULL); /* a name moves, the file stays */
+	replay(m, 5, JOP_WRITE, "c", NULL, &h3);
+	ck_assert(journal_pathmap_get(m, "b")->c->hash.low64 == 3);
+	replay(m, 6, JOP_UNLINK, "c", NULL, NULL);
+	replay(m, 7, JOP_WRITE, "b", NULL, &h4); /* the last name left */
+	ck_assert(journal_pathmap_get(m, "b")->c->hash.low64 == 4);
+	replay(m, 8, JOP_LINK, "b", "d", NULL);
+	replay(m, 9, JOP_CREATE, "d", NULL, &h1); /* a new file at d: no longer b's */
+	replay(m, 10, JOP_WRITE, "d", NULL, &h2);
+	ck_assert(journal_pathmap_get(m, "b")->c->hash.low64 == 4);
+	ck_assert(journal_pathmap_get(m, "d")->c->hash.low64 == 2);
+	ck_assert_uint_eq(journal_pathmap_count(m), 2);
 	journal_pathmap_free(m);
 }
 END_TEST
@@ -549,6 +589,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, hashcache_racy_rule);
 	tcase_add_test(tc, hashcache_keeps_a_whole_tree);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
+	tcase_add_test(tc, pathmap_hard_links_share_content);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
 	tcase_set_timeout(tc, 60);
