@@ -168,7 +168,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 	if (pfd < 0)
 		return pfd;
 	XXH128_hash_t hash = {0, 0};
-	bool hashed = false, lower_same = false;
+	bool hashed = false, link_hashed = false, lower_same = false;
 	if (S_ISREG(st.st_mode)) {
 		char tmp[64];
 		pthread_mutex_lock(&fs->copyup_lock);
@@ -248,6 +248,9 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 		if (symlinkat(target, pfd, leaf) < 0) {
 			r = -errno;
 		} else {
+			/* A symlink's content, for the journal, is its target. */
+			hash = XXH3_128bits(target, (size_t)len);
+			link_hashed = true;
 			(void)!fchownat(pfd, leaf, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
 			struct timespec ts[2] = {st.st_atim, st.st_mtim};
 			utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW);
@@ -276,7 +279,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 	    .path = path,
 	    .path2 = node_lower(n),
 	    .bytes = (uint64_t)st.st_size,
-	    .has_hash_before = hashed,
+	    .has_hash_before = hashed || link_hashed,
 	    .hash_before = hash,
 	};
 	fs_record_ev(fs, req, &ev);

@@ -193,15 +193,17 @@ int journal_reader_line(struct journal_reader *r, const char **line, size_t *len
 
 /* ---- upper.c: walking the upper ------------------------------------------ */
 
-/* Called for each regular file of the upper (whiteouts and other reserved
- * names skipped), with its view path, its directory fd and name, and its stat.
- * A non-zero return stops the walk and is returned. */
+/* Called for each regular file and symlink of the upper (whiteouts and other
+ * reserved names skipped), with its view path, its directory fd and name, and
+ * its lstat.  A non-zero return stops the walk and is returned. */
 typedef int (*journal_upper_fn)(void *arg, const char *path, int dirfd, const char *name,
 				const struct stat *st);
 
 int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg);
 
-/* xxh3-128 of the regular file @name in @dirfd, without following symlinks. */
-int journal_hash_at(int dirfd, const char *name, XXH128_hash_t *out);
+/* xxh3-128 of the content of @name in @dirfd, whose lstat is @st: a regular
+ * file's bytes, or a symlink's target (never followed).  0 or a negative
+ * errno (-ELOOP or -EINVAL when it is no longer of @st's type). */
+int journal_hash_at(int dirfd, const char *name, const struct stat *st, XXH128_hash_t *out);
 
 #endif

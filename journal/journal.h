@@ -167,11 +167,12 @@ void journal_close(struct journal *j);
  * Crash recovery of the upper, called by the mount after journal_open() and
  * before serving: walks the upper directory @upper_fd (skipping whiteouts,
  * ".wh.*") and records a JOP_RECOVER ("changed without a record", with the
- * file's size and hash) for every regular file that has no record, whose
- * ctime is newer than the journal's last intact record, or (when the previous
- * session ended without an UNMOUNT record) whose hash differs from the last
- * recorded one; and a JOP_RECOVER with result ENOENT for a recorded file that
- * vanished.  Returns the number of files recorded, or a negative errno.
+ * file's size and hash; a symlink's hash is its target's, never followed) for
+ * every regular file or symlink that has no record, whose ctime is newer than
+ * the journal's last intact record, or (when the previous session ended
+ * without an UNMOUNT record) whose hash differs from the last recorded one;
+ * and a JOP_RECOVER with result ENOENT for a recorded file that vanished.
+ * Returns the number of files recorded, or a negative errno.
  */
 int journal_recover_upper(struct journal *j, int upper_fd);
 
@@ -242,7 +243,7 @@ struct journal_verify {
 	uint64_t bad_seq;	/* seq that line should have held */
 	char why[1024];		/* why it is bad, one line */
 	uint64_t recovered;	/* JOP_RECOVER records seen */
-	uint64_t upper_files;	/* regular files of the upper checked */
+	uint64_t upper_files;	/* regular files and symlinks of the upper checked */
 	uint64_t upper_bad;	/* of which differ from their last record, are unrecorded,
 				 * or recorded but missing */
 	char upper_first[1024]; /* the first upper problem, one line */
@@ -255,11 +256,12 @@ struct journal_verify {
  * Check the whole chain of the journal at @path (seq without gaps, each prev
  * equal to the hash of the line before, every line a valid record, a complete
  * last line, and the head file's seq and hash present in the journal); then,
- * when @upper_fd >= 0, that every regular file of the upper has the hash of its
- * last recorded content (WRITE/COPYUP/CREATE/TRUNCATE/RECOVER, following
- * RENAME/LINK/UNLINK).  Fills @v.  Returns 0 when the check ran (intact when
- * v->bad_line == 0 && v->upper_bad == 0), or a negative errno when the journal
- * could not be read.
+ * when @upper_fd >= 0, that every regular file and symlink of the upper has the
+ * hash of its last recorded content (WRITE/COPYUP/CREATE/SYMLINK/TRUNCATE/
+ * RECOVER, following RENAME/LINK/UNLINK; a symlink's content is its target,
+ * read with readlinkat, never followed).  Fills @v.  Returns 0 when the check
+ * ran (intact when v->bad_line == 0 && v->upper_bad == 0), or a negative errno
+ * when the journal could not be read.
  */
 int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v);
 

@@ -322,6 +322,12 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 	case JOP_CREATE:
 		return journal_pathmap_set(
 		    m, e->path, true, e->has_hash_after ? e->hash_after : empty_hash(), e->seq);
+	case JOP_SYMLINK:
+		/* A symlink's content is its target (journal/SCHEMA.md). */
+		if (!e->path2)
+			return journal_pathmap_set(m, e->path, false, zero, e->seq);
+		return journal_pathmap_set(m, e->path, true,
+					   XXH3_128bits(e->path2, strlen(e->path2)), e->seq);
 	case JOP_MKNOD:
 		if (e->mode && !S_ISREG(e->mode))
 			return 0;

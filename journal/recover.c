@@ -62,7 +62,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	else if (!j->crashed)
 		goto seen; /* clean shutdown and untouched since: trust the record */
 	XXH128_hash_t h;
-	int r = journal_hash_at(dirfd, name, &h);
+	int r = journal_hash_at(dirfd, name, st, &h);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
 	if (!why && e->c->has_hash && !same(e->c->hash, h))

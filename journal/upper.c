@@ -1,8 +1,10 @@
 /*
- * upper.c - walking the upper's regular files, for crash recovery and verify.
+ * upper.c - walking the upper's regular files and symlinks, for crash recovery
+ * and verify.
  *
  * Only *at() calls with O_NOFOLLOW: the upper is written by the agent, and a
- * symlink in it must not lead the walk elsewhere.
+ * symlink in it must not lead the walk elsewhere.  A symlink is checked as
+ * itself: its content is its target (readlinkat), as the journal records it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,8 +18,18 @@
 #include "fs/layout.h"
 #include "journal/internal.h"
 
-int journal_hash_at(int dirfd, const char *name, XXH128_hash_t *out)
+int journal_hash_at(int dirfd, const char *name, const struct stat *st, XXH128_hash_t *out)
 {
+	if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlinkat(dirfd, name, target, sizeof(target));
+		if (n < 0)
+			return -errno;
+		if ((size_t)n == sizeof(target))
+			return -ENAMETOOLONG;
+		*out = XXH3_128bits(target, (size_t)n);
+		return 0;
+	}
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
@@ -60,7 +72,7 @@ static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *a
 				r = errno == ENOENT ? 0 : -errno;
 			else
 				r = walk(sub, path, np + nl, fn, arg);
-		} else if (S_ISREG(st.st_mode)) {
+		} else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
 			r = fn(arg, path, dirfd, name, &st);
 		}
 		path[plen] = 0;

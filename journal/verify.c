@@ -93,7 +93,6 @@ struct upper_ctx {
 static int visit(void *arg, const char *path, int dirfd, const char *name, const struct stat *st)
 {
 	struct upper_ctx *c = arg;
-	(void)st;
 	if (c->v->skip_git && under_git(path))
 		return 0;
 	c->v->upper_files++;
@@ -111,7 +110,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	if (!e->c->has_hash)
 		return 0; /* its last record carried no hash: nothing to compare */
 	XXH128_hash_t h;
-	r = journal_hash_at(dirfd, name, &h);
+	r = journal_hash_at(dirfd, name, st, &h);
 	if (r < 0) {
 		upper_bad(c->v, "upper: %s: cannot read: %s", p, strerror(-r));
 		return 0;

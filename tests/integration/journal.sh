@@ -237,6 +237,17 @@ step "ln linked.txt linked-2.txt" t ln "$MNT/linked.txt" "$MNT/linked-2.txt"
 printf 'written through linked.txt\n' >>"$MNT/linked.txt"
 step "verify passes after a write through the first name" af verify "$MNT"
 
+# ------------------------------------------------------------------ symlinks
+# A symlink is checked as itself (its target), never followed: the upper has
+# no README.md for docs/readme-link -> ../README.md to lead to.
+step "mv docs/readme-link (a repository symlink) docs/readme-moved" \
+	t mv "$MNT/docs/readme-link" "$MNT/docs/readme-moved"
+step "verify passes after a repository symlink was renamed" af verify "$MNT"
+step "mv it back" t mv "$MNT/docs/readme-moved" "$MNT/docs/readme-link"
+step "verify passes after it was renamed back" af verify "$MNT"
+step "ln -s (a new symlink)" t ln -s no-such-target "$MNT/dangling-link"
+step "verify passes with a new dangling symlink" af verify "$MNT"
+
 dpid=$(daemon_pid_of "$MNT")
 mkdir -p "$MNT/crash"
 (
@@ -287,4 +298,7 @@ else
 	fail "verify detects a change behind agentfs's back to a hard-linked file, under both names" \
 		"exit $RC" "$OUT"
 fi
+ln -sfn elsewhere "$WS/upper/docs/readme-link"
+refuse "verify detects a symlink retargeted behind agentfs's back" \
+	"upper: docs/readme-link: content" af verify mnt
 done_testing
