@@ -914,11 +914,24 @@ static int collect_sources(int dirfd, const char *name, struct names *src)
 	return r;
 }
 
-/* rm -r of @name in @dirfd, never following a symlink. */
-static int remove_tree(int dirfd, const char *name)
+/* Where discard says what it removed: the callback, or NULL. */
+struct removed_cb {
+	changes_removed_fn fn;
+	void *arg;
+};
+
+/* rm -r of @name in @dirfd, whose view path is @vpath, never following a
+ * symlink; each entry removed is reported to @cb, but none with a reserved
+ * name (a whiteout, or under one): the upper check knows no such path. */
+static int remove_tree(int dirfd, const char *name, const char *vpath, const struct removed_cb *cb)
 {
-	if (unlinkat(dirfd, name, 0) == 0)
+	if (cb && layout_is_reserved(name))
+		cb = NULL;
+	if (unlinkat(dirfd, name, 0) == 0) {
+		if (cb)
+			cb->fn(cb->arg, vpath);
 		return 0;
+	}
 	if (errno == ENOENT)
 		return 0;
 	if (errno != EISDIR && errno != EPERM)
@@ -928,12 +941,17 @@ static int remove_tree(int dirfd, const char *name)
 		return -errno;
 	struct names ns = {0};
 	int r = names_read(&ns, fd);
-	for (size_t i = 0; r == 0 && i < ns.n; i++)
-		r = remove_tree(fd, ns.v[i]);
+	for (size_t i = 0; r == 0 && i < ns.n; i++) {
+		char *cp = join(vpath, ns.v[i]);
+		r = cp ? remove_tree(fd, ns.v[i], cp, cb) : -ENOMEM;
+		free(cp);
+	}
 	names_clear(&ns);
 	close(fd);
 	if (r == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		r = -errno;
+	else if (r == 0 && cb)
+		cb->fn(cb->arg, vpath);
 	return r;
 }
 
@@ -1231,8 +1249,11 @@ int changes_upper_holds(int upper_fd, const char *path)
 	return r;
 }
 
-int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path)
+int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path,
+		    changes_removed_fn removed, void *arg)
 {
+	struct removed_cb cbs = {removed, arg};
+	const struct removed_cb *cb = removed ? &cbs : NULL;
 	struct changes *cs = NULL;
 	int r = changes_compute(lower_fd, upper_fd, policy, &cs);
 	if (r < 0)
@@ -1248,7 +1269,7 @@ int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, con
 		struct names ns = {0};
 		r = names_read(&ns, upper_fd);
 		for (size_t i = 0; r == 0 && i < ns.n; i++)
-			r = remove_tree(upper_fd, ns.v[i]);
+			r = remove_tree(upper_fd, ns.v[i], ns.v[i], cb);
 		names_clear(&ns);
 		if (r == 0 && fremovexattr(upper_fd, LAYOUT_XATTR_OPAQUE) < 0 && errno != ENODATA)
 			r = -errno;
@@ -1261,7 +1282,7 @@ int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, con
 	if (dfd >= 0) {
 		r = collect_sources(dfd, name, &sources);
 		if (r == 0)
-			r = remove_tree(dfd, name);
+			r = remove_tree(dfd, name, path, cb);
 		if (r == 0)
 			r = layout_remove_whiteout(dfd, name);
 		close(dfd);

@@ -166,12 +166,18 @@ void changes_free(struct changes *cs);
  * hiding its other lower entries (whiteouts replace the opaque flag).  Empty
  * plain upper directories left behind are removed.  Writes only the upper.
  *
+ * @removed, when not NULL, is called with @arg and the view path of each entry
+ * (file, symlink, directory) removed from the upper, as it goes, whatever the
+ * outcome: what verify must no longer expect there.  Whiteouts are not named.
+ *
  * Returns 0; -ENOENT if no change lies at or below @path and the upper holds
  * nothing there (changes_upper_holds()); -EBUSY if changes
  * remain at or below @path that only discarding a directory above it can undo
  * (a path inside a renamed directory) — the upper may then be partly restored.
  */
-int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path);
+typedef void (*changes_removed_fn)(void *arg, const char *path);
+int changes_discard(int lower_fd, int upper_fd, const struct policy *policy, const char *path,
+		    changes_removed_fn removed, void *arg);
 
 /*
  * Does the upper @upper_fd hold anything at view path @path (not ""): an entry,

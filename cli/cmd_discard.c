@@ -14,6 +14,7 @@
 
 #include "cli/changes.h"
 #include "cli/cli.h"
+#include "cli/strvec.h"
 #include "journal/journal.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
@@ -205,11 +206,29 @@ static bool daemon_takes_sigusr1(pid_t pid)
 	return all && threads > 0;
 }
 
+/* What changes_discard() removed from the upper. */
+struct gone {
+	struct strvec paths;
+	bool oom; /* a path could not be kept: the list is incomplete */
+};
+
+static void on_removed(void *arg, const char *path)
+{
+	struct gone *g = arg;
+	/* A PATH that was an upper entry was named as it went, last. */
+	if (g->paths.n && strcmp(g->paths.v[g->paths.n - 1], path) == 0)
+		return;
+	if (strvec_push(&g->paths, path) < 0)
+		g->oom = true;
+}
+
 /* Name the view paths whose answers changed (every path whose change went or
  * changed, every discarded path, and their directories) in the workspace's
- * invalidation file, then signal the daemon. */
+ * invalidation file, and the paths to record as discarded, @gone, marked
+ * (fs/fs.h), then signal the daemon. */
 static int tell_daemon(const struct workspace *ws, pid_t pid, const struct changes *before,
-		       const struct changes *after, char **paths, size_t npaths)
+		       const struct changes *after, char **paths, size_t npaths,
+		       const struct gone *gone)
 {
 	char *file = workspace_path(ws, FS_INVALIDATE_FILE);
 	if (!file)
@@ -231,6 +250,10 @@ static int tell_daemon(const struct workspace *ws, pid_t pid, const struct chang
 	for (size_t i = 0; i < npaths; i++)
 		if (*paths[i])
 			put_with_ancestors(f, paths[i]);
+	for (size_t i = 0; i < gone->paths.n; i++) {
+		fputs(FS_INVALIDATE_DISCARDED, f);
+		fwrite(gone->paths.v[i], 1, strlen(gone->paths.v[i]) + 1, f);
+	}
 	int r = fclose(f) == 0 ? 0 : -errno;
 	if (r == 0 && kill(pid, SIGUSR1) < 0)
 		r = -errno;
@@ -322,6 +345,7 @@ int cmd_discard(int argc, char **argv)
 	}
 
 	int status = 1;
+	struct gone gone = {0};
 	struct policy *pol = NULL;
 	struct changes *before = NULL, *after = NULL;
 	char *upper = workspace_path(ws, "upper");
@@ -369,10 +393,19 @@ int cmd_discard(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (npaths == 0)
-		r = changes_discard(lfd, ufd, pol, "");
+	/* What goes on record as discarded: every entry removed from the upper,
+	 * whatever status showed of it (a file renamed away and back shows no
+	 * change, yet its upper copy goes), and each PATH done, "" for all
+	 * (journal/SCHEMA.md: it and all below it went back to the base). */
+	if (npaths == 0) {
+		r = changes_discard(lfd, ufd, pol, "", on_removed, &gone);
+		if (r == 0)
+			on_removed(&gone, "");
+	}
 	for (size_t i = 0; i < npaths && r >= 0; i++) {
-		r = changes_discard(lfd, ufd, pol, paths[i]);
+		r = changes_discard(lfd, ufd, pol, paths[i], on_removed, &gone);
+		if (r == 0)
+			on_removed(&gone, paths[i]);
 		if (r == -ENOENT)
 			r = 0; /* an earlier path covered it */
 		if (r == -EBUSY) {
@@ -405,7 +438,7 @@ int cmd_discard(int argc, char **argv)
 			  "unmount and mount again to see the discarded paths",
 			  target, (int)pid);
 	} else if (pid > 0) {
-		int e = tell_daemon(ws, pid, before, after, paths, npaths);
+		int e = tell_daemon(ws, pid, before, after, paths, npaths, &gone);
 		if (e < 0)
 			cli_error(CMD, "%s: telling the daemon (pid %d) to forget its cache: %s%s",
 				  target, (int)pid, strerror(-e),
@@ -429,23 +462,17 @@ int cmd_discard(int argc, char **argv)
 		char *q = changes_quote(b->path);
 		printf("%c %s\n", change_code(b), q ? q : b->path);
 		free(q);
+	}
+	if (gone.oom)
+		cli_error(CMD, "%s: out of memory: the journal does not say all that was discarded",
+			  target);
+	for (size_t i = 0; j && i < gone.paths.n; i++) {
 		struct journal_event ev = {.op = JOP_DISCARD,
 					   .pid = getpid(),
 					   .uid = getuid(),
-					   .path = b->path,
+					   .path = gone.paths.v[i],
 					   .detail = "agentfs discard"};
 		journal_record(j, &ev);
-	}
-	for (size_t i = 0; j && i < npaths; i++) {
-		if (!has_change(before, paths[i])) {
-			/* a whiteout with no visible change (hidden-only directory) */
-			struct journal_event ev = {.op = JOP_DISCARD,
-						   .pid = getpid(),
-						   .uid = getuid(),
-						   .path = paths[i],
-						   .detail = "agentfs discard"};
-			journal_record(j, &ev);
-		}
 	}
 	journal_close(j);
 	status = r < 0 ? 1 : 0;
@@ -455,6 +482,7 @@ out:
 	for (size_t i = 0; paths && i < npaths; i++)
 		free(paths[i]);
 	free(paths);
+	strvec_clear(&gone.paths);
 	changes_free(before);
 	changes_free(after);
 	if (lfd >= 0)

@@ -133,12 +133,18 @@ static void take_invalidations(struct agentfs *fs)
 			if (line[n - 1] == 0)
 				n--;
 			line[n] = 0;
-			if (n > 0) {
+			size_t mark = strlen(FS_INVALIDATE_DISCARDED);
+			char *path = line;
+			if (strncmp(line, FS_INVALIDATE_DISCARDED, mark) == 0) {
+				/* Discarded, not only changed: on record, or verify
+				 * would miss what left the upper (journal/SCHEMA.md). */
+				path += mark;
 				struct journal_event ev = {
-				    .op = JOP_DISCARD, .path = line, .detail = "agentfs discard"};
+				    .op = JOP_DISCARD, .path = path, .detail = "agentfs discard"};
 				fs_record_ev(fs, NULL, &ev);
-				invalidate_path(fs, line);
 			}
+			if (*path)
+				invalidate_path(fs, path);
 		}
 		free(line);
 		fclose(f);

@@ -58,9 +58,15 @@ struct fs_config {
  * changed view path, terminated by a NUL byte, to <state_dir>/FS_INVALIDATE_FILE,
  * then send SIGUSR1 to the daemon.  The daemon takes the file (rename), drops
  * the kernel's cached entries for those paths (negative ones included) and
- * every attribute and entry it handed out before.
+ * every attribute and entry it handed out before.  A path written after
+ * FS_INVALIDATE_DISCARDED (a view path never starts with it) was also
+ * discarded: its upper entry, and all below it, went back to the base, and
+ * the daemon journals a JOP_DISCARD for it ("" for the whole view); the
+ * others (the directories above, a restored rename source) only changed
+ * their answers.
  */
-#define FS_INVALIDATE_FILE "invalidate"
+#define FS_INVALIDATE_FILE	"invalidate"
+#define FS_INVALIDATE_DISCARDED "/"
 /* While the daemon works through a request it holds it under this name; the
  * request is done when neither file exists. */
 #define FS_INVALIDATE_TAKEN "invalidate.taken"

@@ -116,7 +116,7 @@ int journal_pathmap_update(struct journal_pathmap *m, const char *path, bool has
  * when @from is unknown.  0 or -ENOMEM. */
 int journal_pathmap_link(struct journal_pathmap *m, const char *from, const char *to, uint64_t seq);
 void journal_pathmap_del(struct journal_pathmap *m, const char *path);
-/* Remove @path and everything under "@path/". */
+/* Remove @path and everything under "@path/" ("": everything). */
 void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path);
 /* Move @from and everything under "@from/" to @to; with @exchange, swap. */
 int journal_pathmap_rename(struct journal_pathmap *m, const char *from, const char *to,

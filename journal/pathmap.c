@@ -214,7 +214,7 @@ void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path)
 	size_t dl = strlen(path);
 	for (size_t i = 0; i < m->cap; i++) {
 		struct journal_pathent *e = &m->slot[i];
-		if (e->path && e->live && under(e->path, path, dl))
+		if (e->path && e->live && (dl == 0 || under(e->path, path, dl)))
 			kill_ent(m, e);
 	}
 }
@@ -349,8 +349,8 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 		journal_pathmap_del_tree(m, e->path);
 		return 0;
 	case JOP_DISCARD:
-		/* The path, and all below it, went back to the base: nothing
-		 * of it is left in the upper. */
+		/* The path, and all below it ("" the whole view), went back to
+		 * the base: nothing of it is left in the upper. */
 		journal_pathmap_del(m, e->path);
 		journal_pathmap_del_tree(m, e->path);
 		return 0;

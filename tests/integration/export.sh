@@ -196,6 +196,14 @@ assert_contains "--evidence-max=1 lists one path per kind and counts the rest" "
 	"$(sed '/^diff --git /,$d' <<<"$OUT")"
 
 # ------------------------------------------------------------------ discard
+# A file renamed away and back has an upper copy that changes nothing status
+# shows, and discard removes it all the same: .editorconfig, and
+# scripts/run.sh beside scripts/gen.sh, which has a change of its own.
+for f in .editorconfig scripts/run.sh; do
+	step "mv $f away" t mv "$MNT/$f" "$MNT/$f.away"
+	step "  ...and back" t mv "$MNT/$f.away" "$MNT/$f"
+done
+step "verify passes before discarding" af verify "$MNT"
 refuse "discard refuses a path outside the view" "outside the view" af discard "$MNT" /etc/passwd
 refuse "discard refuses .. above the top" "outside the view" af discard "$MNT" ../x
 refuse "discard refuses a path without changes" "no change at this path" af discard "$MNT" Makefile
@@ -213,6 +221,10 @@ else
 fi
 assert_file_eq "README.md reads as in the repository again (the daemon forgot its cache)" \
 	"$REPO/README.md" "$MNT/README.md"
+step "verify passes after discarding README.md" af verify "$MNT"
+step "discard scripts/gen.sh" af discard "$MNT" scripts/gen.sh
+step "verify passes after discarding scripts/gen.sh (scripts/run.sh beside it stays)" \
+	af verify "$MNT"
 run af discard "$MNT" "$MNT/documentation"
 assert_eq "discard of the renamed directory (absolute path) exits 0" 0 "$RC"
 assert_file_eq "docs/guide.md is back" "$REPO/docs/guide.md" "$MNT/docs/guide.md"
@@ -227,6 +239,8 @@ assert_eq "status is empty after discarding everything" "" "$(af status "$MNT" 2
 assert_file_eq "conf is gone, config is back" "$REPO/config/settings.yml" "$MNT/config/settings.yml"
 assert_enoent "$MNT/.env" "the agent's .env is gone (the repository's stays hidden)"
 assert_eq "export after discarding everything is empty" "" "$(af export "$MNT" 2>&1)"
+step "verify passes after discarding everything (the renamed-back file included)" \
+	af verify "$MNT"
 
 # ------------------------------------------------------------------ a file over hidden files
 # config/ holds the tracked id_rsa the agent cannot see: a file or symlink put
@@ -319,6 +333,14 @@ refuse "export of a path that is no workspace" \
 refuse "status with an unknown option" "agentfs: status: --bogus: unknown option" \
 	af status --bogus "$MNT"
 
+# ------------------------------------------------------------------ discard while unmounted
+step "mv README.md away" t mv "$MNT/README.md" "$MNT/README-away.md"
+step "  ...and back" t mv "$MNT/README-away.md" "$MNT/README.md"
+sh_step "a new file" "printf 'new\\n' >'$MNT/new.txt'"
+
 run af unmount "$MNT"
 assert_eq "unmount" 0 "$RC"
+run af discard "$MNT"
+assert_eq "discard of everything while unmounted" "0 A new.txt" "$RC $OUT"
+step "verify passes after discarding everything while unmounted" af verify "$MNT"
 done_testing

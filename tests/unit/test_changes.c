@@ -51,7 +51,7 @@ static int discard(const char *path)
 {
 	int lfd = lay_open(lower, ".", O_RDONLY | O_DIRECTORY);
 	int ufd = lay_open(upper, ".", O_RDONLY | O_DIRECTORY);
-	int r = changes_discard(lfd, ufd, pol, path);
+	int r = changes_discard(lfd, ufd, pol, path, NULL, NULL);
 	close(lfd);
 	close(ufd);
 	return r;
