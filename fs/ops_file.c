@@ -625,10 +625,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
  * SYNC_FILE_RANGE_WRITE: starts the I/O, waits for none of it).  Nothing else
  * starts it for a long time: the kernel's flusher begins on its own only when
  * dirty pages are 30 s old or exceed vm.dirty_background_ratio of memory
- * (Documentation/admin-guide/sysctl/vm.rst), so a large file's fsync or
- * close-and-commit waited for all of it at the end; now the disk works while
- * the file is still being written.  Measured on 1 GiB in 1 MiB writes and
- * fsync: the fsync 1.2-1.4 s -> 0.5-0.6 s, the writes unchanged.
+ * (Documentation/admin-guide/sysctl/vm.rst), so a large file's fsync waited
+ * for all of it at the end; now the disk works while the file is still being
+ * written.  Measured on 1 GiB in 1 MiB writes and fsync, 4 paired rounds: the
+ * fsync 0.78-0.97 s -> 0.40-0.49 s, the writes unchanged (tests/bench/
+ * RESULTS.md, "Since the 20:32 run").
  * @end: where the WRITE just done ended.
  */
 static void write_behind(struct handle *h, off_t end)

@@ -300,7 +300,7 @@ refuse "discard of it again: no change at this path" "no change at this path" \
 REPO2=$T/repo2
 MNT2=$T/mnt2
 mkdir -p "$REPO2" && git -C "$REPO2" init -q -b main &&
-	for f in twice vim rm sed; do printf '%s\n' "$f" >"$REPO2/$f.txt"; done &&
+	for f in twice vim rm rmmv sed; do printf '%s\n' "$f" >"$REPO2/$f.txt"; done &&
 	git -C "$REPO2" add -A && git -C "$REPO2" -c user.name=p -c user.email=p@x commit -qm base ||
 	bail "cannot create $REPO2"
 mount_ws "$REPO2" "$MNT2" || bail "mount $REPO2: $OUT"
@@ -312,15 +312,17 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])' "$1" "$2"
 sh_step "two saves by rename of twice.txt" "$(declare -f save); save '$MNT2/twice.txt' 'one
 '; save '$MNT2/twice.txt' 'two
 '"
-for f in vim rm sed; do sh_step "the agent appends to $f.txt" "printf 'agent\n' >>'$MNT2/$f.txt'"; done
+for f in vim rm rmmv sed; do sh_step "the agent appends to $f.txt" "printf 'agent\n' >>'$MNT2/$f.txt'"; done
 sh_step "the person edits every file in the repository" \
-	"for f in twice vim rm sed; do printf 'person\n' >>'$REPO2/'\$f.txt; done"
+	"for f in twice vim rm rmmv sed; do printf 'person\n' >>'$REPO2/'\$f.txt; done"
 sh_step "vim's save of vim.txt: rename to a backup name, write a new file" \
 	"mv '$MNT2/vim.txt' '$MNT2/vim.txt~' && printf 'vim save\n' >'$MNT2/vim.txt' && rm '$MNT2/vim.txt~'"
 sh_step "rm rm.txt, then write it again" "rm '$MNT2/rm.txt' && printf 'again\n' >'$MNT2/rm.txt'"
+sh_step "rm rmmv.txt, then rename a new file onto its name" \
+	"rm '$MNT2/rmmv.txt' && printf 'moved\\n' >'$MNT2/rmmv.tmp' && mv '$MNT2/rmmv.tmp' '$MNT2/rmmv.txt'"
 step "sed -i sed.txt (temp + rename over the changed file)" t sed -i 's/^sed$/sed2/' "$MNT2/sed.txt"
 run af status "$MNT2"
-for f in twice vim rm sed; do
+for f in twice vim rm rmmv sed; do
 	assert_contains "  ...$f.txt is a conflict" "C $f.txt" "$OUT"
 done
 refuse "export refuses while they are conflicts" "twice.txt: conflict" af export "$MNT2"
