@@ -535,6 +535,10 @@ static void config_quote(FILE *f, const char *s)
  *    nested repository whose own config (core.fsmonitor, ...) the agent wrote;
  *  - gc.auto = 0, maintenance.auto = false: a background repack would read
  *    every base object and copy it into the workspace;
+ *  - gc.writeCommitGraph = false, repack.updateServerInfo = false: info/ and
+ *    objects/info/ are read-only (ignore rules, alternates), and a `git gc`
+ *    or `git repack` the agent runs would fail writing the commit-graph,
+ *    info/refs and objects/info/packs there after packing;
  *  - core.checkStat stays "default" and core.trustctime true: the view reports
  *    a lower file's own inode number, owner, size, mtime and ctime (st_dev
  *    differs, which git does not compare unless built with USE_STDEV), and the
@@ -567,6 +571,9 @@ static int write_config(const struct gitpriv *g)
 		   "\tignoreSubmodules = all\n"
 		   "[gc]\n"
 		   "\tauto = 0\n"
+		   "\twriteCommitGraph = false\n"
+		   "[repack]\n"
+		   "\tupdateServerInfo = false\n"
 		   "[maintenance]\n"
 		   "\tauto = false\n"
 		   "[user]\n"

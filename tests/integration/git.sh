@@ -170,6 +170,15 @@ assert_eq "no file of the private .git (objects inflated) holds a secret or its 
 run grep -rlF -- "$SECRET_MARK" "$GD"
 assert_eq "grep of the private .git finds no marker" 1 "$RC"
 
+# info/ and objects/info/ are read-only: gc must not try to write there.
+step "git gc" G gc -q
+step "git gc --aggressive --prune=now" G gc -q --aggressive --prune=now
+step "git repack -a -d" G repack -q -a -d
+run G log --format=%s
+assert_eq "log after gc" "$(printf 'agent: second\nagent: first\nbase')" "$OUT"
+run G fsck --full
+assert_eq "git fsck --full after gc" 0 "$RC"
+
 # ------------------------------------------------------------------ read-only parts
 refuse "config is read-only" "" bash -c "printf '[core]\n\tfsmonitor = /tmp/evil\n' >>'$MNT/.git/config'"
 refuse "hooks/ is read-only" "" bash -c "printf '#!/bin/sh\ntouch $T/pwned\n' >'$MNT/.git/hooks/pre-commit'"
