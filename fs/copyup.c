@@ -316,12 +316,40 @@ int origin_of_upper(int dirfd, const char *name, struct layout_origin *o)
 	return r == 1 ? 1 : 0;
 }
 
-int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
+int upper_dir_grant(int fd)
 {
-	(void)fs;
-	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
+	struct stat st;
+	if (fstat(fd, &st) < 0)
 		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if ((st.st_mode & S_IRWXU) == S_IRWXU)
+		return -EACCES; /* not the mode, then: nothing to lift */
+	mode_t mode = st.st_mode & 07777;
+	if (fchmod(fd, mode | S_IRWXU) < 0) {
+		/* An O_PATH descriptor takes no fchmod(2); its /proc link does. */
+		char p[64];
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		if (errno != EBADF || chmod(p, mode | S_IRWXU) < 0)
+			return -errno;
+	}
+	return (int)mode;
+}
+
+void upper_dir_restore(int fd, int mode)
+{
+	if (mode < 0)
+		return;
+	if (fchmod(fd, (mode_t)mode) < 0 && errno == EBADF) {
+		char p[64];
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		(void)!chmod(p, (mode_t)mode);
+	}
+}
+
+/* upper_rmdir() with @dfd the directory (read, search and write allowed). */
+static int rmdir_markers(int parentfd, const char *name, int dfd)
+{
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		int r = -errno;
@@ -345,5 +373,28 @@ int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
 	closedir(d);
 	if (r == 0 && unlinkat(parentfd, name, AT_REMOVEDIR) < 0)
 		r = -errno;
+	return r;
+}
+
+int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
+{
+	(void)fs;
+	/* The directory's own mode does not matter to rmdir(2), but reading
+	 * it and removing its whiteouts does: a directory the agent made
+	 * 000, 300 or 500 is opened with the owner's rwx lifted for the
+	 * removal (upper_dir_grant), and gets its mode back if it stays. */
+	int pfd = openat(parentfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0)
+		return -errno;
+	int granted = -1;
+	struct stat st;
+	if (fstat(pfd, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU &&
+	    faccessat(pfd, ".", R_OK | W_OK | X_OK, AT_EACCESS) < 0 && errno == EACCES)
+		granted = upper_dir_grant(pfd);
+	int dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : rmdir_markers(parentfd, name, dfd);
+	if (r < 0)
+		upper_dir_restore(pfd, granted);
+	close(pfd);
 	return r;
 }

@@ -288,7 +288,9 @@ bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
  * walk (a negative one is returned).  Caller holds ns_lock. */
 typedef int (*view_list_cb)(void *ctx, const char *name, mode_t type, ino_t ino);
 int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx);
-/* Is the directory node @dir empty in the view? 1 empty, 0 not, -errno. */
+/* Is the directory node @dir empty in the view? 1 empty, 0 not, -errno.
+ * Answers for a directory whatever its mode (rmdir and rename over it do not
+ * read it as the agent), so the caller holds ns_lock exclusive. */
 int view_dir_empty(struct agentfs *fs, struct node *dir);
 
 /* --- copyup.c ----------------------------------------------------------- */
@@ -313,8 +315,27 @@ struct layout_origin;
  * filled, 0 when it has none (a file the agent made) or cannot be opened. */
 int origin_of_upper(int dirfd, const char *name, struct layout_origin *o);
 /* Remove everything inside an upper directory that is empty in the view
- * (whiteouts), then the directory itself. */
+ * (whiteouts), then the directory itself, whatever the directory's own mode
+ * (as rmdir(2)).  0 or -errno (-ENOTEMPTY when it holds a visible entry). */
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name);
+/*
+ * The daemon's own way past an upper directory's mode.  The view's modes are
+ * the agent's (chmod 555, 300 or 000 of a directory), checked by the kernel
+ * against the agent (default_permissions).  What the daemon then does in the
+ * upper on the agent's behalf (copy a file up into such a directory, pin a
+ * renamed directory's lower origin on it, clear the whiteouts of an empty
+ * one) is bound by the same mode when the daemon is not root: EACCES where
+ * the same call on a plain directory passes.  So, on EACCES, the owner's rwx
+ * is added to upper directory @fd (any descriptor, O_PATH too) for that one
+ * step, with ns_lock held exclusive, and put back after.
+ *
+ * upper_dir_grant() returns the mode to hand to upper_dir_restore() (>= 0),
+ * or -errno when nothing was changed (-EACCES: the owner has rwx already, so
+ * the refusal was not the mode's; -EPERM: not the owner).
+ * upper_dir_restore() does nothing for a negative @mode.
+ */
+int upper_dir_grant(int fd);
+void upper_dir_restore(int fd, int mode);
 
 /* --- watch.c: invalidation when the lower changes ------------------------ */
 int watch_start(struct agentfs *fs);

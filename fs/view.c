@@ -389,7 +389,29 @@ static mode_t dtype_mode(unsigned char t)
 	}
 }
 
-int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
+/* The upper directory @dpath opened for reading.  With @lift, a directory
+ * whose mode keeps the daemon out (an empty one the agent made 000 or 300,
+ * about to be removed) is opened with the owner's rwx lifted for the open
+ * alone (upper_dir_grant): an open descriptor reads on whatever the mode. */
+static int open_upper_list(struct agentfs *fs, const char *dpath, bool lift)
+{
+	int ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
+	if (ufd != -EACCES || !lift)
+		return ufd;
+	int pfd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0);
+	if (pfd < 0)
+		return ufd;
+	int granted = upper_dir_grant(pfd);
+	if (granted >= 0) {
+		ufd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		ufd = ufd < 0 ? -errno : ufd;
+		upper_dir_restore(pfd, granted);
+	}
+	close(pfd);
+	return ufd;
+}
+
+static int list_at(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx, bool lift)
 {
 	char dpath[FS_PATH_MAX];
 	int r = node_path(dir, dpath, sizeof(dpath));
@@ -404,7 +426,7 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
 			goto out;
 	}
 	if (dir->upper) {
-		int ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
+		int ufd = open_upper_list(fs, dpath, lift);
 		if (ufd < 0 && ufd != -ENOENT) {
 			r = ufd;
 			goto out;
@@ -505,10 +527,15 @@ static int count_one(void *ctx, const char *name, mode_t type, ino_t ino)
 	return 1; /* stop at the first entry */
 }
 
+int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx)
+{
+	return list_at(fs, dir, cb, ctx, false);
+}
+
 int view_dir_empty(struct agentfs *fs, struct node *dir)
 {
 	int any = 0;
-	int r = view_list(fs, dir, count_one, &any);
+	int r = list_at(fs, dir, count_one, &any, true);
 	if (r < 0)
 		return r;
 	return any ? 0 : 1;

@@ -225,6 +225,19 @@ else
 	assert_eq "  ...and it is unchanged" "read only" "$(t cat "$P/ro.txt" 2>&1)"
 fi
 
+# ------------------------------------------------------------------ directory modes bind the agent only
+# A directory's mode in the view is the agent's to set; what agentfs does in the
+# upper on the agent's behalf (copy-ups, the whiteouts of an empty directory)
+# must not fail where the same call succeeds on a plain directory.  Root
+# passes anyway; the unprivileged daemon needs its own way past the modes.
+step "mkdir, chmod 000 and rmdir an empty directory" t bash -c "mkdir '$P/e0' && chmod 000 '$P/e0' && rmdir '$P/e0'"
+step "mkdir, chmod 300 and rmdir an empty directory" t bash -c "mkdir '$P/e1' && chmod 300 '$P/e1' && rmdir '$P/e1'"
+step "empty a lower directory, chmod 500 and rmdir it (whiteouts inside)" \
+	t bash -c "rm '$MNT/scripts/run.sh' '$MNT/scripts/gen.sh' && chmod 500 '$MNT/scripts' && rmdir '$MNT/scripts'"
+assert_enoent "$MNT/scripts" "  ...it is gone"
+step "mv -T of an empty directory over an empty directory of mode 000" \
+	t bash -c "mkdir '$P/e2' '$P/e3' && chmod 000 '$P/e3' && mv -T '$P/e2' '$P/e3' && rmdir '$P/e3'"
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
