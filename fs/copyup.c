@@ -122,8 +122,12 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	if (pfd < 0)
 		return pfd;
 	mode_t mode = have_lower ? (lst.st_mode & 07777) : 0755;
-	if (mkdirat(pfd, leaf, mode | S_IRWXU) < 0 && errno != EEXIST) {
-		r = -errno;
+	int granted = -1;
+	r = mkdirat(pfd, leaf, mode | S_IRWXU) < 0 ? -errno : 0;
+	if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
+		r = mkdirat(pfd, leaf, mode | S_IRWXU) < 0 ? -errno : 0;
+	upper_dir_restore(pfd, granted);
+	if (r < 0 && r != -EEXIST) {
 		close(pfd);
 		return r;
 	}
@@ -210,8 +214,13 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 		}
 		close(src);
 		close(dst);
-		if (r == 0 && renameat(fs->work_fd, tmp, pfd, leaf) < 0)
+		if (r == 0 && renameat(fs->work_fd, tmp, pfd, leaf) < 0) {
+			int granted = -1;
 			r = -errno;
+			if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
+				r = renameat(fs->work_fd, tmp, pfd, leaf) < 0 ? -errno : 0;
+			upper_dir_restore(pfd, granted);
+		}
 		if (r < 0)
 			unlinkat(fs->work_fd, tmp, 0);
 		if (r == 0) {
@@ -245,9 +254,12 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 			close(pfd);
 			return -ENOENT;
 		}
-		if (symlinkat(target, pfd, leaf) < 0) {
-			r = -errno;
-		} else {
+		int granted = -1;
+		r = symlinkat(target, pfd, leaf) < 0 ? -errno : 0;
+		if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
+			r = symlinkat(target, pfd, leaf) < 0 ? -errno : 0;
+		upper_dir_restore(pfd, granted);
+		if (r == 0) {
 			/* A symlink's content, for the journal, is its target. */
 			hash = XXH3_128bits(target, (size_t)len);
 			link_hashed = true;
@@ -256,8 +268,11 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 			utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW);
 		}
 	} else {
-		if (mknodat(pfd, leaf, st.st_mode, st.st_rdev) < 0)
-			r = -errno;
+		int granted = -1;
+		r = mknodat(pfd, leaf, st.st_mode, st.st_rdev) < 0 ? -errno : 0;
+		if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
+			r = mknodat(pfd, leaf, st.st_mode, st.st_rdev) < 0 ? -errno : 0;
+		upper_dir_restore(pfd, granted);
 	}
 	close(pfd);
 	if (r < 0) {

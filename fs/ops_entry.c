@@ -97,7 +97,9 @@ static int open_upper_dir(struct agentfs *fs, struct node *dir)
 	int r = node_path(dir, path, sizeof(path));
 	if (r < 0)
 		return r;
-	return upper_open(fs, path, O_RDONLY | O_DIRECTORY, 0);
+	/* O_PATH: it serves *at() calls, also in a directory without read
+	 * permission (mode 300), as the same calls on a plain one do. */
+	return upper_open(fs, path, O_PATH | O_DIRECTORY, 0);
 }
 
 /* Refresh a node from disk (the kernel may hold it while the view changed). */
@@ -654,7 +656,7 @@ static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const ch
 	if (is_git_root(fs, dir, name))
 		return -EBUSY; /* the private .git stays where it is */
 	/* The upper directory is opened once, for the lookup and the change. */
-	if (dir->upper && (*ufd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+	if (dir->upper && (*ufd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0) {
 		r = *ufd;
 		*ufd = -1;
 		if (r != -ENOENT)
@@ -760,11 +762,23 @@ static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
 	char path[FS_PATH_MAX];
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
-	int fd = upper_open(fs, path, O_RDONLY | O_DIRECTORY, 0);
-	if (fd < 0)
-		return fd;
-	r = layout_set_redirect(fd, node_lower(n));
-	close(fd);
+	/* The mark is on the directory itself: a directory the agent made
+	 * 555 moves within its parent, so the daemon lifts its mode for it. */
+	int pfd = upper_open(fs, path, O_PATH | O_DIRECTORY, 0);
+	if (pfd < 0)
+		return pfd;
+	int granted = -1;
+	int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = fd < 0 ? -errno : layout_set_redirect(fd, node_lower(n));
+	if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0) {
+		if (fd < 0)
+			fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = fd < 0 ? -errno : layout_set_redirect(fd, node_lower(n));
+	}
+	upper_dir_restore(pfd, granted);
+	if (fd >= 0)
+		close(fd);
+	close(pfd);
 	return r;
 }
 

@@ -410,7 +410,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto fail;
 	}
 	/* One open of the upper directory serves the lookup and the create. */
-	if (dir->upper && (dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0 &&
+	if (dir->upper && (dfd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0 &&
 	    dfd != -ENOENT) {
 		r = dfd;
 		goto fail;
@@ -429,7 +429,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	if (dfd < 0) {
 		if ((r = copyup_dir(fs, dir)) < 0)
 			goto fail;
-		if ((dfd = upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+		if ((dfd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0) {
 			r = dfd;
 			dfd = -1;
 			goto fail;

@@ -81,7 +81,7 @@ int layer_open_parent(struct agentfs *fs, int rootfd, const char *path, const ch
 	const char *slash = strrchr(path, '/');
 	if (!slash) {
 		*leaf = path;
-		int fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int fd = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 		return fd < 0 ? -errno : fd;
 	}
 	char dir[FS_PATH_MAX];
@@ -91,7 +91,9 @@ int layer_open_parent(struct agentfs *fs, int rootfd, const char *path, const ch
 	memcpy(dir, path, n);
 	dir[n] = 0;
 	*leaf = slash + 1;
-	return layer_open(fs, rootfd, dir, O_RDONLY | O_DIRECTORY, 0);
+	/* O_PATH: the parent serves *at() calls only, and a directory the
+	 * agent made 300 (search and write, no read) must still serve them. */
+	return layer_open(fs, rootfd, dir, O_PATH | O_DIRECTORY, 0);
 }
 
 int layer_stat(struct agentfs *fs, int rootfd, const char *rel, struct stat *st)

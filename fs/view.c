@@ -199,7 +199,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	if (r < 0)
 		return r;
 	if (dir->upper) {
-		int ufd = dir_ufd >= 0 ? dir_ufd : upper_open(fs, dpath, O_RDONLY | O_DIRECTORY, 0);
+		int ufd = dir_ufd >= 0 ? dir_ufd : upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0);
 		if (ufd < 0 && ufd != -ENOENT)
 			return ufd;
 		if (ufd >= 0) {

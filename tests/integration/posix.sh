@@ -238,6 +238,27 @@ assert_enoent "$MNT/scripts" "  ...it is gone"
 step "mv -T of an empty directory over an empty directory of mode 000" \
 	t bash -c "mkdir '$P/e2' '$P/e3' && chmod 000 '$P/e3' && mv -T '$P/e2' '$P/e3' && rmdir '$P/e3'"
 
+step "chmod 555 of a lower directory" t chmod 555 "$MNT/docs"
+step "  ...append to a lower file in it (copy-up)" t bash -c "printf 'agent\n' >>'$MNT/docs/guide.md'"
+step "  ...append to a lower file in its subdirectory (copy-up of the subdirectory)" \
+	t bash -c "printf 'agent\n' >>'$MNT/docs/api/index.md'"
+assert_eq "  ...both appended" "agent agent" \
+	"$(t tail -qn1 "$MNT/docs/guide.md" "$MNT/docs/api/index.md" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+step "  ...touch -h of a lower symlink in it (copy-up)" t touch -h -d '2011-01-01 00:00:00 UTC' "$MNT/docs/readme-link"
+assert_eq "  ...the directory keeps its mode" 555 "$(t stat -c %a "$MNT/docs" 2>&1)"
+step "chmod 755 again" t chmod 755 "$MNT/docs"
+step "rename a lower directory of mode 555 in its parent" \
+	t bash -c "chmod 555 '$MNT/docs/api' && mv '$MNT/docs/api' '$MNT/docs/API'"
+step "  ...rename it back" t mv "$MNT/docs/API" "$MNT/docs/api"
+assert_eq "  ...its files follow it" "agent" "$(t tail -n1 "$MNT/docs/api/index.md" 2>&1)"
+assert_eq "  ...it keeps its mode" 555 "$(t stat -c %a "$MNT/docs/api" 2>&1)"
+step "chmod 755 again" t chmod 755 "$MNT/docs/api"
+step "chmod 300 of a lower directory" t chmod 300 "$MNT/src"
+assert_eq "  ...a file in it reads" "int add(int a, int b);" "$(t cat "$MNT/src/util.h" 2>&1)"
+step "  ...a file in it takes an append" t bash -c "printf '/* agent */\n' >>'$MNT/src/util.h'"
+step "  ...a file is created in it" t bash -c "printf 'new\n' >'$MNT/src/new300.c'"
+step "chmod 755 again" t chmod 755 "$MNT/src"
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
