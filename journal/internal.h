@@ -103,6 +103,8 @@ int journal_pathmap_new(struct journal_pathmap **out);
 void journal_pathmap_free(struct journal_pathmap *m);
 /* The live entry of @path, or NULL; valid until the map next changes. */
 struct journal_pathent *journal_pathmap_get(struct journal_pathmap *m, const char *path);
+/* Does a directory above @path ("a" or "a/b" for "a/b/c") have an entry? */
+bool journal_pathmap_has_parent(struct journal_pathmap *m, const char *path);
 /* @path names a new file (copy-up, create) holding @h (when @has_hash), no
  * longer a link of any other name.  0 or -ENOMEM. */
 int journal_pathmap_set(struct journal_pathmap *m, const char *path, bool has_hash, XXH128_hash_t h,
@@ -195,7 +197,10 @@ int journal_reader_line(struct journal_reader *r, const char **line, size_t *len
 
 /* Called for each regular file and symlink of the upper (whiteouts and other
  * reserved names skipped), with its view path, its directory fd and name, and
- * its lstat.  A non-zero return stops the walk and is returned. */
+ * its lstat, and for each directory the walk cannot open (EACCES: the agent
+ * can chmod 000 a directory, and the walk runs as the workspace's owner),
+ * whose files then go unseen.  A non-zero return stops the walk and is
+ * returned. */
 typedef int (*journal_upper_fn)(void *arg, const char *path, int dirfd, const char *name,
 				const struct stat *st);
 

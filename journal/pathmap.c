@@ -13,6 +13,7 @@
  * changes the shared one, and a copy-up or create starts a new one.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,21 @@ static struct journal_pathent *lookup(struct journal_pathmap *m, const char *pat
 struct journal_pathent *journal_pathmap_get(struct journal_pathmap *m, const char *path)
 {
 	return lookup(m, path);
+}
+
+bool journal_pathmap_has_parent(struct journal_pathmap *m, const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, path, n + 1);
+	for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
+		*slash = 0;
+		if (lookup(m, buf))
+			return true;
+	}
+	return false;
 }
 
 static int grow(struct journal_pathmap *m)

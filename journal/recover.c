@@ -52,6 +52,8 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 {
 	struct recover_ctx *c = arg;
 	struct journal *j = c->j;
+	if (S_ISDIR(st->st_mode))
+		goto seen; /* unreadable (chmod 000): what it holds stays unknown */
 	struct journal_pathent *e = journal_pathmap_get(j->map, path);
 	int64_t ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
 	const char *why = NULL;
@@ -63,8 +65,12 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 		goto seen; /* clean shutdown and untouched since: trust the record */
 	XXH128_hash_t h;
 	int r = journal_hash_at(dirfd, name, st, &h);
+	if (r == -ENOENT)
+		return 0;
+	if (r == -EACCES)
+		goto seen; /* a mode the agent set: verify names it, the walk goes on */
 	if (r < 0)
-		return r == -ENOENT ? 0 : r;
+		return r;
 	if (!why && e->c->has_hash && !same(e->c->hash, h))
 		why = "content differs from the last record";
 	if (!why && !e->c->has_hash)
@@ -81,7 +87,7 @@ seen:
 static void vanished(void *arg, struct journal_pathent *e)
 {
 	struct recover_ctx *c = arg;
-	if (journal_pathmap_get(c->seen, e->path))
+	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path))
 		return;
 	record_recover(c->j, e->path, -ENOENT, 0, NULL, "recorded file missing from the upper");
 	c->count++;

@@ -68,10 +68,12 @@ static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *a
 		} else if (S_ISDIR(st.st_mode)) {
 			int sub =
 			    openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				r = errno == ENOENT ? 0 : -errno;
-			else
+			if (sub >= 0)
 				r = walk(sub, path, np + nl, fn, arg);
+			else if (errno == EACCES)
+				r = fn(arg, path, dirfd, name, &st); /* a mode the agent set */
+			else if (errno != ENOENT)
+				r = -errno;
 		} else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
 			r = fn(arg, path, dirfd, name, &st);
 		}

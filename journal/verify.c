@@ -95,12 +95,21 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	struct upper_ctx *c = arg;
 	if (c->v->skip_git && under_git(path))
 		return 0;
-	c->v->upper_files++;
+	if (!S_ISDIR(st->st_mode))
+		c->v->upper_files++;
 	int r = journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0);
 	if (r < 0)
 		return r;
 	char p[512];
 	show_path(path, p, sizeof(p));
+	if (S_ISDIR(st->st_mode)) {
+		/* Seen as unchecked, not as missing: its files stay unknown. */
+		upper_bad(
+		    c->v,
+		    "upper: %s: cannot read this directory (mode %03o): its files are not checked",
+		    p, (unsigned)(st->st_mode & 07777));
+		return 0;
+	}
 	struct journal_pathent *e = journal_pathmap_get(c->map, path);
 	if (!e) {
 		upper_bad(c->v, "upper: %s: no record of this file (changed behind agentfs's back)",
@@ -130,7 +139,8 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 static void missing(void *arg, struct journal_pathent *e)
 {
 	struct upper_ctx *c = arg;
-	if (journal_pathmap_get(c->seen, e->path) || (c->v->skip_git && under_git(e->path)))
+	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path) ||
+	    (c->v->skip_git && under_git(e->path)))
 		return;
 	char p[512];
 	show_path(e->path, p, sizeof(p));

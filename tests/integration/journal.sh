@@ -301,4 +301,40 @@ fi
 ln -sfn elsewhere "$WS/upper/docs/readme-link"
 refuse "verify detects a symlink retargeted behind agentfs's back" \
 	"upper: docs/readme-link: content" af verify mnt
+# ------------------------------------------------------------------ entries the agent made unreadable
+# chmod 000 in the view is the mode of the upper entry, and verify and recovery
+# walk the upper as its owner: without CAP_DAC_OVERRIDE they cannot read
+# there.  They say so for that entry and check the rest (root reads anyway).
+UMNT=$T/umnt
+UWS=$STATE/workspaces/unread
+mount_ws "$REPO" "$UMNT" --name unread
+[ "$RC" -eq 0 ] || bail "mount of the unread workspace failed: $OUT"
+sh_step "a file and a directory made unreadable in the mount" "cd '$UMNT' &&
+	printf 'sealed\n' >sealed.txt && chmod 000 sealed.txt &&
+	mkdir locked && printf 'inside\n' >locked/f.txt && chmod 000 locked"
+run af verify "$UMNT"
+if [ "$(id -u)" -eq 0 ]; then
+	assert_eq "verify passes (root reads them)" "0" "$RC"
+else
+	assert_eq "verify fails" "1" "$RC"
+	assert_contains "  ...naming the directory it cannot read" "upper: locked: cannot read this directory" "$OUT"
+	assert_contains "  ...and the file" "upper: sealed.txt: cannot read" "$OUT"
+	assert_not_contains "  ...not the journal" "journal.jsonl: Permission denied" "$OUT"
+	assert_not_contains "  ...nor the files in the directory as missing" "locked/f.txt" "$OUT"
+fi
+dpid=$(daemon_pid_of "$UMNT")
+kill -KILL "$dpid"
+wait_gone "$dpid" 5
+timeout 10 fusermount3 -uz "$UMNT" 2>/dev/null
+for i in $(seq 1 20); do printf 'behind %s\n' "$i" >"$UWS/upper/behind-$i.txt"; done
+mount_ws "$REPO" "$UMNT" --name unread
+[ "$RC" -eq 0 ] || bail "mount after kill -9 failed: $OUT"
+settle
+run af log --json --op recover "$UMNT"
+assert_eq "recovery records all 20 files written behind its back, past the unreadable entries" 20 \
+	"$(grep -c '"path":"behind-' <<<"$OUT")"
+t chmod 755 "$UMNT/locked"
+t chmod 644 "$UMNT/sealed.txt"
+step "verify passes once they are readable again" af verify "$UMNT"
+step "unmount" af unmount "$UMNT"
 done_testing
