@@ -172,6 +172,8 @@ struct walk {
 	const struct policy *pol;
 	struct change *v;
 	size_t n, cap;
+	char *where; /* the view path the walk failed at (NULL: not asked) */
+	size_t where_len;
 };
 
 /* One side of one name while walking. */
@@ -581,6 +583,10 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 		if (clbfd >= 0)
 			close(clbfd);
 	next:
+		/* The deepest path first: the entry the walk could not read
+		 * (the agent's chmod 000 of a file or a directory). */
+		if (r < 0 && w->where && !w->where[0])
+			snprintf(w->where, w->where_len, "%s", path);
 		free(child_lv);
 		free(path);
 		free(lvpath);
@@ -619,6 +625,14 @@ void changes_free(struct changes *cs)
 
 int changes_compute(int lower_fd, int upper_fd, const struct policy *policy, struct changes **out)
 {
+	return changes_compute_at(lower_fd, upper_fd, policy, out, NULL, 0);
+}
+
+int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
+		       struct changes **out, char *where, size_t where_len)
+{
+	if (where && where_len)
+		where[0] = 0;
 	struct changes *cs = calloc(1, sizeof(*cs));
 	if (!cs)
 		return -ENOMEM;
@@ -629,7 +643,11 @@ int changes_compute(int lower_fd, int upper_fd, const struct policy *policy, str
 		changes_free(cs);
 		return e;
 	}
-	struct walk w = {.lower_fd = cs->lower_fd, .upper_fd = cs->upper_fd, .pol = policy};
+	struct walk w = {.lower_fd = cs->lower_fd,
+			 .upper_fd = cs->upper_fd,
+			 .pol = policy,
+			 .where = where_len ? where : NULL,
+			 .where_len = where_len};
 
 	/* The root merges with the lower root unless it is opaque. */
 	int op = layout_is_opaque(cs->upper_fd);
@@ -1352,8 +1370,12 @@ int changes_open_workspace(const struct workspace *ws, struct changes **out, cha
 		r = -uerr;
 	}
 	if (r == 0) {
-		r = changes_compute(lfd, ufd, pol, out);
-		if (r < 0)
+		char where[PATH_MAX];
+		r = changes_compute_at(lfd, ufd, pol, out, where, sizeof(where));
+		if (r < 0 && where[0])
+			snprintf(err, errlen, "reading the upper and the repository: %s: %s", where,
+				 strerror(-r));
+		else if (r < 0)
 			snprintf(err, errlen, "reading the upper and the repository: %s",
 				 strerror(-r));
 	}

@@ -107,6 +107,11 @@ struct changes {
  * owned by the caller (changes_free()).
  */
 int changes_compute(int lower_fd, int upper_fd, const struct policy *policy, struct changes **out);
+/* changes_compute(), and on failure the view path it failed at in @where
+ * (@where_len bytes; "" when it failed elsewhere), such as a file or directory
+ * the agent made unreadable (chmod 000). */
+int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
+		       struct changes **out, char *where, size_t where_len);
 
 /*
  * Set CHANGE_IGNORED on changes whose path is untracked in @repo (the real

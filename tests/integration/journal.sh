@@ -321,6 +321,8 @@ else
 	assert_contains "  ...and the file" "upper: sealed.txt: cannot read" "$OUT"
 	assert_not_contains "  ...not the journal" "journal.jsonl: Permission denied" "$OUT"
 	assert_not_contains "  ...nor the files in the directory as missing" "locked/f.txt" "$OUT"
+	refuse "status names what it cannot read" ": locked: Permission denied" af status "$UMNT"
+	refuse "export names what it cannot read" ": locked: Permission denied" af export "$UMNT"
 fi
 dpid=$(daemon_pid_of "$UMNT")
 kill -KILL "$dpid"
