@@ -247,6 +247,11 @@ struct entry {
 	bool opaque;
 	bool readonly;
 	bool whiteout; /* absent because the upper holds a whiteout for it */
+	/* The upper entry's markers (origin, redirect, opaque: layout.h) could
+	 * not be read: the agent took its owner's read permission (chmod 000),
+	 * which reading user.* xattrs needs (xattr(7)).  Its inode number,
+	 * lower and opacity are then the ones the node had (view_apply). */
+	bool markers_unknown;
 	mode_t type;
 	struct stat st;		 /* the entry's attributes as reported (fixed up) */
 	char lower[FS_PATH_MAX]; /* lower path, "" if none */
@@ -263,8 +268,10 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 		    bool *concealed, int dir_ufd, int dir_lfd);
 /* The inode number reported for an upper-only entry with attributes @st. */
 uint64_t view_upper_ino(struct agentfs *fs, const struct stat *st);
-/* Apply an entry to a node (type, lower path, flags, ino). */
-int view_apply(struct agentfs *fs, struct node *n, const struct entry *e);
+/* Apply an entry to a node (type, lower path, flags, ino).  An entry whose
+ * markers could not be read takes the node's inode number, lower and opacity
+ * instead, when the node already stands for that upper entry. */
+int view_apply(struct agentfs *fs, struct node *n, struct entry *e);
 /* After @n was copied up to @path: move its handles still reading the lower
  * file to the upper copy.  ops_file.c. */
 void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path);

@@ -134,12 +134,17 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 		ssize_t ol = lgetxattr(xp, LAYOUT_XATTR_ORIGIN, ob, sizeof(ob) - 1);
 		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &o) > 0)
 			return o.ino;
+		e->markers_unknown = ol < 0 && errno == EACCES;
 		return ino;
 	}
 	if (!S_ISDIR(e->st.st_mode))
 		return ino;
 	char red[FS_PATH_MAX], ov[2];
 	ssize_t rl = lgetxattr(xp, LAYOUT_XATTR_REDIRECT, red, sizeof(red) - 1);
+	if (rl < 0 && errno == EACCES) {
+		e->markers_unknown = true;
+		return ino;
+	}
 	e->opaque = lgetxattr(xp, LAYOUT_XATTR_OPAQUE, ov, sizeof(ov)) > 0 && ov[0] == 'y';
 	if (rl > 0) {
 		/* Renamed from the lower: its entries come from there. */
@@ -238,8 +243,18 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	return r;
 }
 
-int view_apply(struct agentfs *fs, struct node *n, const struct entry *e)
+int view_apply(struct agentfs *fs, struct node *n, struct entry *e)
 {
+	if (e->markers_unknown && n->upper && e->in_upper && n->type == e->type) {
+		/* Unreadable markers say nothing new: the node keeps what it
+		 * knew, and the entry reports it, so `chmod 000` of a copied-up
+		 * file keeps its inode number and of a directory its lower. */
+		e->st.st_ino = (ino_t)n->ino;
+		e->opaque = n->opaque;
+		const char *lower = node_lower(n);
+		e->in_lower = lower != NULL;
+		snprintf(e->lower, sizeof(e->lower), "%s", lower ? lower : "");
+	}
 	/* Most refreshes find the same lower path: keep the string. */
 	bool same =
 	    e->in_lower ? node_lower(n) && strcmp(node_lower(n), e->lower) == 0 : !node_lower(n);

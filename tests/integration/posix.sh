@@ -259,6 +259,22 @@ step "  ...a file in it takes an append" t bash -c "printf '/* agent */\n' >>'$M
 step "  ...a file is created in it" t bash -c "printf 'new\n' >'$MNT/src/new300.c'"
 step "chmod 755 again" t chmod 755 "$MNT/src"
 
+# The inode number of a copied-up file or a renamed directory comes from a
+# mark on the upper entry that its owner reads only with read permission
+# (user.* xattrs); the agent's chmod 000 must not change what stat reports.
+ino_f=$(t stat -c %i "$MNT/src/util.h" 2>&1)
+step "chmod 000 of a copied-up file" t chmod 000 "$MNT/src/util.h"
+assert_eq "  ...it keeps its inode number" "$ino_f" "$(t stat -c %i "$MNT/src/util.h" 2>&1)"
+assert_eq "  ...in a listing too" "$ino_f util.h" "$(t ls -i "$MNT/src" 2>&1 | grep -w util.h | sed 's/^ *//')"
+step "chmod 644 again" t chmod 644 "$MNT/src/util.h"
+step "rename a lower directory" t mv "$MNT/docs/api" "$MNT/docs/api2"
+ino_d=$(t stat -c %i "$MNT/docs/api2" 2>&1)
+step "chmod 000 of the renamed directory" t chmod 000 "$MNT/docs/api2"
+assert_eq "  ...it keeps its inode number" "$ino_d" "$(t stat -c %i "$MNT/docs/api2" 2>&1)"
+step "chmod 755 again" t chmod 755 "$MNT/docs/api2"
+assert_eq "  ...its files are still there" "agent" "$(t tail -n1 "$MNT/docs/api2/index.md" 2>&1)"
+step "rename it back" t mv "$MNT/docs/api2" "$MNT/docs/api"
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
