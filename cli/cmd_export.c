@@ -186,7 +186,7 @@ int cmd_export(int argc, char **argv)
 	int c;
 	opterr = 0;
 	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
-	while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":ho:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			output = optarg;

@@ -290,7 +290,7 @@ int cmd_log(int argc, char **argv)
 	int c;
 	opterr = 0;
 	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
-	while ((c = getopt_long(argc, argv, "hf", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hf", longopts, NULL)) != -1) {
 		char *end;
 		switch (c) {
 		case OPT_JSON:

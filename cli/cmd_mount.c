@@ -155,7 +155,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 	opterr = 0;
 	optind = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, "fdho:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":fdho:", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NAME:
 			a->name = optarg;

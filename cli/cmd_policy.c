@@ -393,6 +393,10 @@ int cmd_policy(int argc, char **argv)
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--policy") && i + 1 < argc) {
 			file = argv[++i];
+		} else if (!strcmp(argv[i], "--policy")) {
+			cli_error("policy", "%s: --policy: missing argument", sub);
+			free(args);
+			return 2;
 		} else if (!strncmp(argv[i], "--policy=", 9)) {
 			file = argv[i] + 9;
 		} else if (!strcmp(argv[i], "--")) {
@@ -408,7 +412,10 @@ int cmd_policy(int argc, char **argv)
 	}
 	int rc;
 	if (!strcmp(sub, "check"))
-		rc = file ? (fputs(cmd_policy_usage, stderr), 2) : do_check(n, args);
+		rc = file ? (cli_error("policy", "check: --policy: unknown option (the policy "
+						 "to check is FILE)"),
+			     2)
+			  : do_check(n, args);
 	else if (!strcmp(sub, "show"))
 		rc = do_show(file, n, args);
 	else if (!strcmp(sub, "explain"))

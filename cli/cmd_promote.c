@@ -105,7 +105,7 @@ static int parse(int argc, char **argv, struct promote_args *a)
 	opterr = 0;
 	optind = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, "hb:m:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hb:m:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			a->branch = optarg;

@@ -161,7 +161,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	optind = 1;
 	opterr = 0;
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
 		switch (o) {
 		case OPT_NAME:
 			a->name = optarg;

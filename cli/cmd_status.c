@@ -80,7 +80,7 @@ int cmd_status(int argc, char **argv)
 	int c;
 	opterr = 0;
 	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_STATE:
 			state_dir = optarg;

@@ -201,7 +201,7 @@ int cmd_unmount(int argc, char **argv)
 	int c;
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "lzh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":lzh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 		case 'z':

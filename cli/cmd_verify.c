@@ -117,7 +117,7 @@ int cmd_verify(int argc, char **argv)
 	int c;
 	opterr = 0;
 	optind = 0; /* 0: glibc re-initialises, permuting operands and options */
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hq", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NO_UPPER:
 			no_upper = true;

@@ -334,6 +334,18 @@ refuse "export of a path that is no workspace" \
 	"agentfs: export: $T/nowhere: not an agentfs mount (no workspace found)" af export "$T/nowhere"
 refuse "status with an unknown option" "agentfs: status: --bogus: unknown option" \
 	af status --bogus "$MNT"
+# An option missing its argument is named as such, not as an unknown option.
+for cmd in mount unmount status export promote discard list rm log verify run; do
+	run "$AGENTFS" "$cmd" --state-dir
+	assert_eq "$cmd --state-dir without a directory: missing argument, status 2" \
+		"2 agentfs: $cmd: --state-dir: missing argument (see 'agentfs $cmd --help')" "$RC $OUT"
+done
+run "$AGENTFS" export -o
+assert_eq "export -o without a file: missing argument" \
+	"2 agentfs: export: -o: missing argument (see 'agentfs export --help')" "$RC $OUT"
+run "$AGENTFS" policy show --policy
+assert_eq "policy show --policy without a file: missing argument" \
+	"2 agentfs: policy: show: --policy: missing argument" "$RC $OUT"
 
 # ------------------------------------------------------------------ discard while unmounted
 step "mv README.md away" t mv "$MNT/README.md" "$MNT/README-away.md"
