@@ -699,6 +699,29 @@ static int path_tracked(git_index *index, git_tree *head, const char *path)
 	return 0;
 }
 
+/* Is a directory above @path a gitlink (a submodule) in @index or @head? */
+static int path_in_submodule(git_index *index, git_tree *head, const char *path)
+{
+	char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	int in = 0;
+	for (char *slash = strchr(p, '/'); slash && !in; slash = strchr(slash + 1, '/')) {
+		*slash = 0;
+		const git_index_entry *ie = index ? git_index_get_bypath(index, p, 0) : NULL;
+		if (ie && ie->mode == GIT_FILEMODE_COMMIT)
+			in = 1;
+		git_tree_entry *te = NULL;
+		if (!in && head && git_tree_entry_bypath(&te, head, p) == 0) {
+			in = git_tree_entry_filemode(te) == GIT_FILEMODE_COMMIT;
+			git_tree_entry_free(te);
+		}
+		*slash = '/';
+	}
+	free(p);
+	return in;
+}
+
 int changes_mark_ignored(struct changes *cs, git_repository *repo)
 {
 	if (!repo)
@@ -713,6 +736,17 @@ int changes_mark_ignored(struct changes *cs, git_repository *repo)
 	int r = 0;
 	for (size_t i = 0; i < cs->count; i++) {
 		struct change *c = &cs->items[i];
+		/* First, whatever else is wrong: even a conflict taken with
+		 * --conflicts=take must not replace a submodule by a directory. */
+		int sub = path_in_submodule(index, head, c->path);
+		if (sub < 0) {
+			r = sub;
+			break;
+		}
+		if (sub) {
+			c->flags = CHANGE_SUBMODULE;
+			continue;
+		}
 		if (c->flags)
 			continue;
 		if (path_tracked(index, head, c->path))
@@ -732,6 +766,8 @@ int changes_mark_ignored(struct changes *cs, git_repository *repo)
 
 const char *change_flag_reason(unsigned flags)
 {
+	if (flags & CHANGE_SUBMODULE)
+		return "inside a submodule (another repository)";
 	if (flags & CHANGE_CONFLICT)
 		return "conflict: changed in the repository since the agent copied it";
 	if (flags & CHANGE_HIDDEN_NAME)
@@ -756,6 +792,8 @@ const char *change_over_hidden_reason(const struct change *c)
 
 char change_code(const struct change *c)
 {
+	if (c->flags & CHANGE_SUBMODULE)
+		return 'S';
 	if (change_conflicts(c))
 		return 'C';
 	if (c->flags & CHANGE_HIDDEN_NAME)

@@ -81,6 +81,12 @@ enum change_flag {
 	 * the agent never saw, so it is left out like a conflict (export's and
 	 * promote's --conflicts; `take` refuses it too). */
 	CHANGE_OVER_HIDDEN = 1u << 4,
+	/* The path lies inside a submodule (below a gitlink of the repository's
+	 * index or HEAD tree): its files belong to another repository, which a
+	 * patch or commit of this one cannot change; taking them would replace
+	 * the gitlink by a directory holding only the changed files.  Set by
+	 * changes_mark_ignored(), alone (the other reasons no longer matter). */
+	CHANGE_SUBMODULE = 1u << 5,
 };
 
 struct change {
@@ -114,10 +120,12 @@ int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
 		       struct changes **out, char *where, size_t where_len);
 
 /*
- * Set CHANGE_IGNORED on changes whose path is untracked in @repo (the real
- * repository, only read: its index and HEAD tree) and ignored by its ignore rules
- * (.gitignore files, info/exclude, core.excludesFile).  A tracked path is never
- * marked: a change to a tracked file is always exported.  @repo NULL: no-op.
+ * Set CHANGE_SUBMODULE on changes whose path lies inside a submodule of @repo
+ * (the real repository, only read: its index and HEAD tree), and
+ * CHANGE_IGNORED on the other changes whose path is untracked there and ignored
+ * by its ignore rules (.gitignore files, info/exclude, core.excludesFile).  A
+ * tracked path is never marked ignored: a change to a tracked file is always
+ * exported.  @repo NULL: no-op.
  */
 int changes_mark_ignored(struct changes *cs, git_repository *repo);
 
@@ -143,8 +151,8 @@ const char *change_flag_reason(unsigned flags);
 
 /*
  * The status letter of one change, paths unpaired (see `agentfs status --help`):
- * 'C' conflict (or a file over hidden files), 'H' hidden name, '!' ignored,
- * 'X' unsupported; else 'A' added,
+ * 'S' inside a submodule, 'C' conflict (or a file over hidden files), 'H'
+ * hidden name, '!' ignored, 'X' unsupported; else 'A' added,
  * 'D' deleted, 'T' file <-> symlink, 'M' modified (content or mode).
  */
 char change_code(const struct change *c);

@@ -28,6 +28,7 @@ const char cmd_status_usage[] =
     "  H  created by the agent at a name the policy hides\n"
     "  !  untracked and ignored by the repository's ignore rules\n"
     "  X  a fifo, socket or device\n"
+    "  S  inside a submodule: the submodule is another repository\n"
     "\n"
     "Options:\n"
     "  --state-dir DIR   workspaces live in DIR/workspaces (default:\n"

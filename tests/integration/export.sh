@@ -329,6 +329,39 @@ refuse "export refuses while they are conflicts" "twice.txt: conflict" af export
 run af unmount "$MNT2"
 assert_eq "unmount $MNT2" 0 "$RC"
 
+# ------------------------------------------------------------------ submodules
+# A submodule's files show in the view, but they belong to another repository:
+# a patch or branch of the superproject cannot change them, and taking them
+# would replace the gitlink by a directory holding only the changed files.
+SUP=$T/super
+MNT3=$T/mnt3
+git init -q -b main "$T/subrepo" && printf 'sub\n' >"$T/subrepo/lib.c" &&
+	printf 'keep\n' >"$T/subrepo/keep.c" && git -C "$T/subrepo" add -A &&
+	git -C "$T/subrepo" -c user.name=p -c user.email=p@x commit -qm sub &&
+	git init -q -b main "$SUP" && printf 'top\n' >"$SUP/top.txt" &&
+	git -C "$SUP" -c protocol.file.allow=always submodule -q add "$T/subrepo" lib &&
+	git -C "$SUP" add -A && git -C "$SUP" -c user.name=p -c user.email=p@x commit -qm base ||
+	bail "cannot create $SUP"
+mount_ws "$SUP" "$MNT3" || bail "mount $SUP: $OUT"
+sh_step "the agent edits a file of the submodule, adds one there and edits top.txt" \
+	"printf 'agent\n' >>'$MNT3/lib/lib.c' && printf 'new\n' >'$MNT3/lib/new.c' &&
+	printf 'agent\n' >>'$MNT3/top.txt'"
+run af status "$MNT3"
+assert_eq "status marks the submodule's files S, after the exported change" \
+	"M top.txt
+S lib/lib.c
+S lib/new.c" "$OUT"
+run af export "$MNT3"
+assert_contains "export leaves the submodule's files out, naming them" \
+	"agentfs: export: lib/lib.c: left out: inside a submodule" "$OUT"
+assert_not_contains "  ...and its patch does not touch them" "b/lib/" "$OUT"
+step "promote takes the rest" af promote "$MNT3" --branch agent/sub
+run git -C "$SUP" ls-tree -r agent/sub
+assert_contains "  ...and keeps the submodule a gitlink" "160000 commit" "$OUT"
+assert_not_contains "  ...without a file of it" "lib/" "$OUT"
+run af unmount "$MNT3"
+assert_eq "unmount $MNT3" 0 "$RC"
+
 # ------------------------------------------------------------------ errors
 refuse "export of a path that is no workspace" \
 	"agentfs: export: $T/nowhere: not an agentfs mount (no workspace found)" af export "$T/nowhere"
