@@ -761,6 +761,15 @@ static int serve_journaled(struct mount_ctx *c, int ready_fd)
 	end.pid = getpid();
 	end.uid = getuid();
 	journal_record(j, &end);
+	/* Records the writer could not append (a full disk) are lost with the
+	 * daemon: say so in its log; the next mount's recovery accounts for the
+	 * upper files they described. */
+	int f = journal_flush(j);
+	if (f < 0)
+		fprintf(
+		    stderr,
+		    "agentfs: journal: cannot write journal.jsonl: %s; its last records are lost\n",
+		    strerror(-f));
 	journal_close(j);
 	return rc < 0 ? 1 : 0;
 }

@@ -894,10 +894,21 @@ int workspace_daemon_flush(const struct workspace *ws, int timeout_ms)
 		close(fd);
 	if (r == 0 && kill(pid, SIGUSR2) < 0)
 		r = -errno;
-	/* The daemon removes the file once the journal is written out. */
+	/* The daemon removes the file once the journal is written out, or
+	 * renames it to FS_FLUSH_FAILED, its size the errno, when it cannot. */
+	char *failed = workspace_path(ws, FS_FLUSH_FAILED);
+	if (!failed)
+		r = -ENOMEM;
+	if (failed)
+		unlink(failed); /* an earlier reader's, not taken */
 	for (int waited = 0; r == 0; waited += 5) {
 		if (access(req, F_OK) < 0) {
+			struct stat st;
 			r = errno == ENOENT ? 0 : -errno;
+			if (r == 0 && lstat(failed, &st) == 0) {
+				r = st.st_size > 0 && st.st_size < 4096 ? -(int)st.st_size : -EIO;
+				unlink(failed);
+			}
 			break;
 		}
 		if (!pid_alive(pid)) {
@@ -913,6 +924,7 @@ int workspace_daemon_flush(const struct workspace *ws, int timeout_ms)
 	if (r < 0)
 		unlink(req); /* leave no request behind */
 	free(req);
+	free(failed);
 	return r;
 }
 

@@ -57,8 +57,10 @@ pid_t workspace_daemon_pid(const struct workspace *ws);
  * FS_FLUSH_FILE: a request file and SIGUSR2) and wait, polling every 5 ms, up
  * to @timeout_ms milliseconds until it has: every event acknowledged before
  * the call is then in journal.jsonl.  Returns 0 when done or when no daemon
- * serves @ws; -ETIMEDOUT, -ESRCH (the daemon exited) or another negative
- * errno (e.g. -EPERM: the daemon is another user's), the request withdrawn. */
+ * serves @ws; the daemon's error when it cannot write the journal (e.g.
+ * -ENOSPC, fs/fs.h FS_FLUSH_FAILED); -ETIMEDOUT, -ESRCH (the daemon exited) or
+ * another negative errno (e.g. -EPERM: the daemon is another user's), the
+ * request withdrawn. */
 int workspace_daemon_flush(const struct workspace *ws, int timeout_ms);
 
 /* Paths inside the workspace directory, malloc'd: "upper", "work", "journal.jsonl", ... */

@@ -186,7 +186,16 @@ static void flush_for_reader(struct agentfs *fs)
 	/* Writes through handles still open are on record too: the reader
 	 * compares the upper with the journal. */
 	fs_record_pending_writes(fs);
-	journal_flush(fs->journal);
+	int r = journal_flush(fs->journal);
+	if (r < 0) {
+		/* The reader would take the upper's newest files for changes made
+		 * behind agentfs's back: tell it the journal is behind. */
+		char failed[PATH_MAX];
+		snprintf(failed, sizeof(failed), "%s/%s", fs->cfg->state_dir, FS_FLUSH_FAILED);
+		fprintf(stderr, "agentfs: journal: cannot write journal.jsonl: %s\n", strerror(-r));
+		if (rename(p, failed) == 0 && truncate(failed, -r) == 0)
+			return;
+	}
 	unlink(p);
 }
 

@@ -80,6 +80,15 @@ struct fs_config {
 #define FS_FLUSH_FILE "flush"
 
 /*
+ * A request the daemon could not satisfy (the journal cannot be written: a full
+ * disk, EIO) is renamed to this name instead of removed, and truncated to as
+ * many bytes as the positive errno: on a full disk a rename and a sparse
+ * truncate still succeed where writing a message would not.  The reader
+ * reports the error and removes the file.
+ */
+#define FS_FLUSH_FAILED "flush.failed"
+
+/*
  * Mount at cfg->mountpoint and serve requests until the filesystem is unmounted
  * (fusermount3 -u) or SIGINT/SIGTERM/SIGHUP arrive.  Returns 0 after a clean
  * unmount, or a negative errno if the mount could not be set up (in that case

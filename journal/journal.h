@@ -157,7 +157,10 @@ void journal_record(struct journal *j, const struct journal_event *ev);
 uint64_t journal_process_start(struct journal *j, pid_t pid);
 
 /* Flush every queued record to the file (fdatasync unless sync is NEVER).
- * Returns the writer's first write error, if any. */
+ * Returns 0 when they are in; else the error of the writer's last write (a
+ * full disk: the records wait in memory and go out once a write succeeds,
+ * and the error is gone then), or -ENOMEM for good once a record was lost
+ * for want of memory. */
 int journal_flush(struct journal *j);
 
 /* Flush, stop the writer thread, close and free.  @j may be NULL. */

@@ -255,8 +255,13 @@ static void *writer_main(void *arg)
 			err = write_out(j);
 
 		pthread_mutex_lock(&j->lock);
-		if (err && !j->err)
+		/* A failed write's records wait in j->out for the next one: the
+		 * error lasts until a write succeeds, except a record lost to
+		 * memory, which no later write brings back. */
+		if (err && j->err != -ENOMEM)
 			j->err = err;
+		else if (!err && due && j->err != -ENOMEM)
+			j->err = 0;
 		if (due)
 			j->written = target;
 		pthread_cond_broadcast(&j->flushed);
