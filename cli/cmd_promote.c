@@ -114,6 +114,12 @@ static int parse(int argc, char **argv, struct promote_args *a)
 			a->o.message = optarg;
 			break;
 		case OPT_AUTHOR:
+			/* Checked now: the series parses it only once it has built
+			 * every commit but the last. */
+			if (series_author_check(optarg) < 0) {
+				cli_error(CMD, "--author '%s': expected \"NAME <EMAIL>\"", optarg);
+				return 2;
+			}
 			a->o.author = optarg;
 			break;
 		case OPT_FORCE:

@@ -294,6 +294,16 @@ static int parse_author(const char *s, git_time_t when, int offset, git_signatur
 	return r;
 }
 
+int series_author_check(const char *author)
+{
+	git_signature *sig = NULL;
+	git_libgit2_init(); /* git_signature_new() needs the library's allocator */
+	int r = parse_author(author, 0, 0, &sig);
+	git_signature_free(sig);
+	git_libgit2_shutdown();
+	return r;
+}
+
 /* Write the target index as a tree and commit it on the previous one; @source
  * as ctx.sources. */
 static int commit_step(struct ctx *c, const char *message, const git_signature *author,

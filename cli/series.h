@@ -50,6 +50,10 @@ enum series_mode {
 /* Parse "fail" / "skip" / "take"; -EINVAL otherwise. */
 int series_mode_parse(const char *s, enum series_mode *out);
 
+/* Check an --author value: 0 when it reads "Name <email>" (both non-empty,
+ * as git takes them), -EINVAL otherwise. */
+int series_author_check(const char *author);
+
 struct series_opts {
 	const char *cmd;	    /* "promote", "export": prefix of messages */
 	const char *author;	    /* "Name <email>" for every commit, or NULL */

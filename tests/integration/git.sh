@@ -210,6 +210,14 @@ assert_not_contains "the person's uncommitted change stays out of the branch" "b
 refuse "an existing branch is not replaced" "the branch exists" af promote "$MNT" --branch agent/task1
 step "--force replaces it" af promote "$MNT" --branch agent/task1 --force
 refuse "the checked-out branch is never replaced" "checked out" af promote "$MNT" --branch main --force
+for author in bad 'x <>' '<e@x>' 'x <e@x> y'; do
+	run af promote "$MNT" --branch agent/author --author "$author"
+	assert_eq "--author '$author' is a usage error naming it" \
+		"2 agentfs: promote: --author '$author': expected \"NAME <EMAIL>\"" "$RC $OUT"
+done
+step "--author 'A B <a@b>' is taken" af promote "$MNT" --branch agent/author --author 'A B <a@b>'
+assert_eq "  ...as the final commit's author" "A B <a@b>" \
+	"$(git -C "$REPO" log -1 --format='%an <%ae>' agent/author)"
 
 sh_step "the agent edits a file the person had changed" "cd '$MNT' && printf 'agent too\n' >>Makefile"
 refuse "a path with the person's uncommitted changes is refused" "uncommitted changes here at mount" \
