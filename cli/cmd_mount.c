@@ -336,6 +336,20 @@ static int check_overlaps(struct mount_ctx *c)
 	} else if (workspace_path_within(mnt, dir)) {
 		cli_error(CMD, "%s: the mountpoint is inside the workspace directory %s", mnt, dir);
 		rc = -EINVAL;
+	} else {
+		/* Nor inside another workspace's directory: a mount in its upper
+		 * would become that workspace's changes (the whole view in its
+		 * export), and its rm would stop at the mount. */
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (workspace_path_within(mnt, dir)) {
+				cli_error(
+				    CMD, "%s: the mountpoint is inside the workspaces directory %s",
+				    mnt, dir);
+				rc = -EINVAL;
+			}
+		}
 	}
 	free(dir);
 	return rc;

@@ -116,6 +116,16 @@ else
 	fail "a state directory inside the mountpoint is refused and not created" "exit $RC" "$OUT"
 fi
 
+# A mountpoint inside another workspace's directory (its upper): the mount would
+# be that workspace's changes.  STATE/mnt, where `agentfs run REPO` mounts, is fine.
+mkdir -p "$STATE/workspaces/other/upper"
+_MOUNTS+=("$STATE/workspaces/other/upper/m")
+refused "a mountpoint inside another workspace's upper is refused" \
+	"the mountpoint is inside the workspaces directory" "$STATE/workspaces/other/upper/m" \
+	--name inner "$REPO" "$STATE/workspaces/other/upper/m"
+is_mounted "$STATE/workspaces/other/upper/m" && fusermount3 -u "$STATE/workspaces/other/upper/m"
+rm -rf --one-file-system "$STATE/workspaces/other" "$STATE/workspaces/inner"
+
 # A workspace of another repository, and malformed workspace.yml files.
 mkdir -p "$STATE/workspaces/theirs/upper" "$STATE/workspaces/theirs/work"
 cat >"$STATE/workspaces/theirs/workspace.yml" <<EOF
