@@ -105,10 +105,11 @@ static void invalidate_path(struct agentfs *fs, char *path)
 	struct node *dir = &fs->root;
 	char *save = NULL;
 	for (char *comp = strtok_r(path, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
-		fuse_lowlevel_notify_inval_entry(fs->se, dir->id, comp, strlen(comp));
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		struct node *c = node_find(fs, dir, comp);
+		bool is_dir = c && S_ISDIR(c->type);
 		pthread_rwlock_unlock(&fs->ns_lock);
+		entry_invalidate(fs, dir->id, comp, is_dir);
 		if (!c)
 			return; /* the kernel caches nothing below an unknown name */
 		dir = c;

@@ -269,7 +269,22 @@ struct inval {
 	fuse_ino_t parent;
 	fuse_ino_t ino;
 	char *name;
+	bool dir;
 };
+
+void entry_invalidate(struct agentfs *fs, fuse_ino_t parent, const char *name, bool dir)
+{
+	/* Expired, the kernel asks again at the next lookup and drops the entry
+	 * only if the answer changed.  Invalidated, a directory's dentry is
+	 * unhashed, and a process whose working directory it is (the agent's
+	 * shell) gets ENOENT from getcwd() until something looks the directory
+	 * up by name (git: "Unable to read current working directory").
+	 * Kernels before 6.2 cannot expire: they invalidate. */
+	if (dir && fuse_lowlevel_notify_expire_entry(fs->se, parent, name, strlen(name),
+						     FUSE_LL_EXPIRE_ONLY) == 0)
+		return;
+	fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+}
 
 void table_invalidate_all(struct agentfs *fs)
 {
@@ -284,6 +299,7 @@ void table_invalidate_all(struct agentfs *fs)
 			v[n].parent = c->parent->id;
 			v[n].ino = c->id;
 			v[n].name = strdup(c->name);
+			v[n].dir = S_ISDIR(c->type);
 			n++;
 		}
 	}
@@ -294,8 +310,7 @@ void table_invalidate_all(struct agentfs *fs)
 	fuse_lowlevel_notify_inval_inode(fs->se, FUSE_ROOT_ID, 0, 0);
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].name)
-			fuse_lowlevel_notify_inval_entry(fs->se, v[i].parent, v[i].name,
-							 strlen(v[i].name));
+			entry_invalidate(fs, v[i].parent, v[i].name, v[i].dir);
 		fuse_lowlevel_notify_inval_inode(fs->se, v[i].ino, 0, 0);
 		free(v[i].name);
 	}

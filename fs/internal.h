@@ -216,6 +216,11 @@ int path_join(char *buf, size_t len, const char *dir, const char *name);
 /* Invalidate every cached kernel answer (after the upper changed behind us). */
 void table_invalidate_all(struct agentfs *fs);
 
+/* Have the kernel drop its cached entry @name in directory @parent, which holds
+ * a directory when @dir.  A directory's entry is only expired (looked up again
+ * at its next use), so a process whose working directory it is keeps it. */
+void entry_invalidate(struct agentfs *fs, fuse_ino_t parent, const char *name, bool dir);
+
 /* --- resolve.c: reaching the layers without following symlinks --------- */
 /* Open @rel (relative, "" = the layer root) beneath @rootfd, never following a
  * symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a

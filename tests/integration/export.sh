@@ -233,6 +233,16 @@ assert_not_contains "status no longer lists docs" "docs" "$(af status "$MNT" 2>&
 run af discard "$MNT" src/util.c
 assert_eq "discard of the conflict exits 0" 0 "$RC"
 assert_file_eq "src/util.c shows the person's version" "$REPO/src/util.c" "$MNT/src/util.c"
+# A process whose working directory is a directory discard leaves in place
+# (the agent's shell in a directory it made) keeps it: getcwd() still works,
+# though the daemon told the kernel to forget what it cached.
+sh_step "a directory the agent made, two files in it" \
+	"mkdir '$MNT/agentdir' && printf 'one\n' >'$MNT/agentdir/f1' && printf 'two\n' >'$MNT/agentdir/f2'"
+# (realpath: its getcwd() comes first; a lookup of the directory by its path,
+# as python's start-up makes, would make the kernel find it again.)
+run t bash -c "cd '$MNT/agentdir' && '$AGENTFS' discard --state-dir '$STATE' '$MNT' agentdir/f2 >/dev/null &&
+	realpath ."
+assert_eq "getcwd() in agentdir works after discarding agentdir/f2" "0 $MNT/agentdir" "$RC $OUT"
 run af discard "$MNT"
 assert_eq "discard of everything exits 0" 0 "$RC"
 assert_eq "status is empty after discarding everything" "" "$(af status "$MNT" 2>&1)"
