@@ -326,6 +326,15 @@ int cmd_discard(int argc, char **argv)
 		return 2;
 	}
 	const char *target = argv[optind++];
+	/* An empty PATH would be the top level, everything: most likely a
+	 * script's unset variable (agentfs discard MNT "$FILE"). */
+	for (int i = optind; i < argc; i++) {
+		if (!argv[i][0]) {
+			cli_error(CMD, "an empty PATH (no PATH, or '.', discards everything; see "
+				       "'agentfs discard --help')");
+			return 2;
+		}
+	}
 	char *root = NULL;
 	if (workspace_state_root(state_dir, &root) < 0) {
 		cli_error(CMD, "cannot find the state directory (set HOME, XDG_STATE_HOME or "

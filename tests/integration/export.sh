@@ -207,6 +207,12 @@ step "verify passes before discarding" af verify "$MNT"
 refuse "discard refuses a path outside the view" "outside the view" af discard "$MNT" /etc/passwd
 refuse "discard refuses .. above the top" "outside the view" af discard "$MNT" ../x
 refuse "discard refuses a path without changes" "no change at this path" af discard "$MNT" Makefile
+before=$(af status "$MNT" 2>&1)
+run af discard "$MNT" ""
+assert_eq "discard refuses an empty PATH: a usage error" \
+	"2 agentfs: discard: an empty PATH (no PATH, or '.', discards everything; see 'agentfs discard --help')" \
+	"$RC $OUT"
+assert_eq "  ...and discards nothing" "$before" "$(af status "$MNT" 2>&1)"
 refuse "discard refuses a path inside a renamed directory" "discard that directory" \
 	af discard "$MNT" documentation/guide.md
 pid=$(daemon_pid_of "$MNT")
