@@ -93,11 +93,18 @@ static int check_dir(const char *sub, const char *dir)
 	return 0;
 }
 
+/* A usage error: one line naming what is wrong, exit status 2. */
+static int usage_error(const char *sub, const char *what)
+{
+	cli_error("policy", "%s%s%s (see 'agentfs policy --help')", sub ? sub : "", sub ? ": " : "",
+		  what);
+	return 2;
+}
+
 static int do_check(int argc, char **argv)
 {
 	if (argc != 2) {
-		fputs(cmd_policy_usage, stderr);
-		return 2;
+		return usage_error("check", argc < 2 ? "FILE is required" : "too many arguments");
 	}
 	struct policy *p;
 	struct policy_error err = {0};
@@ -116,8 +123,7 @@ static int do_check(int argc, char **argv)
 static int do_show(const char *file, int argc, char **argv)
 {
 	if (argc > 2) {
-		fputs(cmd_policy_usage, stderr);
-		return 2;
+		return usage_error("show", "too many arguments");
 	}
 	const char *repo = argc == 2 ? argv[1] : NULL;
 	if (repo && check_dir("show", repo) < 0)
@@ -203,8 +209,8 @@ static char *relative_path(const char *repo, const char *arg, bool *is_dir)
 static int do_explain(const char *file, int argc, char **argv)
 {
 	if (argc < 3) {
-		fputs(cmd_policy_usage, stderr);
-		return 2;
+		return usage_error("explain",
+				   argc < 2 ? "REPO and PATH are required" : "PATH is required");
 	}
 	const char *repo = argv[1];
 	if (check_dir("explain", repo) < 0)
@@ -349,8 +355,7 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 static int do_test(const char *file, int argc, char **argv)
 {
 	if (argc != 2) {
-		fputs(cmd_policy_usage, stderr);
-		return 2;
+		return usage_error("test", argc < 2 ? "REPO is required" : "too many arguments");
 	}
 	const char *repo = argv[1];
 	if (check_dir("test", repo) < 0)
@@ -378,10 +383,8 @@ int cmd_policy(int argc, char **argv)
 {
 	if (cli_wants_help(argc, argv, cmd_policy_usage))
 		return 0;
-	if (argc < 2) {
-		fputs(cmd_policy_usage, stderr);
-		return 2;
-	}
+	if (argc < 2)
+		return usage_error(NULL, "missing subcommand: check, show, explain or test");
 	const char *sub = argv[1];
 	/* Options after the subcommand: --policy FILE (or --policy=FILE). */
 	const char *file = NULL;

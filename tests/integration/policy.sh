@@ -126,4 +126,13 @@ refuse "a max_file_size past the largest file size is too large, at file:line:co
 	"huge.yml:1:16: 'max_file_size': '18446744073709551615' is too large" \
 	t "$AGENTFS" policy check "$T/huge.yml"
 
+# ------------------------------------------------------------------ usage errors
+# One line naming what is missing, exit status 2, like the other commands.
+for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do
+	# shellcheck disable=SC2086 # the words are the arguments
+	run t "$AGENTFS" policy $args
+	assert_eq "policy $args: a one-line usage error, exit 2" \
+		"2 1 agentfs: policy: " "$RC $(printf '%s\n' "$OUT" | wc -l) ${OUT:0:17}"
+done
+
 done_testing
