@@ -1107,7 +1107,20 @@ static int prepare(struct mount_ctx *c)
 		}
 		free(dir);
 	} else if (rc < 0) {
-		cli_error(CMD, "workspace %s: %s", c->a.name, err);
+		/* A workspace another mount is creating has no workspace.yml yet:
+		 * its directory is locked (open_ws_dir()). */
+		char *dir = NULL;
+		int fd = -1;
+		if (workspace_dir_for(c->root, c->a.name, &dir) == 0)
+			fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+			cli_error(CMD, "workspace %s is in use by another agentfs process",
+				  c->a.name);
+		else
+			cli_error(CMD, "workspace %s: %s", c->a.name, err);
+		if (fd >= 0)
+			close(fd);
+		free(dir);
 		return rc;
 	} else if (strcmp(c->old->repo, c->ri.workdir) != 0) {
 		cli_error(CMD, "workspace %s belongs to the repository %s, not %s", c->a.name,

@@ -147,6 +147,17 @@ printf 'version: 1\nrepo: /x\ncolour: red\n' >"$STATE/workspaces/broken/workspac
 refused "an unknown key in workspace.yml is refused" "workspace.yml:3:1: unknown key 'colour'" \
 	"$T/m" --name broken "$REPO" "$T/m"
 mkdir -p "$STATE/workspaces/noyml"
+# While another mount creates a workspace its directory has no workspace.yml
+# yet, and that mount holds its lock: the refusal says the workspace is busy.
+if command -v flock >/dev/null; then
+	exec {lockfd}<"$STATE/workspaces/noyml"
+	flock -x "$lockfd"
+	refused "a workspace being created by another mount is in use" \
+		"workspace noyml is in use by another agentfs process" "$T/m" --name noyml "$REPO" "$T/m"
+	exec {lockfd}<&-
+else
+	skip "a workspace being created by another mount is in use" "no flock(1)"
+fi
 refused "a workspace directory without workspace.yml is refused" "no workspace.yml" "$T/m" \
 	--name noyml "$REPO" "$T/m"
 rm -rf "$STATE/workspaces/broken" "$STATE/workspaces/noyml" "$STATE/workspaces/theirs"
