@@ -156,6 +156,10 @@ struct journal_scan {
 	XXH128_hash_t last_hash; /* chain hash of the last intact line (genesis if none) */
 	int64_t last_time_ns;
 	enum journal_op last_op;
+	/* A mount record was not followed by an unmount record: the last mount's
+	 * daemon did not end its session (a crash), whatever was appended after
+	 * it without a daemon (agentfs discard of an unmounted workspace). */
+	bool session_open;
 	off_t intact_end; /* file offset just past the last intact line's newline */
 	off_t file_size;
 	uint64_t recovered; /* JOP_RECOVER records among the intact ones */

@@ -386,7 +386,9 @@ static int recover_tail(struct journal *j)
 		j->seq = s.last_seq;
 		j->prev = s.last_hash;
 	}
-	j->crashed = s.records > 0 && s.last_op != JOP_UNMOUNT;
+	/* Not "the last record is no unmount": records appended without a
+	 * daemon (an unmounted workspace's discard) follow a clean unmount. */
+	j->crashed = s.records > 0 && s.session_open;
 	bool lost = hr == 1 && (head.seq > s.last_seq ||
 				(s.check_found && (s.check_hash.low64 != head.hash.low64 ||
 						   s.check_hash.high64 != head.hash.high64)));

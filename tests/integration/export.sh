@@ -406,4 +406,11 @@ assert_eq "unmount" 0 "$RC"
 run af discard "$MNT"
 assert_eq "discard of everything while unmounted" "0 A new.txt" "$RC $OUT"
 step "verify passes after discarding everything while unmounted" af verify "$MNT"
+# The discard's records follow a clean unmount: mounting again is no recovery.
+mount_ws "$REPO" "$MNT" || bail "mount again: $OUT"
+run af verify "$MNT"
+assert_eq "mounting after an unmounted discard records no crash" "0 no crash" \
+	"$RC $([[ $OUT == *crash* ]] && echo crash || echo no crash)"
+run af unmount "$MNT"
+assert_eq "unmount" 0 "$RC"
 done_testing
