@@ -378,10 +378,18 @@ int cmd_log(int argc, char **argv)
 	}
 	bool header = false;
 	int status = 0;
+	/* Lines that do not parse after the first one named: counted, not each
+	 * named (a file that is no journal would give one error per line). */
+	unsigned long long more_bad = 0;
+	bool named_bad = false;
 	for (;;) {
 		struct journal_entry e = {0};
 		char err[512];
 		rc = journal_reader_next(r, &e, err, sizeof(err));
+		if (rc == -EBADMSG && named_bad) {
+			more_bad++;
+			continue;
+		}
 		if (rc < 0) {
 			cli_error(CMD, "%s: line %llu: %s (see 'agentfs verify')", journal,
 				  (unsigned long long)e.lineno,
@@ -389,6 +397,7 @@ int cmd_log(int argc, char **argv)
 			status = 1;
 			if (rc != -EBADMSG)
 				break;
+			named_bad = true;
 			continue; /* show what can be shown */
 		}
 		if (rc == 0) {
@@ -419,6 +428,9 @@ int cmd_log(int argc, char **argv)
 		}
 		journal_entry_clear(&e);
 	}
+	if (more_bad)
+		cli_error(CMD, "%s: %llu more line%s not parse (see 'agentfs verify')", journal,
+			  more_bad, more_bad == 1 ? " does" : "s do");
 	if (summary && print_summary(stdout, act) < 0)
 		status = 1;
 	activity_free(act);

@@ -339,4 +339,13 @@ t chmod 755 "$UMNT/locked"
 t chmod 644 "$UMNT/sealed.txt"
 step "verify passes once they are readable again" af verify "$UMNT"
 step "unmount" af unmount "$UMNT"
+
+# A file that is no journal: its first bad line is named, the others counted
+# (not one error line each).
+seq 1 50 >"$T/not-a-journal.jsonl"
+run t "$AGENTFS" log "$T/not-a-journal.jsonl"
+assert_eq "log of a file that is no journal: two lines, exit 1" "1 2" \
+	"$RC $(printf '%s\n' "$OUT" | wc -l)"
+assert_contains "  ...the second counting the other bad lines" \
+	"not-a-journal.jsonl: 49 more lines do not parse (see 'agentfs verify')" "$OUT"
 done_testing
