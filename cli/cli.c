@@ -1,4 +1,5 @@
 /* cli.c - what every subcommand shares: one-line errors, --help. */
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,4 +27,19 @@ int cli_wants_help(int argc, char **argv, const char *usage)
 		}
 	}
 	return 0;
+}
+
+const char *cli_bad_option(char **argv)
+{
+	/* A short option may sit in a bundle (-qz), and optind moves past the
+	 * bundle only once it is used up: argv[optind - 1] would name the word
+	 * before it.  getopt leaves the option's letter in optopt. */
+	static char shortopt[3];
+	const char *arg = argv[optind - 1];
+	if (strncmp(arg, "--", 2) != 0 && optopt > ' ' && optopt < 0x7f) {
+		shortopt[0] = '-';
+		shortopt[1] = (char)optopt;
+		return shortopt;
+	}
+	return arg;
 }

@@ -44,4 +44,9 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
  * return 1; else 0. */
 int cli_wants_help(int argc, char **argv, const char *usage);
 
+/* The option getopt_long() just refused (it returned '?' or ':'), as the user
+ * wrote it: "--name" or "--name=x" for a long option, "-x" for a short one,
+ * even inside a bundle such as "-qx".  Points into @argv or a static buffer. */
+const char *cli_bad_option(char **argv);
+
 #endif

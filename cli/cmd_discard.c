@@ -316,7 +316,8 @@ int cmd_discard(int argc, char **argv)
 			fputs(cmd_discard_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs discard --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs discard --help')",
+				  cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

@@ -241,7 +241,7 @@ int cmd_export(int argc, char **argv)
 			fputs(cmd_export_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs export --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs export --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

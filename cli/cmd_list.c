@@ -59,7 +59,7 @@ int cmd_list(int argc, char **argv)
 			fputs(cmd_list_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs list --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs list --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

@@ -338,7 +338,7 @@ int cmd_log(int argc, char **argv)
 			fputs(cmd_log_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs log --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs log --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

@@ -196,9 +196,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			fputs(cmd_mount_usage, stdout);
 			return -1;
 		case ':':
-			return usage_error("%s: missing argument", argv[optind - 1]);
+			return usage_error("%s: missing argument", cli_bad_option(argv));
 		default:
-			return usage_error("%s: unknown option", argv[optind - 1]);
+			return usage_error("%s: unknown option", cli_bad_option(argv));
 		}
 	}
 	if (argc - optind != 2)

@@ -160,7 +160,8 @@ static int parse(int argc, char **argv, struct promote_args *a)
 			fputs(cmd_promote_usage, stdout);
 			return -1;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs promote --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs promote --help')",
+				  cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

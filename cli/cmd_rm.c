@@ -123,7 +123,7 @@ int cmd_rm(int argc, char **argv)
 			fputs(cmd_rm_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs rm --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs rm --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

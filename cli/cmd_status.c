@@ -90,7 +90,7 @@ int cmd_status(int argc, char **argv)
 			fputs(cmd_status_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs status --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs status --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

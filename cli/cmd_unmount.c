@@ -214,7 +214,8 @@ int cmd_unmount(int argc, char **argv)
 			fputs(cmd_unmount_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs unmount --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs unmount --help')",
+				  cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

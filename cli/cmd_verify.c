@@ -132,7 +132,7 @@ int cmd_verify(int argc, char **argv)
 			fputs(cmd_verify_usage, stdout);
 			return 0;
 		default:
-			cli_error(CMD, "%s: %s (see 'agentfs verify --help')", argv[optind - 1],
+			cli_error(CMD, "%s: %s (see 'agentfs verify --help')", cli_bad_option(argv),
 				  c == ':' ? "missing argument" : "unknown option");
 			return 2;
 		}

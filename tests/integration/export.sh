@@ -392,6 +392,13 @@ done
 run "$AGENTFS" export -o
 assert_eq "export -o without a file: missing argument" \
 	"2 agentfs: export: -o: missing argument (see 'agentfs export --help')" "$RC $OUT"
+# An unknown letter in a bundle of short options is the option named, not the
+# word before it.
+for cmd in verify export log status; do
+	run "$AGENTFS" "$cmd" -zh x
+	assert_eq "$cmd -zh names -z as the unknown option" \
+		"2 agentfs: $cmd: -z: unknown option (see 'agentfs $cmd --help')" "$RC $OUT"
+done
 run "$AGENTFS" policy show --policy
 assert_eq "policy show --policy without a file: missing argument" \
 	"2 agentfs: policy: show: --policy: missing argument" "$RC $OUT"
