@@ -214,12 +214,18 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			}
 			if (path_dirty(c, ed->path)) {
 				if (c->o->dirty == SERIES_FAIL) {
-					cli_error(
-					    c->o->cmd,
-					    "%s: the person had uncommitted changes here at "
-					    "mount (--dirty=skip leaves it as at HEAD, "
-					    "--dirty=take commits the agent's version with them)",
-					    qp);
+					/* export has no --dirty: name what it has. */
+					bool promote = strcmp(c->o->cmd, "promote") == 0;
+					cli_error(c->o->cmd,
+						  "%s: the person had uncommitted changes here at "
+						  "mount (%s)",
+						  qp,
+						  promote ? "--dirty=skip leaves it as at HEAD, "
+							    "--dirty=take commits the agent's "
+							    "version with them"
+							  : "the mbox's commits sit on HEAD; "
+							    "--format=patch carries it, over the "
+							    "working tree");
 					c->refusals++;
 					free(q);
 					continue;
@@ -415,9 +421,11 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 			if (c->o->conflicts == SERIES_FAIL) {
 				cli_error(c->o->cmd,
 					  "%s: conflict: changed in the repository since the agent "
-					  "copied it (--conflicts=skip leaves it out, "
-					  "--conflicts=take takes the agent's version)",
-					  qp);
+					  "copied it (--conflicts=skip leaves it out%s)",
+					  qp,
+					  strcmp(c->o->cmd, "promote") == 0
+					      ? ", --conflicts=take takes the agent's version"
+					      : "");
 				c->refusals++;
 				free(q);
 				continue;

@@ -222,6 +222,9 @@ assert_eq "  ...as the final commit's author" "A B <a@b>" \
 sh_step "the agent edits a file the person had changed" "cd '$MNT' && printf 'agent too\n' >>Makefile"
 refuse "a path with the person's uncommitted changes is refused" "uncommitted changes here at mount" \
 	af promote "$MNT" --branch agent/task2
+run af export --format=mbox "$MNT"
+assert_contains "export --format=mbox refuses it too" "uncommitted changes here at mount" "$OUT"
+assert_not_contains "  ...naming no --dirty option, which export has not" "--dirty" "$OUT"
 run git -C "$REPO" rev-parse --verify -q refs/heads/agent/task2
 assert_ne "a refused promote creates no branch" 0 "$RC"
 step "--dirty=skip leaves it as at HEAD" af promote "$MNT" --branch agent/task2 --dirty=skip
