@@ -111,6 +111,11 @@ static int parse(int argc, char **argv, struct promote_args *a)
 			a->branch = optarg;
 			break;
 		case 'm':
+			/* git refuses a commit with an empty message; so does promote. */
+			if (!optarg[strspn(optarg, " \t\n")]) {
+				cli_error(CMD, "-m: the message is empty");
+				return 2;
+			}
 			a->o.message = optarg;
 			break;
 		case OPT_AUTHOR:

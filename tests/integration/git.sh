@@ -215,6 +215,11 @@ for author in bad 'x <>' '<e@x>' 'x <e@x> y'; do
 	assert_eq "--author '$author' is a usage error naming it" \
 		"2 agentfs: promote: --author '$author': expected \"NAME <EMAIL>\"" "$RC $OUT"
 done
+for msg in "" " " "
+"; do
+	run af promote "$MNT" --branch agent/nomsg -m "$msg"
+	assert_eq "an empty -m is a usage error" "2 agentfs: promote: -m: the message is empty" "$RC $OUT"
+done
 step "--author 'A B <a@b>' is taken" af promote "$MNT" --branch agent/author --author 'A B <a@b>'
 assert_eq "  ...as the final commit's author" "A B <a@b>" \
 	"$(git -C "$REPO" log -1 --format='%an <%ae>' agent/author)"
