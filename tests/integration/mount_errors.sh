@@ -98,6 +98,9 @@ refused "a symlink into the repository as mountpoint is refused" "inside the rep
 # ------------------------------------------------------------------ the workspace
 refused "an invalid --name is refused" "not a valid workspace name" "$T/m" --name ../x \
 	"$REPO" "$T/m"
+refused "a --name longer than 128 characters is refused naming the limit" \
+	"not a valid workspace name (1 to 128 letters" "$T/m" --name "$(printf 'a%.0s' {1..129})" \
+	"$REPO" "$T/m"
 mkdir -p "$T/.dotmnt"
 refused "a mountpoint whose basename is no valid name asks for --name" "pass --name" \
 	"$T/.dotmnt" "$REPO" "$T/.dotmnt"
