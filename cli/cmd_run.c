@@ -302,8 +302,16 @@ static int find_workspace(struct run_ctx *c)
 		free(abs);
 		const char *name = c->a.name ? c->a.name : strrchr(ri.workdir, '/') + 1;
 		if (!workspace_name_valid(name)) {
-			cli_error(CMD, "%s: '%s' is not a valid workspace name; pass --name", t,
-				  name);
+			if (c->a.name)
+				cli_error(
+				    CMD,
+				    "--name %s: not a valid workspace name (1 to 128 letters, "
+				    "digits, '.', '_', '-', not starting with '.')",
+				    name);
+			else
+				cli_error(CMD,
+					  "%s: '%s' is not a valid workspace name; pass --name", t,
+					  name);
 			repo_info_clear(&ri);
 			return -EINVAL;
 		}
@@ -756,6 +764,8 @@ int cmd_run(int argc, char **argv)
 	rc = runenv_build(environ, c.a.env.v, c.a.env.n, c.home, &c.env, err, sizeof(err));
 	if (rc < 0) {
 		cli_error(CMD, "%s", err);
+		if (rc == -EINVAL)
+			status = 2; /* a malformed --env NAME, or HOME: a usage error */
 		goto done;
 	}
 	if (c.a.net == NET_ALLOW) {

@@ -249,6 +249,14 @@ assert_contains "the run journal records the refused one" \
 	"\"host\":\"127.0.0.1\",\"port\":$PB,\"decision\":\"refused\"" "$(cat "$RUNLOG")"
 refuse "--net with a bad value is a usage error" "not none, host or allow" arun2 --net bogus "$MNT" -- true
 refuse "--net allow= with a bad host is refused" "--net allow" arun2 --net "allow=a b" "$MNT" -- true
+for env in "" "=x" "A B=1" HOME=/x; do
+	run arun2 --env "$env" "$MNT" -- true
+	assert_eq "--env '$env' is a usage error (exit 2)" 2 "$RC"
+done
+run arun2 --name 'bad name' "$REPO" -- true
+assert_eq "run --name with an invalid name names --name" \
+	"1 agentfs: run: --name bad name: not a valid workspace name (1 to 128 letters, digits, '.', '_', '-', not starting with '.')" \
+	"$RC $OUT"
 
 # ---------------------------------------------------------------- exit status, killing
 run arun "$MNT" -- sh -c 'exit 7'
