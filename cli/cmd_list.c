@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/changes.h"
 #include "cli/cli.h"
 #include "cli/workspace.h"
 
@@ -31,10 +32,31 @@ struct row {
 	char *cols[6];
 };
 
+/* Columns @s takes on a terminal: its UTF-8 characters, not its bytes (a
+ * path with "ü" would shift the columns after it). */
+static size_t text_width(const char *s)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		n += (*p & 0xc0) != 0x80;
+	return n;
+}
+
+/* A path as shown: as it is, or quoted like git (changes_quote()) when it holds
+ * a control character that would break the table (a newline, a tab).
+ * malloc'd. */
+static char *shown_path(const char *path)
+{
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return changes_quote(path);
+	return strdup(path);
+}
+
 static void print_row(const char *const *cols, const size_t *width)
 {
 	for (int k = 0; k < 5; k++)
-		printf("%-*s  ", (int)width[k], cols[k]);
+		printf("%s%*s  ", cols[k], (int)(width[k] - text_width(cols[k])), "");
 	printf("%s\n", cols[5]);
 }
 
@@ -88,7 +110,7 @@ int cmd_list(int argc, char **argv)
 	struct row *rows = calloc(n ? n : 1, sizeof(*rows));
 	size_t width[6];
 	for (int k = 0; k < 6; k++)
-		width[k] = strlen(head[k]);
+		width[k] = text_width(head[k]);
 	int status = rows ? 0 : 1;
 	for (size_t i = 0; rows && i < n; i++) {
 		struct workspace *ws = NULL;
@@ -113,8 +135,10 @@ int cmd_list(int argc, char **argv)
 		}
 		col[0] = strdup(names[i]);
 		col[1] = strdup(state);
-		col[2] = strdup(ws ? ws->repo : "-");
-		col[3] = strdup(mnt && *mnt ? mnt : ws && ws->mountpoint[0] ? ws->mountpoint : "-");
+		col[2] = shown_path(ws ? ws->repo : "-");
+		col[3] = shown_path(mnt && *mnt		      ? mnt
+				    : ws && ws->mountpoint[0] ? ws->mountpoint
+							      : "-");
 		col[4] = strdup(base);
 		col[5] = strdup(changes);
 		free(mnt);
@@ -124,8 +148,8 @@ int cmd_list(int argc, char **argv)
 				status = 1;
 				col[k] = strdup("?");
 			}
-			if (col[k] && strlen(col[k]) > width[k])
-				width[k] = strlen(col[k]);
+			if (col[k] && text_width(col[k]) > width[k])
+				width[k] = text_width(col[k]);
 		}
 	}
 	if (n && rows) {

@@ -313,7 +313,13 @@ assert_not_listed() {
 is_mounted() {
 	local m
 	m=$(realpath -m -- "$1")
-	awk -v m="$m" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
+	# mountinfo escapes a space, tab, newline and backslash in octal; passed
+	# in the environment, as awk -v would undo the escapes.
+	m=${m//\\/\\134}
+	m=${m// /\\040}
+	m=${m//$'\t'/\\011}
+	m=${m//$'\n'/\\012}
+	M=$m awk '$5 == ENVIRON["M"] { found = 1 } END { exit !found }' /proc/self/mountinfo
 }
 
 # Pid of the daemon serving MNT according to the workspaces' daemon.pid, or "".

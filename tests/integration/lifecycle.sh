@@ -140,6 +140,26 @@ step "agentfs rm" "$AGENTFS" rm --state-dir "$STATE" work1
 [ -e "$WS" ] && fail "rm removed the workspace directory" || pass "rm removed the workspace directory"
 assert_eq "list is empty" "" "$(af list 2>&1)"
 refuse "rm of a missing workspace is refused" "no workspace" "$AGENTFS" rm --state-dir "$STATE" work1
+# A mountpoint with non-ASCII letters keeps the columns of list aligned, and
+# one with a newline is quoted: the table stays one line per workspace.
+UMNT="$T/mnt ü"
+mount_ws "$REPO" "$UMNT" --name uni || bail "mount at $UMNT: $OUT"
+run af list
+assert_eq "list: the columns after a non-ASCII mountpoint stay aligned" "aligned" \
+	"$(LC_ALL=C.UTF-8 python3 -c 'import sys
+lines = sys.stdin.read().splitlines()
+cols = {l.index(w) for l, w in zip(lines, ["BASE"] + [l.split()[-2] for l in lines[1:]])}
+print("aligned" if len(cols) == 1 else "columns at %s" % sorted(cols))' <<<"$OUT")"
+run af unmount "$UMNT"
+assert_eq "unmount $UMNT" 0 "$RC"
+NLMNT="$T/mnt
+nl"
+mount_ws "$REPO" "$NLMNT" --name nl || bail "mount at a name with a newline: $OUT"
+run af list
+assert_contains "list quotes a mountpoint holding a newline" "\"$T/mnt\\nnl\"" "$OUT"
+run af unmount "$NLMNT"
+assert_eq "unmount the mountpoint holding a newline" 0 "$RC"
+
 [ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&
 	pass "the repository was never written" || fail "the repository was never written"
 
