@@ -54,8 +54,8 @@ const char cmd_export_usage[] =
     "                         commit COMMIT (its id, 7 or more hex digits; line 1\n"
     "                         is the subject), -m:LINE of the final commit's\n"
     "                         message (may be repeated, at most 64)\n"
-    "  -o, --output FILE      write the patch to FILE (replaced atomically) instead\n"
-    "                         of stdout\n"
+    "  -o, --output FILE      write the patch to FILE (replaced atomically; a\n"
+    "                         device or fifo is written to) instead of stdout\n"
     "  --evidence             before the patch (the stat; in mbox, below the first\n"
     "                         message's \"---\" line, which `git am` leaves out of\n"
     "                         the commit message), a plain-text account for a\n"
@@ -92,9 +92,33 @@ static int write_all(int fd, const char *buf, size_t len)
 }
 
 /* Write @buf to @path through a temporary file in its directory and rename(2):
- * a reader never sees half a patch, a failure leaves the old file. */
+ * a reader never sees half a patch, a failure leaves the old file.  Only a
+ * regular file (or none) is replaced so: a device, fifo or terminal (-o
+ * /dev/stdout, /dev/null) is written to, since renaming over it would put a
+ * regular file in its place (root may write /dev); a symlink to a regular
+ * file has its target replaced, the link kept. */
 static int write_file_atomic(const char *path, const char *buf, size_t len)
 {
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			return -EISDIR;
+		int fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		int r = write_all(fd, buf, len);
+		if (close(fd) < 0 && r == 0)
+			r = -errno;
+		return r;
+	}
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		char *target = realpath(path, NULL);
+		if (target) {
+			int r = write_file_atomic(target, buf, len);
+			free(target);
+			return r;
+		}
+	}
 	size_t n = strlen(path);
 	char *tmp = malloc(n + 16);
 	if (!tmp)

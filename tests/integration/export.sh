@@ -75,6 +75,30 @@ assert_eq "export --conflicts=skip -o FILE exits 0" 0 "$RC"
 assert_contains "export names the conflict on stderr" "src/util.c: conflict" "$OUT"
 assert_contains "export names the hidden name on stderr" ".env: left out: hidden name" "$OUT"
 assert_contains "export names the ignored path on stderr" "build/x.o: left out: ignored" "$OUT"
+# -o of something that is not a regular file writes to it and never replaces
+# it (a rename over root's /dev/null would put a regular file there); -o of a
+# symlink to a file replaces the file and keeps the link.
+mkfifo "$T/out.fifo"
+(timeout 10 cat "$T/out.fifo" >"$T/fifo.read") &
+fifo_reader=$!
+run af export --conflicts=skip -o "$T/out.fifo" "$MNT"
+wait "$fifo_reader"
+assert_eq "export -o FIFO writes into the fifo, which stays one" "0 fifo" \
+	"$RC $([ -p "$T/out.fifo" ] && echo fifo || echo replaced)"
+assert_file_eq "  ...the patch, read from the fifo" "$T/patch" "$T/fifo.read"
+printf 'old\n' >"$T/out.real" && ln -s out.real "$T/out.link"
+run af export --conflicts=skip -o "$T/out.link" "$MNT"
+assert_eq "export -o SYMLINK keeps the symlink" "0 link" \
+	"$RC $([ -L "$T/out.link" ] && echo link || echo replaced)"
+assert_file_eq "  ...and replaces the file it points to" "$T/patch" "$T/out.real"
+if [ "$(id -u)" -eq 0 ]; then
+	mknod "$T/null" c 1 3
+	run af export --conflicts=skip -o "$T/null" "$MNT"
+	assert_eq "export -o of a character device keeps the device" "0 device" \
+		"$RC $([ -c "$T/null" ] && echo device || echo replaced)"
+else
+	skip "export -o of a character device keeps the device" "mknod needs root"
+fi
 # An mbox's series meets the same left-out paths again (and promote builds it
 # twice): each is named once all the same.
 run af export --conflicts=skip --format=mbox -o "$T/left-out.mbox" "$MNT"
