@@ -197,7 +197,9 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 		v->bad_line = s.records + 1;
 		v->bad_seq = s.last_seq + 1;
 		snprintf(v->why, sizeof(v->why), "the head file is malformed");
-	} else if (hr == 0 && s.records > 0) {
+	} else if (hr == 0) {
+		/* An empty journal too: the first write makes the head file, so
+		 * a journal emptied and its head file deleted is no new one. */
 		v->bad_line = s.records + 1;
 		v->bad_seq = s.last_seq + 1;
 		snprintf(v->why, sizeof(v->why),

@@ -340,6 +340,15 @@ t chmod 644 "$UMNT/sealed.txt"
 step "verify passes once they are readable again" af verify "$UMNT"
 step "unmount" af unmount "$UMNT"
 
+# Every record removed and the head file with them: an empty journal is no new
+# one (the first write makes the head file), so verify cannot pass it.
+cp "$WS/journal.jsonl" "$T/journal.keep" && cp "$WS/journal.jsonl.head" "$T/head.keep"
+: >"$WS/journal.jsonl"
+rm -f "$WS/journal.jsonl.head"
+refuse "verify refuses an emptied journal whose head file is gone" "the head file is missing" \
+	af verify --no-upper mnt
+cp "$T/journal.keep" "$WS/journal.jsonl" && cp "$T/head.keep" "$WS/journal.jsonl.head"
+
 # A file that is no journal: its first bad line is named, the others counted
 # (not one error line each).
 seq 1 50 >"$T/not-a-journal.jsonl"
