@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli/changes.h"
@@ -86,7 +87,8 @@ struct ctx {
 	struct gitpriv_oidset trusted;	    /* blobs written here from the view */
 	char **dirty;
 	size_t n_dirty;
-	bool have_dirty; /* git-dirty was recorded (else: compare with HEAD) */
+	bool have_dirty;     /* git-dirty was recorded (else: compare with HEAD) */
+	git_tree *head_tree; /* the HEAD at mount's tree, NULL when unborn */
 	git_index *target;
 	git_oid prev_tree;
 	bool have_prev_tree;
@@ -127,9 +129,29 @@ static void note(struct ctx *c, const char *key, const char *fmt, ...)
 	strvec_push(c->named, key); /* ENOMEM: at worst named again */
 }
 
+/* A file of the person's that git does not track: in the lower but not in
+ * the tree of the HEAD at mount.  Its bytes are the person's uncommitted work
+ * as much as a changed tracked file's, but git-dirty records only those (the
+ * private base tree holds tracked files alone), so an agent's commit of it
+ * would carry the person's file into the branch unasked. */
+static bool path_untracked_in_lower(const struct ctx *c, const char *path)
+{
+	git_tree_entry *te = NULL;
+	if (c->head_tree && git_tree_entry_bypath(&te, c->head_tree, path) == 0) {
+		git_tree_entry_free(te);
+		return false;
+	}
+	char p[PATH_MAX];
+	struct stat st;
+	if (snprintf(p, sizeof(p), "%s/%s", c->ws->repo, path) >= (int)sizeof(p))
+		return false;
+	return lstat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode));
+}
+
 static bool path_dirty(const struct ctx *c, const char *path)
 {
-	return gitpriv_path_in(c->dirty, c->n_dirty, path);
+	return gitpriv_path_in(c->dirty, c->n_dirty, path) ||
+	       (c->have_dirty && path_untracked_in_lower(c, path));
 }
 
 /* Make blob @id available in the target repository, refusing any that is
@@ -599,6 +621,23 @@ static int replay_agent_commits(struct ctx *c, const git_oid *base_commit, git_t
 	return r;
 }
 
+/* Is there a change at @path in @cs (sorted by path)? */
+static bool change_at(const struct changes *cs, const char *path)
+{
+	size_t lo = 0, hi = cs->count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(cs->items[mid].path, path);
+		if (cmp == 0)
+			return true;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
 static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_hex)
 {
 	struct changes *cs = NULL;
@@ -649,6 +688,19 @@ static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_
 	}
 	if (r == 0)
 		r = index_edits(from, view, &e);
+	/* The base tree holds no untracked file of the person's: one the agent
+	 * committed (--dirty=take) and left as it was is no deletion. */
+	if (r == 0 && c->priv) {
+		size_t k = 0;
+		for (size_t i = 0; i < e.n; i++) {
+			if (e.v[i].del && !change_at(cs, e.v[i].path) &&
+			    path_untracked_in_lower(c, e.v[i].path))
+				free(e.v[i].path);
+			else
+				e.v[k++] = e.v[i];
+		}
+		e.n = k;
+	}
 	if (r == 0 && c->o->committed_only) {
 		for (size_t i = 0; i < e.n; i++) {
 			char *q = changes_quote(e.v[i].path);
@@ -794,7 +846,7 @@ int series_build(const struct workspace *ws, const struct series_opts *o, struct
 		c.prev_tree = *git_tree_id(ht);
 		c.have_prev_tree = true;
 		git_commit_free(hc);
-		git_tree_free(ht);
+		c.head_tree = ht;
 	}
 	if (git_signature_default(&c.committer, c.real) < 0 &&
 	    git_signature_now(&c.committer, GITPRIV_BASE_NAME, GITPRIV_BASE_EMAIL) < 0) {
@@ -850,6 +902,7 @@ out:
 	git_tree_free(last_tree);
 	git_signature_free(c.committer);
 	git_index_free(c.target);
+	git_tree_free(c.head_tree);
 	gitpriv_oidset_clear(&c.base_objects);
 	gitpriv_oidset_clear(&c.trusted);
 	gitpriv_paths_free(c.dirty, c.n_dirty);

@@ -243,6 +243,25 @@ run git -C "$REPO" log -1 --format=%s agent/task4
 assert_eq "committed-only ends on the agent's last commit" "agent: second" "$OUT"
 sh_step "undo the Makefile edit" "cd '$MNT' && git checkout -q -- Makefile"
 
+# A file of the person's that git does not track is the person's uncommitted
+# work as much as a changed tracked file: an agent's commit of it is refused
+# like one (the base tree holds tracked files only, so it passed, and the
+# final commit then deleted it again).
+printf 'the person\x27s notes\n' >"$REPO/notes.txt"
+sh_step "the agent commits the person's untracked notes.txt" \
+	"cd '$MNT' && git add notes.txt && git commit -qm 'agent: notes'"
+refuse "promote refuses the person's untracked file in the agent's commit" \
+	"notes.txt: the person had uncommitted changes here at mount" \
+	af promote "$MNT" --branch agent/notes
+step "--dirty=skip leaves it out" af promote "$MNT" --branch agent/notes --dirty=skip
+run git -C "$REPO" log --format= --name-only HEAD..agent/notes
+assert_not_contains "  ...no commit of the branch touches it" "notes.txt" "$OUT"
+step "--dirty=take takes it" af promote "$MNT" --branch agent/notes2 --dirty=take
+run git -C "$REPO" show agent/notes2:notes.txt
+assert_eq "  ...and no later commit deletes it" "0 the person's notes" "$RC $OUT"
+sh_step "the agent drops its commit" "cd '$MNT' && git reset -q --soft HEAD~1 && git reset -q notes.txt"
+rm -f "$REPO/notes.txt"
+
 # A file where config/ was: config/ holds the tracked id_rsa the agent cannot
 # see, which a promote must carry over, never delete.  Refused like a conflict.
 replaced_msg="config: replaced by a file, but the repository keeps files there the agent cannot see"
