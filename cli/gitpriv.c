@@ -1524,18 +1524,12 @@ void gitpriv_paths_free(char **paths, size_t count)
 	free(paths);
 }
 
+static int path_cmp(const void *key, const void *item)
+{
+	return strcmp(key, *(char *const *)item);
+}
+
 bool gitpriv_path_in(char *const *paths, size_t count, const char *path)
 {
-	size_t lo = 0, hi = count;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int c = strcmp(paths[mid], path);
-		if (c == 0)
-			return true;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return false;
+	return count && bsearch(path, paths, count, sizeof(*paths), path_cmp) != NULL;
 }

@@ -621,21 +621,16 @@ static int replay_agent_commits(struct ctx *c, const git_oid *base_commit, git_t
 	return r;
 }
 
+static int change_path_cmp(const void *key, const void *item)
+{
+	return strcmp(key, ((const struct change *)item)->path);
+}
+
 /* Is there a change at @path in @cs (sorted by path)? */
 static bool change_at(const struct changes *cs, const char *path)
 {
-	size_t lo = 0, hi = cs->count;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int cmp = strcmp(cs->items[mid].path, path);
-		if (cmp == 0)
-			return true;
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return false;
+	return cs->count &&
+	       bsearch(path, cs->items, cs->count, sizeof(cs->items[0]), change_path_cmp) != NULL;
 }
 
 static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_hex)
