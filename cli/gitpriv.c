@@ -600,13 +600,18 @@ static int make_dirs(const struct gitpriv *g)
 		if (mkdir(path, 0755) != 0 && errno != EEXIST)
 			return -errno;
 	}
+	/* A resumed workspace's info/ is read-only already (below): without
+	 * CAP_DAC_OVERRIDE the exclude file is written only once its owner may
+	 * write there again. */
+	snprintf(path, sizeof(path), "%s/info", g->dir);
+	if (chmod(path, 0755) != 0)
+		return -errno;
 	int r = write_text(g->dir, "info/exclude", "", 0444);
 	if (r < 0)
 		return r;
-	snprintf(path, sizeof(path), "%s/hooks", g->dir);
 	if (chmod(path, 0555) != 0)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/info", g->dir);
+	snprintf(path, sizeof(path), "%s/hooks", g->dir);
 	if (chmod(path, 0555) != 0)
 		return -errno;
 	return 0;

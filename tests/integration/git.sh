@@ -328,6 +328,15 @@ run G log --format=%s -1
 assert_eq "the agent's commits survive a remount" "agent: second" "$OUT"
 run G show base:src/main.c
 assert_contains "base objects still served after remount" "#include" "$OUT"
+# The resumed private .git knows the base again, whoever mounts: its info/
+# is read-only, which bound an unprivileged daemon rewriting info/exclude,
+# and every base object not yet copied then failed to read.
+assert_contains "the private .git resumes" "private .git: resumed" \
+	"$(cat "$STATE/workspaces/$(basename "$MNT")/daemon.log")"
+sh_step "a file never read through git before is changed" "printf 'resumed\n' >>'$MNT/scripts/gen.sh'"
+run G diff -- scripts/gen.sh
+assert_contains "git diff reads its base blob after the remount" "+resumed" "$OUT"
+sh_step "undo it" "cd '$MNT' && git checkout -q -- scripts/gen.sh"
 step "unmount again" af unmount "$MNT"
 
 # ------------------------------------------------------------------ git: hidden, git: readonly
