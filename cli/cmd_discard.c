@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <git2.h>
+#include <linux/openat2.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +39,8 @@ const char cmd_discard_usage[] =
     "something of the agent's that changes no visible path (a removed directory\n"
     "whose only entries are hidden); otherwise nothing is discarded.  A path\n"
     "inside a renamed directory cannot be discarded on its own: discard the\n"
-    "directory.\n"
+    "directory.  Entries the agent made unreadable (chmod 000) are read and\n"
+    "removed all the same; what stays keeps its mode.\n"
     "\n"
     "Prints the discarded paths like `agentfs status` (without rename pairing).\n"
     "\n"
@@ -285,6 +288,114 @@ static int tell_daemon(const struct workspace *ws, pid_t pid, const struct chang
 }
 
 /* Mark ignored paths as status does, so the codes printed match its own. */
+/*
+ * An upper entry whose mode discard lifted, and the mode to put back if it
+ * stays.  The agent's chmod in the view is the mode of the upper copy, and a
+ * person who is not root reads, lists and removes there as its owner only: a
+ * directory the agent made 000 (or 300, or a file it made unreadable) stopped
+ * discard, the way back to the base, with "Permission denied".  So for the
+ * discard each upper directory gets its owner's rwx and each regular file its
+ * owner's read where they lack them, and what stays gets its mode back.
+ */
+struct lifted {
+	char *path; /* relative to the upper */
+	mode_t mode;
+};
+
+struct lifts {
+	struct lifted *v;
+	size_t n, cap;
+};
+
+static int lift_record(struct lifts *l, const char *path, mode_t mode)
+{
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 16;
+		struct lifted *nv = realloc(l->v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	if (!(l->v[l->n].path = strdup(path)))
+		return -ENOMEM;
+	l->v[l->n++].mode = mode;
+	return 0;
+}
+
+/* Lift the modes below upper directory @dfd (at @rel, "" for the top), which
+ * is open for reading; never follows a symlink.  0 or -errno. */
+static int lift_below(int dfd, const char *rel, struct lifts *l)
+{
+	int rd = dup(dfd);
+	DIR *d = rd < 0 ? NULL : fdopendir(rd);
+	if (!d) {
+		int e = errno;
+		if (rd >= 0)
+			close(rd);
+		return -e;
+	}
+	int r = 0;
+	struct dirent *de;
+	while (r == 0 && (de = readdir(d)) != NULL) {
+		const char *name = de->d_name;
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			continue;
+		struct stat st;
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		mode_t need = S_ISDIR(st.st_mode) ? S_IRWXU : S_ISREG(st.st_mode) ? S_IRUSR : 0;
+		char *path = NULL;
+		if (asprintf(&path, "%s%s%s", rel, *rel ? "/" : "", name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		mode_t mode = st.st_mode & 07777;
+		if ((mode & need) != need && st.st_uid == geteuid() &&
+		    fchmodat(dfd, name, mode | need, 0) == 0)
+			r = lift_record(l, path, mode);
+		if (r == 0 && S_ISDIR(st.st_mode)) {
+			int sub =
+			    openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				r = lift_below(sub, path, l);
+				close(sub);
+			}
+		}
+		free(path);
+	}
+	closedir(d);
+	return r;
+}
+
+/* Put back the modes of the lifted entries that stayed, deepest first, each
+ * reached beneath @upper_fd without following a symlink (a mounted agent may
+ * have renamed meanwhile: a symlink is never followed out of the upper). */
+static void lift_restore(int upper_fd, struct lifts *l)
+{
+	for (size_t i = l->n; i-- > 0;) {
+		char *path = l->v[i].path;
+		char *slash = strrchr(path, '/');
+		const char *leaf = slash ? slash + 1 : path;
+		int pfd = upper_fd;
+		if (slash) {
+			*slash = 0;
+			struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+					       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+							  RESOLVE_NO_MAGICLINKS};
+			pfd = (int)syscall(SYS_openat2, upper_fd, path, &how, sizeof(how));
+		}
+		if (pfd >= 0)
+			(void)fchmodat(pfd, leaf, l->v[i].mode, AT_SYMLINK_NOFOLLOW);
+		if (pfd >= 0 && pfd != upper_fd)
+			close(pfd);
+		free(path);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
 static void mark_ignored(const struct workspace *ws, struct changes *cs)
 {
 	git_repository *repo = NULL;
@@ -358,6 +469,7 @@ int cmd_discard(int argc, char **argv)
 	struct gone gone = {0};
 	struct policy *pol = NULL;
 	struct changes *before = NULL, *after = NULL;
+	struct lifts lifts = {0};
 	char *upper = workspace_path(ws, "upper");
 	int lfd = -1, ufd = -1;
 	size_t npaths = (size_t)(argc - optind);
@@ -376,6 +488,10 @@ int cmd_discard(int argc, char **argv)
 	}
 	if ((ufd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		cli_error(CMD, "%s: %s", upper, strerror(errno));
+		goto out;
+	}
+	if (geteuid() != 0 && (r = lift_below(ufd, "", &lifts)) < 0) {
+		cli_error(CMD, "%s: %s", upper, strerror(-r));
 		goto out;
 	}
 	if ((r = changes_compute(lfd, ufd, pol, &before)) < 0) {
@@ -438,6 +554,8 @@ int cmd_discard(int argc, char **argv)
 		cli_error(CMD, "%s: reading the upper again: %s", target, strerror(-r2));
 	else
 		mark_ignored(ws, after);
+	/* Before the daemon drops its cache: it must not cache a lifted mode. */
+	lift_restore(ufd, &lifts);
 
 	/* The upper changed (perhaps only in part): the daemon must forget what the
 	 * kernel cached about those paths (fs/fs.h, FS_INVALIDATE_FILE). */
@@ -495,6 +613,8 @@ out:
 	strvec_clear(&gone.paths);
 	changes_free(before);
 	changes_free(after);
+	if (ufd >= 0)
+		lift_restore(ufd, &lifts);
 	if (lfd >= 0)
 		close(lfd);
 	if (ufd >= 0)

@@ -331,6 +331,23 @@ assert_eq "  ...that still looks empty" "0 " "$RC $OUT"
 refuse "discard of it again: no change at this path" "no change at this path" \
 	af discard "$MNT" onlysecret
 
+# ------------------------------------------------------------------ discard past the agent's modes
+# The agent's chmod 000 of a directory is the mode of its upper copy, which a
+# person who is not root then cannot read as its owner: discard is still the
+# way back, and what it leaves keeps the agent's mode.
+sh_step "the agent locks a new directory, a second one and a lower one" "cd '$MNT' &&
+	mkdir locked kept && printf 'x\n' >locked/f && printf 'y\n' >kept/f &&
+	printf 'agent\n' >>src/util.c && chmod 000 locked kept src"
+run af discard "$MNT" locked
+assert_eq "discard of the locked directory" "0 A locked/f" "$RC $OUT"
+assert_enoent "$MNT/locked" "  ...it is gone"
+assert_eq "  ...the other keeps its mode" "0" "$(t stat -c %a "$MNT/kept" 2>&1)"
+run af discard "$MNT"
+assert_eq "discard of everything past the locked directories" "0" "$RC"
+assert_eq "  ...the lower directory is back as it was" "755 0" \
+	"$(t stat -c %a "$MNT/src" 2>&1) $(t grep -c agent "$MNT/src/util.c" 2>&1)"
+assert_eq "  ...and nothing is left to discard" "" "$(af status "$MNT" 2>&1)"
+
 # ------------------------------------------------------------------ saves keep the base
 # A file the agent changed, then replaced by a new file (a second editor save
 # by rename, vim's rename to a backup name and write, rm and write again):
