@@ -290,8 +290,16 @@ int cmd_promote(int argc, char **argv)
 		git_reference *ref = NULL;
 		char msg[600];
 		snprintf(msg, sizeof(msg), "agentfs promote: workspace %s", ws->name);
-		if (git_reference_create(&ref, s->repo, refname, &s->commits[s->count - 1], a.force,
-					 msg) < 0) {
+		int gr = git_reference_create(&ref, s->repo, refname, &s->commits[s->count - 1],
+					      a.force, msg);
+		if (gr == GIT_ELOCKED) {
+			/* libgit2's message ends in an empty reason here. */
+			cli_error(CMD,
+				  "%s: locked by %s%s.lock (a git command running in the "
+				  "repository, or one that stopped and left it: remove it if "
+				  "none runs)",
+				  refname, git_repository_commondir(s->repo), refname);
+		} else if (gr < 0) {
 			const git_error *e = git_error_last();
 			cli_error(CMD, "%s: %s", refname, e ? e->message : "cannot create");
 		} else {

@@ -223,6 +223,12 @@ done
 step "--author 'A B <a@b>' is taken" af promote "$MNT" --branch agent/author --author 'A B <a@b>'
 assert_eq "  ...as the final commit's author" "A B <a@b>" \
 	"$(git -C "$REPO" log -1 --format='%an <%ae>' agent/author)"
+# A lock another git left on the branch is named, with what to do about it.
+: >"$REPO/.git/refs/heads/agent/locked.lock"
+refuse "promote onto a locked branch names the lock" \
+	"refs/heads/agent/locked: locked by $REPO/.git/refs/heads/agent/locked.lock (a git command" \
+	af promote "$MNT" --branch agent/locked
+rm -f "$REPO/.git/refs/heads/agent/locked.lock"
 
 sh_step "the agent edits a file the person had changed" "cd '$MNT' && printf 'agent too\n' >>Makefile"
 refuse "a path with the person's uncommitted changes is refused" "uncommitted changes here at mount" \
