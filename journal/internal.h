@@ -160,6 +160,11 @@ struct journal_scan {
 	 * daemon did not end its session (a crash), whatever was appended after
 	 * it without a daemon (agentfs discard of an unmounted workspace). */
 	bool session_open;
+	/* While session_open: a crash recovery record (a JOP_RECOVER without a
+	 * path) follows that mount record, written by a command that opened the
+	 * journal after the crash (agentfs discard of the unmounted workspace):
+	 * the next mount recovers the upper without noting the crash again. */
+	bool crash_noted;
 	off_t intact_end; /* file offset just past the last intact line's newline */
 	off_t file_size;
 	uint64_t recovered; /* JOP_RECOVER records among the intact ones */

@@ -138,10 +138,14 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 		s->last_hash = h;
 		s->last_time_ns = e.time_ns;
 		s->last_op = e.op;
+		if (e.op == JOP_MOUNT || e.op == JOP_UNMOUNT)
+			s->crash_noted = false;
 		if (e.op == JOP_MOUNT)
 			s->session_open = true;
 		else if (e.op == JOP_UNMOUNT)
 			s->session_open = false;
+		else if (e.op == JOP_RECOVER && s->session_open && (!e.path || !*e.path))
+			s->crash_noted = true;
 		s->intact_end = off + (off_t)len + 1;
 		if (e.op == JOP_RECOVER)
 			s->recovered++;

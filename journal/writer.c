@@ -394,6 +394,10 @@ static int recover_tail(struct journal *j)
 						   s.check_hash.high64 != head.hash.high64)));
 	if (!j->crashed && !trimmed && !lost && !s.bad_line && hr >= 0)
 		return 0;
+	/* Noted once already (the crash is still one: j->crashed stays, so the
+	 * mount still recovers the upper). */
+	if (j->crashed && s.crash_noted && !trimmed && !lost && !s.bad_line && hr >= 0)
+		return 0;
 
 	json_t *d = json_object();
 	json_object_set_new(d, "event", json_string(j->crashed || trimmed ? "crash" : "repair"));

@@ -459,6 +459,18 @@ mount_ws "$REPO" "$MNT" || bail "mount again: $OUT"
 run af verify "$MNT"
 assert_eq "mounting after an unmounted discard records no crash" "0 no crash" \
 	"$RC $([[ $OUT == *crash* ]] && echo crash || echo no crash)"
+# After a crash the discard that first opens the journal notes it; the mount
+# that follows recovers the upper without noting the same crash again.
+sh_step "a new file before the crash" "printf 'new\\n' >'$MNT/new2.txt'"
+dpid=$(daemon_pid_of "$MNT")
+kill -KILL "$dpid"
+wait_gone "$dpid" 5
+timeout 10 fusermount3 -uz "$MNT" 2>/dev/null
+run af discard "$MNT" new2.txt
+assert_eq "discard after the crash, unmounted" "0 A new2.txt" "$RC $OUT"
+mount_ws "$REPO" "$MNT" || bail "mount after the crash: $OUT"
+run af verify "$MNT"
+assert_eq "one crash is one crash record" "0 1" "$RC $(grep -c 'crash recovery' <<<"$OUT")"
 run af unmount "$MNT"
 assert_eq "unmount" 0 "$RC"
 done_testing
