@@ -356,6 +356,17 @@ int cmd_log(int argc, char **argv)
 	if (activity_find_journal(CMD, argv[optind], state_dir, &journal, &upper, NULL) < 0)
 		return 1;
 	free(upper);
+	const char *base = strrchr(journal, '/');
+	if (strcmp(base ? base + 1 : journal, "run.jsonl") == 0) {
+		/* Its records are runs, not file events (README: agentfs run). */
+		cli_error(CMD,
+			  "%s: a run journal (agentfs run's record of each run, JSON Lines "
+			  "to read as they are; 'agentfs verify' checks its chain), not a "
+			  "workspace's journal.jsonl",
+			  journal);
+		free(journal);
+		return 1;
+	}
 	struct journal_reader *r;
 	int rc = journal_reader_open(&r, journal);
 	if (rc < 0) {

@@ -346,6 +346,11 @@ assert_contains "... and the settings" '"settings":{"net":"allow","allow":["127.
 	"$(cat "$RUNLOG")"
 assert_contains "the exit record holds the status" '"op":"exit"' "$(grep '"status":7' "$RUNLOG")"
 
+run af log "$RUNLOG"
+assert_eq "agentfs log of run.jsonl says what it is, in one line" \
+	"1 agentfs: log: $RUNLOG: a run journal (agentfs run's record of each run, JSON Lines to read as they are; 'agentfs verify' checks its chain), not a workspace's journal.jsonl" \
+	"$RC $OUT"
+
 # agentfs verify checks run.jsonl by the same chain rule, naming its first bad record.
 run af verify mnt
 assert_eq "verify passes after the runs" 0 "$RC"
