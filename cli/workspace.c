@@ -886,21 +886,23 @@ int workspace_daemon_flush(const struct workspace *ws, int timeout_ms)
 	if (!pid)
 		return 0; /* no daemon: the journal file is all there is */
 	char *req = workspace_path(ws, FS_FLUSH_FILE);
-	if (!req)
+	/* The daemon removes the request once the journal is written out, or
+	 * renames it to FS_FLUSH_FAILED, its size the errno, when it cannot.
+	 * An earlier reader's answer not taken goes before the request does:
+	 * removed after it, it could be this request's answer, come already. */
+	char *failed = workspace_path(ws, FS_FLUSH_FAILED);
+	if (!req || !failed) {
+		free(req);
+		free(failed);
 		return -ENOMEM;
+	}
+	unlink(failed);
 	int fd = open(req, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	int r = fd < 0 ? -errno : 0;
 	if (fd >= 0)
 		close(fd);
 	if (r == 0 && kill(pid, SIGUSR2) < 0)
 		r = -errno;
-	/* The daemon removes the file once the journal is written out, or
-	 * renames it to FS_FLUSH_FAILED, its size the errno, when it cannot. */
-	char *failed = workspace_path(ws, FS_FLUSH_FAILED);
-	if (!failed)
-		r = -ENOMEM;
-	if (failed)
-		unlink(failed); /* an earlier reader's, not taken */
 	for (int waited = 0; r == 0; waited += 5) {
 		if (access(req, F_OK) < 0) {
 			struct stat st;

@@ -243,6 +243,15 @@ else
 			run t "$AGENTFS" verify --state-dir "$STATE" smnt
 			assert_contains "verify while full says the daemon cannot write the journal" \
 				"the daemon did not write its journal out (No space left on device)" "$OUT"
+			# Also when the daemon's answer comes before verify looks for it
+			# (each unlink(2) of verify delayed by 0.3 s): an answer already
+			# there is no stale one to remove.
+			if command -v strace >/dev/null; then
+				run t strace -f -qq -o /dev/null -e trace=unlink \
+					-e inject=unlink:delay_enter=300000 "$AGENTFS" verify --state-dir "$STATE" smnt
+				assert_contains "  ...also when the daemon answers at once" \
+					"the daemon did not write its journal out (No space left on device)" "$OUT"
+			fi
 			step "deleting the big file frees the space" t rm "$SMNT/fill.bin"
 			run t "$AGENTFS" verify --state-dir "$STATE" smnt
 			assert_eq "  ...then verify passes, without that warning" \
