@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <git2.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,8 @@ const char cmd_policy_usage[] =
     "\n"
     "A symlink of REPO whose target leaves the repository or is hidden is hidden\n"
     "too, as the mount hides it (symlinks: hide).  A mountpoint given as REPO is\n"
-    "read as a directory like any other.\n";
+    "read as a directory like any other.  REPO inside a git working tree must be\n"
+    "its top level, as for `agentfs mount`.\n";
 
 /* Said of a symlink the `symlinks: hide` rule hides (policy/symlink.h). */
 #define SYMLINK_RULE "symlinks: hide: its target leaves the repository or is hidden"
@@ -79,6 +81,33 @@ static int load(const char *sub, const char *repo, const char *file, struct poli
 	return 0;
 }
 
+/* A directory inside a git working tree but not at its top level is refused,
+ * as `agentfs mount` refuses it: a mount shows the top level, whose paths the
+ * rules match and whose .agentfs.yml they come from, so answers for the
+ * subdirectory as a root would be wrong.  Any other directory (no working
+ * tree above it, or its top level) is read as it is. */
+static int check_top_level(const char *sub, const char *dir)
+{
+	char real[PATH_MAX], top[PATH_MAX];
+	if (!realpath(dir, real))
+		return 0; /* check_dir said why */
+	git_libgit2_init();
+	git_repository *repo = NULL;
+	int r = 0;
+	if (git_repository_open_ext(&repo, real, 0, NULL) == 0 && !git_repository_is_bare(repo) &&
+	    git_repository_workdir(repo) && realpath(git_repository_workdir(repo), top) &&
+	    strcmp(top, real) != 0) {
+		cli_error("policy",
+			  "%s: %s: a subdirectory of the git working tree %s (give its top "
+			  "level: the rules match its paths and read its .agentfs.yml)",
+			  sub, dir, top);
+		r = -1;
+	}
+	git_repository_free(repo);
+	git_libgit2_shutdown();
+	return r;
+}
+
 static int check_dir(const char *sub, const char *dir)
 {
 	struct stat st;
@@ -90,7 +119,7 @@ static int check_dir(const char *sub, const char *dir)
 		cli_error("policy", "%s: %s: not a directory", sub, dir);
 		return -1;
 	}
-	return 0;
+	return check_top_level(sub, dir);
 }
 
 /* A usage error: one line naming what is wrong, exit status 2. */

@@ -109,6 +109,13 @@ fi
 run t "$AGENTFS" policy explain --policy "$T/team.yml" "$REPO" src/main.c docs/internal.md .env.example
 assert_contains "explain: src/main.c is read-only by the team's rule" "read-only" "$OUT"
 assert_contains "explain: docs/internal.md is hidden by the repository's rule" ".agentfs.yml" "$OUT"
+# A subdirectory of the repository is no root of its own: its answers would
+# skip the repository's .agentfs.yml and match the wrong paths.
+refuse "explain of a subdirectory of the repository is refused, as mount refuses it" \
+	"explain: $REPO/src: a subdirectory of the git working tree" \
+	t "$AGENTFS" policy explain "$REPO/src" main.c
+refuse "test of a subdirectory of the repository is refused" \
+	"test: $REPO/src: a subdirectory of the git working tree" t "$AGENTFS" policy test "$REPO/src"
 
 step "unmount" af unmount mnt
 
