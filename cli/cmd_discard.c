@@ -287,7 +287,6 @@ static int tell_daemon(const struct workspace *ws, pid_t pid, const struct chang
 	return r;
 }
 
-/* Mark ignored paths as status does, so the codes printed match its own. */
 /*
  * An upper entry whose mode discard lifted, and the mode to put back if it
  * stays.  The agent's chmod in the view is the mode of the upper copy, and a
@@ -351,8 +350,10 @@ static int lift_below(int dfd, const char *rel, struct lifts *l)
 			break;
 		}
 		mode_t mode = st.st_mode & 07777;
+		/* Never through a symlink: a mounted agent may have put one
+		 * at the name since the fstatat. */
 		if ((mode & need) != need && st.st_uid == geteuid() &&
-		    fchmodat(dfd, name, mode | need, 0) == 0)
+		    fchmodat(dfd, name, mode | need, AT_SYMLINK_NOFOLLOW) == 0)
 			r = lift_record(l, path, mode);
 		if (r == 0 && S_ISDIR(st.st_mode)) {
 			int sub =
@@ -396,6 +397,7 @@ static void lift_restore(int upper_fd, struct lifts *l)
 	l->n = l->cap = 0;
 }
 
+/* Mark ignored paths as status does, so the codes printed match its own. */
 static void mark_ignored(const struct workspace *ws, struct changes *cs)
 {
 	git_repository *repo = NULL;

@@ -1073,15 +1073,13 @@ static int prepare(struct mount_ctx *c)
 		c->a.name = strrchr(c->mnt, '/') + 1;
 		if (!workspace_name_valid(c->a.name)) {
 			cli_error(CMD,
-				  "%s: '%s' is not a valid workspace name (1 to 128 letters, "
-				  "digits, '.', '_', '-', not starting with '.'); pass --name",
+				  "%s: '%s' is not a valid workspace name (" WORKSPACE_NAME_RULE
+				  "); pass --name",
 				  c->a.mnt, c->a.name);
 			return -EINVAL;
 		}
 	} else if (!workspace_name_valid(c->a.name)) {
-		cli_error(CMD,
-			  "--name %s: not a valid workspace name (1 to 128 letters, digits, "
-			  "'.', '_', '-', not starting with '.')",
+		cli_error(CMD, "--name %s: not a valid workspace name (" WORKSPACE_NAME_RULE ")",
 			  c->a.name);
 		return -EINVAL;
 	}

@@ -305,8 +305,8 @@ static int find_workspace(struct run_ctx *c)
 			if (c->a.name)
 				cli_error(
 				    CMD,
-				    "--name %s: not a valid workspace name (1 to 128 letters, "
-				    "digits, '.', '_', '-', not starting with '.')",
+				    "--name %s: not a valid workspace name (" WORKSPACE_NAME_RULE
+				    ")",
 				    name);
 			else
 				cli_error(CMD,

@@ -607,10 +607,10 @@ static int make_dirs(const struct gitpriv *g)
 	if (chmod(path, 0755) != 0)
 		return -errno;
 	int r = write_text(g->dir, "info/exclude", "", 0444);
+	if (chmod(path, 0555) != 0 && r == 0)
+		r = -errno;
 	if (r < 0)
 		return r;
-	if (chmod(path, 0555) != 0)
-		return -errno;
 	snprintf(path, sizeof(path), "%s/hooks", g->dir);
 	if (chmod(path, 0555) != 0)
 		return -errno;

@@ -76,6 +76,8 @@ void workspace_free(struct workspace *ws);
 /* Is @name a valid workspace name: [A-Za-z0-9._-]{1,128}, not starting with '.'
  * (the name becomes a directory; '.'-names would hide it and allow "..")? */
 bool workspace_name_valid(const char *name);
+/* That rule in words, for the refusals of an invalid name. */
+#define WORKSPACE_NAME_RULE "1 to 128 letters, digits, '.', '_', '-', not starting with '.'"
 
 /* <root>/workspaces/<name>, malloc'd in *out.  -EINVAL for an invalid name. */
 int workspace_dir_for(const char *root, const char *name, char **out);
