@@ -26,7 +26,8 @@ const char cmd_log_usage[] =
     "created, deleted and refused, by which process.  One line per record:\n"
     "  TIME (local)  PROCESS[PID]  OP  RESULT  BYTES  HASH (8 of 32 hex)  PATH [-> PATH2]\n"
     "READ bytes are those the daemon served: reads answered from the kernel's\n"
-    "page cache never reach it.  The schema of --json is in journal/SCHEMA.md.\n"
+    "page cache never reach it; WRITE bytes are '-' where the kernel wrote the\n"
+    "file itself (FUSE passthrough).  The schema of --json is in journal/SCHEMA.md.\n"
     "\n"
     "Options:\n"
     "  --json            print the raw records (JSON Lines), exactly as stored\n"
@@ -181,7 +182,8 @@ static void print_row(FILE *out, const struct journal_entry *e)
 		const char *n = strerrorname_np(-e->result);
 		snprintf(res, sizeof(res), "%s", n ? n : "error");
 	}
-	if (e->bytes || e->op == JOP_READ || e->op == JOP_WRITE || e->op == JOP_TRUNCATE)
+	if (e->has_bytes &&
+	    (e->bytes || e->op == JOP_READ || e->op == JOP_WRITE || e->op == JOP_TRUNCATE))
 		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)e->bytes);
 	if (e->has_hash_after || e->has_hash_before) {
 		char hex[33];

@@ -60,6 +60,8 @@ const char cmd_mount_usage[] =
     "  --journal-sync=MODE    always | interval (default) | never: when the journal\n"
     "                         reaches the disk (see journal/journal.h)\n"
     "  --no-journal           record nothing (the journal is the evidence; rarely wanted)\n"
+    "  --no-passthrough       serve every read and write of the agent's files through\n"
+    "                         the daemon, never by FUSE passthrough (Linux 6.9, root)\n"
     "  -o OPTION[,OPTION...]  extra FUSE mount options (may be repeated)\n"
     "  -f, --foreground       serve in the foreground; Ctrl-C unmounts\n"
     "  -d, --debug            libfuse debug output (implies --foreground)\n"
@@ -83,6 +85,7 @@ struct mount_args {
 	bool foreground;
 	bool debug;
 	bool no_journal;
+	bool no_passthrough;
 	enum journal_sync sync;
 	char *fuse_opts; /* comma-joined -o values, or NULL */
 };
@@ -138,13 +141,14 @@ static int append_opt(char **opts, const char *o)
 /* Returns 0, or the exit status of a usage error. */
 static int parse_args(int argc, char **argv, struct mount_args *a)
 {
-	enum { OPT_NAME = 256, OPT_STATE, OPT_POLICY, OPT_SYNC, OPT_NOJOURNAL };
+	enum { OPT_NAME = 256, OPT_STATE, OPT_POLICY, OPT_SYNC, OPT_NOJOURNAL, OPT_NOPT };
 	static const struct option longopts[] = {
 	    {"name", required_argument, NULL, OPT_NAME},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
 	    {"policy", required_argument, NULL, OPT_POLICY},
 	    {"journal-sync", required_argument, NULL, OPT_SYNC},
 	    {"no-journal", no_argument, NULL, OPT_NOJOURNAL},
+	    {"no-passthrough", no_argument, NULL, OPT_NOPT},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"debug", no_argument, NULL, 'd'},
 	    {"help", no_argument, NULL, 'h'},
@@ -180,6 +184,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case OPT_NOJOURNAL:
 			a->no_journal = true;
+			break;
+		case OPT_NOPT:
+			a->no_passthrough = true;
 			break;
 		case 'f':
 			a->foreground = true;
@@ -759,6 +766,7 @@ static int serve_journaled(struct mount_ctx *c, int ready_fd)
 	    .fsname = c->fsname,
 	    .fuse_opts = c->a.fuse_opts,
 	    .debug = c->a.debug,
+	    .passthrough = !c->a.no_passthrough,
 	    .ready_fd = ready_fd,
 	    .state_dir = c->ws->dir,
 	};

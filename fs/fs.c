@@ -436,6 +436,7 @@ int fs_serve(const struct fs_config *cfg)
 		r = -EIO;
 		goto out_signals;
 	}
+	passthrough_attach(fs);
 	raise_readahead(cfg->mountpoint);
 	watch_start(fs);
 	watch_dir_lazy(fs, &fs->root);

@@ -23,10 +23,15 @@ struct fs_config {
 	const char *fsname;	     /* shown in /proc/mounts, e.g. "agentfs:NAME" */
 	const char *fuse_opts;	     /* extra comma-separated -o options, or NULL */
 	bool debug;		     /* libfuse debug output on stderr */
-	int ready_fd;		     /* written one byte ('1') once the mount serves, then
-				      * closed; -1 for none */
-	const char *state_dir;	     /* the workspace directory (for FS_INVALIDATE_FILE), or
-				      * NULL */
+	/* Let the kernel read and write upper files itself (FUSE passthrough,
+	 * fs/passthrough.c): taken only where it is offered, by Linux 6.9 and
+	 * later to a daemon with CAP_SYS_ADMIN.  Its WRITE records then carry
+	 * no byte count (journal.h). */
+	bool passthrough;
+	int ready_fd;	       /* written one byte ('1') once the mount serves, then
+				* closed; -1 for none */
+	const char *state_dir; /* the workspace directory (for FS_INVALIDATE_FILE), or
+				* NULL */
 	/* The workspace-private git repository served at the view's ".git"
 	 * (policy `git: private`): an absolute path, or NULL for none.  Its
 	 * config, hooks/ and info/ are read-only to the agent. */

@@ -59,6 +59,12 @@ struct node {
 			     * 0 not yet, -1 could not be watched */
 	char *lower;	    /* lower path: a file's lower file, a directory's merged
 			     * lower directory; NULL if none */
+	/* Passthrough (ops_file.c, handle_pick_io), under table_lock: the
+	 * backing id its open files share (0: none), how many hold it, and
+	 * whether any ever did (its page cache then is not the file's). */
+	uint32_t pt_id;
+	uint32_t pt_handles;
+	bool pt_used;
 };
 
 struct hashcache;
@@ -131,6 +137,13 @@ struct agentfs {
 	pthread_mutex_t git_lock;
 	pthread_cond_t git_cond;
 
+	/* passthrough.c */
+	bool pt_attached; /* its I/O carries the session's replies */
+	bool pt_init_seen;
+	bool pt_offered; /* INIT asked for FUSE_PASSTHROUGH */
+	bool pt_failed;	 /* the kernel refused a backing file: never again */
+	bool pt_logged;	 /* daemon.log said passthrough is on */
+
 	/* watch.c */
 	int inotify_fd;
 	int watch_stop[2];
@@ -188,6 +201,22 @@ static inline const char *node_lower(const struct node *n)
 {
 	return __atomic_load_n(&n->lower, __ATOMIC_ACQUIRE);
 }
+
+/* --- passthrough.c: the kernel serves upper files' I/O itself ------ */
+/* After fuse_session_mount(): carry the session's replies through an I/O
+ * that asks for passthrough in INIT and adds backing ids to open replies,
+ * when fs_config.passthrough and the daemon runs as root. */
+void passthrough_attach(struct agentfs *fs);
+/* Whether opens may ask for passthrough now: INIT asked for it and the
+ * kernel has not refused a backing file. */
+bool passthrough_usable(const struct agentfs *fs);
+/* Register @fd (a regular file) as a backing file: its id (> 0), or 0 when
+ * the kernel refused (then passthrough_usable() may turn false). */
+uint32_t passthrough_backing_open(struct agentfs *fs, int fd);
+void passthrough_backing_close(struct agentfs *fs, uint32_t id);
+/* The next OPEN or CREATE reply this thread sends carries backing @id
+ * (0: none).  Call right before fuse_reply_open()/fuse_reply_create(). */
+void passthrough_reply_with(uint32_t id);
 
 /* --- inode.c: the node table ----------------------------------------- */
 int table_init(struct agentfs *fs);

@@ -54,13 +54,61 @@ struct handle {
 	/* A release answered but not yet done (op_release): */
 	bool journal_read;	      /* record the read */
 	struct handle *next_deferred; /* agentfs.deferred's next */
+	/* Served by passthrough (passthrough.c): the kernel reads and writes
+	 * the upper file itself, and no READ or WRITE reaches the daemon. */
+	bool pt;
+	bool pt_write;		  /* ...and open for writing: changes are found at release */
+	struct timespec pt_ctime; /* the file's ctime at open, or at its last record,
+				   * under table_lock */
+	off_t pt_size;		  /* ...and its size */
+	bool pt_taken;		  /* they are a record's, not the open's */
 };
 
+/*
+ * How the kernel serves @h's reads and writes: through the daemon (returns 0)
+ * or by passthrough to @h's upper file (returns the backing id to answer the
+ * open with).  The kernel takes one mode per inode while any file of it is
+ * open, and one backing file (fs/fuse/iomode.c: an open in the other mode or
+ * with another backing fails with EIO), so the first open of a node decides
+ * and the others follow it until the last is released.  Only upper files:
+ * a lower one may be copied up under an open reader (handles_follow_copyup),
+ * which the kernel could not follow.  Not O_DIRECT opens, which the backing
+ * file would take with their alignment rules where the daemon's reads and
+ * writes have none.  Caller holds table_lock; @h is not linked yet.
+ */
+static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags, bool writing)
+{
+	struct node *n = h->node;
+	uint32_t id = n->pt_id;
+	if (!id) {
+		if (n->handles || !h->upper || (oflags & O_DIRECT) || !passthrough_usable(fs))
+			return 0;
+		if (!(id = passthrough_backing_open(fs, h->fd)))
+			return 0;
+		n->pt_id = id;
+		n->pt_used = true;
+	}
+	n->pt_handles++;
+	h->pt = true;
+	struct stat st;
+	if (writing && fstat(h->fd, &st) == 0) {
+		h->pt_write = true;
+		h->pt_ctime = st.st_ctim;
+		h->pt_size = st.st_size;
+	} else if (writing) {
+		/* Cannot tell later: record at release. */
+		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+	}
+	return id;
+}
+
 /* Handles hang off their node so an unlinked but open file can still be
- * stat'ed (fstat(2) arrives as a getattr without a handle). */
-static void handle_link(struct agentfs *fs, struct handle *h)
+ * stat'ed (fstat(2) arrives as a getattr without a handle).  Returns the
+ * backing id to answer the open with (handle_pick_io). */
+static uint32_t handle_link(struct agentfs *fs, struct handle *h, int oflags, bool writing)
 {
 	pthread_mutex_lock(&fs->table_lock);
+	uint32_t id = fs->pt_attached ? handle_pick_io(fs, h, oflags, writing) : 0;
 	h->next = h->node->handles;
 	h->node->handles = h;
 	h->all_prev = NULL;
@@ -69,6 +117,7 @@ static void handle_link(struct agentfs *fs, struct handle *h)
 		fs->open_handles->all_prev = h;
 	fs->open_handles = h;
 	pthread_mutex_unlock(&fs->table_lock);
+	return id;
 }
 
 static void handle_unlink(struct agentfs *fs, struct handle *h)
@@ -82,6 +131,10 @@ static void handle_unlink(struct agentfs *fs, struct handle *h)
 	}
 	if (__atomic_load_n(&h->bulk, __ATOMIC_RELAXED))
 		__atomic_sub_fetch(&fs->bulk_writers, 1, __ATOMIC_RELAXED);
+	if (h->pt && --h->node->pt_handles == 0) {
+		passthrough_backing_close(fs, h->node->pt_id);
+		h->node->pt_id = 0;
+	}
 	if (h->all_prev)
 		h->all_prev->all_next = h->all_next;
 	else
@@ -329,9 +382,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	node_ref(fs, n);
-	handle_link(fs, h);
+	uint32_t backing = handle_link(fs, h, fi->flags, writing);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
+	/* The daemon will not see this reader's reads, and a writer's
+	 * writes after them would reach the file before the release: the
+	 * read's record names the version open now. */
+	if (h->pt && !writing && fs->journal)
+		h->has_before = hashcache_get(fs->hashes, fd, &h->before) == 0;
 	/* Keep the page cache across opens: only the daemon changes the upper,
 	 * and watch.c invalidates a lower file the person changes.  Not for a
 	 * file with other links: the kernel holds one inode per name here, and
@@ -346,7 +404,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (sr < 0) {
 		fi->keep_cache = 0;
 	} else if (h->upper) {
-		fi->keep_cache = hst.st_nlink <= 1;
+		/* Not after passthrough: its writes never went through the
+		 * kernel's page cache of this inode. */
+		fi->keep_cache = hst.st_nlink <= 1 && (h->pt || !n->pt_used);
 	} else {
 		uint64_t ver = (uint64_t)hst.st_ino ^ ((uint64_t)hst.st_size << 20) ^
 			       ((uint64_t)hst.st_mtim.tv_sec << 32) ^ (uint64_t)hst.st_mtim.tv_nsec;
@@ -356,6 +416,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* The handle is complete before the kernel can send its first
 	 * request, perhaps to another worker (fs/loop.c). */
 	fs_publish(fs);
+	passthrough_reply_with(backing);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* Interrupted: the kernel will not send a release. */
 		handle_unlink(fs, h);
@@ -494,7 +555,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	h->has_before = false;
 	h->small = true; /* new and empty */
 	node_ref(fs, n);
-	handle_link(fs, h);
+	uint32_t backing = handle_link(fs, h, fi->flags, true);
 	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
@@ -508,6 +569,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	ep.attr_timeout = attr_timeout(fs, n, &e.st);
 	ep.entry_timeout = entry_timeout(fs, dir);
 	fs_publish(fs); /* as in op_open */
+	passthrough_reply_with(backing);
 	if (fuse_reply_create(req, &ep, fi) == -ENOENT) {
 		handle_unlink(fs, h);
 		node_unref(fs, n);
@@ -734,6 +796,7 @@ struct pending_write {
 	uint64_t bytes;
 	bool has_before;
 	XXH128_hash_t before;
+	bool passthrough; /* written by the kernel: @bytes is not known */
 };
 
 /* Reset @h's counters into @p, all but the path and its flags (path_locked):
@@ -750,7 +813,46 @@ static void take_writes(struct handle *h, struct pending_write *p)
 	    .bytes = __atomic_exchange_n(&h->wbytes, 0, __ATOMIC_RELAXED),
 	    .has_before = h->has_before, /* set at open, before any write */
 	    .before = h->before,
+	    .passthrough = h->pt_write,
 	};
+}
+
+/*
+ * Whether a passthrough writer's file changed since its open or its last
+ * record, by its ctime and size: the kernel wrote it without telling the
+ * daemon.  The fstat at open asked for the ctime, so since Linux 6.13 the
+ * next change gets a finer one ("multigrain timestamps"); with @take, moved
+ * stamps become what the next change is measured from.  Caller holds
+ * table_lock.
+ */
+static bool pt_stamps_moved(struct handle *h, bool take)
+{
+	struct stat st;
+	if (fstat(h->fd, &st) < 0)
+		return true;
+	bool moved = st.st_size != h->pt_size || st.st_ctim.tv_sec != h->pt_ctime.tv_sec ||
+		     st.st_ctim.tv_nsec != h->pt_ctime.tv_nsec;
+	if (take && moved) {
+		h->pt_ctime = st.st_ctim;
+		h->pt_size = st.st_size;
+		h->pt_taken = true;
+	}
+	return moved;
+}
+
+/* At a passthrough writer's release: did it change the file since its open
+ * or its last record?  Its stamps, and where they did not move since the
+ * open (a coarse clock), its content against the version opened, when that
+ * is known. */
+static bool pt_changed(struct agentfs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	bool moved = pt_stamps_moved(h, false), taken = h->pt_taken;
+	pthread_mutex_unlock(&fs->table_lock);
+	XXH128_hash_t now;
+	return moved ||
+	       (!taken && fs->journal && h->has_before &&
+		hashcache_refresh(fs->hashes, h->fd, &now) == 0 && !XXH128_isEqual(now, h->before));
 }
 
 /* Hash the version @p's descriptor holds and journal it, under the node's
@@ -765,6 +867,7 @@ static void record_writes(struct agentfs *fs, const struct pending_write *p)
 	    .flags = p->flags,
 	    .path = p->path,
 	    .bytes = p->bytes,
+	    .bytes_unknown = p->passthrough,
 	    .has_hash_before = p->has_before,
 	    .hash_before = p->before,
 	};
@@ -810,7 +913,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 bool handle_wrote(uint64_t fh)
 {
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
-	return h && __atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
+	return h && (h->pt_write || __atomic_load_n(&h->wrote, __ATOMIC_RELAXED));
 }
 
 bool handle_release_quick(uint64_t fh)
@@ -818,7 +921,7 @@ bool handle_release_quick(uint64_t fh)
 	const struct handle *h = (const struct handle *)(uintptr_t)fh;
 	if (!h || !h->small)
 		return false;
-	if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
+	if (!h->pt_write && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
 		return true;
 	/* A new version to hash: quick when it takes one read. */
 	struct stat st;
@@ -829,6 +932,8 @@ bool handle_release_quick(uint64_t fh)
  * forget the handle. */
 static void release_finish(struct agentfs *fs, struct handle *h, bool journal_read)
 {
+	if (h->pt_write && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) && pt_changed(fs, h))
+		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
 		record_write(fs, h);
 	} else if (journal_read) {
@@ -846,8 +951,12 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 		};
 		pthread_mutex_t *lock = record_lock(fs, h->node);
 		pthread_mutex_lock(lock);
-		if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0)
+		if (h->pt) {
+			ev.has_hash_after = h->has_before;
+			ev.hash_after = h->before;
+		} else if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0) {
 			ev.has_hash_after = true;
+		}
 		journal_record(fs->journal, &ev);
 		pthread_mutex_unlock(lock);
 	}
@@ -870,8 +979,13 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	pthread_mutex_lock(&fs->table_lock);
 	size_t cap = 0, n = 0;
-	for (struct handle *h = fs->open_handles; h; h = h->all_next)
+	for (struct handle *h = fs->open_handles; h; h = h->all_next) {
+		/* By the stamps only: no file is read under table_lock.  A
+		 * change they miss is recorded at the handle's release. */
+		if (h->pt_write && pt_stamps_moved(h, true))
+			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 		cap += __atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
+	}
 	struct pending_write *pw = cap ? calloc(cap, sizeof(*pw)) : NULL;
 	for (struct handle *h = fs->open_handles; pw && h && n < cap; h = h->all_next) {
 		if (!__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
@@ -933,8 +1047,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * to read (fs/loop.c).  Only the reader keeps such handles, and it
 	 * finishes them before any request that could change a file, so a
 	 * read's record still names the version read, in order. */
-	if (fs->defer_releases && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) &&
-	    fs_loop_alone(fs)) {
+	if (fs->defer_releases && !handle_wrote(fi->fh) && fs_loop_alone(fs)) {
 		h->journal_read = journal_read;
 		h->next_deferred = NULL;
 		if (fs->deferred_tail)

@@ -29,7 +29,9 @@
  *   path2     rename/link destination, symlink target
  *   bytes     READ: bytes the daemon served (reads satisfied by the kernel's
  *             page cache never reach the daemon and are not counted);
- *             WRITE: bytes written; TRUNCATE: new size; COPYUP/RECOVER: size
+ *             WRITE: bytes written, absent where the kernel wrote the file
+ *             itself (passthrough, fs/passthrough.c); TRUNCATE: new size;
+ *             COPYUP/RECOVER: size
  *   flags     rename flags, open flags, setattr mask (when non-zero)
  *   mode      file mode (create, mkdir, mknod; setattr when non-zero)
  *   hash_before  content before (WRITE, TRUNCATE; COPYUP: the lower's)
@@ -94,12 +96,13 @@ struct journal_event {
 	int result; /* 0 or a negative errno */
 	pid_t pid;  /* requesting process (fuse_req_ctx) */
 	uid_t uid;
-	const char *path;  /* view path, relative to the mount root; may be NULL */
-	const char *path2; /* rename/link destination, symlink target; may be NULL */
-	uint64_t bytes;	   /* bytes served (READ) or written (WRITE); size (TRUNCATE) */
-	uint32_t flags;	   /* rename flags, open flags, setattr valid mask; for READ and
-			    * WRITE: JOURNAL_F_UNLINKED */
-	uint32_t mode;	   /* create/mkdir/setattr mode */
+	const char *path;   /* view path, relative to the mount root; may be NULL */
+	const char *path2;  /* rename/link destination, symlink target; may be NULL */
+	uint64_t bytes;	    /* bytes served (READ) or written (WRITE); size (TRUNCATE) */
+	bool bytes_unknown; /* WRITE: written by the kernel (passthrough); no "bytes" */
+	uint32_t flags;	    /* rename flags, open flags, setattr valid mask; for READ and
+			     * WRITE: JOURNAL_F_UNLINKED */
+	uint32_t mode;	    /* create/mkdir/setattr mode */
 	bool has_hash_before;
 	bool has_hash_after;
 	XXH128_hash_t hash_before; /* content before (WRITE, COPYUP: the lower's) */
@@ -196,6 +199,7 @@ struct journal_entry {
 	char *detail; /* compact JSON text of the detail object, or the string */
 	bool detail_is_object;
 	uint64_t bytes;
+	bool has_bytes; /* false: absent (a passthrough WRITE, or an op without bytes) */
 	uint32_t flags, mode;
 	bool has_hash_before, has_hash_after;
 	XXH128_hash_t hash_before, hash_after;

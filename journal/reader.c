@@ -284,6 +284,7 @@ static int parse_obj(json_t *o, struct journal_entry *e, char *err, size_t errle
 		return r;
 	if ((r = get_uint(o, "bytes", false, INT64_MAX, &e->bytes, err, errlen)) < 0)
 		return r;
+	e->has_bytes = r > 0;
 	if ((r = get_uint(o, "flags", false, UINT32_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->flags = (uint32_t)u;

@@ -231,7 +231,7 @@ void journal_format(struct jbuf *b, uint64_t seq, XXH128_hash_t prev, int64_t ti
 		journal_put_string_field(b, "path", ev->path, strlen(ev->path));
 	if (ev->path2)
 		journal_put_string_field(b, "path2", ev->path2, strlen(ev->path2));
-	if (op_has_bytes(ev->op) || ev->bytes)
+	if ((op_has_bytes(ev->op) && !ev->bytes_unknown) || ev->bytes)
 		put_u64(b, "bytes", ev->bytes);
 	if (ev->flags)
 		put_u64(b, "flags", ev->flags);

@@ -15,6 +15,9 @@
 #    write's pages into the upper file, not copied through the daemon;
 #  - what a tool reads is the file's content in every case, and the journal
 #    names it with the file's hash and size.
+# The mount serves every read and write itself (--no-passthrough): where the
+# kernel may read and write the agent's files directly, passthrough.sh tests
+# that.
 #
 #   bash cache.sh [AGENTFS [FSOPS]]
 . "$(dirname "$0")/lib.sh" "$@"
@@ -34,7 +37,7 @@ git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm cache || bail "can
 mkdir -p "$MNT"
 _MOUNTS+=("$MNT")
 # Not under t's timeout: the daemon lives until the EXIT trap unmounts it.
-"$AGENTFS" mount --state-dir "$STATE" --debug "$REPO" "$MNT" 2>"$T/debug.log" &
+"$AGENTFS" mount --state-dir "$STATE" --debug --no-passthrough "$REPO" "$MNT" 2>"$T/debug.log" &
 _PIDS+=($!)
 for ((i = 0; i < 100; i++)); do
 	is_mounted "$MNT" && break

@@ -129,7 +129,12 @@ wr=$(records write synced.txt)
 assert_eq "write, fsync, write, close: one write record" 1 "$(printf '%s\n' "$wr" | grep -c .)"
 assert_eq "  ...its hash is xxhsum -H2 of the file left" \
 	"$(xxhsum -H2 "$MNT/synced.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$wr")"
-assert_eq "  ...its bytes are both writes'" 26 "$(field bytes "$wr")"
+if passthrough_on "$WS"; then
+	# The kernel wrote the file itself: the daemon cannot count the bytes.
+	assert_eq "  ...no byte count: the kernel wrote it (passthrough)" "" "$(field bytes "$wr")"
+else
+	assert_eq "  ...its bytes are both writes'" 26 "$(field bytes "$wr")"
+fi
 
 # --follow prints records appended after it started
 # Started without timeout(1) and stopped with one SIGTERM: timeout passes a
@@ -170,7 +175,11 @@ holder=$!
 for _ in $(seq 1 50); do [ -e "$T/open.ready" ] && break; sleep 0.1; done
 step "verify passes with a file open for writing" af verify "$MNT"
 wr=$(records write open.txt)
-assert_eq "  ...its writes so far are on record" 1 "$(printf '%s\n' "$wr" | grep -c '"bytes":10,')"
+if passthrough_on "$WS"; then
+	assert_eq "  ...its writes so far are on record" 1 "$(printf '%s\n' "$wr" | grep -c '"op":"write"')"
+else
+	assert_eq "  ...its writes so far are on record" 1 "$(printf '%s\n' "$wr" | grep -c '"bytes":10,')"
+fi
 assert_eq "  ...with the hash of what the upper holds" \
 	"$(xxhsum -H2 "$WS/upper/open.txt" 2>/dev/null | cut -d' ' -f1)" "$(field hash "$wr")"
 kill "$holder" 2>/dev/null

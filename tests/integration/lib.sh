@@ -364,6 +364,13 @@ mount_ws() {
 	return "$RC"
 }
 
+# passthrough_on WSDIR: does the workspace's daemon let the kernel read and
+# write the agent's files itself (FUSE passthrough: root, Linux 6.9+)?  Said
+# in its daemon.log at the first file it opened that way.
+passthrough_on() {
+	grep -q "passthrough: the kernel reads and writes" "$1/daemon.log" 2>/dev/null
+}
+
 # exited PID: has the process ended?  A zombie has: it holds nothing any more
 # and only waits for its parent to collect its status (proc(5), /proc/PID/stat
 # state "Z").  A daemon's parent is init, which may do that a second or more

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# passthrough.sh - FUSE passthrough (fs/passthrough.c): where the daemon runs
+# as root on Linux 6.9 or later, the kernel reads and writes the agent's
+# (upper) files itself, and everything the journal and the view promise still
+# holds:
+#  - the data of writes through an open file never reaches the daemon (its
+#    wchar in /proc/PID/io does not grow with them), where a mount with
+#    --no-passthrough writes each one itself;
+#  - each handle's writes are journaled at its release with the hash of the
+#    version it left and no byte count, a handle that wrote nothing adds no
+#    record, and a quick overwrite of the same size is found by its content;
+#  - a read's record names the version read, even when a write follows at once;
+#  - mmap writes, a reader on the lower file while a writer copies it up, a
+#    reader and an O_DIRECT open beside a passthrough writer: no EIO, the
+#    right bytes;
+#  - a write by a user without CAP_FSETID clears the set-user-ID bit;
+#  - verify passes and the export carries the changes.
+# Unprivileged, the daemon may not register backing files: every write reaches
+# it and is counted in the journal, as before.
+#
+#   bash passthrough.sh [AGENTFS [FSOPS]]
+. "$(dirname "$0")/lib.sh" "$@"
+
+REPO=$T/repo
+make_test_repo "$REPO" || bail "cannot create the test repository"
+mkdir -p "$REPO/pt"
+for f in a b c d e f; do printf '%s-content\n' "$f" >"$REPO/pt/$f.txt"; done
+git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm pt || bail "cannot commit"
+
+MNT=$T/mnt
+NMNT=$T/nmnt
+WS=$STATE/workspaces/mnt
+NWS=$STATE/workspaces/nmnt
+mount_ws "$REPO" "$MNT" || bail "mount failed: $OUT"
+mount_ws "$REPO" "$NMNT" --no-passthrough || bail "mount --no-passthrough failed: $OUT"
+pass "mount, and mount --no-passthrough beside it"
+
+printf 'first\n' >"$MNT/pt/new.txt"
+printf 'first\n' >"$NMNT/pt/new.txt"
+
+# Expected where the daemon is root and the kernel has FUSE_DEV_IOC_BACKING_OPEN.
+kernel_ok() {
+	local v maj min
+	v=$(uname -r)
+	maj=${v%%.*}
+	min=${v#*.}
+	min=${min%%[!0-9]*}
+	[ "$maj" -gt 6 ] || { [ "$maj" -eq 6 ] && [ "$min" -ge 9 ]; }
+}
+PT=0
+if [ "$(id -u)" -eq 0 ] && kernel_ok; then
+	if passthrough_on "$WS"; then
+		PT=1
+		pass "as root on Linux $(uname -r): the daemon uses passthrough"
+	elif grep -q "passthrough: refused by the kernel" "$WS/daemon.log"; then
+		skip "passthrough" "$(grep "passthrough: refused" "$WS/daemon.log")"
+	else
+		fail "as root on Linux $(uname -r): the daemon uses passthrough" \
+			"$(tail -n 5 "$WS/daemon.log")"
+	fi
+else
+	if passthrough_on "$WS"; then
+		fail "unprivileged: no passthrough" "$(tail -n 5 "$WS/daemon.log")"
+	else
+		pass "unprivileged or before Linux 6.9: no passthrough"
+	fi
+fi
+if passthrough_on "$NWS"; then
+	fail "--no-passthrough: no passthrough" "$(tail -n 5 "$NWS/daemon.log")"
+else
+	pass "--no-passthrough: no passthrough"
+fi
+
+# ------------------------------------------------------------------ what reaches the daemon
+# wchar of the daemon (proc(5), /proc/PID/io: bytes the whole process passed
+# to write(2) and its kin): a WRITE it answers is a pwrite(2) of the data.
+wchar() {
+	awk '/^wchar:/ {print $2}' "/proc/$1/io"
+}
+writes() { # FILE: 2000 writes of 4 KiB through one open file
+	python3 - "$1" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+buf = b"w" * 4096
+for i in range(2000):
+    os.pwrite(fd, buf, (i % 64) * 4096)
+os.close(fd)
+EOF
+}
+pid=$(daemon_pid_of "$MNT")
+npid=$(daemon_pid_of "$NMNT")
+s0=$(wchar "$pid")
+writes "$MNT/pt/many.bin"
+s1=$(wchar "$pid")
+n0=$(wchar "$npid")
+writes "$NMNT/pt/many.bin"
+n1=$(wchar "$npid")
+if [ $((n1 - n0)) -ge 8192000 ]; then
+	pass "--no-passthrough: 2000 writes of 4 KiB: the daemon wrote $((n1 - n0)) bytes"
+else
+	fail "--no-passthrough: 2000 writes of 4 KiB: the daemon writes 8192000 bytes" "$n0 -> $n1"
+fi
+if [ "$PT" -eq 1 ]; then
+	if [ $((s1 - s0)) -lt 1048576 ]; then
+		pass "passthrough: 2000 writes of 4 KiB: the daemon wrote $((s1 - s0)) bytes"
+	else
+		fail "passthrough: 2000 writes of 4 KiB: the daemon writes under 1 MiB" "$s0 -> $s1"
+	fi
+fi
+assert_file_eq "  ...the two files hold the same bytes" "$NMNT/pt/many.bin" "$MNT/pt/many.bin"
+
+# ------------------------------------------------------------------ the journal
+jrec() { # MNT OP PATH: the records (JSON) of OP on PATH
+	"$AGENTFS" log --state-dir "$STATE" --json --op "$2" --path "$3" "$1" 2>&1
+}
+field() {
+	printf '%s\n' "$2" | grep -o "\"$1\":\(\"[^\"]*\"\|[0-9]*\)" | head -n 1 | sed 's/^[^:]*://; s/"//g'
+}
+hash_of() { xxhsum -H2 "$1" 2>/dev/null | cut -d' ' -f1; }
+
+wr=$(jrec "$MNT" write pt/many.bin)
+assert_eq "one write record for the 2000 writes" 1 "$(printf '%s\n' "$wr" | grep -c '"op":"write"')"
+assert_eq "  ...with the hash of the version left" "$(hash_of "$MNT/pt/many.bin")" "$(field hash "$wr")"
+if [ "$PT" -eq 1 ]; then
+	assert_eq "  ...and no byte count (the kernel wrote it)" "" "$(field bytes "$wr")"
+	assert_contains "  ...which log shows as '-'" " - " \
+		"$(af log --op write --path pt/many.bin "$MNT" 2>&1 | tail -n 1)"
+else
+	assert_eq "  ...and its byte count" 8192000 "$(field bytes "$wr")"
+fi
+nwr=$(jrec "$NMNT" write pt/many.bin)
+assert_eq "--no-passthrough: the byte count" 8192000 "$(field bytes "$nwr")"
+
+# A file opened for writing and closed unwritten adds no record; 20 quick
+# overwrites of one byte, each closed at once, add 20, the last naming the
+# file as it is.
+python3 - "$MNT/pt/a.txt" <<'EOF'
+import os, sys
+os.close(os.open(sys.argv[1], os.O_RDWR))
+EOF
+assert_eq "open for writing, close unwritten: no write record" 0 \
+	"$(jrec "$MNT" write pt/a.txt | grep -c '"op":"write"')"
+python3 - "$MNT/pt/a.txt" <<'EOF'
+import os, sys
+for i in range(20):
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    os.pwrite(fd, bytes([ord("A") + i]), 0)
+    os.close(fd)
+EOF
+wr=$(jrec "$MNT" write pt/a.txt)
+assert_eq "20 one-byte overwrites, each closed at once: 20 write records" 20 \
+	"$(printf '%s\n' "$wr" | grep -c '"op":"write"')"
+assert_eq "  ...the last with the hash of the file" "$(hash_of "$MNT/pt/a.txt")" \
+	"$(field hash "$(printf '%s\n' "$wr" | tail -n 1)")"
+assert_content "  ...which holds the last byte" "$MNT/pt/a.txt" "T-content"
+
+# Each read's record names the version read, though a writer that holds the
+# file open writes the next version right after it, and the daemon sees
+# neither.
+python3 - "$MNT/pt/b.txt" <<'EOF'
+import os, sys
+p = sys.argv[1]
+w = os.open(p, os.O_WRONLY | os.O_TRUNC)
+os.pwrite(w, b"version 00\n", 0)
+for i in range(1, 31):
+    with open(p, "rb") as f:
+        f.read()
+    os.pwrite(w, b"version %02d\n" % i, 0)
+os.close(w)
+EOF
+reads=$(jrec "$MNT" read pt/b.txt | tail -n 30 | while read -r l; do field hash "$l"; done)
+want=$(for i in $(seq 0 29); do printf 'version %02d\n' "$i" | xxhsum -H2 - | cut -d' ' -f1; done)
+assert_eq "30 reads beside a writer that writes the next version after each" "$want" "$reads"
+
+# ------------------------------------------------------------------ mmap, mixed opens
+step "a shared mmap write" fsops mmap-write "$MNT/pt/c.txt" 0 ZZ
+wr=$(jrec "$MNT" write pt/c.txt | tail -n 1)
+assert_eq "  ...is journaled with the hash of the file" "$(hash_of "$MNT/pt/c.txt")" "$(field hash "$wr")"
+assert_content "  ...which holds it" "$MNT/pt/c.txt" "ZZcontent"
+
+# A reader holds the lower file open while a writer copies it up; a third
+# open comes while both are open; then all close and a writer opens it again.
+out=$(python3 - "$MNT/pt/d.txt" <<'EOF'
+import os, sys
+p = sys.argv[1]
+try:
+    r = os.open(p, os.O_RDONLY)
+    first = os.read(r, 100)
+    w = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(w, b"more\n")
+    r2 = os.open(p, os.O_RDONLY)
+    both = os.pread(r2, 100, 0)
+    for fd in (r, w, r2):
+        os.close(fd)
+    w = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(w, b"again\n")
+    os.close(w)
+    print(first.decode().strip(), "|", both.decode().replace("\n", " ").strip(), "|",
+          open(p).read().replace("\n", " ").strip())
+except OSError as e:
+    print("error:", e)
+EOF
+)
+assert_eq "a reader on the lower file, a writer copying it up, a third open, a writer after" \
+	"d-content | d-content more | d-content more again" "$out"
+
+# A passthrough writer open; a reader and an O_DIRECT reader open beside it.
+out=$(python3 - "$MNT/pt/e.txt" <<'EOF'
+import mmap, os, sys
+p = sys.argv[1]
+try:
+    w = os.open(p, os.O_RDWR | os.O_TRUNC)
+    os.write(w, b"x" * 4096)
+    r = os.open(p, os.O_RDONLY)
+    a = os.read(r, 8192)
+    d = os.open(p, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    n = os.preadv(d, [buf], 0)
+    for fd in (w, r, d):
+        os.close(fd)
+    print(len(a), n, buf[:4096] == b"x" * 4096)
+except OSError as e:
+    print("error:", e)
+EOF
+)
+assert_eq "a reader and an O_DIRECT reader beside a writer" "4096 4096 True" "$out"
+
+# ------------------------------------------------------------------ set-user-ID
+# Only the user who mounted may use a FUSE mount (no allow_other): as root the
+# writer drops CAP_FSETID from its bounding set, unprivileged it never had it.
+nofsetid() {
+	if [ "$(id -u)" -eq 0 ]; then
+		setpriv --bounding-set=-fsetid --inh-caps=-fsetid "$@"
+	else
+		"$@"
+	fi
+}
+for m in "$MNT" "$NMNT"; do
+	printf 'suid\n' >"$m/pt/suid.bin" && chmod 4777 "$m/pt/suid.bin"
+	nofsetid sh -c "printf more >>'$m/pt/suid.bin'" 2>&1
+	assert_eq "a write without CAP_FSETID clears set-user-ID ($(basename "$m"))" 777 \
+		"$(stat -c %a "$m/pt/suid.bin" 2>&1)"
+	assert_content "  ...and lands" "$m/pt/suid.bin" "suid
+more"
+done
+
+# A writer holding a lower file open: verify's request for the journal
+# records its writes so far, and its release adds no second record.
+(exec 3>>"$MNT/pt/f.txt" && printf 'held\n' >&3 && echo ready >"$T/held.ready" && exec sleep 30) \
+	</dev/null >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 1 50); do [ -e "$T/held.ready" ] && break; sleep 0.1; done
+step "verify passes with a file held open for writing" af verify "$MNT"
+assert_eq "  ...its writes so far are on record" 1 "$(jrec "$MNT" write pt/f.txt | grep -c '"op":"write"')"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+sleep 0.3
+assert_eq "  ...and its release adds no second record" 1 "$(jrec "$MNT" write pt/f.txt | grep -c '"op":"write"')"
+
+# ------------------------------------------------------------------ evidence
+step "verify passes" af verify "$MNT"
+patch=$(af export "$MNT" 2>&1)
+assert_contains "the export carries the new file" "+++ b/pt/new.txt" "$patch"
+assert_contains "  ...and the overwritten one" "+++ b/pt/a.txt" "$patch"
+
+done_testing
