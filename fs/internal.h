@@ -65,6 +65,10 @@ struct node {
 	uint32_t pt_id;
 	uint32_t pt_handles;
 	bool pt_used;
+	/* The hash of the last write record of this file while it is open
+	 * (ops_file.c, record_writes), under its record lock. */
+	bool pt_last_ok;
+	XXH128_hash_t pt_last;
 };
 
 struct hashcache;
@@ -309,6 +313,9 @@ int view_apply(struct agentfs *fs, struct node *n, struct entry *e);
 /* After @n was copied up to @path: move its handles still reading the lower
  * file to the upper copy.  ops_file.c. */
 void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path);
+/* @n's file was truncated (and journaled so): its passthrough writers record
+ * their file at release even when it holds what their last record said. */
+void handles_truncated(struct agentfs *fs, struct node *n);
 /* A duplicate of an open upper handle's descriptor of @n (the caller closes
  * it), or -ENOENT.  ops_file.c. */
 int handle_node_upper_fd(struct agentfs *fs, struct node *n);

@@ -311,6 +311,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		struct journal_event ev = {
 		    .op = JOP_TRUNCATE, .path = path, .bytes = (uint64_t)attr->st_size};
 		fs_record_ev(fs, req, &ev);
+		handles_truncated(fs, n);
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};

@@ -57,12 +57,25 @@ struct handle {
 	/* Served by passthrough (passthrough.c): the kernel reads and writes
 	 * the upper file itself, and no READ or WRITE reaches the daemon. */
 	bool pt;
-	bool pt_write;		  /* ...and open for writing: changes are found at release */
-	struct timespec pt_ctime; /* the file's ctime at open, or at its last record,
-				   * under table_lock */
-	off_t pt_size;		  /* ...and its size */
-	bool pt_taken;		  /* they are a record's, not the open's */
+	bool pt_write; /* ...and open for writing: changes are found by content */
+	/* What the journal last said this writer's file holds: the version at
+	 * open, then the hash of each record made for it (pt_base_ok: known).
+	 * Under table_lock once linked. */
+	bool pt_base_ok;
+	XXH128_hash_t pt_base;
+	/* fs_record_pending_writes' hash of the file, taken under table_lock
+	 * and recorded after it. */
+	bool pt_now_ok;
+	XXH128_hash_t pt_now;
 };
+
+/* Hash and record under the node's lock: two handles of one file released
+ * concurrently must reach the journal in the order their hashes were taken,
+ * or the last record would not describe the file. */
+static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
+{
+	return &fs->record_locks[((uintptr_t)n >> 6) % FS_RECORD_LOCKS];
+}
 
 /*
  * How the kernel serves @h's reads and writes: through the daemon (returns 0)
@@ -88,16 +101,26 @@ static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags,
 		n->pt_id = id;
 		n->pt_used = true;
 	}
+	if (!n->handles) {
+		/* A new run of opens: what the journal said of the file in
+		 * the last one may no longer be so (a discard, a copy-up). */
+		pthread_mutex_t *lock = record_lock(fs, n);
+		pthread_mutex_lock(lock);
+		n->pt_last_ok = false;
+		pthread_mutex_unlock(lock);
+	}
 	n->pt_handles++;
 	h->pt = true;
 	struct stat st;
-	if (writing && fstat(h->fd, &st) == 0) {
+	if (writing) {
 		h->pt_write = true;
-		h->pt_ctime = st.st_ctim;
-		h->pt_size = st.st_size;
-	} else if (writing) {
-		/* Cannot tell later: record at release. */
-		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+		if (h->has_before) {
+			h->pt_base = h->before;
+			h->pt_base_ok = true;
+		} else if (fstat(h->fd, &st) == 0 && st.st_size == 0) {
+			h->pt_base = XXH3_128bits("", 0); /* created, or truncated at open */
+			h->pt_base_ok = true;
+		}
 	}
 	return id;
 }
@@ -163,6 +186,19 @@ void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
 		close(fd);
 	}
 	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void handles_truncated(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct handle *h = n->handles; h; h = h->next)
+		if (h->pt_write)
+			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&fs->table_lock);
+	pthread_mutex_t *lock = record_lock(fs, n);
+	pthread_mutex_lock(lock);
+	n->pt_last_ok = false;
+	pthread_mutex_unlock(lock);
 }
 
 int handle_node_upper_fd(struct agentfs *fs, struct node *n)
@@ -752,15 +788,6 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	fuse_reply_write(req, (size_t)n);
 }
 
-/* Journal what a write handle did since the last record. */
-/* Hash and record under the node's lock: two handles of one file released
- * concurrently must reach the journal in the order their hashes were taken,
- * or the last record would not describe the file. */
-static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
-{
-	return &fs->record_locks[((uintptr_t)n >> 6) % FS_RECORD_LOCKS];
-}
-
 /* The path to journal for @h: where its file is now (it may have been
  * renamed since the open), or the path at open plus JOURNAL_F_UNLINKED when
  * it has no name left.  Writes into @buf (FS_PATH_MAX bytes) when the path
@@ -797,13 +824,20 @@ struct pending_write {
 	bool has_before;
 	XXH128_hash_t before;
 	bool passthrough; /* written by the kernel: @bytes is not known */
+	/* Passthrough: no record when the file holds what the journal last
+	 * said of it (@base, or the node's last record), unless @forced. */
+	bool forced;
+	bool base_ok;
+	XXH128_hash_t base;
+	bool now_ok; /* the hash, taken already */
+	XXH128_hash_t now;
 };
 
 /* Reset @h's counters into @p, all but the path and its flags (path_locked):
  * the caller holds ns_lock. */
 static void take_writes(struct handle *h, struct pending_write *p)
 {
-	__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
+	bool forced = __atomic_exchange_n(&h->wrote, false, __ATOMIC_RELAXED);
 	*p = (struct pending_write){
 	    .node = h->node,
 	    .fd = h->fd,
@@ -814,50 +848,17 @@ static void take_writes(struct handle *h, struct pending_write *p)
 	    .has_before = h->has_before, /* set at open, before any write */
 	    .before = h->before,
 	    .passthrough = h->pt_write,
+	    .forced = forced,
+	    .base_ok = h->pt_base_ok,
+	    .base = h->pt_base,
 	};
 }
 
-/*
- * Whether a passthrough writer's file changed since its open or its last
- * record, by its ctime and size: the kernel wrote it without telling the
- * daemon.  The fstat at open asked for the ctime, so since Linux 6.13 the
- * next change gets a finer one ("multigrain timestamps"); with @take, moved
- * stamps become what the next change is measured from.  Caller holds
- * table_lock.
- */
-static bool pt_stamps_moved(struct handle *h, bool take)
-{
-	struct stat st;
-	if (fstat(h->fd, &st) < 0)
-		return true;
-	bool moved = st.st_size != h->pt_size || st.st_ctim.tv_sec != h->pt_ctime.tv_sec ||
-		     st.st_ctim.tv_nsec != h->pt_ctime.tv_nsec;
-	if (take && moved) {
-		h->pt_ctime = st.st_ctim;
-		h->pt_size = st.st_size;
-		h->pt_taken = true;
-	}
-	return moved;
-}
-
-/* At a passthrough writer's release: did it change the file since its open
- * or its last record?  Its stamps, and where they did not move since the
- * open (a coarse clock), its content against the version opened, when that
- * is known. */
-static bool pt_changed(struct agentfs *fs, struct handle *h)
-{
-	pthread_mutex_lock(&fs->table_lock);
-	bool moved = pt_stamps_moved(h, false), taken = h->pt_taken;
-	pthread_mutex_unlock(&fs->table_lock);
-	XXH128_hash_t now;
-	return moved ||
-	       (!taken && fs->journal && h->has_before &&
-		hashcache_refresh(fs->hashes, h->fd, &now) == 0 && !XXH128_isEqual(now, h->before));
-}
-
 /* Hash the version @p's descriptor holds and journal it, under the node's
- * record lock. */
-static void record_writes(struct agentfs *fs, const struct pending_write *p)
+ * record lock.  Returns whether a record was made (see pending_write.forced)
+ * and the hash in @hash (*@hash_ok). */
+static bool record_writes(struct agentfs *fs, const struct pending_write *p, XXH128_hash_t *hash,
+			  bool *hash_ok)
 {
 	struct journal_event ev = {
 	    .op = JOP_WRITE,
@@ -871,19 +872,42 @@ static void record_writes(struct agentfs *fs, const struct pending_write *p)
 	    .has_hash_before = p->has_before,
 	    .hash_before = p->before,
 	};
-	pthread_mutex_t *lock = record_lock(fs, p->node);
+	struct node *n = p->node;
+	pthread_mutex_t *lock = record_lock(fs, n);
 	pthread_mutex_lock(lock);
-	if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0)
+	if (p->now_ok) {
+		ev.hash_after = p->now;
 		ev.has_hash_after = true;
-	journal_record(fs->journal, &ev);
+	} else if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0) {
+		ev.has_hash_after = true;
+	}
+	/* A passthrough writer's release or flush finds no change when the
+	 * file holds what its last record said, or what the node's last write
+	 * record said (another writer of the file recorded it), where that
+	 * record is the file's only name's (one link). */
+	struct stat st;
+	bool same = p->passthrough && !p->forced && ev.has_hash_after &&
+		    ((p->base_ok && XXH128_isEqual(ev.hash_after, p->base)) ||
+		     (n->pt_last_ok && XXH128_isEqual(ev.hash_after, n->pt_last) &&
+		      fstat(p->fd, &st) == 0 && st.st_nlink == 1));
+	if (!same) {
+		journal_record(fs->journal, &ev);
+		n->pt_last = ev.hash_after;
+		n->pt_last_ok = ev.has_hash_after && !(p->flags & JOURNAL_F_UNLINKED);
+	}
 	pthread_mutex_unlock(lock);
+	*hash = ev.hash_after;
+	*hash_ok = ev.has_hash_after;
+	return !same;
 }
 
-static void record_write(struct agentfs *fs, struct handle *h)
+/* Returns whether a record was made; the file's hash in @hash (*@hash_ok). */
+static bool record_write(struct agentfs *fs, struct handle *h, XXH128_hash_t *hash, bool *hash_ok)
 {
+	*hash_ok = false;
 	if (!fs->journal) {
 		__atomic_store_n(&h->wrote, false, __ATOMIC_RELAXED);
-		return;
+		return false;
 	}
 	char cur[FS_PATH_MAX];
 	struct pending_write p;
@@ -891,7 +915,7 @@ static void record_write(struct agentfs *fs, struct handle *h)
 	take_writes(h, &p);
 	p.path = path_locked(fs, h, cur, &p.flags);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	record_writes(fs, &p);
+	return record_writes(fs, &p, hash, hash_ok);
 }
 
 /* An fsync makes the handle's writes durable and journals nothing: the
@@ -932,11 +956,13 @@ bool handle_release_quick(uint64_t fh)
  * forget the handle. */
 static void release_finish(struct agentfs *fs, struct handle *h, bool journal_read)
 {
-	if (h->pt_write && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED) && pt_changed(fs, h))
-		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
-		record_write(fs, h);
-	} else if (journal_read) {
+	/* A passthrough writer's writes never reached the daemon: whether it
+	 * changed the file is told by the file's content (record_writes). */
+	XXH128_hash_t now;
+	bool now_ok = false, wrote = false;
+	if (h->pt_write || __atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
+		wrote = record_write(fs, h, &now, &now_ok);
+	if (!wrote && journal_read) {
 		char cur[FS_PATH_MAX];
 		uint32_t flags;
 		const char *path = current_path(fs, h, cur, &flags);
@@ -951,9 +977,21 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 		};
 		pthread_mutex_t *lock = record_lock(fs, h->node);
 		pthread_mutex_lock(lock);
-		if (h->pt) {
+		if (now_ok) {
+			/* A writer that changed nothing: the version it saw. */
+			ev.hash_after = now;
+			ev.has_hash_after = true;
+		} else if (h->pt) {
+			/* A passthrough reader: the version open at its open
+			 * (op_open), and a word when the file changed since,
+			 * as the reads may have seen the later one. */
 			ev.has_hash_after = h->has_before;
 			ev.hash_after = h->before;
+			XXH128_hash_t cur_hash;
+			if (h->has_before && hashcache_get(fs->hashes, h->fd, &cur_hash) == 0 &&
+			    !XXH128_isEqual(cur_hash, h->before))
+				ev.detail = "changed while open: the reads may have seen a later "
+					    "version";
 		} else if (hashcache_get(fs->hashes, h->fd, &ev.hash_after) == 0) {
 			ev.has_hash_after = true;
 		}
@@ -980,11 +1018,16 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	pthread_mutex_lock(&fs->table_lock);
 	size_t cap = 0, n = 0;
 	for (struct handle *h = fs->open_handles; h; h = h->all_next) {
-		/* By the stamps only: no file is read under table_lock.  A
-		 * change they miss is recorded at the handle's release. */
-		if (h->pt_write && pt_stamps_moved(h, true))
+		/* A passthrough writer's file is hashed here, under the
+		 * locks, so that its new hash can become the handle's base
+		 * (the handle may be gone once they are dropped): this runs
+		 * at a flush and at the end of a session, not per request. */
+		h->pt_now_ok = h->pt_write && hashcache_refresh(fs->hashes, h->fd, &h->pt_now) == 0;
+		bool changed = h->pt_write && (!h->pt_now_ok || !h->pt_base_ok ||
+					       !XXH128_isEqual(h->pt_now, h->pt_base));
+		cap += __atomic_load_n(&h->wrote, __ATOMIC_RELAXED) || changed;
+		if (changed)
 			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
-		cap += __atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
 	}
 	struct pending_write *pw = cap ? calloc(cap, sizeof(*pw)) : NULL;
 	for (struct handle *h = fs->open_handles; pw && h && n < cap; h = h->all_next) {
@@ -1003,6 +1046,12 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 		p->fd = fd;
 		p->path = path;
 		p->flags = flags;
+		p->now_ok = h->pt_now_ok;
+		p->now = h->pt_now;
+		if (h->pt_now_ok) {
+			h->pt_base = h->pt_now;
+			h->pt_base_ok = true;
+		}
 		p->node->refs++;
 		n++;
 	}
@@ -1010,7 +1059,9 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	for (size_t i = 0; i < n; i++) {
 		struct pending_write *p = &pw[i];
-		record_writes(fs, p);
+		XXH128_hash_t hash;
+		bool hash_ok;
+		record_writes(fs, p, &hash, &hash_ok);
 		close(p->fd);
 		node_unref(fs, p->node);
 		free((char *)p->path);

@@ -24,7 +24,7 @@
 REPO=$T/repo
 make_test_repo "$REPO" || bail "cannot create the test repository"
 mkdir -p "$REPO/pt"
-for f in a b c d e f; do printf '%s-content\n' "$f" >"$REPO/pt/$f.txt"; done
+for f in a b c d e f g h; do printf '%s-content\n' "$f" >"$REPO/pt/$f.txt"; done
 git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm pt || bail "cannot commit"
 
 MNT=$T/mnt
@@ -256,6 +256,61 @@ kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 sleep 0.3
 assert_eq "  ...and its release adds no second record" 1 "$(jrec "$MNT" write pt/f.txt | grep -c '"op":"write"')"
+
+# An mmap write after verify's flush, to a page the first write already
+# dirtied (no fault, so no new ctime), then a close: the release records the
+# file as it is, and verify passes.
+python3 - "$MNT/pt/mm.bin" "$AGENTFS" "$STATE" "$MNT" <<'EOF'
+import mmap, os, subprocess, sys
+p, agentfs, state, mnt = sys.argv[1:5]
+with open(p, "wb") as f:
+    f.write(b"a" * 8192)
+fd = os.open(p, os.O_RDWR)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED)
+m[0:5] = b"11111"
+subprocess.run([agentfs, "verify", "--state-dir", state, mnt], stdout=subprocess.DEVNULL)
+m[0:5] = b"22222"
+m.close()
+os.close(fd)
+EOF
+assert_eq "an mmap write after a flush: the last record names the file" "$(hash_of "$MNT/pt/mm.bin")" \
+	"$(field hash "$(jrec "$MNT" write pt/mm.bin | tail -n 1)")"
+step "  ...and verify passes" af verify "$MNT"
+
+# A writer whose writes verify took, closed without writing more: its read
+# record names the file as it is, not as it was opened.
+python3 - "$MNT/pt/g.txt" "$AGENTFS" "$STATE" "$MNT" <<'EOF'
+import os, subprocess, sys
+p, agentfs, state, mnt = sys.argv[1:5]
+fd = os.open(p, os.O_RDWR)
+os.write(fd, b"g-longer-content\n")
+subprocess.run([agentfs, "verify", "--state-dir", state, mnt], stdout=subprocess.DEVNULL)
+os.close(fd)
+EOF
+assert_eq "a writer closed after a flush: one write record" 1 \
+	"$(jrec "$MNT" write pt/g.txt | grep -c '"op":"write"')"
+assert_eq "  ...and its read names the file as it is" "$(hash_of "$MNT/pt/g.txt")" \
+	"$(field hash "$(jrec "$MNT" read pt/g.txt | tail -n 1)")"
+
+# A reader open while another handle writes a new version: the daemon cannot
+# tell which one it read, and its record says so.
+python3 - "$MNT/pt/h.txt" <<'EOF'
+import os, sys
+p = sys.argv[1]
+open(p, "w").write("old\n")
+r = os.open(p, os.O_RDONLY)
+open(p, "w").write("NEW-VERSION\n")
+os.read(r, 100)
+os.close(r)
+EOF
+rd=$(jrec "$MNT" read pt/h.txt | tail -n 1)
+if [ "$PT" -eq 1 ]; then
+	assert_contains "a reader open across a write: its record says the file changed while open" \
+		"changed while open" "$rd"
+else
+	assert_eq "a reader open across a write: its record names the version read" \
+		"$(hash_of "$MNT/pt/h.txt")" "$(field hash "$rd")"
+fi
 
 # ------------------------------------------------------------------ evidence
 step "verify passes" af verify "$MNT"
