@@ -85,14 +85,20 @@ static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
  * with another backing fails with EIO), so the first open of a node decides
  * and the others follow it until the last is released.  Only upper files:
  * a lower one may be copied up under an open reader (handles_follow_copyup),
- * which the kernel could not follow.  Not O_DIRECT opens, which the backing
- * file would take with their alignment rules where the daemon's reads and
- * writes have none.  Caller holds table_lock; @h is not linked yet.
+ * which the kernel could not follow.  An O_DIRECT open does not start
+ * passthrough, as the backing file would take it with the disk's alignment
+ * rules where the daemon's reads and writes have none; one that follows
+ * passthrough sets *@direct: the kernel then sends its reads and writes to
+ * the daemon (FOPEN_DIRECT_IO overrides FOPEN_PASSTHROUGH, fs/fuse/file.c)
+ * and only its mmap uses the backing file.  Caller holds table_lock; @h is
+ * not linked yet.
  */
-static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags, bool writing)
+static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags, bool writing,
+			       bool *direct)
 {
 	struct node *n = h->node;
 	uint32_t id = n->pt_id;
+	*direct = id && (oflags & O_DIRECT);
 	if (!id) {
 		if (n->handles || !h->upper || (oflags & O_DIRECT) || !passthrough_usable(fs))
 			return 0;
@@ -127,11 +133,14 @@ static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags,
 
 /* Handles hang off their node so an unlinked but open file can still be
  * stat'ed (fstat(2) arrives as a getattr without a handle).  Returns the
- * backing id to answer the open with (handle_pick_io). */
-static uint32_t handle_link(struct agentfs *fs, struct handle *h, int oflags, bool writing)
+ * backing id to answer the open with, and in *@direct whether the open is
+ * to be answered FOPEN_DIRECT_IO (handle_pick_io). */
+static uint32_t handle_link(struct agentfs *fs, struct handle *h, int oflags, bool writing,
+			    bool *direct)
 {
 	pthread_mutex_lock(&fs->table_lock);
-	uint32_t id = fs->pt_attached ? handle_pick_io(fs, h, oflags, writing) : 0;
+	*direct = false;
+	uint32_t id = fs->pt_attached ? handle_pick_io(fs, h, oflags, writing, direct) : 0;
 	h->next = h->node->handles;
 	h->node->handles = h;
 	h->all_prev = NULL;
@@ -418,9 +427,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	node_ref(fs, n);
-	uint32_t backing = handle_link(fs, h, fi->flags, writing);
+	bool direct;
+	uint32_t backing = handle_link(fs, h, fi->flags, writing, &direct);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = direct;
 	/* The daemon will not see this reader's reads, and a writer's
 	 * writes after them would reach the file before the release: the
 	 * read's record names the version open now. */
@@ -591,7 +602,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	h->has_before = false;
 	h->small = true; /* new and empty */
 	node_ref(fs, n);
-	uint32_t backing = handle_link(fs, h, fi->flags, true);
+	bool direct;
+	uint32_t backing = handle_link(fs, h, fi->flags, true, &direct);
 	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);

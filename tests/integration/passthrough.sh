@@ -225,6 +225,26 @@ EOF
 )
 assert_eq "a reader and an O_DIRECT reader beside a writer" "4096 4096 True" "$out"
 
+# An O_DIRECT open beside a passthrough one reads and writes through the
+# daemon, with any buffer, as it would alone.
+out=$(python3 - "$MNT/pt/e.txt" <<'EOF'
+import os, sys
+p = sys.argv[1]
+try:
+    w = os.open(p, os.O_RDWR)
+    d = os.open(p, os.O_RDWR | os.O_DIRECT)
+    a = os.pread(d, 100, 0)
+    n = os.pwrite(d, b"hello", 3)
+    for fd in (w, d):
+        os.close(fd)
+    print(len(a), n, open(p, "rb").read(10))
+except OSError as e:
+    print("error:", e)
+EOF
+)
+assert_eq "an unaligned O_DIRECT read and write beside a passthrough open" \
+	"100 5 b'xxxhelloxx'" "$out"
+
 # ------------------------------------------------------------------ set-user-ID
 # Only the user who mounted may use a FUSE mount (no allow_other): as root the
 # writer drops CAP_FSETID from its bounding set, unprivileged it never had it.
