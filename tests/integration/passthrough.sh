@@ -9,10 +9,12 @@
 #  - each handle's writes are journaled at its release with the hash of the
 #    version it left and no byte count, a handle that wrote nothing adds no
 #    record, and a quick overwrite of the same size is found by its content;
-#  - a read's record names the version read, even when a write follows at once;
+#  - a read's record names the version read, even when a write follows at
+#    once, and says so when the file changed while it was open;
+#  - a writer's change after verify's flush (an mmap store) is recorded;
 #  - mmap writes, a reader on the lower file while a writer copies it up, a
 #    reader and an O_DIRECT open beside a passthrough writer: no EIO, the
-#    right bytes;
+#    right bytes; unaligned O_DIRECT reads and writes beside it work;
 #  - a write by a user without CAP_FSETID clears the set-user-ID bit;
 #  - verify passes and the export carries the changes.
 # Unprivileged, the daemon may not register backing files: every write reaches
