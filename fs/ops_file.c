@@ -77,6 +77,15 @@ static pthread_mutex_t *record_lock(struct agentfs *fs, struct node *n)
 	return &fs->record_locks[((uintptr_t)n >> 6) % FS_RECORD_LOCKS];
 }
 
+/* What the journal last said of @n's file may no longer be so. */
+static void pt_last_forget(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_t *lock = record_lock(fs, n);
+	pthread_mutex_lock(lock);
+	n->pt_last_ok = false;
+	pthread_mutex_unlock(lock);
+}
+
 /*
  * How the kernel serves @h's reads and writes: through the daemon (returns 0)
  * or by passthrough to @h's upper file (returns the backing id to answer the
@@ -107,14 +116,8 @@ static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags,
 		n->pt_id = id;
 		n->pt_used = true;
 	}
-	if (!n->handles) {
-		/* A new run of opens: what the journal said of the file in
-		 * the last one may no longer be so (a discard, a copy-up). */
-		pthread_mutex_t *lock = record_lock(fs, n);
-		pthread_mutex_lock(lock);
-		n->pt_last_ok = false;
-		pthread_mutex_unlock(lock);
-	}
+	if (!n->handles)
+		pt_last_forget(fs, n); /* a new run of opens: a discard, a copy-up since */
 	n->pt_handles++;
 	h->pt = true;
 	struct stat st;
@@ -204,10 +207,7 @@ void handles_truncated(struct agentfs *fs, struct node *n)
 		if (h->pt_write)
 			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&fs->table_lock);
-	pthread_mutex_t *lock = record_lock(fs, n);
-	pthread_mutex_lock(lock);
-	n->pt_last_ok = false;
-	pthread_mutex_unlock(lock);
+	pt_last_forget(fs, n);
 }
 
 int handle_node_upper_fd(struct agentfs *fs, struct node *n)

@@ -25,11 +25,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <stdio.h>
 
 #include "fs/internal.h"
 
@@ -106,20 +106,19 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *userdata)
 	char copy[PT_ENTRY_OUT_SIZE + PT_OPEN_OUT_SIZE];
 	struct iovec v[2];
 	/* The first reply of a session is INIT's: the kernel sends nothing
-	 * else before it is answered. */
-	bool init = !__atomic_exchange_n(&fs->pt_init_seen, true, __ATOMIC_RELAXED);
-	if (count == 2) {
-		memcpy(v, iov, sizeof(v));
-		if (init) {
-			patch_init(fs, v, count, copy);
-		} else if (reply_backing) {
-			patch_open(v, count, copy, reply_backing);
-		}
-		reply_backing = 0;
-		return writev(fd, v, count);
-	}
+	 * else before it is answered.  (Read first: every reply passes here.) */
+	bool init = !__atomic_load_n(&fs->pt_init_seen, __ATOMIC_RELAXED) &&
+		    !__atomic_exchange_n(&fs->pt_init_seen, true, __ATOMIC_RELAXED);
+	uint32_t id = reply_backing;
 	reply_backing = 0;
-	return writev(fd, iov, count);
+	if (count != 2 || (!init && !id))
+		return writev(fd, iov, count);
+	memcpy(v, iov, sizeof(v));
+	if (init)
+		patch_init(fs, v, count, copy);
+	else
+		patch_open(v, count, copy, id);
+	return writev(fd, v, count);
 }
 
 static ssize_t pt_read(int fd, void *buf, size_t len, void *userdata)

@@ -26,7 +26,7 @@
 REPO=$T/repo
 make_test_repo "$REPO" || bail "cannot create the test repository"
 mkdir -p "$REPO/pt"
-for f in a b c d e f g h; do printf '%s-content\n' "$f" >"$REPO/pt/$f.txt"; done
+for f in a b c d e f g h i; do printf '%s-content\n' "$f" >"$REPO/pt/$f.txt"; done
 git -C "$REPO" add -A >/dev/null && git -C "$REPO" commit -qm pt || bail "cannot commit"
 
 MNT=$T/mnt
@@ -333,6 +333,21 @@ else
 	assert_eq "a reader open across a write: its record names the version read" \
 		"$(hash_of "$MNT/pt/h.txt")" "$(field hash "$rd")"
 fi
+
+# A writer truncates its file (journaled as a truncate) and writes back the
+# very bytes it opened: its release records them, though they are what the
+# file held at the open.
+python3 - "$MNT/pt/i.txt" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+old = os.pread(fd, 100, 0)
+os.ftruncate(fd, 0)
+os.pwrite(fd, old, 0)
+os.close(fd)
+EOF
+assert_eq "truncate, then write back the bytes opened: the last record names them" \
+	"$(hash_of "$MNT/pt/i.txt")" "$(field hash "$(jrec "$MNT" write pt/i.txt | tail -n 1)")"
+step "  ...and verify passes" af verify "$MNT"
 
 # ------------------------------------------------------------------ evidence
 step "verify passes" af verify "$MNT"
