@@ -467,8 +467,10 @@ assert_eq "  ...and repeats no line" "" "$(sort <<<"$OUT" | uniq -d)"
 step "unmount the names mount" af unmount "$NMNT"
 
 # ------------------------------------------------------------------ timing
-# git status in the mount against the repository itself, on a larger tree.
-BIG=$T/big
+# git status in the mount against the repository itself, on a larger tree
+# (on a tmpfs where there is one: 4000 creates cost seconds on a busy disk).
+make_scratch
+BIG=$SCRATCH/big
 mkdir -p "$BIG" && (
 	cd "$BIG" && git init -q -b main . &&
 		for d in $(seq 1 40); do

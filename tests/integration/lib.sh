@@ -57,6 +57,21 @@ STATE=$T/state
 mkdir -p "$STATE"
 export T STATE
 
+# make_scratch: set SCRATCH to a private directory on a tmpfs (/dev/shm), for
+# trees of many files that only need to be read, or to $T/scratch when there
+# is no writable tmpfs.  The EXIT trap removes it with $T.
+SCRATCH=
+make_scratch() {
+	[ -n "$SCRATCH" ] && return 0
+	if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ] &&
+		SCRATCH=$(mktemp -d /dev/shm/agentfs-test.XXXXXX); then
+		chmod 755 "$SCRATCH"
+	else
+		SCRATCH=$T/scratch
+		mkdir -p "$SCRATCH"
+	fi
+}
+
 # Keep the person's configuration out: git sees no global or system config,
 # agentfs has no state root other than $STATE.
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
@@ -455,9 +470,12 @@ _cleanup() {
 	_unmount_all
 	_stop_daemons
 	# --one-file-system: never descend into a mount that failed to go away
-	rm -rf --one-file-system -- "$T" 2>/dev/null || chmod -R u+rwX "$T" 2>/dev/null
-	rm -rf --one-file-system -- "$T" 2>/dev/null
-	[ -d "$T" ] && echo "# cleanup: could not remove $T" >&2
+	local d
+	for d in "$T" ${SCRATCH:+"$SCRATCH"}; do
+		rm -rf --one-file-system -- "$d" 2>/dev/null || chmod -R u+rwX "$d" 2>/dev/null
+		rm -rf --one-file-system -- "$d" 2>/dev/null
+		[ -d "$d" ] && echo "# cleanup: could not remove $d" >&2
+	done
 	exit "$rc"
 }
 trap _cleanup EXIT
