@@ -73,10 +73,9 @@ trap '_rc=$?; _stop_servers; (exit $_rc); _cleanup' EXIT
 
 # Host pids of the processes in the PID namespace whose inode is $1.
 pids_in_pidns() {
-	local f
-	for f in /proc/[0-9]*/ns/pid; do
-		[ "$(readlink "$f" 2>/dev/null)" == "pid:[$1]" ] && basename "$(dirname "$(dirname "$f")")"
-	done
+	# one find, not a readlink per process: this runs in polling loops
+	find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "pid:\[$1\]" \
+		-printf '%h\n' 2>/dev/null | sed 's|^/proc/||; s|/ns$||'
 }
 
 # The value of KEY (a number) in the last run.jsonl record with "op":"OP".
