@@ -78,8 +78,9 @@ const char cmd_run_usage[] =
     "workspace's run.jsonl: the command, the settings, start, every allowed and\n"
     "refused connection, and the exit status; the file events are in its journal.\n"
     "\n"
-    "Exit status: COMMAND's (128+N when it was killed by signal N), 1 when the\n"
-    "run could not start, 2 on a usage error.\n";
+    "Exit status: COMMAND's (128+N when it was killed by signal N); 127 when\n"
+    "COMMAND was not found and 126 when it was found but could not be run, as in\n"
+    "the shell; 1 when the run could not start, 2 on a usage error.\n";
 
 enum net_mode { NET_NONE, NET_HOST, NET_ALLOW };
 

@@ -181,6 +181,14 @@ static int cmp_bind(const void *x, const void *y)
 	return la < lb ? -1 : la > lb ? 1 : 0;
 }
 
+/* Whether @prog starts through SANDBOX_LAUNCHER: env(1) takes a first
+ * operand NAME=VALUE for a variable, so such a name is left to bwrap, as is
+ * every command where the system has no env. */
+static bool use_launcher(const char *prog)
+{
+	return !strchr(prog, '=') && access(SANDBOX_LAUNCHER, X_OK) == 0;
+}
+
 int sandbox_build_argv(const struct sandbox_config *c, char *const cmd[], struct strvec *a,
 		       char *err, size_t errlen)
 {
@@ -244,6 +252,8 @@ int sandbox_build_argv(const struct sandbox_config *c, char *const cmd[], struct
 	PUSH(strvec_push2(a, "--remount-ro", "/"));
 	PUSH(strvec_push2(a, "--chdir", c->cwd));
 	PUSH(strvec_push(a, "--"));
+	if (cmd[0] && use_launcher(cmd[0]))
+		PUSH(strvec_push2(a, SANDBOX_LAUNCHER, "--"));
 	for (size_t i = 0; cmd[i]; i++)
 		PUSH(strvec_push(a, cmd[i]));
 #undef PUSH

@@ -76,11 +76,19 @@ extern const char *const sandbox_system_dirs[];
  * secret too; see sandbox_build_argv(). */
 bool sandbox_etc_secret(const char *rel);
 
+/* What starts the command inside the sandbox: env(1) looks it up in PATH and
+ * execs it, and exits 127 when it is not found and 126 when it is found but
+ * cannot be run (the POSIX shell's statuses, env(1) of GNU coreutils), where
+ * bwrap alone exits 1 for both, the status of a command that ran and failed.
+ * It lies in /usr, which the sandbox shows (sandbox_system_dirs). */
+#define SANDBOX_LAUNCHER "/usr/bin/env"
+
 /*
  * Append to @argv the bwrap options (not the program name) that build the
- * sandbox for @c, then "--", then @cmd (NULL-terminated).  Reads /etc (and
- * lstat()s the system directories) to decide what to show.  @argv is left
- * with what was appended so far on error.
+ * sandbox for @c, then "--", SANDBOX_LAUNCHER and "--" (unless @cmd[0]
+ * contains '=' or the system has no SANDBOX_LAUNCHER), then @cmd
+ * (NULL-terminated).  Reads /etc (and lstat()s the system directories) to
+ * decide what to show.  @argv is left with what was appended so far on error.
  */
 int sandbox_build_argv(const struct sandbox_config *c, char *const cmd[], struct strvec *argv,
 		       char *err, size_t errlen);

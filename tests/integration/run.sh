@@ -260,6 +260,15 @@ assert_eq "run --name with an invalid name names --name" \
 # ---------------------------------------------------------------- exit status, killing
 run arun "$MNT" -- sh -c 'exit 7'
 assert_eq "the command's exit status is agentfs run's" 7 "$RC"
+# As in the shell: 127 for a command not found, 126 for one that cannot run,
+# so a caller tells them from a command that ran and failed (exit 1).
+run arun2 "$MNT" -- agentfs-no-such-command
+assert_eq "a command not found exits 127" 127 "$RC"
+assert_contains "  ...and says which" "agentfs-no-such-command" "$OUT"
+assert_contains "  ...and run.jsonl has that status" '"status":127' \
+	"$(grep '"op":"exit"' "$RUNLOG" | tail -n 1)"
+run arun "$MNT" -- ./README.md
+assert_eq "a command that is not executable exits 126" 126 "$RC"
 
 for sig in TERM KILL; do
 	n=$(grep -c '"op":"start"' "$RUNLOG")
