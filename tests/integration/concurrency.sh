@@ -70,12 +70,9 @@ alive_after() {
 
 # ------------------------------------------------------------------ make -j
 if command -v make >/dev/null && command -v cc >/dev/null; then
-	want=$(
-		cd "$REPO/proj" && make -s -j8 >/dev/null 2>&1 && ./build/app
-		rm -rf "$REPO/proj/build"
-	)
-	snapshot "$REPO" "$T/lower.before" # the build above happened in the lower, by us
-	for round in 1 2 3; do
+	# What build/app prints: the sum of f1(1) .. f40(1), each 1 + i.
+	want=$((40 + 40 * 41 / 2))
+	for round in 1 2; do
 		step "make -j8 in the mount (round $round)" bash -ec \
 			"make -s -C '$MNT/proj' clean && make -s -C '$MNT/proj' -j8 build/app"
 	done
