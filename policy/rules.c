@@ -109,64 +109,168 @@ int policy_add_rule(struct policy *p, enum rule_action action, const char *text,
  * non-weak rule in between says "no" first: the scan continues past it, counting
  * only those two kinds.
  */
-enum policy_decision policy_decide_rule(const struct policy *p, const char *path, size_t len,
-					bool is_dir, uint64_t size, size_t *rule)
+enum { OPEN, PENDING, YES, NO };
+
+/* One decision under way: for each question (0 hidden?, 1 read-only?) its
+ * state and the rule that set it. */
+struct decision {
+	int state[2];
+	size_t by[2];
+	int resolved;
+	const char *path, *base;
+	size_t len;
+	bool is_dir;
+	unsigned char qb[3], ql[3]; /* the quick bytes as written and lowercased */
+};
+
+static void decision_init(struct decision *d, const char *path, size_t len, bool is_dir)
+{
+	const char *slash = memrchr(path, '/', len);
+	const char *base = slash ? slash + 1 : path;
+	size_t blen = len - (size_t)(base - path);
+	*d = (struct decision){
+	    .state = {OPEN, OPEN},
+	    .by = {SIZE_MAX, SIZE_MAX},
+	    .path = path,
+	    .base = base,
+	    .len = len,
+	    .is_dir = is_dir,
+	    .qb = {(unsigned char)base[0], (unsigned char)base[blen - 1], (unsigned char)path[0]}};
+	for (int k = 0; k < 3; k++)
+		d->ql[k] = lower(d->qb[k]);
+}
+
+/* Let rule @i speak if it matches; true once both questions are settled. */
+static inline bool consider(const struct policy *p, size_t i, struct decision *d)
+{
+	const struct rule *r = &p->rules[i];
+	int dim = r->action >= RULE_READONLY;
+	if (d->state[dim] >= YES)
+		return false;
+	if (r->quick >= 0 &&
+	    (r->pat.casefold ? d->ql : d->qb)[r->quick_at] != (unsigned char)r->quick)
+		return false;
+	if (r->need && !contains(d->path, d->len, r->need, r->need_len, r->pat.casefold))
+		return false;
+	if (!pattern_match(&r->pat, d->path, d->len, d->base, d->is_dir))
+		return false;
+	bool positive = r->action == RULE_HIDE || r->action == RULE_READONLY;
+	if (d->state[dim] == OPEN) {
+		d->by[dim] = i;
+		d->state[dim] = positive ? YES : r->weak ? PENDING : NO;
+	} else if (positive ? r->protect : !r->weak) {
+		/* Past a weak "no": a protected "yes" overrides it, a non-weak "no"
+		 * settles it. */
+		d->by[dim] = i;
+		d->state[dim] = positive ? YES : NO;
+	} else {
+		return false;
+	}
+	return d->state[dim] >= YES && ++d->resolved == 2;
+}
+
+static enum policy_decision decision_end(const struct decision *d, size_t *rule)
+{
+	if (d->state[0] == YES) {
+		*rule = d->by[0];
+		return POLICY_HIDDEN;
+	}
+	if (d->state[1] == YES) {
+		*rule = d->by[1];
+		return POLICY_READONLY;
+	}
+	*rule = d->by[0] != SIZE_MAX ? d->by[0] : d->by[1];
+	return POLICY_VISIBLE;
+}
+
+enum policy_decision policy_decide_rule_scan(const struct policy *p, const char *path, size_t len,
+					     bool is_dir, uint64_t size, size_t *rule)
 {
 	*rule = SIZE_MAX;
 	if (len == 0)
 		return POLICY_VISIBLE;
 	if (!is_dir && p->max_file_size && size > p->max_file_size)
 		return POLICY_HIDDEN;
-
-	const char *slash = memrchr(path, '/', len);
-	const char *base = slash ? slash + 1 : path;
-
-	size_t blen = len - (size_t)(base - path);
-	/* The bytes the quick checks look at, as written and lowercased. */
-	unsigned char qb[3] = {(unsigned char)base[0], (unsigned char)base[blen - 1],
-			       (unsigned char)path[0]};
-	unsigned char ql[3] = {lower(qb[0]), lower(qb[1]), lower(qb[2])};
-
-	enum { OPEN, PENDING, YES, NO } state[2] = {OPEN, OPEN};
-	size_t by[2] = {SIZE_MAX, SIZE_MAX};
-	int resolved = 0;
-	for (size_t i = p->nrules; i-- > 0;) {
-		const struct rule *r = &p->rules[i];
-		int dim = r->action >= RULE_READONLY;
-		if (state[dim] >= YES)
-			continue;
-		if (r->quick >= 0 &&
-		    (r->pat.casefold ? ql : qb)[r->quick_at] != (unsigned char)r->quick)
-			continue;
-		if (r->need && !contains(path, len, r->need, r->need_len, r->pat.casefold))
-			continue;
-		if (!pattern_match(&r->pat, path, len, base, is_dir))
-			continue;
-		bool positive = r->action == RULE_HIDE || r->action == RULE_READONLY;
-		if (state[dim] == OPEN) {
-			by[dim] = i;
-			state[dim] = positive ? YES : r->weak ? PENDING : NO;
-		} else if (positive ? r->protect : !r->weak) {
-			/* Past a weak "no": a protected "yes" overrides it, a non-weak "no"
-			 * settles it. */
-			by[dim] = i;
-			state[dim] = positive ? YES : NO;
-		} else {
-			continue;
-		}
-		if (state[dim] >= YES && ++resolved == 2)
+	struct decision d;
+	decision_init(&d, path, len, is_dir);
+	for (size_t i = p->nrules; i-- > 0;)
+		if (consider(p, i, &d))
 			break;
-	}
-	if (state[0] == YES) {
-		*rule = by[0];
+	return decision_end(&d, rule);
+}
+
+enum policy_decision policy_decide_rule(const struct policy *p, const char *path, size_t len,
+					bool is_dir, uint64_t size, size_t *rule)
+{
+	const struct rule_index *x = &p->index;
+	if (!x->always || x->nrules != p->nrules)
+		return policy_decide_rule_scan(p, path, len, is_dir, size, rule);
+	*rule = SIZE_MAX;
+	if (len == 0)
+		return POLICY_VISIBLE;
+	if (!is_dir && p->max_file_size && size > p->max_file_size)
 		return POLICY_HIDDEN;
+	struct decision d;
+	decision_init(&d, path, len, is_dir);
+	/* The same rules in the same order as the scan, less those whose
+	 * quick byte rules them out. */
+	const uint64_t *sel[7] = {x->always};
+	int ns = 1;
+	for (int at = 0; at < 3; at++) {
+		sel[ns++] = x->by[at][0] + (size_t)d.qb[at] * x->words;
+		sel[ns++] = x->by[at][1] + (size_t)d.ql[at] * x->words;
 	}
-	if (state[1] == YES) {
-		*rule = by[1];
-		return POLICY_READONLY;
+	for (size_t w = x->words; w-- > 0;) {
+		uint64_t bits = 0;
+		for (int k = 0; k < ns; k++)
+			bits |= sel[k][w];
+		while (bits) {
+			int b = 63 - __builtin_clzll(bits);
+			bits &= ~(UINT64_C(1) << b);
+			if (consider(p, w * 64 + (size_t)b, &d))
+				return decision_end(&d, rule);
+		}
 	}
-	*rule = by[0] != SIZE_MAX ? by[0] : by[1];
-	return POLICY_VISIBLE;
+	return decision_end(&d, rule);
+}
+
+static void index_free(struct rule_index *x)
+{
+	free(x->always);
+	for (int at = 0; at < 3; at++)
+		for (int f = 0; f < 2; f++)
+			free(x->by[at][f]);
+	memset(x, 0, sizeof(*x));
+}
+
+static int index_build(struct policy *p)
+{
+	struct rule_index *x = &p->index;
+	index_free(x);
+	x->words = (p->nrules + 63) / 64;
+	if (x->words == 0)
+		x->words = 1;
+	x->always = calloc(x->words, sizeof(uint64_t));
+	for (int at = 0; at < 3; at++)
+		for (int f = 0; f < 2; f++)
+			x->by[at][f] = calloc(256 * x->words, sizeof(uint64_t));
+	for (int at = 0; at < 3; at++)
+		for (int f = 0; f < 2; f++)
+			if (!x->by[at][f] || !x->always) {
+				index_free(x);
+				return -ENOMEM;
+			}
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct rule *r = &p->rules[i];
+		uint64_t bit = UINT64_C(1) << (i % 64);
+		if (r->quick < 0 || r->quick_at > QUICK_PATH_FIRST)
+			x->always[i / 64] |= bit;
+		else
+			x->by[r->quick_at][r->pat.casefold][(size_t)r->quick * x->words + i / 64] |=
+			    bit;
+	}
+	x->nrules = p->nrules;
+	return 0;
 }
 
 enum policy_decision policy_decide(const struct policy *p, const char *path, size_t len,
@@ -263,6 +367,8 @@ int policy_rule_get(const struct policy *p, size_t i, struct policy_rule_info *o
  * not where rules came from: a snapshot digests like the policy it was taken of. */
 int policy_finalize(struct policy *p)
 {
+	if (index_build(p) < 0)
+		return -ENOMEM;
 	char *buf = NULL;
 	size_t size = 0;
 	FILE *f = open_memstream(&buf, &size);
@@ -305,6 +411,7 @@ void policy_free(struct policy *p)
 		free(p->rules[i].origin);
 	}
 	free(p->rules);
+	index_free(&p->index);
 	free(p->max_size_origin);
 	free(p);
 }

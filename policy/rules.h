@@ -39,9 +39,25 @@ struct rule {
 	bool weak;	/* an UNHIDE/WRITABLE from a repository */
 };
 
+/*
+ * Which rules can match a path, by the bytes their quick checks look at
+ * (policy_finalize builds it): bitmaps of rule indices, @words 64-bit words
+ * each.  A rule with a quick byte is in one bitmap of @by (its quick_at, 0 for
+ * an exact or 1 for a casefold rule, the byte); a rule without one is in
+ * @always.  The candidates for a path are @always and the six bitmaps its
+ * bytes select, a few rules where the scan visited every one.
+ */
+struct rule_index {
+	size_t nrules; /* the rules it was built for: used only while p->nrules is */
+	size_t words;
+	uint64_t *always;
+	uint64_t *by[3][2]; /* [quick_at][casefold]: 256 bitmaps each */
+};
+
 struct policy {
 	struct rule *rules;
 	size_t nrules, cap;
+	struct rule_index index;
 	enum policy_symlinks symlinks;
 	enum policy_git git;
 	uint64_t max_file_size; /* bytes; 0 = no limit */
@@ -61,8 +77,13 @@ int policy_finalize(struct policy *p);
 const char *rule_action_name(enum rule_action a);
 
 /* Decide one path and report the deciding rule's index (SIZE_MAX for none, or for
- * max_file_size). */
+ * max_file_size).  Uses the rule index once policy_finalize() built it. */
 enum policy_decision policy_decide_rule(const struct policy *p, const char *path, size_t len,
 					bool is_dir, uint64_t size, size_t *rule);
+
+/* The same decision by visiting every rule in turn, without the index: the
+ * reference the indexed decision must always agree with (tests/unit). */
+enum policy_decision policy_decide_rule_scan(const struct policy *p, const char *path, size_t len,
+					     bool is_dir, uint64_t size, size_t *rule);
 
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "policy/policy.h"
+#include "policy/rules.h"
 
 /* ------------------------------------------------------------------ errors */
 
@@ -241,6 +242,95 @@ START_TEST(test_repo_cannot_show_secrets)
 	/* .env is still decided by the built-in secret rule */
 	policy_explain(p, ".env", false, &d, origin, sizeof(origin));
 	ck_assert_int_eq(strncmp(origin, "built-in default:", 17), 0);
+	policy_free(p);
+}
+END_TEST
+
+/* The rule index (policy_finalize) only skips rules whose quick byte rules them
+ * out: every path gets the decision, and the deciding rule, of the plain scan
+ * over all rules.  Layers of every kind: the built-in's casefold and protected
+ * rules, the person's exact-case rules, the repository's weak ones. */
+START_TEST(test_index_agrees_with_scan)
+{
+	user_file("case: sensitive\n"
+		  "hide: ['*.sql', 'Build/', '/top*', '**/cache/**', 'x?z', '[ab]*.c', 'a/**/b']\n"
+		  "readonly: ['vendor/', '*.lock', '!vendor/ok*', 'docs/**']\n"
+		  "show: ['.env.example', '.myconf', 'cache/keep']\n"
+		  "secrets: ['.myconf2', '!.myconf3']\n");
+	repo_file("hide: ['docs/', 'TODO', '*.TMP']\n"
+		  "show: ['dump.sql', '.env.example', '.hidden', '*.lock']\n"
+		  "readonly: ['!vendor/', 'Makefile', 'src/*.h']\n");
+	struct policy *p = effective(NULL);
+	ck_assert_msg(p->index.always && p->index.nrules == p->nrules && p->index.words > 1,
+		      "no index over %zu rules", p->nrules);
+	static const char *const parts[] = {
+	    ".env",
+	    ".ENV",
+	    "src",
+	    "Src",
+	    "node_modules",
+	    ".npmrc",
+	    "id_rsa",
+	    "ID_RSA",
+	    "a.key",
+	    "db",
+	    "dump.sql",
+	    "vendor",
+	    "okfile",
+	    ".git",
+	    ".github",
+	    "docs",
+	    "a.pem",
+	    "Makefile",
+	    "makefile",
+	    ".myconf",
+	    ".myconf2",
+	    "cache",
+	    "keep",
+	    "Build",
+	    "build",
+	    "top.c",
+	    "xyz",
+	    "ab.c",
+	    "a",
+	    "b",
+	    "x.h",
+	    "Cargo.lock",
+	    "TODO",
+	    "w.tmp",
+	    ".hidden",
+	    ".ssh",
+	    "config",
+	    "credentials.json",
+	    ".aws",
+	    "README.md",
+	    "e",
+	    "-",
+	};
+	size_t np = sizeof(parts) / sizeof(parts[0]), compared = 0;
+	char path[256];
+	for (size_t i = 0; i < np; i++)
+		for (size_t j = 0; j <= np; j++)
+			for (size_t k = 0; k <= np; k++) {
+				if (j == np && k < np)
+					continue;
+				int n = snprintf(path, sizeof(path), "%s%s%s%s%s", parts[i],
+						 j < np ? "/" : "", j < np ? parts[j] : "",
+						 k < np ? "/" : "", k < np ? parts[k] : "");
+				for (int dir = 0; dir < 2; dir++) {
+					size_t r1, r2;
+					enum policy_decision d1 =
+					    policy_decide_rule(p, path, (size_t)n, dir, 0, &r1);
+					enum policy_decision d2 = policy_decide_rule_scan(
+					    p, path, (size_t)n, dir, 0, &r2);
+					ck_assert_msg(
+					    d1 == d2 && r1 == r2,
+					    "%s%s: index %d by rule %zu, scan %d by rule %zu", path,
+					    dir ? "/" : "", d1, r1, d2, r2);
+					compared++;
+				}
+			}
+	ck_assert_uint_gt(compared, 100000);
 	policy_free(p);
 }
 END_TEST
@@ -503,6 +593,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_no_files_is_default);
 	tcase_add_test(tc, test_repo_cannot_show_secrets);
 	tcase_add_test(tc, test_repo_cannot_undo_user);
+	tcase_add_test(tc, test_index_agrees_with_scan);
 	tcase_add_test(tc, test_repo_may_tighten);
 	tcase_add_test(tc, test_repo_cannot_loosen_settings);
 	tcase_add_test(tc, test_repo_file_symlink_refused);
