@@ -28,6 +28,19 @@ static inline unsigned char lower(unsigned char c)
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
 }
 
+/* The pairs of adjacent bytes of @s (@n bytes), lowercased, each hashed to one
+ * of 256 bits: a necessary condition for one string to contain another, in
+ * either letter case, cheaper than looking for it. */
+static void byte_pairs(const char *s, size_t n, uint64_t out[4])
+{
+	memset(out, 0, 4 * sizeof(uint64_t));
+	for (size_t i = 0; i + 1 < n; i++) {
+		unsigned h =
+		    (lower((unsigned char)s[i]) * 31u + lower((unsigned char)s[i + 1])) & 255u;
+		out[h >> 6] |= UINT64_C(1) << (h & 63);
+	}
+}
+
 /* Most rules are a literal, prefix or suffix: one byte of the path rules them out. */
 static void set_quick(struct rule *r)
 {
@@ -52,6 +65,8 @@ static void set_quick(struct rule *r)
 			r->need = pt->seg[i].text;
 			r->need_len = pt->seg[i].len;
 		}
+	if (r->need)
+		byte_pairs(r->need, r->need_len, r->need_pairs);
 }
 
 /* Does @path contain @need (lowercase when @fold)? */
@@ -121,6 +136,9 @@ struct decision {
 	size_t len;
 	bool is_dir;
 	unsigned char qb[3], ql[3]; /* the quick bytes as written and lowercased */
+	bool use_pairs;		    /* test a rule's need_pairs before its need */
+	bool have_pairs;	    /* @pairs is computed */
+	uint64_t pairs[4];	    /* byte_pairs() of the path */
 };
 
 static void decision_init(struct decision *d, const char *path, size_t len, bool is_dir)
@@ -150,8 +168,19 @@ static inline bool consider(const struct policy *p, size_t i, struct decision *d
 	if (r->quick >= 0 &&
 	    (r->pat.casefold ? d->ql : d->qb)[r->quick_at] != (unsigned char)r->quick)
 		return false;
-	if (r->need && !contains(d->path, d->len, r->need, r->need_len, r->pat.casefold))
-		return false;
+	if (r->need) {
+		if (d->use_pairs) {
+			if (!d->have_pairs) {
+				byte_pairs(d->path, d->len, d->pairs);
+				d->have_pairs = true;
+			}
+			if ((r->need_pairs[0] & ~d->pairs[0]) | (r->need_pairs[1] & ~d->pairs[1]) |
+			    (r->need_pairs[2] & ~d->pairs[2]) | (r->need_pairs[3] & ~d->pairs[3]))
+				return false;
+		}
+		if (!contains(d->path, d->len, r->need, r->need_len, r->pat.casefold))
+			return false;
+	}
 	if (!pattern_match(&r->pat, d->path, d->len, d->base, d->is_dir))
 		return false;
 	bool positive = r->action == RULE_HIDE || r->action == RULE_READONLY;
@@ -212,6 +241,7 @@ enum policy_decision policy_decide_rule(const struct policy *p, const char *path
 		return POLICY_HIDDEN;
 	struct decision d;
 	decision_init(&d, path, len, is_dir);
+	d.use_pairs = true;
 	/* The same rules in the same order as the scan, less those whose
 	 * quick byte rules them out. */
 	const uint64_t *sel[7] = {x->always};

@@ -34,9 +34,12 @@ struct rule {
 	const char *need; /* a literal component the path must contain (in pat.buf), or
 			   * NULL: rejects "**" + "/dir/" + "**" rules cheaply */
 	uint32_t need_len;
-	uint8_t action; /* enum rule_action */
-	bool protect;	/* a HIDE/READONLY that a weak rule cannot undo */
-	bool weak;	/* an UNHIDE/WRITABLE from a repository */
+	uint64_t need_pairs[4]; /* the pairs of adjacent bytes of @need, lowercased,
+				 * hashed into 256 bits (rules.c, byte_pairs()): a
+				 * path lacking one cannot contain @need */
+	uint8_t action;		/* enum rule_action */
+	bool protect;		/* a HIDE/READONLY that a weak rule cannot undo */
+	bool weak;		/* an UNHIDE/WRITABLE from a repository */
 };
 
 /*

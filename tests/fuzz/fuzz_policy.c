@@ -2,8 +2,8 @@
  * fuzz_policy.c - libFuzzer target for the policy YAML loader (tests/fuzz/run.sh).
  *
  * Any input must either load or fail with a one-line error; a loaded policy must
- * decide without crashing, and its snapshot must reload to the same digest and
- * decisions.
+ * decide without crashing, the same with its rule index as by visiting every
+ * rule, and its snapshot must reload to the same digest and decisions.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "policy/policy.h"
+#include "policy/rules.h"
 
 static const char *const paths[] = {
     "a",
@@ -58,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			enum policy_decision a = policy_decide_path(p, paths[i], dir, 1000);
 			enum policy_decision b = policy_decide_path(q, paths[i], dir, 1000);
 			if (a != b)
+				abort();
+			size_t r1, r2, len = strlen(paths[i]);
+			if (policy_decide_rule(p, paths[i], len, dir, 1000, &r1) !=
+				policy_decide_rule_scan(p, paths[i], len, dir, 1000, &r2) ||
+			    r1 != r2)
 				abort();
 			char origin[64];
 			policy_explain(p, paths[i], dir, &a, origin, sizeof(origin));
