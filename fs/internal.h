@@ -244,7 +244,8 @@ void node_unref(struct agentfs *fs, struct node *n);
 void node_forget(struct agentfs *fs, struct node *n, uint64_t nlookup);
 /* Write the view path of @n ("" for the root) into @buf.  -ENAMETOOLONG. */
 int node_path(const struct node *n, char *buf, size_t len);
-/* Child path: @dir's path + "/" + @name (no slash for the root). */
+/* Child path: @dir's path + "/" + @name (no slash for the root).  0, or
+ * -ENAMETOOLONG (with @buf empty) when it needs more than @len bytes. */
 int path_join(char *buf, size_t len, const char *dir, const char *name);
 /* Invalidate every cached kernel answer (after the upper changed behind us). */
 void table_invalidate_all(struct agentfs *fs);
