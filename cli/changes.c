@@ -1388,6 +1388,28 @@ int changes_workspace_policy(const struct workspace *ws, struct policy **out, ch
 	return r;
 }
 
+/* Whether the upper (@ufd) holds view path @path, or a directory on the way
+ * to it, that this process may not read or search: what a change-set walk
+ * found EACCES at, when the agent made it so (chmod 000 in the mount). */
+static bool upper_denies(int ufd, const char *path)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s", path);
+	for (;;) {
+		struct stat st;
+		if (fstatat(ufd, p, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			return faccessat(ufd, p, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK,
+					 AT_EACCESS) != 0;
+		if (errno != EACCES)
+			return false;
+		/* A directory on the way keeps us out: that one. */
+		char *slash = strrchr(p, '/');
+		if (!slash)
+			return false;
+		*slash = 0;
+	}
+}
+
 int changes_open_workspace(const struct workspace *ws, struct changes **out, char *err,
 			   size_t errlen)
 {
@@ -1410,7 +1432,12 @@ int changes_open_workspace(const struct workspace *ws, struct changes **out, cha
 	if (r == 0) {
 		char where[PATH_MAX];
 		r = changes_compute_at(lfd, ufd, pol, out, where, sizeof(where));
-		if (r < 0 && where[0])
+		if (r == -EACCES && where[0] && upper_denies(ufd, where))
+			snprintf(err, errlen,
+				 "%s: %s in the workspace (the agent took its permissions away: "
+				 "chmod u+rwX it in the mount, then try again)",
+				 where, strerror(-r));
+		else if (r < 0 && where[0])
 			snprintf(err, errlen, "reading the upper and the repository: %s: %s", where,
 				 strerror(-r));
 		else if (r < 0)

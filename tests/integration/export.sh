@@ -338,6 +338,17 @@ refuse "discard of it again: no change at this path" "no change at this path" \
 sh_step "the agent locks a new directory, a second one and a lower one" "cd '$MNT' &&
 	mkdir locked kept && printf 'x\n' >locked/f && printf 'y\n' >kept/f &&
 	printf 'agent\n' >>src/util.c && chmod 000 locked kept src"
+# Nor can export read them: it says which and how to let it (root reads past
+# the modes and exports them).
+if [ "$(id -u)" -ne 0 ]; then
+	run af export "$MNT"
+	assert_eq "export past a locked directory fails" 1 "$RC"
+	re='^agentfs: export: [^ ]+: (locked|kept|src): Permission denied in the workspace [(]the agent took its permissions away: chmod u[+]rwX it in the mount, then try again[)]$'
+	assert_eq "  ...naming it and what to do" yes "$([[ $OUT =~ $re ]] && echo yes || echo "$OUT")"
+else
+	skip "export past a locked directory fails" "root reads past the modes"
+	skip "  ...naming it and what to do" "root reads past the modes"
+fi
 run af discard "$MNT" locked
 assert_eq "discard of the locked directory" "0 A locked/f" "$RC $OUT"
 assert_enoent "$MNT/locked" "  ...it is gone"
