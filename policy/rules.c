@@ -146,14 +146,18 @@ static void decision_init(struct decision *d, const char *path, size_t len, bool
 	const char *slash = memrchr(path, '/', len);
 	const char *base = slash ? slash + 1 : path;
 	size_t blen = len - (size_t)(base - path);
-	*d = (struct decision){
-	    .state = {OPEN, OPEN},
-	    .by = {SIZE_MAX, SIZE_MAX},
-	    .path = path,
-	    .base = base,
-	    .len = len,
-	    .is_dir = is_dir,
-	    .qb = {(unsigned char)base[0], (unsigned char)base[blen - 1], (unsigned char)path[0]}};
+	/* A path ending in '/' (a prefix decide_path_rule takes of "a//b") has
+	 * an empty last component: no byte there, and no rule's quick byte is
+	 * 0 (nor '/', which a segment cannot hold). */
+	*d = (struct decision){.state = {OPEN, OPEN},
+			       .by = {SIZE_MAX, SIZE_MAX},
+			       .path = path,
+			       .base = base,
+			       .len = len,
+			       .is_dir = is_dir,
+			       .qb = {blen ? (unsigned char)base[0] : 0,
+				      blen ? (unsigned char)base[blen - 1] : 0,
+				      (unsigned char)path[0]}};
 	for (int k = 0; k < 3; k++)
 		d->ql[k] = lower(d->qb[k]);
 }

@@ -48,7 +48,9 @@ struct rule {
  * each.  A rule with a quick byte is in one bitmap of @by (its quick_at, 0 for
  * an exact or 1 for a casefold rule, the byte); a rule without one is in
  * @always.  The candidates for a path are @always and the six bitmaps its
- * bytes select, a few rules where the scan visited every one.
+ * bytes select, a few rules where the scan visited every one.  It costs
+ * 6 * 256 * 8 bytes per 64 rules (12 KiB), and holds only while the rules are
+ * not changed after policy_finalize(): it is checked by their count alone.
  */
 struct rule_index {
 	size_t nrules; /* the rules it was built for: used only while p->nrules is */

@@ -306,6 +306,20 @@ START_TEST(test_index_agrees_with_scan)
 				}
 			}
 	ck_assert_uint_gt(compared, 100000);
+	/* Paths whose last component is empty (decide_path_rule's prefixes of
+	 * "a//b"), in buffers of exactly their length: nothing past them is
+	 * read (the sanitizer builds check it). */
+	static const char *const slashed[] = {"a/", "docs/", "x//", "/", ".env/"};
+	for (size_t i = 0; i < sizeof(slashed) / sizeof(slashed[0]); i++) {
+		size_t n = strlen(slashed[i]), r1, r2;
+		char *exact = malloc(n);
+		ck_assert_ptr_nonnull(exact);
+		memcpy(exact, slashed[i], n);
+		for (int dir = 0; dir < 2; dir++)
+			ck_assert_int_eq(policy_decide_rule(p, exact, n, dir, 0, &r1),
+					 policy_decide_rule_scan(p, exact, n, dir, 0, &r2));
+		free(exact);
+	}
 	policy_free(p);
 }
 END_TEST
