@@ -27,6 +27,10 @@ static const char *const paths[] = {
     "\xc3\xa9",
     "\\!",
     "k/l/m/n/o/p/q/r/s/t/u/v/w",
+    "a//b",
+    "Node_Modules/X/.ENV",
+    "src/Deep/Dir/ID_RSA.pub",
+    "\xff/\x80x",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
