@@ -41,11 +41,36 @@ static void byte_pairs(const char *s, size_t n, uint64_t out[4])
 	}
 }
 
-/* Most rules are a literal, prefix or suffix: one byte of the path rules them out. */
+/* The byte a glob segment (fnmatch(3) text, case as written) requires first,
+ * or -1: its first byte unless that one is special.  Lowercased for a
+ * casefold pattern, as the quick check compares lowercased bytes then. */
+static int glob_first(const struct segment *sg, bool fold)
+{
+	char c = sg->text[0];
+	if (c == '*' || c == '?' || c == '[' || c == '\\')
+		return -1;
+	return fold ? lower((unsigned char)c) : (unsigned char)c;
+}
+
+/* The byte it requires last, or -1: its last byte unless special, or a ']'
+ * that may close a bracket expression. */
+static int glob_last(const struct segment *sg, bool fold)
+{
+	char c = sg->text[sg->len - 1];
+	if (c == '*' || c == '?' || c == '[' || c == '\\' || c == ']' ||
+	    (sg->len >= 2 && sg->text[sg->len - 2] == '\\'))
+		return -1;
+	return fold ? lower((unsigned char)c) : (unsigned char)c;
+}
+
+/* Most rules are a literal, prefix or suffix: one byte of the path rules them
+ * out.  So are globs that start or end with an ordinary byte
+ * ("credentials.*.enc"). */
 static void set_quick(struct rule *r)
 {
 	const struct pattern *pt = &r->pat;
 	const struct segment *first = &pt->seg[0], *last = &pt->seg[pt->nseg - 1];
+	int g;
 	r->quick = -1;
 	r->need = NULL;
 	if ((first->kind == SEG_LITERAL || first->kind == SEG_PREFIX) && first->len) {
@@ -56,6 +81,18 @@ static void set_quick(struct rule *r)
 		r->quick_at = QUICK_BASE_FIRST;
 	} else if (last->kind == SEG_SUFFIX && last->len) {
 		r->quick = (unsigned char)last->text[last->len - 1];
+		r->quick_at = QUICK_BASE_LAST;
+	} else if (first->kind == SEG_GLOB && first->len &&
+		   (g = glob_first(first, pt->casefold)) >= 0) {
+		r->quick = (int16_t)g;
+		r->quick_at = pt->basename ? QUICK_BASE_FIRST : QUICK_PATH_FIRST;
+	} else if (last->kind == SEG_GLOB && last->len &&
+		   (g = glob_first(last, pt->casefold)) >= 0) {
+		r->quick = (int16_t)g;
+		r->quick_at = QUICK_BASE_FIRST;
+	} else if (last->kind == SEG_GLOB && last->len &&
+		   (g = glob_last(last, pt->casefold)) >= 0) {
+		r->quick = (int16_t)g;
 		r->quick_at = QUICK_BASE_LAST;
 	}
 	if (r->quick >= 0 || pt->basename)
@@ -136,7 +173,7 @@ struct decision {
 	size_t len;
 	bool is_dir;
 	unsigned char qb[3], ql[3]; /* the quick bytes as written and lowercased */
-	bool use_pairs;		    /* test a rule's need_pairs before its need */
+	bool prefilter;		    /* test quick bytes, need_pairs and needs */
 	bool have_pairs;	    /* @pairs is computed */
 	uint64_t pairs[4];	    /* byte_pairs() of the path */
 };
@@ -169,19 +206,17 @@ static inline bool consider(const struct policy *p, size_t i, struct decision *d
 	int dim = r->action >= RULE_READONLY;
 	if (d->state[dim] >= YES)
 		return false;
-	if (r->quick >= 0 &&
+	if (d->prefilter && r->quick >= 0 &&
 	    (r->pat.casefold ? d->ql : d->qb)[r->quick_at] != (unsigned char)r->quick)
 		return false;
-	if (r->need) {
-		if (d->use_pairs) {
-			if (!d->have_pairs) {
-				byte_pairs(d->path, d->len, d->pairs);
-				d->have_pairs = true;
-			}
-			if ((r->need_pairs[0] & ~d->pairs[0]) | (r->need_pairs[1] & ~d->pairs[1]) |
-			    (r->need_pairs[2] & ~d->pairs[2]) | (r->need_pairs[3] & ~d->pairs[3]))
-				return false;
+	if (d->prefilter && r->need) {
+		if (!d->have_pairs) {
+			byte_pairs(d->path, d->len, d->pairs);
+			d->have_pairs = true;
 		}
+		if ((r->need_pairs[0] & ~d->pairs[0]) | (r->need_pairs[1] & ~d->pairs[1]) |
+		    (r->need_pairs[2] & ~d->pairs[2]) | (r->need_pairs[3] & ~d->pairs[3]))
+			return false;
 		if (!contains(d->path, d->len, r->need, r->need_len, r->pat.casefold))
 			return false;
 	}
@@ -245,7 +280,7 @@ enum policy_decision policy_decide_rule(const struct policy *p, const char *path
 		return POLICY_HIDDEN;
 	struct decision d;
 	decision_init(&d, path, len, is_dir);
-	d.use_pairs = true;
+	d.prefilter = true;
 	/* The same rules in the same order as the scan, less those whose
 	 * quick byte rules them out. */
 	const uint64_t *sel[7] = {x->always};

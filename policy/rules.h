@@ -86,8 +86,10 @@ const char *rule_action_name(enum rule_action a);
 enum policy_decision policy_decide_rule(const struct policy *p, const char *path, size_t len,
 					bool is_dir, uint64_t size, size_t *rule);
 
-/* The same decision by visiting every rule in turn, without the index: the
- * reference the indexed decision must always agree with (tests/unit). */
+/* The same decision by matching every rule in turn (pattern_match alone: no
+ * index, no quick byte, no literal search): the reference the indexed
+ * decision must always agree with (tests/unit), and what decides while a
+ * policy has no index. */
 enum policy_decision policy_decide_rule_scan(const struct policy *p, const char *path, size_t len,
 					     bool is_dir, uint64_t size, size_t *rule);
 

@@ -253,33 +253,72 @@ END_TEST
 START_TEST(test_index_agrees_with_scan)
 {
 	user_file("case: sensitive\n"
-		  "hide: ['*.sql', 'Build/', '/top*', '**/cache/**', 'x?z', '[ab]*.c', 'a/**/b']\n"
+		  "hide: ['*.sql', 'Build/', '/top*', '**/cache/**', 'x?z', '[ab]*.c', 'a/**/b', "
+		  "'q[xy]', '*.[xy]']\n"
 		  "readonly: ['vendor/', '*.lock', '!vendor/ok*', 'docs/**']\n"
 		  "show: ['.env.example', '.myconf', 'cache/keep']\n"
 		  "secrets: ['.myconf2', '!.myconf3']\n");
-	repo_file("hide: ['docs/', 'TODO', '*.TMP', '**/Secret_Dir/**']\n"
+	repo_file("hide: ['docs/', 'TODO', '*.TMP', '**/Secret_Dir/**', '*.b[a]k', 'Tmp?x']\n"
 		  "show: ['dump.sql', '.env.example', '.hidden', '*.lock']\n"
 		  "readonly: ['!vendor/', 'Makefile', 'src/*.h']\n");
 	struct policy *p = effective(NULL);
 	ck_assert_msg(p->index.always && p->index.nrules == p->nrules && p->index.words > 1,
 		      "no index over %zu rules", p->nrules);
 	static const char *const parts[] = {
-	    ".env",	  ".ENV",	 "NODE_MODULES",
-	    "SECRET_DIR", "Cache",	 ".Docker",
-	    ".docker",	  "Config.json", ".KUBE",
-	    "src",	  "Src",	 "node_modules",
-	    ".npmrc",	  "id_rsa",	 "ID_RSA",
-	    "a.key",	  "db",		 "dump.sql",
-	    "vendor",	  "okfile",	 ".git",
-	    ".github",	  "docs",	 "a.pem",
-	    "Makefile",	  "makefile",	 ".myconf",
-	    ".myconf2",	  "cache",	 "keep",
-	    "Build",	  "build",	 "top.c",
-	    "xyz",	  "ab.c",	 "a",
-	    "b",	  "x.h",	 "Cargo.lock",
-	    "TODO",	  "w.tmp",	 ".hidden",
-	    ".ssh",	  "config",	 "credentials.json",
-	    ".aws",	  "README.md",	 "e",
+	    ".env",
+	    ".ENV",
+	    "NODE_MODULES",
+	    "qx",
+	    "w.x",
+	    "tmp1x",
+	    "X.BAK",
+	    "Credentials.X.ENC",
+	    "credentials.a.enc",
+	    "SECRET_DIR",
+	    "Cache",
+	    ".Docker",
+	    ".docker",
+	    "Config.json",
+	    ".KUBE",
+	    "src",
+	    "Src",
+	    "node_modules",
+	    ".npmrc",
+	    "id_rsa",
+	    "ID_RSA",
+	    "a.key",
+	    "db",
+	    "dump.sql",
+	    "vendor",
+	    "okfile",
+	    ".git",
+	    ".github",
+	    "docs",
+	    "a.pem",
+	    "Makefile",
+	    "makefile",
+	    ".myconf",
+	    ".myconf2",
+	    "cache",
+	    "keep",
+	    "Build",
+	    "build",
+	    "top.c",
+	    "xyz",
+	    "ab.c",
+	    "a",
+	    "b",
+	    "x.h",
+	    "Cargo.lock",
+	    "TODO",
+	    "w.tmp",
+	    ".hidden",
+	    ".ssh",
+	    "config",
+	    "credentials.json",
+	    ".aws",
+	    "README.md",
+	    "e",
 	    "-",
 	};
 	size_t np = sizeof(parts) / sizeof(parts[0]), compared = 0;
