@@ -251,14 +251,27 @@ static enum policy_decision decision_end(const struct decision *d, size_t *rule)
 	return POLICY_VISIBLE;
 }
 
-enum policy_decision policy_decide_rule_scan(const struct policy *p, const char *path, size_t len,
-					     bool is_dir, uint64_t size, size_t *rule)
+/* What decides before any rule: the root (an empty path) is visible, a file
+ * over max_file_size hidden.  Returns whether that settled it (*@out). */
+static bool decided_early(const struct policy *p, size_t len, bool is_dir, uint64_t size,
+			  size_t *rule, enum policy_decision *out)
 {
 	*rule = SIZE_MAX;
 	if (len == 0)
-		return POLICY_VISIBLE;
-	if (!is_dir && p->max_file_size && size > p->max_file_size)
-		return POLICY_HIDDEN;
+		*out = POLICY_VISIBLE;
+	else if (!is_dir && p->max_file_size && size > p->max_file_size)
+		*out = POLICY_HIDDEN;
+	else
+		return false;
+	return true;
+}
+
+enum policy_decision policy_decide_rule_scan(const struct policy *p, const char *path, size_t len,
+					     bool is_dir, uint64_t size, size_t *rule)
+{
+	enum policy_decision early;
+	if (decided_early(p, len, is_dir, size, rule, &early))
+		return early;
 	struct decision d;
 	decision_init(&d, path, len, is_dir);
 	for (size_t i = p->nrules; i-- > 0;)
@@ -273,11 +286,9 @@ enum policy_decision policy_decide_rule(const struct policy *p, const char *path
 	const struct rule_index *x = &p->index;
 	if (!x->always || x->nrules != p->nrules)
 		return policy_decide_rule_scan(p, path, len, is_dir, size, rule);
-	*rule = SIZE_MAX;
-	if (len == 0)
-		return POLICY_VISIBLE;
-	if (!is_dir && p->max_file_size && size > p->max_file_size)
-		return POLICY_HIDDEN;
+	enum policy_decision early;
+	if (decided_early(p, len, is_dir, size, rule, &early))
+		return early;
 	struct decision d;
 	decision_init(&d, path, len, is_dir);
 	d.prefilter = true;
