@@ -269,6 +269,10 @@ assert_contains "  ...and run.jsonl has that status" '"status":127' \
 	"$(grep '"op":"exit"' "$RUNLOG" | tail -n 1)"
 run arun "$MNT" -- ./README.md
 assert_eq "a command that is not executable exits 126" 126 "$RC"
+# A first word NAME=VALUE is a command name like any other: env(1) would take
+# it for a variable, print the environment and exit 0.
+run arun "$MNT" -- AGENTFS_X=1
+assert_eq "a command named NAME=VALUE is not found, nothing runs" "1 " "$RC $OUT"
 
 for sig in TERM KILL; do
 	n=$(grep -c '"op":"start"' "$RUNLOG")
