@@ -343,7 +343,7 @@ static int index_build(struct policy *p)
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct rule *r = &p->rules[i];
 		uint64_t bit = UINT64_C(1) << (i % 64);
-		if (r->quick < 0 || r->quick_at > QUICK_PATH_FIRST)
+		if (r->quick < 0)
 			x->always[i / 64] |= bit;
 		else
 			x->by[r->quick_at][r->pat.casefold][(size_t)r->quick * x->words + i / 64] |=
