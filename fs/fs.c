@@ -241,6 +241,27 @@ static void *git_thread(void *arg)
 	return NULL;
 }
 
+void fs_git_changed(struct agentfs *fs, const char *rel_dir)
+{
+	char buf[FS_PATH_MAX];
+	if (!fs || fs->git_fd < 0 ||
+	    (size_t)snprintf(buf, sizeof(buf), "%s", rel_dir) >= sizeof(buf))
+		return;
+	/* The node of ".git/REL_DIR", if the kernel was ever given it: else
+	 * it caches nothing there. */
+	fuse_ino_t ino = 0;
+	char *save = NULL;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct node *n = node_find(fs, &fs->root, ".git");
+	for (char *c = strtok_r(buf, "/", &save); n && c; c = strtok_r(NULL, "/", &save))
+		n = node_find(fs, n, c);
+	if (n)
+		ino = n->id;
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (ino)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+}
+
 static int add_opt(struct fuse_args *args, const char *opt)
 {
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;
@@ -440,6 +461,8 @@ int fs_serve(const struct fs_config *cfg)
 	raise_readahead(cfg->mountpoint);
 	watch_start(fs);
 	watch_dir_lazy(fs, &fs->root);
+	if (cfg->git_serving)
+		cfg->git_serving(cfg->git_prepare_arg, fs);
 	pthread_t gitthr;
 	bool need_git = !fs->git_ready;
 	bool have_gitthr = need_git && pthread_create(&gitthr, NULL, git_thread, fs) == 0;
@@ -451,6 +474,8 @@ int fs_serve(const struct fs_config *cfg)
 	 * `agentfs mount` (fs_loop). */
 	int lr = fs_loop(fs, 8, &ready_fd);
 	r = lr < 0 ? lr : 0;
+	if (cfg->git_serving)
+		cfg->git_serving(cfg->git_prepare_arg, NULL);
 	fs_record_pending_writes(fs);
 	if (have_gitthr)
 		pthread_join(gitthr, NULL);

@@ -12,6 +12,7 @@
 
 struct policy;
 struct journal;
+struct agentfs;
 
 struct fs_config {
 	const char *mountpoint;	     /* absolute path; must exist and be an empty directory */
@@ -56,7 +57,26 @@ struct fs_config {
 	 * request thread and must return at once (queue the work).  NULL for
 	 * none.  Receives git_prepare_arg. */
 	void (*git_copied_up)(void *arg, const char *lower);
+	/* Called with the serving daemon once the mount serves, before
+	 * git_prepare runs, and with NULL before fs_serve tears it down (after
+	 * that call returns, the daemon is never used again): until then the
+	 * owner of git_prepare_arg may call fs_git_changed() on it from any
+	 * thread.  NULL for none.  Receives git_prepare_arg. */
+	void (*git_serving)(void *arg, struct agentfs *fs);
 };
+
+/*
+ * Tell the serving daemon @fs that entries of directory @rel_dir of
+ * fs_config.git_dir (e.g. "objects/pack") were added behind it: the kernel's
+ * cached listing and attributes of that directory are dropped
+ * (fuse_lowlevel_notify_inval_inode, which takes no directory lock, so it
+ * cannot wait on a request in flight), and the next listing asks the daemon.
+ * A name the kernel already holds is not invalidated: only for directories
+ * whose entries are added, or removed where a reader copes with a stale name
+ * (git's packs).  A no-op when the kernel holds nothing of @rel_dir.  Never
+ * call it while holding a lock that a request may wait for (git_fault's).
+ */
+void fs_git_changed(struct agentfs *fs, const char *rel_dir);
 
 /*
  * Changing the upper behind a serving daemon (agentfs discard): append each

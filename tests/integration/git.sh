@@ -511,4 +511,45 @@ sleep 1.5 # the journal flushes from a thread
 reads=$(grep -c '"op":"read".*"path":"d[0-9]*/' "$STATE/workspaces/bigmnt/journal.jsonl")
 assert_ne "(the check sees a read when there is one)" 0 "$reads"
 
+# ------------------------------------------------------------------ base blobs in a pack
+# The base blobs of edited files go into a pack once at least
+# GITPRIV_PACK_MIN (16) of them wait and the edits pause, and git reads them
+# there: a pack instead of a loose object each through the mount.  The
+# listing of .git/objects/pack is read (and cached by the kernel) first, so
+# the pack shows in the mount only if the daemon drops that listing.
+run ls "$T/bigmnt/.git/objects/pack"
+assert_eq "no pack before the edits" "" "$OUT"
+sh_step "the agent edits 40 files" \
+	"for d in \$(seq 1 40); do printf 'edited\n' >>'$T/bigmnt'/d\$d/f1.txt; done"
+packs_listed() { ls "$T/bigmnt/.git/objects/pack" | grep -c '\.idx$'; }
+for _ in $(seq 1 100); do
+	[ "$(packs_listed)" -ge 1 ] && break
+	sleep 0.1
+done
+run packs_listed
+assert_ne "the edited files' base blobs are in a pack, listed in the mount" 0 "${OUT:-0}"
+sleep 0.5 # a merge of two packs, if the edits paused halfway
+packed=$T/packed.ids
+for idx in "$STATE/workspaces/bigmnt/git/objects/pack/"*.idx; do
+	git show-index <"$idx" | awk '{ print $2 }'
+done | sort >"$packed"
+run bash -c "for d in \$(seq 1 40); do git -C '$BIG' rev-parse HEAD:d\$d/f1.txt; done | sort |
+	comm -12 - '$packed' | wc -l"
+if [ "${OUT:-0}" -ge 16 ]; then pass "at least GITPRIV_PACK_MIN of their base blobs are packed"; else
+	fail "at least GITPRIV_PACK_MIN of their base blobs are packed" "packed: ${OUT:-0}"
+fi
+sleep 1.5 # the journal flushes from a thread
+JOURNAL=$STATE/workspaces/bigmnt/journal.jsonl
+lines=$(wc -l <"$JOURNAL")
+run git -C "$T/bigmnt" diff --stat
+assert_contains "git diff --stat: the 40 edits" "40 files changed, 40 insertions(+)" "$OUT"
+sleep 1.5
+tail -n +$((lines + 1)) "$JOURNAL" >"$T/diff.journal"
+run bash -c "grep '\"op\":\"read\"' '$T/diff.journal' |
+	grep -o '\"path\":\"\.git/objects/[0-9a-f][0-9a-f]/[0-9a-f]*' | sed 's|.*objects/||; s|/||' |
+	sort | comm -12 - '$packed' | wc -l"
+assert_eq "git diff read no loose copy of a packed blob" 0 "$OUT"
+run grep -c '"op":"read".*"path":"\.git/objects/pack/pack-[0-9a-f]*\.pack"' "$T/diff.journal"
+assert_ne "git diff read the pack" 0 "${OUT:-0}"
+
 done_testing

@@ -6,6 +6,7 @@
 #include <git2.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,103 @@ START_TEST(objects_on_demand_only_from_the_base)
 }
 END_TEST
 
+/* How many packs the private objects directory holds (*@packs), and how many
+ * of the blobs of many/fFROM.c .. many/fTO.c are in one of them (*@in). */
+static void packed(int from, int to, int *in, int *packs)
+{
+	char cmd[PATH_MAX * 6];
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "cd %s/objects/pack && ls | grep -c '\\.idx$'; "
+	    "for i in $(seq %d %d); do git -C %s rev-parse HEAD:many/f$i.c; done | sort >%s/want; "
+	    "for x in *.idx; do [ -e \"$x\" ] && git show-index <\"$x\"; done | "
+	    "awk '{ print $2 }' | sort | comm -12 %s/want - | wc -l",
+	    gitdir, from, to, repo, tmp, tmp);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%d %d", packs, in), 2);
+	pclose(f);
+}
+
+/* Poll (10 s at most) until the packs hold @want of many/f1.c..many/f@want.c
+ * in exactly one pack. */
+static bool wait_packed(int want)
+{
+	int in = -1, packs = -1;
+	for (int i = 0; i < 200; i++) {
+		packed(1, want, &in, &packs);
+		if (in == want && packs == 1)
+			return true;
+		usleep(50 * 1000);
+	}
+	fprintf(stderr, "wait_packed(%d): %d in %d packs\n", want, in, packs);
+	return false;
+}
+
+static void copied_up(struct gitpriv *g, int from, int to)
+{
+	for (int i = from; i <= to; i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "many/f%d.c", i);
+		gitpriv_copied_up(g, rel);
+	}
+}
+
+START_TEST(base_blobs_go_into_packs)
+{
+	sh("set -e; cd %s && mkdir many && for i in $(seq 1 40); do printf 'many %%s\\n' $i "
+	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
+	   "git -c user.name=t -c user.email=t@t commit -qm many",
+	   repo);
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	git_oid ids[33];
+	for (int i = 1; i <= 32; i++) {
+		char rev[32];
+		snprintf(rev, sizeof(rev), "HEAD:many/f%d.c", i);
+		blob_id(rev, &ids[i]);
+	}
+
+	/* Fewer than GITPRIV_PACK_MIN written ahead: they stay loose. */
+	copied_up(g, 1, GITPRIV_PACK_MIN - 1);
+	for (int i = 0; i < 100 && !loose_exists(&ids[GITPRIV_PACK_MIN - 1]); i++)
+		usleep(50 * 1000);
+	ck_assert(loose_exists(&ids[GITPRIV_PACK_MIN - 1]));
+	usleep((2 * GITPRIV_PACK_QUIET_MS + 300) * 1000);
+	int in, packs;
+	packed(1, 32, &in, &packs);
+	ck_assert_int_eq(packs, 0);
+
+	/* One more, then a pause: all of them in one pack. */
+	copied_up(g, GITPRIV_PACK_MIN, GITPRIV_PACK_MIN);
+	ck_assert(wait_packed(GITPRIV_PACK_MIN));
+
+	/* As many again: a second pack, merged with the first. */
+	copied_up(g, GITPRIV_PACK_MIN + 1, 2 * GITPRIV_PACK_MIN);
+	ck_assert(wait_packed(2 * GITPRIV_PACK_MIN));
+
+	/* The loose copies stay; every blob reads from the private objects. */
+	git_libgit2_init();
+	git_odb *odb = NULL;
+	char objects[PATH_MAX * 2];
+	snprintf(objects, sizeof(objects), "%s/objects", gitdir);
+	ck_assert_int_eq(git_odb_open(&odb, objects), 0);
+	for (int i = 1; i <= 2 * GITPRIV_PACK_MIN; i++) {
+		ck_assert(loose_exists(&ids[i]));
+		git_odb_object *o = NULL;
+		ck_assert_int_eq(git_odb_read(&o, odb, &ids[i]), 0);
+		ck_assert_int_eq(git_odb_object_type(o), GIT_OBJECT_BLOB);
+		git_odb_object_free(o);
+	}
+	git_odb_free(odb);
+	git_libgit2_shutdown();
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+}
+END_TEST
+
 START_TEST(oidset_grows_and_finds)
 {
 	struct gitpriv_oidset s = {0};
@@ -423,6 +521,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, base_commit_tree_and_index);
 	tcase_add_test(tc, objects_on_demand_only_from_the_base);
+	tcase_add_test(tc, base_blobs_go_into_packs);
 	suite_add_tcase(su, tc);
 	TCase *tp = tcase_create("pure");
 	tcase_add_test(tp, oidset_grows_and_finds);
