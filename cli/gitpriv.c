@@ -1456,6 +1456,13 @@ static int pack_progress(int stage, uint32_t current, uint32_t total, void *payl
 	return stopping(payload) ? -1 : 0;
 }
 
+/* git_packbuilder_write's indexer callback: non-zero cancels the write. */
+static int index_progress(const git_indexer_progress *stats, void *payload)
+{
+	(void)stats;
+	return stopping(payload) ? -1 : 0;
+}
+
 /* Write @p's objects (all in the private objects) as one pack in
  * objects/pack; fills p->name.  Returns 0 or -EIO. */
 static int pack_write(struct gitpriv *g, struct basepack *p)
@@ -1488,13 +1495,37 @@ static int pack_write(struct gitpriv *g, struct basepack *p)
 	for (size_t i = 0; r == 0 && i < p->n; i++)
 		if (stopping(g) || git_packbuilder_insert(pb, &p->ids[i], NULL) < 0)
 			r = -EIO;
-	if (r == 0 && git_packbuilder_write(pb, dir, 0, NULL, NULL) < 0)
+	if (r == 0 && git_packbuilder_write(pb, dir, 0, index_progress, g) < 0)
 		r = -EIO;
 	if (r == 0)
 		snprintf(p->name, sizeof(p->name), "%s", git_packbuilder_name(pb));
 	git_packbuilder_free(pb);
 	git_config_free(cfg);
 	git_repository_free(repo);
+	return r;
+}
+
+/* Make pack @p's files and their names durable: the packs a merge replaces
+ * go only after it (libgit2 writes without fsync unless told to for every
+ * write, GIT_OPT_ENABLE_FSYNC_GITDIR). */
+static int pack_sync(struct gitpriv *g, const struct basepack *p)
+{
+	static const char *const ext[] = {"pack", "idx"};
+	char path[PATH_MAX];
+	int r = 0;
+	for (size_t i = 0; i < 2 && r == 0; i++) {
+		snprintf(path, sizeof(path), "%s/objects/pack/pack-%s.%s", g->dir, p->name, ext[i]);
+		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	snprintf(path, sizeof(path), "%s/objects/pack", g->dir);
+	int dfd = r == 0 ? open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (r == 0 && (dfd < 0 || fsync(dfd) < 0))
+		r = -errno;
+	if (dfd >= 0)
+		close(dfd);
 	return r;
 }
 
@@ -1537,19 +1568,20 @@ static void pack_fresh(struct gitpriv *g)
 		free(p.ids);
 		return;
 	}
+	/* No refresh of priv_odb: libgit2 looks for new packs itself when an
+	 * object is missing, and a refresh here would hold g->lock (which a
+	 * lookup's fault waits for) on this low-priority thread. */
 	g->packs[g->npacks++] = p;
-	pthread_mutex_lock(&g->lock);
-	git_odb_refresh(g->priv_odb);
-	pthread_mutex_unlock(&g->lock);
 	packs_changed(g);
-	while (g->npacks >= 2 && g->packs[g->npacks - 2].n <= 2 * g->packs[g->npacks - 1].n) {
+	while (!stopping(g) && g->npacks >= 2 &&
+	       g->packs[g->npacks - 2].n <= 2 * g->packs[g->npacks - 1].n) {
 		struct basepack *a = &g->packs[g->npacks - 2], *b = &g->packs[g->npacks - 1];
 		struct basepack m = {.n = a->n + b->n};
 		if (!(m.ids = malloc(m.n * sizeof(*m.ids))))
 			break;
 		memcpy(m.ids, a->ids, a->n * sizeof(*m.ids));
 		memcpy(m.ids + a->n, b->ids, b->n * sizeof(*m.ids));
-		if (pack_write(g, &m) < 0) {
+		if (pack_write(g, &m) < 0 || pack_sync(g, &m) < 0) {
 			free(m.ids);
 			break;
 		}

@@ -151,10 +151,12 @@ void gitpriv_copied_up(void *arg, const char *lower);
  * kernel holds disappears.  This session's packs merge whenever one holds no
  * more than twice the objects of the next (so there are at most
  * log2(n / GITPRIV_PACK_MIN) + 1 of them); a merged pack's files are removed
- * after the merged one is listed (a git process still holding the old list
- * fails to open them and looks again, as after `git repack`).  Each packing
- * writes one line to the daemon's log.  Best effort: on any error the blobs
- * stay loose.
+ * after the merged one is durable (fsync) and listed (a git process still
+ * holding the old list fails to open them and looks again, as after `git
+ * repack`).  Packs of earlier mounts of the workspace are left as they are.
+ * gitpriv_free cancels a packing in progress (libgit2's progress callbacks).
+ * Each packing writes one line to the daemon's log.  Best effort: on any
+ * error the blobs stay loose.
  */
 #define GITPRIV_PACK_MIN      16
 #define GITPRIV_PACK_QUIET_MS 500

@@ -528,7 +528,13 @@ for _ in $(seq 1 100); do
 done
 run packs_listed
 assert_ne "the edited files' base blobs are in a pack, listed in the mount" 0 "${OUT:-0}"
-sleep 0.5 # a merge of two packs, if the edits paused halfway
+# Had the edits paused halfway, a second pack and a merge follow: wait until
+# the set of packs holds still for a second.
+for _ in $(seq 1 10); do
+	a=$(ls "$STATE/workspaces/bigmnt/git/objects/pack/")
+	sleep 1
+	[ "$a" = "$(ls "$STATE/workspaces/bigmnt/git/objects/pack/")" ] && break
+done
 packed=$T/packed.ids
 for idx in "$STATE/workspaces/bigmnt/git/objects/pack/"*.idx; do
 	git show-index <"$idx" | awk '{ print $2 }'
