@@ -186,6 +186,24 @@ refuse "info/ is read-only" "" bash -c "printf 'x\n' >'$MNT/.git/info/attributes
 refuse "objects/info/alternates cannot be planted" "" \
 	bash -c "printf '$REPO/.git/objects\n' >'$MNT/.git/objects/info/alternates'"
 refuse "git config cannot add a remote" "" G remote add origin https://example.invalid/x.git
+# The daemon writes objects and packs in the private .git by path, with its
+# own rights: no symlink may stand there, and nothing comes in from outside.
+GITDIR=$STATE/workspaces/mnt/git
+mkdir -p "$T/elsewhere"
+refuse "no symlink in .git (as a fan-out directory)" "Read-only file system" \
+	ln -s "$T/elsewhere" "$MNT/.git/objects/zz"
+refuse "no symlink in .git/objects/pack" "Read-only file system" \
+	ln -s "$T/elsewhere" "$MNT/.git/objects/pack/pack-x.pack"
+sh_step "a symlink and a directory in the working tree" \
+	"ln -s '$T/elsewhere' '$MNT/away' && mkdir '$MNT/adir'"
+refuse "no symlink renamed into .git" "Read-only file system" mv "$MNT/away" "$MNT/.git/objects/zy"
+refuse "no directory renamed into .git" "Read-only file system" mv "$MNT/adir" "$MNT/.git/objects/zx"
+refuse "no file renamed into .git" "Read-only file system" mv "$MNT/README.md" "$MNT/.git/README.md"
+refuse "no file linked into .git" "Read-only file system" ln "$MNT/README.md" "$MNT/.git/README.md"
+refuse "no symlink linked into .git" "Read-only file system" ln "$MNT/away" "$MNT/.git/objects/zw"
+run find "$GITDIR" "$T/elsewhere" -type l -o -name 'README.md' -o -name 'z[wxyz]' -o -name 'pack-x*'
+assert_eq "nothing of it reached the private .git" "" "$OUT"
+sh_step "remove them" "rm '$MNT/away' && rmdir '$MNT/adir'"
 
 # ------------------------------------------------------------------ promote
 sh_step "uncommitted work of the agent" "cd '$MNT' && printf 'uncommitted\n' >>README.md"
