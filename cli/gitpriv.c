@@ -505,12 +505,17 @@ static bool symlink_hidden(const struct gitpriv *g, const char *path, const char
 
 /* ---- small files ---- */
 
+/* Write @path whole through a temporary file and rename(2).  The temporary
+ * name is new (mkostemp(3): O_CREAT | O_EXCL), never one the agent may have
+ * made in the private .git: an agent's hard link at "config.tmp" would
+ * otherwise be written and renamed into place as the read-only config, the
+ * agent keeping a writable name for it; a FIFO there would block. */
 static int write_file(const char *path, const char *text, size_t len, mode_t mode)
 {
 	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	int r = 0;
@@ -626,11 +631,41 @@ static int write_config(const struct gitpriv *g)
 	return r;
 }
 
+/* Remove what is neither a directory nor a regular file from directory
+ * @path, not recursively.  The daemon writes in the private .git by
+ * path: a symlink or a FIFO of the agent's there (fs/ops_entry.c refuses to
+ * make them since; a workspace may be older) would lead or block it. */
+static int drop_odd(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	int r = 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode) &&
+		    unlinkat(dirfd(d), de->d_name, 0) != 0)
+			r = -errno;
+	}
+	closedir(d);
+	return r;
+}
+
 static int make_dirs(const struct gitpriv *g)
 {
 	static const char *const dirs[] = {"objects",	 "objects/info", "objects/pack", "refs",
 					   "refs/heads", "refs/tags",	 "info",	 "hooks"};
 	char path[PATH_MAX];
+	int r = drop_odd(g->dir);
+	snprintf(path, sizeof(path), "%s/objects", g->dir);
+	if (r == 0)
+		r = drop_odd(path);
+	snprintf(path, sizeof(path), "%s/objects/pack", g->dir);
+	if (r == 0)
+		r = drop_odd(path);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", g->dir, dirs[i]);
 		if (mkdir(path, 0755) != 0 && errno != EEXIST)
@@ -642,7 +677,7 @@ static int make_dirs(const struct gitpriv *g)
 	snprintf(path, sizeof(path), "%s/info", g->dir);
 	if (chmod(path, 0755) != 0)
 		return -errno;
-	int r = write_text(g->dir, "info/exclude", "", 0444);
+	r = write_text(g->dir, "info/exclude", "", 0444);
 	if (chmod(path, 0555) != 0 && r == 0)
 		r = -errno;
 	if (r < 0)
@@ -1515,8 +1550,12 @@ static int pack_sync(struct gitpriv *g, const struct basepack *p)
 	int r = 0;
 	for (size_t i = 0; i < 2 && r == 0; i++) {
 		snprintf(path, sizeof(path), "%s/objects/pack/pack-%s.%s", g->dir, p->name, ext[i]);
-		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+		/* O_NONBLOCK: a FIFO in its place must not block. */
+		struct stat st;
+		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		r = fd < 0 || fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+		if (r == 0 && fsync(fd) < 0)
+			r = -errno;
 		if (fd >= 0)
 			close(fd);
 	}

@@ -345,9 +345,24 @@ assert_eq "git am reproduces the promoted branch's tree" \
 	"$(git -C "$REPO" rev-parse 'agent/mbox^{tree}')" "$(git -C "$T/clone" rev-parse 'HEAD^{tree}')"
 
 # ------------------------------------------------------------------ resume
+# What the agent may leave in the private .git for the next mount, which
+# rewrites the config there: a hard link at the config's old temporary
+# name (it would have become the read-only config, writable through the
+# agent's other name) and a FIFO; and a symlink of an older workspace.
+sh_step "the agent plants a hard link and a FIFO in .git" \
+	"cd '$MNT/.git' && printf '# mine\n' >mycfg && ln mycfg config.tmp && mkfifo pipe"
+ln -s "$T/elsewhere" "$GITDIR/objects/zv"
 step "unmount" af unmount "$MNT"
 mount_ws "$REPO" "$MNT"
 [ "$RC" -eq 0 ] || bail "remount failed: $OUT"
+sh_step "the agent writes its file in .git" \
+	"printf '[core]\n\tfsmonitor = \"touch $T/pwned; echo\"\n' >>'$MNT/.git/mycfg'"
+run G status --porcelain
+assert_eq "git in the mount runs nothing of the agent's" "no" "$([ -e "$T/pwned" ] && echo yes || echo no)"
+run G config --get core.fsmonitor
+assert_eq "the config is agentfs's own" "false" "$OUT"
+run find "$GITDIR" -maxdepth 2 -type l -o -maxdepth 2 -type p
+assert_eq "no symlink and no FIFO left in the private .git" "" "$OUT"
 run G log --format=%s -1
 assert_eq "the agent's commits survive a remount" "agent: second" "$OUT"
 run G show base:src/main.c
