@@ -332,6 +332,11 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lower_pat
 				       const struct stat *st);
 /* Is the view path @path read-only by policy (for creating new entries)? */
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
+/* Whether view path @path is a directory of the private .git with a
+ * read-only path below it (".git/objects", above objects/info): it may be
+ * neither renamed nor exchanged, or that path would move from under its
+ * protection. */
+bool view_path_holds_readonly(struct agentfs *fs, const char *path);
 /* List the merged directory @dir: @cb is called once per visible entry with
  * its name, S_IFMT type and layer inode number; a non-zero return stops the
  * walk (a negative one is returned).  Caller holds ns_lock. */

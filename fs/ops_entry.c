@@ -875,6 +875,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		r = -EROFS;
 		goto out;
 	}
+	if (view_path_holds_readonly(fs, spath) ||
+	    ((flags & RENAME_EXCHANGE) && view_path_holds_readonly(fs, dpath))) {
+		deny(req, fs, spath, "rename");
+		replied = true;
+		r = -EROFS;
+		goto out;
+	}
 	if (ddir->readonly || de.readonly || view_path_readonly(fs, dpath, S_ISDIR(se.type))) {
 		deny(req, fs, dpath, "rename");
 		replied = true;

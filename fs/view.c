@@ -59,6 +59,14 @@ static bool git_readonly(const char *rel)
 	return false;
 }
 
+bool view_path_holds_readonly(struct agentfs *fs, const char *path)
+{
+	/* objects/ holds objects/info/ (git_readonly): renamed, it would take
+	 * that path's protection with it, and a new objects/info could be
+	 * made under the old name. */
+	return fs->git_fd >= 0 && strcmp(path, ".git/objects") == 0;
+}
+
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 {
 	if (fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0)

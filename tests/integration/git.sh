@@ -203,6 +203,9 @@ refuse "no file linked into .git" "Read-only file system" ln "$MNT/README.md" "$
 refuse "no symlink linked into .git" "Read-only file system" ln "$MNT/away" "$MNT/.git/objects/zw"
 run find "$GITDIR" "$T/elsewhere" -type l -o -name 'README.md' -o -name 'z[wxyz]' -o -name 'pack-x*'
 assert_eq "nothing of it reached the private .git" "" "$OUT"
+# objects/ holds the read-only objects/info: renamed, a new objects/ could
+# hold an info/alternates naming the repository's own objects.
+refuse "objects/ cannot be renamed" "Read-only file system" mv "$MNT/.git/objects" "$MNT/.git/o2"
 sh_step "remove them" "rm '$MNT/away' && rmdir '$MNT/adir'"
 
 # ------------------------------------------------------------------ promote
