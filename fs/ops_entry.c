@@ -72,7 +72,7 @@ static void deny(fuse_req_t req, struct agentfs *fs, const char *path, const cha
  * writes out of the workspace.  git never makes a symlink in .git, nor moves
  * or links anything into it from the working tree, so neither may the agent:
  * no symlink is made under .git/, and no rename or link brings an entry in
- * from outside it.
+ * from outside it.  Nor a FIFO, socket or device (op_mknod).
  */
 static bool in_git(const struct agentfs *fs, const char *path)
 {
@@ -527,6 +527,14 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	bool replied;
 	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
+	if (dfd >= 0 && in_git(fs, path) && !S_ISREG(mode)) {
+		/* A FIFO where git, libgit2 in the daemon or the person's
+		 * promote expects a file (HEAD, a ref) blocks its open forever. */
+		close(dfd);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		deny(req, fs, path, "special file in .git");
+		return;
+	}
 	if (dfd >= 0 && mknodat(dfd, name, mode, rdev) < 0) {
 		int e = -errno;
 		close(dfd);

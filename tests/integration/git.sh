@@ -352,9 +352,15 @@ assert_eq "git am reproduces the promoted branch's tree" \
 # rewrites the config there: a hard link at the config's old temporary
 # name (it would have become the read-only config, writable through the
 # agent's other name) and a FIFO; and a symlink of an older workspace.
-sh_step "the agent plants a hard link and a FIFO in .git" \
-	"cd '$MNT/.git' && printf '# mine\n' >mycfg && ln mycfg config.tmp && mkfifo pipe"
+sh_step "the agent plants a hard link in .git" \
+	"cd '$MNT/.git' && printf '# mine\n' >mycfg && ln mycfg config.tmp"
+# A FIFO where a file is expected (HEAD, a ref) would block every open of it,
+# the person's promote included: none may be made in .git.
+refuse "no FIFO in .git" "Read-only file system" mkfifo "$MNT/.git/refs/heads/pipe"
+refuse "no socket in .git" "Read-only file system" \
+	python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('$MNT/.git/sock')"
 ln -s "$T/elsewhere" "$GITDIR/objects/zv"
+mkfifo "$GITDIR/pipe"
 step "unmount" af unmount "$MNT"
 mount_ws "$REPO" "$MNT"
 [ "$RC" -eq 0 ] || bail "remount failed: $OUT"
