@@ -337,6 +337,19 @@ bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
  * neither renamed nor exchanged, or that path would move from under its
  * protection. */
 bool view_path_holds_readonly(struct agentfs *fs, const char *path);
+/*
+ * Whether @name is ".git", which no create, mkdir, mknod, symlink, link or
+ * rename may make anywhere in the view (EROFS and a deny record).  git in the
+ * mount, run by the person, goes into a nested repository it finds there:
+ * for a gitlink it runs `git status` in it (a .gitmodules "ignore" the agent
+ * writes overrides the private config's diff.ignoreSubmodules), and that
+ * reads the nested repository's own config, whose core.fsmonitor would run
+ * the agent's command as the person.  A `.git` file ("gitdir: ...") leads
+ * there as well.  At the top the private .git stands (with `git: hidden`,
+ * nothing may); the lower's nested .git entries are hidden by the default
+ * policy.
+ */
+bool view_name_is_git(const char *name);
 /* List the merged directory @dir: @cb is called once per visible entry with
  * its name, S_IFMT type and layer inode number; a non-zero return stops the
  * walk (a negative one is returned).  Caller holds ns_lock. */

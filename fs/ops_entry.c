@@ -451,6 +451,11 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 	int r = node_path(dir, dpath, sizeof(dpath));
 	if (r < 0 || (r = path_join(path, plen, dpath, name)) < 0)
 		return r;
+	if (view_name_is_git(name)) {
+		deny(req, fs, path, "create a .git");
+		*replied = true;
+		return -EROFS;
+	}
 	if (view_path_readonly(fs, path, is_dir) || dir->readonly) {
 		deny(req, fs, path, "create");
 		*replied = true;
@@ -859,6 +864,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	ns_wrlock(fs);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
+	if (r == 0 &&
+	    (view_name_is_git(newname) || ((flags & RENAME_EXCHANGE) && view_name_is_git(name)))) {
+		char np[FS_PATH_MAX], ndir[FS_PATH_MAX];
+		if (node_path(ddir, ndir, sizeof(ndir)) < 0 ||
+		    path_join(np, sizeof(np), ndir, newname) < 0)
+			snprintf(np, sizeof(np), "%s", newname);
+		deny(req, fs, np, "rename to .git");
+		replied = true;
+		r = -EROFS;
+	}
 	if (sfd >= 0) {
 		close(sfd); /* materialize() below may create it; reopened then */
 		sfd = -1;

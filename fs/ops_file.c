@@ -510,9 +510,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	if ((r = node_path(dir, dpath, sizeof(dpath))) < 0 ||
 	    (r = path_join(path, sizeof(path), dpath, name)) < 0)
 		goto fail;
-	if (dir->readonly || view_path_readonly(fs, path, false)) {
-		struct journal_event ev = {
-		    .op = JOP_DENY, .result = -EROFS, .path = path, .detail = "create"};
+	if (view_name_is_git(name) || dir->readonly || view_path_readonly(fs, path, false)) {
+		struct journal_event ev = {.op = JOP_DENY,
+					   .result = -EROFS,
+					   .path = path,
+					   .detail =
+					       view_name_is_git(name) ? "create a .git" : "create"};
 		fs_record_ev(fs, req, &ev);
 		r = -EROFS;
 		goto fail;

@@ -67,6 +67,11 @@ bool view_path_holds_readonly(struct agentfs *fs, const char *path)
 	return fs->git_fd >= 0 && strcmp(path, ".git/objects") == 0;
 }
 
+bool view_name_is_git(const char *name)
+{
+	return strcmp(name, ".git") == 0;
+}
+
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 {
 	if (fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0)

@@ -600,4 +600,33 @@ assert_eq "git diff read no loose copy of a packed blob" 0 "$OUT"
 run grep -c '"op":"read".*"path":"\.git/objects/pack/pack-[0-9a-f]*\.pack"' "$T/diff.journal"
 assert_ne "git diff read the pack" 0 "${OUT:-0}"
 
+# ------------------------------------------------------------------ no nested repository
+# git in the mount, run by the person, goes into a nested repository for a
+# gitlink (a .gitmodules "ignore" overrides the private config's
+# diff.ignoreSubmodules) and reads that repository's config: its
+# core.fsmonitor would run the agent's command.  So no ".git" may be made.
+B=$T/bigmnt
+refuse "no nested repository (git init)" "" git -C "$B/d1" init -q nested
+refuse "no .git directory" "Read-only file system" mkdir "$B/d1/.git"
+refuse "no .git file (gitdir: ...)" "Read-only file system" \
+	bash -c "printf 'gitdir: ../.git/modules/x\n' >'$B/d2/.git'"
+refuse "no .git symlink" "Read-only file system" ln -s ../.git "$B/d3/.git"
+refuse "no .git hard link" "Read-only file system" ln "$B/d3/f1.txt" "$B/d3/.git"
+sh_step "a directory to rename" "mkdir '$B/d4/x'"
+refuse "no rename to .git" "Read-only file system" mv "$B/d4/x" "$B/d4/.git"
+# The whole attack, whose first step the refusals above stop: a nested
+# repository with a core.fsmonitor, its gitlink, and .gitmodules asking git
+# to look into it.
+printf '#!/bin/sh\ntouch %s\nexit 1\n' "$T/nested-pwned" >"$T/fsm.sh" && chmod +x "$T/fsm.sh"
+run bash -c "cd '$B' && export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@x &&
+	mkdir d5/subm && git -C d5/subm init -q && echo s >d5/subm/f && git -C d5/subm add f &&
+	git -C d5/subm commit -qm s && git -C d5/subm config core.fsmonitor '$T/fsm.sh' &&
+	git add d5/subm"
+printf '[submodule "s"]\n\tpath = d5/subm\n\turl = ./x\n\tignore = none\n' >"$B/.gitmodules"
+run git -C "$B" status --porcelain
+assert_eq "the person's git status runs nothing of the agent's" "no" \
+	"$([ -e "$T/nested-pwned" ] && echo yes || echo no)"
+run grep -c '"op":"deny".*"detail":"create a .git"' "$STATE/workspaces/bigmnt/journal.jsonl"
+assert_ne "the refusals are journaled" 0 "${OUT:-0}"
+
 done_testing
