@@ -637,9 +637,14 @@ static int write_config(const struct gitpriv *g)
  * make them since; a workspace may be older) would lead or block it. */
 static int drop_odd(const char *path)
 {
-	DIR *d = opendir(path);
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return e == ENOENT ? 0 : -e;
+	}
 	int r = 0;
 	for (struct dirent *de; (de = readdir(d));) {
 		struct stat st;

@@ -864,16 +864,6 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	ns_wrlock(fs);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
-	if (r == 0 &&
-	    (view_name_is_git(newname) || ((flags & RENAME_EXCHANGE) && view_name_is_git(name)))) {
-		char np[FS_PATH_MAX], ndir[FS_PATH_MAX];
-		if (node_path(ddir, ndir, sizeof(ndir)) < 0 ||
-		    path_join(np, sizeof(np), ndir, newname) < 0)
-			snprintf(np, sizeof(np), "%s", newname);
-		deny(req, fs, np, "rename to .git");
-		replied = true;
-		r = -EROFS;
-	}
 	if (sfd >= 0) {
 		close(sfd); /* materialize() below may create it; reopened then */
 		sfd = -1;
@@ -887,6 +877,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		goto out;
 	if (is_git_root(fs, ddir, newname)) {
 		r = -EBUSY;
+		goto out;
+	}
+	if (view_name_is_git(newname) || ((flags & RENAME_EXCHANGE) && view_name_is_git(name))) {
+		deny(req, fs, dpath, "rename to .git");
+		replied = true;
+		r = -EROFS;
 		goto out;
 	}
 	if ((r = view_resolve(fs, ddir, newname, &de, NULL)) < 0)
