@@ -142,7 +142,7 @@ struct agentfs {
 	pthread_cond_t git_cond;
 
 	/* passthrough.c */
-	bool pt_attached; /* its I/O carries the session's replies */
+	bool pt_attached; /* its I/O may add backing ids to open replies */
 	bool pt_init_seen;
 	bool pt_offered; /* INIT asked for FUSE_PASSTHROUGH */
 	bool pt_failed;	 /* the kernel refused a backing file: never again */
@@ -208,8 +208,9 @@ static inline const char *node_lower(const struct node *n)
 
 /* --- passthrough.c: the kernel serves upper files' I/O itself ------ */
 /* After fuse_session_mount(): carry the session's replies through an I/O
- * that asks for passthrough in INIT and adds backing ids to open replies,
- * when fs_config.passthrough and the daemon runs as root. */
+ * whose INIT asks for FUSE_HANDLE_KILLPRIV_V2 and, when fs_config.passthrough
+ * and the daemon runs as root, for passthrough, adding backing ids to open
+ * replies. */
 void passthrough_attach(struct agentfs *fs);
 /* Whether opens may ask for passthrough now: INIT asked for it and the
  * kernel has not refused a backing file. */
@@ -433,6 +434,13 @@ void fs_signal_ready(int *fd);
  * the kernel (a notification that locks pages, whose READ may still be
  * queued) is safe when no file of that inode is open; see op_open. */
 bool fs_loop_alone(const struct agentfs *fs);
+/* Whether the request the calling thread answers asks the daemon to clear
+ * the file's set-user-ID and set-group-ID bits (FUSE_OPEN_KILL_SUIDGID of an
+ * OPEN, FUSE_WRITE_KILL_SUIDGID of a WRITE: the kernel sets them for a caller
+ * without CAP_FSETID once INIT said FUSE_HANDLE_KILLPRIV_V2, include/uapi/
+ * linux/fuse.h; libfuse 3.14 passes neither on): 1 or 0, or -1 when the
+ * request is not in memory (a large WRITE left in libfuse's pipe). */
+int fs_request_kills_suidgid(void);
 /* A request's effects are complete (see agentfs.epoch); called before a reply
  * that does not go through fuse_session_process_buf's return, e.g. op_read's
  * spliced one. */
@@ -519,6 +527,17 @@ static inline void fix_mode(struct agentfs *fs, int dfd, const char *name, int f
 void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,
 	       const char *path2);
 void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev);
+/* Clear the set-user-ID bit of the regular file at @fd (with @leaf: @leaf in
+ * the directory @fd, not followed), and its set-group-ID bit where group
+ * execute is set, as the kernel does on a write, truncate or chown by a
+ * caller without CAP_FSETID (should_remove_suid, fs/inode.c; the daemon's
+ * job under FUSE_HANDLE_KILLPRIV_V2), journaled under view path @path.
+ * Returns whether the mode changed; a reply that carries no attributes must
+ * then have the kernel drop the ones it holds (fuse_lowlevel_notify_inval_inode
+ * with a negative offset: attributes only, no page is waited for).  Anything
+ * else, or a failure, leaves the file as it is. */
+bool fs_kill_suidgid(struct agentfs *fs, fuse_req_t req, int fd, const char *leaf,
+		     const char *path);
 
 extern const struct fuse_lowlevel_ops fs_ops;
 /* Attribute cache timeout for an entry, seconds. */

@@ -290,6 +290,40 @@ static int read_request(struct loop *lp, struct fuse_buf *b)
 /* Set while this thread, the reader, answers a request itself. */
 static _Thread_local bool answering_inline;
 
+/* The request this thread is answering, while libfuse processes it from
+ * memory; NULL while it is left in libfuse's pipe (FUSE_BUF_IS_FD). */
+static _Thread_local const struct fuse_buf *answering;
+
+static void process(struct loop *lp, const struct fuse_buf *b)
+{
+	answering = b->flags & FUSE_BUF_IS_FD ? NULL : b;
+	fuse_session_process_buf(lp->se, b);
+	answering = NULL;
+}
+
+int fs_request_kills_suidgid(void)
+{
+	const struct fuse_buf *b = answering;
+	if (!b)
+		return -1;
+	if (b->size < sizeof(struct fuse_in_header))
+		return 0;
+	const struct fuse_in_header *in = b->mem;
+	const void *arg = in + 1;
+	size_t argsz = b->size - sizeof(*in);
+	if (in->opcode == FUSE_OPEN && argsz >= sizeof(struct fuse_open_in)) {
+		struct fuse_open_in a;
+		memcpy(&a, arg, sizeof(a));
+		return (a.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+	}
+	if (in->opcode == FUSE_WRITE && argsz >= sizeof(struct fuse_write_in)) {
+		struct fuse_write_in a;
+		memcpy(&a, arg, sizeof(a));
+		return (a.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+	}
+	return 0;
+}
+
 bool fs_loop_alone(const struct agentfs *fs)
 {
 	return answering_inline && __atomic_load_n(&fs->handed_off, __ATOMIC_RELAXED) == 0;
@@ -486,7 +520,7 @@ static void *worker_main(void *arg)
 			if (k == INLINE) {
 				after = opcode_of(&me->buf);
 				answering_inline = true;
-				fuse_session_process_buf(lp->se, &me->buf);
+				process(lp, &me->buf);
 				answering_inline = false;
 				continue;
 			}
@@ -496,7 +530,7 @@ static void *worker_main(void *arg)
 			__atomic_add_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
-			fuse_session_process_buf(lp->se, &me->buf);
+			process(lp, &me->buf);
 			fs_publish(lp->fs);
 			__atomic_sub_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&lp->lock);

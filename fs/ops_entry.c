@@ -37,6 +37,26 @@ void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int resul
 	fs_record_ev(fs, req, &ev);
 }
 
+bool fs_kill_suidgid(struct agentfs *fs, fuse_req_t req, int fd, const char *leaf, const char *path)
+{
+	struct stat st;
+	if ((leaf ? fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) : fstat(fd, &st)) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return false;
+	mode_t was = st.st_mode & 07777, mode = was & ~(mode_t)S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~(mode_t)S_ISGID;
+	if (mode == was || (leaf ? fchmodat(fd, leaf, mode, 0) : fchmod(fd, mode)) < 0)
+		return false;
+	struct journal_event ev = {.op = JOP_SETATTR,
+				   .path = path,
+				   .flags = FUSE_SET_ATTR_MODE,
+				   .mode = (st.st_mode & S_IFMT) | mode,
+				   .detail = "set-ID bits cleared"};
+	fs_record_ev(fs, req, &ev);
+	return true;
+}
+
 double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat *st)
 {
 	/* Hard links of the upper are separate nodes here: do not let the
@@ -343,7 +363,19 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			goto out;
 		}
 	}
-	if (to_set & ~(FUSE_SET_ATTR_SIZE)) {
+	/* Since INIT said FUSE_HANDLE_KILLPRIV_V2 (passthrough.c), the kernel
+	 * leaves clearing the set-ID bits to the daemon (fuse_setattr, fs/fuse/
+	 * dir.c): a truncate or a chown by a caller without CAP_FSETID says so
+	 * with FATTR_KILL_SUIDGID (FUSE_SET_ATTR_KILL_SUID here); a write by one
+	 * (file_remove_privs, fs/inode.c, on the FUSE file before every write,
+	 * the ones passthrough serves included) with a SETATTR that has
+	 * nothing else left to set. */
+	const int sets = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+			 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+			 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
+	if ((to_set & FUSE_SET_ATTR_KILL_SUID) || !(to_set & sets))
+		fs_kill_suidgid(fs, req, hfd >= 0 ? hfd : pfd, hfd >= 0 ? NULL : leaf, path);
+	if (to_set & sets & ~FUSE_SET_ATTR_SIZE) {
 		struct journal_event ev = {.op = JOP_SETATTR,
 					   .path = path,
 					   .flags = (uint32_t)to_set,

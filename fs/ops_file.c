@@ -58,6 +58,10 @@ struct handle {
 	 * the upper file itself, and no READ or WRITE reaches the daemon. */
 	bool pt;
 	bool pt_write; /* ...and open for writing: changes are found by content */
+	/* Answered FOPEN_DIRECT_IO: its writes reach op_write_buf without the
+	 * kernel's file_remove_privs, whose SETATTR clears set-ID bits
+	 * (op_setattr), only with FUSE_WRITE_KILL_SUIDGID. */
+	bool direct;
 	/* What the journal last said this writer's file holds: the version at
 	 * open, then the hash of each record made for it (pt_base_ok: known).
 	 * Under table_lock once linked. */
@@ -353,6 +357,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node *n = node_get(fs, ino);
 	int acc = fi->flags & O_ACCMODE;
 	bool writing = acc != O_RDONLY || (fi->flags & O_TRUNC);
+	bool killed = false; /* set-ID bits cleared by the open (O_TRUNC) */
 	char path[FS_PATH_MAX];
 	struct stat st;
 	int r, fd = -1;
@@ -411,6 +416,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				goto fail;
 			}
 			__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+			/* The truncate of open(2) (handle_truncate, fs/namei.c)
+			 * is the daemon's here (FUSE_CAP_ATOMIC_O_TRUNC), and so
+			 * are its set-ID bits (fs_kill_suidgid). */
+			killed = fs_request_kills_suidgid() == 1 &&
+				 fs_kill_suidgid(fs, req, fd, NULL, path);
 		}
 	} else {
 		int flags = fi->flags & OPEN_PASS;
@@ -430,6 +440,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool direct;
 	uint32_t backing = handle_link(fs, h, fi->flags, writing, &direct);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	if (killed)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+	h->direct = direct;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = direct;
 	/* The daemon will not see this reader's reads, and a writer's
@@ -758,7 +771,6 @@ static void write_behind(struct handle *h, off_t end)
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 		  struct fuse_file_info *fi)
 {
-	(void)ino;
 	struct handle *h = handle_of(fi);
 	/* Each answer below follows fs_publish(): once the kernel has it, the
 	 * caller may close the file and the handle's RELEASE, answered by
@@ -793,6 +805,11 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	}
 	__atomic_fetch_add(&h->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+	/* A WRITE still in libfuse's pipe does not show its flags: it clears
+	 * the bits whoever wrote (POSIX allows it of any write(2)). */
+	if (h->direct && fs_request_kills_suidgid() != 0 &&
+	    fs_kill_suidgid(fs_of(req), req, h->fd, NULL, h->path))
+		fuse_lowlevel_notify_inval_inode(fs_of(req)->se, ino, -1, 0);
 	/* From a handle's first large WRITE on, requests are received through
 	 * libfuse's pipe, and the next WRITEs' pages are spliced into the upper
 	 * file (fs/loop.c, receive()). */

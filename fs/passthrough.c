@@ -18,9 +18,18 @@
  * their way to /dev/fuse, in the writev of a custom I/O (fuse_session_custom_io
  * in fuse_lowlevel.h), whose other calls are the plain system calls.  The
  * layouts are the kernel's (include/uapi/linux/fuse.h, protocol 7.40): in
- * fuse_init_out, flags2 at byte 32 and max_stack_depth at byte 36; in
- * fuse_open_out, open_flags at byte 8 and backing_id at byte 12 (padding in
- * libfuse's 7.38 header, which it zeroes).
+ * fuse_init_out, flags at byte 12, flags2 at byte 32 and max_stack_depth at
+ * byte 36; in fuse_open_out, open_flags at byte 8 and backing_id at byte 12
+ * (padding in libfuse's 7.38 header, which it zeroes).
+ *
+ * The INIT reply also says FUSE_HANDLE_KILLPRIV_V2 (Linux 5.11), for every
+ * mount, the unprivileged ones included: the daemon clears the set-ID bits
+ * itself (fs_kill_suidgid), and in return the kernel marks the superblock
+ * SB_NOSEC, so a file found without set-ID bits or security.capability
+ * stays marked S_NOSEC until its attributes are next refreshed.  Before, it
+ * asked GETXATTR security.capability before every write(2) (file_remove_privs,
+ * fs/inode.c): 12,893 such requests during a `make -j2` of libbpf, 156 with
+ * it.  libfuse 3.14 cannot ask for it (no FUSE_CAP_HANDLE_KILLPRIV_V2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +44,7 @@
 
 /* include/uapi/linux/fuse.h, 7.40 */
 #define PT_FUSE_INIT_EXT       (1u << 30)
+#define PT_FUSE_KILLPRIV_V2    (1u << 28)	 /* FUSE_HANDLE_KILLPRIV_V2, in flags */
 #define PT_FUSE_PASSTHROUGH_HI (1u << (37 - 32)) /* FUSE_PASSTHROUGH, in flags2 */
 #define PT_FOPEN_PASSTHROUGH   (1u << 7)
 /* What may come with it (FOPEN_PASSTHROUGH_MASK, fs/fuse/iomode.c: any other
@@ -69,14 +79,18 @@ static void patch_init(struct agentfs *fs, struct iovec *iov, int count, char *c
 	memcpy(&major, copy, 4);
 	memcpy(&flags, copy + 12, 4);
 	memcpy(&flags2, copy + 32, 4);
+	if (major != 7)
+		return;
+	flags |= PT_FUSE_KILLPRIV_V2;
+	memcpy(copy + 12, &flags, 4);
+	iov[1].iov_base = copy;
 	/* flags2 is read by the kernel only with FUSE_INIT_EXT, which libfuse
 	 * sets when the kernel offered it. */
-	if (major != 7 || !(flags & PT_FUSE_INIT_EXT))
+	if (!fs->pt_attached || !(flags & PT_FUSE_INIT_EXT))
 		return;
 	flags2 |= PT_FUSE_PASSTHROUGH_HI;
 	memcpy(copy + 32, &flags2, 4);
 	memcpy(copy + 36, &depth, 4);
-	iov[1].iov_base = copy;
 	__atomic_store_n(&fs->pt_offered, true, __ATOMIC_RELAXED);
 }
 
@@ -136,8 +150,6 @@ static ssize_t pt_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_
 
 void passthrough_attach(struct agentfs *fs)
 {
-	if (!fs->cfg->passthrough || geteuid() != 0)
-		return;
 	static const struct fuse_custom_io io = {
 	    .writev = pt_writev,
 	    .read = pt_read,
@@ -145,7 +157,7 @@ void passthrough_attach(struct agentfs *fs)
 	    .splice_send = pt_splice,
 	};
 	if (fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se)) == 0)
-		fs->pt_attached = true;
+		fs->pt_attached = fs->cfg->passthrough && geteuid() == 0;
 }
 
 bool passthrough_usable(const struct agentfs *fs)
