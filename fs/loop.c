@@ -30,7 +30,9 @@
  * for a few tens of microseconds (receive()), which saves the wake-up.
  *
  * One kind of request is never answered by the reader: one that sends the
- * kernel a notification.  op_link's fuse_lowlevel_notify_inval_inode waits
+ * kernel a notification that drops pages (an attributes-only one, with a
+ * negative offset, waits for none: fuse_reverse_inval_inode in
+ * fs/fuse/inode.c).  op_link's fuse_lowlevel_notify_inval_inode waits
  * for the file's locked pages, and a page stays locked until its READ, still
  * in the kernel's queue, is answered; a reader waiting there would never
  * read that READ (tests/integration/concurrency.sh hangs so).  op_link sends

@@ -369,7 +369,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	 * with FATTR_KILL_SUIDGID (FUSE_SET_ATTR_KILL_SUID here); a write by one
 	 * (file_remove_privs, fs/inode.c, on the FUSE file before every write,
 	 * the ones passthrough serves included) with a SETATTR that has
-	 * nothing else left to set. */
+	 * nothing else left to set.  The only other such SETATTR is
+	 * chown(2) to -1, -1, which clears them too (chown_common, fs/open.c);
+	 * utimensat(2) with both times UTIME_OMIT returns before it. */
 	const int sets = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
 			 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
 			 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;

@@ -440,6 +440,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool direct;
 	uint32_t backing = handle_link(fs, h, fi->flags, writing, &direct);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	/* Attributes only: waits for no page (fs/loop.c).  Before
+	 * passthrough_reply_with(): every reply-shaped write this thread makes
+	 * after it, a notification too, would carry the backing id. */
 	if (killed)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 	h->direct = direct;
@@ -768,6 +771,8 @@ static void write_behind(struct handle *h, off_t end)
 		sync_file_range(h->fd, from, end - from, SYNC_FILE_RANGE_WRITE);
 }
 
+static const char *current_path(struct agentfs *fs, struct handle *h, char *buf, uint32_t *flags);
+
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 		  struct fuse_file_info *fi)
 {
@@ -806,10 +811,15 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	__atomic_fetch_add(&h->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 	/* A WRITE still in libfuse's pipe does not show its flags: it clears
-	 * the bits whoever wrote (POSIX allows it of any write(2)). */
-	if (h->direct && fs_request_kills_suidgid() != 0 &&
-	    fs_kill_suidgid(fs_of(req), req, h->fd, NULL, h->path))
-		fuse_lowlevel_notify_inval_inode(fs_of(req)->se, ino, -1, 0);
+	 * the bits whoever wrote (POSIX allows it of any write(2)).  The
+	 * attributes-only notification waits for no page (fs/loop.c). */
+	if (h->direct && fs_request_kills_suidgid() != 0) {
+		char cur[FS_PATH_MAX];
+		uint32_t pflags;
+		if (fs_kill_suidgid(fs_of(req), req, h->fd, NULL,
+				    current_path(fs_of(req), h, cur, &pflags)))
+			fuse_lowlevel_notify_inval_inode(fs_of(req)->se, ino, -1, 0);
+	}
 	/* From a handle's first large WRITE on, requests are received through
 	 * libfuse's pipe, and the next WRITEs' pages are spliced into the upper
 	 * file (fs/loop.c, receive()). */
