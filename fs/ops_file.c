@@ -45,6 +45,7 @@ struct handle {
 	uint64_t rbytes;
 	uint64_t wbytes;
 	bool small;   /* at most 1 MiB at open (handle_release_quick) */
+	bool created; /* made by op_create: empty at open */
 	off_t behind; /* written out up to here (write_behind) */
 	bool has_before;
 	XXH128_hash_t before;
@@ -130,7 +131,7 @@ static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags,
 		if (h->has_before) {
 			h->pt_base = h->before;
 			h->pt_base_ok = true;
-		} else if (fstat(h->fd, &st) == 0 && st.st_size == 0) {
+		} else if (h->created || (fstat(h->fd, &st) == 0 && st.st_size == 0)) {
 			h->pt_base = XXH3_128bits("", 0); /* created, or truncated at open */
 			h->pt_base_ok = true;
 		}
@@ -620,10 +621,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	h->has_before = false;
 	h->small = true; /* new and empty */
+	h->created = true;
 	node_ref(fs, n);
 	bool direct;
 	uint32_t backing = handle_link(fs, h, fi->flags, true, &direct);
-	struct journal_event ev = {.op = JOP_CREATE, .path = path, .mode = mode};
+	/* The process the handle named a moment ago: no second read of its
+	 * /proc entry (journal.h). */
+	struct journal_event ev = {
+	    .op = JOP_CREATE, .path = path, .mode = mode, .pid_start = h->pid_start};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	close(dfd);
