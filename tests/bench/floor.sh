@@ -23,6 +23,7 @@ set -u
 set -o pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/median.sh"
 AGENTFS=${AGENTFS:-$HERE/../../build/cli/agentfs}
 ROUNDS=3
 REPS=7
@@ -173,8 +174,7 @@ for w in grep cat; do
 	printf '| %s (warm) |' "$w"
 	base=
 	for s in "${systems[@]}"; do
-		med=$(awk -v w="$w" -v s="$s" '$1 == w && $2 == s { print $3 }' "$RAW" | sort -g |
-			awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+		med=$(bench_median "$RAW" "$w" "$s")
 		[ -z "$base" ] && base=$med
 		printf ' %.4f s (%.2fx) |' "$med" "$(echo "$med / $base" | bc -l)"
 	done

@@ -16,6 +16,7 @@ set -u
 set -o pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/median.sh"
 AGENTFS=$HERE/../../build/cli/agentfs
 ROUNDS=3
 FILES=2000
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ -x "$AGENTFS" ] || { echo "journal_mount.sh: no agentfs binary at $AGENTFS" >&2; exit 1; }
+AGENTFS=$(realpath "$AGENTFS")
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/agentfs-jbench.XXXXXX") || exit 1
 MNT=$T/mnt
@@ -106,8 +108,7 @@ for w in cat-all find create+write editor-save rm-new; do
 	printf '| %-13s |' "$w"
 	base=
 	for m in "${modes[@]}"; do
-		med=$(awk -v w="$w" -v m="$m" '$1 == w && $2 == m { print $3 }' "$RAW" | sort -g |
-			awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+		med=$(bench_median "$RAW" "$w" "$m")
 		[ -z "$base" ] && base=$med
 		printf ' %7.3f (%5.2fx) |' "$med" "$(echo "$med / $base" | bc -l)"
 	done
