@@ -172,12 +172,7 @@ for _ in "${systems[@]}"; do printf -- '---:|'; done
 echo
 for w in grep cat; do
 	printf '| %s (warm) |' "$w"
-	base=
-	for s in "${systems[@]}"; do
-		med=$(bench_median "$RAW" "$w" "$s")
-		[ -z "$base" ] && base=$med
-		printf ' %.4f s (%.2fx) |' "$med" "$(echo "$med / $base" | bc -l)"
-	done
+	bench_cells "$RAW" "$w" ' %.4f s (%.2fx) |' "${systems[@]}"
 	echo
 done
 grep -h "requests answered" "$T/floor.log" | sed 's/^/# /' | tail -n 4

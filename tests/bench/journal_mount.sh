@@ -106,11 +106,6 @@ for m in "${modes[@]}"; do printf '%s|' "------------------"; done
 echo
 for w in cat-all find create+write editor-save rm-new; do
 	printf '| %-13s |' "$w"
-	base=
-	for m in "${modes[@]}"; do
-		med=$(bench_median "$RAW" "$w" "$m")
-		[ -z "$base" ] && base=$med
-		printf ' %7.3f (%5.2fx) |' "$med" "$(echo "$med / $base" | bc -l)"
-	done
+	bench_cells "$RAW" "$w" ' %7.3f (%5.2fx) |' "${modes[@]}"
 	echo
 done
