@@ -10,10 +10,15 @@
 # No timing is asserted anywhere.
 #
 #   tests/bench/floor.sh [--smoke] [--rounds N] [--reps N] [--files N]
-#                        [--size BYTES] [--agentfs PATH] [--uring]
+#                        [--size BYTES] [--agentfs PATH] [--uring] [--limit SECS]
 #
-# --smoke (the test suite's): 30 files, one round of one, and a failure
-# unless every system gave every workload a value and fuse_floor answered.
+# Before it is timed on a system, each workload's output is checked (grep
+# names every file, cat gives every byte): a system that answers wrongly
+# fails the run with one line.  --smoke (the test suite's): 30 files, one
+# round of one, and a failure unless every system gave every workload a
+# value and fuse_floor answered.  A run longer than --limit seconds (900;
+# smoke 90) is stopped: the servers it started are killed, so a request
+# stuck in one fails, and the mounts are unmounted.
 # --uring sets the fuse module's enable_uring parameter to Y for the run and
 # puts the old value back at exit (FUSE over io_uring needs Linux 6.14 and
 # later).  Runs as root (fuse_floor mounts with mount(2)); builds fuse_floor
@@ -31,6 +36,7 @@ FILES=2000
 SIZE=4096
 URING=0
 SMOKE=0
+LIMIT=900
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) ROUNDS=$2; shift 2 ;;
@@ -39,8 +45,9 @@ while [ $# -gt 0 ]; do
 	--size) SIZE=$2; shift 2 ;;
 	--agentfs) AGENTFS=$2; shift 2 ;;
 	--uring) URING=1; shift ;;
-	--smoke) SMOKE=1; FILES=30; ROUNDS=1; REPS=1; shift ;;
-	-h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+	--limit) LIMIT=$2; shift 2 ;;
+	--smoke) SMOKE=1; FILES=30; ROUNDS=1; REPS=1; LIMIT=90; shift ;;
+	-h | --help) sed -n '2,27p' "$0"; exit 0 ;;
 	*) echo "floor.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -71,10 +78,33 @@ cleanup() {
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null
 	done
+	[ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
 	[ -n "$OLD_URING" ] && echo "$OLD_URING" >"$URING_PARAM"
 	rm -rf --one-file-system "$T"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# After --limit seconds: kill the servers this run started (their pids are
+# in $T/pids, agentfs's daemon's in its daemon.pid), then this shell, whose
+# EXIT trap unmounts.
+watchdog() {
+	local main=$1 sp pid f
+	trap 'kill $sp 2>/dev/null; exit 0' TERM
+	sleep "$LIMIT" &
+	sp=$!
+	wait "$sp"
+	echo "floor.sh: stopped after $LIMIT s" >&2
+	while read -r pid; do kill -KILL "$pid" 2>/dev/null; done <"$T/pids"
+	for f in "$T"/state/workspaces/*/daemon.pid; do
+		[ -f "$f" ] && read -r pid _ <"$f" && kill -KILL "$pid" 2>/dev/null
+	done
+	kill -TERM "$main"
+}
+: >"$T/pids"
+watchdog $$ </dev/null >/dev/null &
+WATCHDOG=$!
 
 cc -O2 -Wall -o "$T/fuse_floor" "$HERE/fuse_floor.c" -luring -lpthread ||
 	{ echo "floor.sh: cannot build fuse_floor (is liburing-dev installed?)" >&2; exit 1; }
@@ -111,6 +141,7 @@ start() {
 		[ "$1" = floor-uring ] && mode=uring
 		"$T/fuse_floor" "$m" "$mode" "$FILES" "$SIZE" </dev/null >/dev/null 2>>"$T/floor.log" &
 		PIDS+=($!)
+		echo "$!" >>"$T/pids"
 		for _ in $(seq 100); do
 			grep -qs " $m " /proc/self/mountinfo && break
 			sleep 0.05
@@ -148,12 +179,23 @@ timed() { # DIR CMD
 }
 GREP='grep -r -c --exclude-dir=.git zzqq .'
 CAT='find . -path ./.git -prune -o -type f -print0 | xargs -0 cat'
+# The workloads' output on SYSTEM in DIR is what the files hold: grep names
+# each file once, cat gives FILES * SIZE bytes.
+check() { # SYSTEM DIR
+	local n
+	n=$(cd "$2" && eval "$GREP" 2>/dev/null | wc -l)
+	[ "$n" -eq "$FILES" ] || { echo "floor.sh: $1: grep -r named $n files of $FILES" >&2; exit 1; }
+	n=$(cd "$2" && eval "$CAT" 2>/dev/null | wc -c)
+	[ "$n" -eq $((FILES * SIZE)) ] ||
+		{ echo "floor.sh: $1: cat gave $n bytes of $((FILES * SIZE))" >&2; exit 1; }
+}
 
 RAW=$T/raw
 for ((r = 0; r < ROUNDS; r++)); do
 	for ((k = 0; k < ${#systems[@]}; k++)); do
 		sys=${systems[(k + r) % ${#systems[@]}]}
 		start "$sys"
+		check "$sys" "$DIR"
 		echo "grep $sys $(timed "$DIR" "$GREP")" >>"$RAW"
 		echo "cat $sys $(timed "$DIR" "$CAT")" >>"$RAW"
 		stop "$sys"

@@ -42,6 +42,8 @@ cleanup() {
 	rm -rf --one-file-system "$T"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 REPO=$T/repo
