@@ -333,6 +333,17 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lower_pat
 				       const struct stat *st);
 /* Is the view path @path read-only by policy (for creating new entries)? */
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
+/*
+ * Whether view path @path is below the private .git (with one).  The daemon
+ * writes there too (objects faulted in, base blobs and their packs:
+ * cli/gitpriv.c), through libgit2, by path, with its own rights: a symlink
+ * there, as a directory, would lead those writes out of the workspace.  git
+ * never makes a symlink in .git, nor moves or links anything into it from
+ * the working tree, so neither may the agent (ops_entry.c): no symlink under
+ * .git/, no rename or link bringing an entry in from outside it, no FIFO,
+ * socket or device.
+ */
+bool view_path_in_git(const struct agentfs *fs, const char *path);
 /* Whether view path @path is a directory of the private .git with a
  * read-only path below it (".git/objects", above objects/info): it may be
  * neither renamed nor exchanged, or that path would move from under its

@@ -85,20 +85,6 @@ static void deny(fuse_req_t req, struct agentfs *fs, const char *path, const cha
 	fuse_reply_err(req, EROFS);
 }
 
-/*
- * The private .git is written by the daemon itself too (objects faulted in,
- * base blobs and their packs: cli/gitpriv.c), through libgit2, by path, with
- * the daemon's rights: a symlink there, as a directory, would lead those
- * writes out of the workspace.  git never makes a symlink in .git, nor moves
- * or links anything into it from the working tree, so neither may the agent:
- * no symlink is made under .git/, and no rename or link brings an entry in
- * from outside it.  Nor a FIFO, socket or device (op_mknod).
- */
-static bool in_git(const struct agentfs *fs, const char *path)
-{
-	return fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0;
-}
-
 /* Is there a visible lower entry @name under directory node @dir?  Whether a
  * removal must leave a whiteout. */
 static bool lower_visible(struct agentfs *fs, struct node *dir, const char *name)
@@ -566,7 +552,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	bool replied;
 	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
-	if (dfd >= 0 && in_git(fs, path) && !S_ISREG(mode)) {
+	if (dfd >= 0 && view_path_in_git(fs, path) && !S_ISREG(mode)) {
 		/* A FIFO where git, libgit2 in the daemon or the person's
 		 * promote expects a file (HEAD, a ref) blocks its open forever. */
 		close(dfd);
@@ -635,7 +621,7 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char 
 	bool replied;
 	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
-	if (dfd >= 0 && in_git(fs, path)) {
+	if (dfd >= 0 && view_path_in_git(fs, path)) {
 		close(dfd);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		deny(req, fs, path, "symlink in .git");
@@ -679,7 +665,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 		return;
 	}
 	int dfd = new_name(req, fs, dir, newname, false, path, sizeof(path), &replied);
-	if (dfd >= 0 && in_git(fs, path) && (!in_git(fs, spath) || S_ISLNK(n->type))) {
+	if (dfd >= 0 && view_path_in_git(fs, path) &&
+	    (!view_path_in_git(fs, spath) || S_ISLNK(n->type))) {
 		close(dfd);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		deny(req, fs, path, "link into .git");
@@ -921,8 +908,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	if ((r = view_resolve(fs, ddir, newname, &de, NULL)) < 0)
 		goto out;
-	if (in_git(fs, dpath) != in_git(fs, spath) &&
-	    (in_git(fs, dpath) || (flags & RENAME_EXCHANGE))) {
+	if (view_path_in_git(fs, dpath) != view_path_in_git(fs, spath) &&
+	    (view_path_in_git(fs, dpath) || (flags & RENAME_EXCHANGE))) {
 		deny(req, fs, dpath, "rename into .git");
 		replied = true;
 		r = -EROFS;

@@ -59,6 +59,11 @@ static bool git_readonly(const char *rel)
 	return false;
 }
 
+bool view_path_in_git(const struct agentfs *fs, const char *path)
+{
+	return fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0;
+}
+
 bool view_path_holds_readonly(struct agentfs *fs, const char *path)
 {
 	/* objects/ holds objects/info/ (git_readonly): renamed, it would take
@@ -74,7 +79,7 @@ bool view_name_is_git(const char *name)
 
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 {
-	if (fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0)
+	if (view_path_in_git(fs, path))
 		return git_readonly(path + 5);
 	return policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
 }
