@@ -393,7 +393,6 @@ static int rmdir_markers(int parentfd, const char *name, int dfd)
 
 int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
 {
-	(void)fs;
 	/* The directory's own mode does not matter to rmdir(2), but reading
 	 * it and removing its whiteouts does: a directory the agent made
 	 * 000, 300 or 500 is opened with the owner's rwx lifted for the
@@ -410,6 +409,8 @@ int upper_rmdir(struct agentfs *fs, int parentfd, const char *name)
 	int r = dfd < 0 ? -errno : rmdir_markers(parentfd, name, dfd);
 	if (r < 0)
 		upper_dir_restore(pfd, granted);
+	else
+		dircache_forget(fs); /* it, and any directory below it */
 	close(pfd);
 	return r;
 }

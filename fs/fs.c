@@ -125,6 +125,8 @@ static void take_invalidations(struct agentfs *fs)
 	snprintf(to, sizeof(to), "%s/%s", fs->cfg->state_dir, FS_INVALIDATE_TAKEN);
 	if (rename(from, to) < 0)
 		return;
+	/* discard removed or restored upper directories behind the daemon. */
+	dircache_forget(fs);
 	FILE *f = fopen(to, "re");
 	if (f) {
 		char *line = NULL;
@@ -418,6 +420,9 @@ int fs_serve(const struct fs_config *cfg)
 		r = -ENOMEM;
 		goto out_table;
 	}
+	/* Without them, every open resolves afresh. */
+	fs->dirs = dircache_new();
+	fs->ldirs = dircache_new();
 
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	char fsname[512];
@@ -499,6 +504,8 @@ out_session:
 out_args:
 	fuse_opt_free_args(&args);
 	hashcache_free(fs->hashes);
+	dircache_free(fs->dirs);
+	dircache_free(fs->ldirs);
 out_table:
 	table_destroy(fs);
 out_free:

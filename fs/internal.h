@@ -109,6 +109,9 @@ struct agentfs {
 	uint64_t tmp_seq;
 
 	struct hashcache *hashes;
+	/* dircache.c: the upper's and the lower's directories; NULL: every
+	 * open resolves afresh */
+	struct dircache *dirs, *ldirs;
 	/* Bumped (release) once a request's effects are done, read (acquire)
 	 * before each request is answered: the order the kernel gives two
 	 * requests (the second sent after the first's reply) made visible to
@@ -278,6 +281,37 @@ int layer_stat(struct agentfs *fs, int rootfd, const char *rel, struct stat *st)
 /* Split @path into its parent directory fd (opened beneath @rootfd) and the
  * final component, which is returned as a pointer into @path. */
 int layer_open_parent(struct agentfs *fs, int rootfd, const char *path, const char **leaf);
+
+/* --- dircache.c: the layers' directories, kept open between requests --- */
+#define DIRCACHE_SLOTS 128
+struct dircache;
+/* A table of DIRCACHE_SLOTS descriptors; NULL without memory.  Freed (every
+ * descriptor closed) by dircache_free(), which takes NULL too. */
+struct dircache *dircache_new(void);
+void dircache_free(struct dircache *dc);
+/* An O_PATH descriptor of the upper directory at view path @path ("" = the
+ * root), as upper_open(@path, O_PATH | O_DIRECTORY) gives, kept in fs->dirs
+ * between requests (paths below the private .git never are).  Returns the
+ * fd, to hand back with dircache_put() and never to close(), or -errno. */
+int dircache_get(struct agentfs *fs, const char *path);
+/* Hand back @fd from dircache_get(); nothing for a negative @fd. */
+void dircache_put(struct agentfs *fs, int fd);
+/* Forget every upper descriptor: a directory of the upper was removed or
+ * moved, so one of them may no longer be the directory at its path.  Those
+ * in use stay open until their put.  The daemon calls it with ns_lock
+ * exclusive, and before it drops the kernel's entries after a discard. */
+void dircache_forget(struct agentfs *fs);
+/* The lower directory of node @dir (node_lower), as layer_open(O_PATH |
+ * O_DIRECTORY) gives, kept in fs->ldirs only where the lower watch would see
+ * it move (dircache.c).  Caller holds ns_lock.  The fd, for lower_dir_put(),
+ * or -errno (-ENOENT when @dir has no lower directory). */
+int lower_dir_get(struct agentfs *fs, const struct node *dir);
+void lower_dir_put(struct agentfs *fs, int fd);
+/* Forget every lower descriptor (watch.c: a directory moved or went). */
+void lower_dirs_forget(struct agentfs *fs);
+/* fstatat(2) of @name in @dir's lower directory without following a symlink:
+ * 0, or -errno.  Caller holds ns_lock. */
+int lower_stat_in(struct agentfs *fs, const struct node *dir, const char *name, struct stat *st);
 
 /* --- view.c: deciding what the merged view holds ----------------------- */
 struct entry {

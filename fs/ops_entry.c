@@ -94,7 +94,7 @@ static bool lower_visible(struct agentfs *fs, struct node *dir, const char *name
 	char lpath[FS_PATH_MAX];
 	struct stat st;
 	if (path_join(lpath, sizeof(lpath), node_lower(dir), name) < 0 ||
-	    layer_stat(fs, fs->lower_fd, lpath, &st) < 0)
+	    lower_stat_in(fs, dir, name, &st) < 0)
 		return false;
 	return view_decide_lower(fs, lpath, &st) != POLICY_HIDDEN;
 }
@@ -105,12 +105,11 @@ static bool lower_any(struct agentfs *fs, struct node *dir, const char *name)
 {
 	if (!node_lower(dir) || dir->opaque)
 		return false;
-	char lpath[FS_PATH_MAX];
 	struct stat st;
-	return path_join(lpath, sizeof(lpath), node_lower(dir), name) == 0 &&
-	       layer_stat(fs, fs->lower_fd, lpath, &st) == 0;
+	return lower_stat_in(fs, dir, name, &st) == 0;
 }
 
+/* The upper directory of @dir, for dircache_put(). */
 static int open_upper_dir(struct agentfs *fs, struct node *dir)
 {
 	char path[FS_PATH_MAX];
@@ -119,7 +118,7 @@ static int open_upper_dir(struct agentfs *fs, struct node *dir)
 		return r;
 	/* O_PATH: it serves *at() calls, also in a directory without read
 	 * permission (mode 300), as the same calls on a plain one do. */
-	return upper_open(fs, path, O_PATH | O_DIRECTORY, 0);
+	return dircache_get(fs, path);
 }
 
 /* Refresh a node from disk (the kernel may hold it while the view changed). */
@@ -515,7 +514,7 @@ static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int
 {
 	own_new(fs, dfd, name, req);
 	layout_remove_whiteout(dfd, name);
-	close(dfd);
+	dircache_put(fs, dfd);
 	dir->upper = true;
 	struct entry e;
 	int r = view_resolve(fs, dir, name, &e, NULL);
@@ -555,14 +554,14 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	if (dfd >= 0 && view_path_in_git(fs, path) && !S_ISREG(mode)) {
 		/* A FIFO where git, libgit2 in the daemon or the person's
 		 * promote expects a file (HEAD, a ref) blocks its open forever. */
-		close(dfd);
+		dircache_put(fs, dfd);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		deny(req, fs, path, "special file in .git");
 		return;
 	}
 	if (dfd >= 0 && mknodat(dfd, name, mode, rdev) < 0) {
 		int e = -errno;
-		close(dfd);
+		dircache_put(fs, dfd);
 		dfd = e;
 	}
 	if (dfd >= 0)
@@ -586,7 +585,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 	int dfd = new_name(req, fs, dir, name, true, path, sizeof(path), &replied);
 	if (dfd >= 0 && mkdirat(dfd, name, mode) < 0) {
 		int e = -errno;
-		close(dfd);
+		dircache_put(fs, dfd);
 		dfd = e;
 	}
 	if (dfd >= 0)
@@ -600,7 +599,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 			close(fd);
 		if (r < 0) {
 			unlinkat(dfd, name, AT_REMOVEDIR);
-			close(dfd);
+			dircache_put(fs, dfd);
 			dfd = r;
 		}
 	}
@@ -622,14 +621,14 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char 
 	ns_wrlock(fs);
 	int dfd = new_name(req, fs, dir, name, false, path, sizeof(path), &replied);
 	if (dfd >= 0 && view_path_in_git(fs, path)) {
-		close(dfd);
+		dircache_put(fs, dfd);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		deny(req, fs, path, "symlink in .git");
 		return;
 	}
 	if (dfd >= 0 && symlinkat(link, dfd, name) < 0) {
 		int e = -errno;
-		close(dfd);
+		dircache_put(fs, dfd);
 		dfd = e;
 	}
 	if (dfd < 0) {
@@ -667,13 +666,13 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	int dfd = new_name(req, fs, dir, newname, false, path, sizeof(path), &replied);
 	if (dfd >= 0 && view_path_in_git(fs, path) &&
 	    (!view_path_in_git(fs, spath) || S_ISLNK(n->type))) {
-		close(dfd);
+		dircache_put(fs, dfd);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		deny(req, fs, path, "link into .git");
 		return;
 	}
 	if (dfd >= 0 && (r = copyup(fs, n, req, NULL)) < 0) {
-		close(dfd);
+		dircache_put(fs, dfd);
 		dfd = r;
 	}
 	if (dfd >= 0) {
@@ -681,7 +680,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 		int sfd = upper_open_parent(fs, spath, &leaf);
 		if (sfd < 0 || linkat(sfd, leaf, dfd, newname, 0) < 0) {
 			r = sfd < 0 ? sfd : -errno;
-			close(dfd);
+			dircache_put(fs, dfd);
 			dfd = r;
 		}
 		if (sfd >= 0)
@@ -717,7 +716,7 @@ static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const ch
 	if (is_git_root(fs, dir, name))
 		return -EBUSY; /* the private .git stays where it is */
 	/* The upper directory is opened once, for the lookup and the change. */
-	if (dir->upper && (*ufd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0) {
+	if (dir->upper && (*ufd = dircache_get(fs, dpath)) < 0) {
 		r = *ufd;
 		*ufd = -1;
 		if (r != -ENOENT)
@@ -769,8 +768,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	if (r == 0 && dfd < 0 && (r = copyup_dir(fs, dir)) == 0)
 		dfd = open_upper_dir(fs, dir);
 	if (r < 0 || dfd < 0) {
-		if (dfd >= 0)
-			close(dfd);
+		dircache_put(fs, dfd);
 		r = r < 0 ? r : dfd;
 		pthread_rwlock_unlock(&fs->ns_lock);
 		if (!replied)
@@ -788,7 +786,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	}
 	if (r == 0 && e.in_upper)
 		r = is_rmdir ? upper_rmdir(fs, dfd, name) : unlinkat(dfd, name, 0) < 0 ? -errno : 0;
-	close(dfd);
+	dircache_put(fs, dfd);
 	if (r == 0) {
 		struct node *n = node_find(fs, dir, name);
 		if (n)
@@ -886,7 +884,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	ns_wrlock(fs);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
 	if (sfd >= 0) {
-		close(sfd); /* materialize() below may create it; reopened then */
+		dircache_put(fs, sfd); /* materialize() below may create it; reopened then */
 		sfd = -1;
 	}
 	if (r < 0)
@@ -1026,6 +1024,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			layout_remove_whiteout(sfd, name);
 		goto out;
 	}
+	if (S_ISDIR(se.type) || ((flags & RENAME_EXCHANGE) && S_ISDIR(de.type)))
+		dircache_forget(fs); /* descriptors below the moved directory */
 	if (!(flags & RENAME_EXCHANGE))
 		layout_remove_whiteout(dfd, newname);
 	if ((r = settle_dir(fs, n, ddir, newname, dfd)) < 0)
@@ -1040,10 +1040,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if ((r = node_move(fs, n, ddir, newname)) == 0 && dn)
 		r = node_move(fs, dn, sdir, name);
 out:
-	if (sfd >= 0)
-		close(sfd);
-	if (dfd >= 0)
-		close(dfd);
+	dircache_put(fs, sfd);
+	dircache_put(fs, dfd);
 	if (!replied) {
 		struct journal_event ev = {
 		    .op = JOP_RENAME, .result = r, .path = spath, .path2 = dpath, .flags = flags};

@@ -538,8 +538,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto fail;
 	}
 	/* One open of the upper directory serves the lookup and the create. */
-	if (dir->upper && (dfd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0 &&
-	    dfd != -ENOENT) {
+	if (dir->upper && (dfd = dircache_get(fs, dpath)) < 0 && dfd != -ENOENT) {
 		r = dfd;
 		goto fail;
 	}
@@ -557,7 +556,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	if (dfd < 0) {
 		if ((r = copyup_dir(fs, dir)) < 0)
 			goto fail;
-		if ((dfd = upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0)) < 0) {
+		if ((dfd = dircache_get(fs, dpath)) < 0) {
 			r = dfd;
 			dfd = -1;
 			goto fail;
@@ -631,7 +630,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	    .op = JOP_CREATE, .path = path, .mode = mode, .pid_start = h->pid_start};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	close(dfd);
+	dircache_put(fs, dfd);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->keep_cache = 1;
 	struct fuse_entry_param ep;
@@ -656,8 +655,7 @@ fail:
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (fd >= 0)
 		close(fd);
-	if (dfd >= 0)
-		close(dfd);
+	dircache_put(fs, dfd);
 	fuse_reply_err(req, -r);
 }
 

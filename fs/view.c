@@ -102,19 +102,19 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, co
 	return d;
 }
 
-/* Resolve the lower entry @name of lower directory @ldir (a lower path). */
-static int resolve_lower(struct agentfs *fs, const char *ldir, const char *name, struct entry *e,
-			 bool *concealed, int lfd)
+/* Resolve the lower entry @name of @dir's lower directory. */
+static int resolve_lower(struct agentfs *fs, const struct node *dir, const char *name,
+			 struct entry *e, bool *concealed, int lfd)
 {
 	char lpath[FS_PATH_MAX];
-	int r = path_join(lpath, sizeof(lpath), ldir, name);
+	int r = path_join(lpath, sizeof(lpath), node_lower(dir), name);
 	if (r < 0)
 		return r;
 	struct stat st;
 	if (lfd >= 0)
 		r = fstatat(lfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 	else
-		r = layer_stat(fs, fs->lower_fd, lpath, &st);
+		r = lower_stat_in(fs, dir, name, &st);
 	if (r == -ENOENT || r == -ENOTDIR || r == -ELOOP)
 		return 0;
 	if (r < 0)
@@ -180,7 +180,7 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 	/* Merged with the visible lower directory of the same name. */
 	struct entry le;
 	memset(&le, 0, sizeof(le));
-	if (resolve_lower(fs, node_lower(dir), name, &le, NULL, dir_lfd) == 0 && le.exists &&
+	if (resolve_lower(fs, dir, name, &le, NULL, dir_lfd) == 0 && le.exists &&
 	    le.type == S_IFDIR) {
 		e->in_lower = true;
 		memcpy(e->lower, le.lower, strlen(le.lower) + 1);
@@ -222,7 +222,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	if (r < 0)
 		return r;
 	if (dir->upper) {
-		int ufd = dir_ufd >= 0 ? dir_ufd : upper_open(fs, dpath, O_PATH | O_DIRECTORY, 0);
+		int ufd = dir_ufd >= 0 ? dir_ufd : dircache_get(fs, dpath);
 		if (ufd < 0 && ufd != -ENOENT)
 			return ufd;
 		if (ufd >= 0) {
@@ -235,7 +235,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 				uint64_t ino = view_upper_ino(fs, &st);
 				ino = upper_markers(fs, dir, ufd, name, dir_lfd, e, ino);
 				if (ufd != dir_ufd)
-					close(ufd);
+					dircache_put(fs, ufd);
 				char vpath[FS_PATH_MAX];
 				if (path_join(vpath, sizeof(vpath), dpath, name) == 0)
 					e->readonly =
@@ -246,7 +246,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 			}
 			int wh = layout_has_whiteout(ufd, name);
 			if (ufd != dir_ufd)
-				close(ufd);
+				dircache_put(fs, ufd);
 			e->whiteout = wh > 0;
 			if (wh != 0)
 				return wh < 0 ? wh : 0;
@@ -254,7 +254,7 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 	}
 	if (!node_lower(dir) || dir->opaque)
 		return 0;
-	r = resolve_lower(fs, node_lower(dir), name, e, concealed, dir_lfd);
+	r = resolve_lower(fs, dir, name, e, concealed, dir_lfd);
 	/* Read-only covers everything below a read-only directory. */
 	if (r == 0 && e->exists && dir->readonly)
 		e->readonly = true;
@@ -334,12 +334,10 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		 * included.  The kernel asks this after every create, unlink or
 		 * rename in the directory (default_permissions needs its mode). */
 		char path[FS_PATH_MAX];
-		int fd = node_path(n, path, sizeof(path)) == 0
-			     ? upper_open(fs, path, O_PATH | O_DIRECTORY, 0)
-			     : -1;
+		int fd = node_path(n, path, sizeof(path)) == 0 ? dircache_get(fs, path) : -1;
 		if (fd >= 0) {
 			int r = fstat(fd, st) < 0 ? -errno : 0;
-			close(fd);
+			dircache_put(fs, fd);
 			if (r == 0) {
 				view_fix_attr(fs, st, n->ino, true);
 				return 0;

@@ -132,6 +132,8 @@ void watch_forget(struct agentfs *fs, struct node *n)
 	if (n->wd > 0 && wd_find(fs, n->wd) == n) {
 		inotify_rm_watch(fs->inotify_fd, n->wd);
 		wd_del(fs, n->wd);
+		/* Unwatched from now on, it could move unseen. */
+		lower_dirs_forget(fs);
 	}
 	__atomic_store_n(&n->wd, 0, __ATOMIC_RELAXED);
 }
@@ -189,11 +191,17 @@ static void *watch_thread(void *arg)
 		if (len <= 0)
 			continue;
 		size_t np = 0;
-		bool overflow = false;
+		bool overflow = false, moved = false;
 		pthread_mutex_lock(&fs->table_lock);
 		for (char *p = buf; p < buf + len;) {
 			struct inotify_event *ev = (struct inotify_event *)p;
 			p += sizeof(*ev) + ev->len;
+			/* A directory moved or went: a kept lower descriptor
+			 * may no longer be the directory at its path. */
+			if ((ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) ||
+			    ((ev->mask & IN_ISDIR) &&
+			     (ev->mask & (IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))))
+				moved = true;
 			if (ev->mask & IN_Q_OVERFLOW) {
 				overflow = true;
 				continue;
@@ -219,6 +227,9 @@ static void *watch_thread(void *arg)
 			np++;
 		}
 		pthread_mutex_unlock(&fs->table_lock);
+		/* Before the kernel is told, so its next lookups resolve afresh. */
+		if (moved || overflow)
+			lower_dirs_forget(fs);
 		if (overflow) {
 			table_invalidate_all(fs);
 			continue;

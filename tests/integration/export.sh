@@ -281,6 +281,13 @@ assert_enoent "$MNT/.env" "the agent's .env is gone (the repository's stays hidd
 assert_eq "export after discarding everything is empty" "" "$(af export "$MNT" 2>&1)"
 step "verify passes after discarding everything (the renamed-back file included)" \
 	af verify "$MNT"
+# The daemon kept a descriptor of agentdir's upper directory (fs/dircache.c),
+# which discard removed behind it.
+sh_step "agentdir made again, a file in it" \
+	"mkdir '$MNT/agentdir' && printf 'three\n' >'$MNT/agentdir/f3'"
+assert_eq "  ...it holds the new file" "f3" "$(t ls "$MNT/agentdir" 2>&1)"
+assert_eq "  ...in the upper too" "f3" "$(ls "$STATE"/workspaces/*/upper/agentdir 2>&1)"
+step "  ...discard it" af discard "$MNT" agentdir
 
 # ------------------------------------------------------------------ a file over hidden files
 # config/ holds the tracked id_rsa the agent cannot see: a file or symlink put

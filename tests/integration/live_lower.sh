@@ -70,6 +70,16 @@ eventually "a directory the person renames moves in the view" "guide.md" \
 eventually "  ...and its old name is gone" "No such file or directory" \
 	bash -c "ls '$MNT/docs' 2>&1 >/dev/null | grep -o 'No such file or directory'"
 
+# The daemon keeps descriptors of the lower directories it looked into
+# (fs/dircache.c): a directory the person replaces must not keep answering.
+mkdir -p "$REPO/lib/inner" && printf 'old\n' >"$REPO/lib/inner/a.txt"
+eventually "a directory the person adds shows" "old" cat "$MNT/lib/inner/a.txt"
+mv "$REPO/lib" "$REPO/lib.old" && mkdir -p "$REPO/lib/inner" && printf 'new\n' >"$REPO/lib/inner/b.txt"
+eventually "a directory the person replaces (moved away, made again) shows the new files" \
+	"new" cat "$MNT/lib/inner/b.txt"
+assert_enoent "$MNT/lib/inner/a.txt" "  ...not the old ones"
+assert_content "  ...which show under the new name" "$MNT/lib.old/inner/a.txt" old
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"

@@ -275,6 +275,30 @@ step "chmod 755 again" t chmod 755 "$MNT/docs/api2"
 assert_eq "  ...its files are still there" "agent" "$(t tail -n1 "$MNT/docs/api2/index.md" 2>&1)"
 step "rename it back" t mv "$MNT/docs/api2" "$MNT/docs/api"
 
+# ------------------------------------------------------------------ directories moved or removed, then made again
+# The daemon keeps descriptors of the upper's directories between requests
+# (fs/dircache.c).  After a directory moves or goes, what is made at its old
+# path must land in the directory now there, in the view and in the upper.
+UP=$STATE/workspaces/mnt/upper/posix
+sh_step "a file in new dm/sub, dm moved to dm2, a file in new dm/sub again" \
+	"mkdir -p '$P/dm/sub' && printf 'one\n' >'$P/dm/sub/one' && mv '$P/dm' '$P/dm2' &&
+	mkdir -p '$P/dm/sub' && printf 'two\n' >'$P/dm/sub/two'"
+assert_eq "  ...dm/sub holds the second file, dm2/sub the first" "two one" \
+	"$(t ls "$P/dm/sub" "$P/dm2/sub" 2>&1 | grep -v : | tr -s '\n' ' ' | sed 's/ $//')"
+assert_eq "  ...in the upper too" "two one" "$(ls "$UP/dm/sub" "$UP/dm2/sub" 2>&1 | grep -v : |
+	tr -s '\n' ' ' | sed 's/ $//')"
+sh_step "a file in new dr, removed with dr, dr made again with another file" \
+	"mkdir '$P/dr' && printf 'a\n' >'$P/dr/a' && rm '$P/dr/a' && rmdir '$P/dr' &&
+	mkdir '$P/dr' && printf 'b\n' >'$P/dr/b'"
+assert_eq "  ...dr holds the new file" "b" "$(t ls "$P/dr" 2>&1)"
+sh_step "a file in each of new dx and dy, the two exchanged (RENAME_EXCHANGE)" \
+	"mkdir '$P/dx' '$P/dy' && printf 'x\n' >'$P/dx/x' && printf 'y\n' >'$P/dy/y'"
+assert_eq "  ...exchanged" OK "$(fsops rename-exchange "$P/dx" "$P/dy")"
+sh_step "  ...a file made in each after" "printf 'n\n' >'$P/dx/nx' && printf 'n\n' >'$P/dy/ny'"
+assert_eq "  ...each lands beside what the name now holds" "nx y | ny x" \
+	"$(echo $(t ls "$P/dx") "|" $(t ls "$P/dy"))"
+assert_eq "  ...in the upper too" "nx y | ny x" "$(echo $(ls "$UP/dx") "|" $(ls "$UP/dy"))"
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
