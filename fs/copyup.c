@@ -323,12 +323,7 @@ int origin_from_lower(struct agentfs *fs, int fd, const char *lpath)
 
 int origin_of_upper(int dirfd, const char *name, struct layout_origin *o)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	int r = layout_get_origin(fd, o);
-	close(fd);
-	return r == 1 ? 1 : 0;
+	return layout_get_origin_at(dirfd, name, o) == 1 ? 1 : 0;
 }
 
 int upper_dir_grant(int fd)

@@ -152,6 +152,43 @@ int layout_get_origin(int fd, struct layout_origin *o)
 	return layout_parse_origin(buf, (size_t)n, o);
 }
 
+/* /proc/self/fd/DIRFD/NAME: @name in directory @dirfd (an O_PATH one too),
+ * for the l*xattr calls, which do not follow a final symlink (proc(5)). */
+static int at_path(char *buf, size_t len, int dirfd, const char *name)
+{
+	int n = snprintf(buf, len, "/proc/self/fd/%d/%s", dirfd, name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int layout_get_origin_at(int dirfd, const char *name, struct layout_origin *o)
+{
+	char p[64 + NAME_MAX], buf[PATH_MAX + 128];
+	if (at_path(p, sizeof(p), dirfd, name) < 0)
+		return -ENAMETOOLONG;
+	ssize_t n = lgetxattr(p, LAYOUT_XATTR_ORIGIN, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+	return layout_parse_origin(buf, (size_t)n, o);
+}
+
+/* The xattr value of @o in @buf: its length, or -ENAMETOOLONG. */
+static int origin_value(const struct layout_origin *o, char *buf, size_t len)
+{
+	char hex[33];
+	layout_hash_hex(o->hash, hex);
+	int n = snprintf(buf, len, "v1 %" PRIu64 " %s %s", o->ino, hex, o->path);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
+}
+
+int layout_set_origin_at(int dirfd, const char *name, const struct layout_origin *o)
+{
+	char p[64 + NAME_MAX], buf[PATH_MAX + 128];
+	int n = origin_value(o, buf, sizeof(buf));
+	if (n < 0 || at_path(p, sizeof(p), dirfd, name) < 0)
+		return -ENAMETOOLONG;
+	return lsetxattr(p, LAYOUT_XATTR_ORIGIN, buf, (size_t)n, 0) < 0 ? -errno : 0;
+}
+
 int layout_parse_origin(char *buf, size_t n, struct layout_origin *o)
 {
 	buf[n] = 0;
@@ -171,11 +208,10 @@ int layout_parse_origin(char *buf, size_t n, struct layout_origin *o)
 
 int layout_set_origin(int fd, const struct layout_origin *o)
 {
-	char buf[PATH_MAX + 128], hex[33];
-	layout_hash_hex(o->hash, hex);
-	int n = snprintf(buf, sizeof(buf), "v1 %" PRIu64 " %s %s", o->ino, hex, o->path);
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return -ENAMETOOLONG;
+	char buf[PATH_MAX + 128];
+	int n = origin_value(o, buf, sizeof(buf));
+	if (n < 0)
+		return n;
 	return fsetxattr(fd, LAYOUT_XATTR_ORIGIN, buf, (size_t)n, 0) < 0 ? -errno : 0;
 }
 

@@ -89,6 +89,12 @@ int layout_get_origin(int fd, struct layout_origin *o);
  * byte, written as a NUL): 1 and *o filled, or -EINVAL. */
 int layout_parse_origin(char *buf, size_t n, struct layout_origin *o);
 int layout_set_origin(int fd, const struct layout_origin *o);
+/* The same for @name in directory @dirfd (any descriptor, O_PATH too), by
+ * path through /proc/self/fd without following a symlink at @name: one
+ * system call where an open, the xattr call and a close take three.
+ * Errors as for lgetxattr(2) and lsetxattr(2). */
+int layout_get_origin_at(int dirfd, const char *name, struct layout_origin *o);
+int layout_set_origin_at(int dirfd, const char *name, const struct layout_origin *o);
 
 /* Create the whiteout for @name in @dirfd keeping @o, the origin of the
  * copied-up upper file it stands in for (unlink(2), or a rename away, of a

@@ -996,16 +996,17 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		 * the origin of a file the agent changed before, or the one its
 		 * deletion left with the whiteout, else the lower version.  A
 		 * file with an origin of its own (mv a b) keeps it. */
-		int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		if (fd >= 0) {
-			struct layout_origin o, own;
-			int got = de.exists ? de.in_upper && origin_of_upper(dfd, newname, &o) == 1
-					    : layout_whiteout_origin(dfd, newname, &o) == 1;
-			if (got && layout_get_origin(fd, &own) == 0)
-				layout_set_origin(fd, &o);
-			else if (!got && de.exists && de.in_lower)
+		struct layout_origin o, own;
+		int got = de.exists ? de.in_upper && origin_of_upper(dfd, newname, &o) == 1
+				    : layout_whiteout_origin(dfd, newname, &o) == 1;
+		if (got && layout_get_origin_at(sfd, name, &own) == 0) {
+			layout_set_origin_at(sfd, name, &o);
+		} else if (!got && de.exists && de.in_lower) {
+			int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (fd >= 0) {
 				origin_from_lower(fs, fd, de.lower);
-			close(fd);
+				close(fd);
+			}
 		}
 	}
 	if (src_wh) {

@@ -572,14 +572,23 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		goto fail;
 	}
 	fix_mode(fs, dfd, name, fd, mode);
+	/* The new file's attributes, while nothing below changes them. */
+	struct stat cst;
+	bool cst_ok = false;
 	if (fs->is_root) {
 		/* New files belong to the caller; chown(2) clears set-ID bits,
-		 * which the caller asked for: restore them. */
+		 * which the caller asked for: restore them.  A file that has
+		 * the caller's owner and group already (a root caller, no
+		 * set-group-ID directory) is left as it is. */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
-		struct stat cst;
-		(void)!fchown(fd, ctx->uid, ctx->gid);
-		if ((mode & (S_ISUID | S_ISGID)) && fstat(fd, &cst) == 0)
-			(void)!fchmod(fd, (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
+		cst_ok = fstat(fd, &cst) == 0;
+		if (!cst_ok || cst.st_uid != ctx->uid || cst.st_gid != ctx->gid) {
+			cst_ok = false;
+			(void)!fchown(fd, ctx->uid, ctx->gid);
+			if ((mode & (S_ISUID | S_ISGID)) && fstat(fd, &cst) == 0)
+				(void)!fchmod(fd,
+					      (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
+		}
 	}
 	uint64_t ino = 0;
 	struct layout_origin wo;
@@ -601,7 +610,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	/* The new entry, as a lookup would describe it. */
 	memset(&e, 0, offsetof(struct entry, lower));
 	e.lower[0] = 0;
-	if (fstat(fd, &e.st) < 0) {
+	if (cst_ok && !whiteout) {
+		e.st = cst;
+	} else if (fstat(fd, &e.st) < 0) {
 		r = -errno;
 		goto fail;
 	}
