@@ -175,6 +175,12 @@ static int hash_and_put(struct hashcache *hc, int fd, const struct stat *st, XXH
 	int r = layout_hash_fd(fd, out);
 	if (r < 0)
 		return r;
+	if (hashcache_racy(st, &read_at)) {
+		/* Not kept whatever the file holds now (a version just
+		 * written, mostly): no second look, only its key dropped. */
+		hashcache_put(hc, st, *out, &read_at);
+		return 0;
+	}
 	struct stat st2;
 	if (fstat(fd, &st2) == 0 && st2.st_ctim.tv_sec == st->st_ctim.tv_sec &&
 	    st2.st_ctim.tv_nsec == st->st_ctim.tv_nsec && st2.st_size == st->st_size)
@@ -198,4 +204,9 @@ int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out)
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	return hash_and_put(hc, fd, &st, out);
+}
+
+int hashcache_refresh_st(struct hashcache *hc, int fd, const struct stat *st, XXH128_hash_t *out)
+{
+	return hash_and_put(hc, fd, st, out);
 }

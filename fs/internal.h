@@ -32,6 +32,7 @@
 #include <xxhash.h>
 
 #include "fs/fs.h"
+#include "fs/layout.h"
 #include "journal/journal.h"
 #include "policy/policy.h"
 
@@ -326,9 +327,13 @@ struct entry {
 	 * which reading user.* xattrs needs (xattr(7)).  Its inode number,
 	 * lower and opacity are then the ones the node had (view_apply). */
 	bool markers_unknown;
+	/* An upper file's origin marker (layout.h) was read: @origin holds it.
+	 * Clear with markers known: the file has none. */
+	bool has_origin;
 	mode_t type;
 	struct stat st;		 /* the entry's attributes as reported (fixed up) */
 	char lower[FS_PATH_MAX]; /* lower path, "" if none */
+	struct layout_origin origin;
 };
 /* Resolve child @name of directory node @dir: upper first, then whiteout,
  * then the lower (policy-filtered).  Caller holds ns_lock.  Returns 0 with
@@ -538,6 +543,9 @@ bool hashcache_lookup(struct hashcache *hc, const struct stat *st, XXH128_hash_t
  * hash replaces that entry, or, for a version racily clean (hashcache_put),
  * drops it.  Returns 0 or -errno. */
 int hashcache_refresh(struct hashcache *hc, int fd, XXH128_hash_t *out);
+/* The same with @st, an fstat of @fd taken moments before (a release's, in
+ * handle_release_quick): one system call less. */
+int hashcache_refresh_st(struct hashcache *hc, int fd, const struct stat *st, XXH128_hash_t *out);
 /* Remember a hash computed elsewhere for the version described by @st, whose
  * content was read starting at @read_at (hashcache_clock()).  Not remembered
  * when @st's ctime is not earlier than @read_at: a change in the same tick of

@@ -997,10 +997,24 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		 * deletion left with the whiteout, else the lower version.  A
 		 * file with an origin of its own (mv a b) keeps it. */
 		struct layout_origin o, own;
-		int got = de.exists ? de.in_upper && origin_of_upper(dfd, newname, &o) == 1
-				    : layout_whiteout_origin(dfd, newname, &o) == 1;
-		if (got && layout_get_origin_at(sfd, name, &own) == 0) {
-			layout_set_origin_at(sfd, name, &o);
+		int got;
+		if (!de.exists)
+			got = layout_whiteout_origin(dfd, newname, &o) == 1;
+		else if (!de.in_upper)
+			got = 0;
+		else if (!de.markers_unknown)
+			got = de.has_origin; /* read by its lookup above */
+		else
+			got = origin_of_upper(dfd, newname, &o) == 1;
+		const struct layout_origin *base =
+		    de.exists && !de.markers_unknown ? &de.origin : &o;
+		/* The source's own: known from its lookup unless materialize()
+		 * just copied it up (with an origin). */
+		bool own_none = se.in_upper && !se.markers_unknown
+				    ? !se.has_origin
+				    : layout_get_origin_at(sfd, name, &own) == 0;
+		if (got && own_none) {
+			layout_set_origin_at(sfd, name, base);
 		} else if (!got && de.exists && de.in_lower) {
 			int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (fd >= 0) {
@@ -1013,8 +1027,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		/* The source's name keeps its origin for a file made there
 		 * later (vim: rename to the backup name, write a new file). */
 		struct layout_origin o;
-		r = S_ISREG(se.type) && origin_of_upper(sfd, name, &o) == 1
-			? layout_make_whiteout_origin(sfd, name, &o)
+		const struct layout_origin *own = NULL;
+		if (S_ISREG(se.type) && se.in_upper && !se.markers_unknown)
+			own = se.has_origin ? &se.origin : NULL;
+		else if (S_ISREG(se.type) && origin_of_upper(sfd, name, &o) == 1)
+			own = &o;
+		r = own ? layout_make_whiteout_origin(sfd, name, own)
 			: layout_make_whiteout(sfd, name);
 		if (r < 0)
 			goto out;

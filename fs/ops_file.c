@@ -44,7 +44,12 @@ struct handle {
 	struct node *node;
 	uint64_t rbytes;
 	uint64_t wbytes;
-	bool small;   /* at most 1 MiB at open (handle_release_quick) */
+	bool small; /* at most 1 MiB at open (handle_release_quick) */
+	/* handle_release_quick's fstat of a written file, for its release's
+	 * record (record_write): taken by the reader thread, which hands the
+	 * release on after it or finishes it itself. */
+	bool quick_ok;
+	struct stat quick_st;
 	bool created; /* made by op_create: empty at open */
 	off_t behind; /* written out up to here (write_behind) */
 	bool has_before;
@@ -887,6 +892,7 @@ struct pending_write {
 	XXH128_hash_t base;
 	bool now_ok; /* the hash, taken already */
 	XXH128_hash_t now;
+	const struct stat *st; /* an fstat of @fd taken moments before, or NULL */
 };
 
 /* Reset @h's counters into @p, all but the path and its flags (path_locked):
@@ -934,7 +940,8 @@ static bool record_writes(struct agentfs *fs, const struct pending_write *p, XXH
 	if (p->now_ok) {
 		ev.hash_after = p->now;
 		ev.has_hash_after = true;
-	} else if (hashcache_refresh(fs->hashes, p->fd, &ev.hash_after) == 0) {
+	} else if ((p->st ? hashcache_refresh_st(fs->hashes, p->fd, p->st, &ev.hash_after)
+			  : hashcache_refresh(fs->hashes, p->fd, &ev.hash_after)) == 0) {
 		ev.has_hash_after = true;
 	}
 	/* A passthrough writer's release or flush finds no change when the
@@ -971,6 +978,8 @@ static bool record_write(struct agentfs *fs, struct handle *h, XXH128_hash_t *ha
 	take_writes(h, &p);
 	p.path = path_locked(fs, h, cur, &p.flags);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	/* A release: the classifying fstat describes the version to hash. */
+	p.st = h->quick_ok ? &h->quick_st : NULL;
 	return record_writes(fs, &p, hash, hash_ok);
 }
 
@@ -998,14 +1007,14 @@ bool handle_wrote(uint64_t fh)
 
 bool handle_release_quick(uint64_t fh)
 {
-	const struct handle *h = (const struct handle *)(uintptr_t)fh;
+	struct handle *h = (struct handle *)(uintptr_t)fh;
 	if (!h || !h->small)
 		return false;
 	if (!h->pt_write && !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
 		return true;
 	/* A new version to hash: quick when it takes one read. */
-	struct stat st;
-	return fstat(h->fd, &st) == 0 && st.st_size <= HANDLE_QUICK_WRITTEN;
+	h->quick_ok = fstat(h->fd, &h->quick_st) == 0;
+	return h->quick_ok && h->quick_st.st_size <= HANDLE_QUICK_WRITTEN;
 }
 
 /* What a release does besides its answer: journal the handle's read or write,

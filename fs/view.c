@@ -148,10 +148,11 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 	snprintf(xp, sizeof(xp), "/proc/self/fd/%d/%s", ufd, name);
 	if (S_ISREG(e->st.st_mode)) {
 		char ob[PATH_MAX + 128];
-		struct layout_origin o;
 		ssize_t ol = lgetxattr(xp, LAYOUT_XATTR_ORIGIN, ob, sizeof(ob) - 1);
-		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &o) > 0)
-			return o.ino;
+		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &e->origin) > 0) {
+			e->has_origin = true;
+			return e->origin.ino;
+		}
 		e->markers_unknown = ol < 0 && errno == EACCES;
 		return ino;
 	}
