@@ -28,13 +28,15 @@
  * The lower's directories (fs->ldirs) are the person's, who may move or
  * remove them at any time.  A descriptor is kept only where the lower watch
  * (watch.c) sees such a change on every directory of its path: the
- * directory and each one above it are watched, and its lower path is its
- * view path (no redirect of a renamed directory on the way).  The watch
- * forgets every lower descriptor at an event that moves or removes a
- * directory, at a queue overflow and when it stops watching a directory
- * (lower_dirs_forget).  Until the event is read a descriptor is as stale as
- * the kernel's own cached entries for that directory, which the same event
- * invalidates.
+ * directory and each one above it are watched, each found to be the very
+ * directory its watch is on since the last move or removal of a directory
+ * the watch reported (lower_keepable), and its lower path is its view path
+ * (no redirect of a renamed directory on the way).  The watch forgets every
+ * lower descriptor at an event that moves or removes a directory, at a
+ * queue overflow, when it stops watching a directory and when its thread
+ * ends (lower_dirs_forget).  Until the event is read a descriptor is as
+ * stale as the kernel's own cached entries for that directory, which the
+ * same event invalidates.
  *
  * Each table is direct-mapped on a hash of the path.  An entry in use by
  * another request (refs > 0) is not replaced: the new descriptor is handed
@@ -201,15 +203,27 @@ void dircache_forget(struct agentfs *fs)
  * holds ns_lock. */
 static bool lower_keepable(struct agentfs *fs, const struct node *dir)
 {
-	if (fs->inotify_fd < 0)
+	if (fs->inotify_fd < 0 || __atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE))
 		return false;
 	char vpath[FS_PATH_MAX];
 	const char *lower = node_lower(dir);
 	if (!lower || node_path(dir, vpath, sizeof(vpath)) < 0 || strcmp(vpath, lower) != 0)
 		return false;
-	for (const struct node *n = dir; n; n = n->parent)
+	/* A watch stays on the inode it was added to: after the person moved
+	 * or removed a directory, a node's may watch one now elsewhere while
+	 * nothing watches the one at its path (a shell whose working directory
+	 * was moved away looks names up in it without looking it up first).
+	 * So each directory of the chain must have been found to be the one
+	 * watched since the last such move the watch reported (wd_epoch,
+	 * view_apply). */
+	uint32_t moves = __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE);
+	for (const struct node *n = dir; n; n = n->parent) {
 		if (__atomic_load_n(&n->wd, __ATOMIC_RELAXED) <= 0)
 			return false;
+		/* The root is the layer's own descriptor: its watch is on it. */
+		if (n->parent && __atomic_load_n(&n->wd_epoch, __ATOMIC_RELAXED) != moves)
+			return false;
+	}
 	return true;
 }
 

@@ -58,8 +58,15 @@ struct node {
 	uint64_t cache_ver; /* lower file version last opened (ops_file.c, keep_cache) */
 	int wd;		    /* directory: inotify watch of its lower directory;
 			     * 0 not yet, -1 could not be watched */
-	char *lower;	    /* lower path: a file's lower file, a directory's merged
-			     * lower directory; NULL if none */
+	/* A watch stays on the inode it was added to (@wd_ino), so after the
+	 * person moves or removes a directory it may watch one no longer at
+	 * this path.  @wd_epoch: agentfs.dir_moves when the inode at the path
+	 * was last found to be @wd_ino (view_apply; dircache.c,
+	 * lower_keepable). */
+	uint64_t wd_ino;
+	uint32_t wd_epoch;
+	char *lower; /* lower path: a file's lower file, a directory's merged
+		      * lower directory; NULL if none */
 	/* Passthrough (ops_file.c, handle_pick_io), under table_lock: the
 	 * backing id its open files share (0: none), how many hold it, and
 	 * whether any ever did (its page cache then is not the file's). */
@@ -154,6 +161,10 @@ struct agentfs {
 
 	/* watch.c */
 	int inotify_fd;
+	/* Directory moves and removals the lower watch has reported (and
+	 * overflows), and whether its thread stopped early. */
+	uint32_t dir_moves;
+	bool watch_broken;
 	int watch_stop[2];
 	pthread_t watch_thr;
 	bool watching;
@@ -330,6 +341,10 @@ struct entry {
 	/* An upper file's origin marker (layout.h) was read: @origin holds it.
 	 * Clear with markers known: the file has none. */
 	bool has_origin;
+	/* A directory: st_ino of its lower directory (0: none), and
+	 * agentfs.dir_moves read before it was looked at (view_apply). */
+	uint64_t lower_dir_ino;
+	uint32_t moves;
 	mode_t type;
 	struct stat st;		 /* the entry's attributes as reported (fixed up) */
 	char lower[FS_PATH_MAX]; /* lower path, "" if none */

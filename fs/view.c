@@ -130,6 +130,8 @@ static int resolve_lower(struct agentfs *fs, const struct node *dir, const char 
 	e->readonly = d == POLICY_READONLY;
 	e->type = st.st_mode & S_IFMT;
 	e->st = st;
+	if (S_ISDIR(st.st_mode))
+		e->lower_dir_ino = (uint64_t)st.st_ino;
 	memcpy(e->lower, lpath, strlen(lpath) + 1);
 	view_fix_attr(fs, &e->st, (uint64_t)st.st_ino, false);
 	return 0;
@@ -171,6 +173,7 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 		struct stat lst;
 		if (layer_stat(fs, fs->lower_fd, red, &lst) == 0 && S_ISDIR(lst.st_mode)) {
 			e->in_lower = true;
+			e->lower_dir_ino = (uint64_t)lst.st_ino;
 			memcpy(e->lower, red, (size_t)rl + 1);
 			return (uint64_t)lst.st_ino;
 		}
@@ -184,6 +187,7 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 	if (resolve_lower(fs, dir, name, &le, NULL, dir_lfd) == 0 && le.exists &&
 	    le.type == S_IFDIR) {
 		e->in_lower = true;
+		e->lower_dir_ino = le.lower_dir_ino;
 		memcpy(e->lower, le.lower, strlen(le.lower) + 1);
 		return (uint64_t)le.st.st_ino;
 	}
@@ -201,6 +205,9 @@ int view_resolve_at(struct agentfs *fs, struct node *dir, const char *name, stru
 {
 	memset(e, 0, offsetof(struct entry, lower));
 	e->lower[0] = 0;
+	/* Before anything is looked at: a move reported later makes this
+	 * entry's view of the lower's directories old (view_apply). */
+	e->moves = __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE);
 	if (concealed)
 		*concealed = false;
 	/* The kernel resolves "." and ".." itself; answering them here would
@@ -312,6 +319,22 @@ int view_apply(struct agentfs *fs, struct node *n, struct entry *e)
 		n->readonly = e->readonly;
 		n->ino = e->st.st_ino;
 		pthread_mutex_unlock(&fs->table_lock);
+	}
+	/* The watch of a directory's lower directory stays on the inode it was
+	 * added to.  Still the one at the path: it watches what the path holds
+	 * since this lookup began (the directories kept, dircache.c).  Another
+	 * one (the person moved the directory away and made a new one): the
+	 * watch goes, to be added to the new one at the next lookup in it
+	 * (watch_dir_lazy), which the kernel's cached entries need as much. */
+	if (S_ISDIR(e->type) && e->lower_dir_ino && __atomic_load_n(&n->wd, __ATOMIC_RELAXED) > 0) {
+		if (__atomic_load_n(&n->wd_ino, __ATOMIC_RELAXED) != e->lower_dir_ino) {
+			pthread_mutex_lock(&fs->table_lock);
+			if (n->wd > 0 && n->wd_ino != e->lower_dir_ino)
+				watch_forget(fs, n);
+			pthread_mutex_unlock(&fs->table_lock);
+		} else if (__atomic_load_n(&n->wd_epoch, __ATOMIC_RELAXED) != e->moves) {
+			__atomic_store_n(&n->wd_epoch, e->moves, __ATOMIC_RELAXED);
+		}
 	}
 	return 0;
 }

@@ -111,6 +111,14 @@ void watch_dir(struct agentfs *fs, struct node *dir, int lower_dirfd)
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", lower_dirfd);
 	pthread_mutex_lock(&fs->table_lock);
 	if (dir->wd == 0) {
+		/* Read before the watch is added: a move reported after this
+		 * may have moved the directory watched. */
+		__atomic_store_n(&dir->wd_epoch, __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE),
+				 __ATOMIC_RELAXED);
+		struct stat st;
+		__atomic_store_n(&dir->wd_ino,
+				 fstat(lower_dirfd, &st) == 0 ? (uint64_t)st.st_ino : 0,
+				 __ATOMIC_RELAXED);
 		int wd = inotify_add_watch(fs->inotify_fd, p, WATCH_MASK);
 		if (wd < 0 || wd_put(fs, wd, dir) < 0) {
 			__atomic_store_n(
@@ -163,13 +171,22 @@ struct pending {
 	char name[NAME_MAX + 1];
 };
 
+/* No more events will be read: nothing of the lower may be kept from now on. */
+static void watch_end(struct agentfs *fs)
+{
+	__atomic_store_n(&fs->watch_broken, true, __ATOMIC_RELEASE);
+	lower_dirs_forget(fs);
+}
+
 static void *watch_thread(void *arg)
 {
 	struct agentfs *fs = arg;
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
 	struct pending *pv = malloc(sizeof(*pv) * 512);
-	if (!pv)
+	if (!pv) {
+		watch_end(fs);
 		return NULL;
+	}
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = fs->inotify_fd, .events = POLLIN},
 					{.fd = fs->watch_stop[0], .events = POLLIN}};
@@ -198,7 +215,7 @@ static void *watch_thread(void *arg)
 			p += sizeof(*ev) + ev->len;
 			/* A directory moved or went: a kept lower descriptor
 			 * may no longer be the directory at its path. */
-			if ((ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) ||
+			if ((ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) ||
 			    ((ev->mask & IN_ISDIR) &&
 			     (ev->mask & (IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))))
 				moved = true;
@@ -228,8 +245,10 @@ static void *watch_thread(void *arg)
 		}
 		pthread_mutex_unlock(&fs->table_lock);
 		/* Before the kernel is told, so its next lookups resolve afresh. */
-		if (moved || overflow)
+		if (moved || overflow) {
+			__atomic_add_fetch(&fs->dir_moves, 1, __ATOMIC_RELEASE);
 			lower_dirs_forget(fs);
+		}
 		if (overflow) {
 			table_invalidate_all(fs);
 			continue;
@@ -245,6 +264,7 @@ static void *watch_thread(void *arg)
 				fuse_lowlevel_notify_inval_inode(fs->se, pv[i].child, 0, 0);
 		}
 	}
+	watch_end(fs);
 	free(pv);
 	return NULL;
 }

@@ -80,6 +80,54 @@ eventually "a directory the person replaces (moved away, made again) shows the n
 assert_enoent "$MNT/lib/inner/a.txt" "  ...not the old ones"
 assert_content "  ...which show under the new name" "$MNT/lib.old/inner/a.txt" old
 
+# A watch stays on the directory it was added to, wherever it moves: after the
+# person replaces a directory, its new one and what is below must be watched
+# anew before the daemon keeps them, or a later move of the new one goes
+# unseen.
+mkdir -p "$REPO/pkg/lib" && printf 'a\n' >"$REPO/pkg/lib/a.txt"
+eventually "a file two directories down shows" a cat "$MNT/pkg/lib/a.txt"
+mv "$REPO/pkg" "$REPO/pkg.old" && mkdir -p "$REPO/pkg/lib" && printf 'b\n' >"$REPO/pkg/lib/b.txt"
+eventually "  ...its top directory replaced, the new files show" b cat "$MNT/pkg/lib/b.txt"
+mv "$REPO/pkg/lib" "$REPO/pkg/lib.moved" && mkdir "$REPO/pkg/lib" && printf 'c\n' >"$REPO/pkg/lib/c.txt"
+eventually "  ...and again after the new lower one is replaced" c cat "$MNT/pkg/lib/c.txt"
+t ls "$MNT/pkg" >/dev/null
+printf 'late\n' >"$REPO/pkg/late.txt"
+eventually "  ...a file the person adds to the new top directory shows in its listing" \
+	"late.txt lib lib.moved" bash -c "ls '$MNT/pkg' | tr '\n' ' ' | sed 's/ \$//'"
+t stat "$MNT/pkg/late.txt" >/dev/null
+rm "$REPO/pkg/late.txt"
+eventually "  ...and one the person removes from it goes" "No such file or directory" \
+	bash -c "stat '$MNT/pkg/late.txt' 2>&1 >/dev/null | grep -o 'No such file or directory'"
+# A directory the kernel keeps (a process works in it) and the person
+# replaces: the watch moves to the new one once it is looked up again, so
+# what the person then changes in it shows.
+mkdir -p "$REPO/held" && printf 'x\n' >"$REPO/held/x"
+eventually "a directory a process will hold shows" x cat "$MNT/held/x"
+(cd "$MNT/held" && exec sleep 20) &
+holder=$!
+_PIDS+=("$holder")
+sleep 0.3
+mv "$REPO/held" "$REPO/held.old" && mkdir "$REPO/held" && printf 'y\n' >"$REPO/held/y"
+eventually "  ...replaced while held, the new one's file shows" y cat "$MNT/held/y"
+t ls "$MNT/held" >/dev/null
+printf 'z\n' >"$REPO/held/z"
+eventually "  ...and a file the person adds to it then shows in its listing" "y z" \
+	bash -c "ls '$MNT/held' | tr '\n' ' ' | sed 's/ \$//'"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
+# A shell whose working directory the person replaces (with its parent)
+# looks names up in it without looking either directory up again.
+mkdir -p "$REPO/cw/d" && printf '1\n' >"$REPO/cw/d/one"
+eventually "a directory a shell will work in shows" 1 cat "$MNT/cw/d/one"
+run t bash -c "cd '$MNT/cw/d' && cat one >/dev/null &&
+	mv '$REPO/cw' '$REPO/cw.old' && mkdir -p '$REPO/cw/d' && printf '2\n' >'$REPO/cw/d/two' &&
+	sleep 0.5 && cat two >/dev/null &&
+	mv '$REPO/cw/d' '$REPO/cw/d.old' && mkdir '$REPO/cw/d' && printf '3\n' >'$REPO/cw/d/three' &&
+	sleep 0.5 && cat three"
+assert_eq "  ...replaced twice under the shell, a name looked up from there is the newest's" \
+	"0 3" "$RC $OUT"
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
