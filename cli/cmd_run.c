@@ -253,8 +253,18 @@ static int mkdir_parents(const char *path)
 
 static int mount_workspace(struct run_ctx *c)
 {
-	char *argv[] = {"agentfs",   "mount",	  "--state-dir", c->root, "--name",
-			c->ws->name, c->ws->repo, c->mnt,	 NULL};
+	/* As root, with the kernel's permission checks: the sandbox drops
+	 * root's capabilities, so the view's modes bind the command (a root
+	 * daemon's mount leaves them to root's capabilities otherwise: fs.c). */
+	char *argv[11] = {"agentfs", "mount", "--state-dir", c->root, "--name", c->ws->name};
+	int n = 6;
+	if (geteuid() == 0) {
+		argv[n++] = "-o";
+		argv[n++] = "default_permissions";
+	}
+	argv[n++] = c->ws->repo;
+	argv[n++] = c->mnt;
+	argv[n] = NULL;
 	int rc = run_self(argv);
 	if (rc != 0) {
 		cli_error(CMD, "%s: could not mount the workspace %s (see above)", c->mnt,

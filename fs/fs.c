@@ -69,6 +69,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .forget = op_forget,
     .forget_multi = op_forget_multi,
     .getattr = op_getattr,
+    .access = op_access,
     .setattr = op_setattr,
     .readlink = op_readlink,
     .mknod = op_mknod,
@@ -269,6 +270,20 @@ static int add_opt(struct fuse_args *args, const char *opt)
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;
 }
 
+/* Is @opt one of the comma-separated options @opts (NULL: none)? */
+static bool has_opt(const char *opts, const char *opt)
+{
+	size_t n = strlen(opt);
+	for (const char *p = opts; p && *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == n && strncmp(p, opt, n) == 0)
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
 void fs_signal_ready(int *fd)
 {
 	if (*fd < 0)
@@ -430,8 +445,23 @@ int fs_serve(const struct fs_config *cfg)
 		 cfg->fsname ? cfg->fsname : "agentfs");
 	/* default_permissions: the kernel checks modes against the caller
 	 * (fuse.rst, "default_permissions"), so permission checks bite exactly
-	 * as on the lower, and the daemon never decides access by itself. */
-	if (fuse_opt_add_arg(&args, "agentfs") || add_opt(&args, "default_permissions") ||
+	 * as on the lower, and the daemon never decides access by itself.
+	 * Not for a daemon running as root without allow_other: only root may
+	 * use its mount then (fuse_allow_current_process, fs/fuse/dir.c), and
+	 * root passes every check but the execute bit of a regular file
+	 * (capabilities(7): CAP_DAC_OVERRIDE, CAP_FOWNER), which the kernel
+	 * checks without the option too, and which op_access answers.  The
+	 * option would cost a GETATTR of a directory after each change in it,
+	 * the kernel refreshing its mode for the check: two of the nine round
+	 * trips of an editor's save.  A root without those capabilities (a
+	 * sandbox's) is not bound by the view's modes then, only by the
+	 * policy, which the daemon applies either way; agentfs run mounts
+	 * with the option (-o default_permissions) for that reason. */
+	fs->kernel_checks_modes = !fs->is_root || has_opt(cfg->fuse_opts, "allow_other") ||
+				  has_opt(cfg->fuse_opts, "default_permissions");
+	if (fuse_opt_add_arg(&args, "agentfs") ||
+	    (fs->kernel_checks_modes && !has_opt(cfg->fuse_opts, "default_permissions") &&
+	     add_opt(&args, "default_permissions")) ||
 	    add_opt(&args, fsname) || (cfg->fuse_opts && add_opt(&args, cfg->fuse_opts)) ||
 	    (cfg->debug && fuse_opt_add_arg(&args, "-d"))) {
 		r = -ENOMEM;

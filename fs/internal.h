@@ -99,6 +99,9 @@ struct agentfs {
 	mode_t umask; /* the daemon's own umask (fix_mode()) */
 	/* the daemon runs as root: new entries get the caller's owner */
 	bool is_root;
+	/* The mount has default_permissions: the kernel checks the view's modes
+	 * against each caller (fs.c, fs_serve). */
+	bool kernel_checks_modes;
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;
@@ -616,6 +619,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
 void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		struct fuse_file_info *fi);
 void op_readlink(fuse_req_t req, fuse_ino_t ino);

@@ -248,6 +248,23 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 }
 
+/* access(2) and chdir(2), which the kernel asks only of a mount without
+ * default_permissions: a root daemon's, used by root alone (fs.c).  Root
+ * passes every check but execute, which a file other than a directory
+ * passes only with some execute bit (capabilities(7), CAP_DAC_OVERRIDE). */
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct agentfs *fs = fs_of(req);
+	struct node *n = node_get(fs, ino);
+	struct stat st;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int r = view_getattr(fs, n, &st);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (r == 0 && (mask & X_OK) && !S_ISDIR(st.st_mode) && !(st.st_mode & 0111))
+		r = -EACCES;
+	fuse_reply_err(req, -r);
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		struct fuse_file_info *fi)
 {

@@ -174,6 +174,35 @@ else
 	fail "a 64 MiB write is written out behind the writer: at most 17 MiB left dirty" "$got"
 fi
 
+# ------------------------------------------------------------------ an editor's save
+# With default_permissions the kernel checks the caller against the view's
+# modes, and refreshes a directory's mode (a GETATTR) after each change in it
+# before the next check: twice in a save.  A root daemon's mount serves root
+# alone, whom those checks let through anyway, so it goes without them
+# (fs/fs.c); an unprivileged one keeps them.
+sh_step "a first save of src/c/saved.txt" \
+	"printf 'one\n' >'$MNT/src/c/saved.txt.tmp' && mv '$MNT/src/c/saved.txt.tmp' '$MNT/src/c/saved.txt'"
+# (python: mv would stat the files too)
+got=$(ops t python3 -c "import os
+with open('$MNT/src/c/saved.txt.tmp', 'w') as f: f.write('two\n')
+os.rename('$MNT/src/c/saved.txt.tmp', '$MNT/src/c/saved.txt')")
+if [ "$(id -u)" -eq 0 ]; then
+	assert_eq "a root daemon's save (write a temporary file, rename it over) sends no GETATTR" \
+		0 "$(count GETATTR "$got")"
+	assert_not_contains "  ...and its mount has no default_permissions" default_permissions \
+		"$(grep " $MNT " /proc/mounts)"
+else
+	if [ "$(count GETATTR "$got")" -ge 1 ]; then
+		pass "an unprivileged daemon's save lets the kernel check the directory's mode (GETATTR)"
+	else
+		fail "an unprivileged daemon's save lets the kernel check the directory's mode (GETATTR)" \
+			"opcodes: $(echo $got)"
+	fi
+	assert_contains "  ...its mount has default_permissions" default_permissions \
+		"$(grep " $MNT " /proc/mounts)"
+fi
+assert_eq "  ...and the file holds the save" two "$(t cat "$MNT/src/c/saved.txt" 2>&1)"
+
 # ------------------------------------------------------------------ the journal
 field() {
 	printf '%s\n' "$2" | grep -o "\"$1\":\(\"[^\"]*\"\|[0-9]*\)" | head -n 1 | sed 's/^[^:]*://; s/"//g'

@@ -217,6 +217,20 @@ else
 	fi
 fi
 
+# ------------------------------------------------------------------ execute permission
+# access(2) and exec: a file without execute bits is not executable, root
+# included (capabilities(7)); a root daemon's mount answers access(2) itself
+# (fs/fs.c, op_access), an unprivileged one lets the kernel check.
+sh_step "a script with and one without execute bits" \
+	"printf '#!/bin/sh\necho ran\n' >'$P/x.sh' && cp '$P/x.sh' '$P/nox.sh' && chmod 755 '$P/x.sh' && chmod 644 '$P/nox.sh'"
+assert_eq "test -x: the first is executable, the second is not" "yes no" \
+	"$(t bash -c "[ -x '$P/x.sh' ] && echo yes || echo no; [ -x '$P/nox.sh' ] && echo yes || echo no" | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "  ...and runs" ran "$(t "$P/x.sh" 2>&1)"
+refuse "  ...the second does not" "Permission denied" "$P/nox.sh"
+assert_eq "test -r and -w of a 0444 file as root: yes (unprivileged: r only)" \
+	"$([ "$(id -u)" -eq 0 ] && echo "yes yes" || echo "yes no")" \
+	"$(t bash -c "[ -r '$P/ro.txt' ] && echo yes || echo no; [ -w '$P/ro.txt' ] && echo yes || echo no" | tr '\n' ' ' | sed 's/ $//')"
+
 # ------------------------------------------------------------------ permissions (unprivileged only)
 if [ "$(id -u)" -eq 0 ]; then
 	skip "writing a 0444 file is refused" "root bypasses permission checks"

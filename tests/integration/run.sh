@@ -401,6 +401,19 @@ fi
 step "run REPO journals in that workspace" grep -q '"op":"exit"' "$STATE/workspaces/via-repo/run.jsonl"
 run arun --name via-repo "$REPO" -- sh -c "test -e '$STATE/workspaces' && echo state-visible; test -e '$REPO' && echo repo-visible; true"
 assert_eq "run REPO: the state and the repository are absent inside" "" "$OUT"
+# A root daemon's own mount leaves permission checks to root's capabilities
+# (fs/fs.c), which the command here has not: as root, the mount run makes
+# has the kernel check the view's modes.
+if [ "$(id -u)" -eq 0 ]; then
+	run arun --name via-repo "$REPO" -- sh -c 'grep " $(pwd) " /proc/self/mounts'
+	assert_contains "run REPO as root: the mount it makes has default_permissions" default_permissions "$OUT"
+	run arun --name via-repo "$REPO" -- sh -c "printf x >ro.txt && chmod 444 ro.txt && printf y >>ro.txt"
+	assert_ne "  ...so the command cannot write a 0444 file" 0 "$RC"
+	run arun --name via-repo "$REPO" -- rm -f ro.txt
+else
+	skip "run REPO as root: the mount it makes has default_permissions" "not root"
+	skip "  ...so the command cannot write a 0444 file" "not root"
+fi
 
 # ---------------------------------------------------------------- no user namespaces
 if command -v unshare >/dev/null && unshare -U -r true 2>/dev/null; then
