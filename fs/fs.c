@@ -100,7 +100,10 @@ const struct fuse_lowlevel_ops fs_ops = {
     .removexattr = op_removexattr,
 };
 
-/* Drop the kernel's entry for one view path (see FS_INVALIDATE_FILE). */
+/* Drop the kernel's entry for one view path (see FS_INVALIDATE_FILE).  Each
+ * directory on the way is held (node_ref) from its lookup until its child's
+ * entry is dropped: the kernel forgets what an invalidation dropped, and a
+ * FORGET answered meanwhile would free it. */
 static void invalidate_path(struct agentfs *fs, char *path)
 {
 	struct node *dir = &fs->root;
@@ -109,12 +112,18 @@ static void invalidate_path(struct agentfs *fs, char *path)
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		struct node *c = node_find(fs, dir, comp);
 		bool is_dir = c && S_ISDIR(c->type);
+		if (c)
+			node_ref(fs, c);
 		pthread_rwlock_unlock(&fs->ns_lock);
 		entry_invalidate(fs, dir->id, comp, is_dir);
+		if (dir != &fs->root)
+			node_unref(fs, dir);
 		if (!c)
 			return; /* the kernel caches nothing below an unknown name */
 		dir = c;
 	}
+	if (dir != &fs->root)
+		node_unref(fs, dir);
 }
 
 static void take_invalidations(struct agentfs *fs)
