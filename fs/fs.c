@@ -279,6 +279,25 @@ static int add_opt(struct fuse_args *args, const char *opt)
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;
 }
 
+/* Is this process root in the initial user namespace, real and effective,
+ * user and group?  Its mount is then root's alone (the mount's owner is the
+ * real uid and gid: libfuse's mount.c), and root's capabilities mean what
+ * capabilities(7) says.  The initial namespace maps every uid to itself
+ * (user_namespaces(7), /proc/self/uid_map "0 0 4294967295"). */
+static bool root_alone(void)
+{
+	if (getuid() != 0 || geteuid() != 0 || getgid() != 0 || getegid() != 0)
+		return false;
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	if (!f)
+		return false;
+	unsigned long inside = 1, outside = 1, count = 0;
+	bool initial = fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3 && inside == 0 &&
+		       outside == 0 && count == 4294967295UL;
+	fclose(f);
+	return initial;
+}
+
 /* Is @opt one of the comma-separated options @opts (NULL: none)? */
 static bool has_opt(const char *opts, const char *opt)
 {
@@ -455,8 +474,10 @@ int fs_serve(const struct fs_config *cfg)
 	/* default_permissions: the kernel checks modes against the caller
 	 * (fuse.rst, "default_permissions"), so permission checks bite exactly
 	 * as on the lower, and the daemon never decides access by itself.
-	 * Not for a daemon running as root without allow_other: only root may
-	 * use its mount then (fuse_allow_current_process, fs/fuse/dir.c), and
+	 * Not for a daemon running as root (root_alone) without allow_other or
+	 * allow_root (libfuse makes the latter allow_other for the kernel and
+	 * filters by uid itself, not for every request): only root may use its
+	 * mount then (fuse_allow_current_process, fs/fuse/dir.c), and
 	 * root passes every check but the execute bit of a regular file
 	 * (capabilities(7): CAP_DAC_OVERRIDE, CAP_FOWNER), which the kernel
 	 * checks without the option too, and which op_access answers.  The
@@ -466,7 +487,8 @@ int fs_serve(const struct fs_config *cfg)
 	 * sandbox's) is not bound by the view's modes then, only by the
 	 * policy, which the daemon applies either way; agentfs run mounts
 	 * with the option (-o default_permissions) for that reason. */
-	fs->kernel_checks_modes = !fs->is_root || has_opt(cfg->fuse_opts, "allow_other") ||
+	fs->kernel_checks_modes = !root_alone() || has_opt(cfg->fuse_opts, "allow_other") ||
+				  has_opt(cfg->fuse_opts, "allow_root") ||
 				  has_opt(cfg->fuse_opts, "default_permissions");
 	if (fuse_opt_add_arg(&args, "agentfs") ||
 	    (fs->kernel_checks_modes && !has_opt(cfg->fuse_opts, "default_permissions") &&

@@ -356,7 +356,8 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		 * (discard drops it and invalidates): one stat of it instead of
 		 * resolving the name again from its parent, markers and lower
 		 * included.  The kernel asks this after every create, unlink or
-		 * rename in the directory (default_permissions needs its mode). */
+		 * rename in the directory where default_permissions needs its
+		 * mode (fs.c). */
 		char path[FS_PATH_MAX];
 		int fd = node_path(n, path, sizeof(path)) == 0 ? dircache_get(fs, path) : -1;
 		if (fd >= 0) {

@@ -191,6 +191,12 @@ if [ "$(id -u)" -eq 0 ]; then
 		0 "$(count GETATTR "$got")"
 	assert_not_contains "  ...and its mount has no default_permissions" default_permissions \
 		"$(grep " $MNT " /proc/mounts)"
+	# allow_root reaches the kernel as allow_other (libfuse filters by uid
+	# itself, not for every request): the kernel keeps checking.
+	mount_ws "$REPO" "$T/mnt-ar" --name mnt-ar -o allow_root
+	assert_contains "  ...but a root daemon's mount with -o allow_root has it" default_permissions \
+		"$(grep " $T/mnt-ar " /proc/mounts)"
+	run af unmount "$T/mnt-ar"
 else
 	if [ "$(count GETATTR "$got")" -ge 1 ]; then
 		pass "an unprivileged daemon's save lets the kernel check the directory's mode (GETATTR)"
