@@ -111,13 +111,16 @@ static bool slot_is(const struct dircache_slot *s, uint64_t key, const char *pat
 }
 
 /* @path's descriptor from @dc, else opened O_PATH|O_DIRECTORY beneath
- * @rootfd and kept in @dc when @keep.  Returns the fd or -errno. */
+ * @rootfd and kept in @dc unless @keepable (NULL: always) says no for @dir;
+ * asked on a miss only, as every forget empties the table.  Returns the fd
+ * or -errno. */
 static int table_get(struct agentfs *fs, struct dircache *dc, int rootfd, const char *path,
-		     bool keep)
+		     bool (*keepable)(struct agentfs *, const struct node *),
+		     const struct node *dir)
 {
 	if (!path[0])
 		return rootfd;
-	if (!dc || !keep)
+	if (!dc)
 		return layer_open(fs, rootfd, path, O_PATH | O_DIRECTORY, 0);
 	uint64_t key = XXH3_64bits(path, strlen(path));
 	struct dircache_slot *s = &dc->s[key % DIRCACHE_SLOTS];
@@ -131,8 +134,8 @@ static int table_get(struct agentfs *fs, struct dircache *dc, int rootfd, const 
 	uint64_t gen = dc->gen;
 	pthread_mutex_unlock(&dc->lock);
 	int fd = layer_open(fs, rootfd, path, O_PATH | O_DIRECTORY, 0);
-	if (fd < 0)
-		return fd;
+	if (fd < 0 || (keepable && !keepable(fs, dir)))
+		return fd; /* not kept: its put closes it */
 	char *copy = strdup(path);
 	pthread_mutex_lock(&dc->lock);
 	if (copy && dc->gen == gen && s->refs == 0 && !slot_is(s, key, path)) {
@@ -186,7 +189,7 @@ int dircache_get(struct agentfs *fs, const char *path)
 {
 	if (view_path_in_git(fs, path) || strcmp(path, ".git") == 0)
 		return upper_open(fs, path, O_PATH | O_DIRECTORY, 0);
-	return table_get(fs, fs->dirs, fs->upper_fd, path, true);
+	return table_get(fs, fs->dirs, fs->upper_fd, path, NULL, NULL);
 }
 
 void dircache_put(struct agentfs *fs, int fd)
@@ -232,7 +235,7 @@ int lower_dir_get(struct agentfs *fs, const struct node *dir)
 	const char *lower = node_lower(dir);
 	if (!lower)
 		return -ENOENT;
-	return table_get(fs, fs->ldirs, fs->lower_fd, lower, lower_keepable(fs, dir));
+	return table_get(fs, fs->ldirs, fs->lower_fd, lower, lower_keepable, dir);
 }
 
 void lower_dir_put(struct agentfs *fs, int fd)

@@ -487,11 +487,11 @@ int fs_serve(const struct fs_config *cfg)
 	 * sandbox's) is not bound by the view's modes then, only by the
 	 * policy, which the daemon applies either way; agentfs run mounts
 	 * with the option (-o default_permissions) for that reason. */
-	fs->kernel_checks_modes = !root_alone() || has_opt(cfg->fuse_opts, "allow_other") ||
-				  has_opt(cfg->fuse_opts, "allow_root") ||
-				  has_opt(cfg->fuse_opts, "default_permissions");
+	bool kernel_checks_modes = !root_alone() || has_opt(cfg->fuse_opts, "allow_other") ||
+				   has_opt(cfg->fuse_opts, "allow_root") ||
+				   has_opt(cfg->fuse_opts, "default_permissions");
 	if (fuse_opt_add_arg(&args, "agentfs") ||
-	    (fs->kernel_checks_modes && !has_opt(cfg->fuse_opts, "default_permissions") &&
+	    (kernel_checks_modes && !has_opt(cfg->fuse_opts, "default_permissions") &&
 	     add_opt(&args, "default_permissions")) ||
 	    add_opt(&args, fsname) || (cfg->fuse_opts && add_opt(&args, cfg->fuse_opts)) ||
 	    (cfg->debug && fuse_opt_add_arg(&args, "-d"))) {

@@ -99,9 +99,6 @@ struct agentfs {
 	mode_t umask; /* the daemon's own umask (fix_mode()) */
 	/* the daemon runs as root: new entries get the caller's owner */
 	bool is_root;
-	/* The mount has default_permissions: the kernel checks the view's modes
-	 * against each caller (fs.c, fs_serve). */
-	bool kernel_checks_modes;
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;

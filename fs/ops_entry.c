@@ -257,11 +257,14 @@ void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	struct agentfs *fs = fs_of(req);
 	struct node *n = node_get(fs, ino);
 	struct stat st;
+	int r = 0;
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	int r = view_getattr(fs, n, &st);
-	pthread_rwlock_unlock(&fs->ns_lock);
-	if (r == 0 && (mask & X_OK) && !S_ISDIR(st.st_mode) && !(st.st_mode & 0111))
+	/* The kernel found the name: only an execute check of a file (git's
+	 * hooks, a shell's PATH) needs its mode. */
+	if ((mask & X_OK) && !S_ISDIR(n->type) && (r = view_getattr(fs, n, &st)) == 0 &&
+	    !S_ISDIR(st.st_mode) && !(st.st_mode & 0111))
 		r = -EACCES;
+	pthread_rwlock_unlock(&fs->ns_lock);
 	fuse_reply_err(req, -r);
 }
 
