@@ -591,6 +591,14 @@ static inline void fix_mode(struct agentfs *fs, int dfd, const char *name, int f
 		(void)!fchmodat(dfd, name, mode & 07777, 0);
 }
 
+/* The group a new entry of the upper directory @dfd should have when the
+ * daemon, as root, gives it to the caller (group @caller): the group the
+ * upper's file system gave it (@got) where that is the directory's (a
+ * set-group-ID directory, or a file system mounted with grpid: inode_init_owner
+ * in fs/inode.c, mount(8) for ext4's grpid), else @caller.  Reads @dfd's mode
+ * only when @got is the daemon's own group and not the caller's. */
+gid_t new_entry_gid(int dfd, gid_t got, gid_t caller);
+
 /* --- events (ops_*.c) --------------------------------------------------- */
 void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,
 	       const char *path2);

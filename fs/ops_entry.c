@@ -510,8 +510,21 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 	return open_upper_dir(fs, dir);
 }
 
-/* The caller's ownership for new entries when the daemon runs as root on
- * behalf of others (allow_other); a daemon running as the person needs none. */
+gid_t new_entry_gid(int dfd, gid_t got, gid_t caller)
+{
+	if (got == caller)
+		return caller;
+	/* Not the daemon's own group: the upper's file system took the
+	 * directory's. */
+	if (got != getegid())
+		return got;
+	struct stat dst;
+	return fstat(dfd, &dst) == 0 && (dst.st_mode & S_ISGID) ? got : caller;
+}
+
+/* The caller's ownership for a new entry when the daemon runs as root on
+ * behalf of others (allow_other); a daemon running as the person needs none.
+ * Not for a hard link: link(2) leaves its file's owner as it is. */
 static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t req)
 {
 	if (!fs->is_root)
@@ -520,7 +533,10 @@ static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t re
 	struct stat st;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	(void)!fchownat(dfd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+	gid_t gid = new_entry_gid(dfd, st.st_gid, ctx->gid);
+	if (st.st_uid == ctx->uid && st.st_gid == gid)
+		return;
+	(void)!fchownat(dfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
 	/* chown(2) clears set-user-ID and set-group-ID: put them back. */
 	if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
 		(void)!fchmodat(dfd, name, st.st_mode & 07777, 0);
@@ -532,7 +548,8 @@ static void finish_new(fuse_req_t req, struct agentfs *fs, struct node *dir, int
 		       const char *name, const char *path, enum journal_op op, const char *path2,
 		       mode_t mode, fuse_ino_t inval)
 {
-	own_new(fs, dfd, name, req);
+	if (op != JOP_LINK)
+		own_new(fs, dfd, name, req);
 	layout_remove_whiteout(dfd, name);
 	dircache_put(fs, dfd);
 	dir->upper = true;

@@ -582,14 +582,16 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	bool cst_ok = false;
 	if (fs->is_root) {
 		/* New files belong to the caller; chown(2) clears set-ID bits,
-		 * which the caller asked for: restore them.  A file that has
-		 * the caller's owner and group already (a root caller, no
-		 * set-group-ID directory) is left as it is. */
+		 * which the caller asked for: restore them.  In a
+		 * set-group-ID directory the group stays the directory's.  A
+		 * file that has the owner and group it should (a root caller)
+		 * is left as it is. */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		cst_ok = fstat(fd, &cst) == 0;
-		if (!cst_ok || cst.st_uid != ctx->uid || cst.st_gid != ctx->gid) {
+		gid_t gid = cst_ok ? new_entry_gid(dfd, cst.st_gid, ctx->gid) : ctx->gid;
+		if (!cst_ok || cst.st_uid != ctx->uid || cst.st_gid != gid) {
 			cst_ok = false;
-			(void)!fchown(fd, ctx->uid, ctx->gid);
+			(void)!fchown(fd, ctx->uid, gid);
 			if ((mode & (S_ISUID | S_ISGID)) && fstat(fd, &cst) == 0)
 				(void)!fchmod(fd,
 					      (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));

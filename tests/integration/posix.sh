@@ -20,6 +20,13 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x
 ) || bail "cannot add the posix/ files"
+if [ "$(id -u)" -eq 0 ]; then
+	# Owners other than the caller's: a set-group-ID directory of group
+	# 4242, a file of 1234:4321.
+	(cd "$REPO" && mkdir -p own/sg && chgrp 4242 own/sg && chmod 2775 own/sg &&
+		printf 'owned\n' >own/owned.txt && chown 1234:4321 own/owned.txt) ||
+		bail "cannot add own/sg and own/owned.txt"
+fi
 snapshot "$REPO" "$T/lower.before"
 
 mount_ws "$REPO" "$MNT"
@@ -140,6 +147,29 @@ assert_eq "  ...same inode, 2 links" "$(t stat -c '%i 2' "$P/b.txt")" "$(t stat 
 step "  ...rm one name" t rm "$P/b.txt"
 assert_eq "  ...the other keeps the content and counts 1 link" "$(printf 'a-content\nvia link\n1')" \
 	"$(t cat "$P/b-link.txt"; t stat -c %h "$P/b-link.txt")"
+
+# ------------------------------------------------------------------ owners of new entries
+# A root daemon gives each new entry the caller's owner, as the kernel would
+# (inode_init_owner, fs/inode.c): in a set-group-ID directory the group is the
+# directory's and a new directory is set-group-ID too; a hard link is no new
+# file and keeps its owner (link(2)).
+if [ "$(id -u)" -eq 0 ]; then
+	O=$MNT/own
+	sh_step "a file, a directory, a FIFO and a symlink in the set-group-ID own/sg/" \
+		"touch '$O/sg/f' && mkdir '$O/sg/d' && mkfifo '$O/sg/p' && ln -s f '$O/sg/l'"
+	assert_eq "  ...all of group 4242, the directory set-group-ID" "0:4242 0:4242 0:4242 0:4242 2" \
+		"$(t stat -c '%u:%g' "$O/sg/f" "$O/sg/d" "$O/sg/p" "$O/sg/l" | tr '\n' ' ')$(($(t stat -c '0%a' "$O/sg/d") >> 9))"
+	sh_step "  ...the same where own/sg/ was copied up already" "touch '$O/sg/f2' && mkdir '$O/sg/d/e'"
+	assert_eq "  ...of group 4242" "0:4242 0:4242" "$(t stat -c '%u:%g' "$O/sg/f2" "$O/sg/d/e" | tr '\n' ' ' | sed 's/ $//')"
+	step "a file in a directory without set-group-ID" t touch "$O/new-owned"
+	assert_eq "  ...has the caller's group" "0:0" "$(t stat -c '%u:%g' "$O/new-owned" 2>&1)"
+	step "a hard link of a file of 1234:4321" t ln "$O/owned.txt" "$O/owned-link.txt"
+	assert_eq "  ...both names keep its owner" "1234:4321 1234:4321" \
+		"$(t stat -c '%u:%g' "$O/owned.txt" "$O/owned-link.txt" | tr '\n' ' ' | sed 's/ $//')"
+else
+	skip "owners of new entries in a set-group-ID directory and of hard links" \
+		"needs root: other owners and groups"
+fi
 
 # ------------------------------------------------------------------ copy-up preserves metadata
 f=$MNT/data/notes.txt
