@@ -61,11 +61,52 @@ void table_destroy(struct agentfs *fs)
 void ns_wrlock(struct agentfs *fs)
 {
 	pthread_rwlock_wrlock(&fs->ns_lock);
+	fs->ns_gen++;
 	pthread_mutex_lock(&fs->table_lock);
 	for (size_t i = 0; i < fs->ngrave; i++)
 		free(fs->graveyard[i]);
 	fs->ngrave = 0;
 	pthread_mutex_unlock(&fs->table_lock);
+}
+
+static bool in_private_git(struct agentfs *fs, const struct node *dir)
+{
+	if (fs->git_fd < 0 || dir == &fs->root)
+		return false;
+	while (dir->parent && dir->parent != &fs->root)
+		dir = dir->parent;
+	return dir->parent && is_git_root(fs, dir->parent, dir->name);
+}
+
+void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool whiteout,
+		  uint64_t lower_gen)
+{
+	if (entry_timeout(fs, dir) != fs->timeout ||
+	    __atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) || in_private_git(fs, dir))
+		return;
+	pthread_mutex_lock(&fs->table_lock);
+	fs->neg.dir = dir;
+	fs->neg.ns_gen = fs->ns_gen;
+	fs->neg.lower_gen = lower_gen;
+	fs->neg.moves = __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE);
+	fs->neg.whiteout = whiteout;
+	snprintf(fs->neg.name, sizeof(fs->neg.name), "%s", name);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+bool neg_recall(struct agentfs *fs, struct node *dir, const char *name, bool *whiteout)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	bool hit = fs->neg.dir == dir && fs->neg.ns_gen + 1 == fs->ns_gen &&
+		   fs->neg.lower_gen == __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE) &&
+		   fs->neg.moves == __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE) &&
+		   !__atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) &&
+		   strcmp(fs->neg.name, name) == 0;
+	if (hit)
+		*whiteout = fs->neg.whiteout;
+	fs->neg.dir = NULL;
+	pthread_mutex_unlock(&fs->table_lock);
+	return hit;
 }
 
 struct node *node_get(struct agentfs *fs, fuse_ino_t id)
@@ -178,6 +219,8 @@ static void release_locked(struct agentfs *fs, struct node *n)
 		struct node *parent = n->parent;
 		remove_locked(fs, n);
 		fs->nnodes--;
+		if (fs->neg.dir == n)
+			fs->neg.dir = NULL; /* its address may come back as another's */
 		watch_forget(fs, n);
 		node_free(n);
 		if (!parent)

@@ -107,6 +107,18 @@ struct agentfs {
 	size_t nbuckets;
 	size_t nnodes;
 
+	/* Exclusive holds of ns_lock so far (ns_wrlock): what the upper's
+	 * names may have changed by.  Read under ns_lock. */
+	uint64_t ns_gen;
+	/* The last negative lookup (neg_remember), under table_lock. */
+	struct {
+		struct node *dir; /* NULL: none */
+		uint64_t ns_gen, lower_gen;
+		uint32_t moves;
+		bool whiteout;
+		char name[NAME_MAX + 1];
+	} neg;
+
 	/* Lower paths replaced while readers may still use the old string
 	 * (view_apply runs under ns_lock shared): freed at the next exclusive
 	 * hold of ns_lock, when no reader can hold one (ns_wrlock()). */
@@ -164,6 +176,8 @@ struct agentfs {
 	/* Directory moves and removals the lower watch has reported (and
 	 * overflows), and whether its thread stopped early. */
 	uint32_t dir_moves;
+	/* Batches of lower events read so far (neg_recall). */
+	uint64_t lower_gen;
 	bool watch_broken;
 	int watch_stop[2];
 	pthread_t watch_thr;
@@ -212,6 +226,23 @@ static inline struct agentfs *fs_of(fuse_req_t req)
 
 /* Take ns_lock exclusive (and free what view_apply retired). */
 void ns_wrlock(struct agentfs *fs);
+
+/* The kernel sends CREATE, MKDIR, MKNOD, SYMLINK and LINK for a name right
+ * after its negative LOOKUP (fs/namei.c, lookup_open and filename_create), and
+ * the request resolves the name again before making it.  op_lookup remembers
+ * its last negative answer (@whiteout: a whiteout of the upper hides the
+ * name), read with the lower's event count @lower_gen taken before the name
+ * was resolved; the request that follows may take it instead of resolving.
+ * Only where the kernel keeps the negative entry as long (a watched lower
+ * directory, or none: entry_timeout) and outside the private .git.  Under
+ * ns_lock shared. */
+void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool whiteout,
+		  uint64_t lower_gen);
+/* Under ns_lock exclusive: whether the last negative lookup was of @name in
+ * @dir with nothing changed since (no other exclusive hold of ns_lock, no
+ * lower event read, no directory moved), and then its @whiteout.  Takes it:
+ * true once at most. */
+bool neg_recall(struct agentfs *fs, struct node *dir, const char *name, bool *whiteout);
 
 /* A node's lower path.  It may be replaced by a refresh under the shared
  * ns_lock while others read it (view_apply); the old string stays valid

@@ -156,6 +156,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	watch_dir_lazy(fs, dir);
 	struct entry e;
 	bool concealed = false;
+	uint64_t lower_gen = __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE);
 	int r = view_resolve(fs, dir, name, &e, &concealed);
 	if (r < 0) {
 		pthread_rwlock_unlock(&fs->ns_lock);
@@ -176,6 +177,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		}
 	}
 	if (!e.exists) {
+		neg_remember(fs, dir, name, e.whiteout, lower_gen);
 		if (concealed) {
 			char path[FS_PATH_MAX], dpath[FS_PATH_MAX];
 			if (node_path(dir, dpath, sizeof(dpath)) == 0 &&
@@ -500,11 +502,14 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 		*replied = true;
 		return -EROFS;
 	}
-	struct entry e;
-	if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
-		return r;
-	if (e.exists)
-		return -EEXIST;
+	bool whiteout;
+	if (!neg_recall(fs, dir, name, &whiteout)) {
+		struct entry e;
+		if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
+			return r;
+		if (e.exists)
+			return -EEXIST;
+	}
 	if ((r = copyup_dir(fs, dir)) < 0)
 		return r;
 	return open_upper_dir(fs, dir);

@@ -549,15 +549,18 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	if (dfd < 0)
 		dfd = -1;
-	if ((r = view_resolve_at(fs, dir, name, &e, NULL, dfd, -1)) < 0)
-		goto fail;
-	if (e.exists) {
-		/* The kernel only sends CREATE after a negative lookup; a racing
-		 * creator won.  O_EXCL semantics: */
-		r = -EEXIST;
-		goto fail;
+	bool whiteout;
+	if (!neg_recall(fs, dir, name, &whiteout)) {
+		if ((r = view_resolve_at(fs, dir, name, &e, NULL, dfd, -1)) < 0)
+			goto fail;
+		if (e.exists) {
+			/* The kernel only sends CREATE after a negative
+			 * lookup; a racing creator won.  O_EXCL semantics: */
+			r = -EEXIST;
+			goto fail;
+		}
+		whiteout = e.whiteout;
 	}
-	bool whiteout = e.whiteout;
 	if (dfd < 0) {
 		if ((r = copyup_dir(fs, dir)) < 0)
 			goto fail;

@@ -207,6 +207,9 @@ static void *watch_thread(void *arg)
 		ssize_t len = read(fs->inotify_fd, buf, sizeof(buf));
 		if (len <= 0)
 			continue;
+		/* Before anything is invalidated: a negative lookup resolved
+		 * before these events is no longer taken (neg_recall). */
+		__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE);
 		size_t np = 0;
 		bool overflow = false, moved = false;
 		pthread_mutex_lock(&fs->table_lock);

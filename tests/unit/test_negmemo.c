@@ -1,0 +1,169 @@
+/* test_negmemo.c - the memory of the last negative lookup (neg_remember and
+ * neg_recall, fs/internal.h): taken by the request right after it and only
+ * when nothing could have changed the name since. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/internal.h"
+
+static struct agentfs *fs;
+static struct node *dir;
+
+static void setup(void)
+{
+	fs = calloc(1, sizeof(*fs));
+	ck_assert_ptr_nonnull(fs);
+	ck_assert_int_eq(table_init(fs), 0);
+	fs->timeout = 86400;
+	fs->git_fd = -1;
+	fs->inotify_fd = -1;
+	dir = node_child(fs, &fs->root, "d", true);
+	ck_assert_ptr_nonnull(dir);
+	dir->type = S_IFDIR;
+	dir->upper = true;
+}
+
+static void teardown(void)
+{
+	table_destroy(fs);
+	free(fs);
+}
+
+/* The lookup (ns_lock shared), then the request (exclusive): whether it
+ * took the memory, and its whiteout. */
+static bool lookup_then_create(const char *looked, const char *made, bool wh, bool *whiteout)
+{
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, looked, wh, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ns_wrlock(fs);
+	bool hit = neg_recall(fs, dir, made, whiteout);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return hit;
+}
+
+START_TEST(taken_once_by_the_next_request)
+{
+	bool wh = true;
+	ck_assert(lookup_then_create("x", "x", false, &wh));
+	ck_assert(!wh);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh)); /* taken */
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert(lookup_then_create("y", "y", true, &wh));
+	ck_assert(wh); /* a whiteout hid it */
+}
+END_TEST
+
+START_TEST(not_for_another_name_or_directory)
+{
+	bool wh;
+	ck_assert(!lookup_then_create("x", "y", false, &wh));
+	ck_assert(!lookup_then_create("x", "xx", false, &wh));
+	struct node *other = node_child(fs, &fs->root, "e", true);
+	ck_assert_ptr_nonnull(other);
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, "x", false, 0);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, other, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+}
+END_TEST
+
+START_TEST(not_after_another_change)
+{
+	bool wh;
+	/* Another exclusive hold of ns_lock in between (an unlink, a
+	 * rename...). */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, "x", false, 0);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ns_wrlock(fs);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	/* Lower events read after the lookup began. */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	uint64_t before = __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE);
+	__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE); /* during its resolve */
+	neg_remember(fs, dir, "x", false, before);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	/* ... or after it, before the request. */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	/* A directory of the lower moved. */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	__atomic_add_fetch(&fs->dir_moves, 1, __ATOMIC_RELEASE);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	/* The lower's watch ended. */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
+	pthread_rwlock_unlock(&fs->ns_lock);
+	__atomic_store_n(&fs->watch_broken, true, __ATOMIC_RELEASE);
+	ns_wrlock(fs);
+	ck_assert(!neg_recall(fs, dir, "x", &wh));
+	pthread_rwlock_unlock(&fs->ns_lock);
+}
+END_TEST
+
+START_TEST(not_where_the_kernel_keeps_it_briefly)
+{
+	/* A lower directory without a watch: its negative entries live a
+	 * second in the kernel, a change below goes unseen. */
+	bool wh;
+	dir->lower = strdup("d");
+	ck_assert_ptr_nonnull(dir->lower);
+	ck_assert(!lookup_then_create("x", "x", false, &wh));
+	dir->wd = 7; /* watched */
+	ck_assert(lookup_then_create("x", "x", false, &wh));
+	dir->opaque = true; /* the lower below does not count */
+	dir->wd = 0;
+	ck_assert(lookup_then_create("x", "x", false, &wh));
+}
+END_TEST
+
+START_TEST(forgotten_with_its_directory)
+{
+	struct node *gone = node_child(fs, &fs->root, "gone", true);
+	ck_assert_ptr_nonnull(gone);
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, gone, "x", false, 0);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert_ptr_eq(fs->neg.dir, gone);
+	node_forget(fs, gone, 1); /* freed: its address may be another's next */
+	ck_assert_ptr_null(fs->neg.dir);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("negmemo");
+	TCase *tc = tcase_create("negmemo");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, taken_once_by_the_next_request);
+	tcase_add_test(tc, not_for_another_name_or_directory);
+	tcase_add_test(tc, not_after_another_change);
+	tcase_add_test(tc, not_where_the_kernel_keeps_it_briefly);
+	tcase_add_test(tc, forgotten_with_its_directory);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
