@@ -1087,7 +1087,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	if (S_ISDIR(se.type) || ((flags & RENAME_EXCHANGE) && S_ISDIR(de.type)))
 		dircache_forget(fs); /* descriptors below the moved directory */
-	if (!(flags & RENAME_EXCHANGE))
+	/* A whiteout at the new name goes (its lookup above saw one: an
+	 * entry of the upper and its whiteout never coexist). */
+	if (!(flags & RENAME_EXCHANGE) && de.whiteout)
 		layout_remove_whiteout(dfd, newname);
 	if ((r = settle_dir(fs, n, ddir, newname, dfd)) < 0)
 		goto out;
