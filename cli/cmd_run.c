@@ -797,6 +797,16 @@ int cmd_run(int argc, char **argv)
 		cli_error(CMD, "%s: the workspace is not mounted", c.mnt);
 		goto unmount;
 	}
+	/* A root daemon's mount made without the kernel's permission checks
+	 * (fs.c): the sandbox's root has no capabilities, yet the daemon acts
+	 * with all of them. */
+	if (!c.mounted_here && geteuid() == 0 &&
+	    workspace_mount_has_option(c.mnt, "default_permissions") == 0)
+		cli_error(CMD,
+			  "%s was mounted without -o default_permissions: the view's modes do not "
+			  "bind the command (unmount it and let agentfs run mount it, or mount "
+			  "it with -o default_permissions)",
+			  c.mnt);
 
 	char *path = workspace_path(c.ws, "run.jsonl");
 	rc = path ? runlog_open(&c.log, path) : -ENOMEM;

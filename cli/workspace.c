@@ -788,7 +788,8 @@ static void unescape_octal(char *s)
 }
 
 /* Scan /proc/self/mountinfo for @path; the last mount on it is the visible one. */
-static int mountinfo_lookup(const char *path, char *fstype, size_t fslen, char *src, size_t srclen)
+static int mountinfo_lookup(const char *path, char *fstype, size_t fslen, char *src, size_t srclen,
+			    char *super, size_t superlen)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
@@ -812,7 +813,10 @@ static int mountinfo_lookup(const char *path, char *fstype, size_t fslen, char *
 			;
 		char *t = tok ? strtok_r(NULL, " \n", &save) : NULL;
 		char *s = t ? strtok_r(NULL, " \n", &save) : NULL;
+		char *o = s ? strtok_r(NULL, " \n", &save) : NULL;
 		found = 1;
+		if (super)
+			snprintf(super, superlen, "%s", o ? o : "");
 		if (fstype)
 			snprintf(fstype, fslen, "%s", t ? t : "");
 		if (src) {
@@ -828,16 +832,35 @@ static int mountinfo_lookup(const char *path, char *fstype, size_t fslen, char *
 
 int workspace_is_mountpoint(const char *path)
 {
-	return mountinfo_lookup(path, NULL, 0, NULL, 0);
+	return mountinfo_lookup(path, NULL, 0, NULL, 0, NULL, 0);
 }
 
 int workspace_fuse_mount_at(const char *path, char *src, size_t srclen)
 {
 	char fstype[64];
-	int rc = mountinfo_lookup(path, fstype, sizeof(fstype), src, srclen);
+	int rc = mountinfo_lookup(path, fstype, sizeof(fstype), src, srclen, NULL, 0);
 	if (rc <= 0)
 		return rc;
 	return strcmp(fstype, "fuse") == 0 || strncmp(fstype, "fuse.", 5) == 0;
+}
+
+int workspace_mount_has_option(const char *path, const char *opt)
+{
+	char super[1024];
+	int rc = mountinfo_lookup(path, NULL, 0, NULL, 0, super, sizeof(super));
+	if (rc <= 0)
+		return rc;
+	size_t n = strlen(opt);
+	for (const char *p = super; *p;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len == n && strncmp(p, opt, n) == 0)
+			return 1;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	return 0;
 }
 
 static bool pid_alive(pid_t pid)

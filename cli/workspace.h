@@ -122,6 +122,12 @@ enum workspace_state workspace_state(const struct workspace *ws, pid_t *pid, cha
  * negative errno when mountinfo cannot be read. */
 int workspace_fuse_mount_at(const char *path, char *src, size_t srclen);
 
+/* Does the mount on @path (absolute, as in /proc/self/mountinfo; the last one
+ * there) have @opt among its super options (proc(5): the field after the
+ * source, e.g. "rw,user_id=0,group_id=0,default_permissions")?  1 yes, 0 no or
+ * no mount, negative errno when mountinfo cannot be read. */
+int workspace_mount_has_option(const char *path, const char *opt);
+
 /* Is @path a mountpoint of any kind (mountinfo)?  1 yes, 0 no, negative errno. */
 int workspace_is_mountpoint(const char *path);
 

@@ -410,9 +410,25 @@ if [ "$(id -u)" -eq 0 ]; then
 	run arun --name via-repo "$REPO" -- sh -c "printf x >ro.txt && chmod 444 ro.txt && printf y >>ro.txt"
 	assert_ne "  ...so the command cannot write a 0444 file" 0 "$RC"
 	run arun --name via-repo "$REPO" -- rm -f ro.txt
+	assert_not_contains "  ...and the run says nothing of its modes" "default_permissions" \
+		"$(cat "$T/run.err")"
+	# A mount of its own, made by `agentfs mount` as root: the kernel
+	# does not check modes there, and the run says so.
+	mount_ws "$REPO" "$T/own" || bail "mount of own failed: $OUT"
+	run arun2 "$T/own" -- true
+	assert_eq "run MNT on a root mount without default_permissions runs" 0 "$RC"
+	assert_contains "  ...and says the view's modes do not bind the command" \
+		"mounted without -o default_permissions" "$OUT"
+	run af unmount "$T/own"
 else
 	skip "run REPO as root: the mount it makes has default_permissions" "not root"
 	skip "  ...so the command cannot write a 0444 file" "not root"
+	skip "  ...and the run says nothing of its modes" "not root"
+	mount_ws "$REPO" "$T/own" || bail "mount of own failed: $OUT"
+	run arun2 "$T/own" -- true
+	assert_eq "run MNT of a person's own mount runs" 0 "$RC"
+	assert_not_contains "  ...and says nothing of default_permissions" "default_permissions" "$OUT"
+	run af unmount "$T/own"
 fi
 
 # ---------------------------------------------------------------- no user namespaces
