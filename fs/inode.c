@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs/internal.h"
 
@@ -19,6 +20,7 @@ int table_init(struct agentfs *fs)
 		return -ENOMEM;
 	memset(&fs->root, 0, sizeof(fs->root));
 	fs->root.id = FUSE_ROOT_ID;
+	fs->root.gone_fd = -1;
 	fs->root.name = strdup("");
 	fs->root.lower = strdup("");
 	if (!fs->root.name || !fs->root.lower)
@@ -33,6 +35,8 @@ int table_init(struct agentfs *fs)
 
 static void node_free(struct node *n)
 {
+	if (n->gone_fd >= 0)
+		close(n->gone_fd);
 	free(n->name);
 	free(n->lower);
 	free(n);
@@ -199,6 +203,7 @@ struct node *node_child(struct agentfs *fs, struct node *parent, const char *nam
 			return NULL;
 		}
 		n->id = (fuse_ino_t)(uintptr_t)n;
+		n->gone_fd = -1;
 		n->parent = parent;
 		parent->refs++;
 		fs->nnodes++;

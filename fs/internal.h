@@ -48,6 +48,11 @@ struct node {
 	uint64_t nlookup;    /* kernel references (lookup replies minus forgets) */
 	uint32_t refs;	     /* children, open handles and in-flight operations */
 	bool hashed;	     /* in the table (false once unlinked/renamed over) */
+	/* A file of the upper renamed over while the kernel knew it: an
+	 * O_PATH descriptor of it, so that an open the kernel sends for it
+	 * after the rename is served (op_open); -1 none.  Closed when the
+	 * node is freed. */
+	int gone_fd;
 
 	mode_t type;	    /* S_IFMT bits */
 	uint64_t ino;	    /* reported st_ino */
@@ -406,8 +411,12 @@ void handles_truncated(struct agentfs *fs, struct node *n);
 /* A duplicate of an open upper handle's descriptor of @n (the caller closes
  * it), or -ENOENT.  ops_file.c. */
 int handle_node_upper_fd(struct agentfs *fs, struct node *n);
-/* fstat through any open handle of @n (a file unlinked while open); -ENOENT
- * when it has none.  ops_file.c. */
+/* fstat through any open handle of @n (a file unlinked while open), or its
+ * descriptor kept by the rename over it (node.gone_fd); -ESTALE when it has
+ * neither: the name the kernel found it by now holds another file or
+ * none (a rename over it raced the caller's lookup), and the kernel looks the
+ * path up again on ESTALE (do_filp_open, vfs_statx and the other path calls'
+ * retry_estale, fs/namei.c), as for NFS's stale handles.  ops_file.c. */
 int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st);
 /* Current attributes of @n. */
 int view_getattr(struct agentfs *fs, struct node *n, struct stat *st);

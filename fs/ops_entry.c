@@ -1079,12 +1079,23 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		if (r < 0)
 			goto out;
 	}
+	/* The file renamed over stays reachable for an open the kernel sends
+	 * for it after the rename (a lookup of the name just before it). */
+	struct node *over = NULL;
+	int over_fd = -1;
+	if (!(flags & RENAME_EXCHANGE) && de.exists && de.in_upper && S_ISREG(de.type) &&
+	    (over = node_find(fs, ddir, newname)) && over != n && over->gone_fd < 0)
+		over_fd = openat(dfd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
+		if (over_fd >= 0)
+			close(over_fd);
 		if (src_wh)
 			layout_remove_whiteout(sfd, name);
 		goto out;
 	}
+	if (over_fd >= 0)
+		over->gone_fd = over_fd;
 	if (S_ISDIR(se.type) || ((flags & RENAME_EXCHANGE) && S_ISDIR(de.type)))
 		dircache_forget(fs); /* descriptors below the moved directory */
 	/* A whiteout at the new name goes (its lookup above saw one: an

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -247,8 +248,12 @@ int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 		upper = h->upper;
 	}
 	pthread_mutex_unlock(&fs->table_lock);
+	if (fd < 0 && n->gone_fd >= 0) {
+		fd = dup(n->gone_fd); /* renamed over (op_rename) */
+		upper = true;
+	}
 	if (fd < 0)
-		return -ENOENT;
+		return -ESTALE;
 	int r = fstat(fd, st) < 0 ? -errno : 0;
 	close(fd);
 	if (r == 0) {
@@ -374,15 +379,32 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	else
 		pthread_rwlock_rdlock(&fs->ns_lock);
 	/* A write needs the node's current state for copy-up; a read trusts
-	 * the lookup that gave the kernel this inode (watch.c keeps it true). */
-	r = writing ? view_getattr(fs, n, &st) : (n == &fs->root || n->hashed ? 0 : -ENOENT);
+	 * the lookup that gave the kernel this inode (watch.c keeps it true).
+	 * A node without a name (renamed over, unlinked) is stale: the kernel
+	 * then looks its path up again (handle_node_fstat). */
+	r = writing ? view_getattr(fs, n, &st) : (n == &fs->root || n->hashed ? 0 : -ESTALE);
+	if (r == -ESTALE && !writing && n->gone_fd >= 0)
+		r = 0; /* renamed over: read what the kernel found (op_rename) */
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EISDIR;
 	if (r == 0)
 		r = node_path(n, path, sizeof(path));
 	if (r < 0)
 		goto fail;
-	if (writing) {
+	if (!n->hashed && n != &fs->root) {
+		char self[64];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", n->gone_fd);
+		fd = open(self, (fi->flags & OPEN_PASS) | O_CLOEXEC);
+		if (fd < 0) {
+			r = -errno;
+			goto fail;
+		}
+		h = handle_new(fs, req, n, fd, true, path);
+		if (!h) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	} else if (writing) {
 		if (n->readonly) {
 			struct journal_event ev = {.op = JOP_DENY,
 						   .result = -EROFS,

@@ -225,6 +225,46 @@ PY
 assert_eq "rename storms: every file exists exactly once with its content" OK "$OUT"
 alive_after "rename storms"
 
+# ------------------------------------------------------------------ saves while others read
+# An editor's save (write a temporary file, rename it over the file) while
+# other processes open and stat the file by name: on a native file system the
+# name always holds the old file or the new one.  The kernel may look the
+# name up just before the rename and ask for the file after it: the daemon
+# answers ESTALE for a file left without a name, and the kernel looks the
+# name up again (do_filp_open, vfs_statx).
+run t python3 - "$MNT/saves" <<'PY'
+import os, sys, time
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+target, tmp = os.path.join(d, "target"), os.path.join(d, "target.tmp")
+with open(target, "w") as f:
+    f.write("0\n")
+pid = os.fork()
+if pid == 0:
+    for i in range(1, 3001):
+        with open(tmp, "w") as f:
+            f.write("%d\n" % i)
+        os.rename(tmp, target)
+    os._exit(0)
+bad, reads = {}, 0
+while os.waitpid(pid, os.WNOHANG) == (0, 0):
+    for op in ("open", "stat"):
+        try:
+            if op == "open":
+                with open(target) as f:
+                    if not f.read().endswith("\n"):
+                        bad["torn read"] = bad.get("torn read", 0) + 1
+            else:
+                os.stat(target)
+            reads += 1
+        except OSError as e:
+            k = "%s: %s" % (op, e.strerror)
+            bad[k] = bad.get(k, 0) + 1
+print(", ".join("%s x%d" % kv for kv in bad.items()) or "OK" if reads > 1000 else "only %d reads" % reads)
+PY
+assert_eq "saves (rename over the file) while others open and stat it: never ENOENT" OK "$OUT"
+alive_after "saves while others read"
+
 # ------------------------------------------------------------------ readers during a copy-up
 # Eight readers hash the 32 MiB lower file over and over while a writer opens
 # it for appending (the copy-up): each read sees the lower bytes or the lower
