@@ -115,13 +115,22 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	char path[FS_PATH_MAX];
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
+	/* Only what the lower still holds there: a directory the person moved
+	 * or removed since the kernel looked it up (an agent's cwd in it) must
+	 * not come back in the upper, over whatever the path holds now. */
 	struct stat lst;
-	bool have_lower = node_lower(n) && layer_stat(fs, fs->lower_fd, node_lower(n), &lst) == 0;
+	if (!node_lower(n))
+		return -ENOENT;
+	r = layer_stat(fs, fs->lower_fd, node_lower(n), &lst);
+	if (r == -ENOTDIR || (r == 0 && !S_ISDIR(lst.st_mode)))
+		r = -ENOENT;
+	if (r < 0)
+		return r;
 	const char *leaf;
 	int pfd = upper_open_parent(fs, path, &leaf);
 	if (pfd < 0)
 		return pfd;
-	mode_t mode = have_lower ? (lst.st_mode & 07777) : 0755;
+	mode_t mode = lst.st_mode & 07777;
 	int granted = -1;
 	r = mkdirat(pfd, leaf, mode | S_IRWXU) < 0 ? -errno : 0;
 	if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
@@ -135,14 +144,12 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	close(pfd);
 	if (dfd < 0)
 		return -errno;
-	if (have_lower) {
-		if (fchown(dfd, lst.st_uid, lst.st_gid) < 0 && errno != EPERM) {
-			/* Not being able to give away ownership is expected unprivileged. */
-		}
-		fchmod(dfd, lst.st_mode & 07777);
-		struct timespec ts[2] = {lst.st_atim, lst.st_mtim};
-		futimens(dfd, ts);
+	if (fchown(dfd, lst.st_uid, lst.st_gid) < 0 && errno != EPERM) {
+		/* Not being able to give away ownership is expected unprivileged. */
 	}
+	fchmod(dfd, lst.st_mode & 07777);
+	struct timespec ts[2] = {lst.st_atim, lst.st_mtim};
+	futimens(dfd, ts);
 	close(dfd);
 	n->upper = true;
 	return 0;

@@ -467,7 +467,11 @@ int view_list(struct agentfs *fs, struct node *dir, view_list_cb cb, void *ctx);
 int view_dir_empty(struct agentfs *fs, struct node *dir);
 
 /* --- copyup.c ----------------------------------------------------------- */
-/* Make sure directory node @n exists in the upper (recursively). */
+/* Make sure directory node @n exists in the upper (recursively), made from
+ * the lower directory at its lower path with its mode, owner and times.
+ * -ENOENT when that path no longer holds a directory (the person moved or
+ * removed it since the lookup), rather than a directory the lower does not
+ * have. */
 int copyup_dir(struct agentfs *fs, struct node *n);
 /* What copyup() did: @copied when it copied a regular file's bytes now, whose
  * xxh3-128 is then @hash (the version the upper copy starts as). */

@@ -128,6 +128,26 @@ run t bash -c "cd '$MNT/cw/d' && cat one >/dev/null &&
 assert_eq "  ...replaced twice under the shell, a name looked up from there is the newest's" \
 	"0 3" "$RC $OUT"
 
+# A shell in a directory the person then moves away, a file put at its path:
+# a file made from the shell fails as in a removed directory (ENOENT), and
+# no directory comes back over the person's file.
+mkdir -p "$REPO/mv/w/x" && printf '1\n' >"$REPO/mv/w/x/f" && mkdir -p "$REPO/rm/w/x"
+eventually "directories a shell will work in show" 1 cat "$MNT/mv/w/x/f"
+run t bash -c "cd '$MNT/mv/w/x' && cat f >/dev/null &&
+	mv '$REPO/mv/w' '$REPO/mv/w.old' && printf 'person file\n' >'$REPO/mv/w' &&
+	sleep 0.5 && echo agent >agentfile"
+assert_ne "a file made in a directory the person moved away (its path now a file) fails" 0 "$RC"
+assert_contains "  ...with ENOENT" "No such file or directory" "$OUT"
+assert_content "  ...and the path shows the person's file" "$MNT/mv/w" "person file"
+run t bash -c "cd '$MNT/rm/w/x' && ls >/dev/null && rm -rf '$REPO/rm/w' && sleep 0.5 &&
+	mkdir sub"
+assert_ne "a directory made in a directory the person removed fails" 0 "$RC"
+assert_enoent "$MNT/rm/w" "  ...and the removed directory does not come back"
+run af status "$MNT"
+assert_not_contains "  ...status shows neither" "mv/w" "$OUT"
+assert_not_contains "  ...nor the other" "rm/w" "$OUT"
+rm -rf "$REPO/mv" "$REPO/rm"
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
