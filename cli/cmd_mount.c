@@ -16,6 +16,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <git2.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -1208,6 +1209,11 @@ int cmd_mount(int argc, char **argv)
 		free(c.a.fuse_opts);
 		return u < 0 ? 0 : u;
 	}
+	/* libgit2 starts its TLS stream once per process (reading the system's
+	 * CA bundle, ~10 ms here), though agentfs never talks to a remote.  One
+	 * start here, held until the end, serves the repository checks below
+	 * and, inherited by fork, the daemon's private .git. */
+	git_libgit2_init();
 	int rc = prepare(&c);
 	if (rc == 0) {
 		if (c.a.foreground) {
@@ -1220,5 +1226,6 @@ int cmd_mount(int argc, char **argv)
 	if (rc < 0)
 		undo(&c);
 	ctx_free(&c);
+	git_libgit2_shutdown();
 	return rc < 0 ? 1 : 0;
 }
