@@ -182,7 +182,10 @@ static void *watch_thread(void *arg)
 {
 	struct agentfs *fs = arg;
 	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
-	struct pending *pv = malloc(sizeof(*pv) * 512);
+	/* One per event a read can return (each at least a bare struct
+	 * inotify_event): every change of a read is invalidated. */
+	enum { MAX_EVENTS = sizeof(buf) / sizeof(struct inotify_event) };
+	struct pending *pv = malloc(sizeof(*pv) * MAX_EVENTS);
 	if (!pv) {
 		watch_end(fs);
 		return NULL;
@@ -233,7 +236,7 @@ static void *watch_thread(void *arg)
 				wd_del(fs, ev->wd);
 				continue;
 			}
-			if (!dir || np == 512)
+			if (!dir || np == MAX_EVENTS)
 				continue;
 			pv[np].dir = dir->id;
 			pv[np].child = 0;

@@ -148,6 +148,23 @@ assert_not_contains "  ...status shows neither" "mv/w" "$OUT"
 assert_not_contains "  ...nor the other" "rm/w" "$OUT"
 rm -rf "$REPO/mv" "$REPO/rm"
 
+# A burst of changes the watch reads at once (the daemon stopped meanwhile,
+# as when it is slow): thousands of events in one read(2) of inotify, each of
+# which must reach the kernel's cache: files rewritten longer after their
+# sizes were cached, names created after they were looked up as absent.
+mkdir -p "$REPO/many" && for i in $(seq 1 1500); do printf 'v1\n' >"$REPO/many/f$i"; done
+eventually "1500 files show" 1500 bash -c "ls '$MNT/many' | wc -l"
+t bash -c "stat '$MNT'/many/f{1..1500} '$MNT'/many/new{1..1500}" >/dev/null 2>&1
+DPID=$(daemon_pid_of "$MNT") || bail "no daemon pid for $MNT"
+kill -STOP "$DPID"
+for i in $(seq 1 1500); do printf 'v2 longer\n' >"$REPO/many/f$i"; printf 'n\n' >"$REPO/many/new$i"; done
+kill -CONT "$DPID"
+eventually "after the burst, every rewritten file has its new size" 0 bash -c \
+	"stat -c %s '$MNT'/many/f{1..1500} | grep -vc '^10\$'"
+eventually "  ...and every name created shows" 1500 bash -c \
+	"stat -c %n '$MNT'/many/new{1..1500} 2>/dev/null | wc -l"
+rm -rf "$REPO/many"
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
