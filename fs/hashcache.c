@@ -171,6 +171,8 @@ bool hashcache_lookup(struct hashcache *hc, const struct stat *st, XXH128_hash_t
  * being read. */
 static int hash_and_put(struct hashcache *hc, int fd, const struct stat *st, XXH128_hash_t *out)
 {
+	if (st->st_size > HASHCACHE_MAX_BYTES)
+		return -EFBIG;
 	struct timespec read_at = hashcache_clock();
 	int r = layout_hash_fd(fd, out);
 	if (r < 0)

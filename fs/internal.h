@@ -223,6 +223,10 @@ static inline size_t fs_readahead(void)
 #define FS_BULK_WRITE (64u << 10)
 /* For children of lower directories that could not be watched. */
 #define FS_SHORT_TIMEOUT 1.0
+/* For a name's absence, at most: an overflow of the lower watch's queue
+ * (inotify(7), IN_Q_OVERFLOW) drops what the daemon knows of, and the kernel
+ * forgets a name found absent before it after this long. */
+#define FS_NEG_TIMEOUT 60.0
 
 static inline struct agentfs *fs_of(fuse_req_t req)
 {
@@ -587,8 +591,15 @@ struct hashcache *hashcache_new(void);
  * contents are unchanged: safe while other threads use the table. */
 void hashcache_prefault(struct hashcache *hc);
 void hashcache_free(struct hashcache *hc);
+/* Files larger than this (st_size, bytes) are not hashed by the daemon:
+ * -EFBIG, and their journal records carry no hash.  The size is the file's
+ * length, holes included, which hash as the zeros they read as: a sparse
+ * 8 TiB file from `truncate -s` would hold the daemon for minutes; 3 GiB of
+ * data hash in about a second on the machine of tests/bench/RESULTS.md. */
+#define HASHCACHE_MAX_BYTES (4LL << 30)
 /* xxh3-128 of the file version open as @fd, computed once per (dev, ino, size,
- * mtime, ctime) unless that version is racily clean (hashcache_put). */
+ * mtime, ctime) unless that version is racily clean (hashcache_put); -EFBIG
+ * over HASHCACHE_MAX_BYTES. */
 int hashcache_get(struct hashcache *hc, int fd, XXH128_hash_t *out);
 /* The cached hash of the version @st describes, into @out: true if there is
  * one.  Never hashes. */

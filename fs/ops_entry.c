@@ -193,6 +193,8 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct fuse_entry_param ne;
 		memset(&ne, 0, sizeof(ne));
 		ne.entry_timeout = entry_timeout(fs, dir);
+		if (ne.entry_timeout > FS_NEG_TIMEOUT)
+			ne.entry_timeout = FS_NEG_TIMEOUT;
 		fuse_reply_entry(req, &ne);
 		return;
 	}

@@ -187,6 +187,19 @@ wait "$holder" 2>/dev/null
 settle
 assert_eq "  ...and its release adds no second record" 1 "$(records write open.txt | grep -c .)"
 
+# ------------------------------------------------------------------ a large sparse file
+# `truncate -s 1T`: its holes read as zeros and would hash as them, minutes of
+# the daemon's time.  Past HASHCACHE_MAX_BYTES (fs/internal.h) the daemon
+# records the file without a hash, at once, and the mount stays usable.
+step "truncate -s 1T of a new file" t truncate -s 1T "$MNT/sparse.bin"
+assert_eq "  ...reads as zeros" 000000 "$(t head -c 3 "$MNT/sparse.bin" | od -An -tx1 | tr -d ' \n')"
+assert_eq "  ...the mount still answers" "$(cat "$REPO/README.md")" "$(t cat "$MNT/README.md")"
+settle
+rec=$(records read sparse.bin | tail -n 1)
+if [ -n "$rec" ]; then pass "  ...its read is recorded"; else fail "  ...its read is recorded" "$(af log "$MNT" 2>&1 | tail -n 5)"; fi
+assert_eq "  ...without a hash" "" "$(field hash "$rec")"
+step "  ...and removed" t rm "$MNT/sparse.bin"
+
 # ------------------------------------------------------------------ tampering
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "$OUT"; fi
