@@ -800,7 +800,7 @@ int cmd_run(int argc, char **argv)
 	/* A root daemon's mount made without the kernel's permission checks
 	 * (fs.c): the sandbox's root has no capabilities, yet the daemon acts
 	 * with all of them. */
-	if (!c.mounted_here && geteuid() == 0 &&
+	if (!c.mounted_here && geteuid() == 0 && workspace_fuse_mount_at(c.mnt, NULL, 0) == 1 &&
 	    workspace_mount_has_option(c.mnt, "default_permissions") == 0)
 		cli_error(CMD,
 			  "%s was mounted without -o default_permissions: the view's modes do not "

@@ -122,7 +122,7 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	if (!node_lower(n))
 		return -ENOENT;
 	r = layer_stat(fs, fs->lower_fd, node_lower(n), &lst);
-	if (r == -ENOTDIR || (r == 0 && !S_ISDIR(lst.st_mode)))
+	if (r == -ENOTDIR || r == -ELOOP || (r == 0 && !S_ISDIR(lst.st_mode)))
 		r = -ENOENT;
 	if (r < 0)
 		return r;

@@ -82,11 +82,28 @@ static bool in_private_git(struct agentfs *fs, const struct node *dir)
 	return dir->parent && is_git_root(fs, dir->parent, dir->name);
 }
 
+/* May a negative lookup in @dir be taken by the request after it?  Its lower
+ * directory, if it merges one, must be watched, by a watch found since the
+ * last directory move the watch reported to be on the directory at its path
+ * (node.wd_epoch): a directory the person replaced would otherwise change
+ * unseen. */
+static bool neg_ok(struct agentfs *fs, const struct node *dir)
+{
+	if (__atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) || in_private_git(fs, dir))
+		return false;
+	if (!node_lower(dir) || dir->opaque)
+		return true;
+	return fs->inotify_fd >= 0 && __atomic_load_n(&dir->wd, __ATOMIC_RELAXED) > 0 &&
+	       (dir == &fs->root || __atomic_load_n(&dir->wd_epoch, __ATOMIC_RELAXED) ==
+					__atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE));
+}
+
 void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool whiteout,
 		  uint64_t lower_gen)
 {
-	if (entry_timeout(fs, dir) != fs->timeout ||
-	    __atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) || in_private_git(fs, dir))
+	/* Not behind a whiteout: `agentfs discard` may remove it, outside
+	 * the daemon, before it hears of it. */
+	if (whiteout || !neg_ok(fs, dir))
 		return;
 	pthread_mutex_lock(&fs->table_lock);
 	fs->neg.dir = dir;
@@ -100,8 +117,9 @@ void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool w
 
 bool neg_recall(struct agentfs *fs, struct node *dir, const char *name, bool *whiteout)
 {
+	bool ok = neg_ok(fs, dir);
 	pthread_mutex_lock(&fs->table_lock);
-	bool hit = fs->neg.dir == dir && fs->neg.ns_gen + 1 == fs->ns_gen &&
+	bool hit = ok && fs->neg.dir == dir && fs->neg.ns_gen + 1 == fs->ns_gen &&
 		   fs->neg.lower_gen == __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE) &&
 		   fs->neg.moves == __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE) &&
 		   !__atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) &&

@@ -242,9 +242,10 @@ void ns_wrlock(struct agentfs *fs);
  * its last negative answer (@whiteout: a whiteout of the upper hides the
  * name), read with the lower's event count @lower_gen taken before the name
  * was resolved; the request that follows may take it instead of resolving.
- * Only where the kernel keeps the negative entry as long (a watched lower
- * directory, or none: entry_timeout) and outside the private .git.  Under
- * ns_lock shared. */
+ * Only in a directory that merges no lower directory or a watched one whose
+ * watch is current (node.wd_epoch), outside the private .git, and not for a
+ * name behind a whiteout (`agentfs discard` removes whiteouts before the
+ * daemon hears of it).  Under ns_lock shared. */
 void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool whiteout,
 		  uint64_t lower_gen);
 /* Under ns_lock exclusive: whether the last negative lookup was of @name in
@@ -415,10 +416,14 @@ void handles_truncated(struct agentfs *fs, struct node *n);
 /* A duplicate of an open upper handle's descriptor of @n (the caller closes
  * it), or -ENOENT.  ops_file.c. */
 int handle_node_upper_fd(struct agentfs *fs, struct node *n);
-/* fstat through any open handle of @n (a file unlinked while open), or its
- * descriptor kept by the rename over it (node.gone_fd); -ESTALE when it has
- * neither: the name the kernel found it by now holds another file or
- * none (a rename over it raced the caller's lookup), and the kernel looks the
+/* The attributes of the file renamed over that node @n stood for, through
+ * the descriptor the rename kept (node.gone_fd); -ESTALE without one.  For
+ * GETATTR only: other requests act on a node by its path, which now names
+ * another file.  ops_file.c. */
+int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
+/* fstat through any open handle of @n (a file unlinked while open); without
+ * one, -ENOENT for a directory and -ESTALE for anything else: the name the kernel found it by now
+ * holds another file or none (a rename over it raced the caller's lookup), and the kernel looks the
  * path up again on ESTALE (do_filp_open, vfs_statx and the other path calls'
  * retry_estale, fs/namei.c), as for NFS's stale handles.  ops_file.c. */
 int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st);
@@ -653,6 +658,12 @@ static inline void fix_mode(struct agentfs *fs, int dfd, const char *name, int f
  * in fs/inode.c, mount(8) for ext4's grpid), else @caller.  Reads @dfd's mode
  * only when @got is the daemon's own group and not the caller's. */
 gid_t new_entry_gid(int dfd, gid_t got, gid_t caller);
+/* @mode (type and permission bits) of a new entry given group @gid, with
+ * set-group-ID dropped as inode_init_owner and mode_strip_sgid do (fs/inode.c):
+ * a file that group members may execute, in a group its non-root caller is
+ * not in (fuse_req_getgroups).  Linux 6.0 and later strip it before the
+ * request; older kernels leave it to the file system. */
+mode_t new_entry_setid(fuse_req_t req, mode_t mode, gid_t gid);
 
 /* --- events (ops_*.c) --------------------------------------------------- */
 void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,

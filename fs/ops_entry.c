@@ -244,6 +244,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		r = view_getattr(fs, n, &st);
+		if (r == -ESTALE)
+			r = gone_fstat(fs, n, &st); /* renamed over (op_rename) */
 		pthread_rwlock_unlock(&fs->ns_lock);
 	}
 	if (r < 0)
@@ -529,6 +531,20 @@ gid_t new_entry_gid(int dfd, gid_t got, gid_t caller)
 	return fstat(dfd, &dst) == 0 && (dst.st_mode & S_ISGID) ? got : caller;
 }
 
+mode_t new_entry_setid(fuse_req_t req, mode_t mode, gid_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (S_ISDIR(mode) || !(mode & S_ISGID) || !(mode & S_IXGRP) || gid == ctx->gid ||
+	    ctx->uid == 0)
+		return mode;
+	gid_t groups[256];
+	int n = fuse_req_getgroups(req, 256, groups);
+	for (int i = 0; i < n && i < 256; i++)
+		if (groups[i] == gid)
+			return mode;
+	return mode & ~(mode_t)S_ISGID;
+}
+
 /* The caller's ownership for a new entry when the daemon runs as root on
  * behalf of others (allow_other); a daemon running as the person needs none.
  * Not for a hard link: link(2) leaves its file's owner as it is. */
@@ -546,7 +562,7 @@ static void own_new(struct agentfs *fs, int dfd, const char *name, fuse_req_t re
 	(void)!fchownat(dfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
 	/* chown(2) clears set-user-ID and set-group-ID: put them back. */
 	if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
-		(void)!fchmodat(dfd, name, st.st_mode & 07777, 0);
+		(void)!fchmodat(dfd, name, new_entry_setid(req, st.st_mode, gid) & 07777, 0);
 }
 
 /* After creating @name in upper dir @dfd: drop a stale whiteout, look the
@@ -799,7 +815,8 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 		r = is_rmdir ? -ENOTDIR : -EISDIR;
 	if (r == 0 && is_rmdir) {
 		/* A stand-in node to list the directory as the view has it. */
-		struct node tmp = {.parent = dir,
+		struct node tmp = {.gone_fd = -1,
+				   .parent = dir,
 				   .name = (char *)name,
 				   .type = S_IFDIR,
 				   .upper = e.in_upper,
@@ -909,7 +926,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	char spath[FS_PATH_MAX] = "", dpath[FS_PATH_MAX] = "";
 	struct entry se, de;
 	bool replied = false;
-	struct node *n = NULL, *dn = NULL;
+	struct node *n = NULL, *dn = NULL, *over = NULL;
 	int sfd = -1, dfd = -1;
 	int r = 0;
 
@@ -988,7 +1005,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			goto out;
 		}
 		if (S_ISDIR(de.type)) {
-			struct node tmp = {.parent = ddir,
+			struct node tmp = {.gone_fd = -1,
+					   .parent = ddir,
 					   .name = (char *)newname,
 					   .type = S_IFDIR,
 					   .upper = de.in_upper,
@@ -1083,11 +1101,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	/* The file renamed over stays reachable for an open the kernel sends
 	 * for it after the rename (a lookup of the name just before it). */
-	struct node *over = NULL;
 	int over_fd = -1;
 	if (!(flags & RENAME_EXCHANGE) && de.exists && de.in_upper && S_ISREG(de.type) &&
-	    (over = node_find(fs, ddir, newname)) && over != n && over->gone_fd < 0)
+	    (over = node_find(fs, ddir, newname)) && over != n && over->gone_fd < 0) {
+		node_ref(fs, over); /* until the end: released after ns_lock */
 		over_fd = openat(dfd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	} else {
+		over = NULL;
+	}
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
 		if (over_fd >= 0)
@@ -1096,7 +1117,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			layout_remove_whiteout(sfd, name);
 		goto out;
 	}
-	if (over_fd >= 0)
+	if (over)
 		over->gone_fd = over_fd;
 	if (S_ISDIR(se.type) || ((flags & RENAME_EXCHANGE) && S_ISDIR(de.type)))
 		dircache_forget(fs); /* descriptors below the moved directory */
@@ -1129,6 +1150,8 @@ out:
 		node_unref(fs, n);
 	if (dn)
 		node_unref(fs, dn);
+	if (over)
+		node_unref(fs, over);
 	if (!replied)
 		fuse_reply_err(req, -r);
 }

@@ -221,6 +221,17 @@ void handles_truncated(struct agentfs *fs, struct node *n)
 	pt_last_forget(fs, n);
 }
 
+int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st)
+{
+	if (n->gone_fd < 0)
+		return -ESTALE;
+	if (fstat(n->gone_fd, st) < 0)
+		return -errno;
+	view_fix_attr(fs, st, n->ino, true);
+	st->st_nlink = 0; /* no name left in the view */
+	return 0;
+}
+
 int handle_node_upper_fd(struct agentfs *fs, struct node *n)
 {
 	int fd = -ENOENT;
@@ -248,12 +259,8 @@ int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 		upper = h->upper;
 	}
 	pthread_mutex_unlock(&fs->table_lock);
-	if (fd < 0 && n->gone_fd >= 0) {
-		fd = dup(n->gone_fd); /* renamed over (op_rename) */
-		upper = true;
-	}
 	if (fd < 0)
-		return -ESTALE;
+		return S_ISDIR(n->type) ? -ENOENT : -ESTALE;
 	int r = fstat(fd, st) < 0 ? -errno : 0;
 	close(fd);
 	if (r == 0) {
@@ -381,17 +388,20 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* A write needs the node's current state for copy-up; a read trusts
 	 * the lookup that gave the kernel this inode (watch.c keeps it true).
 	 * A node without a name (renamed over, unlinked) is stale: the kernel
-	 * then looks its path up again (handle_node_fstat). */
-	r = writing ? view_getattr(fs, n, &st) : (n == &fs->root || n->hashed ? 0 : -ESTALE);
-	if (r == -ESTALE && !writing && n->gone_fd >= 0)
-		r = 0; /* renamed over: read what the kernel found (op_rename) */
+	 * then looks its path up again (handle_node_fstat), except that one
+	 * renamed over is read through what the rename kept (op_rename). */
+	bool named = n == &fs->root || n->hashed;
+	if (!named)
+		r = !writing && n->gone_fd >= 0 ? 0 : -ESTALE;
+	else
+		r = writing ? view_getattr(fs, n, &st) : 0;
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EISDIR;
 	if (r == 0)
 		r = node_path(n, path, sizeof(path));
 	if (r < 0)
 		goto fail;
-	if (!n->hashed && n != &fs->root) {
+	if (!named) {
 		char self[64];
 		snprintf(self, sizeof(self), "/proc/self/fd/%d", n->gone_fd);
 		fd = open(self, (fi->flags & OPEN_PASS) | O_CLOEXEC);
@@ -617,9 +627,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		if (!cst_ok || cst.st_uid != ctx->uid || cst.st_gid != gid) {
 			cst_ok = false;
 			(void)!fchown(fd, ctx->uid, gid);
-			if ((mode & (S_ISUID | S_ISGID)) && fstat(fd, &cst) == 0)
-				(void)!fchmod(fd,
-					      (cst.st_mode & 0777) | (mode & (S_ISUID | S_ISGID)));
+			mode_t setid =
+			    new_entry_setid(req, S_IFREG | mode, gid) & (S_ISUID | S_ISGID);
+			if (setid && fstat(fd, &cst) == 0)
+				(void)!fchmod(fd, (cst.st_mode & 0777) | setid);
 		}
 	}
 	uint64_t ino = 0;
