@@ -43,14 +43,35 @@ static bool lookup_then_create(const char *looked, const char *made, bool wh, bo
 	return hit;
 }
 
+/* The lookup alone, with the lower's event count @lower_gen read before it. */
+static void remember(struct node *d, const char *name, uint64_t lower_gen)
+{
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	neg_remember(fs, d, name, false, lower_gen);
+	pthread_rwlock_unlock(&fs->ns_lock);
+}
+
+/* The request alone: whether it took the memory. */
+static bool recall(struct node *d, const char *name)
+{
+	bool wh;
+	ns_wrlock(fs);
+	bool hit = neg_recall(fs, d, name, &wh);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return hit;
+}
+
+static uint64_t lower_gen(void)
+{
+	return __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE);
+}
+
 START_TEST(taken_once_by_the_next_request)
 {
 	bool wh = true;
 	ck_assert(lookup_then_create("x", "x", false, &wh));
 	ck_assert(!wh);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh)); /* taken */
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert(!recall(dir, "x")); /* taken */
 	/* Behind a whiteout, which `agentfs discard` may remove unseen: not
 	 * remembered. */
 	ck_assert(!lookup_then_create("y", "y", true, &wh));
@@ -64,61 +85,38 @@ START_TEST(not_for_another_name_or_directory)
 	ck_assert(!lookup_then_create("x", "xx", false, &wh));
 	struct node *other = node_child(fs, &fs->root, "e", true);
 	ck_assert_ptr_nonnull(other);
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, dir, "x", false, 0);
-	pthread_rwlock_unlock(&fs->ns_lock);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, other, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(dir, "x", 0);
+	ck_assert(!recall(other, "x"));
 }
 END_TEST
 
 START_TEST(not_after_another_change)
 {
-	bool wh;
 	/* Another exclusive hold of ns_lock in between (an unlink, a
 	 * rename...). */
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, dir, "x", false, 0);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(dir, "x", lower_gen());
 	ns_wrlock(fs);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
-	/* Lower events read after the lookup began. */
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	uint64_t before = __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE);
-	__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE); /* during its resolve */
-	neg_remember(fs, dir, "x", false, before);
-	pthread_rwlock_unlock(&fs->ns_lock);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
-	/* ... or after it, before the request. */
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert(!recall(dir, "x"));
+	/* Lower events read after the lookup began, during its resolve... */
+	uint64_t before = lower_gen();
 	__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(dir, "x", before);
+	ck_assert(!recall(dir, "x"));
+	/* ... or after it, before the request. */
+	remember(dir, "x", lower_gen());
+	__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE);
+	ck_assert(!recall(dir, "x"));
 	/* A directory of the lower moved. */
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(dir, "x", lower_gen());
 	__atomic_add_fetch(&fs->dir_moves, 1, __ATOMIC_RELEASE);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert(!recall(dir, "x"));
 	/* The lower's watch ended. */
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, dir, "x", false, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(dir, "x", lower_gen());
+	ck_assert(recall(dir, "x")); /* (nothing changed: taken) */
+	remember(dir, "x", lower_gen());
 	__atomic_store_n(&fs->watch_broken, true, __ATOMIC_RELEASE);
-	ns_wrlock(fs);
-	ck_assert(!neg_recall(fs, dir, "x", &wh));
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert(!recall(dir, "x"));
 }
 END_TEST
 
@@ -139,9 +137,12 @@ START_TEST(not_where_the_kernel_keeps_it_briefly)
 	ck_assert(!lookup_then_create("x", "x", false, &wh));
 	dir->wd_epoch = fs->dir_moves; /* found again (view_apply) */
 	ck_assert(lookup_then_create("x", "x", false, &wh));
+	/* The watch went between the lookup and the request. */
+	remember(dir, "x", lower_gen());
 	dir->wd = 0;
+	ck_assert(!recall(dir, "x"));
+	ck_assert(!lookup_then_create("x", "x", false, &wh)); /* unwatched */
 	fs->inotify_fd = -1;
-	ck_assert(!lookup_then_create("x", "x", false, &wh));
 	dir->opaque = true; /* the lower below does not count */
 	ck_assert(lookup_then_create("x", "x", false, &wh));
 }
@@ -151,9 +152,7 @@ START_TEST(forgotten_with_its_directory)
 {
 	struct node *gone = node_child(fs, &fs->root, "gone", true);
 	ck_assert_ptr_nonnull(gone);
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	neg_remember(fs, gone, "x", false, 0);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	remember(gone, "x", 0);
 	ck_assert_ptr_eq(fs->neg.dir, gone);
 	node_forget(fs, gone, 1); /* freed: its address may be another's next */
 	ck_assert_ptr_null(fs->neg.dir);
