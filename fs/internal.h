@@ -427,7 +427,13 @@ int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
  * path up again on ESTALE (do_filp_open, vfs_statx and the other path calls'
  * retry_estale, fs/namei.c), as for NFS's stale handles.  ops_file.c. */
 int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st);
-/* Current attributes of @n. */
+/* Does @e, the entry now at @n's name, stand for another file than @n: of
+ * another type, or a lower file with another inode (the person replaced it,
+ * as an editor's save does)?  The kernel must then get a new inode for the
+ * name, and files open through @n keep the old one. */
+bool view_replaced(const struct node *n, const struct entry *e);
+/* Current attributes of @n (of the file still open through it, when the
+ * person replaced the lower file at its name: view_replaced). */
 int view_getattr(struct agentfs *fs, struct node *n, struct stat *st);
 /* Fix up attributes before they are reported (ino, link counts, dir sizes). */
 void view_fix_attr(struct agentfs *fs, struct stat *st, uint64_t ino, bool upper);

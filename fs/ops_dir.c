@@ -267,7 +267,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && !git_pending &&
 		    view_resolve_at(fs, dir, name, &e, NULL, ufd, lfd) == 0 && e.exists) {
 			struct node *old = node_find(fs, dir, name);
-			if (old && old->type && old->type != e.type)
+			if (old && view_replaced(old, &e))
 				node_unhash(fs, old);
 			c = node_child(fs, dir, name, true);
 			if (c && view_apply(fs, c, &e) < 0) {

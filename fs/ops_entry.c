@@ -199,7 +199,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	struct node *n = node_find(fs, dir, name);
-	if (n && n->type && n->type != e.type)
+	if (n && view_replaced(n, &e))
 		node_unhash(fs, n); /* replaced behind the kernel's back: new inode */
 	n = node_child(fs, dir, name, true);
 	if (!n || view_apply(fs, n, &e) < 0) {

@@ -339,6 +339,15 @@ int view_apply(struct agentfs *fs, struct node *n, struct entry *e)
 	return 0;
 }
 
+bool view_replaced(const struct node *n, const struct entry *e)
+{
+	if (!n->type)
+		return false; /* new: nothing to compare */
+	if (n->type != e->type)
+		return true;
+	return !S_ISDIR(e->type) && !n->upper && !e->in_upper && n->ino != (uint64_t)e->st.st_ino;
+}
+
 int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 {
 	if (n == &fs->root) {
@@ -376,6 +385,11 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		return r;
 	if (!e.exists || e.type != n->type)
 		return -ENOENT;
+	/* The person replaced the lower file (an editor's save): a file still
+	 * open through this node is the old one, as on any file system.  The
+	 * next lookup of the name gives the kernel a new inode (op_lookup). */
+	if (view_replaced(n, &e) && handle_node_fstat(fs, n, st) == 0)
+		return 0;
 	r = view_apply(fs, n, &e);
 	if (r < 0)
 		return r;

@@ -165,6 +165,29 @@ eventually "  ...and every name created shows" 1500 bash -c \
 	"stat -c %n '$MNT'/many/new{1..1500} 2>/dev/null | wc -l"
 rm -rf "$REPO/many"
 
+# A file the agent holds open while the person saves it (write a temporary
+# file, rename it over): the open file stays the old one, as on ext4, and
+# the name shows the new one, with its own inode.
+printf 'orig\n' >"$REPO/held.txt"
+eventually "a file to hold open shows" orig cat "$MNT/held.txt"
+run t python3 - "$MNT/held.txt" "$REPO" <<'PY'
+import os, sys, time
+path, repo = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDONLY)
+os.fstat(fd)
+with open(repo + "/held.txt.tmp", "w") as f:
+    f.write("person's new version\n")
+os.rename(repo + "/held.txt.tmp", repo + "/held.txt")
+time.sleep(0.5)
+new = open(path).read()
+held = os.fstat(fd)
+print(os.pread(fd, 100, 0).decode().strip(), held.st_size, new.strip(), os.stat(path).st_size,
+      "same-inode" if held.st_ino == os.stat(path).st_ino else "new-inode")
+PY
+assert_eq "a file held open while the person saves it stays the old one; the name is the new one" \
+	"orig 5 person's new version 21 new-inode" "$OUT"
+rm -f "$REPO/held.txt"
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
