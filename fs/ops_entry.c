@@ -285,6 +285,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
 	int own_fd = -1;
+	uint32_t unlinked = 0; /* the records say nothing of the upper at a path */
 	if (n != &fs->root && !n->hashed) {
 		/* Unlinked while open (fchmod(2) after unlink(2)): only an
 		 * upper handle still reaches the file.  Its name is gone, so
@@ -296,6 +297,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			goto fail;
 		}
 		snprintf(path, sizeof(path), "(unlinked)");
+		unlinked = JOURNAL_F_UNLINKED;
 	} else {
 		r = refresh(fs, n, NULL);
 		if (r == 0)
@@ -353,8 +355,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			close(fd);
 		if (r < 0)
 			goto out;
-		struct journal_event ev = {
-		    .op = JOP_TRUNCATE, .path = path, .bytes = (uint64_t)attr->st_size};
+		struct journal_event ev = {.op = JOP_TRUNCATE,
+					   .path = path,
+					   .bytes = (uint64_t)attr->st_size,
+					   .flags = unlinked};
 		fs_record_ev(fs, req, &ev);
 		handles_truncated(fs, n);
 	}
@@ -391,7 +395,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	if (to_set & sets & ~FUSE_SET_ATTR_SIZE) {
 		struct journal_event ev = {.op = JOP_SETATTR,
 					   .path = path,
-					   .flags = (uint32_t)to_set,
+					   .flags = (uint32_t)to_set | unlinked,
 					   .mode =
 					       (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode : 0};
 		fs_record_ev(fs, req, &ev);
@@ -929,6 +933,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	struct node *n = NULL, *dn = NULL, *over = NULL;
 	int sfd = -1, dfd = -1;
 	int r = 0;
+	bool noop = false;
 
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
 		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT is ours alone */
@@ -1042,11 +1047,24 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	if ((r = copyup_dir(fs, ddir)) < 0)
 		goto out;
-	bool src_wh = !(flags & RENAME_EXCHANGE) && lower_visible(fs, sdir, name);
 	if ((sfd = open_upper_dir(fs, sdir)) < 0 || (dfd = open_upper_dir(fs, ddir)) < 0) {
 		r = sfd < 0 ? sfd : dfd;
 		goto out;
 	}
+	/* Two names of one file of the upper (hard links): rename(2) does
+	 * nothing and both names stay, so neither the view nor the journal
+	 * changes. */
+	if (!(flags & RENAME_EXCHANGE) && de.exists && de.in_upper && S_ISREG(de.type) &&
+	    S_ISREG(se.type) && de.st.st_nlink > 1) {
+		struct stat a, b;
+		if (fstatat(sfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    fstatat(dfd, newname, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino) {
+			noop = true;
+			goto out;
+		}
+	}
+	bool src_wh = !(flags & RENAME_EXCHANGE) && lower_visible(fs, sdir, name);
 	/* An empty directory being replaced may still hold whiteouts. */
 	if (de.exists && de.in_upper && S_ISDIR(de.type) && !(flags & RENAME_EXCHANGE) &&
 	    (r = upper_rmdir(fs, dfd, newname)) < 0)
@@ -1139,7 +1157,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 out:
 	dircache_put(fs, sfd);
 	dircache_put(fs, dfd);
-	if (!replied) {
+	if (!replied && !noop) {
 		struct journal_event ev = {
 		    .op = JOP_RENAME, .result = r, .path = spath, .path2 = dpath, .flags = flags};
 		if (r != -ENOENT || spath[0])

@@ -349,6 +349,8 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 			return 0;
 		return journal_pathmap_set(m, e->path, true, empty_hash(), e->seq);
 	case JOP_TRUNCATE:
+		if (e->flags & JOURNAL_F_UNLINKED)
+			return 0; /* a file without a name: nothing at a path */
 		if (e->has_hash_after)
 			return journal_pathmap_update(m, e->path, true, e->hash_after, e->seq);
 		if (e->bytes == 0)

@@ -154,6 +154,18 @@ assert_contains "log --follow shows a write made while it runs" '"path":"followe
 	"$(cat "$T/follow.out")"
 
 step "verify passes on a live workspace" af verify "$MNT"
+# Python's tempfile.TemporaryFile without O_TMPFILE (not in FUSE 3.14):
+# create, unlink at once, write, truncate through the handle.
+step "a file written and truncated after its unlink (tempfile.TemporaryFile)" t python3 -c "
+import tempfile
+f = tempfile.TemporaryFile(dir='$MNT/docs'); f.write(b'hello'); f.flush(); f.seek(0); f.truncate(); f.write(b'x'); f.close()"
+step "  ...verify still passes" af verify "$MNT"
+# A rename between two names of one file does nothing (rename(2)).
+step "a hard link, and a rename of one of its names onto the other" t bash -c \
+	"ln '$MNT/docs/guide.md' '$MNT/docs/guide-link.md' && python3 -c \"import os; os.rename('$MNT/docs/guide.md', '$MNT/docs/guide-link.md')\""
+assert_eq "  ...both names stay" "guide-link.md guide.md" "$(t ls "$MNT/docs" | grep guide | tr '\n' ' ' | sed 's/ $//')"
+step "  ...verify still passes" af verify "$MNT"
+step "  ...and the link goes" t rm "$MNT/docs/guide-link.md"
 
 # No settling: verify and log ask the daemon to write its journal out first
 # (the flush handshake), so files written just before are on record.
