@@ -368,6 +368,8 @@ static int emit(struct walk *w, const char *path, const struct entry *base,
 			flags |= CHANGE_HIDDEN_NAME;
 		if (view->layer == CHANGE_UPPER && S_ISREG(view->st.st_mode)) {
 			int r = check_origin(w, path, view, &origin);
+			if (r == -ENOENT)
+				return 0; /* gone since the listing: the agent is at work */
 			if (r < 0)
 				return r;
 			if (r == 2)
@@ -380,7 +382,7 @@ static int emit(struct walk *w, const char *path, const struct entry *base,
 	if (!flags && base->present && view->present) {
 		int r = same_bytes(w, base, view);
 		if (r != 0)
-			return r < 0 ? r : 0;
+			return r < 0 && r != -ENOENT ? r : 0;
 	}
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 64;

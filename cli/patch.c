@@ -40,6 +40,8 @@ static int add_side(struct patch *p, const struct changes *cs, git_index *idx, c
 	char *buf;
 	size_t len;
 	int r = changes_read(cs, side, &buf, &len);
+	if (r == -ENOENT)
+		return 0; /* gone since the walk (the agent is at work): absent now */
 	if (r < 0)
 		return r;
 	git_index_entry e = {0};

@@ -497,6 +497,11 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		char *buf = NULL;
 		size_t len = 0;
 		int r = changes_read(cs, &ch->view, &buf, &len);
+		if (r == -ENOENT) {
+			/* Gone since the walk (the agent is at work): absent now. */
+			git_index_remove(idx, ch->path, 0);
+			continue;
+		}
 		if (r < 0) {
 			cli_error(c->o->cmd, "%s: cannot read: %s", ch->path, strerror(-r));
 			return r;
