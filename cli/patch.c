@@ -34,6 +34,11 @@ git_diff *patch_diff(const struct patch *p)
 	return p->diff;
 }
 
+git_repository *patch_repo(const struct patch *p)
+{
+	return p->repo;
+}
+
 static int add_side(struct patch *p, const struct changes *cs, git_index *idx, const char *path,
 		    const struct change_side *side)
 {

@@ -37,6 +37,8 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out);
 
 /* The diff (owned by the patch): deltas sorted by path, renames paired. */
 git_diff *patch_diff(const struct patch *p);
+/* The in-memory repository holding the blobs of @p's diff (owned by @p). */
+git_repository *patch_repo(const struct patch *p);
 
 /* The unified patch text, "diff --git a/... b/..." headers, in *out (malloc'd,
  * NUL-terminated; *len bytes without the NUL).  An empty diff gives "". */

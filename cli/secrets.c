@@ -399,38 +399,3 @@ int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size
 {
 	return scan_blob(s, path, buf, len);
 }
-
-int secrets_scan_changes(struct secrets *s, const struct changes *cs)
-{
-	for (size_t i = 0; i < cs->count; i++) {
-		const struct change *c = &cs->items[i];
-		if (!change_exported(c))
-			continue;
-		int r = secrets_scan_name(s, c->path);
-		if (r < 0)
-			return r;
-		if (!c->view.present)
-			continue;
-		char *ob = NULL, *nb = NULL;
-		size_t ol = 0, nl = 0;
-		r = c->base.present ? changes_read(cs, &c->base, &ob, &ol) : 0;
-		if (r == 0)
-			r = changes_read(cs, &c->view, &nb, &nl);
-		git_patch *p = NULL;
-		if (r == 0 &&
-		    git_patch_from_buffers(&p, ob, ol, c->path, nb, nl, c->path, NULL) < 0)
-			r = -EIO;
-		if (r == 0) {
-			if (!p || (git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY))
-				r = scan_blob(s, c->path, nb ? nb : "", nl);
-			else
-				r = scan_patch(s, p, c->path);
-		}
-		git_patch_free(p);
-		free(ob);
-		free(nb);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}

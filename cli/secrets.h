@@ -106,13 +106,6 @@ int secrets_scan_message(struct secrets *s, const char *commit, const char *msg)
  * objects) is scanned whole, line by line.  Returns 0, -ENOMEM or -EIO
  * (libgit2). */
 int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo);
-
-/* Scan the added lines and the path of every exported change of @cs
- * (cli/changes.h), deletions included: a rename is a deletion and an addition
- * there, so both of its names are scanned. */
-struct changes;
-int secrets_scan_changes(struct secrets *s, const struct changes *cs);
-
 /* Scan every line of a whole file's content. */
 int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len);
 

@@ -990,14 +990,12 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 	bool mbox = strcmp(format, "mbox") == 0, stat = strcmp(format, "stat") == 0;
 	if (!mbox && !stat && strcmp(format, "patch") != 0)
 		return -EINVAL;
-	struct secrets sc;
-	secrets_init(&sc, allow, n_allow);
-	int r = secrets_scan_changes(&sc, cs);
-	if (r == 0 && secrets_report(&sc, "export"))
-		r = -EPERM;
-	secrets_clear(&sc);
-	if (r < 0)
-		return r;
+	/* The secret scan reads what is handed over, once: the series' commits
+	 * (scan_series, in series_build) or the patch's blobs below.  Files
+	 * read again for it could differ from the ones in the patch (the
+	 * agent may still be writing), and a secret written in between would
+	 * pass unscanned. */
+	int r;
 	if (mbox) {
 		struct series_opts o = {.cmd = "export",
 					.conflicts = skip_conflicts ? SERIES_SKIP : SERIES_FAIL,
@@ -1020,6 +1018,14 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 	}
 	struct patch *p = NULL;
 	r = patch_new(cs, 0, &p);
+	if (r == 0) {
+		struct secrets sc;
+		secrets_init(&sc, allow, n_allow);
+		r = secrets_scan_diff(&sc, patch_diff(p), patch_repo(p));
+		if (r == 0 && secrets_report(&sc, "export"))
+			r = -EPERM;
+		secrets_clear(&sc);
+	}
 	if (r == 0 && stat) {
 		git_diff_stats *st = NULL;
 		git_buf b = GIT_BUF_INIT;
