@@ -78,7 +78,9 @@ int layout_get_redirect(int fd, char *buf, size_t len);
 int layout_set_redirect(int fd, const char *lower_path);
 
 struct layout_origin {
-	uint64_t ino;	     /* st_ino of the lower file at copy-up */
+	uint64_t ino;	     /* st_ino of the lower file at copy-up; 0: the file
+			      * reports its own (a base taken over from a file
+			      * that lives on under another name: op_rename) */
 	XXH128_hash_t hash;  /* xxh3-128 of its bytes at copy-up */
 	char path[PATH_MAX]; /* its lower path */
 };

@@ -1112,7 +1112,15 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			own = se.has_origin ? &se.origin : NULL;
 		else if (S_ISREG(se.type) && origin_of_upper(sfd, name, &o) == 1)
 			own = &o;
-		r = own ? layout_make_whiteout_origin(sfd, name, own)
+		/* Its base only, not its inode number: the renamed file keeps
+		 * that, and two live files must not share one (cp, tar and
+		 * find -samefile would take them for one file). */
+		struct layout_origin base;
+		if (own) {
+			base = *own;
+			base.ino = 0;
+		}
+		r = own ? layout_make_whiteout_origin(sfd, name, &base)
 			: layout_make_whiteout(sfd, name);
 		if (r < 0)
 			goto out;

@@ -635,8 +635,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	uint64_t ino = 0;
 	struct layout_origin wo;
-	if (whiteout && layout_whiteout_origin(dfd, name, &wo) == 1)
-		layout_set_origin(fd, &wo); /* the deleted file's base (op_unlink) */
+	bool have_wo = whiteout && layout_whiteout_origin(dfd, name, &wo) == 1;
+	if (have_wo) {
+		/* The deleted file's base (op_unlink), with its inode number
+		 * unless the file lives on under another name (op_rename
+		 * leaves it out then: 0). */
+		layout_set_origin(fd, &wo);
+		ino = wo.ino;
+	}
 	if (whiteout && node_lower(dir) && !dir->opaque) {
 		/* Re-created after an unlink (vim's backupcopy=no): the deleted
 		 * lower file is the base of the new one. */
@@ -645,7 +651,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		if (path_join(lpath, sizeof(lpath), node_lower(dir), name) == 0 &&
 		    layer_stat(fs, fs->lower_fd, lpath, &lst) == 0 &&
 		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN &&
-		    origin_from_lower(fs, fd, lpath) == 0)
+		    origin_from_lower(fs, fd, lpath) == 0 && !have_wo)
 			ino = (uint64_t)lst.st_ino;
 	}
 	if (whiteout)

@@ -153,7 +153,8 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 		ssize_t ol = lgetxattr(xp, LAYOUT_XATTR_ORIGIN, ob, sizeof(ob) - 1);
 		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &e->origin) > 0) {
 			e->has_origin = true;
-			return e->origin.ino;
+			/* 0: a base without an inode number (op_rename) */
+			return e->origin.ino ? e->origin.ino : ino;
 		}
 		e->markers_unknown = ol < 0 && errno == EACCES;
 		return ino;

@@ -18,7 +18,8 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		printf 'read only\n' >posix/ro.txt && chmod 444 posix/ro.txt &&
 		printf 'truncate me please\n' >posix/tr.txt &&
 		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
-		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x
+		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
+		mkdir mvre && printf 'old\n' >mvre/a
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -170,6 +171,19 @@ else
 	skip "owners of new entries in a set-group-ID directory and of hard links" \
 		"needs root: other owners and groups"
 fi
+
+# ------------------------------------------------------------------ a name made again after a rename
+# mv a b, then a new a (vim with `set backup backupcopy=no` saves so): two
+# live files, two inode numbers, as on ext4; b keeps a's.
+ino_a=$(t stat -c %i "$MNT/mvre/a")
+step "mv a b, then a new file a" t bash -c "mv '$MNT/mvre/a' '$MNT/mvre/b' && printf 'new\n' >'$MNT/mvre/a'"
+assert_eq "  ...b keeps a's inode number, the new a has another" "$ino_a yes" \
+	"$(t stat -c %i "$MNT/mvre/b") $([ "$(t stat -c %i "$MNT/mvre/a")" != "$ino_a" ] && echo yes)"
+step "  ...cp b a copies (they are not one file)" t cp "$MNT/mvre/b" "$MNT/mvre/a"
+assert_eq "  ...a holds b's content" old "$(t cat "$MNT/mvre/a")"
+step "the same through a save: mv a a~, write a, keep a~" t bash -c \
+	"mv '$MNT/mvre/a' '$MNT/mvre/a~' && printf 'newer\n' >'$MNT/mvre/a'"
+assert_ne "  ...a~ and a are two files" "$(t stat -c %i "$MNT/mvre/a~")" "$(t stat -c %i "$MNT/mvre/a")"
 
 # ------------------------------------------------------------------ copy-up preserves metadata
 f=$MNT/data/notes.txt
