@@ -1803,7 +1803,8 @@ int gitpriv_read_dirty(const char *ws_dir, char ***paths, size_t *count)
 		k++;
 	}
 	free(text);
-	qsort(v, k, sizeof(*v), cmp_str);
+	if (k > 1)
+		qsort(v, k, sizeof(*v), cmp_str); /* v is NULL when there are none */
 	*paths = v;
 	*count = k;
 	return 0;
