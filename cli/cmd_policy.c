@@ -325,7 +325,8 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 			break;
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names); /* names is NULL for none */
 	for (size_t i = 0; i < n; i++) {
 		size_t nl = strlen(names[i]);
 		if (len + 1 + nl >= PATH_MAX) {

@@ -1222,7 +1222,8 @@ static int prepare_readonly(struct gitpriv *g)
 		for (char *l = lines ? strtok_r(buf, "\n", &save) : NULL; l && k < n;
 		     l = strtok_r(NULL, "\n", &save))
 			lines[k++] = l;
-		qsort(lines, k, sizeof(*lines), cmp_line);
+		if (k > 1)
+			qsort(lines, k, sizeof(*lines), cmp_line); /* lines may be NULL */
 		char *out = NULL;
 		size_t olen = 0;
 		FILE *o = open_memstream(&out, &olen);
