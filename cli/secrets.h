@@ -106,6 +106,7 @@ int secrets_scan_message(struct secrets *s, const char *commit, const char *msg)
  * objects) is scanned whole, line by line.  Returns 0, -ENOMEM or -EIO
  * (libgit2). */
 int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo);
+
 /* Scan every line of a whole file's content. */
 int secrets_scan_blob(struct secrets *s, const char *path, const char *buf, size_t len);
 

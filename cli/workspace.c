@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <mntent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -850,17 +851,8 @@ int workspace_mount_has_option(const char *path, const char *opt)
 	int rc = mountinfo_lookup(path, NULL, 0, NULL, 0, super, sizeof(super));
 	if (rc <= 0)
 		return rc;
-	size_t n = strlen(opt);
-	for (const char *p = super; *p;) {
-		const char *comma = strchr(p, ',');
-		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-		if (len == n && strncmp(p, opt, n) == 0)
-			return 1;
-		if (!comma)
-			break;
-		p = comma + 1;
-	}
-	return 0;
+	struct mntent m = {.mnt_opts = super};
+	return hasmntopt(&m, opt) != NULL;
 }
 
 static bool pid_alive(pid_t pid)

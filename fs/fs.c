@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
+#include <mntent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -298,18 +299,12 @@ static bool root_alone(void)
 	return initial;
 }
 
-/* Is @opt one of the comma-separated options @opts (NULL: none)? */
+/* Is @opt one of the comma-separated options @opts (NULL: none)?
+ * hasmntopt(3) only reads the string. */
 static bool has_opt(const char *opts, const char *opt)
 {
-	size_t n = strlen(opt);
-	for (const char *p = opts; p && *p;) {
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (len == n && strncmp(p, opt, n) == 0)
-			return true;
-		p = end ? end + 1 : NULL;
-	}
-	return false;
+	struct mntent m = {.mnt_opts = (char *)opts};
+	return opts && hasmntopt(&m, opt) != NULL;
 }
 
 void fs_signal_ready(int *fd)

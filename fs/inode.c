@@ -110,22 +110,18 @@ void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool w
 	fs->neg.ns_gen = fs->ns_gen;
 	fs->neg.lower_gen = lower_gen;
 	fs->neg.moves = __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE);
-	fs->neg.whiteout = whiteout;
 	snprintf(fs->neg.name, sizeof(fs->neg.name), "%s", name);
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
-bool neg_recall(struct agentfs *fs, struct node *dir, const char *name, bool *whiteout)
+bool neg_recall(struct agentfs *fs, struct node *dir, const char *name)
 {
 	bool ok = neg_ok(fs, dir);
 	pthread_mutex_lock(&fs->table_lock);
 	bool hit = ok && fs->neg.dir == dir && fs->neg.ns_gen + 1 == fs->ns_gen &&
 		   fs->neg.lower_gen == __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE) &&
 		   fs->neg.moves == __atomic_load_n(&fs->dir_moves, __ATOMIC_ACQUIRE) &&
-		   !__atomic_load_n(&fs->watch_broken, __ATOMIC_ACQUIRE) &&
 		   strcmp(fs->neg.name, name) == 0;
-	if (hit)
-		*whiteout = fs->neg.whiteout;
 	fs->neg.dir = NULL;
 	pthread_mutex_unlock(&fs->table_lock);
 	return hit;

@@ -120,7 +120,6 @@ struct agentfs {
 		struct node *dir; /* NULL: none */
 		uint64_t ns_gen, lower_gen;
 		uint32_t moves;
-		bool whiteout;
 		char name[NAME_MAX + 1];
 	} neg;
 
@@ -250,9 +249,9 @@ void neg_remember(struct agentfs *fs, struct node *dir, const char *name, bool w
 		  uint64_t lower_gen);
 /* Under ns_lock exclusive: whether the last negative lookup was of @name in
  * @dir with nothing changed since (no other exclusive hold of ns_lock, no
- * lower event read, no directory moved), and then its @whiteout.  Takes it:
- * true once at most. */
-bool neg_recall(struct agentfs *fs, struct node *dir, const char *name, bool *whiteout);
+ * lower event read, no directory moved).  Such a name has no whiteout either
+ * (neg_remember).  Takes it: true once at most. */
+bool neg_recall(struct agentfs *fs, struct node *dir, const char *name);
 
 /* A node's lower path.  It may be replaced by a refresh under the shared
  * ns_lock while others read it (view_apply); the old string stays valid

@@ -510,8 +510,7 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 		*replied = true;
 		return -EROFS;
 	}
-	bool whiteout;
-	if (!neg_recall(fs, dir, name, &whiteout)) {
+	if (!neg_recall(fs, dir, name)) {
 		struct entry e;
 		if ((r = view_resolve(fs, dir, name, &e, NULL)) < 0)
 			return r;

@@ -581,8 +581,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	if (dfd < 0)
 		dfd = -1;
-	bool whiteout;
-	if (!neg_recall(fs, dir, name, &whiteout)) {
+	bool whiteout = false; /* none behind a recalled lookup (neg_remember) */
+	if (!neg_recall(fs, dir, name)) {
 		if ((r = view_resolve_at(fs, dir, name, &e, NULL, dfd, -1)) < 0)
 			goto fail;
 		if (e.exists) {

@@ -31,14 +31,14 @@ static void teardown(void)
 }
 
 /* The lookup (ns_lock shared), then the request (exclusive): whether it
- * took the memory, and its whiteout. */
-static bool lookup_then_create(const char *looked, const char *made, bool wh, bool *whiteout)
+ * took the memory.  @wh: a whiteout hid the name. */
+static bool lookup_then_create(const char *looked, const char *made, bool wh)
 {
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	neg_remember(fs, dir, looked, wh, __atomic_load_n(&fs->lower_gen, __ATOMIC_ACQUIRE));
 	pthread_rwlock_unlock(&fs->ns_lock);
 	ns_wrlock(fs);
-	bool hit = neg_recall(fs, dir, made, whiteout);
+	bool hit = neg_recall(fs, dir, made);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	return hit;
 }
@@ -54,9 +54,8 @@ static void remember(struct node *d, const char *name, uint64_t lower_gen)
 /* The request alone: whether it took the memory. */
 static bool recall(struct node *d, const char *name)
 {
-	bool wh;
 	ns_wrlock(fs);
-	bool hit = neg_recall(fs, d, name, &wh);
+	bool hit = neg_recall(fs, d, name);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	return hit;
 }
@@ -68,21 +67,18 @@ static uint64_t lower_gen(void)
 
 START_TEST(taken_once_by_the_next_request)
 {
-	bool wh = true;
-	ck_assert(lookup_then_create("x", "x", false, &wh));
-	ck_assert(!wh);
+	ck_assert(lookup_then_create("x", "x", false));
 	ck_assert(!recall(dir, "x")); /* taken */
 	/* Behind a whiteout, which `agentfs discard` may remove unseen: not
 	 * remembered. */
-	ck_assert(!lookup_then_create("y", "y", true, &wh));
+	ck_assert(!lookup_then_create("y", "y", true));
 }
 END_TEST
 
 START_TEST(not_for_another_name_or_directory)
 {
-	bool wh;
-	ck_assert(!lookup_then_create("x", "y", false, &wh));
-	ck_assert(!lookup_then_create("x", "xx", false, &wh));
+	ck_assert(!lookup_then_create("x", "y", false));
+	ck_assert(!lookup_then_create("x", "xx", false));
 	struct node *other = node_child(fs, &fs->root, "e", true);
 	ck_assert_ptr_nonnull(other);
 	remember(dir, "x", 0);
@@ -124,27 +120,26 @@ START_TEST(not_where_the_kernel_keeps_it_briefly)
 {
 	/* A lower directory without a watch: its negative entries live a
 	 * second in the kernel, a change below goes unseen. */
-	bool wh;
 	dir->lower = strdup("d");
 	ck_assert_ptr_nonnull(dir->lower);
-	ck_assert(!lookup_then_create("x", "x", false, &wh));
+	ck_assert(!lookup_then_create("x", "x", false));
 	fs->inotify_fd = 99; /* never used here */
 	dir->wd = 7;	     /* watched */
-	ck_assert(lookup_then_create("x", "x", false, &wh));
+	ck_assert(lookup_then_create("x", "x", false));
 	/* A directory move reported since the watch was last found on the
 	 * directory at its path: it may watch one elsewhere now. */
 	__atomic_add_fetch(&fs->dir_moves, 1, __ATOMIC_RELEASE);
-	ck_assert(!lookup_then_create("x", "x", false, &wh));
+	ck_assert(!lookup_then_create("x", "x", false));
 	dir->wd_epoch = fs->dir_moves; /* found again (view_apply) */
-	ck_assert(lookup_then_create("x", "x", false, &wh));
+	ck_assert(lookup_then_create("x", "x", false));
 	/* The watch went between the lookup and the request. */
 	remember(dir, "x", lower_gen());
 	dir->wd = 0;
 	ck_assert(!recall(dir, "x"));
-	ck_assert(!lookup_then_create("x", "x", false, &wh)); /* unwatched */
+	ck_assert(!lookup_then_create("x", "x", false)); /* unwatched */
 	fs->inotify_fd = -1;
 	dir->opaque = true; /* the lower below does not count */
-	ck_assert(lookup_then_create("x", "x", false, &wh));
+	ck_assert(lookup_then_create("x", "x", false));
 }
 END_TEST
 
