@@ -412,13 +412,13 @@ void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
 /* @n's file was truncated (and journaled so): its passthrough writers record
  * their file at release even when it holds what their last record said. */
 void handles_truncated(struct agentfs *fs, struct node *n);
-/* A duplicate of an open upper handle's descriptor of @n (the caller closes
- * it), or -ENOENT.  ops_file.c. */
-int handle_node_upper_fd(struct agentfs *fs, struct node *n);
+/* A duplicate of the descriptor of an open handle of @n, of the upper's
+ * file if @upper_only (the caller closes it), or -ENOENT.  ops_file.c. */
+int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only);
 /* The attributes of the file renamed over that node @n stood for, through
  * the descriptor the rename kept (node.gone_fd); -ESTALE without one.  For
- * GETATTR only: other requests act on a node by its path, which now names
- * another file.  ops_file.c. */
+ * GETATTR (and the xattr requests, ops_xattr.c): other requests act on a node
+ * by its path, which now names another file.  ops_file.c. */
 int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
 /* fstat through any open handle of @n (a file unlinked while open); without
  * one, -ENOENT for a directory and -ESTALE for anything else: the name the kernel found it by now

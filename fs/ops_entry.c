@@ -291,7 +291,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		 * upper handle still reaches the file.  Its name is gone, so
 		 * nothing is copied up or looked up by path. */
 		if (hfd < 0)
-			hfd = own_fd = handle_node_upper_fd(fs, n);
+			hfd = own_fd = handle_node_fd(fs, n, true);
 		if (hfd < 0) {
 			r = -ENOENT;
 			goto fail;

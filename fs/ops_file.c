@@ -232,12 +232,12 @@ int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 	return 0;
 }
 
-int handle_node_upper_fd(struct agentfs *fs, struct node *n)
+int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only)
 {
 	int fd = -ENOENT;
 	pthread_mutex_lock(&fs->table_lock);
 	for (struct handle *h = n->handles; h; h = h->next) {
-		if (h->upper) {
+		if (h->upper || !upper_only) {
 			fd = dup(h->fd);
 			if (fd < 0)
 				fd = -errno;

@@ -77,6 +77,35 @@ static int xattr_path(struct agentfs *fs, struct node *n, bool upper, char *out,
 	return 0;
 }
 
+/*
+ * For @n without a name in the view (unlinked, or renamed over, while open):
+ * "/proc/self/fd/<fd>" of its own file, where a path from its name would
+ * reach whatever holds the name now.  The fd duplicates an open handle's
+ * (an upper one only, if @upper_only: a lower file cannot be copied up once
+ * its name is gone) or the descriptor a rename kept (node.gone_fd, the
+ * upper's, O_PATH); the non-l calls follow the magic link to the file
+ * (proc(5)).  @dfd receives the fd to close.  -ENOENT without either, as
+ * setattr answers then.  Caller holds ns_lock.
+ */
+static int unnamed_xattr_path(struct agentfs *fs, struct node *n, bool upper_only, char *out,
+			      size_t len, int *dfd)
+{
+	int fd = handle_node_fd(fs, n, upper_only);
+	if (fd == -ENOENT && n->gone_fd >= 0 && (fd = dup(n->gone_fd)) < 0)
+		fd = -errno;
+	if (fd < 0)
+		return fd;
+	*dfd = fd;
+	snprintf(out, len, "/proc/self/fd/%d", fd);
+	return 0;
+}
+
+/* Has @n no name in the view any more (unnamed_xattr_path)? */
+static bool unnamed(const struct agentfs *fs, const struct node *n)
+{
+	return n != &fs->root && !n->hashed;
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct agentfs *fs = fs_of(req);
@@ -89,8 +118,10 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	int dfd = -1;
 	struct stat st;
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	int r = view_getattr(fs, n, &st);
-	if (r == 0)
+	bool gone = unnamed(fs, n);
+	int r =
+	    gone ? unnamed_xattr_path(fs, n, false, p, sizeof(p), &dfd) : view_getattr(fs, n, &st);
+	if (r == 0 && !gone)
 		r = xattr_path(fs, n, n->upper, p, sizeof(p), &dfd);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0) {
@@ -98,7 +129,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		return;
 	}
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t len = lgetxattr(p, name, buf, size);
+	ssize_t len = gone ? getxattr(p, name, buf, size) : lgetxattr(p, name, buf, size);
 	int err = errno;
 	close(dfd);
 	if (len < 0)
@@ -118,18 +149,21 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	int dfd = -1;
 	struct stat st;
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	int r = view_getattr(fs, n, &st);
-	if (r == 0)
+	bool gone = unnamed(fs, n);
+	int r =
+	    gone ? unnamed_xattr_path(fs, n, false, p, sizeof(p), &dfd) : view_getattr(fs, n, &st);
+	if (r == 0 && !gone)
 		r = xattr_path(fs, n, n->upper, p, sizeof(p), &dfd);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	ssize_t len = llistxattr(p, NULL, 0);
+	ssize_t (*list)(const char *, char *, size_t) = gone ? listxattr : llistxattr;
+	ssize_t len = list(p, NULL, 0);
 	char *all = len > 0 ? malloc((size_t)len) : NULL;
 	if (len > 0)
-		len = all ? llistxattr(p, all, (size_t)len) : -1;
+		len = all ? list(p, all, (size_t)len) : -1;
 	int err = errno;
 	close(dfd);
 	if (len < 0) {
@@ -170,8 +204,13 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	int dfd = -1;
 	struct stat st;
 	ns_wrlock(fs);
-	int r = view_getattr(fs, n, &st);
-	if (r == 0)
+	/* Unlinked while open: only an upper handle reaches the file, and
+	 * the records name no path for it (as setattr's, op_setattr). */
+	bool gone = unnamed(fs, n);
+	int r = gone ? 0 : view_getattr(fs, n, &st);
+	if (r == 0 && gone)
+		snprintf(path, sizeof(path), "(unlinked)");
+	else if (r == 0)
 		r = node_path(n, path, sizeof(path));
 	if (r == 0 && n->readonly) {
 		struct journal_event ev = {
@@ -179,18 +218,24 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		fs_record_ev(fs, req, &ev);
 		r = -EROFS;
 	}
-	if (r == 0)
+	if (r == 0 && !gone)
 		r = copyup(fs, n, req, NULL);
 	if (r == 0)
-		r = xattr_path(fs, n, true, p, sizeof(p), &dfd);
+		r = gone ? unnamed_xattr_path(fs, n, true, p, sizeof(p), &dfd)
+			 : xattr_path(fs, n, true, p, sizeof(p), &dfd);
 	if (r == 0) {
-		if ((remove ? lremovexattr(p, name) : lsetxattr(p, name, value, size, flags)) < 0)
+		int e =
+		    gone
+			? (remove ? removexattr(p, name) : setxattr(p, name, value, size, flags))
+			: (remove ? lremovexattr(p, name) : lsetxattr(p, name, value, size, flags));
+		if (e < 0)
 			r = -errno;
 		close(dfd);
 		struct journal_event ev = {.op = remove ? JOP_REMOVEXATTR : JOP_SETXATTR,
 					   .result = r,
 					   .path = path,
 					   .detail = name,
+					   .flags = gone ? JOURNAL_F_UNLINKED : 0,
 					   .bytes = size};
 		fs_record_ev(fs, req, &ev);
 	}

@@ -101,7 +101,8 @@ struct journal_event {
 	uint64_t bytes;	    /* bytes served (READ) or written (WRITE); size (TRUNCATE) */
 	bool bytes_unknown; /* WRITE: written by the kernel (passthrough); no "bytes" */
 	uint32_t flags;	    /* rename flags, open flags, setattr valid mask; for READ,
-			     * WRITE, TRUNCATE and SETATTR: JOURNAL_F_UNLINKED */
+			     * WRITE, TRUNCATE, SETATTR, SETXATTR and REMOVEXATTR:
+			     * JOURNAL_F_UNLINKED */
 	uint32_t mode;	    /* create/mkdir/setattr mode */
 	bool has_hash_before;
 	bool has_hash_after;
@@ -116,10 +117,11 @@ struct journal_event {
 };
 
 /* READ/WRITE flag: the file had no name left in the view when its handle was
- * released (written, then unlinked while open); TRUNCATE/SETATTR: it had none
- * when changed through its handle (Python's tempfile.TemporaryFile truncates
- * a file it unlinked at once).  The record is evidence of the change, and
- * says nothing about what the upper holds at @path. */
+ * released (written, then unlinked while open); TRUNCATE, SETATTR, SETXATTR
+ * and REMOVEXATTR: it had none when changed through its handle (Python's
+ * tempfile.TemporaryFile truncates a file it unlinked at once).  The record
+ * is evidence of the change, and says nothing about what the upper holds at
+ * @path. */
 #define JOURNAL_F_UNLINKED 0x80000000u
 
 enum journal_sync {

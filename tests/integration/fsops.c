@@ -256,6 +256,68 @@ err:
 	return fail();
 }
 
+/*
+ * The xattrs of a file unlinked while open belong to it, not to a new file
+ * made at its name: open a[0] (O_RDWR when a[1] is "rw", else O_RDONLY),
+ * unlink it, create a new file at the name with user.k=new, then
+ * fsetxattr(fd, user.k, "old"), fgetxattr, flistxattr and fremovexattr
+ * through the old descriptor, and getxattr of the name after each.
+ * Prints "OK" and "fd=... name=... list=... removed=... name=..." or the
+ * failing step and errno.
+ */
+static int op_unlink_xattr(char **a)
+{
+	const char *step = "open";
+	char fdval[64] = "", name1[64] = "", name2[64] = "", list[256] = "", gone[16];
+	int fd = open(a[0], strcmp(a[1], "rw") == 0 ? O_RDWR : O_RDONLY);
+	if (fd < 0)
+		goto err;
+	step = "unlink";
+	if (unlink(a[0]) < 0)
+		goto err;
+	step = "create";
+	int nfd = open(a[0], O_CREAT | O_EXCL | O_WRONLY, 0644);
+	if (nfd < 0 || close(nfd) < 0)
+		goto err;
+	step = "setxattr-name";
+	if (setxattr(a[0], "user.k", "new", 3, 0) < 0)
+		goto err;
+	step = "fsetxattr";
+	if (fsetxattr(fd, "user.k", "old", 3, 0) < 0)
+		goto err;
+	step = "fgetxattr";
+	ssize_t n = fgetxattr(fd, "user.k", fdval, sizeof(fdval) - 1);
+	if (n < 0)
+		goto err;
+	fdval[n] = 0;
+	step = "getxattr-name";
+	if ((n = getxattr(a[0], "user.k", name1, sizeof(name1) - 1)) < 0)
+		goto err;
+	name1[n] = 0;
+	step = "flistxattr";
+	if ((n = flistxattr(fd, list, sizeof(list) - 1)) < 0)
+		goto err;
+	list[n] = 0;
+	for (ssize_t i = 0; i + 1 < n; i++)
+		if (!list[i])
+			list[i] = ','; /* names joined */
+	step = "fremovexattr";
+	if (fremovexattr(fd, "user.k") < 0)
+		goto err;
+	int removed = fgetxattr(fd, "user.k", gone, sizeof(gone)) < 0 && errno == ENODATA;
+	step = "getxattr-name-2";
+	if ((n = getxattr(a[0], "user.k", name2, sizeof(name2) - 1)) < 0)
+		goto err;
+	name2[n] = 0;
+	close(fd);
+	printf("OK\nfd=%s name=%s list=%s removed=%d name=%s\n", fdval, name1, list, removed,
+	       name2);
+	return 0;
+err:
+	printf("%s ", step);
+	return fail();
+}
+
 static int op_setxattr(char **a)
 {
 	if (setxattr(a[0], a[1], a[2], strlen(a[2]), 0) < 0)
@@ -394,6 +456,7 @@ static const struct op ops[] = {
     {"fsync-between", 3, op_fsync_between, "FILE STRING STRING"},
     {"statfs", 1, op_statfs, "PATH"},
     {"unlink-open", 1, op_unlink_open, "FILE"},
+    {"unlink-xattr", 2, op_unlink_xattr, "FILE rw|ro"},
     {"setxattr", 3, op_setxattr, "PATH NAME VALUE"},
     {"getxattr", 2, op_getxattr, "PATH NAME"},
     {"removexattr", 2, op_removexattr, "PATH NAME"},

@@ -13,7 +13,7 @@ MNT=$T/mnt
 make_test_repo "$REPO" || bail "cannot create the test repository"
 (
 	cd "$REPO" && mkdir posix &&
-		for f in a b c d unl hl; do printf '%s\n' "$f-content" >posix/$f.txt; done &&
+		for f in a b c d unl hl ux uy; do printf '%s\n' "$f-content" >posix/$f.txt; done &&
 		printf '0123456789' >posix/mm.txt && printf 'start\n' >posix/ap.txt &&
 		printf 'read only\n' >posix/ro.txt && chmod 444 posix/ro.txt &&
 		printf 'truncate me please\n' >posix/tr.txt &&
@@ -57,7 +57,7 @@ assert_eq "rename of a hidden name as source: ENOENT" ENOENT \
 	"$(fsops rename-noreplace "$MNT/config/id_rsa" "$MNT/config/stolen")"
 step "rename replacing a lower file (mv a2.txt b.txt)" t mv "$P/a2.txt" "$P/b.txt"
 assert_eq "  ...b.txt has a2's content" a-content "$(t cat "$P/b.txt" 2>&1)"
-assert_eq "  ...posix/ lists each name once" "ap.txt b.txt d.txt hl.txt mm.txt ro.txt tr.txt tree unl.txt" \
+assert_eq "  ...posix/ lists each name once" "ap.txt b.txt d.txt hl.txt mm.txt ro.txt tr.txt tree unl.txt ux.txt uy.txt" \
 	"$(t ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 
 # ------------------------------------------------------------------ mmap, O_APPEND, truncate
@@ -139,6 +139,20 @@ printf 'new\n' >"$T/newfile"
 step "create a new file" t cp "$T/newfile" "$P/new.txt"
 assert_eq "unlink of an open new file: the fd keeps working" \
 	"$(printf 'OK\nnlink=0 read=written-after-unlink gone=1')" "$(fsops unlink-open "$P/new.txt")"
+# The xattr requests of a file unlinked while open reach that file, not the
+# new one made at its name (fsetxattr(2) on an unlinked file, as ext4).
+ux_ok=$(printf 'OK\nfd=old name=new list=user.k removed=1 name=new')
+assert_eq "xattrs through the fd of an unlinked lower file, a new file at its name" \
+	"$ux_ok" "$(fsops unlink-xattr "$P/ux.txt" rw)"
+step "create another new file" t cp "$T/newfile" "$P/new2.txt"
+assert_eq "xattrs through the fd of an unlinked new file, a new file at its name" \
+	"$ux_ok" "$(fsops unlink-xattr "$P/new2.txt" rw)"
+# Opened read-only, the lower file was never copied up and cannot be once
+# its name is gone: the fd's setxattr fails (ENOENT), the new file keeps its own.
+assert_eq "fsetxattr through a read-only fd of an unlinked lower file: ENOENT" \
+	"fsetxattr ENOENT" "$(fsops unlink-xattr "$P/uy.txt" ro)"
+assert_eq "  ...and the new file at its name keeps its value" \
+	"$(printf 'OK\nnew')" "$(fsops getxattr "$P/uy.txt" user.k)"
 
 # ------------------------------------------------------------------ hard links
 step "hard link of a lower file" t ln "$P/b.txt" "$P/b-link.txt"
