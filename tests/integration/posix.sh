@@ -371,6 +371,34 @@ assert_eq "  ...each lands beside what the name now holds" "nx y | ny x" \
 	"$(echo $(t ls "$P/dx") "|" $(t ls "$P/dy"))"
 assert_eq "  ...in the upper too" "nx y | ny x" "$(echo $(ls "$UP/dx") "|" $(ls "$UP/dy"))"
 
+# ------------------------------------------------------------------ a database in WAL mode
+# SQLite's WAL mode maps its -shm file shared and writable and locks with
+# fcntl(2); a test suite an agent runs may keep its database in the tree.
+if command -v python3 >/dev/null && python3 -c 'import sqlite3' 2>/dev/null; then
+	assert_eq "sqlite in WAL mode: two connections, a checkpoint, an integrity check" \
+		"(2000, 1999000) ('ok',) (2001,)" "$(t python3 - "$P/db.sqlite" 2>&1 <<'PY'
+import sqlite3, sys
+p = sys.argv[1]
+a = sqlite3.connect(p)
+a.execute("pragma journal_mode=wal")
+a.execute("create table t(x)")
+for i in range(2000):
+    a.execute("insert into t values(?)", (i,))
+a.commit()
+b = sqlite3.connect(p)
+seen = b.execute("select count(*), sum(x) from t").fetchone()
+a.execute("pragma wal_checkpoint(truncate)")
+a.close()
+b.close()
+c = sqlite3.connect(p)
+c.execute("pragma journal_mode=delete")
+c.execute("insert into t values(1)")
+c.commit()
+print(seen, c.execute("pragma integrity_check").fetchone(), c.execute("select count(*) from t").fetchone())
+PY
+)"
+fi
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
