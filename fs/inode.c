@@ -37,6 +37,7 @@ static void node_free(struct node *n)
 {
 	if (n->gone_fd >= 0)
 		close(n->gone_fd);
+	free(n->dead);
 	free(n->name);
 	free(n->lower);
 	free(n);
@@ -254,6 +255,22 @@ void node_unhash(struct agentfs *fs, struct node *n)
 	pthread_mutex_lock(&fs->table_lock);
 	remove_locked(fs, n);
 	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void node_remove_dir(struct agentfs *fs, struct node *n, const struct stat *st, bool rmdir)
+{
+	node_unhash(fs, n);
+	if (!st || !S_ISDIR(n->type) || n->dead || !S_ISDIR(st->st_mode))
+		return;
+	struct stat *d = malloc(sizeof(*d));
+	if (!d)
+		return; /* its fstat answers ENOENT, as before */
+	*d = *st;
+	d->st_ino = (ino_t)n->ino;
+	d->st_nlink = 0;
+	if (rmdir)
+		d->st_size = 0;
+	n->dead = d;
 }
 
 int node_move(struct agentfs *fs, struct node *n, struct node *parent, const char *name)

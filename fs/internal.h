@@ -53,6 +53,11 @@ struct node {
 	 * after the rename is served (op_open); -1 none.  Closed when the
 	 * node is freed. */
 	int gone_fd;
+	/* A directory removed (rmdir, or renamed over) while the kernel knew
+	 * it: its attributes then, with no link, for the fstat(2) of a process
+	 * whose working directory it was (ext4 answers it too).  NULL
+	 * otherwise.  Set under ns_lock held exclusively; freed with the node. */
+	struct stat *dead;
 
 	mode_t type;	    /* S_IFMT bits */
 	uint64_t ino;	    /* reported st_ino */
@@ -293,6 +298,12 @@ struct node *node_child(struct agentfs *fs, struct node *parent, const char *nam
 struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name);
 /* Take the node out of the name table (unlinked, or replaced by a rename). */
 void node_unhash(struct agentfs *fs, struct node *n);
+/* node_unhash() for an entry removed from the view, keeping in node.dead
+ * what a directory's fstat(2) answers from then on: @st, its attributes
+ * just before (NULL: unknown), with no link, and size 0 after an rmdir
+ * (@rmdir; a rename over keeps the size), as ext4 leaves a directory
+ * (ext4_rmdir, ext4_rename).  Caller holds ns_lock exclusively. */
+void node_remove_dir(struct agentfs *fs, struct node *n, const struct stat *st, bool rmdir);
 /* Move a hashed node to (@parent, @name).  Caller holds ns_lock exclusive. */
 int node_move(struct agentfs *fs, struct node *n, struct node *parent, const char *name);
 void node_ref(struct agentfs *fs, struct node *n);

@@ -854,7 +854,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	if (r == 0) {
 		struct node *n = node_find(fs, dir, name);
 		if (n)
-			node_unhash(fs, n);
+			node_remove_dir(fs, n, &e.st, is_rmdir);
 	}
 	fs_record(fs, req, is_rmdir ? JOP_RMDIR : JOP_UNLINK, r, path, NULL);
 	pthread_rwlock_unlock(&fs->ns_lock);
@@ -1156,7 +1156,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		goto out;
 	struct node *old = node_find(fs, ddir, newname);
 	if (old && old != n && old != dn)
-		node_unhash(fs, old);
+		node_remove_dir(fs, old, de.exists ? &de.st : NULL, false);
 	if (dn)
 		node_unhash(fs, dn);
 	if ((r = node_move(fs, n, ddir, newname)) == 0 && dn)

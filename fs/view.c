@@ -358,6 +358,10 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		view_fix_attr(fs, st, (uint64_t)lst.st_ino, true);
 		return 0;
 	}
+	if (!n->hashed && n->dead) {
+		*st = *n->dead; /* removed while someone's working directory */
+		return 0;
+	}
 	if (!n->hashed)
 		return handle_node_fstat(fs, n, st); /* unlinked, maybe still open */
 	if (S_ISDIR(n->type) && n->upper && !is_git_root(fs, n->parent, n->name)) {

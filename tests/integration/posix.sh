@@ -19,7 +19,7 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		printf 'truncate me please\n' >posix/tr.txt &&
 		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
-		mkdir mvre && printf 'old\n' >mvre/a
+		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -370,6 +370,16 @@ sh_step "  ...a file made in each after" "printf 'n\n' >'$P/dx/nx' && printf 'n\
 assert_eq "  ...each lands beside what the name now holds" "nx y | ny x" \
 	"$(echo $(t ls "$P/dx") "|" $(t ls "$P/dy"))"
 assert_eq "  ...in the upper too" "nx y | ny x" "$(echo $(ls "$UP/dx") "|" $(ls "$UP/dy"))"
+# A shell whose working directory is removed under it: ls lists nothing and
+# stat says no link, size 0, as on ext4 (where it failed with ENOENT).
+assert_eq "a new directory removed while it is the working directory: ls, stat ." "ok 0 0" \
+	"$(t sh -c "mkdir '$P/cw' && cd '$P/cw' && rmdir '$P/cw' && ls && echo ok \$(stat -c '%h %s' .)" 2>&1)"
+assert_eq "a lower directory removed while it is the working directory: ls, stat ." "ok 0 0" \
+	"$(t sh -c "cd '$MNT/cwdl' && rm f && rmdir '$MNT/cwdl' && ls && echo ok \$(stat -c '%h %s' .)" 2>&1)"
+assert_eq "a directory renamed over while it is the working directory: ls, stat ." "ok 0" \
+	"$(t sh -c "mkdir '$P/ro1' '$P/ro2' && cd '$P/ro2' && mv -T '$P/ro1' '$P/ro2' && ls && echo ok \$(stat -c %h .)" 2>&1)"
+sh_step "  ...made again, with a file" "mkdir '$MNT/cwdl' && printf 'n\n' >'$MNT/cwdl/n'"
+assert_eq "  ...the new one lists only its own file" n "$(t ls "$MNT/cwdl" 2>&1)"
 
 # ------------------------------------------------------------------ a database in WAL mode
 # SQLite's WAL mode maps its -shm file shared and writable and locks with
