@@ -798,6 +798,35 @@ static int victim(fuse_req_t req, struct agentfs *fs, struct node *dir, const ch
 }
 
 /*
+ * Is directory @e, found at @name in @dir, empty as the view shows it?  1 yes,
+ * 0 no, or a negative errno.  Markers the daemon could not read (a directory
+ * the agent made unreadable: e->markers_unknown) say nothing of its lower
+ * directory; the node the kernel holds for it does (view_apply keeps what it
+ * knew), and without one the answer is -EACCES, never "empty", which would
+ * let rmdir(2) or a rename over it drop the lower's entries from the view.
+ */
+static int dir_entry_empty(struct agentfs *fs, struct node *dir, const char *name,
+			   const struct entry *e)
+{
+	/* A stand-in node to list the directory as the view has it. */
+	struct node tmp = {.gone_fd = -1,
+			   .parent = dir,
+			   .name = (char *)name,
+			   .type = S_IFDIR,
+			   .upper = e->in_upper,
+			   .opaque = e->opaque,
+			   .lower = e->in_lower ? (char *)e->lower : NULL};
+	if (e->markers_unknown) {
+		struct node *known = node_find(fs, dir, name);
+		if (!known || !known->upper || !S_ISDIR(known->type))
+			return -EACCES;
+		tmp.opaque = known->opaque;
+		tmp.lower = (char *)node_lower(known);
+	}
+	return view_dir_empty(fs, &tmp);
+}
+
+/*
  * unlink(2) and rmdir(2): take @name out of @dir's view.  The upper entry goes
  * (a directory with the whiteouts it held); a visible lower entry gets a
  * whiteout, made first, so a crash in between leaves the entry, never the
@@ -817,15 +846,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	if (r == 0 && is_rmdir != S_ISDIR(e.type))
 		r = is_rmdir ? -ENOTDIR : -EISDIR;
 	if (r == 0 && is_rmdir) {
-		/* A stand-in node to list the directory as the view has it. */
-		struct node tmp = {.gone_fd = -1,
-				   .parent = dir,
-				   .name = (char *)name,
-				   .type = S_IFDIR,
-				   .upper = e.in_upper,
-				   .opaque = e.opaque,
-				   .lower = e.in_lower ? e.lower : NULL};
-		int empty = view_dir_empty(fs, &tmp);
+		int empty = dir_entry_empty(fs, dir, name, &e);
 		r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
 	}
 	bool wh = r == 0 && (e.in_upper ? lower_visible(fs, dir, name) : true);
@@ -1009,14 +1030,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			goto out;
 		}
 		if (S_ISDIR(de.type)) {
-			struct node tmp = {.gone_fd = -1,
-					   .parent = ddir,
-					   .name = (char *)newname,
-					   .type = S_IFDIR,
-					   .upper = de.in_upper,
-					   .opaque = de.opaque,
-					   .lower = de.in_lower ? de.lower : NULL};
-			int empty = view_dir_empty(fs, &tmp);
+			int empty = dir_entry_empty(fs, ddir, newname, &de);
 			if (empty <= 0) {
 				r = empty < 0 ? empty : -ENOTEMPTY;
 				goto out;

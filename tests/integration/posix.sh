@@ -19,7 +19,8 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		printf 'truncate me please\n' >posix/tr.txt &&
 		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
-		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f
+		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f &&
+		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -309,6 +310,14 @@ step "empty a lower directory, chmod 500 and rmdir it (whiteouts inside)" \
 assert_enoent "$MNT/scripts" "  ...it is gone"
 step "mv -T of an empty directory over an empty directory of mode 000" \
 	t bash -c "mkdir '$P/e2' '$P/e3' && chmod 000 '$P/e3' && mv -T '$P/e2' '$P/e3' && rmdir '$P/e3'"
+# A lower directory that is not empty stays so when the agent takes its read
+# permission away (the unprivileged daemon then cannot read its markers).
+assert_eq "rmdir of a non-empty lower directory of mode 300: ENOTEMPTY" \
+	"Directory not empty" "$(t bash -c "chmod 300 '$MNT/full' && rmdir '$MNT/full'" 2>&1 | sed 's/.*: //')"
+assert_eq "mv -T of an empty directory over it at mode 000: ENOTEMPTY" \
+	"Directory not empty" "$(t bash -c "chmod 000 '$MNT/full' && mkdir '$P/e4' && mv -T '$P/e4' '$MNT/full'" 2>&1 | sed 's/.*: //')"
+assert_eq "  ...at mode 755 it lists its entries" "in x y" \
+	"$(t bash -c "chmod 755 '$MNT/full' && ls '$MNT/full' && ls '$MNT/full/in'" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 
 step "chmod 555 of a lower directory" t chmod 555 "$MNT/docs"
 step "  ...append to a lower file in it (copy-up)" t bash -c "printf 'agent\n' >>'$MNT/docs/guide.md'"
