@@ -13,7 +13,7 @@ MNT=$T/mnt
 make_test_repo "$REPO" || bail "cannot create the test repository"
 (
 	cd "$REPO" && mkdir posix &&
-		for f in a b c d unl hl ux uy; do printf '%s\n' "$f-content" >posix/$f.txt; done &&
+		for f in a b c d unl hl ux uy uz; do printf '%s\n' "$f-content" >posix/$f.txt; done &&
 		printf '0123456789' >posix/mm.txt && printf 'start\n' >posix/ap.txt &&
 		printf 'read only\n' >posix/ro.txt && chmod 444 posix/ro.txt &&
 		printf 'truncate me please\n' >posix/tr.txt &&
@@ -58,7 +58,7 @@ assert_eq "rename of a hidden name as source: ENOENT" ENOENT \
 	"$(fsops rename-noreplace "$MNT/config/id_rsa" "$MNT/config/stolen")"
 step "rename replacing a lower file (mv a2.txt b.txt)" t mv "$P/a2.txt" "$P/b.txt"
 assert_eq "  ...b.txt has a2's content" a-content "$(t cat "$P/b.txt" 2>&1)"
-assert_eq "  ...posix/ lists each name once" "ap.txt b.txt d.txt hl.txt mm.txt ro.txt tr.txt tree unl.txt ux.txt uy.txt" \
+assert_eq "  ...posix/ lists each name once" "ap.txt b.txt d.txt hl.txt mm.txt ro.txt tr.txt tree unl.txt ux.txt uy.txt uz.txt" \
 	"$(t ls "$P" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 
 # ------------------------------------------------------------------ mmap, O_APPEND, truncate
@@ -154,6 +154,24 @@ assert_eq "fsetxattr through a read-only fd of an unlinked lower file: ENOENT" \
 	"fsetxattr ENOENT" "$(fsops unlink-xattr "$P/uy.txt" ro)"
 assert_eq "  ...and the new file at its name keeps its value" \
 	"$(printf 'OK\nnew')" "$(fsops getxattr "$P/uy.txt" user.k)"
+# An editor's save over a lower file another process holds open read-only:
+# an xattr change through that fd must not copy the old file up over the save.
+assert_eq "fsetxattr through the fd of a lower file saved over: the save stays" \
+	"ENOENT saved" "$(t python3 - "$P/uz.txt" <<'PY'
+import errno, os, sys
+f = sys.argv[1]
+fd = os.open(f, os.O_RDONLY)
+with open(f + ".tmp", "w") as w:
+    w.write("saved\n")
+os.rename(f + ".tmp", f)
+try:
+    os.setxattr(fd, "user.t", b"1")
+    r = "OK"
+except OSError as e:
+    r = errno.errorcode[e.errno]
+print(r, open(f).read().strip())
+PY
+)"
 
 # ------------------------------------------------------------------ hard links
 step "hard link of a lower file" t ln "$P/b.txt" "$P/b-link.txt"
