@@ -308,24 +308,44 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 	return 0;
 }
 
-int origin_from_lower(struct agentfs *fs, int fd, const char *lpath)
+int origin_of_lower(struct agentfs *fs, const char *lpath, bool with_ino, struct layout_origin *o)
 {
-	struct layout_origin o;
-	if (layout_get_origin(fd, &o) != 0)
-		return 0; /* it has one already (or cannot say): keep it */
 	int lfd = layer_open(fs, fs->lower_fd, lpath, O_RDONLY, 0);
 	if (lfd < 0)
 		return lfd;
 	struct stat st;
-	int r = fstat(lfd, &st) < 0 ? -errno : 0;
-	if (r == 0 && S_ISREG(st.st_mode))
-		r = hashcache_get(fs->hashes, lfd, &o.hash);
+	int r = fstat(lfd, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0 : -EINVAL;
+	if (r == 0)
+		r = hashcache_get(fs->hashes, lfd, &o->hash);
 	close(lfd);
-	if (r < 0 || !S_ISREG(st.st_mode))
+	if (r < 0)
 		return r;
-	o.ino = st.st_ino;
-	snprintf(o.path, sizeof(o.path), "%s", lpath);
+	o->ino = with_ino ? st.st_ino : 0;
+	snprintf(o->path, sizeof(o->path), "%s", lpath);
+	return 0;
+}
+
+int origin_from_lower(struct agentfs *fs, int fd, const char *lpath, bool with_ino)
+{
+	struct layout_origin o;
+	if (layout_get_origin(fd, &o) != 0)
+		return 0; /* it has one already (or cannot say): keep it */
+	int r = origin_of_lower(fs, lpath, with_ino, &o);
+	if (r < 0)
+		return r == -EINVAL ? 0 : r;
 	return layout_set_origin(fd, &o);
+}
+
+bool file_lives_on(struct agentfs *fs, struct node *n, const struct stat *st)
+{
+	if (st->st_nlink > 1)
+		return true;
+	if (!n)
+		return false;
+	pthread_mutex_lock(&fs->table_lock);
+	bool open = n->handles != NULL;
+	pthread_mutex_unlock(&fs->table_lock);
+	return open;
 }
 
 int origin_of_upper(int dirfd, const char *name, struct layout_origin *o)

@@ -507,12 +507,23 @@ struct copyup_result {
 /* Copy a lower file/symlink node into the upper (no-op if already there).
  * Records JOP_COPYUP.  Caller holds ns_lock exclusive.  @res may be NULL. */
 int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res);
+struct layout_origin;
 /* Give the new upper file open as @fd, which replaces the visible lower file
  * @lpath (an editor's save by rename, a re-create after unlink), that file as
  * its origin, so export can still tell the person's later changes from the
- * agent's.  Keeps an origin the file already has. */
-int origin_from_lower(struct agentfs *fs, int fd, const char *lpath);
-struct layout_origin;
+ * agent's; with its inode number if @with_ino (see origin_of_lower).  Keeps
+ * an origin the file already has. */
+int origin_from_lower(struct agentfs *fs, int fd, const char *lpath, bool with_ino);
+/* The origin regular lower file @lpath gives a file that replaces it: its
+ * hash, path and, if @with_ino, its inode number, which the new file then
+ * reports; without, 0 (the new file reports its own: the replaced one lives
+ * on, open or under another name, and two live files must not share one).
+ * 0 and *o filled, or -errno (-EINVAL: not a regular file). */
+int origin_of_lower(struct agentfs *fs, const char *lpath, bool with_ino, struct layout_origin *o);
+/* Does the file that @n (may be NULL) stands for live on after its name
+ * goes: open through a handle, or @st (its attributes) counting another
+ * link?  Its inode number then stays its own (origin_of_lower). */
+bool file_lives_on(struct agentfs *fs, struct node *n, const struct stat *st);
 /* The origin of regular upper file @name in directory @dirfd: 1 and *o
  * filled, 0 when it has none (a file the agent made) or cannot be opened. */
 int origin_of_upper(int dirfd, const char *name, struct layout_origin *o);

@@ -862,12 +862,22 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	}
 	if (wh) {
 		/* A file the agent changed leaves its origin with the whiteout,
-		 * for a file made at the name later (op_create, op_rename). */
+		 * for a file made at the name later (op_create, op_rename).  A
+		 * file that lives on (open, or under another name) keeps its
+		 * inode number: the whiteout passes on its base alone, and for
+		 * a lower file it then says so (op_create would take the
+		 * lower's number). */
 		struct layout_origin o;
-		if (e.in_upper && S_ISREG(e.type) && origin_of_upper(dfd, name, &o) == 1)
-			r = layout_make_whiteout_origin(dfd, name, &o);
-		else
-			r = layout_make_whiteout(dfd, name);
+		bool lives = S_ISREG(e.type) && file_lives_on(fs, node_find(fs, dir, name), &e.st);
+		bool got = false;
+		if (e.in_upper && S_ISREG(e.type))
+			got = origin_of_upper(dfd, name, &o) == 1;
+		else if (lives && e.in_lower)
+			got = origin_of_lower(fs, e.lower, false, &o) == 0;
+		if (got && lives)
+			o.ino = 0;
+		r = got ? layout_make_whiteout_origin(dfd, name, &o)
+			: layout_make_whiteout(dfd, name);
 	}
 	if (r == 0 && e.in_upper)
 		r = is_rmdir ? upper_rmdir(fs, dfd, name) : unlinkat(dfd, name, 0) < 0 ? -errno : 0;
@@ -1106,12 +1116,18 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		bool own_none = se.in_upper && !se.markers_unknown
 				    ? !se.has_origin
 				    : layout_get_origin_at(sfd, name, &own) == 0;
+		/* The file replaced lives on (open, or under another name):
+		 * its base only, its inode number stays its own. */
+		bool lives = de.exists && file_lives_on(fs, node_find(fs, ddir, newname), &de.st);
 		if (got && own_none) {
-			layout_set_origin_at(sfd, name, base);
+			struct layout_origin b = *base;
+			if (lives)
+				b.ino = 0;
+			layout_set_origin_at(sfd, name, &b);
 		} else if (!got && de.exists && de.in_lower) {
 			int fd = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (fd >= 0) {
-				origin_from_lower(fs, fd, de.lower);
+				origin_from_lower(fs, fd, de.lower, !lives);
 				close(fd);
 			}
 		}

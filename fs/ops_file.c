@@ -651,7 +651,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		if (path_join(lpath, sizeof(lpath), node_lower(dir), name) == 0 &&
 		    layer_stat(fs, fs->lower_fd, lpath, &lst) == 0 &&
 		    view_decide_lower(fs, lpath, &lst) != POLICY_HIDDEN &&
-		    origin_from_lower(fs, fd, lpath) == 0 && !have_wo)
+		    origin_from_lower(fs, fd, lpath, lst.st_nlink == 1) == 0 && !have_wo &&
+		    lst.st_nlink == 1)
 			ino = (uint64_t)lst.st_ino;
 	}
 	if (whiteout)

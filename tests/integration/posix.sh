@@ -20,7 +20,8 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		mkdir -p posix/tree/sub && printf 'x\n' >posix/tree/sub/x && printf 'y\n' >posix/tree/y &&
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
 		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f &&
-		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y
+		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y &&
+		mkdir live && for f in l1 l2 l3 l4; do printf '%s\n' $f >live/$f; done
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -206,6 +207,37 @@ else
 fi
 
 # ------------------------------------------------------------------ a name made again after a rename
+# A file made where one was deleted or saved over takes the old one's inode
+# number only if the old one is gone: not while it keeps another name or is
+# open, or cp, tar and find -samefile take the two for one file.
+L=$MNT/live
+sh_step "ln l1 l1-link, rm l1, a new l1" "ln '$L/l1' '$L/l1-link' && rm '$L/l1' && printf 'new\n' >'$L/l1'"
+assert_ne "  ...l1 and l1-link are two files" "$(t stat -c %i "$L/l1")" "$(t stat -c %i "$L/l1-link")"
+step "  ...cp l1 l1-link copies" t cp "$L/l1" "$L/l1-link"
+sh_step "ln l2 l2-link, then a save over l2 (write temp + rename)" \
+	"ln '$L/l2' '$L/l2-link' && printf 'new\n' >'$L/l2.tmp' && mv '$L/l2.tmp' '$L/l2'"
+assert_ne "  ...l2 and l2-link are two files" "$(t stat -c %i "$L/l2")" "$(t stat -c %i "$L/l2-link")"
+assert_eq "a lower file open while deleted and made again: two inode numbers" "two" \
+	"$(t python3 - "$L/l3" 2>&1 <<'PY'
+import os, sys
+f = sys.argv[1]
+fd = os.open(f, os.O_RDONLY)
+os.unlink(f)
+open(f, "w").write("new\n")
+print("two" if os.fstat(fd).st_ino != os.stat(f).st_ino else "one")
+PY
+)"
+assert_eq "a lower file open while saved over: two inode numbers" "two" \
+	"$(t python3 - "$L/l4" 2>&1 <<'PY'
+import os, sys
+f = sys.argv[1]
+fd = os.open(f, os.O_RDONLY)
+open(f + ".tmp", "w").write("new\n")
+os.rename(f + ".tmp", f)
+print("two" if os.fstat(fd).st_ino != os.stat(f).st_ino else "one")
+PY
+)"
+
 # mv a b, then a new a (vim with `set backup backupcopy=no` saves so): two
 # live files, two inode numbers, as on ext4; b keeps a's.
 ino_a=$(t stat -c %i "$MNT/mvre/a")
