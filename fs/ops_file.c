@@ -228,8 +228,7 @@ int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 	if (fstat(n->gone_fd, st) < 0)
 		return -errno;
 	view_fix_attr(fs, st, n->ino, true);
-	st->st_nlink = 0; /* no name left in the view */
-	return 0;
+	return 0; /* st_nlink: the upper file's other names, all in the view */
 }
 
 int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only)
@@ -265,7 +264,10 @@ int handle_node_fstat(struct agentfs *fs, struct node *n, struct stat *st)
 	close(fd);
 	if (r == 0) {
 		view_fix_attr(fs, st, n->ino, upper);
-		st->st_nlink = 0; /* no name left in the view */
+		/* An upper file's links are its names in the view (a hard link
+		 * made there keeps it alive); a lower file has none left. */
+		if (!upper)
+			st->st_nlink = 0;
 	}
 	return r;
 }

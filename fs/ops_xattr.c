@@ -162,13 +162,14 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	ssize_t (*list)(const char *, char *, size_t) = gone ? listxattr : llistxattr;
 	ssize_t len = list(p, NULL, 0);
 	char *all = len > 0 ? malloc((size_t)len) : NULL;
+	bool nomem = len > 0 && !all;
 	if (len > 0)
 		len = all ? list(p, all, (size_t)len) : -1;
-	int err = errno;
+	int err = nomem ? ENOMEM : errno;
 	close(dfd);
 	if (len < 0) {
 		free(all);
-		fuse_reply_err(req, all || len != -1 ? err : ENOMEM);
+		fuse_reply_err(req, err);
 		return;
 	}
 	/* Drop our private names, keep the rest in order. */

@@ -21,7 +21,7 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
 		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f &&
 		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y &&
-		mkdir live && for f in l1 l2 l3 l4; do printf '%s\n' $f >live/$f; done
+		mkdir live && for f in l1 l2 l3 l4 l5; do printf '%s\n' $f >live/$f; done
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -235,6 +235,17 @@ fd = os.open(f, os.O_RDONLY)
 open(f + ".tmp", "w").write("new\n")
 os.rename(f + ".tmp", f)
 print("two" if os.fstat(fd).st_ino != os.stat(f).st_ino else "one")
+PY
+)"
+assert_eq "open l5, ln l5 l5-link, rm l5: the fd's file counts one link, keeps its xattrs" \
+	"1 OK" "$(t python3 - "$L/l5" 2>&1 <<'PY'
+import os, sys
+f = sys.argv[1]
+fd = os.open(f, os.O_RDWR)
+os.link(f, f + "-link")
+os.unlink(f)
+os.setxattr(fd, "user.k", b"OK")
+print(os.fstat(fd).st_nlink, os.getxattr(f + "-link", "user.k").decode())
 PY
 )"
 
