@@ -431,6 +431,7 @@ int fs_serve(const struct fs_config *cfg)
 	fs->git_ready = true;
 	pthread_mutex_init(&fs->git_lock, NULL);
 	pthread_cond_init(&fs->git_cond, NULL);
+	pthread_cond_init(&fs->recorded, NULL);
 	if (cfg->git_dir) {
 		fs->git_fd = open(cfg->git_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fs->git_fd < 0) {
@@ -569,6 +570,7 @@ out_free:
 		close(fs->git_fd);
 	pthread_mutex_destroy(&fs->git_lock);
 	pthread_cond_destroy(&fs->git_cond);
+	pthread_cond_destroy(&fs->recorded);
 	pthread_mutex_destroy(&fs->copyup_lock);
 	free(fs);
 out_ready:

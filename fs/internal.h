@@ -47,7 +47,10 @@ struct node {
 	struct node *hnext;  /* hash chain, keyed by (parent, name) */
 	uint64_t nlookup;    /* kernel references (lookup replies minus forgets) */
 	uint32_t refs;	     /* children, open handles and in-flight operations */
-	bool hashed;	     /* in the table (false once unlinked/renamed over) */
+	/* Write records of its file whose path is taken and which are not
+	 * yet in the journal (ops_file.c, record_begin), under table_lock. */
+	uint32_t recording;
+	bool hashed; /* in the table (false once unlinked/renamed over) */
 	/* A file of the upper renamed over while the kernel knew it: an
 	 * O_PATH descriptor of it, so that an open the kernel sends for it
 	 * after the rename is served (op_open); -1 none.  Closed when the
@@ -165,6 +168,7 @@ struct agentfs {
 	uint64_t concealed[FS_CONCEAL_SLOTS]; /* ops_entry.c, conceal_first() */
 #define FS_RECORD_LOCKS 64
 	pthread_mutex_t record_locks[FS_RECORD_LOCKS]; /* ops_file.c, record_lock() */
+	pthread_cond_t recorded; /* a node's recording fell to 0; with table_lock */
 
 	/* The private .git (fs_config.git_dir): served from git_fd; lookups of
 	 * ".git" wait for git_ready while the background build runs. */
@@ -431,6 +435,12 @@ int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only);
  * GETATTR (and the xattr requests, ops_xattr.c): other requests act on a node
  * by its path, which now names another file.  ops_file.c. */
 int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
+/* Wait until the write records of @n's file that took its path are in the
+ * journal (a release hashing a large file takes a while, on another thread):
+ * a rename, unlink, link or truncate of it then comes after them in the
+ * journal, as it came after them for the agent.  The caller holds ns_lock
+ * exclusively, so no new one starts.  @n may be NULL.  ops_file.c. */
+void node_wait_records(struct agentfs *fs, struct node *n);
 /* fstat through any open handle of @n (a file unlinked while open); without
  * one, -ENOENT for a directory and -ESTALE for anything else: the name the kernel found it by now
  * holds another file or none (a rename over it raced the caller's lookup), and the kernel looks the

@@ -282,6 +282,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	char path[FS_PATH_MAX];
 	struct stat st;
 	ns_wrlock(fs);
+	node_wait_records(fs, n); /* its writes' records come before a truncate's */
 	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
 	int own_fd = -1;
@@ -711,6 +712,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	char path[FS_PATH_MAX], spath[FS_PATH_MAX];
 	bool replied;
 	ns_wrlock(fs);
+	node_wait_records(fs, n); /* its writes' records come first */
 	int r = refresh(fs, n, NULL);
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EPERM;
@@ -860,6 +862,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 			fuse_reply_err(req, -r);
 		return;
 	}
+	node_wait_records(fs, node_find(fs, dir, name)); /* its writes' records first */
 	if (wh) {
 		/* A file the agent changed leaves its origin with the whiteout,
 		 * for a file made at the name later (op_create, op_rename).  A
@@ -1164,6 +1167,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	} else {
 		over = NULL;
 	}
+	/* The write records of either file come before the rename's. */
+	node_wait_records(fs, n);
+	node_wait_records(fs, node_find(fs, ddir, newname));
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
 		if (over_fd >= 0)

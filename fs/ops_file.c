@@ -1011,6 +1011,36 @@ static bool record_writes(struct agentfs *fs, const struct pending_write *p, XXH
 	return !same;
 }
 
+/* @n has a write record on its way: its path is taken (the caller holds
+ * ns_lock, or table_lock when @locked).  record_end() when it is in the
+ * journal. */
+static void record_begin(struct agentfs *fs, struct node *n, bool locked)
+{
+	if (!locked)
+		pthread_mutex_lock(&fs->table_lock);
+	n->recording++;
+	if (!locked)
+		pthread_mutex_unlock(&fs->table_lock);
+}
+
+static void record_end(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	if (--n->recording == 0)
+		pthread_cond_broadcast(&fs->recorded);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void node_wait_records(struct agentfs *fs, struct node *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_lock(&fs->table_lock);
+	while (n->recording)
+		pthread_cond_wait(&fs->recorded, &fs->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
 /* Returns whether a record was made; the file's hash in @hash (*@hash_ok). */
 static bool record_write(struct agentfs *fs, struct handle *h, XXH128_hash_t *hash, bool *hash_ok)
 {
@@ -1024,10 +1054,13 @@ static bool record_write(struct agentfs *fs, struct handle *h, XXH128_hash_t *ha
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	take_writes(h, &p);
 	p.path = path_locked(fs, h, cur, &p.flags);
+	record_begin(fs, p.node, false);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	/* A release: the classifying fstat describes the version to hash. */
 	p.st = h->quick_ok ? &h->quick_st : NULL;
-	return record_writes(fs, &p, hash, hash_ok);
+	bool made = record_writes(fs, &p, hash, hash_ok);
+	record_end(fs, p.node);
+	return made;
 }
 
 /* An fsync makes the handle's writes durable and journals nothing: the
@@ -1165,6 +1198,7 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 			h->pt_base_ok = true;
 		}
 		p->node->refs++;
+		record_begin(fs, p->node, true);
 		n++;
 	}
 	pthread_mutex_unlock(&fs->table_lock);
@@ -1174,6 +1208,7 @@ size_t fs_record_pending_writes(struct agentfs *fs)
 		XXH128_hash_t hash;
 		bool hash_ok;
 		record_writes(fs, p, &hash, &hash_ok);
+		record_end(fs, p->node);
 		close(p->fd);
 		node_unref(fs, p->node);
 		free((char *)p->path);

@@ -166,6 +166,31 @@ step "a hard link, and a rename of one of its names onto the other" t bash -c \
 assert_eq "  ...both names stay" "guide-link.md guide.md" "$(t ls "$MNT/docs" | grep guide | tr '\n' ' ' | sed 's/ $//')"
 step "  ...verify still passes" af verify "$MNT"
 step "  ...and the link goes" t rm "$MNT/docs/guide-link.md"
+# A large file written, closed and at once renamed, truncated, linked or
+# removed (a download, a linker's output): the release that hashes it runs
+# beside the next request, and its write record must still come first.
+step "64 MiB written then renamed, truncated, linked, removed at once" t python3 -c "
+import os
+d = '$MNT/big'
+os.mkdir(d)
+blob = os.urandom(64 << 20)
+for i, then in enumerate(['rename', 'truncate', 'link', 'unlink']):
+    p = f'{d}/{then}.tmp'
+    with open(p, 'wb') as f:
+        f.write(blob)
+    if then == 'rename':
+        os.rename(p, f'{d}/renamed.bin')
+    elif then == 'truncate':
+        os.truncate(p, 10)
+    elif then == 'link':
+        os.link(p, f'{d}/linked.bin')
+    else:
+        os.unlink(p)"
+step "  ...verify passes" af verify "$MNT"
+assert_eq "  ...the log has the rename's write before the rename" "write rename" \
+	"$(af log --json --path 'big/rename.tmp' "$MNT" | grep -o '"op":"[a-z]*"' | sed 's/"op":"//; s/"//' |
+		grep -x 'write\|rename' | tr '\n' ' ' | sed 's/ $//')"
+step "  ...the directory goes" t rm -r "$MNT/big"
 
 # No settling: verify and log ask the daemon to write its journal out first
 # (the flush handshake), so files written just before are on record.
