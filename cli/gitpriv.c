@@ -824,8 +824,12 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		int r = read_entry(dfd, leaf, &st, &buf, &len);
 		if (r == -ENOENT)
 			return 0;
-		if (r < 0)
+		if (r == 0 && S_ISREG(st.st_mode))
+			r = gitpriv_clean_filter(b->real, path, &buf, &len); /* eol=crlf */
+		if (r < 0) {
+			free(buf);
 			return r;
+		}
 		b->hashed++;
 		if (git_odb_hash(&e.id, buf, len, GIT_OBJECT_BLOB) < 0) {
 			free(buf);
@@ -1821,6 +1825,33 @@ void gitpriv_paths_free(char **paths, size_t count)
 static int path_cmp(const void *key, const void *item)
 {
 	return strcmp(key, *(char *const *)item);
+}
+
+int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, size_t *len)
+{
+	git_filter_list *fl = NULL;
+	if (git_filter_list_load(&fl, repo, NULL, path, GIT_FILTER_TO_ODB, GIT_FILTER_DEFAULT) < 0)
+		return git_fail(path);
+	if (!fl)
+		return 0;
+	git_buf out = GIT_BUF_INIT;
+	int r = git_filter_list_apply_to_buffer(&out, fl, *buf ? *buf : "", *len);
+	git_filter_list_free(fl);
+	if (r < 0) {
+		git_buf_dispose(&out);
+		return git_fail(path);
+	}
+	char *nb = malloc(out.size ? out.size : 1);
+	if (!nb) {
+		git_buf_dispose(&out);
+		return -ENOMEM;
+	}
+	memcpy(nb, out.ptr, out.size);
+	free(*buf);
+	*buf = nb;
+	*len = out.size;
+	git_buf_dispose(&out);
+	return 0;
 }
 
 bool gitpriv_path_in(char *const *paths, size_t count, const char *path)

@@ -213,4 +213,15 @@ void gitpriv_paths_free(char **paths, size_t count);
 /* Is @path (sorted array from gitpriv_read_dirty) in @paths? */
 bool gitpriv_path_in(char *const *paths, size_t count, const char *path);
 
+/*
+ * The bytes of a working-tree file at @path (repository-relative) as git
+ * stores them: *@buf (malloc'd, *@len bytes; may be NULL when empty) through
+ * the clean filters @repo's attributes give the path (gitattributes(5):
+ * text, eol, ident; git_filter_list_load with GIT_FILTER_TO_ODB), so a file
+ * checked out with CRLF line ends becomes the LF blob git would add.  No
+ * filter applies: unchanged.  Replaces *@buf.  0, -ENOMEM, or -EIO with
+ * libgit2's message on stderr.
+ */
+int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, size_t *len);
+
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "cli/changes.h"
@@ -148,10 +149,62 @@ static bool path_untracked_in_lower(const struct ctx *c, const char *path)
 	return lstat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode));
 }
 
-static bool path_dirty(const struct ctx *c, const char *path)
+/*
+ * Does the person's working tree differ at tracked @path from the HEAD at
+ * mount: a change made after the mount (git-dirty records those made before),
+ * which the agent's copy of the file then holds if it copied it afterwards?
+ * Compared as git would: the file through the repository's filters
+ * (.gitattributes: eol, text; git_repository_hashfile), its executable bit,
+ * a symlink's target.  A path the person removed differs too.
+ */
+static bool lower_differs_from_head(const struct ctx *c, const char *path)
 {
-	return gitpriv_path_in(c->dirty, c->n_dirty, path) ||
-	       (c->have_dirty && path_untracked_in_lower(c, path));
+	git_tree_entry *te = NULL;
+	if (!c->head_tree || git_tree_entry_bypath(&te, c->head_tree, path) != 0)
+		return false; /* untracked: path_untracked_in_lower */
+	git_filemode_t mode = git_tree_entry_filemode(te);
+	git_oid want;
+	git_oid_cpy(&want, git_tree_entry_id(te));
+	git_tree_entry_free(te);
+	char p[PATH_MAX];
+	struct stat st;
+	if (snprintf(p, sizeof(p), "%s/%s", c->ws->repo, path) >= (int)sizeof(p))
+		return false;
+	if (lstat(p, &st) != 0)
+		return true;
+	git_oid id;
+	if (S_ISREG(st.st_mode)) {
+		bool exec = (st.st_mode & 0100) != 0;
+		if ((mode != GIT_FILEMODE_BLOB && mode != GIT_FILEMODE_BLOB_EXECUTABLE) ||
+		    exec != (mode == GIT_FILEMODE_BLOB_EXECUTABLE))
+			return true;
+		if (git_repository_hashfile(&id, c->real, p, GIT_OBJECT_BLOB, path) < 0)
+			return true; /* cannot tell: the person's, to be safe */
+		return !git_oid_equal(&id, &want);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(p, target, sizeof(target));
+		if (mode != GIT_FILEMODE_LINK || n < 0 ||
+		    git_odb_hash(&id, target, (size_t)n, GIT_OBJECT_BLOB) < 0)
+			return true;
+		return !git_oid_equal(&id, &want);
+	}
+	return mode != GIT_FILEMODE_TREE;
+}
+
+/* Where the person had work of their own that git has not committed: a path
+ * dirty at mount (git-dirty), changed in the working tree since, or an
+ * untracked file.  The reason to name, or NULL. */
+static const char *path_dirty(const struct ctx *c, const char *path)
+{
+	if (gitpriv_path_in(c->dirty, c->n_dirty, path))
+		return "at mount";
+	if (!c->have_dirty)
+		return NULL;
+	if (path_untracked_in_lower(c, path))
+		return "at mount";
+	return lower_differs_from_head(c, path) ? "since the mount" : NULL;
 }
 
 /* Make blob @id available in the target repository, refusing any that is
@@ -234,14 +287,15 @@ static int apply_edits(struct ctx *c, struct edits *e)
 				free(q);
 				continue;
 			}
-			if (path_dirty(c, ed->path)) {
+			const char *when = path_dirty(c, ed->path);
+			if (when) {
 				if (c->o->dirty == SERIES_FAIL) {
 					/* export has no --dirty: name what it has. */
 					bool promote = strcmp(c->o->cmd, "promote") == 0;
 					cli_error(c->o->cmd,
-						  "%s: the person had uncommitted changes here at "
-						  "mount (%s)",
-						  qp,
+						  "%s: the person had uncommitted changes here %s "
+						  "(%s)",
+						  qp, when,
 						  promote ? "--dirty=skip leaves it as at HEAD, "
 							    "--dirty=take commits the agent's "
 							    "version with them"
@@ -255,7 +309,8 @@ static int apply_edits(struct ctx *c, struct edits *e)
 				if (c->o->dirty == SERIES_SKIP) {
 					note(c, qp,
 					     "left out: the person had uncommitted changes here "
-					     "at mount");
+					     "%s",
+					     when);
 					c->s->dropped_changes++;
 					free(q);
 					continue;
@@ -504,6 +559,12 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		}
 		if (r < 0) {
 			cli_error(c->o->cmd, "%s: cannot read: %s", ch->path, strerror(-r));
+			return r;
+		}
+		/* Stored as git add would (.gitattributes: eol=crlf files as LF). */
+		if (ch->view.mode != CHANGE_MODE_LINK &&
+		    (r = gitpriv_clean_filter(c->real, ch->path, &buf, &len)) < 0) {
+			free(buf);
 			return r;
 		}
 		git_index_entry e;

@@ -629,4 +629,35 @@ assert_eq "the person's git status runs nothing of the agent's" "no" \
 run grep -c '"op":"deny".*"detail":"create a .git"' "$STATE/workspaces/bigmnt/journal.jsonl"
 assert_ne "the refusals are journaled" 0 "${OUT:-0}"
 
+# ------------------------------------------------------------------ line ends, and changes since the mount
+# A file checked out with CRLF line ends (.gitattributes eol=crlf), its index
+# entry stat-dirty (touched): git in the mount sees it clean, and promote
+# stores the agent's version as git add would (LF), a one-line change.  A
+# file the person changed after the mount and the agent then changed holds
+# the person's uncommitted work: promote refuses it like one dirty at mount.
+E=$T/eolrepo
+EM=$T/eolmnt
+run bash -c "git init -q -b main '$E' && cd '$E' && printf '*.txt text eol=crlf\n' >.gitattributes &&
+	printf 'l1\nl2\n' >a.txt && printf 'n\n' >notes.md && git add -A &&
+	git -c user.name=p -c user.email=p@x commit -qm init && rm a.txt && git checkout -q a.txt &&
+	touch -d '2030-01-01' a.txt"
+assert_eq "the person's a.txt has CRLF line ends and git calls it clean" "2 " \
+	"$(grep -c $'\r' "$E/a.txt") $(git -C "$E" status --porcelain)"
+mount_ws "$E" "$EM"
+assert_eq "git status in the mount: clean" "" "$(cd "$EM" && t git status --porcelain 2>&1)"
+sh_step "the agent adds a CRLF line" "printf 'l3\r\n' >>'$EM/a.txt'"
+step "promote" af promote "$EM" --branch agent/eol
+assert_eq "  ...a one-line change, stored with LF" "1 0 l1|l2|l3|" \
+	"$(git -C "$E" diff --numstat main agent/eol -- a.txt | cut -f1,2 | tr '\t' ' ') $(git -C "$E" cat-file -p agent/eol:a.txt | tr '\n\r' '|#')"
+printf 'the person, after the mount\n' >>"$E/notes.md"
+sleep 0.3 # the watch of the lower
+sh_step "the agent then changes notes.md too" "printf 'the agent\n' >>'$EM/notes.md'"
+refuse "promote refuses the person's change since the mount" \
+	"notes.md: the person had uncommitted changes here since the mount" \
+	af promote "$EM" --branch agent/since
+step "  ...--dirty=skip leaves it as at HEAD" af promote "$EM" --branch agent/since --dirty=skip
+assert_eq "  ...the branch does not touch notes.md" "a.txt" \
+	"$(git -C "$E" diff --name-only main agent/since)"
+run af unmount "$EM"
+
 done_testing
