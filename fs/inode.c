@@ -257,6 +257,44 @@ void node_unhash(struct agentfs *fs, struct node *n)
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
+/* Is @n at or below @top? */
+static bool below(const struct node *n, const struct node *top)
+{
+	for (; n; n = n->parent)
+		if (n == top)
+			return true;
+	return false;
+}
+
+void node_discarded(struct agentfs *fs, struct node *top)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	if (!S_ISDIR(top->type)) {
+		if (top->upper)
+			remove_locked(fs, top);
+		pthread_mutex_unlock(&fs->table_lock);
+		return;
+	}
+	for (size_t b = 0; b < fs->nbuckets; b++) {
+		struct node *n = fs->buckets[b];
+		while (n) {
+			struct node *next = n->hnext;
+			if (!S_ISDIR(n->type) && n->upper && below(n, top))
+				remove_locked(fs, n);
+			n = next;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+bool node_unnamed(const struct agentfs *fs, const struct node *n)
+{
+	for (; n != &fs->root; n = n->parent)
+		if (!n->hashed)
+			return true;
+	return false;
+}
+
 void node_remove_dir(struct agentfs *fs, struct node *n, const struct stat *st, bool rmdir)
 {
 	node_unhash(fs, n);

@@ -302,6 +302,19 @@ struct node *node_child(struct agentfs *fs, struct node *parent, const char *nam
 struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name);
 /* Take the node out of the name table (unlinked, or replaced by a rename). */
 void node_unhash(struct agentfs *fs, struct node *n);
+/* Has @n no name in the view: it or a directory above it out of the name
+ * table (unlinked, renamed over, discarded)?  Its requests then reach its
+ * file only through an open handle, never by a path, which names another
+ * file now or none.  Caller holds ns_lock. */
+bool node_unnamed(const struct agentfs *fs, const struct node *n);
+/* `agentfs discard` took @top's upper entries away: @top, if a file of the
+ * upper, or every such file below directory @top loses its name
+ * (node_unhash), so a handle still open on one (the agent's editor) writes
+ * to the file discard removed, its records say so (JOURNAL_F_UNLINKED), and
+ * the kernel's next lookup of the path finds the lower's version as a new
+ * inode.  Directories keep theirs: a shell in one lists what is there now.
+ * Caller holds ns_lock exclusively. */
+void node_discarded(struct agentfs *fs, struct node *top);
 /* node_unhash() for an entry removed from the view, keeping in node.dead
  * what a directory's fstat(2) answers from then on: @st, its attributes
  * just before (NULL: unknown), with no link, and size 0 after an rmdir

@@ -121,7 +121,7 @@ static int snapshot(fuse_req_t req, struct agentfs *fs, struct node *n, struct d
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	/* A removed directory lists nothing of what its name holds now; the
 	 * kernel itself answers ENOENT for one it removed (S_DEAD). */
-	int r = n != &fs->root && !n->hashed ? -ENOENT : view_getattr(fs, n, &st);
+	int r = node_unnamed(fs, n) ? -ENOENT : view_getattr(fs, n, &st);
 	if (r == 0 && !S_ISDIR(n->type))
 		r = -ENOTDIR;
 	if (r == 0)

@@ -287,7 +287,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
 	int own_fd = -1;
 	uint32_t unlinked = 0; /* the records say nothing of the upper at a path */
-	if (n != &fs->root && !n->hashed) {
+	if (node_unnamed(fs, n)) {
 		/* Unlinked while open (fchmod(2) after unlink(2)): only an
 		 * upper handle still reaches the file.  Its name is gone, so
 		 * nothing is copied up or looked up by path. */
@@ -495,7 +495,7 @@ static int new_name(fuse_req_t req, struct agentfs *fs, struct node *dir, const 
 		return -ENAMETOOLONG;
 	if (layout_is_reserved(name))
 		return -EINVAL;
-	if (dir != &fs->root && !dir->hashed)
+	if (node_unnamed(fs, dir))
 		return -ENOENT;
 	char dpath[FS_PATH_MAX];
 	int r = node_path(dir, dpath, sizeof(dpath));

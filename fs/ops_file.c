@@ -392,7 +392,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * A node without a name (renamed over, unlinked) is stale: the kernel
 	 * then looks its path up again (handle_node_fstat), except that one
 	 * renamed over is read through what the rename kept (op_rename). */
-	bool named = n == &fs->root || n->hashed;
+	bool named = !node_unnamed(fs, n);
 	if (!named)
 		r = !writing && n->gone_fd >= 0 ? 0 : -ESTALE;
 	else
@@ -559,7 +559,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		return;
 	}
 	ns_wrlock(fs);
-	if (dir != &fs->root && !dir->hashed) {
+	if (node_unnamed(fs, dir)) {
 		r = -ENOENT;
 		goto fail;
 	}
@@ -903,7 +903,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 static const char *path_locked(struct agentfs *fs, struct handle *h, char *buf, uint32_t *flags)
 {
 	*flags = 0;
-	if (h->node != &fs->root && !h->node->hashed)
+	if (node_unnamed(fs, h->node))
 		*flags = JOURNAL_F_UNLINKED;
 	else if (node_path(h->node, buf, FS_PATH_MAX) == 0)
 		return buf;

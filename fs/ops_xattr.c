@@ -103,7 +103,7 @@ static int unnamed_xattr_path(struct agentfs *fs, struct node *n, bool upper_onl
 /* Has @n no name in the view any more (unnamed_xattr_path)? */
 static bool unnamed(const struct agentfs *fs, const struct node *n)
 {
-	return n != &fs->root && !n->hashed;
+	return node_unnamed(fs, n);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)

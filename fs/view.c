@@ -362,7 +362,7 @@ int view_getattr(struct agentfs *fs, struct node *n, struct stat *st)
 		*st = *n->dead; /* removed while someone's working directory */
 		return 0;
 	}
-	if (!n->hashed)
+	if (node_unnamed(fs, n))
 		return handle_node_fstat(fs, n, st); /* unlinked, maybe still open */
 	if (S_ISDIR(n->type) && n->upper && !is_git_root(fs, n->parent, n->name)) {
 		/* A directory of the upper has the upper directory's attributes

@@ -191,6 +191,17 @@ assert_eq "  ...the log has the rename's write before the rename" "write rename"
 	"$(af log --json --path 'big/rename.tmp' "$MNT" | grep -o '"op":"[a-z]*"' | sed 's/"op":"//; s/"//' |
 		grep -x 'write\|rename' | tr '\n' ' ' | sed 's/ $//')"
 step "  ...the directory goes" t rm -r "$MNT/big"
+# `agentfs discard` of a file the agent still holds open for writing: what
+# it writes after goes to the file discard took away, not to the path,
+# which holds the repository's version again; the journal says so.
+(exec 3>>"$MNT/README.md" && printf 'w1\n' >&3 && echo ready >"$T/disc.ready" &&
+	sleep 2 && printf 'w2\n' >&3) </dev/null >/dev/null 2>&1 &
+dwriter=$!
+for _ in $(seq 1 50); do [ -e "$T/disc.ready" ] && break; sleep 0.1; done
+step "discard of a file open for writing" af discard "$MNT" README.md
+wait "$dwriter"
+step "  ...verify passes after the writer's last write and close" af verify "$MNT"
+assert_file_eq "  ...the path holds the repository's version" "$REPO/README.md" "$MNT/README.md"
 
 # No settling: verify and log ask the daemon to write its journal out first
 # (the flush handshake), so files written just before are on record.
