@@ -739,7 +739,12 @@ static int serve_journaled(struct mount_ctx *c, int ready_fd)
 	if (j) {
 		/* Files of the upper changed without a record (a crash of the last
 		 * daemon) are recorded before the agent can touch them again. */
-		int n = journal_recover_upper(j, c->upper_fd);
+		char gitd[PATH_MAX];
+		struct stat gst;
+		bool private_git =
+		    snprintf(gitd, sizeof(gitd), "%s/git", c->ws->dir) < (int)sizeof(gitd) &&
+		    stat(gitd, &gst) == 0 && S_ISDIR(gst.st_mode);
+		int n = journal_recover_upper(j, c->upper_fd, private_git);
 		if (n < 0)
 			fprintf(stderr,
 				"%s: warning: cannot check the upper for unrecorded "

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <xxhash.h>
@@ -219,5 +220,12 @@ int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg);
  * file's bytes, or a symlink's target (never followed).  0 or a negative
  * errno (-ELOOP or -EINVAL when it is no longer of @st's type). */
 int journal_hash_at(int dirfd, const char *name, const struct stat *st, XXH128_hash_t *out);
+
+/* Is view path @path ".git" or below it: the workspace-private git directory,
+ * which lives beside the upper, not in it (journal_verify.skip_git)? */
+static inline bool journal_under_git(const char *path)
+{
+	return strncmp(path, ".git", 4) == 0 && (path[4] == 0 || path[4] == '/');
+}
 
 #endif

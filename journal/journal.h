@@ -182,9 +182,11 @@ void journal_close(struct journal *j);
  * the journal's last intact record, or (when the previous session ended
  * without an UNMOUNT record) whose hash differs from the last recorded one;
  * and a JOP_RECOVER with result ENOENT for a recorded file that vanished.
+ * @skip_git: paths ".git" and below live in a workspace-private git
+ * directory, not in the upper (as journal_verify.skip_git): not checked.
  * Returns the number of files recorded, or a negative errno.
  */
-int journal_recover_upper(struct journal *j, int upper_fd);
+int journal_recover_upper(struct journal *j, int upper_fd, bool skip_git);
 
 /* ---- Reading back ---------------------------------------------------------- */
 

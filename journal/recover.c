@@ -20,6 +20,7 @@
 struct recover_ctx {
 	struct journal *j;
 	struct journal_pathmap *seen;
+	bool skip_git;
 	int count;
 };
 
@@ -87,17 +88,18 @@ seen:
 static void vanished(void *arg, struct journal_pathent *e)
 {
 	struct recover_ctx *c = arg;
-	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path))
+	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path) ||
+	    (c->skip_git && journal_under_git(e->path)))
 		return;
 	record_recover(c->j, e->path, -ENOENT, 0, NULL, "recorded file missing from the upper");
 	c->count++;
 }
 
-int journal_recover_upper(struct journal *j, int upper_fd)
+int journal_recover_upper(struct journal *j, int upper_fd, bool skip_git)
 {
 	if (!j)
 		return 0;
-	struct recover_ctx c = {.j = j};
+	struct recover_ctx c = {.j = j, .skip_git = skip_git};
 	int r = journal_pathmap_new(&c.seen);
 	if (r < 0)
 		return r;

@@ -79,11 +79,6 @@ static void on_entry(void *arg, const struct journal_entry *e)
 	}
 }
 
-static bool under_git(const char *path)
-{
-	return strncmp(path, ".git", 4) == 0 && (path[4] == 0 || path[4] == '/');
-}
-
 struct upper_ctx {
 	struct journal_verify *v;
 	struct journal_pathmap *map, *seen;
@@ -93,7 +88,7 @@ struct upper_ctx {
 static int visit(void *arg, const char *path, int dirfd, const char *name, const struct stat *st)
 {
 	struct upper_ctx *c = arg;
-	if (c->v->skip_git && under_git(path))
+	if (c->v->skip_git && journal_under_git(path))
 		return 0;
 	if (!S_ISDIR(st->st_mode))
 		c->v->upper_files++;
@@ -140,7 +135,7 @@ static void missing(void *arg, struct journal_pathent *e)
 {
 	struct upper_ctx *c = arg;
 	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path) ||
-	    (c->v->skip_git && under_git(e->path)))
+	    (c->v->skip_git && journal_under_git(e->path)))
 		return;
 	char p[512];
 	show_path(e->path, p, sizeof(p));

@@ -318,6 +318,10 @@ step "verify passes after it was renamed back" af verify "$MNT"
 step "ln -s (a new symlink)" t ln -s no-such-target "$MNT/dangling-link"
 step "verify passes with a new dangling symlink" af verify "$MNT"
 
+# The agent's git writes into the private .git, beside the upper: recovery
+# after the crash below must not take its files for missing from the upper.
+sh_step "a commit in the mount's .git before the crash" \
+	"cd '$MNT' && printf 'x\\n' >precrash.txt && git add precrash.txt && git -c user.name=a -c user.email=a@x commit -qm 'before the crash'"
 dpid=$(daemon_pid_of "$MNT")
 mkdir -p "$MNT/crash"
 (
@@ -354,6 +358,7 @@ rec=$(af log --json --op recover "$MNT" 2>&1)
 assert_not_contains "  ...and no file written through a hard link is taken for changed" \
 	'"path":"Makefile"' "$rec"
 assert_not_contains "  ...nor one written through its first name" '"path":"linked' "$rec"
+assert_not_contains "  ...nor a file of the private .git" '"path":".git' "$rec"
 
 run af unmount "$MNT"
 step "verify passes after the final unmount" af verify mnt

@@ -598,7 +598,7 @@ START_TEST(crash_recovery_of_upper)
 	journal_close(j);
 
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	ck_assert_int_eq(journal_recover_upper(j, upper), 3);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 3);
 	journal_close(j);
 	expect_intact(jt.journal, upper);
 
@@ -637,7 +637,7 @@ START_TEST(crash_recovery_of_upper)
 	ck_assert_uint_eq(v.upper_bad, 1);
 	ck_assert_ptr_nonnull(strstr(v.upper_first, "kept.txt"));
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	ck_assert_int_eq(journal_recover_upper(j, upper), 1);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 1);
 	journal_close(j);
 	expect_intact(jt.journal, upper);
 	close(upper);
