@@ -178,18 +178,30 @@ int cmd_verify(int argc, char **argv)
 		cli_error(CMD, "%s: record %" PRIu64 " (line %" PRIu64 "): %s", journal, v.bad_seq,
 			  v.bad_line, v.why);
 		status = 1;
-	} else if (v.upper_bad) {
-		cli_error(CMD, "%s: %" PRIu64 " file(s) differ from the journal; first: %s", upper,
-			  v.upper_bad, v.upper_first);
-		status = 1;
-	} else if (!quiet) {
-		printf("journal intact: %" PRIu64 " records, chain verified", v.records);
-		if (v.recovered)
-			printf(", %" PRIu64 " recovery record(s) listed above", v.recovered);
-		if (upper_fd >= 0 || (upper && !no_upper))
-			printf("; upper: %" PRIu64 " file(s) match their last record",
-			       v.upper_files);
-		printf("\n");
+	} else {
+		if (v.upper_bad) {
+			cli_error(CMD, "%s: %" PRIu64 " file(s) differ from the journal; first: %s",
+				  upper, v.upper_bad, v.upper_first);
+			status = 1;
+		}
+		if (v.upper_unread) {
+			/* Fail closed: what cannot be read is not verified. */
+			cli_error(CMD,
+				  "%s: %" PRIu64 " entr%s could not be read (named above): not "
+				  "checked",
+				  upper, v.upper_unread, v.upper_unread == 1 ? "y" : "ies");
+			status = 1;
+		}
+		if (!quiet) {
+			printf("journal intact: %" PRIu64 " records, chain verified", v.records);
+			if (v.recovered)
+				printf(", %" PRIu64 " recovery record(s) listed above",
+				       v.recovered);
+			if ((upper_fd >= 0 || (upper && !no_upper)) && !v.upper_bad)
+				printf("; upper: %" PRIu64 " file(s) match their last record",
+				       v.upper_files);
+			printf("\n");
+		}
 	}
 	if (runs && verify_runs(runs, quiet))
 		status = 1;

@@ -71,6 +71,12 @@ static int put_verify(FILE *out, const struct workspace *ws, const char *journal
 				v.upper_bad);
 			activity_show_path(out, v.upper_first);
 			fputc('\n', out);
+		} else if (v.upper_unread) {
+			fprintf(out,
+				"; upper: NOT VERIFIED: %" PRIu64
+				" entr%s could not be read, %" PRIu64
+				" file(s) match their last record\n",
+				v.upper_unread, v.upper_unread == 1 ? "y" : "ies", v.upper_files);
 		} else
 			fprintf(out, "; upper: %" PRIu64 " file(s) match their last record\n",
 				v.upper_files);

@@ -259,6 +259,8 @@ struct journal_verify {
 	uint64_t upper_files;	/* regular files and symlinks of the upper checked */
 	uint64_t upper_bad;	/* of which differ from their last record, are unrecorded,
 				 * or recorded but missing */
+	uint64_t upper_unread;	/* entries of the upper it could not read (a mode the
+				 * agent set: chmod 000), so not checked; named to @note */
 	char upper_first[1024]; /* the first upper problem, one line */
 	/* Set by the caller: paths ".git" and below live in a workspace-private
 	 * git directory (fs_config.git_dir), not in the upper: not checked. */

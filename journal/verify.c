@@ -63,6 +63,22 @@ static void upper_bad(struct journal_verify *v, const char *fmt, ...)
 	note(v, "%s", msg);
 }
 
+/* An entry of the upper that cannot be read: unchecked, which is no finding
+ * about its content but leaves the upper unverified. */
+static void upper_unread(struct journal_verify *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void upper_unread(struct journal_verify *v, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	v->upper_unread++;
+	note(v, "%s", msg);
+}
+
 static void on_entry(void *arg, const struct journal_entry *e)
 {
 	struct journal_verify *v = arg;
@@ -99,7 +115,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	show_path(path, p, sizeof(p));
 	if (S_ISDIR(st->st_mode)) {
 		/* Seen as unchecked, not as missing: its files stay unknown. */
-		upper_bad(
+		upper_unread(
 		    c->v,
 		    "upper: %s: cannot read this directory (mode %03o): its files are not checked",
 		    p, (unsigned)(st->st_mode & 07777));
@@ -115,6 +131,11 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 		return 0; /* its last record carried no hash: nothing to compare */
 	XXH128_hash_t h;
 	r = journal_hash_at(dirfd, name, st, &h);
+	if (r == -EACCES) {
+		c->v->upper_files--; /* not checked after all */
+		upper_unread(c->v, "upper: %s: cannot read: %s: not checked", p, strerror(-r));
+		return 0;
+	}
 	if (r < 0) {
 		upper_bad(c->v, "upper: %s: cannot read: %s", p, strerror(-r));
 		return 0;
@@ -216,7 +237,9 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 			 head.seq);
 	}
 
-	if (upper_fd >= 0) {
+	/* A journal that is not intact says nothing reliable of the upper:
+	 * its files are compared only with a whole chain. */
+	if (upper_fd >= 0 && !v->bad_line) {
 		struct upper_ctx c = {.v = v, .map = map};
 		r = journal_pathmap_new(&c.seen);
 		if (r == 0)

@@ -261,6 +261,8 @@ tampered() {
 	if [ "$RC" -eq 1 ] && [[ $OUT == *"record $2 "* ]]; then pass "$1"; else
 		fail "$1" "exit $RC, expected 1 naming record $2" "$OUT"
 	fi
+	# A broken chain says nothing reliable of the upper: no file is blamed.
+	assert_not_contains "  ...and blames no file of the upper" "upper:" "$OUT"
 	cp "$T/journal.orig" "$J"
 }
 # a digit of record 5's time, a letter of a path, the last record's op
@@ -396,6 +398,9 @@ else
 	assert_contains "  ...and the file" "upper: sealed.txt: cannot read" "$OUT"
 	assert_not_contains "  ...not the journal" "journal.jsonl: Permission denied" "$OUT"
 	assert_not_contains "  ...nor the files in the directory as missing" "locked/f.txt" "$OUT"
+	assert_contains "  ...says the chain is intact" "journal intact:" "$OUT"
+	assert_contains "  ...and what it could not check" "2 entries could not be read" "$OUT"
+	assert_not_contains "  ...taking nothing for a change" "differ from the journal" "$OUT"
 	refuse "status names what it cannot read" ": locked: Permission denied" af status "$UMNT"
 	refuse "export names what it cannot read" ": locked: Permission denied" af export "$UMNT"
 fi
