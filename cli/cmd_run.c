@@ -297,9 +297,10 @@ static int find_workspace(struct run_ctx *c)
 		struct workspace *ws = NULL;
 		if (workspace_find(c->root, abs, &ws, err, sizeof(err)) == 0 &&
 		    strcmp(ws->mountpoint, abs) == 0) {
+			/* Its mountpoint, mounted or not: as by its name. */
 			c->ws = ws;
-			c->mnt = abs;
-			return 0;
+			free(abs);
+			goto mount;
 		}
 		workspace_free(ws);
 		struct repo_info ri = {0};
@@ -349,6 +350,7 @@ static int find_workspace(struct run_ctx *c)
 		}
 	}
 
+mount:;
 	pid_t pid = 0;
 	char *live = NULL;
 	if (workspace_state(c->ws, &pid, &live) == WORKSPACE_MOUNTED && live) {

@@ -328,6 +328,10 @@ wait $rp
 assert_eq "the sandboxed cat ran" 0 "$?"
 rm -f "$MNT/go"
 run af unmount "$MNT"; [ "$RC" -eq 0 ] || bail "unmount failed: $OUT"
+# Named by the path of its mountpoint while unmounted: mounted for the run,
+# as when named by its name.
+OUT=$(cd "$(dirname "$MNT")" && t "$AGENTFS" run --state-dir "$STATE" "$(basename "$MNT")" -- pwd 2>"$T/run.err")
+assert_eq "run MNT of an unmounted workspace mounts it for the run" "$MNT" "$OUT"
 rec=$(grep '"op":"read"' "$WS/journal.jsonl" | grep '"path":"docs/guide.md"' | grep "\"pid\":$shpid,")
 # The record carries the host pid; the name when the daemon could still read it
 # (a process as short-lived as this cat may be gone by then).
