@@ -57,10 +57,26 @@ static char delta_code(git_delta_t s)
 	}
 }
 
-static void print_path(char code, const char *path, const char *to)
+/* A path as `git status --short` shows it: C-quoted when it holds a control
+ * character, a quote, a backslash or a byte past ASCII, and when it holds a
+ * space too (QUOTE_PATH_QUOTE_SP, git's wt-status.c), so that a name such as
+ * "a -> b" cannot read as a rename.  NULL on ENOMEM. */
+static char *quote_status(const char *path)
 {
 	char *q = changes_quote(path);
-	char *t = to ? changes_quote(to) : NULL;
+	if (!q || q[0] == '"' || !strchr(path, ' '))
+		return q;
+	char *w = NULL;
+	if (asprintf(&w, "\"%s\"", q) < 0)
+		w = NULL;
+	free(q);
+	return w;
+}
+
+static void print_path(char code, const char *path, const char *to)
+{
+	char *q = quote_status(path);
+	char *t = to ? quote_status(to) : NULL;
 	if (to)
 		printf("%c %s -> %s\n", code, q ? q : path, t ? t : to);
 	else

@@ -59,7 +59,7 @@ assert_eq "agentfs export MNT --state-dir DIR --format stat: options after the o
 for line in "M README.md" "D src/old.c" "M scripts/gen.sh" "M data/blob.bin" \
 	"R docs/guide.md -> documentation/guide.md" \
 	"R config/settings.yml -> conf/settings.yml" \
-	'A "quo\"te.txt"' 'A "new\nline.txt"' "A with space.txt" "A empty.txt" "A util-link.h" \
+	'A "quo\"te.txt"' 'A "new\nline.txt"' 'A "with space.txt"' "A empty.txt" "A util-link.h" \
 	"C src/util.c" "H .env" "H conf/id_rsa" "! build/x.o"; do
 	assert_contains "status: $line" "$(printf '%s\n' "$line")" "$status_out"
 done
