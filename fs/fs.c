@@ -127,23 +127,6 @@ static void invalidate_path(struct agentfs *fs, char *path)
 		node_unref(fs, dir);
 }
 
-/* A path discard took from the upper (node_discarded); "" the whole view. */
-static void discarded(struct agentfs *fs, const char *path)
-{
-	char copy[PATH_MAX];
-	snprintf(copy, sizeof(copy), "%s", path);
-	ns_wrlock(fs);
-	struct node *n = &fs->root;
-	char *save = NULL;
-	for (char *c = strtok_r(copy, "/", &save); c && n; c = strtok_r(NULL, "/", &save))
-		n = node_find(fs, n, c);
-	if (n) {
-		node_wait_records(fs, n); /* a file's write records come first */
-		node_discarded(fs, n);
-	}
-	pthread_rwlock_unlock(&fs->ns_lock);
-}
-
 static void take_invalidations(struct agentfs *fs)
 {
 	if (!fs->cfg->state_dir)
@@ -170,7 +153,7 @@ static void take_invalidations(struct agentfs *fs)
 				/* Discarded, not only changed: on record, or verify
 				 * would miss what left the upper (journal/SCHEMA.md). */
 				path += mark;
-				discarded(fs, path);
+				node_discard_path(fs, path);
 				struct journal_event ev = {
 				    .op = JOP_DISCARD, .path = path, .detail = "agentfs discard"};
 				fs_record_ev(fs, NULL, &ev);

@@ -157,6 +157,16 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
 	return n;
 }
 
+struct node *node_find_ref(struct agentfs *fs, struct node *parent, const char *name)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	struct node *n = find_locked(fs, parent, name);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&fs->table_lock);
+	return n;
+}
+
 static void insert_locked(struct agentfs *fs, struct node *n)
 {
 	size_t b = key_hash(n->parent, n->name) & (fs->nbuckets - 1);
@@ -266,25 +276,53 @@ static bool below(const struct node *n, const struct node *top)
 	return false;
 }
 
-void node_discarded(struct agentfs *fs, struct node *top)
+/* The files of the upper at or below @top that discard took: with @unhash
+ * they lose their names; without, whether a write record of one is on its
+ * way (then nothing changes).  table_lock held. */
+static bool discard_each_locked(struct agentfs *fs, struct node *top, bool unhash)
 {
-	pthread_mutex_lock(&fs->table_lock);
-	if (!S_ISDIR(top->type)) {
-		if (top->upper)
-			remove_locked(fs, top);
-		pthread_mutex_unlock(&fs->table_lock);
-		return;
-	}
-	for (size_t b = 0; b < fs->nbuckets; b++) {
-		struct node *n = fs->buckets[b];
-		while (n) {
-			struct node *next = n->hnext;
-			if (!S_ISDIR(n->type) && n->upper && below(n, top))
+	bool busy = false;
+	for (size_t b = 0; b < fs->nbuckets && !busy; b++) {
+		for (struct node *n = fs->buckets[b], *next; n && !busy; n = next) {
+			next = n->hnext;
+			if (S_ISDIR(n->type) || !n->upper || !below(n, top) ||
+			    in_private_git(fs, n))
+				continue;
+			if (unhash)
 				remove_locked(fs, n);
-			n = next;
+			else
+				busy = n->recording != 0;
 		}
 	}
-	pthread_mutex_unlock(&fs->table_lock);
+	return busy;
+}
+
+void node_discard_path(struct agentfs *fs, const char *path)
+{
+	for (;;) {
+		char copy[PATH_MAX];
+		snprintf(copy, sizeof(copy), "%s", path);
+		ns_wrlock(fs);
+		pthread_mutex_lock(&fs->table_lock);
+		struct node *top = &fs->root;
+		char *save = NULL;
+		for (char *c = strtok_r(copy, "/", &save); c && top; c = strtok_r(NULL, "/", &save))
+			top = find_locked(fs, top, c);
+		bool busy = top && discard_each_locked(fs, top, false);
+		if (top && !busy)
+			discard_each_locked(fs, top, true);
+		if (!busy) {
+			pthread_mutex_unlock(&fs->table_lock);
+			pthread_rwlock_unlock(&fs->ns_lock);
+			return;
+		}
+		/* A release still hashing one: its record comes first.  Waited
+		 * for without ns_lock; the walk starts again after (the nodes
+		 * may be gone by then). */
+		pthread_rwlock_unlock(&fs->ns_lock);
+		pthread_cond_wait(&fs->recorded, &fs->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
+	}
 }
 
 bool node_unnamed(const struct agentfs *fs, const struct node *n)

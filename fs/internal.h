@@ -298,6 +298,8 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
  * @count_lookup.  NULL on ENOMEM.  Caller holds ns_lock. */
 struct node *node_child(struct agentfs *fs, struct node *parent, const char *name,
 			bool count_lookup);
+/* node_find() with a reference taken (node_unref() it), or NULL. */
+struct node *node_find_ref(struct agentfs *fs, struct node *parent, const char *name);
 /* node_find() for callers already holding table_lock. */
 struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name);
 /* Take the node out of the name table (unlinked, or replaced by a rename). */
@@ -307,14 +309,16 @@ void node_unhash(struct agentfs *fs, struct node *n);
  * file only through an open handle, never by a path, which names another
  * file now or none.  Caller holds ns_lock. */
 bool node_unnamed(const struct agentfs *fs, const struct node *n);
-/* `agentfs discard` took @top's upper entries away: @top, if a file of the
- * upper, or every such file below directory @top loses its name
- * (node_unhash), so a handle still open on one (the agent's editor) writes
- * to the file discard removed, its records say so (JOURNAL_F_UNLINKED), and
- * the kernel's next lookup of the path finds the lower's version as a new
- * inode.  Directories keep theirs: a shell in one lists what is there now.
- * Caller holds ns_lock exclusively. */
-void node_discarded(struct agentfs *fs, struct node *top);
+/* `agentfs discard` took the upper's entries at view path @path ("" the
+ * whole view) away: the node there, if a file of the upper, or every such
+ * file below it, loses its name (node_unhash), so a handle still open on one
+ * (the agent's editor) writes to the file discard removed, its records say
+ * so (JOURNAL_F_UNLINKED), and the kernel's next lookup of the path finds
+ * the lower's version as a new inode; first, the write records on their way
+ * for them go into the journal (ns_wrlock_settled).  Directories keep their
+ * names (a shell in one lists what is there now), and the private .git is
+ * not the upper's.  Takes ns_lock itself. */
+void node_discard_path(struct agentfs *fs, const char *path);
 /* node_unhash() for an entry removed from the view, keeping in node.dead
  * what a directory's fstat(2) answers from then on: @st, its attributes
  * just before (NULL: unknown), with no link, and size 0 after an rmdir
@@ -448,12 +452,15 @@ int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only);
  * GETATTR (and the xattr requests, ops_xattr.c): other requests act on a node
  * by its path, which now names another file.  ops_file.c. */
 int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
-/* Wait until the write records of @n's file that took its path are in the
- * journal (a release hashing a large file takes a while, on another thread):
- * a rename, unlink, link or truncate of it then comes after them in the
- * journal, as it came after them for the agent.  The caller holds ns_lock
- * exclusively, so no new one starts.  @n may be NULL.  ops_file.c. */
-void node_wait_records(struct agentfs *fs, struct node *n);
+/* Take ns_lock exclusively (ns_wrlock) once no write record of @a's or @b's
+ * file that took its path is on its way to the journal (a release hashing a
+ * large file takes a while, on another thread): a rename, unlink, link or
+ * truncate of it then comes after them in the journal, as it came after them
+ * for the agent.  Waits without ns_lock, so the rest of the mount goes on
+ * meanwhile; records start only under ns_lock, so none is on its way once
+ * it is held.  @a and @b may be NULL; the caller keeps them from being freed
+ * (the kernel holds a request's inodes).  ops_file.c. */
+void ns_wrlock_settled(struct agentfs *fs, struct node *a, struct node *b);
 /* fstat through any open handle of @n (a file unlinked while open); without
  * one, -ENOENT for a directory and -ESTALE for anything else: the name the kernel found it by now
  * holds another file or none (a rename over it raced the caller's lookup), and the kernel looks the

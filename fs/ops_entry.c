@@ -281,8 +281,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct node *n = node_get(fs, ino);
 	char path[FS_PATH_MAX];
 	struct stat st;
-	ns_wrlock(fs);
-	node_wait_records(fs, n); /* its writes' records come before a truncate's */
+	ns_wrlock_settled(fs, n, NULL); /* its writes' records before a truncate's */
 	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
 	int own_fd = -1;
@@ -711,8 +710,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	struct node *dir = node_get(fs, newparent);
 	char path[FS_PATH_MAX], spath[FS_PATH_MAX];
 	bool replied;
-	ns_wrlock(fs);
-	node_wait_records(fs, n); /* its writes' records come first */
+	ns_wrlock_settled(fs, n, NULL); /* its writes' records come first */
 	int r = refresh(fs, n, NULL);
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EPERM;
@@ -842,7 +840,11 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	char path[FS_PATH_MAX];
 	struct entry e;
 	bool replied;
-	ns_wrlock(fs);
+	/* Its write records come before the unlink's. */
+	struct node *vn = node_find_ref(fs, dir, name);
+	ns_wrlock_settled(fs, vn, NULL);
+	if (vn)
+		node_unref(fs, vn);
 	int dfd;
 	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && is_rmdir != S_ISDIR(e.type))
@@ -862,7 +864,6 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 			fuse_reply_err(req, -r);
 		return;
 	}
-	node_wait_records(fs, node_find(fs, dir, name)); /* its writes' records first */
 	if (wh) {
 		/* A file the agent changed leaves its origin with the whiteout,
 		 * for a file made at the name later (op_create, op_rename).  A
@@ -980,7 +981,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	ns_wrlock(fs);
+	/* The write records of either file come before the rename's. */
+	struct node *sn = node_find_ref(fs, sdir, name), *tn = node_find_ref(fs, ddir, newname);
+	ns_wrlock_settled(fs, sn, tn);
+	if (sn)
+		node_unref(fs, sn);
+	if (tn)
+		node_unref(fs, tn);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
 	if (sfd >= 0) {
 		dircache_put(fs, sfd); /* materialize() below may create it; reopened then */
@@ -1167,9 +1174,6 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	} else {
 		over = NULL;
 	}
-	/* The write records of either file come before the rename's. */
-	node_wait_records(fs, n);
-	node_wait_records(fs, node_find(fs, ddir, newname));
 	if (renameat2(sfd, name, dfd, newname, flags) < 0) {
 		r = -errno;
 		if (over_fd >= 0)

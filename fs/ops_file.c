@@ -1031,14 +1031,26 @@ static void record_end(struct agentfs *fs, struct node *n)
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
-void node_wait_records(struct agentfs *fs, struct node *n)
+static bool recording_locked(const struct node *a, const struct node *b)
 {
-	if (!n)
-		return;
-	pthread_mutex_lock(&fs->table_lock);
-	while (n->recording)
-		pthread_cond_wait(&fs->recorded, &fs->table_lock);
-	pthread_mutex_unlock(&fs->table_lock);
+	return (a && a->recording) || (b && b->recording);
+}
+
+void ns_wrlock_settled(struct agentfs *fs, struct node *a, struct node *b)
+{
+	for (;;) {
+		pthread_mutex_lock(&fs->table_lock);
+		while (recording_locked(a, b))
+			pthread_cond_wait(&fs->recorded, &fs->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
+		ns_wrlock(fs);
+		pthread_mutex_lock(&fs->table_lock);
+		bool busy = recording_locked(a, b);
+		pthread_mutex_unlock(&fs->table_lock);
+		if (!busy)
+			return;
+		pthread_rwlock_unlock(&fs->ns_lock); /* one began meanwhile */
+	}
 }
 
 /* Returns whether a record was made; the file's hash in @hash (*@hash_ok). */

@@ -47,37 +47,30 @@ static void show_path(const char *p, char *out, size_t len)
 	out[o] = 0;
 }
 
-static void upper_bad(struct journal_verify *v, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* A finding about the upper, named to v->note: a file that differs from
+ * its record (upper_bad), or an entry that cannot be read (@unread), which
+ * says nothing of its content but leaves the upper unverified. */
+static void upper_problem(struct journal_verify *v, bool unread, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void upper_bad(struct journal_verify *v, const char *fmt, ...)
+static void upper_problem(struct journal_verify *v, bool unread, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (!v->upper_bad)
-		snprintf(v->upper_first, sizeof(v->upper_first), "%s", msg);
-	v->upper_bad++;
+	if (unread) {
+		v->upper_unread++;
+	} else {
+		if (!v->upper_bad)
+			snprintf(v->upper_first, sizeof(v->upper_first), "%s", msg);
+		v->upper_bad++;
+	}
 	note(v, "%s", msg);
 }
-
-/* An entry of the upper that cannot be read: unchecked, which is no finding
- * about its content but leaves the upper unverified. */
-static void upper_unread(struct journal_verify *v, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void upper_unread(struct journal_verify *v, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	v->upper_unread++;
-	note(v, "%s", msg);
-}
+#define upper_bad(v, ...)    upper_problem(v, false, __VA_ARGS__)
+#define upper_unread(v, ...) upper_problem(v, true, __VA_ARGS__)
 
 static void on_entry(void *arg, const struct journal_entry *e)
 {
