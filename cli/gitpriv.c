@@ -1830,7 +1830,11 @@ static int path_cmp(const void *key, const void *item)
 int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, size_t *len)
 {
 	git_filter_list *fl = NULL;
-	if (git_filter_list_load(&fl, repo, NULL, path, GIT_FILTER_TO_ODB, GIT_FILTER_DEFAULT) < 0)
+	/* GIT_FILTER_ALLOW_UNSAFE: an irreversible conversion (mixed line
+	 * ends) converts, as git add does unless core.safecrlf is true, and as
+	 * libgit2's own status and diff hash. */
+	if (git_filter_list_load(&fl, repo, NULL, path, GIT_FILTER_TO_ODB,
+				 GIT_FILTER_ALLOW_UNSAFE) < 0)
 		return git_fail(path);
 	if (!fl)
 		return 0;
@@ -1852,6 +1856,23 @@ int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, siz
 	*len = out.size;
 	git_buf_dispose(&out);
 	return 0;
+}
+
+int gitpriv_read_file(const char *path, char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+		return -EINVAL;
+	return read_entry(AT_FDCWD, path, &st, buf, len);
+}
+
+bool gitpriv_index_stat_matches(const git_index_entry *e, const struct stat *st)
+{
+	return stat_matches(e, st);
 }
 
 bool gitpriv_path_in(char *const *paths, size_t count, const char *path)

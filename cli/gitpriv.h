@@ -51,7 +51,10 @@
 #include <stddef.h>
 
 struct fs_config;
+struct git_index_entry;
+struct git_repository;
 struct policy;
+struct stat;
 struct workspace;
 
 /* Author of the base commit and default identity of the agent's commits. */
@@ -222,6 +225,17 @@ bool gitpriv_path_in(char *const *paths, size_t count, const char *path);
  * filter applies: unchanged.  Replaces *@buf.  0, -ENOMEM, or -EIO with
  * libgit2's message on stderr.
  */
-int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, size_t *len);
+int gitpriv_clean_filter(struct git_repository *repo, const char *path, char **buf, size_t *len);
+
+/* The bytes of the regular file or symlink (its target) at @path, not
+ * followed: *@buf malloc'd (NULL when empty), *@len bytes.  0, -EINVAL for
+ * another type, or -errno. */
+int gitpriv_read_file(const char *path, char **buf, size_t *len);
+
+/* Do index entry @e's stat data (times, inode, owner, size, as git compares
+ * them: 32 bits each) still describe the file @st describes?  The caller also
+ * applies git's racy-git rule (a file modified no earlier than the index was
+ * written may have changed within the same timestamp). */
+bool gitpriv_index_stat_matches(const struct git_index_entry *e, const struct stat *st);
 
 #endif

@@ -90,6 +90,12 @@ struct ctx {
 	size_t n_dirty;
 	bool have_dirty;     /* git-dirty was recorded (else: compare with HEAD) */
 	git_tree *head_tree; /* the HEAD at mount's tree, NULL when unborn */
+	/* The person's index, for its stat cache (lower_differs_from_head):
+	 * loaded on first use; NULL when it cannot be read. */
+	git_index *real_index;
+	bool real_index_tried;
+	struct timespec real_index_mtime;
+	bool filemode; /* core.fileMode: the executable bit counts */
 	git_index *target;
 	git_oid prev_tree;
 	bool have_prev_tree;
@@ -149,15 +155,44 @@ static bool path_untracked_in_lower(const struct ctx *c, const char *path)
 	return lstat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode));
 }
 
+/* The person's index, once per series (ctx.real_index). */
+static git_index *real_index(struct ctx *c)
+{
+	if (!c->real_index_tried) {
+		c->real_index_tried = true;
+		int fm = 1;
+		git_config *cfg = NULL;
+		if (git_repository_config_snapshot(&cfg, c->real) == 0)
+			git_config_get_bool(&fm, cfg, "core.filemode"); /* default: true */
+		git_config_free(cfg);
+		c->filemode = fm != 0;
+		char p[PATH_MAX];
+		struct stat st;
+		if (git_repository_index(&c->real_index, c->real) < 0)
+			c->real_index = NULL;
+		else if (snprintf(p, sizeof(p), "%sindex", git_repository_path(c->real)) <
+			     (int)sizeof(p) &&
+			 stat(p, &st) == 0)
+			c->real_index_mtime = st.st_mtim;
+	}
+	return c->real_index;
+}
+
 /*
  * Does the person's working tree differ at tracked @path from the HEAD at
  * mount: a change made after the mount (git-dirty records those made before),
  * which the agent's copy of the file then holds if it copied it afterwards?
- * Compared as git would: the file through the repository's filters
- * (.gitattributes: eol, text; git_repository_hashfile), its executable bit,
- * a symlink's target.  A path the person removed differs too.
+ * Decided as git would: clean when the person's index entry holds HEAD's
+ * blob and its stat data still describe the file (and the file is not
+ * racily clean: modified no earlier than the index was written), else by the
+ * content through the repository's clean filters (gitpriv_clean_filter),
+ * the executable bit (unless core.fileMode is false), a symlink's target.  A
+ * path the person removed differs; a submodule's does not (its files are
+ * another repository's).  A file under a filter driver libgit2 does not run
+ * (git-lfs) that the stat data do not vouch for counts as differing: fail
+ * closed, --dirty=take takes it.
  */
-static bool lower_differs_from_head(const struct ctx *c, const char *path)
+static bool lower_differs_from_head(struct ctx *c, const char *path)
 {
 	git_tree_entry *te = NULL;
 	if (!c->head_tree || git_tree_entry_bypath(&te, c->head_tree, path) != 0)
@@ -166,21 +201,36 @@ static bool lower_differs_from_head(const struct ctx *c, const char *path)
 	git_oid want;
 	git_oid_cpy(&want, git_tree_entry_id(te));
 	git_tree_entry_free(te);
+	if (mode == GIT_FILEMODE_COMMIT)
+		return false;
 	char p[PATH_MAX];
 	struct stat st;
 	if (snprintf(p, sizeof(p), "%s/%s", c->ws->repo, path) >= (int)sizeof(p))
 		return false;
 	if (lstat(p, &st) != 0)
 		return true;
+	git_index *idx = real_index(c);
+	const git_index_entry *ie = idx ? git_index_get_bypath(idx, path, 0) : NULL;
+	bool racy = st.st_mtim.tv_sec > c->real_index_mtime.tv_sec ||
+		    (st.st_mtim.tv_sec == c->real_index_mtime.tv_sec &&
+		     st.st_mtim.tv_nsec >= c->real_index_mtime.tv_nsec);
+	if (ie && git_oid_equal(&ie->id, &want) && ie->mode == mode &&
+	    gitpriv_index_stat_matches(ie, &st) && !racy)
+		return false;
 	git_oid id;
 	if (S_ISREG(st.st_mode)) {
 		bool exec = (st.st_mode & 0100) != 0;
 		if ((mode != GIT_FILEMODE_BLOB && mode != GIT_FILEMODE_BLOB_EXECUTABLE) ||
-		    exec != (mode == GIT_FILEMODE_BLOB_EXECUTABLE))
+		    (c->filemode && exec != (mode == GIT_FILEMODE_BLOB_EXECUTABLE)))
 			return true;
-		if (git_repository_hashfile(&id, c->real, p, GIT_OBJECT_BLOB, path) < 0)
-			return true; /* cannot tell: the person's, to be safe */
-		return !git_oid_equal(&id, &want);
+		char *buf = NULL;
+		size_t len = 0;
+		bool same = gitpriv_read_file(p, &buf, &len) == 0 &&
+			    gitpriv_clean_filter(c->real, path, &buf, &len) == 0 &&
+			    git_odb_hash(&id, buf ? buf : "", len, GIT_OBJECT_BLOB) == 0 &&
+			    git_oid_equal(&id, &want);
+		free(buf);
+		return !same; /* cannot tell: the person's, to be safe */
 	}
 	if (S_ISLNK(st.st_mode)) {
 		char target[PATH_MAX];
@@ -196,7 +246,7 @@ static bool lower_differs_from_head(const struct ctx *c, const char *path)
 /* Where the person had work of their own that git has not committed: a path
  * dirty at mount (git-dirty), changed in the working tree since, or an
  * untracked file.  The reason to name, or NULL. */
-static const char *path_dirty(const struct ctx *c, const char *path)
+static const char *path_dirty(struct ctx *c, const char *path)
 {
 	if (gitpriv_path_in(c->dirty, c->n_dirty, path))
 		return "at mount";
@@ -964,6 +1014,7 @@ out:
 	git_signature_free(c.committer);
 	git_index_free(c.target);
 	git_tree_free(c.head_tree);
+	git_index_free(c.real_index);
 	gitpriv_oidset_clear(&c.base_objects);
 	gitpriv_oidset_clear(&c.trusted);
 	gitpriv_paths_free(c.dirty, c.n_dirty);
