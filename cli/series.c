@@ -322,6 +322,23 @@ static bool over_hidden(const struct ctx *c, const char *path)
 
 /* Apply @e to the target index: hidden paths left out, dirty paths per mode.
  * Deletions first, so a file may become a directory and back. */
+/*
+ * The filter driver the person's attributes give @path (gitattributes(5),
+ * "filter": git-lfs, git-crypt, a redacting clean filter), copied into @out,
+ * or false.  git runs its clean command at `git add`; libgit2 runs none, so
+ * a blob made here, or by the agent's git (its private config names no
+ * driver), holds the working tree's bytes: smudged, decrypted.
+ */
+static bool filter_driver(const struct ctx *c, const char *path, char *out, size_t len)
+{
+	const char *v = NULL;
+	if (git_attr_get(&v, c->real, GIT_ATTR_CHECK_FILE_THEN_INDEX, path, "filter") < 0 ||
+	    !GIT_ATTR_HAS_VALUE(v))
+		return false;
+	snprintf(out, len, "%s", v);
+	return true;
+}
+
 static int apply_edits(struct ctx *c, struct edits *e)
 {
 	for (int pass = 0; pass < 2; pass++) {
@@ -334,6 +351,22 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			if (policy_decide_path(c->policy, ed->path, false, 0) == POLICY_HIDDEN) {
 				note(c, qp, "left out: %s", change_flag_reason(CHANGE_HIDDEN_NAME));
 				c->s->dropped_changes++;
+				free(q);
+				continue;
+			}
+			char drv[128];
+			if (!ed->del && ed->mode != GIT_FILEMODE_LINK &&
+			    filter_driver(c, ed->path, drv, sizeof(drv))) {
+				/* Fail closed whatever the options: the branch would
+				 * carry what the filter keeps out of the repository. */
+				cli_error(
+				    c->o->cmd,
+				    "%s: under the filter driver '%s' (.gitattributes), which "
+				    "agentfs cannot run: its blob would hold the working "
+				    "tree's bytes, not what git add stores; apply "
+				    "`agentfs export --format=patch` and commit it yourself",
+				    qp, drv);
+				c->refusals++;
 				free(q);
 				continue;
 			}
@@ -621,6 +654,12 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		memset(&e, 0, sizeof(e));
 		e.path = ch->path;
 		e.mode = ch->view.mode;
+		/* core.fileMode=false: git keeps the mode it had (git-config(1)),
+		 * whatever the executable bit in the tree says. */
+		const git_index_entry *had = git_index_get_bypath(idx, ch->path, 0);
+		if (real_index(c) && !c->filemode && had && e.mode != CHANGE_MODE_LINK &&
+		    (had->mode == GIT_FILEMODE_BLOB || had->mode == GIT_FILEMODE_BLOB_EXECUTABLE))
+			e.mode = had->mode;
 		r = git_odb_write(&e.id, c->real_odb, buf ? buf : "", len, GIT_OBJECT_BLOB);
 		free(buf);
 		if (r < 0)

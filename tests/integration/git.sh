@@ -637,14 +637,15 @@ assert_ne "the refusals are journaled" 0 "${OUT:-0}"
 # the person's uncommitted work: promote refuses it like one dirty at mount.
 E=$T/eolrepo
 EM=$T/eolmnt
-run bash -c "git init -q -b main '$E' && cd '$E' && printf '*.txt text eol=crlf\n' >.gitattributes &&
-	printf 'l1\nl2\n' >a.txt && printf 'n\n' >notes.md && git add -A &&
-	git -c user.name=p -c user.email=p@x commit -qm init && rm a.txt && git checkout -q a.txt &&
+run bash -c "git init -q -b main '$E' && cd '$E' && printf '*.txt text eol=crlf\n*.flt filter=red\n' >.gitattributes &&
+	git config filter.red.clean 'sed s/PLAIN/REDACTED/' && git config filter.red.smudge 'sed s/REDACTED/PLAIN/' &&
+	printf 'l1\nl2\n' >a.txt && printf 'n\n' >notes.md && printf 'REDACTED secret\n' >f.flt && git add -A &&
+	git -c user.name=p -c user.email=p@x commit -qm init && rm a.txt f.flt && git checkout -q a.txt f.flt &&
 	touch -d '2030-01-01' a.txt"
 assert_eq "the person's a.txt has CRLF line ends and git calls it clean" "2 " \
 	"$(grep -c $'\r' "$E/a.txt") $(git -C "$E" status --porcelain)"
 mount_ws "$E" "$EM"
-assert_eq "git status in the mount: clean" "" "$(cd "$EM" && t git status --porcelain 2>&1)"
+assert_eq "git status in the mount: a.txt clean" "" "$(cd "$EM" && t git status --porcelain -- a.txt 2>&1)"
 sh_step "the agent adds a CRLF line" "printf 'l3\r\n' >>'$EM/a.txt'"
 step "promote" af promote "$EM" --branch agent/eol
 assert_eq "  ...a one-line change, stored with LF" "1 0 l1|l2|l3|" \
@@ -658,6 +659,14 @@ refuse "promote refuses the person's change since the mount" \
 step "  ...--dirty=skip leaves it as at HEAD" af promote "$EM" --branch agent/since --dirty=skip
 assert_eq "  ...the branch does not touch notes.md" "a.txt" \
 	"$(git -C "$E" diff --name-only main agent/since)"
+# A file under a filter driver (git-crypt, git-lfs, a redacting filter):
+# the working tree holds its smudged bytes, which git's clean command would
+# turn back at git add; agentfs cannot run it, so promote refuses the path.
+assert_eq "f.flt holds its smudged bytes in the tree" "PLAIN secret" "$(cat "$E/f.flt")"
+sh_step "the agent changes f.flt" "printf 'agent\n' >>'$EM/f.flt'"
+refuse "promote refuses a path under a filter driver" \
+	"f.flt: under the filter driver 'red' (.gitattributes), which agentfs cannot run" \
+	af promote "$EM" --branch agent/flt --dirty=skip
 run af unmount "$EM"
 
 done_testing
