@@ -59,9 +59,16 @@ int journal_head_write_fd(int fd, const struct journal_head *h)
 
 int journal_head_read(const char *head_path, struct journal_head *h)
 {
-	int fd = open(head_path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO planted as the head file must not hang the
+	 * reader; it is no head file (-EBADMSG), nor is a symlink. */
+	int fd = open(head_path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return errno == ENOENT ? 0 : errno == ELOOP ? -EBADMSG : -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EBADMSG;
+	}
 	char line[256];
 	ssize_t n = pread(fd, line, sizeof(line) - 1, 0);
 	int err = errno;

@@ -167,9 +167,15 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 	v->arg = keep_arg;
 	v->skip_git = keep_skip_git;
 
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO in the journal's place must not hang verify. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	struct stat jst;
+	if (fstat(fd, &jst) < 0 || !S_ISREG(jst.st_mode)) {
+		close(fd);
+		return -EINVAL; /* not a journal file */
+	}
 	char *hp = journal_head_path(path);
 	if (!hp) {
 		close(fd);

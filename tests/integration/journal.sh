@@ -438,6 +438,11 @@ rm -f "$WS/journal.jsonl.head"
 refuse "verify refuses an emptied journal whose head file is gone" "the head file is missing" \
 	af verify --no-upper mnt
 cp "$T/journal.keep" "$WS/journal.jsonl" && cp "$T/head.keep" "$WS/journal.jsonl.head"
+# A FIFO put in the head file's place must not hang verify (t's timeout: 124).
+rm -f "$WS/journal.jsonl.head" && mkfifo "$WS/journal.jsonl.head"
+refuse "verify refuses a FIFO as the head file, without hanging" "the head file is malformed" \
+	af verify --no-upper mnt
+rm -f "$WS/journal.jsonl.head" && cp "$T/head.keep" "$WS/journal.jsonl.head"
 
 # A file that is no journal: its first bad line is named, the others counted
 # (not one error line each).
