@@ -231,6 +231,8 @@ step "verify passes before discarding" af verify "$MNT"
 refuse "discard refuses a path outside the view" "outside the view" af discard "$MNT" /etc/passwd
 refuse "discard refuses .. above the top" "outside the view" af discard "$MNT" ../x
 refuse "discard refuses a path without changes" "no change at this path" af discard "$MNT" Makefile
+run t "$AGENTFS" discard "$MNT" Makefile --state-dir "$STATE"
+assert_contains "discard MNT PATH --state-dir DIR: options after the operands" "no change at this path" "$OUT"
 before=$(af status "$MNT" 2>&1)
 run af discard "$MNT" ""
 assert_eq "discard refuses an empty PATH: a usage error" \
