@@ -201,6 +201,13 @@ static void print_row(FILE *out, const struct journal_entry *e)
 		fputs(e->op == JOP_SYMLINK ? " -> target " : " -> ", out);
 		put_path(out, e->path2);
 	}
+	/* The file had no name left (unlinked, renamed over or discarded
+	 * while open): the record says nothing of what is at the path. */
+	bool unnamed_ops = e->op == JOP_READ || e->op == JOP_WRITE || e->op == JOP_TRUNCATE ||
+			   e->op == JOP_SETATTR || e->op == JOP_SETXATTR ||
+			   e->op == JOP_REMOVEXATTR;
+	if (unnamed_ops && (e->flags & JOURNAL_F_UNLINKED))
+		fputs("  (no name left: unlinked while open)", out);
 	fputc('\n', out);
 }
 

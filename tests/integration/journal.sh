@@ -205,6 +205,8 @@ step "discard of a file open for writing" af discard "$MNT" README.md
 wait "$dwriter"
 step "  ...verify passes after the writer's last write and close" af verify "$MNT"
 assert_file_eq "  ...the path holds the repository's version" "$REPO/README.md" "$MNT/README.md"
+assert_contains "  ...and log says the later write had no name left" \
+	"README.md  (no name left: unlinked while open)" "$(af log --op write --path README.md "$MNT")"
 # The same for a directory: a large file written and closed in it, its
 # release still hashing, when the directory is discarded.
 sh_step "64 MiB written in a new directory, then at once discard of the directory" "
