@@ -20,7 +20,7 @@
 
 /* Open @rel ("" for the root) below @root: every component with O_NOFOLLOW, so a
  * symlink in a layer never leads out of it.  @flags apply to the last component. */
-static int open_below(int root, const char *rel, int flags)
+int changes_open_below(int root, const char *rel, int flags)
 {
 	int fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -54,12 +54,12 @@ static int open_parent(int root, const char *rel, const char **name)
 	const char *slash = strrchr(rel, '/');
 	if (!slash) {
 		*name = rel;
-		return open_below(root, "", O_RDONLY | O_DIRECTORY);
+		return changes_open_below(root, "", O_RDONLY | O_DIRECTORY);
 	}
 	char *dir = strndup(rel, (size_t)(slash - rel));
 	if (!dir)
 		return -ENOMEM;
-	int fd = open_below(root, dir, O_RDONLY | O_DIRECTORY);
+	int fd = changes_open_below(root, dir, O_RDONLY | O_DIRECTORY);
 	free(dir);
 	*name = slash + 1;
 	return fd;
@@ -255,7 +255,7 @@ static void change_clear(struct change *c)
 
 static int hash_at(int root, const char *rel, XXH128_hash_t *h, struct stat *st)
 {
-	int fd = open_below(root, rel, O_RDONLY);
+	int fd = changes_open_below(root, rel, O_RDONLY);
 	if (fd < 0)
 		return fd;
 	int r = 0;
@@ -278,7 +278,7 @@ static int hash_at(int root, const char *rel, XXH128_hash_t *h, struct stat *st)
 static int check_origin(const struct walk *w, const char *path, const struct entry *view,
 			char **origin)
 {
-	int fd = open_below(w->upper_fd, view->path, O_RDONLY);
+	int fd = changes_open_below(w->upper_fd, view->path, O_RDONLY);
 	if (fd < 0)
 		return fd;
 	struct layout_origin o;
@@ -522,7 +522,8 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 			}
 			if (rl > 0) {
 				struct stat rst;
-				int fd = open_below(w->lower_fd, red, O_RDONLY | O_DIRECTORY);
+				int fd =
+				    changes_open_below(w->lower_fd, red, O_RDONLY | O_DIRECTORY);
 				if (fd >= 0 && fstat(fd, &rst) == 0 &&
 				    lower_visible(w, red, &rst)) {
 					clvfd = fd;
@@ -1072,7 +1073,7 @@ static int upper_dir_source(int lower_fd, int upper_fd, const struct policy *pol
 		cur = nx;
 		if (cur) {
 			struct stat st;
-			int lfd = open_below(lower_fd, cur, O_RDONLY | O_DIRECTORY);
+			int lfd = changes_open_below(lower_fd, cur, O_RDONLY | O_DIRECTORY);
 			bool ok = lfd >= 0 && fstat(lfd, &st) == 0 &&
 				  policy_decide_path(pol, cur, true, 0) != POLICY_HIDDEN;
 			if (lfd >= 0)
@@ -1145,7 +1146,7 @@ static int restore_source(int lower_fd, int upper_fd, const struct policy *pol, 
 	free(ldir);
 	if (r <= 0)
 		return r;
-	int dfd = open_below(upper_fd, upath, O_RDONLY | O_DIRECTORY);
+	int dfd = changes_open_below(upper_fd, upath, O_RDONLY | O_DIRECTORY);
 	free(upath);
 	if (dfd < 0)
 		return dfd;
@@ -1183,7 +1184,7 @@ static int reopen_ancestors(int lower_fd, int upper_fd, const struct policy *pol
 		if (op > 0) {
 			/* An opaque directory shows no lower entry; the base has the lower
 			 * directory at its own path (if visible).  Keep hiding all but @next. */
-			int lfd = open_below(lower_fd, dir, O_RDONLY | O_DIRECTORY);
+			int lfd = changes_open_below(lower_fd, dir, O_RDONLY | O_DIRECTORY);
 			if (lfd >= 0 && policy_decide_path(pol, dir, true, 0) != POLICY_HIDDEN) {
 				struct names ns = {0};
 				r = names_read(&ns, lfd);
@@ -1224,7 +1225,7 @@ static int reopen_ancestors(int lower_fd, int upper_fd, const struct policy *pol
 		if (r == 0 && slash && (op > 0 || wh > 0) &&
 		    fstatat(dfd, next, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 		    policy_decide_path(pol, lnext, true, 0) != POLICY_HIDDEN &&
-		    (lnfd = open_below(lower_fd, lnext, O_RDONLY | O_DIRECTORY)) >= 0 &&
+		    (lnfd = changes_open_below(lower_fd, lnext, O_RDONLY | O_DIRECTORY)) >= 0 &&
 		    fstat(lnfd, &st) == 0) {
 			r = layout_remove_whiteout(dfd, next);
 			if (r == 0 && mkdirat(dfd, next, st.st_mode & 07777) < 0)

@@ -169,6 +169,11 @@ char *changes_quote(const char *path);
  */
 int changes_read(const struct changes *cs, const struct change_side *side, char **buf, size_t *len);
 
+/* Open @rel below the directory @root one component at a time, following no
+ * symlink (O_NOFOLLOW at each step; the last with @flags): a descriptor, or
+ * -errno (-EINVAL for an empty component). */
+int changes_open_below(int root, const char *rel, int flags);
+
 void changes_free(struct changes *cs);
 
 /*

@@ -1,5 +1,6 @@
 /* series.c - replay the agent's commits and changes onto the HEAD at mount (series.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <git2.h>
 #include <git2/sys/mempack.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "cli/changes.h"
 #include "cli/cli.h"
@@ -19,6 +21,7 @@
 #include "cli/series.h"
 #include "cli/strvec.h"
 #include "cli/workspace.h"
+#include "fs/layout.h"
 #include "policy/policy.h"
 
 int series_mode_parse(const char *s, enum series_mode *out)
@@ -243,6 +246,61 @@ static bool lower_differs_from_head(struct ctx *c, const char *path)
 	return mode != GIT_FILEMODE_TREE;
 }
 
+/*
+ * Did the agent's copy of tracked @path start from another version than the
+ * HEAD at mount's: the upper file there came from a copy-up (its origin)
+ * whose hash is not that of HEAD's blob as checked out (git_blob_filter:
+ * the smudge side of eol and the like)?  The person changed the file after
+ * the mount and before the agent copied it, and may have undone that since
+ * (git stash, git checkout): the working tree is clean again, but the
+ * agent's copy, and the commits it made of it, hold the person's edit.  A
+ * file no longer at @path in the upper says nothing.
+ */
+static bool copy_started_elsewhere(struct ctx *c, const char *path)
+{
+	git_tree_entry *te = NULL;
+	if (!c->head_tree || git_tree_entry_bypath(&te, c->head_tree, path) != 0)
+		return false;
+	git_oid id;
+	git_oid_cpy(&id, git_tree_entry_id(te));
+	bool blob = git_tree_entry_type(te) == GIT_OBJECT_BLOB &&
+		    git_tree_entry_filemode(te) != GIT_FILEMODE_LINK;
+	git_tree_entry_free(te);
+	if (!blob)
+		return false;
+	char *upper = workspace_path(c->ws, "upper");
+	int ufd = upper ? open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	free(upper);
+	if (ufd < 0)
+		return false;
+	int fd = changes_open_below(ufd, path, O_RDONLY | O_NONBLOCK);
+	close(ufd);
+	if (fd < 0)
+		return false;
+	struct layout_origin o;
+	int got = layout_get_origin(fd, &o);
+	close(fd);
+	if (got != 1 || strcmp(o.path, path) != 0)
+		return false; /* the agent's own file, or one moved here */
+	git_blob *b = NULL;
+	git_buf out = GIT_BUF_INIT;
+	git_blob_filter_options opts;
+	memset(&opts, 0, sizeof(opts));
+	opts.version = GIT_BLOB_FILTER_OPTIONS_VERSION;
+	/* No GIT_BLOB_FILTER_CHECK_FOR_BINARY: with it libgit2 gives a binary
+	 * blob back empty; the crlf filter leaves binary content alone itself
+	 * unless the attributes say text. */
+	opts.flags = 0;
+	bool differs = true; /* cannot tell: the person's, to be safe */
+	if (git_blob_lookup(&b, c->real, &id) == 0 && git_blob_filter(&out, b, path, &opts) == 0) {
+		XXH128_hash_t h = XXH3_128bits(out.ptr, out.size);
+		differs = !XXH128_isEqual(h, o.hash);
+	}
+	git_buf_dispose(&out);
+	git_blob_free(b);
+	return differs;
+}
+
 /* Where the person had work of their own that git has not committed: a path
  * dirty at mount (git-dirty), changed in the working tree since, or an
  * untracked file.  The reason to name, or NULL. */
@@ -254,7 +312,9 @@ static const char *path_dirty(struct ctx *c, const char *path)
 		return NULL;
 	if (path_untracked_in_lower(c, path))
 		return "at mount";
-	return lower_differs_from_head(c, path) ? "since the mount" : NULL;
+	if (lower_differs_from_head(c, path))
+		return "since the mount";
+	return copy_started_elsewhere(c, path) ? "since the mount, in the agent's copy" : NULL;
 }
 
 /* Make blob @id available in the target repository, refusing any that is

@@ -639,7 +639,7 @@ E=$T/eolrepo
 EM=$T/eolmnt
 run bash -c "git init -q -b main '$E' && cd '$E' && printf '*.txt text eol=crlf\n*.flt filter=red\n' >.gitattributes &&
 	git config filter.red.clean 'sed s/PLAIN/REDACTED/' && git config filter.red.smudge 'sed s/REDACTED/PLAIN/' &&
-	printf 'l1\nl2\n' >a.txt && printf 'n\n' >notes.md && printf 'REDACTED secret\n' >f.flt && git add -A &&
+	printf 'l1\nl2\n' >a.txt && printf 'n\n' >notes.md && printf 'REDACTED secret\n' >f.flt && printf 'b\n' >b.md && git add -A &&
 	git -c user.name=p -c user.email=p@x commit -qm init && rm a.txt f.flt && git checkout -q a.txt f.flt &&
 	touch -d '2030-01-01' a.txt"
 assert_eq "the person's a.txt has CRLF line ends and git calls it clean" "2 " \
@@ -667,6 +667,18 @@ sh_step "the agent changes f.flt" "printf 'agent\n' >>'$EM/f.flt'"
 refuse "promote refuses a path under a filter driver" \
 	"f.flt: under the filter driver 'red' (.gitattributes), which agentfs cannot run" \
 	af promote "$EM" --branch agent/flt --dirty=skip
+sh_step "  ...and undoes it" "cd '$EM' && git checkout -q -- f.flt"
+# The person edits b.md after the mount, the agent copies and commits it,
+# then the person undoes the edit (git checkout --, as after a stash): the
+# tree is clean again, the agent's commit still holds the person's line.
+printf 'the person, undone later\n' >>"$E/b.md"
+sleep 0.3 # the watch of the lower
+sh_step "the agent changes b.md and commits it" "cd '$EM' && printf 'agent\n' >>b.md &&
+	git add b.md && git -c user.name=a -c user.email=a@x commit -qm 'agent: b'"
+git -C "$E" checkout -q -- b.md
+refuse "promote refuses the agent's commit that holds the person's undone edit" \
+	"b.md: the person had uncommitted changes here since the mount, in the agent's copy" \
+	af promote "$EM" --branch agent/undone --conflicts=skip
 run af unmount "$EM"
 
 done_testing
