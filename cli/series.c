@@ -270,16 +270,14 @@ static bool copy_started_elsewhere(struct ctx *c, const char *path)
 		return false;
 	char *upper = workspace_path(c->ws, "upper");
 	int ufd = upper ? open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	free(upper);
-	if (ufd < 0)
-		return false;
-	int fd = changes_open_below(ufd, path, O_RDONLY | O_NONBLOCK);
-	close(ufd);
-	if (fd < 0)
-		return false;
+	int fd = ufd < 0 ? -EBADF : changes_open_below(ufd, path, O_RDONLY | O_NONBLOCK);
 	struct layout_origin o;
-	int got = layout_get_origin(fd, &o);
-	close(fd);
+	int got = fd < 0 ? 0 : layout_get_origin(fd, &o);
+	if (fd >= 0)
+		close(fd);
+	if (ufd >= 0)
+		close(ufd);
+	free(upper);
 	if (got != 1 || strcmp(o.path, path) != 0)
 		return false; /* the agent's own file, or one moved here */
 	git_blob *b = NULL;
