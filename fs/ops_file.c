@@ -428,13 +428,27 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			goto fail;
 		}
 		struct copyup_result cu;
-		if ((r = copyup(fs, n, req, &cu)) < 0)
-			goto fail;
-		fd = open_upper_rw(fs, path, fi->flags);
-		if (fd < 0) {
-			r = fd;
-			goto fail;
+		for (int again = 1;; again--) {
+			r = copyup(fs, n, req, &cu);
+			if (r == 0 && (fd = open_upper_rw(fs, path, fi->flags)) < 0)
+				r = fd;
+			if (r != -ENOENT || !again)
+				break;
+			/* `agentfs discard` removes upper entries, directories
+			 * among them, before it tells the daemon: the nodes of
+			 * the directories above may still say they are in the
+			 * upper, and a descriptor kept (dircache.c) name one that
+			 * is gone.  Drop those, look at the directories and the
+			 * node again, and copy up once more. */
+			dircache_forget(fs);
+			struct stat pst;
+			for (struct node *p = n->parent; p && p != &fs->root; p = p->parent)
+				(void)view_getattr(fs, p, &pst);
+			if ((r = view_getattr(fs, n, &st)) < 0)
+				break;
 		}
+		if (r < 0)
+			goto fail;
 		h = handle_new(fs, req, n, fd, true, path);
 		if (!h) {
 			r = -ENOMEM;

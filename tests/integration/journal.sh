@@ -207,6 +207,30 @@ step "  ...verify passes after the writer's last write and close" af verify "$MN
 assert_file_eq "  ...the path holds the repository's version" "$REPO/README.md" "$MNT/README.md"
 assert_contains "  ...and log says the later write had no name left" \
 	"README.md  (no name left: unlinked while open)" "$(af log --op write --path README.md "$MNT")"
+# A process appending to a file over and over while the person discards it
+# (with it the upper's data/, left empty): every open succeeds, though the
+# daemon hears of the discard only after the upper changed.
+t python3 - "$MNT/data/notes.txt" 3 >"$T/appender.out" 2>&1 <<'PY' &
+import collections, errno, os, sys, time
+f, end = sys.argv[1], time.time() + float(sys.argv[2])
+errs, n = collections.Counter(), 0
+while time.time() < end:
+    try:
+        fd = os.open(f, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, b"x\n")
+        os.close(fd)
+    except OSError as e:
+        errs[errno.errorcode[e.errno]] += 1
+    n += 1
+print(n, dict(errs))
+PY
+appender=$!
+sleep 0.3
+for _ in 1 2 3 4 5; do af discard "$MNT" data/notes.txt >/dev/null 2>&1; sleep 0.3; done
+wait "$appender"
+assert_contains "an appender racing five discards of its file gets no error" " {}" \
+	"$(cat "$T/appender.out")"
+step "  ...verify passes" af verify "$MNT"
 # The same for a directory: a large file written and closed in it, its
 # release still hashing, when the directory is discarded.
 sh_step "64 MiB written in a new directory, then at once discard of the directory" "
