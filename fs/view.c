@@ -153,8 +153,19 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 		ssize_t ol = lgetxattr(xp, LAYOUT_XATTR_ORIGIN, ob, sizeof(ob) - 1);
 		if (ol > 0 && layout_parse_origin(ob, (size_t)ol, &e->origin) > 0) {
 			e->has_origin = true;
-			/* 0: a base without an inode number (op_rename) */
-			return e->origin.ino ? e->origin.ino : ino;
+			/* 0: a base without an inode number (op_rename).  The
+			 * lower file's number only while that file is still at
+			 * its path with no other name: once the person moved or
+			 * deleted it, the number may be another visible file's
+			 * (the file moved, or a new one ext4 gave the freed
+			 * number), and two files of the view must not share
+			 * one (cp, tar, find -samefile). */
+			struct stat lst;
+			if (e->origin.ino &&
+			    layer_stat(fs, fs->lower_fd, e->origin.path, &lst) == 0 &&
+			    (uint64_t)lst.st_ino == e->origin.ino && lst.st_nlink == 1)
+				return e->origin.ino;
+			return ino;
 		}
 		e->markers_unknown = ol < 0 && errno == EACCES;
 		return ino;

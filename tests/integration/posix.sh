@@ -21,7 +21,7 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
 		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f &&
 		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y &&
-		mkdir live && for f in l1 l2 l3 l4 l5; do printf '%s\n' $f >live/$f; done
+		mkdir live && for f in l1 l2 l3 l4 l5 l6; do printf '%s\n' $f >live/$f; done
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -248,6 +248,17 @@ os.setxattr(fd, "user.k", b"OK")
 print(os.fstat(fd).st_nlink, os.getxattr(f + "-link", "user.k").decode())
 PY
 )"
+# The agent's copy of l6 keeps l6's inode number while l6 is where it was;
+# once the person moves l6 in the repository, the moved file shows with that
+# number, and the copy reports its own.
+sh_step "append to l6 (copy-up)" "printf 'agent\n' >>'$L/l6'"
+assert_eq "  ...it keeps the repository file's inode number" "$(stat -c %i "$REPO/live/l6")" \
+	"$(t stat -c %i "$L/l6")"
+mv "$REPO/live/l6" "$REPO/live/l6-moved"
+snapshot "$REPO" "$T/lower.before" # the person's change: the agent's must not follow
+sleep 0.3 # the watch of the lower
+assert_ne "  ...after the person moves l6 to l6-moved, the two differ" \
+	"$(t stat -c %i "$L/l6-moved")" "$(t stat -c %i "$L/l6")"
 
 # mv a b, then a new a (vim with `set backup backupcopy=no` saves so): two
 # live files, two inode numbers, as on ext4; b keeps a's.
