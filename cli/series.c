@@ -158,7 +158,8 @@ static bool path_untracked_in_lower(const struct ctx *c, const char *path)
 	return lstat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode));
 }
 
-/* The person's index, once per series (ctx.real_index). */
+/* The person's index and core.fileMode, read once per series
+ * (ctx.real_index, ctx.filemode).  Returns the index, or NULL. */
 static git_index *real_index(struct ctx *c)
 {
 	if (!c->real_index_tried) {
@@ -378,8 +379,6 @@ static bool over_hidden(const struct ctx *c, const char *path)
 	return hit;
 }
 
-/* Apply @e to the target index: hidden paths left out, dirty paths per mode.
- * Deletions first, so a file may become a directory and back. */
 /*
  * The filter driver the person's attributes give @path (gitattributes(5),
  * "filter": git-lfs, git-crypt, a redacting clean filter), copied into @out,
@@ -397,6 +396,8 @@ static bool filter_driver(const struct ctx *c, const char *path, char *out, size
 	return true;
 }
 
+/* Apply @e to the target index: hidden paths left out, dirty paths per mode.
+ * Deletions first, so a file may become a directory and back. */
 static int apply_edits(struct ctx *c, struct edits *e)
 {
 	for (int pass = 0; pass < 2; pass++) {
@@ -715,7 +716,8 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 		/* core.fileMode=false: git keeps the mode it had (git-config(1)),
 		 * whatever the executable bit in the tree says. */
 		const git_index_entry *had = git_index_get_bypath(idx, ch->path, 0);
-		if (real_index(c) && !c->filemode && had && e.mode != CHANGE_MODE_LINK &&
+		(void)real_index(c); /* reads core.fileMode */
+		if (!c->filemode && had && e.mode != CHANGE_MODE_LINK &&
 		    (had->mode == GIT_FILEMODE_BLOB || had->mode == GIT_FILEMODE_BLOB_EXECUTABLE))
 			e.mode = had->mode;
 		r = git_odb_write(&e.id, c->real_odb, buf ? buf : "", len, GIT_OBJECT_BLOB);

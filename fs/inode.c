@@ -157,16 +157,6 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
 	return n;
 }
 
-struct node *node_find_ref(struct agentfs *fs, struct node *parent, const char *name)
-{
-	pthread_mutex_lock(&fs->table_lock);
-	struct node *n = find_locked(fs, parent, name);
-	if (n)
-		n->refs++;
-	pthread_mutex_unlock(&fs->table_lock);
-	return n;
-}
-
 static void insert_locked(struct agentfs *fs, struct node *n)
 {
 	size_t b = key_hash(n->parent, n->name) & (fs->nbuckets - 1);
@@ -281,6 +271,14 @@ static bool below(const struct node *n, const struct node *top)
  * way (then nothing changes).  table_lock held. */
 static bool discard_each_locked(struct agentfs *fs, struct node *top, bool unhash)
 {
+	if (!S_ISDIR(top->type)) { /* a file: itself alone, no walk of the table */
+		if (!top->upper || in_private_git(fs, top))
+			return false;
+		if (!unhash)
+			return top->recording != 0;
+		remove_locked(fs, top);
+		return false;
+	}
 	bool busy = false;
 	for (size_t b = 0; b < fs->nbuckets && !busy; b++) {
 		for (struct node *n = fs->buckets[b], *next; n && !busy; n = next) {

@@ -298,8 +298,6 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
  * @count_lookup.  NULL on ENOMEM.  Caller holds ns_lock. */
 struct node *node_child(struct agentfs *fs, struct node *parent, const char *name,
 			bool count_lookup);
-/* node_find() with a reference taken (node_unref() it), or NULL. */
-struct node *node_find_ref(struct agentfs *fs, struct node *parent, const char *name);
 /* node_find() for callers already holding table_lock. */
 struct node *node_find_locked(struct agentfs *fs, struct node *parent, const char *name);
 /* Take the node out of the name table (unlinked, or replaced by a rename). */
@@ -461,6 +459,11 @@ int gone_fstat(struct agentfs *fs, struct node *n, struct stat *st);
  * it is held.  @a and @b may be NULL; the caller keeps them from being freed
  * (the kernel holds a request's inodes).  ops_file.c. */
 void ns_wrlock_settled(struct agentfs *fs, struct node *a, struct node *b);
+/* ns_wrlock_settled() for the nodes named @n1 in @d1 and @n2 in @d2 (@d2 may
+ * be NULL), whichever they are when ns_lock is taken; held while waited for.
+ * ops_file.c. */
+void ns_wrlock_settled_names(struct agentfs *fs, struct node *d1, const char *n1, struct node *d2,
+			     const char *n2);
 /* fstat through any open handle of @n (a file unlinked while open); without
  * one, -ENOENT for a directory and -ESTALE for anything else: the name the kernel found it by now
  * holds another file or none (a rename over it raced the caller's lookup), and the kernel looks the

@@ -841,10 +841,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	struct entry e;
 	bool replied;
 	/* Its write records come before the unlink's. */
-	struct node *vn = node_find_ref(fs, dir, name);
-	ns_wrlock_settled(fs, vn, NULL);
-	if (vn)
-		node_unref(fs, vn);
+	ns_wrlock_settled_names(fs, dir, name, NULL, NULL);
 	int dfd;
 	int r = victim(req, fs, dir, name, &e, path, sizeof(path), &replied, &dfd);
 	if (r == 0 && is_rmdir != S_ISDIR(e.type))
@@ -982,12 +979,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		return;
 	}
 	/* The write records of either file come before the rename's. */
-	struct node *sn = node_find_ref(fs, sdir, name), *tn = node_find_ref(fs, ddir, newname);
-	ns_wrlock_settled(fs, sn, tn);
-	if (sn)
-		node_unref(fs, sn);
-	if (tn)
-		node_unref(fs, tn);
+	ns_wrlock_settled_names(fs, sdir, name, ddir, newname);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
 	if (sfd >= 0) {
 		dircache_put(fs, sfd); /* materialize() below may create it; reopened then */

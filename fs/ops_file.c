@@ -1053,17 +1053,45 @@ static bool recording_locked(const struct node *a, const struct node *b)
 void ns_wrlock_settled(struct agentfs *fs, struct node *a, struct node *b)
 {
 	for (;;) {
-		pthread_mutex_lock(&fs->table_lock);
-		while (recording_locked(a, b))
-			pthread_cond_wait(&fs->recorded, &fs->table_lock);
-		pthread_mutex_unlock(&fs->table_lock);
 		ns_wrlock(fs);
 		pthread_mutex_lock(&fs->table_lock);
 		bool busy = recording_locked(a, b);
+		if (!busy) {
+			pthread_mutex_unlock(&fs->table_lock);
+			return; /* the usual case: one table_lock more */
+		}
+		pthread_rwlock_unlock(&fs->ns_lock); /* the mount goes on meanwhile */
+		while (recording_locked(a, b))
+			pthread_cond_wait(&fs->recorded, &fs->table_lock);
 		pthread_mutex_unlock(&fs->table_lock);
-		if (!busy)
+	}
+}
+
+void ns_wrlock_settled_names(struct agentfs *fs, struct node *d1, const char *n1, struct node *d2,
+			     const char *n2)
+{
+	for (;;) {
+		ns_wrlock(fs);
+		pthread_mutex_lock(&fs->table_lock);
+		struct node *a = node_find_locked(fs, d1, n1);
+		struct node *b = d2 ? node_find_locked(fs, d2, n2) : NULL;
+		if (!recording_locked(a, b)) {
+			pthread_mutex_unlock(&fs->table_lock);
 			return;
-		pthread_rwlock_unlock(&fs->ns_lock); /* one began meanwhile */
+		}
+		/* Held while waiting: nothing else keeps them from a FORGET. */
+		if (a)
+			a->refs++;
+		if (b)
+			b->refs++;
+		pthread_rwlock_unlock(&fs->ns_lock);
+		while (recording_locked(a, b))
+			pthread_cond_wait(&fs->recorded, &fs->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
+		if (a)
+			node_unref(fs, a);
+		if (b)
+			node_unref(fs, b);
 	}
 }
 

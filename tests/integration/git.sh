@@ -679,6 +679,14 @@ git -C "$E" checkout -q -- b.md
 refuse "promote refuses the agent's commit that holds the person's undone edit" \
 	"b.md: the person had uncommitted changes here since the mount, in the agent's copy" \
 	af promote "$EM" --branch agent/undone --conflicts=skip
+# core.fileMode=false: git keeps a file's mode whatever its executable bit
+# says, and so does promote.
+git -C "$E" config core.fileMode false
+step "the agent makes a.txt executable" t chmod +x "$EM/a.txt"
+step "promote under core.fileMode=false" \
+	af promote "$EM" --branch agent/mode --dirty=skip --conflicts=skip
+assert_eq "  ...a.txt keeps mode 100644 on the branch" 100644 \
+	"$(git -C "$E" ls-tree agent/mode a.txt | cut -d' ' -f1)"
 run af unmount "$EM"
 
 done_testing
