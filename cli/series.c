@@ -848,6 +848,161 @@ static bool change_at(const struct changes *cs, const char *path)
 	       bsearch(path, cs->items, cs->count, sizeof(cs->items[0]), change_path_cmp) != NULL;
 }
 
+/* Is @path gone from the working tree whose root is @lfd (never through a
+ * symlink: a directory the person turned into one is gone as such)? */
+static bool lower_gone(int lfd, const char *path)
+{
+	int fd = changes_open_below(lfd, path, O_PATH);
+	if (fd >= 0) {
+		close(fd);
+		return false;
+	}
+	return fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP;
+}
+
+/* Collect into @out the entries of @view at @path (unless @below_only) and
+ * below @path/ ("" and @below_only: all) that the change set @cs does not
+ * name and the working tree @lfd no longer holds. */
+static int gone_under(const struct changes *cs, git_index *view, int lfd, const char *path,
+		      bool below_only, struct strvec *out)
+{
+	size_t n = strlen(path), pos = 0;
+	char *prefix = malloc(n + 2);
+	if (!prefix)
+		return -ENOMEM;
+	memcpy(prefix, path, n + 1);
+	if (n)
+		memcpy(prefix + n, "/", 2);
+	size_t pn = strlen(prefix);
+	int r = 0;
+	if (!below_only && git_index_get_bypath(view, path, 0) && !change_at(cs, path) &&
+	    lower_gone(lfd, path))
+		r = strvec_push(out, path);
+	if (git_index_find_prefix(&pos, view, prefix) < 0)
+		pos = git_index_entrycount(view);
+	for (size_t i = pos; r == 0 && i < git_index_entrycount(view); i++) {
+		const git_index_entry *ie = git_index_get_byindex(view, i);
+		if (strncmp(ie->path, prefix, pn) != 0)
+			break;
+		if (!change_at(cs, ie->path) && lower_gone(lfd, ie->path))
+			r = strvec_push(out, ie->path);
+	}
+	free(prefix);
+	return r;
+}
+
+/* The names directly below directory @path ("" the root) that @view holds
+ * entries at or under, each once, in @out. */
+static int view_children(git_index *view, const char *path, struct strvec *out)
+{
+	size_t n = strlen(path), pos = 0;
+	char *prefix = malloc(n + 2);
+	if (!prefix)
+		return -ENOMEM;
+	memcpy(prefix, path, n + 1);
+	if (n)
+		memcpy(prefix + n, "/", 2);
+	size_t pn = strlen(prefix);
+	int r = 0;
+	if (git_index_find_prefix(&pos, view, prefix) < 0)
+		pos = git_index_entrycount(view);
+	const char *last = NULL;
+	size_t last_len = 0;
+	for (size_t i = pos; r == 0 && i < git_index_entrycount(view); i++) {
+		const char *p = git_index_get_byindex(view, i)->path;
+		if (strncmp(p, prefix, pn) != 0)
+			break;
+		const char *name = p + pn, *slash = strchr(name, '/');
+		size_t len = slash ? (size_t)(slash - name) : strlen(name);
+		if (last && len == last_len && strncmp(name, last, len) == 0)
+			continue; /* entries of one name sort together */
+		last = name;
+		last_len = len;
+		char *s = strndup(name, len);
+		r = s ? strvec_push(out, s) : -ENOMEM;
+		free(s);
+	}
+	free(prefix);
+	return r;
+}
+
+/* deletions_behind_lower() for the upper directory @ufd at view path @path. */
+static int behind_walk(const struct changes *cs, git_index *view, int lfd, int ufd,
+		       const char *path, struct strvec *gone)
+{
+	char red[PATH_MAX];
+	int rl = layout_get_redirect(ufd, red, sizeof(red));
+	int op = rl > 0 ? 1 : rl < 0 ? rl : layout_is_opaque(ufd);
+	if (op < 0)
+		return op;
+	if (op) /* nothing of the lower directory at @path shows */
+		return gone_under(cs, view, lfd, path, true, gone);
+	struct strvec kids = {0};
+	int r = view_children(view, path, &kids);
+	for (size_t i = 0; r == 0 && i < kids.n; i++) {
+		const char *name = kids.v[i];
+		char *sub = NULL;
+		if (asprintf(&sub, "%s%s%s", path, *path ? "/" : "", name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		int wh = layout_has_whiteout(ufd, name);
+		if (wh < 0) {
+			r = wh;
+		} else if (wh) {
+			r = gone_under(cs, view, lfd, sub, false, gone);
+		} else {
+			int cfd =
+			    openat(ufd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd >= 0) {
+				r = behind_walk(cs, view, lfd, cfd, sub, gone);
+				close(cfd);
+			} else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP) {
+				r = -errno;
+			}
+		}
+		free(sub);
+	}
+	strvec_clear(&kids);
+	return r;
+}
+
+/*
+ * Deletions the change set cannot show: the agent deleted a file, or a
+ * directory (a whiteout, an opaque or redirected directory in the upper),
+ * and the person then deleted it from the working tree too.  The change
+ * set compares the view with the working tree, where it is gone as well,
+ * so the entry would stay in @view and the branch would keep a file the
+ * agent deleted, silently.  Removes from @view each entry below such a
+ * marker that the change set does not name and the working tree no longer
+ * holds; apply_edits then judges the deletion as the person's work too
+ * (path_dirty: "since the mount").
+ */
+static int deletions_behind_lower(struct ctx *c, const struct changes *cs, git_index *view)
+{
+	char *upper = workspace_path(c->ws, "upper");
+	int ufd = upper ? open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	int uerr = errno;
+	free(upper);
+	if (ufd < 0)
+		return uerr == ENOENT ? 0 : -uerr;
+	int lfd = open(c->ws->repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lfd < 0) {
+		int e = errno;
+		close(ufd);
+		return -e;
+	}
+	struct strvec gone = {0};
+	int r = behind_walk(cs, view, lfd, ufd, "", &gone);
+	for (size_t i = 0; r == 0 && i < gone.n; i++)
+		if (git_index_remove(view, gone.v[i], 0) < 0)
+			r = lg_fail(c, gone.v[i]);
+	strvec_clear(&gone);
+	close(lfd);
+	close(ufd);
+	return r;
+}
+
 static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_hex)
 {
 	struct changes *cs = NULL;
@@ -896,6 +1051,8 @@ static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_
 		if (r == 0 && c->n_dirty)
 			qsort(c->dirty, c->n_dirty, sizeof(*c->dirty), cmp_str);
 	}
+	if (r == 0)
+		r = deletions_behind_lower(c, cs, view);
 	if (r == 0)
 		r = index_edits(from, view, &e);
 	/* The base tree holds no untracked file of the person's: one the agent

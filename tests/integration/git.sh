@@ -689,4 +689,30 @@ assert_eq "  ...a.txt keeps mode 100644 on the branch" 100644 \
 	"$(git -C "$E" ls-tree agent/mode a.txt | cut -d' ' -f1)"
 run af unmount "$EM"
 
+# ------------------------------------------------------------------ deleted on both sides
+# The agent deletes a file and a directory, then the person deletes them
+# from the working tree too (uncommitted).  The change set compares the view
+# with the working tree, where they are gone as well; promote must still see
+# the agent's deletions, and judge them as the person's work: refused by
+# default, named, and taken with --dirty=take.  dir/x.md is still in the
+# working tree, so its deletion is an ordinary change.
+G=$T/gonerepo
+GM=$T/gonemnt
+run bash -c "git init -q -b main '$G' && cd '$G' && printf 'k\n' >keep.md && printf 'g\n' >gone.md &&
+	mkdir dir && printf 'x\n' >dir/x.md && printf 'y\n' >dir/y.md && git add -A &&
+	git -c user.name=p -c user.email=p@x commit -qm init"
+mount_ws "$G" "$GM"
+sh_step "the agent deletes gone.md and dir/" "rm '$GM/gone.md' && rm -r '$GM/dir'"
+rm "$G/gone.md" "$G/dir/y.md"
+refuse "promote names the agent's deletion the person made too" \
+	"gone.md: the person had uncommitted changes here since the mount" \
+	af promote "$GM" --branch agent/gone
+assert_contains "  ...and the one in the deleted directory" \
+	"dir/y.md: the person had uncommitted changes here since the mount" "$OUT"
+step "  ...--dirty=take takes the agent's deletions" \
+	af promote "$GM" --branch agent/gone --dirty=take
+assert_eq "  ...the branch deletes gone.md and dir/" "dir/x.md dir/y.md gone.md" \
+	"$(git -C "$G" diff --name-only main agent/gone | tr '\n' ' ' | sed 's/ $//')"
+run af unmount "$GM"
+
 done_testing
