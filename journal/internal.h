@@ -127,6 +127,15 @@ int journal_pathmap_rename(struct journal_pathmap *m, const char *from, const ch
 /* Apply one intact record's effect on the upper's content. */
 int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry *e);
 /* Call @fn for every live entry; iteration order is unspecified. */
+/* The map of paths the namespace records touched (verify's and recovery's
+ * check of the upper's markers): @e's path, and path2 of a rename or link,
+ * once it succeeded; a rename also moves what the map holds under its
+ * source, as the upper directory moved with its markers.  0 or -ENOMEM. */
+int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e);
+/* Does a record explain a marker at @path (journal_marker_fn): @path or a
+ * directory above it touched, or, for a hashed whiteout (@hashed, HEX), a
+ * name touched in its directory that hashes to HEX? */
+bool journal_touched_explains(struct journal_pathmap *m, const char *path, const char *hashed);
 void journal_pathmap_each(struct journal_pathmap *m,
 			  void (*fn)(void *arg, struct journal_pathent *e), void *arg);
 size_t journal_pathmap_count(const struct journal_pathmap *m);
@@ -148,7 +157,8 @@ int journal_head_write_fd(int fd, const struct journal_head *h);
 /* ---- scan.c: read a journal file and check its chain ---------------------- */
 
 struct journal_scan {
-	struct journal_pathmap *map; /* when not NULL, updated from intact records */
+	struct journal_pathmap *map;	 /* when not NULL, updated from intact records */
+	struct journal_pathmap *touched; /* the same, journal_touched_apply() */
 	void (*on_entry)(void *arg, const struct journal_entry *e); /* optional */
 	void *arg;
 
@@ -215,6 +225,28 @@ typedef int (*journal_upper_fn)(void *arg, const char *path, int dirfd, const ch
 				const struct stat *st);
 
 int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg);
+
+/* What the upper says besides files (fs/layout.h): a whiteout deletes a
+ * lower entry, an opaque directory hides the lower directory at its path, a
+ * redirected one shows another; a FIFO, socket or device node is a special
+ * file. */
+enum journal_marker {
+	JOURNAL_MARK_WHITEOUT,
+	JOURNAL_MARK_OPAQUE,
+	JOURNAL_MARK_REDIRECT,
+	JOURNAL_MARK_SPECIAL,
+};
+
+/* Called for each marker of the upper with the view path it speaks of: a
+ * whiteout's is the path it deletes (for the hashed form of a long name,
+ * ".wh..h.HEX", the directory's path + "/.h.HEX", and @hashed points to
+ * HEX, else NULL); a directory's or a special file's is its own ("" for the
+ * upper's root). */
+typedef int (*journal_marker_fn)(void *arg, const char *path, const char *hashed,
+				 enum journal_marker kind);
+
+/* journal_walk_upper(), and @mfn (when not NULL) for each marker. */
+int journal_walk_upper_all(int upper_fd, journal_upper_fn fn, journal_marker_fn mfn, void *arg);
 
 /* xxh3-128 of the content of @name in @dirfd, whose lstat is @st: a regular
  * file's bytes, or a symlink's target (never followed).  0 or a negative

@@ -123,6 +123,10 @@ struct journal_event {
  * is evidence of the change, and says nothing about what the upper holds at
  * @path. */
 #define JOURNAL_F_UNLINKED 0x80000000u
+/* Flag of a JOP_RECOVER record: what was found is a marker of the upper (a
+ * whiteout, an opaque or redirected directory, a special file: fs/layout.h),
+ * not a file's content. */
+#define JOURNAL_F_MARKER 0x40000000u
 
 enum journal_sync {
 	JOURNAL_SYNC_INTERVAL = 0, /* write and fdatasync every ~100 ms and at close (default) */
@@ -258,7 +262,10 @@ struct journal_verify {
 	uint64_t recovered;	/* JOP_RECOVER records seen */
 	uint64_t upper_files;	/* regular files and symlinks of the upper checked */
 	uint64_t upper_bad;	/* of which differ from their last record, are unrecorded,
-				 * or recorded but missing */
+				 * or recorded but missing; and markers no record
+				 * explains */
+	uint64_t upper_markers; /* whiteouts, opaque and redirected directories and
+				 * special files of the upper checked */
 	uint64_t upper_unread;	/* entries of the upper it could not read (a mode the
 				 * agent set: chmod 000), so not checked; named to @note */
 	char upper_first[1024]; /* the first upper problem, one line */
@@ -274,7 +281,10 @@ struct journal_verify {
  * when @upper_fd >= 0, that every regular file and symlink of the upper has the
  * hash of its last recorded content (WRITE/COPYUP/CREATE/SYMLINK/TRUNCATE/
  * RECOVER, following RENAME/LINK/UNLINK; a symlink's content is its target,
- * read with readlinkat, never followed).  Fills @v.  Returns 0 when the check
+ * read with readlinkat, never followed), and that a namespace record (at the
+ * path or a directory above it, journal_touched_apply) explains every marker
+ * of the upper: whiteout, opaque or redirected directory, special file
+ * (fs/layout.h).  Fills @v.  Returns 0 when the check
  * ran (intact when v->bad_line == 0 && v->upper_bad == 0), or a negative errno
  * when the journal could not be read.
  */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fs/layout.h"
 #include "journal/internal.h"
 
 struct journal_pathmap {
@@ -357,6 +358,8 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
 			return journal_pathmap_update(m, e->path, true, empty_hash(), e->seq);
 		return journal_pathmap_update(m, e->path, false, zero, e->seq);
 	case JOP_RECOVER:
+		if (e->flags & JOURNAL_F_MARKER)
+			return 0; /* a whiteout or the like: no file's content */
 		/* What the upper file at the path holds, under all its names. */
 		return journal_pathmap_update(m, e->path, e->has_hash_after,
 					      e->has_hash_after ? e->hash_after : zero, e->seq);
@@ -393,4 +396,61 @@ void journal_pathmap_each(struct journal_pathmap *m,
 	for (size_t i = 0; i < m->cap; i++)
 		if (m->slot[i].path && m->slot[i].live)
 			fn(arg, &m->slot[i]);
+}
+
+int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e)
+{
+	if (!e->path || (e->result != 0 && e->op != JOP_RECOVER))
+		return 0;
+	XXH128_hash_t zero = {0, 0};
+	int r = 0;
+	switch (e->op) {
+	case JOP_RENAME:
+		if (!e->path2)
+			return 0;
+		/* The upper directory moved with what it holds. */
+		r = journal_pathmap_rename(m, e->path, e->path2,
+					   (e->flags & RENAME_EXCHANGE_FLAG) != 0, e->seq);
+		if (r == 0)
+			r = journal_pathmap_set(m, e->path2, false, zero, e->seq);
+		return r ? r : journal_pathmap_set(m, e->path, false, zero, e->seq);
+	case JOP_LINK:
+		return e->path2 ? journal_pathmap_set(m, e->path2, false, zero, e->seq) : 0;
+	case JOP_UNLINK:
+	case JOP_RMDIR:
+	case JOP_MKDIR:
+	case JOP_CREATE:
+	case JOP_MKNOD:
+	case JOP_SYMLINK:
+	case JOP_DISCARD:
+	case JOP_RECOVER:
+		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+	default:
+		return 0;
+	}
+}
+
+bool journal_touched_explains(struct journal_pathmap *m, const char *path, const char *hashed)
+{
+	if (journal_pathmap_get(m, path) || journal_pathmap_has_parent(m, path))
+		return true;
+	if (!hashed)
+		return false;
+	/* ".wh..h.HEX": the whiteout of a name too long for the prefix, in the
+	 * directory above @path; some name recorded there hashes to HEX. */
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+	for (size_t i = 0; i < m->cap; i++) {
+		const struct journal_pathent *e = &m->slot[i];
+		if (!e->path || !e->live || strncmp(e->path, path, dl) != 0 ||
+		    strchr(e->path + dl, '/'))
+			continue;
+		char wh[NAME_MAX + 1];
+		if (layout_whiteout_name(e->path + dl, wh, sizeof(wh)) == 0 &&
+		    strcmp(wh + LAYOUT_WH_PREFIX_LEN + strlen(LAYOUT_WH_HASHED), hashed) == 0 &&
+		    strncmp(wh + LAYOUT_WH_PREFIX_LEN, LAYOUT_WH_HASHED,
+			    strlen(LAYOUT_WH_HASHED)) == 0)
+			return true;
+	}
+	return false;
 }

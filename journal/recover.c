@@ -29,8 +29,8 @@ static bool same(XXH128_hash_t a, XXH128_hash_t b)
 	return a.low64 == b.low64 && a.high64 == b.high64;
 }
 
-static void record_recover(struct journal *j, const char *path, int result, uint64_t bytes,
-			   const XXH128_hash_t *h, const char *why)
+static void record_recover(struct journal *j, const char *path, int result, uint32_t flags,
+			   uint64_t bytes, const XXH128_hash_t *h, const char *why)
 {
 	char detail[160];
 	snprintf(detail, sizeof(detail),
@@ -38,6 +38,7 @@ static void record_recover(struct journal *j, const char *path, int result, uint
 	struct journal_event ev = {
 	    .op = JOP_RECOVER,
 	    .result = result,
+	    .flags = flags,
 	    .pid = getpid(),
 	    .uid = getuid(),
 	    .path = path,
@@ -77,12 +78,32 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	if (!why && !e->c->has_hash)
 		why = "last record carried no hash";
 	if (why) {
-		record_recover(j, path, 0, (uint64_t)st->st_size, &h, why);
+		record_recover(j, path, 0, 0, (uint64_t)st->st_size, &h, why);
 		journal_pathmap_update(j->map, path, true, h, 0);
 		c->count++;
 	}
 seen:
 	return journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0);
+}
+
+/* A marker no namespace record explains (journal_touched_explains): its
+ * record was lost in the crash, or it was planted between sessions. */
+static int visit_marker(void *arg, const char *path, const char *hashed, enum journal_marker kind)
+{
+	struct recover_ctx *c = arg;
+	if ((c->skip_git && journal_under_git(path)) ||
+	    journal_touched_explains(c->j->touched, path, hashed))
+		return 0;
+	static const char *const what[] = {
+	    [JOURNAL_MARK_WHITEOUT] = "whiteout without a record",
+	    [JOURNAL_MARK_OPAQUE] = "opaque directory without a record",
+	    [JOURNAL_MARK_REDIRECT] = "redirected directory without a record",
+	    [JOURNAL_MARK_SPECIAL] = "special file without a record",
+	};
+	record_recover(c->j, path, 0, JOURNAL_F_MARKER, 0, NULL, what[kind]);
+	c->count++;
+	/* Explained from now on, and so is what lies below it. */
+	return journal_pathmap_set(c->j->touched, path, false, (XXH128_hash_t){0, 0}, 0);
 }
 
 static void vanished(void *arg, struct journal_pathent *e)
@@ -91,7 +112,7 @@ static void vanished(void *arg, struct journal_pathent *e)
 	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path) ||
 	    (c->skip_git && journal_under_git(e->path)))
 		return;
-	record_recover(c->j, e->path, -ENOENT, 0, NULL, "recorded file missing from the upper");
+	record_recover(c->j, e->path, -ENOENT, 0, 0, NULL, "recorded file missing from the upper");
 	c->count++;
 }
 
@@ -103,9 +124,11 @@ int journal_recover_upper(struct journal *j, int upper_fd, bool skip_git)
 	int r = journal_pathmap_new(&c.seen);
 	if (r < 0)
 		return r;
-	r = journal_walk_upper(upper_fd, visit, &c);
+	r = journal_walk_upper_all(upper_fd, visit, j->touched ? visit_marker : NULL, &c);
 	if (r == 0)
 		journal_pathmap_each(j->map, vanished, &c);
 	journal_pathmap_free(c.seen);
+	journal_pathmap_free(j->touched); /* needed no more */
+	j->touched = NULL;
 	return r < 0 ? r : c.count;
 }

@@ -161,6 +161,14 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 				return m;
 			}
 		}
+		if (s->touched) {
+			int m = journal_touched_apply(s->touched, &e);
+			if (m < 0) {
+				journal_entry_clear(&e);
+				journal_reader_close(r);
+				return m;
+			}
+		}
 		if (s->on_entry)
 			s->on_entry(s->arg, &e);
 		journal_entry_clear(&e);

@@ -38,8 +38,56 @@ int journal_hash_at(int dirfd, const char *name, const struct stat *st, XXH128_h
 	return r;
 }
 
-static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *arg)
+struct walker {
+	journal_upper_fn fn;
+	journal_marker_fn mfn; /* or NULL */
+	void *arg;
+};
+
+/* The markers directory @dirfd at view path @path carries itself: the opaque
+ * flag, a redirect (layout.h). */
+static int dir_markers(const struct walker *w, int dirfd, const char *path)
 {
+	char red[PATH_MAX];
+	int r = layout_get_redirect(dirfd, red, sizeof(red));
+	if (r > 0)
+		r = w->mfn(w->arg, path, NULL, JOURNAL_MARK_REDIRECT);
+	if (r < 0)
+		return r;
+	int op = layout_is_opaque(dirfd);
+	if (op > 0)
+		return w->mfn(w->arg, path, NULL, JOURNAL_MARK_OPAQUE);
+	return op == -EACCES ? 0 : op;
+}
+
+/* A whiteout ".wh.NAME" (or ".wh..h.HEX") in directory @path: reported with
+ * the view path it hides, @path/NAME, and for the hashed form HEX too. */
+static int whiteout_marker(const struct walker *w, char *path, size_t plen, const char *name)
+{
+	const char *leaf = name + LAYOUT_WH_PREFIX_LEN;
+	size_t nl = strlen(leaf);
+	if (plen + nl + 2 > PATH_MAX)
+		return -ENAMETOOLONG;
+	size_t np = plen;
+	if (plen)
+		path[np++] = '/';
+	memcpy(path + np, leaf, nl + 1);
+	size_t hl = strlen(LAYOUT_WH_HASHED);
+	const char *hashed = strncmp(leaf, LAYOUT_WH_HASHED, hl) == 0 ? leaf + hl : NULL;
+	int r = w->mfn(w->arg, path, hashed, JOURNAL_MARK_WHITEOUT);
+	path[plen] = 0;
+	return r;
+}
+
+static int walk(const struct walker *w, int dirfd, char *path, size_t plen)
+{
+	if (w->mfn) {
+		int r = dir_markers(w, dirfd, path);
+		if (r < 0) {
+			close(dirfd);
+			return r;
+		}
+	}
 	DIR *d = fdopendir(dirfd);
 	if (!d) {
 		int e = -errno;
@@ -50,8 +98,13 @@ static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *a
 	struct dirent *de;
 	while (r == 0 && (errno = 0, de = readdir(d))) {
 		const char *name = de->d_name;
-		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || layout_is_reserved(name))
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 			continue;
+		if (layout_is_reserved(name)) {
+			if (w->mfn)
+				r = whiteout_marker(w, path, plen, name);
+			continue;
+		}
 		size_t nl = strlen(name);
 		if (plen + nl + 2 > PATH_MAX) {
 			r = -ENAMETOOLONG;
@@ -69,13 +122,16 @@ static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *a
 			int sub =
 			    openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0)
-				r = walk(sub, path, np + nl, fn, arg);
+				r = walk(w, sub, path, np + nl);
 			else if (errno == EACCES)
-				r = fn(arg, path, dirfd, name, &st); /* a mode the agent set */
+				r = w->fn(w->arg, path, dirfd, name,
+					  &st); /* a mode the agent set */
 			else if (errno != ENOENT)
 				r = -errno;
 		} else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
-			r = fn(arg, path, dirfd, name, &st);
+			r = w->fn(w->arg, path, dirfd, name, &st);
+		} else if (w->mfn) {
+			r = w->mfn(w->arg, path, NULL, JOURNAL_MARK_SPECIAL);
 		}
 		path[plen] = 0;
 	}
@@ -85,7 +141,7 @@ static int walk(int dirfd, char *path, size_t plen, journal_upper_fn fn, void *a
 	return r;
 }
 
-int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg)
+int journal_walk_upper_all(int upper_fd, journal_upper_fn fn, journal_marker_fn mfn, void *arg)
 {
 	int fd = openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -96,7 +152,13 @@ int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg)
 		return -ENOMEM;
 	}
 	path[0] = 0;
-	int r = walk(fd, path, 0, fn, arg);
+	struct walker w = {.fn = fn, .mfn = mfn, .arg = arg};
+	int r = walk(&w, fd, path, 0);
 	free(path);
 	return r;
+}
+
+int journal_walk_upper(int upper_fd, journal_upper_fn fn, void *arg)
+{
+	return journal_walk_upper_all(upper_fd, fn, NULL, arg);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,15 @@ static void on_entry(void *arg, const struct journal_entry *e)
 	if (e->op != JOP_RECOVER)
 		return;
 	char p[512];
-	if (e->path) {
+	if (e->path && (e->flags & JOURNAL_F_MARKER)) {
+		/* detail {"reason":...,"found":"whiteout without a record"} */
+		json_t *d = e->detail_is_object ? json_loads(e->detail, 0, NULL) : NULL;
+		const char *found = json_string_value(json_object_get(d, "found"));
+		show_path(*e->path ? e->path : ".", p, sizeof(p));
+		note(v, "record %" PRIu64 ": recovered: %s: %s", e->seq, p,
+		     found ? found : "a marker without a record");
+		json_decref(d);
+	} else if (e->path) {
 		show_path(e->path, p, sizeof(p));
 		note(v, "record %" PRIu64 ": recovered: %s: %s", e->seq, p,
 		     e->result == -ENOENT ? "missing from the upper" : "changed without a record");
@@ -90,7 +99,7 @@ static void on_entry(void *arg, const struct journal_entry *e)
 
 struct upper_ctx {
 	struct journal_verify *v;
-	struct journal_pathmap *map, *seen;
+	struct journal_pathmap *map, *seen, *touched;
 	int err;
 };
 
@@ -145,6 +154,39 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 	return 0;
 }
 
+/* What a marker is, as verify names it. */
+static const char *marker_what(enum journal_marker kind)
+{
+	switch (kind) {
+	case JOURNAL_MARK_WHITEOUT:
+		return "a whiteout (a deletion)";
+	case JOURNAL_MARK_OPAQUE:
+		return "an opaque directory (the repository's directory hidden)";
+	case JOURNAL_MARK_REDIRECT:
+		return "a redirected directory (a directory renamed)";
+	default:
+		return "a special file";
+	}
+}
+
+/* A marker (journal_marker_fn) no namespace record explains was planted in
+ * the upper behind agentfs's back: it deletes or hides repository files in
+ * the view, and in what export and promote take, without a trace. */
+static int visit_marker(void *arg, const char *path, const char *hashed, enum journal_marker kind)
+{
+	struct upper_ctx *c = arg;
+	if (c->v->skip_git && journal_under_git(path))
+		return 0;
+	c->v->upper_markers++;
+	if (journal_touched_explains(c->touched, path, hashed))
+		return 0;
+	char p[512];
+	show_path(*path ? path : ".", p, sizeof(p));
+	upper_bad(c->v, "upper: %s: %s with no record (changed behind agentfs's back)", p,
+		  marker_what(kind));
+	return 0;
+}
+
 static void missing(void *arg, struct journal_pathent *e)
 {
 	struct upper_ctx *c = arg;
@@ -191,7 +233,14 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 		close(fd);
 		return r;
 	}
-	struct journal_scan s = {.map = map, .on_entry = on_entry, .arg = v};
+	struct journal_pathmap *touched = NULL;
+	r = journal_pathmap_new(&touched);
+	if (r < 0) {
+		journal_pathmap_free(map);
+		close(fd);
+		return r;
+	}
+	struct journal_scan s = {.map = map, .touched = touched, .on_entry = on_entry, .arg = v};
 	if (hr == 1) {
 		s.head = &head;
 		s.check_seq = head.seq;
@@ -200,6 +249,7 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 	close(fd);
 	if (r < 0) {
 		journal_pathmap_free(map);
+		journal_pathmap_free(touched);
 		return r;
 	}
 	v->records = s.records;
@@ -239,14 +289,15 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 	/* A journal that is not intact says nothing reliable of the upper:
 	 * its files are compared only with a whole chain. */
 	if (upper_fd >= 0 && !v->bad_line) {
-		struct upper_ctx c = {.v = v, .map = map};
+		struct upper_ctx c = {.v = v, .map = map, .touched = touched};
 		r = journal_pathmap_new(&c.seen);
 		if (r == 0)
-			r = journal_walk_upper(upper_fd, visit, &c);
+			r = journal_walk_upper_all(upper_fd, visit, visit_marker, &c);
 		if (r == 0)
 			journal_pathmap_each(map, missing, &c);
 		journal_pathmap_free(c.seen);
 	}
 	journal_pathmap_free(map);
+	journal_pathmap_free(touched);
 	return r;
 }

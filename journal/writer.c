@@ -302,6 +302,7 @@ static void destroy(struct journal *j)
 	jbuf_free(&j->out);
 	journal_proc_cache_free(j->procs);
 	journal_pathmap_free(j->map);
+	journal_pathmap_free(j->touched);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->nonempty);
 	pthread_cond_destroy(&j->space);
@@ -365,7 +366,8 @@ static int recover_tail(struct journal *j)
 {
 	struct journal_head head;
 	int hr = journal_head_read(j->head_path, &head);
-	struct journal_scan s = {.map = j->map, .head = hr == 1 ? &head : NULL};
+	struct journal_scan s = {
+	    .map = j->map, .touched = j->touched, .head = hr == 1 ? &head : NULL};
 	if (hr == 1)
 		s.check_seq = head.seq;
 	int r = journal_scan_fd(j->fd, &s);
@@ -441,7 +443,8 @@ int journal_open(struct journal **out, const char *path, enum journal_sync sync)
 	j->q2 = calloc(JOURNAL_QUEUE_MAX, sizeof(*j->q2));
 	if (!j->head_path || !j->q || !j->q2)
 		goto fail;
-	if ((r = journal_proc_cache_new(&j->procs)) < 0 || (r = journal_pathmap_new(&j->map)) < 0)
+	if ((r = journal_proc_cache_new(&j->procs)) < 0 || (r = journal_pathmap_new(&j->map)) < 0 ||
+	    (r = journal_pathmap_new(&j->touched)) < 0)
 		goto fail;
 	j->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (j->fd < 0) {

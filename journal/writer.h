@@ -40,6 +40,7 @@ struct journal {
 
 	/* From the scan at open, for journal_recover_upper(). */
 	struct journal_pathmap *map;
+	struct journal_pathmap *touched; /* journal_touched_apply(); freed by it */
 	int64_t last_time_ns;
 	bool crashed;
 };

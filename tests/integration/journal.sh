@@ -484,4 +484,52 @@ assert_eq "log of a file that is no journal: two lines, exit 1" "1 2" \
 	"$RC $(printf '%s\n' "$OUT" | wc -l)"
 assert_contains "  ...the second counting the other bad lines" \
 	"not-a-journal.jsonl: 49 more lines do not parse (see 'agentfs verify')" "$OUT"
+
+# ------------------------------------------------------------------ markers of the upper
+# Whiteouts, opaque and redirected directories and special files delete or
+# hide repository files, in the view and in what export and promote take:
+# verify holds each to a namespace record at its path or above it, and
+# recovery records one that has none.  Every way the agent makes them
+# passes; one planted in the upper fails.
+long=$(printf 'L%.0s' $(seq 1 252)) # its whiteout is named by its hash
+printf 'long\n' >"$REPO/$long"
+KMNT=$T/kmnt
+KWS=$STATE/workspaces/markers
+mount_ws "$REPO" "$KMNT" --name markers
+[ "$RC" -eq 0 ] || bail "mount of the markers workspace failed: $OUT"
+sh_step "the agent deletes, renames and replaces repository entries" "cd '$KMNT' &&
+	rm README.md '$long' && rm -r docs/api && rm src/old.c && mv src src2 &&
+	rm -r scripts && mkdir scripts && mkfifo fifo && mv data data2 && mkdir data &&
+	rm -r config && mkdir config && printf 'x\n' >config/new.yml"
+step "  ...and discard brings back one file of a replaced directory" \
+	af discard "$KMNT" config/settings.yml
+assert_eq "  ...the upper holds whiteouts, markers and a FIFO" "yes yes yes" \
+	"$([ -e "$KWS/upper/.wh.README.md" ] && echo yes) $(ls -a "$KWS/upper" | grep -q '^\.wh\.\.h\.' && echo yes) $([ -p "$KWS/upper/fifo" ] && echo yes)"
+step "verify passes with the agent's markers" af verify "$KMNT"
+step "unmount" af unmount "$KMNT"
+step "verify passes after the unmount" af verify markers
+touch "$KWS/upper/.wh.Makefile"
+refuse "verify detects a whiteout planted in the upper" \
+	"upper: Makefile: a whiteout (a deletion) with no record" af verify markers
+rm "$KWS/upper/.wh.Makefile"
+mkdir "$KWS/upper/keys" && fsops setxattr "$KWS/upper/keys" user.agentfs.opaque y >/dev/null
+refuse "verify detects an opaque directory planted in the upper" \
+	"upper: keys: an opaque directory" af verify markers
+rmdir "$KWS/upper/keys"
+mkdir "$KWS/upper/sub" && fsops setxattr "$KWS/upper/sub" user.agentfs.redirect docs >/dev/null
+refuse "verify detects a redirected directory planted in the upper" \
+	"upper: sub: a redirected directory" af verify markers
+rmdir "$KWS/upper/sub"
+mkfifo "$KWS/upper/docs/pipe"
+refuse "verify detects a FIFO planted in the upper" "upper: docs/pipe: a special file" \
+	af verify markers
+touch "$KWS/upper/.wh.Makefile"
+mount_ws "$REPO" "$KMNT" --name markers
+[ "$RC" -eq 0 ] || bail "mount of the markers workspace failed: $OUT"
+settle
+run af verify "$KMNT"
+assert_eq "verify passes after the mount recorded what was planted" 0 "$RC"
+assert_contains "  ...naming the whiteout" "recovered: Makefile: whiteout without a record" "$OUT"
+assert_contains "  ...and the FIFO" "recovered: docs/pipe: special file without a record" "$OUT"
+step "unmount" af unmount "$KMNT"
 done_testing

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -592,19 +593,22 @@ START_TEST(crash_recovery_of_upper)
 	jt_put_file(p, "new\n");
 	struct journal_verify v = {.note = NULL};
 	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
-	ck_assert_uint_eq(v.upper_bad, 3);
+	/* sub/a.txt, sub/new.txt, vanished.txt, and .wh.deleted: its unlink's
+	 * record was lost too */
+	ck_assert_uint_eq(v.upper_bad, 4);
 	ck_assert_uint_eq(v.upper_files, 3);
+	ck_assert_uint_eq(v.upper_markers, 1);
 	/* simulate the dead daemon: stop the writer without an unmount record */
 	journal_close(j);
 
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	ck_assert_int_eq(journal_recover_upper(j, upper, false), 3);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 4);
 	journal_close(j);
 	expect_intact(jt.journal, upper);
 
 	size_t n;
 	struct journal_entry *e = read_all(jt.journal, &n);
-	int seen_a = 0, seen_new = 0, seen_gone = 0, crash = 0;
+	int seen_a = 0, seen_new = 0, seen_gone = 0, crash = 0, seen_wh = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (e[i].op != JOP_RECOVER)
 			continue;
@@ -618,7 +622,11 @@ START_TEST(crash_recovery_of_upper)
 			seen_new++;
 		else if (strcmp(e[i].path, "vanished.txt") == 0)
 			seen_gone += e[i].result == -ENOENT;
+		else if (strcmp(e[i].path, "deleted") == 0)
+			seen_wh += (e[i].flags & JOURNAL_F_MARKER) && !e[i].has_hash_after &&
+				   strstr(e[i].detail, "whiteout without a record") != NULL;
 	}
+	ck_assert_int_eq(seen_wh, 1);
 	ck_assert_int_eq(crash, 1);
 	ck_assert_int_eq(seen_a, 1);
 	ck_assert_int_eq(seen_new, 1);
@@ -687,6 +695,88 @@ START_TEST(verify_follows_renames)
 }
 END_TEST
 
+/* Whiteouts, opaque and redirected directories and special files are held to
+ * the namespace records at their paths or above them, renames followed. */
+START_TEST(verify_holds_markers_to_records)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	char p[PATH_MAX + 32];
+	char longname[256];
+	memset(longname, 'L', 252);
+	longname[252] = 0;
+	char wh[NAME_MAX + 1];
+	ck_assert_int_eq(layout_whiteout_name(longname, wh, sizeof(wh)), 0);
+	ck_assert_ptr_nonnull(strstr(wh, LAYOUT_WH_HASHED));
+	const char *dirs[] = {"e", "o", "o/in", "r"};
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
+		snprintf(p, sizeof(p), "%s/%s", jt.upper, dirs[i]);
+		ck_assert_int_eq(mkdir(p, 0700), 0);
+	}
+	const char *whs[] = {".wh.d", "e/.wh.x", "o/in/.wh.y", wh};
+	for (size_t i = 0; i < sizeof(whs) / sizeof(*whs); i++) {
+		snprintf(p, sizeof(p), "%s/%s", jt.upper, whs[i]);
+		jt_put_file(p, "");
+	}
+	snprintf(p, sizeof(p), "%s/o", jt.upper);
+	ck_assert_int_eq(setxattr(p, LAYOUT_XATTR_OPAQUE, "y", 1, 0), 0);
+	snprintf(p, sizeof(p), "%s/r", jt.upper);
+	ck_assert_int_eq(setxattr(p, LAYOUT_XATTR_REDIRECT, "q", 1, 0), 0);
+	snprintf(p, sizeof(p), "%s/fifo", jt.upper);
+	ck_assert_int_eq(mkfifo(p, 0600), 0);
+
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	/* d/x deleted, then d renamed to e: the upper directory and its
+	 * whiteout moved with it */
+	journal_record(j, &(struct journal_event){.op = JOP_UNLINK, .path = "d/x"});
+	journal_record(j, &(struct journal_event){.op = JOP_RENAME, .path = "d", .path2 = "e"});
+	journal_record(j, &(struct journal_event){.op = JOP_RMDIR, .path = "o"});
+	journal_record(j, &(struct journal_event){.op = JOP_MKDIR, .path = "o"});
+	journal_record(j, &(struct journal_event){.op = JOP_RENAME, .path = "q", .path2 = "r"});
+	journal_record(
+	    j, &(struct journal_event){.op = JOP_MKNOD, .path = "fifo", .mode = S_IFIFO | 0600});
+	journal_record(j, &(struct journal_event){.op = JOP_UNLINK, .path = longname});
+	journal_record(j, &(struct journal_event){.op = JOP_UNMOUNT});
+	journal_close(j);
+	int upper = upper_fd_of(&jt);
+	struct journal_verify v = {.note = NULL};
+	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
+	ck_assert_msg(v.upper_bad == 0, "%s", v.upper_first);
+	ck_assert_uint_eq(v.upper_markers, 7);
+
+	/* planted: a whiteout where only a failed unlink was recorded, one in a
+	 * directory made by a copy-up (no namespace record), a FIFO there */
+	snprintf(p, sizeof(p), "%s/u", jt.upper);
+	ck_assert_int_eq(mkdir(p, 0700), 0);
+	const char *planted[] = {".wh.Makefile", "u/.wh.z"};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(p, sizeof(p), "%s/%s", jt.upper, planted[i]);
+		jt_put_file(p, "");
+	}
+	snprintf(p, sizeof(p), "%s/u/pipe", jt.upper);
+	ck_assert_int_eq(mkfifo(p, 0600), 0);
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	journal_record(
+	    j, &(struct journal_event){.op = JOP_UNLINK, .result = -ENOENT, .path = "Makefile"});
+	journal_close(j);
+	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
+	ck_assert_uint_eq(v.upper_bad, 3);
+	ck_assert_ptr_nonnull(strstr(v.upper_first, "a whiteout"));
+
+	/* recovery records them once, and verify passes after */
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 3);
+	journal_close(j);
+	expect_intact(jt.journal, upper);
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 0);
+	journal_close(j);
+	close(upper);
+	jt_teardown(&jt);
+}
+END_TEST
+
 Suite *journal_writer_suite(void)
 {
 	Suite *s = suite_create("journal-writer");
@@ -708,6 +798,7 @@ Suite *journal_writer_suite(void)
 	tcase_add_test(tc, damage_before_tail_is_kept);
 	tcase_add_test(tc, crash_recovery_of_upper);
 	tcase_add_test(tc, verify_follows_renames);
+	tcase_add_test(tc, verify_holds_markers_to_records);
 	suite_add_tcase(s, tc);
 	return s;
 }
