@@ -4,7 +4,9 @@
 #include <git2/sys/mempack.h>
 #include <git2/sys/odb_backend.h>
 #include <git2/sys/repository.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,5 +219,182 @@ int patch_format(const struct patch *p, char **out, size_t *len)
 	}
 	*out = all.ptr;
 	*len = all.size;
+	return 0;
+}
+
+/* One file's line of the stat. */
+struct stat_row {
+	char *name; /* quoted; "OLD => NEW" for a rename */
+	size_t adds, dels;
+	bool binary;
+	size_t old_size, new_size; /* bytes, for a binary file */
+};
+
+static size_t blob_size(const struct patch *p, const git_oid *id)
+{
+	git_blob *b = NULL;
+	if (git_oid_is_zero(id) || git_blob_lookup(&b, p->repo, id) < 0)
+		return 0;
+	size_t n = (size_t)git_blob_rawsize(b);
+	git_blob_free(b);
+	return n;
+}
+
+static int stat_row_of(const struct patch *p, size_t i, struct stat_row *row)
+{
+	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
+	git_patch *gp = NULL;
+	if (git_patch_from_diff(&gp, p->diff, i) < 0)
+		return -EIO;
+	size_t ctx = 0;
+	int r = gp ? git_patch_line_stats(&ctx, &row->adds, &row->dels, gp) : 0;
+	d = gp ? git_patch_get_delta(gp) : d;
+	row->binary = (d->flags & GIT_DIFF_FLAG_BINARY) != 0;
+	if (row->binary) {
+		row->old_size = blob_size(p, &d->old_file.id);
+		row->new_size = blob_size(p, &d->new_file.id);
+	}
+	git_patch_free(gp);
+	if (r < 0)
+		return -EIO;
+	char *a = changes_quote(delta_path(d)), *b = NULL;
+	if (a && d->status == GIT_DELTA_RENAMED) {
+		b = changes_quote(d->new_file.path);
+		free(a);
+		a = NULL;
+		char *o = b ? changes_quote(d->old_file.path) : NULL;
+		if (o && asprintf(&a, "%s => %s", o, b) < 0)
+			a = NULL;
+		free(o);
+		free(b);
+	}
+	row->name = a;
+	return a ? 0 : -ENOMEM;
+}
+
+static int text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int text_printf(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	char *m = realloc(t->ptr, t->size + (size_t)n + 1);
+	if (!m) {
+		free(s);
+		return -ENOMEM;
+	}
+	memcpy(m + t->size, s, (size_t)n + 1);
+	t->ptr = m;
+	t->size += (size_t)n;
+	free(s);
+	return 0;
+}
+
+/* The summary lines below the totals (git diff --summary). */
+static int summary_of(const struct patch *p, size_t i, struct text *t)
+{
+	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
+	char *a = changes_quote(delta_path(d));
+	int r = a ? 0 : -ENOMEM;
+	if (r == 0 && d->status == GIT_DELTA_ADDED)
+		r = text_printf(t, " create mode %06o %s\n", d->new_file.mode, a);
+	else if (r == 0 && d->status == GIT_DELTA_DELETED)
+		r = text_printf(t, " delete mode %06o %s\n", d->old_file.mode, a);
+	else if (r == 0 && d->status == GIT_DELTA_RENAMED) {
+		char *o = changes_quote(d->old_file.path);
+		r = o ? text_printf(t, " rename %s => %s (%u%%)\n", o, a, d->similarity) : -ENOMEM;
+		free(o);
+	}
+	if (r == 0 && d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_DELETED &&
+	    d->old_file.mode != d->new_file.mode)
+		r = text_printf(t, " mode change %06o => %06o %s\n", d->old_file.mode,
+				d->new_file.mode, a);
+	free(a);
+	return r;
+}
+
+int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t *len)
+{
+	size_t n = git_diff_num_deltas(p->diff);
+	struct stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
+	struct text t = {.ptr = calloc(1, 1)};
+	int r = rows && t.ptr ? 0 : -ENOMEM;
+	size_t name_w = 0, max_change = 0, adds = 0, dels = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = stat_row_of(p, i, &rows[i]);
+		if (r < 0)
+			break;
+		size_t l = strlen(rows[i].name), c = rows[i].adds + rows[i].dels;
+		name_w = l > name_w ? l : name_w;
+		max_change = c > max_change ? c : max_change;
+		adds += rows[i].adds;
+		dels += rows[i].dels;
+	}
+	/* As git diff --stat: the name column takes what it needs, up to
+	 * half the width, a longer name keeps its end after "..."; the graph
+	 * is scaled down to what is left. */
+	char digits[32];
+	size_t count_w = (size_t)snprintf(digits, sizeof(digits), "%zu", max_change);
+	count_w = count_w < 3 ? 3 : count_w; /* "Bin" */
+	size_t max_name = width / 2;
+	name_w = name_w > max_name ? max_name : name_w;
+	size_t graph_w = width > name_w + count_w + 6 ? width - name_w - count_w - 6 : 10;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct stat_row *w = &rows[i];
+		const char *name = w->name;
+		size_t l = strlen(name);
+		const char *dots = "";
+		if (l > name_w) {
+			name += l - (name_w - 3);
+			dots = "...";
+		}
+		if (w->binary) {
+			r = text_printf(&t, " %s%-*s | Bin %zu -> %zu bytes\n", dots,
+					(int)(name_w - strlen(dots)), name, w->old_size,
+					w->new_size);
+			continue;
+		}
+		size_t c = w->adds + w->dels, pa = w->adds, pd = w->dels;
+		if (max_change > graph_w) {
+			pa = (w->adds * graph_w + max_change - 1) / max_change;
+			pd = (w->dels * graph_w + max_change - 1) / max_change;
+			if (pa + pd > graph_w)
+				pa = graph_w - pd;
+		}
+		char graph[512];
+		size_t g = 0;
+		for (size_t k = 0; k < pa && g < sizeof(graph) - 1; k++)
+			graph[g++] = '+';
+		for (size_t k = 0; k < pd && g < sizeof(graph) - 1; k++)
+			graph[g++] = '-';
+		graph[g] = 0;
+		r = text_printf(&t, " %s%-*s | %*zu%s%s\n", dots, (int)(name_w - strlen(dots)),
+				name, (int)count_w, c, g ? " " : "", graph);
+	}
+	if (r == 0 && n) {
+		r = text_printf(&t, " %zu file%s changed", n, n == 1 ? "" : "s");
+		if (r == 0 && (adds || !dels))
+			r = text_printf(&t, ", %zu insertion%s(+)", adds, adds == 1 ? "" : "s");
+		if (r == 0 && (dels || !adds))
+			r = text_printf(&t, ", %zu deletion%s(-)", dels, dels == 1 ? "" : "s");
+		if (r == 0)
+			r = text_printf(&t, "\n");
+	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = summary_of(p, i, &t);
+	for (size_t i = 0; rows && i < n; i++)
+		free(rows[i].name);
+	free(rows);
+	if (r < 0) {
+		free(t.ptr);
+		return r;
+	}
+	*out = t.ptr;
+	*len = t.size;
 	return 0;
 }

@@ -44,6 +44,14 @@ git_repository *patch_repo(const struct patch *p);
  * NUL-terminated; *len bytes without the NUL).  An empty diff gives "". */
 int patch_format(const struct patch *p, char **out, size_t *len);
 
+/* The `git diff --stat --summary` text of @p at @width columns (80 as
+ * git's default) in *out (malloc'd, as patch_format): " NAME | COUNT
+ * GRAPH" per file, "OLD => NEW" for a rename, "Bin A -> B bytes" for a
+ * binary file, then the totals and the create, delete, rename and mode
+ * lines.  Names are quoted as git quotes them (changes_quote): a name
+ * holding a newline cannot forge lines of the summary.  "" for an empty
+ * diff. */
+int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t *len);
 void patch_free(struct patch *p);
 
 #endif

@@ -1395,24 +1395,7 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 		secrets_clear(&sc);
 	}
 	if (r == 0 && stat) {
-		git_diff_stats *st = NULL;
-		git_buf b = GIT_BUF_INIT;
-		if (git_diff_get_stats(&st, patch_diff(p)) < 0 ||
-		    git_diff_stats_to_buf(
-			&b, st, GIT_DIFF_STATS_FULL | GIT_DIFF_STATS_INCLUDE_SUMMARY, 80) < 0) {
-			r = -EIO;
-		} else {
-			*out = malloc(b.size + 1);
-			if (!*out) {
-				r = -ENOMEM;
-			} else {
-				memcpy(*out, b.ptr, b.size);
-				(*out)[b.size] = 0;
-				*len = b.size;
-			}
-		}
-		git_buf_dispose(&b);
-		git_diff_stats_free(st);
+		r = patch_format_stat(p, 80, out, len);
 	} else if (r == 0) {
 		r = patch_format(p, out, len);
 	}

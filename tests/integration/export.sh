@@ -56,6 +56,10 @@ for c in status log verify; do
 done
 run t "$AGENTFS" export "$MNT" --state-dir "$STATE" --format stat --conflicts=skip
 assert_eq "agentfs export MNT --state-dir DIR --format stat: options after the operand" 0 "$RC"
+# A name with a newline would otherwise forge a line of the summary.
+assert_contains "export --format=stat quotes a name as git does" ' "new\nline.txt" ' "$OUT"
+assert_eq "  ...so that no name spans two lines" "" "$(grep '^line\.txt' <<<"$OUT")"
+assert_contains "  ...and says what was created" ' create mode 100644 "new\nline.txt"' "$OUT"
 for line in "M README.md" "D src/old.c" "M scripts/gen.sh" "M data/blob.bin" \
 	"R docs/guide.md -> documentation/guide.md" \
 	"R config/settings.yml -> conf/settings.yml" \
