@@ -422,8 +422,9 @@ _unmount_all() {
 _stop_daemons() {
 	local pids=("${_PIDS[@]}") f pid mp
 	for f in "$STATE"/workspaces/*/daemon.pid; do
-		[ -f "$f" ] || continue
-		read -r pid mp <"$f" || true
+		# The daemon removes its pid file as it exits: it may go at any time.
+		pid=
+		{ read -r pid mp <"$f"; } 2>/dev/null || [ -n "$pid" ] || continue
 		pids+=("$pid")
 	done
 	for pid in "${pids[@]}"; do
