@@ -638,6 +638,20 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	finish_new(req, fs, dir, dfd, name, path, JOP_MKNOD, NULL, mode, 0);
 }
 
+/* layout_set_opaque() on the upper directory @fd, whose mode the agent may
+ * have set without write permission for its owner (mkdir -m 555, chmod 555
+ * before a rename): a user.* xattr needs it (xattr(7)), so the daemon lifts
+ * the mode for the flag as it does for the redirect (upper_dir_grant). */
+static int set_opaque_granted(int fd)
+{
+	int r = layout_set_opaque(fd);
+	int granted = r == -EACCES ? upper_dir_grant(fd) : -1;
+	if (granted >= 0)
+		r = layout_set_opaque(fd);
+	upper_dir_restore(fd, granted);
+	return r;
+}
+
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct agentfs *fs = fs_of(req);
@@ -657,7 +671,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 		/* A deleted or hidden lower directory of that name must not
 		 * merge into the new one. */
 		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		int r = fd < 0 ? -errno : layout_set_opaque(fd);
+		int r = fd < 0 ? -errno : set_opaque_granted(fd);
 		if (fd >= 0)
 			close(fd);
 		if (r < 0) {
@@ -947,7 +961,7 @@ static int settle_dir(struct agentfs *fs, struct node *n, struct node *dir, cons
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = layout_set_opaque(fd);
+	int r = set_opaque_granted(fd);
 	close(fd);
 	n->opaque = true;
 	return r;

@@ -490,6 +490,19 @@ PY
 )"
 fi
 
+# A directory without write permission for its owner where a repository
+# directory was (mkdir -m 555 after rm -r, a 555 directory moved there): its
+# opaque flag is a user.* xattr, which needs that permission unless the
+# daemon lifts the mode for it.  The repository's files must stay hidden.
+sh_step "rm -r docs; mkdir -m 555 docs" "rm -r '$MNT/docs' && mkdir -m 555 '$MNT/docs'"
+assert_eq "  ...the new docs is empty, mode 555" "555 0" \
+	"$(stat -c %a "$MNT/docs") $(ls -A "$MNT/docs" | wc -l)"
+sh_step "a 555 directory moved where scripts was (removed above)" "mkdir '$MNT/newd' &&
+	printf 'x\n' >'$MNT/newd/x' && chmod 555 '$MNT/newd' && mv '$MNT/newd' '$MNT/scripts'"
+assert_eq "  ...scripts holds its file alone" "x" "$(ls -A "$MNT/scripts" | tr '\n' ' ' | sed 's/ $//')"
+step "  ...and verify passes" af verify "$MNT"
+t chmod 755 "$MNT/docs" "$MNT/scripts"
+
 assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lower.before"
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
