@@ -126,16 +126,20 @@ int journal_pathmap_rename(struct journal_pathmap *m, const char *from, const ch
 			   bool exchange, uint64_t seq);
 /* Apply one intact record's effect on the upper's content. */
 int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry *e);
-/* Call @fn for every live entry; iteration order is unspecified. */
 /* The map of paths the namespace records touched (verify's and recovery's
- * check of the upper's markers): @e's path, and path2 of a rename or link,
- * once it succeeded; a rename also moves what the map holds under its
- * source, as the upper directory moved with its markers.  0 or -ENOMEM. */
+ * check of the upper's markers): the path of a successful unlink, rmdir,
+ * mkdir, create, mknod, symlink, copy-up or marker recovery, both paths of a
+ * rename (which also moves what the map holds under its source, as the upper
+ * directory moved with its markers), the new path of a link; a discard
+ * removes its path and all below it and marks the touched directories above
+ * it (their entries may have markers the discard made).  0 or -ENOMEM. */
 int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e);
-/* Does a record explain a marker at @path (journal_marker_fn): @path or a
- * directory above it touched, or, for a hashed whiteout (@hashed, HEX), a
- * name touched in its directory that hashes to HEX? */
+/* Does a record explain a marker at @path (journal_marker_fn): @path touched,
+ * or its directory touched and marked by a discard, or, for a hashed
+ * whiteout (@hashed, HEX), a name touched in its directory that hashes to
+ * HEX? */
 bool journal_touched_explains(struct journal_pathmap *m, const char *path, const char *hashed);
+/* Call @fn for every live entry; iteration order is unspecified. */
 void journal_pathmap_each(struct journal_pathmap *m,
 			  void (*fn)(void *arg, struct journal_pathent *e), void *arg);
 size_t journal_pathmap_count(const struct journal_pathmap *m);

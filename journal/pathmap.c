@@ -27,21 +27,33 @@ struct journal_pathmap {
 	size_t cap;  /* power of two */
 	size_t live; /* live entries */
 	size_t used; /* live + tombstones */
+	/* Every proper prefix ("a", "a/b" of "a/b/c") of a path ever put in
+	 * the map, as entries without content; never shrinks.  A rename or a
+	 * removal of a path that is none (a file: most renames are an
+	 * editor's save) touches that one entry instead of scanning the
+	 * table.  NULL in the prefix map itself. */
+	struct journal_pathmap *dirs;
 };
 
-int journal_pathmap_new(struct journal_pathmap **out)
+static int map_new(struct journal_pathmap **out, bool with_dirs)
 {
 	struct journal_pathmap *m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
 	m->cap = 64;
 	m->slot = calloc(m->cap, sizeof(*m->slot));
-	if (!m->slot) {
+	if (!m->slot || (with_dirs && map_new(&m->dirs, false) < 0)) {
+		free(m->slot);
 		free(m);
 		return -ENOMEM;
 	}
 	*out = m;
 	return 0;
+}
+
+int journal_pathmap_new(struct journal_pathmap **out)
+{
+	return map_new(out, true);
 }
 
 static void content_put(struct journal_content *c)
@@ -68,6 +80,7 @@ void journal_pathmap_free(struct journal_pathmap *m)
 		content_put(m->slot[i].c);
 	}
 	free(m->slot);
+	journal_pathmap_free(m->dirs);
 	free(m);
 }
 
@@ -140,6 +153,43 @@ static int grow(struct journal_pathmap *m)
 	return 0;
 }
 
+static int put(struct journal_pathmap *m, const char *path, struct journal_content *c,
+	       uint64_t seq);
+
+static void kill_ent(struct journal_pathmap *m, struct journal_pathent *e)
+{
+	e->live = false; /* the path stays as a tombstone until the next grow */
+	content_put(e->c);
+	e->c = NULL;
+	m->live--;
+}
+
+/* Put every proper prefix of @path into @dirs, the longest first: one found
+ * there already has its own prefixes. */
+static int add_prefixes(struct journal_pathmap *dirs, const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
+		*slash = 0;
+		if (lookup(dirs, buf))
+			return 0;
+		int r = put(dirs, buf, NULL, 0);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* May the map hold entries under "@path/"?  Without the prefix index, yes. */
+static bool may_have_children(struct journal_pathmap *m, const char *path)
+{
+	return !m->dirs || !*path || lookup(m->dirs, path);
+}
+
 /* Give @path the content @c (taking over the caller's reference), replacing
  * what it named before.  On failure the reference is dropped. */
 static int put(struct journal_pathmap *m, const char *path, struct journal_content *c, uint64_t seq)
@@ -168,6 +218,12 @@ static int put(struct journal_pathmap *m, const char *path, struct journal_conte
 		e->live = true;
 		m->live++;
 		m->used++;
+		int r = m->dirs ? add_prefixes(m->dirs, path) : 0;
+		if (r < 0) {
+			kill_ent(m, e);
+			content_put(c);
+			return r;
+		}
 	}
 	content_put(e->c);
 	e->c = c;
@@ -206,14 +262,6 @@ int journal_pathmap_link(struct journal_pathmap *m, const char *from, const char
 	return put(m, to, c, seq);
 }
 
-static void kill_ent(struct journal_pathmap *m, struct journal_pathent *e)
-{
-	e->live = false; /* the path stays as a tombstone until the next grow */
-	content_put(e->c);
-	e->c = NULL;
-	m->live--;
-}
-
 void journal_pathmap_del(struct journal_pathmap *m, const char *path)
 {
 	struct journal_pathent *e = lookup(m, path);
@@ -228,6 +276,10 @@ static bool under(const char *p, const char *dir, size_t dl)
 
 void journal_pathmap_del_tree(struct journal_pathmap *m, const char *path)
 {
+	if (!may_have_children(m, path)) {
+		journal_pathmap_del(m, path);
+		return;
+	}
 	size_t dl = strlen(path);
 	for (size_t i = 0; i < m->cap; i++) {
 		struct journal_pathent *e = &m->slot[i];
@@ -248,9 +300,11 @@ static int take_tree(struct journal_pathmap *m, const char *from, const char *to
 	size_t fl = strlen(from), tl = strlen(to), cap = 0;
 	*out = NULL;
 	*n = 0;
-	for (size_t i = 0; i < m->cap; i++) {
-		struct journal_pathent *e = &m->slot[i];
-		if (!e->path || !e->live || !under(e->path, from, fl))
+	bool scan = may_have_children(m, from);
+	struct journal_pathent *only = scan ? NULL : lookup(m, from);
+	for (size_t i = 0; scan ? i < m->cap : i < 1; i++) {
+		struct journal_pathent *e = scan ? &m->slot[i] : only;
+		if (!e || !e->path || !e->live || !under(e->path, from, fl))
 			continue;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 8;
@@ -398,9 +452,14 @@ void journal_pathmap_each(struct journal_pathmap *m,
 			fn(arg, &m->slot[i]);
 }
 
+/* A directory whose entries `agentfs discard` may have given markers of its
+ * own (changes.c, reopen_ancestors: the whiteouts of the other lower
+ * entries of an opaque directory on the way to the discarded path). */
+#define TOUCHED_CHILDREN 1u
+
 int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e)
 {
-	if (!e->path || (e->result != 0 && e->op != JOP_RECOVER))
+	if (!e->path || e->result != 0)
 		return 0;
 	XXH128_hash_t zero = {0, 0};
 	int r = 0;
@@ -416,40 +475,70 @@ int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry 
 		return r ? r : journal_pathmap_set(m, e->path, false, zero, e->seq);
 	case JOP_LINK:
 		return e->path2 ? journal_pathmap_set(m, e->path2, false, zero, e->seq) : 0;
+	case JOP_RECOVER:
+		if (!(e->flags & JOURNAL_F_MARKER))
+			return 0; /* a file's content, no marker */
+		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+	case JOP_DISCARD: {
+		/* Back to the base: no marker is left at or below the path, and
+		 * the directories above it may have new ones. */
+		journal_pathmap_del_tree(m, e->path);
+		char buf[PATH_MAX];
+		snprintf(buf, sizeof(buf), "%s", e->path);
+		for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
+			*slash = 0;
+			struct journal_pathent *a = journal_pathmap_get(m, buf);
+			if (a)
+				a->c->hash.low64 |= TOUCHED_CHILDREN;
+		}
+		return 0;
+	}
 	case JOP_UNLINK:
 	case JOP_RMDIR:
 	case JOP_MKDIR:
 	case JOP_CREATE:
 	case JOP_MKNOD:
 	case JOP_SYMLINK:
-	case JOP_DISCARD:
-	case JOP_RECOVER:
+	case JOP_COPYUP: /* of a FIFO, a socket: mknod in the upper */
 		return journal_pathmap_set(m, e->path, false, zero, e->seq);
 	default:
 		return 0;
 	}
 }
 
+/* Is @name's whiteout the hashed one ".wh..h.@hashed"? */
+static bool hashes_to(const char *name, const char *hashed)
+{
+	char wh[NAME_MAX + 1];
+	size_t hl = strlen(LAYOUT_WH_HASHED);
+	return layout_whiteout_name(name, wh, sizeof(wh)) == 0 &&
+	       strncmp(wh + LAYOUT_WH_PREFIX_LEN, LAYOUT_WH_HASHED, hl) == 0 &&
+	       strcmp(wh + LAYOUT_WH_PREFIX_LEN + hl, hashed) == 0;
+}
+
 bool journal_touched_explains(struct journal_pathmap *m, const char *path, const char *hashed)
 {
-	if (journal_pathmap_get(m, path) || journal_pathmap_has_parent(m, path))
+	if (journal_pathmap_get(m, path))
+		return true;
+	const char *slash = strrchr(path, '/');
+	size_t dl = slash ? (size_t)(slash - path) : 0;
+	char dir[PATH_MAX];
+	if (dl >= sizeof(dir))
+		return false;
+	memcpy(dir, path, dl);
+	dir[dl] = 0;
+	struct journal_pathent *d = slash ? journal_pathmap_get(m, dir) : NULL;
+	if (d && (d->c->hash.low64 & TOUCHED_CHILDREN))
 		return true;
 	if (!hashed)
 		return false;
-	/* ".wh..h.HEX": the whiteout of a name too long for the prefix, in the
-	 * directory above @path; some name recorded there hashes to HEX. */
-	const char *slash = strrchr(path, '/');
-	size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+	/* ".wh..h.HEX": the whiteout of a name too long for the prefix; some
+	 * name recorded in that directory hashes to HEX. */
+	size_t pl = slash ? dl + 1 : 0;
 	for (size_t i = 0; i < m->cap; i++) {
 		const struct journal_pathent *e = &m->slot[i];
-		if (!e->path || !e->live || strncmp(e->path, path, dl) != 0 ||
-		    strchr(e->path + dl, '/'))
-			continue;
-		char wh[NAME_MAX + 1];
-		if (layout_whiteout_name(e->path + dl, wh, sizeof(wh)) == 0 &&
-		    strcmp(wh + LAYOUT_WH_PREFIX_LEN + strlen(LAYOUT_WH_HASHED), hashed) == 0 &&
-		    strncmp(wh + LAYOUT_WH_PREFIX_LEN, LAYOUT_WH_HASHED,
-			    strlen(LAYOUT_WH_HASHED)) == 0)
+		if (e->path && e->live && strncmp(e->path, path, pl) == 0 &&
+		    !strchr(e->path + pl, '/') && hashes_to(e->path + pl, hashed))
 			return true;
 	}
 	return false;

@@ -91,9 +91,13 @@ seen:
 static int visit_marker(void *arg, const char *path, const char *hashed, enum journal_marker kind)
 {
 	struct recover_ctx *c = arg;
-	if ((c->skip_git && journal_under_git(path)) ||
-	    journal_touched_explains(c->j->touched, path, hashed))
+	if (c->skip_git && journal_under_git(path))
 		return 0;
+	int r = kind == JOURNAL_MARK_SPECIAL /* there: not vanished() */
+		    ? journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0)
+		    : 0;
+	if (r < 0 || journal_touched_explains(c->j->touched, path, hashed))
+		return r;
 	static const char *const what[] = {
 	    [JOURNAL_MARK_WHITEOUT] = "whiteout without a record",
 	    [JOURNAL_MARK_OPAQUE] = "opaque directory without a record",

@@ -178,8 +178,13 @@ static int visit_marker(void *arg, const char *path, const char *hashed, enum jo
 	if (c->v->skip_git && journal_under_git(path))
 		return 0;
 	c->v->upper_markers++;
-	if (journal_touched_explains(c->touched, path, hashed))
-		return 0;
+	/* A FIFO copied up from the working tree has a content record (its
+	 * copy-up's) and is no file the walk compares: it is there. */
+	int r = kind == JOURNAL_MARK_SPECIAL
+		    ? journal_pathmap_set(c->seen, path, false, (XXH128_hash_t){0, 0}, 0)
+		    : 0;
+	if (r < 0 || journal_touched_explains(c->touched, path, hashed))
+		return r;
 	char p[512];
 	show_path(*path ? path : ".", p, sizeof(p));
 	upper_bad(c->v, "upper: %s: %s with no record (changed behind agentfs's back)", p,

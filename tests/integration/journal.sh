@@ -493,6 +493,7 @@ assert_contains "  ...the second counting the other bad lines" \
 # passes; one planted in the upper fails.
 long=$(printf 'L%.0s' $(seq 1 252)) # its whiteout is named by its hash
 printf 'long\n' >"$REPO/$long"
+mkfifo "$REPO/lower-fifo" # untracked: copied up by a chmod, a link
 KMNT=$T/kmnt
 KWS=$STATE/workspaces/markers
 mount_ws "$REPO" "$KMNT" --name markers
@@ -500,7 +501,8 @@ mount_ws "$REPO" "$KMNT" --name markers
 sh_step "the agent deletes, renames and replaces repository entries" "cd '$KMNT' &&
 	rm README.md '$long' && rm -r docs/api && rm src/old.c && mv src src2 &&
 	rm -r scripts && mkdir scripts && mkfifo fifo && mv data data2 && mkdir data &&
-	rm -r config && mkdir config && printf 'x\n' >config/new.yml"
+	rm -r config && mkdir config && printf 'x\n' >config/new.yml &&
+	chmod 600 lower-fifo && ln lower-fifo lower-fifo-2"
 step "  ...and discard brings back one file of a replaced directory" \
 	af discard "$KMNT" config/settings.yml
 assert_eq "  ...the upper holds whiteouts, markers and a FIFO" "yes yes yes" \
@@ -531,5 +533,7 @@ run af verify "$KMNT"
 assert_eq "verify passes after the mount recorded what was planted" 0 "$RC"
 assert_contains "  ...naming the whiteout" "recovered: Makefile: whiteout without a record" "$OUT"
 assert_contains "  ...and the FIFO" "recovered: docs/pipe: special file without a record" "$OUT"
+assert_not_contains "  ...and nothing of the agent's own (the FIFO copied up)" "lower-fifo" \
+	"$(af log --op recover "$KMNT" 2>&1)"
 step "unmount" af unmount "$KMNT"
 done_testing

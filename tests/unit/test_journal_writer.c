@@ -708,12 +708,12 @@ START_TEST(verify_holds_markers_to_records)
 	char wh[NAME_MAX + 1];
 	ck_assert_int_eq(layout_whiteout_name(longname, wh, sizeof(wh)), 0);
 	ck_assert_ptr_nonnull(strstr(wh, LAYOUT_WH_HASHED));
-	const char *dirs[] = {"e", "o", "o/in", "r"};
+	const char *dirs[] = {"e", "o", "r", "g"};
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
 		snprintf(p, sizeof(p), "%s/%s", jt.upper, dirs[i]);
 		ck_assert_int_eq(mkdir(p, 0700), 0);
 	}
-	const char *whs[] = {".wh.d", "e/.wh.x", "o/in/.wh.y", wh};
+	const char *whs[] = {".wh.d", "e/.wh.x", "o/.wh.y", wh};
 	for (size_t i = 0; i < sizeof(whs) / sizeof(*whs); i++) {
 		snprintf(p, sizeof(p), "%s/%s", jt.upper, whs[i]);
 		jt_put_file(p, "");
@@ -733,6 +733,11 @@ START_TEST(verify_holds_markers_to_records)
 	journal_record(j, &(struct journal_event){.op = JOP_RENAME, .path = "d", .path2 = "e"});
 	journal_record(j, &(struct journal_event){.op = JOP_RMDIR, .path = "o"});
 	journal_record(j, &(struct journal_event){.op = JOP_MKDIR, .path = "o"});
+	/* discard of a file under the opaque o whites out o's other entries */
+	journal_record(j, &(struct journal_event){.op = JOP_DISCARD, .path = "o/keep"});
+	/* a deletion discarded: nothing of it is left to explain */
+	journal_record(j, &(struct journal_event){.op = JOP_UNLINK, .path = "g/b"});
+	journal_record(j, &(struct journal_event){.op = JOP_DISCARD, .path = "g/b"});
 	journal_record(j, &(struct journal_event){.op = JOP_RENAME, .path = "q", .path2 = "r"});
 	journal_record(
 	    j, &(struct journal_event){.op = JOP_MKNOD, .path = "fifo", .mode = S_IFIFO | 0600});
@@ -746,11 +751,12 @@ START_TEST(verify_holds_markers_to_records)
 	ck_assert_uint_eq(v.upper_markers, 7);
 
 	/* planted: a whiteout where only a failed unlink was recorded, one in a
-	 * directory made by a copy-up (no namespace record), a FIFO there */
+	 * directory made by a copy-up (no namespace record), a FIFO there, one
+	 * in the renamed directory, one where a deletion was discarded */
 	snprintf(p, sizeof(p), "%s/u", jt.upper);
 	ck_assert_int_eq(mkdir(p, 0700), 0);
-	const char *planted[] = {".wh.Makefile", "u/.wh.z"};
-	for (size_t i = 0; i < 2; i++) {
+	const char *planted[] = {".wh.Makefile", "u/.wh.z", "e/.wh.z", "g/.wh.b"};
+	for (size_t i = 0; i < 4; i++) {
 		snprintf(p, sizeof(p), "%s/%s", jt.upper, planted[i]);
 		jt_put_file(p, "");
 	}
@@ -761,12 +767,12 @@ START_TEST(verify_holds_markers_to_records)
 	    j, &(struct journal_event){.op = JOP_UNLINK, .result = -ENOENT, .path = "Makefile"});
 	journal_close(j);
 	ck_assert_int_eq(journal_verify_file(jt.journal, upper, &v), 0);
-	ck_assert_uint_eq(v.upper_bad, 3);
+	ck_assert_uint_eq(v.upper_bad, 5);
 	ck_assert_ptr_nonnull(strstr(v.upper_first, "a whiteout"));
 
 	/* recovery records them once, and verify passes after */
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	ck_assert_int_eq(journal_recover_upper(j, upper, false), 3);
+	ck_assert_int_eq(journal_recover_upper(j, upper, false), 5);
 	journal_close(j);
 	expect_intact(jt.journal, upper);
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
