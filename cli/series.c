@@ -875,8 +875,9 @@ static int gone_under(const struct changes *cs, git_index *view, int lfd, const 
 		memcpy(prefix + n, "/", 2);
 	size_t pn = strlen(prefix);
 	int r = 0;
-	if (!below_only && git_index_get_bypath(view, path, 0) && !change_at(cs, path) &&
-	    lower_gone(lfd, path))
+	const git_index_entry *at = below_only ? NULL : git_index_get_bypath(view, path, 0);
+	/* A submodule's files are another repository's: never the agent's. */
+	if (at && at->mode != GIT_FILEMODE_COMMIT && !change_at(cs, path) && lower_gone(lfd, path))
 		r = strvec_push(out, path);
 	if (git_index_find_prefix(&pos, view, prefix) < 0)
 		pos = git_index_entrycount(view);
@@ -884,7 +885,8 @@ static int gone_under(const struct changes *cs, git_index *view, int lfd, const 
 		const git_index_entry *ie = git_index_get_byindex(view, i);
 		if (strncmp(ie->path, prefix, pn) != 0)
 			break;
-		if (!change_at(cs, ie->path) && lower_gone(lfd, ie->path))
+		if (ie->mode != GIT_FILEMODE_COMMIT && !change_at(cs, ie->path) &&
+		    lower_gone(lfd, ie->path))
 			r = strvec_push(out, ie->path);
 	}
 	free(prefix);
@@ -926,13 +928,27 @@ static int view_children(git_index *view, const char *path, struct strvec *out)
 	return r;
 }
 
+/* Does the upper directory @ufd at view path @path hide the lower directory
+ * at that path: opaque, or redirected elsewhere (a directory moved away and
+ * back has a redirect to its own path, which hides nothing)?  1, 0, or a
+ * negative errno.  A redirect too long to read is elsewhere. */
+static int hides_lower(int ufd, const char *path)
+{
+	char red[PATH_MAX];
+	int rl = layout_get_redirect(ufd, red, sizeof(red));
+	if (rl == -ERANGE || (rl > 0 && strcmp(red, path) != 0))
+		return 1;
+	if (rl < 0 && rl != -EACCES)
+		return rl;
+	int op = layout_is_opaque(ufd);
+	return op == -EACCES ? 0 : op;
+}
+
 /* deletions_behind_lower() for the upper directory @ufd at view path @path. */
 static int behind_walk(const struct changes *cs, git_index *view, int lfd, int ufd,
 		       const char *path, struct strvec *gone)
 {
-	char red[PATH_MAX];
-	int rl = layout_get_redirect(ufd, red, sizeof(red));
-	int op = rl > 0 ? 1 : rl < 0 ? rl : layout_is_opaque(ufd);
+	int op = hides_lower(ufd, path);
 	if (op < 0)
 		return op;
 	if (op) /* nothing of the lower directory at @path shows */
@@ -994,9 +1010,28 @@ static int deletions_behind_lower(struct ctx *c, const struct changes *cs, git_i
 	}
 	struct strvec gone = {0};
 	int r = behind_walk(cs, view, lfd, ufd, "", &gone);
-	for (size_t i = 0; r == 0 && i < gone.n; i++)
-		if (git_index_remove(view, gone.v[i], 0) < 0)
+	if (r < 0)
+		cli_error(c->o->cmd, "%s: the upper: %s", c->ws->name, strerror(-r));
+	for (size_t i = 0; r == 0 && i < gone.n; i++) {
+		if (git_index_remove(view, gone.v[i], 0) < 0) {
 			r = lg_fail(c, gone.v[i]);
+		} else if (!c->have_dirty) {
+			/* Without a record from the mount, a file gone from the
+			 * working tree is the person's work as it stands (before
+			 * the mount or after): path_dirty names it from c->dirty. */
+			char **n = realloc(c->dirty, (c->n_dirty + 1) * sizeof(*n));
+			if (!n || !(n[c->n_dirty] = strdup(gone.v[i]))) {
+				if (n)
+					c->dirty = n;
+				r = -ENOMEM;
+			} else {
+				c->dirty = n;
+				c->n_dirty++;
+			}
+		}
+	}
+	if (r == 0 && !c->have_dirty && gone.n)
+		qsort(c->dirty, c->n_dirty, sizeof(*c->dirty), cmp_str);
 	strvec_clear(&gone);
 	close(lfd);
 	close(ufd);

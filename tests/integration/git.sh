@@ -714,5 +714,27 @@ step "  ...--dirty=take takes the agent's deletions" \
 assert_eq "  ...the branch deletes gone.md and dir/" "dir/x.md dir/y.md gone.md" \
 	"$(git -C "$G" diff --name-only main agent/gone | tr '\n' ' ' | sed 's/ $//')"
 run af unmount "$GM"
+# Without a private .git (git: hidden) there is no record from the mount:
+# a file gone from the working tree before it, under a directory the agent
+# removed, is the person's work all the same, not the agent's deletion.
+H=$T/gonerepo2
+HM=$T/gonemnt2
+run bash -c "git init -q -b main '$H' && cd '$H' && mkdir dir && printf 'a\n' >dir/a.md &&
+	printf 'b\n' >dir/b.md && mkdir keep && printf '1\n' >keep/k1.md && printf '2\n' >keep/k2.md &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && rm dir/a.md"
+mount_ws "$H" "$HM" --policy "$T/git-hidden.yml"
+sh_step "the agent removes dir/ (no private .git)" "rm -r '$HM/dir'"
+# A directory moved away and back shows the repository's directory again.
+sh_step "  ...and moves keep/ away and back" "mv '$HM/keep' '$HM/keep2' && mv '$HM/keep2' '$HM/keep'"
+rm "$H/keep/k1.md"
+refuse "promote names the person's own deletion under it" \
+	"dir/a.md: the person had uncommitted changes here" af promote "$HM" --branch agent/gone2
+assert_not_contains "  ...and takes nothing in the directory moved back for the agent's" \
+	"keep/" "$OUT"
+step "  ...--dirty=skip promotes the agent's deletion alone" \
+	af promote "$HM" --branch agent/gone2 --dirty=skip
+assert_eq "  ...the branch deletes dir/b.md only" "dir/b.md" \
+	"$(git -C "$H" diff --name-only main agent/gone2)"
+run af unmount "$HM"
 
 done_testing
