@@ -318,63 +318,114 @@ static int summary_of(const struct patch *p, size_t i, struct text *t)
 	return r;
 }
 
+static size_t decimal_width(size_t n)
+{
+	size_t w = 1;
+	for (; n >= 10; n /= 10)
+		w++;
+	return w;
+}
+
+/* git's scale_linear (diff.c): @it of @max_change in @width columns, at
+ * least one for a non-zero @it. */
+static size_t scale_linear(size_t it, size_t width, size_t max_change)
+{
+	return it ? 1 + (it * (width - 1) / max_change) : 0;
+}
+
+static int graph(struct text *t, char c, size_t n)
+{
+	char buf[256];
+	memset(buf, c, sizeof(buf));
+	int r = 0;
+	for (; r == 0 && n; n -= n > sizeof(buf) ? sizeof(buf) : n)
+		r = text_printf(t, "%.*s", (int)(n > sizeof(buf) ? sizeof(buf) : n), buf);
+	return r;
+}
+
 int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t *len)
 {
 	size_t n = git_diff_num_deltas(p->diff);
 	struct stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
 	struct text t = {.ptr = calloc(1, 1)};
 	int r = rows && t.ptr ? 0 : -ENOMEM;
-	size_t name_w = 0, max_change = 0, adds = 0, dels = 0;
+	size_t max_len = 0, max_change = 0, number_w = 0, bin_w = 0, adds = 0, dels = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		r = stat_row_of(p, i, &rows[i]);
 		if (r < 0)
 			break;
-		size_t l = strlen(rows[i].name), c = rows[i].adds + rows[i].dels;
-		name_w = l > name_w ? l : name_w;
-		max_change = c > max_change ? c : max_change;
-		adds += rows[i].adds;
-		dels += rows[i].dels;
-	}
-	/* As git diff --stat: the name column takes what it needs, up to
-	 * half the width, a longer name keeps its end after "..."; the graph
-	 * is scaled down to what is left. */
-	char digits[32];
-	size_t count_w = (size_t)snprintf(digits, sizeof(digits), "%zu", max_change);
-	count_w = count_w < 3 ? 3 : count_w; /* "Bin" */
-	size_t max_name = width / 2;
-	name_w = name_w > max_name ? max_name : name_w;
-	size_t graph_w = width > name_w + count_w + 6 ? width - name_w - count_w - 6 : 10;
-	for (size_t i = 0; i < n && r == 0; i++) {
 		struct stat_row *w = &rows[i];
-		const char *name = w->name;
-		size_t l = strlen(name);
-		const char *dots = "";
-		if (l > name_w) {
-			name += l - (name_w - 3);
-			dots = "...";
-		}
+		size_t l = strlen(w->name);
+		max_len = l > max_len ? l : max_len;
 		if (w->binary) {
-			r = text_printf(&t, " %s%-*s | Bin %zu -> %zu bytes\n", dots,
-					(int)(name_w - strlen(dots)), name, w->old_size,
-					w->new_size);
+			size_t bw = 14 + decimal_width(w->old_size) + decimal_width(w->new_size);
+			bin_w = bw > bin_w ? bw : bin_w;
+			number_w = 3; /* "Bin" */
 			continue;
 		}
-		size_t c = w->adds + w->dels, pa = w->adds, pd = w->dels;
-		if (max_change > graph_w) {
-			pa = (w->adds * graph_w + max_change - 1) / max_change;
-			pd = (w->dels * graph_w + max_change - 1) / max_change;
-			if (pa + pd > graph_w)
-				pa = graph_w - pd;
+		size_t c = w->adds + w->dels;
+		max_change = c > max_change ? c : max_change;
+		adds += w->adds;
+		dels += w->dels;
+	}
+	/* The widths as git diff --stat sets them (diff.c, show_stats): the
+	 * graph takes up to 3/8 of the line when both do not fit, the name
+	 * what is left, a longer one keeps its end after "...". */
+	size_t wd = width, dw = decimal_width(max_change);
+	number_w = dw > number_w ? dw : number_w;
+	if (wd < 16 + 6 + number_w)
+		wd = 16 + 6 + number_w;
+	size_t graph_w = max_change + 4 > bin_w ? max_change : bin_w - 4, name_w = max_len;
+	if (name_w + number_w + 6 + graph_w > wd) {
+		if (graph_w + number_w + 6 > wd * 3 / 8) {
+			graph_w = wd * 3 / 8 > number_w + 6 ? wd * 3 / 8 - number_w - 6 : 0;
+			graph_w = graph_w < 6 ? 6 : graph_w;
 		}
-		char graph[512];
-		size_t g = 0;
-		for (size_t k = 0; k < pa && g < sizeof(graph) - 1; k++)
-			graph[g++] = '+';
-		for (size_t k = 0; k < pd && g < sizeof(graph) - 1; k++)
-			graph[g++] = '-';
-		graph[g] = 0;
-		r = text_printf(&t, " %s%-*s | %*zu%s%s\n", dots, (int)(name_w - strlen(dots)),
-				name, (int)count_w, c, g ? " " : "", graph);
+		if (name_w > wd - number_w - 6 - graph_w)
+			name_w = wd - number_w - 6 - graph_w;
+		else
+			graph_w = wd - number_w - 6 - name_w;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct stat_row *w = &rows[i];
+		const char *name = w->name, *dots = "";
+		size_t l = strlen(name), room = name_w;
+		if (l > name_w) {
+			dots = "...";
+			room = name_w > 3 ? name_w - 3 : 0;
+			name += l - room;
+			const char *slash = strchr(name, '/');
+			name = slash ? slash : name;
+		}
+		size_t pad = room > strlen(name) ? room - strlen(name) : 0;
+		r = text_printf(&t, " %s%s%*s |", dots, name, (int)pad, "");
+		if (r == 0 && w->binary) {
+			r = text_printf(&t, " %*s %zu -> %zu bytes\n", (int)number_w, "Bin",
+					w->old_size, w->new_size);
+			continue;
+		}
+		size_t pa = w->adds, pd = w->dels;
+		if (max_change && graph_w <= max_change) {
+			size_t total = scale_linear(pa + pd, graph_w, max_change);
+			if (total < 2 && pa && pd)
+				total = 2;
+			if (pa < pd) {
+				pa = scale_linear(pa, graph_w, max_change);
+				pd = total - pa;
+			} else {
+				pd = scale_linear(pd, graph_w, max_change);
+				pa = total - pd;
+			}
+		}
+		if (r == 0)
+			r = text_printf(&t, " %*zu%s", (int)number_w, w->adds + w->dels,
+					w->adds + w->dels ? " " : "");
+		if (r == 0)
+			r = graph(&t, '+', pa);
+		if (r == 0)
+			r = graph(&t, '-', pd);
+		if (r == 0)
+			r = text_printf(&t, "\n");
 	}
 	if (r == 0 && n) {
 		r = text_printf(&t, " %zu file%s changed", n, n == 1 ? "" : "s");
