@@ -180,7 +180,9 @@ int cmd_verify(int argc, char **argv)
 		status = 1;
 	} else {
 		if (v.upper_bad) {
-			cli_error(CMD, "%s: %" PRIu64 " file(s) differ from the journal; first: %s",
+			cli_error(CMD,
+				  "%s: %" PRIu64
+				  " file(s) or marker(s) differ from the journal; first: %s",
 				  upper, v.upper_bad, v.upper_first);
 			status = 1;
 		}
@@ -197,9 +199,15 @@ int cmd_verify(int argc, char **argv)
 			if (v.recovered)
 				printf(", %" PRIu64 " recovery record(s) listed above",
 				       v.recovered);
-			if ((upper_fd >= 0 || (upper && !no_upper)) && !v.upper_bad)
+			if ((upper_fd >= 0 || (upper && !no_upper)) && !v.upper_bad) {
 				printf("; upper: %" PRIu64 " file(s) match their last record",
 				       v.upper_files);
+				if (v.upper_markers)
+					printf(", %" PRIu64 " marker(s) (whiteouts, opaque and "
+					       "redirected directories, special files) have their "
+					       "records",
+					       v.upper_markers);
+			}
 			printf("\n");
 		}
 	}

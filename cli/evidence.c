@@ -67,7 +67,9 @@ static int put_verify(FILE *out, const struct workspace *ws, const char *journal
 		if (upper_fd < 0)
 			fprintf(out, "; upper: not checked (%s)\n", strerror(upper_errno));
 		else if (v.upper_bad) {
-			fprintf(out, "; upper: NOT INTACT: %" PRIu64 " file(s) differ, first: ",
+			fprintf(out,
+				"; upper: NOT INTACT: %" PRIu64
+				" file(s) or marker(s) differ, first: ",
 				v.upper_bad);
 			activity_show_path(out, v.upper_first);
 			fputc('\n', out);

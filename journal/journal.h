@@ -282,7 +282,7 @@ struct journal_verify {
  * hash of its last recorded content (WRITE/COPYUP/CREATE/SYMLINK/TRUNCATE/
  * RECOVER, following RENAME/LINK/UNLINK; a symlink's content is its target,
  * read with readlinkat, never followed), and that a namespace record (at the
- * path or a directory above it, journal_touched_apply) explains every marker
+ * path, or a discard below it: journal_touched_apply) explains every marker
  * of the upper: whiteout, opaque or redirected directory, special file
  * (fs/layout.h).  Fills @v.  Returns 0 when the check
  * ran (intact when v->bad_line == 0 && v->upper_bad == 0), or a negative errno

@@ -48,16 +48,19 @@ struct walker {
  * flag, a redirect (layout.h). */
 static int dir_markers(const struct walker *w, int dirfd, const char *path)
 {
+	/* Whatever it holds: one too long to read (ERANGE) is a redirect too. */
 	char red[PATH_MAX];
 	int r = layout_get_redirect(dirfd, red, sizeof(red));
-	if (r > 0)
+	if (r > 0 || r == -ERANGE)
 		r = w->mfn(w->arg, path, NULL, JOURNAL_MARK_REDIRECT);
+	else if (r == -EACCES)
+		r = 0;
 	if (r < 0)
 		return r;
 	int op = layout_is_opaque(dirfd);
 	if (op > 0)
 		return w->mfn(w->arg, path, NULL, JOURNAL_MARK_OPAQUE);
-	return op == -EACCES ? 0 : op;
+	return op == -EACCES || op == -ERANGE ? 0 : op;
 }
 
 /* A whiteout ".wh.NAME" (or ".wh..h.HEX") in directory @path: reported with
