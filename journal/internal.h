@@ -130,9 +130,11 @@ int journal_pathmap_apply(struct journal_pathmap *m, const struct journal_entry 
  * check of the upper's markers): the path of a successful unlink, rmdir,
  * mkdir, create, mknod, symlink, copy-up or marker recovery, both paths of a
  * rename (which also moves what the map holds under its source, as the upper
- * directory moved with its markers), the new path of a link; a discard
- * removes its path and all below it and marks the touched directories above
- * it (their entries may have markers the discard made).  0 or -ENOMEM. */
+ * directory moved with its markers), the new path of a link; a rmdir or
+ * mkdir forgets what was below its path; a discard removes its path and all
+ * below it and marks the directories on the way to it from the first one
+ * touched down (their entries may have markers the discard made).  0 or
+ * -ENOMEM. */
 int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e);
 /* Does a record explain a marker at @path (journal_marker_fn): @path touched,
  * or its directory touched and marked by a discard, or, for a hashed

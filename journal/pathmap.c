@@ -457,50 +457,73 @@ void journal_pathmap_each(struct journal_pathmap *m,
  * entries of an opaque directory on the way to the discarded path). */
 #define TOUCHED_CHILDREN 1u
 
+/* @path touched, keeping a mark it has (TOUCHED_CHILDREN). */
+static int touch(struct journal_pathmap *m, const char *path, uint64_t seq)
+{
+	if (journal_pathmap_get(m, path))
+		return 0;
+	return journal_pathmap_set(m, path, false, (XXH128_hash_t){0, 0}, seq);
+}
+
 int journal_touched_apply(struct journal_pathmap *m, const struct journal_entry *e)
 {
 	if (!e->path || e->result != 0)
 		return 0;
-	XXH128_hash_t zero = {0, 0};
 	int r = 0;
 	switch (e->op) {
-	case JOP_RENAME:
+	case JOP_RENAME: {
 		if (!e->path2)
 			return 0;
-		/* The upper directory moved with what it holds. */
-		r = journal_pathmap_rename(m, e->path, e->path2,
-					   (e->flags & RENAME_EXCHANGE_FLAG) != 0, e->seq);
+		/* The upper directory moved with what it holds, marks included;
+		 * the source is a whiteout now (or, exchanged, the other). */
+		bool exchange = (e->flags & RENAME_EXCHANGE_FLAG) != 0;
+		r = journal_pathmap_rename(m, e->path, e->path2, exchange, e->seq);
 		if (r == 0)
-			r = journal_pathmap_set(m, e->path2, false, zero, e->seq);
-		return r ? r : journal_pathmap_set(m, e->path, false, zero, e->seq);
+			r = touch(m, e->path2, e->seq);
+		if (r == 0 && !exchange)
+			journal_pathmap_del(m, e->path);
+		return r ? r : touch(m, e->path, e->seq);
+	}
 	case JOP_LINK:
-		return e->path2 ? journal_pathmap_set(m, e->path2, false, zero, e->seq) : 0;
+		return e->path2 ? touch(m, e->path2, e->seq) : 0;
 	case JOP_RECOVER:
 		if (!(e->flags & JOURNAL_F_MARKER))
 			return 0; /* a file's content, no marker */
-		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+		return touch(m, e->path, e->seq);
+	case JOP_RMDIR:
+	case JOP_MKDIR:
+		/* A directory gone, or a new one: nothing of what was below. */
+		journal_pathmap_del_tree(m, e->path);
+		return touch(m, e->path, e->seq);
 	case JOP_DISCARD: {
-		/* Back to the base: no marker is left at or below the path, and
-		 * the directories above it may have new ones. */
+		/* Back to the base: no marker is left at or below the path.  The
+		 * directories on the way to it may have new ones, made by discard
+		 * (changes.c, reopen_ancestors): an opaque directory, or one in
+		 * place of a deleted or renamed one, keeps hiding its other
+		 * entries.  Those are the directories at or below the first one
+		 * on the way that a record touched. */
 		journal_pathmap_del_tree(m, e->path);
 		char buf[PATH_MAX];
 		snprintf(buf, sizeof(buf), "%s", e->path);
-		for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
-			*slash = 0;
-			struct journal_pathent *a = journal_pathmap_get(m, buf);
+		bool above = false;
+		for (char *p = strchr(buf, '/'); p && r == 0; p = strchr(p + 1, '/')) {
+			*p = 0;
+			above = above || journal_pathmap_get(m, buf);
+			r = above ? touch(m, buf, e->seq) : 0;
+			struct journal_pathent *a =
+			    above && r == 0 ? journal_pathmap_get(m, buf) : NULL;
 			if (a)
 				a->c->hash.low64 |= TOUCHED_CHILDREN;
+			*p = '/';
 		}
-		return 0;
+		return r;
 	}
 	case JOP_UNLINK:
-	case JOP_RMDIR:
-	case JOP_MKDIR:
 	case JOP_CREATE:
 	case JOP_MKNOD:
 	case JOP_SYMLINK:
 	case JOP_COPYUP: /* of a FIFO, a socket: mknod in the upper */
-		return journal_pathmap_set(m, e->path, false, zero, e->seq);
+		return touch(m, e->path, e->seq);
 	default:
 		return 0;
 	}

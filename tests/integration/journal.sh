@@ -494,6 +494,10 @@ assert_contains "  ...the second counting the other bad lines" \
 long=$(printf 'L%.0s' $(seq 1 252)) # its whiteout is named by its hash
 printf 'long\n' >"$REPO/$long"
 mkfifo "$REPO/lower-fifo" # untracked: copied up by a chmod, a link
+for d in deep deep2; do
+	mkdir -p "$REPO/$d/b/c" && printf 'f\n' | tee "$REPO/$d/f1" "$REPO/$d/f2" "$REPO/$d/b/g1" \
+		"$REPO/$d/b/g2" "$REPO/$d/b/c/h1" >/dev/null
+done
 KMNT=$T/kmnt
 KWS=$STATE/workspaces/markers
 mount_ws "$REPO" "$KMNT" --name markers
@@ -505,6 +509,13 @@ sh_step "the agent deletes, renames and replaces repository entries" "cd '$KMNT'
 	chmod 600 lower-fifo && ln lower-fifo lower-fifo-2"
 step "  ...and discard brings back one file of a replaced directory" \
 	af discard "$KMNT" config/settings.yml
+# discard's own whiteouts: deep under a directory moved away (the way to
+# the file is made again, hiding the rest), and in a directory then moved
+sh_step "a repository directory moved away" "mv '$KMNT/deep' '$KMNT/deep-moved'"
+step "  ...and a file deep under its old name brought back" af discard "$KMNT" deep/b/g1
+sh_step "a repository directory replaced" "mv '$KMNT/deep2' '$KMNT/deep2.bak' && mkdir '$KMNT/deep2'"
+step "  ...one of its files brought back" af discard "$KMNT" deep2/f1
+sh_step "  ...and the directory moved" "mv '$KMNT/deep2' '$KMNT/deep2-moved'"
 assert_eq "  ...the upper holds whiteouts, markers and a FIFO" "yes yes yes" \
 	"$([ -e "$KWS/upper/.wh.README.md" ] && echo yes) $(ls -a "$KWS/upper" | grep -q '^\.wh\.\.h\.' && echo yes) $([ -p "$KWS/upper/fifo" ] && echo yes)"
 step "verify passes with the agent's markers" af verify "$KMNT"
