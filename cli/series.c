@@ -860,27 +860,38 @@ static bool lower_gone(int lfd, const char *path)
 	return fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP;
 }
 
+/* "@path/" ("" for the root), malloc'd (NULL on ENOMEM), and in *@pos the
+ * first entry of @view below it (the entry count when there is none). */
+static char *index_dir_prefix(git_index *view, const char *path, size_t *pos)
+{
+	size_t n = strlen(path);
+	char *prefix = malloc(n + 2);
+	if (!prefix)
+		return NULL;
+	memcpy(prefix, path, n + 1);
+	if (n)
+		memcpy(prefix + n, "/", 2);
+	if (git_index_find_prefix(pos, view, prefix) < 0)
+		*pos = git_index_entrycount(view);
+	return prefix;
+}
+
 /* Collect into @out the entries of @view at @path (unless @below_only) and
  * below @path/ ("" and @below_only: all) that the change set @cs does not
  * name and the working tree @lfd no longer holds. */
 static int gone_under(const struct changes *cs, git_index *view, int lfd, const char *path,
 		      bool below_only, struct strvec *out)
 {
-	size_t n = strlen(path), pos = 0;
-	char *prefix = malloc(n + 2);
+	size_t pos;
+	char *prefix = index_dir_prefix(view, path, &pos);
 	if (!prefix)
 		return -ENOMEM;
-	memcpy(prefix, path, n + 1);
-	if (n)
-		memcpy(prefix + n, "/", 2);
 	size_t pn = strlen(prefix);
 	int r = 0;
 	const git_index_entry *at = below_only ? NULL : git_index_get_bypath(view, path, 0);
 	/* A submodule's files are another repository's: never the agent's. */
 	if (at && at->mode != GIT_FILEMODE_COMMIT && !change_at(cs, path) && lower_gone(lfd, path))
 		r = strvec_push(out, path);
-	if (git_index_find_prefix(&pos, view, prefix) < 0)
-		pos = git_index_entrycount(view);
 	for (size_t i = pos; r == 0 && i < git_index_entrycount(view); i++) {
 		const git_index_entry *ie = git_index_get_byindex(view, i);
 		if (strncmp(ie->path, prefix, pn) != 0)
@@ -897,17 +908,12 @@ static int gone_under(const struct changes *cs, git_index *view, int lfd, const 
  * entries at or under, each once, in @out. */
 static int view_children(git_index *view, const char *path, struct strvec *out)
 {
-	size_t n = strlen(path), pos = 0;
-	char *prefix = malloc(n + 2);
+	size_t pos;
+	char *prefix = index_dir_prefix(view, path, &pos);
 	if (!prefix)
 		return -ENOMEM;
-	memcpy(prefix, path, n + 1);
-	if (n)
-		memcpy(prefix + n, "/", 2);
 	size_t pn = strlen(prefix);
 	int r = 0;
-	if (git_index_find_prefix(&pos, view, prefix) < 0)
-		pos = git_index_entrycount(view);
 	const char *last = NULL;
 	size_t last_len = 0;
 	for (size_t i = pos; r == 0 && i < git_index_entrycount(view); i++) {
