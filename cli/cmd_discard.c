@@ -21,6 +21,7 @@
 #include "cli/workspace.h"
 #include "fs/fs.h"
 #include "fs/layout.h"
+#include "fs/layout.h"
 #include "policy/policy.h"
 
 const char cmd_discard_usage[] =
@@ -129,6 +130,39 @@ static bool has_change(const struct changes *cs, const char *top)
 	for (size_t i = 0; i < cs->count; i++)
 		if (at_or_below(cs->items[i].path, top))
 			return true;
+	return false;
+}
+
+/* Would discarding @path leave a change there: a directory above it is a
+ * renamed one (a redirect to another lower path), whose lower entry at
+ * @path's place would show again at @path, where the base has nothing
+ * (changes_discard's -EBUSY, which it finds only after changing the upper)?
+ * The nearest redirected directory above decides.  Unsure is yes. */
+static bool inside_renamed(int upper_fd, int lower_fd, const char *path)
+{
+	char dir[PATH_MAX];
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return true;
+	for (char *slash = strrchr(dir, '/'); slash; slash = strrchr(dir, '/')) {
+		*slash = 0;
+		int fd = changes_open_below(upper_fd, dir, O_RDONLY | O_DIRECTORY);
+		if (fd < 0)
+			continue; /* not in the upper: no redirect there */
+		char red[PATH_MAX];
+		int rl = layout_get_redirect(fd, red, sizeof(red));
+		close(fd);
+		if (rl == 0 || (rl > 0 && strcmp(red, dir) == 0))
+			continue;
+		if (rl < 0)
+			return true;
+		char src[PATH_MAX];
+		if (snprintf(src, sizeof(src), "%s/%s", red, slash + 1) >= (int)sizeof(src))
+			return true;
+		int lfd = changes_open_below(lower_fd, src, O_PATH);
+		if (lfd >= 0)
+			close(lfd);
+		return lfd >= 0 || (lfd != -ENOENT && lfd != -ENOTDIR);
+	}
 	return false;
 }
 
@@ -518,6 +552,13 @@ int cmd_discard(int argc, char **argv)
 		 * of a removed directory whose only entries are hidden. */
 		if (!has_change(before, paths[i]) && changes_upper_holds(ufd, paths[i]) <= 0) {
 			cli_error(CMD, "%s: no change at this path (see 'agentfs status')", arg);
+			goto out;
+		}
+		if (inside_renamed(ufd, lfd, paths[i])) {
+			cli_error(CMD,
+				  "%s: inside a renamed or replaced directory; discard that "
+				  "directory",
+				  arg);
 			goto out;
 		}
 	}

@@ -245,6 +245,10 @@ assert_eq "discard refuses an empty PATH: a usage error" \
 assert_eq "  ...and discards nothing" "$before" "$(af status "$MNT" 2>&1)"
 refuse "discard refuses a path inside a renamed directory" "discard that directory" \
 	af discard "$MNT" documentation/guide.md
+sh_step "a directory replaced inside the renamed one" "rm -r '$MNT/documentation/api' &&
+	mkdir '$MNT/documentation/api' && printf 'n\n' >'$MNT/documentation/api/n'"
+refuse "discard refuses it too" "discard that directory" af discard "$MNT" documentation/api
+assert_eq "  ...before it changes anything" "n" "$(ls "$MNT/documentation/api" 2>&1)"
 pid=$(daemon_pid_of "$MNT")
 run af discard "$MNT" README.md
 assert_eq "discard README.md prints what it discarded" "0 M README.md" "$RC $OUT"
