@@ -208,7 +208,9 @@ static void flush_for_reader(struct agentfs *fs)
 		char failed[PATH_MAX];
 		snprintf(failed, sizeof(failed), "%s/%s", fs->cfg->state_dir, FS_FLUSH_FAILED);
 		fprintf(stderr, "agentfs: journal: cannot write journal.jsonl: %s\n", strerror(-r));
-		if (rename(p, failed) == 0 && truncate(failed, -r) == 0)
+		/* Sized first: the reader looks at the answer as soon as the
+		 * request's name is gone (an empty one would read as EIO). */
+		if (truncate(p, -r) == 0 && rename(p, failed) == 0)
 			return;
 	}
 	unlink(p);
