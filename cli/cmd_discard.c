@@ -21,7 +21,6 @@
 #include "cli/workspace.h"
 #include "fs/fs.h"
 #include "fs/layout.h"
-#include "fs/layout.h"
 #include "policy/policy.h"
 
 const char cmd_discard_usage[] =

@@ -615,6 +615,19 @@ static int index_edits(git_index *a, git_index *b, struct edits *e)
 	return r;
 }
 
+/* Add a copy of @path to c->dirty (unsorted: the caller sorts).  0 or -ENOMEM. */
+static int dirty_add(struct ctx *c, const char *path)
+{
+	char **n = realloc(c->dirty, (c->n_dirty + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	c->dirty = n;
+	if (!(n[c->n_dirty] = strdup(path)))
+		return -ENOMEM;
+	c->n_dirty++;
+	return 0;
+}
+
 /* The view as an index: @idx (the base) with the exported change set applied.
  * Conflicts follow o->conflicts; other changes export leaves out are named. */
 static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx, bool vs_head)
@@ -676,16 +689,8 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 					same = git_oid_equal(&id, &he->id);
 				free(buf);
 			}
-			if (!same) {
-				char **n = realloc(c->dirty, (c->n_dirty + 1) * sizeof(*n));
-				if (!n)
-					return -ENOMEM;
-				c->dirty = n;
-				n[c->n_dirty] = strdup(ch->path);
-				if (!n[c->n_dirty])
-					return -ENOMEM;
-				c->n_dirty++;
-			}
+			if (!same && dirty_add(c, ch->path) < 0)
+				return -ENOMEM;
 		}
 		if (!ch->view.present) {
 			git_index_remove(idx, ch->path, 0);
@@ -1025,15 +1030,7 @@ static int deletions_behind_lower(struct ctx *c, const struct changes *cs, git_i
 			/* Without a record from the mount, a file gone from the
 			 * working tree is the person's work as it stands (before
 			 * the mount or after): path_dirty names it from c->dirty. */
-			char **n = realloc(c->dirty, (c->n_dirty + 1) * sizeof(*n));
-			if (!n || !(n[c->n_dirty] = strdup(gone.v[i]))) {
-				if (n)
-					c->dirty = n;
-				r = -ENOMEM;
-			} else {
-				c->dirty = n;
-				c->n_dirty++;
-			}
+			r = dirty_add(c, gone.v[i]);
 		}
 	}
 	if (r == 0 && !c->have_dirty && gone.n)

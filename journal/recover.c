@@ -106,7 +106,7 @@ static int visit_marker(void *arg, const char *path, const char *hashed, enum jo
 	};
 	record_recover(c->j, path, 0, JOURNAL_F_MARKER, 0, NULL, what[kind]);
 	c->count++;
-	/* Explained from now on, and so is what lies below it. */
+	/* Explained from now on (at this path only, as any marker). */
 	return journal_pathmap_set(c->j->touched, path, false, (XXH128_hash_t){0, 0}, 0);
 }
 
