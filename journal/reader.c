@@ -152,19 +152,57 @@ static int hexval(char c)
 	return -1;
 }
 
-/* A string field KEY or KEY_hex into *out (malloc'd). 0 absent, 1 set, <0 bad. */
-static int get_string(json_t *o, const char *key, char **out, char *err, size_t errlen)
+/* The schema's keys (journal/SCHEMA.md), in strcmp order for bsearch; a
+ * record's values are looked up once, by their index here. */
+enum key {
+	K_BYTES,
+	K_COMM,
+	K_COMM_HEX,
+	K_DETAIL,
+	K_DETAIL_HEX,
+	K_EXE,
+	K_EXE_HEX,
+	K_FLAGS,
+	K_HASH,
+	K_HASH_BEFORE,
+	K_MODE,
+	K_OP,
+	K_PATH,
+	K_PATH2,
+	K_PATH2_HEX,
+	K_PATH_HEX,
+	K_PID,
+	K_PREV,
+	K_RESULT,
+	K_SEQ,
+	K_TIME_NS,
+	K_UID,
+	K_V,
+	K__COUNT
+};
+
+static const char *const key_names[K__COUNT] = {
+    "bytes", "comm",	    "comm_hex", "detail", "detail_hex", "exe",	 "exe_hex",   "flags",
+    "hash",  "hash_before", "mode",	"op",	  "path",	"path2", "path2_hex", "path_hex",
+    "pid",   "prev",	    "result",	"seq",	  "time_ns",	"uid",	 "v",
+};
+
+static int key_cmp(const void *key, const void *elem)
 {
-	char hkey[32];
-	snprintf(hkey, sizeof(hkey), "%s_hex", key);
-	json_t *s = json_object_get(o, key), *h = json_object_get(o, hkey);
+	return strcmp(key, *(const char *const *)elem);
+}
+
+/* A string field (@s the KEY value, @h the KEY_hex one) into *out (malloc'd).
+ * 0 absent, 1 set, <0 bad. */
+static int get_string(json_t *s, json_t *h, const char *key, char **out, char *err, size_t errlen)
+{
 	if (s && h)
-		return fail(err, errlen, "both \"%s\" and \"%s\"", key, hkey);
+		return fail(err, errlen, "both \"%s\" and \"%s_hex\"", key, key);
 	if (!s && !h)
 		return 0;
 	json_t *v = s ? s : h;
 	if (!json_is_string(v))
-		return fail(err, errlen, "\"%s\" is not a string", s ? key : hkey);
+		return fail(err, errlen, "\"%s%s\" is not a string", key, s ? "" : "_hex");
 	const char *str = json_string_value(v);
 	size_t n = json_string_length(v);
 	if (s) {
@@ -174,7 +212,7 @@ static int get_string(json_t *o, const char *key, char **out, char *err, size_t 
 		return *out ? 1 : -ENOMEM;
 	}
 	if (n % 2)
-		return fail(err, errlen, "\"%s\" is not hex", hkey);
+		return fail(err, errlen, "\"%s_hex\" is not hex", key);
 	char *p = malloc(n / 2 + 1);
 	if (!p)
 		return -ENOMEM;
@@ -182,7 +220,7 @@ static int get_string(json_t *o, const char *key, char **out, char *err, size_t 
 		int a = hexval(str[i]), b = hexval(str[i + 1]);
 		if (a < 0 || b < 0 || (a | b) == 0) {
 			free(p);
-			return fail(err, errlen, "\"%s\" is not hex of a NUL-free string", hkey);
+			return fail(err, errlen, "\"%s_hex\" is not hex of a NUL-free string", key);
 		}
 		p[i / 2] = (char)(a << 4 | b);
 	}
@@ -191,10 +229,9 @@ static int get_string(json_t *o, const char *key, char **out, char *err, size_t 
 	return 1;
 }
 
-static int get_uint(json_t *o, const char *key, bool required, uint64_t max, uint64_t *out,
+static int get_uint(json_t *v, const char *key, bool required, uint64_t max, uint64_t *out,
 		    char *err, size_t errlen)
 {
-	json_t *v = json_object_get(o, key);
 	if (!v) {
 		if (required)
 			return fail(err, errlen, "no \"%s\"", key);
@@ -208,10 +245,9 @@ static int get_uint(json_t *o, const char *key, bool required, uint64_t max, uin
 	return 1;
 }
 
-static int get_hash(json_t *o, const char *key, bool *has, XXH128_hash_t *h, char *err,
+static int get_hash(json_t *v, const char *key, bool *has, XXH128_hash_t *h, char *err,
 		    size_t errlen)
 {
-	json_t *v = json_object_get(o, key);
 	*has = false;
 	if (!v)
 		return 0;
@@ -227,83 +263,80 @@ static int get_hash(json_t *o, const char *key, bool *has, XXH128_hash_t *h, cha
 	return 1;
 }
 
-static const char *const known_keys[] = {
-    "v",     "seq",	 "prev", "time_ns",	"op",	"result",   "pid",	  "uid",
-    "comm",  "comm_hex", "exe",	 "exe_hex",	"path", "path_hex", "path2",	  "path2_hex",
-    "bytes", "flags",	 "mode", "hash_before", "hash", "detail",   "detail_hex",
-};
-
 static int parse_obj(json_t *o, struct journal_entry *e, char *err, size_t errlen)
 {
+	json_t *k[K__COUNT] = {0};
 	const char *key;
 	json_t *val;
 	json_object_foreach(o, key, val)
 	{
-		bool known = false;
-		for (size_t i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++)
-			known = known || strcmp(key, known_keys[i]) == 0;
-		if (!known)
+		const char *const *at =
+		    bsearch(key, key_names, K__COUNT, sizeof(key_names[0]), key_cmp);
+		if (!at)
 			return fail(err, errlen, "unknown key \"%.40s\"", key);
+		k[at - key_names] = val; /* no duplicates: JSON_REJECT_DUPLICATES */
 	}
 	uint64_t u = 0;
 	int r;
-	if ((r = get_uint(o, "v", true, INT64_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_V], "v", true, INT64_MAX, &u, err, errlen)) < 0)
 		return r;
 	if (u != JOURNAL_SCHEMA_VERSION)
 		return fail(err, errlen, "schema version %llu is not %d", (unsigned long long)u,
 			    JOURNAL_SCHEMA_VERSION);
-	if ((r = get_uint(o, "seq", true, INT64_MAX, &e->seq, err, errlen)) < 0)
+	if ((r = get_uint(k[K_SEQ], "seq", true, INT64_MAX, &e->seq, err, errlen)) < 0)
 		return r;
 	bool has;
-	if ((r = get_hash(o, "prev", &has, &e->prev, err, errlen)) < 0)
+	if ((r = get_hash(k[K_PREV], "prev", &has, &e->prev, err, errlen)) < 0)
 		return r;
 	if (!has)
 		return fail(err, errlen, "no \"prev\"");
-	if ((r = get_uint(o, "time_ns", true, INT64_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_TIME_NS], "time_ns", true, INT64_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->time_ns = (int64_t)u;
-	json_t *op = json_object_get(o, "op");
+	json_t *op = k[K_OP];
 	if (!json_is_string(op) || journal_op_parse(json_string_value(op), &e->op) < 0)
 		return fail(err, errlen, "\"op\" is missing or unknown");
-	json_t *res = json_object_get(o, "result");
+	json_t *res = k[K_RESULT];
 	if (json_is_integer(res) && json_integer_value(res) == 0)
 		e->result = 0;
 	else if (!json_is_string(res) ||
 		 journal_errno_parse(json_string_value(res), &e->result) < 0)
 		return fail(err, errlen, "\"result\" is neither 0 nor an errno name");
-	if ((r = get_uint(o, "pid", true, INT32_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_PID], "pid", true, INT32_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->pid = (pid_t)u;
-	if ((r = get_uint(o, "uid", true, UINT32_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_UID], "uid", true, UINT32_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->uid = (uid_t)u;
-	if ((r = get_string(o, "comm", &e->comm, err, errlen)) < 0 ||
-	    (r = get_string(o, "exe", &e->exe, err, errlen)) < 0 ||
-	    (r = get_string(o, "path", &e->path, err, errlen)) < 0 ||
-	    (r = get_string(o, "path2", &e->path2, err, errlen)) < 0)
+	if ((r = get_string(k[K_COMM], k[K_COMM_HEX], "comm", &e->comm, err, errlen)) < 0 ||
+	    (r = get_string(k[K_EXE], k[K_EXE_HEX], "exe", &e->exe, err, errlen)) < 0 ||
+	    (r = get_string(k[K_PATH], k[K_PATH_HEX], "path", &e->path, err, errlen)) < 0 ||
+	    (r = get_string(k[K_PATH2], k[K_PATH2_HEX], "path2", &e->path2, err, errlen)) < 0)
 		return r;
-	if ((r = get_uint(o, "bytes", false, INT64_MAX, &e->bytes, err, errlen)) < 0)
+	if ((r = get_uint(k[K_BYTES], "bytes", false, INT64_MAX, &e->bytes, err, errlen)) < 0)
 		return r;
 	e->has_bytes = r > 0;
-	if ((r = get_uint(o, "flags", false, UINT32_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_FLAGS], "flags", false, UINT32_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->flags = (uint32_t)u;
-	if ((r = get_uint(o, "mode", false, UINT32_MAX, &u, err, errlen)) < 0)
+	if ((r = get_uint(k[K_MODE], "mode", false, UINT32_MAX, &u, err, errlen)) < 0)
 		return r;
 	e->mode = (uint32_t)u;
-	if ((r = get_hash(o, "hash_before", &e->has_hash_before, &e->hash_before, err, errlen)) <
-		0 ||
-	    (r = get_hash(o, "hash", &e->has_hash_after, &e->hash_after, err, errlen)) < 0)
+	if ((r = get_hash(k[K_HASH_BEFORE], "hash_before", &e->has_hash_before, &e->hash_before,
+			  err, errlen)) < 0 ||
+	    (r = get_hash(k[K_HASH], "hash", &e->has_hash_after, &e->hash_after, err, errlen)) < 0)
 		return r;
-	json_t *d = json_object_get(o, "detail");
-	if (json_is_object(d)) {
+	json_t *d = k[K_DETAIL];
+	if (json_is_object(d) && k[K_DETAIL_HEX]) {
+		return fail(err, errlen, "both \"detail\" and \"detail_hex\"");
+	} else if (json_is_object(d)) {
 		e->detail = json_dumps(d, JSON_COMPACT);
 		if (!e->detail)
 			return -ENOMEM;
 		e->detail_is_object = true;
 	} else if (d && !json_is_string(d)) {
 		return fail(err, errlen, "\"detail\" is neither an object nor a string");
-	} else if ((r = get_string(o, "detail", &e->detail, err, errlen)) < 0) {
+	} else if ((r = get_string(d, k[K_DETAIL_HEX], "detail", &e->detail, err, errlen)) < 0) {
 		return r;
 	}
 	return 0;

@@ -40,18 +40,6 @@ static void set_bad(struct journal_scan *s, uint64_t line, uint64_t seq, const c
 	va_end(ap);
 }
 
-/* Just the seq and prev of a line that may or may not be valid. */
-static bool peek(const char *line, size_t len, uint64_t *seq, XXH128_hash_t *prev)
-{
-	struct journal_entry e = {0};
-	if (journal_entry_parse(line, len, &e, NULL, 0) < 0)
-		return false;
-	*seq = e.seq;
-	*prev = e.prev;
-	journal_entry_clear(&e);
-	return true;
-}
-
 int journal_scan_fd(int fd, struct journal_scan *s)
 {
 	struct journal_reader *r;
@@ -78,15 +66,17 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 		lineno++;
 		XXH128_hash_t h = journal_chain_hash(line, len);
 		s->file_last_hash = h;
-		uint64_t pseq;
-		XXH128_hash_t pprev;
-		bool parsed = peek(line, len, &pseq, &pprev);
+		/* Each line is parsed once: its seq and prev also settle a pending
+		 * mismatch and name the file's last record when damage came before. */
+		struct journal_entry e = {.lineno = lineno};
+		char err[512];
+		bool parsed = journal_entry_parse(line, len, &e, err, sizeof(err)) == 0;
 		if (parsed)
-			s->file_last_seq = pseq;
+			s->file_last_seq = e.seq;
 		last_was_parse_error = !parsed;
 		if (pending) {
 			pending = false;
-			if (parsed && eq(pprev, pend_hash))
+			if (parsed && eq(e.prev, pend_hash))
 				set_bad(s, pend_line - 1, pend_seq - 1,
 					"record %" PRIu64 " was edited: it no longer hashes to the "
 					"prev that record %" PRIu64 " holds",
@@ -97,12 +87,11 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 					"record %" PRIu64,
 					pend_seq, pend_seq - 1);
 		}
-		if (s->bad_line)
+		if (s->bad_line) {
+			journal_entry_clear(&e);
 			continue;
-
-		struct journal_entry e = {.lineno = lineno};
-		char err[512];
-		if (journal_entry_parse(line, len, &e, err, sizeof(err)) < 0) {
+		}
+		if (!parsed) {
 			set_bad(s, lineno, s->last_seq + 1, "not a valid record: %s", err);
 			continue;
 		}
