@@ -114,6 +114,48 @@ START_TEST(errno_names_roundtrip)
 }
 END_TEST
 
+/* Every key of the schema is known to the parser, in both of its forms. */
+START_TEST(parse_accepts_every_key)
+{
+	const char *good[] = {
+	    "{\"v\":1,\"seq\":7,\"prev\":\"000102030405060708090a0b0c0d0e0f\",\"time_ns\":5,"
+	    "\"op\":\"rename\",\"result\":\"ENOENT\",\"pid\":2,\"uid\":3,\"comm\":\"c\","
+	    "\"exe\":\"/e\",\"path\":\"p\",\"path2\":\"q\",\"bytes\":9,\"flags\":4,\"mode\":420,"
+	    "\"hash_before\":\"00000000000000000000000000000001\","
+	    "\"hash\":\"00000000000000000000000000000002\",\"detail\":{\"k\":1}}",
+	    "{\"v\":1,\"seq\":7,\"prev\":\"000102030405060708090a0b0c0d0e0f\",\"time_ns\":5,"
+	    "\"op\":\"rename\",\"result\":0,\"pid\":2,\"uid\":3,\"comm_hex\":\"63\","
+	    "\"exe_hex\":\"2f65\",\"path_hex\":\"70\",\"path2_hex\":\"71\",\"detail_hex\":\"64\"}",
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct journal_entry e = {0};
+		char err[256] = "";
+		ck_assert_msg(journal_entry_parse(good[i], strlen(good[i]), &e, err, sizeof(err)) ==
+				  0,
+			      "refused (%s): %s", err, good[i]);
+		ck_assert_uint_eq(e.seq, 7);
+		ck_assert_str_eq(e.comm, "c");
+		ck_assert_str_eq(e.exe, "/e");
+		ck_assert_str_eq(e.path, "p");
+		ck_assert_str_eq(e.path2, "q");
+		ck_assert_int_eq(e.pid, 2);
+		ck_assert_uint_eq(e.uid, 3);
+		if (i == 0) {
+			ck_assert_int_eq(e.result, -ENOENT);
+			ck_assert_uint_eq(e.bytes, 9);
+			ck_assert_uint_eq(e.flags, 4);
+			ck_assert_uint_eq(e.mode, 420);
+			ck_assert(e.has_hash_before && e.has_hash_after);
+			ck_assert_uint_eq(e.hash_after.low64, 2);
+			ck_assert_str_eq(e.detail, "{\"k\":1}");
+		} else {
+			ck_assert_str_eq(e.detail, "d");
+		}
+		journal_entry_clear(&e);
+	}
+}
+END_TEST
+
 START_TEST(parse_rejects_bad_records)
 {
 	const char *bad[] = {
@@ -131,6 +173,16 @@ START_TEST(parse_rejects_bad_records)
 	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
 	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"path_hex\":\"6100\"}",
 	    "{\"v\":1,\"v\":1}",
+	    /* A key before and after every schema key, and each of a pair twice. */
+	    "{\"a\":1,\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\","
+	    "\"time_ns\":1,\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"zz\":1}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"path\":\"a\",\"path_hex\":\"61\"}",
+	    "{\"v\":1,\"seq\":1,\"prev\":\"00000000000000000000000000000000\",\"time_ns\":1,"
+	    "\"op\":\"read\",\"result\":0,\"pid\":1,\"uid\":0,\"detail\":{\"a\":1},"
+	    "\"detail_hex\":\"61\"}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct journal_entry e = {0};
@@ -579,6 +631,7 @@ Suite *journal_suite(void)
 	TCase *tc = tcase_create("format");
 	tcase_add_test(tc, format_paths_any_bytes);
 	tcase_add_test(tc, format_hex_alternate_documented);
+	tcase_add_test(tc, parse_accepts_every_key);
 	tcase_add_test(tc, format_detail_object);
 	tcase_add_test(tc, errno_names_roundtrip);
 	tcase_add_test(tc, parse_rejects_bad_records);
