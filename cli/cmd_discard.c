@@ -136,8 +136,10 @@ static bool has_change(const struct changes *cs, const char *top)
  * renamed one (a redirect to another lower path), whose lower entry at
  * @path's place would show again at @path, where the base has nothing
  * (changes_discard's -EBUSY, which it finds only after changing the upper)?
- * The nearest redirected directory above decides.  Unsure is yes. */
-static bool inside_renamed(int upper_fd, int lower_fd, const char *path)
+ * The nearest redirected directory above decides; a lower entry the policy
+ * @pol hides (decided at its lower path, as the view does) shows nowhere.
+ * Unsure is yes. */
+static bool inside_renamed(int upper_fd, int lower_fd, const struct policy *pol, const char *path)
 {
 	char dir[PATH_MAX];
 	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
@@ -158,9 +160,16 @@ static bool inside_renamed(int upper_fd, int lower_fd, const char *path)
 		if (snprintf(src, sizeof(src), "%s/%s", red, slash + 1) >= (int)sizeof(src))
 			return true;
 		int lfd = changes_open_below(lower_fd, src, O_PATH);
-		if (lfd >= 0)
-			close(lfd);
-		return lfd >= 0 || (lfd != -ENOENT && lfd != -ENOTDIR);
+		if (lfd < 0)
+			return lfd != -ENOENT && lfd != -ENOTDIR;
+		struct stat st;
+		int sr = fstat(lfd, &st);
+		close(lfd);
+		if (sr < 0)
+			return true;
+		bool dir = S_ISDIR(st.st_mode);
+		return policy_decide_path(pol, src, dir, dir ? 0 : (uint64_t)st.st_size) !=
+		       POLICY_HIDDEN;
 	}
 	return false;
 }
@@ -553,7 +562,7 @@ int cmd_discard(int argc, char **argv)
 			cli_error(CMD, "%s: no change at this path (see 'agentfs status')", arg);
 			goto out;
 		}
-		if (inside_renamed(ufd, lfd, paths[i])) {
+		if (inside_renamed(ufd, lfd, pol, paths[i])) {
 			cli_error(CMD,
 				  "%s: inside a renamed or replaced directory; discard that "
 				  "directory",

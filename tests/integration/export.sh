@@ -249,6 +249,13 @@ sh_step "a directory replaced inside the renamed one" "rm -r '$MNT/documentation
 	mkdir '$MNT/documentation/api' && printf 'n\n' >'$MNT/documentation/api/n'"
 refuse "discard refuses it too" "discard that directory" af discard "$MNT" documentation/api
 assert_eq "  ...before it changes anything" "n" "$(ls "$MNT/documentation/api" 2>&1)"
+# conf is config renamed; config/id_rsa is hidden, so nothing shows at
+# conf/id_rsa once the agent's file there is gone.
+key_before=$(cat "$REPO/config/id_rsa")
+run af discard "$MNT" conf/id_rsa
+assert_eq "discard of a file in a renamed directory over a hidden one" "0 H conf/id_rsa" "$RC $OUT"
+assert_enoent "$MNT/conf/id_rsa" "  ...conf/id_rsa is gone from the view"
+assert_eq "  ...the repository's config/id_rsa is untouched" "$key_before" "$(cat "$REPO/config/id_rsa")"
 pid=$(daemon_pid_of "$MNT")
 run af discard "$MNT" README.md
 assert_eq "discard README.md prints what it discarded" "0 M README.md" "$RC $OUT"
