@@ -240,6 +240,49 @@ static size_t blob_size(const struct patch *p, const git_oid *id)
 	return n;
 }
 
+/*
+ * How git names a rename in --stat and --summary (pprint_rename in git's
+ * diff.c): the part both paths share before a '/' and from a '/' on, once,
+ * around "{OLD => NEW}" of what differs ("{docs => documentation}/guide.md",
+ * "src/{ => lib}/a.c"); "OLD => NEW" in full when they share neither, or
+ * when either needs quoting.  malloc'd, NULL for want of memory.
+ */
+static char *rename_name(const char *a, const char *b)
+{
+	char *qa = changes_quote(a), *qb = changes_quote(b), *out = NULL;
+	if (!qa || !qb)
+		goto done;
+	if (strcmp(qa, a) != 0 || strcmp(qb, b) != 0) {
+		if (asprintf(&out, "%s => %s", qa, qb) < 0)
+			out = NULL;
+		goto done;
+	}
+	size_t la = strlen(a), lb = strlen(b), pfx = 0, sfx = 0;
+	for (size_t i = 0; a[i] && a[i] == b[i]; i++)
+		if (a[i] == '/')
+			pfx = i + 1;
+	/* The shared tail, from its first '/'; it may take back the '/' that
+	 * ends the shared head, no more. */
+	size_t floor = pfx ? pfx - 1 : 0;
+	for (size_t k = 1; k <= la && k <= lb; k++) {
+		size_t ia = la - k, ib = lb - k;
+		if (ia < floor || ib < floor || a[ia] != b[ib])
+			break;
+		if (a[ia] == '/')
+			sfx = k;
+	}
+	size_t ma = la > pfx + sfx ? la - pfx - sfx : 0, mb = lb > pfx + sfx ? lb - pfx - sfx : 0;
+	int n = pfx + sfx == 0 ? asprintf(&out, "%s => %s", a, b)
+			       : asprintf(&out, "%.*s{%.*s => %.*s}%s", (int)pfx, a, (int)ma,
+					  a + pfx, (int)mb, b + pfx, a + la - sfx);
+	if (n < 0)
+		out = NULL;
+done:
+	free(qa);
+	free(qb);
+	return out;
+}
+
 static int stat_row_of(const struct patch *p, size_t i, struct stat_row *row)
 {
 	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
@@ -257,19 +300,9 @@ static int stat_row_of(const struct patch *p, size_t i, struct stat_row *row)
 	git_patch_free(gp);
 	if (r < 0)
 		return -EIO;
-	char *a = changes_quote(delta_path(d)), *b = NULL;
-	if (a && d->status == GIT_DELTA_RENAMED) {
-		b = changes_quote(d->new_file.path);
-		free(a);
-		a = NULL;
-		char *o = b ? changes_quote(d->old_file.path) : NULL;
-		if (o && asprintf(&a, "%s => %s", o, b) < 0)
-			a = NULL;
-		free(o);
-		free(b);
-	}
-	row->name = a;
-	return a ? 0 : -ENOMEM;
+	row->name = d->status == GIT_DELTA_RENAMED ? rename_name(d->old_file.path, d->new_file.path)
+						   : changes_quote(delta_path(d));
+	return row->name ? 0 : -ENOMEM;
 }
 
 static int text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -306,9 +339,9 @@ static int summary_of(const struct patch *p, size_t i, struct text *t)
 	else if (r == 0 && d->status == GIT_DELTA_DELETED)
 		r = text_printf(t, " delete mode %06o %s\n", d->old_file.mode, a);
 	else if (r == 0 && d->status == GIT_DELTA_RENAMED) {
-		char *o = changes_quote(d->old_file.path);
-		r = o ? text_printf(t, " rename %s => %s (%u%%)\n", o, a, d->similarity) : -ENOMEM;
-		free(o);
+		char *n = rename_name(d->old_file.path, d->new_file.path);
+		r = n ? text_printf(t, " rename %s (%u%%)\n", n, d->similarity) : -ENOMEM;
+		free(n);
 	}
 	if (r == 0 && d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_DELETED &&
 	    d->old_file.mode != d->new_file.mode)

@@ -529,4 +529,26 @@ rm -f "$MNT/churn.txt" "$MNT/churn.tmp"
 
 run af unmount "$MNT"
 assert_eq "unmount" 0 "$RC"
+
+# ------------------------------------------------------------------ stat as git shows it
+# export --format=stat of renames is git's stat of the same trees: git names
+# a rename by what both paths share around "{OLD => NEW}".
+SREPO=$T/stat-repo SMNT=$T/stat-mnt
+must "a repository for the stat" bash -c "git init -q '$SREPO' && cd '$SREPO' &&
+	mkdir -p docs/api src old && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
+		old/x.txt 'odd name.txt' plain.txt; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
+	git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
+mount_ws "$SREPO" "$SMNT" || bail "mount for the stat: $OUT"
+sh_step "renames that share a head, a tail, both or nothing; an edit" "cd '$SMNT' &&
+	mv docs documentation && mkdir src/lib && mv src/a.c src/lib/a.c &&
+	mv src/b.c src/b2.c && mv old/x.txt x.txt && mv 'odd name.txt' 'odd \"name\".txt' &&
+	mv plain.txt renamed.md && printf 'more\n' >>src/b2.c"
+af export "$SMNT" >"$T/stat.patch" 2>/dev/null
+af export --format=stat "$SMNT" >"$T/stat.out" 2>/dev/null
+must "git clone it" git clone -q "$SREPO" "$T/stat-clone"
+step "git apply --index the export" git -C "$T/stat-clone" apply --index "$T/stat.patch"
+assert_eq "export --format=stat is git diff --stat --summary -M of the same change" \
+	"$(git -C "$T/stat-clone" diff --cached --stat=80 --summary -M)" "$(cat "$T/stat.out")"
+run af unmount "$SMNT"
+assert_eq "unmount the stat's mount" 0 "$RC"
 done_testing
