@@ -103,7 +103,8 @@ struct mount_ctx {
 	char *policy_yaml; /* policy_snapshot() of @policy */
 	char digest[33];
 	char *fsname;
-	int ws_fd; /* the workspace directory, flock'ed */
+	char *moved_from; /* the repository's recorded path, when it moved */
+	int ws_fd;	  /* the workspace directory, flock'ed */
 	int lower_fd, upper_fd, work_fd;
 	/* undo on failure */
 	bool created_ws;
@@ -311,6 +312,28 @@ static char *abs_partial(const char *path)
 	free(cur);
 	free(suffix);
 	return NULL;
+}
+
+/*
+ * Was the workspace's repository moved to @ri?  Yes when nothing is left at
+ * its recorded path @old and @ri holds the workspace's base commit @base (a
+ * HEAD that was unborn proves nothing: no).  1 yes, 0 no.
+ */
+static int repo_moved(const char *old, const char *base, const struct repo_info *ri)
+{
+	struct stat st;
+	if (!*base || lstat(old, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+		return 0;
+	git_repository *repo = NULL;
+	git_oid id;
+	git_commit *commit = NULL;
+	int found =
+	    git_oid_fromstr(&id, base) == 0 &&
+	    git_repository_open_ext(&repo, ri->workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0 &&
+	    git_commit_lookup(&commit, repo, &id) == 0;
+	git_commit_free(commit);
+	git_repository_free(repo);
+	return found;
 }
 
 static int check_overlaps(struct mount_ctx *c)
@@ -710,7 +733,13 @@ static char *mount_detail(const struct mount_ctx *c)
 	fprintf(f, "\",\"base_commit\":\"%s\",\"policy_digest\":\"%s\",\"fuse_options\":\"",
 		c->ws->base_commit, c->digest);
 	json_str(f, c->a.fuse_opts);
-	fprintf(f, "\",\"resumed\":%s}", c->old ? "true" : "false");
+	fprintf(f, "\",\"resumed\":%s", c->old ? "true" : "false");
+	if (c->moved_from) {
+		fprintf(f, ",\"repo_moved_from\":\"");
+		json_str(f, c->moved_from);
+		fputc('"', f);
+	}
+	fputc('}', f);
 	fclose(f);
 	return buf;
 }
@@ -1052,6 +1081,7 @@ static void ctx_free(struct mount_ctx *c)
 	free(c->root);
 	free(c->mnt);
 	free(c->fsname);
+	free(c->moved_from);
 	free(c->a.fuse_opts);
 	workspace_free(c->ws);
 	workspace_free(c->old);
@@ -1134,9 +1164,25 @@ static int prepare(struct mount_ctx *c)
 			close(fd);
 		free(dir);
 		return rc;
+	} else if (strcmp(c->old->repo, c->ri.workdir) != 0 &&
+		   repo_moved(c->old->repo, c->old->base_commit, &c->ri)) {
+		/* Moved (or cloned again in its place, elsewhere): the upper
+		 * holds changes against the base commit, which this one has. */
+		fprintf(stderr,
+			"agentfs: mount: workspace %s: its repository %s is gone; %s has "
+			"its base commit %.12s and is its repository now\n",
+			c->a.name, c->old->repo, c->ri.workdir, c->old->base_commit);
+		char *moved = strdup(c->ri.workdir);
+		if (!moved)
+			return -ENOMEM;
+		c->moved_from = c->old->repo;
+		c->old->repo = moved;
 	} else if (strcmp(c->old->repo, c->ri.workdir) != 0) {
-		cli_error(CMD, "workspace %s belongs to the repository %s, not %s", c->a.name,
-			  c->old->repo, c->ri.workdir);
+		struct stat st;
+		bool gone = lstat(c->old->repo, &st) < 0;
+		cli_error(CMD, "workspace %s belongs to the repository %s%s, not %s%s", c->a.name,
+			  c->old->repo, gone ? " (gone)" : "", c->ri.workdir,
+			  gone ? ", which lacks the workspace's base commit" : "");
 		return -EINVAL;
 	}
 

@@ -1200,15 +1200,20 @@ static int prepare_readonly(struct gitpriv *g)
 	int r = make_dirs(g);
 	if (r == 0)
 		r = write_config(g);
-	if (r < 0 || !fresh)
+	if (r < 0)
 		return r;
 	git_repository *real = NULL;
 	git_reference *head = NULL;
 	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0)
 		return git_fail(g->repo);
+	/* At every mount: the repository may have moved (cmd_mount.c). */
 	char text[PATH_MAX + 64];
 	snprintf(text, sizeof(text), "%sobjects\n", git_repository_commondir(real));
 	r = write_text(g->dir, "objects/info/alternates", text, 0444);
+	if (r < 0 || !fresh) {
+		git_repository_free(real);
+		return r;
+	}
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = r == 0 ? open_memstream(&buf, &len) : NULL;

@@ -160,6 +160,42 @@ assert_contains "list quotes a mountpoint holding a newline" "\"$T/mnt\\nnl\"" "
 run af unmount "$NLMNT"
 assert_eq "unmount the mountpoint holding a newline" 0 "$RC"
 
+# ------------------------------------------------------------------ a moved repository
+# A workspace whose repository was moved: mounting the repository at its
+# new place resumes it (the old path is gone and the new one holds the base
+# commit); a repository without that commit, or one whose old path still
+# exists, is not taken for it.  With git: readonly, whose private git reads
+# the repository's objects, too.
+MREPO=$T/mrepo MMNT=$T/mmnt
+cp -a "$REPO" "$MREPO" || bail "cannot copy the repository"
+printf 'git: readonly\n' >"$T/git-ro.yml"
+mount_ws "$MREPO" "$MMNT" --policy "$T/git-ro.yml" || bail "mount of the repository to move: $OUT"
+sh_step "the agent edits README" "printf 'moved work\n' >>'$MMNT/README'"
+step "unmount before the move" af unmount "$MMNT"
+mv "$MREPO" "$T/mrepo-moved" || bail "cannot move the repository"
+mkdir -p "$T/other" && (cd "$T/other" && git init -q -b main . && echo x >x && git add x &&
+	git commit -q -m other) || bail "cannot create another repository"
+refuse "a repository without the base commit is not the moved one" \
+	"belongs to the repository $MREPO (gone), not $T/other, which lacks the workspace's base commit" \
+	af mount "$T/other" "$MMNT"
+mount_ws "$T/mrepo-moved" "$MMNT"
+assert_eq "the moved repository mounts the workspace again" 0 "$RC"
+assert_contains "  ...and says so" "its repository $MREPO is gone; $T/mrepo-moved has its base commit" "$OUT"
+assert_eq "  ...with the agent's edit" "hello
+moved work" "$(cat "$MMNT/README")"
+assert_eq "  ...and the repository's history through git: readonly" \
+	"$(git -C "$T/mrepo-moved" log -1 --format=%s)" "$(git -C "$MMNT" log -1 --format=%s 2>&1)"
+assert_eq "list names the new place" "$T/mrepo-moved" "$(list_field mmnt 3)"
+assert_contains "the journal's mount record names the old place" "\"repo_moved_from\":\"$MREPO\"" \
+	"$(af log --json --op mount "$MMNT" | tail -n 1)"
+run af export "$MMNT"
+printf '%s\n' "$OUT" >"$T/moved.patch"
+step "the export applies to the moved repository" git -C "$T/mrepo-moved" apply --check "$T/moved.patch"
+step "unmount after the move" af unmount "$MMNT"
+cp -a "$T/mrepo-moved" "$MREPO" || bail "cannot copy the repository back"
+refuse "once its repository is there, another copy is not it" \
+	"belongs to the repository $T/mrepo-moved, not $MREPO" af mount "$MREPO" "$MMNT"
+
 [ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&
 	pass "the repository was never written" || fail "the repository was never written"
 
