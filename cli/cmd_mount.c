@@ -314,28 +314,6 @@ static char *abs_partial(const char *path)
 	return NULL;
 }
 
-/*
- * Was the workspace's repository moved to @ri?  Yes when nothing is left at
- * its recorded path @old and @ri holds the workspace's base commit @base (a
- * HEAD that was unborn proves nothing: no).  1 yes, 0 no.
- */
-static int repo_moved(const char *old, const char *base, const struct repo_info *ri)
-{
-	struct stat st;
-	if (!*base || lstat(old, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
-		return 0;
-	git_repository *repo = NULL;
-	git_oid id;
-	git_commit *commit = NULL;
-	int found =
-	    git_oid_fromstr(&id, base) == 0 &&
-	    git_repository_open_ext(&repo, ri->workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0 &&
-	    git_commit_lookup(&commit, repo, &id) == 0;
-	git_commit_free(commit);
-	git_repository_free(repo);
-	return found;
-}
-
 static int check_overlaps(struct mount_ctx *c)
 {
 	const char *repo = c->ri.workdir, *mnt = c->mnt;
@@ -1165,7 +1143,7 @@ static int prepare(struct mount_ctx *c)
 		free(dir);
 		return rc;
 	} else if (strcmp(c->old->repo, c->ri.workdir) != 0 &&
-		   repo_moved(c->old->repo, c->old->base_commit, &c->ri)) {
+		   repo_moved_to(c->old->repo, c->old->base_commit, &c->ri)) {
 		/* Moved (or cloned again in its place, elsewhere): the upper
 		 * holds changes against the base commit, which this one has. */
 		fprintf(stderr,

@@ -328,7 +328,17 @@ static int find_workspace(struct run_ctx *c)
 			return -EINVAL;
 		}
 		rc = workspace_load(c->root, name, &c->ws, err, sizeof(err));
-		if (rc == 0 && strcmp(c->ws->repo, ri.workdir) != 0) {
+		if (rc == 0 && strcmp(c->ws->repo, ri.workdir) != 0 &&
+		    repo_moved_to(c->ws->repo, c->ws->base_commit, &ri)) {
+			/* The mount resumes it at the new place (cmd_mount.c). */
+			char *moved = strdup(ri.workdir);
+			if (moved) {
+				free(c->ws->repo);
+				c->ws->repo = moved;
+			} else {
+				rc = -ENOMEM;
+			}
+		} else if (rc == 0 && strcmp(c->ws->repo, ri.workdir) != 0) {
 			cli_error(CMD,
 				  "workspace %s belongs to the repository %s, not %s (pass "
 				  "--name)",

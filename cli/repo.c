@@ -172,3 +172,20 @@ void repo_info_clear(struct repo_info *ri)
 	ri->workdir = NULL;
 	ri->base_commit = NULL;
 }
+
+int repo_moved_to(const char *old, const char *base, const struct repo_info *ri)
+{
+	struct stat st;
+	if (!*base || lstat(old, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+		return 0;
+	git_repository *repo = NULL;
+	git_oid id;
+	git_commit *commit = NULL;
+	int found =
+	    git_oid_fromstr(&id, base) == 0 &&
+	    git_repository_open_ext(&repo, ri->workdir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0 &&
+	    git_commit_lookup(&commit, repo, &id) == 0;
+	git_commit_free(commit);
+	git_repository_free(repo);
+	return found;
+}

@@ -435,6 +435,17 @@ else
 	run af unmount "$T/own"
 fi
 
+# ---------------------------------------------------------------- a moved repository
+# run REPO of a workspace whose repository was moved resumes it there, as a
+# mount of the new place does (lifecycle.sh).
+make_test_repo "$T/rrepo" || bail "cannot make another test repository"
+run arun2 "$T/rrepo" -- sh -c 'printf "run work\n" >>README.md'
+assert_eq "run REPO writes in its workspace" 0 "$RC"
+mv "$T/rrepo" "$T/rrepo-moved" || bail "cannot move the repository"
+run arun2 --name rrepo "$T/rrepo-moved" -- tail -n 1 README.md
+assert_eq "run REPO --name of the moved repository resumes its workspace" "0 run work" \
+	"$RC $(tail -n 1 <<<"$OUT")"
+
 # ---------------------------------------------------------------- no user namespaces
 if command -v unshare >/dev/null && unshare -U -r true 2>/dev/null; then
 	run unshare -U -r sh -c 'echo 0 >/proc/sys/user/max_user_namespaces && exec "$0" run --state-dir "$1" "$2" -- true' \
