@@ -191,13 +191,19 @@ static bool lower_visible_p(const struct policy *pol, const char *lpath, const s
 	       POLICY_HIDDEN;
 }
 
-static bool lower_visible(const struct walk *w, const char *lpath, const struct stat *st)
+bool changes_lower_shown(const struct policy *pol, int lower_fd, const char *lpath,
+			 const struct stat *st)
 {
-	if (!lower_visible_p(w->pol, lpath, st))
+	if (!lower_visible_p(pol, lpath, st))
 		return false;
 	/* The view's rule for lower symlinks (policy/symlink.h), as fs/ applies it. */
-	return !S_ISLNK(st->st_mode) || policy_symlinks_mode(w->pol) != POLICY_SYMLINKS_HIDE ||
-	       !policy_symlink_unsafe(w->pol, w->lower_fd, lpath);
+	return !S_ISLNK(st->st_mode) || policy_symlinks_mode(pol) != POLICY_SYMLINKS_HIDE ||
+	       !policy_symlink_unsafe(pol, lower_fd, lpath);
+}
+
+static bool lower_visible(const struct walk *w, const char *lpath, const struct stat *st)
+{
+	return changes_lower_shown(w->pol, w->lower_fd, lpath, st);
 }
 
 /*

@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 struct policy;
 struct workspace;
@@ -173,6 +174,15 @@ int changes_read(const struct changes *cs, const struct change_side *side, char 
  * symlink (O_NOFOLLOW at each step; the last with @flags): a descriptor, or
  * -errno (-EINVAL for an empty component). */
 int changes_open_below(int root, const char *rel, int flags);
+
+/*
+ * Does the view show the lower entry at lower path @lpath (below @lower_fd,
+ * lstat'ed into @st)?  The policy's decision for the whole path, and for a
+ * symlink the `symlinks: hide` rule (policy/symlink.h), as fs/view.c
+ * decides a lower entry.
+ */
+bool changes_lower_shown(const struct policy *pol, int lower_fd, const char *lpath,
+			 const struct stat *st);
 
 void changes_free(struct changes *cs);
 

@@ -136,8 +136,8 @@ static bool has_change(const struct changes *cs, const char *top)
  * renamed one (a redirect to another lower path), whose lower entry at
  * @path's place would show again at @path, where the base has nothing
  * (changes_discard's -EBUSY, which it finds only after changing the upper)?
- * The nearest redirected directory above decides; a lower entry the policy
- * @pol hides (decided at its lower path, as the view does) shows nowhere.
+ * The nearest redirected directory above decides; a lower entry the view
+ * hides under the policy @pol (changes_lower_shown()) shows nowhere.
  * Unsure is yes. */
 static bool inside_renamed(int upper_fd, int lower_fd, const struct policy *pol, const char *path)
 {
@@ -159,17 +159,13 @@ static bool inside_renamed(int upper_fd, int lower_fd, const struct policy *pol,
 		char src[PATH_MAX];
 		if (snprintf(src, sizeof(src), "%s/%s", red, slash + 1) >= (int)sizeof(src))
 			return true;
-		int lfd = changes_open_below(lower_fd, src, O_PATH);
+		int lfd = changes_open_below(lower_fd, src, O_PATH | O_NOFOLLOW);
 		if (lfd < 0)
 			return lfd != -ENOENT && lfd != -ENOTDIR;
 		struct stat st;
 		int sr = fstat(lfd, &st);
 		close(lfd);
-		if (sr < 0)
-			return true;
-		bool dir = S_ISDIR(st.st_mode);
-		return policy_decide_path(pol, src, dir, dir ? 0 : (uint64_t)st.st_size) !=
-		       POLICY_HIDDEN;
+		return sr < 0 || changes_lower_shown(pol, lower_fd, src, &st);
 	}
 	return false;
 }

@@ -535,9 +535,9 @@ assert_eq "unmount" 0 "$RC"
 # a rename by what both paths share around "{OLD => NEW}".
 SREPO=$T/stat-repo SMNT=$T/stat-mnt
 must "a repository for the stat" bash -c "git init -q '$SREPO' && cd '$SREPO' &&
-	mkdir -p docs/api src old && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
-		old/x.txt 'odd name.txt' plain.txt; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
-	git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
+	mkdir -p docs/api src old cfg && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
+		old/x.txt 'odd name.txt' plain.txt cfg/app.yml; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
+	ln -s /etc/passwd cfg/out && git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
 mount_ws "$SREPO" "$SMNT" || bail "mount for the stat: $OUT"
 sh_step "renames that share a head, a tail, both or nothing; an edit" "cd '$SMNT' &&
 	mv docs documentation && mkdir src/lib && mv src/a.c src/lib/a.c &&
@@ -549,6 +549,14 @@ must "git clone it" git clone -q "$SREPO" "$T/stat-clone"
 step "git apply --index the export" git -C "$T/stat-clone" apply --index "$T/stat.patch"
 assert_eq "export --format=stat is git diff --stat --summary -M of the same change" \
 	"$(git -C "$T/stat-clone" diff --cached --stat=80 --summary -M)" "$(cat "$T/stat.out")"
+# A symlink leaving the repository is hidden (symlinks: hide): the agent's
+# file at its place in the renamed directory can be discarded, nothing shows
+# there after.
+sh_step "cfg renamed cfg2 (holding a hidden symlink), a file at its name" \
+	"mv '$SMNT/cfg' '$SMNT/cfg2' && printf 'agent\n' >'$SMNT/cfg2/out'"
+run af discard "$SMNT" cfg2/out
+assert_eq "discard of a file in a renamed directory over a hidden symlink" "0 A cfg2/out" "$RC $OUT"
+assert_enoent "$SMNT/cfg2/out" "  ...nothing shows at cfg2/out after"
 run af unmount "$SMNT"
 assert_eq "unmount the stat's mount" 0 "$RC"
 done_testing
