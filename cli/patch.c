@@ -305,6 +305,54 @@ static int stat_row_of(const struct patch *p, size_t i, struct stat_row *row)
 	return row->name ? 0 : -ENOMEM;
 }
 
+/* Are deltas @i and @i + 1 one path's type change (a file that became a
+ * symlink or the reverse), which libgit2 gives as an addition and a deletion
+ * of the same path, side by side, and git's --stat and --summary show as
+ * one?  Then *@a is the deletion and *@b the addition. */
+static bool typechange_at(const struct patch *p, size_t i, size_t n, const git_diff_delta **a,
+			  const git_diff_delta **b)
+{
+	if (i + 1 >= n)
+		return false;
+	*a = git_diff_get_delta(p->diff, i);
+	*b = git_diff_get_delta(p->diff, i + 1);
+	if ((*a)->status == GIT_DELTA_ADDED) {
+		const git_diff_delta *t = *a;
+		*a = *b;
+		*b = t;
+	}
+	return (*a)->status == GIT_DELTA_DELETED && (*b)->status == GIT_DELTA_ADDED &&
+	       strcmp((*a)->old_file.path, (*b)->new_file.path) == 0;
+}
+
+/* The stat row of the type change from deletion @a to addition @b: the line
+ * counts of the old blob against the new one, as git counts a type change. */
+static int typechange_row(const struct patch *p, const git_diff_delta *a, const git_diff_delta *b,
+			  struct stat_row *row)
+{
+	git_blob *old = NULL, *new = NULL;
+	git_patch *gp = NULL;
+	size_t ctx = 0;
+	int r = git_blob_lookup(&old, p->repo, &a->old_file.id) < 0 ||
+			git_blob_lookup(&new, p->repo, &b->new_file.id) < 0 ||
+			git_patch_from_blobs(&gp, old, a->old_file.path, new, b->new_file.path,
+					     NULL) < 0 ||
+			git_patch_line_stats(&ctx, &row->adds, &row->dels, gp) < 0
+		    ? -EIO
+		    : 0;
+	if (r == 0) {
+		row->binary = (git_patch_get_delta(gp)->flags & GIT_DIFF_FLAG_BINARY) != 0;
+		row->old_size = (size_t)git_blob_rawsize(old);
+		row->new_size = (size_t)git_blob_rawsize(new);
+		row->name = changes_quote(a->old_file.path);
+		r = row->name ? 0 : -ENOMEM;
+	}
+	git_patch_free(gp);
+	git_blob_free(old);
+	git_blob_free(new);
+	return r;
+}
+
 static int text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int text_printf(struct text *t, const char *fmt, ...)
@@ -343,10 +391,14 @@ static int summary_of(const struct patch *p, size_t i, struct text *t)
 		r = n ? text_printf(t, " rename %s (%u%%)\n", n, d->similarity) : -ENOMEM;
 		free(n);
 	}
+	/* After a rename's line git names no path again (show_mode_change). */
 	if (r == 0 && d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_DELETED &&
 	    d->old_file.mode != d->new_file.mode)
-		r = text_printf(t, " mode change %06o => %06o %s\n", d->old_file.mode,
-				d->new_file.mode, a);
+		r = d->status == GIT_DELTA_RENAMED
+			? text_printf(t, " mode change %06o => %06o\n", d->old_file.mode,
+				      d->new_file.mode)
+			: text_printf(t, " mode change %06o => %06o %s\n", d->old_file.mode,
+				      d->new_file.mode, a);
 	free(a);
 	return r;
 }
@@ -383,11 +435,17 @@ int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t 
 	struct text t = {.ptr = calloc(1, 1)};
 	int r = rows && t.ptr ? 0 : -ENOMEM;
 	size_t max_len = 0, max_change = 0, number_w = 0, bin_w = 0, adds = 0, dels = 0;
+	size_t files = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {
-		r = stat_row_of(p, i, &rows[i]);
+		/* A type change's second delta keeps a NULL name: no row. */
+		const git_diff_delta *da, *db;
+		bool tc = typechange_at(p, i, n, &da, &db);
+		r = tc ? typechange_row(p, da, db, &rows[i]) : stat_row_of(p, i, &rows[i]);
 		if (r < 0)
 			break;
+		files++;
 		struct stat_row *w = &rows[i];
+		i += tc;
 		size_t l = strlen(w->name);
 		max_len = l > max_len ? l : max_len;
 		if (w->binary) {
@@ -421,6 +479,8 @@ int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t 
 	}
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct stat_row *w = &rows[i];
+		if (!w->name)
+			continue;
 		const char *name = w->name, *dots = "";
 		size_t l = strlen(name), room = name_w;
 		if (l > name_w) {
@@ -460,8 +520,8 @@ int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t 
 		if (r == 0)
 			r = text_printf(&t, "\n");
 	}
-	if (r == 0 && n) {
-		r = text_printf(&t, " %zu file%s changed", n, n == 1 ? "" : "s");
+	if (r == 0 && files) {
+		r = text_printf(&t, " %zu file%s changed", files, files == 1 ? "" : "s");
 		if (r == 0 && (adds || !dels))
 			r = text_printf(&t, ", %zu insertion%s(+)", adds, adds == 1 ? "" : "s");
 		if (r == 0 && (dels || !adds))
@@ -469,8 +529,16 @@ int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t 
 		if (r == 0)
 			r = text_printf(&t, "\n");
 	}
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = summary_of(p, i, &t);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const git_diff_delta *da, *db;
+		if (!typechange_at(p, i, n, &da, &db)) {
+			r = summary_of(p, i, &t);
+			continue;
+		}
+		r = text_printf(&t, " mode change %06o => %06o %s\n", da->old_file.mode,
+				db->new_file.mode, rows[i].name);
+		i++;
+	}
 	for (size_t i = 0; rows && i < n; i++)
 		free(rows[i].name);
 	free(rows);

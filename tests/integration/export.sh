@@ -536,13 +536,14 @@ assert_eq "unmount" 0 "$RC"
 SREPO=$T/stat-repo SMNT=$T/stat-mnt
 must "a repository for the stat" bash -c "git init -q '$SREPO' && cd '$SREPO' &&
 	mkdir -p docs/api src old cfg && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
-		old/x.txt 'odd name.txt' plain.txt cfg/app.yml; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
+		old/x.txt 'odd name.txt' plain.txt cfg/app.yml tc.txt mode.sh; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
 	ln -s /etc/passwd cfg/out && git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
 mount_ws "$SREPO" "$SMNT" || bail "mount for the stat: $OUT"
-sh_step "renames that share a head, a tail, both or nothing; an edit" "cd '$SMNT' &&
+sh_step "renames that share a head, a tail, both or nothing; an edit; a type change" "cd '$SMNT' &&
 	mv docs documentation && mkdir src/lib && mv src/a.c src/lib/a.c &&
 	mv src/b.c src/b2.c && mv old/x.txt x.txt && mv 'odd name.txt' 'odd \"name\".txt' &&
-	mv plain.txt renamed.md && printf 'more\n' >>src/b2.c"
+	mv plain.txt renamed.md && printf 'more\n' >>src/b2.c && rm tc.txt &&
+	ln -s src/b2.c tc.txt && mv mode.sh mode2.sh && chmod +x mode2.sh"
 af export "$SMNT" >"$T/stat.patch" 2>/dev/null
 af export --format=stat "$SMNT" >"$T/stat.out" 2>/dev/null
 must "git clone it" git clone -q "$SREPO" "$T/stat-clone"
