@@ -124,6 +124,14 @@ static bool at_or_below(const char *path, const char *top)
 	return n == 0 || (strncmp(path, top, n) == 0 && (path[n] == 0 || path[n] == '/'));
 }
 
+/* Is @path at or below the change path @cp (a directory's ends in '/')? */
+static bool change_holds(const char *cp, const char *path)
+{
+	size_t n = strlen(cp);
+	n -= n && cp[n - 1] == '/';
+	return strncmp(path, cp, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
 static bool has_change(const struct changes *cs, const char *top)
 {
 	for (size_t i = 0; i < cs->count; i++)
@@ -629,6 +637,7 @@ int cmd_discard(int argc, char **argv)
 	if (jpath && journal_open(&j, jpath, JOURNAL_SYNC_ALWAYS) < 0)
 		j = NULL;
 	free(jpath);
+	size_t printed = 0;
 	for (size_t i = 0; i < before->count; i++) {
 		const struct change *b = &before->items[i];
 		const struct change *a = find(after, b->path);
@@ -636,6 +645,22 @@ int cmd_discard(int argc, char **argv)
 			continue;
 		char *q = changes_quote(b->path);
 		printf("%c %s\n", change_code(b), q ? q : b->path);
+		free(q);
+		printed++;
+	}
+	/* Entries went from inside a change that status still shows as it was
+	 * (a file of a directory the agent made at a hidden name): those
+	 * entries, under the code of the change that held them. */
+	for (size_t i = 0; !printed && i < gone.paths.n; i++) {
+		const struct change *in = NULL;
+		for (size_t k = 0; k < before->count; k++)
+			if (change_holds(before->items[k].path, gone.paths.v[i]) &&
+			    (!in || strlen(before->items[k].path) > strlen(in->path)))
+				in = &before->items[k];
+		if (!in || !*gone.paths.v[i])
+			continue;
+		char *q = changes_quote(gone.paths.v[i]);
+		printf("%c %s\n", change_code(in), q ? q : gone.paths.v[i]);
 		free(q);
 	}
 	if (gone.oom)

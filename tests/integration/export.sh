@@ -535,8 +535,8 @@ assert_eq "unmount" 0 "$RC"
 # a rename by what both paths share around "{OLD => NEW}".
 SREPO=$T/stat-repo SMNT=$T/stat-mnt
 must "a repository for the stat" bash -c "git init -q '$SREPO' && cd '$SREPO' &&
-	mkdir -p docs/api src old cfg && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
-		old/x.txt 'odd name.txt' plain.txt cfg/app.yml tc.txt mode.sh; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
+	mkdir -p docs/api src old cfg/.ssh && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
+		old/x.txt 'odd name.txt' plain.txt cfg/app.yml cfg/.ssh/id tc.txt mode.sh; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
 	ln -s /etc/passwd cfg/out && git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
 mount_ws "$SREPO" "$SMNT" || bail "mount for the stat: $OUT"
 sh_step "renames that share a head, a tail, both or nothing; an edit; a type change" "cd '$SMNT' &&
@@ -558,6 +558,14 @@ sh_step "cfg renamed cfg2 (holding a hidden symlink), a file at its name" \
 run af discard "$SMNT" cfg2/out
 assert_eq "discard of a file in a renamed directory over a hidden symlink" "0 A cfg2/out" "$RC $OUT"
 assert_enoent "$SMNT/cfg2/out" "  ...nothing shows at cfg2/out after"
+# A file of a directory the agent made at a hidden name, over the hidden
+# cfg/.ssh: status shows the directory before and after, discard names the
+# file it removed.
+sh_step "a file in a directory at a hidden name (cfg2/.ssh/key)" \
+	"mkdir '$SMNT/cfg2/.ssh' && printf 'k\n' >'$SMNT/cfg2/.ssh/key'"
+run af discard "$SMNT" cfg2/.ssh/key
+assert_eq "discard names a file removed from inside an unchanged change" "0 H cfg2/.ssh/key" "$RC $OUT"
+assert_enoent "$SMNT/cfg2/.ssh/key" "  ...and it is gone"
 run af unmount "$SMNT"
 assert_eq "unmount the stat's mount" 0 "$RC"
 done_testing
