@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/changes.h"
 #include "cli/cli.h"
 #include "cli/gitpriv.h"
 #include "cli/repo.h"
@@ -312,6 +313,20 @@ static char *abs_partial(const char *path)
 	free(cur);
 	free(suffix);
 	return NULL;
+}
+
+/* Once the mount serves: where its repository went (repo_moved_to()). */
+static void moved_note(const struct mount_ctx *c)
+{
+	if (!c->moved_from)
+		return;
+	char *qo = changes_quote(c->moved_from), *qn = changes_quote(c->ri.workdir);
+	fprintf(stderr,
+		"agentfs: mount: workspace %s: its repository %s is gone; %s has its base commit "
+		"%.12s and is its repository now\n",
+		c->ws->name, qo ? qo : c->moved_from, qn ? qn : c->ri.workdir, c->ws->base_commit);
+	free(qo);
+	free(qn);
 }
 
 static int check_overlaps(struct mount_ctx *c)
@@ -1144,12 +1159,8 @@ static int prepare(struct mount_ctx *c)
 		return rc;
 	} else if (strcmp(c->old->repo, c->ri.workdir) != 0 &&
 		   repo_moved_to(c->old->repo, c->old->base_commit, &c->ri)) {
-		/* Moved (or cloned again in its place, elsewhere): the upper
-		 * holds changes against the base commit, which this one has. */
-		fprintf(stderr,
-			"agentfs: mount: workspace %s: its repository %s is gone; %s has "
-			"its base commit %.12s and is its repository now\n",
-			c->a.name, c->old->repo, c->ri.workdir, c->old->base_commit);
+		/* Moved: the upper holds changes against the base commit, which
+		 * the new place has.  Said once the mount serves (moved_note()). */
 		char *moved = strdup(c->ri.workdir);
 		if (!moved)
 			return -ENOMEM;
@@ -1158,9 +1169,18 @@ static int prepare(struct mount_ctx *c)
 	} else if (strcmp(c->old->repo, c->ri.workdir) != 0) {
 		struct stat st;
 		bool gone = lstat(c->old->repo, &st) < 0;
+		const char *why =
+		    !gone ? ""
+		    : *c->old->base_commit
+			? ", which lacks the workspace's base commit"
+			: " (made on an unborn HEAD, the workspace has no base commit to "
+			  "find elsewhere)";
+		char *qo = changes_quote(c->old->repo), *qn = changes_quote(c->ri.workdir);
 		cli_error(CMD, "workspace %s belongs to the repository %s%s, not %s%s", c->a.name,
-			  c->old->repo, gone ? " (gone)" : "", c->ri.workdir,
-			  gone ? ", which lacks the workspace's base commit" : "");
+			  qo ? qo : c->old->repo, gone ? " (gone)" : "", qn ? qn : c->ri.workdir,
+			  why);
+		free(qo);
+		free(qn);
 		return -EINVAL;
 	}
 
@@ -1246,10 +1266,13 @@ int cmd_mount(int argc, char **argv)
 	int rc = prepare(&c);
 	if (rc == 0) {
 		if (c.a.foreground) {
+			moved_note(&c);
 			int status = serve(&c, -1);
 			rc = status == 0 ? 0 : -EIO;
 		} else {
 			rc = start_daemon(&c);
+			if (rc == 0)
+				moved_note(&c);
 		}
 	}
 	if (rc < 0)

@@ -339,10 +339,9 @@ static int find_workspace(struct run_ctx *c)
 				rc = -ENOMEM;
 			}
 		} else if (rc == 0 && strcmp(c->ws->repo, ri.workdir) != 0) {
-			cli_error(CMD,
-				  "workspace %s belongs to the repository %s, not %s (pass "
-				  "--name)",
-				  name, c->ws->repo, ri.workdir);
+			cli_error(CMD, "workspace %s belongs to the repository %s, not %s%s", name,
+				  c->ws->repo, ri.workdir,
+				  c->a.name ? "" : " (pass --name for another workspace)");
 			rc = -EINVAL;
 		} else if (rc == -ENOENT) {
 			rc = workspace_new(c->root, name, ri.workdir, "", "", 0, "", &c->ws);

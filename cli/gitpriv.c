@@ -1206,11 +1206,19 @@ static int prepare_readonly(struct gitpriv *g)
 	git_reference *head = NULL;
 	if (git_repository_open_ext(&real, g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0)
 		return git_fail(g->repo);
-	/* At every mount: the repository may have moved (cmd_mount.c). */
-	char text[PATH_MAX + 64];
+	/* At every mount: the repository may have moved (cmd_mount.c), and
+	 * then its refs are taken again, as the objects they name are the new
+	 * place's (a clone of the moved one may lack the old one's). */
+	char text[PATH_MAX + 64], was[PATH_MAX + 64] = "";
 	snprintf(text, sizeof(text), "%sobjects\n", git_repository_commondir(real));
+	snprintf(path, sizeof(path), "%s/objects/info/alternates", g->dir);
+	int afd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t wl = afd >= 0 ? pread(afd, was, sizeof(was) - 1, 0) : -1;
+	if (afd >= 0)
+		close(afd);
+	bool moved = !fresh && (wl < 0 || strcmp(was, text) != 0);
 	r = write_text(g->dir, "objects/info/alternates", text, 0444);
-	if (r < 0 || !fresh) {
+	if (r < 0 || (!fresh && !moved)) {
 		git_repository_free(real);
 		return r;
 	}
@@ -1250,7 +1258,7 @@ static int prepare_readonly(struct gitpriv *g)
 		free(lines);
 		free(buf);
 	}
-	if (r == 0 && git_reference_lookup(&head, real, "HEAD") == 0) {
+	if (r == 0 && fresh && git_reference_lookup(&head, real, "HEAD") == 0) {
 		if (git_reference_type(head) == GIT_REFERENCE_SYMBOLIC)
 			snprintf(text, sizeof(text), "ref: %s\n",
 				 git_reference_symbolic_target(head));
@@ -1259,7 +1267,7 @@ static int prepare_readonly(struct gitpriv *g)
 				 git_oid_tostr_s(git_reference_target(head)));
 		r = write_text(g->dir, "HEAD", text, 0644);
 	}
-	if (r == 0) {
+	if (r == 0 && fresh) {
 		/* The person's index: its stat data match the view's. */
 		char src[PATH_MAX + 16], *ibuf = NULL;
 		snprintf(src, sizeof(src), "%sindex", git_repository_path(real));

@@ -176,8 +176,19 @@ void repo_info_clear(struct repo_info *ri)
 int repo_moved_to(const char *old, const char *base, const struct repo_info *ri)
 {
 	struct stat st;
-	if (!*base || lstat(old, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+	if (!*base)
 		return 0;
+	if (lstat(old, &st) == 0) {
+		/* A symlink left at the old place, to the new one: the same
+		 * repository, reached as before. */
+		char *to = S_ISLNK(st.st_mode) ? realpath(old, NULL) : NULL;
+		bool same = to && strcmp(to, ri->workdir) == 0;
+		free(to);
+		if (!same)
+			return 0;
+	} else if (errno != ENOENT && errno != ENOTDIR) {
+		return 0;
+	}
 	git_repository *repo = NULL;
 	git_oid id;
 	git_commit *commit = NULL;

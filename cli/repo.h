@@ -38,8 +38,9 @@ void repo_info_clear(struct repo_info *ri);
 /*
  * Was a workspace's repository, recorded at @old with base commit @base (40
  * hex, or "" for an unborn HEAD), moved to the one @ri opened?  Yes when
- * nothing is left at @old (lstat(2) ENOENT or ENOTDIR) and @ri's repository
- * holds the commit @base; an unborn base proves nothing: no.  1 yes, 0 no.
+ * nothing is left at @old (lstat(2) ENOENT or ENOTDIR) or only a symlink to
+ * @ri's working tree, and @ri's repository holds the commit @base; an
+ * unborn base proves nothing: no.  1 yes, 0 no.
  */
 int repo_moved_to(const char *old, const char *base, const struct repo_info *ri);
 

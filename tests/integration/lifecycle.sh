@@ -195,6 +195,30 @@ step "unmount after the move" af unmount "$MMNT"
 cp -a "$T/mrepo-moved" "$MREPO" || bail "cannot copy the repository back"
 refuse "once its repository is there, another copy is not it" \
 	"belongs to the repository $T/mrepo-moved, not $MREPO" af mount "$MREPO" "$MMNT"
+# A clone made before the repository got another branch takes its place:
+# git: readonly's refs are taken again, so none names an object it lacks.
+CREPO=$T/crepo CMNT=$T/cmnt
+cp -a "$REPO" "$CREPO" && git clone -q "$CREPO" "$T/crepo-clone" &&
+	git -C "$CREPO" checkout -qb extra && echo e >"$CREPO/e" && git -C "$CREPO" add e &&
+	git -C "$CREPO" commit -qm extra && git -C "$CREPO" checkout -q main ||
+	bail "cannot make the repository and its clone"
+mount_ws "$CREPO" "$CMNT" --policy "$T/git-ro.yml" || bail "mount of the repository to clone: $OUT"
+step "unmount before the clone takes its place" af unmount "$CMNT"
+rm -rf "$CREPO"
+mount_ws "$T/crepo-clone" "$CMNT"
+assert_eq "a clone in the gone repository's place resumes the workspace" 0 "$RC"
+step "  ...and the agent's git finds every ref's object" git -C "$CMNT" log --all --oneline
+# Moved while mounted: refused, and nothing said of a move.
+mv "$T/crepo-clone" "$T/crepo-clone2" || bail "cannot move the clone"
+run af mount "$T/crepo-clone2" "$T/cmnt2" --name cmnt
+assert_eq "a workspace still mounted is not moved" "1 no note" \
+	"$RC $(grep -q 'is its repository now' <<<"$OUT" && echo note || echo no note)"
+step "unmount the clone's workspace" af unmount "$CMNT"
+# A symlink left at the old place, to the new one, is that repository.
+ln -s "$T/crepo-clone2" "$T/crepo-clone" || bail "cannot make the symlink"
+mount_ws "$T/crepo-clone2" "$CMNT"
+assert_eq "a symlink at the old place to the new one: the workspace resumes" 0 "$RC"
+step "unmount it" af unmount "$CMNT"
 
 [ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&
 	pass "the repository was never written" || fail "the repository was never written"
