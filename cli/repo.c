@@ -189,6 +189,7 @@ int repo_moved_to(const char *old, const char *base, const struct repo_info *ri)
 	} else if (errno != ENOENT && errno != ENOTDIR) {
 		return 0;
 	}
+	git_libgit2_init(); /* counted: a caller's own init stays */
 	git_repository *repo = NULL;
 	git_oid id;
 	git_commit *commit = NULL;
@@ -198,5 +199,6 @@ int repo_moved_to(const char *old, const char *base, const struct repo_info *ri)
 	    git_commit_lookup(&commit, repo, &id) == 0;
 	git_commit_free(commit);
 	git_repository_free(repo);
+	git_libgit2_shutdown();
 	return found;
 }
