@@ -114,6 +114,14 @@ START_TEST(errno_names_roundtrip)
 }
 END_TEST
 
+/* journal_entry_parse() of the string @line into *@e, its reason in @err. */
+static int parse_line(const char *line, struct journal_entry *e, char err[256])
+{
+	*e = (struct journal_entry){0};
+	err[0] = 0;
+	return journal_entry_parse(line, strlen(line), e, err, 256);
+}
+
 /* Every key of the schema is known to the parser, in both of its forms. */
 START_TEST(parse_accepts_every_key)
 {
@@ -128,11 +136,9 @@ START_TEST(parse_accepts_every_key)
 	    "\"exe_hex\":\"2f65\",\"path_hex\":\"70\",\"path2_hex\":\"71\",\"detail_hex\":\"64\"}",
 	};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		struct journal_entry e = {0};
-		char err[256] = "";
-		ck_assert_msg(journal_entry_parse(good[i], strlen(good[i]), &e, err, sizeof(err)) ==
-				  0,
-			      "refused (%s): %s", err, good[i]);
+		struct journal_entry e;
+		char err[256];
+		ck_assert_msg(parse_line(good[i], &e, err) == 0, "refused (%s): %s", err, good[i]);
 		ck_assert_uint_eq(e.seq, 7);
 		ck_assert_str_eq(e.comm, "c");
 		ck_assert_str_eq(e.exe, "/e");
@@ -185,11 +191,9 @@ START_TEST(parse_rejects_bad_records)
 	    "\"detail_hex\":\"61\"}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct journal_entry e = {0};
-		char err[256] = "";
-		ck_assert_msg(journal_entry_parse(bad[i], strlen(bad[i]), &e, err, sizeof(err)) ==
-				  -EBADMSG,
-			      "accepted: %s", bad[i]);
+		struct journal_entry e;
+		char err[256];
+		ck_assert_msg(parse_line(bad[i], &e, err) == -EBADMSG, "accepted: %s", bad[i]);
 		ck_assert_msg(err[0], "no reason for: %s", bad[i]);
 	}
 }
