@@ -138,6 +138,24 @@ static int resolve_lower(struct agentfs *fs, const struct node *dir, const char 
 }
 
 /*
+ * lstat(2) of the lower path @lpath, an origin's.  When it is @name in @dir's
+ * lower directory (a file copied up where it lies, the usual case), through
+ * that directory: @dir_lfd, or the one kept open (dircache.c); else walked
+ * from the lower's root (layer_stat()).  0 or a negative errno.
+ */
+static int origin_stat(struct agentfs *fs, struct node *dir, const char *name, int dir_lfd,
+		       const char *lpath, struct stat *st)
+{
+	const char *dl = node_lower(dir);
+	char here[FS_PATH_MAX];
+	if (!dl || path_join(here, sizeof(here), dl, name) < 0 || strcmp(here, lpath) != 0)
+		return layer_stat(fs, fs->lower_fd, lpath, st);
+	if (dir_lfd >= 0)
+		return fstatat(dir_lfd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	return lower_stat_in(fs, dir, name, st);
+}
+
+/*
  * The markers of upper entry @name in upper directory @ufd (fs/layout.h), read
  * by path through the directory fd with one lgetxattr each: a directory's
  * opaque flag and redirect (which give its lower directory), a file's origin
@@ -162,7 +180,7 @@ static uint64_t upper_markers(struct agentfs *fs, struct node *dir, int ufd, con
 			 * one (cp, tar, find -samefile). */
 			struct stat lst;
 			if (e->origin.ino &&
-			    layer_stat(fs, fs->lower_fd, e->origin.path, &lst) == 0 &&
+			    origin_stat(fs, dir, name, dir_lfd, e->origin.path, &lst) == 0 &&
 			    (uint64_t)lst.st_ino == e->origin.ino && lst.st_nlink == 1)
 				return e->origin.ino;
 			return ino;
