@@ -1030,10 +1030,8 @@ static int is_plain_dir(int fd)
 	return r < 0 ? r : !r;
 }
 
-/* The lower source of the upper directory at @upath, as the view resolves it:
- * malloc'd in *lv, or NULL when it shows no lower directory. */
-static int upper_dir_source(int lower_fd, int upper_fd, const struct policy *pol, const char *upath,
-			    char **lv)
+int changes_upper_dir_source(int lower_fd, int upper_fd, const struct policy *pol,
+			     const char *upath, char **lv)
 {
 	*lv = NULL;
 	int op = layout_is_opaque(upper_fd);
@@ -1106,7 +1104,7 @@ static int find_upper_for_lower(int lower_fd, int upper_fd, const struct policy 
 				const char *upath, int dfd, const char *lower_dir, char **found)
 {
 	char *lv = NULL;
-	int r = upper_dir_source(lower_fd, upper_fd, pol, upath, &lv);
+	int r = changes_upper_dir_source(lower_fd, upper_fd, pol, upath, &lv);
 	if (r < 0)
 		return r;
 	bool hit = lv && strcmp(lv, lower_dir) == 0;

@@ -184,6 +184,15 @@ int changes_open_below(int root, const char *rel, int flags);
 bool changes_lower_shown(const struct policy *pol, int lower_fd, const char *lpath,
 			 const struct stat *st);
 
+/*
+ * The lower directory the view shows under the upper directory at view path
+ * @upath (each component through the upper: redirects, opaque flags and
+ * whiteouts on the way, and the policy): its lower path malloc'd in *@lv, or
+ * NULL when it shows none.  -ENOENT when @upath is not all in the upper.
+ */
+int changes_upper_dir_source(int lower_fd, int upper_fd, const struct policy *pol,
+			     const char *upath, char **lv);
+
 void changes_free(struct changes *cs);
 
 /*

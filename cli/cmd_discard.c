@@ -121,15 +121,8 @@ static bool reserved_component(const char *path)
 static bool at_or_below(const char *path, const char *top)
 {
 	size_t n = strlen(top);
+	n -= n > 1 && top[n - 1] == '/'; /* a directory's change path: "dir/" */
 	return n == 0 || (strncmp(path, top, n) == 0 && (path[n] == 0 || path[n] == '/'));
-}
-
-/* Is @path at or below the change path @cp (a directory's ends in '/')? */
-static bool change_holds(const char *cp, const char *path)
-{
-	size_t n = strlen(cp);
-	n -= n && cp[n - 1] == '/';
-	return strncmp(path, cp, n) == 0 && (path[n] == 0 || path[n] == '/');
 }
 
 static bool has_change(const struct changes *cs, const char *top)
@@ -140,42 +133,44 @@ static bool has_change(const struct changes *cs, const char *top)
 	return false;
 }
 
-/* Would discarding @path leave a change there: a directory above it is a
- * renamed one (a redirect to another lower path), whose lower entry at
- * @path's place would show again at @path, where the base has nothing
- * (changes_discard's -EBUSY, which it finds only after changing the upper)?
- * The nearest redirected directory above decides; a lower entry the view
- * hides under the policy @pol (changes_lower_shown()) shows nowhere.
- * Unsure is yes. */
+/* Would discarding @path leave a change there: its directory shows another
+ * lower directory than the one at its own path (it or a directory above was
+ * renamed), whose entry at @path's place would show again at @path, where
+ * the base has nothing (changes_discard's -EBUSY, which it finds only after
+ * changing the upper)?  The view decides, as for status
+ * (changes_upper_dir_source(), changes_lower_shown()).  Unsure is yes. */
 static bool inside_renamed(int upper_fd, int lower_fd, const struct policy *pol, const char *path)
 {
+	const char *slash = strrchr(path, '/');
 	char dir[PATH_MAX];
-	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n >= sizeof(dir))
 		return true;
-	for (char *slash = strrchr(dir, '/'); slash; slash = strrchr(dir, '/')) {
-		*slash = 0;
-		int fd = changes_open_below(upper_fd, dir, O_RDONLY | O_DIRECTORY);
-		if (fd < 0)
-			continue; /* not in the upper: no redirect there */
-		char red[PATH_MAX];
-		int rl = layout_get_redirect(fd, red, sizeof(red));
-		close(fd);
-		if (rl == 0 || (rl > 0 && strcmp(red, dir) == 0))
-			continue;
-		if (rl < 0)
-			return true;
-		char src[PATH_MAX];
-		if (snprintf(src, sizeof(src), "%s/%s", red, slash + 1) >= (int)sizeof(src))
-			return true;
-		int lfd = changes_open_below(lower_fd, src, O_PATH | O_NOFOLLOW);
-		if (lfd < 0)
-			return lfd != -ENOENT && lfd != -ENOTDIR;
-		struct stat st;
-		int sr = fstat(lfd, &st);
-		close(lfd);
-		return sr < 0 || changes_lower_shown(pol, lower_fd, src, &st);
-	}
-	return false;
+	memcpy(dir, path, n);
+	dir[n] = 0;
+	char *lv = NULL;
+	int r = changes_upper_dir_source(lower_fd, upper_fd, pol, dir, &lv);
+	if (r == -ENOENT || r == -ENOTDIR)
+		return false; /* not in the upper: it shows the lower at its own path */
+	if (r < 0)
+		return true;
+	bool renamed = lv && strcmp(lv, dir) != 0;
+	char src[PATH_MAX];
+	int sn = renamed ? snprintf(src, sizeof(src), "%s%s%s", lv, *lv ? "/" : "",
+				    slash ? slash + 1 : path)
+			 : 0;
+	free(lv);
+	if (!renamed)
+		return false;
+	if (sn >= (int)sizeof(src))
+		return true;
+	int lfd = changes_open_below(lower_fd, src, O_PATH | O_NOFOLLOW);
+	if (lfd < 0)
+		return lfd != -ENOENT && lfd != -ENOTDIR;
+	struct stat st;
+	int sr = fstat(lfd, &st);
+	close(lfd);
+	return sr < 0 || changes_lower_shown(pol, lower_fd, src, &st);
 }
 
 static const struct change *find(const struct changes *cs, const char *path)
@@ -654,7 +649,7 @@ int cmd_discard(int argc, char **argv)
 	for (size_t i = 0; !printed && i < gone.paths.n; i++) {
 		const struct change *in = NULL;
 		for (size_t k = 0; k < before->count; k++)
-			if (change_holds(before->items[k].path, gone.paths.v[i]) &&
+			if (at_or_below(gone.paths.v[i], before->items[k].path) &&
 			    (!in || strlen(before->items[k].path) > strlen(in->path)))
 				in = &before->items[k];
 		if (!in || !*gone.paths.v[i])

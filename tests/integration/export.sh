@@ -535,8 +535,8 @@ assert_eq "unmount" 0 "$RC"
 # a rename by what both paths share around "{OLD => NEW}".
 SREPO=$T/stat-repo SMNT=$T/stat-mnt
 must "a repository for the stat" bash -c "git init -q '$SREPO' && cd '$SREPO' &&
-	mkdir -p docs/api src old cfg/.ssh && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
-		old/x.txt 'odd name.txt' plain.txt cfg/app.yml cfg/.ssh/id tc.txt mode.sh; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
+	mkdir -p docs/api src old cfg/.ssh cfg/sub && for f in docs/guide.md docs/api/ref.md src/a.c src/b.c \
+		old/x.txt 'odd name.txt' plain.txt cfg/app.yml cfg/.ssh/id cfg/sub/x.txt tc.txt mode.sh; do seq 1 40 | sed \"s|^|\$f |\" >\"\$f\"; done &&
 	ln -s /etc/passwd cfg/out && git add -A && git -c user.name=t -c user.email=t@t commit -qm base"
 mount_ws "$SREPO" "$SMNT" || bail "mount for the stat: $OUT"
 sh_step "renames that share a head, a tail, both or nothing; an edit; a type change" "cd '$SMNT' &&
@@ -566,6 +566,13 @@ sh_step "a file in a directory at a hidden name (cfg2/.ssh/key)" \
 run af discard "$SMNT" cfg2/.ssh/key
 assert_eq "discard names a file removed from inside an unchanged change" "0 H cfg2/.ssh/key" "$RC $OUT"
 assert_enoent "$SMNT/cfg2/.ssh/key" "  ...and it is gone"
+# A directory made again in the renamed one (opaque): the repository's file
+# of that name cannot show there, so a new file at its name is discarded.
+sh_step "cfg2/sub removed and made again, a file at a repository file's name" \
+	"rm -r '$SMNT/cfg2/sub' && mkdir '$SMNT/cfg2/sub' && printf 'n\n' >'$SMNT/cfg2/sub/x.txt'"
+run af discard "$SMNT" cfg2/sub/x.txt
+assert_eq "discard of a file in a directory made again inside a renamed one" 0 "$RC"
+assert_eq "  ...and the directory shows nothing after" "" "$(ls -A "$SMNT/cfg2/sub" 2>&1)"
 run af unmount "$SMNT"
 assert_eq "unmount the stat's mount" 0 "$RC"
 done_testing
