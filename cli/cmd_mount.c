@@ -16,6 +16,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <git2.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -752,6 +753,15 @@ static int serve_journaled(struct mount_ctx *c, int ready_fd)
 				close(ready_fd);
 			return 1;
 		}
+		uint64_t replayed, resumed;
+		journal_open_stats(j, &replayed, &resumed);
+		if (resumed)
+			fprintf(stderr,
+				"agentfs: journal: %" PRIu64 " lines replayed after the saved "
+				"state of its first %" PRIu64 " bytes\n",
+				replayed, resumed);
+		else if (replayed)
+			fprintf(stderr, "agentfs: journal: %" PRIu64 " lines replayed\n", replayed);
 	}
 	char *detail = mount_detail(c);
 	struct journal_event ev = {.op = JOP_MOUNT, .pid = getpid(), .uid = getuid()};

@@ -50,3 +50,15 @@ void jbuf_free(struct jbuf *b)
 	free(b->p);
 	memset(b, 0, sizeof(*b));
 }
+
+bool jcur_get(struct jcursor *c, void *out, size_t n)
+{
+	if (c->bad || (size_t)(c->end - c->p) < n) {
+		c->bad = true;
+		memset(out, 0, n);
+		return false;
+	}
+	memcpy(out, c->p, n);
+	c->p += n;
+	return true;
+}

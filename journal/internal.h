@@ -29,6 +29,17 @@ void jbuf_puts(struct jbuf *b, const char *s);
 void jbuf_putc(struct jbuf *b, char c);
 void jbuf_free(struct jbuf *b);
 
+/* Reading back what jbuf_put() laid out (checkpoint.c): a cursor over @n
+ * bytes that turns bad, and stays so, at the first read past the end. */
+struct jcursor {
+	const unsigned char *p, *end;
+	bool bad;
+};
+
+/* Copy the next @n bytes to @out (zeros once the cursor is bad); false when
+ * fewer than @n are left. */
+bool jcur_get(struct jcursor *c, void *out, size_t n);
+
 /* ---- chain.c -------------------------------------------------------------- */
 
 /* The genesis "prev" of the first record. */
@@ -91,6 +102,7 @@ struct journal_content {
 	XXH128_hash_t hash;
 	uint64_t seq; /* record that set the content */
 	size_t refs;  /* names pointing here */
+	uint64_t id;  /* journal_pathmap_save()'s numbering; 0 outside it */
 };
 
 struct journal_pathent {
@@ -145,6 +157,17 @@ bool journal_touched_explains(struct journal_pathmap *m, const char *path, const
 void journal_pathmap_each(struct journal_pathmap *m,
 			  void (*fn)(void *arg, struct journal_pathent *e), void *arg);
 size_t journal_pathmap_count(const struct journal_pathmap *m);
+/* Append every live entry of @m to @b (checkpoint.c's layout, in host byte
+ * order): the contents, each once however many names share it, then the
+ * names.  The prefix index is not saved: it is rebuilt from the names, and a
+ * prefix of names that are gone changes no answer of the map. */
+void journal_pathmap_save(struct journal_pathmap *m, struct jbuf *b);
+/* Read what journal_pathmap_save() wrote into the empty map @m.  0, or
+ * -EBADMSG when the bytes do not hold one (@m then holds part of it: the
+ * caller frees it), -ENOMEM. */
+int journal_pathmap_load(struct journal_pathmap *m, struct jcursor *c);
+/* Exchange what @a and @b hold. */
+void journal_pathmap_swap(struct journal_pathmap *a, struct journal_pathmap *b);
 
 /* ---- head file ------------------------------------------------------------ */
 
@@ -202,11 +225,47 @@ struct journal_scan {
 	uint64_t check_seq;
 	bool check_found;
 	XXH128_hash_t check_hash;
+
+	uint64_t lines;		/* complete lines read, the damaged ones included */
+	uint64_t lines_resumed; /* of them, those a saved state stood for */
+	/* Input: the fields above (records through recovered, file_last_*,
+	 * lines) and the maps already hold the state after the journal's first
+	 * intact_end bytes, all of them intact (journal_checkpoint_load()): the
+	 * scan goes on from there. */
+	bool resume;
+	/* Input, optional: each complete line read, and its newline, is fed to
+	 * this xxh3-128 state (the checkpoint's binding to the bytes it
+	 * describes). */
+	XXH3_state_t *prefix;
 };
 
-/* Scan the journal open as @fd from offset 0.  Returns 0 (problems are in @s)
- * or a negative errno on I/O failure. */
+/* Scan the journal open as @fd from offset 0 (with @s->resume, from
+ * @s->intact_end).  Returns 0 (problems are in @s) or a negative errno on
+ * I/O failure. */
 int journal_scan_fd(int fd, struct journal_scan *s);
+
+/* ---- checkpoint.c: the scan's state, kept beside the journal -------------- */
+
+/* "<journal_path>.state", malloc'd (NULL: no memory). */
+char *journal_state_path(const char *journal_path);
+
+/*
+ * Seed @s (its maps empty, check_seq set when the head is checked) from the
+ * checkpoint at @state_path, if it describes how the journal open as @fd
+ * begins: its recorded prefix is hashed again into @prefix and must match.
+ * 1: @s resumes (s->resume, its state and maps set; @prefix holds the
+ * prefix's bytes, for journal_checkpoint_save()); 0: no usable checkpoint
+ * (none, damaged, of other bytes, or older than the head's record: @s and
+ * @prefix are as they were, @prefix reset); -ENOMEM.
+ */
+int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan *s,
+			    XXH3_state_t *prefix);
+
+/* Save the state of @s, a scan that found every line of the journal intact
+ * (no bad line, intact_end = file_size, both maps) and fed them to @prefix.
+ * 0, -EINVAL when @s is not such a scan, or a negative errno of the write. */
+int journal_checkpoint_save(const char *state_path, const struct journal_scan *s,
+			    const XXH3_state_t *prefix);
 
 /* ---- reader.c: lines ------------------------------------------------------ */
 

@@ -147,7 +147,12 @@ struct journal;
  * is trimmed, and if the previous session ended without an UNMOUNT record a
  * JOP_RECOVER record says so (with the trimmed byte count and the last intact
  * seq).  Damage before the tail is not trimmed (it is evidence): the journal
- * is appended to and `verify` keeps failing at the damaged record.
+ * is appended to and `verify` keeps failing at the damaged record.  The scan
+ * starts after the part "<path>.state" describes when the journal still
+ * begins with exactly those bytes (journal/SCHEMA.md, "The saved state"),
+ * and saves the state of the end when it found every line intact; the
+ * writer saves it too after resting STATE_IDLE_MS with much appended
+ * (writer.h), and journal_close() does at the end.
  * Returns 0 and a journal owned by the caller, or a negative errno.
  */
 int journal_open(struct journal **out, const char *path, enum journal_sync sync);
@@ -174,8 +179,17 @@ uint64_t journal_process_start(struct journal *j, pid_t pid);
  * for want of memory. */
 int journal_flush(struct journal *j);
 
-/* Flush, stop the writer thread, close and free.  @j may be NULL. */
+/* Flush, stop the writer thread, close and free.  @j may be NULL.  When the
+ * journal grew since it was opened and every line of it is intact, the
+ * replay's state at its end is saved beside it ("<path>.state",
+ * journal/SCHEMA.md) first: the next journal_open() parses only what comes
+ * after.  That costs a parse of this session's records (~5 us each). */
 void journal_close(struct journal *j);
+
+/* What journal_open() read: *@replayed the journal's lines it parsed,
+ * *@resumed the bytes of its beginning it took from the saved state instead
+ * (0: it parsed the whole journal).  Zeros for NULL. */
+void journal_open_stats(const struct journal *j, uint64_t *replayed, uint64_t *resumed);
 
 /*
  * Crash recovery of the upper, called by the mount after journal_open() and

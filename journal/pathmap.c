@@ -566,3 +566,104 @@ bool journal_touched_explains(struct journal_pathmap *m, const char *path, const
 	}
 	return false;
 }
+
+/* ---- the checkpoint's layout (checkpoint.c) -------------------------------- */
+
+void journal_pathmap_save(struct journal_pathmap *m, struct jbuf *b)
+{
+	/* Number the contents in the order their first name comes, so that
+	 * names sharing one (hard links) share its number. */
+	uint64_t n = 0;
+	for (size_t i = 0; i < m->cap; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (e->path && e->live && e->c->id == 0)
+			e->c->id = ++n;
+	}
+	jbuf_put(b, &n, sizeof(n));
+	uint64_t next = 1;
+	for (size_t i = 0; i < m->cap && next <= n; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (!e->path || !e->live || e->c->id != next)
+			continue;
+		uint8_t has = e->c->has_hash;
+		jbuf_put(b, &has, sizeof(has));
+		jbuf_put(b, &e->c->hash.low64, sizeof(uint64_t));
+		jbuf_put(b, &e->c->hash.high64, sizeof(uint64_t));
+		jbuf_put(b, &e->c->seq, sizeof(uint64_t));
+		next++;
+	}
+	uint64_t live = m->live;
+	jbuf_put(b, &live, sizeof(live));
+	for (size_t i = 0; i < m->cap; i++) {
+		struct journal_pathent *e = &m->slot[i];
+		if (!e->path || !e->live)
+			continue;
+		uint32_t len = (uint32_t)strlen(e->path);
+		jbuf_put(b, &e->c->id, sizeof(uint64_t));
+		jbuf_put(b, &e->seq, sizeof(uint64_t));
+		jbuf_put(b, &len, sizeof(len));
+		jbuf_put(b, e->path, len);
+	}
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slot[i].path && m->slot[i].live)
+			m->slot[i].c->id = 0;
+}
+
+/* Bytes of one saved content and of the smallest saved name. */
+#define SAVED_CONTENT (1 + 3 * sizeof(uint64_t))
+#define SAVED_NAME    (2 * sizeof(uint64_t) + sizeof(uint32_t))
+
+int journal_pathmap_load(struct journal_pathmap *m, struct jcursor *c)
+{
+	uint64_t n = 0;
+	jcur_get(c, &n, sizeof(n));
+	if (c->bad || n > (uint64_t)(c->end - c->p) / SAVED_CONTENT)
+		return -EBADMSG;
+	struct journal_content **cs = n ? calloc(n, sizeof(*cs)) : NULL;
+	if (n && !cs)
+		return -ENOMEM;
+	int r = 0;
+	for (uint64_t i = 0; i < n && r == 0; i++) {
+		uint8_t has = 0;
+		XXH128_hash_t h;
+		uint64_t seq = 0;
+		jcur_get(c, &has, sizeof(has));
+		jcur_get(c, &h.low64, sizeof(uint64_t));
+		jcur_get(c, &h.high64, sizeof(uint64_t));
+		jcur_get(c, &seq, sizeof(seq));
+		cs[i] = content_new(has != 0, h, seq);
+		r = c->bad || has > 1 ? -EBADMSG : cs[i] ? 0 : -ENOMEM;
+	}
+	uint64_t names = 0;
+	if (r == 0)
+		jcur_get(c, &names, sizeof(names));
+	if (r == 0 && (c->bad || names > (uint64_t)(c->end - c->p) / SAVED_NAME))
+		r = -EBADMSG;
+	char path[PATH_MAX];
+	for (uint64_t i = 0; i < names && r == 0; i++) {
+		uint64_t id = 0, seq = 0;
+		uint32_t len = 0;
+		jcur_get(c, &id, sizeof(id));
+		jcur_get(c, &seq, sizeof(seq));
+		jcur_get(c, &len, sizeof(len));
+		if (c->bad || id == 0 || id > n || len >= sizeof(path) || !jcur_get(c, path, len) ||
+		    memchr(path, 0, len)) {
+			r = -EBADMSG;
+			break;
+		}
+		path[len] = 0;
+		cs[id - 1]->refs++;
+		r = put(m, path, cs[id - 1], seq);
+	}
+	for (uint64_t i = 0; i < n; i++)
+		content_put(cs[i]); /* the table's reference; the names hold theirs */
+	free(cs);
+	return r;
+}
+
+void journal_pathmap_swap(struct journal_pathmap *a, struct journal_pathmap *b)
+{
+	struct journal_pathmap t = *a;
+	*a = *b;
+	*b = t;
+}

@@ -43,27 +43,34 @@ static void set_bad(struct journal_scan *s, uint64_t line, uint64_t seq, const c
 int journal_scan_fd(int fd, struct journal_scan *s)
 {
 	struct journal_reader *r;
-	if (lseek(fd, 0, SEEK_SET) < 0)
+	if (lseek(fd, s->resume ? s->intact_end : 0, SEEK_SET) < 0)
 		return -errno;
 	int rc = journal_reader_fd(&r, fd);
 	if (rc < 0)
 		return rc;
-	s->last_hash = journal_chain_genesis;
-	s->file_last_hash = journal_chain_genesis;
-	s->last_op = JOP__COUNT;
+	if (!s->resume) {
+		s->last_hash = journal_chain_genesis;
+		s->file_last_hash = journal_chain_genesis;
+		s->last_op = JOP__COUNT;
+		s->lines = 0;
+	}
 
 	/* A prev mismatch waiting for the next line to say whom to blame. */
 	bool pending = false;
 	uint64_t pend_line = 0, pend_seq = 0;
 	XXH128_hash_t pend_hash = {0, 0};
 
-	uint64_t lineno = 0;
+	uint64_t lineno = s->lines;
 	const char *line;
 	size_t len;
 	off_t off;
 	bool last_was_parse_error = false;
 	while ((rc = journal_reader_line(r, &line, &len, &off)) == 1) {
 		lineno++;
+		if (s->prefix) {
+			XXH3_128bits_update(s->prefix, line, len);
+			XXH3_128bits_update(s->prefix, "\n", 1);
+		}
 		XXH128_hash_t h = journal_chain_hash(line, len);
 		s->file_last_hash = h;
 		/* Each line is parsed once: its seq and prev also settle a pending
@@ -162,6 +169,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 			s->on_entry(s->arg, &e);
 		journal_entry_clear(&e);
 	}
+	s->lines = lineno;
 	size_t partial = journal_reader_partial(r);
 	journal_reader_close(r);
 	if (rc < 0)

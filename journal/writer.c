@@ -195,6 +195,69 @@ static bool flush_pending(const struct journal *j)
 	return j->flushers > 0 && j->written < j->enqueued;
 }
 
+/* ---- the saved state (checkpoint.c) --------------------------------------- */
+
+/* Scan the journal into @s, from the saved state when there is one that
+ * describes how it begins (*@from: the bytes it covered, 0 if none), and
+ * save the state of the end when the scan found every line intact and read
+ * any (a failure to save costs a later open a longer scan, nothing else).
+ * Writer thread, or journal_open()/journal_close() without it. */
+static int scan_and_checkpoint(struct journal *j, struct journal_scan *s, off_t *from)
+{
+	char *sp = journal_state_path(j->path);
+	XXH3_state_t *prefix = XXH3_createState();
+	int r = sp && prefix ? 0 : -ENOMEM;
+	if (r == 0) {
+		XXH3_128bits_reset(prefix);
+		r = journal_checkpoint_load(sp, j->fd, s, prefix);
+	}
+	*from = r == 1 ? s->intact_end : 0;
+	s->lines_resumed = s->lines;
+	s->prefix = prefix;
+	if (r >= 0)
+		r = journal_scan_fd(j->fd, s);
+	s->prefix = NULL;
+	if (r == 0) {
+		off_t end = *from;
+		if (!s->bad_line && s->intact_end == s->file_size && s->intact_end > *from &&
+		    journal_checkpoint_save(sp, s, prefix) == 0)
+			end = s->intact_end;
+		pthread_mutex_lock(&j->lock);
+		j->checkpoint_end = end;
+		pthread_mutex_unlock(&j->lock);
+	}
+	XXH3_freeState(prefix);
+	free(sp);
+	return r;
+}
+
+/* Bring the saved state to the journal's end, with maps of its own (the
+ * open's were changed by crash recovery and freed).  At close, so that the
+ * next open parses nothing of this session, and by the writer when it has
+ * rested a while (state_due()), so that the close has little left to do. */
+static void checkpoint_refresh(struct journal *j)
+{
+	j->state_tried = j->size;
+	if (j->err || j->size <= j->checkpoint_end)
+		return;
+	struct journal_scan s = {0};
+	off_t from;
+	if (journal_pathmap_new(&s.map) == 0 && journal_pathmap_new(&s.touched) == 0)
+		scan_and_checkpoint(j, &s, &from);
+	journal_pathmap_free(s.map);
+	journal_pathmap_free(s.touched);
+}
+
+/* Is a refresh of the saved state worth the writer's rest?  At least
+ * STATE_IDLE_BYTES appended since the state and since the last attempt (a
+ * damaged journal gets no state: it is not tried again and again).  Writer
+ * thread. */
+static bool state_due(const struct journal *j)
+{
+	return j->size - j->checkpoint_end >= STATE_IDLE_BYTES &&
+	       j->size - j->state_tried >= STATE_IDLE_BYTES;
+}
+
 static void *writer_main(void *arg)
 {
 	struct journal *j = arg;
@@ -217,8 +280,28 @@ static void *writer_main(void *arg)
 		} else {
 			if (j->n == 0 && !j->stop && !flush_pending(j) && !retry) {
 				j->idle = true;
-				while (j->n == 0 && !j->stop && !flush_pending(j))
-					pthread_cond_wait(&j->nonempty, &j->lock);
+				while (j->n == 0 && !j->stop && !flush_pending(j)) {
+					if (!state_due(j)) {
+						pthread_cond_wait(&j->nonempty, &j->lock);
+						continue;
+					}
+					/* Rested STATE_IDLE_MS with much unsaved:
+					 * the saved state is brought up to date,
+					 * the lock free meanwhile (records queue). */
+					struct timespec rest;
+					clock_gettime(CLOCK_REALTIME, &rest);
+					rest.tv_sec += STATE_IDLE_MS / 1000;
+					rest.tv_nsec += (STATE_IDLE_MS % 1000) * 1000000L;
+					rest.tv_sec += rest.tv_nsec / 1000000000L;
+					rest.tv_nsec %= 1000000000L;
+					if (pthread_cond_timedwait(&j->nonempty, &j->lock, &rest) !=
+						ETIMEDOUT ||
+					    j->n || j->stop || flush_pending(j))
+						continue;
+					pthread_mutex_unlock(&j->lock);
+					checkpoint_refresh(j);
+					pthread_mutex_lock(&j->lock);
+				}
 				j->idle = false;
 				/* The first record after a rest waits one interval for
 				 * the ones that follow it. */
@@ -321,7 +404,14 @@ void journal_close(struct journal *j)
 	pthread_cond_signal(&j->nonempty);
 	pthread_mutex_unlock(&j->lock);
 	pthread_join(j->thread, NULL);
+	checkpoint_refresh(j);
 	destroy(j);
+}
+
+void journal_open_stats(const struct journal *j, uint64_t *replayed, uint64_t *resumed)
+{
+	*replayed = j ? j->replayed : 0;
+	*resumed = j ? (uint64_t)j->resumed : 0;
 }
 
 uint64_t journal_syncs(struct journal *j)
@@ -370,9 +460,12 @@ static int recover_tail(struct journal *j)
 	    .map = j->map, .touched = j->touched, .head = hr == 1 ? &head : NULL};
 	if (hr == 1)
 		s.check_seq = head.seq;
-	int r = journal_scan_fd(j->fd, &s);
+	off_t from;
+	int r = scan_and_checkpoint(j, &s, &from);
 	if (r < 0)
 		return r;
+	j->replayed = s.lines - s.lines_resumed;
+	j->resumed = from;
 	j->last_time_ns = s.last_time_ns;
 
 	off_t keep = s.bad_line && s.bad_is_tail ? s.intact_end : s.complete_end;

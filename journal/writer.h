@@ -43,7 +43,22 @@ struct journal {
 	struct journal_pathmap *touched; /* journal_touched_apply(); freed by it */
 	int64_t last_time_ns;
 	bool crashed;
+
+	/* The open's scan: lines it parsed, journal bytes it took from the
+	 * saved state instead (checkpoint.c). */
+	uint64_t replayed;
+	off_t resumed;
+	/* The end of the journal the saved state describes (0: none); under
+	 * lock.  The journal's size at the last attempt to save it; writer
+	 * thread only. */
+	off_t checkpoint_end, state_tried;
 };
+
+/* The writer brings the saved state up to date once it rested this long
+ * with at least this much appended since (~4,000 records, ~20 ms to
+ * parse): the close then has little left to parse. */
+#define STATE_IDLE_MS	 1000
+#define STATE_IDLE_BYTES (1 << 20)
 
 /* Times journal_record() waited for a full queue. */
 uint64_t journal_full_waits(struct journal *j);
