@@ -9,7 +9,10 @@
  *  - a single line that parses must format back into a record that parses to
  *    the same fields;
  *  - the input split at NULs into path, path2, detail, comm, exe must format
- *    into one line (no raw newline) that parses back to the same bytes.
+ *    into one line (no raw newline) that parses back to the same bytes;
+ *  - read as the path maps of a saved state (journal/checkpoint.c), it must be
+ *    refused or loaded without reading past its end, and a map it loads must
+ *    save into bytes that load back into as many names.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -143,9 +146,32 @@ static void roundtrip(const uint8_t *data, size_t size)
 	free(copy);
 }
 
+static void state_maps(const uint8_t *data, size_t size)
+{
+	struct journal_pathmap *m, *back;
+	if (journal_pathmap_new(&m) < 0)
+		return;
+	struct jcursor c = {data, data + size, false};
+	if (journal_pathmap_load(m, &c) == 0) {
+		struct jbuf b = {0};
+		journal_pathmap_save(m, &b);
+		if (!b.oom && journal_pathmap_new(&back) == 0) {
+			struct jcursor c2 = {(const unsigned char *)b.p,
+					     (const unsigned char *)b.p + b.len, false};
+			if (journal_pathmap_load(back, &c2) != 0 || c2.p != c2.end ||
+			    journal_pathmap_count(back) != journal_pathmap_count(m))
+				abort();
+			journal_pathmap_free(back);
+		}
+		jbuf_free(&b);
+	}
+	journal_pathmap_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	scan(data, size);
+	state_maps(data, size);
 	reformat(data, size);
 	roundtrip(data, size);
 	return 0;

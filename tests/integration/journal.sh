@@ -547,4 +547,37 @@ assert_contains "  ...and the FIFO" "recovered: docs/pipe: special file without 
 assert_not_contains "  ...and nothing of the agent's own (the FIFO copied up)" "lower-fifo" \
 	"$(af log --op recover "$KMNT" 2>&1)"
 step "unmount" af unmount "$KMNT"
+
+# ------------------------------------------------------------------ the saved state
+# The unmount saved the replay's state beside the journal: the next mount
+# parses none of what it describes.  A record edited before its end makes
+# the mount scan the whole journal again, and find the damage as it would
+# without a saved state.
+assert_eq "the unmount saved the journal's replayed state" 0 \
+	"$([ -s "$KWS/journal.jsonl.state" ]; echo $?)"
+size=$(stat -c %s "$KWS/journal.jsonl")
+mount_ws "$REPO" "$KMNT" --name markers
+[ "$RC" -eq 0 ] || bail "mount of the markers workspace failed: $OUT"
+assert_contains "the next mount resumes from it" \
+	"journal: 0 lines replayed after the saved state of its first $size bytes" \
+	"$(grep 'journal:' "$KWS/daemon.log" | tail -1)"
+step "  ...verify passes" af verify "$KMNT"
+step "unmount" af unmount "$KMNT"
+lines=$(wc -l <"$KWS/journal.jsonl")
+python3 - "$KWS/journal.jsonl" <<'PY'
+import re, sys
+p = sys.argv[1]
+b = open(p, "rb").read().split(b"\n")
+# record 3's time, one digit changed: still a valid record
+b[2] = re.sub(rb'"time_ns":(\d)', lambda m: b'"time_ns":' + (b"1" if m.group(1) != b"1" else b"2"), b[2], 1)
+open(p, "wb").write(b"\n".join(b))
+PY
+refuse "verify names the edited record" "record 3 was edited" af verify markers
+mount_ws "$REPO" "$KMNT" --name markers
+[ "$RC" -eq 0 ] || bail "mount of the markers workspace failed: $OUT"
+assert_contains "the mount of the edited journal scans all of it" \
+	"journal: $lines lines replayed" "$(grep 'journal:' "$KWS/daemon.log" | tail -1)"
+assert_contains "  ...and notes the damage it found" '"bad_line":3' \
+	"$(grep '"last_intact_seq"' "$KWS/journal.jsonl" | tail -1)"
+step "unmount" af unmount "$KMNT"
 done_testing
