@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,25 +198,26 @@ static bool flush_pending(const struct journal *j)
 
 /* ---- the saved state (checkpoint.c) --------------------------------------- */
 
-/* Scan the journal into @s, from the saved state when there is one that
- * describes how it begins (*@from: the bytes it covered, 0 if none), and
- * save the state of the end when the scan found every line intact and read
- * any (a failure to save costs a later open a longer scan, nothing else).
- * Writer thread, or journal_open()/journal_close() without it. */
-static int scan_and_checkpoint(struct journal *j, struct journal_scan *s, off_t *from)
+/* Scan the journal, open as @fd, into @s, from the saved state when there is
+ * one that describes how it begins (*@from: the bytes it covered, 0 if
+ * none), and save the state of the end when the scan found every line
+ * intact and read any (a failure to save costs a later open a longer scan,
+ * nothing else).  The journal may grow meanwhile (the state thread): the
+ * scan then ends at a complete line or finds a torn one and saves nothing. */
+static int scan_and_checkpoint(struct journal *j, int fd, struct journal_scan *s, off_t *from)
 {
 	char *sp = journal_state_path(j->path);
 	XXH3_state_t *prefix = XXH3_createState();
 	int r = sp && prefix ? 0 : -ENOMEM;
 	if (r == 0) {
 		XXH3_128bits_reset(prefix);
-		r = journal_checkpoint_load(sp, j->fd, s, prefix);
+		r = journal_checkpoint_load(sp, fd, s, prefix);
 	}
 	*from = r == 1 ? s->intact_end : 0;
 	s->lines_resumed = s->lines;
 	s->prefix = prefix;
 	if (r >= 0)
-		r = journal_scan_fd(j->fd, s);
+		r = journal_scan_fd(fd, s);
 	s->prefix = NULL;
 	if (r == 0) {
 		off_t end = *from;
@@ -223,7 +225,8 @@ static int scan_and_checkpoint(struct journal *j, struct journal_scan *s, off_t 
 		    journal_checkpoint_save(sp, s, prefix) == 0)
 			end = s->intact_end;
 		pthread_mutex_lock(&j->lock);
-		j->checkpoint_end = end;
+		if (end > j->checkpoint_end)
+			j->checkpoint_end = end;
 		pthread_mutex_unlock(&j->lock);
 	}
 	XXH3_freeState(prefix);
@@ -231,31 +234,65 @@ static int scan_and_checkpoint(struct journal *j, struct journal_scan *s, off_t 
 	return r;
 }
 
-/* Bring the saved state to the journal's end, with maps of its own (the
- * open's were changed by crash recovery and freed).  At close, so that the
- * next open parses nothing of this session, and by the writer when it has
- * rested a while (state_due()), so that the close has little left to do. */
-static void checkpoint_refresh(struct journal *j)
+/* Bring the saved state to the end of the journal open as @fd, with maps of
+ * its own (the open's were changed by crash recovery and freed). */
+static void checkpoint_refresh(struct journal *j, int fd)
 {
-	j->state_tried = j->size;
-	if (j->err || j->size <= j->checkpoint_end)
+	pthread_mutex_lock(&j->lock);
+	bool failed = j->err != 0;
+	pthread_mutex_unlock(&j->lock);
+	if (failed)
 		return;
 	struct journal_scan s = {0};
 	off_t from;
 	if (journal_pathmap_new(&s.map) == 0 && journal_pathmap_new(&s.touched) == 0)
-		scan_and_checkpoint(j, &s, &from);
+		scan_and_checkpoint(j, fd, &s, &from);
 	journal_pathmap_free(s.map);
 	journal_pathmap_free(s.touched);
 }
 
-/* Is a refresh of the saved state worth the writer's rest?  At least
- * STATE_IDLE_BYTES appended since the state and since the last attempt (a
+/* The state thread: one refresh, at the lowest priority, reading the
+ * journal through a descriptor of its own while the writer goes on
+ * appending (a refresh in the writer held records back from the disk for
+ * as long as it parsed). */
+static void *state_main(void *arg)
+{
+	struct journal *j = arg;
+	setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* best effort */
+	int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		checkpoint_refresh(j, fd);
+		close(fd);
+	}
+	pthread_mutex_lock(&j->lock);
+	j->state_done = true;
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+/* Is a refresh of the saved state worth starting?  At least
+ * STATE_IDLE_BYTES appended since the state and since the last start (a
  * damaged journal gets no state: it is not tried again and again).  Writer
- * thread. */
+ * thread, under j->lock. */
 static bool state_due(const struct journal *j)
 {
 	return j->size - j->checkpoint_end >= STATE_IDLE_BYTES &&
 	       j->size - j->state_tried >= STATE_IDLE_BYTES;
+}
+
+/* Start the state thread, unless the last one is still at work.  Under
+ * j->lock. */
+static void state_start(struct journal *j)
+{
+	j->state_tried = j->size;
+	if (j->state_started && !j->state_done)
+		return;
+	if (j->state_started)
+		pthread_join(j->state_thread, NULL);
+	j->state_started = false;
+	j->state_done = false;
+	if (pthread_create(&j->state_thread, NULL, state_main, j) == 0)
+		j->state_started = true;
 }
 
 static void *writer_main(void *arg)
@@ -286,8 +323,8 @@ static void *writer_main(void *arg)
 						continue;
 					}
 					/* Rested STATE_IDLE_MS with much unsaved:
-					 * the saved state is brought up to date,
-					 * the lock free meanwhile (records queue). */
+					 * the state thread brings the saved state
+					 * up to date. */
 					struct timespec rest;
 					clock_gettime(CLOCK_REALTIME, &rest);
 					rest.tv_sec += STATE_IDLE_MS / 1000;
@@ -298,9 +335,7 @@ static void *writer_main(void *arg)
 						ETIMEDOUT ||
 					    j->n || j->stop || flush_pending(j))
 						continue;
-					pthread_mutex_unlock(&j->lock);
-					checkpoint_refresh(j);
-					pthread_mutex_lock(&j->lock);
+					state_start(j);
 				}
 				j->idle = false;
 				/* The first record after a rest waits one interval for
@@ -404,7 +439,11 @@ void journal_close(struct journal *j)
 	pthread_cond_signal(&j->nonempty);
 	pthread_mutex_unlock(&j->lock);
 	pthread_join(j->thread, NULL);
-	checkpoint_refresh(j);
+	if (j->state_started)
+		pthread_join(j->state_thread, NULL);
+	/* The rest, so that the next open parses nothing of this session. */
+	if (j->size > j->checkpoint_end)
+		checkpoint_refresh(j, j->fd);
 	destroy(j);
 }
 
@@ -461,7 +500,7 @@ static int recover_tail(struct journal *j)
 	if (hr == 1)
 		s.check_seq = head.seq;
 	off_t from;
-	int r = scan_and_checkpoint(j, &s, &from);
+	int r = scan_and_checkpoint(j, j->fd, &s, &from);
 	if (r < 0)
 		return r;
 	j->replayed = s.lines - s.lines_resumed;

@@ -49,13 +49,18 @@ struct journal {
 	uint64_t replayed;
 	off_t resumed;
 	/* The end of the journal the saved state describes (0: none); under
-	 * lock.  The journal's size at the last attempt to save it; writer
-	 * thread only. */
-	off_t checkpoint_end, state_tried;
+	 * lock. */
+	off_t checkpoint_end;
+	/* The state thread (writer.c, state_main): started by the writer
+	 * (state_started; j->size then in state_tried, writer thread only),
+	 * done (under lock), joined by the next start or the close. */
+	pthread_t state_thread;
+	bool state_started, state_done;
+	off_t state_tried;
 };
 
-/* The writer brings the saved state up to date once it rested this long
- * with at least this much appended since (~4,000 records, ~20 ms to
+/* The writer starts the state thread once it rested this long with at least
+ * this much appended since the saved state (~4,000 records, ~20 ms to
  * parse): the close then has little left to parse. */
 #define STATE_IDLE_MS	 1000
 #define STATE_IDLE_BYTES (1 << 20)
