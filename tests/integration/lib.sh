@@ -389,13 +389,20 @@ passthrough_on() {
 # exited PID: has the process ended?  A zombie has: it holds nothing any more
 # and only waits for its parent to collect its status (proc(5), /proc/PID/stat
 # state "Z").  A daemon's parent is init, which may do that a second or more
-# later, so kill -0 alone would count that wait too.
+# later, so kill -0 alone would count that wait too.  But a thread group's
+# leader turns zombie as soon as it exits itself, while its other threads
+# may still be dying (one finishing a system call), and the files they
+# share, with the workspace's lock, close only when the last one is done:
+# every thread of /proc/PID/task must be a zombie (or gone).
 exited() {
-	local st
+	local st t
 	kill -0 "$1" 2>/dev/null || return 0
-	read -r st <"/proc/$1/stat" 2>/dev/null || return 0
-	st=${st##*) }
-	[ "${st%% *}" = Z ]
+	for t in /proc/"$1"/task/*; do
+		read -r st <"$t/stat" 2>/dev/null || continue
+		st=${st##*) }
+		[ "${st%% *}" = Z ] || [ "${st%% *}" = X ] || return 1
+	done
+	return 0
 }
 
 # wait_gone PID [SECONDS]: wait for a process that is not our child to exit.
