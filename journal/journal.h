@@ -151,7 +151,7 @@ struct journal;
  * starts after the part "<path>.state" describes when the journal still
  * begins with exactly those bytes (journal/SCHEMA.md, "The saved state"),
  * and saves the state of the end when it found every line intact; the
- * writer saves it too after resting STATE_IDLE_MS with much appended
+ * writer has a thread save it too after resting STATE_IDLE_MS with much appended
  * (writer.h), and journal_close() does at the end.
  * Returns 0 and a journal owned by the caller, or a negative errno.
  */
