@@ -80,7 +80,8 @@ static bool same(XXH128_hash_t a, XXH128_hash_t b)
  * negative errno (-ENOENT: no checkpoint). */
 static int slurp(const char *path, unsigned char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO in its place must not hold the mount up. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -267,7 +268,8 @@ int journal_checkpoint_save(const char *state_path, const struct journal_scan *s
 	}
 	memcpy(tmp, state_path, pl);
 	memcpy(tmp + pl, ".tmp", sizeof(".tmp"));
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int fd =
+	    open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
 	if (fd < 0)
 		r = -errno;
 	for (size_t done = 0; r == 0 && done < b.len;) {

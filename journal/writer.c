@@ -251,19 +251,16 @@ static void checkpoint_refresh(struct journal *j, int fd)
 	journal_pathmap_free(s.touched);
 }
 
-/* The state thread: one refresh, at the lowest priority, reading the
- * journal through a descriptor of its own while the writer goes on
- * appending (a refresh in the writer held records back from the disk for
- * as long as it parsed). */
+/* The state thread: one refresh, at the lowest priority, while the writer
+ * goes on appending (a refresh in the writer held records back from the
+ * disk for as long as it parsed).  It reads through j->fd: the writer's
+ * pwrite()s leave the file offset alone, and no one else moves it while
+ * the thread runs (journal_close() joins it first). */
 static void *state_main(void *arg)
 {
 	struct journal *j = arg;
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* best effort */
-	int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0) {
-		checkpoint_refresh(j, fd);
-		close(fd);
-	}
+	checkpoint_refresh(j, j->fd);
 	pthread_mutex_lock(&j->lock);
 	j->state_done = true;
 	pthread_mutex_unlock(&j->lock);

@@ -246,6 +246,22 @@ START_TEST(state_ignored_unless_it_describes_the_journal)
 	ck_assert_uint_eq(replayed, all);
 	journal_close(j);
 
+	/* 6. A FIFO in the state's place, or in its temporary file's: the open
+	 * neither waits for a writer nor for a reader. */
+	copy_file(journal, jt.journal);
+	copy_file(head, jt.head);
+	unlink(state_of(&jt));
+	ck_assert_int_eq(mkfifo(state_of(&jt), 0600), 0);
+	char tmp[PATH_MAX + 32];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", state_of(&jt));
+	ck_assert_int_eq(mkfifo(tmp, 0600), 0);
+	j = open_counted(jt.journal, &replayed, &resumed);
+	ck_assert_uint_eq(resumed, 0);
+	ck_assert_uint_eq(replayed, all);
+	journal_close(j);
+	unlink(tmp);
+	unlink(state_of(&jt));
+
 	/* And the good state, where it belongs, is used. */
 	copy_file(journal, jt.journal);
 	copy_file(head, jt.head);
