@@ -198,12 +198,29 @@ static bool flush_pending(const struct journal *j)
 
 /* ---- the saved state (checkpoint.c) --------------------------------------- */
 
+/* After a scan of the whole journal open as @fd into @s, fed to @prefix:
+ * when it found every line intact and read any past @from, save its state
+ * at @sp (a failure to save costs a later open a longer scan, nothing
+ * else).  The journal may have grown during the scan (the state thread):
+ * the scan then ended at a complete line or found a torn one, and the size
+ * check or the bad line keeps it from being saved.  True when the scan was
+ * clean, saved or not. */
+static bool save_if_clean(struct journal *j, const char *sp, struct journal_scan *s,
+			  const XXH3_state_t *prefix, off_t from)
+{
+	bool clean = !s->bad_line && s->intact_end == s->file_size;
+	if (clean && s->intact_end > from && journal_checkpoint_save(sp, s, prefix) == 0) {
+		pthread_mutex_lock(&j->lock);
+		if (s->intact_end > j->checkpoint_end)
+			j->checkpoint_end = s->intact_end;
+		pthread_mutex_unlock(&j->lock);
+	}
+	return clean;
+}
+
 /* Scan the journal, open as @fd, into @s, from the saved state when there is
  * one that describes how it begins (*@from: the bytes it covered, 0 if
- * none), and save the state of the end when the scan found every line
- * intact and read any (a failure to save costs a later open a longer scan,
- * nothing else).  The journal may grow meanwhile (the state thread): the
- * scan then ends at a complete line or finds a torn one and saves nothing. */
+ * none), and save the state of the end when the scan was clean. */
 static int scan_and_checkpoint(struct journal *j, int fd, struct journal_scan *s, off_t *from)
 {
 	char *sp = journal_state_path(j->path);
@@ -214,41 +231,78 @@ static int scan_and_checkpoint(struct journal *j, int fd, struct journal_scan *s
 		r = journal_checkpoint_load(sp, fd, s, prefix);
 	}
 	*from = r == 1 ? s->intact_end : 0;
+	pthread_mutex_lock(&j->lock);
+	j->checkpoint_end = *from;
+	pthread_mutex_unlock(&j->lock);
 	s->lines_resumed = s->lines;
 	s->prefix = prefix;
 	if (r >= 0)
 		r = journal_scan_fd(fd, s);
 	s->prefix = NULL;
-	if (r == 0) {
-		off_t end = *from;
-		if (!s->bad_line && s->intact_end == s->file_size && s->intact_end > *from &&
-		    journal_checkpoint_save(sp, s, prefix) == 0)
-			end = s->intact_end;
-		pthread_mutex_lock(&j->lock);
-		if (end > j->checkpoint_end)
-			j->checkpoint_end = end;
-		pthread_mutex_unlock(&j->lock);
-	}
+	if (r == 0)
+		save_if_clean(j, sp, s, prefix, *from);
 	XXH3_freeState(prefix);
 	free(sp);
 	return r;
 }
 
-/* Bring the saved state to the end of the journal open as @fd, with maps of
- * its own (the open's were changed by crash recovery and freed). */
+static void live_free(struct journal *j)
+{
+	if (j->live) {
+		journal_pathmap_free(j->live->map);
+		journal_pathmap_free(j->live->touched);
+		free(j->live);
+	}
+	if (j->live_prefix)
+		XXH3_freeState(j->live_prefix);
+	j->live = NULL;
+	j->live_prefix = NULL;
+}
+
+/* Bring the saved state to the end of the journal open as @fd.  The first
+ * refresh of a session loads the saved state (hashing the journal's bytes it
+ * stands for) into maps of its own (the open's were changed by crash
+ * recovery and freed); a clean scan is kept (j->live) and the next refresh
+ * goes on from it, parsing and hashing only what came since.  Whatever was
+ * written meanwhile to the part already read is no concern of the state:
+ * the next open hashes the file itself. */
 static void checkpoint_refresh(struct journal *j, int fd)
 {
 	pthread_mutex_lock(&j->lock);
 	bool failed = j->err != 0;
 	pthread_mutex_unlock(&j->lock);
-	if (failed)
+	char *sp = journal_state_path(j->path);
+	if (failed || !sp) {
+		free(sp);
 		return;
-	struct journal_scan s = {0};
+	}
+	int r = 0;
 	off_t from;
-	if (journal_pathmap_new(&s.map) == 0 && journal_pathmap_new(&s.touched) == 0)
-		scan_and_checkpoint(j, fd, &s, &from);
-	journal_pathmap_free(s.map);
-	journal_pathmap_free(s.touched);
+	if (j->live) {
+		from = j->live->intact_end;
+	} else {
+		j->live = calloc(1, sizeof(*j->live));
+		j->live_prefix = XXH3_createState();
+		if (!j->live || !j->live_prefix || journal_pathmap_new(&j->live->map) < 0 ||
+		    journal_pathmap_new(&j->live->touched) < 0)
+			r = -ENOMEM;
+		if (r == 0) {
+			XXH3_128bits_reset(j->live_prefix);
+			r = journal_checkpoint_load(sp, fd, j->live, j->live_prefix);
+		}
+		from = r == 1 ? j->live->intact_end : 0;
+	}
+	struct journal_scan *s = j->live;
+	if (r >= 0) {
+		s->resume = from > 0;
+		s->lines_resumed = s->lines;
+		s->prefix = j->live_prefix;
+		r = journal_scan_fd(fd, s);
+		s->prefix = NULL;
+	}
+	if (r < 0 || !save_if_clean(j, sp, s, j->live_prefix, from))
+		live_free(j);
+	free(sp);
 }
 
 /* The state thread: one refresh, at the lowest priority, while the writer
@@ -418,6 +472,7 @@ static void destroy(struct journal *j)
 	journal_proc_cache_free(j->procs);
 	journal_pathmap_free(j->map);
 	journal_pathmap_free(j->touched);
+	live_free(j);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->nonempty);
 	pthread_cond_destroy(&j->space);

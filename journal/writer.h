@@ -57,6 +57,11 @@ struct journal {
 	pthread_t state_thread;
 	bool state_started, state_done;
 	off_t state_tried;
+	/* The last refresh's clean scan, its maps and its hash of the bytes
+	 * it read: the next refresh goes on from it (writer.c,
+	 * checkpoint_refresh).  The state thread's, then the close's. */
+	struct journal_scan *live;
+	XXH3_state_t *live_prefix;
 };
 
 /* The writer starts the state thread once it rested this long with at least
