@@ -42,9 +42,11 @@ static const char magic[] = "agentfs-journal-state\n";
 #define BYTE_ORDER_MARK 0x01020304u
 #define F_SESSION_OPEN	1u
 #define F_CRASH_NOTED	2u
-/* A state file larger than this is not one this code wrote for any
- * journal it could replay in reasonable time: ignored. */
-#define STATE_MAX (1u << 30)
+/* A state file larger than this, or than STATE_RATIO times its journal and
+ * this slack (the header, the maps' counts), is ignored unread. */
+#define STATE_MAX   ((off_t)1 << 30)
+#define STATE_RATIO 4
+#define STATE_SLACK 65536
 
 char *journal_state_path(const char *journal_path)
 {
@@ -76,9 +78,9 @@ static bool same(XXH128_hash_t a, XXH128_hash_t b)
 	return a.low64 == b.low64 && a.high64 == b.high64;
 }
 
-/* The whole of @path, at most STATE_MAX bytes: 0 and *out malloc'd, or a
+/* The whole of @path, at most @max bytes: 0 and *out malloc'd, or a
  * negative errno (-ENOENT: no checkpoint). */
-static int slurp(const char *path, unsigned char **out, size_t *len)
+static int slurp(const char *path, off_t max, unsigned char **out, size_t *len)
 {
 	/* O_NONBLOCK: a FIFO in its place must not hold the mount up. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -89,7 +91,7 @@ static int slurp(const char *path, unsigned char **out, size_t *len)
 	unsigned char *p = NULL;
 	if (fstat(fd, &st) < 0)
 		r = -errno;
-	else if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX)
+	else if (!S_ISREG(st.st_mode) || st.st_size > max)
 		r = -EBADMSG;
 	else if (!(p = malloc((size_t)st.st_size + 1)))
 		r = -ENOMEM;
@@ -141,15 +143,21 @@ static int hash_prefix(int fd, off_t size, XXH3_state_t *prefix)
 int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan *s,
 			    XXH3_state_t *prefix)
 {
+	/* Each name in a map comes from a record that holds it with ~250 bytes
+	 * more, so a state is smaller than its journal but for long names and
+	 * renames under long names: a file more than STATE_RATIO times the
+	 * journal is not read (a full replay instead). */
+	struct stat jst;
+	if (fstat(fd, &jst) < 0)
+		return 0;
+	off_t max = jst.st_size < STATE_MAX / STATE_RATIO ? jst.st_size * STATE_RATIO + STATE_SLACK
+							  : STATE_MAX;
 	unsigned char *data = NULL;
 	size_t len = 0;
-	int r = slurp(state_path, &data, &len);
-	if (r == -ENOENT)
+	if (slurp(state_path, max, &data, &len) < 0)
 		return 0;
-	if (r < 0)
-		return r == -ENOMEM ? r : 0;
+	int r = 0;
 	struct journal_pathmap *map = NULL, *touched = NULL;
-	r = 0;
 	XXH128_hash_t sum;
 	if (len < sizeof(sum))
 		goto ignore;
@@ -218,11 +226,13 @@ int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan 
 	}
 	return 1;
 ignore:
+	/* Whatever went wrong, a failure to allocate included, the whole
+	 * journal is replayed instead. */
 	journal_pathmap_free(map);
 	journal_pathmap_free(touched);
 	free(data);
 	XXH3_128bits_reset(prefix);
-	return r == -ENOMEM ? r : 0;
+	return 0;
 }
 
 int journal_checkpoint_save(const char *state_path, const struct journal_scan *s,

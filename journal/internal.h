@@ -237,6 +237,9 @@ struct journal_scan {
 	 * this xxh3-128 state (the checkpoint's binding to the bytes it
 	 * describes). */
 	XXH3_state_t *prefix;
+	/* Input, optional: the scan ends at this offset, as if the file did
+	 * (file_size is then at most this); 0: at the file's end. */
+	off_t limit;
 };
 
 /* Scan the journal open as @fd from offset 0 (with @s->resume, from
@@ -255,8 +258,9 @@ char *journal_state_path(const char *journal_path);
  * begins: its recorded prefix is hashed again into @prefix and must match.
  * 1: @s resumes (s->resume, its state and maps set; @prefix holds the
  * prefix's bytes, for journal_checkpoint_save()); 0: no usable checkpoint
- * (none, damaged, of other bytes, or older than the head's record: @s and
- * @prefix are as they were, @prefix reset); -ENOMEM.
+ * (none, damaged, of other bytes, larger than journal/checkpoint.c's
+ * bound, older than the head's record, or no memory to load it: @s is as it
+ * was, @prefix reset).
  */
 int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan *s,
 			    XXH3_state_t *prefix);
@@ -271,6 +275,10 @@ int journal_checkpoint_save(const char *state_path, const struct journal_scan *s
 
 /* A reader over @fd (borrowed), from its current position. */
 int journal_reader_fd(struct journal_reader **out, int fd);
+
+/* Read nothing at or past file offset @limit (0: to the end of the file):
+ * the end of what a writer appending meanwhile had written. */
+void journal_reader_limit(struct journal_reader *r, off_t limit);
 
 /* Next complete line: 1 with *line (valid until the next call; not
  * NUL-terminated), *len (without the newline) and *off (its file offset);

@@ -26,6 +26,7 @@ struct journal_reader {
 	off_t base; /* file offset of buf[0] */
 	size_t partial;
 	uint64_t lineno;
+	off_t limit; /* read nothing at or past this offset; 0: no limit */
 };
 
 int journal_reader_fd(struct journal_reader **out, int fd)
@@ -70,6 +71,11 @@ void journal_reader_close(struct journal_reader *r)
 	free(r);
 }
 
+void journal_reader_limit(struct journal_reader *r, off_t limit)
+{
+	r->limit = limit;
+}
+
 size_t journal_reader_partial(const struct journal_reader *r)
 {
 	return r->partial;
@@ -104,7 +110,12 @@ int journal_reader_line(struct journal_reader *r, const char **line, size_t *len
 			r->buf = nb;
 			r->cap *= 2;
 		}
-		ssize_t n = read(r->fd, r->buf + r->end, r->cap - r->end);
+		size_t want = r->cap - r->end;
+		if (r->limit) {
+			off_t left = r->limit - (r->base + (off_t)r->end);
+			want = left <= 0 ? 0 : (uint64_t)left < want ? (size_t)left : want;
+		}
+		ssize_t n = want ? read(r->fd, r->buf + r->end, want) : 0;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

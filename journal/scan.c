@@ -48,6 +48,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 	int rc = journal_reader_fd(&r, fd);
 	if (rc < 0)
 		return rc;
+	journal_reader_limit(r, s->limit);
 	if (!s->resume) {
 		s->last_hash = journal_chain_genesis;
 		s->file_last_hash = journal_chain_genesis;
@@ -199,7 +200,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	s->file_size = st.st_size;
-	s->complete_end = st.st_size - (off_t)partial;
+	s->file_size = s->limit && s->limit < st.st_size ? s->limit : st.st_size;
+	s->complete_end = s->file_size - (off_t)partial;
 	return 0;
 }
