@@ -209,12 +209,17 @@ static bool save_if_clean(struct journal *j, const char *sp, struct journal_scan
 			  const XXH3_state_t *prefix, off_t from)
 {
 	bool clean = !s->bad_line && s->intact_end == s->file_size;
-	if (clean && s->intact_end > from && journal_checkpoint_save(sp, s, prefix) == 0) {
-		pthread_mutex_lock(&j->lock);
-		if (s->intact_end > j->checkpoint_end)
-			j->checkpoint_end = s->intact_end;
-		pthread_mutex_unlock(&j->lock);
-	}
+	int r = clean && s->intact_end > from ? journal_checkpoint_save(sp, s, prefix) : 0;
+	pthread_mutex_lock(&j->lock);
+	if (clean && r == 0 && s->intact_end > j->checkpoint_end)
+		j->checkpoint_end = s->intact_end;
+	/* Damage before the tail stays (it is evidence), and a state file
+	 * that cannot be written now will not be later this session: no
+	 * refresh would save anything, and each would parse all that follows
+	 * the last state. */
+	if (r < 0 || (s->bad_line && !s->bad_is_tail))
+		j->state_broken = true;
+	pthread_mutex_unlock(&j->lock);
 	return clean;
 }
 
@@ -266,7 +271,7 @@ static void live_free(struct journal *j)
  * goes on from it, parsing and hashing only what came since.  Whatever was
  * written meanwhile to the part already read is no concern of the state:
  * the next open hashes the file itself. */
-static void checkpoint_refresh(struct journal *j, int fd)
+static void checkpoint_refresh(struct journal *j, int fd, off_t limit)
 {
 	pthread_mutex_lock(&j->lock);
 	bool failed = j->err != 0;
@@ -297,6 +302,7 @@ static void checkpoint_refresh(struct journal *j, int fd)
 		s->resume = from > 0;
 		s->lines_resumed = s->lines;
 		s->prefix = j->live_prefix;
+		s->limit = limit;
 		r = journal_scan_fd(fd, s);
 		s->prefix = NULL;
 	}
@@ -314,21 +320,23 @@ static void *state_main(void *arg)
 {
 	struct journal *j = arg;
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* best effort */
-	checkpoint_refresh(j, j->fd);
+	pthread_mutex_lock(&j->lock);
+	off_t limit = j->state_limit;
+	pthread_mutex_unlock(&j->lock);
+	checkpoint_refresh(j, j->fd, limit);
 	pthread_mutex_lock(&j->lock);
 	j->state_done = true;
 	pthread_mutex_unlock(&j->lock);
 	return NULL;
 }
 
-/* Is a refresh of the saved state worth starting?  At least
- * STATE_IDLE_BYTES appended since the state and since the last start (a
- * damaged journal gets no state: it is not tried again and again).  Writer
- * thread, under j->lock. */
-static bool state_due(const struct journal *j)
+/* Is a refresh of the saved state worth starting?  At least @bytes
+ * appended since the state and since the last start, and a state can be
+ * saved (j->state_broken).  Writer thread, under j->lock. */
+static bool state_due(const struct journal *j, off_t bytes)
 {
-	return j->size - j->checkpoint_end >= STATE_IDLE_BYTES &&
-	       j->size - j->state_tried >= STATE_IDLE_BYTES;
+	return !j->state_broken && j->size - j->checkpoint_end >= bytes &&
+	       j->size - j->state_tried >= bytes;
 }
 
 /* Start the state thread, unless the last one is still at work.  Under
@@ -338,6 +346,7 @@ static void state_start(struct journal *j)
 	j->state_tried = j->size;
 	if (j->state_started && !j->state_done)
 		return;
+	j->state_limit = j->size; /* whole records, written */
 	if (j->state_started)
 		pthread_join(j->state_thread, NULL);
 	j->state_started = false;
@@ -369,7 +378,7 @@ static void *writer_main(void *arg)
 			if (j->n == 0 && !j->stop && !flush_pending(j) && !retry) {
 				j->idle = true;
 				while (j->n == 0 && !j->stop && !flush_pending(j)) {
-					if (!state_due(j)) {
+					if (!state_due(j, STATE_IDLE_BYTES)) {
 						pthread_cond_wait(&j->nonempty, &j->lock);
 						continue;
 					}
@@ -433,6 +442,8 @@ static void *writer_main(void *arg)
 			j->err = 0;
 		if (due)
 			j->written = target;
+		if (!err && state_due(j, STATE_BUSY_BYTES))
+			state_start(j);
 		pthread_cond_broadcast(&j->flushed);
 		if (stopping && j->n == 0)
 			break;
@@ -494,8 +505,8 @@ void journal_close(struct journal *j)
 	if (j->state_started)
 		pthread_join(j->state_thread, NULL);
 	/* The rest, so that the next open parses nothing of this session. */
-	if (j->size > j->checkpoint_end)
-		checkpoint_refresh(j, j->fd);
+	if (!j->state_broken && j->size > j->checkpoint_end)
+		checkpoint_refresh(j, j->fd, 0);
 	destroy(j);
 }
 
