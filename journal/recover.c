@@ -22,6 +22,9 @@ struct recover_ctx {
 	struct journal_pathmap *seen;
 	bool skip_git;
 	int count;
+	const char **gone; /* vanished(): paths of j->map, borrowed */
+	size_t ngone, capgone;
+	bool oom;
 };
 
 static bool same(XXH128_hash_t a, XXH128_hash_t b)
@@ -110,14 +113,31 @@ static int visit_marker(void *arg, const char *path, const char *hashed, enum jo
 	return journal_pathmap_set(c->j->touched, path, false, (XXH128_hash_t){0, 0}, 0);
 }
 
+/* A recorded file the walk did not see: collected, then recorded in the
+ * order of their paths (the map's own order depends on its history, which
+ * a map loaded from the saved state does not share with one replayed). */
 static void vanished(void *arg, struct journal_pathent *e)
 {
 	struct recover_ctx *c = arg;
 	if (journal_pathmap_get(c->seen, e->path) || journal_pathmap_has_parent(c->seen, e->path) ||
 	    (c->skip_git && journal_under_git(e->path)))
 		return;
-	record_recover(c->j, e->path, -ENOENT, 0, 0, NULL, "recorded file missing from the upper");
-	c->count++;
+	if (c->ngone == c->capgone) {
+		size_t cap = c->capgone ? c->capgone * 2 : 16;
+		const char **v = realloc(c->gone, cap * sizeof(*v));
+		if (!v) {
+			c->oom = true;
+			return;
+		}
+		c->gone = v;
+		c->capgone = cap;
+	}
+	c->gone[c->ngone++] = e->path;
+}
+
+static int by_path(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 int journal_recover_upper(struct journal *j, int upper_fd, bool skip_git)
@@ -131,6 +151,16 @@ int journal_recover_upper(struct journal *j, int upper_fd, bool skip_git)
 	r = journal_walk_upper_all(upper_fd, visit, j->touched ? visit_marker : NULL, &c);
 	if (r == 0)
 		journal_pathmap_each(j->map, vanished, &c);
+	if (r == 0 && c.oom)
+		r = -ENOMEM;
+	if (r == 0 && c.ngone)
+		qsort(c.gone, c.ngone, sizeof(*c.gone), by_path);
+	for (size_t i = 0; r == 0 && i < c.ngone; i++) {
+		record_recover(j, c.gone[i], -ENOENT, 0, 0, NULL,
+			       "recorded file missing from the upper");
+		c.count++;
+	}
+	free(c.gone);
 	journal_pathmap_free(c.seen);
 	journal_pathmap_free(j->touched); /* needed no more */
 	j->touched = NULL;
