@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -186,6 +187,119 @@ START_TEST(writer_saves_the_state_when_it_rests)
 }
 END_TEST
 
+/* Without a rest the writer still has the state saved, every
+ * STATE_BUSY_BYTES: the close never has a whole session to parse. */
+START_TEST(writer_saves_the_state_without_a_rest)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	off_t saved = 0;
+	int n = 0;
+	/* Records keep coming (never a second's rest) until a state is saved,
+	 * 48 MiB of them at most. */
+	for (int round = 0; round < 768 && saved == 0; round++) {
+		n += record_until(&jt, j, 64 << 10, n);
+		pthread_mutex_lock(&j->lock);
+		saved = j->checkpoint_end;
+		pthread_mutex_unlock(&j->lock);
+	}
+	ck_assert_int_ge(saved, STATE_BUSY_BYTES);
+	journal_close(j);
+	uint64_t replayed, resumed;
+	j = open_counted(jt.journal, &replayed, &resumed);
+	ck_assert_uint_eq(resumed, (uint64_t)jt_size(&jt));
+	ck_assert_uint_eq(j->seq, (uint64_t)n);
+	journal_close(j);
+	jt_teardown(&jt);
+}
+END_TEST
+
+/* A journal damaged before its tail keeps the damage (evidence), so no
+ * state can be saved after it: the writer starts no refresh for it. */
+START_TEST(damaged_journal_gets_no_refresh)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 40, JOURNAL_SYNC_NEVER);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	lines[5][30] = lines[5][30] == '1' ? '2' : '1';
+	jt_put_lines(&jt, lines, n);
+	jt_free_lines(lines, n);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	record_until(&jt, j, 2 * STATE_IDLE_BYTES, 0);
+	usleep((STATE_IDLE_MS + 500) * 1000);
+	pthread_mutex_lock(&j->lock);
+	ck_assert(j->state_broken);
+	ck_assert(!j->state_started);
+	pthread_mutex_unlock(&j->lock);
+	journal_close(j);
+	jt_teardown(&jt);
+}
+END_TEST
+
+/* The files recovery finds missing are recorded in the order of their
+ * paths, whatever order the map they come from holds them in (one loaded
+ * from a state has another history than one replayed). */
+START_TEST(missing_files_recovered_in_path_order)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_NEVER), 0);
+	for (int i = 0; i < 300; i++) {
+		char path[32];
+		snprintf(path, sizeof(path), "f%d", (i * 7919) % 300);
+		journal_record(j, &(struct journal_event){.op = JOP_CREATE, .path = path});
+		if (i % 3 == 0)
+			journal_record(j, &(struct journal_event){.op = JOP_UNLINK, .path = path});
+	}
+	journal_record(j, &(struct journal_event){.op = JOP_UNMOUNT});
+	journal_close(j);
+	for (int with_state = 1; with_state >= 0; with_state--) {
+		char copy[PATH_MAX];
+		snprintf(copy, sizeof(copy), "%s/c%d.jsonl", jt.dir, with_state);
+		copy_file(jt.journal, copy);
+		if (with_state) {
+			char st[PATH_MAX + 16];
+			snprintf(st, sizeof(st), "%s.state", copy);
+			copy_file(state_of(&jt), st);
+		}
+		off_t before = size_of(copy);
+		uint64_t replayed, resumed;
+		j = open_counted(copy, &replayed, &resumed);
+		ck_assert_uint_eq(resumed != 0, with_state);
+		int up = open(jt.upper, O_RDONLY | O_DIRECTORY);
+		ck_assert_int_gt(journal_recover_upper(j, up, false), 0);
+		close(up);
+		journal_close(j);
+		int fd = open(copy, O_RDONLY);
+		ck_assert_int_eq(lseek(fd, before, SEEK_SET), before);
+		struct journal_reader *r;
+		ck_assert_int_eq(journal_reader_fd(&r, fd), 0);
+		struct journal_entry e = {0};
+		char err[256], last[64] = "";
+		int count = 0;
+		while (journal_reader_next(r, &e, err, sizeof(err)) == 1) {
+			if (e.op == JOP_RECOVER && e.result == -ENOENT) {
+				ck_assert_msg(strcmp(last, e.path) < 0, "%s after %s", e.path,
+					      last);
+				snprintf(last, sizeof(last), "%s", e.path);
+				count++;
+			}
+			journal_entry_clear(&e);
+		}
+		journal_reader_close(r);
+		close(fd);
+		ck_assert_int_eq(count, 200);
+	}
+	jt_teardown(&jt);
+}
+END_TEST
+
 /* What a state must not be trusted for: each case gets a full scan, whose
  * results are those of an open without any state. */
 START_TEST(state_ignored_unless_it_describes_the_journal)
@@ -296,6 +410,32 @@ START_TEST(state_ignored_unless_it_describes_the_journal)
 	journal_close(j);
 	unlink(tmp);
 	unlink(state_of(&jt));
+
+	/* 7. A huge file in the state's place: not read at all, so it costs
+	 * neither the time to read it nor memory the daemon may not have. */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	copy_file(journal, jt.journal);
+	copy_file(head, jt.head);
+	unlink(state_of(&jt));
+	int big = open(state_of(&jt), O_WRONLY | O_CREAT, 0600);
+	ck_assert_int_ge(big, 0);
+	ck_assert_int_eq(ftruncate(big, (off_t)1000 << 20), 0);
+	close(big);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		struct rlimit lim = {(rlim_t)512 << 20, (rlim_t)512 << 20};
+		if (setrlimit(RLIMIT_AS, &lim) < 0 ||
+		    journal_open(&j, jt.journal, JOURNAL_SYNC_NEVER) < 0)
+			_exit(1);
+		journal_open_stats(j, &replayed, &resumed);
+		_exit(resumed == 0 && replayed == all ? 0 : 2);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+	unlink(state_of(&jt));
+#endif
 
 	/* And the good state, where it belongs, is used. */
 	copy_file(journal, jt.journal);
@@ -556,6 +696,9 @@ static Suite *state_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, open_resumes_where_the_last_close_left);
 	tcase_add_test(tc, writer_saves_the_state_when_it_rests);
+	tcase_add_test(tc, writer_saves_the_state_without_a_rest);
+	tcase_add_test(tc, damaged_journal_gets_no_refresh);
+	tcase_add_test(tc, missing_files_recovered_in_path_order);
 	tcase_add_test(tc, state_ignored_unless_it_describes_the_journal);
 	tcase_add_test(tc, resumed_open_equals_full_scan);
 	tcase_add_test(tc, map_round_trip);
