@@ -378,7 +378,7 @@ static void *writer_main(void *arg)
 			if (j->n == 0 && !j->stop && !flush_pending(j) && !retry) {
 				j->idle = true;
 				while (j->n == 0 && !j->stop && !flush_pending(j)) {
-					if (!state_due(j, STATE_IDLE_BYTES)) {
+					if (!state_due(j, j->state_idle_bytes)) {
 						pthread_cond_wait(&j->nonempty, &j->lock);
 						continue;
 					}
@@ -442,7 +442,7 @@ static void *writer_main(void *arg)
 			j->err = 0;
 		if (due)
 			j->written = target;
-		if (!err && state_due(j, STATE_BUSY_BYTES))
+		if (!err && state_due(j, j->state_busy_bytes))
 			state_start(j);
 		pthread_cond_broadcast(&j->flushed);
 		if (stopping && j->n == 0)
@@ -627,6 +627,8 @@ int journal_open(struct journal **out, const char *path, enum journal_sync sync)
 		return -ENOMEM;
 	j->fd = j->head_fd = -1;
 	j->sync = sync;
+	j->state_idle_bytes = STATE_IDLE_BYTES;
+	j->state_busy_bytes = STATE_BUSY_BYTES;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->nonempty, NULL);
 	pthread_cond_init(&j->space, NULL);

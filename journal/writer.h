@@ -63,6 +63,9 @@ struct journal {
 	 * refresh is started, nor made at close. */
 	off_t state_limit;
 	bool state_broken;
+	/* STATE_IDLE_BYTES and STATE_BUSY_BYTES, under lock (the unit tests
+	 * lower them). */
+	off_t state_idle_bytes, state_busy_bytes;
 	/* The last refresh's clean scan, its maps and its hash of the bytes
 	 * it read: the next refresh goes on from it (writer.c,
 	 * checkpoint_refresh).  The state thread's, then the close's. */

@@ -116,6 +116,19 @@ END_TEST
  * to date by itself: the close finds nothing left to parse. */
 static char *open_text(const char *path, uint64_t *replayed);
 
+/* The writer's thresholds for a refresh of the state, lowered so that the
+ * tests write little (they take minutes under ThreadSanitizer otherwise). */
+#define TEST_IDLE_BYTES (64 << 10)
+#define TEST_BUSY_BYTES (256 << 10)
+
+static void small_thresholds(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	j->state_idle_bytes = TEST_IDLE_BYTES;
+	j->state_busy_bytes = TEST_BUSY_BYTES;
+	pthread_mutex_unlock(&j->lock);
+}
+
 /* Records of varied paths until the journal holds @bytes more. */
 static int record_until(struct jt *jt, struct journal *j, off_t bytes, int from)
 {
@@ -136,7 +149,7 @@ static int record_until(struct jt *jt, struct journal *j, off_t bytes, int from)
 static void wait_saved(struct journal *j, off_t size)
 {
 	off_t saved = 0;
-	for (int i = 0; i < 200 && saved != size; i++) {
+	for (int i = 0; i < 1200 && saved != size; i++) {
 		usleep(50000);
 		pthread_mutex_lock(&j->lock);
 		saved = j->checkpoint_end;
@@ -151,7 +164,8 @@ START_TEST(writer_saves_the_state_when_it_rests)
 	jt_setup(&jt);
 	struct journal *j;
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	int n = record_until(&jt, j, 2 * STATE_IDLE_BYTES, 0);
+	small_thresholds(j);
+	int n = record_until(&jt, j, 2 * TEST_IDLE_BYTES, 0);
 	off_t first = jt_size(&jt);
 	wait_saved(j, first);
 	/* A second rest: the thread goes on from its first scan, parsing
@@ -160,7 +174,7 @@ START_TEST(writer_saves_the_state_when_it_rests)
 	uint64_t lines = j->live ? j->live->lines : 0;
 	pthread_mutex_unlock(&j->lock);
 	ck_assert_uint_eq(lines, (uint64_t)n);
-	n += record_until(&jt, j, 2 * STATE_IDLE_BYTES, n);
+	n += record_until(&jt, j, 2 * TEST_IDLE_BYTES, n);
 	off_t size = jt_size(&jt);
 	wait_saved(j, size);
 	pthread_mutex_lock(&j->lock);
@@ -188,24 +202,28 @@ START_TEST(writer_saves_the_state_when_it_rests)
 END_TEST
 
 /* Without a rest the writer still has the state saved, every
- * STATE_BUSY_BYTES: the close never has a whole session to parse. */
+ * state_busy_bytes (STATE_BUSY_BYTES): the close never has a whole session
+ * to parse. */
 START_TEST(writer_saves_the_state_without_a_rest)
 {
 	struct jt jt;
 	jt_setup(&jt);
 	struct journal *j;
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	small_thresholds(j);
+	int n = record_until(&jt, j, 2 * TEST_BUSY_BYTES, 0);
+	/* Records keep coming, a few every 100 ms (never a second's rest),
+	 * until the state thread, at nice 19 on a busy machine, saved it: 120
+	 * s at most. */
 	off_t saved = 0;
-	int n = 0;
-	/* Records keep coming (never a second's rest) until a state is saved,
-	 * 48 MiB of them at most. */
-	for (int round = 0; round < 768 && saved == 0; round++) {
-		n += record_until(&jt, j, 64 << 10, n);
+	for (int round = 0; round < 1200 && saved == 0; round++) {
+		n += record_until(&jt, j, 1, n);
+		usleep(100000);
 		pthread_mutex_lock(&j->lock);
 		saved = j->checkpoint_end;
 		pthread_mutex_unlock(&j->lock);
 	}
-	ck_assert_int_ge(saved, STATE_BUSY_BYTES);
+	ck_assert_int_ge(saved, TEST_BUSY_BYTES);
 	journal_close(j);
 	uint64_t replayed, resumed;
 	j = open_counted(jt.journal, &replayed, &resumed);
@@ -230,7 +248,8 @@ START_TEST(damaged_journal_gets_no_refresh)
 	jt_free_lines(lines, n);
 	struct journal *j;
 	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
-	record_until(&jt, j, 2 * STATE_IDLE_BYTES, 0);
+	small_thresholds(j);
+	record_until(&jt, j, 2 * TEST_BUSY_BYTES, 0);
 	usleep((STATE_IDLE_MS + 500) * 1000);
 	pthread_mutex_lock(&j->lock);
 	ck_assert(j->state_broken);
