@@ -343,9 +343,11 @@ static bool state_due(const struct journal *j, off_t bytes)
  * j->lock. */
 static void state_start(struct journal *j)
 {
-	j->state_tried = j->size;
+	/* Still at work: asked again at the writer's next rest or write, as
+	 * long as the refresh is due (state_tried moves only with a start). */
 	if (j->state_started && !j->state_done)
 		return;
+	j->state_tried = j->size;
 	j->state_limit = j->size; /* whole records, written */
 	if (j->state_started)
 		pthread_join(j->state_thread, NULL);
