@@ -73,11 +73,6 @@ static XXH128_hash_t get_hash(struct jcursor *c)
 	return h;
 }
 
-static bool same(XXH128_hash_t a, XXH128_hash_t b)
-{
-	return a.low64 == b.low64 && a.high64 == b.high64;
-}
-
 /* The whole of @path, at most @max bytes: 0 and *out malloc'd, or a
  * negative errno (-ENOENT: no checkpoint). */
 static int slurp(const char *path, off_t max, unsigned char **out, size_t *len)
@@ -163,7 +158,7 @@ int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan 
 		goto ignore;
 	memcpy(&sum.low64, data + len - sizeof(sum), sizeof(uint64_t));
 	memcpy(&sum.high64, data + len - sizeof(uint64_t), sizeof(uint64_t));
-	if (!same(sum, XXH3_128bits(data, len - sizeof(sum))))
+	if (!XXH128_isEqual(sum, XXH3_128bits(data, len - sizeof(sum))))
 		goto ignore;
 	struct jcursor c = {data, data + len - sizeof(sum), false};
 	char m[sizeof(magic) - 1];
@@ -196,7 +191,7 @@ int journal_checkpoint_load(const char *state_path, int fd, struct journal_scan 
 		goto ignore;
 	XXH3_128bits_reset(prefix);
 	if ((r = hash_prefix(fd, (off_t)size, prefix)) < 0 ||
-	    !same(XXH3_128bits_digest(prefix), want))
+	    !XXH128_isEqual(XXH3_128bits_digest(prefix), want))
 		goto ignore;
 	if ((r = journal_pathmap_new(&map)) < 0 || (r = journal_pathmap_new(&touched)) < 0 ||
 	    (r = journal_pathmap_load(map, &c)) < 0 ||

@@ -27,11 +27,6 @@ struct recover_ctx {
 	bool oom;
 };
 
-static bool same(XXH128_hash_t a, XXH128_hash_t b)
-{
-	return a.low64 == b.low64 && a.high64 == b.high64;
-}
-
 static void record_recover(struct journal *j, const char *path, int result, uint32_t flags,
 			   uint64_t bytes, const XXH128_hash_t *h, const char *why)
 {
@@ -76,7 +71,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 		goto seen; /* a mode the agent set: verify names it, the walk goes on */
 	if (r < 0)
 		return r;
-	if (!why && e->c->has_hash && !same(e->c->hash, h))
+	if (!why && e->c->has_hash && !XXH128_isEqual(e->c->hash, h))
 		why = "content differs from the last record";
 	if (!why && !e->c->has_hash)
 		why = "last record carried no hash";

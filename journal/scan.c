@@ -20,11 +20,6 @@
 
 #include "journal/internal.h"
 
-static bool eq(XXH128_hash_t a, XXH128_hash_t b)
-{
-	return a.low64 == b.low64 && a.high64 == b.high64;
-}
-
 static void set_bad(struct journal_scan *s, uint64_t line, uint64_t seq, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -84,7 +79,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 		last_was_parse_error = !parsed;
 		if (pending) {
 			pending = false;
-			if (parsed && eq(e.prev, pend_hash))
+			if (parsed && XXH128_isEqual(e.prev, pend_hash))
 				set_bad(s, pend_line - 1, pend_seq - 1,
 					"record %" PRIu64 " was edited: it no longer hashes to the "
 					"prev that record %" PRIu64 " holds",
@@ -115,7 +110,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 					"seq %" PRIu64 " where %" PRIu64
 					" was expected: records were reordered or duplicated",
 					e.seq, want);
-		} else if (!eq(e.prev, s->last_hash)) {
+		} else if (!XXH128_isEqual(e.prev, s->last_hash)) {
 			if (want == 1) {
 				set_bad(s, lineno, want,
 					"record 1 was edited: its prev is not the genesis value");
@@ -178,7 +173,7 @@ int journal_scan_fd(int fd, struct journal_scan *s)
 	if (pending) {
 		/* The mismatching record is the last one: the head file, written after
 		 * it, holds its original hash when only the record before was edited. */
-		if (s->head && s->head->seq == pend_seq && eq(s->head->hash, pend_hash))
+		if (s->head && s->head->seq == pend_seq && XXH128_isEqual(s->head->hash, pend_hash))
 			set_bad(s, pend_line - 1, pend_seq - 1,
 				"record %" PRIu64 " was edited: it no longer hashes to the prev "
 				"that record %" PRIu64 " holds",

@@ -15,11 +15,6 @@
 #include "fs/layout.h"
 #include "journal/internal.h"
 
-static bool same(XXH128_hash_t a, XXH128_hash_t b)
-{
-	return a.low64 == b.low64 && a.high64 == b.high64;
-}
-
 static void note(struct journal_verify *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -142,7 +137,7 @@ static int visit(void *arg, const char *path, int dirfd, const char *name, const
 		upper_bad(c->v, "upper: %s: cannot read: %s", p, strerror(-r));
 		return 0;
 	}
-	if (!same(h, e->c->hash)) {
+	if (!XXH128_isEqual(h, e->c->hash)) {
 		char a[33], b[33];
 		layout_hash_hex(h, a);
 		layout_hash_hex(e->c->hash, b);
@@ -282,7 +277,8 @@ int journal_verify_file(const char *path, int upper_fd, struct journal_verify *v
 			 "the journal ends at record %" PRIu64 " but its head file records %" PRIu64
 			 ": records %" PRIu64 "..%" PRIu64 " were removed (truncated)",
 			 s.last_seq, head.seq, s.last_seq + 1, head.seq);
-	} else if (hr == 1 && head.seq > 0 && !(s.check_found && same(s.check_hash, head.hash))) {
+	} else if (hr == 1 && head.seq > 0 &&
+		   !(s.check_found && XXH128_isEqual(s.check_hash, head.hash))) {
 		v->bad_line = head.seq;
 		v->bad_seq = head.seq;
 		snprintf(v->why, sizeof(v->why),

@@ -357,6 +357,15 @@ static void state_start(struct journal *j)
 		j->state_started = true;
 }
 
+/* @t plus @ms milliseconds, normalised. */
+static void add_ms(struct timespec *t, long ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	t->tv_sec += t->tv_nsec / 1000000000L;
+	t->tv_nsec %= 1000000000L;
+}
+
 static void *writer_main(void *arg)
 {
 	struct journal *j = arg;
@@ -389,10 +398,7 @@ static void *writer_main(void *arg)
 					 * up to date. */
 					struct timespec rest;
 					clock_gettime(CLOCK_REALTIME, &rest);
-					rest.tv_sec += STATE_IDLE_MS / 1000;
-					rest.tv_nsec += (STATE_IDLE_MS % 1000) * 1000000L;
-					rest.tv_sec += rest.tv_nsec / 1000000000L;
-					rest.tv_nsec %= 1000000000L;
+					add_ms(&rest, STATE_IDLE_MS);
 					if (pthread_cond_timedwait(&j->nonempty, &j->lock, &rest) !=
 						ETIMEDOUT ||
 					    j->n || j->stop || flush_pending(j))
@@ -404,9 +410,7 @@ static void *writer_main(void *arg)
 				 * the ones that follow it. */
 				clock_gettime(CLOCK_REALTIME, &due_at);
 			}
-			due_at.tv_nsec += JOURNAL_INTERVAL_MS * 1000000L;
-			due_at.tv_sec += due_at.tv_nsec / 1000000000L;
-			due_at.tv_nsec %= 1000000000L;
+			add_ms(&due_at, JOURNAL_INTERVAL_MS);
 			while (j->n < JOURNAL_QUEUE_MAX / 2 && !j->stop && !flush_pending(j) &&
 			       pthread_cond_timedwait(&j->nonempty, &j->lock, &due_at) !=
 				   ETIMEDOUT) {
@@ -589,8 +593,7 @@ static int recover_tail(struct journal *j)
 	 * daemon (an unmounted workspace's discard) follow a clean unmount. */
 	j->crashed = s.records > 0 && s.session_open;
 	bool lost = hr == 1 && (head.seq > s.last_seq ||
-				(s.check_found && (s.check_hash.low64 != head.hash.low64 ||
-						   s.check_hash.high64 != head.hash.high64)));
+				(s.check_found && !XXH128_isEqual(s.check_hash, head.hash)));
 	if (!j->crashed && !trimmed && !lost && !s.bad_line && hr >= 0)
 		return 0;
 	/* Noted once already (the crash is still one: j->crashed stays, so the
