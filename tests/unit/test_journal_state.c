@@ -665,6 +665,39 @@ START_TEST(resumed_open_equals_full_scan)
 }
 END_TEST
 
+/* A scan with a limit (the state thread's: the journal's end when it
+ * started, while the writer appends) reads nothing past it. */
+START_TEST(scan_stops_at_its_limit)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	jt_write_records(&jt, 10, JOURNAL_SYNC_NEVER);
+	size_t n;
+	char **lines = jt_lines(&jt, &n);
+	off_t four = 0;
+	for (int i = 0; i < 4; i++)
+		four += (off_t)strlen(lines[i]) + 1;
+	jt_free_lines(lines, n);
+	int fd = open(jt.journal, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	/* At a record's end: four records, clean, as if the file ended there. */
+	struct journal_scan s = {.limit = four};
+	ck_assert_int_eq(journal_scan_fd(fd, &s), 0);
+	ck_assert_uint_eq(s.records, 4);
+	ck_assert_uint_eq(s.bad_line, 0);
+	ck_assert_int_eq(s.file_size, four);
+	ck_assert_int_eq(s.intact_end, four);
+	/* Inside the fifth: that one is torn, nothing after it is read. */
+	struct journal_scan t = {.limit = four + 10};
+	ck_assert_int_eq(journal_scan_fd(fd, &t), 0);
+	ck_assert_uint_eq(t.records, 4);
+	ck_assert_uint_eq(t.bad_line, 5);
+	ck_assert(t.bad_is_tail);
+	close(fd);
+	jt_teardown(&jt);
+}
+END_TEST
+
 /* A map saved and loaded back holds the same, links shared as before. */
 START_TEST(map_round_trip)
 {
@@ -720,6 +753,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, missing_files_recovered_in_path_order);
 	tcase_add_test(tc, state_ignored_unless_it_describes_the_journal);
 	tcase_add_test(tc, resumed_open_equals_full_scan);
+	tcase_add_test(tc, scan_stops_at_its_limit);
 	tcase_add_test(tc, map_round_trip);
 	suite_add_tcase(s, tc);
 	return s;
