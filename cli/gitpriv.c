@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
 #include <git2/sys/repository.h>
 #include <limits.h>
 #include <malloc.h>
@@ -730,10 +732,15 @@ static int clear_dir(int dfd)
 
 /* ---- the build ---- */
 
+/* The in-memory backend's priority in the private odb: above libgit2's loose
+ * (1) and packed (2) backends (odb.c), so that it takes every write. */
+#define GITPRIV_MEMPACK_PRIORITY 999
+
 struct build {
 	struct gitpriv *g;
 	git_repository *real;
 	git_repository *priv;
+	git_odb *odb; /* priv's, with the in-memory backend (pack_base) */
 	git_index *real_index;
 	git_index *head_index; /* the HEAD tree, flattened */
 	git_index *base;       /* the private index being written */
@@ -959,6 +966,62 @@ static int write_base_record(const struct gitpriv *g, const git_oid *commit, con
 	return write_text(g->ws_dir, "git-base", text, 0644);
 }
 
+static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, size_t n,
+			char name[2 * GIT_OID_HEXSZ + 1]);
+static int pack_sync(struct gitpriv *g, const char *name);
+
+/* The ids of a build's own objects: its trees and its commit. */
+struct idlist {
+	git_oid *ids;
+	size_t n, cap;
+	int err; /* -ENOMEM once an add failed */
+};
+
+static int idlist_add(struct idlist *l, const git_oid *id)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 1024;
+		git_oid *ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return l->err = -ENOMEM;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	l->ids[l->n++] = *id;
+	return 0;
+}
+
+/* git_tree_walk's callback: every subtree (the blobs are the real
+ * repository's, copied in when git asks). */
+static int list_subtree(const char *root, const git_tree_entry *e, void *payload)
+{
+	(void)root;
+	if (git_tree_entry_type(e) != GIT_OBJECT_TREE)
+		return 0;
+	return idlist_add(payload, git_tree_entry_id(e)) < 0 ? -1 : 0;
+}
+
+/* Write the trees of @tree and commit @commit, which @odb holds in its
+ * in-memory backend, as one durable pack.  A pack, not loose objects: a
+ * 78k-file tree has ~5,000 trees, which loose cost as many files in the
+ * workspace and a file create each in the build. */
+static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, const git_oid *commit)
+{
+	struct idlist l = {0};
+	char name[2 * GIT_OID_HEXSZ + 1];
+	int r = idlist_add(&l, git_tree_id(tree));
+	if (r == 0)
+		r = idlist_add(&l, commit);
+	if (r == 0 && git_tree_walk(tree, GIT_TREEWALK_PRE, list_subtree, &l) < 0)
+		r = l.err ? l.err : git_fail("listing the base trees");
+	if (r == 0 && pack_objects(g, odb, l.ids, l.n, name) < 0)
+		r = git_fail("packing the base trees");
+	if (r == 0)
+		r = pack_sync(g, name);
+	free(l.ids);
+	return r;
+}
+
 static int build(struct gitpriv *g)
 {
 	struct build b = {.g = g, .dc = {.lower_fd = g->lower_fd, .fd = -1}};
@@ -1048,6 +1111,17 @@ static int build(struct gitpriv *g)
 	dircache_close(&b.dc);
 	if (r < 0)
 		goto out;
+	/* The trees and the commit go to memory, then into one pack
+	 * (pack_base); the blobs hashed above are loose already.  The odb
+	 * owns the backend once added (git2/sys/mempack.h). */
+	git_odb_backend *mem = NULL;
+	if (git_repository_odb(&b.odb, b.priv) < 0 || git_mempack_new(&mem) < 0 ||
+	    git_odb_add_backend(b.odb, mem, GITPRIV_MEMPACK_PRIORITY) < 0) {
+		if (mem)
+			mem->free(mem);
+		r = git_fail("an in-memory object store");
+		goto out;
+	}
 	if (git_index_write_tree_to(&tree_id, b.base, b.priv) < 0) {
 		r = git_fail("writing the base trees");
 		goto out;
@@ -1072,6 +1146,8 @@ static int build(struct gitpriv *g)
 		r = git_fail("writing the base commit");
 		goto out;
 	}
+	if ((r = pack_base(g, b.odb, base_tree, &commit_id)) < 0)
+		goto out;
 	{
 		char refname[300];
 		git_reference *ref = NULL;
@@ -1126,6 +1202,7 @@ out:
 	git_index_free(b.base);
 	git_index_free(b.head_index);
 	git_index_free(b.real_index);
+	git_odb_free(b.odb);
 	git_repository_free(b.priv);
 	git_repository_free(b.real);
 	return r;
@@ -1521,9 +1598,12 @@ static int index_progress(const git_indexer_progress *stats, void *payload)
 	return stopping(payload) ? -1 : 0;
 }
 
-/* Write @p's objects (all in the private objects) as one pack in
- * objects/pack; fills p->name.  Returns 0 or -EIO. */
-static int pack_write(struct gitpriv *g, struct basepack *p)
+/* Write objects @ids[0..n) as one pack in objects/pack, naming it in
+ * @name (pack-NAME.pack, pack-NAME.idx).  The objects are read through
+ * @odb, or through the private objects directory when it is NULL.  Returns
+ * 0 or -EIO. */
+static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, size_t n,
+			char name[2 * GIT_OID_HEXSZ + 1])
 {
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/objects/pack", g->dir);
@@ -1542,7 +1622,9 @@ static int pack_write(struct gitpriv *g, struct basepack *p)
 	git_packbuilder *pb = NULL;
 	int r = access(cpath, F_OK) == 0 ? 0 : write_file(cpath, ctext, sizeof(ctext) - 1, 0644);
 	if (r == 0 &&
-	    (git_repository_open_bare(&repo, g->dir) < 0 || git_config_new(&cfg) < 0 ||
+	    ((odb ? git_repository_wrap_odb(&repo, odb) : git_repository_open_bare(&repo, g->dir)) <
+		 0 ||
+	     git_config_new(&cfg) < 0 ||
 	     git_config_add_file_ondisk(cfg, cpath, GIT_CONFIG_LEVEL_LOCAL, repo, 1) < 0 ||
 	     git_repository_set_config(repo, cfg) < 0 || git_packbuilder_new(&pb, repo) < 0))
 		r = -EIO;
@@ -1550,29 +1632,36 @@ static int pack_write(struct gitpriv *g, struct basepack *p)
 		git_packbuilder_set_threads(pb, 1);
 		git_packbuilder_set_callbacks(pb, pack_progress, g);
 	}
-	for (size_t i = 0; r == 0 && i < p->n; i++)
-		if (stopping(g) || git_packbuilder_insert(pb, &p->ids[i], NULL) < 0)
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (stopping(g) || git_packbuilder_insert(pb, &ids[i], NULL) < 0)
 			r = -EIO;
 	if (r == 0 && git_packbuilder_write(pb, dir, 0, index_progress, g) < 0)
 		r = -EIO;
 	if (r == 0)
-		snprintf(p->name, sizeof(p->name), "%s", git_packbuilder_name(pb));
+		snprintf(name, 2 * GIT_OID_HEXSZ + 1, "%s", git_packbuilder_name(pb));
 	git_packbuilder_free(pb);
 	git_config_free(cfg);
 	git_repository_free(repo);
 	return r;
 }
 
-/* Make pack @p's files and their names durable: the packs a merge replaces
+/* Write @p's objects (all in the private objects) as one pack in
+ * objects/pack; fills p->name.  Returns 0 or -EIO. */
+static int pack_write(struct gitpriv *g, struct basepack *p)
+{
+	return pack_objects(g, NULL, p->ids, p->n, p->name);
+}
+
+/* Make pack @name's files and their names durable: the packs a merge replaces
  * go only after it (libgit2 writes without fsync unless told to for every
  * write, GIT_OPT_ENABLE_FSYNC_GITDIR). */
-static int pack_sync(struct gitpriv *g, const struct basepack *p)
+static int pack_sync(struct gitpriv *g, const char *name)
 {
 	static const char *const ext[] = {"pack", "idx"};
 	char path[PATH_MAX];
 	int r = 0;
 	for (size_t i = 0; i < 2 && r == 0; i++) {
-		snprintf(path, sizeof(path), "%s/objects/pack/pack-%s.%s", g->dir, p->name, ext[i]);
+		snprintf(path, sizeof(path), "%s/objects/pack/pack-%s.%s", g->dir, name, ext[i]);
 		/* O_NONBLOCK: a FIFO in its place must not block. */
 		struct stat st;
 		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -1643,7 +1732,7 @@ static void pack_fresh(struct gitpriv *g)
 			break;
 		memcpy(m.ids, a->ids, a->n * sizeof(*m.ids));
 		memcpy(m.ids + a->n, b->ids, b->n * sizeof(*m.ids));
-		if (pack_write(g, &m) < 0 || pack_sync(g, &m) < 0) {
+		if (pack_write(g, &m) < 0 || pack_sync(g, m.name) < 0) {
 			free(m.ids);
 			break;
 		}
