@@ -140,6 +140,10 @@ struct gitpriv {
 	 * first.  That thread's alone. */
 	git_oid *fresh;
 	size_t nfresh, capfresh;
+	/* The private objects' loose store, written directly with the id that
+	 * thread computed: git_odb_write would hash the blob again and, for an
+	 * object it does not have, rescan objects/pack twice. */
+	git_odb_backend *loose;
 	struct basepack {
 		char name[2 * GIT_OID_HEXSZ + 1]; /* pack-NAME.pack, pack-NAME.idx */
 		git_oid *ids;
@@ -257,6 +261,8 @@ void gitpriv_free(struct gitpriv *g)
 	for (size_t i = 0; i < g->qlen; i++)
 		free(g->queue[(g->qhead + i) % GITPRIV_PREFETCH_QUEUE]);
 	free(g->fresh);
+	if (g->loose)
+		g->loose->free(g->loose);
 	for (size_t i = 0; i < g->npacks; i++)
 		free(g->packs[i].ids);
 	pthread_cond_destroy(&g->qcond);
@@ -1526,11 +1532,26 @@ static int read_lower(const struct gitpriv *g, const char *lower, char **buf, si
 
 static void fresh_add(struct gitpriv *g, const git_oid *id);
 
+/* The prefetch thread's loose store (g->loose), opened at its first use.
+ * Returns 0 or -EIO. */
+static int loose_store(struct gitpriv *g)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/objects", g->dir);
+	/* libgit2's defaults: level 1 (Z_BEST_SPEED), no fsync, modes of git
+	 * (odb_loose.c), as git_odb_write gave them. */
+	if (!g->loose && git_odb_backend_loose(&g->loose, dir, -1, 0, 0, 0) < 0) {
+		g->loose = NULL;
+		return -EIO;
+	}
+	return 0;
+}
+
 static void prefetch_one(struct gitpriv *g, const char *lower)
 {
 	char *buf;
 	size_t len;
-	git_oid id, got;
+	git_oid id;
 	pthread_mutex_lock(&g->lock);
 	bool ready = g->priv_odb != NULL; /* built (gitpriv_prepare) */
 	pthread_mutex_unlock(&g->lock);
@@ -1545,9 +1566,13 @@ static void prefetch_one(struct gitpriv *g, const char *lower)
 		pthread_mutex_lock(&g->lock);
 		bool want = oidset_has(&g->allowed, &id);
 		pthread_mutex_unlock(&g->lock);
-		if (want && !git_odb_exists(g->priv_odb, &id) &&
-		    git_odb_write(&got, g->priv_odb, buf, len, GIT_OBJECT_BLOB) == 0)
-			fresh_add(g, &got);
+		/* Not in the packs libgit2 knows (a pack of this thread's too
+		 * new for it gets a loose duplicate, which git never minds) nor
+		 * loose. */
+		if (want && git_odb_exists_ext(g->priv_odb, &id, GIT_ODB_LOOKUP_NO_REFRESH) == 0 &&
+		    loose_store(g) == 0 &&
+		    g->loose->write(g->loose, &id, buf, len, GIT_OBJECT_BLOB) == 0)
+			fresh_add(g, &id);
 	}
 	free(buf);
 }
