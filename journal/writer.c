@@ -320,6 +320,10 @@ static void *state_main(void *arg)
 {
 	struct journal *j = arg;
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* best effort */
+	if (j->state_gate) {
+		pthread_mutex_lock(j->state_gate);
+		pthread_mutex_unlock(j->state_gate);
+	}
 	pthread_mutex_lock(&j->lock);
 	off_t limit = j->state_limit;
 	pthread_mutex_unlock(&j->lock);

@@ -66,6 +66,10 @@ struct journal {
 	/* STATE_IDLE_BYTES and STATE_BUSY_BYTES, under lock (the unit tests
 	 * lower them). */
 	off_t state_idle_bytes, state_busy_bytes;
+	/* NULL but in the unit tests, which hold it to keep a started state
+	 * thread at work: it takes and drops it before it reads.  Set before
+	 * the first start. */
+	pthread_mutex_t *state_gate;
 	/* The last refresh's clean scan, its maps and its hash of the bytes
 	 * it read: the next refresh goes on from it (writer.c,
 	 * checkpoint_refresh).  The state thread's, then the close's. */

@@ -201,6 +201,54 @@ START_TEST(writer_saves_the_state_when_it_rests)
 }
 END_TEST
 
+/* A refresh that comes due while the state thread is still at work (the
+ * first of a session on a long journal, a slow machine) is started once
+ * that one is done, at the writer's next rest: the close is not left with
+ * everything since. */
+START_TEST(refresh_due_while_busy_starts_after)
+{
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+	small_thresholds(j);
+	pthread_mutex_lock(&gate);
+	pthread_mutex_lock(&j->lock);
+	j->state_gate = &gate;
+	pthread_mutex_unlock(&j->lock);
+	int n = record_until(&jt, j, 2 * TEST_IDLE_BYTES, 0);
+	/* The rest starts the thread, which waits at the gate. */
+	bool started = false;
+	for (int i = 0; i < 200 && !started; i++) {
+		usleep(50000);
+		pthread_mutex_lock(&j->lock);
+		started = j->state_started;
+		pthread_mutex_unlock(&j->lock);
+	}
+	ck_assert(started);
+	/* More, and a second rest while it is held: due again. */
+	n += record_until(&jt, j, 2 * TEST_IDLE_BYTES, n);
+	off_t size = jt_size(&jt);
+	usleep((STATE_IDLE_MS + 500) * 1000);
+	pthread_mutex_lock(&j->lock);
+	ck_assert_int_eq(j->checkpoint_end, 0);
+	pthread_mutex_unlock(&j->lock);
+	/* Let it go: it saves what it was started for, then, at the next
+	 * rest, a second one saves the rest, with no record written since. */
+	pthread_mutex_unlock(&gate);
+	wait_saved(j, size);
+	journal_close(j);
+	uint64_t replayed, resumed;
+	j = open_counted(jt.journal, &replayed, &resumed);
+	ck_assert_uint_eq(resumed, (uint64_t)size);
+	ck_assert_uint_eq(replayed, 0);
+	ck_assert_uint_eq(j->seq, (uint64_t)n);
+	journal_close(j);
+	jt_teardown(&jt);
+}
+END_TEST
+
 /* Without a rest the writer still has the state saved, every
  * state_busy_bytes (STATE_BUSY_BYTES): the close never has a whole session
  * to parse. */
@@ -749,6 +797,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, open_resumes_where_the_last_close_left);
 	tcase_add_test(tc, writer_saves_the_state_when_it_rests);
 	tcase_add_test(tc, writer_saves_the_state_without_a_rest);
+	tcase_add_test(tc, refresh_due_while_busy_starts_after);
 	tcase_add_test(tc, damaged_journal_gets_no_refresh);
 	tcase_add_test(tc, missing_files_recovered_in_path_order);
 	tcase_add_test(tc, state_ignored_unless_it_describes_the_journal);
