@@ -1020,8 +1020,20 @@ static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, cons
 		r = idlist_add(&l, commit);
 	if (r == 0 && git_tree_walk(tree, GIT_TREEWALK_PRE, list_subtree, &l) < 0)
 		r = l.err ? l.err : git_fail("listing the base trees");
-	if (r == 0 && pack_objects(g, odb, l.ids, l.n, name) < 0)
-		r = git_fail("packing the base trees");
+	if (r == 0 && (r = pack_objects(g, odb, l.ids, l.n, name)) < 0) {
+		const git_error *e = git_error_last();
+		fprintf(stderr, "agentfs: private .git: packing the base trees: %s\n",
+			r != -EIO || !e || !e->message ? strerror(-r) : e->message);
+	}
+	/* Kept: `git repack -ad` and `git gc` in the mount leave a pack with
+	 * a .keep alone (git-repack(1), git-gc(1)), and these trees, filtered
+	 * by the policy, cannot come again from the repository. */
+	if (r == 0) {
+		char keep[PATH_MAX];
+		snprintf(keep, sizeof(keep), "%s/objects/pack/pack-%s.keep", g->dir, name);
+		static const char why[] = "agentfs: the base trees and commit\n";
+		r = write_file(keep, why, sizeof(why) - 1, 0444);
+	}
 	if (r == 0)
 		r = pack_sync(g, name);
 	free(l.ids);
@@ -1623,10 +1635,28 @@ static int index_progress(const git_indexer_progress *stats, void *payload)
 	return stopping(payload) ? -1 : 0;
 }
 
+/* What a failed libgit2 write left in errno, when it says why (libgit2 1.5
+ * reports some failed writes, a full disk among them, with no message of
+ * its own): -ENOSPC and its kind, else -EIO. */
+static int write_errno(int e)
+{
+	switch (e) {
+	case ENOSPC:
+	case EDQUOT:
+	case EFBIG:
+	case EROFS:
+	case EIO:
+	case ENOMEM:
+		return -e;
+	default:
+		return -EIO;
+	}
+}
+
 /* Write objects @ids[0..n) as one pack in objects/pack, naming it in
  * @name (pack-NAME.pack, pack-NAME.idx).  The objects are read through
  * @odb, or through the private objects directory when it is NULL.  Returns
- * 0 or -EIO. */
+ * 0, -ENOSPC and its kind (write_errno) or -EIO. */
 static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, size_t n,
 			char name[2 * GIT_OID_HEXSZ + 1])
 {
@@ -1660,8 +1690,9 @@ static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, siz
 	for (size_t i = 0; r == 0 && i < n; i++)
 		if (stopping(g) || git_packbuilder_insert(pb, &ids[i], NULL) < 0)
 			r = -EIO;
+	errno = 0;
 	if (r == 0 && git_packbuilder_write(pb, dir, 0, index_progress, g) < 0)
-		r = -EIO;
+		r = write_errno(errno);
 	if (r == 0)
 		snprintf(name, 2 * GIT_OID_HEXSZ + 1, "%s", git_packbuilder_name(pb));
 	git_packbuilder_free(pb);

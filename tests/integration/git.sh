@@ -544,6 +544,8 @@ run bash -c "cd '$T/bigmnt' && { git rev-parse HEAD 'HEAD^{tree}' && git ls-tree
 assert_eq "  ...of the base commit and every tree git reads in the mount" "$base_pack" "$OUT"
 assert_eq "  ...which are the repository's trees" "$(git -C "$BIG" rev-parse 'HEAD^{tree}')" \
 	"$(git -C "$T/bigmnt" rev-parse 'HEAD^{tree}')"
+run bash -c "ls '$PRIV/objects/pack' | grep -c '\.keep\$'"
+assert_eq "  ...kept (.keep): git repack -ad and git gc leave it alone" 1 "$OUT"
 timeit() {
 	local s e
 	s=$(date +%s%N)
@@ -614,6 +616,40 @@ run bash -c "grep '\"op\":\"read\"' '$T/diff.journal' |
 assert_eq "git diff read no loose copy of a packed blob" 0 "$OUT"
 run grep -c '"op":"read".*"path":"\.git/objects/pack/pack-[0-9a-f]*\.pack"' "$T/diff.journal"
 assert_ne "git diff read the pack" 0 "${OUT:-0}"
+
+# ------------------------------------------------------------------ the base survives git's cleanups
+# The base trees are filtered by the policy: the repository cannot give them
+# again.  An agent that leaves the base commit unreachable and repacks (a new
+# root commit, the branch and the tag deleted, the reflog expired) must not
+# take them away: the workspace resumes at its next mount, and promote
+# refuses the unrelated history in words, not with an I/O error.
+K=$T/keeprepo
+KM=$T/keepmnt
+run bash -c "git init -q -b main '$K' && cd '$K' && mkdir -p src && printf 'a\n' >src/a.c &&
+	printf 'S=1\n' >.env && printf 'n\n' >notes.md && git add -A -f &&
+	git -c user.name=p -c user.email=p@x commit -qm init"
+mount_ws "$K" "$KM" --policy "$POLICY"
+[ "$RC" -eq 0 ] || bail "mount of the keep repository failed: $OUT"
+run git -C "$KM" rev-parse 'HEAD^{tree}'
+keep_tree=$OUT
+sh_step "the agent orphans the base and repacks" "cd '$KM' &&
+	export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@x &&
+	git checkout -q --orphan clean && printf 'z\n' >>notes.md && git commit -qam fresh &&
+	git branch -D main -q && git tag -d base >/dev/null && git reflog expire --expire=now --all &&
+	git repack -adq && git prune --expire=now && git gc -q --prune=now"
+step "unmount it" af unmount "$KM"
+mount_ws "$K" "$KM" --policy "$POLICY"
+assert_eq "mount it again" 0 "$RC"
+run git -C "$KM" cat-file -t "$keep_tree"
+assert_eq "  ...the base tree is still there" tree "$OUT"
+run grep 'private .git' "$STATE/workspaces/keepmnt/daemon.log"
+assert_contains "  ...and the workspace resumed" "resumed," "$OUT"
+assert_not_contains "  ...with nothing missing" "not found" "$OUT"
+run af promote "$KM" --branch agent/keep
+assert_ne "promote refuses the unrelated history" 0 "$RC"
+assert_contains "  ...saying why" "does not descend from the base" "$OUT"
+assert_not_contains "  ...not with an I/O error" "Input/output error" "$OUT"
+step "unmount the keep mount" af unmount "$KM"
 
 # ------------------------------------------------------------------ no nested repository
 # git in the mount, run by the person, goes into a nested repository for a
