@@ -1040,7 +1040,32 @@ static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, cons
 	return r;
 }
 
+/* fsync(2) directory @path: the entries made in it last. */
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+static int build_steps(struct gitpriv *g);
+
+/* Build the private repository, every file of it durable before the record
+ * that says it is built (write_base_record): libgit2 fsyncs what it writes,
+ * and the directories it writes in, while the option is on (a global of the
+ * library: nothing else of this daemon uses libgit2 meanwhile, the faults
+ * and base blobs waiting for the build). */
 static int build(struct gitpriv *g)
+{
+	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1);
+	int r = build_steps(g);
+	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 0);
+	return r;
+}
+
+static int build_steps(struct gitpriv *g)
 {
 	struct build b = {.g = g, .dc = {.lower_fd = g->lower_fd, .fd = -1}};
 	git_commit *head = NULL;
@@ -1149,7 +1174,7 @@ static int build(struct gitpriv *g)
 		goto out;
 	}
 	r = record_dirty(&b);
-	if (r == 0 && fflush(b.dirty) != 0)
+	if (r == 0 && (fflush(b.dirty) != 0 || fsync(fileno(b.dirty)) != 0))
 		r = -errno;
 	if (r < 0)
 		goto out;
@@ -1200,6 +1225,16 @@ static int build(struct gitpriv *g)
 		r = -errno;
 		goto out;
 	}
+	/* Everything before it durable first: libgit2 synced its objects,
+	 * index and refs and the directories they are in (build(),
+	 * GIT_OPT_ENABLE_FSYNC_GITDIR); HEAD, the config and git-dirty were
+	 * synced, and their renames are in these directories, as are the
+	 * objects/XX the loose blobs made. */
+	char objects[PATH_MAX];
+	snprintf(objects, sizeof(objects), "%s/objects", g->dir);
+	if ((r = sync_dir(objects)) < 0 || (r = sync_dir(g->dir)) < 0 ||
+	    (r = sync_dir(g->ws_dir)) < 0)
+		goto out;
 	/* Last: its presence says the build finished. */
 	r = write_base_record(g, &commit_id, &tree_id, head_hex, branch);
 	if (r == 0)
