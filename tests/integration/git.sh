@@ -755,6 +755,9 @@ run bash -c "git init -q -b main '$G' && cd '$G' && printf 'k\n' >keep.md && pri
 	mkdir dir && printf 'x\n' >dir/x.md && printf 'y\n' >dir/y.md && git add -A &&
 	git -c user.name=p -c user.email=p@x commit -qm init"
 mount_ws "$G" "$GM"
+# The private .git is built in the background from the working tree: a
+# change the person makes before it is done counts as one at the mount.
+step "the private .git is built" git -C "$GM" rev-parse HEAD
 sh_step "the agent deletes gone.md and dir/" "rm '$GM/gone.md' && rm -r '$GM/dir'"
 rm "$G/gone.md" "$G/dir/y.md"
 refuse "promote names the agent's deletion the person made too" \
