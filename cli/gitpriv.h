@@ -102,8 +102,14 @@ const char *gitpriv_dir(const struct gitpriv *g);
 
 /*
  * fs_config.git_prepare: build the private repository (or, when resuming,
- * rewrite its config and reload the set of base objects).  Prints one line
- * with the time it took to stderr.  @arg is the gitpriv.
+ * rewrite its config and reload the set of base objects).  A build writes
+ * the base trees and commit as one pack with a .keep (git-repack(1) and
+ * git-gc(1) leave it alone: the policy filtered those trees, and the
+ * repository cannot give them again), the blobs of the person's uncommitted
+ * files loose, and syncs every file and directory it wrote before its last
+ * record, <ws_dir>/git-base.  Prints one line with the time it took to
+ * stderr, or what failed.  @arg is the gitpriv.  Returns 0 or a negative
+ * errno (-ENOSPC and its kind as the write said, else mostly -EIO).
  */
 int gitpriv_prepare(void *arg);
 
