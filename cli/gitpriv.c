@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <git2.h>
 #include <git2/sys/mempack.h>
 #include <git2/sys/odb_backend.h>
@@ -1007,6 +1008,9 @@ static int list_subtree(const char *root, const git_tree_entry *e, void *payload
 	return idlist_add(payload, git_tree_entry_id(e)) < 0 ? -1 : 0;
 }
 
+/* The content of the base pack's .keep (git-repack(1) shows it). */
+static const char base_keep_text[] = "agentfs: the base trees and commit\n";
+
 /* Write the trees of @tree and commit @commit, which @odb holds in its
  * in-memory backend, as one durable pack.  A pack, not loose objects: a
  * 78k-file tree has ~5,000 trees, which loose cost as many files in the
@@ -1031,8 +1035,7 @@ static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, cons
 	if (r == 0) {
 		char keep[PATH_MAX];
 		snprintf(keep, sizeof(keep), "%s/objects/pack/pack-%s.keep", g->dir, name);
-		static const char why[] = "agentfs: the base trees and commit\n";
-		r = write_file(keep, why, sizeof(why) - 1, 0444);
+		r = write_file(keep, base_keep_text, sizeof(base_keep_text) - 1, 0444);
 	}
 	if (r == 0)
 		r = pack_sync(g, name);
@@ -1040,14 +1043,48 @@ static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, cons
 	return r;
 }
 
-/* fsync(2) directory @path: the entries made in it last. */
-static int sync_dir(const char *path)
+/* fsync(2) @path, a directory (the entries made in it last) or a file. */
+static int sync_path(const char *path, int flags)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags);
 	int r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
 	if (fd >= 0)
 		close(fd);
 	return r;
+}
+
+static int sync_dir(const char *path)
+{
+	return sync_path(path, O_DIRECTORY);
+}
+
+static __thread int sync_err; /* sync_one's first failure, for sync_git_dirs */
+
+/* nftw(3)'s callback: fsync each directory but objects/XX, whose loose
+ * objects libgit2 synced with it. */
+static int sync_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	if (type != FTW_D)
+		return 0;
+	size_t len = strlen(path);
+	if (ftw->level == 2 && len - (size_t)ftw->base == 2 && len >= 11 &&
+	    memcmp(path + len - 11, "/objects/", 9) == 0)
+		return 0;
+	int r = sync_dir(path);
+	if (r < 0 && !sync_err)
+		sync_err = r;
+	return 0;
+}
+
+/* fsync every directory of the private git directory @dir (refs/heads/...,
+ * logs/..., info/, objects/, objects/pack, @dir itself). */
+static int sync_git_dirs(const char *dir)
+{
+	sync_err = 0;
+	if (nftw(dir, sync_one, 16, FTW_PHYS) != 0 && !sync_err)
+		sync_err = -errno;
+	return sync_err;
 }
 
 static int build_steps(struct gitpriv *g);
@@ -1225,18 +1262,21 @@ static int build_steps(struct gitpriv *g)
 		r = -errno;
 		goto out;
 	}
-	/* Everything before it durable first: libgit2 synced its objects,
-	 * index and refs and the directories they are in (build(),
-	 * GIT_OPT_ENABLE_FSYNC_GITDIR); HEAD, the config and git-dirty were
-	 * synced, and their renames are in these directories, as are the
-	 * objects/XX the loose blobs made. */
-	char objects[PATH_MAX];
-	snprintf(objects, sizeof(objects), "%s/objects", g->dir);
-	if ((r = sync_dir(objects)) < 0 || (r = sync_dir(g->dir)) < 0 ||
+	/* Everything before it durable first: libgit2 synced its loose
+	 * objects, refs and packs and the directories they are in (build(),
+	 * GIT_OPT_ENABLE_FSYNC_GITDIR), but not the index (its writer takes
+	 * no part in that option in libgit2 1.5); HEAD, the config and
+	 * git-dirty were synced; every directory is synced for the entries
+	 * made in it. */
+	if ((r = sync_path(index_path, 0)) < 0 || (r = sync_git_dirs(g->dir)) < 0 ||
 	    (r = sync_dir(g->ws_dir)) < 0)
 		goto out;
-	/* Last: its presence says the build finished. */
+	/* Last: its presence says the build finished, and its own entry is
+	 * synced too: without it the next mount builds again, over whatever
+	 * the agent committed meanwhile. */
 	r = write_base_record(g, &commit_id, &tree_id, head_hex, branch);
+	if (r == 0)
+		r = sync_dir(g->ws_dir);
 	if (r == 0)
 		fprintf(stderr,
 			"agentfs: private .git: %zu entries (%zu read and hashed, %zu differ from "
@@ -1726,6 +1766,7 @@ static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, siz
 		if (stopping(g) || git_packbuilder_insert(pb, &ids[i], NULL) < 0)
 			r = -EIO;
 	errno = 0;
+	git_error_clear();
 	if (r == 0 && git_packbuilder_write(pb, dir, 0, index_progress, g) < 0)
 		r = write_errno(errno);
 	if (r == 0)
