@@ -1303,6 +1303,39 @@ out:
 
 /* A resumed workspace: its private repository stays; the allowed set comes
  * back from the recorded base tree. */
+/* The pack that holds base tree @tree gets its .keep back, if the agent
+ * took it away or the workspace was built before there was one (pack_base):
+ * from this mount on, git's repack and gc leave it alone again.  Best
+ * effort: loose base trees (older builds) have no pack to keep. */
+static void keep_base_pack(struct gitpriv *g, const git_oid *tree)
+{
+	char dir[PATH_MAX], path[PATH_MAX * 2];
+	snprintf(dir, sizeof(dir), "%s/objects/pack", g->dir);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len < 4 || strcmp(de->d_name + len - 4, ".idx") != 0)
+			continue;
+		git_odb_backend *be = NULL;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		bool has = git_odb_backend_one_pack(&be, path) == 0 && be->exists(be, tree);
+		if (be)
+			be->free(be);
+		if (!has)
+			continue;
+		snprintf(path, sizeof(path), "%s/%.*s.keep", dir, (int)(len - 4), de->d_name);
+		if (access(path, F_OK) != 0 &&
+		    write_file(path, base_keep_text, sizeof(base_keep_text) - 1, 0444) == 0 &&
+		    sync_dir(dir) == 0)
+			fprintf(stderr, "agentfs: private .git: the base pack is kept again (%s)\n",
+				de->d_name);
+		break;
+	}
+	if (d)
+		closedir(d);
+}
+
 static int resume(struct gitpriv *g, const struct gitpriv_base *base)
 {
 	int r = make_dirs(g);
@@ -1314,6 +1347,7 @@ static int resume(struct gitpriv *g, const struct gitpriv_base *base)
 	git_oid tree;
 	if (git_oid_fromstr(&tree, base->tree) < 0)
 		return -EINVAL;
+	keep_base_pack(g, &tree);
 	if (git_repository_open_bare(&priv, g->dir) < 0) {
 		git_repository_free(priv);
 		return git_fail(g->dir);

@@ -632,6 +632,16 @@ mount_ws "$K" "$KM" --policy "$POLICY"
 [ "$RC" -eq 0 ] || bail "mount of the keep repository failed: $OUT"
 run git -C "$KM" rev-parse 'HEAD^{tree}'
 keep_tree=$OUT
+# The agent may take the .keep away; the next mount puts it back.
+sh_step "the agent removes the base pack's .keep" "rm '$KM'/.git/objects/pack/*.keep"
+step "unmount it" af unmount "$KM"
+mount_ws "$K" "$KM" --policy "$POLICY"
+assert_eq "mount it again" 0 "$RC"
+run git -C "$KM" rev-parse HEAD
+run bash -c "ls '$STATE/workspaces/keepmnt/git/objects/pack' | grep -c '\.keep\$'"
+assert_eq "  ...the .keep is back" 1 "$OUT"
+assert_contains "  ...and the daemon says so" "the base pack is kept again" \
+	"$(cat "$STATE/workspaces/keepmnt/daemon.log")"
 sh_step "the agent orphans the base and repacks" "cd '$KM' &&
 	export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@x &&
 	git checkout -q --orphan clean && printf 'z\n' >>notes.md && git commit -qam fresh &&
