@@ -102,7 +102,8 @@ const char *gitpriv_dir(const struct gitpriv *g);
 
 /*
  * fs_config.git_prepare: build the private repository (or, when resuming,
- * rewrite its config and reload the set of base objects).  A build writes
+ * rewrite its config, reload the set of base objects and put the base
+ * pack's .keep back if the agent removed it).  A build writes
  * the base trees and commit as one pack with a .keep (git-repack(1) and
  * git-gc(1) leave it alone: the policy filtered those trees, and the
  * repository cannot give them again), the blobs of the person's uncommitted
