@@ -1043,11 +1043,18 @@ static int pack_base(struct gitpriv *g, git_odb *odb, const git_tree *tree, cons
 	return r;
 }
 
-/* fsync(2) @path, a directory (the entries made in it last) or a file. */
+/* fsync(2) @path: a directory with @flags O_DIRECTORY (the entries made in
+ * it last), else a regular file (-EINVAL for anything else; O_NONBLOCK: a
+ * FIFO in its place must not block). */
 static int sync_path(const char *path, int flags)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags);
-	int r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | flags);
+	int r = fd < 0 || fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+		r = -EINVAL;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
 	if (fd >= 0)
 		close(fd);
 	return r;
@@ -1325,11 +1332,19 @@ static void keep_base_pack(struct gitpriv *g, const git_oid *tree)
 		if (!has)
 			continue;
 		snprintf(path, sizeof(path), "%s/%.*s.keep", dir, (int)(len - 4), de->d_name);
-		if (access(path, F_OK) != 0 &&
-		    write_file(path, base_keep_text, sizeof(base_keep_text) - 1, 0444) == 0 &&
-		    sync_dir(dir) == 0)
+		if (access(path, F_OK) == 0)
+			break;
+		int r = write_file(path, base_keep_text, sizeof(base_keep_text) - 1, 0444);
+		if (r == 0)
+			r = sync_dir(dir);
+		if (r == 0)
 			fprintf(stderr, "agentfs: private .git: the base pack is kept again (%s)\n",
 				de->d_name);
+		else
+			fprintf(stderr,
+				"agentfs: private .git: %s: cannot keep the base pack (%s); git "
+				"repack -ad in the mount may delete its trees\n",
+				path, strerror(-r));
 		break;
 	}
 	if (d)
@@ -1828,22 +1843,10 @@ static int pack_sync(struct gitpriv *g, const char *name)
 	int r = 0;
 	for (size_t i = 0; i < 2 && r == 0; i++) {
 		snprintf(path, sizeof(path), "%s/objects/pack/pack-%s.%s", g->dir, name, ext[i]);
-		/* O_NONBLOCK: a FIFO in its place must not block. */
-		struct stat st;
-		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		r = fd < 0 || fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
-		if (r == 0 && fsync(fd) < 0)
-			r = -errno;
-		if (fd >= 0)
-			close(fd);
+		r = sync_path(path, 0);
 	}
 	snprintf(path, sizeof(path), "%s/objects/pack", g->dir);
-	int dfd = r == 0 ? open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
-	if (r == 0 && (dfd < 0 || fsync(dfd) < 0))
-		r = -errno;
-	if (dfd >= 0)
-		close(dfd);
-	return r;
+	return r < 0 ? r : sync_dir(path);
 }
 
 /* Take the files of pack @p away; the private object database forgets it. */
