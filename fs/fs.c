@@ -219,9 +219,6 @@ static void flush_for_reader(struct agentfs *fs)
 static void *signal_thread(void *arg)
 {
 	struct agentfs *fs = arg;
-	/* Idle until a signal comes: it faults the hash table in meanwhile,
-	 * off the mount's path (hashcache_prefault). */
-	hashcache_prefault(fs->hashes);
 	char c;
 	for (;;) {
 		ssize_t n = read(usr1_pipe[0], &c, 1);
@@ -462,6 +459,7 @@ int fs_serve(const struct fs_config *cfg)
 		r = -ENOMEM;
 		goto out_table;
 	}
+	hashcache_prefault(fs->hashes);
 	/* Without them, every open resolves afresh. */
 	fs->dirs = dircache_new();
 	fs->ldirs = dircache_new();

@@ -20,6 +20,9 @@
  * of a 78k-file one, each hashed again at every read.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -46,6 +49,9 @@ struct hc_set {
 
 struct hashcache {
 	pthread_mutex_t lock;
+	pthread_t prefault_thr;
+	bool prefaulting;	   /* prefault_thr runs, to be joined */
+	atomic_bool stop_prefault; /* hashcache_free() wants it to end */
 	struct hc_set sets[HC_SETS];
 };
 
@@ -90,20 +96,62 @@ struct hashcache *hashcache_new(void)
 	return hc;
 }
 
+/* The populate holds the process's mmap lock for reading until its range is
+ * in (mm/madvise.c, madvise_populate()), and another thread's mmap(2),
+ * mprotect(2) or munmap(2) waits until the lock is free, as the mount's own
+ * thread stacks do.  A reader may take the lock again ahead of a waiting
+ * writer (kernel/locking/rwsem.c, reader lock stealing), so pieces alone do
+ * not let it through: the thread also sleeps between two pieces of 64 pages
+ * (~70 us each on the VM of tests/bench/RESULTS.md), and a waiting writer
+ * then gets the lock.  In one piece, the main thread's mmap() of a stack
+ * waited 2-3 ms after the mount(2) for the whole table. */
+#define HC_PREFAULT_BYTES    (256u << 10)
+#define HC_PREFAULT_PAUSE_NS 50000L
+
+static void *prefault_main(void *arg)
+{
+	struct hashcache *hc = arg;
+	/* Only on a CPU nothing else wants (sched(7), SCHED_IDLE): a thread
+	 * of the mount's path woken on this one takes it at once. */
+	struct sched_param sp = {.sched_priority = 0};
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+#ifdef MADV_POPULATE_WRITE
+	/* From the mapping's start: every piece starts on a page (madvise(2)). */
+	char *p = (char *)hc;
+	for (size_t off = 0; off < sizeof(*hc); off += HC_PREFAULT_BYTES) {
+		if (atomic_load_explicit(&hc->stop_prefault, memory_order_relaxed))
+			break;
+		size_t len = sizeof(*hc) - off;
+		if (len > HC_PREFAULT_BYTES)
+			len = HC_PREFAULT_BYTES;
+		if (madvise(p + off, len, MADV_POPULATE_WRITE) != 0)
+			break;
+		struct timespec pause = {0, HC_PREFAULT_PAUSE_NS};
+		nanosleep(&pause, NULL);
+	}
+#endif
+	return NULL;
+}
+
 void hashcache_prefault(struct hashcache *hc)
 {
-#ifdef MADV_POPULATE_WRITE
-	if (hc)
-		(void)madvise(hc, sizeof(*hc), MADV_POPULATE_WRITE);
-#else
-	(void)hc;
-#endif
+	if (hc && !hc->prefaulting)
+		hc->prefaulting = pthread_create(&hc->prefault_thr, NULL, prefault_main, hc) == 0;
+}
+
+size_t hashcache_size(void)
+{
+	return sizeof(struct hashcache);
 }
 
 void hashcache_free(struct hashcache *hc)
 {
 	if (!hc)
 		return;
+	if (hc->prefaulting) {
+		atomic_store(&hc->stop_prefault, true);
+		pthread_join(hc->prefault_thr, NULL);
+	}
 	pthread_mutex_destroy(&hc->lock);
 	munmap(hc, sizeof(*hc));
 }

@@ -648,14 +648,19 @@ bool handle_wrote(uint64_t fh);
 /* A table of 131,072 versions (16,384 sets of 8), 8 MiB; NULL without
  * memory. */
 struct hashcache *hashcache_new(void);
-/* Fault the whole table in now (madvise(2) MADV_POPULATE_WRITE, Linux 5.14;
- * a no-op where the kernel lacks it), so that no request pays for it: a slot
- * first touched by a request costs a read fault and a copy-on-write fault
- * with a TLB shootdown, ~24 us a page measured on the 2-vCPU VM of
- * tests/bench/RESULTS.md, and hash slots are spread over every page.  The
- * contents are unchanged: safe while other threads use the table. */
+/* Start faulting the whole table in (madvise(2) MADV_POPULATE_WRITE, Linux
+ * 5.14; nothing where the kernel lacks it), so that no request pays for it: a
+ * slot first touched by a request costs a read fault and a copy-on-write
+ * fault with a TLB shootdown, ~24 us a page measured on the 2-vCPU VM of
+ * tests/bench/RESULTS.md, and hash slots are spread over every page.  A
+ * thread of its own does it at the lowest priority (SCHED_IDLE), off the
+ * mount's path; ~2 ms of CPU.  The contents are unchanged: safe while other
+ * threads use the table.  Once per table; without a thread, nothing. */
 void hashcache_prefault(struct hashcache *hc);
+/* Stops and joins the prefault thread, then unmaps the table. */
 void hashcache_free(struct hashcache *hc);
+/* The length of a table's mapping, in bytes (from its first byte). */
+size_t hashcache_size(void);
 /* Files larger than this (st_size, bytes) are not hashed by the daemon:
  * -EFBIG, and their journal records carry no hash.  The size is the file's
  * length, holes included, which hash as the zeros they read as: a sparse

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -416,6 +418,72 @@ START_TEST(hashcache_keeps_a_whole_tree)
 }
 END_TEST
 
+/* Pages of @hc's mapping the process has in memory (mincore(2)). */
+static size_t resident_pages(struct hashcache *hc, size_t *pages)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), len = hashcache_size();
+	*pages = (len + page - 1) / page;
+	unsigned char *vec = malloc(*pages);
+	ck_assert_ptr_nonnull(vec);
+	ck_assert_int_eq(mincore(hc, len, vec), 0);
+	size_t n = 0;
+	for (size_t i = 0; i < *pages; i++)
+		n += vec[i] & 1;
+	free(vec);
+	return n;
+}
+
+/* hashcache_prefault brings the whole table into memory from a thread of
+ * its own, without changing what the table holds while it serves, and
+ * hashcache_free stops and joins that thread, also right after its start.
+ * Skipped where the kernel has no MADV_POPULATE_WRITE (before 5.14). */
+START_TEST(hashcache_prefault_fills_the_table_while_it_serves)
+{
+#ifdef MADV_POPULATE_WRITE
+	void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(probe, MAP_FAILED);
+	int supported = madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
+	munmap(probe, 4096);
+	if (!supported)
+		return;
+	struct hashcache *hc = hashcache_new();
+	ck_assert_ptr_nonnull(hc);
+	size_t pages, before = resident_pages(hc, &pages);
+	ck_assert_msg(before < pages / 2, "%zu of %zu pages in before the prefault", before, pages);
+	struct timespec read_at = {1700000000, 0};
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	st.st_dev = 0x10303;
+	st.st_mtim = st.st_ctim = (struct timespec){1600000000, 0};
+	for (int i = 1; i <= 2000; i++) {
+		st.st_ino = (ino_t)i;
+		hashcache_put(hc, &st, XXH3_128bits(&i, sizeof(i)), &read_at);
+	}
+	hashcache_prefault(hc);
+	size_t now = 0;
+	for (int tries = 0; tries < 3000 && (now = resident_pages(hc, &pages)) < pages; tries++) {
+		XXH128_hash_t h;
+		st.st_ino = (ino_t)(1 + tries % 2000);
+		ck_assert(hashcache_lookup(hc, &st, &h));
+		struct timespec ms = {0, 10000000L};
+		nanosleep(&ms, NULL);
+	}
+	ck_assert_msg(now == pages, "%zu of %zu pages in after the prefault", now, pages);
+	for (int i = 1; i <= 2000; i++) {
+		XXH128_hash_t h;
+		st.st_ino = (ino_t)i;
+		ck_assert(hashcache_lookup(hc, &st, &h));
+		ck_assert(XXH128_isEqual(h, XXH3_128bits(&i, sizeof(i))));
+	}
+	hashcache_free(hc);
+	hc = hashcache_new();
+	ck_assert_ptr_nonnull(hc);
+	hashcache_prefault(hc);
+	hashcache_free(hc);
+#endif
+}
+END_TEST
+
 /* The rule itself, on stamps no test file system here would give: a ctime of
  * whole seconds may stand for any time in a 2 s interval. */
 START_TEST(hashcache_racy_rule)
@@ -647,6 +715,12 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, hashcache_keeps_a_whole_tree);
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	tcase_add_test(tc, pathmap_hard_links_share_content);
+	suite_add_tcase(s, tc);
+	/* The prefault thread runs at the lowest priority: on a machine busy
+	 * with other tests it may take seconds. */
+	tc = tcase_create("prefault");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, hashcache_prefault_fills_the_table_while_it_serves);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
 	tcase_set_timeout(tc, 60);
