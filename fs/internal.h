@@ -68,7 +68,8 @@ struct node {
 	bool opaque;	    /* directory: never merge lower entries */
 	bool readonly;	    /* policy said read-only for its lower path */
 	void *handles;	    /* open file handles (ops_file.c), under table_lock */
-	uint64_t cache_ver; /* lower file version last opened (ops_file.c, keep_cache) */
+	uint64_t cache_ver; /* version last opened whose pages the open kept (a lower
+			     * file, or a loose object: ops_file.c, keep_cache) */
 	int wd;		    /* directory: inotify watch of its lower directory;
 			     * 0 not yet, -1 could not be watched */
 	/* A watch stays on the inode it was added to (@wd_ino), so after the
@@ -496,6 +497,11 @@ bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir);
  * socket or device.
  */
 bool view_path_in_git(const struct agentfs *fs, const char *path);
+/* Whether view path @path names a loose object of the private .git
+ * (".git/objects/XX/...", XX two hex digits: gitrepository-layout(5)).  git
+ * never changes one in place (a new object is written elsewhere and renamed
+ * or linked in), and reads each several times per command. */
+bool view_path_is_loose_object(const struct agentfs *fs, const char *path);
 /* Whether view path @path is a directory of the private .git with a
  * read-only path below it (".git/objects", above objects/info): it may be
  * neither renamed nor exchanged, or that path would move from under its

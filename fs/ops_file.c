@@ -46,6 +46,9 @@ struct handle {
 	uint64_t rbytes;
 	uint64_t wbytes;
 	bool small; /* at most 1 MiB at open (handle_release_quick) */
+	/* A read-only open of a loose object of the private .git of at most
+	 * OPEN_STORE_MAX bytes: no passthrough (handle_pick_io). */
+	bool small_object;
 	/* handle_release_quick's fstat of a written file, for its release's
 	 * record (record_write): taken by the reader thread, which hands the
 	 * release on after it or finishes it itself. */
@@ -110,8 +113,13 @@ static void pt_last_forget(struct agentfs *fs, struct node *n)
  * rules where the daemon's reads and writes have none; one that follows
  * passthrough sets *@direct: the kernel then sends its reads and writes to
  * the daemon (FOPEN_DIRECT_IO overrides FOPEN_PASSTHROUGH, fs/fuse/file.c)
- * and only its mmap uses the backing file.  Caller holds table_lock; @h is
- * not linked yet.
+ * and only its mmap uses the backing file.  Nor a reader of a small loose
+ * object of the private .git: the kernel marks the inode's atime stale after
+ * each read or mmap through the backing file (fs/fuse/passthrough.c,
+ * fuse_file_accessed), so git's fstat(2) at each of its next opens of the
+ * object (three per blob in a `git diff`) cost a GETATTR; kept in the page
+ * cache instead (op_open), the object costs its opens alone.  Caller holds
+ * table_lock; @h is not linked yet.
  */
 static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags, bool writing,
 			       bool *direct)
@@ -121,6 +129,8 @@ static uint32_t handle_pick_io(struct agentfs *fs, struct handle *h, int oflags,
 	*direct = id && (oflags & O_DIRECT);
 	if (!id) {
 		if (n->handles || !h->upper || (oflags & O_DIRECT) || !passthrough_usable(fs))
+			return 0;
+		if (!writing && h->small_object)
 			return 0;
 		if (!(id = passthrough_backing_open(fs, h->fd)))
 			return 0;
@@ -326,6 +336,13 @@ static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 	return fd;
 }
 
+/* A file version's stamp for keep_cache (node.cache_ver): inode, size, mtime. */
+static uint64_t file_version(const struct stat *st)
+{
+	return (uint64_t)st->st_ino ^ ((uint64_t)st->st_size << 20) ^
+	       ((uint64_t)st->st_mtim.tv_sec << 32) ^ (uint64_t)st->st_mtim.tv_nsec;
+}
+
 /*
  * The first open of a version of a small lower file: put its whole content
  * in the kernel's page cache for inode @ino before the open is answered
@@ -489,6 +506,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			r = -ENOMEM;
 			goto fail;
 		}
+		struct stat ost;
+		if (n->upper && view_path_is_loose_object(fs, path) && fstat(fd, &ost) == 0 &&
+		    S_ISREG(ost.st_mode) && ost.st_size <= OPEN_STORE_MAX) {
+			h->small_object = true;
+		}
 	}
 	node_ref(fs, n);
 	bool direct;
@@ -524,11 +546,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Not after passthrough: its writes never went through the
 		 * kernel's page cache of this inode. */
 		fi->keep_cache = hst.st_nlink <= 1 && (h->pt || !n->pt_used);
+		/* A loose object kept out of passthrough: its first open puts
+		 * it in the page cache as a small lower file's does. */
+		if (fi->keep_cache && h->small_object && !h->pt &&
+		    __atomic_exchange_n(&n->cache_ver, file_version(&hst), __ATOMIC_RELAXED) !=
+			file_version(&hst))
+			(void)store_small(fs, ino, h, &hst);
 	} else {
-		uint64_t ver = (uint64_t)hst.st_ino ^ ((uint64_t)hst.st_size << 20) ^
-			       ((uint64_t)hst.st_mtim.tv_sec << 32) ^ (uint64_t)hst.st_mtim.tv_nsec;
-		uint64_t seen = __atomic_exchange_n(&n->cache_ver, ver, __ATOMIC_RELAXED);
-		fi->keep_cache = seen == ver || store_small(fs, ino, h, &hst);
+		uint64_t seen =
+		    __atomic_exchange_n(&n->cache_ver, file_version(&hst), __ATOMIC_RELAXED);
+		fi->keep_cache = seen == file_version(&hst) || store_small(fs, ino, h, &hst);
 	}
 	/* The handle is complete before the kernel can send its first
 	 * request, perhaps to another worker (fs/loop.c). */

@@ -7,6 +7,7 @@
  * Entries the agent created live only in the upper and are its own: they are
  * visible even at names the policy hides (DESIGN.md invariant 3).
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +63,15 @@ static bool git_readonly(const char *rel)
 bool view_path_in_git(const struct agentfs *fs, const char *path)
 {
 	return fs->git_fd >= 0 && strncmp(path, ".git/", 5) == 0;
+}
+
+bool view_path_is_loose_object(const struct agentfs *fs, const char *path)
+{
+	static const char objects[] = ".git/objects/";
+	const size_t n = sizeof(objects) - 1;
+	return view_path_in_git(fs, path) && strncmp(path, objects, n) == 0 &&
+	       isxdigit((unsigned char)path[n]) && isxdigit((unsigned char)path[n + 1]) &&
+	       path[n + 2] == '/' && path[n + 3];
 }
 
 bool view_path_holds_readonly(struct agentfs *fs, const char *path)

@@ -400,6 +400,59 @@ assert_eq "truncate, then write back the bytes opened: the last record names the
 	"$(hash_of "$MNT/pt/i.txt")" "$(field hash "$(jrec "$MNT" write pt/i.txt | tail -n 1)")"
 step "  ...and verify passes" af verify "$MNT"
 
+# ------------------------------------------------------------------ loose objects
+# A read through the backing file marks the inode's atime stale
+# (fs/fuse/passthrough.c, fuse_file_accessed), so every open and fstat(2)
+# after it costs a GETATTR.  git opens each loose object up to three times a
+# command: the private .git's small loose objects are read through the page
+# cache instead.  Counted with the kernel's fuse_request_send tracepoint, for
+# this mount's connection and the reading process only (root, tracefs, the
+# tracepoint not in use), after a first read and stat.
+TRACE=/sys/kernel/tracing
+EV=$TRACE/events/fuse/fuse_request_send/enable
+if [ "$PT" -eq 1 ] && [ -w "$EV" ] && [ "$(cat "$EV")" = 0 ]; then
+	was_on=$(cat "$TRACE/tracing_on")
+	git -C "$MNT" rev-parse HEAD >/dev/null 2>&1 # the private .git is built
+	printf 'a loose object\n' >"$MNT/pt/obj.txt"
+	oid=$(git -C "$MNT" hash-object -w pt/obj.txt)
+	obj=$MNT/.git/objects/${oid:0:2}/${oid:2}
+	# Its attributes went stale with git's write: the first stat asks.
+	cat "$obj" >/dev/null && stat "$obj" >/dev/null
+	conn=$(mountpoint -d "$MNT" | cut -d: -f2)
+	echo >"$TRACE/trace"
+	echo 1 >"$EV"
+	echo 1 >"$TRACE/tracing_on"
+	rpid=$(python3 - "$obj" <<'EOF'
+import mmap, os, sys
+print(os.getpid(), flush=True)
+for _ in range(3): # as git does: open, fstat, map, close
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+        m.read(size)
+    os.close(fd)
+EOF
+	)
+	echo "$was_on" >"$TRACE/tracing_on"
+	echo 0 >"$EV"
+	mine=$(grep -E -- "-$rpid +\[.*connection $conn req " "$TRACE/trace" |
+		grep -o '(FUSE_[A-Z]*)' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+	echo >"$TRACE/trace"
+	case $mine in
+	*FUSE_OPEN*)
+		case $mine in
+		*GETATTR* | *"(FUSE_READ)"*)
+			fail "a loose object opened and mapped 3 times: no GETATTR, no READ" "$mine" ;;
+		*) pass "a loose object opened and mapped 3 times: no GETATTR, no READ ($mine)" ;;
+		esac
+		;;
+	*) fail "a loose object opened 3 times: its requests are traced" "${mine:-none}" ;;
+	esac
+	assert_eq "  ...its bytes are git's" "a loose object" "$(git -C "$MNT" cat-file -p "$oid")"
+else
+	skip "loose objects' requests" "needs passthrough and the fuse tracepoint unused (root)"
+fi
+
 # ------------------------------------------------------------------ evidence
 step "verify passes" af verify "$MNT"
 patch=$(af export "$MNT" 2>&1)
