@@ -21,7 +21,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,23 +97,23 @@ struct hashcache *hashcache_new(void)
 
 /* The populate holds the process's mmap lock for reading until its range is
  * in (mm/madvise.c, madvise_populate()), and another thread's mmap(2),
- * mprotect(2) or munmap(2) waits until the lock is free, as the mount's own
- * thread stacks do.  A reader may take the lock again ahead of a waiting
- * writer (kernel/locking/rwsem.c, reader lock stealing), so pieces alone do
- * not let it through: the thread also sleeps between two pieces of 64 pages
- * (~70 us each on the VM of tests/bench/RESULTS.md), and a waiting writer
- * then gets the lock.  In one piece, the main thread's mmap() of a stack
- * waited 2-3 ms after the mount(2) for the whole table. */
+ * mprotect(2) or munmap(2) waits until the lock is free: the mount's main
+ * thread, creating its threads' stacks right after mount(2), waited 2-3 ms
+ * for the whole table (ftrace).  A reader may take the lock again ahead of
+ * a waiting writer (kernel/locking/rwsem.c, reader lock stealing), so
+ * pieces alone do not let it through: the thread also sleeps between two
+ * pieces of 64 pages (~70 us each on the VM of tests/bench/RESULTS.md), and
+ * a waiting writer then gets the lock.  At the default priority: at
+ * SCHED_IDLE, on a busy machine, the thread was preempted inside a piece
+ * and an mmap() waited up to 170 ms for it.  Writing a byte of each page
+ * under the table's lock instead (faults under the mapping's own lock)
+ * made the mount slower than these pieces. */
 #define HC_PREFAULT_BYTES    (256u << 10)
 #define HC_PREFAULT_PAUSE_NS 50000L
 
 static void *prefault_main(void *arg)
 {
 	struct hashcache *hc = arg;
-	/* Only on a CPU nothing else wants (sched(7), SCHED_IDLE): a thread
-	 * of the mount's path woken on this one takes it at once. */
-	struct sched_param sp = {.sched_priority = 0};
-	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 #ifdef MADV_POPULATE_WRITE
 	/* From the mapping's start: every piece starts on a page (madvise(2)). */
 	char *p = (char *)hc;
@@ -129,6 +128,8 @@ static void *prefault_main(void *arg)
 		struct timespec pause = {0, HC_PREFAULT_PAUSE_NS};
 		nanosleep(&pause, NULL);
 	}
+#else
+	(void)hc;
 #endif
 	return NULL;
 }

@@ -659,9 +659,10 @@ struct hashcache *hashcache_new(void);
  * slot first touched by a request costs a read fault and a copy-on-write
  * fault with a TLB shootdown, ~24 us a page measured on the 2-vCPU VM of
  * tests/bench/RESULTS.md, and hash slots are spread over every page.  A
- * thread of its own does it at the lowest priority (SCHED_IDLE), off the
- * mount's path; ~2 ms of CPU.  The contents are unchanged: safe while other
- * threads use the table.  Once per table; without a thread, nothing. */
+ * thread of its own does it in pieces with pauses, off the mount's path
+ * (hashcache.c says why); ~2 ms of CPU.  The contents are unchanged: safe
+ * while other threads use the table.  Once per table; without a thread,
+ * nothing. */
 void hashcache_prefault(struct hashcache *hc);
 /* Stops and joins the prefault thread, then unmaps the table. */
 void hashcache_free(struct hashcache *hc);
