@@ -546,12 +546,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Not after passthrough: its writes never went through the
 		 * kernel's page cache of this inode. */
 		fi->keep_cache = hst.st_nlink <= 1 && (h->pt || !n->pt_used);
-		/* A loose object kept out of passthrough: its first open puts
-		 * it in the page cache as a small lower file's does. */
-		if (fi->keep_cache && h->small_object && !h->pt &&
-		    __atomic_exchange_n(&n->cache_ver, file_version(&hst), __ATOMIC_RELAXED) !=
-			file_version(&hst))
-			(void)store_small(fs, ino, h, &hst);
+		/* A loose object kept out of passthrough: the first open of a
+		 * version puts it in the page cache, or drops the pages of the
+		 * version before, as a small lower file's does. */
+		if (fi->keep_cache && h->small_object && !h->pt) {
+			uint64_t seen = __atomic_exchange_n(&n->cache_ver, file_version(&hst),
+							    __ATOMIC_RELAXED);
+			fi->keep_cache =
+			    seen == file_version(&hst) || store_small(fs, ino, h, &hst);
+		}
 	} else {
 		uint64_t seen =
 		    __atomic_exchange_n(&n->cache_ver, file_version(&hst), __ATOMIC_RELAXED);

@@ -462,9 +462,20 @@ _check_daemon_logs() {
 	fi
 }
 
+# at_exit COMMAND: run COMMAND (eval) when the script ends, however it ends,
+# before the mounts go.
+_AT_EXIT=()
+at_exit() {
+	_AT_EXIT+=("$1")
+}
+
 _cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
+	local c
+	for c in "${_AT_EXIT[@]}"; do
+		eval "$c" || true
+	done
 	if [ -n "$_WATCHDOG_PID" ]; then
 		kill -TERM "$_WATCHDOG_PID" 2>/dev/null
 		wait "$_WATCHDOG_PID" 2>/dev/null
