@@ -68,8 +68,8 @@ struct node {
 	bool opaque;	    /* directory: never merge lower entries */
 	bool readonly;	    /* policy said read-only for its lower path */
 	void *handles;	    /* open file handles (ops_file.c), under table_lock */
-	uint64_t cache_ver; /* version last opened whose pages the open kept (a lower
-			     * file, or a loose object: ops_file.c, keep_cache) */
+	uint64_t cache_ver; /* version last opened of a lower file or loose object,
+			     * 0 if none is known (ops_file.c, keep_version) */
 	int wd;		    /* directory: inotify watch of its lower directory;
 			     * 0 not yet, -1 could not be watched */
 	/* A watch stays on the inode it was added to (@wd_ino), so after the

@@ -46,9 +46,10 @@ struct handle {
 	uint64_t rbytes;
 	uint64_t wbytes;
 	bool small; /* at most 1 MiB at open (handle_release_quick) */
-	/* A read-only open of a loose object of the private .git of at most
-	 * OPEN_STORE_MAX bytes: no passthrough (handle_pick_io). */
-	bool small_object;
+	/* A read-only open of a loose object of the private .git: its pages
+	 * are kept by version (keep_version); of at most OPEN_STORE_MAX
+	 * bytes, no passthrough either (handle_pick_io). */
+	bool loose_object, small_object;
 	/* handle_release_quick's fstat of a written file, for its release's
 	 * record (record_write): taken by the reader thread, which hands the
 	 * release on after it or finishes it itself. */
@@ -336,11 +337,19 @@ static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 	return fd;
 }
 
-/* A file version's stamp for keep_cache (node.cache_ver): inode, size, mtime. */
+/* A file version's stamp for keep_cache (node.cache_ver): a hash of its
+ * inode, size, mtime and ctime; never 0, which keep_version stores for "no
+ * version's pages are known to be the only ones cached". */
 static uint64_t file_version(const struct stat *st)
 {
-	return (uint64_t)st->st_ino ^ ((uint64_t)st->st_size << 20) ^
-	       ((uint64_t)st->st_mtim.tv_sec << 32) ^ (uint64_t)st->st_mtim.tv_nsec;
+	struct {
+		uint64_t ino, size;
+		int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+	} k = {(uint64_t)st->st_ino,	    (uint64_t)st->st_size,
+	       (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec,
+	       (int64_t)st->st_ctim.tv_sec, (int64_t)st->st_ctim.tv_nsec};
+	uint64_t v = XXH3_64bits(&k, sizeof(k));
+	return v ? v : 1;
 }
 
 /*
@@ -386,6 +395,31 @@ static bool store_small(struct agentfs *fs, fuse_ino_t ino, struct handle *h, co
 		hashcache_put(fs->hashes, st, XXH3_128bits(buf, (size_t)n), &read_at);
 	__atomic_fetch_add(&h->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
 	return true;
+}
+
+/*
+ * Whether the open of version @st by @h (inode @ino) keeps the kernel's page
+ * cache of the node: when the node's last open was of the same version, or
+ * when this one stored the whole content (store_small).  Otherwise the open
+ * drops the pages.  A file still open on an older version may read it into
+ * the cache again after that drop: then no version is taken as known, and
+ * the next open drops the pages again, until one alone stores them or finds
+ * the version it last saw with no older reader in between.
+ */
+static bool keep_version(struct agentfs *fs, fuse_ino_t ino, struct handle *h,
+			 const struct stat *st)
+{
+	struct node *n = h->node;
+	uint64_t ver = file_version(st);
+	if (__atomic_exchange_n(&n->cache_ver, ver, __ATOMIC_RELAXED) == ver ||
+	    store_small(fs, ino, h, st))
+		return true;
+	pthread_mutex_lock(&fs->table_lock);
+	bool alone = n->handles == h && !h->next;
+	pthread_mutex_unlock(&fs->table_lock);
+	if (!alone)
+		__atomic_store_n(&n->cache_ver, 0, __ATOMIC_RELAXED);
+	return false;
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -507,10 +541,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			goto fail;
 		}
 		struct stat ost;
-		if (n->upper && view_path_is_loose_object(fs, path) && fstat(fd, &ost) == 0 &&
-		    S_ISREG(ost.st_mode) && ost.st_size <= OPEN_STORE_MAX) {
-			h->small_object = true;
-		}
+		h->loose_object = n->upper && view_path_is_loose_object(fs, path);
+		h->small_object = h->loose_object && fstat(fd, &ost) == 0 && S_ISREG(ost.st_mode) &&
+				  ost.st_size <= OPEN_STORE_MAX;
 	}
 	node_ref(fs, n);
 	bool direct;
@@ -546,19 +579,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Not after passthrough: its writes never went through the
 		 * kernel's page cache of this inode. */
 		fi->keep_cache = hst.st_nlink <= 1 && (h->pt || !n->pt_used);
-		/* A loose object kept out of passthrough: the first open of a
-		 * version puts it in the page cache, or drops the pages of the
-		 * version before, as a small lower file's does. */
-		if (fi->keep_cache && h->small_object && !h->pt) {
-			uint64_t seen = __atomic_exchange_n(&n->cache_ver, file_version(&hst),
-							    __ATOMIC_RELAXED);
-			fi->keep_cache =
-			    seen == file_version(&hst) || store_small(fs, ino, h, &hst);
-		}
+		/* A loose object read through the page cache: the daemon's own
+		 * threads may replace it beside the mount (libgit2 renames its
+		 * new file over the name), so it is kept by version, as a lower
+		 * file is. */
+		if (fi->keep_cache && h->loose_object && !h->pt)
+			fi->keep_cache = keep_version(fs, ino, h, &hst);
 	} else {
-		uint64_t seen =
-		    __atomic_exchange_n(&n->cache_ver, file_version(&hst), __ATOMIC_RELAXED);
-		fi->keep_cache = seen == file_version(&hst) || store_small(fs, ino, h, &hst);
+		fi->keep_cache = keep_version(fs, ino, h, &hst);
 	}
 	/* The handle is complete before the kernel can send its first
 	 * request, perhaps to another worker (fs/loop.c). */

@@ -462,7 +462,8 @@ _check_daemon_logs() {
 	fi
 }
 
-# at_exit COMMAND: run COMMAND (eval) when the script ends, however it ends,
+# at_exit COMMAND: run COMMAND (eval, in a subshell: an error or exit there
+# cannot cut the cleanup short) when the script ends, however it ends,
 # before the mounts go.
 _AT_EXIT=()
 at_exit() {
@@ -474,7 +475,7 @@ _cleanup() {
 	trap - EXIT INT TERM HUP
 	local c
 	for c in "${_AT_EXIT[@]}"; do
-		eval "$c" || true
+		(eval "$c") || true
 	done
 	if [ -n "$_WATCHDOG_PID" ]; then
 		kill -TERM "$_WATCHDOG_PID" 2>/dev/null

@@ -410,7 +410,7 @@ step "  ...and verify passes" af verify "$MNT"
 # connection and the reading process only, after a first read and stat.
 INSTANCE=/sys/kernel/tracing/instances/agentfs-test-$$
 if [ "$PT" -eq 1 ] && mkdir "$INSTANCE" 2>/dev/null; then
-	at_exit "rmdir '$INSTANCE' 2>/dev/null"
+	at_exit "rmdir $(printf %q "$INSTANCE") 2>/dev/null"
 	EV=$INSTANCE/events/fuse/fuse_request_send
 	git -C "$MNT" rev-parse HEAD >/dev/null 2>&1 # the private .git is built
 	printf 'a loose object\n' >"$MNT/pt/obj.txt"
@@ -419,7 +419,9 @@ if [ "$PT" -eq 1 ] && mkdir "$INSTANCE" 2>/dev/null; then
 	# Its attributes went stale with git's write: the first stat asks.
 	cat "$obj" >/dev/null && stat "$obj" >/dev/null
 	conn=$(mountpoint -d "$MNT" | cut -d: -f2)
-	if [ -d "$EV" ] && echo "connection == $conn" >"$EV/filter" && echo 1 >"$EV/enable"; then
+	if [ -z "$conn" ]; then
+		fail "a loose object's requests: the mount's connection" "mountpoint -d $MNT said nothing"
+	elif [ -d "$EV" ] && echo "connection == $conn" >"$EV/filter" && echo 1 >"$EV/enable"; then
 		echo 1 >"$INSTANCE/tracing_on"
 		rpid=$(python3 - "$obj" <<'EOF'
 import mmap, os, sys
@@ -457,9 +459,16 @@ fi
 
 # A loose object the daemon's own threads replace in the workspace's git
 # directory (the base-blob thread, a fault: libgit2 renames its new file
-# over the name) is read as it is now, even when it changed while another
-# reader held the old one open (that open keeps the old pages: the new
-# version's first open cannot store its bytes then, and drops them).
+# over the name) is read as it is now, even when a reader of the old one
+# stays open across the new one's first open and reads after it (its read
+# may fill the cache with the old bytes again), and for an object too large
+# to be stored at open.  Read with and without fstat(2): a GETATTR after a
+# change drops the pages by itself, a bare read(2) does not.
+raw4() { # FILE: its first 4 bytes in hex, read without fstat(2)
+	python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(os.read(fd, 4).hex())' "$1"
+}
 printf 'one version\n' >"$MNT/pt/obj2.txt"
 oid=$(git -C "$MNT" hash-object -w pt/obj2.txt)
 rel=objects/${oid:0:2}/${oid:2}
@@ -467,10 +476,22 @@ cat "$MNT/.git/$rel" >/dev/null
 exec 7<"$MNT/.git/$rel"
 head -c "$(stat -c %s "$WS/git/$rel")" /dev/zero | tr '\0' x >"$WS/git/$rel.new"
 mv -f "$WS/git/$rel.new" "$WS/git/$rel"
-assert_file_eq "a loose object replaced beside the mount, opened while the old one is: the new bytes" \
-	"$WS/git/$rel" "$MNT/.git/$rel"
-exec 7<&-
-assert_file_eq "  ...and after that reader closed" "$WS/git/$rel" "$MNT/.git/$rel"
+exec 8<"$MNT/.git/$rel"
+head -c 4 <&7 >/dev/null
+exec 7<&- 8<&-
+assert_eq "a loose object replaced beside the mount under an open reader that read on: the new bytes" \
+	78787878 "$(raw4 "$MNT/.git/$rel")"
+assert_eq "  ...at the next open too" 78787878 "$(raw4 "$MNT/.git/$rel")"
+assert_file_eq "  ...and all of them" "$WS/git/$rel" "$MNT/.git/$rel"
+head -c 150000 /dev/urandom >"$MNT/pt/big.bin"
+oid=$(git -C "$MNT" hash-object -w pt/big.bin)
+rel=objects/${oid:0:2}/${oid:2}
+cat "$MNT/.git/$rel" >/dev/null && stat "$MNT/.git/$rel" >/dev/null
+head -c "$(stat -c %s "$WS/git/$rel")" /dev/zero | tr '\0' x >"$WS/git/$rel.new"
+mv -f "$WS/git/$rel.new" "$WS/git/$rel"
+assert_eq "a loose object of 150 kB replaced beside the mount: the new bytes" \
+	78787878 "$(raw4 "$MNT/.git/$rel")"
+assert_file_eq "  ...all of them" "$WS/git/$rel" "$MNT/.git/$rel"
 
 # ------------------------------------------------------------------ evidence
 step "verify passes" af verify "$MNT"
