@@ -716,7 +716,7 @@ Suite *journal_suite(void)
 	tcase_add_test(tc, pathmap_rename_moves_trees);
 	tcase_add_test(tc, pathmap_hard_links_share_content);
 	suite_add_tcase(s, tc);
-	/* The prefault thread runs at the lowest priority: on a machine busy
+	/* The prefault thread pauses between its pieces: on a machine busy
 	 * with other tests it may take seconds. */
 	tc = tcase_create("prefault");
 	tcase_set_timeout(tc, 60);
