@@ -1308,8 +1308,6 @@ out:
 	return r;
 }
 
-/* A resumed workspace: its private repository stays; the allowed set comes
- * back from the recorded base tree. */
 /* The pack that holds base tree @tree gets its .keep back, if the agent
  * took it away or the workspace was built before there was one (pack_base):
  * from this mount on, git's repack and gc leave it alone again.  Best
@@ -1351,6 +1349,8 @@ static void keep_base_pack(struct gitpriv *g, const git_oid *tree)
 		closedir(d);
 }
 
+/* A resumed workspace: its private repository stays; the allowed set comes
+ * back from the recorded base tree. */
 static int resume(struct gitpriv *g, const struct gitpriv_base *base)
 {
 	int r = make_dirs(g);

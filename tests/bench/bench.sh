@@ -32,7 +32,7 @@
 #              .git; agentfs (every mode) the workspace-private .git (a
 #              filtered base commit, objects on demand)
 #   tree phase mount until the first `ls` succeeds (the median of 5 mounts a
-#              round, see mount_row), find -type f, ls -lR, cat
+#              round, see mount_up), find -type f, ls -lR, cat
 #              of every file, grep -r (each once as the fresh mount's first
 #              walk, then again warm), make -j2 of libbpf (tools/lib/bpf: ~45
 #              C files, needs libelf and zlib headers), 1000 editor-style saves
