@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli/gitpriv.h"
+#include "cli/packwrite.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
 #include "policy/policy.h"
@@ -135,6 +136,20 @@ struct gitpriv {
 	bool qstarted, qstop;
 	size_t qhead, qlen;
 	char *queue[GITPRIV_PREFETCH_QUEUE];
+	/* Base blobs read and hashed, not yet written (GITPRIV_PENDING_QUIET_MS):
+	 * under qlock, since a fault looks for its object among them.  A fault
+	 * that finds it sets flush_now and waits on fcond until flushes grows
+	 * past the value it saw and the object is no longer pending. */
+	struct pending {
+		git_oid id;
+		char *buf;
+		size_t len;
+	} * pend;
+	size_t npend, cappend, pend_bytes;
+	bool flush_now;
+	uint64_t flushes;
+	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
+	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
 
 	/* Base blobs in packs (GITPRIV_PACK_MIN): the ones that thread wrote
 	 * loose since its last pack, and this session's packs of them, oldest
@@ -151,6 +166,7 @@ struct gitpriv {
 		size_t n;
 	} packs[GITPRIV_PACKS_MAX];
 	size_t npacks;
+	bool merge_wanted; /* a pack was added since the last merge_due check */
 
 	pthread_mutex_t fslock; /* guards fs, held across fs_git_changed */
 	struct agentfs *fs;	/* the serving daemon (gitpriv_serving), or NULL */
@@ -164,6 +180,7 @@ int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, in
 		return -ENOMEM;
 	g->lower_fd = lower_fd;
 	g->policy = policy;
+	g->pending_quiet_ms = GITPRIV_PENDING_QUIET_MS;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_mutex_init(&g->qlock, NULL);
 	pthread_mutex_init(&g->fslock, NULL);
@@ -171,6 +188,7 @@ int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, in
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&g->qcond, &ca);
+	pthread_cond_init(&g->fcond, &ca);
 	pthread_condattr_destroy(&ca);
 	g->ws_dir = strdup(ws_dir);
 	g->repo = strdup(repo);
@@ -261,12 +279,16 @@ void gitpriv_free(struct gitpriv *g)
 	}
 	for (size_t i = 0; i < g->qlen; i++)
 		free(g->queue[(g->qhead + i) % GITPRIV_PREFETCH_QUEUE]);
+	for (size_t i = 0; i < g->npend; i++)
+		free(g->pend[i].buf);
+	free(g->pend);
 	free(g->fresh);
 	if (g->loose)
 		g->loose->free(g->loose);
 	for (size_t i = 0; i < g->npacks; i++)
 		free(g->packs[i].ids);
 	pthread_cond_destroy(&g->qcond);
+	pthread_cond_destroy(&g->fcond);
 	pthread_mutex_destroy(&g->qlock);
 	pthread_mutex_destroy(&g->fslock);
 	git_odb_free(g->real_odb);
@@ -1596,6 +1618,8 @@ static int copy_object(struct gitpriv *g, const git_oid *id, const char *rel)
 	return r;
 }
 
+static void pending_wait(struct gitpriv *g, const git_oid *id);
+
 int gitpriv_fault(void *arg, const char *rel)
 {
 	struct gitpriv *g = arg;
@@ -1607,6 +1631,16 @@ int gitpriv_fault(void *arg, const char *rel)
 		return -ENOENT;
 	unsigned fan = (unsigned)(hi << 4 | lo);
 	int r = -ENOENT;
+	if (p[2] == '/' && strlen(p + 3) == GIT_OID_HEXSZ - 2) {
+		/* A base blob the prefetch thread holds, about to be written
+		 * (maybe in a pack, which git then finds when this lookup says
+		 * the loose object is absent): waited for, not copied twice. */
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid id;
+		snprintf(hex, sizeof(hex), "%c%c%s", p[0], p[1], p + 3);
+		if (git_oid_fromstr(&id, hex) == 0)
+			pending_wait(g, &id);
+	}
 	pthread_mutex_lock(&g->lock);
 	if (p[2] == 0) {
 		if (g->fanout[fan]) {
@@ -1626,6 +1660,8 @@ int gitpriv_fault(void *arg, const char *rel)
 				r = -EINVAL;
 		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 &&
 		    oidset_has(&g->allowed, &id)) {
+			/* (No copy when a pack holds it: git_odb_write
+			 * looks in the packs first, a new one included.) */
 			r = copy_object(g, &id, rel);
 		} else if (r == -EINVAL) {
 			r = -ENOENT;
@@ -1683,7 +1719,19 @@ static int loose_store(struct gitpriv *g)
 	return 0;
 }
 
-static void prefetch_one(struct gitpriv *g, const char *lower)
+/* Is @id among the pending base blobs?  Caller holds qlock. */
+static bool pending_has(const struct gitpriv *g, const git_oid *id)
+{
+	for (size_t i = 0; i < g->npend; i++)
+		if (git_oid_equal(&g->pend[i].id, id))
+			return true;
+	return false;
+}
+
+/* Read the base blob of copied-up file @lower and keep it pending, when it is
+ * one of the base's and the private objects lack it.  Returns true when the
+ * pending blobs reached GITPRIV_PENDING_MAX or GITPRIV_PENDING_MAX_BYTES. */
+static bool prefetch_one(struct gitpriv *g, const char *lower)
 {
 	char *buf;
 	size_t len;
@@ -1692,25 +1740,138 @@ static void prefetch_one(struct gitpriv *g, const char *lower)
 	bool ready = g->priv_odb != NULL; /* built (gitpriv_prepare) */
 	pthread_mutex_unlock(&g->lock);
 	if (!ready || read_lower(g, lower, &buf, &len) < 0)
-		return;
+		return false;
+	bool full = false;
 	if (git_odb_hash(&id, buf, len, GIT_OBJECT_BLOB) == 0) {
 		/* Only a blob of the base: exactly what gitpriv_fault would copy.
-		 * Written outside the lock (libgit2's object databases are
-		 * thread-safe; the odb lives until gitpriv_free joins this
-		 * thread), so a fault never waits behind this low-priority
-		 * thread for longer than the check. */
+		 * Checked outside g->lock but for the set (libgit2's object
+		 * databases are thread-safe; the odb lives until gitpriv_free
+		 * joins this thread), so a fault never waits behind this
+		 * low-priority thread for longer than that. */
 		pthread_mutex_lock(&g->lock);
 		bool want = oidset_has(&g->allowed, &id);
 		pthread_mutex_unlock(&g->lock);
 		/* Not in the packs libgit2 knows (a pack of this thread's too
-		 * new for it gets a loose duplicate, which git never minds) nor
+		 * new for it gets a duplicate, which git never minds) nor
 		 * loose. */
-		if (want && git_odb_exists_ext(g->priv_odb, &id, GIT_ODB_LOOKUP_NO_REFRESH) == 0 &&
-		    loose_store(g) == 0 &&
-		    g->loose->write(g->loose, &id, buf, len, GIT_OBJECT_BLOB) == 0)
-			fresh_add(g, &id);
+		if (want && git_odb_exists_ext(g->priv_odb, &id, GIT_ODB_LOOKUP_NO_REFRESH) == 0) {
+			pthread_mutex_lock(&g->qlock);
+			if (!pending_has(g, &id) && g->npend == g->cappend) {
+				size_t cap = g->cappend ? g->cappend * 2 : 64;
+				struct pending *n = realloc(g->pend, cap * sizeof(*n));
+				if (n) {
+					g->pend = n;
+					g->cappend = cap;
+				}
+			}
+			if (!pending_has(g, &id) && g->npend < g->cappend) {
+				g->pend[g->npend++] =
+				    (struct pending){.id = id, .buf = buf, .len = len};
+				g->pend_bytes += len;
+				buf = NULL;
+			}
+			full = g->npend >= GITPRIV_PENDING_MAX ||
+			       g->pend_bytes >= GITPRIV_PENDING_MAX_BYTES;
+			pthread_mutex_unlock(&g->qlock);
+		}
 	}
 	free(buf);
+	return full;
+}
+
+static bool stopping(struct gitpriv *g);
+static int pack_stopping(void *arg);
+static void packs_changed(struct gitpriv *g);
+
+/* Write the first @n pending base blobs: as one stored pack when they are at
+ * least GITPRIV_PACK_MIN (and a pack may be added), else, or when that
+ * fails, loose.  Only the prefetch thread writes; the entries stay pending
+ * (a fault waits for them) until the caller drops them. */
+static void pending_write(struct gitpriv *g, size_t n)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (n >= GITPRIV_PACK_MIN && g->npacks < GITPRIV_PACKS_MAX) {
+		struct packwrite_blob *b = malloc(n * sizeof(*b));
+		struct basepack p = {.ids = malloc(n * sizeof(git_oid)), .n = n};
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s/objects/pack", g->dir);
+		int r = b && p.ids ? 0 : -ENOMEM;
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			b[i] =
+			    (struct packwrite_blob){.data = g->pend[i].buf, .len = g->pend[i].len};
+			p.ids[i] = g->pend[i].id;
+		}
+		if (r == 0)
+			r = packwrite_blobs(dir, b, n, pack_stopping, g, p.name);
+		free(b);
+		if (r == 0) {
+			g->packs[g->npacks++] = p;
+			g->merge_wanted = true;
+			packs_changed(g);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			fprintf(
+			    stderr,
+			    "agentfs: private .git: %zu base blobs written as a pack in %.1f ms "
+			    "(%zu packs)\n",
+			    n,
+			    (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+				(double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+			    g->npacks);
+			fflush(stderr);
+			return;
+		}
+		free(p.ids);
+		if (stopping(g))
+			return;
+	}
+	for (size_t i = 0; i < n && !stopping(g); i++)
+		if (loose_store(g) == 0 && g->loose->write(g->loose, &g->pend[i].id, g->pend[i].buf,
+							   g->pend[i].len, GIT_OBJECT_BLOB) == 0)
+			fresh_add(g, &g->pend[i].id);
+}
+
+/* Write the pending base blobs (pending_write), drop them and wake the
+ * faults waiting for them.  Caller holds qlock (released meanwhile). */
+static void pending_flush(struct gitpriv *g)
+{
+	size_t n = g->npend;
+	g->flush_now = false;
+	pthread_mutex_unlock(&g->qlock);
+	pending_write(g, n);
+	pthread_mutex_lock(&g->qlock);
+	for (size_t i = 0; i < n; i++) {
+		g->pend_bytes -= g->pend[i].len;
+		free(g->pend[i].buf);
+	}
+	memmove(g->pend, g->pend + n, (g->npend - n) * sizeof(*g->pend));
+	g->npend -= n;
+	g->flushes++;
+	pthread_cond_broadcast(&g->fcond);
+}
+
+/*
+ * A fault's wait for @id while it is pending: ask the thread to write now
+ * and wait, GITPRIV_PENDING_WAIT_MS at most, until it is written.  Returns
+ * at once when @id is not pending.  Caller holds no lock.
+ */
+static void pending_wait(struct gitpriv *g, const git_oid *id)
+{
+	pthread_mutex_lock(&g->qlock);
+	if (pending_has(g, id) && g->qstarted) {
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += GITPRIV_PENDING_WAIT_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		while (!g->qstop && pending_has(g, id)) {
+			g->flush_now = true;
+			pthread_cond_signal(&g->qcond);
+			if (pthread_cond_timedwait(&g->fcond, &g->qlock, &until) == ETIMEDOUT)
+				break;
+		}
+	}
+	pthread_mutex_unlock(&g->qlock);
 }
 
 /* ---- base blobs in packs (GITPRIV_PACK_MIN) ---- */
@@ -1741,6 +1902,12 @@ static void packs_changed(struct gitpriv *g)
 static bool stopping(struct gitpriv *g)
 {
 	return __atomic_load_n(&g->qstop, __ATOMIC_RELAXED);
+}
+
+/* packwrite_blobs's cancel callback. */
+static int pack_stopping(void *arg)
+{
+	return stopping(arg);
 }
 
 /* git_packbuilder's progress callback: non-zero cancels the write. */
@@ -1875,26 +2042,40 @@ static void priv_odb_reopen(struct gitpriv *g)
 	git_odb_free(old);
 }
 
-/* Pack the fresh loose base blobs, then merge this session's packs while the
- * newest holds at least half the objects of the one before it. */
+/* Does the newest of this session's packs hold at least half the objects of
+ * the one before it (so the two are to merge)? */
+static bool merge_due(const struct gitpriv *g)
+{
+	return g->merge_wanted && g->npacks >= 2 &&
+	       g->packs[g->npacks - 2].n <= 2 * g->packs[g->npacks - 1].n;
+}
+
+/* Pack the fresh loose base blobs (when at least GITPRIV_PACK_MIN), then merge
+ * this session's packs while merge_due. */
 static void pack_fresh(struct gitpriv *g)
 {
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct basepack p = {.ids = g->fresh, .n = g->nfresh};
-	g->fresh = NULL;
-	g->nfresh = g->capfresh = 0;
-	if (g->npacks == GITPRIV_PACKS_MAX || pack_write(g, &p) < 0) {
-		free(p.ids);
-		return;
+	if (p.n >= GITPRIV_PACK_MIN) {
+		g->fresh = NULL;
+		g->nfresh = g->capfresh = 0;
+		if (g->npacks == GITPRIV_PACKS_MAX || pack_write(g, &p) < 0) {
+			free(p.ids);
+			return;
+		}
+		/* No refresh of priv_odb: libgit2 looks for new packs itself
+		 * when an object is missing, and a refresh here would hold
+		 * g->lock (which a lookup's fault waits for) on this
+		 * low-priority thread. */
+		g->packs[g->npacks++] = p;
+		g->merge_wanted = true;
+		packs_changed(g);
+	} else {
+		p.n = 0;
 	}
-	/* No refresh of priv_odb: libgit2 looks for new packs itself when an
-	 * object is missing, and a refresh here would hold g->lock (which a
-	 * lookup's fault waits for) on this low-priority thread. */
-	g->packs[g->npacks++] = p;
-	packs_changed(g);
-	while (!stopping(g) && g->npacks >= 2 &&
-	       g->packs[g->npacks - 2].n <= 2 * g->packs[g->npacks - 1].n) {
+	size_t merged = 0;
+	while (!stopping(g) && merge_due(g)) {
 		struct basepack *a = &g->packs[g->npacks - 2], *b = &g->packs[g->npacks - 1];
 		struct basepack m = {.n = a->n + b->n};
 		if (!(m.ids = malloc(m.n * sizeof(*m.ids))))
@@ -1915,10 +2096,16 @@ static void pack_fresh(struct gitpriv *g)
 		g->packs[g->npacks++] = m;
 		priv_odb_reopen(g);
 		packs_changed(g);
+		merged++;
 	}
+	g->merge_wanted = false;
+	if (!p.n && !merged)
+		return;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	fprintf(stderr, "agentfs: private .git: %zu base blobs packed in %.1f ms (%zu packs)\n",
-		p.n,
+	fprintf(stderr,
+		"agentfs: private .git: %zu loose base blobs packed, %zu merges, in %.1f ms (%zu "
+		"packs)\n",
+		p.n, merged,
 		(double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
 		g->npacks);
 	fflush(stderr);
@@ -1932,38 +2119,70 @@ static void *prefetch_thread(void *arg)
 	 * per-thread on Linux). */
 	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	pthread_mutex_lock(&g->qlock);
-	for (;;) {
-		while (!g->qlen && !g->qstop) {
-			if (g->nfresh < GITPRIV_PACK_MIN) {
-				pthread_cond_wait(&g->qcond, &g->qlock);
-				continue;
-			}
-			/* Enough loose base blobs: pack them once the agent
-			 * pauses (a bulk edit makes one pack, not many). */
-			struct timespec until;
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += GITPRIV_PACK_QUIET_MS * 1000000L;
-			until.tv_sec += until.tv_nsec / 1000000000L;
-			until.tv_nsec %= 1000000000L;
-			if (pthread_cond_timedwait(&g->qcond, &g->qlock, &until) == ETIMEDOUT &&
-			    !g->qlen && !g->qstop) {
-				pthread_mutex_unlock(&g->qlock);
-				pack_fresh(g);
-				pthread_mutex_lock(&g->qlock);
-			}
+	while (!g->qstop) {
+		if (g->flush_now && g->npend) {
+			pending_flush(g);
+			continue;
 		}
-		if (g->qstop)
-			break;
-		char *lower = g->queue[g->qhead];
-		g->qhead = (g->qhead + 1) % GITPRIV_PREFETCH_QUEUE;
-		g->qlen--;
-		pthread_mutex_unlock(&g->qlock);
-		prefetch_one(g, lower);
-		free(lower);
-		pthread_mutex_lock(&g->qlock);
+		if (g->qlen) {
+			char *lower = g->queue[g->qhead];
+			g->qhead = (g->qhead + 1) % GITPRIV_PREFETCH_QUEUE;
+			g->qlen--;
+			pthread_mutex_unlock(&g->qlock);
+			bool full = prefetch_one(g, lower);
+			free(lower);
+			pthread_mutex_lock(&g->qlock);
+			if (full)
+				pending_flush(g);
+			continue;
+		}
+		/* Nothing queued: write the pending blobs once the copy-ups
+		 * pause for GITPRIV_PENDING_QUIET_MS (a bulk edit makes one
+		 * pack), then pack the loose ones and merge packs once they
+		 * pause for GITPRIV_PACK_QUIET_MS. */
+		long quiet_ms = g->npend ? g->pending_quiet_ms
+				: g->nfresh >= GITPRIV_PACK_MIN || merge_due(g)
+				    ? GITPRIV_PACK_QUIET_MS
+				    : 0;
+		if (!quiet_ms) {
+			pthread_cond_wait(&g->qcond, &g->qlock);
+			continue;
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += quiet_ms * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		if (pthread_cond_timedwait(&g->qcond, &g->qlock, &until) != ETIMEDOUT || g->qlen ||
+		    g->qstop)
+			continue;
+		if (g->npend) {
+			pending_flush(g);
+		} else {
+			pthread_mutex_unlock(&g->qlock);
+			pack_fresh(g);
+			pthread_mutex_lock(&g->qlock);
+		}
 	}
+	/* Faults waiting for pending blobs copy them themselves. */
+	pthread_cond_broadcast(&g->fcond);
 	pthread_mutex_unlock(&g->qlock);
 	return NULL;
+}
+
+size_t gitpriv_pending(struct gitpriv *g)
+{
+	pthread_mutex_lock(&g->qlock);
+	size_t n = g->npend;
+	pthread_mutex_unlock(&g->qlock);
+	return n;
+}
+
+void gitpriv_set_pending_quiet(struct gitpriv *g, long ms)
+{
+	pthread_mutex_lock(&g->qlock);
+	g->pending_quiet_ms = ms;
+	pthread_mutex_unlock(&g->qlock);
 }
 
 void gitpriv_copied_up(void *arg, const char *lower)

@@ -130,9 +130,9 @@ int gitpriv_fault(void *arg, const char *rel);
  * @lower (copied) for a thread of the gitpriv's own, which reads the lower
  * file, hashes it as a git blob and, when that blob is one of the base's
  * (reachable from the filtered base tree, as gitpriv_fault requires) and not
- * yet in the private objects, writes it there: the first `git diff` after an
- * edit then finds it instead of faulting it in (~1 ms each).  Best effort: a
- * full queue (GITPRIV_PREFETCH_QUEUE), a file larger than
+ * yet in the private objects, keeps it pending in memory: the first `git
+ * diff` after an edit then finds it instead of faulting it in (~1 ms each).
+ * Best effort: a full queue (GITPRIV_PREFETCH_QUEUE), a file larger than
  * GITPRIV_PREFETCH_MAX_BYTES, a file the person changed since HEAD or any
  * error drops the path, and gitpriv_fault still serves the blob.  The thread
  * starts at the first call and gitpriv_free stops it.
@@ -142,35 +142,52 @@ void gitpriv_copied_up(void *arg, const char *lower);
 #define GITPRIV_PREFETCH_MAX_BYTES (8u << 20)
 
 /*
- * The same thread packs the base blobs it wrote: once at least
- * GITPRIV_PACK_MIN of them wait loose and no path came for
- * GITPRIV_PACK_QUIET_MS, they go into one pack in objects/pack
- * (git_packbuilder, no delta search), and the kernel's listing of
- * .git/objects/pack is dropped (fs_git_changed) so that the next git process
- * finds it.  Each loose base blob costs a git process a lookup, an open, a
- * stat and a release through the mount; a pack costs two opens for any number
- * of them (git looks in packs before loose objects).  Measured on the
- * 11k-file tree of tests/bench/RESULTS.md, 100 edited files: packing them
- * takes 85-150 ms on this thread, and a `git diff --stat` a second after the
- * edits then takes 108-171 ms against 145-238 ms with loose base blobs (pairs
- * of runs on a busy machine).  The pause is half a second so that packing
- * does not compete with a git command run right after the edits (an agent
- * pauses longer than that between its edits and its `git diff`; a script
- * that does not finds the loose copies as before).  The loose copies stay
- * (git never reads them while a pack holds the same objects), so no name the
- * kernel holds disappears.  This session's packs merge whenever one holds no
- * more than twice the objects of the next (so there are at most
- * log2(n / GITPRIV_PACK_MIN) + 1 of them); a merged pack's files are removed
- * after the merged one is durable (fsync) and listed (a git process still
- * holding the old list fails to open them and looks again, as after `git
- * repack`).  Packs of earlier mounts of the workspace are left as they are.
- * gitpriv_free cancels a packing in progress (libgit2's progress callbacks).
- * Each packing writes one line to the daemon's log.  Best effort: on any
- * error the blobs stay loose.
+ * The pending blobs are written once no path came for
+ * GITPRIV_PENDING_QUIET_MS (a bulk edit's copy-ups come well under a
+ * millisecond apart), or at once when they reach GITPRIV_PENDING_MAX or
+ * GITPRIV_PENDING_MAX_BYTES: at least GITPRIV_PACK_MIN of them as one pack
+ * in objects/pack, stored rather than compressed (cli/packwrite.h: ~2.5 ms
+ * for 100 kernel source files where git_packbuilder took ~100 ms), fewer
+ * loose.  The kernel's listing of .git/objects/pack is then dropped
+ * (fs_git_changed) so that the next git process finds the pack.  A lookup
+ * of a loose object that is still pending (git run right after the edits)
+ * asks for the write at once and waits for it (GITPRIV_PENDING_WAIT_MS at
+ * most), then answers that no loose object is there: git then looks for new
+ * packs (oid_object_info_extended's reprepare_packed_git) and finds it.
+ * Each loose base blob costs a git process three opens through the mount,
+ * a pack two opens for any number of them (git looks in packs before loose
+ * objects).  Measured on the 11k-file tree of tests/bench/RESULTS.md, 100
+ * edited files and `git diff --stat` right after them: 88-100 ms with the
+ * loose blobs, 60-65 ms with a pack.
+ *
+ * Loose base blobs are packed too, by git_packbuilder (no delta search),
+ * once at least GITPRIV_PACK_MIN wait and no path came for
+ * GITPRIV_PACK_QUIET_MS.  The loose copies stay (git never reads them while
+ * a pack holds the same objects), so no name the kernel holds disappears.
+ * This session's packs merge (git_packbuilder, compressed) after the same
+ * pause whenever one holds no more than twice the objects of the next (so
+ * there are at most log2(n / GITPRIV_PACK_MIN) + 1 of them); a merged
+ * pack's files are removed after the merged one is durable (fsync) and
+ * listed (a git process still holding the old list fails to open them and
+ * looks again, as after `git repack`).  Packs of earlier mounts of the
+ * workspace are left as they are.  gitpriv_free cancels a write in progress
+ * (libgit2's progress callbacks).  Each pack written and each packing writes
+ * one line to the daemon's log.  Best effort: a pack that cannot be written
+ * leaves its blobs loose, a packing that fails leaves them as they were.
  */
-#define GITPRIV_PACK_MIN      16
-#define GITPRIV_PACK_QUIET_MS 500
-#define GITPRIV_PACKS_MAX     48
+#define GITPRIV_PENDING_QUIET_MS  5
+#define GITPRIV_PENDING_WAIT_MS	  2000
+#define GITPRIV_PENDING_MAX	  2048
+#define GITPRIV_PENDING_MAX_BYTES (64u << 20)
+#define GITPRIV_PACK_MIN	  16
+#define GITPRIV_PACK_QUIET_MS	  500
+#define GITPRIV_PACKS_MAX	  48
+
+/* Tests lengthen the pause (GITPRIV_PENDING_QUIET_MS, in ms) to see a lookup
+ * wait for the pending blobs. */
+void gitpriv_set_pending_quiet(struct gitpriv *g, long ms);
+/* How many base blobs are pending (read and hashed, not yet written). */
+size_t gitpriv_pending(struct gitpriv *g);
 
 /* fs_config.git_serving: the daemon to tell about new packs, or NULL. */
 struct agentfs;

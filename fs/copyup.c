@@ -333,7 +333,10 @@ int origin_from_lower(struct agentfs *fs, int fd, const char *lpath, bool with_i
 	int r = origin_of_lower(fs, lpath, with_ino, &o);
 	if (r < 0)
 		return r == -EINVAL ? 0 : r;
-	return layout_set_origin(fd, &o);
+	r = layout_set_origin(fd, &o);
+	if (r == 0 && fs->cfg->git_copied_up)
+		fs->cfg->git_copied_up(fs->cfg->git_prepare_arg, lpath);
+	return r;
 }
 
 bool file_lives_on(struct agentfs *fs, struct node *n, const struct stat *st)

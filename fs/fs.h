@@ -52,8 +52,9 @@ struct fs_config {
 	 * a request thread; NULL for none.  Receives git_prepare_arg. */
 	int (*git_fault)(void *arg, const char *rel);
 	/* Called when a regular file of the lower, at @lower (relative to the
-	 * lower's top), has been copied up: the agent is about to change it, and
-	 * its git will soon want the base version (`git diff`).  Runs on a
+	 * lower's top), has been copied up or replaced by a new file (an
+	 * editor's save: origin_from_lower): the agent is changing it, and its
+	 * git will soon want the base version (`git diff`).  Runs on a
 	 * request thread and must return at once (queue the work).  NULL for
 	 * none.  Receives git_prepare_arg. */
 	void (*git_copied_up)(void *arg, const char *lower);

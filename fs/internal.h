@@ -551,7 +551,8 @@ struct layout_origin;
  * @lpath (an editor's save by rename, a re-create after unlink), that file as
  * its origin, so export can still tell the person's later changes from the
  * agent's; with its inode number if @with_ino (see origin_of_lower).  Keeps
- * an origin the file already has. */
+ * an origin the file already has.  A new origin names a base blob the
+ * agent's git will want, as a copy-up does (fs_config.git_copied_up). */
 int origin_from_lower(struct agentfs *fs, int fd, const char *lpath, bool with_ino);
 /* The origin regular lower file @lpath gives a file that replaces it: its
  * hash, path and, if @with_ino, its inode number, which the new file then

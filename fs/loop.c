@@ -124,6 +124,19 @@ static bool open_reads_only(const char *arg, size_t argsz)
 	return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY;
 }
 
+/* Whether the LOOKUP argument @arg (@argsz bytes: a NUL-terminated name) is
+ * a loose object's file name in a fan-out directory: 38 lowercase hex digits
+ * (gitrepository-layout(5), objects/[0-9a-f][0-9a-f]). */
+static bool loose_object_name(const char *arg, size_t argsz)
+{
+	if (argsz < 39 || arg[38] != 0)
+		return false;
+	for (int i = 0; i < 38; i++)
+		if (!((arg[i] >= '0' && arg[i] <= '9') || (arg[i] >= 'a' && arg[i] <= 'f')))
+			return false;
+	return true;
+}
+
 /* Whether the reader answers the request in @b itself.  Never while a
  * request that sends the kernel a notification is being answered (see the
  * top of this file).  Not for requests that wait for the disk or may copy a
@@ -152,11 +165,13 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 		return HAND_OFF;
 	switch (in->opcode) {
 	case FUSE_LOOKUP:
-		/* The lookup of the private ".git" waits for its build. */
-		return in->nodeid == FUSE_ROOT_ID && argsz >= 5 && memcmp(arg, ".git", 5) == 0 &&
-			       !__atomic_load_n(&lp->fs->git_ready, __ATOMIC_ACQUIRE)
-			   ? HAND_OFF
-			   : INLINE;
+		/* The lookup of the private ".git" waits for its build, and one
+		 * of a loose object's name may copy it in or wait for the base
+		 * blobs being written (gitpriv_fault): the rest do not wait. */
+		if (in->nodeid == FUSE_ROOT_ID && argsz >= 5 && memcmp(arg, ".git", 5) == 0)
+			return __atomic_load_n(&lp->fs->git_ready, __ATOMIC_ACQUIRE) ? INLINE
+										     : HAND_OFF;
+		return lp->fs->git_fd >= 0 && loose_object_name(arg, argsz) ? HAND_OFF : INLINE;
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
 	case FUSE_GETATTR:

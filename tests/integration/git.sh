@@ -617,6 +617,29 @@ assert_eq "git diff read no loose copy of a packed blob" 0 "$OUT"
 run grep -c '"op":"read".*"path":"\.git/objects/pack/pack-[0-9a-f]*\.pack"' "$T/diff.journal"
 assert_ne "git diff read the pack" 0 "${OUT:-0}"
 
+# An editor's save (a new file renamed over the tracked one) wants the base
+# blob as much as an edit in place: the daemon reads it ahead of git too, so
+# it is in the private objects before any git command asks for it.
+run python3 -c "
+import os, sys
+for d in range(1, 41):
+    p = '$T/bigmnt/d%d/f2.txt' % d
+    with open(p + '.tmp', 'w') as f:
+        f.write('saved %d\\n' % d)
+    os.rename(p + '.tmp', p)
+"
+assert_eq "the agent saves 40 files by rename" 0 "$RC"
+saved_ids() { for d in $(seq 1 40); do git -C "$BIG" rev-parse "HEAD:d$d/f2.txt"; done; }
+have_saved() { saved_ids | git --git-dir="$PRIV" cat-file --batch-check | grep -c ' blob '; }
+for _ in $(seq 1 100); do
+	[ "$(have_saved)" = 40 ] && break
+	sleep 0.1
+done
+run have_saved
+assert_eq "their base blobs are in the private objects before git asks" 40 "$OUT"
+run git -C "$T/bigmnt" diff --stat
+assert_contains "git diff --stat: the edits and the saves" "80 files changed, 80 insertions(+), 40 deletions(-)" "$OUT"
+
 # ------------------------------------------------------------------ the base survives git's cleanups
 # The base trees are filtered by the policy: the repository cannot give them
 # again.  An agent that leaves the base commit unreachable and repacks (a new

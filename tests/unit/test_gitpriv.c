@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/gitpriv.h"
+#include "cli/packwrite.h"
 #include "cli/secrets.h"
 #include "policy/policy.h"
 
@@ -335,7 +336,8 @@ START_TEST(base_blobs_go_into_packs)
 	copied_up(g, GITPRIV_PACK_MIN, GITPRIV_PACK_MIN);
 	ck_assert(wait_packed(GITPRIV_PACK_MIN));
 
-	/* As many again: a second pack, merged with the first. */
+	/* As many again at once: written straight into a second pack (no
+	 * loose copies), then merged with the first. */
 	copied_up(g, GITPRIV_PACK_MIN + 1, 2 * GITPRIV_PACK_MIN);
 	ck_assert(wait_packed(2 * GITPRIV_PACK_MIN));
 
@@ -346,7 +348,7 @@ START_TEST(base_blobs_go_into_packs)
 	snprintf(objects, sizeof(objects), "%s/objects", gitdir);
 	ck_assert_int_eq(git_odb_open(&odb, objects), 0);
 	for (int i = 1; i <= 2 * GITPRIV_PACK_MIN; i++) {
-		ck_assert(loose_exists(&ids[i]));
+		ck_assert(loose_exists(&ids[i]) == (i <= GITPRIV_PACK_MIN));
 		git_odb_object *o = NULL;
 		ck_assert_int_eq(git_odb_read(&o, odb, &ids[i]), 0);
 		ck_assert_int_eq(git_odb_object_type(o), GIT_OBJECT_BLOB);
@@ -357,6 +359,93 @@ START_TEST(base_blobs_go_into_packs)
 	gitpriv_free(g);
 	close(lfd);
 	policy_free(p);
+}
+END_TEST
+
+/* A lookup of a base blob the prefetch thread holds in memory makes it write
+ * them at once, as one pack, and waits for that: no loose copy. */
+START_TEST(a_lookup_waits_for_pending_blobs)
+{
+	sh("set -e; cd %s && mkdir many && for i in $(seq 1 40); do printf 'many %%s\\n' $i "
+	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
+	   "git -c user.name=t -c user.email=t@t commit -qm many",
+	   repo);
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	sh("cd %s/objects/pack && ls | grep '\\.idx$' >%s/base", gitdir, tmp);
+	enum { N = GITPRIV_PACK_MIN + 4 };
+	git_oid ids[N + 1];
+	for (int i = 1; i <= N; i++) {
+		char rev[32];
+		snprintf(rev, sizeof(rev), "HEAD:many/f%d.c", i);
+		blob_id(rev, &ids[i]);
+	}
+	gitpriv_set_pending_quiet(g, 600 * 1000);
+	copied_up(g, 1, N);
+	for (int i = 0; i < 200 && gitpriv_pending(g) < N; i++)
+		usleep(50 * 1000);
+	ck_assert_uint_eq(gitpriv_pending(g), N);
+	int in, packs;
+	packed(1, N, &in, &packs);
+	ck_assert_int_eq(packs, 0);
+
+	/* The lookup returns once they are written; one pack holds them all,
+	 * and there is no loose copy (git finds the pack). */
+	ck_assert_int_eq(fault_for(g, &ids[N]), 0);
+	ck_assert_uint_eq(gitpriv_pending(g), 0);
+	packed(1, N, &in, &packs);
+	ck_assert_int_eq(packs, 1);
+	ck_assert_int_eq(in, N);
+	for (int i = 1; i <= N; i++)
+		ck_assert(!loose_exists(&ids[i]));
+	/* git itself reads the pack and its index whole. */
+	sh("cd %s && git verify-pack $(ls objects/pack/*.idx | grep -vF -f %s/base) >/dev/null",
+	   gitdir, tmp);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+}
+END_TEST
+
+/* Blobs whose sizes take one to four bytes of the pack's object header,
+ * written as a pack that git reads whole, each with the id git gives it. */
+START_TEST(packwrite_sizes)
+{
+	static const size_t sizes[] = {0, 1, 15, 16, 2047, 2048, 262143, 262144, 3u << 20};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	struct packwrite_blob b[N];
+	char *bufs[N];
+	for (size_t i = 0; i < N; i++) {
+		bufs[i] = malloc(sizes[i] + 1);
+		ck_assert_ptr_nonnull(bufs[i]);
+		for (size_t j = 0; j < sizes[i]; j++)
+			bufs[i][j] = (char)('a' + (j * 7 + i) % 26);
+		b[i] = (struct packwrite_blob){.data = bufs[i], .len = sizes[i]};
+	}
+	char dir[PATH_MAX + 16], name[41];
+	snprintf(tmp, sizeof(tmp), "/tmp/test_packwrite.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	snprintf(dir, sizeof(dir), "%s/pack", tmp);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	git_libgit2_init();
+	ck_assert_int_eq(packwrite_blobs(dir, b, N, NULL, NULL, name), 0);
+	ck_assert_uint_eq(strlen(name), 40);
+	/* git's own ids for the same contents, against the pack's index. */
+	sh("cd %s && git verify-pack -v pack/pack-%s.idx | grep -c ' blob ' | grep -qx %d", tmp,
+	   name, (int)N);
+	for (size_t i = 0; i < N; i++) {
+		git_oid id;
+		ck_assert_int_eq(git_odb_hash(&id, bufs[i], sizes[i], GIT_OBJECT_BLOB), 0);
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(hex, sizeof(hex), &id);
+		sh("git show-index <%s/pack-%s.idx | grep -q ' %s '", dir, name, hex);
+		free(bufs[i]);
+	}
+	/* No objects: refused, nothing written. */
+	ck_assert_int_eq(packwrite_blobs(dir, b, 0, NULL, NULL, name), -EINVAL);
+	git_libgit2_shutdown();
+	sh("rm -rf %s", tmp);
 }
 END_TEST
 
@@ -526,8 +615,10 @@ int main(void)
 	tcase_add_test(tc, base_commit_tree_and_index);
 	tcase_add_test(tc, objects_on_demand_only_from_the_base);
 	tcase_add_test(tc, base_blobs_go_into_packs);
+	tcase_add_test(tc, a_lookup_waits_for_pending_blobs);
 	suite_add_tcase(su, tc);
 	TCase *tp = tcase_create("pure");
+	tcase_add_test(tp, packwrite_sizes);
 	tcase_add_test(tp, oidset_grows_and_finds);
 	tcase_add_test(tp, secret_patterns);
 	tcase_add_test(tp, secret_findings_and_allow);
