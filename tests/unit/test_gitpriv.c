@@ -408,6 +408,12 @@ START_TEST(a_lookup_waits_for_pending_blobs)
 }
 END_TEST
 
+/* packwrite_blobs's cancel callback: the fourth question and later say stop. */
+static int cancel_after_3(void *arg)
+{
+	return ++*(int *)arg > 3;
+}
+
 /* Blobs whose sizes take one to four bytes of the pack's object header,
  * written as a pack that git reads whole, each with the id git gives it. */
 START_TEST(packwrite_sizes)
@@ -440,10 +446,14 @@ START_TEST(packwrite_sizes)
 		char hex[GIT_OID_HEXSZ + 1];
 		git_oid_tostr(hex, sizeof(hex), &id);
 		sh("git show-index <%s/pack-%s.idx | grep -q ' %s '", dir, name, hex);
-		free(bufs[i]);
 	}
-	/* No objects: refused, nothing written. */
+	/* No objects: refused, nothing written.  Canceled: nothing left. */
 	ck_assert_int_eq(packwrite_blobs(dir, b, 0, NULL, NULL, name), -EINVAL);
+	int calls = 0;
+	ck_assert_int_eq(packwrite_blobs(dir, b, N, cancel_after_3, &calls, name), -ECANCELED);
+	sh("test $(ls -A %s | wc -l) = 2", dir);
+	for (size_t i = 0; i < N; i++)
+		free(bufs[i]);
 	git_libgit2_shutdown();
 	sh("rm -rf %s", tmp);
 }
