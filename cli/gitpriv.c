@@ -1603,18 +1603,40 @@ static int hexval(int c)
 	return -1;
 }
 
-/* Copy allowed object @id from the real repository into the private one. */
-static int copy_object(struct gitpriv *g, const git_oid *id, const char *rel)
+/* The private objects as they are on disk now (free with git_odb_free), or
+ * NULL when they cannot be opened.  libgit2 keeps every pack it ever saw in
+ * priv_odb, those the agent's git has removed since (`git gc`) among them. */
+static git_odb *odb_now(struct gitpriv *g)
 {
+	char dir[PATH_MAX];
+	git_odb *now = NULL;
+	snprintf(dir, sizeof(dir), "%s/objects", g->dir);
+	return git_odb_open(&now, dir) == 0 ? now : NULL;
+}
+
+/* Copy allowed object @id from the real repository into the private one,
+ * unless the private objects hold it now (in a pack: 0 and no loose copy),
+ * as @now says (odb_now), or when NULL, priv_odb and, if it says so, a
+ * fresh odb_now.  Caller holds g->lock. */
+static int copy_object(struct gitpriv *g, git_odb *now, const git_oid *id, const char *rel)
+{
+	git_odb *mine = NULL;
+	if (!now && git_odb_exists(g->priv_odb, id) && !(now = mine = odb_now(g)))
+		return 0; /* cannot tell: as libgit2 said */
+	if (now && git_odb_exists(now, id)) {
+		git_odb_free(mine);
+		return 0;
+	}
 	git_odb_object *o = NULL;
 	git_oid got;
-	if (git_odb_read(&o, g->real_odb, id) < 0)
-		return -ENOENT; /* gone from the repository (gc'd) */
-	int r = git_odb_write(&got, g->priv_odb, git_odb_object_data(o), git_odb_object_size(o),
-			      git_odb_object_type(o)) < 0
-		    ? git_fail(rel)
-		    : 0;
+	int r = -ENOENT; /* gone from the repository (gc'd) */
+	if (git_odb_read(&o, g->real_odb, id) == 0)
+		r = git_odb_write(&got, now ? now : g->priv_odb, git_odb_object_data(o),
+				  git_odb_object_size(o), git_odb_object_type(o)) < 0
+			? git_fail(rel)
+			: 0;
 	git_odb_object_free(o);
+	git_odb_free(mine);
 	return r;
 }
 
@@ -1631,16 +1653,24 @@ int gitpriv_fault(void *arg, const char *rel)
 		return -ENOENT;
 	unsigned fan = (unsigned)(hi << 4 | lo);
 	int r = -ENOENT;
-	if (p[2] == '/' && strlen(p + 3) == GIT_OID_HEXSZ - 2) {
-		/* A base blob the prefetch thread holds, about to be written
-		 * (maybe in a pack, which git then finds when this lookup says
-		 * the loose object is absent): waited for, not copied twice. */
+	/* A loose object's name: 38 more lowercase hex digits, as git writes
+	 * them (and as fs/loop.c hands such lookups off). */
+	git_oid id;
+	bool loose = p[2] == '/' && strlen(p + 3) == GIT_OID_HEXSZ - 2;
+	for (int i = 3; loose && i < GIT_OID_HEXSZ + 1; i++)
+		loose = hexval(p[i]) >= 0;
+	if (loose) {
 		char hex[GIT_OID_HEXSZ + 1];
-		git_oid id;
 		snprintf(hex, sizeof(hex), "%c%c%s", p[0], p[1], p + 3);
-		if (git_oid_fromstr(&id, hex) == 0)
-			pending_wait(g, &id);
+		loose = git_oid_fromstr(&id, hex) == 0;
+	} else if (p[2] == '/' && p[3] != 0) {
+		return -ENOENT;
 	}
+	/* A base blob the prefetch thread holds, about to be written (maybe
+	 * in a pack, which git then finds when this lookup says the loose
+	 * object is absent): waited for, not copied twice. */
+	if (loose)
+		pending_wait(g, &id);
 	pthread_mutex_lock(&g->lock);
 	if (p[2] == 0) {
 		if (g->fanout[fan]) {
@@ -1648,34 +1678,22 @@ int gitpriv_fault(void *arg, const char *rel)
 			snprintf(path, sizeof(path), "%s/objects/%c%c", g->dir, p[0], p[1]);
 			r = mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -errno;
 		}
-	} else if (p[2] == '/' && strlen(p + 3) == GIT_OID_HEXSZ - 2 && g->real_odb &&
-		   g->priv_odb) {
-		char hex[GIT_OID_HEXSZ + 1];
-		git_oid id;
-		memcpy(hex, p, 2);
-		memcpy(hex + 2, p + 3, GIT_OID_HEXSZ - 2);
-		hex[GIT_OID_HEXSZ] = 0;
-		for (int i = 0; i < GIT_OID_HEXSZ && r == -ENOENT; i++)
-			if (hexval(hex[i]) < 0)
-				r = -EINVAL;
-		if (r == -ENOENT && git_oid_fromstr(&id, hex) == 0 &&
-		    oidset_has(&g->allowed, &id)) {
-			/* (No copy when a pack holds it: git_odb_write
-			 * looks in the packs first, a new one included.) */
-			r = copy_object(g, &id, rel);
-		} else if (r == -EINVAL) {
-			r = -ENOENT;
-		}
+	} else if (loose && g->real_odb && g->priv_odb) {
+		/* No copy when a pack holds it, such as the one just written
+		 * for the wait. */
+		if (oidset_has(&g->allowed, &id))
+			r = copy_object(g, NULL, &id, rel);
 	} else if (p[2] == '/' && p[3] == 0 && g->real_odb && g->priv_odb) {
 		/* A listing of objects/XX/ (git fsck, abbreviated ids): every
 		 * allowed object of that fan-out must show, so all are made. */
 		r = 0;
+		git_odb *now = odb_now(g);
 		for (size_t i = 0; i < g->allowed.cap; i++) {
 			const git_oid *id = &g->allowed.slots[i];
-			if (oid_zero(id) || id->id[0] != fan || git_odb_exists(g->priv_odb, id))
-				continue;
-			copy_object(g, id, rel);
+			if (!oid_zero(id) && id->id[0] == fan)
+				copy_object(g, now, id, rel);
 		}
+		git_odb_free(now);
 	}
 	pthread_mutex_unlock(&g->lock);
 	return r;
@@ -1717,6 +1735,15 @@ static int loose_store(struct gitpriv *g)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* Tell the daemon whether base blobs are pending (fs_git_pending).  Caller
+ * holds qlock (fslock is taken inside it, never the other way round). */
+static void pending_announce(struct gitpriv *g, bool pending)
+{
+	pthread_mutex_lock(&g->fslock);
+	fs_git_pending(g->fs, pending);
+	pthread_mutex_unlock(&g->fslock);
 }
 
 /* Is @id among the pending base blobs?  Caller holds qlock. */
@@ -1765,6 +1792,8 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 				}
 			}
 			if (!pending_has(g, &id) && g->npend < g->cappend) {
+				if (!g->npend)
+					pending_announce(g, true);
 				g->pend[g->npend++] =
 				    (struct pending){.id = id, .buf = buf, .len = len};
 				g->pend_bytes += len;
@@ -1824,6 +1853,11 @@ static void pending_write(struct gitpriv *g, size_t n)
 		free(p.ids);
 		if (stopping(g))
 			return;
+		fprintf(stderr,
+			"agentfs: private .git: %zu base blobs not written as a pack (%s): "
+			"written loose\n",
+			n, strerror(-r));
+		fflush(stderr);
 	}
 	for (size_t i = 0; i < n && !stopping(g); i++)
 		if (loose_store(g) == 0 && g->loose->write(g->loose, &g->pend[i].id, g->pend[i].buf,
@@ -1846,24 +1880,34 @@ static void pending_flush(struct gitpriv *g)
 	}
 	memmove(g->pend, g->pend + n, (g->npend - n) * sizeof(*g->pend));
 	g->npend -= n;
+	if (!g->npend)
+		pending_announce(g, false);
 	g->flushes++;
 	pthread_cond_broadcast(&g->fcond);
 }
 
+/* CLOCK_MONOTONIC's time @ms milliseconds from now, in *@t. */
+static void deadline_ms(struct timespec *t, long ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	t->tv_sec += t->tv_nsec / 1000000000L;
+	t->tv_nsec %= 1000000000L;
+}
+
 /*
  * A fault's wait for @id while it is pending: ask the thread to write now
- * and wait, GITPRIV_PENDING_WAIT_MS at most, until it is written.  Returns
- * at once when @id is not pending.  Caller holds no lock.
+ * and wait, GITPRIV_PENDING_WAIT_MS at most, until it is written (or the
+ * mount is going away).  Returns at once when @id is not pending.  Caller
+ * holds no lock.
  */
 static void pending_wait(struct gitpriv *g, const git_oid *id)
 {
 	pthread_mutex_lock(&g->qlock);
 	if (pending_has(g, id) && g->qstarted) {
 		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += GITPRIV_PENDING_WAIT_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		deadline_ms(&until, GITPRIV_PENDING_WAIT_MS);
 		while (!g->qstop && pending_has(g, id)) {
 			g->flush_now = true;
 			pthread_cond_signal(&g->qcond);
@@ -2042,41 +2086,32 @@ static void priv_odb_reopen(struct gitpriv *g)
 	git_odb_free(old);
 }
 
-/* Does the newest of this session's packs hold at least half the objects of
- * the one before it (so the two are to merge)? */
-static bool merge_due(const struct gitpriv *g)
+/* The newest pair of adjacent packs of this session to merge: the newer
+ * holding at least half the objects of the older.  Returns the index of the
+ * newer, or 0 for none. */
+static size_t merge_pair(const struct gitpriv *g)
 {
-	return g->merge_wanted && g->npacks >= 2 &&
-	       g->packs[g->npacks - 2].n <= 2 * g->packs[g->npacks - 1].n;
+	for (size_t k = g->npacks; k-- > 1;)
+		if (g->packs[k - 1].n <= 2 * g->packs[k].n)
+			return k;
+	return 0;
 }
 
-/* Pack the fresh loose base blobs (when at least GITPRIV_PACK_MIN), then merge
- * this session's packs while merge_due. */
-static void pack_fresh(struct gitpriv *g)
+/* Is a merge to be tried: a pack was added since the last try, and a pair
+ * qualifies (merge_pair)? */
+static bool merge_due(const struct gitpriv *g)
 {
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	struct basepack p = {.ids = g->fresh, .n = g->nfresh};
-	if (p.n >= GITPRIV_PACK_MIN) {
-		g->fresh = NULL;
-		g->nfresh = g->capfresh = 0;
-		if (g->npacks == GITPRIV_PACKS_MAX || pack_write(g, &p) < 0) {
-			free(p.ids);
-			return;
-		}
-		/* No refresh of priv_odb: libgit2 looks for new packs itself
-		 * when an object is missing, and a refresh here would hold
-		 * g->lock (which a lookup's fault waits for) on this
-		 * low-priority thread. */
-		g->packs[g->npacks++] = p;
-		g->merge_wanted = true;
-		packs_changed(g);
-	} else {
-		p.n = 0;
-	}
-	size_t merged = 0;
-	while (!stopping(g) && merge_due(g)) {
-		struct basepack *a = &g->packs[g->npacks - 2], *b = &g->packs[g->npacks - 1];
+	return g->merge_wanted && merge_pair(g) != 0;
+}
+
+/* Merge pairs of this session's packs while one qualifies (merge_pair), so
+ * that each holds more than twice the objects of the next.  Returns how many
+ * merges were made; stops at the first that fails. */
+static size_t packs_merge(struct gitpriv *g)
+{
+	size_t merged = 0, k;
+	while (!stopping(g) && (k = merge_pair(g)) != 0) {
+		struct basepack *a = &g->packs[k - 1], *b = &g->packs[k];
 		struct basepack m = {.n = a->n + b->n};
 		if (!(m.ids = malloc(m.n * sizeof(*m.ids))))
 			break;
@@ -2092,12 +2127,46 @@ static void pack_fresh(struct gitpriv *g)
 		pack_remove(g, b);
 		free(a->ids);
 		free(b->ids);
-		g->npacks -= 2;
-		g->packs[g->npacks++] = m;
+		*a = m;
+		memmove(b, b + 1, (g->npacks - k - 1) * sizeof(*b));
+		g->npacks--;
 		priv_odb_reopen(g);
 		packs_changed(g);
 		merged++;
 	}
+	return merged;
+}
+
+/* Pack the fresh loose base blobs (when at least GITPRIV_PACK_MIN), then merge
+ * this session's packs (packs_merge; first too, when they are
+ * GITPRIV_PACKS_MAX).  Loose blobs that find no room, or whose pack fails,
+ * stay loose for good. */
+static void pack_fresh(struct gitpriv *g)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	size_t merged = g->npacks == GITPRIV_PACKS_MAX ? packs_merge(g) : 0;
+	struct basepack p = {.ids = g->fresh, .n = g->nfresh};
+	if (p.n >= GITPRIV_PACK_MIN) {
+		g->fresh = NULL;
+		g->nfresh = g->capfresh = 0;
+		if (g->npacks == GITPRIV_PACKS_MAX || pack_write(g, &p) < 0) {
+			free(p.ids);
+			p.n = 0;
+		} else {
+			/* No refresh of priv_odb: libgit2 looks for new packs
+			 * itself when an object is missing, and a refresh here
+			 * would hold g->lock (which a lookup's fault waits for)
+			 * on this low-priority thread. */
+			g->packs[g->npacks++] = p;
+			g->merge_wanted = true;
+			packs_changed(g);
+		}
+	} else {
+		p.n = 0;
+	}
+	if (g->merge_wanted)
+		merged += packs_merge(g);
 	g->merge_wanted = false;
 	if (!p.n && !merged)
 		return;
@@ -2149,10 +2218,7 @@ static void *prefetch_thread(void *arg)
 			continue;
 		}
 		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += quiet_ms * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		deadline_ms(&until, quiet_ms);
 		if (pthread_cond_timedwait(&g->qcond, &g->qlock, &until) != ETIMEDOUT || g->qlen ||
 		    g->qstop)
 			continue;

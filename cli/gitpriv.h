@@ -116,11 +116,13 @@ int gitpriv_prepare(void *arg);
 
 /*
  * fs_config.git_fault: @rel is "objects/XX" (a fan-out directory) or
- * "objects/XX/<38 hex>" (a loose object).  Creates the directory when some
- * base object lives in it, or copies the object from the repository into the
- * private object database when it is reachable from the base tree.  Anything
- * else (and every object not in the base, such as a hidden file's blob) is
- * -ENOENT.  Thread-safe.
+ * "objects/XX/<38 lowercase hex>" (a loose object).  Creates the directory
+ * when some base object lives in it, or copies the object from the
+ * repository into the private object database when it is reachable from the
+ * base tree (after waiting for it when it is a pending base blob: see
+ * GITPRIV_PENDING_QUIET_MS); 0 then, also when a pack of the private objects
+ * holds it and no loose copy is made.  Anything else (and every object not
+ * in the base, such as a hidden file's blob) is -ENOENT.  Thread-safe.
  */
 int gitpriv_fault(void *arg, const char *rel);
 
@@ -146,14 +148,17 @@ void gitpriv_copied_up(void *arg, const char *lower);
  * GITPRIV_PENDING_QUIET_MS (a bulk edit's copy-ups come well under a
  * millisecond apart), or at once when they reach GITPRIV_PENDING_MAX or
  * GITPRIV_PENDING_MAX_BYTES: at least GITPRIV_PACK_MIN of them as one pack
- * in objects/pack, stored rather than compressed (cli/packwrite.h: ~2.5 ms
- * for 100 kernel source files where git_packbuilder took ~100 ms), fewer
+ * in objects/pack, stored rather than compressed (cli/packwrite.h: 20-25
+ * ms for 100 kernel source files where git_packbuilder took ~100 ms), fewer
  * loose.  The kernel's listing of .git/objects/pack is then dropped
  * (fs_git_changed) so that the next git process finds the pack.  A lookup
  * of a loose object that is still pending (git run right after the edits)
  * asks for the write at once and waits for it (GITPRIV_PENDING_WAIT_MS at
- * most), then answers that no loose object is there: git then looks for new
- * packs (oid_object_info_extended's reprepare_packed_git) and finds it.
+ * most), then answers that no loose object is there (an answer the kernel
+ * does not cache: the object is the fault's to give): git then looks for
+ * new packs (oid_object_info_extended's reprepare_packed_git) and finds it.
+ * While blobs are pending, such lookups are handed off by the request loop
+ * (fs_git_pending).
  * Each loose base blob costs a git process three opens through the mount,
  * a pack two opens for any number of them (git looks in packs before loose
  * objects).  Measured on the 11k-file tree of tests/bench/RESULTS.md, 100
@@ -165,15 +170,18 @@ void gitpriv_copied_up(void *arg, const char *lower);
  * GITPRIV_PACK_QUIET_MS.  The loose copies stay (git never reads them while
  * a pack holds the same objects), so no name the kernel holds disappears.
  * This session's packs merge (git_packbuilder, compressed) after the same
- * pause whenever one holds no more than twice the objects of the next (so
- * there are at most log2(n / GITPRIV_PACK_MIN) + 1 of them); a merged
+ * pause, two adjacent ones at a time, while one holds no more than twice the
+ * objects of the next (so there are at most log2(n / GITPRIV_PACK_MIN) + 1
+ * of them); a merged
  * pack's files are removed after the merged one is durable (fsync) and
  * listed (a git process still holding the old list fails to open them and
  * looks again, as after `git repack`).  Packs of earlier mounts of the
  * workspace are left as they are.  gitpriv_free cancels a write in progress
  * (libgit2's progress callbacks).  Each pack written and each packing writes
- * one line to the daemon's log.  Best effort: a pack that cannot be written
- * leaves its blobs loose, a packing that fails leaves them as they were.
+ * one line to the daemon's log, and so does a pack that cannot be written.
+ * Best effort: such a pack's blobs are written loose, a packing that fails
+ * leaves them as they were, and so do the loose blobs that find no room
+ * beside GITPRIV_PACKS_MAX packs.
  */
 #define GITPRIV_PENDING_QUIET_MS  5
 #define GITPRIV_PENDING_WAIT_MS	  2000

@@ -48,6 +48,14 @@ static int failed(const struct stream *s)
 	}
 }
 
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
 /* Hash @len bytes at @p into the trailer's SHA-1 and give them to the indexer. */
 static int feed(struct stream *s, const void *p, size_t len)
 {
@@ -76,18 +84,9 @@ int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, si
 	if (r == 0 && git_indexer_new(&s.idx, pack_dir, 0, NULL, &opts) < 0)
 		r = failed(&s);
 	/* The header: signature, version 2, the number of objects, big-endian. */
-	const unsigned char head[12] = {'P',
-					'A',
-					'C',
-					'K',
-					0,
-					0,
-					0,
-					2,
-					(uint8_t)(n >> 24),
-					(uint8_t)(n >> 16),
-					(uint8_t)(n >> 8),
-					(uint8_t)n};
+	unsigned char head[12] = {'P', 'A', 'C', 'K'};
+	put_be32(head + 4, 2);
+	put_be32(head + 8, (uint32_t)n);
 	if (r == 0)
 		r = feed(&s, head, sizeof(head));
 	for (size_t i = 0; r == 0 && i < n; i++) {

@@ -275,6 +275,12 @@ void fs_git_changed(struct agentfs *fs, const char *rel_dir)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 }
 
+void fs_git_pending(struct agentfs *fs, bool pending)
+{
+	if (fs)
+		__atomic_store_n(&fs->git_pending, pending, __ATOMIC_RELEASE);
+}
+
 static int add_opt(struct fuse_args *args, const char *opt)
 {
 	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opt) ? -ENOMEM : 0;

@@ -45,7 +45,9 @@ struct fs_config {
 	/* Called when a lookup under the private .git finds nothing at @rel (a
 	 * path relative to git_dir, e.g. "objects/ab/cdef..."), before the
 	 * daemon answers ENOENT: it may create that entry in git_dir (an object
-	 * produced on demand) and return 0, and the lookup is tried again; or
+	 * produced on demand) and return 0, and the lookup is tried again (if
+	 * that entry is still absent, the kernel is told not to cache its
+	 * absence: the object may be the callback's to make later); or
 	 * return a negative errno.  Before a directory under .git is listed it
 	 * is also called with that directory's path and a trailing '/'
 	 * ("objects/ab/"), to make every entry that should be listed.  Runs on
@@ -78,6 +80,16 @@ struct fs_config {
  * call it while holding a lock that a request may wait for (git_fault's).
  */
 void fs_git_changed(struct agentfs *fs, const char *rel_dir);
+
+/*
+ * Whether a lookup of a loose object's name (38 lowercase hex digits) may
+ * now wait in git_fault for base blobs being written (cli/gitpriv.h): while
+ * @pending, the request loop hands such lookups to a worker instead of
+ * answering them on the thread that reads /dev/fuse (fs/loop.c), so that
+ * other requests are not held up.  Callable from any thread in the same
+ * window as fs_git_changed().
+ */
+void fs_git_pending(struct agentfs *fs, bool pending);
 
 /*
  * Changing the upper behind a serving daemon (agentfs discard): append each

@@ -175,6 +175,7 @@ struct agentfs {
 	 * ".git" wait for git_ready while the background build runs. */
 	int git_fd;
 	bool git_ready;
+	bool git_pending; /* fs_git_pending(); atomic */
 	pthread_mutex_t git_lock;
 	pthread_cond_t git_cond;
 

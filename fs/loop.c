@@ -20,7 +20,9 @@
  * passes the reader role to the most recently idle worker (or starts one,
  * up to max_threads) and then answers it, so requests that wait for the
  * disk or copy a file up (fsync, large reads and writes, opens for writing,
- * truncation) run in parallel with everything else.  A rename of a file
+ * truncation) or for the daemon's own threads (the lookup of .git during its
+ * build, of a loose object of it while base blobs are being written: see
+ * fs_git_pending) run in parallel with everything else.  A rename of a file
  * still in the lower copies it up too and is answered inline: the request
  * does not say which layer its source is in, and renames are mostly an
  * editor's temporary file of the upper.
@@ -39,9 +41,12 @@
  * it after releasing ns_lock, and while it is in flight every request is
  * handed off, so some worker is always reading and none waits for a lock
  * held across the notification.  The daemon's own threads (the private .git
- * build, the journal writer, the lower watch) never wait for a request.  The
- * lookup of the private ".git" waits for its build, seconds on a large tree,
- * so it is handed off until the build is done.
+ * build and its base-blob thread, the journal writer, the lower watch) never
+ * wait for a request.  The lookup of the private ".git" waits for its build,
+ * seconds on a large tree, so it is handed off until the build is done; a
+ * lookup of a loose object may wait for the base-blob thread's write,
+ * milliseconds, so it is handed off while that thread holds blobs
+ * (fs_git_pending).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -141,7 +146,8 @@ static bool loose_object_name(const char *arg, size_t argsz)
  * request that sends the kernel a notification is being answered (see the
  * top of this file).  Not for requests that wait for the disk or may copy a
  * file up (FSYNC, FSYNCDIR, large READs and WRITEs, OPEN for writing,
- * SETATTR of the size: they can take longer than every other request queued
+ * SETATTR of the size, a LOOKUP of .git during its build or of a loose
+ * object while base blobs are being written: they can take longer than every other request queued
  * behind them), nor for a RELEASE after writes (hashing the
  * new version for the journal: the caller does not wait for it, so another
  * worker does it while the reader serves the caller's next request).  A
@@ -166,12 +172,16 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	switch (in->opcode) {
 	case FUSE_LOOKUP:
 		/* The lookup of the private ".git" waits for its build, and one
-		 * of a loose object's name may copy it in or wait for the base
-		 * blobs being written (gitpriv_fault): the rest do not wait. */
+		 * of a loose object's name may wait for the base blobs being
+		 * written while there are some (fs_git_pending): the rest do
+		 * not wait. */
 		if (in->nodeid == FUSE_ROOT_ID && argsz >= 5 && memcmp(arg, ".git", 5) == 0)
 			return __atomic_load_n(&lp->fs->git_ready, __ATOMIC_ACQUIRE) ? INLINE
 										     : HAND_OFF;
-		return lp->fs->git_fd >= 0 && loose_object_name(arg, argsz) ? HAND_OFF : INLINE;
+		return __atomic_load_n(&lp->fs->git_pending, __ATOMIC_ACQUIRE) &&
+			       loose_object_name(arg, argsz)
+			   ? HAND_OFF
+			   : INLINE;
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
 	case FUSE_GETATTR:

@@ -163,13 +163,16 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
+	bool faulted = false;
 	if (!e.exists && fs->cfg->git_fault && fs->git_fd >= 0 && !concealed) {
 		/* An object of the private .git made on demand (fs.h, git_fault). */
 		char dpath[FS_PATH_MAX], path[FS_PATH_MAX];
 		if (node_path(dir, dpath, sizeof(dpath)) == 0 && strncmp(dpath, ".git/", 5) == 0 &&
 		    path_join(path, sizeof(path), dpath, name) == 0 &&
-		    fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5) == 0)
+		    fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5) == 0) {
+			faulted = true;
 			r = view_resolve(fs, dir, name, &e, &concealed);
+		}
 		if (r < 0) {
 			pthread_rwlock_unlock(&fs->ns_lock);
 			fuse_reply_err(req, -r);
@@ -195,6 +198,11 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ne.entry_timeout = entry_timeout(fs, dir);
 		if (ne.entry_timeout > FS_NEG_TIMEOUT)
 			ne.entry_timeout = FS_NEG_TIMEOUT;
+		/* Not for a name of the private .git that git_fault said it
+		 * may give yet absent (a base blob a pack holds: once the
+		 * agent's git prunes that pack, the next lookup copies it in). */
+		if (faulted)
+			ne.entry_timeout = 0;
 		fuse_reply_entry(req, &ne);
 		return;
 	}

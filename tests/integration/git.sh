@@ -640,6 +640,29 @@ assert_eq "their base blobs are in the private objects before git asks" 40 "$OUT
 run git -C "$T/bigmnt" diff --stat
 assert_contains "git diff --stat: the edits and the saves" "80 files changed, 80 insertions(+), 40 deletions(-)" "$OUT"
 
+# A base blob that a pack holds has no loose file, and the lookup of its
+# loose name says so; that answer must not outlive the pack.  The agent
+# deletes the packs of base blobs by hand, and git asks again at once: the
+# daemon copies the blob in from the repository.
+saved1=$(git -C "$BIG" rev-parse HEAD:d1/f2.txt)
+saved2=$(git -C "$BIG" rev-parse HEAD:d2/f2.txt)
+run stat "$T/bigmnt/.git/objects/${saved1:0:2}/${saved1:2}"
+assert_ne "a packed base blob has no loose file" 0 "$RC"
+sh_step "the agent deletes the packs of base blobs" "cd '$T/bigmnt/.git/objects/pack' &&
+	for k in *.keep; do base=\${k%.keep}; done &&
+	for f in pack-*; do case \$f in \$base.*) ;; *) rm -f \$f ;; esac; done"
+run git -C "$T/bigmnt" cat-file -t "$saved1"
+assert_eq "  ...and git reads it again right away" blob "$OUT"
+# So must what libgit2 remembers of packs git removed: the agent orphans
+# the base and collects the garbage.
+sh_step "the agent orphans the base and collects the garbage" "cd '$T/bigmnt' &&
+	export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@x GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@x &&
+	git checkout -q --orphan pruned && git commit -qam pruned && git branch -D main -q &&
+	git tag -d base >/dev/null && git reflog expire --expire=now --all &&
+	git repack -adq && git prune --expire=now && git gc -q --prune=now"
+run git -C "$T/bigmnt" cat-file -t "$saved2"
+assert_eq "  ...and git still reads the base blobs" blob "$OUT"
+
 # ------------------------------------------------------------------ the base survives git's cleanups
 # The base trees are filtered by the policy: the repository cannot give them
 # again.  An agent that leaves the base commit unreachable and repacks (a new

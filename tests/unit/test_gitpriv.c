@@ -362,6 +362,88 @@ START_TEST(base_blobs_go_into_packs)
 }
 END_TEST
 
+/* How many objects each pack of this session holds (besides the build's,
+ * listed in TMP/base), in @sizes[0..*@n) as git lists them. */
+static void pack_sizes(int *sizes, int *n)
+{
+	char cmd[PATH_MAX * 3];
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s/objects/pack && for x in $(ls | grep '\\.idx$' | grep -vxF -f %s/base); do "
+		 "git show-index <$x | wc -l; done",
+		 gitdir, tmp);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	*n = 0;
+	while (*n < 64 && fscanf(f, "%d", &sizes[*n]) == 1)
+		(*n)++;
+	pclose(f);
+}
+
+/* Bulk edits that come in @nb batches of @batch files (each written as a
+ * pack of its own), then @last more: once the edits pause, the packs merge
+ * until each holds more than twice the objects of any newer one, and every
+ * blob is in one of them, the ones that found no room as packs too. */
+static void batches_merge(int nb, int batch, int last)
+{
+	int n_all = nb * batch + last;
+	sh("set -e; cd %s && mkdir many && for i in $(seq 1 %d); do printf 'many %%s\\n' $i "
+	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
+	   "git -c user.name=t -c user.email=t@t commit -qm many",
+	   repo, n_all);
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	sh("cd %s/objects/pack && ls | grep '\\.idx$' >%s/base", gitdir, tmp);
+	for (int b = 0; b < nb; b++) {
+		copied_up(g, b * batch + 1, (b + 1) * batch);
+		usleep(60 * 1000); /* GITPRIV_PENDING_QUIET_MS, not GITPRIV_PACK_QUIET_MS */
+	}
+	copied_up(g, nb * batch + 1, n_all);
+	int sizes[64], n = 0, total = 0;
+	bool ok = false;
+	for (int i = 0; i < 600 && !ok; i++) {
+		usleep(50 * 1000);
+		pack_sizes(sizes, &n);
+		total = 0;
+		ok = true;
+		for (int k = 0; k < n; k++) {
+			total += sizes[k];
+			for (int j = 0; j < n; j++)
+				if (j != k && sizes[k] <= sizes[j] && sizes[j] <= 2 * sizes[k])
+					ok = false; /* two packs still to merge */
+		}
+		ok = ok && total == n_all;
+	}
+	ck_assert_msg(ok, "%d objects in %d packs", total, n);
+	int in, packs;
+	packed(1, n_all, &in, &packs);
+	ck_assert_int_eq(in, n_all);
+	/* At most log2(n_all / GITPRIV_PACK_MIN) + 1 packs. */
+	int bound = 1;
+	for (int m = n_all / GITPRIV_PACK_MIN; m > 1; m /= 2)
+		bound++;
+	ck_assert_int_le(packs, bound);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+}
+
+/* The last batch packs to less than half the one before it: the older
+ * packs still merge. */
+START_TEST(batches_of_packs_merge)
+{
+	batches_merge(9, 2 * GITPRIV_PACK_MIN + 4, GITPRIV_PACK_MIN + 1);
+}
+END_TEST
+
+/* More batches than GITPRIV_PACKS_MAX: the last ones are written loose, and
+ * packed once the merges make room. */
+START_TEST(batches_beyond_packs_max_merge)
+{
+	batches_merge(GITPRIV_PACKS_MAX + 4, GITPRIV_PACK_MIN + 2, GITPRIV_PACK_MIN + 1);
+}
+END_TEST
+
 /* A lookup of a base blob the prefetch thread holds in memory makes it write
  * them at once, as one pack, and waits for that: no loose copy. */
 START_TEST(a_lookup_waits_for_pending_blobs)
@@ -389,6 +471,17 @@ START_TEST(a_lookup_waits_for_pending_blobs)
 	int in, packs;
 	packed(1, N, &in, &packs);
 	ck_assert_int_eq(packs, 0);
+
+	/* A name git never writes (uppercase hex) is no loose object: no
+	 * wait, no write. */
+	char hex[GIT_OID_HEXSZ + 1], rel[64];
+	git_oid_tostr(hex, sizeof(hex), &ids[N]);
+	for (char *c = hex + 2; *c; c++)
+		if (*c >= 'a' && *c <= 'f')
+			*c = (char)(*c - 'a' + 'A');
+	snprintf(rel, sizeof(rel), "objects/%.2s/%s", hex, hex + 2);
+	ck_assert_int_eq(gitpriv_fault(g, rel), -ENOENT);
+	ck_assert_uint_eq(gitpriv_pending(g), N);
 
 	/* The lookup returns once they are written; one pack holds them all,
 	 * and there is no loose copy (git finds the pack). */
@@ -626,6 +719,8 @@ int main(void)
 	tcase_add_test(tc, objects_on_demand_only_from_the_base);
 	tcase_add_test(tc, base_blobs_go_into_packs);
 	tcase_add_test(tc, a_lookup_waits_for_pending_blobs);
+	tcase_add_test(tc, batches_of_packs_merge);
+	tcase_add_test(tc, batches_beyond_packs_max_merge);
 	suite_add_tcase(su, tc);
 	TCase *tp = tcase_create("pure");
 	tcase_add_test(tp, packwrite_sizes);
