@@ -146,6 +146,7 @@ struct gitpriv {
 		size_t len;
 	} * pend;
 	size_t npend, cappend, pend_bytes;
+	bool pend_any; /* npend > 0, for pending_announce; atomic */
 	bool flush_now;
 	uint64_t flushes;
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
@@ -1737,12 +1738,13 @@ static int loose_store(struct gitpriv *g)
 	return 0;
 }
 
-/* Tell the daemon whether base blobs are pending (fs_git_pending).  Caller
- * holds qlock (fslock is taken inside it, never the other way round). */
-static void pending_announce(struct gitpriv *g, bool pending)
+/* Tell the daemon whether base blobs are pending now (fs_git_pending), as
+ * pend_any says.  Caller holds no lock: qlock is taken under ns_lock (a
+ * copy-up's gitpriv_copied_up) and ns_lock under fslock (packs_changed). */
+static void pending_announce(struct gitpriv *g)
 {
 	pthread_mutex_lock(&g->fslock);
-	fs_git_pending(g->fs, pending);
+	fs_git_pending(g->fs, __atomic_load_n(&g->pend_any, __ATOMIC_ACQUIRE));
 	pthread_mutex_unlock(&g->fslock);
 }
 
@@ -1791,9 +1793,9 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 					g->cappend = cap;
 				}
 			}
+			bool first = !g->npend;
 			if (!pending_has(g, &id) && g->npend < g->cappend) {
-				if (!g->npend)
-					pending_announce(g, true);
+				__atomic_store_n(&g->pend_any, true, __ATOMIC_RELEASE);
 				g->pend[g->npend++] =
 				    (struct pending){.id = id, .buf = buf, .len = len};
 				g->pend_bytes += len;
@@ -1801,7 +1803,10 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 			}
 			full = g->npend >= GITPRIV_PENDING_MAX ||
 			       g->pend_bytes >= GITPRIV_PENDING_MAX_BYTES;
+			first = first && g->npend;
 			pthread_mutex_unlock(&g->qlock);
+			if (first)
+				pending_announce(g);
 		}
 	}
 	free(buf);
@@ -1880,10 +1885,14 @@ static void pending_flush(struct gitpriv *g)
 	}
 	memmove(g->pend, g->pend + n, (g->npend - n) * sizeof(*g->pend));
 	g->npend -= n;
-	if (!g->npend)
-		pending_announce(g, false);
 	g->flushes++;
 	pthread_cond_broadcast(&g->fcond);
+	if (!g->npend) {
+		__atomic_store_n(&g->pend_any, false, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&g->qlock);
+		pending_announce(g);
+		pthread_mutex_lock(&g->qlock);
+	}
 }
 
 /* CLOCK_MONOTONIC's time @ms milliseconds from now, in *@t. */
