@@ -642,10 +642,12 @@ assert_contains "git diff --stat: the edits and the saves" "80 files changed, 80
 
 # A base blob that a pack holds has no loose file, and the lookup of its
 # loose name says so; that answer must not outlive the pack.  The agent
-# deletes the packs of base blobs by hand, and git asks again at once: the
-# daemon copies the blob in from the repository.
+# repacks (every base blob then in one pack, none loose), deletes the packs
+# by hand, and git asks again at once: the daemon copies the blob in from
+# the repository.
 saved1=$(git -C "$BIG" rev-parse HEAD:d1/f2.txt)
 saved2=$(git -C "$BIG" rev-parse HEAD:d2/f2.txt)
+sh_step "the agent repacks" "git -C '$T/bigmnt' repack -adq"
 run stat "$T/bigmnt/.git/objects/${saved1:0:2}/${saved1:2}"
 assert_ne "a packed base blob has no loose file" 0 "$RC"
 sh_step "the agent deletes the packs of base blobs" "cd '$T/bigmnt/.git/objects/pack' &&
