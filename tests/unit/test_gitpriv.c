@@ -270,7 +270,7 @@ static void packed(int from, int to, int *in, int *packs)
 	    cmd, sizeof(cmd),
 	    "cd %s/objects/pack && ls | grep '\\.idx$' | grep -cvxF -f %s/base; "
 	    "for i in $(seq %d %d); do git -C %s rev-parse HEAD:many/f$i.c; done | sort >%s/want; "
-	    "for x in *.idx; do [ -e \"$x\" ] && git show-index <\"$x\"; done | "
+	    "for x in *.idx; do { git show-index <\"$x\"; } 2>/dev/null; done | "
 	    "awk '{ print $2 }' | sort | comm -12 %s/want - | wc -l",
 	    gitdir, tmp, from, to, repo, tmp, tmp);
 	FILE *f = popen(cmd, "r");
@@ -369,13 +369,13 @@ static void pack_sizes(int *sizes, int *n)
 	char cmd[PATH_MAX * 3];
 	snprintf(cmd, sizeof(cmd),
 		 "cd %s/objects/pack && for x in $(ls | grep '\\.idx$' | grep -vxF -f %s/base); do "
-		 "git show-index <$x | wc -l; done",
+		 "{ git show-index <$x | wc -l; } 2>/dev/null; done",
 		 gitdir, tmp);
 	FILE *f = popen(cmd, "r");
 	ck_assert_ptr_nonnull(f);
 	*n = 0;
 	while (*n < 64 && fscanf(f, "%d", &sizes[*n]) == 1)
-		(*n)++;
+		*n += sizes[*n] > 0; /* 0: a pack a merge took away meanwhile */
 	pclose(f);
 }
 
