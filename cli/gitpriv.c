@@ -148,6 +148,7 @@ struct gitpriv {
 	size_t npend, cappend, pend_bytes;
 	bool pend_any; /* npend > 0, for pending_announce; atomic */
 	bool flush_now;
+	bool packs_gone; /* gitpriv_packs_removed: drop the fan-out listings */
 	uint64_t flushes;
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
 	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
@@ -249,6 +250,7 @@ void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg)
 	cfg->git_fault = gitpriv_fault;
 	if (!g->readonly) { /* git-ro reads the repository's own objects */
 		cfg->git_copied_up = gitpriv_copied_up;
+		cfg->git_packs_removed = gitpriv_packs_removed;
 		cfg->git_serving = gitpriv_serving;
 	}
 }
@@ -1784,6 +1786,12 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 		 * new for it gets a duplicate, which git never minds) nor
 		 * loose. */
 		if (want && git_odb_exists_ext(g->priv_odb, &id, GIT_ODB_LOOKUP_NO_REFRESH) == 0) {
+			/* The daemon hears of it before a lookup can find it
+			 * pending (pend_any is this thread's to change). */
+			if (!__atomic_load_n(&g->pend_any, __ATOMIC_ACQUIRE)) {
+				__atomic_store_n(&g->pend_any, true, __ATOMIC_RELEASE);
+				pending_announce(g);
+			}
 			pthread_mutex_lock(&g->qlock);
 			if (!pending_has(g, &id) && g->npend == g->cappend) {
 				size_t cap = g->cappend ? g->cappend * 2 : 64;
@@ -1793,9 +1801,7 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 					g->cappend = cap;
 				}
 			}
-			bool first = !g->npend;
 			if (!pending_has(g, &id) && g->npend < g->cappend) {
-				__atomic_store_n(&g->pend_any, true, __ATOMIC_RELEASE);
 				g->pend[g->npend++] =
 				    (struct pending){.id = id, .buf = buf, .len = len};
 				g->pend_bytes += len;
@@ -1803,10 +1809,12 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 			}
 			full = g->npend >= GITPRIV_PENDING_MAX ||
 			       g->pend_bytes >= GITPRIV_PENDING_MAX_BYTES;
-			first = first && g->npend;
+			bool none = !g->npend; /* not added (a duplicate, no memory) */
 			pthread_mutex_unlock(&g->qlock);
-			if (first)
+			if (none) {
+				__atomic_store_n(&g->pend_any, false, __ATOMIC_RELEASE);
 				pending_announce(g);
+			}
 		}
 	}
 	free(buf);
@@ -1875,10 +1883,21 @@ static void pending_write(struct gitpriv *g, size_t n)
 static void pending_flush(struct gitpriv *g)
 {
 	size_t n = g->npend;
-	g->flush_now = false;
+	/* A lookup waits for this write: at the default priority, where the
+	 * daemon may raise it again (CAP_SYS_NICE, or RLIMIT_NICE:
+	 * setpriority(2)); else at nice 19 as the rest of this thread. */
+	bool boost = g->flush_now;
+	id_t tid = (id_t)syscall(SYS_gettid);
 	pthread_mutex_unlock(&g->qlock);
+	if (boost)
+		(void)setpriority(PRIO_PROCESS, tid, 0);
 	pending_write(g, n);
+	if (boost)
+		(void)setpriority(PRIO_PROCESS, tid, 19);
 	pthread_mutex_lock(&g->qlock);
+	/* Every pending blob was in this write (only this thread adds), so
+	 * a lookup that asked meanwhile has its blob written. */
+	g->flush_now = false;
 	for (size_t i = 0; i < n; i++) {
 		g->pend_bytes -= g->pend[i].len;
 		free(g->pend[i].buf);
@@ -1949,6 +1968,26 @@ static void packs_changed(struct gitpriv *g)
 	if (g->fs)
 		fs_git_changed(g->fs, "objects/pack");
 	pthread_mutex_unlock(&g->fslock);
+}
+
+/* The kernel's listings of the fan-out directories that hold base objects
+ * are stale (a pack of them was removed): drop them. */
+static void fanouts_changed(struct gitpriv *g)
+{
+	char rel[16];
+	bool fanout[256];
+	pthread_mutex_lock(&g->lock);
+	memcpy(fanout, g->fanout, sizeof(fanout));
+	pthread_mutex_unlock(&g->lock);
+	for (unsigned fan = 0; fan < 256; fan++) {
+		if (!fanout[fan])
+			continue;
+		snprintf(rel, sizeof(rel), "objects/%02x", fan);
+		pthread_mutex_lock(&g->fslock);
+		if (g->fs)
+			fs_git_changed(g->fs, rel);
+		pthread_mutex_unlock(&g->fslock);
+	}
 }
 
 /* The mount is going away (gitpriv_free): a packing stops where it is. */
@@ -2202,6 +2241,13 @@ static void *prefetch_thread(void *arg)
 			pending_flush(g);
 			continue;
 		}
+		if (g->packs_gone) {
+			g->packs_gone = false;
+			pthread_mutex_unlock(&g->qlock);
+			fanouts_changed(g);
+			pthread_mutex_lock(&g->qlock);
+			continue;
+		}
 		if (g->qlen) {
 			char *lower = g->queue[g->qhead];
 			g->qhead = (g->qhead + 1) % GITPRIV_PREFETCH_QUEUE;
@@ -2257,6 +2303,17 @@ void gitpriv_set_pending_quiet(struct gitpriv *g, long ms)
 {
 	pthread_mutex_lock(&g->qlock);
 	g->pending_quiet_ms = ms;
+	pthread_mutex_unlock(&g->qlock);
+}
+
+void gitpriv_packs_removed(void *arg)
+{
+	struct gitpriv *g = arg;
+	pthread_mutex_lock(&g->qlock);
+	if (!g->qstarted && !g->qstop)
+		g->qstarted = pthread_create(&g->qthread, NULL, prefetch_thread, g) == 0;
+	g->packs_gone = true;
+	pthread_cond_signal(&g->qcond);
 	pthread_mutex_unlock(&g->qlock);
 }
 

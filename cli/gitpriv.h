@@ -140,6 +140,12 @@ int gitpriv_fault(void *arg, const char *rel);
  * starts at the first call and gitpriv_free stops it.
  */
 void gitpriv_copied_up(void *arg, const char *lower);
+
+/* fs_config.git_packs_removed: the prefetch thread (started if need be)
+ * drops the kernel's listings of the fan-out directories that hold base
+ * objects (fs_git_changed), so that the next listing asks gitpriv_fault,
+ * which makes loose every base object no pack on disk holds any more. */
+void gitpriv_packs_removed(void *arg);
 #define GITPRIV_PREFETCH_QUEUE	   4096
 #define GITPRIV_PREFETCH_MAX_BYTES (8u << 20)
 

@@ -60,6 +60,13 @@ struct fs_config {
 	 * request thread and must return at once (queue the work).  NULL for
 	 * none.  Receives git_prepare_arg. */
 	void (*git_copied_up)(void *arg, const char *lower);
+	/* Called when a file of the private .git's objects/pack was removed:
+	 * objects the kernel's cached listings of objects/XX did not show (a
+	 * pack held them) may now be git_fault's to make loose, so those
+	 * listings are to be dropped (fs_git_changed).  Runs on a request
+	 * thread and must return at once.  NULL for none.  Receives
+	 * git_prepare_arg. */
+	void (*git_packs_removed)(void *arg);
 	/* Called with the serving daemon once the mount serves, before
 	 * git_prepare runs, and with NULL before fs_serve tears it down (after
 	 * that call returns, the daemon is never used again): until then the

@@ -165,12 +165,18 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	bool faulted = false;
 	if (!e.exists && fs->cfg->git_fault && fs->git_fd >= 0 && !concealed) {
-		/* An object of the private .git made on demand (fs.h, git_fault). */
+		/* An object of the private .git made on demand (fs.h, git_fault),
+		 * without ns_lock: the fault may wait for the base blobs being
+		 * written (cli/gitpriv.h), and a create or rename anywhere
+		 * would wait for the lock that long.  It writes only into
+		 * git_dir, so the name is resolved again after it. */
 		char dpath[FS_PATH_MAX], path[FS_PATH_MAX];
 		if (node_path(dir, dpath, sizeof(dpath)) == 0 && strncmp(dpath, ".git/", 5) == 0 &&
-		    path_join(path, sizeof(path), dpath, name) == 0 &&
-		    fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5) == 0) {
-			faulted = true;
+		    path_join(path, sizeof(path), dpath, name) == 0) {
+			pthread_rwlock_unlock(&fs->ns_lock);
+			int fr = fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5);
+			pthread_rwlock_rdlock(&fs->ns_lock);
+			faulted = fr != -ENOENT;
 			r = view_resolve(fs, dir, name, &e, &concealed);
 		}
 		if (r < 0) {
@@ -198,9 +204,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ne.entry_timeout = entry_timeout(fs, dir);
 		if (ne.entry_timeout > FS_NEG_TIMEOUT)
 			ne.entry_timeout = FS_NEG_TIMEOUT;
-		/* Not for a name of the private .git that git_fault said it
-		 * may give yet absent (a base blob a pack holds: once the
-		 * agent's git prunes that pack, the next lookup copies it in). */
+		/* Not for a name of the private .git that git_fault did not
+		 * refuse (-ENOENT) yet left absent: a base blob a pack holds
+		 * (once the agent's git prunes that pack, the next lookup
+		 * copies it in), or one it failed to copy (a full disk). */
 		if (faulted)
 			ne.entry_timeout = 0;
 		fuse_reply_entry(req, &ne);
@@ -912,6 +919,11 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, boo
 	}
 	fs_record(fs, req, is_rmdir ? JOP_RMDIR : JOP_UNLINK, r, path, NULL);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	/* A pack of the private .git gone (git gc, or by hand): the objects it
+	 * held may now be the fault's to give, loose (fs.h). */
+	if (r == 0 && !is_rmdir && fs->cfg->git_packs_removed && fs->git_fd >= 0 &&
+	    strncmp(path, ".git/objects/pack/", 18) == 0)
+		fs->cfg->git_packs_removed(fs->cfg->git_prepare_arg);
 	fuse_reply_err(req, -r);
 }
 

@@ -650,11 +650,18 @@ saved2=$(git -C "$BIG" rev-parse HEAD:d2/f2.txt)
 sh_step "the agent repacks" "git -C '$T/bigmnt' repack -adq"
 run stat "$T/bigmnt/.git/objects/${saved1:0:2}/${saved1:2}"
 assert_ne "a packed base blob has no loose file" 0 "$RC"
+# (The listing of a blob's fan-out directory, cached by the kernel before
+# the packs go, must show the blob once they are gone: git fsck lists them.)
+ls "$T/bigmnt/.git/objects/${saved2:0:2}/" >/dev/null
 sh_step "the agent deletes the packs of base blobs" "cd '$T/bigmnt/.git/objects/pack' &&
 	for k in *.keep; do base=\${k%.keep}; done &&
 	for f in pack-*; do case \$f in \$base.*) ;; *) rm -f \$f ;; esac; done"
 run git -C "$T/bigmnt" cat-file -t "$saved1"
 assert_eq "  ...and git reads it again right away" blob "$OUT"
+listed() { ls "$T/bigmnt/.git/objects/${saved2:0:2}/" | grep -qx "${saved2:2}"; }
+for _ in $(seq 1 50); do listed && break; sleep 0.1; done
+run listed
+assert_eq "  ...and the listing of another's fan-out directory shows it" 0 "$RC"
 # So must what libgit2 remembers of packs git removed: the agent orphans
 # the base and collects the garbage.
 sh_step "the agent orphans the base and collects the garbage" "cd '$T/bigmnt' &&
