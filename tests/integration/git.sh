@@ -858,4 +858,36 @@ assert_eq "  ...the branch deletes dir/b.md only" "dir/b.md" \
 	"$(git -C "$H" diff --name-only main agent/gone2)"
 run af unmount "$HM"
 
+# ------------------------------------------------------------------ a fault on a full disk
+# A base blob the daemon cannot copy in (its disk full) is absent for that
+# lookup only: once there is room, the next lookup copies it (the kernel
+# must not keep the absence).  Root only: the workspace on a small tmpfs.
+if [ "$(id -u)" -eq 0 ]; then
+	FT=$T/fulltmp
+	FR=$T/fullrepo
+	FM=$T/fullmnt
+	mkdir -p "$FT" "$FM"
+	at_exit "fusermount3 -uz $(printf %q "$FM") 2>/dev/null; umount -l $(printf %q "$FT") 2>/dev/null"
+	mount -t tmpfs -o size=16M tmpfs "$FT" || bail "cannot mount a tmpfs"
+	run bash -c "git init -q -b main '$FR' && cd '$FR' &&
+		for i in \$(seq 1 20); do printf 'full %s\n' \$i >f\$i.txt; done &&
+		git add -A && git -c user.name=p -c user.email=p@x commit -qm init"
+	run t "$AGENTFS" mount "$FR" "$FM" --state-dir "$FT/state"
+	assert_eq "mount a workspace on a small tmpfs" 0 "$RC"
+	git -C "$FM" status >/dev/null
+	fid=$(git -C "$FR" rev-parse HEAD:f7.txt)
+	stat "$FM/.git/objects/${fid:0:2}" >/dev/null # the fan-out directory, made now
+	dd if=/dev/zero of="$FT/filler" bs=1M 2>/dev/null
+	run stat "$FM/.git/objects/${fid:0:2}/${fid:2}"
+	assert_ne "a base blob the full disk takes no copy of is absent" 0 "$RC"
+	rm -f "$FT/filler"
+	run stat "$FM/.git/objects/${fid:0:2}/${fid:2}"
+	assert_eq "  ...and there as soon as there is room" 0 "$RC"
+	run t "$AGENTFS" unmount "$FM" --state-dir "$FT/state"
+	assert_eq "  ...unmount it" 0 "$RC"
+	umount "$FT"
+else
+	skip "a base blob the full disk takes no copy of" "needs root (a tmpfs)"
+fi
+
 done_testing
