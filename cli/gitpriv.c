@@ -2018,24 +2018,6 @@ static int index_progress(const git_indexer_progress *stats, void *payload)
 	return stopping(payload) ? -1 : 0;
 }
 
-/* What a failed libgit2 write left in errno, when it says why (libgit2 1.5
- * reports some failed writes, a full disk among them, with no message of
- * its own): -ENOSPC and its kind, else -EIO. */
-static int write_errno(int e)
-{
-	switch (e) {
-	case ENOSPC:
-	case EDQUOT:
-	case EFBIG:
-	case EROFS:
-	case EIO:
-	case ENOMEM:
-		return -e;
-	default:
-		return -EIO;
-	}
-}
-
 /* Write objects @ids[0..n) as one pack in objects/pack, naming it in
  * @name (pack-NAME.pack, pack-NAME.idx).  The objects are read through
  * @odb, or through the private objects directory when it is NULL.  Returns
@@ -2076,7 +2058,7 @@ static int pack_objects(struct gitpriv *g, git_odb *odb, const git_oid *ids, siz
 	errno = 0;
 	git_error_clear();
 	if (r == 0 && git_packbuilder_write(pb, dir, 0, index_progress, g) < 0)
-		r = write_errno(errno);
+		r = packwrite_errno(errno);
 	if (r == 0)
 		snprintf(name, 2 * GIT_OID_HEXSZ + 1, "%s", git_packbuilder_name(pb));
 	git_packbuilder_free(pb);

@@ -29,23 +29,25 @@ static int progress(const git_indexer_progress *stats, void *payload)
 	return s->canceled ? -1 : 0;
 }
 
-/* What a failed libgit2 call left in errno, when it says why: the kinds a
- * full or broken disk gives, else -EIO. */
-static int failed(const struct stream *s)
+int packwrite_errno(int e)
 {
-	if (s->canceled)
-		return -ECANCELED;
-	switch (errno) {
+	switch (e) {
 	case ENOSPC:
 	case EDQUOT:
 	case EFBIG:
 	case EROFS:
 	case EIO:
 	case ENOMEM:
-		return -errno;
+		return -e;
 	default:
 		return -EIO;
 	}
+}
+
+/* What a failed libgit2 call of the write left (packwrite_errno). */
+static int failed(const struct stream *s)
+{
+	return s->canceled ? -ECANCELED : packwrite_errno(errno);
 }
 
 static void put_be32(unsigned char *p, uint32_t v)

@@ -40,4 +40,10 @@ struct packwrite_blob {
 int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, size_t n,
 		    int (*cancel)(void *arg), void *arg, char name[41]);
 
+/* The errno @e a failed libgit2 write left, as a negative errno when it says
+ * why (libgit2 1.5 reports some failed writes, a full disk among them, with
+ * no message of its own): -ENOSPC and its kind (EDQUOT, EFBIG, EROFS, EIO,
+ * ENOMEM), else -EIO. */
+int packwrite_errno(int e);
+
 #endif

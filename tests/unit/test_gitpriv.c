@@ -294,6 +294,15 @@ static bool wait_packed(int want)
 	return false;
 }
 
+/* Commit @n files many/f1.c .. many/fN.c ("many N") to the repository. */
+static void commit_many(int n)
+{
+	sh("set -e; cd %s && mkdir many && for i in $(seq 1 %d); do printf 'many %%s\\n' $i "
+	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
+	   "git -c user.name=t -c user.email=t@t commit -qm many",
+	   repo, n);
+}
+
 static void copied_up(struct gitpriv *g, int from, int to)
 {
 	for (int i = from; i <= to; i++) {
@@ -305,10 +314,7 @@ static void copied_up(struct gitpriv *g, int from, int to)
 
 START_TEST(base_blobs_go_into_packs)
 {
-	sh("set -e; cd %s && mkdir many && for i in $(seq 1 40); do printf 'many %%s\\n' $i "
-	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
-	   "git -c user.name=t -c user.email=t@t commit -qm many",
-	   repo);
+	commit_many(40);
 	struct policy *p = default_policy();
 	int lfd;
 	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
@@ -386,10 +392,7 @@ static void pack_sizes(int *sizes, int *n)
 static void batches_merge(int nb, int batch, int last)
 {
 	int n_all = nb * batch + last;
-	sh("set -e; cd %s && mkdir many && for i in $(seq 1 %d); do printf 'many %%s\\n' $i "
-	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
-	   "git -c user.name=t -c user.email=t@t commit -qm many",
-	   repo, n_all);
+	commit_many(n_all);
 	struct policy *p = default_policy();
 	int lfd;
 	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
@@ -448,10 +451,7 @@ END_TEST
  * them at once, as one pack, and waits for that: no loose copy. */
 START_TEST(a_lookup_waits_for_pending_blobs)
 {
-	sh("set -e; cd %s && mkdir many && for i in $(seq 1 40); do printf 'many %%s\\n' $i "
-	   ">many/f$i.c; done && git -c user.name=t -c user.email=t@t add many && "
-	   "git -c user.name=t -c user.email=t@t commit -qm many",
-	   repo);
+	commit_many(40);
 	struct policy *p = default_policy();
 	int lfd;
 	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
