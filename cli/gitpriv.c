@@ -137,19 +137,19 @@ struct gitpriv {
 	size_t qhead, qlen;
 	char *queue[GITPRIV_PREFETCH_QUEUE];
 	/* Base blobs read and hashed, not yet written (GITPRIV_PENDING_QUIET_MS):
-	 * under qlock, since a fault looks for its object among them.  A fault
-	 * that finds it sets flush_now and waits on fcond until flushes grows
-	 * past the value it saw and the object is no longer pending. */
+	 * under qlock, since a fault looks for its object among them (pendset,
+	 * their ids).  A fault that finds it sets flush_now and waits on fcond
+	 * until the object is no longer pending. */
 	struct pending {
 		git_oid id;
 		char *buf;
 		size_t len;
 	} * pend;
 	size_t npend, cappend, pend_bytes;
+	struct oidset pendset;
 	bool pend_any; /* npend > 0, for pending_announce; atomic */
 	bool flush_now;
-	bool packs_gone; /* gitpriv_packs_removed: drop the fan-out listings */
-	uint64_t flushes;
+	bool packs_gone;       /* gitpriv_packs_removed: drop the fan-out listings */
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
 	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
 
@@ -285,6 +285,7 @@ void gitpriv_free(struct gitpriv *g)
 	for (size_t i = 0; i < g->npend; i++)
 		free(g->pend[i].buf);
 	free(g->pend);
+	gitpriv_oidset_clear(&g->pendset);
 	free(g->fresh);
 	if (g->loose)
 		g->loose->free(g->loose);
@@ -1750,15 +1751,6 @@ static void pending_announce(struct gitpriv *g)
 	pthread_mutex_unlock(&g->fslock);
 }
 
-/* Is @id among the pending base blobs?  Caller holds qlock. */
-static bool pending_has(const struct gitpriv *g, const git_oid *id)
-{
-	for (size_t i = 0; i < g->npend; i++)
-		if (git_oid_equal(&g->pend[i].id, id))
-			return true;
-	return false;
-}
-
 /* Read the base blob of copied-up file @lower and keep it pending, when it is
  * one of the base's and the private objects lack it.  Returns true when the
  * pending blobs reached GITPRIV_PENDING_MAX or GITPRIV_PENDING_MAX_BYTES. */
@@ -1793,7 +1785,8 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 				pending_announce(g);
 			}
 			pthread_mutex_lock(&g->qlock);
-			if (!pending_has(g, &id) && g->npend == g->cappend) {
+			bool dup = oidset_has(&g->pendset, &id);
+			if (!dup && g->npend == g->cappend) {
 				size_t cap = g->cappend ? g->cappend * 2 : 64;
 				struct pending *n = realloc(g->pend, cap * sizeof(*n));
 				if (n) {
@@ -1801,7 +1794,7 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 					g->cappend = cap;
 				}
 			}
-			if (!pending_has(g, &id) && g->npend < g->cappend) {
+			if (!dup && g->npend < g->cappend && oidset_add(&g->pendset, &id) == 0) {
 				g->pend[g->npend++] =
 				    (struct pending){.id = id, .buf = buf, .len = len};
 				g->pend_bytes += len;
@@ -1825,10 +1818,10 @@ static bool stopping(struct gitpriv *g);
 static int pack_stopping(void *arg);
 static void packs_changed(struct gitpriv *g);
 
-/* Write the first @n pending base blobs: as one stored pack when they are at
- * least GITPRIV_PACK_MIN (and a pack may be added), else, or when that
- * fails, loose.  Only the prefetch thread writes; the entries stay pending
- * (a fault waits for them) until the caller drops them. */
+/* Write the pending base blobs (@n of them): as one stored pack when they
+ * are at least GITPRIV_PACK_MIN (and a pack may be added), else, or when
+ * that fails, loose.  Only the prefetch thread adds and writes them; they
+ * stay pending (a fault waits for them) until the caller drops them. */
 static void pending_write(struct gitpriv *g, size_t n)
 {
 	struct timespec t0, t1;
@@ -1898,20 +1891,15 @@ static void pending_flush(struct gitpriv *g)
 	/* Every pending blob was in this write (only this thread adds), so
 	 * a lookup that asked meanwhile has its blob written. */
 	g->flush_now = false;
-	for (size_t i = 0; i < n; i++) {
-		g->pend_bytes -= g->pend[i].len;
+	for (size_t i = 0; i < n; i++)
 		free(g->pend[i].buf);
-	}
-	memmove(g->pend, g->pend + n, (g->npend - n) * sizeof(*g->pend));
-	g->npend -= n;
-	g->flushes++;
+	g->npend = g->pend_bytes = 0;
+	gitpriv_oidset_clear(&g->pendset);
 	pthread_cond_broadcast(&g->fcond);
-	if (!g->npend) {
-		__atomic_store_n(&g->pend_any, false, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&g->qlock);
-		pending_announce(g);
-		pthread_mutex_lock(&g->qlock);
-	}
+	__atomic_store_n(&g->pend_any, false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&g->qlock);
+	pending_announce(g);
+	pthread_mutex_lock(&g->qlock);
 }
 
 /* CLOCK_MONOTONIC's time @ms milliseconds from now, in *@t. */
@@ -1933,10 +1921,10 @@ static void deadline_ms(struct timespec *t, long ms)
 static void pending_wait(struct gitpriv *g, const git_oid *id)
 {
 	pthread_mutex_lock(&g->qlock);
-	if (pending_has(g, id) && g->qstarted) {
+	if (oidset_has(&g->pendset, id)) {
 		struct timespec until;
 		deadline_ms(&until, GITPRIV_PENDING_WAIT_MS);
-		while (!g->qstop && pending_has(g, id)) {
+		while (!g->qstop && oidset_has(&g->pendset, id)) {
 			g->flush_now = true;
 			pthread_cond_signal(&g->qcond);
 			if (pthread_cond_timedwait(&g->fcond, &g->qlock, &until) == ETIMEDOUT)

@@ -169,7 +169,9 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		 * without ns_lock: the fault may wait for the base blobs being
 		 * written (cli/gitpriv.h), and a create or rename anywhere
 		 * would wait for the lock that long.  It writes only into
-		 * git_dir, so the name is resolved again after it. */
+		 * git_dir, so the name is resolved again after it made
+		 * something there; the kernel keeps the agent from changing
+		 * the name meanwhile (it holds the directory's lock). */
 		char dpath[FS_PATH_MAX], path[FS_PATH_MAX];
 		if (node_path(dir, dpath, sizeof(dpath)) == 0 && strncmp(dpath, ".git/", 5) == 0 &&
 		    path_join(path, sizeof(path), dpath, name) == 0) {
@@ -177,7 +179,8 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			int fr = fs->cfg->git_fault(fs->cfg->git_prepare_arg, path + 5);
 			pthread_rwlock_rdlock(&fs->ns_lock);
 			faulted = fr != -ENOENT;
-			r = view_resolve(fs, dir, name, &e, &concealed);
+			if (fr == 0)
+				r = view_resolve(fs, dir, name, &e, &concealed);
 		}
 		if (r < 0) {
 			pthread_rwlock_unlock(&fs->ns_lock);
