@@ -1268,10 +1268,9 @@ int cmd_mount(int argc, char **argv)
 		free(c.a.fuse_opts);
 		return u < 0 ? 0 : u;
 	}
-	/* libgit2 starts its TLS stream once per process (reading the system's
-	 * CA bundle, ~10 ms here), though agentfs never talks to a remote.  One
-	 * start here, held until the end, serves the repository checks below
-	 * and, inherited by fork, the daemon's private .git. */
+	/* One start of libgit2 here, held until the end, serves the repository
+	 * checks below and, inherited by fork, the daemon's private .git (its
+	 * start reads no CA bundle: cli/notls.c). */
 	git_libgit2_init();
 	int rc = prepare(&c);
 	if (rc == 0) {
@@ -1289,9 +1288,9 @@ int cmd_mount(int argc, char **argv)
 		undo(&c);
 	ctx_free(&c);
 	/* Once the daemon serves, this process only exits, and the mount's
-	 * caller waits for it: freeing libgit2's TLS state (the CA chain) and
-	 * the libraries' exit handlers took ~7 ms here, which the kernel's
-	 * teardown of the process makes unneeded. */
+	 * caller waits for it: freeing libgit2's state and running the
+	 * libraries' exit handlers is work the kernel's teardown of the
+	 * process makes unneeded. */
 	if (rc == 0 && !c.a.foreground) {
 		fflush(NULL);
 		_exit(0);

@@ -220,6 +220,33 @@ mount_ws "$T/crepo-clone2" "$CMNT"
 assert_eq "a symlink at the old place to the new one: the workspace resumes" 0 "$RC"
 step "unmount it" af unmount "$CMNT"
 
+# ------------------------------------------------------------------ no CA bundle
+# agentfs makes no TLS connection, so neither a mount nor an export reads the
+# system's CA certificates, which libgit2 would parse at its start
+# (cli/notls.c).  The trace follows the command, not the daemon it starts.
+if command -v strace >/dev/null; then
+	TMNT=$T/traced
+	mkdir -p "$TMNT"
+	_MOUNTS+=("$TMNT")
+	run strace -qq -o "$T/mount.trace" -e trace=open,openat "$AGENTFS" mount --state-dir "$STATE" \
+		"$REPO" "$TMNT"
+	pid=$(daemon_pid_of "$TMNT") && _PIDS+=("$pid")
+	assert_eq "a mount under strace succeeds" 0 "$RC"
+	assert_contains "  ...and its trace shows libgit2 opening the repository" "$REPO/.git/config" \
+		"$(cat "$T/mount.trace")"
+	assert_eq "  ...and it opened no CA certificates" "" \
+		"$(grep -E 'ca-certificates|/etc/ssl/|/etc/pki/' "$T/mount.trace")"
+	sh_step "the agent writes a file there" "echo traced >'$TMNT/traced.txt'"
+	run strace -qq -o "$T/export.trace" -e trace=open,openat "$AGENTFS" export --state-dir "$STATE" \
+		"$TMNT"
+	assert_contains "an export under strace gives the patch" "+traced" "$OUT"
+	assert_eq "  ...and opened no CA certificates" "" \
+		"$(grep -E 'ca-certificates|/etc/ssl/|/etc/pki/' "$T/export.trace")"
+	step "unmount the traced mount" af unmount "$TMNT"
+else
+	skip "mount and export read no CA certificates" "no strace"
+fi
+
 [ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&
 	pass "the repository was never written" || fail "the repository was never written"
 
