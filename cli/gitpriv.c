@@ -775,8 +775,7 @@ struct build {
 	git_repository *priv;
 	git_odb *odb; /* priv's, with the in-memory backend (pack_base) */
 	git_index *real_index;
-	git_index *head_index; /* the HEAD tree, flattened */
-	git_index *base;       /* the private index being written */
+	git_index *base; /* the private index being written */
 	struct dircache dc;
 	struct timespec index_mtime; /* of the repository's index file: racy entries */
 	FILE *dirty;		     /* <ws>/git-dirty.tmp */
@@ -905,40 +904,41 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	return 0;
 }
 
-/* Paths where the base differs from HEAD, among those the agent may see. */
-static int record_dirty(struct build *b)
+/* Paths where the base differs from HEAD (@head_tree, NULL on an unborn
+ * branch), among those the agent may see, in git's order: libgit2's diff of the
+ * tree against the base index, which reads the tree a directory at a time, not
+ * flattened into a second index (~20 MB for the kernel's 78k paths). */
+static int record_dirty(struct build *b, git_tree *head_tree)
 {
-	size_t nb = git_index_entrycount(b->base), nh = git_index_entrycount(b->head_index);
-	size_t i = 0, j = 0;
-	while (i < nb || j < nh) {
-		const git_index_entry *be = i < nb ? git_index_get_byindex(b->base, i) : NULL;
-		const git_index_entry *he = j < nh ? git_index_get_byindex(b->head_index, j) : NULL;
-		int c = !be ? 1 : !he ? -1 : strcmp(be->path, he->path);
-		const char *path = NULL;
-		if (c == 0) {
-			if (!git_oid_equal(&be->id, &he->id) || be->mode != he->mode)
-				path = be->path;
-			i++;
-			j++;
-		} else if (c < 0) {
-			path = be->path; /* added (staged) before the mount */
-			i++;
-		} else {
+	git_diff_options o;
+	git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
+	o.flags = GIT_DIFF_INCLUDE_TYPECHANGE; /* a file become a symlink: one path */
+	git_diff *d = NULL;
+	if (git_diff_tree_to_index(&d, b->real, head_tree, b->base, &o) < 0)
+		return git_fail("comparing the base with HEAD");
+	int r = 0;
+	size_t n = git_diff_num_deltas(d);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const git_diff_delta *dd = git_diff_get_delta(d, i);
+		const char *path = dd->new_file.path; /* added (staged), changed */
+		if (dd->status == GIT_DELTA_DELETED) {
 			/* In HEAD, not in the base: deleted by the person, or hidden. */
-			if (policy_decide_path(b->g->policy, he->path,
-					       he->mode == GIT_FILEMODE_COMMIT,
-					       0) != POLICY_HIDDEN &&
-			    he->mode != GIT_FILEMODE_LINK)
-				path = he->path;
-			j++;
+			const git_diff_file *of = &dd->old_file;
+			path = of->mode != GIT_FILEMODE_LINK &&
+				       policy_decide_path(b->g->policy, of->path,
+							  of->mode == GIT_FILEMODE_COMMIT,
+							  0) != POLICY_HIDDEN
+				   ? of->path
+				   : NULL;
 		}
 		if (path) {
 			b->changed++;
 			if (fwrite(path, 1, strlen(path) + 1, b->dirty) != strlen(path) + 1)
-				return -EIO;
+				r = -EIO;
 		}
 	}
-	return 0;
+	git_diff_free(d);
+	return r;
 }
 
 /* Add every object reachable from @tree_id to @set (and mark its fan-out
@@ -1174,15 +1174,6 @@ static int build_steps(struct gitpriv *g)
 		   strncmp(git_reference_symbolic_target(href), "refs/heads/", 11) == 0) {
 		snprintf(branch, sizeof(branch), "%s", git_reference_symbolic_target(href) + 11);
 	}
-	if (git_index_new(&b.head_index) < 0) {
-		r = git_fail("index");
-		goto out;
-	}
-	if (head && (git_commit_tree(&head_tree, head) < 0 ||
-		     git_index_read_tree(b.head_index, head_tree) < 0)) {
-		r = git_fail("reading HEAD's tree");
-		goto out;
-	}
 	if (git_repository_index(&b.real_index, b.real) < 0) {
 		r = git_fail("reading the repository's index");
 		goto out;
@@ -1222,6 +1213,12 @@ static int build_steps(struct gitpriv *g)
 		r = add_tracked(&b, re, conflicted);
 	}
 	dircache_close(&b.dc);
+	/* One flattened tree in memory at a time (~10-20 MB each for the 78k
+	 * paths of the kernel's tree): the repository's index goes once read,
+	 * and the repository's own reference to it too (sys/repository.h). */
+	git_repository_set_index(b.real, NULL);
+	git_index_free(b.real_index);
+	b.real_index = NULL;
 	if (r < 0)
 		goto out;
 	/* The trees and the commit go to memory, then into one pack
@@ -1243,7 +1240,13 @@ static int build_steps(struct gitpriv *g)
 		r = git_fail("writing the index");
 		goto out;
 	}
-	r = record_dirty(&b);
+	if (head && git_commit_tree(&head_tree, head) < 0) {
+		r = git_fail("reading HEAD's tree");
+		goto out;
+	}
+	r = record_dirty(&b, head_tree);
+	git_index_free(b.base); /* written: the rest works on trees */
+	b.base = NULL;
 	if (r == 0 && (fflush(b.dirty) != 0 || fsync(fileno(b.dirty)) != 0))
 		r = -errno;
 	if (r < 0)
@@ -1326,7 +1329,6 @@ out:
 	git_commit_free(head);
 	git_reference_free(href);
 	git_index_free(b.base);
-	git_index_free(b.head_index);
 	git_index_free(b.real_index);
 	git_odb_free(b.odb);
 	git_repository_free(b.priv);

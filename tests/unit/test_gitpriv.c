@@ -204,6 +204,37 @@ START_TEST(base_commit_tree_and_index)
 }
 END_TEST
 
+/* git-dirty names the paths where the base differs from HEAD, among those
+ * the agent may see, once each and in git's order: a file the person deleted,
+ * one made executable, one staged new, one become a symlink and one edited
+ * (README.md); not a hidden file deleted (.env), a hidden one kept
+ * (keys/id_rsa), a symlink out of the repository (escape) or an unchanged
+ * file. */
+START_TEST(dirty_names_what_differs_from_head)
+{
+	sh("set -e; cd %s && printf 'a\\n' >a.txt && printf 'b\\n' >b.sh && "
+	   "printf 'l\\n' >ln && printf 's\\n' >same.txt && git add a.txt b.sh ln same.txt && "
+	   "GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null git -c user.name=t "
+	   "-c user.email=t@t commit -qm three && rm a.txt .env && chmod +x b.sh && "
+	   "printf 'n\\n' >new.txt && git add new.txt && rm ln && ln -s same.txt ln",
+	   repo);
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	char **dirty = NULL;
+	size_t nd = 0;
+	ck_assert_int_eq(gitpriv_read_dirty(ws, &dirty, &nd), 0);
+	static const char *const want[] = {"README.md", "a.txt", "b.sh", "ln", "new.txt"};
+	ck_assert_uint_eq(nd, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < nd; i++)
+		ck_assert_str_eq(dirty[i], want[i]);
+	gitpriv_paths_free(dirty, nd);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+}
+END_TEST
+
 START_TEST(objects_on_demand_only_from_the_base)
 {
 	struct policy *p = default_policy();
@@ -716,6 +747,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, base_commit_tree_and_index);
+	tcase_add_test(tc, dirty_names_what_differs_from_head);
 	tcase_add_test(tc, objects_on_demand_only_from_the_base);
 	tcase_add_test(tc, base_blobs_go_into_packs);
 	tcase_add_test(tc, a_lookup_waits_for_pending_blobs);
