@@ -830,8 +830,11 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		/* A submodule: its commit id, no object of ours. */
 		if (policy_decide_path(g->policy, path, true, 0) == POLICY_HIDDEN)
 			return 0;
+		/* Not the person's flags either: libgit2's diff passes over an
+		 * entry marked assume-unchanged (record_dirty). */
 		git_index_entry e = *re;
-		e.flags &= ~GIT_INDEX_ENTRY_STAGEMASK;
+		e.flags &= ~(GIT_INDEX_ENTRY_STAGEMASK | GIT_INDEX_ENTRY_VALID);
+		e.flags_extended = 0;
 		return git_index_add(b->base, &e) < 0 ? git_fail(path) : 0;
 	}
 	const char *leaf;
@@ -917,6 +920,7 @@ static int record_dirty(struct build *b, git_tree *head_tree)
 	if (git_diff_tree_to_index(&d, b->real, head_tree, b->base, &o) < 0)
 		return git_fail("comparing the base with HEAD");
 	int r = 0;
+	const char *last = NULL; /* a tree out of git's order gives a path twice */
 	size_t n = git_diff_num_deltas(d);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		const git_diff_delta *dd = git_diff_get_delta(d, i);
@@ -931,10 +935,11 @@ static int record_dirty(struct build *b, git_tree *head_tree)
 				   ? of->path
 				   : NULL;
 		}
-		if (path) {
+		if (path && !(last && strcmp(last, path) == 0)) {
 			b->changed++;
 			if (fwrite(path, 1, strlen(path) + 1, b->dirty) != strlen(path) + 1)
 				r = -EIO;
+			last = path;
 		}
 	}
 	git_diff_free(d);

@@ -18,7 +18,10 @@
  * go on to try the certificate directory either.
  *
  * Fails closed: were a TLS connection ever made, its chain of trusted CAs would
- * be empty and every peer certificate would fail verification.  With a libgit2
+ * be empty and every peer certificate would fail verification.  That holds for
+ * git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS) too, which loads its file
+ * through this function: it succeeds and trusts nothing, so code that ever
+ * needs TLS in this process must remove this file first.  With a libgit2
  * built against OpenSSL, or with mbed TLS linked into it statically, nothing
  * calls this and libgit2 loads its CAs as before.  Only the executable has it:
  * the unit tests, which link cli_lib, keep libgit2's own behaviour.

@@ -224,7 +224,12 @@ step "unmount it" af unmount "$CMNT"
 # agentfs makes no TLS connection, so neither a mount nor an export reads the
 # system's CA certificates, which libgit2 would parse at its start
 # (cli/notls.c).  The trace follows the command, not the daemon it starts.
-if command -v strace >/dev/null; then
+# Debian's libgit2 reads /etc/ssl/certs/ca-certificates.crt when it exists.
+if ! strace -qq -o /dev/null true 2>/dev/null; then
+	skip "mount and export read no CA certificates" "strace cannot trace here"
+elif [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then
+	skip "mount and export read no CA certificates" "no CA bundle on this machine"
+else
 	TMNT=$T/traced
 	mkdir -p "$TMNT"
 	_MOUNTS+=("$TMNT")
@@ -243,8 +248,6 @@ if command -v strace >/dev/null; then
 	assert_eq "  ...and opened no CA certificates" "" \
 		"$(grep -E 'ca-certificates|/etc/ssl/|/etc/pki/' "$T/export.trace")"
 	step "unmount the traced mount" af unmount "$TMNT"
-else
-	skip "mount and export read no CA certificates" "no strace"
 fi
 
 [ -f "$REPO/README" ] && [ "$(cat "$REPO/README")" == hello ] && [ ! -e "$REPO/new.txt" ] &&

@@ -276,15 +276,21 @@ for a in range(40):
 PY
 		git -C "$BREPO" add -A && git -C "$BREPO" -c user.name=t -c user.email=t@t \
 		commit -qm tree || bail "cannot create the repository of 30,000 files"
+	# Each mount's peak is read once its daemon has said in its log that the
+	# private .git is ready: built ("N entries"), then resumed (cli/gitpriv.c).
 	hwm=()
-	for pass_ in build resume; do
+	for pass_ in built resumed; do
+		want='private .git: [0-9]* entries'
+		[ "$pass_" = resumed ] && want='private .git: resumed'
 		mount_ws "$BREPO" "$BMNT" || bail "mount of the 30,000 files ($pass_): $OUT"
 		bpid=$(daemon_pid_of "$BMNT")
+		ready=no
 		for _ in $(seq 1 600); do
-			[ -e "$STATE/workspaces/bmnt/git-base" ] && break
+			grep -q "$want" "$STATE/workspaces/bmnt/daemon.log" 2>/dev/null && ready=yes && break
 			sleep 0.1
 		done
-		sleep 0.3
+		[ "$ready" = yes ] || bail "the private .git of the 30,000 files was not $pass_ within 60 s"
+		sleep 0.2
 		hwm+=("$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status")")
 		step "unmount the 30,000 files ($pass_)" af unmount "$BMNT"
 	done

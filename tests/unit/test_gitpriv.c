@@ -206,17 +206,19 @@ END_TEST
 
 /* git-dirty names the paths where the base differs from HEAD, among those
  * the agent may see, once each and in git's order: a file the person deleted,
- * one made executable, one staged new, one become a symlink and one edited
- * (README.md); not a hidden file deleted (.env), a hidden one kept
- * (keys/id_rsa), a symlink out of the repository (escape) or an unchanged
- * file. */
+ * one made executable, one staged new, one become a symlink, one edited
+ * (README.md) and a submodule staged new and marked assume-unchanged; not a
+ * hidden file deleted (.env), a hidden one kept (keys/id_rsa), a symlink out
+ * of the repository (escape) or an unchanged file. */
 START_TEST(dirty_names_what_differs_from_head)
 {
 	sh("set -e; cd %s && printf 'a\\n' >a.txt && printf 'b\\n' >b.sh && "
 	   "printf 'l\\n' >ln && printf 's\\n' >same.txt && git add a.txt b.sh ln same.txt && "
 	   "GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null git -c user.name=t "
 	   "-c user.email=t@t commit -qm three && rm a.txt .env && chmod +x b.sh && "
-	   "printf 'n\\n' >new.txt && git add new.txt && rm ln && ln -s same.txt ln",
+	   "printf 'n\\n' >new.txt && git add new.txt && rm ln && ln -s same.txt ln && "
+	   "git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),sub && "
+	   "git update-index --assume-unchanged sub",
 	   repo);
 	struct policy *p = default_policy();
 	int lfd;
@@ -224,7 +226,7 @@ START_TEST(dirty_names_what_differs_from_head)
 	char **dirty = NULL;
 	size_t nd = 0;
 	ck_assert_int_eq(gitpriv_read_dirty(ws, &dirty, &nd), 0);
-	static const char *const want[] = {"README.md", "a.txt", "b.sh", "ln", "new.txt"};
+	static const char *const want[] = {"README.md", "a.txt", "b.sh", "ln", "new.txt", "sub"};
 	ck_assert_uint_eq(nd, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < nd; i++)
 		ck_assert_str_eq(dirty[i], want[i]);
