@@ -151,6 +151,7 @@ struct gitpriv {
 	bool flush_now;
 	bool packs_gone;       /* gitpriv_packs_removed: drop the fan-out listings */
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
+	long flush_delay_ms;   /* 0; gitpriv_set_flush_delay */
 	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
 
 	/* Base blobs in packs (GITPRIV_PACK_MIN): the ones that thread wrote
@@ -238,6 +239,14 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 			ws->dir, strerror(-r));
 		return r;
 	}
+	/* The integration tests' hooks (gitpriv.h), from the daemon's
+	 * environment. */
+	const char *q = getenv("AGENTFS_TEST_PENDING_QUIET_MS");
+	const char *d = getenv("AGENTFS_TEST_FLUSH_DELAY_MS");
+	if (q && *q)
+		gitpriv_set_pending_quiet(*out, strtol(q, NULL, 10));
+	if (d && *d)
+		gitpriv_set_flush_delay(*out, strtol(d, NULL, 10));
 	gitpriv_fs_config(*out, cfg);
 	return 0;
 }
@@ -1892,9 +1901,15 @@ static void pending_flush(struct gitpriv *g)
 	 * setpriority(2)); else at nice 19 as the rest of this thread. */
 	bool boost = g->flush_now;
 	id_t tid = (id_t)syscall(SYS_gettid);
+	long delay = g->flush_delay_ms;
 	pthread_mutex_unlock(&g->qlock);
 	if (boost)
 		(void)setpriority(PRIO_PROCESS, tid, 0);
+	if (delay > 0) {
+		struct timespec ts = {.tv_sec = delay / 1000, .tv_nsec = (delay % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
 	pending_write(g, n);
 	if (boost)
 		(void)setpriority(PRIO_PROCESS, tid, 19);
@@ -2216,6 +2231,7 @@ static void *prefetch_thread(void *arg)
 	 * the request threads (nice 19; setpriority(2) on a thread id is
 	 * per-thread on Linux). */
 	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	pthread_setname_np(pthread_self(), "agentfs-git");
 	pthread_mutex_lock(&g->qlock);
 	while (!g->qstop) {
 		if (g->flush_now && g->npend) {
@@ -2284,6 +2300,13 @@ void gitpriv_set_pending_quiet(struct gitpriv *g, long ms)
 {
 	pthread_mutex_lock(&g->qlock);
 	g->pending_quiet_ms = ms;
+	pthread_mutex_unlock(&g->qlock);
+}
+
+void gitpriv_set_flush_delay(struct gitpriv *g, long ms)
+{
+	pthread_mutex_lock(&g->qlock);
+	g->flush_delay_ms = ms;
 	pthread_mutex_unlock(&g->qlock);
 }
 

@@ -672,6 +672,59 @@ sh_step "the agent orphans the base and collects the garbage" "cd '$T/bigmnt' &&
 run git -C "$T/bigmnt" cat-file -t "$saved2"
 assert_eq "  ...and git still reads the base blobs" blob "$OUT"
 
+# ------------------------------------------------------------------ a lookup that waits for a base blob
+# The lookup of a base blob's loose name while the blob waits in memory to be
+# written asks for the write and waits for it (GITPRIV_PENDING_WAIT_MS at
+# most).  The rest of the mount goes on meanwhile: the wait holds neither the
+# namespace's lock nor the thread that reads requests, and the write runs at
+# the default priority where the daemon may raise it (root).  The test hooks
+# keep the blobs pending for a minute and start each write 1.5 s late
+# (cli/gitpriv.h).
+WMNT=$T/waitmnt
+AGENTFS_TEST_PENDING_QUIET_MS=60000 AGENTFS_TEST_FLUSH_DELAY_MS=1500 \
+	mount_ws "$BIG" "$WMNT" --name waitmnt || bail "mount for the waiting lookup: $OUT"
+step "git in that mount is ready" git -C "$WMNT" status --porcelain
+wpid=$(daemon_pid_of "$WMNT")
+git_nice() { # the nice value of the daemon's agentfs-git thread
+	local c
+	for c in /proc/"$wpid"/task/*/comm; do
+		[ "$(cat "$c" 2>/dev/null)" = agentfs-git ] && awk '{ print $19 }' "${c%comm}stat" && return
+	done
+}
+waited=no
+for k in 11 12 13; do
+	sh_step "the agent edits d7/f$k.txt" "printf 'edited\n' >>'$WMNT/d7/f$k.txt'"
+	wid=$(git -C "$BIG" rev-parse "HEAD:d7/f$k.txt")
+	sleep 1 # the thread reads and hashes the base blob, then holds it
+	stat "$WMNT/.git/objects/${wid:0:2}/${wid:2}" >/dev/null 2>&1 &
+	spid=$!
+	sleep 0.3
+	kill -0 "$spid" 2>/dev/null || {
+		wait "$spid"
+		continue
+	}
+	waited=yes
+	nice_waiting=$(git_nice)
+	step "  ...while a lookup waits for it, a create, rename and unlink elsewhere" \
+		sh -c "touch '$WMNT/d8/w' && mv '$WMNT/d8/w' '$WMNT/d8/w2' && rm '$WMNT/d8/w2' && ls '$WMNT/d9' >/dev/null"
+	if kill -0 "$spid" 2>/dev/null; then
+		pass "  ...went through before the lookup's wait ended"
+	else
+		fail "  ...went through before the lookup's wait ended" "the lookup ended first"
+	fi
+	if [ "$(id -u)" -eq 0 ]; then
+		assert_eq "  ...and the write the lookup waits for runs at nice 0" 0 "$nice_waiting"
+	fi
+	wait "$spid"
+	run git -C "$WMNT" cat-file -t "$wid"
+	assert_eq "  ...and git reads the blob once written" blob "$OUT"
+	assert_eq "  ...and the thread is back at nice 19" 19 "$(git_nice)"
+	break
+done
+[ "$waited" = yes ] && pass "a lookup of a pending base blob waits for its write" ||
+	fail "a lookup of a pending base blob waits for its write" "three lookups ended within 0.3 s"
+step "unmount it" af unmount "$WMNT"
+
 # ------------------------------------------------------------------ the base survives git's cleanups
 # The base trees are filtered by the policy: the repository cannot give them
 # again.  An agent that leaves the base commit unreachable and repacks (a new
