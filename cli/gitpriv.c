@@ -240,13 +240,14 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 		return r;
 	}
 	/* The integration tests' hooks (gitpriv.h), from the daemon's
-	 * environment. */
+	 * environment; a value that is not a positive number is ignored. */
 	const char *q = getenv("AGENTFS_TEST_PENDING_QUIET_MS");
 	const char *d = getenv("AGENTFS_TEST_FLUSH_DELAY_MS");
-	if (q && *q)
-		gitpriv_set_pending_quiet(*out, strtol(q, NULL, 10));
-	if (d && *d)
-		gitpriv_set_flush_delay(*out, strtol(d, NULL, 10));
+	long qms = q ? strtol(q, NULL, 10) : 0, dms = d ? strtol(d, NULL, 10) : 0;
+	if (qms > 0)
+		gitpriv_set_pending_quiet(*out, qms);
+	if (dms > 0)
+		gitpriv_set_flush_delay(*out, dms);
 	gitpriv_fs_config(*out, cfg);
 	return 0;
 }
