@@ -2,6 +2,7 @@
  * commit messages (secrets.h). */
 #include <errno.h>
 #include <git2.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +122,17 @@ static const struct prefix_rule prefix_rules[] = {
     {"sk-ant-api03-", "_-", 80, 0, K_ANTHROPIC},
 };
 
+/* The bytes a prefix rule starts with, so that the scan tries the rules only
+ * at those (secrets_match runs for every byte of what it scans). */
+static bool rule_first[256];
+static pthread_once_t rule_first_once = PTHREAD_ONCE_INIT;
+
+static void rule_first_init(void)
+{
+	for (size_t r = 0; r < sizeof(prefix_rules) / sizeof(prefix_rules[0]); r++)
+		rule_first[(unsigned char)prefix_rules[r].prefix[0]] = true;
+}
+
 static const char *match_private_key(const char *l, size_t len)
 {
 	static const char begin[] = "-----BEGIN ";
@@ -145,6 +157,7 @@ const char *secrets_match(const char *l, size_t len)
 	const char *k = match_private_key(l, len);
 	if (k)
 		return k;
+	pthread_once(&rule_first_once, rule_first_init);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)l[i];
 		/* AWS access key ids: a fixed prefix and 16 base32 capitals. */
@@ -160,11 +173,15 @@ const char *secrets_match(const char *l, size_t len)
 		if (c == 'h' && len - i > 36 &&
 		    memcmp(l + i, "https://hooks.slack.com/services/T", 34) == 0)
 			return kinds[K_SLACK_WEBHOOK].name;
+		if (!rule_first[c])
+			continue;
 		for (size_t r = 0; r < sizeof(prefix_rules) / sizeof(prefix_rules[0]); r++) {
 			const struct prefix_rule *pr = &prefix_rules[r];
+			if ((unsigned char)pr->prefix[0] != c)
+				continue;
 			size_t pl = strlen(pr->prefix);
-			if ((unsigned char)pr->prefix[0] != c || len - i < pl + pr->min ||
-			    memcmp(l + i, pr->prefix, pl) != 0 || !word_start(l, i))
+			if (len - i < pl + pr->min || memcmp(l + i, pr->prefix, pl) != 0 ||
+			    !word_start(l, i))
 				continue;
 			size_t run = run_of(l + i + pl, len - i - pl, pr->extra);
 			if (run >= pr->min && (!pr->max || run <= pr->max))

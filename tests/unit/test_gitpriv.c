@@ -640,6 +640,16 @@ START_TEST(secret_patterns)
 	ck_assert_str_eq(m("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"), "Google API key");
 	ck_assert_str_eq(m("sk_live_abcdefghijklmnopqrstuvwx"), "Stripe live key");
 	ck_assert_ptr_null(m("sk_test_abcdefghijklmnopqrstuvwx"));
+	/* A rule of each first byte (the scan tries rules only at those) */
+	ck_assert_str_eq(m("rk_live_abcdefghijklmnopqrstuvwx"), "Stripe live key");
+	ck_assert_str_eq(m("pypi-AgEIcHlwaS5vcmc"
+			   "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN"),
+			 "PyPI token");
+	ck_assert_str_eq(m("sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD"), "OpenAI API key");
+	ck_assert_str_eq(m("k=sk-ant-api03-"
+			   "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			   "abcdefghijklmnopqr"),
+			 "Anthropic API key");
 	ck_assert_ptr_null(m("int main(void) { return 0; }"));
 	ck_assert_ptr_null(m("the ghp_ prefix names GitHub tokens"));
 	ck_assert_ptr_null(m(""));
