@@ -352,23 +352,37 @@ int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 		if (d->status == GIT_DELTA_DELETED || d->new_file.mode == GIT_FILEMODE_COMMIT ||
 		    d->new_file.mode == GIT_FILEMODE_TREE)
 			continue;
-		git_patch *p = NULL;
-		if (git_patch_from_diff(&p, diff, i) < 0)
-			return -EIO;
+		/* A binary file has no lines to diff: its whole new content is
+		 * scanned.  Known binary by its bytes (git_blob_is_binary), it
+		 * gets no patch here: a patch of a binary file with
+		 * GIT_DIFF_SHOW_BINARY deflates all of it, which the export does
+		 * again when it writes the patch.  (One that attributes make
+		 * text is then scanned whole: more than its added lines.) */
 		const char *path = d->new_file.path;
-		if (p && !(git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY)) {
-			r = scan_patch(s, p, path);
-		} else {
-			/* A binary file has no lines to diff: its whole new content. */
-			git_blob *b = NULL;
-			if (git_blob_lookup(&b, repo, &d->new_file.id) < 0)
+		git_blob *b = NULL;
+		git_patch *p = NULL;
+		bool binary = d->flags & GIT_DIFF_FLAG_BINARY;
+		if (!binary && !(d->flags & GIT_DIFF_FLAG_NOT_BINARY) &&
+		    git_blob_lookup(&b, repo, &d->new_file.id) == 0)
+			binary = git_blob_is_binary(b);
+		if (!binary) {
+			if (git_patch_from_diff(&p, diff, i) < 0) {
+				git_blob_free(b);
+				return -EIO;
+			}
+			binary = !p || (git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY);
+			if (!binary)
+				r = scan_patch(s, p, path);
+			git_patch_free(p);
+		}
+		if (binary) {
+			if (!b && git_blob_lookup(&b, repo, &d->new_file.id) < 0)
 				r = -EIO;
 			else
 				r = scan_blob(s, path, git_blob_rawcontent(b),
 					      (size_t)git_blob_rawsize(b));
-			git_blob_free(b);
 		}
-		git_patch_free(p);
+		git_blob_free(b);
 		if (r < 0)
 			return r;
 	}

@@ -332,6 +332,12 @@ refuse "a key in the agent's history is refused too" "config.py:2" \
 	af promote "$MNT" --branch agent/secret
 sh_step "drop both commits" "cd '$MNT' && git reset -q --hard HEAD~2"
 sh_step "uncommitted work again" "cd '$MNT' && printf 'uncommitted\n' >>README.md"
+# A binary file has no lines to diff: its whole content is scanned.
+sh_step "the agent writes a binary file holding the key" \
+	"printf 'bin\\000\\000 %s \\000end' '$AWS_KEY' >'$MNT/blob.bin'"
+refuse "export refuses the key in the binary file" "blob.bin:1: looks like an AWS access key id" \
+	af export "$MNT"
+step "and the agent removes it" rm "$MNT/blob.bin"
 
 # ------------------------------------------------------------------ mbox and stat
 run af export --format=stat "$MNT"
