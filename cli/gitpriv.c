@@ -240,13 +240,14 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 		return r;
 	}
 	/* The integration tests' hooks (gitpriv.h), from the daemon's
-	 * environment; a value that is not a positive number is ignored. */
+	 * environment: a number of milliseconds from 1 to 600,000, else
+	 * ignored. */
 	const char *q = getenv("AGENTFS_TEST_PENDING_QUIET_MS");
 	const char *d = getenv("AGENTFS_TEST_FLUSH_DELAY_MS");
 	long qms = q ? strtol(q, NULL, 10) : 0, dms = d ? strtol(d, NULL, 10) : 0;
-	if (qms > 0)
+	if (qms > 0 && qms <= 600000)
 		gitpriv_set_pending_quiet(*out, qms);
-	if (dms > 0)
+	if (dms > 0 && dms <= 600000)
 		gitpriv_set_flush_delay(*out, dms);
 	gitpriv_fs_config(*out, cfg);
 	return 0;
@@ -1892,6 +1893,8 @@ static void pending_write(struct gitpriv *g, size_t n)
 			fresh_add(g, &g->pend[i].id);
 }
 
+static void deadline_ms(struct timespec *t, long ms);
+
 /* Write the pending base blobs (pending_write), drop them and wake the
  * faults waiting for them.  Caller holds qlock (released meanwhile). */
 static void pending_flush(struct gitpriv *g)
@@ -1902,15 +1905,18 @@ static void pending_flush(struct gitpriv *g)
 	 * setpriority(2)); else at nice 19 as the rest of this thread. */
 	bool boost = g->flush_now;
 	id_t tid = (id_t)syscall(SYS_gettid);
-	long delay = g->flush_delay_ms;
-	pthread_mutex_unlock(&g->qlock);
 	if (boost)
 		(void)setpriority(PRIO_PROCESS, tid, 0);
-	if (delay > 0) {
-		struct timespec ts = {.tv_sec = delay / 1000, .tv_nsec = (delay % 1000) * 1000000L};
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+	if (g->flush_delay_ms > 0) {
+		/* The tests' delay (gitpriv_set_flush_delay): not past the
+		 * mount's end. */
+		struct timespec until;
+		deadline_ms(&until, g->flush_delay_ms);
+		while (!g->qstop &&
+		       pthread_cond_timedwait(&g->qcond, &g->qlock, &until) != ETIMEDOUT)
 			;
 	}
+	pthread_mutex_unlock(&g->qlock);
 	pending_write(g, n);
 	if (boost)
 		(void)setpriority(PRIO_PROCESS, tid, 19);

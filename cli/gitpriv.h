@@ -199,8 +199,8 @@ void gitpriv_packs_removed(void *arg);
 
 /* Tests lengthen the pause (GITPRIV_PENDING_QUIET_MS, in ms) to see a lookup
  * wait for the pending blobs, and make each write of them start @ms later
- * (after the priority raise, 0 by default) to see what else goes on while a
- * lookup waits.  The daemon takes both from its environment,
+ * (after the priority raise, 0 by default; the mount's end cuts it short)
+ * to see what else goes on while a lookup waits.  The daemon takes both from its environment,
  * AGENTFS_TEST_PENDING_QUIET_MS and AGENTFS_TEST_FLUSH_DELAY_MS
  * (gitpriv_attach): tests/integration/git.sh sets them; nothing else should.
  * The thread that reads ahead and writes them is named "agentfs-git". */

@@ -684,10 +684,10 @@ assert_eq "  ...and git still reads the base blobs" blob "$OUT"
 # most).  The rest of the mount goes on meanwhile: the wait holds neither the
 # namespace's lock nor the thread that reads requests, and the write runs at
 # the default priority where the daemon may raise it (root).  The test hooks
-# keep the blobs pending for a minute and start each write 1.5 s late
-# (cli/gitpriv.h).
+# keep the blobs pending for a minute and start each write 1.2 s late
+# (cli/gitpriv.h), within the lookup's 2 s.
 WMNT=$T/waitmnt
-AGENTFS_TEST_PENDING_QUIET_MS=60000 AGENTFS_TEST_FLUSH_DELAY_MS=1500 \
+AGENTFS_TEST_PENDING_QUIET_MS=60000 AGENTFS_TEST_FLUSH_DELAY_MS=1200 \
 	mount_ws "$BIG" "$WMNT" --name waitmnt || bail "mount for the waiting lookup: $OUT"
 step "git in that mount is ready" git -C "$WMNT" status --porcelain
 wpid=$(daemon_pid_of "$WMNT")
