@@ -122,6 +122,10 @@ static const struct prefix_rule prefix_rules[] = {
     {"sk-ant-api03-", "_-", 80, 0, K_ANTHROPIC},
 };
 
+/* A new file at least this large (bytes) is looked at before its patch is
+ * built (secrets_scan_diff): below it, a binary file's patch costs little. */
+#define SECRETS_BINARY_PRECHECK (1u << 20)
+
 /* The bytes a prefix rule starts with, so that the scan tries the rules only
  * at those (secrets_match runs for every byte of what it scans). */
 static bool rule_first[256];
@@ -337,6 +341,20 @@ static int scan_patch(struct secrets *s, git_patch *p, const char *path)
 	return 0;
 }
 
+/* The size of object @id of @repo from its header alone, 0 if unknown. */
+static size_t object_size(git_repository *repo, const git_oid *id)
+{
+	git_odb *odb = NULL;
+	size_t len = 0;
+	git_object_t type;
+	if (git_repository_odb(&odb, repo) < 0 || git_odb_read_header(&len, &type, odb, id) < 0) {
+		git_error_clear();
+		len = 0;
+	}
+	git_odb_free(odb);
+	return len;
+}
+
 int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 {
 	size_t n = git_diff_num_deltas(diff);
@@ -353,23 +371,34 @@ int secrets_scan_diff(struct secrets *s, git_diff *diff, git_repository *repo)
 		    d->new_file.mode == GIT_FILEMODE_TREE)
 			continue;
 		/* A binary file has no lines to diff: its whole new content is
-		 * scanned.  Known binary by its bytes (git_blob_is_binary), it
-		 * gets no patch here: a patch of a binary file with
-		 * GIT_DIFF_SHOW_BINARY deflates all of it, which the export does
-		 * again when it writes the patch.  (One that attributes make
-		 * text is then scanned whole: more than its added lines.) */
+		 * scanned.  A large one known binary as libgit2's diff would call
+		 * it (a NUL in its first 8000 bytes) gets no patch here: a patch
+		 * of a binary file with GIT_DIFF_SHOW_BINARY deflates all of it,
+		 * which the export does again when it writes the patch.  (One
+		 * that attributes make text is then scanned whole: more than its
+		 * added lines.)  A small one, or one that looks like text, is
+		 * left to the patch, as before. */
 		const char *path = d->new_file.path;
 		git_blob *b = NULL;
 		git_patch *p = NULL;
 		bool binary = d->flags & GIT_DIFF_FLAG_BINARY;
 		if (!binary && !(d->flags & GIT_DIFF_FLAG_NOT_BINARY) &&
-		    git_blob_lookup(&b, repo, &d->new_file.id) == 0)
-			binary = git_blob_is_binary(b);
-		if (!binary) {
-			if (git_patch_from_diff(&p, diff, i) < 0) {
-				git_blob_free(b);
-				return -EIO;
+		    object_size(repo, &d->new_file.id) >= SECRETS_BINARY_PRECHECK) {
+			if (git_blob_lookup(&b, repo, &d->new_file.id) == 0) {
+				size_t sz = (size_t)git_blob_rawsize(b);
+				binary = memchr(git_blob_rawcontent(b), 0, sz < 8000 ? sz : 8000) !=
+					 NULL;
+				if (!binary) {
+					git_blob_free(b); /* the patch reads it again */
+					b = NULL;
+				}
+			} else {
+				git_error_clear();
 			}
+		}
+		if (!binary) {
+			if (git_patch_from_diff(&p, diff, i) < 0)
+				return -EIO;
 			binary = !p || (git_patch_get_delta(p)->flags & GIT_DIFF_FLAG_BINARY);
 			if (!binary)
 				r = scan_patch(s, p, path);

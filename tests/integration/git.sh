@@ -338,6 +338,12 @@ sh_step "the agent writes a binary file holding the key" \
 refuse "export refuses the key in the binary file" "blob.bin:1: looks like an AWS access key id" \
 	af export "$MNT"
 step "and the agent removes it" rm "$MNT/blob.bin"
+# One over 1 MiB is known binary before any patch is built (cli/secrets.c).
+sh_step "the agent writes a 1.2 MB binary file holding the key" \
+	"{ head -c 600000 /dev/zero; printf ' %s ' '$AWS_KEY'; head -c 600000 /dev/zero; } >'$MNT/big.bin'"
+refuse "export refuses the key in the large binary file" "big.bin:1: looks like an AWS access key id" \
+	af export "$MNT"
+step "and the agent removes it" rm "$MNT/big.bin"
 
 # ------------------------------------------------------------------ mbox and stat
 run af export --format=stat "$MNT"
