@@ -204,6 +204,21 @@ START_TEST(base_commit_tree_and_index)
 }
 END_TEST
 
+/* Build the private .git with the default policy; its git-dirty in *@dirty
+ * (free with gitpriv_paths_free); returns how many paths. */
+static size_t dirty_after_build(char ***dirty)
+{
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	size_t nd = 0;
+	ck_assert_int_eq(gitpriv_read_dirty(ws, dirty, &nd), 0);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+	return nd;
+}
+
 /* git-dirty names the paths where the base differs from HEAD, among those
  * the agent may see, once each and in git's order: a file the person deleted,
  * one made executable, one staged new, one become a symlink, one edited
@@ -220,20 +235,13 @@ START_TEST(dirty_names_what_differs_from_head)
 	   "git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),sub && "
 	   "git update-index --assume-unchanged sub",
 	   repo);
-	struct policy *p = default_policy();
-	int lfd;
-	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
 	char **dirty = NULL;
-	size_t nd = 0;
-	ck_assert_int_eq(gitpriv_read_dirty(ws, &dirty, &nd), 0);
+	size_t nd = dirty_after_build(&dirty);
 	static const char *const want[] = {"README.md", "a.txt", "b.sh", "ln", "new.txt", "sub"};
 	ck_assert_uint_eq(nd, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < nd; i++)
 		ck_assert_str_eq(dirty[i], want[i]);
 	gitpriv_paths_free(dirty, nd);
-	gitpriv_free(g);
-	close(lfd);
-	policy_free(p);
 }
 END_TEST
 
@@ -252,19 +260,12 @@ START_TEST(dirty_names_a_path_once_for_an_unsorted_tree)
 	   "c=$(git -c user.name=t -c user.email=t@t commit-tree $t -m unsorted) && "
 	   "git update-ref refs/heads/trunk $c && rm .git/index && git update-index --add a b c",
 	   repo);
-	struct policy *p = default_policy();
-	int lfd;
-	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
 	char **dirty = NULL;
-	size_t nd = 0;
-	ck_assert_int_eq(gitpriv_read_dirty(ws, &dirty, &nd), 0);
+	size_t nd = dirty_after_build(&dirty);
 	ck_assert_uint_ge(nd, 1); /* a false change, on the safe side */
 	for (size_t i = 1; i < nd; i++)
 		ck_assert_str_ne(dirty[i - 1], dirty[i]);
 	gitpriv_paths_free(dirty, nd);
-	gitpriv_free(g);
-	close(lfd);
-	policy_free(p);
 }
 END_TEST
 
