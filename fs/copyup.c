@@ -21,8 +21,12 @@
 
 #define CHUNK (1 << 20)
 
-/* Copy @size bytes from @src to @dst keeping holes, hashing every byte. */
-static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
+/* Copy @size bytes from @src to @dst keeping holes, hashing every byte.
+ * @sparse: @src may have holes (fewer blocks than its size needs), which
+ * lseek(2)'s SEEK_DATA and SEEK_HOLE find; else it is read as one extent
+ * (the blocks of a file without holes may still hold zeros, which are then
+ * written as data: the same bytes). */
+static int copy_data(int src, int dst, off_t size, bool sparse, XXH128_hash_t *hash)
 {
 	XXH3_state_t *hs = XXH3_createState();
 	/* A small file gets a small buffer: a CHUNK-sized one is an mmap and
@@ -35,9 +39,9 @@ static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 		goto out;
 	}
 	XXH3_128bits_reset(hs);
-	off_t off = 0;
+	off_t off = 0, end = 0; /* end: where the bytes written so far end */
 	while (off < size) {
-		off_t data = lseek(src, off, SEEK_DATA);
+		off_t data = sparse ? lseek(src, off, SEEK_DATA) : off;
 		if (data < 0)
 			data = size; /* ENXIO: only a hole remains */
 		if (data > off) {
@@ -46,7 +50,7 @@ static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 		}
 		if (off >= size)
 			break;
-		off_t hole = lseek(src, off, SEEK_HOLE);
+		off_t hole = sparse ? lseek(src, off, SEEK_HOLE) : size;
 		if (hole < 0 || hole > size)
 			hole = size;
 		while (off < hole) {
@@ -74,9 +78,11 @@ static int copy_data(int src, int dst, off_t size, XXH128_hash_t *hash)
 				w += m;
 			}
 			off += n;
+			end = off;
 		}
 	}
-	if (ftruncate(dst, size) < 0) {
+	/* A hole at the end is a length, not bytes written. */
+	if (end != size && ftruncate(dst, size) < 0) {
 		r = -errno;
 		goto out;
 	}
@@ -171,13 +177,26 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 	char path[FS_PATH_MAX];
 	if ((r = node_path(n, path, sizeof(path))) < 0)
 		return r;
+	/* What the lower holds now.  A file the lookup found regular is opened
+	 * at once and its fstat(2) tells (one system call where a stat of the
+	 * path takes three); O_NONBLOCK, should it have become a FIFO. */
 	struct stat st;
-	if ((r = layer_stat(fs, fs->lower_fd, node_lower(n), &st)) < 0)
+	int src = -1;
+	if (S_ISREG(n->type) &&
+	    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY | O_NONBLOCK, 0)) >= 0 &&
+	    (fstat(src, &st) < 0 || !S_ISREG(st.st_mode))) {
+		close(src);
+		src = -1;
+	}
+	if (src < 0 && (r = layer_stat(fs, fs->lower_fd, node_lower(n), &st)) < 0)
 		return r;
 	const char *leaf;
 	int pfd = upper_open_parent(fs, path, &leaf);
-	if (pfd < 0)
+	if (pfd < 0) {
+		if (src >= 0)
+			close(src);
 		return pfd;
+	}
 	XXH128_hash_t hash = {0, 0};
 	bool hashed = false, link_hashed = false, lower_same = false;
 	if (S_ISREG(st.st_mode)) {
@@ -186,12 +205,16 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 		snprintf(tmp, sizeof(tmp), "copyup.%d.%llu", (int)getpid(),
 			 (unsigned long long)++fs->tmp_seq);
 		pthread_mutex_unlock(&fs->copyup_lock);
-		int src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0);
-		if (src < 0) {
+		if (src < 0 &&
+		    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0)) < 0) {
 			close(pfd);
 			return src;
 		}
-		int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		/* Made with the file's permission bits where the umask leaves
+		 * them (and read and write for its owner, for the xattrs set
+		 * below): then it needs no fchmod(2). */
+		mode_t made = ((st.st_mode & 0777) | S_IRUSR | S_IWUSR) & ~fs->umask;
+		int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, made);
 		if (dst < 0) {
 			r = -errno;
 			close(src);
@@ -199,7 +222,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 			return r;
 		}
 		struct timespec read_at = hashcache_clock();
-		r = copy_data(src, dst, st.st_size, &hash);
+		r = copy_data(src, dst, st.st_size, (off_t)st.st_blocks * 512 < st.st_size, &hash);
 		/* The hash is the lower version's if that did not change meanwhile. */
 		struct stat sst;
 		lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st.st_ino &&
@@ -213,8 +236,13 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 			r = layout_set_origin(dst, &o);
 		}
 		if (r == 0) {
-			(void)!fchown(dst, st.st_uid, st.st_gid);
-			if (fchmod(dst, st.st_mode & 07777) < 0)
+			/* A new file of work/ is the daemon's (agentfs.work_uid). */
+			bool chowned = false;
+			if (st.st_uid != fs->work_uid || st.st_gid != fs->work_gid)
+				chowned = fchown(dst, st.st_uid, st.st_gid) == 0;
+			/* chown(2) clears the set-ID bits: set them again. */
+			if ((chowned || (st.st_mode & 07777) != made) &&
+			    fchmod(dst, st.st_mode & 07777) < 0)
 				r = -errno;
 			struct timespec ts[2] = {st.st_atim, st.st_mtim};
 			futimens(dst, ts);

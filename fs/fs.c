@@ -418,6 +418,11 @@ int fs_serve(const struct fs_config *cfg)
 	fs->inotify_fd = -1;
 	fs->git_fd = -1;
 	fs->is_root = geteuid() == 0;
+	fs->work_uid = geteuid();
+	fs->work_gid = getegid();
+	struct stat wst;
+	if (fstat(fs->work_fd, &wst) != 0 || wst.st_gid != fs->work_gid)
+		fs->work_gid = (gid_t)-1;
 	/* The kernel applied the caller's umask to every mode it sends
 	 * (FUSE_CAP_DONT_MASK is off); where the daemon's own umask would
 	 * take bits away again, the create operations restore them. */

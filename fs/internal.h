@@ -113,6 +113,12 @@ struct agentfs {
 	mode_t umask; /* the daemon's own umask (fix_mode()) */
 	/* the daemon runs as root: new entries get the caller's owner */
 	bool is_root;
+	/* The owner a new file of work/ gets: the daemon's effective ids, or
+	 * gid (gid_t)-1 when the directory's group would be another
+	 * (set-group-ID, or mounted grpid: open(2)).  copyup() gives a copy
+	 * another owner only where the lower file's differs. */
+	uid_t work_uid;
+	gid_t work_gid;
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;

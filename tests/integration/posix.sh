@@ -21,7 +21,11 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 		touch -d '2001-02-03 04:05:06' posix posix/* posix/tree posix/tree/sub posix/tree/sub/x &&
 		mkdir mvre && printf 'old\n' >mvre/a && mkdir cwdl && printf 'f\n' >cwdl/f &&
 		mkdir -p full/in && printf 'x\n' >full/x && printf 'y\n' >full/in/y &&
-		mkdir live && for f in l1 l2 l3 l4 l5 l6; do printf '%s\n' $f >live/$f; done
+		mkdir live && for f in l1 l2 l3 l4 l5 l6; do printf '%s\n' $f >live/$f; done &&
+		mkdir cu && printf '#!/bin/sh\n' >cu/run.sh && chmod 755 cu/run.sh &&
+		printf 'ro\n' >cu/ro && chmod 444 cu/ro && printf 'sg\n' >cu/sg && chmod 2750 cu/sg &&
+		truncate -s 8M cu/holes && printf 'data' | dd of=cu/holes bs=1 seek=1048576 \
+		conv=notrunc status=none && head -c 1M /dev/zero >cu/zeros
 ) || bail "cannot add the posix/ files"
 if [ "$(id -u)" -eq 0 ]; then
 	# Owners other than the caller's: a set-group-ID directory of group
@@ -286,6 +290,29 @@ now=$(date +%s)
 m2=$(t stat -c %Y "$f")
 if [ -n "$m2" ] && [ $((now - m2)) -lt 120 ] && [ $((m2 - now)) -lt 120 ]; then pass "  ...mtime is now"; else
 	fail "  ...mtime is now" "mtime $m2, now $now"
+fi
+# Modes the umask would take away or that need chmod(2) (set-group-ID), as
+# the copy is made (fs/copyup.c): each copied up by a change of its times.
+U=$STATE/workspaces/mnt/upper
+for f in run.sh ro sg; do
+	step "touch -m of cu/$f (copy-up)" t touch -m -d '2012-01-01 00:00:00 UTC' "$MNT/cu/$f"
+done
+assert_eq "  ...each keeps its mode in the view" "755 444 2750" \
+	"$(t stat -c %a "$MNT/cu/run.sh" "$MNT/cu/ro" "$MNT/cu/sg" | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "  ...and in the upper" "755 444 2750" \
+	"$(stat -c %a "$U/cu/run.sh" "$U/cu/ro" "$U/cu/sg" | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "  ...and its owner" "$(stat -c %u:%g "$REPO/cu/sg")" "$(stat -c %u:%g "$U/cu/sg")"
+# A file with holes keeps them; one whose blocks hold zeros is copied as it
+# is; a hole at the end is the copy's length.
+step "append to cu/holes and cu/zeros (copy-up)" t bash -c \
+	"printf 'end' >>'$MNT/cu/holes' && printf 'end' >>'$MNT/cu/zeros'"
+{ cat "$REPO/cu/holes" && printf end; } >"$T/holes.want"
+{ cat "$REPO/cu/zeros" && printf end; } >"$T/zeros.want"
+assert_file_eq "  ...cu/holes reads back whole" "$T/holes.want" "$MNT/cu/holes"
+assert_file_eq "  ...cu/zeros reads back whole" "$T/zeros.want" "$MNT/cu/zeros"
+blocks=$(stat -c %b "$U/cu/holes")
+if [ -n "$blocks" ] && [ "$blocks" -lt 2048 ]; then pass "  ...the copy of cu/holes keeps its holes"; else
+	fail "  ...the copy of cu/holes keeps its holes" "$blocks blocks of 512 bytes for 8 MiB"
 fi
 step "touch -d 2010-01-01 of a lower file" t touch -d '2010-01-01 00:00:00 UTC' "$MNT/src/util.h"
 assert_eq "  ...the view shows the new mtime" 1262304000 "$(t stat -c %Y "$MNT/src/util.h" 2>&1)"
