@@ -1787,7 +1787,8 @@ static bool prefetch_one(struct gitpriv *g, const char *lower)
 	if (!ready || read_lower(g, lower, &buf, &len) < 0)
 		return false;
 	bool full = false;
-	if (git_odb_hash(&id, buf, len, GIT_OBJECT_BLOB) == 0) {
+	_Static_assert(sizeof(id.id) == PACKWRITE_ID_LEN, "git_oid is a SHA-1 (libgit2 1.5)");
+	if (packwrite_blob_id(buf, len, id.id) == 0) {
 		/* Only a blob of the base: exactly what gitpriv_fault would copy.
 		 * Checked outside g->lock but for the set (libgit2's object
 		 * databases are thread-safe; the odb lives until gitpriv_free
@@ -1855,8 +1856,8 @@ static void pending_write(struct gitpriv *g, size_t n)
 		snprintf(dir, sizeof(dir), "%s/objects/pack", g->dir);
 		int r = b && p.ids ? 0 : -ENOMEM;
 		for (size_t i = 0; r == 0 && i < n; i++) {
-			b[i] =
-			    (struct packwrite_blob){.data = g->pend[i].buf, .len = g->pend[i].len};
+			b[i] = (struct packwrite_blob){
+			    .data = g->pend[i].buf, .len = g->pend[i].len, .id = g->pend[i].id.id};
 			p.ids[i] = g->pend[i].id;
 		}
 		if (r == 0)

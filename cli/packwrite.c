@@ -1,33 +1,21 @@
 /* packwrite.c - blobs in memory as one stored git pack (packwrite.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <git2.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "cli/packwrite.h"
 
-struct stream {
-	git_indexer *idx;
-	git_indexer_progress stats;
-	EVP_MD_CTX *sha1; /* of everything before the trailer */
-	int (*cancel)(void *arg);
-	void *arg;
-	bool canceled;
-};
-
-/* libgit2's progress callback: non-zero stops the indexer. */
-static int progress(const git_indexer_progress *stats, void *payload)
-{
-	struct stream *s = payload;
-	(void)stats;
-	if (s->cancel && s->cancel(s->arg))
-		s->canceled = true;
-	return s->canceled ? -1 : 0;
-}
+#define ID_LEN PACKWRITE_ID_LEN
 
 int packwrite_errno(int e)
 {
@@ -44,56 +32,123 @@ int packwrite_errno(int e)
 	}
 }
 
-/* What a failed libgit2 call of the write left (packwrite_errno). */
-static int failed(const struct stream *s)
+int packwrite_blob_id(const void *data, size_t len, unsigned char id[PACKWRITE_ID_LEN])
 {
-	return s->canceled ? -ECANCELED : packwrite_errno(errno);
+	/* gitformat-pack(5), "Object names": the SHA-1 of "blob", a space,
+	 * the size in decimal, a NUL, then the content. */
+	char head[32];
+	int hl = snprintf(head, sizeof(head), "blob %zu", len);
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	unsigned int got = 0;
+	int ok = c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 &&
+		 EVP_DigestUpdate(c, head, (size_t)hl + 1) == 1 &&
+		 EVP_DigestUpdate(c, data, len) == 1 && EVP_DigestFinal_ex(c, id, &got) == 1 &&
+		 got == ID_LEN;
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : -ENOMEM;
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
+/* A file being written: its stream and the SHA-1 of everything put so far. */
+struct out {
+	FILE *f;
+	EVP_MD_CTX *sha1;
+	uint64_t pos; /* bytes put */
+	int err;      /* the first failure, as a negative errno */
+};
+
+static void put(struct out *o, const void *p, size_t len)
 {
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
+	if (o->err)
+		return;
+	if (EVP_DigestUpdate(o->sha1, p, len) != 1)
+		o->err = -ENOMEM;
+	else if (len && fwrite(p, 1, len, o->f) != len)
+		o->err = packwrite_errno(errno);
+	o->pos += len;
 }
 
-/* Hash @len bytes at @p into the trailer's SHA-1 and give them to the indexer. */
-static int feed(struct stream *s, const void *p, size_t len)
+static void put_be32(struct out *o, uint32_t v)
 {
-	if (EVP_DigestUpdate(s->sha1, p, len) != 1)
+	unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+			      (unsigned char)(v >> 8), (unsigned char)v};
+	put(o, b, sizeof(b));
+}
+
+/* Open a new temporary file in @dir, its name in @path (PATH_MAX bytes). */
+static int out_open(struct out *o, const char *dir, const char *stem, char *path)
+{
+	*o = (struct out){0};
+	if (snprintf(path, PATH_MAX, "%s/%s_XXXXXX", dir, stem) >= PATH_MAX) {
+		path[0] = 0;
+		return -ENAMETOOLONG;
+	}
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		path[0] = 0;
+		return packwrite_errno(errno);
+	}
+	o->f = fdopen(fd, "wb");
+	o->sha1 = EVP_MD_CTX_new();
+	if (!o->f || !o->sha1 || EVP_DigestInit_ex(o->sha1, EVP_sha1(), NULL) != 1) {
+		if (o->f)
+			fclose(o->f);
+		else
+			close(fd);
+		o->f = NULL;
 		return -ENOMEM;
-	errno = 0;
-	return git_indexer_append(s->idx, p, len, &s->stats) < 0 ? failed(s) : 0;
+	}
+	return 0;
 }
 
-int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, size_t n,
-		    int (*cancel)(void *arg), void *arg, char name[41])
+/* Put the SHA-1 of everything so far (its copy in @sum, when not NULL),
+ * make the file read-only as git's packs are, and close it.  Returns the
+ * first failure of the file's writes, or 0. */
+static int out_close(struct out *o, unsigned char *sum)
 {
-	if (n == 0 || n > UINT32_MAX)
-		return -EINVAL;
-	struct stream s = {.cancel = cancel, .arg = arg};
-	git_indexer_options opts;
-	git_indexer_options_init(&opts, GIT_INDEXER_OPTIONS_VERSION);
-	opts.progress_cb = progress;
-	opts.progress_cb_payload = &s;
+	unsigned char s[EVP_MAX_MD_SIZE];
+	unsigned int got = 0;
+	if (!o->err && (EVP_DigestFinal_ex(o->sha1, s, &got) != 1 || got != ID_LEN))
+		o->err = -ENOMEM;
+	if (!o->err && fwrite(s, 1, ID_LEN, o->f) != ID_LEN)
+		o->err = packwrite_errno(errno);
+	if (!o->err && sum)
+		memcpy(sum, s, ID_LEN);
+	if (!o->err && (fflush(o->f) != 0 || fchmod(fileno(o->f), 0444) != 0))
+		o->err = packwrite_errno(errno);
+	if (fclose(o->f) != 0 && !o->err)
+		o->err = packwrite_errno(errno);
+	o->f = NULL;
+	EVP_MD_CTX_free(o->sha1);
+	o->sha1 = NULL;
+	return o->err;
+}
+
+/* An object's place in the pack, for the index. */
+struct entry {
+	unsigned char id[ID_LEN];
+	uint64_t off;
+	uint32_t crc; /* CRC-32 of its bytes in the pack, header included */
+};
+
+static int by_id(const void *a, const void *b)
+{
+	return memcmp(((const struct entry *)a)->id, ((const struct entry *)b)->id, ID_LEN);
+}
+
+/* The pack: gitformat-pack(5), "pack-*.pack files have the following
+ * format". */
+static int write_pack(struct out *o, const struct packwrite_blob *blobs, size_t n, struct entry *e,
+		      int (*cancel)(void *arg), void *arg, unsigned char *sum)
+{
 	unsigned char *z = NULL;
 	size_t zcap = 0;
-	int r = (s.sha1 = EVP_MD_CTX_new()) && EVP_DigestInit_ex(s.sha1, EVP_sha1(), NULL) == 1
-		    ? 0
-		    : -ENOMEM;
-	errno = 0;
-	if (r == 0 && git_indexer_new(&s.idx, pack_dir, 0, NULL, &opts) < 0)
-		r = failed(&s);
-	/* The header: signature, version 2, the number of objects, big-endian. */
-	unsigned char head[12] = {'P', 'A', 'C', 'K'};
-	put_be32(head + 4, 2);
-	put_be32(head + 8, (uint32_t)n);
-	if (r == 0)
-		r = feed(&s, head, sizeof(head));
-	for (size_t i = 0; r == 0 && i < n; i++) {
+	/* Signature, version 2, the number of objects, big-endian. */
+	put(o, "PACK", 4);
+	put_be32(o, 2);
+	put_be32(o, (uint32_t)n);
+	for (size_t i = 0; !o->err && i < n; i++) {
 		if (cancel && cancel(arg)) {
-			r = -ECANCELED;
+			o->err = -ECANCELED;
 			break;
 		}
 		/* Type 3 (blob) in bits 4-6 of the first byte with the size's
@@ -107,32 +162,107 @@ int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, si
 		if (zlen > zcap) {
 			unsigned char *nz = realloc(z, zlen);
 			if (!nz) {
-				r = -ENOMEM;
+				o->err = -ENOMEM;
 				break;
 			}
 			z = nz;
 			zcap = zlen;
 		}
 		if (compress2(z, &zlen, blobs[i].data, blobs[i].len, Z_NO_COMPRESSION) != Z_OK) {
-			r = -ENOMEM;
+			o->err = -ENOMEM;
 			break;
 		}
-		r = feed(&s, oh, k);
-		if (r == 0)
-			r = feed(&s, z, zlen);
+		memcpy(e[i].id, blobs[i].id, ID_LEN);
+		e[i].off = o->pos;
+		e[i].crc = (uint32_t)crc32(crc32(0, oh, (uInt)k), z, (uInt)zlen);
+		put(o, oh, k);
+		put(o, z, zlen);
 	}
-	unsigned char sum[EVP_MAX_MD_SIZE];
-	unsigned int sumlen = 0;
-	if (r == 0 && (EVP_DigestFinal_ex(s.sha1, sum, &sumlen) != 1 || sumlen != 20))
-		r = -ENOMEM;
-	errno = 0;
-	if (r == 0 && (git_indexer_append(s.idx, sum, sumlen, &s.stats) < 0 ||
-		       git_indexer_commit(s.idx, &s.stats) < 0))
-		r = failed(&s);
-	if (r == 0)
-		snprintf(name, 41, "%s", git_indexer_name(s.idx));
-	git_indexer_free(s.idx);
-	EVP_MD_CTX_free(s.sha1);
 	free(z);
+	return out_close(o, sum);
+}
+
+/* The index of @e[0..n), sorted by id, for the pack whose trailer is
+ * @pack_sum: gitformat-pack(5), "Version 2 pack-*.idx files". */
+static int write_index(struct out *o, const struct entry *e, size_t n,
+		       const unsigned char *pack_sum)
+{
+	put(o, "\377tOc", 4);
+	put_be32(o, 2);
+	/* Fan-out: how many ids begin with a byte at most 0, 1, ... 255. */
+	size_t k = 0;
+	for (unsigned b = 0; b < 256; b++) {
+		while (k < n && e[k].id[0] <= b)
+			k++;
+		put_be32(o, (uint32_t)k);
+	}
+	for (size_t i = 0; i < n; i++)
+		put(o, e[i].id, ID_LEN);
+	for (size_t i = 0; i < n; i++)
+		put_be32(o, e[i].crc);
+	/* Offsets of 2^31 and more go to a table of 8-byte ones, which the
+	 * 4-byte entry indexes with its top bit set. */
+	uint32_t large = 0;
+	for (size_t i = 0; i < n; i++)
+		put_be32(o, e[i].off < 0x80000000u ? (uint32_t)e[i].off : 0x80000000u | large++);
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].off >= 0x80000000u) {
+			put_be32(o, (uint32_t)(e[i].off >> 32));
+			put_be32(o, (uint32_t)e[i].off);
+		}
+	}
+	put(o, pack_sum, ID_LEN);
+	return out_close(o, NULL);
+}
+
+int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, size_t n,
+		    int (*cancel)(void *arg), void *arg, char name[41])
+{
+	if (n == 0 || n > UINT32_MAX)
+		return -EINVAL;
+	struct entry *e = malloc(n * sizeof(*e));
+	char tpack[PATH_MAX] = "", tidx[PATH_MAX] = "";
+	unsigned char sum[ID_LEN];
+	struct out o;
+	int r = e ? 0 : -ENOMEM;
+	if (r == 0 && (r = out_open(&o, pack_dir, "tmp_pack", tpack)) == 0)
+		r = write_pack(&o, blobs, n, e, cancel, arg, sum);
+	if (r == 0) {
+		qsort(e, n, sizeof(*e), by_id);
+		for (size_t i = 1; r == 0 && i < n; i++)
+			if (memcmp(e[i - 1].id, e[i].id, ID_LEN) == 0)
+				r = -EINVAL; /* one object twice: the caller's mistake */
+	}
+	if (r == 0 && (r = out_open(&o, pack_dir, "tmp_idx", tidx)) == 0)
+		r = write_index(&o, e, n, sum);
+	/* Named for the pack's trailer, as git names them; the index last,
+	 * since git finds a pack by its index. */
+	char hex[2 * ID_LEN + 1], path[PATH_MAX];
+	for (size_t i = 0; i < ID_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", sum[i]);
+	if (r == 0) {
+		snprintf(path, sizeof(path), "%s/pack-%s.pack", pack_dir, hex);
+		if (rename(tpack, path) != 0)
+			r = packwrite_errno(errno);
+		else
+			tpack[0] = 0;
+	}
+	if (r == 0) {
+		snprintf(path, sizeof(path), "%s/pack-%s.idx", pack_dir, hex);
+		/* Should this fail, the pack stays without an index, which
+		 * git never reads (and the same name may be an earlier pack
+		 * of the same objects, whose index is there). */
+		if (rename(tidx, path) != 0)
+			r = packwrite_errno(errno);
+		else
+			tidx[0] = 0;
+	}
+	if (tpack[0])
+		unlink(tpack);
+	if (tidx[0])
+		unlink(tidx);
+	if (r == 0)
+		memcpy(name, hex, sizeof(hex));
+	free(e);
 	return r;
 }

@@ -573,40 +573,64 @@ static int cancel_after_3(void *arg)
 }
 
 /* Blobs whose sizes take one to four bytes of the pack's object header,
- * written as a pack that git reads whole, each with the id git gives it. */
+ * written as a pack that git reads whole (git verify-pack inflates and
+ * hashes each object and checks both trailers), each with the id git gives
+ * it: packwrite_blob_id's is libgit2's. */
 START_TEST(packwrite_sizes)
 {
 	static const size_t sizes[] = {0, 1, 15, 16, 2047, 2048, 262143, 262144, 3u << 20};
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
 	struct packwrite_blob b[N];
 	char *bufs[N];
+	git_oid ids[N];
+	git_libgit2_init();
 	for (size_t i = 0; i < N; i++) {
 		bufs[i] = malloc(sizes[i] + 1);
 		ck_assert_ptr_nonnull(bufs[i]);
 		for (size_t j = 0; j < sizes[i]; j++)
 			bufs[i][j] = (char)('a' + (j * 7 + i) % 26);
-		b[i] = (struct packwrite_blob){.data = bufs[i], .len = sizes[i]};
+		ck_assert_int_eq(git_odb_hash(&ids[i], bufs[i], sizes[i], GIT_OBJECT_BLOB), 0);
+		unsigned char mine[PACKWRITE_ID_LEN];
+		ck_assert_int_eq(packwrite_blob_id(bufs[i], sizes[i], mine), 0);
+		ck_assert_mem_eq(mine, ids[i].id, PACKWRITE_ID_LEN);
+		b[i] = (struct packwrite_blob){.data = bufs[i], .len = sizes[i], .id = ids[i].id};
 	}
 	char dir[PATH_MAX + 16], name[41];
 	snprintf(tmp, sizeof(tmp), "/tmp/test_packwrite.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tmp));
 	snprintf(dir, sizeof(dir), "%s/pack", tmp);
 	ck_assert_int_eq(mkdir(dir, 0755), 0);
-	git_libgit2_init();
 	ck_assert_int_eq(packwrite_blobs(dir, b, N, NULL, NULL, name), 0);
 	ck_assert_uint_eq(strlen(name), 40);
 	/* git's own ids for the same contents, against the pack's index. */
 	sh("cd %s && git verify-pack -v pack/pack-%s.idx | grep -c ' blob ' | grep -qx %d", tmp,
 	   name, (int)N);
 	for (size_t i = 0; i < N; i++) {
-		git_oid id;
-		ck_assert_int_eq(git_odb_hash(&id, bufs[i], sizes[i], GIT_OBJECT_BLOB), 0);
 		char hex[GIT_OID_HEXSZ + 1];
-		git_oid_tostr(hex, sizeof(hex), &id);
+		git_oid_tostr(hex, sizeof(hex), &ids[i]);
 		sh("git show-index <%s/pack-%s.idx | grep -q ' %s '", dir, name, hex);
 	}
-	/* No objects: refused, nothing written.  Canceled: nothing left. */
+	/* libgit2 reads each blob back from it. */
+	git_odb *odb;
+	ck_assert_int_eq(git_odb_new(&odb), 0);
+	char objects[PATH_MAX + 16];
+	snprintf(objects, sizeof(objects), "%s", tmp);
+	git_odb_backend *packs;
+	ck_assert_int_eq(git_odb_backend_pack(&packs, objects), 0);
+	ck_assert_int_eq(git_odb_add_backend(odb, packs, 1), 0);
+	for (size_t i = 0; i < N; i++) {
+		git_odb_object *obj;
+		ck_assert_int_eq(git_odb_read(&obj, odb, &ids[i]), 0);
+		ck_assert_uint_eq(git_odb_object_size(obj), sizes[i]);
+		ck_assert_mem_eq(git_odb_object_data(obj), bufs[i], sizes[i]);
+		git_odb_object_free(obj);
+	}
+	git_odb_free(odb);
+	/* No objects, or one id twice: refused, nothing written.  Canceled:
+	 * nothing left. */
 	ck_assert_int_eq(packwrite_blobs(dir, b, 0, NULL, NULL, name), -EINVAL);
+	struct packwrite_blob twice[2] = {b[3], b[3]};
+	ck_assert_int_eq(packwrite_blobs(dir, twice, 2, NULL, NULL, name), -EINVAL);
 	int calls = 0;
 	ck_assert_int_eq(packwrite_blobs(dir, b, N, cancel_after_3, &calls, name), -ECANCELED);
 	sh("test $(ls -A %s | wc -l) = 2", dir);
