@@ -161,7 +161,132 @@ int copyup_dir(struct agentfs *fs, struct node *n)
 	return 0;
 }
 
+/*
+ * A copy of the regular lower file open as @src (whose fstat is @st, at the
+ * lower path @lower) as @tmp in work/: its bytes (their hash in *@hash,
+ * which *@lower_same says is the version @st describes, read from
+ * *@read_at), user.* xattrs, an origin record, owner, mode and times.
+ * Closes @src.  0, or -errno with nothing left in work/.
+ */
+static int copy_file(struct agentfs *fs, int src, const struct stat *st, const char *lower,
+		     const char *tmp, XXH128_hash_t *hash, bool *lower_same,
+		     struct timespec *read_at)
+{
+	/* Made with the file's permission bits where the umask leaves them
+	 * (and read and write for its owner, for the xattrs set below): then
+	 * it needs no fchmod(2). */
+	mode_t made = ((st->st_mode & 0777) | S_IRUSR | S_IWUSR) & ~fs->umask;
+	int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, made);
+	if (dst < 0) {
+		int r = -errno;
+		close(src);
+		return r;
+	}
+	*read_at = hashcache_clock();
+	int r = copy_data(src, dst, st->st_size, (off_t)st->st_blocks * 512 < st->st_size, hash);
+	/* The hash is the lower version's if that did not change meanwhile. */
+	struct stat sst;
+	*lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st->st_ino &&
+		      sst.st_size == st->st_size && sst.st_ctim.tv_sec == st->st_ctim.tv_sec &&
+		      sst.st_ctim.tv_nsec == st->st_ctim.tv_nsec;
+	if (r == 0) {
+		copy_xattrs(src, dst);
+		struct layout_origin o = {.ino = st->st_ino, .hash = *hash};
+		snprintf(o.path, sizeof(o.path), "%s", lower);
+		r = layout_set_origin(dst, &o);
+	}
+	if (r == 0) {
+		/* A new file of work/ is the daemon's (agentfs.work_uid). */
+		bool chowned = false;
+		if (st->st_uid != fs->work_uid || st->st_gid != fs->work_gid)
+			chowned = fchown(dst, st->st_uid, st->st_gid) == 0;
+		/* chown(2) clears the set-ID bits: set them again. */
+		if ((chowned || (st->st_mode & 07777) != made) &&
+		    fchmod(dst, st->st_mode & 07777) < 0)
+			r = -errno;
+		struct timespec ts[2] = {st->st_atim, st->st_mtim};
+		futimens(dst, ts);
+	}
+	close(src);
+	close(dst);
+	if (r < 0)
+		unlinkat(fs->work_fd, tmp, 0);
+	return r;
+}
+
+/* A new name in work/ for a copy being made, into @tmp (64 bytes). */
+static void tmp_name(struct agentfs *fs, char *tmp)
+{
+	pthread_mutex_lock(&fs->copyup_lock);
+	snprintf(tmp, 64, "copyup.%d.%llu", (int)getpid(), (unsigned long long)++fs->tmp_seq);
+	pthread_mutex_unlock(&fs->copyup_lock);
+}
+
+/* The regular lower file at @lower opened, its fstat in @st: the descriptor,
+ * or -1 when it is not there or no longer a regular file.  O_NONBLOCK,
+ * should it have become a FIFO. */
+static int open_regular(struct agentfs *fs, const char *lower, struct stat *st)
+{
+	int src = layer_open(fs, fs->lower_fd, lower, O_RDONLY | O_NONBLOCK, 0);
+	if (src >= 0 && (fstat(src, st) < 0 || !S_ISREG(st->st_mode))) {
+		close(src);
+		src = -1;
+	}
+	return src;
+}
+
+void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p)
+{
+	*p = (struct copyup_prep){0};
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	bool want = !n->upper && S_ISREG(n->type) && node_lower(n) && !node_unnamed(fs, n);
+	char *lower = want ? strdup(node_lower(n)) : NULL;
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (!lower)
+		return;
+	int src = open_regular(fs, lower, &p->st);
+	if (src < 0) {
+		free(lower);
+		return;
+	}
+	tmp_name(fs, p->tmp);
+	if (copy_file(fs, src, &p->st, lower, p->tmp, &p->hash, &p->lower_same, &p->read_at) < 0) {
+		p->tmp[0] = 0;
+		free(lower);
+		return;
+	}
+	p->lower = lower;
+}
+
+void copyup_prep_drop(struct agentfs *fs, struct copyup_prep *p)
+{
+	if (p->tmp[0])
+		unlinkat(fs->work_fd, p->tmp, 0);
+	p->tmp[0] = 0;
+	free(p->lower);
+	p->lower = NULL;
+}
+
+/* Whether @p is a copy of what the lower holds at @lower now, described by
+ * @st: the same file, unchanged since (a change of its content, mode or
+ * owner moves its ctime). */
+static bool prep_fits(const struct copyup_prep *p, const char *lower, const struct stat *st)
+{
+	return p && p->tmp[0] && strcmp(p->lower, lower) == 0 && p->st.st_dev == st->st_dev &&
+	       p->st.st_ino == st->st_ino && p->st.st_size == st->st_size &&
+	       p->st.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+	       p->st.st_mtim.tv_nsec == st->st_mtim.tv_nsec &&
+	       p->st.st_ctim.tv_sec == st->st_ctim.tv_sec &&
+	       p->st.st_ctim.tv_nsec == st->st_ctim.tv_nsec;
+}
+
 int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res)
+{
+	return copyup_with(fs, n, req, res, NULL);
+}
+
+int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
+		struct copyup_prep *prep)
 {
 	if (res)
 		res->copied = false;
@@ -179,15 +304,9 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 		return r;
 	/* What the lower holds now.  A file the lookup found regular is opened
 	 * at once and its fstat(2) tells (one system call where a stat of the
-	 * path takes three); O_NONBLOCK, should it have become a FIFO. */
+	 * path takes three). */
 	struct stat st;
-	int src = -1;
-	if (S_ISREG(n->type) &&
-	    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY | O_NONBLOCK, 0)) >= 0 &&
-	    (fstat(src, &st) < 0 || !S_ISREG(st.st_mode))) {
-		close(src);
-		src = -1;
-	}
+	int src = S_ISREG(n->type) ? open_regular(fs, node_lower(n), &st) : -1;
 	if (src < 0 && (r = layer_stat(fs, fs->lower_fd, node_lower(n), &st)) < 0)
 		return r;
 	const char *leaf;
@@ -201,55 +320,31 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 	bool hashed = false, link_hashed = false, lower_same = false;
 	if (S_ISREG(st.st_mode)) {
 		char tmp[64];
-		pthread_mutex_lock(&fs->copyup_lock);
-		snprintf(tmp, sizeof(tmp), "copyup.%d.%llu", (int)getpid(),
-			 (unsigned long long)++fs->tmp_seq);
-		pthread_mutex_unlock(&fs->copyup_lock);
-		if (src < 0 &&
-		    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0)) < 0) {
-			close(pfd);
-			return src;
-		}
-		/* Made with the file's permission bits where the umask leaves
-		 * them (and read and write for its owner, for the xattrs set
-		 * below): then it needs no fchmod(2). */
-		mode_t made = ((st.st_mode & 0777) | S_IRUSR | S_IWUSR) & ~fs->umask;
-		int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, made);
-		if (dst < 0) {
-			r = -errno;
+		struct timespec read_at;
+		if (src >= 0 && prep_fits(prep, node_lower(n), &st)) {
+			/* Copied before the lock (copyup_prepare). */
 			close(src);
-			close(pfd);
-			return r;
+			memcpy(tmp, prep->tmp, sizeof(tmp));
+			prep->tmp[0] = 0;
+			hash = prep->hash;
+			lower_same = prep->lower_same;
+			read_at = prep->read_at;
+		} else {
+			tmp_name(fs, tmp);
+			if (src < 0 &&
+			    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0)) < 0) {
+				close(pfd);
+				return src;
+			}
+			r = copy_file(fs, src, &st, node_lower(n), tmp, &hash, &lower_same,
+				      &read_at);
+			if (r < 0) {
+				close(pfd);
+				goto failed;
+			}
 		}
-		struct timespec read_at = hashcache_clock();
-		r = copy_data(src, dst, st.st_size, (off_t)st.st_blocks * 512 < st.st_size, &hash);
-		/* The hash is the lower version's if that did not change meanwhile. */
-		struct stat sst;
-		lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st.st_ino &&
-			     sst.st_size == st.st_size && sst.st_ctim.tv_sec == st.st_ctim.tv_sec &&
-			     sst.st_ctim.tv_nsec == st.st_ctim.tv_nsec;
-		if (r == 0) {
-			hashed = true;
-			copy_xattrs(src, dst);
-			struct layout_origin o = {.ino = st.st_ino, .hash = hash};
-			snprintf(o.path, sizeof(o.path), "%s", node_lower(n));
-			r = layout_set_origin(dst, &o);
-		}
-		if (r == 0) {
-			/* A new file of work/ is the daemon's (agentfs.work_uid). */
-			bool chowned = false;
-			if (st.st_uid != fs->work_uid || st.st_gid != fs->work_gid)
-				chowned = fchown(dst, st.st_uid, st.st_gid) == 0;
-			/* chown(2) clears the set-ID bits: set them again. */
-			if ((chowned || (st.st_mode & 07777) != made) &&
-			    fchmod(dst, st.st_mode & 07777) < 0)
-				r = -errno;
-			struct timespec ts[2] = {st.st_atim, st.st_mtim};
-			futimens(dst, ts);
-		}
-		close(src);
-		close(dst);
-		if (r == 0 && renameat(fs->work_fd, tmp, pfd, leaf) < 0) {
+		hashed = true;
+		if (renameat(fs->work_fd, tmp, pfd, leaf) < 0) {
 			int granted = -1;
 			r = -errno;
 			if (r == -EACCES && (granted = upper_dir_grant(pfd)) >= 0)
@@ -310,6 +405,7 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 		upper_dir_restore(pfd, granted);
 	}
 	close(pfd);
+failed:
 	if (r < 0) {
 		/* A copy-up that failed (ENOSPC, EDQUOT) is evidence too. */
 		struct journal_event ev = {

@@ -79,6 +79,12 @@ struct node {
 	 * lower_keepable). */
 	uint64_t wd_ino;
 	uint32_t wd_epoch;
+	/* A regular file's size when the daemon last saw it (lookup, getattr,
+	 * open, write, release, setattr: node_saw_size).  A guess read without
+	 * a lock, by fs/loop.c's classify() before an open for writing (whose
+	 * copy-up, or hash of the version before, takes time in proportion);
+	 * relaxed atomics. */
+	uint64_t size_seen;
 	char *lower; /* lower path: a file's lower file, a directory's merged
 		      * lower directory; NULL if none */
 	/* Passthrough (ops_file.c, handle_pick_io), under table_lock: the
@@ -300,6 +306,20 @@ int table_init(struct agentfs *fs);
 void table_destroy(struct agentfs *fs);
 /* The node for @id (FUSE_ROOT_ID or a node address). */
 struct node *node_get(struct agentfs *fs, fuse_ino_t id);
+/* What one page-cache copy serves in microseconds, in bytes: the largest
+ * READ or WRITE the request loop's reader answers itself, and the largest
+ * file (size_seen) whose open for writing it answers itself (fs/loop.c);
+ * larger ones are sequential I/O that can wait on the disk.  A larger file's
+ * copy-up copies its bytes before taking ns_lock (copyup_prepare). */
+#define FS_INLINE_IO (64u << 10)
+/* Note @size (bytes) as @n's size now (struct node, size_seen); @grown_to:
+ * only if larger than the size noted (a write that ends at @size). */
+static inline void node_saw_size(struct node *n, off_t size, bool grown_to)
+{
+	uint64_t s = size < 0 ? 0 : (uint64_t)size;
+	if (!grown_to || __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) < s)
+		__atomic_store_n(&n->size_seen, s, __ATOMIC_RELAXED);
+}
 /* Find the hashed child @name of @parent, or NULL.  Caller holds ns_lock. */
 struct node *node_find(struct agentfs *fs, struct node *parent, const char *name);
 /* Find or create the child; the returned node has one more kernel lookup when
@@ -553,6 +573,30 @@ struct copyup_result {
 /* Copy a lower file/symlink node into the upper (no-op if already there).
  * Records JOP_COPYUP.  Caller holds ns_lock exclusive.  @res may be NULL. */
 int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res);
+/* A regular file's copy made before taking ns_lock (copyup_prepare), so
+ * that a large one holds no lookup up while its bytes are copied: its name
+ * in work/ ("" none), the lower path and the lower file's fstat it copies,
+ * and what copy_data found. */
+struct copyup_prep {
+	char tmp[64];
+	char *lower;
+	struct stat st;
+	XXH128_hash_t hash;
+	bool lower_same;
+	struct timespec read_at;
+};
+/* Copy @n's lower file into work/ if @n is a regular file still only in the
+ * lower.  Takes ns_lock shared for a moment; the copy runs without it.  Best
+ * effort: nothing prepared leaves copyup() to copy. */
+void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p);
+/* copyup() that renames @prep's copy into place instead of copying, when it
+ * is of what the lower holds at @n's lower path now (the same file, its
+ * size, mtime and ctime unchanged); then it takes the copy (@prep->tmp
+ * emptied).  @prep may be NULL. */
+int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
+		struct copyup_prep *prep);
+/* Remove @p's copy if no copyup_with() took it; free what it holds. */
+void copyup_prep_drop(struct agentfs *fs, struct copyup_prep *p);
 struct layout_origin;
 /* Give the new upper file open as @fd, which replaces the visible lower file
  * @lpath (an editor's save by rename, a re-create after unlink), that file as

@@ -13,15 +13,16 @@
  * of `grep -r` over a warm tree.
  *
  * Here one worker at a time reads (the reader).  Most requests (lookups,
- * getattr, read-only opens, creates, renames, small reads and writes, the
- * release of a small file that was only read: see classify()) are a few
- * system calls on cached data, cheaper than a wake-up; the reader answers
- * them itself and reads again.  Any other request is handed off: the reader
- * passes the reader role to the most recently idle worker (or starts one,
- * up to max_threads) and then answers it, so requests that wait for the
- * disk or copy a file up (fsync, large reads and writes, opens for writing,
- * truncation) or for the daemon's own threads (the lookup of .git during its
- * build, of a loose object of it while base blobs are being written: see
+ * getattr, opens of small files (a copy-up of one included), creates,
+ * renames, small reads and writes, the release of a small file that was only
+ * read: see classify()) are a few system calls on cached data, cheaper than
+ * a wake-up; the reader answers them itself and reads again.  Any other
+ * request is handed off: the reader passes the reader role to the most
+ * recently idle worker (or starts one, up to max_threads) and then answers
+ * it, so requests that wait for the disk or copy a large file up (fsync,
+ * large reads and writes, opens for writing of large files, truncation) or
+ * for the daemon's own threads (the lookup of .git during its build, of a
+ * loose object of it while base blobs are being written: see
  * fs_git_pending) run in parallel with everything else.  A rename of a file
  * still in the lower copies it up too and is answered inline: the request
  * does not say which layer its source is in, and renames are mostly an
@@ -114,9 +115,9 @@ enum kind {
 	HAND_OFF_NOTIFIES /* the same, and its answer may wait for the kernel */
 };
 
-/* Largest READ or WRITE answered inline: what one page-cache copy serves in
- * microseconds; larger ones are sequential I/O that can wait on the disk. */
-#define LOOP_INLINE_IO (64u << 10)
+/* Largest READ or WRITE answered inline, and largest file an open for
+ * writing answered inline copies or hashes (internal.h). */
+#define LOOP_INLINE_IO FS_INLINE_IO
 
 /* Whether the FUSE_OPEN whose argument is @arg (@argsz bytes) opens for
  * reading only, without truncating. */
@@ -127,6 +128,17 @@ static bool open_reads_only(const char *arg, size_t argsz)
 		return false;
 	memcpy(&o, arg, sizeof(o));
 	return (o.flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY;
+}
+
+/* Whether the file of @nodeid, which an OPEN names, was at most
+ * LOOP_INLINE_IO bytes when the daemon last saw it (struct node, size_seen).
+ * The kernel holds the inode of a file being opened: the node lives. */
+static bool open_small(struct agentfs *fs, uint64_t nodeid)
+{
+	if (nodeid == FUSE_ROOT_ID)
+		return false;
+	return __atomic_load_n(&node_get(fs, nodeid)->size_seen, __ATOMIC_RELAXED) <=
+	       LOOP_INLINE_IO;
 }
 
 /* Whether the LOOKUP argument @arg (@argsz bytes: a NUL-terminated name) is
@@ -145,10 +157,11 @@ static bool loose_object_name(const char *arg, size_t argsz)
 /* Whether the reader answers the request in @b itself.  Never while a
  * request that sends the kernel a notification is being answered (see the
  * top of this file).  Not for requests that wait for the disk or may copy a
- * file up (FSYNC, FSYNCDIR, large READs and WRITEs, OPEN for writing,
- * SETATTR of the size, a LOOKUP of .git during its build or of a loose
- * object while base blobs are being written: they can take longer than every other request queued
- * behind them), nor for a RELEASE after writes (hashing the
+ * large file up (FSYNC, FSYNCDIR, large READs and WRITEs, an OPEN for
+ * writing of a file larger than LOOP_INLINE_IO when last seen, SETATTR of
+ * the size, a LOOKUP of .git during its build or of a loose object while
+ * base blobs are being written: they can take longer than every other
+ * request queued behind them), nor for a RELEASE after writes (hashing the
  * new version for the journal: the caller does not wait for it, so another
  * worker does it while the reader serves the caller's next request).  A
  * request libfuse left in its pipe (FUSE_BUF_IS_FD) is a WRITE: it splices
@@ -208,8 +221,11 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	case FUSE_RENAME2:
 		return INLINE;
 	case FUSE_OPEN:
-		/* Opening a lower file for writing copies it up: any size. */
-		return open_reads_only(arg, argsz) ? INLINE : HAND_OFF;
+		/* Opening for writing copies a lower file up, or hashes the
+		 * upper file's version before the writes (op_open): a read of
+		 * the file, which the size last seen tells. */
+		return open_reads_only(arg, argsz) || open_small(lp->fs, in->nodeid) ? INLINE
+										     : HAND_OFF;
 	case FUSE_SETATTR: {
 		/* A size change may copy a lower file up, or fill a hole. */
 		struct fuse_setattr_in a;

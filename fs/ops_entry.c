@@ -439,6 +439,8 @@ out:
 		r = view_getattr(fs, n, &st);
 		pthread_rwlock_unlock(&fs->ns_lock);
 	}
+	if (r == 0 && S_ISREG(st.st_mode))
+		node_saw_size(n, st.st_size, false);
 	fs_publish(fs); /* done with the handle, if any: see op_write_buf */
 	if (r < 0)
 		fuse_reply_err(req, -r);

@@ -434,6 +434,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int r, fd = -1;
 	struct handle *h = NULL;
 
+	/* A large file's bytes are copied before the lock: lookups and the
+	 * like go on meanwhile (copyup_with takes the copy if it still fits). */
+	struct copyup_prep prep = {0};
+	if (writing && __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO)
+		copyup_prepare(fs, n, &prep);
 	if (writing)
 		ns_wrlock(fs);
 	else
@@ -480,7 +485,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		struct copyup_result cu;
 		for (int again = 1;; again--) {
-			r = copyup(fs, n, req, &cu);
+			r = copyup_with(fs, n, req, &cu, &prep);
 			if (r == 0 && (fd = open_upper_rw(fs, path, fi->flags)) < 0)
 				r = fd;
 			if (r != -ENOENT || !again)
@@ -549,6 +554,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool direct;
 	uint32_t backing = handle_link(fs, h, fi->flags, writing, &direct);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	copyup_prep_drop(fs, &prep);
 	/* Attributes only: waits for no page (fs/loop.c).  Before
 	 * passthrough_reply_with(): every reply-shaped write this thread makes
 	 * after it, a notification too, would carry the backing id. */
@@ -573,6 +579,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct stat hst;
 	int sr = fstat(fd, &hst);
 	h->small = sr == 0 && hst.st_size <= HANDLE_SMALL;
+	if (sr == 0)
+		node_saw_size(n, hst.st_size, false);
 	if (sr < 0) {
 		fi->keep_cache = 0;
 	} else if (h->upper) {
@@ -603,6 +611,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	return;
 fail:
 	pthread_rwlock_unlock(&fs->ns_lock);
+	copyup_prep_drop(fs, &prep);
 	if (h) {
 		free(h->path);
 		free(h);
@@ -964,6 +973,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	if ((size_t)n >= FS_BULK_WRITE && !__atomic_exchange_n(&h->bulk, true, __ATOMIC_RELAXED))
 		__atomic_add_fetch(&fs_of(req)->bulk_writers, 1, __ATOMIC_RELAXED);
 	write_behind(h, off + n);
+	node_saw_size(h->node, off + n, true);
 	fs_publish(fs_of(req));
 	fuse_reply_write(req, (size_t)n);
 }
@@ -1206,6 +1216,8 @@ bool handle_release_quick(uint64_t fh)
 		return true;
 	/* A new version to hash: quick when it takes one read. */
 	h->quick_ok = fstat(h->fd, &h->quick_st) == 0;
+	if (h->quick_ok)
+		node_saw_size(h->node, h->quick_st.st_size, false);
 	return h->quick_ok && h->quick_st.st_size <= HANDLE_QUICK_WRITTEN;
 }
 

@@ -360,6 +360,9 @@ int view_apply(struct agentfs *fs, struct node *n, struct entry *e)
 		n->ino = e->st.st_ino;
 		pthread_mutex_unlock(&fs->table_lock);
 	}
+	if (S_ISREG(e->type) &&
+	    __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) != (uint64_t)e->st.st_size)
+		node_saw_size(n, e->st.st_size, false);
 	/* The watch of a directory's lower directory stays on the inode it was
 	 * added to.  Still the one at the path: it watches what the path holds
 	 * since this lookup began (the directories kept, dircache.c).  Another

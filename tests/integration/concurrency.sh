@@ -41,7 +41,8 @@ clean:
 EOF
 	for i in $(seq 1 300); do printf 'r%d\n' "$i" >"ren/r$i"; done && mkdir ren/xdir &&
 		for i in $(seq 1 20); do printf 'x%d\n' "$i" >"ren/xdir/x$i"; done &&
-		git -c core.looseCompression=0 add -A && git commit -q -m "concurrency fixtures"
+		git -c core.looseCompression=0 add -A && git commit -q -m "concurrency fixtures" &&
+		head -c 256M <(yes 0123456789abcdef) >huge.bin # untracked: git never reads it
 ) || bail "cannot add the fixtures"
 snapshot "$REPO" "$T/lower.before"
 
@@ -314,6 +315,40 @@ assert_eq "readers during a copy-up never see a torn file" OK "$OUT"
 { cat "$REPO/big.bin" && printf appended; } >"$T/big.want"
 assert_file_eq "  ...and afterwards the view holds the appended copy" "$T/big.want" "$MNT/big.bin"
 alive_after "readers during a copy-up"
+
+# ------------------------------------------------------------------ requests during a large copy-up
+# The copy-up of a large file is answered by a worker of its own (fs/loop.c:
+# an open for writing of a file seen larger than LOOP_INLINE_IO): a lookup
+# and a read that come meanwhile are answered while it still copies (its
+# temporary file in work/ is renamed into the upper before the open's
+# answer).  Answered by the reader itself, they would wait for its end.
+run t python3 - "$MNT/huge.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
+import glob, os, sys, threading, time
+view, work, mnt = sys.argv[1:4]
+opened = []
+def opener():
+    fd = os.open(view, os.O_WRONLY | os.O_APPEND)
+    opened.append(True)
+    os.close(fd)
+t = threading.Thread(target=opener)
+t.start()
+stop = time.time() + 60
+while not glob.glob(work + "/copyup.*") and not opened and time.time() < stop:
+    time.sleep(0.0005)
+copying = bool(glob.glob(work + "/copyup.*"))
+try:
+    os.stat(mnt + "/never-looked-up-%d" % os.getpid())
+except FileNotFoundError:
+    pass
+with open(mnt + "/proj/Makefile", "rb") as f:
+    f.read()
+still = bool(glob.glob(work + "/copyup.*"))
+t.join()
+print("OK" if copying and still and opened else
+      "copy seen %s, still copying after the answers %s" % (copying, still))
+PY
+assert_eq "a lookup and a read during a 256 MiB copy-up are answered before it ends" OK "$OUT"
+alive_after "requests during a large copy-up"
 
 # Hard links while readers miss the page cache: op_link tells the kernel to
 # drop the file's pages (notify_inval_inode), which waits for pages a READ in
