@@ -136,6 +136,11 @@ struct gitpriv {
 	bool qstarted, qstop;
 	size_t qhead, qlen;
 	char *queue[GITPRIV_PREFETCH_QUEUE];
+	/* When the last path came, and when the thread wakes by itself
+	 * (LLONG_MAX: only when woken; 0: it is awake), in CLOCK_MONOTONIC
+	 * nanoseconds: a path wakes it only if it would otherwise sleep past
+	 * the pause it waits for (GITPRIV_PREFETCH_QUIET_MS). */
+	long long qlast_ns, qwake_ns;
 	/* Base blobs read and hashed, not yet written (GITPRIV_PENDING_QUIET_MS):
 	 * under qlock, since a fault looks for its object among them (pendset,
 	 * their ids).  A fault that finds it sets flush_now and waits on fcond
@@ -1936,6 +1941,14 @@ static void pending_flush(struct gitpriv *g)
 	pthread_mutex_lock(&g->qlock);
 }
 
+/* CLOCK_MONOTONIC's time now, in nanoseconds. */
+static long long mono_now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 /* CLOCK_MONOTONIC's time @ms milliseconds from now, in *@t. */
 static void deadline_ms(struct timespec *t, long ms)
 {
@@ -2232,6 +2245,25 @@ static void pack_fresh(struct gitpriv *g)
 	fflush(stderr);
 }
 
+/* The prefetch thread's wait on qcond until CLOCK_MONOTONIC's @due
+ * nanoseconds (LLONG_MAX: until woken), with g->qwake_ns telling
+ * gitpriv_copied_up.  Returns whether it ended by the time.  Caller holds
+ * qlock. */
+static bool qwait_until(struct gitpriv *g, long long due)
+{
+	int r;
+	g->qwake_ns = due;
+	if (due == LLONG_MAX) {
+		r = pthread_cond_wait(&g->qcond, &g->qlock);
+	} else {
+		struct timespec until = {.tv_sec = (time_t)(due / 1000000000LL),
+					 .tv_nsec = (long)(due % 1000000000LL)};
+		r = pthread_cond_timedwait(&g->qcond, &g->qlock, &until);
+	}
+	g->qwake_ns = 0;
+	return r == ETIMEDOUT;
+}
+
 static void *prefetch_thread(void *arg)
 {
 	struct gitpriv *g = arg;
@@ -2254,6 +2286,13 @@ static void *prefetch_thread(void *arg)
 			continue;
 		}
 		if (g->qlen) {
+			/* Paths still coming (a bulk edit, a build): read
+			 * them once they pause, not beside the copy-ups. */
+			long long due = g->qlast_ns + GITPRIV_PREFETCH_QUIET_MS * 1000000LL;
+			if (g->qlen < GITPRIV_PREFETCH_QUEUE / 2 && mono_now_ns() < due) {
+				qwait_until(g, due);
+				continue;
+			}
 			char *lower = g->queue[g->qhead];
 			g->qhead = (g->qhead + 1) % GITPRIV_PREFETCH_QUEUE;
 			g->qlen--;
@@ -2266,21 +2305,18 @@ static void *prefetch_thread(void *arg)
 			continue;
 		}
 		/* Nothing queued: write the pending blobs once the copy-ups
-		 * pause for GITPRIV_PENDING_QUIET_MS (a bulk edit makes one
-		 * pack), then pack the loose ones and merge packs once they
-		 * pause for GITPRIV_PACK_QUIET_MS. */
-		long quiet_ms = g->npend ? g->pending_quiet_ms
-				: g->nfresh >= GITPRIV_PACK_MIN || merge_due(g)
-				    ? GITPRIV_PACK_QUIET_MS
-				    : 0;
-		if (!quiet_ms) {
-			pthread_cond_wait(&g->qcond, &g->qlock);
-			continue;
-		}
-		struct timespec until;
-		deadline_ms(&until, quiet_ms);
-		if (pthread_cond_timedwait(&g->qcond, &g->qlock, &until) != ETIMEDOUT || g->qlen ||
-		    g->qstop)
+		 * have paused for GITPRIV_PENDING_QUIET_MS since the last path
+		 * (a bulk edit makes one pack; after the queue's own pause and
+		 * reading, that is mostly at once), then pack the loose ones
+		 * and merge packs once they pause for GITPRIV_PACK_QUIET_MS. */
+		long long now = mono_now_ns(), due;
+		if (g->npend)
+			due = g->qlast_ns + g->pending_quiet_ms * 1000000LL;
+		else if (g->nfresh >= GITPRIV_PACK_MIN || merge_due(g))
+			due = now + GITPRIV_PACK_QUIET_MS * 1000000LL;
+		else
+			due = LLONG_MAX;
+		if (now < due && (!qwait_until(g, due) || g->qlen || g->qstop))
 			continue;
 		if (g->npend) {
 			pending_flush(g);
@@ -2339,7 +2375,14 @@ void gitpriv_copied_up(void *arg, const char *lower)
 	if (g->qstarted && g->qlen < GITPRIV_PREFETCH_QUEUE && (copy = strdup(lower))) {
 		g->queue[(g->qhead + g->qlen) % GITPRIV_PREFETCH_QUEUE] = copy;
 		g->qlen++;
-		pthread_cond_signal(&g->qcond);
+		g->qlast_ns = mono_now_ns();
+		/* A wake-up per path would cost each copy-up more than the
+		 * thread's reading it: only when the thread would not look
+		 * at the queue by itself once the paths pause, or when the
+		 * queue fills. */
+		if (g->qwake_ns > g->qlast_ns + GITPRIV_PREFETCH_QUIET_MS * 1000000LL ||
+		    g->qlen >= GITPRIV_PREFETCH_QUEUE / 2)
+			pthread_cond_signal(&g->qcond);
 	}
 	pthread_mutex_unlock(&g->qlock);
 }

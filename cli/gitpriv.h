@@ -148,14 +148,20 @@ void gitpriv_copied_up(void *arg, const char *lower);
 void gitpriv_packs_removed(void *arg);
 #define GITPRIV_PREFETCH_QUEUE	   4096
 #define GITPRIV_PREFETCH_MAX_BYTES (8u << 20)
+/* The thread reads the queued paths once none came for this long (in ms),
+ * or at once when half the queue is taken: beside a bulk edit's copy-ups
+ * (~0.1 ms apart) its reading and hashing slowed them by a third on two
+ * CPUs (tests/bench/RESULTS.md), and a git process started after the edits
+ * spends longer than this before it reads a blob. */
+#define GITPRIV_PREFETCH_QUIET_MS 2
 
 /*
  * The pending blobs are written once no path came for
  * GITPRIV_PENDING_QUIET_MS (a bulk edit's copy-ups come well under a
  * millisecond apart), or at once when they reach GITPRIV_PENDING_MAX or
  * GITPRIV_PENDING_MAX_BYTES: at least GITPRIV_PACK_MIN of them as one pack
- * in objects/pack, stored rather than compressed (cli/packwrite.h: 20-25
- * ms for 100 kernel source files where git_packbuilder took ~100 ms), fewer
+ * in objects/pack, stored rather than compressed (cli/packwrite.h: ~4 ms
+ * for 100 kernel source files where git_packbuilder took ~100 ms), fewer
  * loose.  The kernel's listing of .git/objects/pack is then dropped
  * (fs_git_changed) so that the next git process finds the pack.  A lookup
  * of a loose object that is still pending (git run right after the edits)

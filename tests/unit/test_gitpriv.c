@@ -512,6 +512,53 @@ START_TEST(batches_beyond_packs_max_merge)
 }
 END_TEST
 
+static double mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Paths that keep coming (~0.3 ms apart, a bulk edit's pace) are read once
+ * they pause for GITPRIV_PREFETCH_QUIET_MS, not beside the copy-ups: none
+ * is pending while they come, all are after.  Should this thread itself be
+ * held up for longer than half the pause, the thread may rightly begin, and
+ * the rest of the stream is not checked. */
+START_TEST(the_read_ahead_waits_for_a_pause)
+{
+	commit_many(40);
+	struct policy *p = default_policy();
+	int lfd;
+	struct gitpriv *g = build(p, &lfd, "/mnt/agent");
+	gitpriv_set_pending_quiet(g, 600 * 1000); /* they stay pending: counted */
+	enum { N = 30 };
+	int checked = 0;
+	bool streaming = true;
+	double last = mono_ms();
+	for (int i = 1; i <= N; i++) {
+		copied_up(g, i, i);
+		double now = mono_ms();
+		if (now - last >= GITPRIV_PREFETCH_QUIET_MS / 2.0)
+			streaming = false;
+		last = now;
+		usleep(300);
+		if (mono_ms() - last >= GITPRIV_PREFETCH_QUIET_MS / 2.0)
+			streaming = false;
+		if (streaming) {
+			ck_assert_uint_eq(gitpriv_pending(g), 0);
+			checked++;
+		}
+	}
+	ck_assert_int_gt(checked, 0);
+	for (int i = 0; i < 200 && gitpriv_pending(g) < N; i++)
+		usleep(50 * 1000);
+	ck_assert_uint_eq(gitpriv_pending(g), N);
+	gitpriv_free(g);
+	close(lfd);
+	policy_free(p);
+}
+END_TEST
+
 /* A lookup of a base blob the prefetch thread holds in memory makes it write
  * them at once, as one pack, and waits for that: no loose copy. */
 START_TEST(a_lookup_waits_for_pending_blobs)
@@ -820,6 +867,7 @@ int main(void)
 	tcase_add_test(tc, objects_on_demand_only_from_the_base);
 	tcase_add_test(tc, base_blobs_go_into_packs);
 	tcase_add_test(tc, a_lookup_waits_for_pending_blobs);
+	tcase_add_test(tc, the_read_ahead_waits_for_a_pause);
 	tcase_add_test(tc, batches_of_packs_merge);
 	tcase_add_test(tc, batches_beyond_packs_max_merge);
 	suite_add_tcase(su, tc);
