@@ -239,7 +239,9 @@ void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p)
 {
 	*p = (struct copyup_prep){0};
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	bool want = !n->upper && S_ISREG(n->type) && node_lower(n) && !node_unnamed(fs, n);
+	/* Not for a file the open will refuse (policy read-only). */
+	bool want =
+	    !n->upper && !n->readonly && S_ISREG(n->type) && node_lower(n) && !node_unnamed(fs, n);
 	char *lower = want ? strdup(node_lower(n)) : NULL;
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (!lower)
