@@ -174,7 +174,7 @@ static int write_pack(struct out *o, const struct packwrite_blob *blobs, size_t 
 		}
 		memcpy(e[i].id, blobs[i].id, ID_LEN);
 		e[i].off = o->pos;
-		e[i].crc = (uint32_t)crc32(crc32(0, oh, (uInt)k), z, (uInt)zlen);
+		e[i].crc = (uint32_t)crc32_z(crc32_z(0, oh, k), z, zlen);
 		put(o, oh, k);
 		put(o, z, zlen);
 	}
@@ -237,8 +237,8 @@ int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, si
 		r = write_index(&o, e, n, sum);
 	/* Named for the pack's trailer, as git names them; the index last,
 	 * since git finds a pack by its index. */
-	char hex[2 * ID_LEN + 1], path[PATH_MAX];
-	for (size_t i = 0; i < ID_LEN; i++)
+	char hex[2 * ID_LEN + 1] = "", path[PATH_MAX];
+	for (size_t i = 0; r == 0 && i < ID_LEN; i++)
 		snprintf(hex + 2 * i, 3, "%02x", sum[i]);
 	if (r == 0) {
 		snprintf(path, sizeof(path), "%s/pack-%s.pack", pack_dir, hex);
