@@ -22,10 +22,11 @@
 #define CHUNK (1 << 20)
 
 /* Copy @size bytes from @src to @dst keeping holes, hashing every byte.
- * @sparse: @src may have holes (fewer blocks than its size needs), which
- * lseek(2)'s SEEK_DATA and SEEK_HOLE find; else it is read as one extent
- * (the blocks of a file without holes may still hold zeros, which are then
- * written as data: the same bytes). */
+ * @sparse: @src has fewer blocks than its size needs, so it has holes, which
+ * lseek(2)'s SEEK_DATA and SEEK_HOLE find; else it is read as one extent.
+ * A file with holes and as many blocks anyway (blocks allocated past its
+ * end, an xattr block) is then copied with its holes written as zeros: the
+ * same bytes, more room. */
 static int copy_data(int src, int dst, off_t size, bool sparse, XXH128_hash_t *hash)
 {
 	XXH3_state_t *hs = XXH3_createState();
@@ -174,7 +175,8 @@ static int copy_file(struct agentfs *fs, int src, const struct stat *st, const c
 {
 	/* Made with the file's permission bits where the umask leaves them
 	 * (and read and write for its owner, for the xattrs set below): then
-	 * it needs no fchmod(2). */
+	 * it needs no fchmod(2), unless a default ACL of work/ decides the
+	 * mode instead (agentfs.work_acl). */
 	mode_t made = ((st->st_mode & 0777) | S_IRUSR | S_IWUSR) & ~fs->umask;
 	int dst = openat(fs->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, made);
 	if (dst < 0) {
@@ -201,7 +203,7 @@ static int copy_file(struct agentfs *fs, int src, const struct stat *st, const c
 		if (st->st_uid != fs->work_uid || st->st_gid != fs->work_gid)
 			chowned = fchown(dst, st->st_uid, st->st_gid) == 0;
 		/* chown(2) clears the set-ID bits: set them again. */
-		if ((chowned || (st->st_mode & 07777) != made) &&
+		if ((chowned || fs->work_acl || (st->st_mode & 07777) != made) &&
 		    fchmod(dst, st->st_mode & 07777) < 0)
 			r = -errno;
 		struct timespec ts[2] = {st->st_atim, st->st_mtim};
@@ -332,6 +334,10 @@ int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyu
 			lower_same = prep->lower_same;
 			read_at = prep->read_at;
 		} else {
+			/* A copy made ahead that no longer fits takes no room
+			 * beside the new one. */
+			if (prep)
+				copyup_prep_drop(fs, prep);
 			tmp_name(fs, tmp);
 			if (src < 0 &&
 			    (src = layer_open(fs, fs->lower_fd, node_lower(n), O_RDONLY, 0)) < 0) {

@@ -423,6 +423,8 @@ int fs_serve(const struct fs_config *cfg)
 	struct stat wst;
 	if (fstat(fs->work_fd, &wst) != 0 || wst.st_gid != fs->work_gid)
 		fs->work_gid = (gid_t)-1;
+	fs->work_acl =
+	    fgetxattr(fs->work_fd, "system.posix_acl_default", NULL, 0) >= 0 || errno != ENODATA;
 	/* The kernel applied the caller's umask to every mode it sends
 	 * (FUSE_CAP_DONT_MASK is off); where the daemon's own umask would
 	 * take bits away again, the create operations restore them. */

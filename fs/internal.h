@@ -125,6 +125,9 @@ struct agentfs {
 	 * another owner only where the lower file's differs. */
 	uid_t work_uid;
 	gid_t work_gid;
+	/* work/ has a default ACL, which gives new files their mode in place
+	 * of the umask (acl(5)): copyup() then always sets the mode. */
+	bool work_acl;
 
 	pthread_rwlock_t ns_lock;
 	pthread_mutex_t table_lock;
@@ -317,8 +320,14 @@ struct node *node_get(struct agentfs *fs, fuse_ino_t id);
 static inline void node_saw_size(struct node *n, off_t size, bool grown_to)
 {
 	uint64_t s = size < 0 ? 0 : (uint64_t)size;
-	if (!grown_to || __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) < s)
+	if (!grown_to) {
 		__atomic_store_n(&n->size_seen, s, __ATOMIC_RELAXED);
+		return;
+	}
+	uint64_t cur = __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED);
+	while (cur < s && !__atomic_compare_exchange_n(&n->size_seen, &cur, s, true,
+						       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+	}
 }
 /* Find the hashed child @name of @parent, or NULL.  Caller holds ns_lock. */
 struct node *node_find(struct agentfs *fs, struct node *parent, const char *name);
@@ -670,6 +679,12 @@ void fs_signal_ready(int *fd);
  * the kernel (a notification that locks pages, whose READ may still be
  * queued) is safe when no file of that inode is open; see op_open. */
 bool fs_loop_alone(const struct agentfs *fs);
+/* The request the calling thread answers takes longer than its kind said
+ * (an open for writing of a file larger than its size last seen): if the
+ * thread is the reader answering it itself, the reader role passes to
+ * another worker now, as for a request handed off from the start, so that
+ * the kernel's other requests are read meanwhile.  No-op otherwise. */
+void fs_loop_step_aside(void);
 /* Whether the request the calling thread answers asks the daemon to clear
  * the file's set-user-ID and set-group-ID bits (FUSE_OPEN_KILL_SUIDGID of an
  * OPEN, FUSE_WRITE_KILL_SUIDGID of a WRITE: the kernel sets them for a caller

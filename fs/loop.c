@@ -333,6 +333,11 @@ static int read_request(struct loop *lp, struct fuse_buf *b)
 /* Set while this thread, the reader, answers a request itself. */
 static _Thread_local bool answering_inline;
 
+/* The loop of the request this thread answers itself, and whether it gave up
+ * the reader role meanwhile (fs_loop_step_aside). */
+static _Thread_local struct loop *inline_loop;
+static _Thread_local bool stepped_aside;
+
 /* The request this thread is answering, while libfuse processes it from
  * memory; NULL while it is left in libfuse's pipe (FUSE_BUF_IS_FD). */
 static _Thread_local const struct fuse_buf *answering;
@@ -365,6 +370,19 @@ int fs_request_kills_suidgid(void)
 		return (a.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
 	}
 	return 0;
+}
+
+void fs_loop_step_aside(void)
+{
+	struct loop *lp = inline_loop;
+	if (!lp || stepped_aside)
+		return;
+	pthread_mutex_lock(&lp->lock);
+	__atomic_add_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
+	hand_off(lp);
+	pthread_mutex_unlock(&lp->lock);
+	stepped_aside = true;
+	answering_inline = false;
 }
 
 bool fs_loop_alone(const struct agentfs *fs)
@@ -563,9 +581,18 @@ static void *worker_main(void *arg)
 			if (k == INLINE) {
 				after = opcode_of(&me->buf);
 				answering_inline = true;
+				inline_loop = lp;
 				process(lp, &me->buf);
 				answering_inline = false;
-				continue;
+				inline_loop = NULL;
+				if (!stepped_aside)
+					continue;
+				/* Handed off on the way (fs_loop_step_aside). */
+				stepped_aside = false;
+				fs_publish(lp->fs);
+				__atomic_sub_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
+				pthread_mutex_lock(&lp->lock);
+				break; /* to the top, under the lock */
 			}
 			pthread_mutex_lock(&lp->lock);
 			if (k == HAND_OFF_NOTIFIES)

@@ -437,8 +437,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* A large file's bytes are copied before the lock: lookups and the
 	 * like go on meanwhile (copyup_with takes the copy if it still fits). */
 	struct copyup_prep prep = {0};
-	if (writing && __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO)
+	bool prepared = false;
+	if (writing && __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
 		copyup_prepare(fs, n, &prep);
+		prepared = true;
+	}
+lock:
 	if (writing)
 		ns_wrlock(fs);
 	else
@@ -453,6 +457,18 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		r = !writing && n->gone_fd >= 0 ? 0 : -ESTALE;
 	else
 		r = writing ? view_getattr(fs, n, &st) : 0;
+	if (r == 0 && writing && named && S_ISREG(st.st_mode) && st.st_size > FS_INLINE_IO) {
+		/* Larger than the size last seen said (the person grew the
+		 * lower file, a write the daemon did not see): its copy-up or
+		 * hash is a long request, answered beside the others. */
+		fs_loop_step_aside();
+		if (!prepared && !n->upper) {
+			pthread_rwlock_unlock(&fs->ns_lock);
+			copyup_prepare(fs, n, &prep);
+			prepared = true;
+			goto lock;
+		}
+	}
 	if (r == 0 && S_ISDIR(n->type))
 		r = -EISDIR;
 	if (r == 0)
@@ -1229,8 +1245,14 @@ static void release_finish(struct agentfs *fs, struct handle *h, bool journal_re
 	 * changed the file is told by the file's content (record_writes). */
 	XXH128_hash_t now;
 	bool now_ok = false, wrote = false;
-	if (h->pt_write || __atomic_load_n(&h->wrote, __ATOMIC_RELAXED))
+	if (h->pt_write || __atomic_load_n(&h->wrote, __ATOMIC_RELAXED)) {
+		/* The size its writes left (handle_release_quick saw a small
+		 * file's), for the next open's classify(). */
+		struct stat wst;
+		if (!h->quick_ok && fstat(h->fd, &wst) == 0)
+			node_saw_size(h->node, wst.st_size, false);
 		wrote = record_write(fs, h, &now, &now_ok);
+	}
 	if (!wrote && journal_read) {
 		char cur[FS_PATH_MAX];
 		uint32_t flags;
@@ -1392,8 +1414,11 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 	(void)ino;
 	struct handle *h = handle_of(fi);
 	int r = !h->upper ? EBADF : fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
-	if (r == 0)
+	if (r == 0) {
 		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
+		if (!(mode & FALLOC_FL_KEEP_SIZE))
+			node_saw_size(h->node, offset + length, true);
+	}
 	fs_publish(fs_of(req)); /* done with h: see op_write_buf */
 	fuse_reply_err(req, r);
 }
@@ -1427,6 +1452,7 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		__atomic_fetch_add(&in->rbytes, (uint64_t)n, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&out->wbytes, (uint64_t)n, __ATOMIC_RELAXED);
 		__atomic_store_n(&out->wrote, true, __ATOMIC_RELAXED);
+		node_saw_size(out->node, off_out, true); /* advanced past the copy */
 	}
 	fs_publish(fs_of(req)); /* done with both handles: see op_write_buf */
 	if (n < 0)

@@ -350,6 +350,53 @@ PY
 assert_eq "a lookup and a read during a 256 MiB copy-up are answered before it ends" OK "$OUT"
 alive_after "requests during a large copy-up"
 
+# ------------------------------------------------------------------ a file grown behind the daemon's back
+# The person grows a lower file the agent holds open; an open for writing
+# through /proc/self/fd sends no lookup, so the daemon's size of the file is
+# the one before (struct node, size_seen) and the reader takes the open
+# itself.  It finds the file large: the reader role passes on
+# (fs_loop_step_aside) and the bytes are copied outside ns_lock, so a lookup
+# and a read meanwhile are answered while it copies.
+assert_unchanged "the lower was not written before the person grows grown.bin" "$REPO" \
+	"$T/lower.before"
+printf 'small\n' >"$REPO/grown.bin"
+run t python3 - "$MNT/grown.bin" "$REPO/grown.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
+import glob, os, sys, threading, time
+view, lower, work, mnt = sys.argv[1:5]
+fd = os.open(view, os.O_RDONLY)  # looked up now, 6 bytes
+with open(lower, "ab") as f:  # the person's 256 MiB
+    block = b"0123456789abcdef" * 65536
+    for _ in range(256):
+        f.write(block)
+time.sleep(0.5)  # the lower's watch has its say
+opened = []
+def opener():
+    w = os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_APPEND)
+    opened.append(True)
+    os.close(w)
+t = threading.Thread(target=opener)
+t.start()
+stop = time.time() + 60
+while not glob.glob(work + "/copyup.*") and not opened and time.time() < stop:
+    time.sleep(0.0005)
+copying = bool(glob.glob(work + "/copyup.*"))
+try:
+    os.stat(mnt + "/never-looked-up-g%d" % os.getpid())
+except FileNotFoundError:
+    pass
+with open(mnt + "/proj/Makefile", "rb") as f:
+    f.read()
+still = bool(glob.glob(work + "/copyup.*"))
+t.join()
+os.close(fd)
+print("OK" if copying and still and opened else
+      "copy seen %s, still copying after the answers %s" % (copying, still))
+PY
+assert_eq "an open through /proc/self/fd of a file grown to 256 MiB: answered beside others" OK \
+	"$OUT"
+alive_after "a copy-up of a file grown behind the daemon's back"
+snapshot "$REPO" "$T/lower.before" # the person's change is theirs
+
 # Hard links while readers miss the page cache: op_link tells the kernel to
 # drop the file's pages (notify_inval_inode), which waits for pages a READ in
 # the queue holds locked; the loop must keep reading /dev/fuse meanwhile
