@@ -26,7 +26,10 @@
  * fs_git_pending) run in parallel with everything else.  A rename of a file
  * still in the lower copies it up too and is answered inline: the request
  * does not say which layer its source is in, and renames are mostly an
- * editor's temporary file of the upper.
+ * editor's temporary file of the upper.  A request that finds itself long
+ * once answered (the rename of a large lower file, an open for writing of a
+ * file larger than last seen) passes the reader role on then
+ * (fs_loop_step_aside).
  *
  * An idle reader does not go to sleep at once: after answering a request
  * whose caller usually comes back quickly it keeps looking for the next one

@@ -943,12 +943,13 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 /* Make a node about to move exist in the upper, and pin a lower directory's
- * contents to where they came from (redirect), so they follow the move. */
-static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req)
+ * contents to where they came from (redirect), so they follow the move.
+ * @prep: a copy of its file made ahead (copyup_prepare), or NULL. */
+static int materialize(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_prep *prep)
 {
 	int r;
 	if (!S_ISDIR(n->type))
-		return copyup(fs, n, req, NULL);
+		return copyup_with(fs, n, req, NULL, prep);
 	if ((r = copyup_dir(fs, n)) < 0)
 		return r;
 	if (!node_lower(n))
@@ -1016,6 +1017,20 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (layout_is_reserved(newname)) {
 		fuse_reply_err(req, EINVAL);
 		return;
+	}
+	/* A large lower file moves by a copy-up: its bytes are copied before
+	 * the lock, beside the kernel's other requests (the reader answers a
+	 * rename itself: fs/loop.c).  The kernel holds the source's inode for
+	 * the rename: the node lives. */
+	struct copyup_prep prep = {0};
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct node *src = node_find(fs, sdir, name);
+	bool large = src && S_ISREG(src->type) && !src->upper &&
+		     __atomic_load_n(&src->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO;
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (large) {
+		fs_loop_step_aside();
+		copyup_prepare(fs, src, &prep);
 	}
 	/* The write records of either file come before the rename's. */
 	ns_wrlock_settled_names(fs, sdir, name, ddir, newname);
@@ -1097,7 +1112,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		goto out;
 	}
 	node_ref(fs, n);
-	if ((r = materialize(fs, n, req)) < 0)
+	if ((r = materialize(fs, n, req, &prep)) < 0)
 		goto out;
 	if (flags & RENAME_EXCHANGE) {
 		dn = node_child(fs, ddir, newname, false);
@@ -1106,7 +1121,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			goto out;
 		}
 		node_ref(fs, dn);
-		if ((r = materialize(fs, dn, req)) < 0)
+		if ((r = materialize(fs, dn, req, NULL)) < 0)
 			goto out;
 	}
 	if ((r = copyup_dir(fs, ddir)) < 0)
@@ -1242,6 +1257,7 @@ out:
 			fs_record_ev(fs, req, &ev);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
+	copyup_prep_drop(fs, &prep);
 	if (n)
 		node_unref(fs, n);
 	if (dn)

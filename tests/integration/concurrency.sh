@@ -42,7 +42,7 @@ EOF
 	for i in $(seq 1 300); do printf 'r%d\n' "$i" >"ren/r$i"; done && mkdir ren/xdir &&
 		for i in $(seq 1 20); do printf 'x%d\n' "$i" >"ren/xdir/x$i"; done &&
 		git -c core.looseCompression=0 add -A && git commit -q -m "concurrency fixtures" &&
-		head -c 256M <(yes 0123456789abcdef) >huge.bin # untracked: git never reads it
+		head -c 128M <(yes 0123456789abcdef) >huge.bin # untracked: git never reads it
 ) || bail "cannot add the fixtures"
 snapshot "$REPO" "$T/lower.before"
 
@@ -347,7 +347,7 @@ t.join()
 print("OK" if copying and still and opened else
       "copy seen %s, still copying after the answers %s" % (copying, still))
 PY
-assert_eq "a lookup and a read during a 256 MiB copy-up are answered before it ends" OK "$OUT"
+assert_eq "a lookup and a read during a 128 MiB copy-up are answered before it ends" OK "$OUT"
 alive_after "requests during a large copy-up"
 
 # ------------------------------------------------------------------ a file grown behind the daemon's back
@@ -364,9 +364,9 @@ run t python3 - "$MNT/grown.bin" "$REPO/grown.bin" "$STATE/workspaces/mnt/work" 
 import glob, os, sys, threading, time
 view, lower, work, mnt = sys.argv[1:5]
 fd = os.open(view, os.O_RDONLY)  # looked up now, 6 bytes
-with open(lower, "ab") as f:  # the person's 256 MiB
+with open(lower, "ab") as f:  # the person's 128 MiB
     block = b"0123456789abcdef" * 65536
-    for _ in range(256):
+    for _ in range(128):
         f.write(block)
 time.sleep(0.5)  # the lower's watch has its say
 opened = []
@@ -392,10 +392,46 @@ os.close(fd)
 print("OK" if copying and still and opened else
       "copy seen %s, still copying after the answers %s" % (copying, still))
 PY
-assert_eq "an open through /proc/self/fd of a file grown to 256 MiB: answered beside others" OK \
+assert_eq "an open through /proc/self/fd of a file grown to 128 MiB: answered beside others" OK \
 	"$OUT"
 alive_after "a copy-up of a file grown behind the daemon's back"
-snapshot "$REPO" "$T/lower.before" # the person's change is theirs
+
+# The rename of a large lower file copies it up: its bytes too are copied
+# outside ns_lock while another worker reads (the reader takes renames).
+# The kernel holds the directory of a rename meanwhile (lock_rename): the
+# lookup is in another one.
+head -c 128M <(yes fedcba9876543210) >"$REPO/moveme.bin"
+run t python3 - "$MNT/moveme.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
+import glob, os, sys, threading, time
+view, work, mnt = sys.argv[1:4]
+os.stat(view)  # looked up: its size seen
+moved = []
+def mover():
+    os.rename(view, view + ".moved")
+    moved.append(True)
+t = threading.Thread(target=mover)
+t.start()
+stop = time.time() + 60
+while not glob.glob(work + "/copyup.*") and not moved and time.time() < stop:
+    time.sleep(0.0005)
+copying = bool(glob.glob(work + "/copyup.*"))
+try:
+    os.stat(mnt + "/proj/never-looked-up-m%d" % os.getpid())
+except FileNotFoundError:
+    pass
+with open(mnt + "/proj/Makefile", "rb") as f:
+    f.read()
+still = bool(glob.glob(work + "/copyup.*"))
+t.join()
+print("OK" if copying and still and moved else
+      "copy seen %s, still copying after the answers %s" % (copying, still))
+PY
+assert_eq "mv of a 128 MiB lower file: a lookup and a read answered while it copies" OK "$OUT"
+{ head -c 128M <(yes fedcba9876543210); } | cmp -s - "$MNT/moveme.bin.moved" &&
+	pass "  ...the moved file holds the bytes" ||
+	fail "  ...the moved file holds the bytes" "$(t ls -l "$MNT"/moveme* 2>&1)"
+alive_after "the rename of a large lower file"
+snapshot "$REPO" "$T/lower.before" # the person's changes are theirs
 
 # Hard links while readers miss the page cache: op_link tells the kernel to
 # drop the file's pages (notify_inval_inode), which waits for pages a READ in
