@@ -569,6 +569,9 @@ lock:
 	node_ref(fs, n);
 	bool direct;
 	uint32_t backing = handle_link(fs, h, fi->flags, writing, &direct);
+	/* Read under the lock: once it is released a copy-up of the file may
+	 * move this handle to the upper copy (handles_follow_copyup). */
+	bool on_upper = h->upper;
 	pthread_rwlock_unlock(&fs->ns_lock);
 	copyup_prep_drop(fs, &prep);
 	/* Attributes only: waits for no page (fs/loop.c).  Before
@@ -599,7 +602,7 @@ lock:
 		node_saw_size(n, hst.st_size, false);
 	if (sr < 0) {
 		fi->keep_cache = 0;
-	} else if (h->upper) {
+	} else if (on_upper) {
 		/* Not after passthrough: its writes never went through the
 		 * kernel's page cache of this inode. */
 		fi->keep_cache = hst.st_nlink <= 1 && (h->pt || !n->pt_used);
