@@ -171,13 +171,21 @@ int layout_get_origin_at(int dirfd, const char *name, struct layout_origin *o)
 	return layout_parse_origin(buf, (size_t)n, o);
 }
 
-/* The xattr value of @o in @buf: its length, or -ENAMETOOLONG. */
+/* The xattr value of @o in @buf (version 2, layout.h): its length, or
+ * -ENAMETOOLONG. */
 static int origin_value(const struct layout_origin *o, char *buf, size_t len)
 {
-	char hex[33];
-	layout_hash_hex(o->hash, hex);
-	int n = snprintf(buf, len, "v1 %" PRIu64 " %s %s", o->ino, hex, o->path);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
+	size_t pl = strlen(o->path);
+	if (LAYOUT_ORIGIN_V2_HEAD + pl > len)
+		return -ENAMETOOLONG;
+	buf[0] = LAYOUT_ORIGIN_V2;
+	for (int i = 0; i < 8; i++)
+		buf[1 + i] = (char)(o->ino >> (8 * i));
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, o->hash);
+	memcpy(buf + 9, c.digest, sizeof(c.digest));
+	memcpy(buf + LAYOUT_ORIGIN_V2_HEAD, o->path, pl);
+	return (int)(LAYOUT_ORIGIN_V2_HEAD + pl);
 }
 
 int layout_set_origin_at(int dirfd, const char *name, const struct layout_origin *o)
@@ -192,6 +200,20 @@ int layout_set_origin_at(int dirfd, const char *name, const struct layout_origin
 int layout_parse_origin(char *buf, size_t n, struct layout_origin *o)
 {
 	buf[n] = 0;
+	if (n >= LAYOUT_ORIGIN_V2_HEAD && buf[0] == LAYOUT_ORIGIN_V2) {
+		size_t pl = n - LAYOUT_ORIGIN_V2_HEAD;
+		if (pl >= sizeof(o->path) || memchr(buf + LAYOUT_ORIGIN_V2_HEAD, 0, pl))
+			return -EINVAL;
+		o->ino = 0;
+		for (int i = 0; i < 8; i++)
+			o->ino |= (uint64_t)(unsigned char)buf[1 + i] << (8 * i);
+		XXH128_canonical_t c;
+		memcpy(c.digest, buf + 9, sizeof(c.digest));
+		o->hash = XXH128_hashFromCanonical(&c);
+		memcpy(o->path, buf + LAYOUT_ORIGIN_V2_HEAD, pl);
+		o->path[pl] = 0;
+		return 1;
+	}
 	char hex[33];
 	int off = 0;
 	if (sscanf(buf, "v1 %" SCNu64 " %32s %n", &o->ino, hex, &off) != 2 || off <= 0)

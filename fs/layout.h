@@ -21,8 +21,16 @@
  *    Documentation/filesystems/overlayfs.rst).  A redirected directory never
  *    merges with the lower directory at its own path.
  *  - origin: xattr "user.agentfs.origin" on a copied-up upper file says which
- *    lower file it came from and what that file held then:
- *      "v1 <ino> <xxh3-128 hex> <lower path>"  (ino decimal, path to end of value)
+ *    lower file it came from and what that file held then.  Version 2,
+ *    written since 2026-12-07: the byte 0x02, the inode number (8 bytes,
+ *    little-endian), the xxh3-128 (XXH128_canonical_t: 16 bytes, big-endian)
+ *    and the lower path to the end of the value, 25 bytes and the path.
+ *    Version 1, still read: "v1 <ino> <xxh3-128 hex> <lower path>" (ino
+ *    decimal), 44 bytes and more beside the path.  ext4 keeps xattrs in the
+ *    inode while they fit (256-byte inodes: 96 bytes, of which this name's
+ *    entry takes 32 and the headers 8, so 56 of value), else in a block of
+ *    their own, allocated and journaled with each copy-up: version 2 keeps
+ *    paths of up to 31 bytes in the inode (v1: 11).
  *    Export uses it to tell the agent's change from the person's (conflicts).
  *
  * The workspace also holds "work/", a scratch directory on the same filesystem
@@ -48,6 +56,8 @@
 #define LAYOUT_XATTR_REDIRECT	"user.agentfs.redirect"
 #define LAYOUT_XATTR_ORIGIN	"user.agentfs.origin"
 #define LAYOUT_XATTR_PREFIX	"user.agentfs."
+#define LAYOUT_ORIGIN_V2	'\x02'
+#define LAYOUT_ORIGIN_V2_HEAD	25 /* version, ino, hash */
 #define LAYOUT_XATTR_PREFIX_LEN 13
 
 /* True if @name is a whiteout marker or any other reserved name. */
