@@ -215,6 +215,18 @@ static int write_index(struct out *o, const struct entry *e, size_t n,
 	return out_close(o, NULL);
 }
 
+/* Rename temporary file @tmp to pack-@hex.@ext in @dir; @tmp emptied once
+ * renamed. */
+static int publish(char *tmp, const char *dir, const char *hex, const char *ext)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/pack-%s.%s", dir, hex, ext);
+	if (rename(tmp, path) != 0)
+		return packwrite_errno(errno);
+	tmp[0] = 0;
+	return 0;
+}
+
 int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, size_t n,
 		    int (*cancel)(void *arg), void *arg, char name[41])
 {
@@ -237,26 +249,16 @@ int packwrite_blobs(const char *pack_dir, const struct packwrite_blob *blobs, si
 		r = write_index(&o, e, n, sum);
 	/* Named for the pack's trailer, as git names them; the index last,
 	 * since git finds a pack by its index. */
-	char hex[2 * ID_LEN + 1] = "", path[PATH_MAX];
+	char hex[2 * ID_LEN + 1] = "";
 	for (size_t i = 0; r == 0 && i < ID_LEN; i++)
 		snprintf(hex + 2 * i, 3, "%02x", sum[i]);
-	if (r == 0) {
-		snprintf(path, sizeof(path), "%s/pack-%s.pack", pack_dir, hex);
-		if (rename(tpack, path) != 0)
-			r = packwrite_errno(errno);
-		else
-			tpack[0] = 0;
-	}
-	if (r == 0) {
-		snprintf(path, sizeof(path), "%s/pack-%s.idx", pack_dir, hex);
-		/* Should this fail, the pack stays without an index, which
-		 * git never reads (and the same name may be an earlier pack
-		 * of the same objects, whose index is there). */
-		if (rename(tidx, path) != 0)
-			r = packwrite_errno(errno);
-		else
-			tidx[0] = 0;
-	}
+	/* Should the index's fail, the pack stays without one, which git
+	 * never reads (and the same name may be an earlier pack of the same
+	 * objects, whose index is there). */
+	if (r == 0)
+		r = publish(tpack, pack_dir, hex, "pack");
+	if (r == 0)
+		r = publish(tidx, pack_dir, hex, "idx");
 	if (tpack[0])
 		unlink(tpack);
 	if (tidx[0])

@@ -317,81 +317,69 @@ assert_file_eq "  ...and afterwards the view holds the appended copy" "$T/big.wa
 alive_after "readers during a copy-up"
 
 # ------------------------------------------------------------------ requests during a large copy-up
-# The copy-up of a large file is answered by a worker of its own (fs/loop.c:
-# an open for writing of a file seen larger than LOOP_INLINE_IO): a lookup
-# and a read that come meanwhile are answered while it still copies (its
-# temporary file in work/ is renamed into the upper before the open's
-# answer).  Answered by the reader itself, they would wait for its end.
-run t python3 - "$MNT/huge.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
+# during_copy ACTION VIEW [LOWER]: in one thread ACTION copies VIEW (a large
+# lower file) up: "append" opens it for appending, "reopen" grows LOWER by
+# 128 MiB while VIEW is open and then opens /proc/self/fd/N for appending,
+# "rename" renames it to VIEW.moved.  Meanwhile a lookup of a new name in
+# proj/ and a read of proj/Makefile must be answered while the copy is still
+# in work/ (it is renamed into the upper before ACTION returns).  Prints OK.
+cat >"$T/during_copy.py" <<'PY'
 import glob, os, sys, threading, time
-view, work, mnt = sys.argv[1:4]
-opened = []
-def opener():
-    fd = os.open(view, os.O_WRONLY | os.O_APPEND)
-    opened.append(True)
-    os.close(fd)
-t = threading.Thread(target=opener)
+work, mnt, action, view = sys.argv[1:5]
+done = []
+def act():
+    if action == "append":
+        os.close(os.open(view, os.O_WRONLY | os.O_APPEND))
+    elif action == "reopen":
+        os.close(os.open("/proc/self/fd/%d" % held, os.O_WRONLY | os.O_APPEND))
+    else:
+        os.rename(view, view + ".moved")
+    done.append(True)
+if action == "reopen":
+    held = os.open(view, os.O_RDONLY)  # looked up now: its size seen
+    with open(sys.argv[5], "ab") as f:  # the person's 128 MiB
+        for _ in range(128):
+            f.write(b"0123456789abcdef" * 65536)
+    time.sleep(0.5)  # the lower's watch has its say
+else:
+    os.stat(view)  # looked up: its size seen
+t = threading.Thread(target=act)
 t.start()
 stop = time.time() + 60
-while not glob.glob(work + "/copyup.*") and not opened and time.time() < stop:
+while not glob.glob(work + "/copyup.*") and not done and time.time() < stop:
     time.sleep(0.0005)
 copying = bool(glob.glob(work + "/copyup.*"))
 try:
-    os.stat(mnt + "/never-looked-up-%d" % os.getpid())
+    os.stat("%s/proj/never-looked-up-%s-%d" % (mnt, action, os.getpid()))
 except FileNotFoundError:
     pass
 with open(mnt + "/proj/Makefile", "rb") as f:
     f.read()
 still = bool(glob.glob(work + "/copyup.*"))
 t.join()
-print("OK" if copying and still and opened else
+print("OK" if copying and still and done else
       "copy seen %s, still copying after the answers %s" % (copying, still))
 PY
+during_copy() {
+	run t python3 "$T/during_copy.py" "$STATE/workspaces/mnt/work" "$MNT" "$@"
+}
+
+# The copy-up of a large file is answered by a worker of its own (fs/loop.c:
+# an open for writing of a file seen larger than LOOP_INLINE_IO), and its
+# bytes are copied before ns_lock is taken (copyup_prepare).
+during_copy append "$MNT/huge.bin"
 assert_eq "a lookup and a read during a 128 MiB copy-up are answered before it ends" OK "$OUT"
 alive_after "requests during a large copy-up"
 
-# ------------------------------------------------------------------ a file grown behind the daemon's back
 # The person grows a lower file the agent holds open; an open for writing
 # through /proc/self/fd sends no lookup, so the daemon's size of the file is
 # the one before (struct node, size_seen) and the reader takes the open
 # itself.  It finds the file large: the reader role passes on
-# (fs_loop_step_aside) and the bytes are copied outside ns_lock, so a lookup
-# and a read meanwhile are answered while it copies.
+# (fs_loop_step_aside) and the bytes are copied outside ns_lock.
 assert_unchanged "the lower was not written before the person grows grown.bin" "$REPO" \
 	"$T/lower.before"
 printf 'small\n' >"$REPO/grown.bin"
-run t python3 - "$MNT/grown.bin" "$REPO/grown.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
-import glob, os, sys, threading, time
-view, lower, work, mnt = sys.argv[1:5]
-fd = os.open(view, os.O_RDONLY)  # looked up now, 6 bytes
-with open(lower, "ab") as f:  # the person's 128 MiB
-    block = b"0123456789abcdef" * 65536
-    for _ in range(128):
-        f.write(block)
-time.sleep(0.5)  # the lower's watch has its say
-opened = []
-def opener():
-    w = os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_APPEND)
-    opened.append(True)
-    os.close(w)
-t = threading.Thread(target=opener)
-t.start()
-stop = time.time() + 60
-while not glob.glob(work + "/copyup.*") and not opened and time.time() < stop:
-    time.sleep(0.0005)
-copying = bool(glob.glob(work + "/copyup.*"))
-try:
-    os.stat(mnt + "/never-looked-up-g%d" % os.getpid())
-except FileNotFoundError:
-    pass
-with open(mnt + "/proj/Makefile", "rb") as f:
-    f.read()
-still = bool(glob.glob(work + "/copyup.*"))
-t.join()
-os.close(fd)
-print("OK" if copying and still and opened else
-      "copy seen %s, still copying after the answers %s" % (copying, still))
-PY
+during_copy reopen "$MNT/grown.bin" "$REPO/grown.bin"
 assert_eq "an open through /proc/self/fd of a file grown to 128 MiB: answered beside others" OK \
 	"$OUT"
 alive_after "a copy-up of a file grown behind the daemon's back"
@@ -401,31 +389,7 @@ alive_after "a copy-up of a file grown behind the daemon's back"
 # The kernel holds the directory of a rename meanwhile (lock_rename): the
 # lookup is in another one.
 head -c 128M <(yes fedcba9876543210) >"$REPO/moveme.bin"
-run t python3 - "$MNT/moveme.bin" "$STATE/workspaces/mnt/work" "$MNT" <<'PY'
-import glob, os, sys, threading, time
-view, work, mnt = sys.argv[1:4]
-os.stat(view)  # looked up: its size seen
-moved = []
-def mover():
-    os.rename(view, view + ".moved")
-    moved.append(True)
-t = threading.Thread(target=mover)
-t.start()
-stop = time.time() + 60
-while not glob.glob(work + "/copyup.*") and not moved and time.time() < stop:
-    time.sleep(0.0005)
-copying = bool(glob.glob(work + "/copyup.*"))
-try:
-    os.stat(mnt + "/proj/never-looked-up-m%d" % os.getpid())
-except FileNotFoundError:
-    pass
-with open(mnt + "/proj/Makefile", "rb") as f:
-    f.read()
-still = bool(glob.glob(work + "/copyup.*"))
-t.join()
-print("OK" if copying and still and moved else
-      "copy seen %s, still copying after the answers %s" % (copying, still))
-PY
+during_copy rename "$MNT/moveme.bin"
 assert_eq "mv of a 128 MiB lower file: a lookup and a read answered while it copies" OK "$OUT"
 { head -c 128M <(yes fedcba9876543210); } | cmp -s - "$MNT/moveme.bin.moved" &&
 	pass "  ...the moved file holds the bytes" ||
