@@ -216,8 +216,11 @@ int layout_parse_origin(char *buf, size_t n, struct layout_origin *o)
 	}
 	char hex[33];
 	int off = 0;
-	if (sscanf(buf, "v1 %" SCNu64 " %32s %n", &o->ino, hex, &off) != 2 || off <= 0)
+	/* One space before the path, which may begin with more. */
+	if (sscanf(buf, "v1 %" SCNu64 " %32s%n", &o->ino, hex, &off) != 2 || off <= 0 ||
+	    buf[off] != ' ')
 		return -EINVAL;
+	off++;
 	if (layout_hash_parse(hex, &o->hash) < 0)
 		return -EINVAL;
 	size_t plen = n - (size_t)off;

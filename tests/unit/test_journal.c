@@ -266,6 +266,10 @@ START_TEST(origin_values_roundtrip)
 	ck_assert(back.ino == 1394617 && back.hash.high64 == 0xeb9ca5684a2251fcull &&
 		  back.hash.low64 == 0x8e47bd54ee2d3a75ull);
 	ck_assert_str_eq(back.path, "block/Kconfig");
+	char v1sp[] = "v1 7 eb9ca5684a2251fc8e47bd54ee2d3a75  lead.txt";
+	ck_assert_int_eq(fsetxattr(fd, LAYOUT_XATTR_ORIGIN, v1sp, strlen(v1sp), 0), 0);
+	ck_assert_int_eq(layout_get_origin(fd, &back), 1);
+	ck_assert_str_eq(back.path, " lead.txt"); /* a name that begins with a space */
 	char bad[LAYOUT_ORIGIN_V2_HEAD + 4] = {LAYOUT_ORIGIN_V2};
 	ck_assert_int_eq(layout_parse_origin(bad, 10, &back), -EINVAL); /* short */
 	memcpy(bad + LAYOUT_ORIGIN_V2_HEAD, "a\0b", 3);
