@@ -534,4 +534,30 @@ assert_unchanged "the lower is unchanged (content, modes, times)" "$REPO" "$T/lo
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
 assert_unchanged "the lower is unchanged after unmount" "$REPO" "$T/lower.before"
+
+# ------------------------------------------------------------------ a default ACL on the state directory
+# A default ACL (acl(5)), inherited by work/, gives new files their mode in
+# place of the umask: a copy-up must still give its copy the lower file's
+# mode (fs/copyup.c, agentfs.work_acl).  u::rwx,g::r-x,o::--- would make
+# them 750 and 640.
+STATE_FIRST=$STATE
+STATE=$T/state-acl
+mkdir -p "$STATE"
+if python3 -c 'import os, struct, sys
+e = lambda tag, perm: struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+os.setxattr(sys.argv[1], "system.posix_acl_default",
+            struct.pack("<I", 2) + e(1, 7) + e(4, 5) + e(0x20, 0))' "$STATE" 2>/dev/null; then
+	mount_ws "$REPO" "$T/mnt-acl" || bail "mount with a default ACL failed: $OUT"
+	step "append to a 755 and a 644 lower file under a default ACL (copy-ups)" t bash -c \
+		"printf x >>'$T/mnt-acl/cu/run.sh' && printf x >>'$T/mnt-acl/README.md'"
+	# In the upper: the view's attributes are the ones looked up before.
+	assert_eq "  ...their copies keep their modes" "755 644" \
+		"$(stat -c %a "$STATE/workspaces/mnt-acl/upper/cu/run.sh" \
+			"$STATE/workspaces/mnt-acl/upper/README.md" | tr '\n' ' ' | sed 's/ $//')"
+	run af unmount "$T/mnt-acl"
+	assert_eq "  ...unmount" 0 "$RC"
+else
+	skip "copy-ups under a default ACL" "the file system takes no POSIX ACLs"
+fi
+STATE=$STATE_FIRST
 done_testing
