@@ -4,7 +4,9 @@
  * A file is assembled in work/ (same filesystem as the upper) with its data,
  * holes, mode, owner, times, user.* xattrs and an origin record (lower path,
  * inode number, xxh3-128 of the bytes copied), and only then renamed into
- * place: a crash never leaves a half-copied file in the view.
+ * place: a crash never leaves a half-copied file in the view.  A file about
+ * to be truncated to 0 (open(2) with O_TRUNC, truncate(2)) gets all of that
+ * but its bytes.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -167,10 +169,13 @@ int copyup_dir(struct agentfs *fs, struct node *n)
  * lower path @lower) as @tmp in work/: its bytes (their hash in *@hash,
  * which *@lower_same says is the version @st describes, read from
  * *@read_at), user.* xattrs, an origin record, owner, mode and times.
- * Closes @src.  0, or -errno with nothing left in work/.
+ * @empty: no bytes, for a caller that truncates the file to 0 at once; *@hash
+ * is still the lower version's (the origin's, from the hash cache or one
+ * read), and *@lower_same false (the cache has it).  Closes @src.  0, or
+ * -errno with nothing left in work/.
  */
 static int copy_file(struct agentfs *fs, int src, const struct stat *st, const char *lower,
-		     const char *tmp, XXH128_hash_t *hash, bool *lower_same,
+		     const char *tmp, bool empty, XXH128_hash_t *hash, bool *lower_same,
 		     struct timespec *read_at)
 {
 	/* Made with the file's permission bits where the umask leaves them
@@ -185,12 +190,21 @@ static int copy_file(struct agentfs *fs, int src, const struct stat *st, const c
 		return r;
 	}
 	*read_at = hashcache_clock();
-	int r = copy_data(src, dst, st->st_size, (off_t)st->st_blocks * 512 < st->st_size, hash);
-	/* The hash is the lower version's if that did not change meanwhile. */
-	struct stat sst;
-	*lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st->st_ino &&
-		      sst.st_size == st->st_size && sst.st_ctim.tv_sec == st->st_ctim.tv_sec &&
-		      sst.st_ctim.tv_nsec == st->st_ctim.tv_nsec;
+	*lower_same = false;
+	int r;
+	if (empty) {
+		r = hashcache_get(fs->hashes, src, hash);
+	} else {
+		r = copy_data(src, dst, st->st_size, (off_t)st->st_blocks * 512 < st->st_size,
+			      hash);
+		/* The hash is the lower version's if that did not change
+		 * meanwhile. */
+		struct stat sst;
+		*lower_same = r == 0 && fstat(src, &sst) == 0 && sst.st_ino == st->st_ino &&
+			      sst.st_size == st->st_size &&
+			      sst.st_ctim.tv_sec == st->st_ctim.tv_sec &&
+			      sst.st_ctim.tv_nsec == st->st_ctim.tv_nsec;
+	}
 	if (r == 0) {
 		copy_xattrs(src, dst);
 		struct layout_origin o = {.ino = st->st_ino, .hash = *hash};
@@ -237,9 +251,9 @@ static int open_regular(struct agentfs *fs, const char *lower, struct stat *st)
 	return src;
 }
 
-void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p)
+void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyup_prep *p)
 {
-	*p = (struct copyup_prep){0};
+	*p = (struct copyup_prep){.empty = empty};
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	/* Not for a file the open will refuse (policy read-only). */
 	bool want =
@@ -254,7 +268,8 @@ void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p)
 		return;
 	}
 	tmp_name(fs, p->tmp);
-	if (copy_file(fs, src, &p->st, lower, p->tmp, &p->hash, &p->lower_same, &p->read_at) < 0) {
+	if (copy_file(fs, src, &p->st, lower, p->tmp, empty, &p->hash, &p->lower_same,
+		      &p->read_at) < 0) {
 		p->tmp[0] = 0;
 		free(lower);
 		return;
@@ -268,7 +283,7 @@ void copyup_prep_drop(struct agentfs *fs, struct copyup_prep *p)
 		unlinkat(fs->work_fd, p->tmp, 0);
 	p->tmp[0] = 0;
 	free(p->lower);
-	p->lower = NULL;
+	p->lower = NULL; /* @p->empty stays the caller's */
 }
 
 /* Whether @p is a copy of what the lower holds at @lower now, described by
@@ -322,6 +337,7 @@ int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyu
 	}
 	XXH128_hash_t hash = {0, 0};
 	bool hashed = false, link_hashed = false, lower_same = false;
+	bool empty = prep && prep->empty;
 	if (S_ISREG(st.st_mode)) {
 		char tmp[64];
 		struct timespec read_at;
@@ -344,7 +360,7 @@ int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyu
 				close(pfd);
 				return src;
 			}
-			r = copy_file(fs, src, &st, node_lower(n), tmp, &hash, &lower_same,
+			r = copy_file(fs, src, &st, node_lower(n), tmp, empty, &hash, &lower_same,
 				      &read_at);
 			if (r < 0) {
 				close(pfd);
@@ -428,13 +444,17 @@ failed:
 		res->copied = hashed;
 		res->hash = hash;
 	}
+	/* An empty copy's content is the empty file's (journal/SCHEMA.md). */
+	bool copied_empty = hashed && empty;
 	struct journal_event ev = {
 	    .op = JOP_COPYUP,
 	    .path = path,
 	    .path2 = node_lower(n),
-	    .bytes = (uint64_t)st.st_size,
+	    .bytes = copied_empty ? 0 : (uint64_t)st.st_size,
 	    .has_hash_before = hashed || link_hashed,
 	    .hash_before = hash,
+	    .has_hash_after = copied_empty,
+	    .hash_after = copied_empty ? XXH3_128bits("", 0) : hash,
 	};
 	fs_record_ev(fs, req, &ev);
 	return 0;

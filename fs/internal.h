@@ -573,8 +573,9 @@ int view_dir_empty(struct agentfs *fs, struct node *dir);
  * removed it since the lookup), rather than a directory the lower does not
  * have. */
 int copyup_dir(struct agentfs *fs, struct node *n);
-/* What copyup() did: @copied when it copied a regular file's bytes now, whose
- * xxh3-128 is then @hash (the version the upper copy starts as). */
+/* What copyup() did: @copied when it copied a regular file now, whose lower
+ * version's xxh3-128 is then @hash (the version the upper copy starts as,
+ * unless it was copied empty: copyup_prep.empty). */
 struct copyup_result {
 	bool copied;
 	XXH128_hash_t hash;
@@ -585,8 +586,12 @@ int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_res
 /* A regular file's copy made before taking ns_lock (copyup_prepare), so
  * that a large one holds no lookup up while its bytes are copied: its name
  * in work/ ("" none), the lower path and the lower file's fstat it copies,
- * and what copy_data found. */
+ * and what copy_data found.  @empty, the caller's: it truncates the file to
+ * 0 at once (open(2) with O_TRUNC, truncate(2) to 0), so the copy gets the
+ * lower file's metadata and origin but none of its bytes; copyup_with() then
+ * copies so whether or not a copy was prepared. */
 struct copyup_prep {
+	bool empty;
 	char tmp[64];
 	char *lower;
 	struct stat st;
@@ -594,17 +599,19 @@ struct copyup_prep {
 	bool lower_same;
 	struct timespec read_at;
 };
-/* Copy @n's lower file into work/ if @n is a regular file still only in the
- * lower.  Takes ns_lock shared for a moment; the copy runs without it.  Best
- * effort: nothing prepared leaves copyup() to copy. */
-void copyup_prepare(struct agentfs *fs, struct node *n, struct copyup_prep *p);
+/* Copy @n's lower file into work/ (with no bytes if @empty) if @n is a
+ * regular file still only in the lower; @p is set up whatever happens.
+ * Takes ns_lock shared for a moment; the copy runs without it.  Best effort:
+ * nothing prepared leaves copyup_with() to copy. */
+void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyup_prep *p);
 /* copyup() that renames @prep's copy into place instead of copying, when it
  * is of what the lower holds at @n's lower path now (the same file, its
  * size, mtime and ctime unchanged); then it takes the copy (@prep->tmp
  * emptied).  @prep may be NULL. */
 int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
 		struct copyup_prep *prep);
-/* Remove @p's copy if no copyup_with() took it; free what it holds. */
+/* Remove @p's copy if no copyup_with() took it; free what it holds (@p->empty
+ * stays). */
 void copyup_prep_drop(struct agentfs *fs, struct copyup_prep *p);
 struct layout_origin;
 /* Give the new upper file open as @fd, which replaces the visible lower file

@@ -299,6 +299,14 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct node *n = node_get(fs, ino);
 	char path[FS_PATH_MAX];
 	struct stat st;
+	/* A large lower file is copied before the lock, beside the kernel's
+	 * other requests (as op_open does); one truncated to 0 gets none of
+	 * its bytes. */
+	struct copyup_prep prep = {.empty = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0};
+	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
+		fs_loop_step_aside();
+		copyup_prepare(fs, n, prep.empty, &prep);
+	}
 	ns_wrlock_settled(fs, n, NULL); /* its writes' records before a truncate's */
 	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
@@ -324,10 +332,11 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			goto fail;
 		if (n->readonly) {
 			pthread_rwlock_unlock(&fs->ns_lock);
+			copyup_prep_drop(fs, &prep);
 			deny(req, fs, path, "setattr");
 			return;
 		}
-		r = copyup(fs, n, req, NULL);
+		r = copyup_with(fs, n, req, NULL, &prep);
 		if (r < 0)
 			goto fail;
 		hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
@@ -439,6 +448,7 @@ out:
 		r = view_getattr(fs, n, &st);
 		pthread_rwlock_unlock(&fs->ns_lock);
 	}
+	copyup_prep_drop(fs, &prep);
 	if (r == 0 && S_ISREG(st.st_mode))
 		node_saw_size(n, st.st_size, false);
 	fs_publish(fs); /* done with the handle, if any: see op_write_buf */
@@ -451,6 +461,7 @@ fail:
 	if (own_fd >= 0)
 		close(own_fd);
 	pthread_rwlock_unlock(&fs->ns_lock);
+	copyup_prep_drop(fs, &prep);
 	fs_publish(fs);
 	fuse_reply_err(req, -r);
 }
@@ -1030,7 +1041,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (large) {
 		fs_loop_step_aside();
-		copyup_prepare(fs, src, &prep);
+		copyup_prepare(fs, src, false, &prep);
 	}
 	/* The write records of either file come before the rename's. */
 	ns_wrlock_settled_names(fs, sdir, name, ddir, newname);

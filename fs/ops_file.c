@@ -435,11 +435,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = NULL;
 
 	/* A large file's bytes are copied before the lock: lookups and the
-	 * like go on meanwhile (copyup_with takes the copy if it still fits). */
-	struct copyup_prep prep = {0};
+	 * like go on meanwhile (copyup_with takes the copy if it still fits).
+	 * One the open truncates gets none (only the lower version's hash, for
+	 * its origin and the journal). */
+	bool trunc = writing && (fi->flags & O_TRUNC);
+	struct copyup_prep prep = {.empty = trunc};
 	bool prepared = false;
 	if (writing && __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
-		copyup_prepare(fs, n, &prep);
+		copyup_prepare(fs, n, trunc, &prep);
 		prepared = true;
 	}
 lock:
@@ -464,7 +467,7 @@ lock:
 		fs_loop_step_aside();
 		if (!prepared && !n->upper) {
 			pthread_rwlock_unlock(&fs->ns_lock);
-			copyup_prepare(fs, n, &prep);
+			copyup_prepare(fs, n, trunc, &prep);
 			prepared = true;
 			goto lock;
 		}

@@ -204,6 +204,12 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	char p[FS_PATH_MAX + 64], path[FS_PATH_MAX];
 	int dfd = -1;
 	struct stat st;
+	/* A large lower file is copied before the lock (as op_open does). */
+	struct copyup_prep prep = {0};
+	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
+		fs_loop_step_aside();
+		copyup_prepare(fs, n, false, &prep);
+	}
 	ns_wrlock(fs);
 	/* Unlinked while open: only an upper handle reaches the file, and
 	 * the records name no path for it (as setattr's, op_setattr). */
@@ -220,7 +226,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		r = -EROFS;
 	}
 	if (r == 0 && !gone)
-		r = copyup(fs, n, req, NULL);
+		r = copyup_with(fs, n, req, NULL, &prep);
 	if (r == 0)
 		r = gone ? unnamed_xattr_path(fs, n, true, p, sizeof(p), &dfd)
 			 : xattr_path(fs, n, true, p, sizeof(p), &dfd);
@@ -241,6 +247,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		fs_record_ev(fs, req, &ev);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
+	copyup_prep_drop(fs, &prep);
 	fuse_reply_err(req, -r);
 }
 

@@ -306,6 +306,20 @@ assert_eq "  ...it holds the new file" "f3" "$(t ls "$MNT/agentdir" 2>&1)"
 assert_eq "  ...in the upper too" "f3" "$(ls "$STATE"/workspaces/*/upper/agentdir 2>&1)"
 step "  ...discard it" af discard "$MNT" agentdir
 
+# ------------------------------------------------------------------ a file truncated by its open
+# An open with O_TRUNC copies none of the lower file's bytes up, but the copy
+# still names the version it replaces: a change, not a conflict, until the
+# person changes that file too.
+sh_step "printf >src/main.c (an O_TRUNC open of a lower file)" \
+	"printf 'int main(void) { return 1; }\n' >'$MNT/src/main.c'"
+assert_contains "status: M src/main.c" "M src/main.c" "$(af status "$MNT" 2>&1)"
+assert_eq "export of it applies to the repository" "" \
+	"$(af export "$MNT" 2>&1 | git -C "$REPO" apply --check - 2>&1)"
+sh_step "the person edits src/main.c in the repository" \
+	"printf '/* person */\n' >>'$REPO/src/main.c' && git -C '$REPO' commit -qam 'person, main.c'"
+assert_contains "status: then C src/main.c" "C src/main.c" "$(af status "$MNT" 2>&1)"
+step "discard src/main.c" af discard "$MNT" src/main.c
+
 # ------------------------------------------------------------------ a file over hidden files
 # config/ holds the tracked id_rsa the agent cannot see: a file or symlink put
 # in config's place cannot go into the repository without deleting it, so it

@@ -23,6 +23,7 @@ make_test_repo "$REPO" || bail "cannot create the test repository"
 	cd "$REPO" && mkdir -p big ren && head -c 64M /dev/urandom >big/blob.bin &&
 		for i in $(seq 1 8); do head -c 4M /dev/urandom >"big/part$i.bin"; done &&
 		for i in $(seq 1 200); do printf 'file %d\n' "$i" >"ren/f$i"; done &&
+		head -c 40M /dev/zero >big/zeros.bin &&
 		git -c core.looseCompression=0 add -A && git commit -q -m "fault fixtures"
 ) || bail "cannot add the fixtures"
 sha_of() { sha256sum <"$1" | cut -d' ' -f1; }
@@ -264,6 +265,14 @@ else
 				"0 no warning" "$RC $([[ $OUT == *"did not write"* ]] && echo warning || echo no warning)"
 			step "writing works again" bash -ec "printf 'after\n' >'$SMNT/after.txt'; sync '$SMNT/after.txt'"
 			assert_content "  ...with the right bytes" "$SMNT/after.txt" after
+			# A truncate to 0 copies none of the lower file's bytes up:
+			# 64 and 40 MiB do not fit in what is left of 24 MiB.
+			step "an O_TRUNC open of a 64 MiB lower file, on a small upper" \
+				bash -ec "printf 'new\n' >'$SMNT/big/blob.bin'"
+			assert_content "  ...leaves what was written" "$SMNT/big/blob.bin" new
+			step "a truncate(2) to 0 of a 40 MiB lower file, on a small upper" \
+				t python3 -c 'import os, sys; os.truncate(sys.argv[1], 0)' "$SMNT/big/zeros.bin"
+			assert_eq "  ...leaves it empty" 0 "$(stat -c %s "$SMNT/big/zeros.bin")"
 			# agentfs unmount waits for the daemon to write its journal out.
 			step "unmount" t "$AGENTFS" unmount --state-dir "$STATE" "$SMNT"
 			if grep -E '"result":-28|ENOSPC|No space left' "$STATE/workspaces/smnt/journal.jsonl" >/dev/null; then
@@ -275,6 +284,9 @@ else
 					"$(df -k "$SMALL" | tail -n 1)" "$(du -sk "$STATE"/workspaces/smnt/* 2>&1)" \
 					"$(tail -n 5 "$STATE/workspaces/smnt/daemon.log")"
 			fi
+			run t bash -c "grep '\"op\":\"copyup\"' '$STATE/workspaces/smnt/journal.jsonl' |
+				grep -c -E '\"path\":\"big/(blob|zeros)\\.bin\".*\"bytes\":0[,}]'"
+			assert_eq "the journal's copy-ups of the truncated files say 0 bytes" 2 "$OUT"
 			step "agentfs verify passes after ENOSPC" t "$AGENTFS" verify --state-dir "$STATE" smnt
 		fi
 		small_cleanup
