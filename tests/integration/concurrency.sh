@@ -320,7 +320,8 @@ alive_after "readers during a copy-up"
 # during_copy ACTION VIEW [LOWER]: in one thread ACTION copies VIEW (a large
 # lower file) up: "append" opens it for appending, "reopen" grows LOWER by
 # 128 MiB while VIEW is open and then opens /proc/self/fd/N for appending,
-# "rename" renames it to VIEW.moved.  Meanwhile a lookup of a new name in
+# "rename" renames it to VIEW.moved, "chmod" makes it mode 600, "setxattr"
+# gives it user.agentfs-test.  Meanwhile a lookup of a new name in
 # proj/ and a read of proj/Makefile must be answered while the copy is still
 # in work/ (it is renamed into the upper before ACTION returns).  Prints OK.
 cat >"$T/during_copy.py" <<'PY'
@@ -332,6 +333,10 @@ def act():
         os.close(os.open(view, os.O_WRONLY | os.O_APPEND))
     elif action == "reopen":
         os.close(os.open("/proc/self/fd/%d" % held, os.O_WRONLY | os.O_APPEND))
+    elif action == "chmod":
+        os.chmod(view, 0o600)
+    elif action == "setxattr":
+        os.setxattr(view, "user.agentfs-test", b"1")
     else:
         os.rename(view, view + ".moved")
     done.append(True)
@@ -395,6 +400,18 @@ assert_eq "mv of a 128 MiB lower file: a lookup and a read answered while it cop
 	pass "  ...the moved file holds the bytes" ||
 	fail "  ...the moved file holds the bytes" "$(t ls -l "$MNT"/moveme* 2>&1)"
 alive_after "the rename of a large lower file"
+
+# A chmod(2) or setxattr(2) of a large lower file copies it up as well, its
+# bytes before ns_lock (the reader takes both requests).
+for act in chmod setxattr; do
+	head -c 128M <(yes fedcba9876543210) >"$REPO/$act.bin"
+	during_copy $act "$MNT/$act.bin"
+	assert_eq "$act of a 128 MiB lower file: a lookup and a read answered while it copies" OK "$OUT"
+done
+assert_eq "  ...the mode is set" 600 "$(stat -c %a "$MNT/chmod.bin")"
+assert_eq "  ...the xattr is set" 1 "$(t python3 -c 'import os, sys
+print(os.getxattr(sys.argv[1], "user.agentfs-test").decode())' "$MNT/setxattr.bin" 2>&1)"
+alive_after "a chmod and a setxattr of large lower files"
 snapshot "$REPO" "$T/lower.before" # the person's changes are theirs
 
 # Hard links while readers miss the page cache: op_link tells the kernel to
