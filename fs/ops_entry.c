@@ -1004,6 +1004,15 @@ static int settle_dir(struct agentfs *fs, struct node *n, struct node *dir, cons
 	return r;
 }
 
+/* Whether node @n (or NULL) is a regular file only in the lower, larger than
+ * FS_INLINE_IO when last seen: its copy-up is worth making before the lock.
+ * Caller holds ns_lock. */
+static bool large_in_lower(const struct node *n)
+{
+	return n && S_ISREG(n->type) && !n->upper &&
+	       __atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO;
+}
+
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 	       const char *newname, unsigned int flags)
 {
@@ -1031,18 +1040,20 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 	/* A large lower file moves by a copy-up: its bytes are copied before
 	 * the lock, beside the kernel's other requests (the reader answers a
-	 * rename itself: fs/loop.c).  The kernel holds the source's inode for
-	 * the rename: the node lives. */
-	struct copyup_prep prep = {0};
+	 * rename itself: fs/loop.c), and so are an exchange's destination's.
+	 * The kernel holds the inodes of both for the rename: the nodes live. */
+	struct copyup_prep prep = {0}, dprep = {0};
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	struct node *src = node_find(fs, sdir, name);
-	bool large = src && S_ISREG(src->type) && !src->upper &&
-		     __atomic_load_n(&src->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO;
+	struct node *dst = (flags & RENAME_EXCHANGE) ? node_find(fs, ddir, newname) : NULL;
+	bool large = large_in_lower(src), dlarge = large_in_lower(dst);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	if (large) {
+	if (large || dlarge)
 		fs_loop_step_aside();
+	if (large)
 		copyup_prepare(fs, src, false, &prep);
-	}
+	if (dlarge)
+		copyup_prepare(fs, dst, false, &dprep);
 	/* The write records of either file come before the rename's. */
 	ns_wrlock_settled_names(fs, sdir, name, ddir, newname);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
@@ -1132,7 +1143,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			goto out;
 		}
 		node_ref(fs, dn);
-		if ((r = materialize(fs, dn, req, NULL)) < 0)
+		if ((r = materialize(fs, dn, req, &dprep)) < 0)
 			goto out;
 	}
 	if ((r = copyup_dir(fs, ddir)) < 0)
@@ -1269,6 +1280,7 @@ out:
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
 	copyup_prep_drop(fs, &prep);
+	copyup_prep_drop(fs, &dprep);
 	if (n)
 		node_unref(fs, n);
 	if (dn)

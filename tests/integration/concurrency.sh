@@ -321,11 +321,12 @@ alive_after "readers during a copy-up"
 # lower file) up: "append" opens it for appending, "reopen" grows LOWER by
 # 128 MiB while VIEW is open and then opens /proc/self/fd/N for appending,
 # "rename" renames it to VIEW.moved, "chmod" makes it mode 600, "setxattr"
-# gives it user.agentfs-test.  Meanwhile a lookup of a new name in
+# gives it user.agentfs-test, "exchange" swaps it with the file OTHER
+# (renameat2(2), RENAME_EXCHANGE; OTHER in LOWER's place).  Meanwhile a lookup of a new name in
 # proj/ and a read of proj/Makefile must be answered while the copy is still
 # in work/ (it is renamed into the upper before ACTION returns).  Prints OK.
 cat >"$T/during_copy.py" <<'PY'
-import glob, os, sys, threading, time
+import ctypes, glob, os, sys, threading, time
 work, mnt, action, view = sys.argv[1:5]
 done = []
 def act():
@@ -337,6 +338,10 @@ def act():
         os.chmod(view, 0o600)
     elif action == "setxattr":
         os.setxattr(view, "user.agentfs-test", b"1")
+    elif action == "exchange":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.renameat2(-100, sys.argv[5].encode(), -100, view.encode(), 2) != 0:
+            raise OSError(ctypes.get_errno(), "renameat2")
     else:
         os.rename(view, view + ".moved")
     done.append(True)
@@ -412,6 +417,19 @@ assert_eq "  ...the mode is set" 600 "$(stat -c %a "$MNT/chmod.bin")"
 assert_eq "  ...the xattr is set" 1 "$(t python3 -c 'import os, sys
 print(os.getxattr(sys.argv[1], "user.agentfs-test").decode())' "$MNT/setxattr.bin" 2>&1)"
 alive_after "a chmod and a setxattr of large lower files"
+
+# An exchange of a small file with a large lower one copies the latter up,
+# its bytes before ns_lock too.
+head -c 128M <(yes fedcba9876543210) >"$REPO/xchg.bin"
+printf 'small\n' >"$MNT/xchg.small"
+during_copy exchange "$MNT/xchg.bin" "$MNT/xchg.small"
+assert_eq "an exchange with a 128 MiB lower file: a lookup and a read answered while it copies" \
+	OK "$OUT"
+assert_eq "  ...the files swapped" "small" "$(cat "$MNT/xchg.bin" 2>&1)"
+{ head -c 128M <(yes fedcba9876543210); } | cmp -s - "$MNT/xchg.small" &&
+	pass "  ...the small name holds the large file's bytes" ||
+	fail "  ...the small name holds the large file's bytes" "$(t ls -l "$MNT"/xchg* 2>&1)"
+alive_after "an exchange with a large lower file"
 snapshot "$REPO" "$T/lower.before" # the person's changes are theirs
 
 # Hard links while readers miss the page cache: op_link tells the kernel to
