@@ -16,7 +16,7 @@ struct activity {
 	json_t *total;	 /* [set x ACT__COUNT] */
 	json_t *procs;	 /* "comm[pid]" -> [set x ACT__COUNT] */
 	json_t *names;	 /* comm -> [set x ACT__COUNT, set of pids] */
-	json_t *renames; /* [[from, to], ...]: distinct pairs in journal order */
+	json_t *renames; /* [[from, to, exchange], ...]: distinct ones in journal order */
 	uint64_t records;
 	int64_t first_ns, last_ns;
 };
@@ -136,14 +136,16 @@ int activity_add(struct activity *a, const struct journal_entry *e)
 	int kind = classify(e, &path);
 	if (kind < 0 || !path)
 		return 0;
-	/* A rename is one member: "LEN:" + from + to cannot be two pairs' key. */
+	/* A rename is one member: "LEN:" + from + to cannot be two pairs' key
+	 * ("LEN=" for an exchange, which is not the rename of the same names). */
 	char *key = NULL;
+	bool exchange = kind == ACT_RENAMED && (e->flags & RENAME_EXCHANGE);
 	if (kind == ACT_RENAMED) {
 		size_t lf = strlen(path), lt = strlen(e->path2);
 		key = malloc(lf + lt + 24);
 		if (!key)
 			return -ENOMEM;
-		snprintf(key, lf + lt + 24, "%zu:%s%s", lf, path, e->path2);
+		snprintf(key, lf + lt + 24, "%zu%c%s%s", lf, exchange ? '=' : ':', path, e->path2);
 	}
 	const char *k = key ? key : path;
 	const char *comm = e->comm ? e->comm : "";
@@ -175,6 +177,7 @@ int activity_add(struct activity *a, const struct journal_entry *e)
 			    json_array_append_new(pair, json_stringn_nocheck(path, strlen(path))) ||
 			    json_array_append_new(
 				pair, json_stringn_nocheck(e->path2, strlen(e->path2))) ||
+			    json_array_append_new(pair, json_boolean(exchange)) ||
 			    json_array_append_new(a->renames, pair))
 				r = -ENOMEM;
 		}
@@ -252,6 +255,11 @@ int activity_processes(const struct activity *a, const char ***out, size_t *n)
 int activity_names(const struct activity *a, const char ***out, size_t *n)
 {
 	return sorted_keys(a->names, out, n);
+}
+
+bool activity_renamed_exchange(const struct activity *a, size_t i)
+{
+	return json_is_true(json_array_get(json_array_get(a->renames, i), 2));
 }
 
 int activity_paths(const struct activity *a, enum activity_kind k, const char ***out, size_t *n)

@@ -12,7 +12,8 @@
  *   written    WRITE, TRUNCATE
  *   created    CREATE, MKDIR, MKNOD, SYMLINK, and LINK's new name (path2)
  *   deleted    UNLINK, RMDIR
- *   renamed    RENAME: "path -> path2" pairs, in journal order
+ *   renamed    RENAME: "path -> path2" pairs, in journal order (an exchange
+ *              is one too: activity_renamed_exchange)
  *   concealed  CONCEAL: a lookup of a name the policy hides (the name the
  *              process tried; it was told ENOENT)
  *   denied     DENY: a change to a read-only path refused (EROFS)
@@ -86,6 +87,9 @@ size_t activity_name_count(const struct activity *a, const char *comm, enum acti
  * pairs (from, to) in journal order.
  */
 int activity_paths(const struct activity *a, enum activity_kind k, const char ***out, size_t *n);
+/* Whether pair @i of the ACT_RENAMED paths is an exchange (renameat2(2) with
+ * RENAME_EXCHANGE: each name now holds what the other held), not a move. */
+bool activity_renamed_exchange(const struct activity *a, size_t i);
 
 /* Write @p for a terminal or a pull request: control bytes, backslash, DEL
  * and bytes that are not UTF-8 as \xHH, so a hostile name cannot move the

@@ -170,6 +170,8 @@ static void print_row(FILE *out, const struct journal_entry *e)
 	struct tm tm;
 	localtime_r(&t, &tm);
 	char ts[32], who[48], res[24] = "ok", bytes[24] = "-", hash[12] = "-";
+	/* renameat2(2) with RENAME_EXCHANGE swaps the names: not a move. */
+	bool exchange = e->op == JOP_RENAME && (e->flags & RENAME_EXCHANGE);
 	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
 	if (e->comm)
 		snprintf(who, sizeof(who), "%.20s[%d]", e->comm, (int)e->pid);
@@ -191,14 +193,14 @@ static void print_row(FILE *out, const struct journal_entry *e)
 		snprintf(hash, sizeof(hash), "%.8s", hex);
 	}
 	fprintf(out, "%s.%03d  %-24s %-11s %-9s %10s  %-8s  ", ts,
-		(int)((e->time_ns / 1000000) % 1000), who, journal_op_name(e->op), res, bytes,
-		hash);
+		(int)((e->time_ns / 1000000) % 1000), who,
+		exchange ? "exchange" : journal_op_name(e->op), res, bytes, hash);
 	if (e->path)
 		put_path(out, e->path[0] ? e->path : ".");
 	else if (e->detail)
 		put_path(out, e->detail);
 	if (e->path2) {
-		fputs(e->op == JOP_SYMLINK ? " -> target " : " -> ", out);
+		fputs(e->op == JOP_SYMLINK ? " -> target " : exchange ? " <-> " : " -> ", out);
 		put_path(out, e->path2);
 	}
 	/* The file had no name left (unlinked, renamed over or discarded

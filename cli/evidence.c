@@ -117,7 +117,7 @@ static int put_list(FILE *out, const struct activity *a, enum activity_kind k, c
 		fputs("  ", out);
 		if (k == ACT_RENAMED) {
 			activity_show_path(out, paths[2 * i][0] ? paths[2 * i] : ".");
-			fputs(" -> ", out);
+			fputs(activity_renamed_exchange(a, i) ? " <-> " : " -> ", out);
 			activity_show_path(out, paths[2 * i + 1]);
 		} else {
 			activity_show_path(out, paths[i][0] ? paths[i] : ".");

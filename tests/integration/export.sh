@@ -343,6 +343,13 @@ step "discard config" af discard "$MNT" config
 step "renameat2(RENAME_EXCHANGE) config README.md" fsops rename-exchange "$MNT/config" "$MNT/README.md"
 run af status "$MNT"
 assert_contains "status after the exchange marks config a conflict" "C config" "$OUT"
+# The journal's record is a rename with RENAME_EXCHANGE: both names stay.
+assert_contains "log names the exchange an exchange" "exchange" \
+	"$(af log --op rename --path config "$MNT" 2>&1)"
+assert_contains "  ...of both names" "config <-> README.md" \
+	"$(af log --op rename --path config "$MNT" 2>&1)"
+assert_contains "  ...and so does the evidence" "  config <-> README.md" \
+	"$(af export --conflicts=skip --evidence "$MNT" 2>/dev/null | sed '/^diff --git /,$d')"
 refuse "export refuses the exchanged directory" "$replaced_msg" af export "$MNT"
 run af export --conflicts=skip -o "$T/exchange.patch" "$MNT"
 assert_eq "export --conflicts=skip after the exchange exits 0" 0 "$RC"
