@@ -342,8 +342,10 @@ static int carry_blob(struct ctx *c, const char *path, const git_oid *id)
 		return 0;
 	char hex[GIT_OID_HEXSZ + 1];
 	git_oid_tostr(hex, sizeof(hex), id);
-	cli_error(c->o->cmd, "%s: blob %s is neither the agent's nor the base's; refused", path,
-		  hex);
+	char *q = changes_quote(path);
+	cli_error(c->o->cmd, "%s: blob %s is neither the agent's nor the base's; refused",
+		  q ? q : path, hex);
+	free(q);
 	c->refusals++;
 	return 0;
 }
@@ -705,7 +707,9 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 			continue;
 		}
 		if (r < 0) {
-			cli_error(c->o->cmd, "%s: cannot read: %s", ch->path, strerror(-r));
+			char *q = changes_quote(ch->path);
+			cli_error(c->o->cmd, "%s: cannot read: %s", q ? q : ch->path, strerror(-r));
+			free(q);
 			return r;
 		}
 		/* Stored as git add would (.gitattributes: eol=crlf files as LF). */
