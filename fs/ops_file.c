@@ -36,7 +36,10 @@
 
 struct handle {
 	int fd;
-	bool upper; /* fd is in the upper: the only kind that may change */
+	/* fd is in the upper: the only kind that may change.  A reader's turns
+	 * true once, under table_lock, when a copy-up moves it to the upper
+	 * copy (handles_follow_copyup); read without the lock by handle_on_upper(). */
+	bool upper;
 	bool bulk;  /* counted in agentfs.bulk_writers (op_write_buf) */
 	bool wrote; /* written since the last journal record */
 	pid_t pid;
@@ -216,7 +219,7 @@ void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
 		if (fd < 0)
 			continue;
 		if (dup2(fd, h->fd) >= 0)
-			h->upper = true;
+			__atomic_store_n(&h->upper, true, __ATOMIC_RELEASE);
 		close(fd);
 	}
 	pthread_mutex_unlock(&fs->table_lock);
@@ -288,18 +291,27 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
+/* h->upper without table_lock.  Once true, h->fd names the upper copy (the
+ * dup2() before the store).  While false, it may name either: the copy has
+ * the lower file's bytes and attributes at that instant. */
+static bool handle_on_upper(const struct handle *h)
+{
+	return __atomic_load_n(&h->upper, __ATOMIC_ACQUIRE);
+}
+
 int handle_upper_fd(struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	return h && h->upper ? h->fd : -1;
+	return h && handle_on_upper(h) ? h->fd : -1;
 }
 
 int handle_fstat(struct agentfs *fs, struct fuse_file_info *fi, struct node *n, struct stat *st)
 {
 	struct handle *h = handle_of(fi);
+	bool upper = handle_on_upper(h);
 	if (fstat(h->fd, st) < 0)
 		return -errno;
-	view_fix_attr(fs, st, n->ino, h->upper);
+	view_fix_attr(fs, st, n->ino, upper);
 	return 0;
 }
 
@@ -952,7 +964,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, of
 	 * publication shows that order to the C memory model and to
 	 * ThreadSanitizer (agentfs.epoch), which do not see it through
 	 * /dev/fuse.  The same holds for every request on a handle. */
-	if (!h->upper) {
+	if (!handle_on_upper(h)) {
 		fs_publish(fs_of(req));
 		fuse_reply_err(req, EBADF); /* never write through a lower fd */
 		return;
@@ -1419,7 +1431,9 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
-	int r = !h->upper ? EBADF : fallocate(h->fd, mode, offset, length) < 0 ? errno : 0;
+	int r = !handle_on_upper(h)			     ? EBADF
+		: fallocate(h->fd, mode, offset, length) < 0 ? errno
+							     : 0;
 	if (r == 0) {
 		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 		if (!(mode & FALLOC_FL_KEEP_SIZE))
