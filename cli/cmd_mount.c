@@ -38,6 +38,7 @@
 #include "cli/changes.h"
 #include "cli/cli.h"
 #include "cli/gitpriv.h"
+#include "cli/hidden_copies.h"
 #include "cli/repo.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
@@ -51,7 +52,9 @@ const char cmd_mount_usage[] =
     "(its top level) at MNT, which must be an empty directory (created if missing\n"
     "and its parent exists).  Changes land in the workspace's upper layer; REPO is\n"
     "never written.  Mounting a workspace again resumes it: its changes, journal\n"
-    "and base commit are kept.\n"
+    "and base commit are kept.  A new --policy that hides a repository file the\n"
+    "agent holds a copy of (changed or moved) refuses the mount, naming the paths,\n"
+    "until they are exported or discarded: the view would show them.\n"
     "\n"
     "Options:\n"
     "  --name NAME            workspace name (default: the basename of MNT);\n"
@@ -511,6 +514,62 @@ static int load_policy(struct mount_ctx *c)
 }
 
 /* policy.yml: written to a temp file and renamed, like workspace.yml. */
+/* The most paths check_hidden_copies() names. */
+#define HIDDEN_COPIES_SHOWN 20
+
+/*
+ * Under a policy other than the one the workspace was last mounted with: the
+ * mount is refused while the upper holds copies of repository files the new
+ * policy hides and the old one did not (cli/hidden_copies.h), since the view
+ * shows upper files whatever their name.  The old policy is the workspace's
+ * snapshot (policy.yml); when it cannot be read, everything the new one hides
+ * counts.  Nothing is written: the workspace keeps its policy and record.
+ */
+static int check_hidden_copies(struct mount_ctx *c)
+{
+	if (!c->old || strcmp(c->old->policy_digest, c->digest) == 0)
+		return 0;
+	char *file = workspace_path(c->ws, "policy.yml");
+	if (!file)
+		return -ENOMEM;
+	struct policy *before = NULL;
+	struct policy_error perr;
+	if (policy_load_file(file, &before, &perr) < 0)
+		before = NULL;
+	struct strvec found = {0};
+	char where[PATH_MAX];
+	int rc = hidden_copies_find(c->upper_fd, c->lower_fd, before, c->policy, &found, where,
+				    sizeof(where));
+	policy_free(before);
+	if (rc < 0) {
+		char *q = changes_quote(where);
+		cli_error(CMD, "workspace %s: cannot read its upper layer at %s: %s", c->ws->name,
+			  q ? q : where, strerror(-rc));
+		free(q);
+	} else if (found.n) {
+		for (size_t i = 0; i < found.n && i < HIDDEN_COPIES_SHOWN; i++) {
+			char *q = changes_quote(found.v[i]);
+			cli_error(CMD,
+				  "workspace %s: %s: the new policy hides it, but the agent "
+				  "holds a copy of it there",
+				  c->ws->name, q ? q : found.v[i]);
+			free(q);
+		}
+		if (found.n > HIDDEN_COPIES_SHOWN)
+			cli_error(CMD, "workspace %s: ... and %zu more", c->ws->name,
+				  found.n - HIDDEN_COPIES_SHOWN);
+		cli_error(CMD,
+			  "workspace %s: not mounted: export or discard those paths first "
+			  "(agentfs discard %s PATH...), or mount with the policy it had "
+			  "(--policy %s)",
+			  c->ws->name, c->ws->name, file);
+		rc = -EACCES;
+	}
+	strvec_clear(&found);
+	free(file);
+	return rc;
+}
+
 static int write_policy_snapshot(struct mount_ctx *c)
 {
 	char *file = workspace_path(c->ws, "policy.yml");
@@ -1234,6 +1293,8 @@ static int prepare(struct mount_ctx *c)
 	rc = open_layers(c);
 	if (rc == 0)
 		rc = check_xattrs(c);
+	if (rc == 0)
+		rc = check_hidden_copies(c);
 	if (rc == 0) {
 		rc = workspace_save(c->ws);
 		c->saved = rc == 0;

@@ -119,6 +119,52 @@ refuse "test of a subdirectory of the repository is refused" \
 
 step "unmount" af unmount mnt
 
+# ------------------------------------------------------------------ a tighter policy later
+# The agent's copies of repository files are upper files, which the view shows
+# whatever their name: a mount under a policy that newly hides their source is
+# refused until they are discarded, rather than show them.
+printf 'notes\n' >"$REPO/todo.md"
+mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
+if [ "$RC" -ne 0 ]; then fail "mount again with the team's policy" "$OUT"; fi
+sh_step "the agent changes files: an append, a file made again, a move, a file of its own" \
+	"printf 'more\n' >>'$MNT/docs/public.md' &&
+	rm '$MNT/todo.md' && printf 'new notes\n' >'$MNT/todo.md' &&
+	mv '$MNT/data/small.bin' '$MNT/moved.bin' && printf 'mine\n' >'$MNT/mine.txt'"
+step "unmount" af unmount mnt
+# todo.md's copy without its origin record, as an earlier agentfs could leave
+# a file made at a lower file's place: its bytes may still be the person's.
+step "todo.md's origin removed" python3 -c 'import os, sys
+os.removexattr(sys.argv[1], "user.agentfs.origin")' "$STATE/workspaces/mnt/upper/todo.md"
+{
+	cat "$T/team.yml"
+	printf 'hide:\n  - "/docs/public.md"\n  - "/todo.md"\n  - "/data/"\n  - "/mine.txt"\n'
+} >"$T/tight.yml"
+before_yml=$(cat "$STATE/workspaces/mnt/workspace.yml")
+run af mount --policy "$T/tight.yml" "$REPO" "$MNT"
+assert_eq "a policy that hides what the agent holds copies of: the mount is refused" 1 "$RC"
+for p in docs/public.md todo.md moved.bin; do
+	assert_contains "  ...naming $p" "mnt: $p: the new policy hides it" "$OUT"
+done
+assert_not_contains "  ...not the agent's own file" "mine.txt" "$OUT"
+assert_contains "  ...saying what to do" "discard" "$OUT"
+if is_mounted "$MNT"; then fail "  ...and nothing is mounted" "$MNT is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+assert_eq "  ...and the workspace keeps its record" "$before_yml" \
+	"$(cat "$STATE/workspaces/mnt/workspace.yml")"
+mount_ws "$REPO" "$MNT" --policy "$STATE/workspaces/mnt/policy.yml"
+assert_eq "the workspace mounts with the policy it had, as the error says" 0 "$RC"
+assert_content "  ...its copies as they were" "$MNT/todo.md" "new notes"
+step "unmount" af unmount mnt
+step "discard the three" af discard mnt docs/public.md todo.md moved.bin
+mount_ws "$REPO" "$MNT" --policy "$T/tight.yml"
+assert_eq "then the tighter policy mounts" 0 "$RC"
+assert_like_missing "$MNT/docs/public.md" "  ...and hides the file the agent had a copy of"
+assert_like_missing "$MNT/todo.md" "  ...the one it had made again"
+assert_like_missing "$MNT/moved.bin" "  ...the one it had moved"
+assert_content "  ...and still shows the agent's own file" "$MNT/mine.txt" mine
+step "unmount" af unmount mnt
+
 # ------------------------------------------------------------------ a malformed policy
 printf 'version: 1\nhide:\n  - "a"\n  readonly: [b]\n' >"$T/broken.yml"
 refuse "a malformed policy is refused with file:line:column" "broken.yml:4:" \
