@@ -38,7 +38,7 @@
 #include "cli/changes.h"
 #include "cli/cli.h"
 #include "cli/gitpriv.h"
-#include "cli/hidden_copies.h"
+#include "cli/newly_hidden.h"
 #include "cli/repo.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
@@ -52,9 +52,9 @@ const char cmd_mount_usage[] =
     "(its top level) at MNT, which must be an empty directory (created if missing\n"
     "and its parent exists).  Changes land in the workspace's upper layer; REPO is\n"
     "never written.  Mounting a workspace again resumes it: its changes, journal\n"
-    "and base commit are kept.  A new --policy that hides a repository file the\n"
-    "agent holds a copy of (changed or moved) refuses the mount, naming the paths,\n"
-    "until they are exported or discarded: the view would show them.\n"
+    "and base commit are kept.  A new --policy that hides anything the agent could\n"
+    "already see refuses the mount, naming the paths: its copies and private .git\n"
+    "keep what it saw (start a new workspace for a tighter policy).\n"
     "\n"
     "Options:\n"
     "  --name NAME            workspace name (default: the basename of MNT);\n"
@@ -514,59 +514,68 @@ static int load_policy(struct mount_ctx *c)
 }
 
 /* policy.yml: written to a temp file and renamed, like workspace.yml. */
-/* The most paths check_hidden_copies() names. */
-#define HIDDEN_COPIES_SHOWN 20
+/* The most paths check_newly_hidden() names. */
+#define NEWLY_HIDDEN_SHOWN 20
 
 /*
  * Under a policy other than the one the workspace was last mounted with: the
- * mount is refused while the upper holds copies of repository files the new
- * policy hides and the old one did not (cli/hidden_copies.h), since the view
- * shows upper files whatever their name.  The old policy is the workspace's
- * snapshot (policy.yml); when it cannot be read, everything the new one hides
- * counts.  Nothing is written: the workspace keeps its policy and record.
+ * mount is refused while the new policy hides what the workspace's agent
+ * could already see under the old one (cli/newly_hidden.h), since its copies,
+ * renamed directories and private .git would keep showing it.  The old policy
+ * is the workspace's snapshot (policy.yml); when it cannot be read, whatever
+ * the new one hides counts.  Nothing is written: the workspace keeps its
+ * policy and record.
  */
-static int check_hidden_copies(struct mount_ctx *c)
+static int check_newly_hidden(struct mount_ctx *c)
 {
 	if (!c->old || strcmp(c->old->policy_digest, c->digest) == 0)
 		return 0;
 	char *file = workspace_path(c->ws, "policy.yml");
-	if (!file)
+	char *git_dir = workspace_path(c->ws, "git");
+	if (!file || !git_dir) {
+		free(file);
+		free(git_dir);
 		return -ENOMEM;
+	}
 	struct policy *before = NULL;
 	struct policy_error perr;
 	if (policy_load_file(file, &before, &perr) < 0)
 		before = NULL;
+	struct gitpriv_base base;
+	bool has_git = gitpriv_read_base(c->ws->dir, &base) == 0;
 	struct strvec found = {0};
 	char where[PATH_MAX];
-	int rc = hidden_copies_find(c->upper_fd, c->lower_fd, before, c->policy, &found, where,
-				    sizeof(where));
+	int rc = newly_hidden_find(c->lower_fd, c->upper_fd, has_git ? git_dir : NULL,
+				   has_git ? base.tree : NULL, before, c->policy, &found, where,
+				   sizeof(where));
 	policy_free(before);
 	if (rc < 0) {
 		char *q = changes_quote(where);
-		cli_error(CMD, "workspace %s: cannot read its upper layer at %s: %s", c->ws->name,
+		cli_error(CMD, "workspace %s: cannot compare the policies at %s: %s", c->ws->name,
 			  q ? q : where, strerror(-rc));
 		free(q);
 	} else if (found.n) {
-		for (size_t i = 0; i < found.n && i < HIDDEN_COPIES_SHOWN; i++) {
+		for (size_t i = 0; i < found.n && i < NEWLY_HIDDEN_SHOWN; i++) {
 			char *q = changes_quote(found.v[i]);
 			cli_error(CMD,
-				  "workspace %s: %s: the new policy hides it, but the agent "
-				  "holds a copy of it there",
+				  "workspace %s: %s: the new policy hides it, but the agent could "
+				  "see it in this workspace",
 				  c->ws->name, q ? q : found.v[i]);
 			free(q);
 		}
-		if (found.n > HIDDEN_COPIES_SHOWN)
+		if (found.n > NEWLY_HIDDEN_SHOWN)
 			cli_error(CMD, "workspace %s: ... and %zu more", c->ws->name,
-				  found.n - HIDDEN_COPIES_SHOWN);
+				  found.n - NEWLY_HIDDEN_SHOWN);
 		cli_error(CMD,
-			  "workspace %s: not mounted: export or discard those paths first "
-			  "(agentfs discard %s PATH...), or mount with the policy it had "
-			  "(--policy %s)",
-			  c->ws->name, c->ws->name, file);
+			  "workspace %s: not mounted: a workspace keeps what its agent saw; mount "
+			  "it with its own policy (--policy %s), or export its work and start a "
+			  "new workspace under the new policy (agentfs rm %s)",
+			  c->ws->name, file, c->ws->name);
 		rc = -EACCES;
 	}
 	strvec_clear(&found);
 	free(file);
+	free(git_dir);
 	return rc;
 }
 
@@ -1294,7 +1303,7 @@ static int prepare(struct mount_ctx *c)
 	if (rc == 0)
 		rc = check_xattrs(c);
 	if (rc == 0)
-		rc = check_hidden_copies(c);
+		rc = check_newly_hidden(c);
 	if (rc == 0) {
 		rc = workspace_save(c->ws);
 		c->saved = rc == 0;

@@ -21,6 +21,7 @@ mkdir -p "$REPO/ci/workflows" "$REPO/src" "$REPO/docs" "$REPO/data" || bail "mkd
 	printf 'hooks: true\n' >.pre-commit-config.yaml
 	head -c 4096 /dev/zero >data/big.bin
 	printf 'x\n' >data/small.bin
+	mkdir lib notes && printf 'int util;\n' >lib/util.c && printf 'a note\n' >notes/a.md
 	# The repository's own policy: may tighten, never loosen.
 	cat >.agentfs.yml <<-'EOF'
 		version: 1
@@ -120,49 +121,63 @@ refuse "test of a subdirectory of the repository is refused" \
 step "unmount" af unmount mnt
 
 # ------------------------------------------------------------------ a tighter policy later
-# The agent's copies of repository files are upper files, which the view shows
-# whatever their name: a mount under a policy that newly hides their source is
-# refused until they are discarded, rather than show them.
+# A workspace keeps what its agent saw: copies of the repository's files (the
+# view shows upper files whatever their name), renamed directories (their
+# entries are decided by their own names) and the private .git's base tree.
+# A policy that newly hides any of it refuses the workspace's next mount.
 printf 'notes\n' >"$REPO/todo.md"
+printf 'untouched\n' >"$REPO/untouched.md"
+printf 'gone\n' >"$REPO/gone.md"
 mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
 if [ "$RC" -ne 0 ]; then fail "mount again with the team's policy" "$OUT"; fi
-sh_step "the agent changes files: an append, a file made again, a move, a file of its own" \
-	"printf 'more\n' >>'$MNT/docs/public.md' &&
-	rm '$MNT/todo.md' && printf 'new notes\n' >'$MNT/todo.md' &&
-	mv '$MNT/data/small.bin' '$MNT/moved.bin' && printf 'mine\n' >'$MNT/mine.txt'"
+step "  ...its private .git is built" t git -C "$MNT" rev-parse -q --verify HEAD
+sh_step "the agent changes files: appends, a move, a renamed directory, a file of its own" \
+	"printf 'more\n' >>'$MNT/docs/public.md' && printf 'more\n' >>'$MNT/gone.md' &&
+	mv '$MNT/data/small.bin' '$MNT/moved.bin' && mv '$MNT/notes' '$MNT/renamed-notes' &&
+	printf 'mine\n' >'$MNT/mine.txt'"
 step "unmount" af unmount mnt
-# todo.md's copy without its origin record, as an earlier agentfs could leave
-# a file made at a lower file's place: its bytes may still be the person's.
-step "todo.md's origin removed" python3 -c 'import os, sys
-os.removexattr(sys.argv[1], "user.agentfs.origin")' "$STATE/workspaces/mnt/upper/todo.md"
+# What the lower no longer holds: gone.md (the agent's copy is all that is
+# left) and lib/util.c (committed away: the private .git's base still has it).
+sh_step "the person removes gone.md and lib/util.c" \
+	"rm '$REPO/gone.md' && git -C '$REPO' rm -q lib/util.c &&
+	git -C '$REPO' -c user.name=t -c user.email=t@t commit -qm 'no util'"
 {
 	cat "$T/team.yml"
-	printf 'hide:\n  - "/docs/public.md"\n  - "/todo.md"\n  - "/data/"\n  - "/mine.txt"\n'
+	printf 'hide:\n'
+	for p in /docs/public.md /untouched.md /gone.md /lib/ /notes/ /data/ /mine.txt /nowhere.md; do
+		printf '  - "%s"\n' "$p"
+	done
 } >"$T/tight.yml"
 before_yml=$(cat "$STATE/workspaces/mnt/workspace.yml")
+before_pol=$(cat "$STATE/workspaces/mnt/policy.yml")
 run af mount --policy "$T/tight.yml" "$REPO" "$MNT"
-assert_eq "a policy that hides what the agent holds copies of: the mount is refused" 1 "$RC"
-for p in docs/public.md todo.md moved.bin; do
+assert_eq "a policy that hides what the agent could see: the mount is refused" 1 "$RC"
+for p in docs/public.md untouched.md gone.md lib/ notes/ data/ moved.bin; do
 	assert_contains "  ...naming $p" "mnt: $p: the new policy hides it" "$OUT"
 done
 assert_not_contains "  ...not the agent's own file" "mine.txt" "$OUT"
-assert_contains "  ...saying what to do" "discard" "$OUT"
+assert_not_contains "  ...nor what is nowhere" "nowhere.md" "$OUT"
+assert_contains "  ...saying what to do" "start a new workspace" "$OUT"
 if is_mounted "$MNT"; then fail "  ...and nothing is mounted" "$MNT is a mount"; else
 	pass "  ...and nothing is mounted"
 fi
 assert_eq "  ...and the workspace keeps its record" "$before_yml" \
 	"$(cat "$STATE/workspaces/mnt/workspace.yml")"
+assert_eq "  ...and its policy" "$before_pol" "$(cat "$STATE/workspaces/mnt/policy.yml")"
 mount_ws "$REPO" "$MNT" --policy "$STATE/workspaces/mnt/policy.yml"
-assert_eq "the workspace mounts with the policy it had, as the error says" 0 "$RC"
-assert_content "  ...its copies as they were" "$MNT/todo.md" "new notes"
+assert_eq "the workspace mounts with its own policy, as the error says" 0 "$RC"
+assert_content "  ...its copies as they were" "$MNT/gone.md" "$(printf 'gone\nmore')"
 step "unmount" af unmount mnt
-step "discard the three" af discard mnt docs/public.md todo.md moved.bin
+step "agentfs rm of the workspace" af rm mnt
 mount_ws "$REPO" "$MNT" --policy "$T/tight.yml"
-assert_eq "then the tighter policy mounts" 0 "$RC"
-assert_like_missing "$MNT/docs/public.md" "  ...and hides the file the agent had a copy of"
-assert_like_missing "$MNT/todo.md" "  ...the one it had made again"
-assert_like_missing "$MNT/moved.bin" "  ...the one it had moved"
-assert_content "  ...and still shows the agent's own file" "$MNT/mine.txt" mine
+assert_eq "a new workspace mounts under the tighter policy" 0 "$RC"
+assert_like_missing "$MNT/docs/public.md" "  ...and hides what it says"
+assert_like_missing "$MNT/notes" "  ...a directory too"
+sh_step "  ...its agent writes a file at a name the policy hides" "printf 'own\n' >'$MNT/mine.txt'"
+step "unmount" af unmount mnt
+mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
+assert_eq "a looser policy mounts it again" 0 "$RC"
+assert_content "  ...showing what it hid no more" "$MNT/docs/public.md" "public docs"
 step "unmount" af unmount mnt
 
 # ------------------------------------------------------------------ a malformed policy
