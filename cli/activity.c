@@ -282,7 +282,8 @@ int activity_paths(const struct activity *a, enum activity_kind k, const char **
 	return 0;
 }
 
-void activity_show_path(FILE *out, const char *p)
+/* activity_show_path(), with '"' escaped too when @dq. */
+static void show_path(FILE *out, const char *p, bool dq)
 {
 	const unsigned char *s = (const unsigned char *)p;
 	while (*s) {
@@ -295,7 +296,7 @@ void activity_show_path(FILE *out, const char *p)
 		bool ok = len > 0;
 		for (size_t k = 1; ok && k < len; k++)
 			ok = (s[k] & 0xc0) == 0x80;
-		if (len == 1 && (c < 0x20 || c == 0x7f || c == '\\'))
+		if (len == 1 && (c < 0x20 || c == 0x7f || c == '\\' || (dq && c == '"')))
 			ok = false;
 		if (!ok) {
 			fprintf(out, "\\x%02x", c);
@@ -305,6 +306,22 @@ void activity_show_path(FILE *out, const char *p)
 		fwrite(s, 1, len, out);
 		s += len;
 	}
+}
+
+void activity_show_path(FILE *out, const char *p)
+{
+	show_path(out, p, false);
+}
+
+void activity_show_pair_path(FILE *out, const char *p)
+{
+	if (!strpbrk(p, " \"")) {
+		show_path(out, p, false);
+		return;
+	}
+	fputc('"', out);
+	show_path(out, p, true);
+	fputc('"', out);
 }
 
 static char *join2(const char *a, const char *b)

@@ -95,6 +95,11 @@ bool activity_renamed_exchange(const struct activity *a, size_t i);
  * and bytes that are not UTF-8 as \xHH, so a hostile name cannot move the
  * cursor or start a line of its own. */
 void activity_show_path(FILE *out, const char *p);
+/* activity_show_path() for one path of a pair ("FROM -> TO", "A <-> B"): in
+ * double quotes, '"' escaped as \x22 too, when it holds a space or a quote,
+ * so that no name can read as an arrow and another name (as git status
+ * quotes such names). */
+void activity_show_pair_path(FILE *out, const char *p);
 
 /*
  * Find the journal of MNT|NAME @target (a workspace found in @state_dir's

@@ -32,7 +32,8 @@ const char cmd_log_usage[] =
     "Options:\n"
     "  --json            print the raw records (JSON Lines), exactly as stored\n"
     "  --op OP[,OP...]   only these operations (read, write, create, unlink,\n"
-    "                    rename, deny, conceal, ...; see SCHEMA.md)\n"
+    "                    rename, exchange, deny, conceal, ...; see SCHEMA.md;\n"
+    "                    exchange: a rename with RENAME_EXCHANGE, as shown)\n"
     "  --path GLOB       only records whose path or second path matches GLOB\n"
     "                    (fnmatch(3); '*' also matches '/')\n"
     "  --pid PID         only records of process PID\n"
@@ -53,7 +54,8 @@ const char cmd_log_usage[] =
 static const char *const CMD = "log";
 
 struct filter {
-	bool ops[JOP__COUNT];
+	bool ops[JOP__COUNT]; /* JOP_RENAME: the renames that are no exchange */
+	bool exchange;	      /* --op exchange: renames with RENAME_EXCHANGE */
 	bool any_op;
 	const char *glob;
 	pid_t pid;
@@ -120,6 +122,11 @@ static int parse_ops(const char *list, struct filter *f)
 	int r = 0;
 	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		enum journal_op op;
+		if (strcmp(t, "exchange") == 0) {
+			f->exchange = true;
+			f->any_op = true;
+			continue;
+		}
 		if (journal_op_parse(t, &op) < 0) {
 			cli_error(CMD, "--op: unknown operation '%s' (see journal/SCHEMA.md)", t);
 			r = -EINVAL;
@@ -139,7 +146,8 @@ static bool is_refusal(const struct journal_entry *e)
 
 static bool matches(const struct filter *f, const struct journal_entry *e)
 {
-	if (f->any_op && !f->ops[e->op])
+	bool exchange = e->op == JOP_RENAME && (e->flags & RENAME_EXCHANGE);
+	if (f->any_op && !(exchange ? f->exchange : f->ops[e->op]))
 		return false;
 	if (f->has_pid && e->pid != f->pid)
 		return false;
@@ -195,13 +203,15 @@ static void print_row(FILE *out, const struct journal_entry *e)
 	fprintf(out, "%s.%03d  %-24s %-11s %-9s %10s  %-8s  ", ts,
 		(int)((e->time_ns / 1000000) % 1000), who,
 		exchange ? "exchange" : journal_op_name(e->op), res, bytes, hash);
+	/* Two paths: each quoted if it could read as an arrow (activity.h). */
+	void (*show)(FILE *, const char *) = e->path2 ? activity_show_pair_path : put_path;
 	if (e->path)
-		put_path(out, e->path[0] ? e->path : ".");
+		show(out, e->path[0] ? e->path : ".");
 	else if (e->detail)
 		put_path(out, e->detail);
 	if (e->path2) {
 		fputs(e->op == JOP_SYMLINK ? " -> target " : exchange ? " <-> " : " -> ", out);
-		put_path(out, e->path2);
+		show(out, e->path2);
 	}
 	/* The file had no name left (unlinked, renamed over or discarded
 	 * while open): the record says nothing of what is at the path. */

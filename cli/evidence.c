@@ -116,9 +116,9 @@ static int put_list(FILE *out, const struct activity *a, enum activity_kind k, c
 	for (size_t i = 0; i < shown; i++) {
 		fputs("  ", out);
 		if (k == ACT_RENAMED) {
-			activity_show_path(out, paths[2 * i][0] ? paths[2 * i] : ".");
+			activity_show_pair_path(out, paths[2 * i][0] ? paths[2 * i] : ".");
 			fputs(activity_renamed_exchange(a, i) ? " <-> " : " -> ", out);
-			activity_show_path(out, paths[2 * i + 1]);
+			activity_show_pair_path(out, paths[2 * i + 1]);
 		} else {
 			activity_show_path(out, paths[i][0] ? paths[i] : ".");
 		}

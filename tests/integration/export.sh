@@ -345,8 +345,10 @@ run af status "$MNT"
 assert_contains "status after the exchange marks config a conflict" "C config" "$OUT"
 # The journal's record is a rename with RENAME_EXCHANGE: both names stay.
 assert_contains "log names the exchange an exchange" "exchange" \
-	"$(af log --op rename --path config "$MNT" 2>&1)"
+	"$(af log --op exchange --path config "$MNT" 2>&1)"
 assert_contains "  ...of both names" "config <-> README.md" \
+	"$(af log --op exchange --path config "$MNT" 2>&1)"
+assert_not_contains "  ...and --op rename leaves it out" "<->" \
 	"$(af log --op rename --path config "$MNT" 2>&1)"
 assert_contains "  ...and so does the evidence" "  config <-> README.md" \
 	"$(af export --conflicts=skip --evidence "$MNT" 2>/dev/null | sed '/^diff --git /,$d')"
@@ -357,6 +359,14 @@ must "git clone the repository (exchange)" git clone -q --no-hardlinks "$REPO" "
 step "git apply --index of the exchange's export" git -C "$T/clone4" apply --index "$T/exchange.patch"
 assert_eq "the hidden id_rsa stays after the exchange" \
 	"$(cat "$REPO/config/id_rsa")" "$(cat "$T/clone4/config/id_rsa" 2>&1)"
+# Names that hold an arrow are quoted where two paths share a line.
+sh_step "an exchange and a move of names that hold arrows" \
+	"printf 'p\n' >'$MNT/p -> q' && printf 'r\n' >'$MNT/r' && printf 's\n' >'$MNT/s' &&
+	'$AGENTFS_FSOPS' rename-exchange '$MNT/p -> q' '$MNT/r' && mv '$MNT/s' '$MNT/q <-> r2'"
+ev2=$(af export --conflicts=skip --evidence "$MNT" 2>/dev/null | sed '/^diff --git /,$d')
+assert_contains "the evidence quotes them: the exchange" '  "p -> q" <-> r' "$ev2"
+assert_contains "  ...and the move" '  s -> "q <-> r2"' "$ev2"
+assert_contains "  ...as log does" '"p -> q" <-> r' "$(af log --op exchange "$MNT" 2>&1)"
 step "discard of everything after the exchange" af discard "$MNT"
 assert_eq "status is empty again" "" "$(af status "$MNT" 2>&1)"
 
