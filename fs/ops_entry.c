@@ -1041,19 +1041,28 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	/* A large lower file moves by a copy-up: its bytes are copied before
 	 * the lock, beside the kernel's other requests (the reader answers a
 	 * rename itself: fs/loop.c), and so are an exchange's destination's.
-	 * The kernel holds the inodes of both for the rename: the nodes live. */
+	 * The nodes the table names are held meanwhile (the kernel holds the
+	 * inodes of its dentries, but the table may name others by then). */
 	struct copyup_prep prep = {0}, dprep = {0};
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	struct node *src = node_find(fs, sdir, name);
 	struct node *dst = (flags & RENAME_EXCHANGE) ? node_find(fs, ddir, newname) : NULL;
 	bool large = large_in_lower(src), dlarge = large_in_lower(dst);
+	if (large)
+		node_ref(fs, src);
+	if (dlarge)
+		node_ref(fs, dst);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (large || dlarge)
 		fs_loop_step_aside();
-	if (large)
+	if (large) {
 		copyup_prepare(fs, src, false, &prep);
-	if (dlarge)
+		node_unref(fs, src);
+	}
+	if (dlarge) {
 		copyup_prepare(fs, dst, false, &dprep);
+		node_unref(fs, dst);
+	}
 	/* The write records of either file come before the rename's. */
 	ns_wrlock_settled_names(fs, sdir, name, ddir, newname);
 	r = victim(req, fs, sdir, name, &se, spath, sizeof(spath), &replied, &sfd);
