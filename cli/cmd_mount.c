@@ -539,7 +539,8 @@ static int check_newly_hidden(struct mount_ctx *c)
 	}
 	struct policy *before = NULL;
 	struct policy_error perr;
-	if (policy_load_file(file, &before, &perr) < 0)
+	bool unknown = policy_load_file(file, &before, &perr) < 0;
+	if (unknown)
 		before = NULL;
 	struct gitpriv_base base;
 	bool has_git = gitpriv_read_base(c->ws->dir, &base) == 0;
@@ -566,6 +567,10 @@ static int check_newly_hidden(struct mount_ctx *c)
 		if (found.n > NEWLY_HIDDEN_SHOWN)
 			cli_error(CMD, "workspace %s: ... and %zu more", c->ws->name,
 				  found.n - NEWLY_HIDDEN_SHOWN);
+		if (unknown)
+			cli_error(
+			    CMD, "workspace %s: %s: %s, so all that the new policy hides counts",
+			    c->ws->name, file, perr.message[0] ? perr.message : "cannot read it");
 		cli_error(CMD,
 			  "workspace %s: not mounted: a workspace keeps what its agent saw; mount "
 			  "it with its own policy (--policy %s), or export its work and start a "
