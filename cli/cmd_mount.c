@@ -62,7 +62,8 @@ const char cmd_mount_usage[] =
     "  --state-dir DIR        keep workspaces in DIR/workspaces/NAME (default:\n"
     "                         ${XDG_STATE_HOME:-~/.local/state}/agentfs)\n"
     "  --policy FILE          the policy to apply (default: the workspace's snapshot\n"
-    "                         when resuming, else the repository's or the built-in one)\n"
+    "                         when resuming, else the repository's or the built-in one;\n"
+    "                         a workspace whose snapshot is gone needs it)\n"
     "  --journal-sync=MODE    always | interval (default) | never: when the journal\n"
     "                         reaches the disk (see journal/journal.h)\n"
     "  --no-journal           record nothing (the journal is the evidence; rarely wanted)\n"
@@ -483,8 +484,20 @@ static int load_policy(struct mount_ctx *c)
 	struct stat st;
 	if (c->a.policy_file) {
 		rc = policy_load_effective(c->ri.workdir, c->a.policy_file, &c->policy, &perr);
-	} else if (c->old && (snap = workspace_path(c->old, "policy.yml")) &&
-		   lstat(snap, &st) == 0) {
+	} else if (c->old) {
+		/* Resuming: the snapshot, never a policy the files around say
+		 * now, which may show more than the agent was shown. */
+		if (!(snap = workspace_path(c->old, "policy.yml")))
+			return -ENOMEM;
+		if (lstat(snap, &st) != 0) {
+			int e = errno;
+			cli_error(CMD,
+				  "%s: %s: the workspace's policy is unknown; give it with "
+				  "--policy FILE",
+				  snap, strerror(e));
+			free(snap);
+			return -e;
+		}
 		rc = policy_load_file(snap, &c->policy, &perr);
 	} else {
 		rc = policy_load_effective(c->ri.workdir, NULL, &c->policy, &perr);

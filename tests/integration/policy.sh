@@ -179,6 +179,19 @@ mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
 assert_eq "a looser policy mounts it again" 0 "$RC"
 assert_content "  ...showing what it hid no more" "$MNT/docs/public.md" "public docs"
 step "unmount" af unmount mnt
+# Resumed without --policy, a workspace whose snapshot is gone is refused
+# rather than mounted under whatever the files around say now.
+rm "$STATE/workspaces/mnt/policy.yml"
+run af mount "$REPO" "$MNT"
+assert_eq "a workspace without its policy snapshot: the mount is refused" \
+	"1 policy.yml: No such file or directory: the workspace's policy is unknown; give it with --policy FILE" \
+	"$RC ${OUT#*workspaces/mnt/}"
+if is_mounted "$MNT"; then fail "  ...and nothing is mounted" "$MNT is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
+assert_eq "  ...with --policy it mounts" 0 "$RC"
+step "unmount" af unmount mnt
 
 # ------------------------------------------------------------------ a malformed policy
 printf 'version: 1\nhide:\n  - "a"\n  readonly: [b]\n' >"$T/broken.yml"
