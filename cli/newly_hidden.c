@@ -143,7 +143,8 @@ static void put_back(int dfd, const char *name, int mode)
 /* Whether the upper file @name of @dfd (fstat @st) is a copy of a lower file
  * @now hides and @before did not, decided by the lower file's size where it
  * is still there, else the copy's: 1 or 0, or a negative errno. */
-static int copy_newly_hidden(struct walk *w, int dfd, const char *name, const struct stat *st)
+static int copy_newly_hidden(struct walk *w, int dfd, const char *name, const struct stat *st,
+			     struct layout_origin *out)
 {
 	struct layout_origin o;
 	int r = layout_get_origin_at(dfd, name, &o);
@@ -160,6 +161,8 @@ static int copy_newly_hidden(struct walk *w, int dfd, const char *name, const st
 	uint64_t size = fstatat(w->lower_fd, o.path, &lst, AT_SYMLINK_NOFOLLOW) == 0
 			    ? (uint64_t)lst.st_size
 			    : (uint64_t)st->st_size;
+	if (out)
+		*out = o;
 	return newly(w, o.path, false, size);
 }
 
@@ -177,13 +180,28 @@ static int walk_upper(struct walk *w, int dfd, const char *vpath, int depth)
 	char vp[PATH_MAX];
 	while (r == 0 && (errno = 0, de = readdir(d))) {
 		const char *name = de->d_name;
-		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || layout_is_reserved(name))
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 			continue;
 		struct stat st;
 		if ((r = join(vp, sizeof(vp), vpath, name)) < 0)
 			break;
 		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			r = errno == ENOENT ? 0 : -errno;
+			continue;
+		}
+		if (layout_is_reserved(name)) {
+			/* The whiteout of a file the agent had changed keeps its
+			 * origin (fs/layout.h): the copy's bytes may live on in the
+			 * agent's commits.  Named by the lower path then. */
+			struct layout_origin o;
+			int hit = strncmp(name, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN) == 0 &&
+					  S_ISREG(st.st_mode)
+				      ? copy_newly_hidden(w, dfd, name, &st, &o)
+				      : 0;
+			if (hit < 0)
+				r = hit;
+			else if (hit)
+				r = report(w, o.path, false);
 			continue;
 		}
 		if (S_ISDIR(st.st_mode)) {
@@ -205,7 +223,7 @@ static int walk_upper(struct walk *w, int dfd, const char *vpath, int depth)
 		}
 		if (!S_ISREG(st.st_mode))
 			continue;
-		int hit = copy_newly_hidden(w, dfd, name, &st);
+		int hit = copy_newly_hidden(w, dfd, name, &st, NULL);
 		if (hit < 0)
 			r = hit;
 		else if (hit)

@@ -128,6 +128,7 @@ step "unmount" af unmount mnt
 printf 'notes\n' >"$REPO/todo.md"
 printf 'untouched\n' >"$REPO/untouched.md"
 printf 'gone\n' >"$REPO/gone.md"
+printf 'committed\n' >"$REPO/committed.md"
 mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
 if [ "$RC" -ne 0 ]; then fail "mount again with the team's policy" "$OUT"; fi
 step "  ...its private .git is built" t git -C "$MNT" rev-parse -q --verify HEAD
@@ -135,16 +136,23 @@ sh_step "the agent changes files: appends, a move, a renamed directory, a file o
 	"printf 'more\n' >>'$MNT/docs/public.md' && printf 'more\n' >>'$MNT/gone.md' &&
 	mv '$MNT/data/small.bin' '$MNT/moved.bin' && mv '$MNT/notes' '$MNT/renamed-notes' &&
 	printf 'mine\n' >'$MNT/mine.txt'"
+# committed.md: changed, committed in the private .git, then removed (its
+# whiteout keeps where the copy came from; the commit keeps its bytes).
+sh_step "the agent commits a changed file, then removes it" \
+	"printf 'more\n' >>'$MNT/committed.md' && git -C '$MNT' add committed.md &&
+	git -C '$MNT' commit -qm 'the agent' && rm '$MNT/committed.md'"
 step "unmount" af unmount mnt
-# What the lower no longer holds: gone.md (the agent's copy is all that is
-# left) and lib/util.c (committed away: the private .git's base still has it).
-sh_step "the person removes gone.md and lib/util.c" \
-	"rm '$REPO/gone.md' && git -C '$REPO' rm -q lib/util.c &&
+# What the lower no longer holds: gone.md and committed.md (what the agent
+# made of them is all that is left) and lib/util.c (committed away: the
+# private .git's base still has it).
+sh_step "the person removes gone.md, committed.md and lib/util.c" \
+	"rm '$REPO/gone.md' '$REPO/committed.md' && git -C '$REPO' rm -q lib/util.c &&
 	git -C '$REPO' -c user.name=t -c user.email=t@t commit -qm 'no util'"
 {
 	cat "$T/team.yml"
 	printf 'hide:\n'
-	for p in /docs/public.md /untouched.md /gone.md /lib/ /notes/ /data/ /mine.txt /nowhere.md; do
+	for p in /docs/public.md /untouched.md /gone.md /committed.md /lib/ /notes/ /data/ /mine.txt \
+		/nowhere.md; do
 		printf '  - "%s"\n' "$p"
 	done
 } >"$T/tight.yml"
@@ -152,7 +160,7 @@ before_yml=$(cat "$STATE/workspaces/mnt/workspace.yml")
 before_pol=$(cat "$STATE/workspaces/mnt/policy.yml")
 run af mount --policy "$T/tight.yml" "$REPO" "$MNT"
 assert_eq "a policy that hides what the agent could see: the mount is refused" 1 "$RC"
-for p in docs/public.md untouched.md gone.md lib/ notes/ data/ moved.bin; do
+for p in docs/public.md untouched.md gone.md committed.md lib/ notes/ data/ moved.bin; do
 	assert_contains "  ...naming $p" "mnt: $p: the new policy hides it" "$OUT"
 done
 assert_not_contains "  ...not the agent's own file" "mine.txt" "$OUT"
