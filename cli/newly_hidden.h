@@ -32,7 +32,9 @@ struct policy;
  *  - the upper @upper_fd: a regular file whose origin record names such a
  *    lower path (a copy-up, wherever the agent moved it, also of a file the
  *    lower no longer holds), decided by the lower file's size where it is
- *    still there, else the copy's;
+ *    still there, else the copy's; and a whiteout that keeps such an origin
+ *    (a copy the agent removed, whose bytes its commits may hold), named by
+ *    that lower path;
  *  - the private repository @git_dir (NULL: none) at base tree @tree (40 hex
  *    digits): every path of it (size 0: `max_file_size` is decided on the
  *    lower).
