@@ -41,12 +41,21 @@ git_repository *patch_repo(const struct patch *p)
 	return p->repo;
 }
 
+/* Add @side of the change at @path to @idx: its bytes, or @stand_in's
+ * (PATCH_NAMES_ONLY) when not NULL. */
 static int add_side(struct patch *p, const struct changes *cs, git_index *idx, const char *path,
-		    const struct change_side *side)
+		    const struct change_side *side, const char *stand_in)
 {
-	char *buf;
-	size_t len;
-	int r = changes_read(cs, side, &buf, &len);
+	char *buf = NULL;
+	size_t len = 0;
+	int r = 0;
+	if (stand_in) {
+		if (!(buf = strdup(stand_in)))
+			return -ENOMEM;
+		len = strlen(stand_in);
+	} else {
+		r = changes_read(cs, side, &buf, &len);
+	}
 	if (r == -ENOENT)
 		return 0; /* gone since the walk (the agent is at work): absent now */
 	if (r < 0)
@@ -99,10 +108,11 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
 		const struct change *c = &cs->items[i];
 		if (!change_exported(c))
 			continue;
+		bool stand_in = (flags & PATCH_NAMES_ONLY) && c->base.present && c->view.present;
 		if (c->base.present)
-			r = add_side(p, cs, bi, c->path, &c->base);
+			r = add_side(p, cs, bi, c->path, &c->base, stand_in ? "base" : NULL);
 		if (r == 0 && c->view.present)
-			r = add_side(p, cs, vi, c->path, &c->view);
+			r = add_side(p, cs, vi, c->path, &c->view, stand_in ? "view" : NULL);
 	}
 	if (r < 0)
 		goto out;

@@ -28,6 +28,12 @@ enum patch_flag {
 	 * status); without it the diff holds a deletion and an addition, the form
 	 * `git apply` reads. */
 	PATCH_TYPECHANGE = 1u << 0,
+	/* Only the paths and the kinds of the deltas are wanted (status): a change
+	 * with both sides at its path gets two small stand-in blobs that differ,
+	 * not its bytes, which may be large.  Renames pair additions with
+	 * deletions only (GIT_DIFF_FIND_RENAMES without rewrites), whose bytes
+	 * are read. */
+	PATCH_NAMES_ONLY = 1u << 1,
 };
 
 struct patch;

@@ -8,7 +8,8 @@
 #    1024 soft limit), and the fds go away when they are closed;
 #  - eight workspaces of one repository mounted at once, each isolated;
 #  - the private .git's build over 30,000 tracked files: what it adds to the
-#    daemon's peak stays within 2.5 times the repository's index file.
+#    daemon's peak stays within 2.5 times the repository's index file;
+#  - `agentfs status` of a changed 128 MiB file holds neither version.
 #
 #   bash resources.sh [AGENTFS [FSOPS]]
 . "$(dirname "$0")/lib.sh" "$@"
@@ -304,4 +305,35 @@ PY
 	fi
 fi
 assert_unchanged "the lower was never written" "$REPO/src" "$T/lower.before"
+# ------------------------------------------------------------------ status of a large file
+# agentfs status names a change and its kind: it holds neither version of a
+# changed file in memory (PATCH_NAMES_ONLY), however large.  Its peak, from
+# getrusage of the child; not under a sanitizer, whose shadow memory counts.
+if [[ ${AGENTFS_SANITIZE:-none} == *address* || ${AGENTFS_SANITIZE:-none} == *thread* ]]; then
+	skip "status of a 128 MiB change stays small" "a sanitizer's memory counts"
+else
+	LREPO=$T/lrepo
+	LMNT=$T/lmnt
+	mkdir -p "$LREPO" && git -C "$LREPO" init -q &&
+		head -c 128M /dev/zero >"$LREPO/large.bin" && git -C "$LREPO" add large.bin &&
+		git -C "$LREPO" -c user.name=t -c user.email=t@t -c core.bigFileThreshold=1m \
+			commit -qm large || bail "cannot create the repository of a 128 MiB file"
+	mount_ws "$LREPO" "$LMNT" || bail "mount of the 128 MiB file: $OUT"
+	step "append to the 128 MiB file" sh -c "printf x >>'$LMNT/large.bin'"
+	run t python3 - "$AGENTFS" "$STATE" "$LMNT" <<'PY'
+import resource, subprocess, sys
+agentfs, state, mnt = sys.argv[1:4]
+out = subprocess.run([agentfs, "status", "--state-dir", state, mnt], capture_output=True,
+                     text=True).stdout.strip()
+print(out, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+PY
+	peak=${OUT##* }
+	if [[ ${OUT% *} == "M large.bin" && $peak =~ ^[0-9]+$ && $peak -lt 64 ]]; then
+		pass "status of a 128 MiB change peaks at $peak MiB"
+	else
+		fail "status of a 128 MiB change stays under 64 MiB" "got: $OUT (status, peak MiB)"
+	fi
+	step "unmount the 128 MiB file" af unmount "$LMNT"
+fi
+
 done_testing
