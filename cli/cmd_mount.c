@@ -550,18 +550,32 @@ static int check_newly_hidden(struct mount_ctx *c)
 		free(git_dir);
 		return -ENOMEM;
 	}
+	/* The old policy: the snapshot, if it is the one the workspace's
+	 * record names (anyone who can write the state directory can edit
+	 * it). */
 	struct policy *before = NULL;
-	struct policy_error perr;
-	bool unknown = policy_load_file(file, &before, &perr) < 0;
-	if (unknown)
+	struct policy_error perr = {0};
+	const char *unknown = NULL;
+	char old_digest[33];
+	if (policy_load_file(file, &before, &perr) < 0) {
 		before = NULL;
+		unknown = perr.message[0] ? perr.message : "cannot read it";
+	} else if (policy_digest(before, old_digest), strcmp(old_digest, c->old->policy_digest)) {
+		policy_free(before);
+		before = NULL;
+		unknown = "not the policy the workspace was mounted with (its digest differs)";
+	}
 	struct gitpriv_base base;
-	bool has_git = gitpriv_read_base(c->ws->dir, &base) == 0;
+	int gr = gitpriv_read_base(c->ws->dir, &base);
 	struct strvec found = {0};
-	char where[PATH_MAX];
-	int rc = newly_hidden_find(c->lower_fd, c->upper_fd, has_git ? git_dir : NULL,
-				   has_git ? base.tree : NULL, before, c->policy, &found, where,
-				   sizeof(where));
+	char where[PATH_MAX] = "";
+	int rc = gr < 0 && gr != -ENOENT
+		     ? gr /* a private .git whose base is unknown: fail closed */
+		     : newly_hidden_find(c->lower_fd, c->upper_fd, c->ri.workdir,
+					 gr == 0 ? git_dir : NULL, gr == 0 ? base.tree : NULL,
+					 before, c->policy, &found, where, sizeof(where));
+	if (gr < 0 && gr != -ENOENT)
+		snprintf(where, sizeof(where), "git-base");
 	policy_free(before);
 	if (rc < 0) {
 		char *q = changes_quote(where);
@@ -572,8 +586,8 @@ static int check_newly_hidden(struct mount_ctx *c)
 		for (size_t i = 0; i < found.n && i < NEWLY_HIDDEN_SHOWN; i++) {
 			char *q = changes_quote(found.v[i]);
 			cli_error(CMD,
-				  "workspace %s: %s: the new policy hides it, but the agent could "
-				  "see it in this workspace",
+				  "workspace %s: %s: the new policy hides it; the old one showed "
+				  "it",
 				  c->ws->name, q ? q : found.v[i]);
 			free(q);
 		}
@@ -581,14 +595,16 @@ static int check_newly_hidden(struct mount_ctx *c)
 			cli_error(CMD, "workspace %s: ... and %zu more", c->ws->name,
 				  found.n - NEWLY_HIDDEN_SHOWN);
 		if (unknown)
-			cli_error(
-			    CMD, "workspace %s: %s: %s, so all that the new policy hides counts",
-			    c->ws->name, file, perr.message[0] ? perr.message : "cannot read it");
+			cli_error(CMD,
+				  "workspace %s: %s: %s, so all that the new policy hides counts",
+				  c->ws->name, file, unknown);
 		cli_error(CMD,
-			  "workspace %s: not mounted: a workspace keeps what its agent saw; mount "
-			  "it with its own policy (--policy %s), or export its work and start a "
-			  "new workspace under the new policy (agentfs rm %s)",
-			  c->ws->name, file, c->ws->name);
+			  "workspace %s: not mounted: what the old policy showed may live on in "
+			  "the workspace (the agent's copies, renamed directories, its .git); "
+			  "export the agent's work and start a new workspace under the new "
+			  "policy (agentfs rm %s)%s",
+			  c->ws->name, c->ws->name,
+			  unknown ? "" : ", or mount it with the old policy, which shows them");
 		rc = -EACCES;
 	}
 	strvec_clear(&found);

@@ -1,46 +1,54 @@
 /*
  * newly_hidden.c - what a new policy would hide that a workspace's agent could
  * already see (newly_hidden.h).
+ *
+ * The walks are breadth-first over paths below their layer's root, one
+ * directory open at a time (openat2(2) with RESOLVE_BENEATH and no symlinks):
+ * neither the stack nor the descriptors grow with the depth an agent can give
+ * a tree.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <linux/openat2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cli/newly_hidden.h"
 #include "fs/layout.h"
 #include "policy/policy.h"
-
-/* Deeper than any path that fits PATH_MAX can go. */
-#define MAX_DEPTH 2048
+#include "policy/symlink.h"
 
 struct walk {
 	int lower_fd;
 	const struct policy *before, *now;
+	bool sizes;	   /* either policy has max_file_size */
+	git_odb *real_odb; /* the repository's, for the base tree's blobs; NULL */
 	struct strvec *out;
 	char *where;
 	size_t where_len;
 	int error; /* the git walk's */
 };
 
-/* Whether @now hides @path (a file of @size bytes, or a directory) and
- * @before did not. */
-static bool newly(const struct walk *w, const char *path, bool is_dir, uint64_t size)
+/* Whether @p hides @path (a directory, or a file of @size bytes; a symlink
+ * to @target, NULL: read it from the lower at @path), as the view decides a
+ * lower entry (fs/view.c, view_decide_lower). */
+static bool hides(const struct walk *w, const struct policy *p, const char *path, mode_t mode,
+		  uint64_t size, const char *target)
 {
-	if (policy_decide_path(w->now, path, is_dir, size) != POLICY_HIDDEN)
+	bool is_dir = S_ISDIR(mode);
+	if (policy_decide_path(p, path, is_dir, is_dir ? 0 : size) == POLICY_HIDDEN)
+		return true;
+	if (!S_ISLNK(mode) || policy_symlinks_mode(p) != POLICY_SYMLINKS_HIDE)
 		return false;
-	return !w->before || policy_decide_path(w->before, path, is_dir, size) != POLICY_HIDDEN;
-}
-
-/* Whether @before hid @path already: the agent never saw it, or below it. */
-static bool hidden_before(const struct walk *w, const char *path, bool is_dir, uint64_t size)
-{
-	return w->before && policy_decide_path(w->before, path, is_dir, size) == POLICY_HIDDEN;
+	return target ? policy_symlink_target_unsafe(p, w->lower_fd, path, target)
+		      : policy_symlink_unsafe(p, w->lower_fd, path);
 }
 
 static int report(struct walk *w, const char *path, bool is_dir)
@@ -56,68 +64,100 @@ static void fail_at(struct walk *w, const char *what)
 		snprintf(w->where, w->where_len, "%s", *what ? what : ".");
 }
 
-/* "@dir/@name" (or @name at the top) into @buf; -ENAMETOOLONG. */
-static int join(char *buf, size_t len, const char *dir, const char *name)
+/* "@dir/@name" (or @name at the top), malloc'd; NULL on ENOMEM. */
+static char *join(const char *dir, const char *name)
 {
-	int n = *dir ? snprintf(buf, len, "%s/%s", dir, name) : snprintf(buf, len, "%s", name);
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	char *p = NULL;
+	if ((*dir ? asprintf(&p, "%s/%s", dir, name) : asprintf(&p, "%s", name)) < 0)
+		return NULL;
+	return p;
 }
 
-/* A DIR of @fd's directory, @fd itself kept. */
-static DIR *dir_of(int fd)
+/* The directory @rel below @root ("" the root itself) opened for reading, or
+ * -errno; no symlink is followed, nothing outside @root is reached. */
+static int open_below(int root, const char *rel)
 {
-	int d = dup(fd);
-	if (d < 0)
-		return NULL;
-	DIR *dir = fdopendir(d);
-	if (!dir)
-		close(d);
-	return dir;
+	struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+			       .resolve =
+				   RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+	long fd = syscall(SYS_openat2, root, *rel ? rel : ".", &how, sizeof(how));
+	return fd < 0 ? -errno : (int)fd;
+}
+
+/* The names in directory @fd (consumed), but "." and "..", into @names. */
+static int list_dir(int fd, struct strvec *names)
+{
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	struct dirent *de;
+	int r = 0;
+	while (r == 0 && (errno = 0, de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			r = strvec_push(names, de->d_name);
+	if (r == 0 && errno)
+		r = -errno;
+	closedir(d);
+	return r;
+}
+
+/* A queue of directory paths: strvec @q from index *@head on. */
+static const char *next_dir(struct strvec *q, size_t *head)
+{
+	return *head < q->n ? q->v[(*head)++] : NULL;
 }
 
 /* ---- the lower ---------------------------------------------------------- */
 
-static int walk_lower(struct walk *w, int dfd, const char *path, int depth)
+static int walk_lower(struct walk *w)
 {
-	if (depth > MAX_DEPTH)
-		return -ELOOP;
-	DIR *d = dir_of(dfd);
-	if (!d)
-		return -errno;
-	int r = 0;
-	struct dirent *de;
-	char p[PATH_MAX];
-	while (r == 0 && (errno = 0, de = readdir(d))) {
-		const char *name = de->d_name;
-		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-		    (!*path && strcmp(name, ".git") == 0))
-			continue;
-		struct stat st;
-		if ((r = join(p, sizeof(p), path, name)) < 0)
-			break;
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* gone meanwhile */
-		bool is_dir = S_ISDIR(st.st_mode);
-		uint64_t size = is_dir ? 0 : (uint64_t)st.st_size;
-		if (hidden_before(w, p, is_dir, size))
-			continue;
-		if (newly(w, p, is_dir, size)) {
-			r = report(w, p, is_dir);
+	struct strvec q = {0};
+	size_t head = 0;
+	int r = strvec_push(&q, "");
+	const char *rel;
+	while (r == 0 && (rel = next_dir(&q, &head))) {
+		int fd = open_below(w->lower_fd, rel);
+		if (fd < 0)
+			continue; /* gone, or unreadable: the view cannot list it either */
+		struct stat dst;
+		if (fstat(fd, &dst) < 0) {
+			close(fd);
 			continue;
 		}
-		if (!is_dir)
-			continue;
-		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			continue; /* unreadable: the view cannot list it either */
-		r = walk_lower(w, fd, p, depth + 1);
+		struct strvec names = {0};
+		int dfd = dup(fd);
+		r = dfd < 0 ? -errno : list_dir(dfd, &names);
+		for (size_t i = 0; r == 0 && i < names.n; i++) {
+			const char *name = names.v[i];
+			if (!*rel && strcmp(name, ".git") == 0)
+				continue; /* never the agent's (fs/view.c) */
+			struct stat st;
+			if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    (S_ISDIR(st.st_mode) && st.st_dev != dst.st_dev))
+				continue; /* gone meanwhile; another file system */
+			char *p = join(rel, name);
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			uint64_t size = (uint64_t)st.st_size;
+			if (hides(w, w->before, p, st.st_mode, size, NULL))
+				; /* the agent never saw it, nor what is below it */
+			else if (hides(w, w->now, p, st.st_mode, size, NULL))
+				r = report(w, p, S_ISDIR(st.st_mode));
+			else if (S_ISDIR(st.st_mode))
+				r = strvec_push(&q, p);
+			free(p);
+		}
 		close(fd);
+		strvec_clear(&names);
+		if (r < 0)
+			fail_at(w, rel);
 	}
-	if (r == 0 && errno != 0)
-		r = -errno;
-	if (r < 0)
-		fail_at(w, path);
-	closedir(d);
+	strvec_clear(&q);
 	return r;
 }
 
@@ -140,140 +180,209 @@ static void put_back(int dfd, const char *name, int mode)
 		(void)fchmodat(dfd, name, (mode_t)mode, 0);
 }
 
-/* Whether the upper file @name of @dfd (fstat @st) is a copy of a lower file
- * @now hides and @before did not, decided by the lower file's size where it
- * is still there, else the copy's: 1 or 0, or a negative errno. */
-static int copy_newly_hidden(struct walk *w, int dfd, const char *name, const struct stat *st,
-			     struct layout_origin *out)
+/* The origin of @name in @dfd, its owner's read permission lifted for the
+ * moment if the agent took it away: 1 and *@o, 0 none, or -errno. */
+static int origin_of(int dfd, const char *name, struct layout_origin *o)
 {
-	struct layout_origin o;
-	int r = layout_get_origin_at(dfd, name, &o);
+	int r = layout_get_origin_at(dfd, name, o);
 	if (r == -EACCES) {
 		int mode = lift(dfd, name, S_IRUSR);
-		r = layout_get_origin_at(dfd, name, &o);
+		r = layout_get_origin_at(dfd, name, o);
 		put_back(dfd, name, mode);
 	}
-	if (r == -EINVAL)
-		return 0; /* not an origin agentfs wrote: no path to decide */
-	if (r <= 0)
-		return r;
-	struct stat lst;
-	uint64_t size = fstatat(w->lower_fd, o.path, &lst, AT_SYMLINK_NOFOLLOW) == 0
-			    ? (uint64_t)lst.st_size
-			    : (uint64_t)st->st_size;
-	if (out)
-		*out = o;
-	return newly(w, o.path, false, size);
+	return r == -EINVAL ? 0 : r; /* not an origin agentfs wrote: nothing to decide */
 }
 
-/* Walk upper directory @dfd at view path @vpath for copies (the lower walk
- * finds what the lower still holds: this finds what it no longer does). */
-static int walk_upper(struct walk *w, int dfd, const char *vpath, int depth)
+/* Whether @now hides the lower file the origin @o names: by the lower file's
+ * size where it is still there, else by @size, the copy's.  Whatever @before
+ * says: the agent saw that file, since it copied it (a copy is an upper file,
+ * which the view shows whatever any rule says). */
+static bool origin_hidden(const struct walk *w, const struct layout_origin *o, uint64_t size)
 {
-	if (depth > MAX_DEPTH)
-		return -ELOOP;
-	DIR *d = dir_of(dfd);
-	if (!d)
-		return -errno;
+	struct stat lst;
+	if (fstatat(w->lower_fd, o->path, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(lst.st_mode))
+		size = (uint64_t)lst.st_size;
+	return policy_decide_path(w->now, o->path, false, size) == POLICY_HIDDEN;
+}
+
+/* One entry @name (fstat @st) of upper directory @fd at view path @rel. */
+static int upper_entry(struct walk *w, int fd, const char *rel, const char *name,
+		       const struct stat *st, struct strvec *q)
+{
+	char *vp = join(rel, name);
+	if (!vp)
+		return -ENOMEM;
 	int r = 0;
-	struct dirent *de;
-	char vp[PATH_MAX];
-	while (r == 0 && (errno = 0, de = readdir(d))) {
-		const char *name = de->d_name;
-		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-			continue;
-		struct stat st;
-		if ((r = join(vp, sizeof(vp), vpath, name)) < 0)
-			break;
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = errno == ENOENT ? 0 : -errno;
-			continue;
+	struct layout_origin o;
+	if (layout_is_reserved(name)) {
+		/* The whiteout of a file the agent had changed keeps its origin
+		 * (fs/layout.h): the copy's bytes may live on in the agent's
+		 * commits.  Named by the lower path. */
+		if (strncmp(name, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN) == 0 &&
+		    S_ISREG(st->st_mode) && (r = origin_of(fd, name, &o)) == 1)
+			r = origin_hidden(w, &o, (uint64_t)st->st_size) ? report(w, o.path, false)
+									: 0;
+	} else if (S_ISDIR(st->st_mode)) {
+		r = strvec_push(q, vp); /* its redirect: walk_upper() */
+	} else if (S_ISREG(st->st_mode)) {
+		if ((r = origin_of(fd, name, &o)) == 1)
+			r = origin_hidden(w, &o, (uint64_t)st->st_size) ? report(w, vp, false) : 0;
+	} else if (S_ISLNK(st->st_mode)) {
+		/* A symlink takes no origin (user xattrs): one at a place the
+		 * new policy hides and the old one did not may be the person's,
+		 * copied up. */
+		char target[PATH_MAX];
+		ssize_t n = readlinkat(fd, name, target, sizeof(target) - 1);
+		if (n >= 0) {
+			target[n] = 0;
+			if (!hides(w, w->before, vp, st->st_mode, 0, target) &&
+			    hides(w, w->now, vp, st->st_mode, 0, target))
+				r = report(w, vp, false);
 		}
-		if (layout_is_reserved(name)) {
-			/* The whiteout of a file the agent had changed keeps its
-			 * origin (fs/layout.h): the copy's bytes may live on in the
-			 * agent's commits.  Named by the lower path then. */
-			struct layout_origin o;
-			int hit = strncmp(name, LAYOUT_WH_PREFIX, LAYOUT_WH_PREFIX_LEN) == 0 &&
-					  S_ISREG(st.st_mode)
-				      ? copy_newly_hidden(w, dfd, name, &st, &o)
-				      : 0;
-			if (hit < 0)
-				r = hit;
-			else if (hit)
-				r = report(w, o.path, false);
-			continue;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			int mode = -1;
-			int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0 && errno == EACCES) {
-				mode = lift(dfd, name, S_IRWXU);
-				fd = openat(dfd, name,
-					    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			}
-			if (fd < 0)
-				r = -errno;
-			else
-				r = walk_upper(w, fd, vp, depth + 1);
-			if (fd >= 0)
-				close(fd);
-			put_back(dfd, name, mode);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode))
-			continue;
-		int hit = copy_newly_hidden(w, dfd, name, &st, NULL);
-		if (hit < 0)
-			r = hit;
-		else if (hit)
-			r = report(w, vp, false);
 	}
-	if (r == 0 && errno != 0)
-		r = -errno;
-	if (r < 0)
-		fail_at(w, vpath);
-	closedir(d);
+	free(vp);
+	return r < 0 ? r : 0;
+}
+
+static int walk_upper(struct walk *w, int upper_fd)
+{
+	struct strvec q = {0};
+	size_t head = 0;
+	int r = strvec_push(&q, "");
+	const char *rel;
+	while (r == 0 && (rel = next_dir(&q, &head))) {
+		/* A directory the agent made unreadable: its owner's rwx lifted
+		 * while it is listed, from its parent. */
+		int pfd = -1, mode = -1;
+		const char *base = strrchr(rel, '/');
+		base = base ? base + 1 : rel;
+		int fd = open_below(upper_fd, rel);
+		if (fd == -EACCES) {
+			char *parent = strndup(rel, (size_t)(base - rel));
+			if (parent && base > rel)
+				parent[base - rel - 1] = 0;
+			pfd = parent ? open_below(upper_fd, parent) : -ENOMEM;
+			free(parent);
+			if (pfd >= 0) {
+				mode = lift(pfd, base, S_IRWXU);
+				fd = open_below(upper_fd, rel);
+			}
+		}
+		struct strvec names = {0};
+		if (fd >= 0) {
+			int dfd = dup(fd);
+			r = dfd < 0 ? -errno : list_dir(dfd, &names);
+		} else {
+			r = fd;
+		}
+		/* A renamed directory: the view decides what is below it by the
+		 * entries' own names, not by the directories of the path it came
+		 * from.  The agent saw that path, which it renamed. */
+		char redirect[PATH_MAX];
+		if (r == 0 && *rel && layout_get_redirect(fd, redirect, sizeof(redirect)) > 0 &&
+		    policy_decide_path(w->now, redirect, true, 0) == POLICY_HIDDEN)
+			r = report(w, rel, true);
+		if (pfd >= 0) {
+			put_back(pfd, base, mode);
+			close(pfd);
+		}
+		for (size_t i = 0; r == 0 && i < names.n; i++) {
+			struct stat st;
+			if (fstatat(fd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				r = errno == ENOENT ? 0 : -errno;
+				continue;
+			}
+			r = upper_entry(w, fd, rel, names.v[i], &st, &q);
+		}
+		if (fd >= 0)
+			close(fd);
+		strvec_clear(&names);
+		if (r < 0)
+			fail_at(w, rel);
+	}
+	strvec_clear(&q);
 	return r;
 }
 
 /* ---- the private repository's base tree ----------------------------------- */
 
+/* The size and, for a symlink, the target (into @target, PATH_MAX bytes) of
+ * blob @id: from the repository, where the base's blobs are (gitpriv.h).
+ * Unknown: the largest size, which every max_file_size hides. */
+static uint64_t blob_facts(const struct walk *w, const git_oid *id, bool link, char *target)
+{
+	*target = 0;
+	if (!w->real_odb)
+		return UINT64_MAX;
+	if (!link) {
+		size_t len;
+		git_object_t type;
+		if (!w->sizes || git_odb_read_header(&len, &type, w->real_odb, id) < 0)
+			return w->sizes ? UINT64_MAX : 0;
+		return len;
+	}
+	git_odb_object *obj = NULL;
+	if (git_odb_read(&obj, w->real_odb, id) < 0)
+		return UINT64_MAX;
+	size_t n = git_odb_object_size(obj);
+	if (n < PATH_MAX) {
+		memcpy(target, git_odb_object_data(obj), n);
+		target[n] = 0;
+	}
+	git_odb_object_free(obj);
+	return n;
+}
+
 static int tree_entry(const char *root, const git_tree_entry *e, void *arg)
 {
 	struct walk *w = arg;
-	char p[PATH_MAX];
-	int n = snprintf(p, sizeof(p), "%s%s", root, git_tree_entry_name(e));
-	if (n < 0 || (size_t)n >= sizeof(p)) {
-		w->error = -ENAMETOOLONG;
+	char *p = NULL;
+	if (asprintf(&p, "%s%s", root, git_tree_entry_name(e)) < 0) {
+		w->error = -ENOMEM;
 		return -1;
 	}
-	bool is_dir = git_tree_entry_type(e) == GIT_OBJECT_TREE;
-	if (hidden_before(w, p, is_dir, 0))
-		return 1; /* not below it either */
-	if (newly(w, p, is_dir, 0)) {
-		if ((w->error = report(w, p, is_dir)) < 0)
-			return -1;
-		return 1;
+	git_filemode_t fm = git_tree_entry_filemode(e);
+	mode_t mode = fm == GIT_FILEMODE_TREE	? S_IFDIR
+		      : fm == GIT_FILEMODE_LINK ? S_IFLNK
+						: S_IFREG;
+	char target[PATH_MAX];
+	uint64_t size = 0;
+	if (fm == GIT_FILEMODE_BLOB || fm == GIT_FILEMODE_BLOB_EXECUTABLE ||
+	    fm == GIT_FILEMODE_LINK)
+		size = blob_facts(w, git_tree_entry_id(e), fm == GIT_FILEMODE_LINK, target);
+	/* An unknown target (unreadable): unsafe under `symlinks: hide`, and
+	 * so hidden before and now alike; "" decides as the link's own path. */
+	const char *t = fm == GIT_FILEMODE_LINK ? target : NULL;
+	int ret = 0;
+	if (hides(w, w->before, p, mode, size == UINT64_MAX ? 0 : size, t))
+		ret = 1; /* not below it either */
+	else if (hides(w, w->now, p, mode, size, t)) {
+		ret = (w->error = report(w, p, S_ISDIR(mode))) < 0 ? -1 : 1;
 	}
-	return 0;
+	free(p);
+	return ret;
 }
 
-static int walk_tree(struct walk *w, const char *git_dir, const char *tree_hex)
+static int walk_tree(struct walk *w, const char *git_dir, const char *tree_hex, const char *repo)
 {
-	git_repository *repo = NULL;
+	git_repository *priv = NULL, *real = NULL;
 	git_tree *tree = NULL;
 	git_oid id;
 	int r = 0;
+	if (repo && git_repository_open_ext(&real, repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0)
+		(void)git_repository_odb(&w->real_odb, real);
 	if (git_oid_fromstrn(&id, tree_hex, strlen(tree_hex)) < 0 ||
-	    git_repository_open_bare(&repo, git_dir) < 0 || git_tree_lookup(&tree, repo, &id) < 0)
+	    git_repository_open_bare(&priv, git_dir) < 0 || git_tree_lookup(&tree, priv, &id) < 0)
 		r = -EIO;
 	else if (git_tree_walk(tree, GIT_TREEWALK_PRE, tree_entry, w) < 0)
 		r = w->error ? w->error : -EIO;
 	if (r < 0)
 		fail_at(w, "the private .git's base tree");
 	git_tree_free(tree);
-	git_repository_free(repo);
+	git_odb_free(w->real_odb);
+	w->real_odb = NULL;
+	git_repository_free(priv);
+	git_repository_free(real);
 	return r;
 }
 
@@ -284,24 +393,37 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int newly_hidden_find(int lower_fd, int upper_fd, const char *git_dir, const char *tree,
-		      const struct policy *before, const struct policy *now, struct strvec *out,
-		      char *where, size_t where_len)
+int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *git_dir,
+		      const char *tree, const struct policy *before, const struct policy *now,
+		      struct strvec *out, char *where, size_t where_len)
 {
 	if (where && where_len)
 		*where = 0;
 	struct walk w = {.lower_fd = lower_fd,
 			 .before = before,
 			 .now = now,
+			 .sizes = policy_max_file_size(now) != 0 ||
+				  (before && policy_max_file_size(before) != 0),
 			 .out = out,
 			 .where = where_len ? where : NULL,
 			 .where_len = where_len};
+	/* Unknown, the old policy hides nothing: whatever @now hides counts. */
+	struct policy *none = NULL;
+	if (!before) {
+		static const char text[] = "version: 1\nextends: none\nsymlinks: allow\n";
+		struct policy_error perr;
+		int r = policy_load_string("(unknown)", text, sizeof(text) - 1, &none, &perr);
+		if (r < 0)
+			return r;
+		w.before = none;
+	}
 	size_t first = out->n;
-	int r = walk_lower(&w, lower_fd, "", 0);
+	int r = walk_lower(&w);
 	if (r == 0)
-		r = walk_upper(&w, upper_fd, "", 0);
+		r = walk_upper(&w, upper_fd);
 	if (r == 0 && git_dir)
-		r = walk_tree(&w, git_dir, tree);
+		r = walk_tree(&w, git_dir, tree, repo);
+	policy_free(none);
 	/* Sorted, each once (the lower and the base tree name most alike). */
 	if (out->n > first) {
 		qsort(out->v + first, out->n - first, sizeof(*out->v), cmp_str);

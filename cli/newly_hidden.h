@@ -24,27 +24,36 @@
 struct policy;
 
 /*
- * Append to @out, once each, the view or repository paths that @now hides and
- * @before did not (policy_decide_path(): the path or a directory above it;
- * @before NULL, an old policy unknown: whatever @now hides), sorted, found in
- *  - the lower @lower_fd: every entry but the top-level .git, sizes its own;
- *    a directory newly hidden as a whole is one path, not walked;
- *  - the upper @upper_fd: a regular file whose origin record names such a
- *    lower path (a copy-up, wherever the agent moved it, also of a file the
- *    lower no longer holds), decided by the lower file's size where it is
- *    still there, else the copy's; and a whiteout that keeps such an origin
- *    (a copy the agent removed, whose bytes its commits may hold), named by
- *    that lower path;
+ * Append to @out, once each and sorted, the paths that @now hides and
+ * @before did not (as the view decides a lower entry: policy_decide_path(),
+ * the path or a directory above it, and the `symlinks:` rule; @before NULL,
+ * an old policy unknown: whatever @now hides), found in
+ *  - the lower @lower_fd: every entry but the top-level .git, by its own
+ *    size; a directory newly hidden as a whole is one path ("DIR/"), not
+ *    walked;
+ *  - the upper @upper_fd: a regular file whose origin record names a lower
+ *    path @now hides, whatever @before says (the agent saw what it copied:
+ *    a copy-up, wherever the agent moved it, also of a file the lower no
+ *    longer holds), by the lower file's size where it is still there, else
+ *    the copy's; a whiteout that keeps such an origin (a copy the agent
+ *    removed, whose bytes its commits may hold), named by that lower path; a
+ *    directory whose redirect names a path @now hides (a directory the agent
+ *    renamed: the view decides what is below it by the entries' own names);
+ *    a symlink at a place newly hidden (a symlink takes no origin);
  *  - the private repository @git_dir (NULL: none) at base tree @tree (40 hex
- *    digits): every path of it (size 0: `max_file_size` is decided on the
- *    lower).
- * Entries of the upper the agent left unreadable (chmod 000) are read with
- * their owner's permissions lifted for the moment and get their modes back;
- * nothing else is written.  Returns 0 or a negative errno, with what it
- * failed at in @where (@where_len bytes; "" when it failed elsewhere).
+ *    digits): every path of it, with the sizes and symlink targets of its
+ *    blobs from the repository whose working tree is @repo (the base's
+ *    blobs are there: gitpriv.h); a blob it cannot read counts as larger
+ *    than any max_file_size.
+ * The walks are breadth-first, one directory open at a time, so an agent's
+ * deep tree costs neither stack nor descriptors.  Directories the agent left
+ * unreadable (chmod 000), and files whose origin it cannot read, get their
+ * owner's permissions lifted for the moment and their modes back; nothing
+ * else is written.  Returns 0 or a negative errno, with what it failed at in
+ * @where (@where_len bytes; "" when it failed elsewhere).
  */
-int newly_hidden_find(int lower_fd, int upper_fd, const char *git_dir, const char *tree,
-		      const struct policy *before, const struct policy *now, struct strvec *out,
-		      char *where, size_t where_len);
+int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *git_dir,
+		      const char *tree, const struct policy *before, const struct policy *now,
+		      struct strvec *out, char *where, size_t where_len);
 
 #endif

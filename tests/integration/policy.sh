@@ -201,6 +201,46 @@ mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
 assert_eq "  ...with --policy it mounts" 0 "$RC"
 step "unmount" af unmount mnt
 
+# ------------------------------------------------------------------ tighter, the subtle ways
+# Sizes in the private .git's base tree, the symlink rule, a renamed directory
+# whose source is away at the mount, an edited snapshot, a deep tree.
+R2=$T/repo2
+M2=$T/w2
+mkdir -p "$R2" && git -C "$R2" init -q -b main && (
+	cd "$R2" && printf 'a\n' >a.txt && head -c 5000 /dev/zero >dump.sql &&
+		ln -s /etc/hostname link-out && git add -A &&
+		git -c user.name=t -c user.email=t@t commit -qm two
+) && mkdir "$R2/private" && printf 'plan\n' >"$R2/private/plan.md" || bail "cannot create repo2"
+printf 'version: 1\nextends: none\ngit: private\nsymlinks: allow\nhide: ["/none"]\n' >"$T/p0.yml"
+printf 'version: 1\nextends: none\ngit: private\nsymlinks: hide\nmax_file_size: 1K\n%s\n' \
+	'hide: ["/none", "/private/"]' >"$T/p1.yml"
+mount_ws "$R2" "$M2" --policy "$T/p0.yml" || bail "mount of repo2: $OUT"
+step "  ...its private .git is built" t git -C "$M2" rev-parse -q --verify HEAD
+deep=$(python3 -c "print('/'.join(['d'] * 1500))")
+sh_step "the agent renames private/ and makes a tree 1500 directories deep" \
+	"mv '$M2/private' '$M2/renamed' && cd '$M2' && mkdir -p '$deep'"
+step "unmount" af unmount w2
+sh_step "the person cuts dump.sql short and moves private/ away" \
+	"printf 'cut\n' >'$R2/dump.sql' && mv '$R2/private' '$T/private.away'"
+run af mount --policy "$T/p1.yml" "$R2" "$M2"
+assert_eq "a tighter policy on repo2's workspace: refused" 1 "$RC"
+assert_contains "  ...naming dump.sql (5000 bytes in the base tree, max_file_size 1K)" \
+	"w2: dump.sql: the new policy hides it" "$OUT"
+assert_contains "  ...naming link-out (symlinks: hide)" "w2: link-out: the new policy hides it" "$OUT"
+assert_contains "  ...naming renamed/ (from private/, which is away)" \
+	"w2: renamed/: the new policy hides it" "$OUT"
+mv "$T/private.away" "$R2/private"
+# An edited snapshot is not the old policy: what it hides now counts in full.
+printf -- '- {action: hide, pattern: "/a.txt", case: insensitive, protect: false, origin: "edit:1"}\n' \
+	>>"$STATE/workspaces/w2/policy.yml"
+run af mount "$R2" "$M2"
+assert_eq "an edited policy snapshot: refused" 1 "$RC"
+assert_contains "  ...naming a.txt" "w2: a.txt: the new policy hides it" "$OUT"
+assert_contains "  ...saying why" "its digest differs" "$OUT"
+if is_mounted "$M2"; then fail "  ...and nothing is mounted" "$M2 is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+
 # ------------------------------------------------------------------ a malformed policy
 printf 'version: 1\nhide:\n  - "a"\n  readonly: [b]\n' >"$T/broken.yml"
 refuse "a malformed policy is refused with file:line:column" "broken.yml:4:" \
