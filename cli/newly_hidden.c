@@ -26,7 +26,8 @@
 #include "policy/symlink.h"
 
 struct walk {
-	int lower_fd;
+	int lower_fd, upper_fd;
+	struct strvec lifted; /* "MODE PATH": upper directories lifted (put_back_all) */
 	const struct policy *before, *now;
 	bool sizes;	   /* either policy has max_file_size */
 	git_odb *real_odb; /* the repository's, for the base tree's blobs; NULL */
@@ -244,30 +245,63 @@ static int upper_entry(struct walk *w, int fd, const char *rel, const char *name
 	return r < 0 ? r : 0;
 }
 
-static int walk_upper(struct walk *w, int upper_fd)
+/* The parent directory of upper path @rel opened, and its last component in
+ * *@base, or -errno. */
+static int open_parent(int upper_fd, const char *rel, const char **base)
+{
+	const char *slash = strrchr(rel, '/');
+	*base = slash ? slash + 1 : rel;
+	char *parent = strndup(rel, slash ? (size_t)(slash - rel) : 0);
+	if (!parent)
+		return -ENOMEM;
+	int fd = open_below(upper_fd, parent);
+	free(parent);
+	return fd;
+}
+
+/* Give the directories lift_dir() lifted their modes back, the deepest
+ * first (their parents are reached through the lifted ones). */
+static void put_back_all(struct walk *w)
+{
+	for (size_t i = w->lifted.n; i-- > 0;) {
+		char *end;
+		long mode = strtol(w->lifted.v[i], &end, 8);
+		const char *base;
+		int pfd = open_parent(w->upper_fd, end + 1, &base);
+		if (pfd >= 0) {
+			put_back(pfd, base, (int)mode);
+			close(pfd);
+		}
+	}
+	strvec_clear(&w->lifted);
+}
+
+/* Upper directory @rel, which the agent made unreadable: its owner's rwx
+ * lifted until the walk ends (its subdirectories are reached through it),
+ * then it is opened again.  The descriptor, or -errno. */
+static int lift_dir(struct walk *w, const char *rel)
+{
+	const char *base;
+	int pfd = open_parent(w->upper_fd, rel, &base);
+	if (pfd < 0)
+		return pfd;
+	int mode = lift(pfd, base, S_IRWXU);
+	close(pfd);
+	if (mode >= 0 && strvec_pushf(&w->lifted, "%o %s", (unsigned)mode, rel) < 0)
+		return -ENOMEM; /* (the mode stays lifted: owner rwx on the agent's own) */
+	return open_below(w->upper_fd, rel);
+}
+
+static int walk_upper(struct walk *w)
 {
 	struct strvec q = {0};
 	size_t head = 0;
 	int r = strvec_push(&q, "");
 	const char *rel;
 	while (r == 0 && (rel = next_dir(&q, &head))) {
-		/* A directory the agent made unreadable: its owner's rwx lifted
-		 * while it is listed, from its parent. */
-		int pfd = -1, mode = -1;
-		const char *base = strrchr(rel, '/');
-		base = base ? base + 1 : rel;
-		int fd = open_below(upper_fd, rel);
-		if (fd == -EACCES) {
-			char *parent = strndup(rel, (size_t)(base - rel));
-			if (parent && base > rel)
-				parent[base - rel - 1] = 0;
-			pfd = parent ? open_below(upper_fd, parent) : -ENOMEM;
-			free(parent);
-			if (pfd >= 0) {
-				mode = lift(pfd, base, S_IRWXU);
-				fd = open_below(upper_fd, rel);
-			}
-		}
+		int fd = open_below(w->upper_fd, rel);
+		if (fd == -EACCES && *rel)
+			fd = lift_dir(w, rel);
 		struct strvec names = {0};
 		if (fd >= 0) {
 			int dfd = dup(fd);
@@ -282,10 +316,6 @@ static int walk_upper(struct walk *w, int upper_fd)
 		if (r == 0 && *rel && layout_get_redirect(fd, redirect, sizeof(redirect)) > 0 &&
 		    policy_decide_path(w->now, redirect, true, 0) == POLICY_HIDDEN)
 			r = report(w, rel, true);
-		if (pfd >= 0) {
-			put_back(pfd, base, mode);
-			close(pfd);
-		}
 		for (size_t i = 0; r == 0 && i < names.n; i++) {
 			struct stat st;
 			if (fstatat(fd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -301,6 +331,7 @@ static int walk_upper(struct walk *w, int upper_fd)
 			fail_at(w, rel);
 	}
 	strvec_clear(&q);
+	put_back_all(w);
 	return r;
 }
 
@@ -400,6 +431,7 @@ int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *
 	if (where && where_len)
 		*where = 0;
 	struct walk w = {.lower_fd = lower_fd,
+			 .upper_fd = upper_fd,
 			 .before = before,
 			 .now = now,
 			 .sizes = policy_max_file_size(now) != 0 ||
@@ -420,7 +452,7 @@ int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *
 	size_t first = out->n;
 	int r = walk_lower(&w);
 	if (r == 0)
-		r = walk_upper(&w, upper_fd);
+		r = walk_upper(&w);
 	if (r == 0 && git_dir)
 		r = walk_tree(&w, git_dir, tree, repo);
 	policy_free(none);

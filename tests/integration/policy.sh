@@ -136,6 +136,11 @@ sh_step "the agent changes files: appends, a move, a renamed directory, a file o
 	"printf 'more\n' >>'$MNT/docs/public.md' && printf 'more\n' >>'$MNT/gone.md' &&
 	mv '$MNT/data/small.bin' '$MNT/moved.bin' && mv '$MNT/notes' '$MNT/renamed-notes' &&
 	printf 'mine\n' >'$MNT/mine.txt'"
+# The copy of data/small.bin put away behind two directories the agent made
+# unreadable (as a person, the check lifts their modes for the moment).
+sh_step "the agent hides a copy behind directories of mode 000" \
+	"mkdir -p '$MNT/locked/inner' && mv '$MNT/moved.bin' '$MNT/locked/inner/moved.bin' &&
+	chmod 000 '$MNT/locked/inner' '$MNT/locked'"
 # committed.md: changed, committed in the private .git, then removed (its
 # whiteout keeps where the copy came from; the commit keeps its bytes).
 sh_step "the agent commits a changed file, then removes it" \
@@ -160,7 +165,8 @@ before_yml=$(cat "$STATE/workspaces/mnt/workspace.yml")
 before_pol=$(cat "$STATE/workspaces/mnt/policy.yml")
 run af mount --policy "$T/tight.yml" "$REPO" "$MNT"
 assert_eq "a policy that hides what the agent could see: the mount is refused" 1 "$RC"
-for p in docs/public.md untouched.md gone.md committed.md lib/ notes/ data/ moved.bin; do
+for p in docs/public.md untouched.md gone.md committed.md lib/ notes/ data/ \
+	locked/inner/moved.bin; do
 	assert_contains "  ...naming $p" "mnt: $p: the new policy hides it" "$OUT"
 done
 assert_not_contains "  ...not the agent's own file" "mine.txt" "$OUT"
@@ -172,6 +178,8 @@ fi
 assert_eq "  ...and the workspace keeps its record" "$before_yml" \
 	"$(cat "$STATE/workspaces/mnt/workspace.yml")"
 assert_eq "  ...and its policy" "$before_pol" "$(cat "$STATE/workspaces/mnt/policy.yml")"
+assert_eq "  ...and the modes of the agent's directories" 0 \
+	"$(stat -c %a "$STATE/workspaces/mnt/upper/locked")"
 mount_ws "$REPO" "$MNT" --policy "$STATE/workspaces/mnt/policy.yml"
 assert_eq "the workspace mounts with its own policy, as the error says" 0 "$RC"
 assert_content "  ...its copies as they were" "$MNT/gone.md" "$(printf 'gone\nmore')"
