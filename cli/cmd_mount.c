@@ -526,7 +526,6 @@ static int load_policy(struct mount_ctx *c)
 	return 0;
 }
 
-/* policy.yml: written to a temp file and renamed, like workspace.yml. */
 /* The most paths check_newly_hidden() names. */
 #define NEWLY_HIDDEN_SHOWN 20
 
@@ -536,8 +535,9 @@ static int load_policy(struct mount_ctx *c)
  * could already see under the old one (cli/newly_hidden.h), since its copies,
  * renamed directories and private .git would keep showing it.  The old policy
  * is the workspace's snapshot (policy.yml); when it cannot be read, whatever
- * the new one hides counts.  Nothing is written: the workspace keeps its
- * policy and record.
+ * the new one hides counts.  The workspace keeps its policy and record; the
+ * walk writes nothing but the modes it lifts and puts back
+ * (cli/newly_hidden.h).
  */
 static int check_newly_hidden(struct mount_ctx *c)
 {
@@ -613,6 +613,7 @@ static int check_newly_hidden(struct mount_ctx *c)
 	return rc;
 }
 
+/* policy.yml: written to a temp file and renamed, like workspace.yml. */
 static int write_policy_snapshot(struct mount_ctx *c)
 {
 	char *file = workspace_path(c->ws, "policy.yml");

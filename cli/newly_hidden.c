@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <git2.h>
 #include <linux/openat2.h>
@@ -20,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cli/changes.h"
 #include "cli/newly_hidden.h"
 #include "fs/layout.h"
 #include "policy/policy.h"
@@ -82,7 +84,13 @@ static int open_below(int root, const char *rel)
 			       .resolve =
 				   RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
 	long fd = syscall(SYS_openat2, root, *rel ? rel : ".", &how, sizeof(how));
-	return fd < 0 ? -errno : (int)fd;
+	if (fd >= 0)
+		return (int)fd;
+	if (errno != ENOSYS && errno != EPERM)
+		return -errno;
+	/* No openat2(2) (before Linux 5.6, valgrind, a seccomp filter): one
+	 * component at a time. */
+	return changes_open_below(root, rel, O_RDONLY | O_DIRECTORY);
 }
 
 /* The names in directory @fd (consumed), but "." and "..", into @names. */
@@ -121,12 +129,13 @@ static int walk_lower(struct walk *w)
 	const char *rel;
 	while (r == 0 && (rel = next_dir(&q, &head))) {
 		int fd = open_below(w->lower_fd, rel);
-		if (fd < 0)
-			continue; /* gone, or unreadable: the view cannot list it either */
-		struct stat dst;
-		if (fstat(fd, &dst) < 0) {
-			close(fd);
-			continue;
+		if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP || fd == -EACCES ||
+		    fd == -ENAMETOOLONG)
+			continue; /* gone, replaced, or unreadable: nor can the view list it */
+		if (fd < 0) {
+			r = fd;
+			fail_at(w, rel);
+			break;
 		}
 		struct strvec names = {0};
 		int dfd = dup(fd);
@@ -136,9 +145,8 @@ static int walk_lower(struct walk *w)
 			if (!*rel && strcmp(name, ".git") == 0)
 				continue; /* never the agent's (fs/view.c) */
 			struct stat st;
-			if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    (S_ISDIR(st.st_mode) && st.st_dev != dst.st_dev))
-				continue; /* gone meanwhile; another file system */
+			if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+				continue; /* gone meanwhile */
 			char *p = join(rel, name);
 			if (!p) {
 				r = -ENOMEM;
@@ -300,8 +308,16 @@ static int walk_upper(struct walk *w)
 	const char *rel;
 	while (r == 0 && (rel = next_dir(&q, &head))) {
 		int fd = open_below(w->upper_fd, rel);
-		if (fd == -EACCES && *rel)
+		struct stat dst;
+		if (fd == -EACCES && *rel) {
 			fd = lift_dir(w, rel);
+		} else if (fd >= 0 && *rel && geteuid() != 0 && fstat(fd, &dst) == 0 &&
+			   (dst.st_mode & S_IRWXU) != S_IRWXU) {
+			/* Readable but not searchable (0600), or the reverse:
+			 * its entries cannot be looked at as they are. */
+			close(fd);
+			fd = lift_dir(w, rel);
+		}
 		struct strvec names = {0};
 		if (fd >= 0) {
 			int dfd = dup(fd);
@@ -451,8 +467,20 @@ int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *
 	}
 	size_t first = out->n;
 	int r = walk_lower(&w);
-	if (r == 0)
+	if (r == 0) {
+		/* An interrupt waits for the modes walk_upper() lifts to be put
+		 * back (SIGKILL cannot: then the agent's unreadable directories
+		 * stay readable by their owner). */
+		sigset_t block, old;
+		sigemptyset(&block);
+		sigaddset(&block, SIGINT);
+		sigaddset(&block, SIGTERM);
+		sigaddset(&block, SIGHUP);
+		sigaddset(&block, SIGQUIT);
+		sigprocmask(SIG_BLOCK, &block, &old);
 		r = walk_upper(&w);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
 	if (r == 0 && git_dir)
 		r = walk_tree(&w, git_dir, tree, repo);
 	policy_free(none);

@@ -47,9 +47,11 @@ struct policy;
  *    than any max_file_size.
  * The walks are breadth-first, one directory open at a time, so an agent's
  * deep tree costs neither stack nor descriptors.  Directories the agent left
- * unreadable (chmod 000), and files whose origin it cannot read, get their
- * owner's permissions lifted for the moment and their modes back; nothing
- * else is written.  Returns 0 or a negative errno, with what it failed at in
+ * unreadable or unsearchable (chmod 000, 600), and files whose origin it
+ * cannot read, get their owner's permissions lifted for the walk and their
+ * modes back at its end (SIGINT, SIGTERM, SIGHUP and SIGQUIT wait for that;
+ * SIGKILL leaves them lifted); nothing else is written.  Returns 0 or a negative errno, with what
+ * it failed at in
  * @where (@where_len bytes; "" when it failed elsewhere).
  */
 int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *git_dir,

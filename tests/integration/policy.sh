@@ -190,10 +190,16 @@ assert_eq "a new workspace mounts under the tighter policy" 0 "$RC"
 assert_like_missing "$MNT/docs/public.md" "  ...and hides what it says"
 assert_like_missing "$MNT/notes" "  ...a directory too"
 sh_step "  ...its agent writes a file at a name the policy hides" "printf 'own\n' >'$MNT/mine.txt'"
+# (As a person, the comparison must also look into a directory the agent
+# left readable but not searchable.)
+sh_step "  ...and leaves a directory of mode 600" \
+	"mkdir -p '$MNT/half/sub' && printf 'h\n' >'$MNT/half/f' && chmod 600 '$MNT/half'"
 step "unmount" af unmount mnt
 mount_ws "$REPO" "$MNT" --policy "$T/team.yml"
 assert_eq "a looser policy mounts it again" 0 "$RC"
 assert_content "  ...showing what it hid no more" "$MNT/docs/public.md" "public docs"
+assert_eq "  ...the agent's directory keeps its mode" 600 \
+	"$(stat -c %a "$STATE/workspaces/mnt/upper/half")"
 step "unmount" af unmount mnt
 # Resumed without --policy, a workspace whose snapshot is gone is refused
 # rather than mounted under whatever the files around say now.
