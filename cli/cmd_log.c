@@ -33,7 +33,7 @@ const char cmd_log_usage[] =
     "  --json            print the raw records (JSON Lines), exactly as stored\n"
     "  --op OP[,OP...]   only these operations (read, write, create, unlink,\n"
     "                    rename, exchange, deny, conceal, ...; see SCHEMA.md;\n"
-    "                    exchange: a rename with RENAME_EXCHANGE, as shown)\n"
+    "                    exchange: the renames with RENAME_EXCHANGE, as shown)\n"
     "  --path GLOB       only records whose path or second path matches GLOB\n"
     "                    (fnmatch(3); '*' also matches '/')\n"
     "  --pid PID         only records of process PID\n"
@@ -54,8 +54,8 @@ const char cmd_log_usage[] =
 static const char *const CMD = "log";
 
 struct filter {
-	bool ops[JOP__COUNT]; /* JOP_RENAME: the renames that are no exchange */
-	bool exchange;	      /* --op exchange: renames with RENAME_EXCHANGE */
+	bool ops[JOP__COUNT];
+	bool exchange; /* --op exchange: renames with RENAME_EXCHANGE only */
 	bool any_op;
 	const char *glob;
 	pid_t pid;
@@ -146,8 +146,9 @@ static bool is_refusal(const struct journal_entry *e)
 
 static bool matches(const struct filter *f, const struct journal_entry *e)
 {
+	/* An exchange is stored as a rename: --op rename takes it too. */
 	bool exchange = e->op == JOP_RENAME && (e->flags & RENAME_EXCHANGE);
-	if (f->any_op && !(exchange ? f->exchange : f->ops[e->op]))
+	if (f->any_op && !(f->ops[e->op] || (exchange && f->exchange)))
 		return false;
 	if (f->has_pid && e->pid != f->pid)
 		return false;
@@ -192,8 +193,8 @@ static void print_row(FILE *out, const struct journal_entry *e)
 		const char *n = strerrorname_np(-e->result);
 		snprintf(res, sizeof(res), "%s", n ? n : "error");
 	}
-	if (e->has_bytes &&
-	    (e->bytes || e->op == JOP_READ || e->op == JOP_WRITE || e->op == JOP_TRUNCATE))
+	if (e->has_bytes && (e->bytes || e->op == JOP_READ || e->op == JOP_WRITE ||
+			     e->op == JOP_TRUNCATE || e->op == JOP_COPYUP))
 		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)e->bytes);
 	if (e->has_hash_after || e->has_hash_before) {
 		char hex[33];

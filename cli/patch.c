@@ -108,7 +108,11 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
 		const struct change *c = &cs->items[i];
 		if (!change_exported(c))
 			continue;
-		bool stand_in = (flags & PATCH_NAMES_ONLY) && c->base.present && c->view.present;
+		/* Not for a symlink on either side: libgit2 pairs a typechange
+		 * in renames too (GIT_DIFF_INCLUDE_TYPECHANGE), by its bytes. */
+		bool stand_in = (flags & PATCH_NAMES_ONLY) && c->base.present && c->view.present &&
+				c->base.mode != CHANGE_MODE_LINK &&
+				c->view.mode != CHANGE_MODE_LINK;
 		if (c->base.present)
 			r = add_side(p, cs, bi, c->path, &c->base, stand_in ? "base" : NULL);
 		if (r == 0 && c->view.present)

@@ -29,10 +29,11 @@ enum patch_flag {
 	 * `git apply` reads. */
 	PATCH_TYPECHANGE = 1u << 0,
 	/* Only the paths and the kinds of the deltas are wanted (status): a change
-	 * with both sides at its path gets two small stand-in blobs that differ,
-	 * not its bytes, which may be large.  Renames pair additions with
-	 * deletions only (GIT_DIFF_FIND_RENAMES without rewrites), whose bytes
-	 * are read. */
+	 * with a regular file on both sides at its path gets two small stand-in
+	 * blobs that differ, not its bytes, which may be large.  Such a
+	 * modification is never paired in a rename (GIT_DIFF_FIND_RENAMES without
+	 * rewrites pairs additions, deletions and, with PATCH_TYPECHANGE,
+	 * typechanges), so the deltas are those of the bytes. */
 	PATCH_NAMES_ONLY = 1u << 1,
 };
 

@@ -115,7 +115,10 @@ struct ctx {
 static int lg_fail(const struct ctx *c, const char *what)
 {
 	const git_error *e = git_error_last();
-	cli_error(c->o->cmd, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+	char *q = changes_quote(what); /* often the agent's path */
+	cli_error(c->o->cmd, "%s: %s", q ? q : what,
+		  e && e->message ? e->message : "libgit2 error");
+	free(q);
 	return -EIO;
 }
 

@@ -209,8 +209,10 @@ void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
 	/* The kernel keeps one size and one page cache per inode: a reader
 	 * still on the lower file would read past its end once the agent's
 	 * writes grow the upper one (zeros, a torn file).  The bytes are the
-	 * same at this instant, so the readers move to the upper copy:
-	 * dup2() swaps the file under the handle's descriptor atomically. */
+	 * same at this instant (or, for a copy made empty, about to be cut to
+	 * nothing by the caller, as the file of every name would be), so the
+	 * readers move to the upper copy: dup2() swaps the file under the
+	 * handle's descriptor atomically. */
 	pthread_mutex_lock(&fs->table_lock);
 	for (struct handle *h = n->handles; h; h = h->next) {
 		if (h->upper)
@@ -293,7 +295,8 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 
 /* h->upper without table_lock.  Once true, h->fd names the upper copy (the
  * dup2() before the store).  While false, it may name either: the copy has
- * the lower file's bytes and attributes at that instant. */
+ * the lower file's attributes at that instant, and its bytes (or none, a
+ * copy made empty for a truncate to 0). */
 static bool handle_on_upper(const struct handle *h)
 {
 	return __atomic_load_n(&h->upper, __ATOMIC_ACQUIRE);

@@ -348,8 +348,10 @@ assert_contains "log names the exchange an exchange" "exchange" \
 	"$(af log --op exchange --path config "$MNT" 2>&1)"
 assert_contains "  ...of both names" "config <-> README.md" \
 	"$(af log --op exchange --path config "$MNT" 2>&1)"
-assert_not_contains "  ...and --op rename leaves it out" "<->" \
+assert_contains "  ...and --op rename takes it too (it is stored as one)" "<->" \
 	"$(af log --op rename --path config "$MNT" 2>&1)"
+assert_not_contains "  ...while --op exchange takes no plain rename" "config -> conf" \
+	"$(af log --op exchange --path config "$MNT" 2>&1)"
 assert_contains "  ...and so does the evidence" "  config <-> README.md" \
 	"$(af export --conflicts=skip --evidence "$MNT" 2>/dev/null | sed '/^diff --git /,$d')"
 refuse "export refuses the exchanged directory" "$replaced_msg" af export "$MNT"
@@ -606,4 +608,20 @@ assert_eq "discard of a file in a directory made again inside a renamed one" 0 "
 assert_eq "  ...and the directory shows nothing after" "" "$(ls -A "$SMNT/cfg2/sub" 2>&1)"
 run af unmount "$SMNT"
 assert_eq "unmount the stat's mount" 0 "$RC"
+
+# A repository file turned into a symlink to its new name: status pairs the
+# rename by the file's bytes, as export does (a typechange is a rename source).
+TREPO=$T/trepo
+TMNT=$T/tmnt
+mkdir -p "$TREPO" && git -C "$TREPO" init -q && printf 'key: value\nother: 1\n' >"$TREPO/config.yml" &&
+	git -C "$TREPO" add -A && git -C "$TREPO" -c user.name=t -c user.email=t@t commit -qm c ||
+	bail "cannot create the typechange repository"
+mount_ws "$TREPO" "$TMNT" || bail "mount of the typechange repository: $OUT"
+sh_step "the agent moves config.yml to config.real.yml and links its old name to it" \
+	"mv '$TMNT/config.yml' '$TMNT/config.real.yml' && ln -s config.real.yml '$TMNT/config.yml'"
+assert_eq "status pairs the rename across the typechange, as export does" \
+	"$(printf 'R config.yml -> config.real.yml\nA config.yml')" "$(af status "$TMNT" 2>&1)"
+assert_contains "  ...(export: a rename)" "rename from config.yml" "$(af export "$TMNT" 2>&1)"
+run af unmount "$TMNT"
+assert_eq "unmount the typechange repository" 0 "$RC"
 done_testing
