@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <jansson.h>
 #include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,8 +32,9 @@ struct walk {
 	int lower_fd, upper_fd;
 	struct strvec lifted; /* "MODE PATH": upper directories lifted (put_back_all) */
 	const struct policy *before, *now;
-	bool sizes;	   /* either policy has max_file_size */
-	git_odb *real_odb; /* the repository's, for the base tree's blobs; NULL */
+	bool sizes;		      /* either policy has max_file_size */
+	git_odb *real_odb, *priv_odb; /* for the blobs of the private trees; NULL */
+	json_t *seen;		      /* "TREE-ID PATH" of the private trees walked */
 	struct strvec *out;
 	char *where;
 	size_t where_len;
@@ -178,7 +180,8 @@ static int lift(int dfd, const char *name, mode_t bits)
 {
 	struct stat st;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISLNK(st.st_mode) ||
-	    (st.st_mode & bits) == bits || fchmodat(dfd, name, (st.st_mode & 07777) | bits, 0) < 0)
+	    (st.st_mode & bits) == bits ||
+	    fchmodat(dfd, name, (st.st_mode & 07777) | bits, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
 	return (int)(st.st_mode & 07777);
 }
@@ -186,7 +189,7 @@ static int lift(int dfd, const char *name, mode_t bits)
 static void put_back(int dfd, const char *name, int mode)
 {
 	if (mode >= 0)
-		(void)fchmodat(dfd, name, (mode_t)mode, 0);
+		(void)fchmodat(dfd, name, (mode_t)mode, AT_SYMLINK_NOFOLLOW);
 }
 
 /* The origin of @name in @dfd, its owner's read permission lifted for the
@@ -276,28 +279,39 @@ static void put_back_all(struct walk *w)
 		long mode = strtol(w->lifted.v[i], &end, 8);
 		const char *base;
 		int pfd = open_parent(w->upper_fd, end + 1, &base);
-		if (pfd >= 0) {
-			put_back(pfd, base, (int)mode);
+		if (pfd < 0 || fchmodat(pfd, base, (mode_t)mode, AT_SYMLINK_NOFOLLOW) < 0)
+			fprintf(stderr,
+				"agentfs: mount: upper/%s: cannot give its mode %lo back: %s\n",
+				end + 1, mode, strerror(pfd < 0 ? -pfd : errno));
+		if (pfd >= 0)
 			close(pfd);
-		}
 	}
 	strvec_clear(&w->lifted);
 }
 
-/* Upper directory @rel, which the agent made unreadable: its owner's rwx
- * lifted until the walk ends (its subdirectories are reached through it),
- * then it is opened again.  The descriptor, or -errno. */
+/* Upper directory @rel, which the agent made unreadable or unsearchable: its
+ * owner's read and search permissions lifted until the walk ends (its
+ * subdirectories are reached through it), then it is opened again.  The
+ * descriptor, or -errno. */
 static int lift_dir(struct walk *w, const char *rel)
 {
 	const char *base;
 	int pfd = open_parent(w->upper_fd, rel, &base);
 	if (pfd < 0)
 		return pfd;
-	int mode = lift(pfd, base, S_IRWXU);
+	/* Recorded before it is lifted: nothing fails between the two. */
+	const mode_t bits = S_IRUSR | S_IXUSR;
+	struct stat st;
+	int r = 0;
+	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+	    (st.st_mode & bits) != bits) {
+		if (strvec_pushf(&w->lifted, "%o %s", (unsigned)(st.st_mode & 07777), rel) < 0)
+			r = -ENOMEM;
+		else
+			(void)lift(pfd, base, bits);
+	}
 	close(pfd);
-	if (mode >= 0 && strvec_pushf(&w->lifted, "%o %s", (unsigned)mode, rel) < 0)
-		return -ENOMEM; /* (the mode stays lifted: owner rwx on the agent's own) */
-	return open_below(w->upper_fd, rel);
+	return r < 0 ? r : open_below(w->upper_fd, rel);
 }
 
 static int walk_upper(struct walk *w)
@@ -312,7 +326,7 @@ static int walk_upper(struct walk *w)
 		if (fd == -EACCES && *rel) {
 			fd = lift_dir(w, rel);
 		} else if (fd >= 0 && *rel && geteuid() != 0 && fstat(fd, &dst) == 0 &&
-			   (dst.st_mode & S_IRWXU) != S_IRWXU) {
+			   (dst.st_mode & (S_IRUSR | S_IXUSR)) != (S_IRUSR | S_IXUSR)) {
 			/* Readable but not searchable (0600), or the reverse:
 			 * its entries cannot be looked at as they are. */
 			close(fd);
@@ -353,23 +367,39 @@ static int walk_upper(struct walk *w)
 
 /* ---- the private repository's base tree ----------------------------------- */
 
+/* Object @id read, from the repository (the base's blobs: gitpriv.h), else
+ * from the private one (the person's uncommitted files at the build, the
+ * agent's own): 0, or -1. */
+static int read_object(const struct walk *w, const git_oid *id, git_odb_object **obj)
+{
+	return (w->real_odb && git_odb_read(obj, w->real_odb, id) == 0) ||
+		       (w->priv_odb && git_odb_read(obj, w->priv_odb, id) == 0)
+		   ? 0
+		   : -1;
+}
+
+static int read_size(const struct walk *w, const git_oid *id, size_t *len)
+{
+	git_object_t type;
+	return (w->real_odb && git_odb_read_header(len, &type, w->real_odb, id) == 0) ||
+		       (w->priv_odb && git_odb_read_header(len, &type, w->priv_odb, id) == 0)
+		   ? 0
+		   : -1;
+}
+
 /* The size and, for a symlink, the target (into @target, PATH_MAX bytes) of
- * blob @id: from the repository, where the base's blobs are (gitpriv.h).
- * Unknown: the largest size, which every max_file_size hides. */
+ * blob @id.  Unknown: the largest size, which every max_file_size hides. */
 static uint64_t blob_facts(const struct walk *w, const git_oid *id, bool link, char *target)
 {
 	*target = 0;
-	if (!w->real_odb)
-		return UINT64_MAX;
 	if (!link) {
 		size_t len;
-		git_object_t type;
-		if (!w->sizes || git_odb_read_header(&len, &type, w->real_odb, id) < 0)
-			return w->sizes ? UINT64_MAX : 0;
-		return len;
+		if (!w->sizes)
+			return 0;
+		return read_size(w, id, &len) == 0 ? len : UINT64_MAX;
 	}
 	git_odb_object *obj = NULL;
-	if (git_odb_read(&obj, w->real_odb, id) < 0)
+	if (read_object(w, id, &obj) < 0)
 		return UINT64_MAX;
 	size_t n = git_odb_object_size(obj);
 	if (n < PATH_MAX) {
@@ -380,15 +410,11 @@ static uint64_t blob_facts(const struct walk *w, const git_oid *id, bool link, c
 	return n;
 }
 
-static int tree_entry(const char *root, const git_tree_entry *e, void *arg)
+/* Decide the private repository's entry @path (git mode @fm, object @id):
+ * 1 when what is below it needs no look (hidden before, or reported now), 0
+ * to go on, -1 on an error (in w->error). */
+static int git_entry(struct walk *w, const char *path, git_filemode_t fm, const git_oid *id)
 {
-	struct walk *w = arg;
-	char *p = NULL;
-	if (asprintf(&p, "%s%s", root, git_tree_entry_name(e)) < 0) {
-		w->error = -ENOMEM;
-		return -1;
-	}
-	git_filemode_t fm = git_tree_entry_filemode(e);
 	mode_t mode = fm == GIT_FILEMODE_TREE	? S_IFDIR
 		      : fm == GIT_FILEMODE_LINK ? S_IFLNK
 						: S_IFREG;
@@ -396,38 +422,127 @@ static int tree_entry(const char *root, const git_tree_entry *e, void *arg)
 	uint64_t size = 0;
 	if (fm == GIT_FILEMODE_BLOB || fm == GIT_FILEMODE_BLOB_EXECUTABLE ||
 	    fm == GIT_FILEMODE_LINK)
-		size = blob_facts(w, git_tree_entry_id(e), fm == GIT_FILEMODE_LINK, target);
+		size = blob_facts(w, id, fm == GIT_FILEMODE_LINK, target);
 	/* An unknown target (unreadable): unsafe under `symlinks: hide`, and
 	 * so hidden before and now alike; "" decides as the link's own path. */
 	const char *t = fm == GIT_FILEMODE_LINK ? target : NULL;
-	int ret = 0;
-	if (hides(w, w->before, p, mode, size == UINT64_MAX ? 0 : size, t))
-		ret = 1; /* not below it either */
-	else if (hides(w, w->now, p, mode, size, t)) {
-		ret = (w->error = report(w, p, S_ISDIR(mode))) < 0 ? -1 : 1;
+	if (hides(w, w->before, path, mode, size == UINT64_MAX ? 0 : size, t))
+		return 1; /* not below it either */
+	if (hides(w, w->now, path, mode, size, t))
+		return (w->error = report(w, path, S_ISDIR(mode))) < 0 ? -1 : 1;
+	return 0;
+}
+
+static int tree_entry(const char *root, const git_tree_entry *e, void *arg)
+{
+	struct walk *w = arg;
+	char *p = NULL, *key = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	if (asprintf(&p, "%s%s", root, git_tree_entry_name(e)) < 0) {
+		w->error = -ENOMEM;
+		return -1;
 	}
+	int ret = 0;
+	/* A subtree already walked at this path (the commits share most of
+	 * theirs): decided the same, as the policy decides by path. */
+	if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
+		git_oid_tostr(hex, sizeof(hex), git_tree_entry_id(e));
+		if (asprintf(&key, "%s %s", hex, p) < 0) {
+			w->error = -ENOMEM;
+			ret = -1;
+		} else if (json_object_get(w->seen, key)) {
+			ret = 1;
+		} else if (json_object_set_new_nocheck(w->seen, key, json_true()) < 0) {
+			w->error = -ENOMEM;
+			ret = -1;
+		}
+	}
+	if (ret == 0)
+		ret = git_entry(w, p, git_tree_entry_filemode(e), git_tree_entry_id(e));
+	free(key);
 	free(p);
 	return ret;
 }
 
-static int walk_tree(struct walk *w, const char *git_dir, const char *tree_hex, const char *repo)
+/* Walk @tree of @priv, unless the same tree was walked already. */
+static int walk_one_tree(struct walk *w, git_repository *priv, const git_oid *id)
+{
+	char hex[GIT_OID_HEXSZ + 1], key[GIT_OID_HEXSZ + 2];
+	git_oid_tostr(hex, sizeof(hex), id);
+	snprintf(key, sizeof(key), "%s ", hex);
+	if (json_object_get(w->seen, key))
+		return 0;
+	if (json_object_set_new_nocheck(w->seen, key, json_true()) < 0)
+		return -ENOMEM;
+	git_tree *tree = NULL;
+	if (git_tree_lookup(&tree, priv, id) < 0)
+		return -EIO;
+	int r = git_tree_walk(tree, GIT_TREEWALK_PRE, tree_entry, w) < 0
+		    ? (w->error ? w->error : -EIO)
+		    : 0;
+	git_tree_free(tree);
+	return r;
+}
+
+/* The trees of every commit the private repository's refs reach (the
+ * agent's commits may hold files it read that neither the lower nor the base
+ * holds now), and its index. */
+static int walk_history(struct walk *w, git_repository *priv)
+{
+	git_revwalk *rw = NULL;
+	int r = git_revwalk_new(&rw, priv) < 0 ? -EIO : 0;
+	if (r == 0 && git_revwalk_push_glob(rw, "refs/*") < 0)
+		r = -EIO;
+	if (r == 0)
+		(void)git_revwalk_push_head(rw); /* a detached HEAD */
+	git_oid id;
+	while (r == 0 && git_revwalk_next(&id, rw) == 0) {
+		git_commit *c = NULL;
+		if (git_commit_lookup(&c, priv, &id) < 0) {
+			r = -EIO;
+			break;
+		}
+		r = walk_one_tree(w, priv, git_commit_tree_id(c));
+		git_commit_free(c);
+	}
+	git_revwalk_free(rw);
+	git_index *idx = NULL;
+	if (r == 0 && git_repository_index(&idx, priv) == 0) {
+		size_t n = git_index_entrycount(idx);
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			const git_index_entry *e = git_index_get_byindex(idx, i);
+			if (e && git_entry(w, e->path, (git_filemode_t)e->mode, &e->id) < 0)
+				r = w->error ? w->error : -EIO;
+		}
+	}
+	git_index_free(idx);
+	return r;
+}
+
+static int walk_git(struct walk *w, const char *git_dir, const char *tree_hex, const char *repo)
 {
 	git_repository *priv = NULL, *real = NULL;
-	git_tree *tree = NULL;
 	git_oid id;
 	int r = 0;
+	if (!(w->seen = json_object()))
+		return -ENOMEM;
 	if (repo && git_repository_open_ext(&real, repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) == 0)
 		(void)git_repository_odb(&w->real_odb, real);
 	if (git_oid_fromstrn(&id, tree_hex, strlen(tree_hex)) < 0 ||
-	    git_repository_open_bare(&priv, git_dir) < 0 || git_tree_lookup(&tree, priv, &id) < 0)
+	    git_repository_open_bare(&priv, git_dir) < 0 ||
+	    git_repository_odb(&w->priv_odb, priv) < 0)
 		r = -EIO;
-	else if (git_tree_walk(tree, GIT_TREEWALK_PRE, tree_entry, w) < 0)
-		r = w->error ? w->error : -EIO;
-	if (r < 0)
+	if (r == 0 && (r = walk_one_tree(w, priv, &id)) < 0)
 		fail_at(w, "the private .git's base tree");
-	git_tree_free(tree);
+	if (r == 0 && (r = walk_history(w, priv)) < 0)
+		fail_at(w, "the private .git's commits");
+	if (r < 0)
+		fail_at(w, "the private .git");
 	git_odb_free(w->real_odb);
-	w->real_odb = NULL;
+	git_odb_free(w->priv_odb);
+	w->real_odb = w->priv_odb = NULL;
+	json_decref(w->seen);
+	w->seen = NULL;
 	git_repository_free(priv);
 	git_repository_free(real);
 	return r;
@@ -477,12 +592,20 @@ int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *
 		sigaddset(&block, SIGTERM);
 		sigaddset(&block, SIGHUP);
 		sigaddset(&block, SIGQUIT);
+		sigaddset(&block, SIGPIPE);
+		sigaddset(&block, SIGALRM);
+		sigaddset(&block, SIGUSR1);
+		sigaddset(&block, SIGUSR2);
+		sigaddset(&block, SIGVTALRM);
+		sigaddset(&block, SIGPROF);
+		sigaddset(&block, SIGXCPU);
+		sigaddset(&block, SIGXFSZ);
 		sigprocmask(SIG_BLOCK, &block, &old);
 		r = walk_upper(&w);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}
 	if (r == 0 && git_dir)
-		r = walk_tree(&w, git_dir, tree, repo);
+		r = walk_git(&w, git_dir, tree, repo);
 	policy_free(none);
 	/* Sorted, each once (the lower and the base tree name most alike). */
 	if (out->n > first) {

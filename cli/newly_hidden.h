@@ -40,17 +40,20 @@ struct policy;
  *    directory whose redirect names a path @now hides (a directory the agent
  *    renamed: the view decides what is below it by the entries' own names);
  *    a symlink at a place newly hidden (a symlink takes no origin);
- *  - the private repository @git_dir (NULL: none) at base tree @tree (40 hex
- *    digits): every path of it, with the sizes and symlink targets of its
- *    blobs from the repository whose working tree is @repo (the base's
- *    blobs are there: gitpriv.h); a blob it cannot read counts as larger
- *    than any max_file_size.
+ *  - the private repository @git_dir (NULL: none): every path of its base
+ *    tree @tree (40 hex digits), of the trees of the commits its refs and
+ *    HEAD reach (the agent's: they may hold files it read that neither the
+ *    lower nor the base holds now) and of its index, with the sizes and
+ *    symlink targets of their blobs from the repository whose working tree
+ *    is @repo (the base's blobs are there: gitpriv.h) or the private one; a
+ *    blob it cannot read counts as larger than any max_file_size.
  * The walks are breadth-first, one directory open at a time, so an agent's
  * deep tree costs neither stack nor descriptors.  Directories the agent left
  * unreadable or unsearchable (chmod 000, 600), and files whose origin it
  * cannot read, get their owner's permissions lifted for the walk and their
- * modes back at its end (SIGINT, SIGTERM, SIGHUP and SIGQUIT wait for that;
- * SIGKILL leaves them lifted); nothing else is written.  Returns 0 or a negative errno, with what
+ * modes back at its end (the signals that end a process by default wait for
+ * that, but SIGKILL and the faults; a mode that cannot be put back is said
+ * on stderr); nothing else is written.  Returns 0 or a negative errno, with what
  * it failed at in
  * @where (@where_len bytes; "" when it failed elsewhere).
  */

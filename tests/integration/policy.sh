@@ -255,6 +255,32 @@ if is_mounted "$M2"; then fail "  ...and nothing is mounted" "$M2 is a mount"; e
 	pass "  ...and nothing is mounted"
 fi
 
+# The person's uncommitted change at the mount (its blob is in the private
+# .git only) passes a looser max_file_size; a file the agent committed, which
+# the person removed since, is found in the agent's commits.
+R3=$T/repo3
+M3=$T/w3
+mkdir -p "$R3" && git -C "$R3" init -q -b main && printf 'a\n' >"$R3/a.txt" &&
+	git -C "$R3" add -A && git -C "$R3" -c user.name=t -c user.email=t@t commit -qm three &&
+	printf 'dirty\n' >>"$R3/a.txt" && printf 'late\n' >"$R3/late.md" || bail "cannot create repo3"
+printf 'version: 1\nextends: none\ngit: private\nmax_file_size: %s\nhide: ["/none"]\n' 1K \
+	>"$T/q1.yml"
+printf 'version: 1\nextends: none\ngit: private\nmax_file_size: %s\nhide: ["/none"]\n' 2K \
+	>"$T/q2.yml"
+printf 'version: 1\nextends: none\ngit: private\nmax_file_size: %s\nhide: ["/late.md"]\n' 2K \
+	>"$T/q3.yml"
+mount_ws "$R3" "$M3" --policy "$T/q1.yml" || bail "mount of repo3: $OUT"
+sh_step "the agent commits late.md in its .git" \
+	"git -C '$M3' add late.md && git -C '$M3' commit -qm 'the agent'"
+step "unmount" af unmount w3
+mount_ws "$R3" "$M3" --policy "$T/q2.yml"
+assert_eq "a looser max_file_size mounts (a.txt was uncommitted at the first mount)" 0 "$RC"
+step "unmount" af unmount w3
+rm "$R3/late.md"
+run af mount --policy "$T/q3.yml" "$R3" "$M3"
+assert_eq "hiding late.md, gone from the lower, in the agent's commit: refused" \
+	"1 w3: late.md: the new policy hides it" "$RC $(grep -o 'w3: late.md: the new policy hides it' <<<"$OUT")"
+
 # ------------------------------------------------------------------ a malformed policy
 printf 'version: 1\nhide:\n  - "a"\n  readonly: [b]\n' >"$T/broken.yml"
 refuse "a malformed policy is refused with file:line:column" "broken.yml:4:" \
