@@ -299,13 +299,29 @@ static bool prep_fits(const struct copyup_prep *p, const char *lower, const stru
 	       p->st.st_ctim.tv_nsec == st->st_ctim.tv_nsec;
 }
 
+static int copyup_impl(struct agentfs *fs, struct node *n, fuse_req_t req,
+		       struct copyup_result *res, struct copyup_prep *prep, int *fdp);
+
 int copyup(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res)
 {
-	return copyup_with(fs, n, req, res, NULL);
+	return copyup_impl(fs, n, req, res, NULL, NULL);
 }
 
 int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
 		struct copyup_prep *prep)
+{
+	return copyup_impl(fs, n, req, res, prep, NULL);
+}
+
+int copyup_open(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
+		struct copyup_prep *prep, int *fdp)
+{
+	*fdp = -1;
+	return copyup_impl(fs, n, req, res, prep, fdp);
+}
+
+static int copyup_impl(struct agentfs *fs, struct node *n, fuse_req_t req,
+		       struct copyup_result *res, struct copyup_prep *prep, int *fdp)
 {
 	if (res)
 		res->copied = false;
@@ -368,6 +384,14 @@ int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyu
 			}
 		}
 		hashed = true;
+		/* The caller's descriptor of the copy, before it shows: an
+		 * open that cannot be made leaves the view as it was. */
+		if (fdp && (*fdp = openat(fs->work_fd, tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+			r = -errno;
+			unlinkat(fs->work_fd, tmp, 0);
+			close(pfd);
+			goto failed;
+		}
 		if (renameat(fs->work_fd, tmp, pfd, leaf) < 0) {
 			int granted = -1;
 			r = -errno;
@@ -375,8 +399,13 @@ int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyu
 				r = renameat(fs->work_fd, tmp, pfd, leaf) < 0 ? -errno : 0;
 			upper_dir_restore(pfd, granted);
 		}
-		if (r < 0)
+		if (r < 0) {
 			unlinkat(fs->work_fd, tmp, 0);
+			if (fdp && *fdp >= 0) {
+				close(*fdp);
+				*fdp = -1;
+			}
+		}
 		if (r == 0) {
 			/* Later opens of the lower version find its hash without
 			 * reading it again.  Not the upper copy's: its stamps are

@@ -610,6 +610,13 @@ void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyu
  * emptied).  @prep may be NULL. */
 int copyup_with(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
 		struct copyup_prep *prep);
+/* copyup_with() for an open: when it copies a regular file now, *@fdp is a
+ * descriptor of the copy (O_RDWR, at offset 0), opened before the copy is
+ * renamed into place, so that no open can fail once the view shows it (an
+ * empty copy, copyup_prep.empty, must not show unless the open that truncates
+ * it succeeds); else -1, and the caller opens the upper file itself. */
+int copyup_open(struct agentfs *fs, struct node *n, fuse_req_t req, struct copyup_result *res,
+		struct copyup_prep *prep, int *fdp);
 /* Remove @p's copy if no copyup_with() took it; free what it holds (@p->empty
  * stays). */
 void copyup_prep_drop(struct agentfs *fs, struct copyup_prep *p);

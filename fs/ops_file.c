@@ -352,6 +352,18 @@ static int open_upper_rw(struct agentfs *fs, const char *path, int flags)
 	return fd;
 }
 
+/* Make the descriptor @fd of a copy just made (copyup_open: O_RDWR) the one
+ * an open with @flags asks for: O_APPEND and O_NONBLOCK by fcntl(2); not
+ * O_SYNC, O_DSYNC or O_NOATIME, which F_SETFL does not set (open(2)): -1 then,
+ * and the caller opens the file again. */
+static int adopt_copy(int fd, int flags)
+{
+	if (flags & (O_SYNC | O_DSYNC | O_NOATIME))
+		return -1;
+	int want = flags & (O_APPEND | O_NONBLOCK);
+	return want ? fcntl(fd, F_SETFL, want) : 0;
+}
+
 /* A file version's stamp for keep_cache (node.cache_ver): a hash of its
  * inode, size, mtime and ctime; never 0, which keep_version stores for "no
  * version's pages are known to be the only ones cached". */
@@ -519,8 +531,12 @@ lock:
 		}
 		struct copyup_result cu;
 		for (int again = 1;; again--) {
-			r = copyup_with(fs, n, req, &cu, &prep);
-			if (r == 0 && (fd = open_upper_rw(fs, path, fi->flags)) < 0)
+			r = copyup_open(fs, n, req, &cu, &prep, &fd);
+			if (r == 0 && fd >= 0 && adopt_copy(fd, fi->flags) < 0) {
+				close(fd);
+				fd = -1;
+			}
+			if (r == 0 && fd < 0 && (fd = open_upper_rw(fs, path, fi->flags)) < 0)
 				r = fd;
 			if (r != -ENOENT || !again)
 				break;
