@@ -255,6 +255,26 @@ if is_mounted "$M2"; then fail "  ...and nothing is mounted" "$M2 is a mount"; e
 	pass "  ...and nothing is mounted"
 fi
 
+# A file system mounted inside the repository is walked as the view shows it
+# (root: a small tmpfs).
+if [ "$(id -u)" -ne 0 ]; then
+	skip "a file system inside the repository is compared too" "needs root to mount a tmpfs"
+elif ! { mkdir -p "$R2/inner" && mount -t tmpfs -o size=1m agentfs-test-inner "$R2/inner"; }; then
+	skip "a file system inside the repository is compared too" "cannot mount a tmpfs"
+else
+	at_exit "umount -l '$R2/inner'"
+	printf 'inner\n' >"$R2/inner/s.txt"
+	printf 'version: 1\nextends: none\ngit: private\nsymlinks: allow\nhide: ["/none", "/inner/"]\n' \
+		>"$T/p4.yml"
+	mount_ws "$R2" "$T/w4" --policy "$T/p0.yml" || bail "mount of w4: $OUT"
+	assert_content "the view shows the file system inside the repository" "$T/w4/inner/s.txt" inner
+	step "unmount" af unmount w4
+	run af mount --policy "$T/p4.yml" "$R2" "$T/w4"
+	assert_eq "a policy hiding it: refused, naming it" "1 w4: inner/: the new policy hides it" \
+		"$RC $(grep -o 'w4: inner/: the new policy hides it' <<<"$OUT")"
+	umount -l "$R2/inner"
+fi
+
 # The person's uncommitted change at the mount (its blob is in the private
 # .git only) passes a looser max_file_size; a file the agent committed, which
 # the person removed since, is found in the agent's commits.
