@@ -3,17 +3,17 @@
  * already see (newly_hidden.h).
  *
  * The walks are breadth-first over paths below their layer's root, one
- * directory open at a time (openat2(2) with RESOLVE_BENEATH and no symlinks):
- * neither the stack nor the descriptors grow with the depth an agent can give
- * a tree.
+ * directory open at a time (openat2(2) with RESOLVE_BENEATH and no symlinks,
+ * else one component at a time with O_NOFOLLOW): neither the stack nor the
+ * descriptors grow with the depth an agent can give a tree.
  */
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <git2.h>
 #include <jansson.h>
 #include <linux/openat2.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
