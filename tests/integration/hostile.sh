@@ -53,15 +53,17 @@ no_secret() {
 	fi
 }
 
-# conceal_journaled PATH: the journal has a conceal record for PATH.
+# conceal_journaled PATH: the journal has a conceal record for PATH.  Read
+# through agentfs log, which has the daemon write out what it queued first
+# (the records of lookups wait for it to be idle): the file alone may not
+# hold the last ones yet.
 conceal_journaled() {
-	# Not "grep -q" after a pipe: it exits at the first match and, under
-	# pipefail, the writer's SIGPIPE would fail the check.
-	if grep -F '"op":"conceal"' "$J" | grep -F "\"path\":\"$1\"" >/dev/null; then
+	local recs
+	recs=$(af log --json --op conceal "$MNT" 2>&1)
+	if grep -F "\"path\":\"$1\"" <<<"$recs" >/dev/null; then
 		pass "  ...the attempt on $1 is journaled as conceal"
 	else
-		fail "  ...the attempt on $1 is journaled as conceal" \
-			"$(grep -F '"op":"conceal"' "$J" | tail -n 5)"
+		fail "  ...the attempt on $1 is journaled as conceal" "$(tail -n 5 <<<"$recs")"
 	fi
 }
 
@@ -338,9 +340,9 @@ assert_contains "the journal records conceal" '"op":"conceal"' "$(grep -F '"op":
 conceal_journaled .env
 # Every attempt, not only the first: the kernel caches the negative answer
 # (entry_timeout), so later attempts on the same name never reach the daemon.
-n0=$(grep -F '"op":"conceal"' "$J" | grep -cF '"path":"certs/server.pem"')
+n0=$(af log --json --op conceal --path certs/server.pem "$MNT" | grep -cF '"op":"conceal"')
 for _ in 1 2 3; do t cat "$MNT/certs/server.pem" >/dev/null 2>&1; done
-n1=$(grep -F '"op":"conceal"' "$J" | grep -cF '"path":"certs/server.pem"')
+n1=$(af log --json --op conceal --path certs/server.pem "$MNT" | grep -cF '"op":"conceal"')
 _N=$((_N + 1))
 if [ $((n1 - n0)) -ge 3 ]; then
 	printf 'ok %d - three attempts on a hidden name are journaled three times\n' "$_N"
