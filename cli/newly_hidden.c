@@ -586,20 +586,13 @@ int newly_hidden_find(int lower_fd, int upper_fd, const char *repo, const char *
 		/* An interrupt waits for the modes walk_upper() lifts to be put
 		 * back (SIGKILL cannot: then the agent's unreadable directories
 		 * stay readable by their owner). */
+		static const int ending[] = {SIGINT,	SIGTERM, SIGHUP,  SIGQUIT,
+					     SIGPIPE,	SIGALRM, SIGUSR1, SIGUSR2,
+					     SIGVTALRM, SIGPROF, SIGXCPU, SIGXFSZ};
 		sigset_t block, old;
 		sigemptyset(&block);
-		sigaddset(&block, SIGINT);
-		sigaddset(&block, SIGTERM);
-		sigaddset(&block, SIGHUP);
-		sigaddset(&block, SIGQUIT);
-		sigaddset(&block, SIGPIPE);
-		sigaddset(&block, SIGALRM);
-		sigaddset(&block, SIGUSR1);
-		sigaddset(&block, SIGUSR2);
-		sigaddset(&block, SIGVTALRM);
-		sigaddset(&block, SIGPROF);
-		sigaddset(&block, SIGXCPU);
-		sigaddset(&block, SIGXFSZ);
+		for (size_t i = 0; i < sizeof(ending) / sizeof(ending[0]); i++)
+			sigaddset(&block, ending[i]);
 		sigprocmask(SIG_BLOCK, &block, &old);
 		r = walk_upper(&w);
 		sigprocmask(SIG_SETMASK, &old, NULL);

@@ -47,21 +47,14 @@ static int add_side(struct patch *p, const struct changes *cs, git_index *idx, c
 		    const struct change_side *side, const char *stand_in)
 {
 	char *buf = NULL;
-	size_t len = 0;
-	int r = 0;
-	if (stand_in) {
-		if (!(buf = strdup(stand_in)))
-			return -ENOMEM;
-		len = strlen(stand_in);
-	} else {
-		r = changes_read(cs, side, &buf, &len);
-	}
+	size_t len = stand_in ? strlen(stand_in) : 0;
+	int r = stand_in ? 0 : changes_read(cs, side, &buf, &len);
 	if (r == -ENOENT)
 		return 0; /* gone since the walk (the agent is at work): absent now */
 	if (r < 0)
 		return r;
 	git_index_entry e = {0};
-	r = git_blob_create_from_buffer(&e.id, p->repo, buf ? buf : "", len);
+	r = git_blob_create_from_buffer(&e.id, p->repo, stand_in ? stand_in : buf ? buf : "", len);
 	free(buf);
 	if (r < 0)
 		return -EIO;

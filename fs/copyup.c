@@ -262,6 +262,8 @@ void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyu
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (!lower)
 		return;
+	/* A copy is a long request: answered beside the others. */
+	fs_loop_step_aside();
 	int src = open_regular(fs, lower, &p->st);
 	if (src < 0) {
 		free(lower);

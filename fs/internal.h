@@ -601,8 +601,9 @@ struct copyup_prep {
 };
 /* Copy @n's lower file into work/ (with no bytes if @empty) if @n is a
  * regular file still only in the lower; @p is set up whatever happens.
- * Takes ns_lock shared for a moment; the copy runs without it.  Best effort:
- * nothing prepared leaves copyup_with() to copy. */
+ * Takes ns_lock shared for a moment; the copy runs without it, the reader
+ * role passed on first (fs_loop_step_aside).  Best effort: nothing prepared
+ * leaves copyup_with() to copy. */
 void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyup_prep *p);
 /* copyup() that renames @prep's copy into place instead of copying, when it
  * is of what the lower holds at @n's lower path now (the same file, its

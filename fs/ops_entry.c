@@ -303,10 +303,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	 * other requests (as op_open does); one truncated to 0 gets none of
 	 * its bytes. */
 	struct copyup_prep prep = {.empty = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0};
-	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
-		fs_loop_step_aside();
+	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO)
 		copyup_prepare(fs, n, prep.empty, &prep);
-	}
 	ns_wrlock_settled(fs, n, NULL); /* its writes' records before a truncate's */
 	int r = 0;
 	int hfd = fi && fi->fh ? handle_upper_fd(fi) : -1;
@@ -1053,8 +1051,6 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (dlarge)
 		node_ref(fs, dst);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	if (large || dlarge)
-		fs_loop_step_aside();
 	if (large) {
 		copyup_prepare(fs, src, false, &prep);
 		node_unref(fs, src);

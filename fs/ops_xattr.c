@@ -206,10 +206,8 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct stat st;
 	/* A large lower file is copied before the lock (as op_open does). */
 	struct copyup_prep prep = {0};
-	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO) {
-		fs_loop_step_aside();
+	if (__atomic_load_n(&n->size_seen, __ATOMIC_RELAXED) > FS_INLINE_IO)
 		copyup_prepare(fs, n, false, &prep);
-	}
 	ns_wrlock(fs);
 	/* Unlinked while open: only an upper handle reaches the file, and
 	 * the records name no path for it (as setattr's, op_setattr). */
