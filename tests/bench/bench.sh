@@ -2,7 +2,7 @@
 # bench.sh - agentfs against native ext4 and fuse-overlayfs, same tree, same run.
 #
 #   tests/bench/bench.sh [--smoke] [--modes] [--rounds N] [--tree small|full]
-#                        [--agentfs PATH] [--raw FILE]
+#                        [--agentfs PATH] [--raw FILE] [--fresh-ext4]
 #
 # The tree is the Linux kernel source of Debian's linux-source-6.1 package
 # (/usr/src/linux-source-6.1.tar.xz), committed into git repositories: "small"
@@ -11,6 +11,18 @@
 # and cached under $AGENTFS_BENCH_CACHE (default /var/tmp/agentfs-bench); the
 # runs' scratch space (native clones, uppers, workspaces) lives there too, so
 # every system works on the same file system.
+#
+# --fresh-ext4 (root) runs every system on a new ext4 instead: an image file
+# under the cache (sparse, 24 GiB), made by mkfs.ext4 with its defaults (so with
+# a journal, as a distribution's installer makes one), attached to a loop
+# device with direct I/O (no second page cache of the image), and mounted for
+# the run only; the trees are copied into it (~20 s).  Use it when the cache's
+# file system is not what people work on: ext4 without a journal, as some
+# virtual machines' root file systems are, skips inodes freed in the last
+# 60 seconds when it allocates one (recently_deleted in fs/ext4/ialloc.c, for
+# file systems without a journal only) and scans past all of them on every
+# create, so the small-file rows there measure the disk's recent history as
+# much as the systems.
 #
 # Systems: native (a git clone of the repository, on the cache's file system),
 # fuse-overlayfs (the repository as lowerdir, fresh upper and work dirs; it has
@@ -73,6 +85,7 @@ MODES=0
 ROUNDS=3
 TREE=small
 RAW=
+FRESH_EXT4=0
 AGENTFS=${AGENTFS:-}
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -94,6 +107,7 @@ while [ $# -gt 0 ]; do
 		RAW=${2:?--raw needs a file}
 		shift
 		;;
+	--fresh-ext4) FRESH_EXT4=1 ;;
 	-h | --help)
 		sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
 		exit 0
@@ -121,6 +135,22 @@ die() {
 	exit 1
 }
 note() { echo "# $*" >&2; }
+
+# skip_or_die MESSAGE: a smoke run skips (exit 77, as meson reads it) what
+# this machine cannot do; a real run stops.
+skip_or_die() {
+	if [ $SMOKE = 1 ]; then
+		echo "bench.sh: SKIP: $*"
+		exit 77
+	fi
+	die "$*"
+}
+if [ $FRESH_EXT4 = 1 ]; then
+	[ "$(id -u)" = 0 ] || skip_or_die "--fresh-ext4: needs root (mkfs, losetup, mount)"
+	for tool in mkfs.ext4 losetup mount umount; do
+		command -v $tool >/dev/null 2>&1 || skip_or_die "--fresh-ext4: $tool is required"
+	done
+fi
 
 [ -n "$AGENTFS" ] || AGENTFS=$SRC_ROOT/build/cli/agentfs
 [ -x "$AGENTFS" ] || die "agentfs binary not found: $AGENTFS (set AGENTFS or --agentfs)"
@@ -180,6 +210,8 @@ ROWS=$RUN/rows.tsv
 
 MOUNTS=() # mountpoints this script mounted
 PIDS=()   # daemons this script started or found in daemon.pid
+SCRATCH=$RUN # where the instances live (the fresh ext4 with --fresh-ext4)
+EXT4_DIR= EXT4_LOOP= EXT4_IMG=
 
 cleanup() {
 	local m p i
@@ -193,6 +225,14 @@ cleanup() {
 	for p in "${PIDS[@]}"; do
 		kill -0 "$p" 2>/dev/null && kill "$p" 2>/dev/null
 	done
+	if [ -n "$EXT4_DIR" ]; then
+		for p in "${PIDS[@]}"; do wait_gone "$p" 30; done
+		mountpoint -q -- "$EXT4_DIR" && { timeout 60 umount -- "$EXT4_DIR" ||
+			timeout 60 umount -l -- "$EXT4_DIR"; }
+		[ -n "$EXT4_LOOP" ] && losetup -d "$EXT4_LOOP" 2>/dev/null
+		rmdir -- "$EXT4_DIR" 2>/dev/null
+		[ -n "$EXT4_IMG" ] && rm -f -- "$EXT4_IMG"
+	fi
 	if [ $SMOKE = 1 ]; then
 		rm -rf -- "$CACHE"
 	elif [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
@@ -328,8 +368,39 @@ else
 		BUILD_CMD=
 	fi
 fi
-REPO=$CACHE/repo-$TREE
-REPO_FULL=$CACHE/repo-full
+TREES=$CACHE
+if [ $FRESH_EXT4 = 1 ]; then
+	EXT4_IMG=$RUN.ext4.img
+	EXT4_DIR=$RUN.ext4
+	note "--fresh-ext4: making $EXT4_IMG and copying the trees into it"
+	truncate -s "$([ $SMOKE = 1 ] && echo 1G || echo 24G)" -- "$EXT4_IMG" ||
+		die "cannot create $EXT4_IMG"
+	mkfs.ext4 -q -F -- "$EXT4_IMG" || die "mkfs.ext4 $EXT4_IMG failed"
+	EXT4_LOOP=$(losetup --find --show --direct-io=on -- "$EXT4_IMG") ||
+		skip_or_die "--fresh-ext4: no loop device for $EXT4_IMG"
+	mkdir -p -- "$EXT4_DIR" && mount -- "$EXT4_LOOP" "$EXT4_DIR" ||
+		die "cannot mount $EXT4_LOOP on $EXT4_DIR"
+	timeout 1800 cp -a -- "$CACHE/repo-small" "$CACHE/repo-full" "$EXT4_DIR/" ||
+		die "cannot copy the trees into $EXT4_DIR"
+	# The copies' files have new inode numbers and change times, which
+	# their git indexes do not know: git would hash every file again (and
+	# agentfs's private .git, built from the repository at mount, with it)
+	# until an index refresh records them.
+	for t in repo-small repo-full; do
+		timeout 600 git -C "$EXT4_DIR/$t" status --porcelain >/dev/null ||
+			die "cannot refresh the index of $EXT4_DIR/$t"
+	done
+	sync
+	TREES=$EXT4_DIR
+	SCRATCH=$EXT4_DIR/run
+	mkdir -p -- "$SCRATCH"
+fi
+REPO=$TREES/repo-$TREE
+REPO_FULL=$TREES/repo-full
+if [ $FRESH_EXT4 = 1 ]; then
+	[ "$(findmnt -n -o SOURCE -T "$REPO")" = "$EXT4_LOOP" ] ||
+		die "--fresh-ext4: $REPO is not on $EXT4_LOOP"
+fi
 NFILES_REPO=$(git -C "$REPO" ls-files | wc -l)
 NFILES_FULL=$(git -C "$REPO_FULL" ls-files | wc -l)
 
@@ -356,7 +427,7 @@ INST_SEQ=0
 inst_up() {
 	local sys=$1 role=$2 repo=$3 base t0 t1 i opts=()
 	INST_SEQ=$((INST_SEQ + 1))
-	base=$RUN/i$INST_SEQ-$sys-$role
+	base=$SCRATCH/i$INST_SEQ-$sys-$role
 	mkdir -p "$base"
 	INST_PID=
 	case $sys in
@@ -602,12 +673,28 @@ phase_full() {
 	inst_down "$sys"
 }
 
+# fs_desc DIR: DIR's file system type, and for ext4 whether it has a journal
+# (a jbd2 journal of the device is listed in /proc/fs/jbd2 as DEVICE-N).
+fs_desc() {
+	local src type
+	read -r src type < <(findmnt -n -o SOURCE,FSTYPE -T "$1" 2>/dev/null) ||
+		{ stat -f -c %T "$1"; return; }
+	if [ "$type" = ext4 ]; then
+		if compgen -G "/proc/fs/jbd2/${src##*/}-*" >/dev/null; then
+			type="ext4 with a journal"
+		else
+			type="ext4 without a journal"
+		fi
+	fi
+	echo "$type ($src)"
+}
+
 # ------------------------------------------------------------------ run
 agentfs_rev=$(git -C "$SRC_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$SRC_ROOT" diff --quiet HEAD 2>/dev/null || agentfs_rev="$agentfs_rev+uncommitted"
 {
 	echo "# agentfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $( [ $SMOKE = 1 ] && echo smoke || echo full) mode, $ROUNDS round(s)"
-	echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -n -o FSTYPE -T "$CACHE" 2>/dev/null || stat -f -c %T "$CACHE") under $CACHE"
+	echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(fs_desc "$TREES") under $TREES"
 	echo "# versions: agentfs $agentfs_rev ($AGENTFS_ORIG, $(stat -c %y "$AGENTFS_ORIG" | cut -d. -f1)), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(fuse-overlayfs --version 2>/dev/null | grep -m1 '^fuse-overlayfs' || echo 'no fuse-overlayfs'), $(git --version)"
 	echo "# tree: $TREE = $NFILES_REPO tracked files; full = $NFILES_FULL; caches dropped: $([ $CAN_DROP = 1 ] && echo yes || { [ $SMOKE = 1 ] && echo no, smoke mode; } || echo no, not root); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$RUN/header"
