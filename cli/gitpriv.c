@@ -157,6 +157,7 @@ struct gitpriv {
 	bool packs_gone;       /* gitpriv_packs_removed: drop the fan-out listings */
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
 	long flush_delay_ms;   /* 0; gitpriv_set_flush_delay */
+	long build_delay_ms;   /* 0; gitpriv_set_build_delay */
 	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
 
 	/* Base blobs in packs (GITPRIV_PACK_MIN): the ones that thread wrote
@@ -249,11 +250,15 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 	 * ignored. */
 	const char *q = getenv("AGENTFS_TEST_PENDING_QUIET_MS");
 	const char *d = getenv("AGENTFS_TEST_FLUSH_DELAY_MS");
+	const char *bd = getenv("AGENTFS_TEST_BUILD_DELAY_MS");
 	long qms = q ? strtol(q, NULL, 10) : 0, dms = d ? strtol(d, NULL, 10) : 0;
+	long bms = bd ? strtol(bd, NULL, 10) : 0;
 	if (qms > 0 && qms <= 600000)
 		gitpriv_set_pending_quiet(*out, qms);
 	if (dms > 0 && dms <= 600000)
 		gitpriv_set_flush_delay(*out, dms);
+	if (bms > 0 && bms <= 600000)
+		gitpriv_set_build_delay(*out, bms);
 	gitpriv_fs_config(*out, cfg);
 	return 0;
 }
@@ -1566,6 +1571,12 @@ int gitpriv_prepare(void *arg)
 {
 	struct gitpriv *g = arg;
 	struct timespec t0, t1;
+	if (g->build_delay_ms > 0) { /* the tests' (gitpriv_set_build_delay) */
+		struct timespec d = {g->build_delay_ms / 1000,
+				     (g->build_delay_ms % 1000) * 1000000};
+		while (nanosleep(&d, &d) != 0 && errno == EINTR)
+			;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pthread_mutex_lock(&g->lock);
 	int r = 0;
@@ -2352,6 +2363,11 @@ void gitpriv_set_flush_delay(struct gitpriv *g, long ms)
 	pthread_mutex_lock(&g->qlock);
 	g->flush_delay_ms = ms;
 	pthread_mutex_unlock(&g->qlock);
+}
+
+void gitpriv_set_build_delay(struct gitpriv *g, long ms)
+{
+	g->build_delay_ms = ms; /* before the daemon serves: no lock */
 }
 
 void gitpriv_packs_removed(void *arg)

@@ -212,6 +212,11 @@ void gitpriv_packs_removed(void *arg);
  * The thread that reads ahead and writes them is named "agentfs-git". */
 void gitpriv_set_pending_quiet(struct gitpriv *g, long ms);
 void gitpriv_set_flush_delay(struct gitpriv *g, long ms);
+/* Tests start the build of the private .git (gitpriv_prepare) @ms later, to
+ * see what the mount answers while it runs; from the daemon's environment,
+ * AGENTFS_TEST_BUILD_DELAY_MS (gitpriv_attach), set by tests/integration/git.sh
+ * alone.  Called before the daemon serves. */
+void gitpriv_set_build_delay(struct gitpriv *g, long ms);
 /* How many base blobs are pending (read and hashed, not yet written). */
 size_t gitpriv_pending(struct gitpriv *g);
 

@@ -38,8 +38,10 @@ struct fs_config {
 	 * config, hooks/ and info/ are read-only to the agent. */
 	const char *git_dir;
 	/* Called once on a thread of its own after the mount serves, to build
-	 * the private repository in the background; until it returns, a lookup
-	 * of ".git" waits.  NULL when there is nothing to build. */
+	 * the private repository in the background; until it returns, what
+	 * looks inside ".git" waits (fs/loop.c, waits_for_git), while the
+	 * lookup of ".git" itself is answered at once.  NULL when there is
+	 * nothing to build. */
 	int (*git_prepare)(void *arg);
 	void *git_prepare_arg;
 	/* Called when a lookup under the private .git finds nothing at @rel (a

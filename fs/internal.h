@@ -186,10 +186,17 @@ struct agentfs {
 	pthread_mutex_t record_locks[FS_RECORD_LOCKS]; /* ops_file.c, record_lock() */
 	pthread_cond_t recorded; /* a node's recording fell to 0; with table_lock */
 
-	/* The private .git (fs_config.git_dir): served from git_fd; lookups of
-	 * ".git" wait for git_ready while the background build runs. */
+	/* The private .git (fs_config.git_dir): served from git_fd.  While the
+	 * background build runs (git_ready false), the lookup of ".git" is
+	 * answered at once, uncached (git_building_root), and every other
+	 * request on that node, a lookup in it above all, waits for the build
+	 * in a worker (loop.c, waits_for_git): a walk that only stats .git
+	 * does not wait, and nothing reaches inside it half-built.
+	 * git_root_id is the node id the last such lookup answered with, 0
+	 * before it; atomic. */
 	int git_fd;
 	bool git_ready;
+	uint64_t git_root_id;
 	bool git_pending; /* fs_git_pending(); atomic */
 	pthread_mutex_t git_lock;
 	pthread_cond_t git_cond;
@@ -391,6 +398,11 @@ int upper_open(struct agentfs *fs, const char *path, int flags, mode_t mode);
 int upper_open_parent(struct agentfs *fs, const char *path, const char **leaf);
 /* Is @name in @dir the served private .git? */
 bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name);
+/* Whether @n is the node the lookup of the private .git's root answered
+ * with during its build (git_root_id), and the build has not ended: the
+ * kernel may cache neither its entry nor its attributes then (they change
+ * as the build fills it).  By id, not by name: no lock needed. */
+bool git_building_root(struct agentfs *fs, const struct node *n);
 /* Is the private .git built (or none served)? */
 bool git_is_ready(struct agentfs *fs);
 /* Block until the private .git is built. */

@@ -46,8 +46,10 @@
  * handed off, so some worker is always reading and none waits for a lock
  * held across the notification.  The daemon's own threads (the private .git
  * build and its base-blob thread, the journal writer, the lower watch) never
- * wait for a request.  The lookup of the private ".git" waits for its build,
- * seconds on a large tree, so it is handed off until the build is done; a
+ * wait for a request.  A request on the private .git's root (a lookup in
+ * it, a listing) waits for its build, seconds on a large tree, so it is
+ * handed off until the build is done (waits_for_git); the lookup of ".git"
+ * itself and its attributes are answered at once, uncached; a
  * lookup of a loose object may wait for the base-blob thread's write,
  * milliseconds, so it is handed off while that thread holds blobs
  * (fs_git_pending).
@@ -157,12 +159,64 @@ static bool loose_object_name(const char *arg, size_t argsz)
 	return true;
 }
 
+/* FUSE_STATX (include/uapi/linux/fuse.h, protocol 7.39, Linux 6.6): newer
+ * than libfuse 3.14's header. */
+#define LOOP_FUSE_STATX 52
+
+/* Whether the request @in (arguments @arg, @argsz bytes) waits for the
+ * private .git's build: any request on the node its root's lookup answered
+ * with during the build (fs/internal.h, git_root_id), a rename into it too,
+ * but for the attributes (answered uncached), forgets and statfs. */
+static bool waits_for_git(struct agentfs *fs, const struct fuse_in_header *in, const void *arg,
+			  size_t argsz)
+{
+	if (__atomic_load_n(&fs->git_ready, __ATOMIC_ACQUIRE))
+		return false;
+	uint64_t id = __atomic_load_n(&fs->git_root_id, __ATOMIC_ACQUIRE);
+	if (id == 0)
+		return false;
+	switch (in->opcode) {
+	case LOOP_FUSE_STATX: /* answered ENOSYS by libfuse 3.14, then GETATTR */
+	case FUSE_GETATTR:
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+	case FUSE_INTERRUPT:
+	case FUSE_STATFS:
+		return false;
+	case FUSE_RENAME:
+	case FUSE_RENAME2: {
+		/* fuse_rename_in and fuse_rename2_in begin with newdir. */
+		uint64_t newdir;
+		if (argsz >= sizeof(newdir)) {
+			memcpy(&newdir, arg, sizeof(newdir));
+			if (newdir == id)
+				return true;
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	return in->nodeid == id;
+}
+
+/* In a worker, before it answers the request in @b: wait for the private
+ * .git's build if the request needs it (waits_for_git). */
+static void wait_for_git(struct loop *lp, const struct fuse_buf *b)
+{
+	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
+		return; /* a WRITE: an open file, so after a lookup that waited */
+	const struct fuse_in_header *in = b->mem;
+	if (waits_for_git(lp->fs, in, in + 1, b->size - sizeof(*in)))
+		git_wait(lp->fs);
+}
+
 /* Whether the reader answers the request in @b itself.  Never while a
  * request that sends the kernel a notification is being answered (see the
  * top of this file).  Not for requests that wait for the disk or may copy a
  * large file up (FSYNC, FSYNCDIR, large READs and WRITEs, an OPEN for
  * writing of a file larger than LOOP_INLINE_IO when last seen, SETATTR of
- * the size, a LOOKUP of .git during its build or of a loose object while
+ * the size, a request on .git's root during its build, a LOOKUP of a loose object while
  * base blobs are being written: they can take longer than every other
  * request queued behind them), nor for a RELEASE after writes (hashing the
  * new version for the journal: the caller does not wait for it, so another
@@ -183,17 +237,14 @@ static enum kind classify(struct loop *lp, const struct fuse_buf *b)
 	size_t argsz = b->size - sizeof(*in);
 	if (in->opcode == FUSE_LINK) /* op_link: fuse_lowlevel_notify_inval_inode */
 		return HAND_OFF_NOTIFIES;
-	if (__atomic_load_n(&lp->notifying, __ATOMIC_ACQUIRE) != 0)
+	if (__atomic_load_n(&lp->notifying, __ATOMIC_ACQUIRE) != 0 ||
+	    waits_for_git(lp->fs, in, arg, argsz))
 		return HAND_OFF;
 	switch (in->opcode) {
 	case FUSE_LOOKUP:
-		/* The lookup of the private ".git" waits for its build, and one
-		 * of a loose object's name may wait for the base blobs being
-		 * written while there are some (fs_git_pending): the rest do
-		 * not wait. */
-		if (in->nodeid == FUSE_ROOT_ID && argsz >= 5 && memcmp(arg, ".git", 5) == 0)
-			return __atomic_load_n(&lp->fs->git_ready, __ATOMIC_ACQUIRE) ? INLINE
-										     : HAND_OFF;
+		/* One of a loose object's name may wait for the base blobs
+		 * being written while there are some (fs_git_pending): the
+		 * rest do not wait. */
 		return __atomic_load_n(&lp->fs->git_pending, __ATOMIC_ACQUIRE) &&
 			       loose_object_name(arg, argsz)
 			   ? HAND_OFF
@@ -603,6 +654,7 @@ static void *worker_main(void *arg)
 			__atomic_add_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
+			wait_for_git(lp, &me->buf);
 			process(lp, &me->buf);
 			fs_publish(lp->fs);
 			__atomic_sub_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);

@@ -262,9 +262,11 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct entry e;
 		struct node *c = NULL;
 		/* The private .git is listed at once, but its node is handed out
-		 * only by a lookup, which waits until it is built: a listing
-		 * right after the mount must neither wait for the build (mount
-		 * time stays flat) nor let git in before it is done. */
+		 * only by a lookup, whose node the kernel may not cache while it
+		 * is being built (and anything on that node waits for the build:
+		 * loop.c, waits_for_git): a listing right after the mount must
+		 * neither wait for the build (mount time stays flat) nor let git
+		 * in before it is done. */
 		bool git_pending = is_git_root(fs, dir, name) && !git_is_ready(fs);
 		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && !git_pending &&
 		    view_resolve_at(fs, dir, name, &e, NULL, ufd, lfd) == 0 && e.exists) {

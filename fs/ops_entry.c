@@ -59,6 +59,8 @@ bool fs_kill_suidgid(struct agentfs *fs, fuse_req_t req, int fd, const char *lea
 
 double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat *st)
 {
+	if (git_building_root(fs, n))
+		return 0;
 	/* Hard links of the upper are separate nodes here: do not let the
 	 * kernel cache one name's attributes while another name changes them. */
 	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
@@ -74,6 +76,8 @@ static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, cons
 	e.attr = *st;
 	e.attr_timeout = attr_timeout(fs, n, st);
 	e.entry_timeout = n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
+	if (git_building_root(fs, n))
+		e.entry_timeout = 0;
 	fuse_reply_entry(req, &e);
 }
 
@@ -150,7 +154,8 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	struct node *dir = node_get(fs, parent);
-	if (is_git_root(fs, dir, name))
+	/* The worker waited already (loop.c): no node inside it half-built. */
+	if (git_building_root(fs, dir))
 		git_wait(fs);
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	watch_dir_lazy(fs, dir);
@@ -228,6 +233,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
+	/* The private .git while it is being built: its id before the reply,
+	 * which the kernel's next request on it may follow at once (fs/internal.h). */
+	if (is_git_root(fs, dir, name) && !__atomic_load_n(&fs->git_ready, __ATOMIC_ACQUIRE))
+		__atomic_store_n(&fs->git_root_id, (uint64_t)n->id, __ATOMIC_RELEASE);
 	reply_entry(req, fs, n, &e.st);
 }
 

@@ -123,6 +123,14 @@ bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name)
 	return fs->git_fd >= 0 && dir == &fs->root && strcmp(name, ".git") == 0;
 }
 
+bool git_building_root(struct agentfs *fs, const struct node *n)
+{
+	if (__atomic_load_n(&fs->git_ready, __ATOMIC_ACQUIRE))
+		return false;
+	uint64_t id = __atomic_load_n(&fs->git_root_id, __ATOMIC_ACQUIRE);
+	return id != 0 && n && (uint64_t)n->id == id;
+}
+
 int upper_open(struct agentfs *fs, const char *path, int flags, mode_t mode)
 {
 	const char *rel;

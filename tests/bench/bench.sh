@@ -656,7 +656,7 @@ phase_full() {
 	tm "walk full tree (find+ls -lR)" "$sys" "$r" "find . -path ./.git -prune -o -type f -print >/dev/null && $WALK_LS"
 	if [ -n "$INST_PID" ]; then
 		# Resident now, and the peak (which includes the private .git's build
-		# running in the background during the walk).  A lookup of .git
+		# running in the background during the walk).  A listing of .git
 		# waits until that build is done, so "now" is after it.
 		local key label val
 		timeout 120 ls "$INST/.git" >/dev/null 2>&1

@@ -955,4 +955,46 @@ else
 	skip "a base blob the full disk takes no copy of" "needs root (a tmpfs)"
 fi
 
+# The private .git is built after the mount serves.  A walk that only stats
+# .git (find's lstat of each entry of the root) is answered at once, while
+# what looks inside .git waits for the build and finds it whole.  The test
+# hook starts the build 3 s late (cli/gitpriv.h); git-base is the record the
+# build writes last.
+DREPO=$T/delayrepo
+DMNT=$T/delaymnt
+DWS=$STATE/workspaces/delaymnt
+run bash -c "git init -q -b main '$DREPO' && cd '$DREPO' && mkdir -p src &&
+	printf 'one\n' >src/a.c && printf 'two\n' >README &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init"
+assert_eq "a repository for the delayed build" 0 "$RC"
+AGENTFS_TEST_BUILD_DELAY_MS=3000 mount_ws "$DREPO" "$DMNT" --name delaymnt ||
+	bail "mount with the build delayed: $OUT"
+step "right after the mount, stat .git during its build" stat "$DMNT/.git"
+if [ -e "$DWS/git-base" ]; then
+	fail "  ...answered before the build ended" "git-base exists already"
+else
+	pass "  ...answered before the build ended"
+fi
+run find "$DMNT" -path "$DMNT/.git" -prune -o -type f -print
+assert_eq "a walk that prunes .git, during the build" 0 "$RC"
+if [ -e "$DWS/git-base" ]; then
+	fail "  ...ends before the build" "git-base exists already"
+else
+	pass "  ...ends before the build"
+fi
+run ls -a "$DMNT/.git"
+assert_eq "a listing of .git during the build" 0 "$RC"
+assert_contains "  ...waits for it and shows it whole" "HEAD" "$OUT"
+step "  ...and the build has ended" test -e "$DWS/git-base"
+run git -C "$DMNT" status --porcelain
+assert_eq "git status in that mount" 0 "$RC"
+assert_eq "  ...is clean" "" "$OUT"
+step "unmount it" af unmount "$DMNT"
+# A lookup inside .git during the build waits for it too.
+AGENTFS_TEST_BUILD_DELAY_MS=3000 mount_ws "$DREPO" "$T/delaymnt2" --name delaymnt2 ||
+	bail "mount with the build delayed: $OUT"
+step "stat .git/HEAD during the build waits for it" stat "$T/delaymnt2/.git/HEAD"
+step "  ...and git sees a repository" git -C "$T/delaymnt2" rev-parse --git-dir
+step "unmount it" af unmount "$T/delaymnt2"
+
 done_testing
