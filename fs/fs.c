@@ -251,6 +251,7 @@ static void *git_thread(void *arg)
 	__atomic_store_n(&fs->git_ready, true, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&fs->git_cond);
 	pthread_mutex_unlock(&fs->git_lock);
+	fs_git_run_parked(fs); /* the requests that waited for it (loop.c) */
 	return NULL;
 }
 
@@ -552,9 +553,11 @@ int fs_serve(const struct fs_config *cfg)
 	r = lr < 0 ? lr : 0;
 	if (cfg->git_serving)
 		cfg->git_serving(cfg->git_prepare_arg, NULL);
-	fs_record_pending_writes(fs);
+	/* Before the last records: the build's thread may still be answering
+	 * requests that waited for it (fs_git_run_parked). */
 	if (have_gitthr)
 		pthread_join(gitthr, NULL);
+	fs_record_pending_writes(fs);
 	watch_stop(fs);
 	fuse_session_unmount(fs->se);
 out_signals:

@@ -197,6 +197,10 @@ struct agentfs {
 	int git_fd;
 	bool git_ready;
 	uint64_t git_root_id;
+	/* Requests that wait for the build, copied aside so that no worker
+	 * waits (loop.c, park_for_git), oldest first; answered by the build's
+	 * thread when it ends (fs_git_run_parked).  With git_lock. */
+	struct parked *git_parked, **git_parked_tail;
 	bool git_pending; /* fs_git_pending(); atomic */
 	pthread_mutex_t git_lock;
 	pthread_cond_t git_cond;
@@ -403,6 +407,10 @@ bool is_git_root(struct agentfs *fs, const struct node *dir, const char *name);
  * kernel may cache neither its entry nor its attributes then (they change
  * as the build fills it).  By id, not by name: no lock needed. */
 bool git_building_root(struct agentfs *fs, const struct node *n);
+/* Answers the requests parked for the private .git's build, on the calling
+ * thread (the build's, once git_ready is set); after the session ended,
+ * drops them.  loop.c. */
+void fs_git_run_parked(struct agentfs *fs);
 /* Is the private .git built (or none served)? */
 bool git_is_ready(struct agentfs *fs);
 /* Block until the private .git is built. */

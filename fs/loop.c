@@ -200,15 +200,50 @@ static bool waits_for_git(struct agentfs *fs, const struct fuse_in_header *in, c
 	return in->nodeid == id;
 }
 
-/* In a worker, before it answers the request in @b: wait for the private
- * .git's build if the request needs it (waits_for_git). */
-static void wait_for_git(struct loop *lp, const struct fuse_buf *b)
+/* A request copied aside until the private .git is built (park_for_git). */
+struct parked {
+	struct parked *next;
+	size_t size;
+	char mem[]; /* the request as read from /dev/fuse */
+};
+
+/* In a worker, before it answers the request in @b: whether it waits for the
+ * private .git's build (waits_for_git) and was copied aside for the build's
+ * thread to answer (fs_git_run_parked).  Not a worker waits: the kernel
+ * lets any number of access(2), getxattr(2) or readdir(3) calls on one
+ * directory run at once, and eight of them waiting would leave no worker to
+ * read the mount's other requests until the build ended.  A LINK into .git
+ * (which the kernel sends one at a time per directory, and whose answer
+ * may send a notification: see the top of this file) waits in its worker,
+ * as does a request that cannot be copied (no memory). */
+static bool park_for_git(struct loop *lp, const struct fuse_buf *b)
 {
+	struct agentfs *fs = lp->fs;
 	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
-		return; /* a WRITE: an open file, so after a lookup that waited */
+		return false; /* a WRITE: an open file, so after a lookup that waited */
 	const struct fuse_in_header *in = b->mem;
-	if (waits_for_git(lp->fs, in, in + 1, b->size - sizeof(*in)))
-		git_wait(lp->fs);
+	if (!waits_for_git(fs, in, in + 1, b->size - sizeof(*in)))
+		return false;
+	struct parked *p = in->opcode == FUSE_LINK ? NULL : malloc(sizeof(*p) + b->size);
+	if (!p) {
+		git_wait(fs);
+		return false;
+	}
+	p->next = NULL;
+	p->size = b->size;
+	memcpy(p->mem, b->mem, b->size);
+	pthread_mutex_lock(&fs->git_lock);
+	bool ready = fs->git_ready;
+	if (!ready) {
+		if (!fs->git_parked_tail)
+			fs->git_parked_tail = &fs->git_parked;
+		*fs->git_parked_tail = p;
+		fs->git_parked_tail = &p->next;
+	}
+	pthread_mutex_unlock(&fs->git_lock);
+	if (ready)
+		free(p);
+	return !ready;
 }
 
 /* Whether the reader answers the request in @b itself.  Never while a
@@ -401,6 +436,27 @@ static void process(struct loop *lp, const struct fuse_buf *b)
 	answering = b->flags & FUSE_BUF_IS_FD ? NULL : b;
 	fuse_session_process_buf(lp->se, b);
 	answering = NULL;
+}
+
+void fs_git_run_parked(struct agentfs *fs)
+{
+	pthread_mutex_lock(&fs->git_lock);
+	struct parked *p = fs->git_parked;
+	fs->git_parked = NULL;
+	fs->git_parked_tail = &fs->git_parked;
+	pthread_mutex_unlock(&fs->git_lock);
+	while (p) {
+		struct parked *next = p->next;
+		if (!fuse_session_exited(fs->se)) {
+			struct fuse_buf b = {.size = p->size, .mem = p->mem};
+			answering = &b;
+			fuse_session_process_buf(fs->se, &b);
+			answering = NULL;
+			fs_publish(fs);
+		}
+		free(p);
+		p = next;
+	}
 }
 
 int fs_request_kills_suidgid(void)
@@ -654,8 +710,8 @@ static void *worker_main(void *arg)
 			__atomic_add_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			hand_off(lp);
 			pthread_mutex_unlock(&lp->lock);
-			wait_for_git(lp, &me->buf);
-			process(lp, &me->buf);
+			if (!park_for_git(lp, &me->buf))
+				process(lp, &me->buf);
 			fs_publish(lp->fs);
 			__atomic_sub_fetch(&lp->fs->handed_off, 1, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&lp->lock);

@@ -68,17 +68,25 @@ double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat 
 	return n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
 }
 
-static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, const struct stat *st)
+/* @uncached: neither the entry nor its attributes may be cached (the
+ * private .git's root during its build). */
+static void reply_entry_as(fuse_req_t req, struct agentfs *fs, struct node *n,
+			   const struct stat *st, bool uncached)
 {
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	e.ino = n->id;
 	e.attr = *st;
-	e.attr_timeout = attr_timeout(fs, n, st);
-	e.entry_timeout = n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
-	if (git_building_root(fs, n))
-		e.entry_timeout = 0;
+	if (!uncached) {
+		e.attr_timeout = attr_timeout(fs, n, st);
+		e.entry_timeout = n->parent ? entry_timeout(fs, n->parent) : fs->timeout;
+	}
 	fuse_reply_entry(req, &e);
+}
+
+static void reply_entry(fuse_req_t req, struct agentfs *fs, struct node *n, const struct stat *st)
+{
+	reply_entry_as(req, fs, n, st, false);
 }
 
 /* A refusal by policy: journaled, then EROFS. */
@@ -157,6 +165,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* The worker waited already (loop.c): no node inside it half-built. */
 	if (git_building_root(fs, dir))
 		git_wait(fs);
+	/* Before the attributes are read: those of a build that ends meanwhile
+	 * must not be cached. */
+	bool git_building =
+	    is_git_root(fs, dir, name) && !__atomic_load_n(&fs->git_ready, __ATOMIC_ACQUIRE);
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	watch_dir_lazy(fs, dir);
 	struct entry e;
@@ -235,9 +247,9 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	/* The private .git while it is being built: its id before the reply,
 	 * which the kernel's next request on it may follow at once (fs/internal.h). */
-	if (is_git_root(fs, dir, name) && !__atomic_load_n(&fs->git_ready, __ATOMIC_ACQUIRE))
+	if (git_building)
 		__atomic_store_n(&fs->git_root_id, (uint64_t)n->id, __ATOMIC_RELEASE);
-	reply_entry(req, fs, n, &e.st);
+	reply_entry_as(req, fs, n, &e.st, git_building);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -265,6 +277,9 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node *n = node_get(fs, ino);
 	struct stat st;
 	int r;
+	/* Before the attributes are read: those of a build that ends meanwhile
+	 * must not be cached. */
+	bool building = git_building_root(fs, n);
 	if (fi && fi->fh) {
 		r = handle_fstat(fs, fi, n, &st);
 		fs_publish(fs); /* done with the handle: see op_write_buf */
@@ -278,7 +293,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
+		fuse_reply_attr(req, &st, building ? 0 : attr_timeout(fs, n, &st));
 }
 
 /* access(2) and chdir(2), which the kernel asks only of a mount without

@@ -990,6 +990,31 @@ run git -C "$DMNT" status --porcelain
 assert_eq "git status in that mount" 0 "$RC"
 assert_eq "  ...is clean" "" "$OUT"
 step "unmount it" af unmount "$DMNT"
+# Requests that wait for the build do not take the daemon's workers: ten
+# listings of .git at once (the kernel lets readdirs of one directory run
+# side by side; the daemon has eight workers), and the rest of the mount is
+# still answered before the build ends.
+AGENTFS_TEST_BUILD_DELAY_MS=4000 mount_ws "$DREPO" "$T/delaymnt3" --name delaymnt3 ||
+	bail "mount with the build delayed: $OUT"
+lspids=()
+for i in $(seq 1 10); do
+	t ls -a "$T/delaymnt3/.git" >"$T/delayls.$i" 2>&1 &
+	lspids+=($!)
+done
+sleep 0.5
+run cat "$T/delaymnt3/src/a.c"
+assert_eq "ten listings of .git wait for the build; a read elsewhere" "one" "$OUT"
+if [ -e "$STATE/workspaces/delaymnt3/git-base" ]; then
+	fail "  ...is answered before the build ended" "git-base exists already"
+else
+	pass "  ...is answered before the build ended"
+fi
+lsok=0
+for i in "${!lspids[@]}"; do
+	wait "${lspids[$i]}" && grep -qx HEAD "$T/delayls.$((i + 1))" && lsok=$((lsok + 1))
+done
+assert_eq "  ...and each listing shows .git whole" 10 "$lsok"
+step "unmount it" af unmount "$T/delaymnt3"
 # A lookup inside .git during the build waits for it too.
 AGENTFS_TEST_BUILD_DELAY_MS=3000 mount_ws "$DREPO" "$T/delaymnt2" --name delaymnt2 ||
 	bail "mount with the build delayed: $OUT"
