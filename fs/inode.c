@@ -240,7 +240,10 @@ static void release_locked(struct agentfs *fs, struct node *n)
 		remove_locked(fs, n);
 		fs->nnodes--;
 		if (fs->neg.dir == n)
-			fs->neg.dir = NULL; /* its address may come back as another's */
+			fs->neg.dir = NULL;    /* its address may come back as another's */
+		uint64_t id = (uint64_t)n->id; /* likewise (fs/internal.h) */
+		__atomic_compare_exchange_n(&fs->git_root_id, &id, 0, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED);
 		watch_forget(fs, n);
 		node_free(n);
 		if (!parent)

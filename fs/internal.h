@@ -190,10 +190,11 @@ struct agentfs {
 	 * background build runs (git_ready false), the lookup of ".git" is
 	 * answered at once, uncached (git_building_root), and every other
 	 * request on that node, a lookup in it above all, waits for the build
-	 * in a worker (loop.c, waits_for_git): a walk that only stats .git
+	 * (loop.c, waits_for_git, park_for_git): a walk that only stats .git
 	 * does not wait, and nothing reaches inside it half-built.
 	 * git_root_id is the node id the last such lookup answered with, 0
-	 * before it; atomic. */
+	 * before it and once that node is freed (a node id is its address,
+	 * which another node may get next: inode.c, release_locked); atomic. */
 	int git_fd;
 	bool git_ready;
 	uint64_t git_root_id;

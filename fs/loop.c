@@ -448,11 +448,15 @@ void fs_git_run_parked(struct agentfs *fs)
 	while (p) {
 		struct parked *next = p->next;
 		if (!fuse_session_exited(fs->se)) {
+			/* Answered beside the loop's workers: counted as theirs
+			 * are (fs_loop_alone). */
 			struct fuse_buf b = {.size = p->size, .mem = p->mem};
+			__atomic_add_fetch(&fs->handed_off, 1, __ATOMIC_RELAXED);
 			answering = &b;
 			fuse_session_process_buf(fs->se, &b);
 			answering = NULL;
 			fs_publish(fs);
+			__atomic_sub_fetch(&fs->handed_off, 1, __ATOMIC_RELAXED);
 		}
 		free(p);
 		p = next;
