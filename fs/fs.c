@@ -444,6 +444,7 @@ int fs_serve(const struct fs_config *cfg)
 	}
 	fs->git_ready = true;
 	pthread_mutex_init(&fs->git_lock, NULL);
+	fs->git_parked_tail = &fs->git_parked;
 	pthread_cond_init(&fs->git_cond, NULL);
 	pthread_cond_init(&fs->recorded, NULL);
 	if (cfg->git_dir) {

@@ -235,8 +235,6 @@ static bool park_for_git(struct loop *lp, const struct fuse_buf *b)
 	pthread_mutex_lock(&fs->git_lock);
 	bool ready = fs->git_ready;
 	if (!ready) {
-		if (!fs->git_parked_tail)
-			fs->git_parked_tail = &fs->git_parked;
 		*fs->git_parked_tail = p;
 		fs->git_parked_tail = &p->next;
 	}
@@ -251,8 +249,8 @@ static bool park_for_git(struct loop *lp, const struct fuse_buf *b)
  * top of this file).  Not for requests that wait for the disk or may copy a
  * large file up (FSYNC, FSYNCDIR, large READs and WRITEs, an OPEN for
  * writing of a file larger than LOOP_INLINE_IO when last seen, SETATTR of
- * the size, a request on .git's root during its build, a LOOKUP of a loose object while
- * base blobs are being written: they can take longer than every other
+ * the size, a request on .git's root during its build, a LOOKUP of a loose
+ * object while base blobs are being written: they can take longer than every other
  * request queued behind them), nor for a RELEASE after writes (hashing the
  * new version for the journal: the caller does not wait for it, so another
  * worker does it while the reader serves the caller's next request).  A

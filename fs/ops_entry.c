@@ -59,8 +59,6 @@ bool fs_kill_suidgid(struct agentfs *fs, fuse_req_t req, int fd, const char *lea
 
 double attr_timeout(struct agentfs *fs, const struct node *n, const struct stat *st)
 {
-	if (git_building_root(fs, n))
-		return 0;
 	/* Hard links of the upper are separate nodes here: do not let the
 	 * kernel cache one name's attributes while another name changes them. */
 	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
