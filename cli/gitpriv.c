@@ -23,6 +23,7 @@
 
 #include "cli/gitpriv.h"
 #include "cli/packwrite.h"
+#include "cli/statcache.h"
 #include "cli/workspace.h"
 #include "fs/fs.h"
 #include "policy/policy.h"
@@ -115,7 +116,8 @@ struct gitpriv {
 	char *ws_dir;
 	char *repo;
 	char *mountpoint;
-	char *dir; /* <ws_dir>/git */
+	char *dir;	  /* <ws_dir>/git */
+	char *state_root; /* for the stat cache (gitpriv_set_state_root), or NULL */
 	int lower_fd;
 	const struct policy *policy;
 	bool readonly; /* `git: readonly`: the repository's history, see prepare_readonly() */
@@ -259,7 +261,29 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 		gitpriv_set_flush_delay(*out, dms);
 	if (bms > 0 && bms <= 600000)
 		gitpriv_set_build_delay(*out, bms);
+	/* <root>/workspaces/<name>: the state root is two levels up. */
+	char *root = strdup(ws->dir);
+	char *slash = root ? strrchr(root, '/') : NULL;
+	if (slash) {
+		*slash = 0;
+		slash = strrchr(root, '/');
+	}
+	if (slash && strcmp(slash, "/workspaces") == 0) {
+		*slash = 0;
+		gitpriv_set_state_root(*out, *root ? root : "/");
+	}
+	free(root);
 	gitpriv_fs_config(*out, cfg);
+	return 0;
+}
+
+int gitpriv_set_state_root(struct gitpriv *g, const char *root)
+{
+	char *r = strdup(root);
+	if (!r)
+		return -ENOMEM;
+	free(g->state_root);
+	g->state_root = r;
 	return 0;
 }
 
@@ -326,6 +350,7 @@ void gitpriv_free(struct gitpriv *g)
 	free(g->repo);
 	free(g->mountpoint);
 	free(g->dir);
+	free(g->state_root);
 	free(g);
 }
 
@@ -800,8 +825,11 @@ struct build {
 	struct dircache dc;
 	struct timespec index_mtime; /* of the repository's index file: racy entries */
 	FILE *dirty;		     /* <ws>/git-dirty.tmp */
-	size_t entries, hashed, changed;
+	struct statcache *sc;	     /* the repository's stat cache, or NULL */
+	size_t entries, hashed, cached, changed;
 };
+
+_Static_assert(sizeof(((git_oid *)0)->id) == STATCACHE_ID_LEN, "a blob id is a SHA-1");
 
 static bool stat_matches(const git_index_entry *e, const struct stat *st)
 {
@@ -842,6 +870,40 @@ static void fill_stat(git_index_entry *e, const struct stat *st)
 	e->file_size = (uint32_t)st->st_size;
 }
 
+/*
+ * Hash the regular file at @leaf of @dfd as git stores it, a block at a time
+ * (git_odb_hashfile, through the descriptor's /proc/self/fd link, so the path
+ * is not resolved again), when no filter applies to @path: 1 and *id then.
+ * 0 when a filter applies (eol=crlf: the caller reads the file whole) or this
+ * way fails (no /proc, the file shrank meanwhile: the caller's read decides).
+ * Else -errno.  A 24 MB header of the kernel's tree read whole was 23 MiB of
+ * the daemon's peak.
+ */
+static int hash_streamed(struct build *b, int dfd, const char *leaf, const char *path, git_oid *id)
+{
+	git_filter_list *fl = NULL;
+	if (git_filter_list_load(&fl, b->real, NULL, path, GIT_FILTER_TO_ODB,
+				 GIT_FILTER_ALLOW_UNSAFE) < 0)
+		return git_fail(path);
+	if (fl) {
+		git_filter_list_free(fl);
+		return 0;
+	}
+	/* O_NONBLOCK, as read_entry: a FIFO put in the file's place. */
+	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int r = 0;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		r = git_odb_hashfile(id, proc, GIT_OBJECT_BLOB) == 0;
+	}
+	close(fd);
+	return r;
+}
+
 /* One tracked path of the repository's index: decide, stat, maybe hash, add. */
 static int add_tracked(struct build *b, const git_index_entry *re, bool conflicted)
 {
@@ -879,10 +941,22 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	fill_stat(&e, &st);
 	bool unchanged =
 	    !conflicted && e.mode == re->mode && stat_matches(re, &st) && !racy(b, &st);
+	/* What an earlier build hashed, where the index cannot say: only ids
+	 * equal to the index's (other content must be read into our objects). */
+	bool cache = b->sc && !unchanged && !conflicted && S_ISREG(st.st_mode);
+	if (cache && statcache_has(b->sc, path, &st, e.mode, re->id.id)) {
+		unchanged = true;
+		b->cached++;
+	}
 	char *buf = NULL;
 	size_t len = 0;
+	int h = 0;
 	if (unchanged && !S_ISLNK(st.st_mode)) {
 		e.id = re->id;
+	} else if (S_ISREG(st.st_mode) && (h = hash_streamed(b, dfd, leaf, path, &e.id)) < 0) {
+		return h == -ENOENT ? 0 : h;
+	} else if (h == 1 && git_oid_equal(&e.id, &re->id)) {
+		b->hashed++; /* the index's content: nothing to write */
 	} else {
 		int r = read_entry(dfd, leaf, &st, &buf, &len);
 		if (r == -ENOENT)
@@ -922,6 +996,8 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		}
 		free(buf);
 	}
+	if (cache && git_oid_equal(&e.id, &re->id))
+		statcache_add(b->sc, path, &st, e.mode, e.id.id);
 	if (git_index_add(b->base, &e) < 0)
 		return git_fail(path);
 	b->entries++;
@@ -1215,6 +1291,16 @@ static int build_steps(struct gitpriv *g)
 		if (stat(ipath, &ist) == 0)
 			b.index_mtime = ist.st_mtim;
 	}
+	if (g->state_root) {
+		char *scp = NULL;
+		int e = statcache_path(g->state_root, git_repository_path(b.real), &scp);
+		if (e == 0)
+			e = statcache_begin(scp, &b.sc);
+		if (e < 0) /* a cache: the build goes on without */
+			fprintf(stderr, "agentfs: private .git: %s: no stat cache: %s\n",
+				scp ? scp : g->state_root, strerror(-e));
+		free(scp);
+	}
 	snprintf(index_path, sizeof(index_path), "%s/index", g->dir);
 	unlink(index_path);
 	if (git_index_open(&b.base, index_path) < 0) {
@@ -1344,11 +1430,19 @@ static int build_steps(struct gitpriv *g)
 	if (r == 0)
 		r = sync_dir(g->ws_dir);
 	if (r == 0)
-		fprintf(stderr,
-			"agentfs: private .git: %zu entries (%zu read and hashed, %zu differ from "
-			"HEAD), %zu base objects\n",
-			b.entries, b.hashed, b.changed, g->allowed.count);
+		fprintf(
+		    stderr,
+		    "agentfs: private .git: %zu entries (%zu read and hashed, %zu from the stat "
+		    "cache, %zu differ from HEAD), %zu base objects\n",
+		    b.entries, b.hashed, b.cached, b.changed, g->allowed.count);
+	if (r == 0 && b.sc) {
+		int e = statcache_commit(b.sc);
+		if (e < 0)
+			fprintf(stderr, "agentfs: private .git: cannot write the stat cache: %s\n",
+				strerror(-e));
+	}
 out:
+	statcache_free(b.sc);
 	if (b.dirty) {
 		fclose(b.dirty);
 		unlink(dirty_tmp);

@@ -39,7 +39,10 @@
  * (the agent's commits) and only gets its config rewritten.  Its cost is
  * reading the repository's index and HEAD tree and one lstat per tracked file;
  * only files whose stat data differ from the index are read and hashed, as git
- * itself does, and blobs are never copied at build time.
+ * itself does (and not those an earlier workspace's build of the same
+ * repository hashed with the same stat data: gitpriv_set_state_root), a block
+ * at a time unless a filter (eol=crlf) needs the whole file, and blobs are
+ * never copied at build time.
  *
  * Functions return 0 or a negative errno (-EIO when libgit2 fails; a one-line
  * reason is printed on stderr, which is the daemon's log).
@@ -93,6 +96,15 @@ int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, in
  */
 int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int lower_fd,
 		   const char *mnt, struct fs_config *cfg, struct gitpriv **out);
+
+/*
+ * Let @g's build read and write the stat cache of its repository under the
+ * state root @root (cli/statcache.h): a file it hashed whose stat data have
+ * not changed since is not read again by the next workspace's build.
+ * gitpriv_attach sets it from the workspace's directory; without it (the unit
+ * tests) every build hashes alone.  Returns 0 or -ENOMEM.
+ */
+int gitpriv_set_state_root(struct gitpriv *g, const char *root);
 
 /* Fill cfg->git_dir, git_prepare, git_prepare_arg and git_fault for @g. */
 void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg);

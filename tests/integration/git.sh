@@ -923,6 +923,56 @@ assert_eq "  ...the branch deletes dir/b.md only" "dir/b.md" \
 	"$(git -C "$H" diff --name-only main agent/gone2)"
 run af unmount "$HM"
 
+# ------------------------------------------------------------------ the stat cache
+# A repository whose index is stale (every tracked file touched: the index's
+# stat data no longer match, the bytes do).  The first workspace's build reads
+# and hashes every file and keeps what it learned in the state root's stat
+# cache (cli/statcache.h); a second workspace's build reads none of them
+# again.  A file the person then rewrites keeping its size and mtime (its
+# ctime moves) is read again: the third workspace's base holds its new bytes.
+# A damaged cache costs the hashing, nothing else.
+S=$T/statrepo
+run bash -c "git init -q -b main '$S' && cd '$S' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
+# Older than a build's racy window (2 s before it starts: cli/statcache.h).
+sleep 2.5
+stat_build() { # NAME: mount workspace NAME of $S, wait for its build, unmount; OUT: its log line
+	mount_ws "$S" "$T/$1" || bail "mount of $1: $OUT"
+	step "  ...$1: the private .git is built" git -C "$T/$1" rev-parse -q --verify HEAD
+	STAT_SHOW=$(git -C "$T/$1" show HEAD:f3.txt 2>&1)
+	STAT_STATUS=$(cd "$T/$1" && git status --porcelain 2>&1)
+	run af unmount "$T/$1"
+	OUT=$(grep -o 'private .git: [0-9]* entries ([^)]*)' "$STATE/workspaces/$1/daemon.log")
+}
+stat_build stat1
+assert_contains "the first build reads and hashes the 8 touched files" \
+	"(8 read and hashed, 0 from the stat cache, 0 differ from HEAD)" "$OUT"
+stat_build stat2
+assert_contains "a second workspace's build reads none of them again" \
+	"(0 read and hashed, 8 from the stat cache, 0 differ from HEAD)" "$OUT"
+assert_eq "  ...and git status in it is clean" "" "$STAT_STATUS"
+printf 'FILE 3\n' >"$S/f3.txt" && touch -d 2001-01-01 "$S/f3.txt"
+stat_build stat3
+assert_contains "a file rewritten with the same size and mtime is read again" \
+	"(1 read and hashed, 7 from the stat cache, 1 differ from HEAD)" "$OUT"
+assert_eq "  ...and the base holds its new bytes" "FILE 3" "$STAT_SHOW"
+# The repository's cache is the one its last build wrote (each repository of
+# this script has one in the state root).
+SC=$(ls -t "$STATE"/cache/statcache-* 2>/dev/null | head -1)
+assert_eq "the stat cache is the user's alone" "700 600" \
+	"$(stat -c %a "$STATE/cache" 2>/dev/null) $(stat -c %a "$SC" 2>/dev/null)"
+# Damaged in its second record (records of these paths are 88 bytes after a
+# 24-byte header, cli/statcache.h): the first still serves, the rest is read.
+run python3 -c "import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[24 + 88 + 20] ^= 0xff
+open(p, 'wb').write(bytes(b))" "$SC"
+stat_build stat4
+assert_contains "a damaged stat cache is believed up to the damage" \
+	"(7 read and hashed, 1 from the stat cache, 1 differ from HEAD)" "$OUT"
+assert_eq "  ...and the base is right" "FILE 3|" "$STAT_SHOW|$STAT_STATUS"
+
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that
 # lookup only: once there is room, the next lookup copies it (the kernel

@@ -8,7 +8,8 @@
 #    1024 soft limit), and the fds go away when they are closed;
 #  - eight workspaces of one repository mounted at once, each isolated;
 #  - the private .git's build over 30,000 tracked files: what it adds to the
-#    daemon's peak stays within 2.5 times the repository's index file;
+#    daemon's peak stays within 2.5 times the repository's index file, and
+#    a stale 64 MiB file is hashed without being held whole;
 #  - `agentfs status` of a changed 128 MiB file holds neither version.
 #
 #   bash resources.sh [AGENTFS [FSOPS]]
@@ -302,6 +303,44 @@ PY
 	else
 		fail "the private .git's build holds two flattened trees at most" \
 			"it adds $added kB to the peak (VmHWM ${hwm[0]} kB, ${hwm[1]} kB mounted again); the index file is $ikb kB"
+	fi
+fi
+# A stale index entry of a 64 MiB file (touched: its bytes are the index's):
+# the build hashes the file a block at a time (hash_streamed in
+# cli/gitpriv.c), so what it adds to the peak is far below the file's size
+# (64 MiB more when read whole).
+if [[ ${AGENTFS_SANITIZE:-none} == *address* || ${AGENTFS_SANITIZE:-none} == *thread* ]]; then
+	skip "the private .git's build hashes a large file a block at a time" "under a sanitizer"
+else
+	HREPO=$T/hrepo HMNT=$T/hmnt
+	mkdir -p "$HREPO" && git -C "$HREPO" init -q -b main &&
+		head -c 64M /dev/zero >"$HREPO/large.bin" && printf 'small\n' >"$HREPO/small.txt" &&
+		git -C "$HREPO" add -A && git -C "$HREPO" -c user.name=t -c user.email=t@t \
+		-c core.bigFileThreshold=1m commit -qm large && touch -d 2001-01-01 "$HREPO/large.bin" ||
+		bail "cannot create the repository of a 64 MiB file"
+	hwm=()
+	for pass_ in built resumed; do
+		want='private .git: [0-9]* entries'
+		[ "$pass_" = resumed ] && want='private .git: resumed'
+		mount_ws "$HREPO" "$HMNT" || bail "mount of the 64 MiB file ($pass_): $OUT"
+		bpid=$(daemon_pid_of "$HMNT")
+		ready=no
+		for _ in $(seq 1 600); do
+			grep -q "$want" "$STATE/workspaces/hmnt/daemon.log" 2>/dev/null && ready=yes && break
+			sleep 0.1
+		done
+		[ "$ready" = yes ] || bail "the private .git of the 64 MiB file was not $pass_ within 60 s"
+		sleep 0.2
+		hwm+=("$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status")")
+		step "unmount the 64 MiB file ($pass_)" af unmount "$HMNT"
+	done
+	added=$((hwm[0] - hwm[1]))
+	if grep -q '(1 read and hashed' "$STATE/workspaces/hmnt/daemon.log" &&
+		[ "$added" -le $((16 * 1024)) ]; then
+		pass "the build hashes a stale 64 MiB file adding $added kB to the peak"
+	else
+		fail "the private .git's build hashes a large file a block at a time" \
+			"it adds $added kB to the peak (VmHWM ${hwm[0]} kB, ${hwm[1]} kB mounted again); $(grep 'private .git: [0-9]* entries' "$STATE/workspaces/hmnt/daemon.log")"
 	fi
 fi
 assert_unchanged "the lower was never written" "$REPO/src" "$T/lower.before"

@@ -1,0 +1,240 @@
+/* test_statcache.c - the private .git's stat cache (statcache.h): what one
+ * build records the next finds, for the same stat data, mode and id only; a
+ * racy entry is neither written nor used; records are found in index order
+ * and passed over otherwise; a torn, damaged or foreign file reads as empty
+ * from the damage on; an uncommitted file leaves the old one in place. */
+#include <check.h>
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/statcache.h"
+
+/* The file's sizes (statcache.h): a header, and a record of a 2-byte path. */
+#define HEADER 24
+#define REC    (2 + 2 + 72 + 8)
+
+static char dir[] = "/tmp/agentfs-statcache.XXXXXX";
+static char path[256];
+
+static const unsigned char id_a[STATCACHE_ID_LEN] = {1, 2, 3};
+static const unsigned char id_b[STATCACHE_ID_LEN] = {9, 8, 7};
+
+/* Stat data of a file last changed @age seconds before now. */
+static struct stat old_stat(long age, ino_t ino, off_t size)
+{
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	st.st_mtim.tv_sec = now.tv_sec - age;
+	st.st_mtim.tv_nsec = 123456789;
+	st.st_ctim = st.st_mtim;
+	st.st_ino = ino;
+	st.st_size = size;
+	st.st_uid = 1000;
+	st.st_gid = 1000;
+	return st;
+}
+
+/* One build: records @n paths "p0".."p<n-1>" with stat data st[i] and id_a. */
+static void build(int n, const struct stat *st)
+{
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	for (int i = 0; i < n; i++) {
+		char p[16];
+		snprintf(p, sizeof(p), "p%d", i);
+		statcache_add(c, p, &st[i], 0100644, id_a);
+	}
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+}
+
+static long file_size(void)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fclose(f);
+	return n;
+}
+
+static int entries_in_dir(void)
+{
+	DIR *d = opendir(dir);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+START_TEST(found_for_the_same_stat_data_only)
+{
+	unlink(path);
+	struct stat st[3] = {old_stat(100, 11, 5), old_stat(100, 12, 6), old_stat(100, 13, 7)};
+	build(3, st);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	struct stat other = st[1];
+	other.st_ctim.tv_nsec++; /* a change since, in the same second */
+	ck_assert(!statcache_has(c, "p1", &other, 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100755, id_a)); /* the mode */
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_b)); /* the index's id */
+	struct stat moved = st[1];
+	moved.st_ino = 99;
+	ck_assert(!statcache_has(c, "p1", &moved, 0100644, id_a));
+	struct stat grown = st[2];
+	grown.st_size++;
+	ck_assert(!statcache_has(c, "p2", &grown, 0100644, id_a));
+	statcache_free(c);
+	/* Not committed: the old file stays, the new one is gone. */
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	statcache_free(c);
+	ck_assert_int_eq(entries_in_dir(), 1);
+}
+END_TEST
+
+START_TEST(racy_entries_are_left_out)
+{
+	unlink(path);
+	/* Changed 1 s ago: within the 2 s before the build started. */
+	struct stat st[3] = {old_stat(100, 11, 5), old_stat(1, 12, 6), old_stat(100, 13, 7)};
+	st[2].st_ctim.tv_sec += 99; /* its mtime old, its ctime new */
+	build(3, st);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	statcache_free(c);
+	/* The header and one record: the racy ones were not written. */
+	ck_assert_int_eq(file_size(), HEADER + REC);
+	/* A record not before its file's threshold is not used either: the
+	 * threshold (bytes 8-15, little-endian seconds) moved to 200 s ago. */
+	FILE *f = fopen(path, "r+b");
+	ck_assert_ptr_nonnull(f);
+	int64_t thr = (int64_t)time(NULL) - 200;
+	unsigned char le[8];
+	for (int i = 0; i < 8; i++)
+		le[i] = (unsigned char)((uint64_t)thr >> (8 * i));
+	fseek(f, 8, SEEK_SET);
+	ck_assert_uint_eq(fwrite(le, 1, 8, f), 8);
+	fclose(f);
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	statcache_free(c);
+}
+END_TEST
+
+START_TEST(index_order)
+{
+	unlink(path);
+	struct stat st[4] = {old_stat(100, 1, 1), old_stat(100, 2, 1), old_stat(100, 3, 1),
+			     old_stat(100, 4, 1)};
+	build(4, st);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	/* Asked for some paths only, and one the cache lacks: the others wait. */
+	ck_assert(!statcache_has(c, "p", &st[0], 0100644, id_a));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
+	/* Passed over: not found out of order. */
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	statcache_free(c);
+}
+END_TEST
+
+START_TEST(damage_ends_its_use)
+{
+	unlink(path);
+	struct stat st[3] = {old_stat(100, 11, 5), old_stat(100, 12, 6), old_stat(100, 13, 7)};
+	build(3, st);
+	long size = file_size();
+	FILE *f = fopen(path, "r+b");
+	ck_assert_ptr_nonnull(f);
+	/* One bit of the second record's id (its last 28 bytes: id, checksum). */
+	fseek(f, HEADER + 2 * REC - 28, SEEK_SET);
+	int ch = fgetc(f);
+	fseek(f, -1, SEEK_CUR);
+	fputc(ch ^ 1, f);
+	fclose(f);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	statcache_free(c);
+	/* Torn in the middle of the last record. */
+	build(3, st);
+	ck_assert_int_eq(truncate(path, size - 10), 0);
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	statcache_free(c);
+	/* Another file's bytes: nothing. */
+	f = fopen(path, "wb");
+	fputs("version: 1\nname: x\n", f);
+	fclose(f);
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	statcache_add(c, "p0", &st[0], 0100644, id_a);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	statcache_free(c);
+}
+END_TEST
+
+START_TEST(path_is_per_repository)
+{
+	char *a = NULL, *b = NULL, *a2 = NULL;
+	ck_assert_int_eq(statcache_path("/s", "/r/one/.git/", &a), 0);
+	ck_assert_int_eq(statcache_path("/s", "/r/two/.git/", &b), 0);
+	ck_assert_int_eq(statcache_path("/s", "/r/one/.git/", &a2), 0);
+	ck_assert_str_eq(a, a2);
+	ck_assert_str_ne(a, b);
+	ck_assert_int_eq(strncmp(a, "/s/cache/statcache-", 19), 0);
+	ck_assert_uint_eq(strlen(a), 19 + 16);
+	free(a);
+	free(b);
+	free(a2);
+}
+END_TEST
+
+int main(void)
+{
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return EXIT_FAILURE;
+	}
+	snprintf(path, sizeof(path), "%s/statcache-test", dir);
+	Suite *s = suite_create("statcache");
+	TCase *tc = tcase_create("statcache");
+	tcase_add_test(tc, found_for_the_same_stat_data_only);
+	tcase_add_test(tc, racy_entries_are_left_out);
+	tcase_add_test(tc, index_order);
+	tcase_add_test(tc, damage_ends_its_use);
+	tcase_add_test(tc, path_is_per_repository);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	unlink(path);
+	rmdir(dir);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
