@@ -870,34 +870,41 @@ static void fill_stat(git_index_entry *e, const struct stat *st)
 	e->file_size = (uint32_t)st->st_size;
 }
 
-/*
- * Hash the regular file at @leaf of @dfd as git stores it, a block at a time
- * (git_odb_hashfile, through the descriptor's /proc/self/fd link, so the path
- * is not resolved again), when no filter applies to @path: 1 and *id then.
- * 0 when a filter applies (eol=crlf: the caller reads the file whole) or this
- * way fails (no /proc, the file shrank meanwhile: the caller's read decides).
- * Else -errno.  A 24 MB header of the kernel's tree read whole was 23 MiB of
- * the daemon's peak.
- */
-static int hash_streamed(struct build *b, int dfd, const char *leaf, const char *path, git_oid *id)
+/* 1 when no filter (eol=crlf, ident, a driver) applies to @path, so its
+ * blob id is that of its bytes as they are; 0 when one does; else -EIO. */
+static int unfiltered(struct build *b, const char *path)
 {
 	git_filter_list *fl = NULL;
 	if (git_filter_list_load(&fl, b->real, NULL, path, GIT_FILTER_TO_ODB,
 				 GIT_FILTER_ALLOW_UNSAFE) < 0)
 		return git_fail(path);
-	if (fl) {
-		git_filter_list_free(fl);
-		return 0;
-	}
+	git_filter_list_free(fl);
+	return fl == NULL;
+}
+
+/*
+ * Hash the regular file at @leaf of @dfd, which no filter applies to, a block
+ * at a time (git_odb_hashfile, through the descriptor's /proc/thread-self/fd
+ * link, so the path is not resolved again): 1 and *id then.  0 when the file
+ * opened is not the one @st describes (replaced since the lstat: its stat data
+ * must not be recorded with these bytes) or this way fails (no /proc, the file
+ * shrank meanwhile): the caller's read decides then.  Else -errno.  A 24 MB
+ * header of the kernel's tree read whole was 23 MiB of the daemon's peak.
+ */
+static int hash_streamed(int dfd, const char *leaf, const struct stat *st, git_oid *id)
+{
 	/* O_NONBLOCK, as read_entry: a FIFO put in the file's place. */
 	int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	struct stat st;
+	struct stat fst;
 	int r = 0;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+	if (fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode) && fst.st_ino == st->st_ino &&
+	    fst.st_dev == st->st_dev && fst.st_size == st->st_size &&
+	    fst.st_ctim.tv_sec == st->st_ctim.tv_sec &&
+	    fst.st_ctim.tv_nsec == st->st_ctim.tv_nsec) {
 		char proc[64];
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		snprintf(proc, sizeof(proc), "/proc/thread-self/fd/%d", fd);
 		r = git_odb_hashfile(id, proc, GIT_OBJECT_BLOB) == 0;
 	}
 	close(fd);
@@ -941,11 +948,19 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	fill_stat(&e, &st);
 	bool unchanged =
 	    !conflicted && e.mode == re->mode && stat_matches(re, &st) && !racy(b, &st);
-	/* What an earlier build hashed, where the index cannot say: only ids
-	 * equal to the index's (other content must be read into our objects). */
-	bool cache = b->sc && !unchanged && !conflicted && S_ISREG(st.st_mode);
+	/* A regular file no filter applies to is hashed a block at a time, and
+	 * what an earlier build hashed so is taken from the stat cache: only
+	 * ids equal to the index's (other content must be read into our
+	 * objects), and never under a filter, whose output depends on more
+	 * than the file (the config, .gitattributes: a change there leaves the
+	 * file's stat data as they were). */
+	int raw = 0;
+	if (!unchanged && S_ISREG(st.st_mode) && (raw = unfiltered(b, path)) < 0)
+		return raw;
+	bool cache = b->sc && raw && !conflicted;
+	bool record = false;
 	if (cache && statcache_has(b->sc, path, &st, e.mode, re->id.id)) {
-		unchanged = true;
+		unchanged = record = true;
 		b->cached++;
 	}
 	char *buf = NULL;
@@ -953,10 +968,11 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	int h = 0;
 	if (unchanged && !S_ISLNK(st.st_mode)) {
 		e.id = re->id;
-	} else if (S_ISREG(st.st_mode) && (h = hash_streamed(b, dfd, leaf, path, &e.id)) < 0) {
+	} else if (raw && (h = hash_streamed(dfd, leaf, &st, &e.id)) < 0) {
 		return h == -ENOENT ? 0 : h;
 	} else if (h == 1 && git_oid_equal(&e.id, &re->id)) {
 		b->hashed++; /* the index's content: nothing to write */
+		record = cache;
 	} else {
 		int r = read_entry(dfd, leaf, &st, &buf, &len);
 		if (r == -ENOENT)
@@ -996,7 +1012,7 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		}
 		free(buf);
 	}
-	if (cache && git_oid_equal(&e.id, &re->id))
+	if (record)
 		statcache_add(b->sc, path, &st, e.mode, e.id.id);
 	if (git_index_add(b->base, &e) < 0)
 		return git_fail(path);
@@ -1295,7 +1311,9 @@ static int build_steps(struct gitpriv *g)
 		char *scp = NULL;
 		int e = statcache_path(g->state_root, git_repository_path(b.real), &scp);
 		if (e == 0)
-			e = statcache_begin(scp, &b.sc);
+			e = statcache_begin(
+			    scp, git_index_caps(b.real_index) & GIT_INDEX_CAPABILITY_IGNORE_CASE,
+			    &b.sc);
 		if (e < 0) /* a cache: the build goes on without */
 			fprintf(stderr, "agentfs: private .git: %s: no stat cache: %s\n",
 				scp ? scp : g->state_root, strerror(-e));

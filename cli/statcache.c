@@ -1,4 +1,5 @@
 /* statcache.c - blob ids of the private .git's builds, per repository (see statcache.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -6,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -18,6 +20,11 @@
 #define MAX_PATH_LEN PATH_MAX
 /* Seconds before a build's start that still count as racy (statcache.h). */
 #define RACY_MARGIN_S 2
+/* Age in seconds of a temporary file no build is writing any more (a build
+ * of the kernel's 78k files takes seconds), and of a cache no build has
+ * written for so long that its repository is likely gone (statcache.h). */
+#define STALE_TMP_S   3600
+#define STALE_CACHE_S (30 * 86400)
 
 struct rec {
 	char path[MAX_PATH_LEN + 1];
@@ -30,6 +37,7 @@ struct rec {
 struct statcache {
 	char *path, *tmp;
 	FILE *in, *out;
+	bool icase;  /* the index's order ignores case (core.ignorecase) */
 	bool in_ok;  /* more records may follow */
 	bool have;   /* cur holds the next unmatched record */
 	int out_err; /* the first write error */
@@ -114,7 +122,30 @@ static void open_old(struct statcache *c)
 	c->in_ok = true;
 }
 
-int statcache_begin(const char *path, struct statcache **out)
+/* Remove what no build will read or finish in @dir: temporary files older
+ * than STALE_TMP_S, caches older than STALE_CACHE_S. */
+static void clean_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, "statcache-", 10) != 0)
+			continue;
+		bool tmp = strchr(de->d_name, '.') != NULL;
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) &&
+		    now.tv_sec - st.st_mtim.tv_sec > (tmp ? STALE_TMP_S : STALE_CACHE_S))
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
+int statcache_begin(const char *path, bool icase, struct statcache **out)
 {
 	*out = NULL;
 	struct statcache *c = calloc(1, sizeof(*c));
@@ -135,7 +166,9 @@ int statcache_begin(const char *path, struct statcache **out)
 		free(dir);
 		goto fail;
 	}
+	clean_dir(*dir ? dir : "/");
 	free(dir);
+	c->icase = icase;
 	int fd = mkostemp(c->tmp, O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
@@ -174,12 +207,14 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 			c->in_ok = false;
 			break;
 		}
-		int cmp = strcmp(c->cur.path, path);
+		/* The index's order: libgit2 sorts an index that ignores case
+		 * with strcasecmp (git_index_entry_icmp), in the C locale here. */
+		int cmp = c->icase ? strcasecmp(c->cur.path, path) : strcmp(c->cur.path, path);
 		if (cmp > 0)
 			return false; /* none for @path: the record waits for its own */
 		c->have = false;
-		if (cmp < 0)
-			continue;
+		if (cmp < 0 || strcmp(c->cur.path, path) != 0)
+			continue; /* passed over, or another case of this path */
 		const struct rec *r = &c->cur;
 		return r->mode == mode && r->mtime_s == (int64_t)st->st_mtim.tv_sec &&
 		       r->mtime_ns == (uint32_t)st->st_mtim.tv_nsec &&

@@ -42,6 +42,16 @@
  * a file after its stat moves its ctime to at least that stat's time, so a
  * used record's bytes are the ones its stat data name.
  *
+ * The build uses the cache only for files no git filter (eol=crlf, ident, a
+ * filter driver) applies to, when recorded and when used: a filtered file's
+ * blob id depends on the config and .gitattributes too, which can change
+ * while its stat data do not (cli/gitpriv.c, add_tracked).  Stat data cannot
+ * see every change, for this cache as for git's index: a write through a
+ * shared mapping to a page already dirty may leave the timestamps as they
+ * were, a network file system may answer stale attributes, and the threshold
+ * assumes the repository's file system stamps files with this machine's
+ * clock.
+ *
  * Functions that return int give 0 or a negative errno.  Not thread-safe: one
  * build owns a statcache.
  */
@@ -61,17 +71,22 @@ struct statcache;
  * Start a build's use of the cache file at @path: open it for reading (a
  * missing, unreadable or malformed one reads as empty) and a new one beside
  * it for writing (a temporary file in its directory, which is created 0700 if
- * missing).  *out is owned by the caller: statcache_commit, then
- * statcache_free.  -errno when the new file cannot be made (no cache then,
- * the caller builds without).
+ * missing).  @icase: the repository's index is sorted ignoring case
+ * (core.ignorecase, GIT_INDEX_CAPABILITY_IGNORE_CASE), and so are the records.
+ * Also removes, in that directory, temporary files older than an hour (a
+ * build killed before its end) and caches no build wrote for 30 days (their
+ * repository is likely gone; a live one only hashes again).  *out is owned by
+ * the caller: statcache_commit, then statcache_free.  -errno when the new file
+ * cannot be made (no cache then, the caller builds without).
  */
-int statcache_begin(const char *path, struct statcache **out);
+int statcache_begin(const char *path, bool icase, struct statcache **out);
 
 /*
  * Whether the previous build recorded, for @path, the stat data @st now
  * shows, the git mode @mode and the id @id (STATCACHE_ID_LEN bytes): then
  * @id is the file's blob id without reading it.  Calls must come in index
- * order (paths ascending by strcmp); a record passed over is not found later.
+ * order (paths ascending by strcmp, or strcasecmp for @icase); a record
+ * passed over is not found later.
  */
 bool statcache_has(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
 		   const unsigned char *id);

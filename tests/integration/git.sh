@@ -930,14 +930,20 @@ run af unmount "$HM"
 # cache (cli/statcache.h); a second workspace's build reads none of them
 # again.  A file the person then rewrites keeping its size and mtime (its
 # ctime moves) is read again: the third workspace's base holds its new bytes.
-# A damaged cache costs the hashing, nothing else.
+# A damaged cache costs the hashing, nothing else.  A file under a filter
+# (core.autocrlf) is not taken from the cache: its id depends on the config,
+# which the person may change without touching the file.
 S=$T/statrepo
 run bash -c "git init -q -b main '$S' && cd '$S' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
+S2=$T/statrepo2
+run bash -c "git init -q -b main '$S2' && cd '$S2' && printf 'a\nb\n' >f3.txt && git add -A &&
+	git -c user.name=p -c user.email=p@x commit -qm init && git config core.autocrlf true &&
+	printf 'a\r\nb\r\n' >f3.txt"
 # Older than a build's racy window (2 s before it starts: cli/statcache.h).
 sleep 2.5
-stat_build() { # NAME: mount workspace NAME of $S, wait for its build, unmount; OUT: its log line
-	mount_ws "$S" "$T/$1" || bail "mount of $1: $OUT"
+stat_build() { # NAME [REPO]: mount workspace NAME of REPO ($S), wait for its build, unmount; OUT: its log line
+	mount_ws "${2:-$S}" "$T/$1" || bail "mount of $1: $OUT"
 	step "  ...$1: the private .git is built" git -C "$T/$1" rev-parse -q --verify HEAD
 	STAT_SHOW=$(git -C "$T/$1" show HEAD:f3.txt 2>&1)
 	STAT_STATUS=$(cd "$T/$1" && git status --porcelain 2>&1)
@@ -972,6 +978,14 @@ stat_build stat4
 assert_contains "a damaged stat cache is believed up to the damage" \
 	"(7 read and hashed, 1 from the stat cache, 1 differ from HEAD)" "$OUT"
 assert_eq "  ...and the base is right" "FILE 3|" "$STAT_SHOW|$STAT_STATUS"
+stat_build stat5 "$S2"
+assert_contains "a CRLF file under core.autocrlf=true is the index's content" \
+	"(1 read and hashed, 0 from the stat cache, 0 differ from HEAD)" "$OUT"
+git -C "$S2" config core.autocrlf false
+stat_build stat6 "$S2"
+assert_contains "  ...with core.autocrlf=false since, it is read again and differs" \
+	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+assert_eq "  ...and the base holds its CRLF bytes" "$(printf 'a\r\nb\r')" "$STAT_SHOW"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

@@ -5,10 +5,12 @@
  * from the damage on; an uncommitted file leaves the old one in place. */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +47,7 @@ static struct stat old_stat(long age, ino_t ino, off_t size)
 static void build(int n, const struct stat *st)
 {
 	struct statcache *c;
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	for (int i = 0; i < n; i++) {
 		char p[16];
 		snprintf(p, sizeof(p), "p%d", i);
@@ -82,14 +84,14 @@ START_TEST(found_for_the_same_stat_data_only)
 	struct stat st[3] = {old_stat(100, 11, 5), old_stat(100, 12, 6), old_stat(100, 13, 7)};
 	build(3, st);
 	struct statcache *c;
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
 	struct stat other = st[1];
 	other.st_ctim.tv_nsec++; /* a change since, in the same second */
 	ck_assert(!statcache_has(c, "p1", &other, 0100644, id_a));
 	ck_assert(!statcache_has(c, "p2", &st[2], 0100755, id_a)); /* the mode */
 	statcache_free(c);
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_b)); /* the index's id */
 	struct stat moved = st[1];
 	moved.st_ino = 99;
@@ -99,7 +101,7 @@ START_TEST(found_for_the_same_stat_data_only)
 	ck_assert(!statcache_has(c, "p2", &grown, 0100644, id_a));
 	statcache_free(c);
 	/* Not committed: the old file stays, the new one is gone. */
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
 	statcache_free(c);
 	ck_assert_int_eq(entries_in_dir(), 1);
@@ -114,7 +116,7 @@ START_TEST(racy_entries_are_left_out)
 	st[2].st_ctim.tv_sec += 99; /* its mtime old, its ctime new */
 	build(3, st);
 	struct statcache *c;
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
 	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
 	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
@@ -132,7 +134,7 @@ START_TEST(racy_entries_are_left_out)
 	fseek(f, 8, SEEK_SET);
 	ck_assert_uint_eq(fwrite(le, 1, 8, f), 8);
 	fclose(f);
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
 	statcache_free(c);
 }
@@ -145,7 +147,7 @@ START_TEST(index_order)
 			     old_stat(100, 4, 1)};
 	build(4, st);
 	struct statcache *c;
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	/* Asked for some paths only, and one the cache lacks: the others wait. */
 	ck_assert(!statcache_has(c, "p", &st[0], 0100644, id_a));
 	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
@@ -153,6 +155,62 @@ START_TEST(index_order)
 	/* Passed over: not found out of order. */
 	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
 	statcache_free(c);
+}
+END_TEST
+
+START_TEST(order_ignoring_case)
+{
+	/* core.ignorecase: the index, and so the records, in strcasecmp order. */
+	unlink(path);
+	const char *names[] = {"a.txt", "B.txt", "c.txt"};
+	struct stat st = old_stat(100, 5, 5);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
+	for (int i = 0; i < 3; i++)
+		statcache_add(c, names[i], &st, 0100644, id_a);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
+	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a));
+	ck_assert(!statcache_has(c, "C.txt", &st, 0100644, id_a)); /* another case */
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
+	ck_assert(statcache_has(c, "a.txt", &st, 0100644, id_a));
+	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a));
+	ck_assert(statcache_has(c, "c.txt", &st, 0100644, id_a));
+	statcache_free(c);
+}
+END_TEST
+
+START_TEST(leftovers_are_removed)
+{
+	/* A build killed an hour ago, a repository gone for 31 days, and what
+	 * is recent: only the first two go. */
+	char tmp_old[300], tmp_new[300], gone[300], other[300];
+	snprintf(tmp_old, sizeof(tmp_old), "%s/statcache-0123456789abcdef.Ab12Cd", dir);
+	snprintf(tmp_new, sizeof(tmp_new), "%s/statcache-0123456789abcdef.Xy34Zw", dir);
+	snprintf(gone, sizeof(gone), "%s/statcache-fedcba9876543210", dir);
+	snprintf(other, sizeof(other), "%s/notes", dir);
+	const char *all[] = {tmp_old, tmp_new, gone, other};
+	for (int i = 0; i < 4; i++) {
+		FILE *f = fopen(all[i], "w");
+		ck_assert_ptr_nonnull(f);
+		fclose(f);
+	}
+	struct timespec t[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = time(NULL) - 3700}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, tmp_old, t, 0), 0);
+	t[1].tv_sec = time(NULL) - 31 * 86400;
+	ck_assert_int_eq(utimensat(AT_FDCWD, gone, t, 0), 0);
+	ck_assert_int_eq(utimensat(AT_FDCWD, other, t, 0), 0);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(access(tmp_old, F_OK), -1);
+	ck_assert_int_eq(access(gone, F_OK), -1);
+	ck_assert_int_eq(access(tmp_new, F_OK), 0);
+	ck_assert_int_eq(access(other, F_OK), 0);
+	unlink(tmp_new);
+	unlink(other);
 }
 END_TEST
 
@@ -171,7 +229,7 @@ START_TEST(damage_ends_its_use)
 	fputc(ch ^ 1, f);
 	fclose(f);
 	struct statcache *c;
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
 	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
 	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
@@ -179,7 +237,7 @@ START_TEST(damage_ends_its_use)
 	/* Torn in the middle of the last record. */
 	build(3, st);
 	ck_assert_int_eq(truncate(path, size - 10), 0);
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
 	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
 	statcache_free(c);
@@ -187,12 +245,12 @@ START_TEST(damage_ends_its_use)
 	f = fopen(path, "wb");
 	fputs("version: 1\nname: x\n", f);
 	fclose(f);
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
 	statcache_add(c, "p0", &st[0], 0100644, id_a);
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
-	ck_assert_int_eq(statcache_begin(path, &c), 0);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
 	statcache_free(c);
 }
@@ -226,6 +284,8 @@ int main(void)
 	tcase_add_test(tc, found_for_the_same_stat_data_only);
 	tcase_add_test(tc, racy_entries_are_left_out);
 	tcase_add_test(tc, index_order);
+	tcase_add_test(tc, order_ignoring_case);
+	tcase_add_test(tc, leftovers_are_removed);
 	tcase_add_test(tc, damage_ends_its_use);
 	tcase_add_test(tc, path_is_per_repository);
 	suite_add_tcase(s, tc);
