@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli/gitpriv.h"
+#include "cli/nofilter.h"
 #include "cli/packwrite.h"
 #include "cli/statcache.h"
 #include "cli/workspace.h"
@@ -826,6 +827,7 @@ struct build {
 	struct timespec index_mtime; /* of the repository's index file: racy entries */
 	FILE *dirty;		     /* <ws>/git-dirty.tmp */
 	struct statcache *sc;	     /* the repository's stat cache, or NULL */
+	struct nofilter *nf;	     /* where no filter can apply, or NULL */
 	size_t entries, hashed, cached, changed;
 };
 
@@ -955,7 +957,8 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	 * than the file (the config, .gitattributes: a change there leaves the
 	 * file's stat data as they were). */
 	int raw = 0;
-	if (!unchanged && S_ISREG(st.st_mode) && (raw = unfiltered(b, path)) < 0)
+	if (!unchanged && S_ISREG(st.st_mode) &&
+	    (raw = b->nf && nofilter_path(b->nf, path) ? 1 : unfiltered(b, path)) < 0)
 		return raw;
 	bool cache = b->sc && raw && !conflicted;
 	bool record = false;
@@ -1307,6 +1310,8 @@ static int build_steps(struct gitpriv *g)
 		if (stat(ipath, &ist) == 0)
 			b.index_mtime = ist.st_mtim;
 	}
+	if (nofilter_new(b.real, b.real_index, g->lower_fd, &b.nf) < 0)
+		b.nf = NULL; /* libgit2 decides for each file */
 	if (g->state_root) {
 		char *scp = NULL;
 		int e = statcache_path(g->state_root, git_repository_path(b.real), &scp);
@@ -1347,6 +1352,8 @@ static int build_steps(struct gitpriv *g)
 		r = add_tracked(&b, re, conflicted);
 	}
 	dircache_close(&b.dc);
+	nofilter_free(b.nf); /* it borrows the index */
+	b.nf = NULL;
 	/* One flattened tree in memory at a time (~10-20 MB each for the 78k
 	 * paths of the kernel's tree): the repository's index goes once read,
 	 * and the repository's own reference to it too (sys/repository.h). */
@@ -1460,6 +1467,7 @@ static int build_steps(struct gitpriv *g)
 				strerror(-e));
 	}
 out:
+	nofilter_free(b.nf);
 	statcache_free(b.sc);
 	if (b.dirty) {
 		fclose(b.dirty);

@@ -940,12 +940,18 @@ S2=$T/statrepo2
 run bash -c "git init -q -b main '$S2' && cd '$S2' && printf 'a\nb\n' >f3.txt && git add -A &&
 	git -c user.name=p -c user.email=p@x commit -qm init && git config core.autocrlf true &&
 	printf 'a\r\nb\r\n' >f3.txt"
+# The same, an attribute the person adds without touching the file: an
+# untracked sub/.gitattributes, then $GIT_DIR/info/attributes (the build
+# decides a directory at a time where no filter can apply: cli/nofilter.h).
+S3=$T/statrepo3
+run bash -c "git init -q -b main '$S3' && cd '$S3' && mkdir sub && printf 'a\r\nb\r\n' >sub/f3.txt &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 sub/f3.txt"
 # Older than a build's racy window (2 s before it starts: cli/statcache.h).
 sleep 2.5
-stat_build() { # NAME [REPO]: mount workspace NAME of REPO ($S), wait for its build, unmount; OUT: its log line
+stat_build() { # NAME [REPO [FILE]]: mount workspace NAME of REPO ($S), wait for its build, unmount; OUT: its log line
 	mount_ws "${2:-$S}" "$T/$1" || bail "mount of $1: $OUT"
 	step "  ...$1: the private .git is built" git -C "$T/$1" rev-parse -q --verify HEAD
-	STAT_SHOW=$(git -C "$T/$1" show HEAD:f3.txt 2>&1)
+	STAT_SHOW=$(git -C "$T/$1" show "HEAD:${3:-f3.txt}" 2>&1)
 	STAT_STATUS=$(cd "$T/$1" && git status --porcelain 2>&1)
 	run af unmount "$T/$1"
 	OUT=$(grep -o 'private .git: [0-9]* entries ([^)]*)' "$STATE/workspaces/$1/daemon.log")
@@ -986,6 +992,20 @@ stat_build stat6 "$S2"
 assert_contains "  ...with core.autocrlf=false since, it is read again and differs" \
 	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
 assert_eq "  ...and the base holds its CRLF bytes" "$(printf 'a\r\nb\r')" "$STAT_SHOW"
+stat_build stat7 "$S3" sub/f3.txt
+assert_contains "a CRLF file no attribute names is hashed as it is" \
+	"(1 read and hashed, 0 from the stat cache, 0 differ from HEAD)" "$OUT"
+printf '*.txt text\n' >"$S3/sub/.gitattributes"
+stat_build stat8 "$S3" sub/f3.txt
+assert_contains "  ...with an untracked sub/.gitattributes since, it is read again and differs" \
+	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+assert_eq "  ...and the base holds it as git add would (LF)" "$(printf 'a\nb')" "$STAT_SHOW"
+rm "$S3/sub/.gitattributes"
+stat_build stat9 "$S3" sub/f3.txt
+printf '*.txt text\n' >"$S3/.git/info/attributes"
+stat_build stat10 "$S3" sub/f3.txt
+assert_contains "  ...and so with info/attributes" \
+	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

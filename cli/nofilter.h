@@ -1,0 +1,47 @@
+/*
+ * nofilter.h - where in a repository's working tree no git filter can apply,
+ * decided a directory at a time.
+ *
+ * The private .git's build asks, for each file it would read or take from
+ * its stat cache, whether a filter (libgit2 1.5's crlf for the `text`, `eol`
+ * and `crlf` attributes or core.autocrlf, `ident`, a `filter` driver) applies
+ * to it: git_filter_list_load answers for one path, re-reading the attribute
+ * files of every directory above it (stat, readlink): 27 us a file, 2 s for
+ * the kernel's 78,000.  Here the same question is answered for all the files
+ * of a directory at once, conservatively: no filter can apply in directory D
+ * when core.autocrlf is false or unset, core.eol is unset, and no attribute
+ * source that could apply in D mentions `text`, `eol`, `crlf`, `ident`,
+ * `filter`, `encoding` or defines a macro (`[attr]`): the system file and the
+ * global one (gitattributes(5), found where libgit2 looks: its search paths
+ * for the system and XDG levels, core.attributesFile), $GIT_DIR/info/attributes,
+ * and the `.gitattributes` of D and of each directory above it, both the
+ * working tree's file and the index's blob (libgit2 reads both).  Any source
+ * that cannot be read counts as mentioning them.  Where the answer is "maybe",
+ * the caller asks libgit2 for the path.
+ *
+ * Not thread-safe; one build owns one.
+ */
+#ifndef AGENTFS_NOFILTER_H
+#define AGENTFS_NOFILTER_H
+
+#include <stdbool.h>
+
+struct git_index;
+struct git_repository;
+struct nofilter;
+
+/*
+ * For repository @repo (borrowed) whose index is @index (borrowed, outlives
+ * the nofilter) and whose working tree is the directory @workdir_fd (borrowed):
+ * 0 and *out, to free with nofilter_free, or -ENOMEM.
+ */
+int nofilter_new(struct git_repository *repo, struct git_index *index, int workdir_fd,
+		 struct nofilter **out);
+
+/* True when no filter can apply to the file at @path (relative to the
+ * working tree, '/'-separated); false when one may. */
+bool nofilter_path(struct nofilter *nf, const char *path);
+
+void nofilter_free(struct nofilter *nf);
+
+#endif
