@@ -132,13 +132,18 @@ int nofilter_new(git_repository *repo, git_index *index, int workdir_fd, struct 
 	nf->repo = repo;
 	nf->index = index;
 	nf->workdir_fd = workdir_fd;
-	char info[4096];
-	nf->global_clean = config_clean(repo) &&
-			   search_path_clean(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes") &&
-			   search_path_clean(GIT_CONFIG_LEVEL_XDG, "attributes") &&
-			   snprintf(info, sizeof(info), "%sinfo/attributes",
-				    git_repository_path(repo)) < (int)sizeof(info) &&
-			   file_clean(AT_FDCWD, info);
+	/* info/attributes of the common directory, as libgit2 reads it
+	 * (GIT_REPOSITORY_ITEM_INFO), and a linked worktree's own. */
+	char info[4096], wtinfo[4096];
+	nf->global_clean =
+	    config_clean(repo) && search_path_clean(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes") &&
+	    search_path_clean(GIT_CONFIG_LEVEL_XDG, "attributes") &&
+	    snprintf(info, sizeof(info), "%sinfo/attributes", git_repository_commondir(repo)) <
+		(int)sizeof(info) &&
+	    file_clean(AT_FDCWD, info) &&
+	    snprintf(wtinfo, sizeof(wtinfo), "%sinfo/attributes", git_repository_path(repo)) <
+		(int)sizeof(wtinfo) &&
+	    file_clean(AT_FDCWD, wtinfo);
 	*out = nf;
 	return 0;
 }
@@ -169,31 +174,43 @@ static bool grow(struct nofilter *nf)
 	return true;
 }
 
-/* The directory @dir (its first @len bytes; "" for the root): clean? */
+/* Are the .gitattributes of directory @dir (its first @len bytes; "" for the
+ * root), the working tree's and the index's, free of filters? */
+static bool own_clean(struct nofilter *nf, const char *dir, size_t len)
+{
+	char p[4096];
+	return snprintf(p, sizeof(p), "%.*s%s.gitattributes", (int)len, dir, len ? "/" : "") <
+		   (int)sizeof(p) &&
+	       file_clean(nf->workdir_fd, p) && blob_clean(nf, p);
+}
+
+/* The directory @dir (its first @len bytes; "" for the root): clean?  Each
+ * directory from the root down to it, decided once (clean when its parent is
+ * and its own files are) and kept; a loop, not a recursion, for paths as deep
+ * as PATH_MAX allows. */
 static bool dir_clean(struct nofilter *nf, const char *dir, size_t len)
 {
-	if ((nf->n + 1) * 2 > nf->cap && !grow(nf))
-		return false;
-	struct slot *s = find(nf, dir, len);
-	if (s->dir)
-		return s->clean;
-	const char *slash = memrchr(dir, '/', len);
-	bool clean =
-	    len == 0 ? nf->global_clean : dir_clean(nf, dir, slash ? (size_t)(slash - dir) : 0);
-	if (clean) {
-		char p[4096];
-		clean = snprintf(p, sizeof(p), "%.*s%s.gitattributes", (int)len, dir,
-				 len ? "/" : "") < (int)sizeof(p) &&
-			file_clean(nf->workdir_fd, p) && blob_clean(nf, p);
+	bool clean = nf->global_clean;
+	size_t l = 0; /* the prefix dir[0..l) looked at: "", "a", "a/b", ... */
+	for (;;) {
+		if ((nf->n + 1) * 2 > nf->cap && !grow(nf))
+			return false;
+		struct slot *s = find(nf, dir, l);
+		if (s->dir) {
+			clean = s->clean;
+		} else {
+			clean = clean && own_clean(nf, dir, l);
+			if (!(s->dir = strndup(dir, l)))
+				return false;
+			s->clean = clean;
+			nf->n++;
+		}
+		if (l == len)
+			return clean;
+		size_t from = l ? l + 1 : 0;
+		const char *next = memchr(dir + from, '/', len - from);
+		l = next ? (size_t)(next - dir) : len;
 	}
-	char *copy = strndup(dir, len);
-	if (!copy)
-		return false;
-	s = find(nf, dir, len); /* the recursion may have grown the table */
-	s->dir = copy;
-	s->clean = clean;
-	nf->n++;
-	return clean;
 }
 
 bool nofilter_path(struct nofilter *nf, const char *path)

@@ -13,7 +13,8 @@
  * source that could apply in D mentions `text`, `eol`, `crlf`, `ident`,
  * `filter`, `encoding` or defines a macro (`[attr]`): the system file and the
  * global one (gitattributes(5), found where libgit2 looks: its search paths
- * for the system and XDG levels, core.attributesFile), $GIT_DIR/info/attributes,
+ * for the system and XDG levels, core.attributesFile), info/attributes of the
+ * repository's common directory (a linked worktree shares it) and its own,
  * and the `.gitattributes` of D and of each directory above it, both the
  * working tree's file and the index's blob (libgit2 reads both).  Any source
  * that cannot be read counts as mentioning them.  Where the answer is "maybe",

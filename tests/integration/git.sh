@@ -1006,6 +1006,13 @@ printf '*.txt text\n' >"$S3/.git/info/attributes"
 stat_build stat10 "$S3" sub/f3.txt
 assert_contains "  ...and so with info/attributes" \
 	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+# A linked worktree of that repository reads the common directory's
+# info/attributes, as git does.
+run git -C "$S3" worktree add -q "$T/statwt"
+touch -d 2001-01-01 "$T/statwt/sub/f3.txt"
+stat_build stat11 "$T/statwt" sub/f3.txt
+assert_contains "  ...and so in a linked worktree" \
+	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

@@ -1,0 +1,154 @@
+/* test_nofilter.c - where no git filter can apply (nofilter.h): a directory
+ * is clean until an attribute file that applies to it names a filter (its
+ * own or a parent's, the working tree's or the index's), or the config
+ * turns one on; paths as deep as PATH_MAX allows and thousands of
+ * directories are answered (no recursion, a table that grows). */
+#include <check.h>
+#include <fcntl.h>
+#include <git2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/nofilter.h"
+
+static char dir[] = "/tmp/agentfs-nofilter.XXXXXX";
+
+static void put(const char *rel, const char *text)
+{
+	char p[1200];
+	snprintf(p, sizeof(p), "%s/%s", dir, rel);
+	FILE *f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A fresh repository in dir/NAME with @attrs as sub/.gitattributes (NULL: none). */
+static git_repository *fresh(const char *name, const char *attrs)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	git_repository *r = NULL;
+	ck_assert_int_eq(git_repository_init(&r, p, false), 0);
+	snprintf(p, sizeof(p), "%s/%s/sub", dir, name);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	if (attrs) {
+		snprintf(p, sizeof(p), "%s/sub/.gitattributes", name);
+		put(p, attrs);
+	}
+	return r;
+}
+
+static struct nofilter *open_nf(git_repository *r, git_index **idx, int *fd)
+{
+	ck_assert_int_eq(git_repository_index(idx, r), 0);
+	*fd = open(git_repository_workdir(r), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(*fd, 0);
+	struct nofilter *nf = NULL;
+	ck_assert_int_eq(nofilter_new(r, *idx, *fd, &nf), 0);
+	return nf;
+}
+
+START_TEST(attributes_that_name_a_filter)
+{
+	git_repository *r = fresh("a", "*.c diff=cpp\n*.txt text eol=crlf\n");
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	ck_assert(nofilter_path(nf, "top.c"));
+	ck_assert(nofilter_path(nf, "other/x.c"));
+	ck_assert(!nofilter_path(nf, "sub/x.c")); /* per directory: any file */
+	ck_assert(!nofilter_path(nf, "sub/deeper/y.md"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+
+	/* diff= alone names no filter; core.autocrlf turns one on everywhere. */
+	r = fresh("b", "*.c diff=cpp\n");
+	nf = open_nf(r, &idx, &fd);
+	ck_assert(nofilter_path(nf, "sub/x.c"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_config *cfg;
+	ck_assert_int_eq(git_repository_config(&cfg, r), 0);
+	ck_assert_int_eq(git_config_set_string(cfg, "core.autocrlf", "input"), 0);
+	git_config_free(cfg);
+	nf = open_nf(r, &idx, &fd);
+	ck_assert(!nofilter_path(nf, "x.c"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+}
+END_TEST
+
+START_TEST(deep_and_many)
+{
+	git_repository *r = fresh("c", NULL);
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	/* 2,000 directories side by side, then chains 300 and 2,040 deep
+	 * (the longest near PATH_MAX, as the build's directory cache takes). */
+	for (int i = 0; i < 2000; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "d%04d/f.c", i);
+		ck_assert(nofilter_path(nf, p));
+	}
+	char *deep = malloc(4200);
+	size_t n = 0;
+	for (int i = 0; i < 300; i++)
+		n += (size_t)sprintf(deep + n, "a/");
+	strcpy(deep + n, "f.c");
+	ck_assert(nofilter_path(nf, deep));
+	n = 0;
+	for (int i = 0; i < 2040; i++)
+		n += (size_t)sprintf(deep + n, "b/");
+	strcpy(deep + n, "f");
+	ck_assert(nofilter_path(nf, deep));
+	free(deep);
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+}
+END_TEST
+
+int main(void)
+{
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return EXIT_FAILURE;
+	}
+	/* No system or global attribute file of this machine's. */
+	char home[600];
+	snprintf(home, sizeof(home), "%s/home", dir);
+	mkdir(home, 0700);
+	setenv("HOME", home, 1);
+	setenv("XDG_CONFIG_HOME", home, 1);
+	git_libgit2_init();
+	git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_SYSTEM, home);
+	git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_XDG, home);
+	git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_GLOBAL, home);
+	Suite *s = suite_create("nofilter");
+	TCase *tc = tcase_create("nofilter");
+	tcase_add_test(tc, attributes_that_name_a_filter);
+	tcase_add_test(tc, deep_and_many);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	git_libgit2_shutdown();
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
