@@ -40,9 +40,11 @@
  * reading the repository's index and HEAD tree and one lstat per tracked file;
  * only files whose stat data differ from the index are read and hashed, as git
  * itself does (and not those an earlier workspace's build of the same
- * repository hashed with the same stat data: gitpriv_set_state_root), a block
- * at a time unless a filter (eol=crlf) needs the whole file, and blobs are
- * never copied at build time.
+ * repository hashed with the same stat data and found equal to the index:
+ * gitpriv_set_state_root), a block at a time unless a filter (eol=crlf)
+ * applies (a file whose bytes differ from the index's is then read whole, to
+ * be written into the private objects), and blobs are never copied at build
+ * time.
  *
  * Functions return 0 or a negative errno (-EIO when libgit2 fails; a one-line
  * reason is printed on stderr, which is the daemon's log).

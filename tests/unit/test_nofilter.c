@@ -4,6 +4,7 @@
  * turns one on; paths as deep as PATH_MAX allows and thousands of
  * directories are answered (no recursion, a table that grows). */
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "cli/nofilter.h"
 
 static char dir[] = "/tmp/agentfs-nofilter.XXXXXX";
+static char home[600]; /* every libgit2 search path, HOME and XDG_CONFIG_HOME */
 
 static void put(const char *rel, const char *text)
 {
@@ -34,7 +36,7 @@ static git_repository *fresh(const char *name, const char *attrs)
 	git_repository *r = NULL;
 	ck_assert_int_eq(git_repository_init(&r, p, false), 0);
 	snprintf(p, sizeof(p), "%s/%s/sub", dir, name);
-	ck_assert_int_eq(mkdir(p, 0755), 0);
+	ck_assert(mkdir(p, 0755) == 0 || errno == EEXIST); /* again: s4 */
 	if (attrs) {
 		snprintf(p, sizeof(p), "%s/sub/.gitattributes", name);
 		put(p, attrs);
@@ -87,6 +89,83 @@ START_TEST(attributes_that_name_a_filter)
 }
 END_TEST
 
+/* @text at @file (absolute) makes every path of a fresh repository maybe
+ * filtered; gone again, none. */
+static void outside_file(const char *name, const char *file, const char *text)
+{
+	git_repository *r = fresh(name, NULL);
+	FILE *f = fopen(file, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	ck_assert_msg(!nofilter_path(nf, "x.c"), "%s ignored", file);
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	unlink(file);
+	nf = open_nf(r, &idx, &fd);
+	ck_assert(nofilter_path(nf, "x.c"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+}
+
+START_TEST(every_source)
+{
+	/* The system file, the XDG one, info/attributes. */
+	char p[800];
+	snprintf(p, sizeof(p), "%s/gitattributes", home);
+	outside_file("s1", p, "*.c text\n");
+	snprintf(p, sizeof(p), "%s/attributes", home);
+	outside_file("s2", p, "*.c ident\n");
+	snprintf(p, sizeof(p), "%s/s3/.git/info/attributes", dir);
+	outside_file("s3", p, "[attr]mine text\n*.c mine\n");
+	/* core.attributesFile, ~/ expanded. */
+	snprintf(p, sizeof(p), "%s/mine.attr", home);
+	git_repository *r = fresh("s4", NULL);
+	git_config *cfg;
+	ck_assert_int_eq(git_repository_config(&cfg, r), 0);
+	ck_assert_int_eq(git_config_set_string(cfg, "core.attributesFile", "~/mine.attr"), 0);
+	git_config_free(cfg);
+	git_repository_free(r);
+	outside_file("s4", p, "*.c filter=lfs\n");
+
+	/* core.eol, and a .gitattributes in the index alone. */
+	r = fresh("s5", NULL);
+	ck_assert_int_eq(git_repository_config(&cfg, r), 0);
+	ck_assert_int_eq(git_config_set_string(cfg, "core.eol", "crlf"), 0);
+	git_config_free(cfg);
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	ck_assert(!nofilter_path(nf, "x.c"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+	r = fresh("s6", NULL);
+	ck_assert_int_eq(git_repository_index(&idx, r), 0);
+	git_index_entry e;
+	memset(&e, 0, sizeof(e));
+	e.path = "sub/.gitattributes";
+	e.mode = GIT_FILEMODE_BLOB;
+	const char *text = "*.c eol=lf\n";
+	ck_assert_int_eq(git_index_add_from_buffer(idx, &e, text, strlen(text)), 0);
+	git_index_free(idx);
+	nf = open_nf(r, &idx, &fd);
+	ck_assert(nofilter_path(nf, "x.c"));
+	ck_assert(!nofilter_path(nf, "sub/x.c"));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+}
+END_TEST
+
 START_TEST(deep_and_many)
 {
 	git_repository *r = fresh("c", NULL);
@@ -126,7 +205,6 @@ int main(void)
 		return EXIT_FAILURE;
 	}
 	/* No system or global attribute file of this machine's. */
-	char home[600];
 	snprintf(home, sizeof(home), "%s/home", dir);
 	mkdir(home, 0700);
 	setenv("HOME", home, 1);
@@ -138,6 +216,7 @@ int main(void)
 	Suite *s = suite_create("nofilter");
 	TCase *tc = tcase_create("nofilter");
 	tcase_add_test(tc, attributes_that_name_a_filter);
+	tcase_add_test(tc, every_source);
 	tcase_add_test(tc, deep_and_many);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
