@@ -262,6 +262,30 @@ pass "unmount the eight workspaces"
 # builds nothing) stays under 2.5 times the size of the repository's index
 # file: 1.6-2.1 times here, 2.8 times with the trees cached, 7.7 times with
 # three flattened copies.  Sanitizers change what memory costs: not there.
+# build_peaks REPO MNT WHAT: mount a new workspace of REPO at MNT (named for
+# MNT), then the same again; hwm gets each daemon's VmHWM, read once its log
+# says the private .git is ready: built ("N entries"), then resumed
+# (cli/gitpriv.c).
+build_peaks() {
+	local repo=$1 mnt=$2 what=$3 pass_ want bpid ready log
+	log=$STATE/workspaces/$(basename "$mnt")/daemon.log
+	hwm=()
+	for pass_ in built resumed; do
+		want='private .git: [0-9]* entries'
+		[ "$pass_" = resumed ] && want='private .git: resumed'
+		mount_ws "$repo" "$mnt" || bail "mount of $what ($pass_): $OUT"
+		bpid=$(daemon_pid_of "$mnt")
+		ready=no
+		for _ in $(seq 1 600); do
+			grep -q "$want" "$log" 2>/dev/null && ready=yes && break
+			sleep 0.1
+		done
+		[ "$ready" = yes ] || bail "the private .git of $what was not $pass_ within 60 s"
+		sleep 0.2
+		hwm+=("$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status")")
+		step "unmount $what ($pass_)" af unmount "$mnt"
+	done
+}
 if [[ ${AGENTFS_SANITIZE:-none} == *address* || ${AGENTFS_SANITIZE:-none} == *thread* ]]; then
 	skip "the private .git's build holds two flattened trees at most" "under a sanitizer"
 else
@@ -278,24 +302,7 @@ for a in range(40):
 PY
 		git -C "$BREPO" add -A && git -C "$BREPO" -c user.name=t -c user.email=t@t \
 		commit -qm tree || bail "cannot create the repository of 30,000 files"
-	# Each mount's peak is read once its daemon has said in its log that the
-	# private .git is ready: built ("N entries"), then resumed (cli/gitpriv.c).
-	hwm=()
-	for pass_ in built resumed; do
-		want='private .git: [0-9]* entries'
-		[ "$pass_" = resumed ] && want='private .git: resumed'
-		mount_ws "$BREPO" "$BMNT" || bail "mount of the 30,000 files ($pass_): $OUT"
-		bpid=$(daemon_pid_of "$BMNT")
-		ready=no
-		for _ in $(seq 1 600); do
-			grep -q "$want" "$STATE/workspaces/bmnt/daemon.log" 2>/dev/null && ready=yes && break
-			sleep 0.1
-		done
-		[ "$ready" = yes ] || bail "the private .git of the 30,000 files was not $pass_ within 60 s"
-		sleep 0.2
-		hwm+=("$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status")")
-		step "unmount the 30,000 files ($pass_)" af unmount "$BMNT"
-	done
+	build_peaks "$BREPO" "$BMNT" "the 30,000 files"
 	ikb=$(($(stat -c %s "$BREPO/.git/index") / 1024))
 	added=$((hwm[0] - hwm[1]))
 	if [ "$added" -le $((ikb * 5 / 2)) ]; then
@@ -318,22 +325,7 @@ else
 		git -C "$HREPO" add -A && git -C "$HREPO" -c user.name=t -c user.email=t@t \
 		-c core.bigFileThreshold=1m commit -qm large && touch -d 2001-01-01 "$HREPO/large.bin" ||
 		bail "cannot create the repository of a 64 MiB file"
-	hwm=()
-	for pass_ in built resumed; do
-		want='private .git: [0-9]* entries'
-		[ "$pass_" = resumed ] && want='private .git: resumed'
-		mount_ws "$HREPO" "$HMNT" || bail "mount of the 64 MiB file ($pass_): $OUT"
-		bpid=$(daemon_pid_of "$HMNT")
-		ready=no
-		for _ in $(seq 1 600); do
-			grep -q "$want" "$STATE/workspaces/hmnt/daemon.log" 2>/dev/null && ready=yes && break
-			sleep 0.1
-		done
-		[ "$ready" = yes ] || bail "the private .git of the 64 MiB file was not $pass_ within 60 s"
-		sleep 0.2
-		hwm+=("$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status")")
-		step "unmount the 64 MiB file ($pass_)" af unmount "$HMNT"
-	done
+	build_peaks "$HREPO" "$HMNT" "the 64 MiB file"
 	added=$((hwm[0] - hwm[1]))
 	if grep -q '(1 read and hashed' "$STATE/workspaces/hmnt/daemon.log" &&
 		[ "$added" -le $((16 * 1024)) ]; then
