@@ -872,17 +872,11 @@ static void fill_stat(git_index_entry *e, const struct stat *st)
 	e->file_size = (uint32_t)st->st_size;
 }
 
-/* 1 when no filter (eol=crlf, ident, a driver) applies to @path, so its
- * blob id is that of its bytes as they are; 0 when one does; else -EIO. */
-static int unfiltered(struct build *b, const char *path)
-{
-	git_filter_list *fl = NULL;
-	if (git_filter_list_load(&fl, b->real, NULL, path, GIT_FILTER_TO_ODB,
-				 GIT_FILTER_ALLOW_UNSAFE) < 0)
-		return git_fail(path);
-	git_filter_list_free(fl);
-	return fl == NULL;
-}
+/* The clean filters of @path (gitpriv_clean_filter, in two steps): *fl NULL
+ * when none applies.  0 or -EIO. */
+static int load_clean_filters(git_repository *repo, const char *path, git_filter_list **fl);
+/* Replace *@buf by its bytes through @fl.  0, -ENOMEM or -EIO. */
+static int apply_clean_filters(git_filter_list *fl, const char *path, char **buf, size_t *len);
 
 /*
  * Hash the regular file at @leaf of @dfd, which no filter applies to, a block
@@ -956,10 +950,16 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	 * objects), and never under a filter, whose output depends on more
 	 * than the file (the config, .gitattributes: a change there leaves the
 	 * file's stat data as they were). */
-	int raw = 0;
-	if (!unchanged && S_ISREG(st.st_mode) &&
-	    (raw = b->nf && nofilter_path(b->nf, path) ? 1 : unfiltered(b, path)) < 0)
-		return raw;
+	bool raw = false;
+	git_filter_list *fl = NULL; /* what applies when not raw, loaded once */
+	if (!unchanged && S_ISREG(st.st_mode)) {
+		int r = b->nf && nofilter_path(b->nf, path)
+			    ? 0
+			    : load_clean_filters(b->real, path, &fl);
+		if (r < 0)
+			return r;
+		raw = fl == NULL;
+	}
 	bool cache = b->sc && raw && !conflicted;
 	bool record = false;
 	if (cache && statcache_has(b->sc, path, &st, e.mode, re->id.id)) {
@@ -972,16 +972,18 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	if (unchanged && !S_ISLNK(st.st_mode)) {
 		e.id = re->id;
 	} else if (raw && (h = hash_streamed(dfd, leaf, &st, &e.id)) < 0) {
+		git_filter_list_free(fl);
 		return h == -ENOENT ? 0 : h;
 	} else if (h == 1 && git_oid_equal(&e.id, &re->id)) {
 		b->hashed++; /* the index's content: nothing to write */
 		record = cache;
 	} else {
 		int r = read_entry(dfd, leaf, &st, &buf, &len);
+		if (r == 0 && fl)
+			r = apply_clean_filters(fl, path, &buf, &len); /* eol=crlf */
+		git_filter_list_free(fl);
 		if (r == -ENOENT)
 			return 0;
-		if (r == 0 && S_ISREG(st.st_mode))
-			r = gitpriv_clean_filter(b->real, path, &buf, &len); /* eol=crlf */
 		if (r < 0) {
 			free(buf);
 			return r;
@@ -2643,17 +2645,29 @@ static int path_cmp(const void *key, const void *item)
 int gitpriv_clean_filter(git_repository *repo, const char *path, char **buf, size_t *len)
 {
 	git_filter_list *fl = NULL;
+	int r = load_clean_filters(repo, path, &fl);
+	if (r == 0 && fl)
+		r = apply_clean_filters(fl, path, buf, len);
+	git_filter_list_free(fl);
+	return r;
+}
+
+static int load_clean_filters(git_repository *repo, const char *path, git_filter_list **fl)
+{
+	*fl = NULL;
 	/* GIT_FILTER_ALLOW_UNSAFE: an irreversible conversion (mixed line
 	 * ends) converts, as git add does unless core.safecrlf is true, and as
 	 * libgit2's own status and diff hash. */
-	if (git_filter_list_load(&fl, repo, NULL, path, GIT_FILTER_TO_ODB,
-				 GIT_FILTER_ALLOW_UNSAFE) < 0)
+	if (git_filter_list_load(fl, repo, NULL, path, GIT_FILTER_TO_ODB, GIT_FILTER_ALLOW_UNSAFE) <
+	    0)
 		return git_fail(path);
-	if (!fl)
-		return 0;
+	return 0;
+}
+
+static int apply_clean_filters(git_filter_list *fl, const char *path, char **buf, size_t *len)
+{
 	git_buf out = GIT_BUF_INIT;
 	int r = git_filter_list_apply_to_buffer(&out, fl, *buf ? *buf : "", *len);
-	git_filter_list_free(fl);
 	if (r < 0) {
 		git_buf_dispose(&out);
 		return git_fail(path);
