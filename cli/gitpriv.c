@@ -161,6 +161,7 @@ struct gitpriv {
 	long pending_quiet_ms; /* GITPRIV_PENDING_QUIET_MS; gitpriv_set_pending_quiet */
 	long flush_delay_ms;   /* 0; gitpriv_set_flush_delay */
 	long build_delay_ms;   /* 0; gitpriv_set_build_delay */
+	long entry_delay_ms;   /* 0; gitpriv_set_entry_delay */
 	pthread_cond_t fcond;  /* on CLOCK_MONOTONIC */
 
 	/* Base blobs in packs (GITPRIV_PACK_MIN): the ones that thread wrote
@@ -182,6 +183,9 @@ struct gitpriv {
 
 	pthread_mutex_t fslock; /* guards fs, held across fs_git_changed */
 	struct agentfs *fs;	/* the serving daemon (gitpriv_serving), or NULL */
+	/* The mount stopped serving (gitpriv_serving with NULL): a build still
+	 * running stops (build_stopped).  Atomic: the build polls it. */
+	bool bstop;
 };
 
 int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, int lower_fd,
@@ -254,14 +258,17 @@ int gitpriv_attach(const struct workspace *ws, const struct policy *policy, int 
 	const char *q = getenv("AGENTFS_TEST_PENDING_QUIET_MS");
 	const char *d = getenv("AGENTFS_TEST_FLUSH_DELAY_MS");
 	const char *bd = getenv("AGENTFS_TEST_BUILD_DELAY_MS");
+	const char *ed = getenv("AGENTFS_TEST_ENTRY_DELAY_MS");
 	long qms = q ? strtol(q, NULL, 10) : 0, dms = d ? strtol(d, NULL, 10) : 0;
-	long bms = bd ? strtol(bd, NULL, 10) : 0;
+	long bms = bd ? strtol(bd, NULL, 10) : 0, ems = ed ? strtol(ed, NULL, 10) : 0;
 	if (qms > 0 && qms <= 600000)
 		gitpriv_set_pending_quiet(*out, qms);
 	if (dms > 0 && dms <= 600000)
 		gitpriv_set_flush_delay(*out, dms);
 	if (bms > 0 && bms <= 600000)
 		gitpriv_set_build_delay(*out, bms);
+	if (ems > 0 && ems <= 600000)
+		gitpriv_set_entry_delay(*out, ems);
 	/* <root>/workspaces/<name>: the state root is two levels up. */
 	char *root = strdup(ws->dir);
 	char *slash = root ? strrchr(root, '/') : NULL;
@@ -307,6 +314,27 @@ void gitpriv_serving(void *arg, struct agentfs *fs)
 	pthread_mutex_lock(&g->fslock);
 	g->fs = fs;
 	pthread_mutex_unlock(&g->fslock);
+	if (!fs)
+		__atomic_store_n(&g->bstop, true, __ATOMIC_RELAXED);
+}
+
+/* The mount is no longer served: nobody will look at the build's result. */
+static bool build_stopped(struct gitpriv *g)
+{
+	return __atomic_load_n(&g->bstop, __ATOMIC_RELAXED);
+}
+
+/* The tests' pauses (gitpriv_set_build_delay, gitpriv_set_entry_delay):
+ * @ms in slices of at most 10 ms, cut short when the mount stops serving. */
+static void build_pause(struct gitpriv *g, long ms)
+{
+	while (ms > 0 && !build_stopped(g)) {
+		long step = ms < 10 ? ms : 10;
+		struct timespec d = {0, step * 1000000L};
+		while (nanosleep(&d, &d) != 0 && errno == EINTR)
+			;
+		ms -= step;
+	}
 }
 
 const char *gitpriv_dir(const struct gitpriv *g)
@@ -1341,8 +1369,18 @@ static int build_steps(struct gitpriv *g)
 	}
 
 	r = 0;
-	size_t n = git_index_entrycount(b.real_index);
-	for (size_t i = 0; i < n && r == 0; i++) {
+	size_t n = git_index_entrycount(b.real_index), i;
+	for (i = 0; i < n && r == 0; i++) {
+		if (g->entry_delay_ms > 0)
+			build_pause(g, g->entry_delay_ms);
+		/* The mount went away: what a stale index costs is mostly here
+		 * (every file read and hashed, 7 s for the kernel's 78k), and the
+		 * unmount waits for this thread (fs_serve).  What was hashed so
+		 * far is kept for the next build (statcache_keep_rest). */
+		if (build_stopped(g)) {
+			r = -ECANCELED;
+			break;
+		}
 		const git_index_entry *re = git_index_get_byindex(b.real_index, i);
 		bool conflicted = GIT_INDEX_ENTRY_STAGE(re) != 0;
 		if (conflicted && i > 0 &&
@@ -1353,6 +1391,8 @@ static int build_steps(struct gitpriv *g)
 			continue;
 		r = add_tracked(&b, re, conflicted);
 	}
+	if (r == 0 && build_stopped(g))
+		r = -ECANCELED; /* after the last entry: the rest is short */
 	dircache_close(&b.dc);
 	nofilter_free(b.nf); /* it borrows the index */
 	b.nf = NULL;
@@ -1362,6 +1402,21 @@ static int build_steps(struct gitpriv *g)
 	git_repository_set_index(b.real, NULL);
 	git_index_free(b.real_index);
 	b.real_index = NULL;
+	if (r == -ECANCELED) {
+		fprintf(stderr,
+			"agentfs: private .git: the build stopped at the unmount, after %zu of %zu "
+			"index entries (%zu read and hashed, %zu from the stat cache); the next "
+			"mount of this workspace builds it again\n",
+			i, n, b.hashed, b.cached);
+		if (b.sc) {
+			statcache_keep_rest(b.sc);
+			int e = statcache_commit(b.sc);
+			if (e < 0)
+				fprintf(stderr,
+					"agentfs: private .git: cannot write the stat cache: %s\n",
+					strerror(-e));
+		}
+	}
 	if (r < 0)
 		goto out;
 	/* The trees and the commit go to memory, then into one pack
@@ -1693,12 +1748,8 @@ int gitpriv_prepare(void *arg)
 {
 	struct gitpriv *g = arg;
 	struct timespec t0, t1;
-	if (g->build_delay_ms > 0) { /* the tests' (gitpriv_set_build_delay) */
-		struct timespec d = {g->build_delay_ms / 1000,
-				     (g->build_delay_ms % 1000) * 1000000};
-		while (nanosleep(&d, &d) != 0 && errno == EINTR)
-			;
-	}
+	if (g->build_delay_ms > 0) /* the tests' (gitpriv_set_build_delay) */
+		build_pause(g, g->build_delay_ms);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pthread_mutex_lock(&g->lock);
 	int r = 0;
@@ -2490,6 +2541,11 @@ void gitpriv_set_flush_delay(struct gitpriv *g, long ms)
 void gitpriv_set_build_delay(struct gitpriv *g, long ms)
 {
 	g->build_delay_ms = ms; /* before the daemon serves: no lock */
+}
+
+void gitpriv_set_entry_delay(struct gitpriv *g, long ms)
+{
+	g->entry_delay_ms = ms; /* before the daemon serves: no lock */
 }
 
 void gitpriv_packs_removed(void *arg)

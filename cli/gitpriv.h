@@ -231,10 +231,20 @@ void gitpriv_set_flush_delay(struct gitpriv *g, long ms);
  * AGENTFS_TEST_BUILD_DELAY_MS (gitpriv_attach), set by tests/integration/git.sh
  * alone.  Called before the daemon serves. */
 void gitpriv_set_build_delay(struct gitpriv *g, long ms);
+/* Tests make the build pause @ms before each entry of the repository's
+ * index, to unmount while it runs (AGENTFS_TEST_ENTRY_DELAY_MS, the same
+ * way).  Both pauses end early once the mount stops serving. */
+void gitpriv_set_entry_delay(struct gitpriv *g, long ms);
 /* How many base blobs are pending (read and hashed, not yet written). */
 size_t gitpriv_pending(struct gitpriv *g);
 
-/* fs_config.git_serving: the daemon to tell about new packs, or NULL. */
+/* fs_config.git_serving: the daemon to tell about new packs, or NULL.  With
+ * NULL (the mount no longer serves) a build still running stops: nothing of
+ * it is served or kept but the stat cache, which keeps the ids it hashed
+ * (statcache_keep_rest), and the next mount of the workspace builds again.
+ * The unmount waits for the build's thread (fs_serve), so without this an
+ * unmount right after the mount of a large tree whose index is stale waited
+ * for the whole build (9 s for the kernel's 78k files). */
 struct agentfs;
 void gitpriv_serving(void *arg, struct agentfs *fs);
 

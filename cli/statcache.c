@@ -257,6 +257,38 @@ void statcache_add(struct statcache *c, const char *path, const struct stat *st,
 		c->out_err = -EIO;
 }
 
+/* Write record @r as it was read (statcache_add's layout). */
+static void write_record(struct statcache *c, const struct rec *r)
+{
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	st.st_mtim.tv_sec = (time_t)r->mtime_s;
+	st.st_mtim.tv_nsec = (long)r->mtime_ns;
+	st.st_ctim.tv_sec = (time_t)r->ctime_s;
+	st.st_ctim.tv_nsec = (long)r->ctime_ns;
+	st.st_ino = (ino_t)r->ino;
+	st.st_size = (off_t)r->size;
+	st.st_uid = r->uid;
+	st.st_gid = r->gid;
+	statcache_add(c, r->path, &st, r->mode, r->id);
+}
+
+void statcache_keep_rest(struct statcache *c)
+{
+	while (c->in_ok && !c->out_err) {
+		if (!c->have && !(c->have = read_record(c))) {
+			c->in_ok = false;
+			break;
+		}
+		c->have = false;
+		const struct rec *r = &c->cur;
+		/* statcache_add checks this file's threshold. */
+		if (before(r->mtime_s, r->mtime_ns, &c->in_thr) &&
+		    before(r->ctime_s, r->ctime_ns, &c->in_thr))
+			write_record(c, r);
+	}
+}
+
 int statcache_commit(struct statcache *c)
 {
 	FILE *out = c->out;

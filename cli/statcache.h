@@ -100,6 +100,16 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 void statcache_add(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
 		   const unsigned char *id);
 
+/*
+ * For a build that stops before its last path (an unmount while it runs):
+ * copy to the new file the old records not yet passed, those after the last
+ * path given to statcache_has, so that what the previous builds recorded for
+ * the paths this one did not reach stays for the next.  A copied record keeps
+ * only if its stat data are before both thresholds, the old file's and this
+ * one's (a clock set back between the two builds).  Then statcache_commit.
+ */
+void statcache_keep_rest(struct statcache *c);
+
 /* Write out the new file and put it in the old one's place (rename(2)). */
 int statcache_commit(struct statcache *c);
 

@@ -245,7 +245,7 @@ static void *git_thread(void *arg)
 {
 	struct agentfs *fs = arg;
 	int r = fs->cfg->git_prepare(fs->cfg->git_prepare_arg);
-	if (r < 0)
+	if (r < 0 && r != -ECANCELED) /* stopped by the unmount: said already */
 		fprintf(stderr, "agentfs: private .git: %s\n", strerror(-r));
 	pthread_mutex_lock(&fs->git_lock);
 	__atomic_store_n(&fs->git_ready, true, __ATOMIC_RELEASE);

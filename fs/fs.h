@@ -40,8 +40,10 @@ struct fs_config {
 	/* Called once on a thread of its own after the mount serves, to build
 	 * the private repository in the background; until it returns, what
 	 * looks inside ".git" waits (fs/loop.c, waits_for_git), while the
-	 * lookup of ".git" itself is answered at once.  NULL when there is
-	 * nothing to build. */
+	 * lookup of ".git" itself is answered at once.  0 or a negative errno,
+	 * which the daemon's log gets, but -ECANCELED: the build stopped because
+	 * the mount stopped serving (git_serving with NULL), and said so.  NULL
+	 * when there is nothing to build. */
 	int (*git_prepare)(void *arg);
 	void *git_prepare_arg;
 	/* Called when a lookup under the private .git finds nothing at @rel (a

@@ -946,6 +946,10 @@ run bash -c "git init -q -b main '$S2' && cd '$S2' && printf 'a\nb\n' >f3.txt &&
 S3=$T/statrepo3
 run bash -c "git init -q -b main '$S3' && cd '$S3' && mkdir sub && printf 'a\r\nb\r\n' >sub/f3.txt &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 sub/f3.txt"
+# For an unmount during the build (below).
+S4=$T/statrepo4
+run bash -c "git init -q -b main '$S4' && cd '$S4' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
 # Older than a build's racy window (2 s before it starts: cli/statcache.h).
 sleep 2.5
 stat_build() { # NAME [REPO [FILE]]: mount workspace NAME of REPO ($S), wait for its build, unmount; OUT: its log line
@@ -1013,6 +1017,39 @@ touch -d 2001-01-01 "$T/statwt/sub/f3.txt"
 stat_build stat11 "$T/statwt" sub/f3.txt
 assert_contains "  ...and so in a linked worktree" \
 	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+
+# An unmount while the build runs stops it (cli/gitpriv.h, gitpriv_serving):
+# the unmount does not wait for the rest of the tree to be read and hashed.
+# Nothing half-built is kept, so the workspace's next mount builds again; the
+# stat cache keeps the ids the stopped build hashed, and the records of an
+# earlier build for the paths it did not reach.  The test hook makes the
+# build pause 300 ms before each of the 8 entries.
+stop_build() { # NAME: mount workspace NAME of $S4 with the build slowed, unmount during it
+	AGENTFS_TEST_ENTRY_DELAY_MS=300 mount_ws "$S4" "$T/$1" || bail "mount of $1: $OUT"
+	sleep 1.5
+	run af unmount "$T/$1"
+	assert_eq "  ...$1: unmount during the build" 0 "$RC"
+	OUT=$(grep -o 'the build stopped at the unmount, after [0-9]* of [0-9]* index entries ([^)]*)' \
+		"$STATE/workspaces/$1/daemon.log")
+	STOP_AT=$(printf '%s' "$OUT" | sed -n 's/.*after \([0-9]*\) of .*/\1/p')
+}
+stop_build stop1
+assert_contains "an unmount during the build stops it" "of 8 index entries" "$OUT"
+assert_contains "  ...having hashed the entries it passed" "($STOP_AT read and hashed, 0 from" "$OUT"
+if [ -e "$STATE/workspaces/stop1/git-base" ]; then
+	fail "  ...and records no base" "git-base exists"
+else
+	pass "  ...and records no base"
+fi
+stat_build stop1 "$S4"
+assert_contains "  ...its next mount builds, with what the stopped build hashed from the stat cache" \
+	"($((8 - ${STOP_AT:-0})) read and hashed, ${STOP_AT:-x} from the stat cache, 0 differ from HEAD)" "$OUT"
+assert_eq "  ...and git status in it is clean" "" "$STAT_STATUS"
+stop_build stop2
+assert_contains "a build stopped after a whole one" "(0 read and hashed, $STOP_AT from the stat cache)" "$OUT"
+stat_build stop3 "$S4"
+assert_contains "  ...keeps the cache's records of the entries it did not reach" \
+	"(0 read and hashed, 8 from the stat cache, 0 differ from HEAD)" "$OUT"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

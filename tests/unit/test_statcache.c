@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "cli/statcache.h"
 
 /* The file's sizes (statcache.h): a header, and a record of a 2-byte path. */
@@ -87,6 +89,47 @@ static int entries_in_dir(void)
 		n += de->d_name[0] != '.';
 	closedir(d);
 	return n;
+}
+
+static unsigned char *le(unsigned char *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+	return p + n;
+}
+
+/* An old file as statcache.h lays it out, with threshold @thr_s (seconds)
+ * and records "p0" and "p1" of @a and @b, mode 0100644, id_a. */
+static void write_old(int64_t thr_s, const struct stat *a, const struct stat *b)
+{
+	FILE *f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	unsigned char h[HEADER], *p = h;
+	memcpy(p, "AFSTATC1", 8);
+	p = le(p + 8, (uint64_t)thr_s, 8);
+	le(le(p, 0, 4), 0, 4);
+	ck_assert_int_eq(fwrite(h, 1, HEADER, f), HEADER);
+	const struct stat *st[2] = {a, b};
+	for (int i = 0; i < 2; i++) {
+		unsigned char r[REC];
+		p = le(r, 2, 2);
+		*p++ = 'p';
+		*p++ = (unsigned char)('0' + i);
+		p = le(p, 0100644, 4);
+		p = le(p, (uint64_t)st[i]->st_mtim.tv_sec, 8);
+		p = le(p, (uint64_t)st[i]->st_mtim.tv_nsec, 4);
+		p = le(p, (uint64_t)st[i]->st_ctim.tv_sec, 8);
+		p = le(p, (uint64_t)st[i]->st_ctim.tv_nsec, 4);
+		p = le(p, st[i]->st_ino, 8);
+		p = le(p, (uint64_t)st[i]->st_size, 8);
+		p = le(p, st[i]->st_uid, 4);
+		p = le(p, st[i]->st_gid, 4);
+		memcpy(p, id_a, STATCACHE_ID_LEN);
+		p += STATCACHE_ID_LEN;
+		le(p, XXH3_64bits(r, (size_t)(p - r)), 8);
+		ck_assert_int_eq(fwrite(r, 1, REC, f), REC);
+	}
+	ck_assert_int_eq(fclose(f), 0);
 }
 
 START_TEST(found_for_the_same_stat_data_only)
@@ -260,6 +303,60 @@ START_TEST(damage_ends_its_use)
 }
 END_TEST
 
+/* A build that stops part way (an unmount) keeps its own records and the old
+ * ones of the paths it did not reach, one of them read but not yet matched;
+ * a record the old file kept but that is racy by the new file's threshold
+ * (a clock set back) is not copied. */
+START_TEST(stopped_build_keeps_the_rest)
+{
+	unlink(path);
+	struct stat st[5] = {old_stat(100, 11, 5), old_stat(100, 12, 6), old_stat(100, 13, 7),
+			     old_stat(100, 14, 8), old_stat(100, 15, 9)};
+	build(5, st);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	struct stat p0 = st[0];
+	p0.st_ino = 21; /* hashed again: a new record */
+	ck_assert(!statcache_has(c, "p0", &p0, 0100644, id_a));
+	statcache_add(c, "p0", &p0, 0100644, id_a);
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	statcache_add(c, "p1", &st[1], 0100644, id_a);
+	/* "p10" sorts before "p2": p2's record is read and waits for its path. */
+	ck_assert(!statcache_has(c, "p10", &st[1], 0100644, id_a));
+	statcache_keep_rest(c);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(file_size(), HEADER + 5 * REC);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_a));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
+	ck_assert(statcache_has(c, "p4", &st[4], 0100644, id_a));
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_has(c, "p0", &p0, 0100644, id_a));
+	statcache_free(c);
+
+	/* The old file's threshold lies ahead of the new one's (a clock set
+	 * back): its p1, changed a second ago, is racy for the new file. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct stat recent = old_stat(1, 12, 6);
+	write_old(now.tv_sec + 3600, &st[0], &recent);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(statcache_has(c, "p1", &recent, 0100644, id_a)); /* by the old threshold */
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	statcache_keep_rest(c); /* stopped before its first path */
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(file_size(), HEADER + REC);
+	ck_assert_int_eq(entries_in_dir(), 1);
+}
+END_TEST
+
 START_TEST(path_is_per_repository)
 {
 	char *a = NULL, *b = NULL, *a2 = NULL;
@@ -291,6 +388,7 @@ int main(void)
 	tcase_add_test(tc, order_ignoring_case);
 	tcase_add_test(tc, leftovers_are_removed);
 	tcase_add_test(tc, damage_ends_its_use);
+	tcase_add_test(tc, stopped_build_keeps_the_rest);
 	tcase_add_test(tc, path_is_per_repository);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
