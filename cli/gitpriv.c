@@ -183,9 +183,10 @@ struct gitpriv {
 
 	pthread_mutex_t fslock; /* guards fs, held across fs_git_changed */
 	struct agentfs *fs;	/* the serving daemon (gitpriv_serving), or NULL */
-	/* The mount stopped serving (gitpriv_serving with NULL): a build still
-	 * running stops (build_stopped).  Atomic: the build polls it. */
-	bool bstop;
+	/* The mount stopped serving (gitpriv_serving with NULL) while the
+	 * workspace held no changes: a build still running stops
+	 * (build_stopped).  Atomic: the build polls it, as it sets building. */
+	bool bstop, building;
 };
 
 int gitpriv_new(const char *ws_dir, const char *repo, const char *mountpoint, int lower_fd,
@@ -308,14 +309,46 @@ void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg)
 	}
 }
 
+/* Does the workspace's upper hold nothing (no change of the agent's, no
+ * whiteout)?  Unreadable: no. */
+static bool upper_empty(const struct gitpriv *g)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s/upper", g->ws_dir) >= (int)sizeof(p))
+		return false;
+	DIR *d = opendir(p);
+	if (!d)
+		return false;
+	bool empty = true;
+	struct dirent *de;
+	errno = 0;
+	while (empty && (de = readdir(d)))
+		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+	if (errno != 0)
+		empty = false;
+	closedir(d);
+	return empty;
+}
+
 void gitpriv_serving(void *arg, struct agentfs *fs)
 {
 	struct gitpriv *g = arg;
 	pthread_mutex_lock(&g->fslock);
 	g->fs = fs;
 	pthread_mutex_unlock(&g->fslock);
-	if (!fs)
+	if (fs)
+		return;
+	/* A stopped build is thrown away, and the next mount builds the base
+	 * from the repository as it is then: the same as a new workspace, as
+	 * long as the agent changed nothing.  Once the upper holds a change,
+	 * promote and export need the base as of this mount (the person may
+	 * commit before the next one, and a base built then would take their
+	 * commit for the agent's starting point), so the build finishes. */
+	if (upper_empty(g))
 		__atomic_store_n(&g->bstop, true, __ATOMIC_RELAXED);
+	else if (__atomic_load_n(&g->building, __ATOMIC_RELAXED))
+		fprintf(stderr, "agentfs: private .git: the workspace holds changes: the build "
+				"finishes before the daemon exits\n");
 }
 
 /* The mount is no longer served: nobody will look at the build's result. */
@@ -1772,8 +1805,15 @@ int gitpriv_prepare(void *arg)
 	} else if (r == -ENOENT) {
 		int dfd = open(g->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		r = dfd < 0 ? -errno : clear_dir(dfd);
-		if (r == 0)
+		__atomic_store_n(&g->building, true, __ATOMIC_RELAXED);
+		if (r == 0 && build_stopped(g)) {
+			fprintf(stderr, "agentfs: private .git: the mount ended before the build "
+					"started; the next mount of this workspace builds it\n");
+			r = -ECANCELED;
+		} else if (r == 0) {
 			r = build(g);
+		}
+		__atomic_store_n(&g->building, false, __ATOMIC_RELAXED);
 		if (r < 0) {
 			/* Nothing half-built is served: git says "not a repository". */
 			dfd = open(g->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

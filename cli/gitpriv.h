@@ -239,12 +239,15 @@ void gitpriv_set_entry_delay(struct gitpriv *g, long ms);
 size_t gitpriv_pending(struct gitpriv *g);
 
 /* fs_config.git_serving: the daemon to tell about new packs, or NULL.  With
- * NULL (the mount no longer serves) a build still running stops: nothing of
- * it is served or kept but the stat cache, which keeps the ids it hashed
- * (statcache_keep_rest), and the next mount of the workspace builds again.
- * The unmount waits for the build's thread (fs_serve), so without this an
- * unmount right after the mount of a large tree whose index is stale waited
- * for the whole build (9 s for the kernel's 78k files). */
+ * NULL (the mount no longer serves), while the workspace's upper is empty, a
+ * build still running stops at its next index entry: nothing of it is served
+ * or kept but the stat cache, which keeps the ids it hashed
+ * (statcache_keep_rest), and the next mount of the workspace builds again,
+ * as for a new workspace.  The unmount waits for the build's thread
+ * (fs_serve), so without this an unmount right after the mount of a large
+ * tree whose index is stale waited for the whole build (9 s for the kernel's
+ * 78k files).  Once the agent changed anything the build finishes: promote
+ * and export need the base as of this mount. */
 struct agentfs;
 void gitpriv_serving(void *arg, struct agentfs *fs);
 

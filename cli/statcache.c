@@ -20,6 +20,8 @@
 #define MAX_PATH_LEN PATH_MAX
 /* Seconds before a build's start that still count as racy (statcache.h). */
 #define RACY_MARGIN_S 2
+/* The header's flags: the records' order ignores case. */
+#define FLAG_ICASE 1u
 /* Age in seconds of a temporary file no build is writing any more (a build
  * of the kernel's 78k files takes seconds), and of a cache no build has
  * written for so long that its repository is likely gone (statcache.h). */
@@ -44,6 +46,7 @@ struct statcache {
 	bool committed;
 	struct timespec in_thr, out_thr; /* the thresholds (statcache.h) */
 	struct rec cur;
+	char last[MAX_PATH_LEN + 1]; /* the path of the last record written, or "" */
 };
 
 /* ---- little-endian fields ---- */
@@ -111,11 +114,12 @@ static void open_old(struct statcache *c)
 		return;
 	}
 	unsigned char h[HEADER_LEN];
-	uint64_t s, ns;
+	uint64_t s, ns, flags;
 	if (fread(h, 1, HEADER_LEN, c->in) != HEADER_LEN || memcmp(h, MAGIC, 8) != 0)
 		return;
-	get(get(h + 8, &s, 8), &ns, 4);
-	if (ns >= 1000000000u)
+	get(get(get(h + 8, &s, 8), &ns, 4), &flags, 4);
+	/* Records in another order (core.ignorecase changed since): unusable. */
+	if (ns >= 1000000000u || flags != (c->icase ? FLAG_ICASE : 0))
 		return;
 	c->in_thr.tv_sec = (time_t)(int64_t)s;
 	c->in_thr.tv_nsec = (long)ns;
@@ -188,7 +192,7 @@ int statcache_begin(const char *path, bool icase, struct statcache **out)
 	memcpy(p, MAGIC, 8);
 	p = put(p + 8, (uint64_t)(int64_t)c->out_thr.tv_sec, 8);
 	p = put(p, (uint64_t)c->out_thr.tv_nsec, 4);
-	put(p, 0, 4);
+	put(p, icase ? FLAG_ICASE : 0, 4);
 	if (fwrite(h, 1, HEADER_LEN, c->out) != HEADER_LEN)
 		c->out_err = -EIO;
 	open_old(c);
@@ -255,6 +259,7 @@ void statcache_add(struct statcache *c, const char *path, const struct stat *st,
 	p = put(p, XXH3_64bits(b, (size_t)(p - b)), 8);
 	if (fwrite(b, 1, (size_t)(p - b), c->out) != (size_t)(p - b))
 		c->out_err = -EIO;
+	memcpy(c->last, path, len + 1);
 }
 
 /* Write record @r as it was read (statcache_add's layout). */
@@ -282,6 +287,11 @@ void statcache_keep_rest(struct statcache *c)
 		}
 		c->have = false;
 		const struct rec *r = &c->cur;
+		/* Only after what is written: one record per path, in order (the
+		 * same path in another case too, where the order ignores it). */
+		if (c->last[0] &&
+		    (c->icase ? strcasecmp(r->path, c->last) : strcmp(r->path, c->last)) <= 0)
+			continue;
 		/* statcache_add checks this file's threshold. */
 		if (before(r->mtime_s, r->mtime_ns, &c->in_thr) &&
 		    before(r->ctime_s, r->ctime_ns, &c->in_thr))

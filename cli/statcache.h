@@ -20,7 +20,8 @@
  * own checksum:
  *
  *   header  "AFSTATC1", then the threshold (below): int64 seconds, uint32
- *           nanoseconds, uint32 zero                                 (24 bytes)
+ *           nanoseconds, uint32 flags: 1 when the records' order ignores
+ *           case, else 0 (a file in the other order reads as empty)  (24 bytes)
  *   record  uint16 path length, the path (no NUL), uint32 git mode,
  *           int64 mtime s, uint32 mtime ns, int64 ctime s, uint32 ctime ns,
  *           uint64 inode, uint64 size, uint32 uid, uint32 gid,
@@ -104,9 +105,11 @@ void statcache_add(struct statcache *c, const char *path, const struct stat *st,
  * For a build that stops before its last path (an unmount while it runs):
  * copy to the new file the old records not yet passed, those after the last
  * path given to statcache_has, so that what the previous builds recorded for
- * the paths this one did not reach stays for the next.  A copied record keeps
- * only if its stat data are before both thresholds, the old file's and this
- * one's (a clock set back between the two builds).  Then statcache_commit.
+ * the paths this one did not reach stays for the next.  Only records whose
+ * path sorts after the last one written are copied (one record per path, in
+ * order), and only if their stat data are before both thresholds, the old
+ * file's and this one's (a clock set back between the two builds).  Then
+ * statcache_commit.
  */
 void statcache_keep_rest(struct statcache *c);
 

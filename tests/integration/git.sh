@@ -1050,6 +1050,26 @@ assert_contains "a build stopped after a whole one" "(0 read and hashed, $STOP_A
 stat_build stop3 "$S4"
 assert_contains "  ...keeps the cache's records of the entries it did not reach" \
 	"(0 read and hashed, 8 from the stat cache, 0 differ from HEAD)" "$OUT"
+# Not once the agent changed something: its changes need the base as of this
+# mount.  Were the build thrown away, the person's commit before the next
+# mount would become the agent's starting point, and promote would take
+# their changes to new.txt and f7.txt for the agent's to undo.
+AGENTFS_TEST_ENTRY_DELAY_MS=300 mount_ws "$S4" "$T/stop4" || bail "mount of stop4: $OUT"
+echo agent >"$T/stop4/new.txt" && rm "$T/stop4/f7.txt"
+run af unmount "$T/stop4"
+assert_eq "an unmount during the build of a changed workspace" 0 "$RC"
+if [ -e "$STATE/workspaces/stop4/git-base" ] &&
+	! grep -q "the build stopped" "$STATE/workspaces/stop4/daemon.log"; then
+	pass "  ...lets the build finish"
+else
+	fail "  ...lets the build finish" "$(tail -3 "$STATE/workspaces/stop4/daemon.log")"
+fi
+run bash -c "cd '$S4' && echo person >new.txt && echo person >>f7.txt && git add -A &&
+	git -c user.name=p -c user.email=p@x commit -qm person"
+mount_ws "$S4" "$T/stop4" || bail "mount of stop4 again: $OUT"
+run af unmount "$T/stop4"
+refuse "  ...and promote refuses to undo what the person committed since" f7.txt \
+	af promote "$T/stop4" --branch agent/stop4
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

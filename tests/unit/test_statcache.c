@@ -305,8 +305,9 @@ END_TEST
 
 /* A build that stops part way (an unmount) keeps its own records and the old
  * ones of the paths it did not reach, one of them read but not yet matched;
- * a record the old file kept but that is racy by the new file's threshold
- * (a clock set back) is not copied. */
+ * not one that is racy by the new file's threshold (a clock set back), nor
+ * one at or before the last path written, nor any of a file in the other
+ * order. */
 START_TEST(stopped_build_keeps_the_rest)
 {
 	unlink(path);
@@ -353,6 +354,36 @@ START_TEST(stopped_build_keeps_the_rest)
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
 	ck_assert_int_eq(file_size(), HEADER + REC);
+	ck_assert_int_eq(entries_in_dir(), 1);
+
+	/* A path added that the old file's next records do not pass first:
+	 * those records at or before it are not copied after it. */
+	unlink(path);
+	build(5, st);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	statcache_add(c, "p0", &st[0], 0100644, id_a);
+	statcache_add(c, "p2", &st[2], 0100644, id_b);
+	statcache_keep_rest(c);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(file_size(), HEADER + 4 * REC);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_b));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
+	statcache_free(c);
+
+	/* Written in one order, read in the other (core.ignorecase changed
+	 * since): nothing found, and nothing of it copied. */
+	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
+	statcache_keep_rest(c);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(file_size(), HEADER);
 	ck_assert_int_eq(entries_in_dir(), 1);
 }
 END_TEST
