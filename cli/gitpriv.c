@@ -1005,14 +1005,16 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	fill_stat(&e, &st);
 	bool unchanged =
 	    !conflicted && e.mode == re->mode && stat_matches(re, &st) && !racy(b, &st);
-	/* A regular file no filter applies to is hashed a block at a time, and
-	 * what an earlier build hashed so is taken from the stat cache: only
-	 * ids equal to the index's (other content must be read into our
-	 * objects), and never under a filter, whose output depends on more
-	 * than the file (the config, .gitattributes: a change there leaves the
-	 * file's stat data as they were). */
+	/* A regular file no filter applies to is hashed a block at a time.
+	 * What an earlier build found equal to the index's id (other content
+	 * must be read into our objects) is taken from the stat cache: under a
+	 * filter only with the same digest of the config and .gitattributes
+	 * that apply (nofilter_digest), which can change while the file's stat
+	 * data do not; where a source cannot be read, not at all. */
 	bool raw = false;
 	git_filter_list *fl = NULL; /* what applies when not raw, loaded once */
+	uint64_t filters = 0;	    /* the digest for the stat cache; 0 when raw */
+	bool cacheable = false;
 	if (!unchanged && S_ISREG(st.st_mode)) {
 		int r = b->nf && nofilter_path(b->nf, path)
 			    ? 0
@@ -1020,10 +1022,13 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		if (r < 0)
 			return r;
 		raw = fl == NULL;
+		cacheable = raw || (b->nf && nofilter_digest(b->nf, path, &filters));
+		if (!raw && filters == 0)
+			filters = 1; /* 0 says "no filter" */
 	}
-	bool cache = b->sc && raw && !conflicted;
+	bool cache = b->sc && cacheable && !conflicted;
 	bool record = false;
-	if (cache && statcache_has(b->sc, path, &st, e.mode, re->id.id)) {
+	if (cache && statcache_has(b->sc, path, &st, e.mode, re->id.id, filters)) {
 		unchanged = record = true;
 		b->cached++;
 	}
@@ -1032,6 +1037,7 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	int h = 0;
 	if (unchanged && !S_ISLNK(st.st_mode)) {
 		e.id = re->id;
+		git_filter_list_free(fl);
 	} else if (raw && (h = hash_streamed(dfd, leaf, &st, &e.id)) < 0) {
 		git_filter_list_free(fl);
 		return h == -ENOENT ? 0 : h;
@@ -1054,6 +1060,7 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 			free(buf);
 			return git_fail(path);
 		}
+		record = cache && !raw && git_oid_equal(&e.id, &re->id); /* filtered */
 		if (S_ISLNK(st.st_mode)) {
 			char *t = strndup(buf, len);
 			bool hide = !t || memchr(buf, 0, len) || symlink_hidden(g, path, t);
@@ -1079,7 +1086,7 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		free(buf);
 	}
 	if (record)
-		statcache_add(b->sc, path, &st, e.mode, e.id.id);
+		statcache_add(b->sc, path, &st, e.mode, e.id.id, filters);
 	if (git_index_add(b->base, &e) < 0)
 		return git_fail(path);
 	b->entries++;

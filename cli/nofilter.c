@@ -15,16 +15,23 @@
 /* An attribute file larger than this counts as mentioning a filter. */
 #define SOURCE_MAX (4u << 20)
 
+/* What applies in a directory: whether no filter can (clean), and the
+ * digest of every source (ok: all could be read; nofilter_digest). */
+struct verdict {
+	bool clean, ok;
+	uint64_t digest;
+};
+
 struct slot {
 	char *dir; /* NULL: free */
-	bool clean;
+	struct verdict v;
 };
 
 struct nofilter {
 	git_repository *repo;
 	git_index *index;
 	int workdir_fd;
-	bool global_clean; /* config and the sources outside the tree */
+	struct verdict global; /* config and the sources outside the tree */
 	struct slot *slots;
 	size_t cap, n;
 };
@@ -40,15 +47,31 @@ static bool mentions_filter(const char *buf, size_t len)
 	return false;
 }
 
+/* Into @h: a tag and @len bytes, the length first (no two sequences of
+ * sources hash alike). */
+static void feed(XXH3_state_t *h, char tag, const void *buf, size_t len)
+{
+	uint64_t n = len;
+	XXH3_64bits_update(h, &tag, 1);
+	XXH3_64bits_update(h, &n, sizeof(n));
+	if (len)
+		XXH3_64bits_update(h, buf, len);
+}
+
 /* Is the attribute file @path (relative to @dfd, or absolute) absent or free
- * of filters?  Unreadable, not a regular file or too large: no. */
-static bool file_clean(int dfd, const char *path)
+ * of filters?  Unreadable, not a regular file or too large: no, and *ok is
+ * cleared.  Its bytes, or its absence, go into @h. */
+static bool file_clean(int dfd, const char *path, XXH3_state_t *h, bool *ok)
 {
 	int fd = openat(dfd, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR;
+	if (fd < 0) {
+		bool absent = errno == ENOENT || errno == ENOTDIR;
+		feed(h, 'A', NULL, 0);
+		*ok = *ok && absent;
+		return absent;
+	}
 	struct stat st;
-	bool clean = false;
+	bool clean = false, read_ok = false;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size <= SOURCE_MAX) {
 		char *buf = malloc((size_t)st.st_size + 1);
 		size_t n = 0;
@@ -60,19 +83,27 @@ static bool file_clean(int dfd, const char *path)
 			else if (k < 0 && errno == EINTR)
 				k = 1;
 		}
-		clean = buf && k == 0 && n <= (size_t)st.st_size && !mentions_filter(buf, n);
+		read_ok = buf && k == 0 && n <= (size_t)st.st_size;
+		clean = read_ok && !mentions_filter(buf, n);
+		if (read_ok)
+			feed(h, 'F', buf, n);
 		free(buf);
 	}
 	close(fd);
+	*ok = *ok && read_ok;
 	return clean;
 }
 
-/* Is the index's blob at @path absent or free of filters? */
-static bool blob_clean(struct nofilter *nf, const char *path)
+/* Is the index's blob at @path absent or free of filters?  Its id, or its
+ * absence, goes into @h. */
+static bool blob_clean(struct nofilter *nf, const char *path, XXH3_state_t *h)
 {
 	const git_index_entry *e = git_index_get_bypath(nf->index, path, 0);
-	if (!e)
+	if (!e) {
+		feed(h, 'A', NULL, 0);
 		return true;
+	}
+	feed(h, 'B', e->id.id, sizeof(e->id.id));
 	git_blob *blob = NULL;
 	if (git_blob_lookup(&blob, nf->repo, &e->id) < 0)
 		return false;
@@ -82,43 +113,69 @@ static bool blob_clean(struct nofilter *nf, const char *path)
 }
 
 /* Every "DIR/LEAF" of libgit2's search path for @level, clean? */
-static bool search_path_clean(int level, const char *leaf)
+static bool search_path_clean(int level, const char *leaf, XXH3_state_t *h, bool *ok)
 {
 	git_buf buf = GIT_BUF_INIT;
-	if (git_libgit2_opts(GIT_OPT_GET_SEARCH_PATH, level, &buf) < 0)
+	if (git_libgit2_opts(GIT_OPT_GET_SEARCH_PATH, level, &buf) < 0) {
+		*ok = false;
 		return false;
+	}
 	bool clean = true;
 	char *save = NULL;
-	for (char *d = strtok_r(buf.ptr, ":", &save); d && clean; d = strtok_r(NULL, ":", &save)) {
+	for (char *d = strtok_r(buf.ptr, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
 		char p[4096];
-		clean = snprintf(p, sizeof(p), "%s/%s", d, leaf) < (int)sizeof(p) &&
-			file_clean(AT_FDCWD, p);
+		feed(h, 'P', d, strlen(d));
+		if (snprintf(p, sizeof(p), "%s/%s", d, leaf) >= (int)sizeof(p)) {
+			clean = *ok = false;
+			break;
+		}
+		clean = file_clean(AT_FDCWD, p, h, ok) && clean;
 	}
 	git_buf_dispose(&buf);
 	return clean;
 }
 
-/* core.autocrlf false or unset, core.eol unset, core.attributesFile clean. */
-static bool config_clean(git_repository *repo)
+/* core.autocrlf false or unset, core.eol unset, core.attributesFile clean.
+ * The values of the settings libgit2's crlf filter reads (core.autocrlf,
+ * core.eol, core.safecrlf: git2 1.5 src/libgit2/crlf.c) and the
+ * attributesFile's bytes go into @h. */
+static bool config_clean(git_repository *repo, XXH3_state_t *h, bool *ok)
 {
 	git_config *cfg = NULL;
-	if (git_repository_config_snapshot(&cfg, repo) < 0)
+	if (git_repository_config_snapshot(&cfg, repo) < 0) {
+		*ok = false;
 		return false;
+	}
+	static const char *const keys[] = {"core.autocrlf", "core.eol", "core.safecrlf",
+					   "core.attributesFile"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *s = NULL;
+		int r = git_config_get_string(&s, cfg, keys[i]);
+		if (r == 0)
+			feed(h, 'V', s, strlen(s));
+		else if (r == GIT_ENOTFOUND)
+			feed(h, 'A', NULL, 0);
+		else
+			*ok = false;
+	}
 	int v = 0;
 	int r = git_config_get_bool(&v, cfg, "core.autocrlf");
 	bool clean = r == GIT_ENOTFOUND || (r == 0 && !v);
 	const char *s = NULL;
 	if (clean)
 		clean = git_config_get_string(&s, cfg, "core.eol") == GIT_ENOTFOUND;
-	if (clean && git_config_get_string(&s, cfg, "core.attributesFile") == 0) {
+	if (git_config_get_string(&s, cfg, "core.attributesFile") == 0) {
 		char p[4096];
-		const char *home = getenv("HOME");
-		if (strncmp(s, "~/", 2) == 0)
-			clean = home &&
-				snprintf(p, sizeof(p), "%s/%s", home, s + 2) < (int)sizeof(p) &&
-				file_clean(AT_FDCWD, p);
-		else
-			clean = file_clean(AT_FDCWD, s);
+		const char *home = getenv("HOME"), *file = s;
+		if (strncmp(s, "~/", 2) == 0) {
+			file = home && snprintf(p, sizeof(p), "%s/%s", home, s + 2) < (int)sizeof(p)
+				   ? p
+				   : NULL;
+			if (!file)
+				clean = *ok = false;
+		}
+		if (file && !file_clean(AT_FDCWD, file, h, ok))
+			clean = false;
 	}
 	git_config_free(cfg);
 	return clean;
@@ -132,18 +189,31 @@ int nofilter_new(git_repository *repo, git_index *index, int workdir_fd, struct 
 	nf->repo = repo;
 	nf->index = index;
 	nf->workdir_fd = workdir_fd;
+	/* Every source is read (each one's bytes go into the digest), so no
+	 * short cut once one names a filter. */
+	XXH3_state_t *h = XXH3_createState();
+	if (!h) {
+		free(nf);
+		return -ENOMEM;
+	}
+	XXH3_64bits_reset(h);
+	bool ok = true, clean = config_clean(repo, h, &ok);
+	clean = search_path_clean(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes", h, &ok) && clean;
+	clean = search_path_clean(GIT_CONFIG_LEVEL_XDG, "attributes", h, &ok) && clean;
 	/* info/attributes of the common directory, as libgit2 reads it
 	 * (GIT_REPOSITORY_ITEM_INFO), and a linked worktree's own. */
-	char info[4096], wtinfo[4096];
-	nf->global_clean =
-	    config_clean(repo) && search_path_clean(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes") &&
-	    search_path_clean(GIT_CONFIG_LEVEL_XDG, "attributes") &&
-	    snprintf(info, sizeof(info), "%sinfo/attributes", git_repository_commondir(repo)) <
-		(int)sizeof(info) &&
-	    file_clean(AT_FDCWD, info) &&
-	    snprintf(wtinfo, sizeof(wtinfo), "%sinfo/attributes", git_repository_path(repo)) <
-		(int)sizeof(wtinfo) &&
-	    file_clean(AT_FDCWD, wtinfo);
+	const char *infos[] = {git_repository_commondir(repo), git_repository_path(repo)};
+	for (int i = 0; i < 2; i++) {
+		char p[4096];
+		if (!infos[i] ||
+		    snprintf(p, sizeof(p), "%sinfo/attributes", infos[i]) >= (int)sizeof(p)) {
+			clean = ok = false;
+			continue;
+		}
+		clean = file_clean(AT_FDCWD, p, h, &ok) && clean;
+	}
+	nf->global = (struct verdict){.clean = clean, .ok = ok, .digest = XXH3_64bits_digest(h)};
+	XXH3_freeState(h);
 	*out = nf;
 	return 0;
 }
@@ -174,49 +244,80 @@ static bool grow(struct nofilter *nf)
 	return true;
 }
 
-/* Are the .gitattributes of directory @dir (its first @len bytes; "" for the
- * root), the working tree's and the index's, free of filters? */
-static bool own_clean(struct nofilter *nf, const char *dir, size_t len)
+/* Directory @dir (its first @len bytes; "" for the root) under a parent
+ * whose verdict is @up: clean when @up is and its .gitattributes, the working
+ * tree's and the index's, are free of filters; its digest, @up's and theirs. */
+static struct verdict own_verdict(struct nofilter *nf, const char *dir, size_t len,
+				  const struct verdict *up)
 {
+	struct verdict v = {.clean = false, .ok = false, .digest = 0};
 	char p[4096];
-	return snprintf(p, sizeof(p), "%.*s%s.gitattributes", (int)len, dir, len ? "/" : "") <
-		   (int)sizeof(p) &&
-	       file_clean(nf->workdir_fd, p) && blob_clean(nf, p);
+	XXH3_state_t *h = XXH3_createState();
+	if (!h || snprintf(p, sizeof(p), "%.*s%s.gitattributes", (int)len, dir, len ? "/" : "") >=
+		      (int)sizeof(p)) {
+		XXH3_freeState(h);
+		return v;
+	}
+	XXH3_64bits_reset(h);
+	feed(h, 'U', &up->digest, sizeof(up->digest));
+	v.ok = up->ok;
+	bool file = file_clean(nf->workdir_fd, p, h, &v.ok);
+	bool blob = blob_clean(nf, p, h);
+	v.clean = up->clean && file && blob;
+	v.digest = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return v;
 }
 
-/* The directory @dir (its first @len bytes; "" for the root): clean?  Each
- * directory from the root down to it, decided once (clean when its parent is
- * and its own files are) and kept; a loop, not a recursion, for paths as deep
- * as PATH_MAX allows. */
-static bool dir_clean(struct nofilter *nf, const char *dir, size_t len)
+/* The directory @dir (its first @len bytes; "" for the root): its verdict
+ * in *out, or false without memory.  Each directory from the root down to
+ * it, decided once and kept; a loop, not a recursion, for paths as deep as
+ * PATH_MAX allows.  Verdicts are copied: the table moves when it grows. */
+static bool dir_verdict(struct nofilter *nf, const char *dir, size_t len, struct verdict *out)
 {
-	bool clean = nf->global_clean;
+	struct verdict up = nf->global;
 	size_t l = 0; /* the prefix dir[0..l) looked at: "", "a", "a/b", ... */
 	for (;;) {
 		if ((nf->n + 1) * 2 > nf->cap && !grow(nf))
 			return false;
 		struct slot *s = find(nf, dir, l);
-		if (s->dir) {
-			clean = s->clean;
-		} else {
-			clean = clean && own_clean(nf, dir, l);
+		if (!s->dir) {
+			struct verdict v = own_verdict(nf, dir, l, &up);
 			if (!(s->dir = strndup(dir, l)))
 				return false;
-			s->clean = clean;
+			s->v = v;
 			nf->n++;
 		}
-		if (l == len)
-			return clean;
+		up = s->v;
+		if (l == len) {
+			*out = up;
+			return true;
+		}
 		size_t from = l ? l + 1 : 0;
 		const char *next = memchr(dir + from, '/', len - from);
 		l = next ? (size_t)(next - dir) : len;
 	}
 }
 
-bool nofilter_path(struct nofilter *nf, const char *path)
+static bool path_verdict(struct nofilter *nf, const char *path, struct verdict *out)
 {
 	const char *slash = strrchr(path, '/');
-	return dir_clean(nf, path, slash ? (size_t)(slash - path) : 0);
+	return dir_verdict(nf, path, slash ? (size_t)(slash - path) : 0, out);
+}
+
+bool nofilter_path(struct nofilter *nf, const char *path)
+{
+	struct verdict v;
+	return path_verdict(nf, path, &v) && v.clean;
+}
+
+bool nofilter_digest(struct nofilter *nf, const char *path, uint64_t *out)
+{
+	struct verdict v;
+	if (!path_verdict(nf, path, &v) || !v.ok)
+		return false;
+	*out = v.digest;
+	return true;
 }
 
 void nofilter_free(struct nofilter *nf)

@@ -26,6 +26,7 @@
 #define AGENTFS_NOFILTER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct git_index;
 struct git_repository;
@@ -42,6 +43,19 @@ int nofilter_new(struct git_repository *repo, struct git_index *index, int workd
 /* True when no filter can apply to the file at @path (relative to the
  * working tree, '/'-separated); false when one may. */
 bool nofilter_path(struct nofilter *nf, const char *path);
+
+/*
+ * The digest of everything besides a file's bytes and its index entry that
+ * libgit2 1.5's clean filters read for the file at @path: the values of
+ * core.autocrlf, core.eol and core.safecrlf (src/libgit2/crlf.c,
+ * convert_attrs) and core.attributesFile, and the bytes (or absence) of
+ * every attribute source above, each directory's .gitattributes from the root
+ * down to @path's directory, the working tree's bytes and the index's blob
+ * id.  Equal digests: the same filters with the same settings apply (XXH3-64
+ * of them all).  True and *out, or false when some source could not be read
+ * (unreadable, not a regular file, larger than 4 MiB), or without memory.
+ */
+bool nofilter_digest(struct nofilter *nf, const char *path, uint64_t *out);
 
 void nofilter_free(struct nofilter *nf);
 

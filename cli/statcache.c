@@ -14,9 +14,9 @@
 
 #include "cli/statcache.h"
 
-#define MAGIC	     "AFSTATC1"
+#define MAGIC	     "AFSTATC2"
 #define HEADER_LEN   24
-#define FIXED_LEN    (4 + 8 + 4 + 8 + 4 + 8 + 8 + 4 + 4 + STATCACHE_ID_LEN)
+#define FIXED_LEN    (4 + 8 + 4 + 8 + 4 + 8 + 8 + 4 + 4 + 8 + STATCACHE_ID_LEN)
 #define MAX_PATH_LEN PATH_MAX
 /* Seconds before a build's start that still count as racy (statcache.h). */
 #define RACY_MARGIN_S 2
@@ -32,7 +32,7 @@ struct rec {
 	char path[MAX_PATH_LEN + 1];
 	uint32_t mode, mtime_ns, ctime_ns, uid, gid;
 	int64_t mtime_s, ctime_s;
-	uint64_t ino, size;
+	uint64_t ino, size, filters;
 	unsigned char id[STATCACHE_ID_LEN];
 };
 
@@ -100,6 +100,7 @@ static bool read_record(struct statcache *c)
 	p = get(p, &v, 8), r->size = v;
 	p = get(p, &v, 4), r->uid = (uint32_t)v;
 	p = get(p, &v, 4), r->gid = (uint32_t)v;
+	p = get(p, &v, 8), r->filters = v;
 	memcpy(r->id, p, STATCACHE_ID_LEN);
 	return true;
 }
@@ -204,7 +205,7 @@ fail:
 }
 
 bool statcache_has(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
-		   const unsigned char *id)
+		   const unsigned char *id, uint64_t filters)
 {
 	while (c->in_ok) {
 		if (!c->have && !(c->have = read_record(c))) {
@@ -225,7 +226,7 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 		       r->ctime_s == (int64_t)st->st_ctim.tv_sec &&
 		       r->ctime_ns == (uint32_t)st->st_ctim.tv_nsec &&
 		       r->ino == (uint64_t)st->st_ino && r->size == (uint64_t)st->st_size &&
-		       r->uid == st->st_uid && r->gid == st->st_gid &&
+		       r->uid == st->st_uid && r->gid == st->st_gid && r->filters == filters &&
 		       memcmp(r->id, id, STATCACHE_ID_LEN) == 0 &&
 		       before(r->mtime_s, r->mtime_ns, &c->in_thr) &&
 		       before(r->ctime_s, r->ctime_ns, &c->in_thr);
@@ -234,7 +235,7 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 }
 
 void statcache_add(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
-		   const unsigned char *id)
+		   const unsigned char *id, uint64_t filters)
 {
 	size_t len = strlen(path);
 	if (c->out_err || len == 0 || len > MAX_PATH_LEN ||
@@ -254,6 +255,7 @@ void statcache_add(struct statcache *c, const char *path, const struct stat *st,
 	p = put(p, (uint64_t)st->st_size, 8);
 	p = put(p, st->st_uid, 4);
 	p = put(p, st->st_gid, 4);
+	p = put(p, filters, 8);
 	memcpy(p, id, STATCACHE_ID_LEN);
 	p += STATCACHE_ID_LEN;
 	p = put(p, XXH3_64bits(b, (size_t)(p - b)), 8);
@@ -275,7 +277,7 @@ static void write_record(struct statcache *c, const struct rec *r)
 	st.st_size = (off_t)r->size;
 	st.st_uid = r->uid;
 	st.st_gid = r->gid;
-	statcache_add(c, r->path, &st, r->mode, r->id);
+	statcache_add(c, r->path, &st, r->mode, r->id, r->filters);
 }
 
 void statcache_keep_rest(struct statcache *c)

@@ -19,14 +19,14 @@
  * in the order of the repository's index (git's path order), each with its
  * own checksum:
  *
- *   header  "AFSTATC1", then the threshold (below): int64 seconds, uint32
+ *   header  "AFSTATC2", then the threshold (below): int64 seconds, uint32
  *           nanoseconds, uint32 flags: 1 when the records' order ignores
  *           case, else 0 (a file in the other order reads as empty)  (24 bytes)
  *   record  uint16 path length, the path (no NUL), uint32 git mode,
  *           int64 mtime s, uint32 mtime ns, int64 ctime s, uint32 ctime ns,
- *           uint64 inode, uint64 size, uint32 uid, uint32 gid,
- *           20 bytes of blob id, uint64 XXH3-64 of all the record's bytes
- *           before it                                   (little-endian, packed)
+ *           uint64 inode, uint64 size, uint32 uid, uint32 gid, uint64
+ *           filters (below), 20 bytes of blob id, uint64 XXH3-64 of all the
+ *           record's bytes before it                    (little-endian, packed)
  *
  * Reading streams it beside the index (one record in memory at a time); a
  * record that fails its checksum, or any malformed byte, ends its use for the
@@ -43,10 +43,14 @@
  * a file after its stat moves its ctime to at least that stat's time, so a
  * used record's bytes are the ones its stat data name.
  *
- * The build uses the cache only for files no git filter (eol=crlf, ident, a
- * filter driver) applies to, when recorded and when used: a filtered file's
- * blob id depends on the config and .gitattributes too, which can change
- * while its stat data do not (cli/gitpriv.c, add_tracked).  Stat data cannot
+ * A file a git filter applies to (eol=crlf, text=auto, ident) has a blob id
+ * that depends on more than its bytes: the config and the .gitattributes
+ * that apply to it, which can change while its stat data do not.  Its record
+ * carries a digest of all of those (cli/nofilter.h, nofilter_digest) and is
+ * used only under the same digest; a file no filter applies to has 0 there
+ * (cli/gitpriv.c, add_tracked); an attribute file edited while a build
+ * reads it, then put back, could leave a record under the digest of its
+ * other version.  Stat data cannot
  * see every change, for this cache as for git's index: a write through a
  * shared mapping to a page already dirty may leave the timestamps as they
  * were, a network file system may answer stale attributes, and the threshold
@@ -84,22 +88,24 @@ int statcache_begin(const char *path, bool icase, struct statcache **out);
 
 /*
  * Whether the previous build recorded, for @path, the stat data @st now
- * shows, the git mode @mode and the id @id (STATCACHE_ID_LEN bytes): then
- * @id is the file's blob id without reading it.  Calls must come in index
+ * shows, the git mode @mode, the id @id (STATCACHE_ID_LEN bytes) and the
+ * filters digest @filters (0: no filter applies): then @id is the file's
+ * blob id without reading it.  Calls must come in index
  * order (paths ascending by strcmp, or strcasecmp for @icase); a record
  * passed over is not found later.
  */
 bool statcache_has(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
-		   const unsigned char *id);
+		   const unsigned char *id, uint64_t filters);
 
 /*
  * Record that the file at @path with stat data @st (taken before its bytes
- * were read) and git mode @mode holds blob @id.  In index order, once per
+ * were read) and git mode @mode holds blob @id, under filters digest
+ * @filters (0: no filter applies).  In index order, once per
  * path.  A racy entry is left out (see above); a write error is kept for
  * statcache_commit.
  */
 void statcache_add(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
-		   const unsigned char *id);
+		   const unsigned char *id, uint64_t filters);
 
 /*
  * For a build that stops before its last path (an unmount while it runs):

@@ -931,8 +931,9 @@ run af unmount "$HM"
 # again.  A file the person then rewrites keeping its size and mtime (its
 # ctime moves) is read again: the third workspace's base holds its new bytes.
 # A damaged cache costs the hashing, nothing else.  A file under a filter
-# (core.autocrlf) is not taken from the cache: its id depends on the config,
-# which the person may change without touching the file.
+# (core.autocrlf, text=auto) is taken from the cache only while the config
+# and the .gitattributes that apply to it are as they were: its id depends on
+# them, and the person may change them without touching the file.
 S=$T/statrepo
 run bash -c "git init -q -b main '$S' && cd '$S' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
@@ -946,6 +947,11 @@ run bash -c "git init -q -b main '$S2' && cd '$S2' && printf 'a\nb\n' >f3.txt &&
 S3=$T/statrepo3
 run bash -c "git init -q -b main '$S3' && cd '$S3' && mkdir sub && printf 'a\r\nb\r\n' >sub/f3.txt &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 sub/f3.txt"
+# Every file under text=auto (a common .gitattributes).
+S5=$T/statrepo5
+run bash -c "git init -q -b main '$S5' && cd '$S5' && printf '* text=auto\n' >.gitattributes &&
+	for i in 1 2 3; do printf 'file %s\n' \$i >f\$i.txt; done &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
 # For an unmount during the build (below).
 S4=$T/statrepo4
 run bash -c "git init -q -b main '$S4' && cd '$S4' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
@@ -977,12 +983,12 @@ assert_eq "  ...and the base holds its new bytes" "FILE 3" "$STAT_SHOW"
 SC=$(ls -t "$STATE"/cache/statcache-* 2>/dev/null | head -1)
 assert_eq "the stat cache is the user's alone" "700 600" \
 	"$(stat -c %a "$STATE/cache" 2>/dev/null) $(stat -c %a "$SC" 2>/dev/null)"
-# Damaged in its second record (records of these paths are 88 bytes after a
+# Damaged in its second record (records of these paths are 96 bytes after a
 # 24-byte header, cli/statcache.h): the first still serves, the rest is read.
 run python3 -c "import sys
 p = sys.argv[1]
 b = bytearray(open(p, 'rb').read())
-b[24 + 88 + 20] ^= 0xff
+b[24 + 96 + 20] ^= 0xff
 open(p, 'wb').write(bytes(b))" "$SC"
 stat_build stat4
 assert_contains "a damaged stat cache is believed up to the damage" \
@@ -991,6 +997,9 @@ assert_eq "  ...and the base is right" "FILE 3|" "$STAT_SHOW|$STAT_STATUS"
 stat_build stat5 "$S2"
 assert_contains "a CRLF file under core.autocrlf=true is the index's content" \
 	"(1 read and hashed, 0 from the stat cache, 0 differ from HEAD)" "$OUT"
+stat_build stat5b "$S2"
+assert_contains "  ...and the next build takes it from the stat cache" \
+	"(0 read and hashed, 1 from the stat cache, 0 differ from HEAD)" "$OUT"
 git -C "$S2" config core.autocrlf false
 stat_build stat6 "$S2"
 assert_contains "  ...with core.autocrlf=false since, it is read again and differs" \
@@ -1017,6 +1026,15 @@ touch -d 2001-01-01 "$T/statwt/sub/f3.txt"
 stat_build stat11 "$T/statwt" sub/f3.txt
 assert_contains "  ...and so in a linked worktree" \
 	"(1 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+stat_build stat12 "$S5"
+stat_build stat13 "$S5"
+assert_contains "files under text=auto come from the stat cache" \
+	"(0 read and hashed, 3 from the stat cache, 0 differ from HEAD)" "$OUT"
+printf '# the same rules\n* text=auto\n' >"$S5/.gitattributes"
+stat_build stat14 "$S5"
+assert_contains "  ...until the .gitattributes over them changes" \
+	"(4 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
+assert_eq "  ...and git status in it is clean" "" "$STAT_STATUS"
 
 # An unmount while the build runs stops it (cli/gitpriv.h, gitpriv_serving):
 # the unmount does not wait for the rest of the tree to be read and hashed.

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +168,85 @@ START_TEST(every_source)
 }
 END_TEST
 
+/* nofilter_digest of @path in repository @r, through a fresh nofilter; false
+ * when a source cannot be read. */
+static bool digest_of(git_repository *r, const char *path, uint64_t *d)
+{
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	bool ok = nofilter_digest(nf, path, d);
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	return ok;
+}
+
+/* The digest follows every source that applies, and only those. */
+START_TEST(digests)
+{
+	git_repository *r = fresh("d", "*.txt text\n");
+	uint64_t top, sub, other, again;
+	ck_assert(digest_of(r, "x.txt", &top));
+	ck_assert(digest_of(r, "sub/x.txt", &sub));
+	ck_assert(digest_of(r, "other/x.txt", &other));
+	ck_assert(top != sub);
+	ck_assert(top != other); /* another directory, the same sources: */
+	ck_assert(digest_of(r, "other/y.txt", &again));
+	ck_assert(again == other);
+	ck_assert(digest_of(r, "sub/x.txt", &again));
+	ck_assert(again == sub); /* the same sources read again */
+
+	put("d/sub/.gitattributes", "*.txt text eol=crlf\n");
+	ck_assert(digest_of(r, "sub/x.txt", &again));
+	ck_assert(again != sub);
+	sub = again;
+	ck_assert(digest_of(r, "x.txt", &again));
+	ck_assert(again == top); /* not above it */
+
+	/* Each of the config's settings, info/attributes, the index's blob. */
+	static const char *const keys[] = {"core.autocrlf", "core.eol", "core.safecrlf"};
+	for (int i = 0; i < 3; i++) {
+		git_config *cfg;
+		ck_assert_int_eq(git_repository_config(&cfg, r), 0);
+		ck_assert_int_eq(git_config_set_string(cfg, keys[i], i == 1 ? "crlf" : "true"), 0);
+		git_config_free(cfg);
+		ck_assert(digest_of(r, "sub/x.txt", &again));
+		ck_assert_msg(again != sub, "%s", keys[i]);
+		sub = again;
+	}
+	put("d/.git/info/attributes", "*.md text\n");
+	ck_assert(digest_of(r, "sub/x.txt", &again));
+	ck_assert(again != sub);
+	sub = again;
+	git_index *idx;
+	ck_assert_int_eq(git_repository_index(&idx, r), 0);
+	git_index_entry e;
+	memset(&e, 0, sizeof(e));
+	e.path = ".gitattributes";
+	e.mode = GIT_FILEMODE_BLOB;
+	ck_assert_int_eq(git_index_add_from_buffer(idx, &e, "*.c text\n", 9), 0);
+	ck_assert_int_eq(git_index_write(idx), 0);
+	ck_assert(digest_of(r, "sub/x.txt", &again));
+	ck_assert(again != sub);
+	sub = again;
+	ck_assert_int_eq(git_index_add_from_buffer(idx, &e, "*.h text\n", 9), 0);
+	ck_assert_int_eq(git_index_write(idx), 0);
+	git_index_free(idx);
+	ck_assert(digest_of(r, "sub/x.txt", &again));
+	ck_assert(again != sub); /* another blob there */
+
+	/* A source that cannot be read: no digest. */
+	char p[1200];
+	snprintf(p, sizeof(p), "%s/d/sub/.gitattributes", dir);
+	ck_assert_int_eq(unlink(p), 0);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	ck_assert(!digest_of(r, "sub/x.txt", &again));
+	ck_assert(digest_of(r, "x.txt", &again));
+	git_repository_free(r);
+}
+END_TEST
+
 START_TEST(deep_and_many)
 {
 	git_repository *r = fresh("c", NULL);
@@ -217,6 +298,7 @@ int main(void)
 	TCase *tc = tcase_create("nofilter");
 	tcase_add_test(tc, attributes_that_name_a_filter);
 	tcase_add_test(tc, every_source);
+	tcase_add_test(tc, digests);
 	tcase_add_test(tc, deep_and_many);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

@@ -20,7 +20,7 @@
 
 /* The file's sizes (statcache.h): a header, and a record of a 2-byte path. */
 #define HEADER 24
-#define REC    (2 + 2 + 72 + 8)
+#define REC    (2 + 2 + 80 + 8)
 
 static char dir[] = "/tmp/agentfs-statcache.XXXXXX";
 static char path[256];
@@ -53,7 +53,7 @@ static void build(int n, const struct stat *st)
 	for (int i = 0; i < n; i++) {
 		char p[16];
 		snprintf(p, sizeof(p), "p%d", i);
-		statcache_add(c, p, &st[i], 0100644, id_a);
+		statcache_add(c, p, &st[i], 0100644, id_a, 0);
 	}
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
@@ -64,9 +64,9 @@ static void first_only(const struct stat *st)
 {
 	struct statcache *c;
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
-	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
-	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a, 0));
 	statcache_free(c);
 }
 
@@ -105,7 +105,7 @@ static void write_old(int64_t thr_s, const struct stat *a, const struct stat *b)
 	FILE *f = fopen(path, "wb");
 	ck_assert_ptr_nonnull(f);
 	unsigned char h[HEADER], *p = h;
-	memcpy(p, "AFSTATC1", 8);
+	memcpy(p, "AFSTATC2", 8);
 	p = le(p + 8, (uint64_t)thr_s, 8);
 	le(le(p, 0, 4), 0, 4);
 	ck_assert_int_eq(fwrite(h, 1, HEADER, f), HEADER);
@@ -124,6 +124,7 @@ static void write_old(int64_t thr_s, const struct stat *a, const struct stat *b)
 		p = le(p, (uint64_t)st[i]->st_size, 8);
 		p = le(p, st[i]->st_uid, 4);
 		p = le(p, st[i]->st_gid, 4);
+		p = le(p, 0, 8);
 		memcpy(p, id_a, STATCACHE_ID_LEN);
 		p += STATCACHE_ID_LEN;
 		le(p, XXH3_64bits(r, (size_t)(p - r)), 8);
@@ -139,26 +140,52 @@ START_TEST(found_for_the_same_stat_data_only)
 	build(3, st);
 	struct statcache *c;
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	struct stat other = st[1];
 	other.st_ctim.tv_nsec++; /* a change since, in the same second */
-	ck_assert(!statcache_has(c, "p1", &other, 0100644, id_a));
-	ck_assert(!statcache_has(c, "p2", &st[2], 0100755, id_a)); /* the mode */
+	ck_assert(!statcache_has(c, "p1", &other, 0100644, id_a, 0));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100755, id_a, 0)); /* the mode */
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_b)); /* the index's id */
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_b, 0)); /* the index's id */
 	struct stat moved = st[1];
 	moved.st_ino = 99;
-	ck_assert(!statcache_has(c, "p1", &moved, 0100644, id_a));
+	ck_assert(!statcache_has(c, "p1", &moved, 0100644, id_a, 0));
 	struct stat grown = st[2];
 	grown.st_size++;
-	ck_assert(!statcache_has(c, "p2", &grown, 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &grown, 0100644, id_a, 0));
 	statcache_free(c);
 	/* Not committed: the old file stays, the new one is gone. */
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
 	statcache_free(c);
 	ck_assert_int_eq(entries_in_dir(), 1);
+}
+END_TEST
+
+/* A filtered file's record serves only under the same filters digest: not
+ * with another config or .gitattributes, nor where no filter applies now. */
+START_TEST(found_under_the_same_filters_only)
+{
+	unlink(path);
+	struct stat st[2] = {old_stat(100, 11, 5), old_stat(100, 12, 6)};
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	statcache_add(c, "p0", &st[0], 0100644, id_a, 0x1234);
+	statcache_add(c, "p1", &st[1], 0100644, id_a, 0);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0x1235));
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a, 0x1234));
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0x1234));
+	statcache_free(c);
 }
 END_TEST
 
@@ -186,7 +213,7 @@ START_TEST(racy_entries_are_left_out)
 	ck_assert_uint_eq(fwrite(le, 1, 8, f), 8);
 	fclose(f);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	statcache_free(c);
 }
 END_TEST
@@ -200,11 +227,11 @@ START_TEST(index_order)
 	struct statcache *c;
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	/* Asked for some paths only, and one the cache lacks: the others wait. */
-	ck_assert(!statcache_has(c, "p", &st[0], 0100644, id_a));
-	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
-	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p", &st[0], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a, 0));
 	/* Passed over: not found out of order. */
-	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a, 0));
 	statcache_free(c);
 }
 END_TEST
@@ -218,17 +245,17 @@ START_TEST(order_ignoring_case)
 	struct statcache *c;
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
 	for (int i = 0; i < 3; i++)
-		statcache_add(c, names[i], &st, 0100644, id_a);
+		statcache_add(c, names[i], &st, 0100644, id_a, 0);
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
-	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a));
-	ck_assert(!statcache_has(c, "C.txt", &st, 0100644, id_a)); /* another case */
+	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a, 0));
+	ck_assert(!statcache_has(c, "C.txt", &st, 0100644, id_a, 0)); /* another case */
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
-	ck_assert(statcache_has(c, "a.txt", &st, 0100644, id_a));
-	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a));
-	ck_assert(statcache_has(c, "c.txt", &st, 0100644, id_a));
+	ck_assert(statcache_has(c, "a.txt", &st, 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "B.txt", &st, 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "c.txt", &st, 0100644, id_a, 0));
 	statcache_free(c);
 }
 END_TEST
@@ -285,20 +312,20 @@ START_TEST(damage_ends_its_use)
 	build(3, st);
 	ck_assert_int_eq(truncate(path, size - 10), 0);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
-	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(!statcache_has(c, "p2", &st[2], 0100644, id_a, 0));
 	statcache_free(c);
 	/* Another file's bytes: nothing. */
 	f = fopen(path, "wb");
 	fputs("version: 1\nname: x\n", f);
 	fclose(f);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
-	statcache_add(c, "p0", &st[0], 0100644, id_a);
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	statcache_add(c, "p0", &st[0], 0100644, id_a, 0);
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	statcache_free(c);
 }
 END_TEST
@@ -318,25 +345,25 @@ START_TEST(stopped_build_keeps_the_rest)
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	struct stat p0 = st[0];
 	p0.st_ino = 21; /* hashed again: a new record */
-	ck_assert(!statcache_has(c, "p0", &p0, 0100644, id_a));
-	statcache_add(c, "p0", &p0, 0100644, id_a);
-	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
-	statcache_add(c, "p1", &st[1], 0100644, id_a);
+	ck_assert(!statcache_has(c, "p0", &p0, 0100644, id_a, 0));
+	statcache_add(c, "p0", &p0, 0100644, id_a, 0);
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	statcache_add(c, "p1", &st[1], 0100644, id_a, 0);
 	/* "p10" sorts before "p2": p2's record is read and waits for its path. */
-	ck_assert(!statcache_has(c, "p10", &st[1], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p10", &st[1], 0100644, id_a, 0));
 	statcache_keep_rest(c);
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
 	ck_assert_int_eq(file_size(), HEADER + 5 * REC);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
-	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a));
-	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_a));
-	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
-	ck_assert(statcache_has(c, "p4", &st[4], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p4", &st[4], 0100644, id_a, 0));
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &p0, 0100644, id_a));
+	ck_assert(statcache_has(c, "p0", &p0, 0100644, id_a, 0));
 	statcache_free(c);
 
 	/* The old file's threshold lies ahead of the new one's (a clock set
@@ -346,8 +373,8 @@ START_TEST(stopped_build_keeps_the_rest)
 	struct stat recent = old_stat(1, 12, 6);
 	write_old(now.tv_sec + 3600, &st[0], &recent);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
-	ck_assert(statcache_has(c, "p1", &recent, 0100644, id_a)); /* by the old threshold */
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p1", &recent, 0100644, id_a, 0)); /* by the old threshold */
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	statcache_keep_rest(c); /* stopped before its first path */
@@ -361,23 +388,23 @@ START_TEST(stopped_build_keeps_the_rest)
 	unlink(path);
 	build(5, st);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a));
-	statcache_add(c, "p0", &st[0], 0100644, id_a);
-	statcache_add(c, "p2", &st[2], 0100644, id_b);
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	statcache_add(c, "p0", &st[0], 0100644, id_a, 0);
+	statcache_add(c, "p2", &st[2], 0100644, id_b, 0);
 	statcache_keep_rest(c);
 	ck_assert_int_eq(statcache_commit(c), 0);
 	statcache_free(c);
 	ck_assert_int_eq(file_size(), HEADER + 4 * REC);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a));
-	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_b));
-	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_b, 0));
+	ck_assert(statcache_has(c, "p3", &st[3], 0100644, id_a, 0));
 	statcache_free(c);
 
 	/* Written in one order, read in the other (core.ignorecase changed
 	 * since): nothing found, and nothing of it copied. */
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
-	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a));
+	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
 	statcache_keep_rest(c);
@@ -414,6 +441,7 @@ int main(void)
 	Suite *s = suite_create("statcache");
 	TCase *tc = tcase_create("statcache");
 	tcase_add_test(tc, found_for_the_same_stat_data_only);
+	tcase_add_test(tc, found_under_the_same_filters_only);
 	tcase_add_test(tc, racy_entries_are_left_out);
 	tcase_add_test(tc, index_order);
 	tcase_add_test(tc, order_ignoring_case);
