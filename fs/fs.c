@@ -474,7 +474,7 @@ int fs_serve(const struct fs_config *cfg)
 		r = -ENOMEM;
 		goto out_table;
 	}
-	hashcache_prefault(fs->hashes);
+	hashcache_prefault_on_use(fs->hashes);
 	/* Without them, every open resolves afresh. */
 	fs->dirs = dircache_new();
 	fs->ldirs = dircache_new();

@@ -49,8 +49,9 @@ struct hc_set {
 struct hashcache {
 	pthread_mutex_t lock;
 	pthread_t prefault_thr;
-	bool prefaulting;	   /* prefault_thr runs, to be joined */
+	atomic_bool prefaulting;   /* prefault_thr runs, to be joined */
 	atomic_bool stop_prefault; /* hashcache_free() wants it to end */
+	atomic_bool armed;	   /* hashcache_prefault_on_use(): not started yet */
 	struct hc_set sets[HC_SETS];
 };
 
@@ -136,8 +137,24 @@ static void *prefault_main(void *arg)
 
 void hashcache_prefault(struct hashcache *hc)
 {
-	if (hc && !hc->prefaulting)
-		hc->prefaulting = pthread_create(&hc->prefault_thr, NULL, prefault_main, hc) == 0;
+	if (hc && !atomic_load(&hc->prefaulting))
+		atomic_store(&hc->prefaulting,
+			     pthread_create(&hc->prefault_thr, NULL, prefault_main, hc) == 0);
+}
+
+void hashcache_prefault_on_use(struct hashcache *hc)
+{
+	if (hc)
+		atomic_store(&hc->armed, true);
+}
+
+/* The table's first use starts the prefault it was armed for: one caller
+ * wins the exchange. */
+static void first_use(struct hashcache *hc)
+{
+	if (atomic_load_explicit(&hc->armed, memory_order_relaxed) &&
+	    atomic_exchange(&hc->armed, false))
+		hashcache_prefault(hc);
 }
 
 size_t hashcache_size(void)
@@ -149,7 +166,7 @@ void hashcache_free(struct hashcache *hc)
 {
 	if (!hc)
 		return;
-	if (hc->prefaulting) {
+	if (atomic_load(&hc->prefaulting)) {
 		atomic_store(&hc->stop_prefault, true);
 		pthread_join(hc->prefault_thr, NULL);
 	}
@@ -186,6 +203,7 @@ void hashcache_put(struct hashcache *hc, const struct stat *st, XXH128_hash_t h,
 	key_of(st, &k);
 	struct hc_set *set = set_of(hc, &k, &victim);
 	bool keep = !hashcache_racy(st, read_at);
+	first_use(hc);
 	pthread_mutex_lock(&hc->lock);
 	int w = find_way(set, &k);
 	if (keep) {
@@ -208,6 +226,7 @@ bool hashcache_lookup(struct hashcache *hc, const struct stat *st, XXH128_hash_t
 	unsigned victim;
 	key_of(st, &k);
 	struct hc_set *set = set_of(hc, &k, &victim);
+	first_use(hc);
 	pthread_mutex_lock(&hc->lock);
 	int w = find_way(set, &k);
 	if (w >= 0)

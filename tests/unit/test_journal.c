@@ -479,7 +479,8 @@ static size_t resident_pages(struct hashcache *hc, size_t *pages)
 
 /* hashcache_prefault brings the whole table into memory from a thread of
  * its own, without changing what the table holds while it serves, and
- * hashcache_free stops and joins that thread, also right after its start.
+ * hashcache_free stops and joins that thread, also right after its start;
+ * hashcache_prefault_on_use starts it at the table's first use only.
  * Skipped where the kernel has no MADV_POPULATE_WRITE (before 5.14). */
 START_TEST(hashcache_prefault_fills_the_table_while_it_serves)
 {
@@ -523,6 +524,28 @@ START_TEST(hashcache_prefault_fills_the_table_while_it_serves)
 	hc = hashcache_new();
 	ck_assert_ptr_nonnull(hc);
 	hashcache_prefault(hc);
+	hashcache_free(hc);
+
+	/* Armed for its first use: nothing comes in until a lookup. */
+	hc = hashcache_new();
+	ck_assert_ptr_nonnull(hc);
+	hashcache_prefault_on_use(hc);
+	struct timespec wait = {0, 100000000L};
+	nanosleep(&wait, NULL);
+	before = resident_pages(hc, &pages);
+	ck_assert_msg(before < pages / 2, "%zu of %zu pages in before the first use", before,
+		      pages);
+	XXH128_hash_t h;
+	ck_assert(!hashcache_lookup(hc, &st, &h));
+	for (int tries = 0; tries < 3000 && (now = resident_pages(hc, &pages)) < pages; tries++) {
+		struct timespec ms = {0, 10000000L};
+		nanosleep(&ms, NULL);
+	}
+	ck_assert_msg(now == pages, "%zu of %zu pages in after the first use", now, pages);
+	hashcache_free(hc);
+	hc = hashcache_new(); /* armed, never used: nothing to join */
+	ck_assert_ptr_nonnull(hc);
+	hashcache_prefault_on_use(hc);
 	hashcache_free(hc);
 #endif
 }
