@@ -80,6 +80,16 @@ static long file_size(void)
 	return n;
 }
 
+/* A stopped build's end (statcache_keep_rest, then commit): the file then
+ * holds @n records. */
+static void keep_rest_commit(struct statcache *c, int n)
+{
+	statcache_keep_rest(c);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(file_size(), HEADER + n * REC);
+}
+
 static int entries_in_dir(void)
 {
 	DIR *d = opendir(dir);
@@ -351,10 +361,7 @@ START_TEST(stopped_build_keeps_the_rest)
 	statcache_add(c, "p1", &st[1], 0100644, id_a, 0);
 	/* "p10" sorts before "p2": p2's record is read and waits for its path. */
 	ck_assert(!statcache_has(c, "p10", &st[1], 0100644, id_a, 0));
-	statcache_keep_rest(c);
-	ck_assert_int_eq(statcache_commit(c), 0);
-	statcache_free(c);
-	ck_assert_int_eq(file_size(), HEADER + 5 * REC);
+	keep_rest_commit(c, 5);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
@@ -377,10 +384,7 @@ START_TEST(stopped_build_keeps_the_rest)
 	ck_assert(statcache_has(c, "p1", &recent, 0100644, id_a, 0)); /* by the old threshold */
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	statcache_keep_rest(c); /* stopped before its first path */
-	ck_assert_int_eq(statcache_commit(c), 0);
-	statcache_free(c);
-	ck_assert_int_eq(file_size(), HEADER + REC);
+	keep_rest_commit(c, 1); /* stopped before its first path */
 	ck_assert_int_eq(entries_in_dir(), 1);
 
 	/* A path added that the old file's next records do not pass first:
@@ -391,10 +395,7 @@ START_TEST(stopped_build_keeps_the_rest)
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	statcache_add(c, "p0", &st[0], 0100644, id_a, 0);
 	statcache_add(c, "p2", &st[2], 0100644, id_b, 0);
-	statcache_keep_rest(c);
-	ck_assert_int_eq(statcache_commit(c), 0);
-	statcache_free(c);
-	ck_assert_int_eq(file_size(), HEADER + 4 * REC);
+	keep_rest_commit(c, 4);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
 	ck_assert(!statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
 	ck_assert(statcache_has(c, "p2", &st[2], 0100644, id_b, 0));
@@ -407,10 +408,7 @@ START_TEST(stopped_build_keeps_the_rest)
 	ck_assert(!statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
 	statcache_free(c);
 	ck_assert_int_eq(statcache_begin(path, true, &c), 0);
-	statcache_keep_rest(c);
-	ck_assert_int_eq(statcache_commit(c), 0);
-	statcache_free(c);
-	ck_assert_int_eq(file_size(), HEADER);
+	keep_rest_commit(c, 0);
 	ck_assert_int_eq(entries_in_dir(), 1);
 }
 END_TEST
