@@ -889,6 +889,7 @@ struct build {
 	FILE *dirty;		     /* <ws>/git-dirty.tmp */
 	struct statcache *sc;	     /* the repository's stat cache, or NULL */
 	struct nofilter *nf;	     /* where no filter can apply, or NULL */
+	bool sc_void;		     /* an attribute file changed during the build: no stat cache */
 	size_t entries, hashed, cached, changed;
 };
 
@@ -1434,6 +1435,15 @@ static int build_steps(struct gitpriv *g)
 	if (r == 0 && build_stopped(g))
 		r = -ECANCELED; /* after the last entry: the rest is short */
 	dircache_close(&b.dc);
+	/* The filters' last reads are behind (add_tracked): had an attribute
+	 * file changed since its digest was taken, this build's records of
+	 * filtered files could be named by the wrong digest.  The old cache
+	 * stays then. */
+	if (b.sc && b.nf && !nofilter_unchanged(b.nf)) {
+		b.sc_void = true;
+		fprintf(stderr, "agentfs: private .git: attribute files changed during the "
+				"build: the stat cache is left as it was\n");
+	}
 	nofilter_free(b.nf); /* it borrows the index */
 	b.nf = NULL;
 	/* One flattened tree in memory at a time (~10-20 MB each for the 78k
@@ -1448,7 +1458,7 @@ static int build_steps(struct gitpriv *g)
 			"index entries (%zu read and hashed, %zu from the stat cache); the next "
 			"mount of this workspace builds it again\n",
 			i, n, b.hashed, b.cached);
-		if (b.sc) {
+		if (b.sc && !b.sc_void) {
 			statcache_keep_rest(b.sc);
 			int e = statcache_commit(b.sc);
 			if (e < 0)
@@ -1557,7 +1567,7 @@ static int build_steps(struct gitpriv *g)
 		    "agentfs: private .git: %zu entries (%zu read and hashed, %zu from the stat "
 		    "cache, %zu differ from HEAD), %zu base objects\n",
 		    b.entries, b.hashed, b.cached, b.changed, g->allowed.count);
-	if (r == 0 && b.sc) {
+	if (r == 0 && b.sc && !b.sc_void) {
 		int e = statcache_commit(b.sc);
 		if (e < 0)
 			fprintf(stderr, "agentfs: private .git: cannot write the stat cache: %s\n",

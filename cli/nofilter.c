@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -27,6 +28,15 @@ struct slot {
 	struct verdict v;
 };
 
+/* An attribute file as read for a digest: its stat data, or its absence
+ * (nofilter_unchanged). */
+struct source {
+	int dfd; /* AT_FDCWD or the working tree's (borrowed) */
+	char *path;
+	bool present;
+	struct stat st;
+};
+
 struct nofilter {
 	git_repository *repo;
 	git_index *index;
@@ -34,6 +44,9 @@ struct nofilter {
 	struct verdict global; /* config and the sources outside the tree */
 	struct slot *slots;
 	size_t cap, n;
+	struct source *srcs;
+	size_t nsrcs, capsrcs;
+	bool srcs_lost; /* one could not be remembered: nofilter_unchanged says no */
 };
 
 /* Does @buf name an attribute that can make a filter, or define a macro? */
@@ -58,16 +71,55 @@ static void feed(XXH3_state_t *h, char tag, const void *buf, size_t len)
 		XXH3_64bits_update(h, buf, len);
 }
 
+/* Remember a source read for a digest: @st, or absent when NULL. */
+static void remember(struct nofilter *nf, int dfd, const char *path, const struct stat *st)
+{
+	if (nf->nsrcs == nf->capsrcs) {
+		size_t cap = nf->capsrcs ? nf->capsrcs * 2 : 64;
+		struct source *n = realloc(nf->srcs, cap * sizeof(*n));
+		if (!n) {
+			nf->srcs_lost = true;
+			return;
+		}
+		nf->srcs = n;
+		nf->capsrcs = cap;
+	}
+	struct source *s = &nf->srcs[nf->nsrcs];
+	if (!(s->path = strdup(path))) {
+		nf->srcs_lost = true;
+		return;
+	}
+	s->dfd = dfd;
+	s->present = st != NULL;
+	if (st)
+		s->st = *st;
+	nf->nsrcs++;
+}
+
+static bool same_version(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
 /* Is the attribute file @path (relative to @dfd, or absolute) absent or free
  * of filters?  Unreadable, not a regular file or too large: no, and *ok is
- * cleared.  Its bytes, or its absence, go into @h. */
-static bool file_clean(int dfd, const char *path, XXH3_state_t *h, bool *ok)
+ * cleared; so too for a file changed in the clock tick it is read in, which
+ * a later change could leave with the same stat data (racy, as git's index
+ * entries: Documentation/technical/racy-git.txt).  Its bytes, or its
+ * absence, go into @h, and its stat data are remembered. */
+static bool file_clean(struct nofilter *nf, int dfd, const char *path, XXH3_state_t *h, bool *ok)
 {
+	struct timespec read_at;
+	clock_gettime(CLOCK_REALTIME_COARSE, &read_at);
 	int fd = openat(dfd, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		bool absent = errno == ENOENT || errno == ENOTDIR;
 		feed(h, 'A', NULL, 0);
 		*ok = *ok && absent;
+		if (absent)
+			remember(nf, dfd, path, NULL);
 		return absent;
 	}
 	struct stat st;
@@ -88,9 +140,14 @@ static bool file_clean(int dfd, const char *path, XXH3_state_t *h, bool *ok)
 		if (read_ok)
 			feed(h, 'F', buf, n);
 		free(buf);
+		if (read_ok)
+			remember(nf, dfd, path, &st);
 	}
 	close(fd);
-	*ok = *ok && read_ok;
+	bool racy = read_ok &&
+		    (st.st_ctim.tv_sec > read_at.tv_sec || (st.st_ctim.tv_sec == read_at.tv_sec &&
+							    st.st_ctim.tv_nsec >= read_at.tv_nsec));
+	*ok = *ok && read_ok && !racy;
 	return clean;
 }
 
@@ -113,7 +170,8 @@ static bool blob_clean(struct nofilter *nf, const char *path, XXH3_state_t *h)
 }
 
 /* Every "DIR/LEAF" of libgit2's search path for @level, clean? */
-static bool search_path_clean(int level, const char *leaf, XXH3_state_t *h, bool *ok)
+static bool search_path_clean(struct nofilter *nf, int level, const char *leaf, XXH3_state_t *h,
+			      bool *ok)
 {
 	git_buf buf = GIT_BUF_INIT;
 	if (git_libgit2_opts(GIT_OPT_GET_SEARCH_PATH, level, &buf) < 0) {
@@ -129,7 +187,7 @@ static bool search_path_clean(int level, const char *leaf, XXH3_state_t *h, bool
 			clean = *ok = false;
 			break;
 		}
-		clean = file_clean(AT_FDCWD, p, h, ok) && clean;
+		clean = file_clean(nf, AT_FDCWD, p, h, ok) && clean;
 	}
 	git_buf_dispose(&buf);
 	return clean;
@@ -139,7 +197,7 @@ static bool search_path_clean(int level, const char *leaf, XXH3_state_t *h, bool
  * The values of the settings libgit2's crlf filter reads (core.autocrlf,
  * core.eol, core.safecrlf: git2 1.5 src/libgit2/crlf.c) and the
  * attributesFile's bytes go into @h. */
-static bool config_clean(git_repository *repo, XXH3_state_t *h, bool *ok)
+static bool config_clean(struct nofilter *nf, git_repository *repo, XXH3_state_t *h, bool *ok)
 {
 	git_config *cfg = NULL;
 	if (git_repository_config_snapshot(&cfg, repo) < 0) {
@@ -149,14 +207,20 @@ static bool config_clean(git_repository *repo, XXH3_state_t *h, bool *ok)
 	static const char *const keys[] = {"core.autocrlf", "core.eol", "core.safecrlf",
 					   "core.attributesFile"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		const char *s = NULL;
-		int r = git_config_get_string(&s, cfg, keys[i]);
-		if (r == 0)
-			feed(h, 'V', s, strlen(s));
+		/* The entry, not its string: a key without a value ("autocrlf"
+		 * alone, true) and one with an empty value (false) read alike
+		 * as strings (git-config(1), "Syntax"). */
+		git_config_entry *e = NULL;
+		int r = git_config_get_entry(&e, cfg, keys[i]);
+		if (r == 0 && !e->value)
+			feed(h, 'N', NULL, 0);
+		else if (r == 0)
+			feed(h, 'V', e->value, strlen(e->value));
 		else if (r == GIT_ENOTFOUND)
 			feed(h, 'A', NULL, 0);
 		else
 			*ok = false;
+		git_config_entry_free(e);
 	}
 	int v = 0;
 	int r = git_config_get_bool(&v, cfg, "core.autocrlf");
@@ -174,7 +238,7 @@ static bool config_clean(git_repository *repo, XXH3_state_t *h, bool *ok)
 			if (!file)
 				clean = *ok = false;
 		}
-		if (file && !file_clean(AT_FDCWD, file, h, ok))
+		if (file && !file_clean(nf, AT_FDCWD, file, h, ok))
 			clean = false;
 	}
 	git_config_free(cfg);
@@ -197,9 +261,9 @@ int nofilter_new(git_repository *repo, git_index *index, int workdir_fd, struct 
 		return -ENOMEM;
 	}
 	XXH3_64bits_reset(h);
-	bool ok = true, clean = config_clean(repo, h, &ok);
-	clean = search_path_clean(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes", h, &ok) && clean;
-	clean = search_path_clean(GIT_CONFIG_LEVEL_XDG, "attributes", h, &ok) && clean;
+	bool ok = true, clean = config_clean(nf, repo, h, &ok);
+	clean = search_path_clean(nf, GIT_CONFIG_LEVEL_SYSTEM, "gitattributes", h, &ok) && clean;
+	clean = search_path_clean(nf, GIT_CONFIG_LEVEL_XDG, "attributes", h, &ok) && clean;
 	/* info/attributes of the common directory, as libgit2 reads it
 	 * (GIT_REPOSITORY_ITEM_INFO), and a linked worktree's own. */
 	const char *infos[] = {git_repository_commondir(repo), git_repository_path(repo)};
@@ -210,7 +274,7 @@ int nofilter_new(git_repository *repo, git_index *index, int workdir_fd, struct 
 			clean = ok = false;
 			continue;
 		}
-		clean = file_clean(AT_FDCWD, p, h, &ok) && clean;
+		clean = file_clean(nf, AT_FDCWD, p, h, &ok) && clean;
 	}
 	nf->global = (struct verdict){.clean = clean, .ok = ok, .digest = XXH3_64bits_digest(h)};
 	XXH3_freeState(h);
@@ -261,7 +325,7 @@ static struct verdict own_verdict(struct nofilter *nf, const char *dir, size_t l
 	XXH3_64bits_reset(h);
 	feed(h, 'U', &up->digest, sizeof(up->digest));
 	v.ok = up->ok;
-	bool file = file_clean(nf->workdir_fd, p, h, &v.ok);
+	bool file = file_clean(nf, nf->workdir_fd, p, h, &v.ok);
 	bool blob = blob_clean(nf, p, h);
 	v.clean = up->clean && file && blob;
 	v.digest = XXH3_64bits_digest(h);
@@ -320,10 +384,29 @@ bool nofilter_digest(struct nofilter *nf, const char *path, uint64_t *out)
 	return true;
 }
 
+bool nofilter_unchanged(const struct nofilter *nf)
+{
+	if (nf->srcs_lost)
+		return false;
+	for (size_t i = 0; i < nf->nsrcs; i++) {
+		const struct source *s = &nf->srcs[i];
+		struct stat st;
+		bool present = fstatat(s->dfd, s->path, &st, 0) == 0;
+		if (!present && errno != ENOENT && errno != ENOTDIR)
+			return false;
+		if (present != s->present || (present && !same_version(&st, &s->st)))
+			return false;
+	}
+	return true;
+}
+
 void nofilter_free(struct nofilter *nf)
 {
 	if (!nf)
 		return;
+	for (size_t i = 0; i < nf->nsrcs; i++)
+		free(nf->srcs[i].path);
+	free(nf->srcs);
 	for (size_t i = 0; i < nf->cap; i++)
 		free(nf->slots[i].dir);
 	free(nf->slots);

@@ -57,6 +57,16 @@ bool nofilter_path(struct nofilter *nf, const char *path);
  */
 bool nofilter_digest(struct nofilter *nf, const char *path, uint64_t *out);
 
+/*
+ * Whether every attribute file read for a digest so far still has the stat
+ * data it had then (device, inode, size, mtime, ctime), and every one absent
+ * then is still absent.  libgit2 reads them again for its filters, at its own
+ * moment: a file changed during a build, then put back, would otherwise leave
+ * a record filtered under one version and named by the digest of the other.
+ * One stat a source.
+ */
+bool nofilter_unchanged(const struct nofilter *nf);
+
 void nofilter_free(struct nofilter *nf);
 
 #endif

@@ -48,9 +48,10 @@
  * that apply to it, which can change while its stat data do not.  Its record
  * carries a digest of all of those (cli/nofilter.h, nofilter_digest) and is
  * used only under the same digest; a file no filter applies to has 0 there
- * (cli/gitpriv.c, add_tracked); an attribute file edited while a build
- * reads it, then put back, could leave a record under the digest of its
- * other version.  Stat data cannot
+ * (cli/gitpriv.c, add_tracked).  libgit2 reads the attribute files again
+ * at its own moment, so a build during which one of them changed (its stat
+ * data, nofilter_unchanged) leaves the cache as it was, and one changed in
+ * the clock tick it was read in gives no digest.  Stat data cannot
  * see every change, for this cache as for git's index: a write through a
  * shared mapping to a page already dirty may leave the timestamps as they
  * were, a network file system may answer stale attributes, and the threshold

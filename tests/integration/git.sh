@@ -952,6 +952,11 @@ S5=$T/statrepo5
 run bash -c "git init -q -b main '$S5' && cd '$S5' && printf '* text=auto\n' >.gitattributes &&
 	for i in 1 2 3; do printf 'file %s\n' \$i >f\$i.txt; done &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init && touch -d 2001-01-01 f*.txt"
+# CRLF in the index and the working tree, an untracked .gitattributes.
+S6=$T/statrepo6
+run bash -c "git init -q -b main '$S6' && cd '$S6' && printf 'a\r\nb\r\n' >a.txt && cp a.txt b.txt &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
+	printf '*.txt text\n' >.gitattributes && touch -d 2001-01-01 a.txt b.txt"
 # For an unmount during the build (below).
 S4=$T/statrepo4
 run bash -c "git init -q -b main '$S4' && cd '$S4' && for i in 1 2 3 4 5 6 7 8; do printf 'file %s\n' \$i >f\$i.txt; done &&
@@ -1035,6 +1040,19 @@ stat_build stat14 "$S5"
 assert_contains "  ...until the .gitattributes over them changes" \
 	"(4 read and hashed, 0 from the stat cache, 1 differ from HEAD)" "$OUT"
 assert_eq "  ...and git status in it is clean" "" "$STAT_STATUS"
+# An attribute file changed while a build reads the files under it, then put
+# back: libgit2 filtered b.txt under `ident` (its CRLF bytes, the index's id)
+# where the digest was taken of `text`; the next build, under `text` again,
+# must not take that id (git add gives b.txt LF bytes).
+AGENTFS_TEST_ENTRY_DELAY_MS=1000 mount_ws "$S6" "$T/stat15" || bail "mount of stat15: $OUT"
+sleep 1.5
+printf '*.txt ident\n' >"$S6/.gitattributes"
+step "  ...stat15: the private .git is built" git -C "$T/stat15" rev-parse -q --verify HEAD
+run af unmount "$T/stat15"
+printf '*.txt text\n' >"$S6/.gitattributes"
+stat_build stat16 "$S6" b.txt
+assert_eq "an attribute file changed during a build leaves no id filtered under it" \
+	"$(printf 'a\nb')" "$STAT_SHOW"
 
 # An unmount while the build runs stops it (cli/gitpriv.h, gitpriv_serving):
 # the unmount does not wait for the rest of the tree to be read and hashed.

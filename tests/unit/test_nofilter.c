@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/nofilter.h"
@@ -28,6 +29,10 @@ static void put(const char *rel, const char *text)
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);
+	/* Past the clock tick it was written in: a source changed in the tick
+	 * it is read in gives no digest (nofilter.c, file_clean). */
+	struct timespec tick = {0, 30000000L};
+	nanosleep(&tick, NULL);
 }
 
 /* A fresh repository in dir/NAME with @attrs as sub/.gitattributes (NULL: none). */
@@ -247,6 +252,66 @@ START_TEST(digests)
 }
 END_TEST
 
+/* A setting without a value (true) is not one with an empty value (false);
+ * a source written in the clock tick it is read in gives no digest; and
+ * nofilter_unchanged sees a source changed, appeared or gone since its
+ * digest. */
+START_TEST(digest_edges)
+{
+	git_repository *r = fresh("e", "*.txt text\n");
+	char cfgpath[1200];
+	snprintf(cfgpath, sizeof(cfgpath), "%s/e/.git/config", dir);
+	FILE *f = fopen(cfgpath, "a");
+	ck_assert_ptr_nonnull(f);
+	fputs("[core]\n\tautocrlf\n", f);
+	fclose(f);
+	uint64_t bare, empty;
+	ck_assert(digest_of(r, "sub/x.txt", &bare));
+	git_repository_free(r);
+	char cmd[1400];
+	snprintf(cmd, sizeof(cmd), "sed -i 's/^\tautocrlf$/\tautocrlf =/' '%s'", cfgpath);
+	ck_assert_int_eq(system(cmd), 0);
+	char rp[1200];
+	snprintf(rp, sizeof(rp), "%s/e", dir);
+	ck_assert_int_eq(git_repository_open(&r, rp), 0);
+	ck_assert(digest_of(r, "sub/x.txt", &empty));
+	ck_assert(bare != empty);
+
+	/* Written and read at once: no digest there, one elsewhere. */
+	char p[1200];
+	snprintf(p, sizeof(p), "%s/e/sub/.gitattributes", dir);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("*.txt text eol=lf\n", f);
+	fclose(f);
+	uint64_t d;
+	ck_assert(!digest_of(r, "sub/x.txt", &d));
+	ck_assert(digest_of(r, "x.txt", &d));
+
+	git_index *idx;
+	int fd;
+	struct nofilter *nf = open_nf(r, &idx, &fd);
+	(void)nofilter_digest(nf, "sub/x.txt", &d); /* reads its sources (racy or not) */
+	ck_assert(nofilter_unchanged(nf));
+	put("e/sub/.gitattributes", "*.txt text eol=crlf\n");
+	ck_assert(!nofilter_unchanged(nf));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/e/sub/deeper", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	nf = open_nf(r, &idx, &fd);
+	ck_assert(nofilter_digest(nf, "sub/deeper/x.txt", &d));
+	ck_assert(nofilter_unchanged(nf));
+	put("e/sub/deeper/.gitattributes", "*.txt -text\n"); /* absent until now */
+	ck_assert(!nofilter_unchanged(nf));
+	nofilter_free(nf);
+	git_index_free(idx);
+	close(fd);
+	git_repository_free(r);
+}
+END_TEST
+
 START_TEST(deep_and_many)
 {
 	git_repository *r = fresh("c", NULL);
@@ -299,6 +364,7 @@ int main(void)
 	tcase_add_test(tc, attributes_that_name_a_filter);
 	tcase_add_test(tc, every_source);
 	tcase_add_test(tc, digests);
+	tcase_add_test(tc, digest_edges);
 	tcase_add_test(tc, deep_and_many);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
