@@ -767,6 +767,42 @@ static int open_layers(struct mount_ctx *c)
 }
 
 /* Lazily detach a dead mount of this workspace and drop its pid file. */
+/* A resumed workspace with a private .git whose build never finished (it
+ * stopped at an unmount: cli/gitpriv.h, gitpriv_serving; or the daemon died
+ * first) and whose upper holds nothing is a new workspace in all but name:
+ * its next build takes the repository's HEAD as it is now for the base.
+ * workspace.yml, `agentfs list`, the evidence and the journal's mount record
+ * then name that commit too, not the one of the first mount.  0, or a
+ * negative errno without memory. */
+static int rebase_unbuilt(struct mount_ctx *c)
+{
+	if (!c->old || c->moved_from || policy_git_mode(c->policy) != POLICY_GIT_PRIVATE ||
+	    strcmp(c->ws->base_commit, c->ri.base_commit) == 0)
+		return 0;
+	char *base = workspace_path(c->ws, "git-base"), *upper = workspace_path(c->ws, "upper");
+	if (!base || !upper) {
+		free(base);
+		free(upper);
+		return -ENOMEM;
+	}
+	struct stat st;
+	bool unbuilt = lstat(base, &st) != 0 && errno == ENOENT;
+	bool empty = false;
+	DIR *d = unbuilt ? opendir(upper) : NULL;
+	if (d) {
+		struct dirent *de;
+		empty = true;
+		errno = 0;
+		while (empty && (de = readdir(d)))
+			empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+		empty = empty && errno == 0;
+		closedir(d);
+	}
+	free(base);
+	free(upper);
+	return unbuilt && empty ? workspace_set(&c->ws->base_commit, c->ri.base_commit) : 0;
+}
+
 static int repair_stale(struct mount_ctx *c)
 {
 	pid_t pid;
@@ -1325,6 +1361,8 @@ static int prepare(struct mount_ctx *c)
 	if (rc < 0)
 		return rc;
 	rc = workspace_set(&c->ws->policy_digest, c->digest);
+	if (rc == 0)
+		rc = rebase_unbuilt(c);
 	if (rc < 0)
 		return rc;
 

@@ -139,9 +139,11 @@ static void describe_holders(const char *mnt, char *out, size_t outlen)
 		snprintf(out + used, outlen - used, " and %d more", more);
 }
 
-/* Wait until the daemon lets go of the workspace lock (it exits holding it). */
-static int wait_daemon_exit(const struct workspace *ws, pid_t pid)
+/* Wait until the daemon lets go of the workspace lock (it exits holding it).
+ * Past a second, say what it waits for, once (@shown names the mount). */
+static int wait_daemon_exit(const struct workspace *ws, pid_t pid, const char *shown)
 {
+	bool said = false;
 	int fd = open(ws->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct timespec start, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
@@ -162,6 +164,14 @@ static int wait_daemon_exit(const struct workspace *ws, pid_t pid)
 		    (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
 		if (ms >= EXIT_WAIT_MS)
 			break;
+		if (ms >= 1000 && !said) {
+			said = true;
+			cli_error(CMD,
+				  "%s: unmounted; waiting for the daemon (pid %ld) to finish: a "
+				  "workspace with changes has its private .git built to the end "
+				  "first (%s/daemon.log)",
+				  shown, (long)pid, ws->dir);
+		}
 		usleep(10000);
 	}
 	if (fd >= 0)
@@ -280,7 +290,7 @@ int cmd_unmount(int argc, char **argv)
 	} else {
 		if (unmount_path(arg, mnt, lazy) < 0)
 			status = 1;
-		else if (!lazy && wait_daemon_exit(ws, pid) < 0) {
+		else if (!lazy && wait_daemon_exit(ws, pid, arg) < 0) {
 			cli_error(CMD,
 				  "%s: unmounted, but the daemon (pid %ld) has not exited after "
 				  "%d s",

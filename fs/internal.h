@@ -768,10 +768,11 @@ struct hashcache *hashcache_new(void);
  * nothing. */
 void hashcache_prefault(struct hashcache *hc);
 /* The same, started by the table's first use (hashcache_put or a lookup), not
- * now: a mount whose agent only walks metadata (find, ls -l, git status)
- * never hashes a file and keeps the table's 8 MiB out of memory (the daemon
- * of a walk of 78k files: 43 -> 35 MiB resident), and the mount itself does
- * not share the CPU with the prefault. */
+ * now: a mount whose agent only walks metadata (find, ls -l) opens no file
+ * and keeps the table's 8 MiB out of memory (the daemon of a walk of 78k
+ * files: 43 -> 35 MiB resident), and the mount itself does not share the
+ * CPU with the prefault.  The first file opened (git's own reads of .git
+ * included) brings it in. */
 void hashcache_prefault_on_use(struct hashcache *hc);
 /* Stops and joins the prefault thread, then unmaps the table. */
 void hashcache_free(struct hashcache *hc);

@@ -1094,6 +1094,7 @@ AGENTFS_TEST_ENTRY_DELAY_MS=300 mount_ws "$S4" "$T/stop4" || bail "mount of stop
 echo agent >"$T/stop4/new.txt" && rm "$T/stop4/f7.txt"
 run af unmount "$T/stop4"
 assert_eq "an unmount during the build of a changed workspace" 0 "$RC"
+assert_contains "  ...says what it waits for" "waiting for the daemon" "$OUT"
 if [ -e "$STATE/workspaces/stop4/git-base" ] &&
 	! grep -q "the build stopped" "$STATE/workspaces/stop4/daemon.log"; then
 	pass "  ...lets the build finish"
@@ -1106,6 +1107,16 @@ mount_ws "$S4" "$T/stop4" || bail "mount of stop4 again: $OUT"
 run af unmount "$T/stop4"
 refuse "  ...and promote refuses to undo what the person committed since" f7.txt \
 	af promote "$T/stop4" --branch agent/stop4
+# A stopped build of a workspace that holds nothing: the next mount's base
+# is the repository's HEAD then, and the workspace's description names it.
+stop_build stop5
+run bash -c "cd '$S4' && echo again >>f2.txt && git -c user.name=p -c user.email=p@x commit -qam again"
+stat_build stop5 "$S4"
+assert_eq "a stopped build's workspace takes the HEAD of its next mount for its base" \
+	"$(git -C "$S4" rev-parse HEAD)" \
+	"$(sed -n 's/^base_commit: "\(.*\)"$/\1/p' "$STATE/workspaces/stop5/workspace.yml")"
+assert_contains "  ...as its private .git does" "$(git -C "$S4" rev-parse HEAD)" \
+	"$(cat "$STATE/workspaces/stop5/git-base")"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that
