@@ -300,6 +300,21 @@ static bool copy_started_elsewhere(struct ctx *c, const char *path)
 	}
 	git_buf_dispose(&out);
 	git_blob_free(b);
+	if (differs) {
+		/* Not HEAD's bytes as a checkout writes them, but maybe the
+		 * working tree's as they are now, which git takes for HEAD's
+		 * (path_dirty asked lower_differs_from_head first): CRLF lines
+		 * under text=auto, the index's LF.  A version the person made
+		 * and undid since cannot be the one there now. */
+		char p[PATH_MAX];
+		char *buf = NULL;
+		size_t len = 0;
+		if (snprintf(p, sizeof(p), "%s/%s", c->ws->repo, path) < (int)sizeof(p) &&
+		    gitpriv_read_file(p, &buf, &len) == 0 &&
+		    XXH128_isEqual(XXH3_128bits(buf ? buf : "", len), o.hash))
+			differs = false;
+		free(buf);
+	}
 	return differs;
 }
 

@@ -1107,6 +1107,20 @@ mount_ws "$S4" "$T/stop4" || bail "mount of stop4 again: $OUT"
 run af unmount "$T/stop4"
 refuse "  ...and promote refuses to undo what the person committed since" f7.txt \
 	af promote "$T/stop4" --branch agent/stop4
+# A file git takes for HEAD's though its bytes differ (CRLF lines in the
+# working tree, LF in the index, under text=auto): the agent's edit of it is
+# promoted, not refused as the person's.
+S7=$T/crlfrepo
+run bash -c "git init -q -b main '$S7' && cd '$S7' && printf '* text=auto\n' >.gitattributes &&
+	printf 'a\nb\n' >c.txt && git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
+	printf 'a\r\nb\r\n' >c.txt && git add -A 2>/dev/null && git status --porcelain"
+assert_eq "a CRLF working tree over an LF index is clean for git" "" "$OUT"
+mount_ws "$S7" "$T/crlf1" || bail "mount of crlf1: $OUT"
+printf 'c\r\n' >>"$T/crlf1/c.txt"
+run af unmount "$T/crlf1"
+run af promote "$T/crlf1" --branch agent/crlf
+assert_eq "  ...and the agent's edit of that file is promoted" 0 "$RC"
+assert_eq "  ...as git add would store it" "$(printf 'a\nb\nc')" "$(git -C "$S7" show agent/crlf:c.txt)"
 # A stopped build of a workspace that holds nothing: the next mount's base
 # is the repository's HEAD then, and the workspace's description names it.
 stop_build stop5
