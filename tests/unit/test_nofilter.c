@@ -21,7 +21,8 @@
 static char dir[] = "/tmp/agentfs-nofilter.XXXXXX";
 static char home[600]; /* every libgit2 search path, HOME and XDG_CONFIG_HOME */
 
-static void put(const char *rel, const char *text)
+/* @text into dir/@rel. */
+static void write_now(const char *rel, const char *text)
 {
 	char p[1200];
 	snprintf(p, sizeof(p), "%s/%s", dir, rel);
@@ -29,8 +30,13 @@ static void put(const char *rel, const char *text)
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);
-	/* Past the clock tick it was written in: a source changed in the tick
-	 * it is read in gives no digest (nofilter.c, file_clean). */
+}
+
+/* The same, then past the clock tick it was written in: a source changed in
+ * the tick it is read in gives no digest (nofilter.c, file_clean). */
+static void put(const char *rel, const char *text)
+{
+	write_now(rel, text);
 	struct timespec tick = {0, 30000000L};
 	nanosleep(&tick, NULL);
 }
@@ -259,18 +265,15 @@ END_TEST
 START_TEST(digest_edges)
 {
 	git_repository *r = fresh("e", "*.txt text\n");
-	char cfgpath[1200];
-	snprintf(cfgpath, sizeof(cfgpath), "%s/e/.git/config", dir);
-	FILE *f = fopen(cfgpath, "a");
-	ck_assert_ptr_nonnull(f);
-	fputs("[core]\n\tautocrlf\n", f);
-	fclose(f);
+	static const char cfg[] = "[core]\n\trepositoryformatversion = 0\n\tbare = false\n";
+	char text[256];
+	snprintf(text, sizeof(text), "%s\tautocrlf\n", cfg);
+	put("e/.git/config", text);
 	uint64_t bare, empty;
 	ck_assert(digest_of(r, "sub/x.txt", &bare));
 	git_repository_free(r);
-	char cmd[1400];
-	snprintf(cmd, sizeof(cmd), "sed -i 's/^\tautocrlf$/\tautocrlf =/' '%s'", cfgpath);
-	ck_assert_int_eq(system(cmd), 0);
+	snprintf(text, sizeof(text), "%s\tautocrlf =\n", cfg);
+	put("e/.git/config", text);
 	char rp[1200];
 	snprintf(rp, sizeof(rp), "%s/e", dir);
 	ck_assert_int_eq(git_repository_open(&r, rp), 0);
@@ -278,12 +281,7 @@ START_TEST(digest_edges)
 	ck_assert(bare != empty);
 
 	/* Written and read at once: no digest there, one elsewhere. */
-	char p[1200];
-	snprintf(p, sizeof(p), "%s/e/sub/.gitattributes", dir);
-	f = fopen(p, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("*.txt text eol=lf\n", f);
-	fclose(f);
+	write_now("e/sub/.gitattributes", "*.txt text eol=lf\n");
 	uint64_t d;
 	ck_assert(!digest_of(r, "sub/x.txt", &d));
 	ck_assert(digest_of(r, "x.txt", &d));
@@ -298,6 +296,7 @@ START_TEST(digest_edges)
 	nofilter_free(nf);
 	git_index_free(idx);
 	close(fd);
+	char p[1200];
 	snprintf(p, sizeof(p), "%s/e/sub/deeper", dir);
 	ck_assert_int_eq(mkdir(p, 0755), 0);
 	nf = open_nf(r, &idx, &fd);
