@@ -54,6 +54,11 @@ void table_destroy(struct agentfs *fs)
 		}
 	}
 	free(fs->buckets);
+	for (struct node *n = fs->unhashed, *next; n; n = next) {
+		next = n->hnext;
+		node_free(n);
+	}
+	fs->unhashed = NULL;
 	for (size_t i = 0; i < fs->ngrave; i++)
 		free(fs->graveyard[i]);
 	free(fs->graveyard);
@@ -157,8 +162,24 @@ struct node *node_find(struct agentfs *fs, struct node *parent, const char *name
 	return n;
 }
 
+/* Take @n out of agentfs.unhashed, if it is there. */
+static void unlist_locked(struct agentfs *fs, struct node *n)
+{
+	if (!n->listed)
+		return;
+	if (n->uprev)
+		n->uprev->hnext = n->hnext;
+	else
+		fs->unhashed = n->hnext;
+	if (n->hnext)
+		n->hnext->uprev = n->uprev;
+	n->hnext = n->uprev = NULL;
+	n->listed = false;
+}
+
 static void insert_locked(struct agentfs *fs, struct node *n)
 {
+	unlist_locked(fs, n);
 	size_t b = key_hash(n->parent, n->name) & (fs->nbuckets - 1);
 	n->hnext = fs->buckets[b];
 	fs->buckets[b] = n;
@@ -176,8 +197,14 @@ static void remove_locked(struct agentfs *fs, struct node *n)
 			break;
 		}
 	}
-	n->hnext = NULL;
 	n->hashed = false;
+	/* Still held: kept on a list of its own, for table_destroy. */
+	n->uprev = NULL;
+	n->hnext = fs->unhashed;
+	if (fs->unhashed)
+		fs->unhashed->uprev = n;
+	fs->unhashed = n;
+	n->listed = true;
 }
 
 /* Grow the table so chains stay short on large trees (rehash under the lock;
@@ -238,6 +265,7 @@ static void release_locked(struct agentfs *fs, struct node *n)
 	while (n && n != &fs->root && n->nlookup == 0 && n->refs == 0) {
 		struct node *parent = n->parent;
 		remove_locked(fs, n);
+		unlist_locked(fs, n);
 		fs->nnodes--;
 		if (fs->neg.dir == n)
 			fs->neg.dir = NULL;    /* its address may come back as another's */

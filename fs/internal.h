@@ -44,13 +44,16 @@ struct node {
 	fuse_ino_t id;
 	struct node *parent; /* NULL only for the root */
 	char *name;	     /* name in the parent, "" for the root */
-	struct node *hnext;  /* hash chain, keyed by (parent, name) */
+	struct node *hnext;  /* hash chain, keyed by (parent, name); once unhashed,
+			      * the next of agentfs.unhashed */
+	struct node *uprev;  /* the previous of agentfs.unhashed, or NULL */
 	uint64_t nlookup;    /* kernel references (lookup replies minus forgets) */
 	uint32_t refs;	     /* children, open handles and in-flight operations */
 	/* Write records of its file whose path is taken and which are not
 	 * yet in the journal (ops_file.c, record_begin), under table_lock. */
 	uint32_t recording;
 	bool hashed; /* in the table (false once unlinked/renamed over) */
+	bool listed; /* in agentfs.unhashed */
 	/* A file of the upper renamed over while the kernel knew it: an
 	 * O_PATH descriptor of it, so that an open the kernel sends for it
 	 * after the rename is served (op_open); -1 none.  Closed when the
@@ -134,6 +137,10 @@ struct agentfs {
 	struct node root;
 	struct node **buckets;
 	size_t nbuckets;
+	/* Nodes out of the table that the kernel or a request still holds
+	 * (unlinked, renamed over, discarded), linked through hnext and uprev:
+	 * freed with their last reference, or by table_destroy at the end. */
+	struct node *unhashed;
 	size_t nnodes;
 
 	/* Exclusive holds of ns_lock so far (ns_wrlock): what the upper's
