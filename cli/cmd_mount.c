@@ -779,28 +779,15 @@ static int rebase_unbuilt(struct mount_ctx *c)
 	if (!c->old || c->moved_from || policy_git_mode(c->policy) != POLICY_GIT_PRIVATE ||
 	    strcmp(c->ws->base_commit, c->ri.base_commit) == 0)
 		return 0;
-	char *base = workspace_path(c->ws, "git-base"), *upper = workspace_path(c->ws, "upper");
-	if (!base || !upper) {
-		free(base);
-		free(upper);
+	char *base = workspace_path(c->ws, "git-base");
+	if (!base)
 		return -ENOMEM;
-	}
 	struct stat st;
 	bool unbuilt = lstat(base, &st) != 0 && errno == ENOENT;
-	bool empty = false;
-	DIR *d = unbuilt ? opendir(upper) : NULL;
-	if (d) {
-		struct dirent *de;
-		empty = true;
-		errno = 0;
-		while (empty && (de = readdir(d)))
-			empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
-		empty = empty && errno == 0;
-		closedir(d);
-	}
 	free(base);
-	free(upper);
-	return unbuilt && empty ? workspace_set(&c->ws->base_commit, c->ri.base_commit) : 0;
+	return unbuilt && workspace_upper_empty(c->ws->dir)
+		   ? workspace_set(&c->ws->base_commit, c->ri.base_commit)
+		   : 0;
 }
 
 static int repair_stale(struct mount_ctx *c)

@@ -309,27 +309,6 @@ void gitpriv_fs_config(struct gitpriv *g, struct fs_config *cfg)
 	}
 }
 
-/* Does the workspace's upper hold nothing (no change of the agent's, no
- * whiteout)?  Unreadable: no. */
-static bool upper_empty(const struct gitpriv *g)
-{
-	char p[PATH_MAX];
-	if (snprintf(p, sizeof(p), "%s/upper", g->ws_dir) >= (int)sizeof(p))
-		return false;
-	DIR *d = opendir(p);
-	if (!d)
-		return false;
-	bool empty = true;
-	struct dirent *de;
-	errno = 0;
-	while (empty && (de = readdir(d)))
-		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
-	if (errno != 0)
-		empty = false;
-	closedir(d);
-	return empty;
-}
-
 void gitpriv_serving(void *arg, struct agentfs *fs)
 {
 	struct gitpriv *g = arg;
@@ -344,7 +323,7 @@ void gitpriv_serving(void *arg, struct agentfs *fs)
 	 * promote and export need the base as of this mount (the person may
 	 * commit before the next one, and a base built then would take their
 	 * commit for the agent's starting point), so the build finishes. */
-	if (upper_empty(g))
+	if (workspace_upper_empty(g->ws_dir))
 		__atomic_store_n(&g->bstop, true, __ATOMIC_RELAXED);
 	else if (__atomic_load_n(&g->building, __ATOMIC_RELAXED))
 		fprintf(stderr, "agentfs: private .git: the workspace holds changes: the build "
@@ -1331,6 +1310,16 @@ static int build(struct gitpriv *g)
 	return r;
 }
 
+/* Put the build's stat cache in place; a failure costs the next build its
+ * hashing, so it is said and the build goes on. */
+static void commit_cache(struct statcache *sc)
+{
+	int e = statcache_commit(sc);
+	if (e < 0)
+		fprintf(stderr, "agentfs: private .git: cannot write the stat cache: %s\n",
+			strerror(-e));
+}
+
 static int build_steps(struct gitpriv *g)
 {
 	struct build b = {.g = g, .dc = {.lower_fd = g->lower_fd, .fd = -1}};
@@ -1460,11 +1449,7 @@ static int build_steps(struct gitpriv *g)
 			i, n, b.hashed, b.cached);
 		if (b.sc && !b.sc_void) {
 			statcache_keep_rest(b.sc);
-			int e = statcache_commit(b.sc);
-			if (e < 0)
-				fprintf(stderr,
-					"agentfs: private .git: cannot write the stat cache: %s\n",
-					strerror(-e));
+			commit_cache(b.sc);
 		}
 	}
 	if (r < 0)
@@ -1567,12 +1552,8 @@ static int build_steps(struct gitpriv *g)
 		    "agentfs: private .git: %zu entries (%zu read and hashed, %zu from the stat "
 		    "cache, %zu differ from HEAD), %zu base objects\n",
 		    b.entries, b.hashed, b.cached, b.changed, g->allowed.count);
-	if (r == 0 && b.sc && !b.sc_void) {
-		int e = statcache_commit(b.sc);
-		if (e < 0)
-			fprintf(stderr, "agentfs: private .git: cannot write the stat cache: %s\n",
-				strerror(-e));
-	}
+	if (r == 0 && b.sc && !b.sc_void)
+		commit_cache(b.sc);
 out:
 	nofilter_free(b.nf);
 	statcache_free(b.sc);

@@ -149,6 +149,25 @@ char *workspace_path(const struct workspace *ws, const char *leaf)
 	return join(ws->dir, leaf);
 }
 
+bool workspace_upper_empty(const char *ws_dir)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s/upper", ws_dir) >= (int)sizeof(p))
+		return false;
+	DIR *d = opendir(p);
+	if (!d)
+		return false;
+	bool empty = true;
+	struct dirent *de;
+	errno = 0;
+	while (empty && (de = readdir(d)))
+		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+	if (errno != 0)
+		empty = false;
+	closedir(d);
+	return empty;
+}
+
 /* ---- workspace.yml ---- */
 
 enum yml_key { K_VERSION, K_NAME, K_REPO, K_BASE, K_MNT, K_CREATED, K_DIGEST, K__COUNT };

@@ -66,6 +66,10 @@ int workspace_daemon_flush(const struct workspace *ws, int timeout_ms);
 /* Paths inside the workspace directory, malloc'd: "upper", "work", "journal.jsonl", ... */
 char *workspace_path(const struct workspace *ws, const char *leaf);
 
+/* Does the upper of the workspace in directory @ws_dir hold nothing: no
+ * change of the agent's, no whiteout?  Unreadable: false. */
+bool workspace_upper_empty(const char *ws_dir);
+
 void workspace_free(struct workspace *ws);
 
 /* ---- Additions used by the lifecycle commands (mount, unmount, list, rm). ---- */
