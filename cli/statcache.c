@@ -234,6 +234,13 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 	return false;
 }
 
+bool statcache_empty(struct statcache *c)
+{
+	if (c->in_ok && !c->have && !(c->have = read_record(c)))
+		c->in_ok = false;
+	return !c->in_ok;
+}
+
 void statcache_add(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
 		   const unsigned char *id, uint64_t filters)
 {

@@ -99,6 +99,14 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 		   const unsigned char *id, uint64_t filters);
 
 /*
+ * Whether no record of the previous build is left to give (no old file, an
+ * empty or unreadable one, or every record passed): the build then reads and
+ * hashes every file whose stat data differ from the index's.  Reads the next
+ * record ahead, which statcache_has then takes.
+ */
+bool statcache_empty(struct statcache *c);
+
+/*
  * Record that the file at @path with stat data @st (taken before its bytes
  * were read) and git mode @mode holds blob @id, under filters digest
  * @filters (0: no filter applies).  In index order, once per

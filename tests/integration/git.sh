@@ -968,6 +968,7 @@ stat_build() { # NAME [REPO [FILE]]: mount workspace NAME of REPO ($S), wait for
 	step "  ...$1: the private .git is built" git -C "$T/$1" rev-parse -q --verify HEAD
 	STAT_SHOW=$(git -C "$T/$1" show "HEAD:${3:-f3.txt}" 2>&1)
 	STAT_STATUS=$(cd "$T/$1" && git status --porcelain 2>&1)
+	STAT_TREE=$(git -C "$T/$1" ls-tree -r HEAD 2>&1)
 	run af unmount "$T/$1"
 	OUT=$(grep -o 'private .git: [0-9]* entries ([^)]*)' "$STATE/workspaces/$1/daemon.log")
 }
@@ -1131,6 +1132,57 @@ assert_eq "a stopped build's workspace takes the HEAD of its next mount for its 
 	"$(sed -n 's/^base_commit: "\(.*\)"$/\1/p' "$STATE/workspaces/stop5/workspace.yml")"
 assert_contains "  ...as its private .git does" "$(git -C "$S4" rev-parse HEAD)" \
 	"$(cat "$STATE/workspaces/stop5/git-base")"
+
+# A stale index and no stat cache (a repository's first build here): a
+# second thread hashes ahead of the build (cli/prehash.h).  The ids are the
+# ones git add gives: 300 files in 10 directories whose stat data all
+# changed since the index was written, 3 of them rewritten (one with the same
+# size), 2 executable, and 20 committed with CRLF lines that a `text`
+# attribute added since makes LF: their raw bytes are the index's, but not
+# what git add stores (a filter applies: the build hashes them itself).
+S8=$T/aheadrepo
+run bash -c "git init -q -b main '$S8' && cd '$S8' && printf '*.txt diff\n' >.gitattributes &&
+	for d in 0 1 2 3 4 5 6 7 8 9; do mkdir d\$d; for i in \$(seq 30); do
+		printf 'file %s/%s\n' \$d \$i >d\$d/f\$i.txt; done; done &&
+	for i in \$(seq 20); do printf 'line %s\r\n' \$i >d5/c\$i.crlf; done &&
+	chmod +x d1/f1.txt d9/f30.txt && ln -s d0/f1.txt link &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
+	printf '*.crlf text\n' >.git/info/attributes &&
+	printf 'FILE 2/7\n' >d2/f7.txt && printf 'other\n' >d8/f30.txt && printf 'file 4/4 and more\n' >d4/f4.txt &&
+	find . -path ./.git -prune -o -type f -print0 | xargs -0 touch -d 2001-01-01"
+run bash -c "rm -rf '$T/aheadcopy' && cp -a '$S8' '$T/aheadcopy' && cd '$T/aheadcopy' && git add -u 2>/dev/null &&
+	git ls-tree -r \$(git write-tree) | grep -v gitattributes"
+AHEAD_WANT=$OUT
+# The same version only: 100 files, the build slowed to 30 ms an entry (the
+# thread is not), and one file the thread hashed ahead rewritten in place,
+# same size and mtime, before the build reaches it.
+S9=$T/aheadrepo2
+run bash -c "git init -q -b main '$S9' && cd '$S9' && for i in \$(seq -w 0 99); do
+		printf 'file %s\n' \$i >f\$i.txt; done &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
+	touch -d 2001-01-01 f*.txt"
+sleep 2.5 # older than the build's racy window
+stat_build ahead1 "$S8" d2/f7.txt
+AHEAD_N=$(grep -o '[0-9]* hashed ahead on two threads' "$STATE/workspaces/ahead1/daemon.log" | cut -d' ' -f1)
+if [ "${AHEAD_N:-0}" -gt 0 ] && [ "$AHEAD_N" -le 301 ]; then
+	pass "a stale index's files are hashed ahead on two threads ($AHEAD_N of the 301 no filter applies to)"
+else
+	fail "a stale index's files are hashed ahead on two threads" "$(grep 'private .git' "$STATE/workspaces/ahead1/daemon.log")"
+fi
+assert_contains "  ...every file read and hashed" "(322 read and hashed, 0 from the stat cache, 23 differ from HEAD)" "$OUT"
+assert_eq "  ...the base holds the rewritten bytes" "FILE 2/7|" "$STAT_SHOW|$STAT_STATUS"
+assert_eq "  ...and each file's id is the one git add gives" "$AHEAD_WANT" \
+	"$(printf '%s\n' "$STAT_TREE" | grep -v gitattributes)"
+# The thread reaches f90 when the build is at f26 (PREHASH_AHEAD chunks of
+# PREHASH_CHUNK ahead), ~0.8 s in; the build reaches it 2.7 s in at the soonest.
+AGENTFS_TEST_ENTRY_DELAY_MS=30 mount_ws "$S9" "$T/ahead2" || bail "mount of ahead2: $OUT"
+sleep 1.5
+run bash -c "printf 'FILE 90\n' >'$S9/f90.txt' && touch -d 2001-01-01 '$S9/f90.txt'"
+step "  ...ahead2: the private .git is built" git -C "$T/ahead2" rev-parse -q --verify HEAD
+assert_eq "a file rewritten after the thread hashed it is hashed again (same size and mtime)" \
+	"FILE 90" "$(git -C "$T/ahead2" show HEAD:f90.txt 2>&1)"
+assert_eq "  ...and git status is clean" "" "$(cd "$T/ahead2" && git status --porcelain 2>&1)"
+run af unmount "$T/ahead2"
 
 # ------------------------------------------------------------------ a fault on a full disk
 # A base blob the daemon cannot copy in (its disk full) is absent for that

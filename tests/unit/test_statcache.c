@@ -173,6 +173,32 @@ START_TEST(found_for_the_same_stat_data_only)
 }
 END_TEST
 
+/* Empty: no file, a file of no records, or all of them passed; the record
+ * read ahead to tell is still found. */
+START_TEST(empty_when_nothing_to_give)
+{
+	unlink(path);
+	struct statcache *c;
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_empty(c)); /* no file */
+	statcache_free(c);
+	build(0, NULL);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_empty(c)); /* a header alone */
+	statcache_free(c);
+	struct stat st[2] = {old_stat(100, 11, 5), old_stat(100, 12, 6)};
+	build(2, st);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_empty(c));
+	ck_assert(!statcache_empty(c)); /* asking again reads no further */
+	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
+	ck_assert(!statcache_empty(c));
+	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
+	ck_assert(statcache_empty(c));
+	statcache_free(c);
+}
+END_TEST
+
 /* A filtered file's record serves only under the same filters digest: not
  * with another config or .gitattributes, nor where no filter applies now. */
 START_TEST(found_under_the_same_filters_only)
@@ -447,6 +473,7 @@ int main(void)
 	tcase_add_test(tc, damage_ends_its_use);
 	tcase_add_test(tc, stopped_build_keeps_the_rest);
 	tcase_add_test(tc, path_is_per_repository);
+	tcase_add_test(tc, empty_when_nothing_to_give);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
