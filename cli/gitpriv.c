@@ -871,8 +871,8 @@ struct build {
 	struct nofilter *nf;	     /* where no filter can apply, or NULL */
 	bool sc_void;		     /* an attribute file changed during the build: no stat cache */
 	size_t entries, hashed, cached, changed;
-	size_t pre_used;   /* ids hashed ahead (prehash.h), taken */
-	size_t pre_unused; /* ids hashed ahead of files a filter applies to: of no use */
+	size_t pre_used;    /* ids hashed ahead (prehash.h), taken */
+	size_t pre_changed; /* ids hashed ahead of a file changed since */
 };
 
 _Static_assert(sizeof(((git_oid *)0)->id) == STATCACHE_ID_LEN, "a blob id is a SHA-1");
@@ -1020,14 +1020,14 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	char *buf = NULL;
 	size_t len = 0;
 	int h = 0;
-	if (!unchanged && pre && pre->ok) {
-		if (raw && prehash_same(pre, &st)) {
+	if (!unchanged && raw && pre && pre->ok) {
+		if (prehash_same(pre, &st)) {
 			/* This version's bytes, hashed ahead. */
 			memcpy(e.id.id, pre->id, sizeof(pre->id));
 			h = 1;
 			b->pre_used++;
-		} else if (!raw) {
-			b->pre_unused++;
+		} else {
+			b->pre_changed++; /* since: hashed again */
 		}
 	}
 	if (unchanged && !S_ISLNK(st.st_mode)) {
@@ -1088,43 +1088,100 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	return 0;
 }
 
-/* The hashing ahead of a build (prehash.h): the build's fields it reads (the
- * repository's index, which no thread changes during the loop, the index's
- * mtime, the policy) and a directory cache for each of the two threads. */
+/* The hashing ahead of a build (prehash.h), on two threads: the build's
+ * (PREHASH_MAIN, when it hashes a chunk ahead rather than wait) and the
+ * module's (PREHASH_THREAD).  Each has its own directory cache, reader of the
+ * old stat cache and filter decisions, as the build has: those stream in
+ * index order, or are not thread-safe.  The thread has its own repository
+ * too (libgit2's are not to be shared between threads, threading.md); both
+ * read the repository's index, which nothing changes during the loop. */
 struct prehasher {
 	const struct build *b;
-	struct dircache dc[2]; /* by PREHASH_MAIN, PREHASH_THREAD */
+	git_repository *repo; /* the thread's, or NULL */
+	struct dircache dc[2];
+	struct statcache *sc[2]; /* NULL: no cache */
+	struct nofilter *nf[2];	 /* NULL: every path may have a filter */
 };
 
-/* Entry @i, as add_tracked would take it when it is to be read and hashed
- * whole: a regular file whose stat data differ from the index's (or racy),
- * not hidden.  Whether a filter applies, and the stat cache, are the build's
- * to know (not thread-safe): its id is a hint (add_tracked). */
-static void prehash_entry(void *arg, int worker, size_t i, struct prehash_result *out)
+/* False when the thread's own repository or filter decisions cannot be had:
+ * it would hash nothing then. */
+static bool prehasher_init(struct prehasher *ph, const struct build *b)
 {
-	struct prehasher *ph = arg;
+	memset(ph, 0, sizeof(*ph));
+	ph->b = b;
+	for (int w = 0; w < 2; w++) {
+		ph->dc[w] = (struct dircache){.lower_fd = b->g->lower_fd, .fd = -1};
+		if (b->sc && statcache_reader(b->sc, &ph->sc[w]) < 0)
+			ph->sc[w] = NULL;
+	}
+	if (nofilter_new(b->real, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_MAIN]) < 0)
+		ph->nf[PREHASH_MAIN] = NULL;
+	if (git_repository_open_ext(&ph->repo, b->g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) <
+		0 ||
+	    nofilter_new(ph->repo, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_THREAD]) < 0)
+		ph->nf[PREHASH_THREAD] = NULL;
+	return ph->nf[PREHASH_THREAD] != NULL;
+}
+
+static void prehasher_free(struct prehasher *ph)
+{
+	for (int w = 0; w < 2; w++) {
+		dircache_close(&ph->dc[w]);
+		statcache_free(ph->sc[w]);
+		nofilter_free(ph->nf[w]);
+	}
+	git_repository_free(ph->repo);
+}
+
+/* Of entry @re: the stat data of its regular file when the build may read and
+ * hash it: its stat data differ from the index's (or are racy), the stat
+ * cache has no id for it, and it is not hidden.  *maybe_filtered: a filter
+ * may apply (nofilter.h); the build then asks libgit2, and takes an id hashed
+ * ahead only where none does.  0, or -1 (the build does it, as any other). */
+static int prehash_candidate(struct prehasher *ph, int worker, const git_index_entry *re, int *dfd,
+			     const char **leaf, struct stat *st, bool *maybe_filtered)
+{
 	const struct build *b = ph->b;
-	if (build_stopped(b->g))
-		return;
-	/* git_index_get_byindex sorts the entries first, a no-op on the
-	 * repository's index once read (sorted then): a read here. */
-	const git_index_entry *re = git_index_get_byindex(b->real_index, i);
 	if (!re || GIT_INDEX_ENTRY_STAGE(re) != 0 ||
 	    (re->flags_extended & GIT_INDEX_ENTRY_INTENT_TO_ADD) ||
 	    (re->mode != GIT_FILEMODE_BLOB && re->mode != GIT_FILEMODE_BLOB_EXECUTABLE))
-		return;
-	const char *leaf;
-	int dfd = dircache_parent(&ph->dc[worker], re->path, &leaf);
-	struct stat st;
-	if (dfd < 0 || fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-		return;
-	if (git_mode_of(&st) == re->mode && stat_matches(re, &st) && !racy(b, &st))
-		return; /* the index's id */
-	if (policy_decide_path(b->g->policy, re->path, false, (uint64_t)st.st_size) ==
+		return -1;
+	*dfd = dircache_parent(&ph->dc[worker], re->path, leaf);
+	if (*dfd < 0 || fstatat(*dfd, *leaf, st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st->st_mode))
+		return -1;
+	if (git_mode_of(st) == re->mode && stat_matches(re, st) && !racy(b, st))
+		return -1; /* the index's id */
+	/* The cache's id: recorded raw (0), or under the filters that apply
+	 * now (add_tracked's digest), which only the build knows for sure. */
+	struct nofilter *nf = ph->nf[worker];
+	*maybe_filtered = !nf || !nofilter_path(nf, re->path);
+	uint64_t digest = 0;
+	if (*maybe_filtered && nf && nofilter_digest(nf, re->path, &digest) && digest == 0)
+		digest = 1;
+	if (ph->sc[worker] && statcache_has_either(ph->sc[worker], re->path, st, git_mode_of(st),
+						   re->id.id, 0, digest))
+		return -1;
+	if (policy_decide_path(b->g->policy, re->path, false, (uint64_t)st->st_size) ==
 	    POLICY_HIDDEN)
+		return -1;
+	return 0;
+}
+
+static void prehash_entry(void *arg, int worker, size_t i, struct prehash_result *out)
+{
+	struct prehasher *ph = arg;
+	if (build_stopped(ph->b->g))
 		return;
+	/* git_index_get_byindex sorts the entries first, a no-op on the
+	 * repository's index once read (sorted then): a read here. */
+	const git_index_entry *re = git_index_get_byindex(ph->b->real_index, i);
+	int dfd;
+	const char *leaf;
+	struct stat st;
+	bool maybe_filtered;
 	git_oid id;
-	if (hash_streamed(dfd, leaf, &st, &id) != 1)
+	if (prehash_candidate(ph, worker, re, &dfd, &leaf, &st, &maybe_filtered) < 0 ||
+	    hash_streamed(dfd, leaf, &st, &id) != 1)
 		return;
 	out->dev = st.st_dev;
 	out->ino = st.st_ino;
@@ -1135,29 +1192,44 @@ static void prehash_entry(void *arg, int worker, size_t i, struct prehash_result
 	out->ok = true;
 }
 
-/* Whether enough of the index is stale for hashing ahead to pay
- * (prehash_entry): of PREHASH_SAMPLE regular-file entries spread evenly
- * over it, a quarter or more have other stat data in the working tree.  A
- * fresh index costs each thread an lstat(2) per file, twice over (~7% of a
- * build of the kernel's 78k files with a fresh index here, 0.8 s). */
+/* Whether hashing ahead would pay: of PREHASH_SAMPLE entries spread evenly
+ * over the index, half or more of the regular files are ones the build would
+ * read and hash raw (prehash_candidate, and no filter applies).  Else a fresh
+ * index, or a stale one whose ids the stat cache holds, would cost each
+ * thread an lstat(2) of half the files again (~7% of a build of the
+ * kernel's 78k files with a fresh index here, 0.8 s), and under filters
+ * (`* text=auto`) the raw ids hashed ahead would be of no use. */
 #define PREHASH_SAMPLE 64
-static bool index_looks_stale(const struct build *b, size_t n)
+static bool worth_hashing_ahead(const struct build *b, size_t n)
 {
-	size_t seen = 0, stale = 0;
+	struct prehasher ph;
+	memset(&ph, 0, sizeof(ph));
+	ph.b = b;
+	ph.dc[0] = (struct dircache){.lower_fd = b->g->lower_fd, .fd = -1};
+	ph.nf[0] = b->nf; /* the build's, in its own thread */
+	if (b->sc && statcache_reader(b->sc, &ph.sc[0]) < 0)
+		return false;
+	size_t files = 0, raw = 0;
 	for (size_t k = 0; k < PREHASH_SAMPLE; k++) {
 		const git_index_entry *re =
 		    git_index_get_byindex(b->real_index, k * n / PREHASH_SAMPLE);
-		if (!re || GIT_INDEX_ENTRY_STAGE(re) != 0 ||
-		    (re->mode != GIT_FILEMODE_BLOB && re->mode != GIT_FILEMODE_BLOB_EXECUTABLE))
-			continue;
+		int dfd;
+		const char *leaf;
 		struct stat st;
-		if (lower_lstat(b->g->lower_fd, re->path, &st) != 0 || !S_ISREG(st.st_mode))
+		bool maybe;
+		if (re &&
+		    (re->mode == GIT_FILEMODE_BLOB || re->mode == GIT_FILEMODE_BLOB_EXECUTABLE))
+			files++;
+		if (prehash_candidate(&ph, 0, re, &dfd, &leaf, &st, &maybe) < 0)
 			continue;
-		seen++;
-		if (git_mode_of(&st) != re->mode || !stat_matches(re, &st) || racy(b, &st))
-			stale++;
+		git_filter_list *fl = NULL;
+		if (!maybe || (load_clean_filters(b->real, re->path, &fl) == 0 && !fl))
+			raw++;
+		git_filter_list_free(fl);
 	}
-	return seen > 0 && stale * 4 >= seen;
+	dircache_close(&ph.dc[0]);
+	statcache_free(ph.sc[0]);
+	return files > 0 && raw * 2 >= files;
 }
 
 /* Paths where the base differs from HEAD (@head_tree, NULL on an unborn
@@ -1487,16 +1559,14 @@ static int build_steps(struct gitpriv *g)
 
 	r = 0;
 	size_t n = git_index_entrycount(b.real_index), i;
-	/* Without a stat cache to take ids from (the first build of this
-	 * repository here), a stale index has every file hashed: a second
-	 * thread shares that (prehash.h).  Where filters apply to most
-	 * files (text=auto), what it hashes raw is of no use: it stops. */
-	struct prehasher phr = {
-	    .b = &b,
-	    .dc = {{.lower_fd = g->lower_fd, .fd = -1}, {.lower_fd = g->lower_fd, .fd = -1}}};
+	/* A stale index whose ids the stat cache does not hold (the first
+	 * build of this repository here, or files touched since) has its files
+	 * hashed by two threads (prehash.h). */
+	struct prehasher phr = {0};
 	struct prehash *pre = NULL;
-	if (n >= 2 * PREHASH_CHUNK && (!b.sc || statcache_empty(b.sc)) &&
-	    index_looks_stale(&b, n) && prehash_start(n, prehash_entry, &phr, &pre) < 0)
+	bool hash_ahead = n >= 2 * PREHASH_CHUNK && worth_hashing_ahead(&b, n);
+	if (hash_ahead &&
+	    (!prehasher_init(&phr, &b) || prehash_start(n, prehash_entry, &phr, &pre) < 0))
 		pre = NULL;
 	for (i = 0; i < n && r == 0; i++) {
 		if (g->entry_delay_ms > 0)
@@ -1510,11 +1580,6 @@ static int build_steps(struct gitpriv *g)
 			break;
 		}
 		const struct prehash_result *ph = prehash_get(pre, i);
-		if (pre && b.pre_unused >= 4 * PREHASH_CHUNK && b.pre_unused > b.pre_used) {
-			prehash_stop(pre);
-			pre = NULL;
-			ph = NULL;
-		}
 		const git_index_entry *re = git_index_get_byindex(b.real_index, i);
 		bool conflicted = GIT_INDEX_ENTRY_STAGE(re) != 0;
 		if (conflicted && i > 0 &&
@@ -1526,8 +1591,8 @@ static int build_steps(struct gitpriv *g)
 		r = add_tracked(&b, re, conflicted, ph);
 	}
 	prehash_stop(pre);
-	dircache_close(&phr.dc[0]);
-	dircache_close(&phr.dc[1]);
+	if (hash_ahead)
+		prehasher_free(&phr);
 	if (r == 0 && build_stopped(g))
 		r = -ECANCELED; /* after the last entry: the rest is short */
 	dircache_close(&b.dc);
@@ -1653,9 +1718,11 @@ static int build_steps(struct gitpriv *g)
 	r = write_base_record(g, &commit_id, &tree_id, head_hex, branch);
 	if (r == 0)
 		r = sync_dir(g->ws_dir);
-	char ahead[64] = "";
-	if (b.pre_used > 0)
-		snprintf(ahead, sizeof(ahead), "; %zu hashed ahead on two threads", b.pre_used);
+	char ahead[128] = "";
+	if (b.pre_used > 0 || b.pre_changed > 0)
+		snprintf(ahead, sizeof(ahead),
+			 "; %zu hashed ahead on two threads (%zu changed since)", b.pre_used,
+			 b.pre_changed);
 	if (r == 0)
 		fprintf(
 		    stderr,

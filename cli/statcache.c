@@ -105,9 +105,9 @@ static bool read_record(struct statcache *c)
 	return true;
 }
 
-static void open_old(struct statcache *c)
+/* Read the old file from @fd (taken; -1: none): its header, then records. */
+static void open_old_fd(struct statcache *c, int fd)
 {
-	int fd = open(c->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	c->in = fd >= 0 ? fdopen(fd, "r") : NULL;
 	if (!c->in) {
 		if (fd >= 0)
@@ -125,6 +125,30 @@ static void open_old(struct statcache *c)
 	c->in_thr.tv_sec = (time_t)(int64_t)s;
 	c->in_thr.tv_nsec = (long)ns;
 	c->in_ok = true;
+}
+
+static void open_old(struct statcache *c)
+{
+	open_old_fd(c, open(c->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+int statcache_reader(const struct statcache *c, struct statcache **out)
+{
+	*out = NULL;
+	struct statcache *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->icase = c->icase;
+	r->out_err = -EBADF; /* nothing to write */
+	if (c->in) {
+		/* The same file, not the one at the path now: a build of another
+		 * workspace may have put a newer one there since. */
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fileno(c->in));
+		open_old_fd(r, open(proc, O_RDONLY | O_CLOEXEC));
+	}
+	*out = r;
+	return 0;
 }
 
 /* Remove what no build will read or finish in @dir: temporary files older
@@ -207,6 +231,12 @@ fail:
 bool statcache_has(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
 		   const unsigned char *id, uint64_t filters)
 {
+	return statcache_has_either(c, path, st, mode, id, filters, filters);
+}
+
+bool statcache_has_either(struct statcache *c, const char *path, const struct stat *st,
+			  uint32_t mode, const unsigned char *id, uint64_t filters, uint64_t or)
+{
 	while (c->in_ok) {
 		if (!c->have && !(c->have = read_record(c))) {
 			c->in_ok = false;
@@ -226,19 +256,13 @@ bool statcache_has(struct statcache *c, const char *path, const struct stat *st,
 		       r->ctime_s == (int64_t)st->st_ctim.tv_sec &&
 		       r->ctime_ns == (uint32_t)st->st_ctim.tv_nsec &&
 		       r->ino == (uint64_t)st->st_ino && r->size == (uint64_t)st->st_size &&
-		       r->uid == st->st_uid && r->gid == st->st_gid && r->filters == filters &&
+		       r->uid == st->st_uid && r->gid == st->st_gid &&
+		       (r->filters == filters || r->filters == or) &&
 		       memcmp(r->id, id, STATCACHE_ID_LEN) == 0 &&
 		       before(r->mtime_s, r->mtime_ns, &c->in_thr) &&
 		       before(r->ctime_s, r->ctime_ns, &c->in_thr);
 	}
 	return false;
-}
-
-bool statcache_empty(struct statcache *c)
-{
-	if (c->in_ok && !c->have && !(c->have = read_record(c)))
-		c->in_ok = false;
-	return !c->in_ok;
 }
 
 void statcache_add(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,

@@ -98,13 +98,20 @@ int statcache_begin(const char *path, bool icase, struct statcache **out);
 bool statcache_has(struct statcache *c, const char *path, const struct stat *st, uint32_t mode,
 		   const unsigned char *id, uint64_t filters);
 
+/* statcache_has, with the record's filters digest @filters or @or: for a
+ * caller that does not know yet whether a filter applies (@filters 0). */
+bool statcache_has_either(struct statcache *c, const char *path, const struct stat *st,
+			  uint32_t mode, const unsigned char *id, uint64_t filters, uint64_t or);
+
 /*
- * Whether no record of the previous build is left to give (no old file, an
- * empty or unreadable one, or every record passed): the build then reads and
- * hashes every file whose stat data differ from the index's.  Reads the next
- * record ahead, which statcache_has then takes.
+ * A second reader of @c's old file, for another thread (which calls
+ * statcache_has on it in index order too, from the start): 0 and *out, to
+ * free with statcache_free, or -ENOMEM.  The same file as @c's, opened
+ * again: a record it finds is one @c would find.  Only statcache_has,
+ * statcache_has_either and statcache_free apply to it.  Without an old file (or
+ * /proc), it finds nothing.
  */
-bool statcache_empty(struct statcache *c);
+int statcache_reader(const struct statcache *c, struct statcache **out);
 
 /*
  * Record that the file at @path with stat data @st (taken before its bytes

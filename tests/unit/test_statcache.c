@@ -173,28 +173,42 @@ START_TEST(found_for_the_same_stat_data_only)
 }
 END_TEST
 
-/* Empty: no file, a file of no records, or all of them passed; the record
- * read ahead to tell is still found. */
-START_TEST(empty_when_nothing_to_give)
+/* A second reader of the old file, for another thread: it finds what the
+ * build's own would, on its own cursor, even once a newer file took the
+ * path; and a record under either of two filters digests. */
+START_TEST(second_reader_of_the_same_file)
 {
 	unlink(path);
-	struct statcache *c;
+	struct statcache *c, *r;
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_empty(c)); /* no file */
-	statcache_free(c);
-	build(0, NULL);
-	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(statcache_empty(c)); /* a header alone */
-	statcache_free(c);
+	ck_assert_int_eq(statcache_reader(c, &r), 0);
 	struct stat st[2] = {old_stat(100, 11, 5), old_stat(100, 12, 6)};
+	ck_assert(!statcache_has(r, "p0", &st[0], 0100644, id_a, 0)); /* no old file */
+	statcache_free(r);
+	statcache_free(c);
 	build(2, st);
 	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
-	ck_assert(!statcache_empty(c));
-	ck_assert(!statcache_empty(c)); /* asking again reads no further */
+	ck_assert_int_eq(statcache_reader(c, &r), 0);
 	ck_assert(statcache_has(c, "p0", &st[0], 0100644, id_a, 0));
-	ck_assert(!statcache_empty(c));
 	ck_assert(statcache_has(c, "p1", &st[1], 0100644, id_a, 0));
-	ck_assert(statcache_empty(c));
+	build(0, NULL); /* another build's file takes the path meanwhile */
+	ck_assert(statcache_has(r, "p0", &st[0], 0100644, id_a, 0)); /* from its start */
+	ck_assert(!statcache_has(r, "p1", &st[1], 0100644, id_b, 0));
+	statcache_free(r);
+	statcache_free(c);
+	/* Either digest: 0 (no filter) or the one given. */
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	statcache_add(c, "p0", &st[0], 0100644, id_a, 0);
+	statcache_add(c, "p1", &st[1], 0100644, id_a, 77);
+	ck_assert_int_eq(statcache_commit(c), 0);
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(statcache_has_either(c, "p0", &st[0], 0100644, id_a, 0, 77));
+	ck_assert(statcache_has_either(c, "p1", &st[1], 0100644, id_a, 0, 77));
+	statcache_free(c);
+	ck_assert_int_eq(statcache_begin(path, false, &c), 0);
+	ck_assert(!statcache_has_either(c, "p0", &st[0], 0100644, id_a, 5, 77));
+	ck_assert(!statcache_has_either(c, "p1", &st[1], 0100644, id_a, 0, 78));
 	statcache_free(c);
 }
 END_TEST
@@ -473,7 +487,7 @@ int main(void)
 	tcase_add_test(tc, damage_ends_its_use);
 	tcase_add_test(tc, stopped_build_keeps_the_rest);
 	tcase_add_test(tc, path_is_per_repository);
-	tcase_add_test(tc, empty_when_nothing_to_give);
+	tcase_add_test(tc, second_reader_of_the_same_file);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
