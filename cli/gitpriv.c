@@ -1103,16 +1103,19 @@ struct prehasher {
 	struct nofilter *nf[2];	 /* NULL: every path may have a filter */
 };
 
-/* False when the thread's own repository or filter decisions cannot be had:
- * it would hash nothing then. */
+/* False when the thread's own repository, filter decisions or stat cache
+ * reader cannot be had: it would hash nothing, or what the cache holds. */
 static bool prehasher_init(struct prehasher *ph, const struct build *b)
 {
 	memset(ph, 0, sizeof(*ph));
 	ph->b = b;
+	bool ok = true;
 	for (int w = 0; w < 2; w++) {
 		ph->dc[w] = (struct dircache){.lower_fd = b->g->lower_fd, .fd = -1};
-		if (b->sc && statcache_reader(b->sc, &ph->sc[w]) < 0)
+		if (b->sc && statcache_reader(b->sc, &ph->sc[w]) < 0) {
 			ph->sc[w] = NULL;
+			ok = false; /* it would hash what the cache holds */
+		}
 	}
 	if (nofilter_new(b->real, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_MAIN]) < 0)
 		ph->nf[PREHASH_MAIN] = NULL;
@@ -1120,7 +1123,7 @@ static bool prehasher_init(struct prehasher *ph, const struct build *b)
 		0 ||
 	    nofilter_new(ph->repo, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_THREAD]) < 0)
 		ph->nf[PREHASH_THREAD] = NULL;
-	return ph->nf[PREHASH_THREAD] != NULL;
+	return ok && ph->nf[PREHASH_THREAD] != NULL;
 }
 
 static void prehasher_free(struct prehasher *ph)
@@ -1193,12 +1196,14 @@ static void prehash_entry(void *arg, int worker, size_t i, struct prehash_result
 }
 
 /* Whether hashing ahead would pay: of PREHASH_SAMPLE entries spread evenly
- * over the index, half or more of the regular files are ones the build would
- * read and hash raw (prehash_candidate, and no filter applies).  Else a fresh
+ * over the index, a quarter or more of the regular files are ones the build
+ * would read and hash raw (prehash_candidate, and no filter applies), and
+ * these are at least half of those it would read at all.  Else a fresh
  * index, or a stale one whose ids the stat cache holds, would cost each
  * thread an lstat(2) of half the files again (~7% of a build of the
- * kernel's 78k files with a fresh index here, 0.8 s), and under filters
- * (`* text=auto`) the raw ids hashed ahead would be of no use. */
+ * kernel's 78k files with a fresh index here, 0.8 s), and where most files
+ * to read are under a filter (`* text=auto`) the raw ids hashed ahead would
+ * be of no use. */
 #define PREHASH_SAMPLE 64
 static bool worth_hashing_ahead(const struct build *b, size_t n)
 {
@@ -1209,7 +1214,7 @@ static bool worth_hashing_ahead(const struct build *b, size_t n)
 	ph.nf[0] = b->nf; /* the build's, in its own thread */
 	if (b->sc && statcache_reader(b->sc, &ph.sc[0]) < 0)
 		return false;
-	size_t files = 0, raw = 0;
+	size_t files = 0, to_read = 0, raw = 0;
 	for (size_t k = 0; k < PREHASH_SAMPLE; k++) {
 		const git_index_entry *re =
 		    git_index_get_byindex(b->real_index, k * n / PREHASH_SAMPLE);
@@ -1222,6 +1227,7 @@ static bool worth_hashing_ahead(const struct build *b, size_t n)
 			files++;
 		if (prehash_candidate(&ph, 0, re, &dfd, &leaf, &st, &maybe) < 0)
 			continue;
+		to_read++;
 		git_filter_list *fl = NULL;
 		if (!maybe || (load_clean_filters(b->real, re->path, &fl) == 0 && !fl))
 			raw++;
@@ -1229,7 +1235,7 @@ static bool worth_hashing_ahead(const struct build *b, size_t n)
 	}
 	dircache_close(&ph.dc[0]);
 	statcache_free(ph.sc[0]);
-	return files > 0 && raw * 2 >= files;
+	return files > 0 && raw * 4 >= files && raw * 2 >= to_read;
 }
 
 /* Paths where the base differs from HEAD (@head_tree, NULL on an unborn

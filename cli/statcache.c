@@ -145,7 +145,13 @@ int statcache_reader(const struct statcache *c, struct statcache **out)
 		 * workspace may have put a newer one there since. */
 		char proc[64];
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fileno(c->in));
-		open_old_fd(r, open(proc, O_RDONLY | O_CLOEXEC));
+		int fd = open(proc, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			int e = errno;
+			free(r);
+			return -e;
+		}
+		open_old_fd(r, fd);
 	}
 	*out = r;
 	return 0;

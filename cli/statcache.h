@@ -106,10 +106,10 @@ bool statcache_has_either(struct statcache *c, const char *path, const struct st
 /*
  * A second reader of @c's old file, for another thread (which calls
  * statcache_has on it in index order too, from the start): 0 and *out, to
- * free with statcache_free, or -ENOMEM.  The same file as @c's, opened
- * again: a record it finds is one @c would find.  Only statcache_has,
- * statcache_has_either and statcache_free apply to it.  Without an old file (or
- * /proc), it finds nothing.
+ * free with statcache_free; -ENOMEM, or the -errno of opening @c's old file
+ * again (through /proc/self/fd: no /proc).  The same file as @c's: a record
+ * it finds is one @c would find.  Only statcache_has, statcache_has_either
+ * and statcache_free apply to it.  Without an old file, it finds nothing.
  */
 int statcache_reader(const struct statcache *c, struct statcache **out);
 

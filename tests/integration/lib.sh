@@ -233,6 +233,15 @@ assert_contains() {
 	fi
 }
 
+# assert_match DESC ERE TEXT: TEXT has a match of the extended regular expression ERE
+assert_match() {
+	if printf '%s\n' "$3" | grep -Eq -- "$2"; then
+		pass "$1"
+	else
+		fail "$1" "expected to match: $2" "in: $3"
+	fi
+}
+
 assert_not_contains() {
 	if [[ $3 != *"$2"* ]]; then
 		pass "$1"
