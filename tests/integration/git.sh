@@ -1168,7 +1168,17 @@ run bash -c "git init -q -b main '$S10' && cd '$S10' && for i in \$(seq 100 499)
 		printf 'file %s\n' \$i >f\$i.txt; done &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
 	printf 'f1* text=auto\n' >.git/info/attributes && touch -d 2001-01-01 f*.txt"
+# 200 files, 70 of them touched since the index was written (35%).
+S11=$T/aheadrepo4
+run bash -c "git init -q -b main '$S11' && cd '$S11' && for i in \$(seq 100 299); do
+		printf 'file %s\n' \$i >f\$i.txt; done &&
+	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
+	touch -d 2001-01-01 \$(git ls-files | awk 'NR % 20 < 7')"
 sleep 2.5 # older than the build's racy window
+stat_build ahead5 "$S11" f100.txt
+assert_match "an index a third stale is hashed ahead too" \
+	"[1-9][0-9]* hashed ahead on two threads" "$(grep 'private .git' "$STATE/workspaces/ahead5/daemon.log")"
+assert_contains "  ...its 70 stale files read" "(70 read and hashed, 0 from the stat cache, 0 differ" "$OUT"
 stat_build ahead1 "$S8" d2/f7.txt
 AHEAD_N=$(grep -o '[0-9]* hashed ahead on two threads' "$STATE/workspaces/ahead1/daemon.log" | cut -d' ' -f1)
 if [ "${AHEAD_N:-0}" -gt 0 ] && [ "$AHEAD_N" -le 301 ]; then
