@@ -1090,11 +1090,12 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 
 /* The hashing ahead of a build (prehash.h), on two threads: the build's
  * (PREHASH_MAIN, when it hashes a chunk ahead rather than wait) and the
- * module's (PREHASH_THREAD).  Each has its own directory cache, reader of the
- * old stat cache and filter decisions, as the build has: those stream in
- * index order, or are not thread-safe.  The thread has its own repository
- * too (libgit2's are not to be shared between threads, threading.md); both
- * read the repository's index, which nothing changes during the loop. */
+ * module's (PREHASH_THREAD).  Each has its own directory cache and reader of
+ * the old stat cache (those stream in index order); the thread has its own
+ * filter decisions (not thread-safe) and repository too (libgit2's are not to
+ * be shared between threads, threading.md), where the build's thread uses the
+ * build's.  Both read the repository's index, which nothing changes during
+ * the loop. */
 struct prehasher {
 	const struct build *b;
 	git_repository *repo; /* the thread's, or NULL */
@@ -1117,8 +1118,7 @@ static bool prehasher_init(struct prehasher *ph, const struct build *b)
 			ok = false; /* it would hash what the cache holds */
 		}
 	}
-	if (nofilter_new(b->real, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_MAIN]) < 0)
-		ph->nf[PREHASH_MAIN] = NULL;
+	ph->nf[PREHASH_MAIN] = b->nf; /* the build's own, in its thread */
 	if (git_repository_open_ext(&ph->repo, b->g->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) <
 		0 ||
 	    nofilter_new(ph->repo, b->real_index, b->g->lower_fd, &ph->nf[PREHASH_THREAD]) < 0)
@@ -1131,8 +1131,8 @@ static void prehasher_free(struct prehasher *ph)
 	for (int w = 0; w < 2; w++) {
 		dircache_close(&ph->dc[w]);
 		statcache_free(ph->sc[w]);
-		nofilter_free(ph->nf[w]);
 	}
+	nofilter_free(ph->nf[PREHASH_THREAD]); /* PREHASH_MAIN's is the build's */
 	git_repository_free(ph->repo);
 }
 
