@@ -1168,6 +1168,9 @@ run bash -c "git init -q -b main '$S10' && cd '$S10' && for i in \$(seq 100 499)
 		printf 'file %s\n' \$i >f\$i.txt; done &&
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
 	printf 'f1* text=auto\n' >.git/info/attributes && touch -d 2001-01-01 f*.txt"
+# The builds below are slowed to 5 ms an entry (the second thread is not):
+# on a loaded machine a build of a few hundred small files can otherwise end
+# before the second thread first runs, and nothing is hashed ahead.
 # 200 files, 70 of them touched since the index was written (35%).
 S11=$T/aheadrepo4
 run bash -c "git init -q -b main '$S11' && cd '$S11' && for i in \$(seq 100 299); do
@@ -1175,11 +1178,11 @@ run bash -c "git init -q -b main '$S11' && cd '$S11' && for i in \$(seq 100 299)
 	git add -A && git -c user.name=p -c user.email=p@x commit -qm init &&
 	touch -d 2001-01-01 \$(git ls-files | awk 'NR % 20 < 7')"
 sleep 2.5 # older than the build's racy window
-stat_build ahead5 "$S11" f100.txt
+AGENTFS_TEST_ENTRY_DELAY_MS=5 stat_build ahead5 "$S11" f100.txt
 assert_match "an index a third stale is hashed ahead too" \
 	"[1-9][0-9]* hashed ahead on two threads" "$(grep 'private .git' "$STATE/workspaces/ahead5/daemon.log")"
 assert_contains "  ...its 70 stale files read" "(70 read and hashed, 0 from the stat cache, 0 differ" "$OUT"
-stat_build ahead1 "$S8" d2/f7.txt
+AGENTFS_TEST_ENTRY_DELAY_MS=5 stat_build ahead1 "$S8" d2/f7.txt
 AHEAD_N=$(grep -o '[0-9]* hashed ahead on two threads' "$STATE/workspaces/ahead1/daemon.log" | cut -d' ' -f1)
 if [ "${AHEAD_N:-0}" -gt 0 ] && [ "$AHEAD_N" -le 301 ]; then
 	pass "a stale index's files are hashed ahead on two threads ($AHEAD_N of the 301 no filter applies to)"
@@ -1215,14 +1218,14 @@ else
 		"not seen read and rewritten within 2 s (${AHEAD_MS} ms; noatime, or a slow machine)"
 fi
 run af unmount "$T/ahead2"
-stat_build ahead3 "$S10" f100.txt
+AGENTFS_TEST_ENTRY_DELAY_MS=5 stat_build ahead3 "$S10" f100.txt
 assert_match "files under a filter first in the index do not keep the rest from being hashed ahead" \
 	"[1-9][0-9]* hashed ahead on two threads" "$(grep 'private .git' "$STATE/workspaces/ahead3/daemon.log")"
 # A stat cache that holds ids, but not of the files as they are now (touched
 # since ahead2's build wrote it; as after a build stopped at the unmount,
 # which leaves records of its first entries only): the rest is hashed ahead.
 run bash -c "touch -d 2002-01-01 '$S9'/f*.txt"
-stat_build ahead4 "$S9" f90.txt
+AGENTFS_TEST_ENTRY_DELAY_MS=5 stat_build ahead4 "$S9" f90.txt
 assert_match "files touched since the stat cache was written are hashed ahead" \
 	"[1-9][0-9]* hashed ahead on two threads" "$(grep 'private .git' "$STATE/workspaces/ahead4/daemon.log")"
 assert_contains "  ...every one read" "(100 read and hashed, 0 from the stat cache" "$OUT"
