@@ -91,13 +91,34 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Write @buf to @path through a temporary file in its directory and rename(2):
+/* What export writes: @text, then, when @patch is not NULL, that patch
+ * (patch_write(), delta by delta). */
+struct output {
+	const char *text;
+	size_t len;
+	const struct patch *patch;
+};
+
+static int fd_sink(void *arg, const char *buf, size_t len)
+{
+	return write_all(*(int *)arg, buf, len);
+}
+
+static int write_output(int fd, const struct output *o)
+{
+	int r = write_all(fd, o->text, o->len);
+	if (r == 0 && o->patch)
+		r = patch_write(o->patch, fd_sink, &fd);
+	return r;
+}
+
+/* Write @o to @path through a temporary file in its directory and rename(2):
  * a reader never sees half a patch, a failure leaves the old file.  Only a
  * regular file (or none) is replaced so: a device, fifo or terminal (-o
  * /dev/stdout, /dev/null) is written to, since renaming over it would put a
  * regular file in its place (root may write /dev); a symlink to a regular
  * file has its target replaced, the link kept. */
-static int write_file_atomic(const char *path, const char *buf, size_t len)
+static int write_file_atomic(const char *path, const struct output *o)
 {
 	struct stat st;
 	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -106,7 +127,7 @@ static int write_file_atomic(const char *path, const char *buf, size_t len)
 		int fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
-		int r = write_all(fd, buf, len);
+		int r = write_output(fd, o);
 		if (close(fd) < 0 && r == 0)
 			r = -errno;
 		return r;
@@ -114,7 +135,7 @@ static int write_file_atomic(const char *path, const char *buf, size_t len)
 	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
 		char *target = realpath(path, NULL);
 		if (target) {
-			int r = write_file_atomic(target, buf, len);
+			int r = write_file_atomic(target, o);
 			free(target);
 			return r;
 		}
@@ -130,7 +151,7 @@ static int write_file_atomic(const char *path, const char *buf, size_t len)
 		free(tmp);
 		return e;
 	}
-	int r = write_all(fd, buf, len);
+	int r = write_output(fd, o);
 	mode_t um = umask(0);
 	umask(um);
 	if (r == 0 && fchmod(fd, 0666 & ~um) < 0)
@@ -358,8 +379,14 @@ int cmd_export(int argc, char **argv)
 	char *text = NULL;
 	size_t len = 0;
 	if (status == 0) {
+		/* The plain patch is written as it is printed (patch_write): a
+		 * large binary change's text is never whole in memory.  It is
+		 * printed once the refusals are decided (conflicts above, secrets
+		 * in series_export), so nothing is written for a refused export; a
+		 * failure while printing (out of memory, a write error) can leave
+		 * part of it on stdout, never in the -o file. */
 		r = series_export(ws, cs, format, skip_conflicts, allow, n_allow, &named, &text,
-				  &len);
+				  &len, strcmp(format, "patch") == 0 ? &p : NULL);
 		if (r == -EPERM) {
 			status = 1; /* the reasons are printed */
 		} else if (r < 0) {
@@ -378,9 +405,13 @@ int cmd_export(int argc, char **argv)
 		}
 	}
 	if (status == 0) {
-		r = output ? write_file_atomic(output, text, len) : write_all(1, text, len);
+		struct output o = {.text = text, .len = len, .patch = p};
+		r = output ? write_file_atomic(output, &o) : write_output(1, &o);
 		if (r < 0) {
-			cli_error(CMD, "%s: %s", output ? output : "stdout", strerror(-r));
+			const git_error *ge = r == -EIO ? git_error_last() : NULL;
+			cli_error(CMD, "%s: %s%s", output ? output : "stdout",
+				  ge ? "printing the patch: " : "",
+				  ge ? ge->message : strerror(-r));
 			status = 1;
 		}
 	}

@@ -54,7 +54,14 @@ static int add_side(struct patch *p, const struct changes *cs, git_index *idx, c
 	if (r < 0)
 		return r;
 	git_index_entry e = {0};
-	r = git_blob_create_from_buffer(&e.id, p->repo, stand_in ? stand_in : buf ? buf : "", len);
+	/* Straight into the mempack: git_blob_create_from_buffer() goes through
+	 * a write stream, which mempack lacks, so libgit2 would buffer a third
+	 * copy of a large file while the mempack takes its own. */
+	r = git_odb_write(&e.id, p->odb,
+			  stand_in ? stand_in
+			  : buf	   ? buf
+				   : "",
+			  len, GIT_OBJECT_BLOB);
 	free(buf);
 	if (r < 0)
 		return -EIO;
@@ -122,7 +129,7 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
 
 	git_diff_options dopts;
 	git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
-	dopts.flags = GIT_DIFF_SHOW_BINARY;
+	dopts.flags = flags & PATCH_NO_BINARY_DATA ? 0 : GIT_DIFF_SHOW_BINARY;
 	/* Full object ids on "index" lines: `git apply` refuses a binary patch
 	 * without them, and they let it check the preimage of every file. */
 	dopts.id_abbrev = GIT_OID_HEXSZ;
@@ -155,51 +162,91 @@ static const char *delta_path(const git_diff_delta *d)
 	return d->status == GIT_DELTA_DELETED ? d->old_file.path : d->new_file.path;
 }
 
-/* Append delta @i's patch to @out.  A rename without content change gets its
- * header only: libgit2 adds "Binary files ... differ" to one that also changes
- * the mode, which `git apply` rejects (it wants full index lines with it). */
+/* Text in memory (patch_format(), the stat): grown geometrically, so a large
+ * binary file's patch is not copied once per line (and realloc of a large
+ * block moves pages, not bytes: glibc mremap(2)s an mmap'd chunk). */
 struct text {
 	char *ptr;
-	size_t size;
+	size_t size, cap;
 };
 
-static int append_delta(const struct patch *p, size_t i, struct text *all)
+static int text_put(struct text *t, const char *s, size_t n)
 {
-	git_patch *gp = NULL;
-	git_buf b = GIT_BUF_INIT;
-	if (git_patch_from_diff(&gp, p->diff, i) < 0)
-		return -EIO;
-	int r = gp && git_patch_to_buf(&b, gp) < 0 ? -EIO : 0;
-	git_patch_free(gp);
-	if (r < 0 || !b.size) {
-		git_buf_dispose(&b);
-		return r;
+	if (t->size + n + 1 > t->cap) {
+		size_t cap = t->cap ? t->cap : 4096;
+		while (cap < t->size + n + 1)
+			cap *= 2;
+		char *m = realloc(t->ptr, cap);
+		if (!m)
+			return -ENOMEM;
+		t->ptr = m;
+		t->cap = cap;
 	}
-	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
-	size_t keep = b.size;
-	if (d->status == GIT_DELTA_RENAMED && git_oid_equal(&d->old_file.id, &d->new_file.id)) {
-		const char *bin = strstr(b.ptr, "\nBinary files ");
-		if (bin)
-			keep = (size_t)(bin - b.ptr) + 1;
-	}
-	char *n = realloc(all->ptr, all->size + keep + 1);
-	if (!n) {
-		git_buf_dispose(&b);
-		return -ENOMEM;
-	}
-	memcpy(n + all->size, b.ptr, keep);
-	all->ptr = n;
-	all->size += keep;
-	all->ptr[all->size] = 0;
-	git_buf_dispose(&b);
+	memcpy(t->ptr + t->size, s, n);
+	t->size += n;
+	t->ptr[t->size] = 0;
 	return 0;
 }
 
-int patch_format(const struct patch *p, char **out, size_t *len)
+static int text_sink(void *arg, const char *buf, size_t len)
 {
-	struct text all = {.ptr = calloc(1, 1)};
-	if (!all.ptr)
-		return -ENOMEM;
+	return text_put(arg, buf, len);
+}
+
+struct printer {
+	patch_sink sink;
+	void *arg;
+	int err; /* the sink's error, which stops the printing */
+	bool skip_binary_line;
+};
+
+/* git_diff_line_cb: one line of the patch as git_patch_to_buf() prints it
+ * (libgit2's diff_print.c): a context, added or removed line after its
+ * origin character, every other line (headers, hunk headers, "\ No newline
+ * at end of file", the binary payload) as it comes. */
+static int print_line(const git_diff_delta *d, const git_diff_hunk *h, const git_diff_line *l,
+		      void *arg)
+{
+	(void)d;
+	(void)h;
+	struct printer *pr = arg;
+	if (l->origin == GIT_DIFF_LINE_BINARY && pr->skip_binary_line)
+		return 0;
+	char o = l->origin;
+	int r = 0;
+	if (o == GIT_DIFF_LINE_CONTEXT || o == GIT_DIFF_LINE_ADDITION ||
+	    o == GIT_DIFF_LINE_DELETION)
+		r = pr->sink(pr->arg, &o, 1);
+	if (r == 0)
+		r = pr->sink(pr->arg, l->content, l->content_len);
+	pr->err = r;
+	return r < 0 ? GIT_EUSER : 0;
+}
+
+/* Print delta @i's patch.  A rename without content change gets its header
+ * only: libgit2 adds "Binary files ... differ" to one that also changes the
+ * mode, which `git apply` rejects (it wants full index lines with it). */
+static int print_delta(const struct patch *p, size_t i, struct printer *pr)
+{
+	git_patch *gp = NULL;
+	if (git_patch_from_diff(&gp, p->diff, i) < 0)
+		return -EIO;
+	if (!gp)
+		return 0;
+	const git_diff_delta *d = git_diff_get_delta(p->diff, i);
+	pr->skip_binary_line =
+	    d->status == GIT_DELTA_RENAMED && git_oid_equal(&d->old_file.id, &d->new_file.id);
+	pr->err = 0;
+	int r = git_patch_print(gp, print_line, pr);
+	git_patch_free(gp);
+	if (r == GIT_EUSER)
+		return pr->err;
+	return r < 0 ? -EIO : 0;
+}
+
+int patch_write(const struct patch *p, patch_sink sink, void *arg)
+{
+	struct printer pr = {.sink = sink, .arg = arg};
 	size_t n = git_diff_num_deltas(p->diff);
 	int r = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {
@@ -216,10 +263,19 @@ int patch_format(const struct patch *p, char **out, size_t *len)
 				i++;
 			}
 		}
-		r = append_delta(p, first, &all);
+		r = print_delta(p, first, &pr);
 		if (r == 0 && second != SIZE_MAX)
-			r = append_delta(p, second, &all);
+			r = print_delta(p, second, &pr);
 	}
+	return r;
+}
+
+int patch_format(const struct patch *p, char **out, size_t *len)
+{
+	struct text all = {0};
+	int r = text_put(&all, "", 0);
+	if (r == 0)
+		r = patch_write(p, text_sink, &all);
 	if (r < 0) {
 		free(all.ptr);
 		return r;
@@ -239,11 +295,11 @@ struct stat_row {
 
 static size_t blob_size(const struct patch *p, const git_oid *id)
 {
-	git_blob *b = NULL;
-	if (git_oid_is_zero(id) || git_blob_lookup(&b, p->repo, id) < 0)
+	size_t n = 0;
+	git_object_t type;
+	/* The header only: a lookup would copy the blob out of the mempack. */
+	if (git_oid_is_zero(id) || git_odb_read_header(&n, &type, p->odb, id) < 0)
 		return 0;
-	size_t n = (size_t)git_blob_rawsize(b);
-	git_blob_free(b);
 	return n;
 }
 
@@ -371,16 +427,9 @@ static int text_printf(struct text *t, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return -ENOMEM;
-	char *m = realloc(t->ptr, t->size + (size_t)n + 1);
-	if (!m) {
-		free(s);
-		return -ENOMEM;
-	}
-	memcpy(m + t->size, s, (size_t)n + 1);
-	t->ptr = m;
-	t->size += (size_t)n;
+	int r = text_put(t, s, (size_t)n);
 	free(s);
-	return 0;
+	return r;
 }
 
 /* The summary lines below the totals (git diff --summary). */
@@ -439,8 +488,8 @@ int patch_format_stat(const struct patch *p, unsigned width, char **out, size_t 
 {
 	size_t n = git_diff_num_deltas(p->diff);
 	struct stat_row *rows = calloc(n ? n : 1, sizeof(*rows));
-	struct text t = {.ptr = calloc(1, 1)};
-	int r = rows && t.ptr ? 0 : -ENOMEM;
+	struct text t = {0};
+	int r = rows && text_put(&t, "", 0) == 0 ? 0 : -ENOMEM;
 	size_t max_len = 0, max_change = 0, number_w = 0, bin_w = 0, adds = 0, dels = 0;
 	size_t files = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {

@@ -35,6 +35,13 @@ enum patch_flag {
 	 * rewrites pairs additions, deletions and, with PATCH_TYPECHANGE,
 	 * typechanges), so the deltas are those of the bytes. */
 	PATCH_NAMES_ONLY = 1u << 1,
+	/* No binary payloads: a binary file's patch is its header and "Binary
+	 * files ... differ", not a GIT binary patch (for patch_format_stat(),
+	 * which counts lines and sizes).  Building the payload deflates the
+	 * whole file and, for a modification, computes a delta of its two
+	 * versions: seconds and hundreds of MiB for a large file.  Such a diff
+	 * must not be given to patch_format(): `git apply` rejects the patch. */
+	PATCH_NO_BINARY_DATA = 1u << 2,
 };
 
 struct patch;
@@ -46,6 +53,17 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out);
 git_diff *patch_diff(const struct patch *p);
 /* The in-memory repository holding the blobs of @p's diff (owned by @p). */
 git_repository *patch_repo(const struct patch *p);
+
+/* Called with each piece of a patch's text, in order; returns 0 or a negative
+ * errno, which stops the writing. */
+typedef int (*patch_sink)(void *arg, const char *buf, size_t len);
+
+/* Write the unified patch of @p through @sink, delta by delta, as
+ * patch_format() would give it: nothing but the delta being printed is held,
+ * so a large binary file's patch (its deflated bytes, base85-encoded) is
+ * never whole in memory.  Returns 0, the sink's error, or -EIO.  On an error
+ * some deltas may have been written. */
+int patch_write(const struct patch *p, patch_sink sink, void *arg);
 
 /* The unified patch text, "diff --git a/... b/..." headers, in *out (malloc'd,
  * NUL-terminated; *len bytes without the NUL).  An empty diff gives "". */

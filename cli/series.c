@@ -1413,7 +1413,7 @@ int series_mbox(const struct series *s, char **out, size_t *len)
 
 int series_export(const struct workspace *ws, const struct changes *cs, const char *format,
 		  bool skip_conflicts, char **allow, size_t n_allow, struct strvec *named,
-		  char **out, size_t *len)
+		  char **out, size_t *len, struct patch **patch_out)
 {
 	bool mbox = strcmp(format, "mbox") == 0, stat = strcmp(format, "stat") == 0;
 	if (!mbox && !stat && strcmp(format, "patch") != 0)
@@ -1445,7 +1445,7 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 		return r;
 	}
 	struct patch *p = NULL;
-	r = patch_new(cs, 0, &p);
+	r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, &p);
 	if (r == 0) {
 		struct secrets sc;
 		secrets_init(&sc, allow, n_allow);
@@ -1456,6 +1456,15 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 	}
 	if (r == 0 && stat) {
 		r = patch_format_stat(p, 80, out, len);
+	} else if (r == 0 && patch_out) {
+		*out = calloc(1, 1);
+		*len = 0;
+		if (!*out)
+			r = -ENOMEM;
+		if (r == 0) {
+			*patch_out = p;
+			return 0;
+		}
 	} else if (r == 0) {
 		r = patch_format(p, out, len);
 	}

@@ -38,6 +38,7 @@
 #include <stddef.h>
 
 struct changes;
+struct patch;
 struct strvec;
 struct workspace;
 
@@ -96,14 +97,17 @@ void series_free(struct series *s);
  * `agentfs export --format=FORMAT` for FORMAT "patch", "mbox" or "stat": the
  * secret scan over the change set @cs, its lines and paths (and, for mbox, over
  * every commit of the series, its messages too), then the text in *out
- * (malloc'd).  @allow: --allow-secret strings (secrets.h).  @named: the paths
- * the caller named as left out (series_opts.named; may be NULL).  @skip_conflicts as export's
+ * (malloc'd).  For "patch" with @patch_out not NULL, the scanned patch instead
+ * in *@patch_out (the caller's, for patch_write(), then patch_free()) and ""
+ * in *out: a large change's text need not be held whole.  @allow: --allow-secret strings
+ * (secrets.h).  @named: the paths the caller named as left out (series_opts.named; may be NULL).
+ * @skip_conflicts as export's
  * --conflicts=skip.  Returns 0, -EPERM after printing refusals, -EINVAL for an
  * unknown format, or another negative errno (libgit2 failures: -EIO, reason
  * printed).
  */
 int series_export(const struct workspace *ws, const struct changes *cs, const char *format,
 		  bool skip_conflicts, char **allow, size_t n_allow, struct strvec *named,
-		  char **out, size_t *len);
+		  char **out, size_t *len, struct patch **patch_out);
 
 #endif
