@@ -2084,6 +2084,20 @@ int gitpriv_fault(void *arg, const char *rel)
 	if (strncmp(rel, "objects/", 8) != 0)
 		return -ENOENT;
 	const char *p = rel + 8;
+	if (p[0] == 0) {
+		/* A listing of objects/ (cp -a, tar, `git clone` of the mount, which
+		 * copies the directory): every fan-out that holds an object this
+		 * function would make must show, as git's own store shows it. */
+		pthread_mutex_lock(&g->lock);
+		for (unsigned fan = 0; fan < 256; fan++) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/objects/%02x", g->dir, fan);
+			if (g->fanout[fan])
+				(void)mkdir(path, 0755); /* EEXIST; a failure shows as absent */
+		}
+		pthread_mutex_unlock(&g->lock);
+		return 0;
+	}
 	int hi = hexval(p[0]), lo = hi >= 0 ? hexval(p[1]) : -1;
 	if (hi < 0 || lo < 0)
 		return -ENOENT;

@@ -87,6 +87,18 @@ assert_not_contains "config: no remote" "remote." "$OUT"
 assert_not_contains "config: no include" "include" "$OUT"
 assert_contains "config: fsmonitor off" "core.fsmonitor=false" "$OUT"
 assert_contains "config: hooksPath is the private hooks" "core.hookspath=$MNT/.git/hooks" "$OUT"
+# A local clone of the mount copies .git/objects by listing it: every
+# fan-out of a base blob not yet read must show (gitpriv_fault, "objects/").
+run G rev-parse base:src/main.c
+main_id=$OUT
+run ls "$MNT/.git/objects"
+assert_contains "objects/ lists the fan-out of a blob not yet read" "${main_id:0:2}" "$OUT"
+run t git clone -q "$MNT" "$T/wsclone"
+assert_eq "git clone of the mount" 0 "$RC"
+run t git -C "$T/wsclone" status --porcelain
+assert_eq "the clone checks out the base, clean" "0 " "$RC $OUT"
+cmp -s "$T/wsclone/src/main.c" "$MNT/src/main.c"
+assert_eq "the clone's src/main.c is the mount's" 0 "$?"
 
 # ------------------------------------------------------------------ the agent's git
 sh_step "agent edits, adds and deletes" "cd '$MNT' && printf '/* agent 1 */\n' >>src/util.c &&
