@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/gitpriv.h"
 #include "cli/patch.h"
 
 struct patch {
@@ -43,16 +44,21 @@ git_repository *patch_repo(const struct patch *p)
 
 /* Add @side of the change at @path to @idx: its bytes, or @stand_in's
  * (PATCH_NAMES_ONLY) when not NULL. */
-static int add_side(struct patch *p, const struct changes *cs, git_index *idx, const char *path,
-		    const struct change_side *side, const char *stand_in)
+static int add_side(struct patch *p, const struct changes *cs, git_repository *attrs,
+		    git_index *idx, const char *path, const struct change_side *side,
+		    const char *stand_in)
 {
 	char *buf = NULL;
 	size_t len = stand_in ? strlen(stand_in) : 0;
 	int r = stand_in ? 0 : changes_read(cs, side, &buf, &len);
 	if (r == -ENOENT)
 		return 0; /* gone since the walk (the agent is at work): absent now */
-	if (r < 0)
+	if (r == 0 && !stand_in && attrs && side->mode != CHANGE_MODE_LINK)
+		r = gitpriv_clean_filter(attrs, path, &buf, &len);
+	if (r < 0) {
+		free(buf);
 		return r;
+	}
 	git_index_entry e = {0};
 	/* Straight into the mempack: git_blob_create_from_buffer() goes through
 	 * a write stream, which mempack lacks, so libgit2 would buffer a third
@@ -71,7 +77,7 @@ static int add_side(struct patch *p, const struct changes *cs, git_index *idx, c
 	return git_index_add(idx, &e) < 0 ? -EIO : 0;
 }
 
-int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
+int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs, struct patch **out)
 {
 	struct patch *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -114,9 +120,9 @@ int patch_new(const struct changes *cs, unsigned flags, struct patch **out)
 				c->base.mode != CHANGE_MODE_LINK &&
 				c->view.mode != CHANGE_MODE_LINK;
 		if (c->base.present)
-			r = add_side(p, cs, bi, c->path, &c->base, stand_in ? "base" : NULL);
+			r = add_side(p, cs, attrs, bi, c->path, &c->base, stand_in ? "base" : NULL);
 		if (r == 0 && c->view.present)
-			r = add_side(p, cs, vi, c->path, &c->view, stand_in ? "view" : NULL);
+			r = add_side(p, cs, attrs, vi, c->path, &c->view, stand_in ? "view" : NULL);
 	}
 	if (r < 0)
 		goto out;

@@ -10,8 +10,12 @@
  * binary deltas included, so the patch applies with `git apply` and
  * `git apply --index` to a working tree equal to the base.
  *
- * The blobs are the raw bytes of the layers: no clean/smudge filters, no
- * end-of-line conversion.
+ * The blobs are the bytes of the layers as git stores them: through the clean
+ * filters the repository's attributes give each path (gitpriv_clean_filter():
+ * text, eol, core.autocrlf, ident), so a file checked out with CRLF line ends
+ * is diffed as its LF blob, as `git diff` shows it, and the patch applies
+ * with and without --index.  Filter drivers (gitattributes(5) "filter") are
+ * not run: their files are diffed as the working tree holds them.
  *
  * Functions return 0 or a negative errno (-EIO when libgit2 fails; its message
  * is then in git_error_last()).
@@ -46,8 +50,11 @@ enum patch_flag {
 
 struct patch;
 
-/* Build the trees and the diff of @cs (borrowed during the call). */
-int patch_new(const struct changes *cs, unsigned flags, struct patch **out);
+/* Build the trees and the diff of @cs (borrowed during the call).  @attrs: the
+ * repository whose attributes and configuration give each regular file's
+ * clean filters (borrowed; NULL: the raw bytes, as for status, which compares
+ * names and kinds). */
+int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs, struct patch **out);
 
 /* The diff (owned by the patch): deltas sorted by path, renames paired. */
 git_diff *patch_diff(const struct patch *p);

@@ -704,7 +704,10 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				char *buf = NULL;
 				size_t len = 0;
 				git_oid id;
+				/* As git add would store it (eol=crlf: LF). */
 				if (changes_read(cs, &ch->base, &buf, &len) == 0 &&
+				    (ch->base.mode == CHANGE_MODE_LINK ||
+				     gitpriv_clean_filter(c->real, ch->path, &buf, &len) == 0) &&
 				    git_odb_hash(&id, buf ? buf : "", len, GIT_OBJECT_BLOB) == 0)
 					same = git_oid_equal(&id, &he->id);
 				free(buf);
@@ -1445,7 +1448,17 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 		return r;
 	}
 	struct patch *p = NULL;
-	r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, &p);
+	/* The person's repository gives the clean filters (eol=crlf, ident):
+	 * the patch holds what git stores, as promote commits it. */
+	git_repository *real = NULL;
+	git_libgit2_init();
+	if (git_repository_open_ext(&real, ws->repo, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0) {
+		git_libgit2_shutdown();
+		return -EIO;
+	}
+	r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, real, &p);
+	git_repository_free(real);
+	git_libgit2_shutdown();
 	if (r == 0) {
 		struct secrets sc;
 		secrets_init(&sc, allow, n_allow);

@@ -624,4 +624,44 @@ assert_eq "status pairs the rename across the typechange, as export does" \
 assert_contains "  ...(export: a rename)" "rename from config.yml" "$(af export "$TMNT" 2>&1)"
 run af unmount "$TMNT"
 assert_eq "unmount the typechange repository" 0 "$RC"
+# Files under git's text conversions, in a clone whose working tree holds
+# them converted: eol=crlf (CRLF checked out, LF stored), ident ("$Id$"
+# expanded), core.autocrlf=true.  The patch holds what git stores (the clean
+# filters): it applies with and without --index, as `git diff`'s would; and
+# promote, with no record of the person's changes at mount (git: hidden),
+# finds the clean CRLF file unchanged from HEAD.
+CO=$T/crlf-origin
+CREPO=$T/crlf-repo
+CMNT=$T/cmnt
+mkdir -p "$CO" && git -C "$CO" init -q &&
+	printf '*.bat eol=crlf\n*.c ident\n' >"$CO/.gitattributes" &&
+	printf 'x\ny\n' >"$CO/w.bat" && printf '/* $Id$ */\nint x;\n' >"$CO/a.c" &&
+	printf 'p\nq\n' >"$CO/plain.txt" &&
+	git -C "$CO" add -A && git -C "$CO" -c user.name=t -c user.email=t@t commit -qm base &&
+	git clone -q -c core.autocrlf=true "$CO" "$CREPO" ||
+	bail "cannot create the repository of converted files"
+assert_eq "the clone holds w.bat with CRLF" "$(printf 'x\r\ny\r\n')" "$(cat "$CREPO/w.bat")"
+printf 'git: hidden\n' >"$T/crlf-policy.yml"
+mount_ws "$CREPO" "$CMNT" --policy "$T/crlf-policy.yml" || bail "mount of the converted files: $OUT"
+sh_step "the agent appends a CRLF line to w.bat and plain.txt, a line to a.c" \
+	"printf 'z\r\n' >>'$CMNT/w.bat' && printf 'r\r\n' >>'$CMNT/plain.txt' &&
+	printf 'int y;\n' >>'$CMNT/a.c'"
+run af export -o "$T/crlf.patch" "$CMNT"
+assert_eq "export of converted files" 0 "$RC"
+assert_contains "  ...w.bat's patch adds the line" "+z" "$(grep -A8 'b/w.bat' "$T/crlf.patch")"
+assert_not_contains "  ...as stored: LF, no CR in the patch" "$(printf '\r')" "$(cat "$T/crlf.patch")"
+for mode in --index ""; do
+	D=$T/crlf-apply${mode:-plain}
+	git clone -q -c core.autocrlf=true "$CO" "$D"
+	run t git -C "$D" apply $mode "$T/crlf.patch"
+	assert_eq "git apply ${mode:-(no --index)} of the converted files' patch" 0 "$RC"
+	assert_eq "  ...w.bat and plain.txt hold the view's bytes" "same" \
+		"$(cmp -s "$D/w.bat" "$CMNT/w.bat" && cmp -s "$D/plain.txt" "$CMNT/plain.txt" && echo same)"
+done
+run af promote --branch crlf "$CMNT"
+assert_eq "promote of a clean CRLF file's change (no dirty record)" 0 "$RC"
+assert_eq "  ...the branch stores w.bat with LF" "$(printf 'x\ny\nz')" \
+	"$(git -C "$CREPO" show crlf:w.bat)"
+run af unmount "$CMNT"
+assert_eq "unmount the converted files' workspace" 0 "$RC"
 done_testing
