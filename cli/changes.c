@@ -498,11 +498,15 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 			}
 			lv_dir = S_ISDIR(lvst.st_mode);
 		}
-		if (lbfd >= 0 && fstatat(lbfd, n, &base.st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    lower_visible(w, path, &base.st)) {
-			base.present = true;
-			base.layer = CHANGE_LOWER;
-			base.path = path;
+		bool base_hidden = false; /* the base holds an entry the view hides */
+		if (lbfd >= 0 && fstatat(lbfd, n, &base.st, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (lower_visible(w, path, &base.st)) {
+				base.present = true;
+				base.layer = CHANGE_LOWER;
+				base.path = path;
+			} else {
+				base_hidden = true;
+			}
 		}
 
 		/* The view shows the lower entry at its own path: nothing changed here. */
@@ -577,6 +581,13 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 			else if (h)
 				w->v[emitted].flags |= CHANGE_OVER_HIDDEN;
 		}
+		/* A file or symlink where the base holds an entry the view hides
+		 * (a symlink out of the repository under `symlinks: hide`, a file
+		 * over a size rule): the patch would replace what the agent never
+		 * saw, and `git apply` finds the path taken. */
+		if (r == 0 && w->n > emitted && vf.present && base_hidden &&
+		    !(w->v[emitted].flags & (CHANGE_HIDDEN_NAME | CHANGE_UNSUPPORTED)))
+			w->v[emitted].flags |= CHANGE_OVER_HIDDEN | CHANGE_OVER_HIDDEN_ENTRY;
 		/* A directory the agent made at a hidden name (a `git init`'s .git) is
 		 * one change "NAME/", not one per file: all of it is left out. */
 		bool hidden_dir = view_dir && !base_dir && view.layer == CHANGE_UPPER &&
@@ -786,12 +797,21 @@ const char *change_flag_reason(unsigned flags)
 	if (flags & CHANGE_UNSUPPORTED)
 		return "not a regular file or symlink";
 	if (flags & CHANGE_OVER_HIDDEN)
-		return "replaced a directory holding files the agent cannot see";
+		return flags & CHANGE_OVER_HIDDEN_ENTRY
+			   ? "put where the repository keeps a file or symlink the agent cannot "
+			     "see"
+			   : "replaced a directory holding files the agent cannot see";
 	return "exported";
 }
 
 const char *change_over_hidden_reason(const struct change *c)
 {
+	if (c->flags & CHANGE_OVER_HIDDEN_ENTRY)
+		return c->view.present && c->view.mode == CHANGE_MODE_LINK
+			   ? "a symlink put where the repository keeps a file or symlink the "
+			     "agent cannot see"
+			   : "a file put where the repository keeps a file or symlink the agent "
+			     "cannot see";
 	return c->view.present && c->view.mode == CHANGE_MODE_LINK
 		   ? "replaced by a symlink, but the repository keeps files there the agent "
 		     "cannot see"

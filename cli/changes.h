@@ -80,7 +80,10 @@ enum change_flag {
 	 * holds entries the policy hides (rm -rf DIR; echo x >DIR, or a
 	 * RENAME_EXCHANGE): the repository cannot take it without deleting files
 	 * the agent never saw, so it is left out like a conflict (export's and
-	 * promote's --conflicts; `take` refuses it too). */
+	 * promote's --conflicts; `take` refuses it too).  Also a file or symlink
+	 * where the base holds a file or symlink the view hides (a symlink out
+	 * of the repository under `symlinks: hide`, a file over a size rule):
+	 * then CHANGE_OVER_HIDDEN_ENTRY is set with it. */
 	CHANGE_OVER_HIDDEN = 1u << 4,
 	/* The path lies inside a submodule (below a gitlink of the repository's
 	 * index or HEAD tree): its files belong to another repository, which a
@@ -88,6 +91,9 @@ enum change_flag {
 	 * the gitlink by a directory holding only the changed files.  Set by
 	 * changes_mark_ignored(), alone (the other reasons no longer matter). */
 	CHANGE_SUBMODULE = 1u << 5,
+	/* With CHANGE_OVER_HIDDEN: what the view hides there is a file or
+	 * symlink, not a directory's entries. */
+	CHANGE_OVER_HIDDEN_ENTRY = 1u << 6,
 };
 
 struct change {

@@ -664,4 +664,32 @@ assert_eq "  ...the branch stores w.bat with LF" "$(printf 'x\ny\nz')" \
 	"$(git -C "$CREPO" show crlf:w.bat)"
 run af unmount "$CMNT"
 assert_eq "unmount the converted files' workspace" 0 "$RC"
+# A file the agent puts at the name of a symlink the view hides (it points out
+# of the repository): the patch would replace what the agent never saw, and
+# `git apply` would find the path taken.  Left out like a conflict.
+HREPO=$T/hsl-repo
+HMNT=$T/hsl-mnt
+mkdir -p "$HREPO" && git -C "$HREPO" init -q && printf 'a\n' >"$HREPO/a" &&
+	ln -s /etc/passwd "$HREPO/out" && git -C "$HREPO" add -A &&
+	git -C "$HREPO" -c user.name=t -c user.email=t@t commit -qm base ||
+	bail "cannot create the repository of a hidden symlink"
+mount_ws "$HREPO" "$HMNT" || bail "mount of the hidden symlink's repository: $OUT"
+assert_enoent "$HMNT/out" "the symlink out of the repository is hidden"
+sh_step "the agent writes a file at its name, and another file" \
+	"printf 'agent\n' >'$HMNT/out' && printf 'b\n' >'$HMNT/b'"
+run af status "$HMNT"
+assert_eq "status: the file over the hidden symlink is a conflict" "$(printf 'A b\nC out')" "$OUT"
+run af export "$HMNT"
+assert_eq "export refuses it" 1 "$RC"
+assert_contains "  ...naming why" "out: a file put where the repository keeps a file or symlink the agent cannot see" "$OUT"
+run af export --conflicts=skip -o "$T/hsl.patch" "$HMNT"
+assert_eq "export --conflicts=skip" 0 "$RC"
+assert_not_contains "  ...leaves it out" "b/out" "$(cat "$T/hsl.patch")"
+git clone -q "$HREPO" "$T/hsl-clone" && git -C "$T/hsl-clone" apply --index "$T/hsl.patch"
+assert_eq "  ...and the rest applies" 0 "$?"
+run af promote --branch hsl --conflicts=take "$HMNT"
+assert_eq "promote refuses it, --conflicts=take too" 1 "$RC"
+assert_eq "  ...and the repository keeps the symlink" "/etc/passwd" "$(readlink "$HREPO/out")"
+run af unmount "$HMNT"
+assert_eq "unmount the hidden symlink's workspace" 0 "$RC"
 done_testing
