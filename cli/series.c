@@ -23,6 +23,7 @@
 #include "cli/workspace.h"
 #include "fs/layout.h"
 #include "policy/policy.h"
+#include "policy/symlink.h"
 
 int series_mode_parse(const char *s, enum series_mode *out)
 {
@@ -416,6 +417,50 @@ static bool filter_driver(const struct ctx *c, const char *path, char *out, size
 	return true;
 }
 
+/* Said of a file or symlink put where the repository keeps one the view hides. */
+#define OVER_HIDDEN_ENTRY "put where the repository keeps a file or symlink the agent cannot see"
+
+/*
+ * Does the target index hold at @path a file or symlink the view hides by
+ * more than its name (a name rule refuses the edit before this): a symlink
+ * out of the repository or onto a hidden path under `symlinks: hide`
+ * (policy_symlink_target_unsafe(), its target as the blob holds it), a file
+ * over a size rule?  The agent never saw it, so its edit there would replace
+ * it.  Not an entry whose blob is the agent's own (an earlier step put it
+ * there).  Unsure is yes.
+ */
+static bool hides_entry(const struct ctx *c, const char *path)
+{
+	const git_index_entry *ie = git_index_get_bypath(c->target, path, 0);
+	if (!ie || ie->mode == GIT_FILEMODE_COMMIT || gitpriv_oidset_has(&c->trusted, &ie->id))
+		return false;
+	size_t size = 0;
+	git_object_t type;
+	if (git_odb_read_header(&size, &type, c->real_odb, &ie->id) < 0) {
+		git_error_clear();
+		return true;
+	}
+	if (policy_decide_path(c->policy, path, false, size) == POLICY_HIDDEN)
+		return true;
+	if (ie->mode != GIT_FILEMODE_LINK ||
+	    policy_symlinks_mode(c->policy) != POLICY_SYMLINKS_HIDE)
+		return false;
+	git_odb_object *obj = NULL;
+	int fd = open(c->ws->repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	bool unsafe = true;
+	if (fd >= 0 && size < PATH_MAX && git_odb_read(&obj, c->real_odb, &ie->id) == 0) {
+		char target[PATH_MAX];
+		memcpy(target, git_odb_object_data(obj), size);
+		target[size] = 0;
+		unsafe = strlen(target) != size ||
+			 policy_symlink_target_unsafe(c->policy, fd, path, target);
+	}
+	git_odb_object_free(obj);
+	if (fd >= 0)
+		close(fd);
+	return unsafe;
+}
+
 /* Apply @e to the target index: hidden paths left out, dirty paths per mode.
  * Deletions first, so a file may become a directory and back. */
 static int apply_edits(struct ctx *c, struct edits *e)
@@ -481,6 +526,11 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			int r = 0;
 			if (ed->del) {
 				free(q);
+				/* Not a file or symlink the agent could not see: its own
+				 * file there was left out (hides_entry, below), and the
+				 * step after it, from the view, lacks the path. */
+				if (hides_entry(c, ed->path))
+					continue;
 				if (git_index_get_bypath(c->target, ed->path, 0) &&
 				    git_index_remove(c->target, ed->path, 0) < 0)
 					return lg_fail(c, ed->path);
@@ -488,15 +538,18 @@ static int apply_edits(struct ctx *c, struct edits *e)
 			}
 			/* A file where the target has a directory: the directory goes,
 			 * unless it still holds files the agent cannot see (deletions
-			 * ran first, so what is left there the agent never removed). */
-			if (over_hidden(c, ed->path)) {
+			 * ran first, so what is left there the agent never removed).
+			 * Nor over a file or symlink the agent could not see. */
+			bool entry = hides_entry(c, ed->path);
+			if (entry || over_hidden(c, ed->path)) {
+				const char *why = entry ? OVER_HIDDEN_ENTRY : OVER_HIDDEN_FILE;
 				if (c->o->conflicts == SERIES_SKIP) {
-					note(c, qp, "%s; left out", OVER_HIDDEN_FILE);
+					note(c, qp, "%s; left out", why);
 					c->s->dropped_changes++;
 				} else {
 					cli_error(c->o->cmd,
 						  "%s: %s (--conflicts=skip leaves it out)", qp,
-						  OVER_HIDDEN_FILE);
+						  why);
 					c->refusals++;
 				}
 				free(q);

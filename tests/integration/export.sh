@@ -690,6 +690,19 @@ assert_eq "  ...and the rest applies" 0 "$?"
 run af promote --branch hsl --conflicts=take "$HMNT"
 assert_eq "promote refuses it, --conflicts=take too" 1 "$RC"
 assert_eq "  ...and the repository keeps the symlink" "/etc/passwd" "$(readlink "$HREPO/out")"
+# The same file committed by the agent in its private .git: promote's series
+# leaves its step out too, and the last step (from the view, which lacks
+# the file) deletes nothing of the repository's.
+sh_step "the agent commits both files" \
+	"cd '$HMNT' && git add -A && git -c user.name=a -c user.email=a@x commit -qm agent"
+run af promote --branch hsl "$HMNT"
+assert_eq "promote refuses the agent's commit of it" 1 "$RC"
+assert_contains "  ...naming why" "out: put where the repository keeps a file or symlink the agent cannot see" "$OUT"
+run af promote --branch hsl --conflicts=skip "$HMNT"
+assert_eq "promote --conflicts=skip" 0 "$RC"
+assert_eq "  ...the branch keeps the repository's symlink and takes the rest" \
+	"$(printf '120000 out\n100644 b')" \
+	"$(git -C "$HREPO" ls-tree hsl -- out b | awk '{ print $1, $4 }' | sort -r)"
 run af unmount "$HMNT"
 assert_eq "unmount the hidden symlink's workspace" 0 "$RC"
 done_testing
