@@ -90,6 +90,7 @@ struct ctx {
 	git_odb *priv_odb;
 	struct gitpriv_oidset base_objects; /* reachable from the recorded base tree */
 	struct gitpriv_oidset trusted;	    /* blobs written here from the view */
+	struct changes *cs; /* the view's change set, computed once before the steps */
 	char **dirty;
 	size_t n_dirty;
 	bool have_dirty;     /* git-dirty was recorded (else: compare with HEAD) */
@@ -322,7 +323,27 @@ static bool copy_started_elsewhere(struct ctx *c, const char *path)
 /* Where the person had work of their own that git has not committed: a path
  * dirty at mount (git-dirty), changed in the working tree since, or an
  * untracked file.  The reason to name, or NULL. */
+static int change_path_cmp(const void *key, const void *item);
+
+static const char *path_dirty_here(struct ctx *c, const char *path);
+
+/* path_dirty_here() of @path, or of the repository path the view shows there
+ * when that is another (a directory the agent renamed shows the repository's
+ * directory live: a file the person added or changed there since, seen at
+ * the new name, is the person's, not the agent's). */
 static const char *path_dirty(struct ctx *c, const char *path)
+{
+	const struct change *ch = c->cs && c->cs->count
+				      ? bsearch(path, c->cs->items, c->cs->count,
+						sizeof(c->cs->items[0]), change_path_cmp)
+				      : NULL;
+	if (ch && ch->view.present && ch->view.layer == CHANGE_LOWER &&
+	    strcmp(ch->view.path, path) != 0 && path_dirty_here(c, ch->view.path))
+		return "at its old path, in a directory the agent renamed";
+	return path_dirty_here(c, path);
+}
+
+static const char *path_dirty_here(struct ctx *c, const char *path)
 {
 	if (gitpriv_path_in(c->dirty, c->n_dirty, path))
 		return "at mount";
@@ -1121,13 +1142,8 @@ static int deletions_behind_lower(struct ctx *c, const struct changes *cs, git_i
 
 static int final_step(struct ctx *c, git_tree *last_tree, const char *base_tree_hex)
 {
-	struct changes *cs = NULL;
-	char err[1024] = "";
-	int r = changes_open_workspace(c->ws, &cs, err, sizeof(err));
-	if (r < 0) {
-		cli_error(c->o->cmd, "%s: %s", c->ws->name, err);
-		return r;
-	}
+	const struct changes *cs = c->cs;
+	int r = 0;
 	struct edits e = {0};
 	git_index *from = NULL, *view = NULL;
 	if (git_index_new(&from) < 0 || git_index_new(&view) < 0) {
@@ -1228,7 +1244,6 @@ out:
 	edits_clear(&e);
 	git_index_free(from);
 	git_index_free(view);
-	changes_free(cs);
 	return r;
 }
 
@@ -1337,6 +1352,14 @@ int series_build(const struct workspace *ws, const struct series_opts *o, struct
 		goto out;
 	}
 
+	/* Before the agent's commits are replayed: their paths are checked
+	 * against it too (path_dirty). */
+	err[0] = 0;
+	r = changes_open_workspace(ws, &c.cs, err, sizeof(err));
+	if (r < 0) {
+		cli_error(o->cmd, "%s: %s", ws->name, err);
+		goto out;
+	}
 	if (br == 0) {
 		char dir[PATH_MAX];
 		git_oid bc, bt;
@@ -1389,6 +1412,7 @@ out:
 	git_index_free(c.real_index);
 	gitpriv_oidset_clear(&c.base_objects);
 	gitpriv_oidset_clear(&c.trusted);
+	changes_free(c.cs);
 	gitpriv_paths_free(c.dirty, c.n_dirty);
 	strvec_clear(&c.sources);
 	strvec_clear(&c.own_named);

@@ -705,4 +705,31 @@ assert_eq "  ...the branch keeps the repository's symlink and takes the rest" \
 	"$(git -C "$HREPO" ls-tree hsl -- out b | awk '{ print $1, $4 }' | sort -r)"
 run af unmount "$HMNT"
 assert_eq "unmount the hidden symlink's workspace" 0 "$RC"
+# A directory the agent renamed shows the repository's directory live: a file
+# the person adds there afterwards shows at the new name, but it is the
+# person's.  promote refuses it (--dirty=skip leaves it out), in the
+# uncommitted changes and in the agent's commit of them.
+RREPO=$T/rdir-repo
+RMNT=$T/rdir-mnt
+mkdir -p "$RREPO/d" && git -C "$RREPO" init -q && seq 1 20 >"$RREPO/d/a" &&
+	git -C "$RREPO" add -A && git -C "$RREPO" -c user.name=t -c user.email=t@t commit -qm base ||
+	bail "cannot create the renamed directory's repository"
+mount_ws "$RREPO" "$RMNT" || bail "mount of the renamed directory's repository: $OUT"
+step "the agent renames d to e" t mv "$RMNT/d" "$RMNT/e"
+sh_step "the person adds d/notes in the repository" "printf 'private\n' >'$RREPO/d/notes'"
+assert_eq "the view shows it at e/notes" "private" "$(cat "$RMNT/e/notes" 2>&1)"
+run af promote --branch rdir "$RMNT"
+assert_eq "promote refuses the person's file under the new name" 1 "$RC"
+assert_contains "  ...naming it" "e/notes: the person had uncommitted changes here at its old path" "$OUT"
+run af promote --branch rdir --dirty=skip "$RMNT"
+assert_eq "promote --dirty=skip" 0 "$RC"
+assert_eq "  ...takes the rename, not the person's file" "e/a" \
+	"$(git -C "$RREPO" ls-tree -r --name-only rdir)"
+sh_step "the agent commits the view in its private .git" \
+	"cd '$RMNT' && git add -A && git -c user.name=a -c user.email=a@x commit -qm agent"
+run af promote --branch rdir2 "$RMNT"
+assert_eq "promote refuses the agent's commit of it too" 1 "$RC"
+assert_contains "  ...naming it" "e/notes: the person had uncommitted changes here at its old path" "$OUT"
+run af unmount "$RMNT"
+assert_eq "unmount the renamed directory's workspace" 0 "$RC"
 done_testing
