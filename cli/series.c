@@ -508,8 +508,9 @@ static int apply_edits(struct ctx *c, struct edits *e)
 				    c->o->cmd,
 				    "%s: under the filter driver '%s' (.gitattributes), which "
 				    "agentfs cannot run: its blob would hold the working "
-				    "tree's bytes, not what git add stores; apply "
-				    "`agentfs export --format=patch` and commit it yourself",
+				    "tree's bytes, not what git add stores; copy the file "
+				    "from the mount and `git add` it yourself (git runs the "
+				    "driver), or `agentfs discard` it",
 				    qp, drv);
 				c->refusals++;
 				free(q);
@@ -1534,6 +1535,26 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 		return -EIO;
 	}
 	r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, real, &p);
+	/* A filter driver libgit2 does not run (git-lfs, git-crypt): the patch
+	 * holds the working tree's bytes there, which `git apply` compares with
+	 * the file it has cleaned with that driver.  Said, not refused: where
+	 * the driver is not configured the patch applies. */
+	for (size_t i = 0; r == 0 && !stat && i < git_diff_num_deltas(patch_diff(p)); i++) {
+		const git_diff_delta *d = git_diff_get_delta(patch_diff(p), i);
+		const char *v = NULL;
+		if (d->new_file.mode == GIT_FILEMODE_LINK || d->status == GIT_DELTA_DELETED ||
+		    git_attr_get(&v, real, GIT_ATTR_CHECK_FILE_THEN_INDEX, d->new_file.path,
+				 "filter") < 0 ||
+		    !GIT_ATTR_HAS_VALUE(v))
+			continue;
+		char *q = changes_quote(d->new_file.path);
+		cli_error("export",
+			  "%s: under the filter driver '%s' (.gitattributes), which agentfs does "
+			  "not run: its patch holds the working tree's bytes, which `git apply` "
+			  "may reject where the driver is configured",
+			  q ? q : d->new_file.path, v);
+		free(q);
+	}
 	git_repository_free(real);
 	git_libgit2_shutdown();
 	if (r == 0) {

@@ -634,7 +634,8 @@ CO=$T/crlf-origin
 CREPO=$T/crlf-repo
 CMNT=$T/cmnt
 mkdir -p "$CO" && git -C "$CO" init -q &&
-	printf '*.bat eol=crlf\n*.c ident\n' >"$CO/.gitattributes" &&
+	printf '*.bat eol=crlf\n*.c ident\n*.flt filter=red\n' >"$CO/.gitattributes" &&
+	printf 'f\n' >"$CO/f.flt" &&
 	printf 'x\ny\n' >"$CO/w.bat" && printf '/* $Id$ */\nint x;\n' >"$CO/a.c" &&
 	printf 'p\nq\n' >"$CO/plain.txt" &&
 	git -C "$CO" add -A && git -C "$CO" -c user.name=t -c user.email=t@t commit -qm base &&
@@ -645,9 +646,11 @@ printf 'git: hidden\n' >"$T/crlf-policy.yml"
 mount_ws "$CREPO" "$CMNT" --policy "$T/crlf-policy.yml" || bail "mount of the converted files: $OUT"
 sh_step "the agent appends a CRLF line to w.bat and plain.txt, a line to a.c" \
 	"printf 'z\r\n' >>'$CMNT/w.bat' && printf 'r\r\n' >>'$CMNT/plain.txt' &&
-	printf 'int y;\n' >>'$CMNT/a.c'"
+	printf 'int y;\n' >>'$CMNT/a.c' && printf 'g\n' >>'$CMNT/f.flt'"
 run af export -o "$T/crlf.patch" "$CMNT"
 assert_eq "export of converted files" 0 "$RC"
+assert_contains "  ...a file under a filter driver is named" \
+	"f.flt: under the filter driver 'red' (.gitattributes), which agentfs does not run" "$OUT"
 assert_contains "  ...w.bat's patch adds the line" "+z" "$(grep -A8 'b/w.bat' "$T/crlf.patch")"
 assert_not_contains "  ...as stored: LF, no CR in the patch" "$(printf '\r')" "$(cat "$T/crlf.patch")"
 for mode in --index ""; do
@@ -658,6 +661,10 @@ for mode in --index ""; do
 	assert_eq "  ...w.bat and plain.txt hold the view's bytes" "same" \
 		"$(cmp -s "$D/w.bat" "$CMNT/w.bat" && cmp -s "$D/plain.txt" "$CMNT/plain.txt" && echo same)"
 done
+run af promote --branch crlf "$CMNT"
+assert_contains "promote refuses the file under a filter driver" "f.flt: under the filter driver 'red'" "$OUT"
+run af discard "$CMNT" f.flt
+assert_eq "  ...discarded" 0 "$RC"
 run af promote --branch crlf "$CMNT"
 assert_eq "promote of a clean CRLF file's change (no dirty record)" 0 "$RC"
 assert_eq "  ...the branch stores w.bat with LF" "$(printf 'x\ny\nz')" \
