@@ -739,4 +739,29 @@ assert_eq "promote refuses the agent's commit of it too" 1 "$RC"
 assert_contains "  ...naming it" "e/notes: the person had uncommitted changes here at its old path" "$OUT"
 run af unmount "$RMNT"
 assert_eq "unmount the renamed directory's workspace" 0 "$RC"
+# Files the agent moves (mv): one the person had changed and not committed,
+# one untracked (the person's), one clean.  The moved copies of the first
+# two carry the person's bytes: promote refuses them as it refuses an edit
+# in place (--dirty=skip leaves them out), and takes the clean rename.
+MREPO=$T/mv-repo
+MMNT=$T/mv-mnt
+mkdir -p "$MREPO" && git -C "$MREPO" init -q && printf 'a\n' >"$MREPO/a" &&
+	seq 1 10 >"$MREPO/t" && seq 1 5 >"$MREPO/c" && git -C "$MREPO" add -A &&
+	git -C "$MREPO" -c user.name=t -c user.email=t@t commit -qm base &&
+	printf 'mine\n' >"$MREPO/u2" && printf 'dirty\n' >>"$MREPO/t" ||
+	bail "cannot create the moved files' repository"
+mount_ws "$MREPO" "$MMNT" || bail "mount of the moved files' repository: $OUT"
+sh_step "the agent moves t, u2 and c" \
+	"mv '$MMNT/u2' '$MMNT/u3' && mv '$MMNT/t' '$MMNT/t2' && mv '$MMNT/c' '$MMNT/c2'"
+run af promote --branch mv "$MMNT"
+assert_eq "promote refuses the moved files that carry the person's bytes" 1 "$RC"
+assert_contains "  ...t2" "t2: the person had uncommitted changes here where the agent moved it from" "$OUT"
+assert_contains "  ...u3" "u3: the person had uncommitted changes here where the agent moved it from" "$OUT"
+assert_not_contains "  ...not the clean one" "c2:" "$OUT"
+run af promote --branch mv --dirty=skip "$MMNT"
+assert_eq "promote --dirty=skip" 0 "$RC"
+assert_eq "  ...takes the clean rename alone" "$(printf 'a\nc2\nt')" \
+	"$(git -C "$MREPO" ls-tree -r --name-only mv)"
+run af unmount "$MMNT"
+assert_eq "unmount the moved files' workspace" 0 "$RC"
 done_testing
