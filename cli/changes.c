@@ -1,5 +1,6 @@
 /* changes.c - the change set: the upper and the lower walked side by side. */
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
@@ -742,10 +743,161 @@ static int path_in_submodule(git_index *index, git_tree *head, const char *path)
 	return in;
 }
 
+static bool is_gitignore(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return strcmp(slash ? slash + 1 : path, ".gitignore") == 0;
+}
+
+static int unlink_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
+}
+
+/* Write @dir/.gitignore below @top (made for the purpose, ours alone): the
+ * view's where the agent's exported change set has one there, else the
+ * repository's (the lower's), which the patch leaves as it is: the rules the
+ * working tree will have once the change is taken.  Nothing when neither
+ * has one. */
+static int put_gitignore(const struct changes *cs, int top, const char *dir)
+{
+	char rel[PATH_MAX];
+	if (snprintf(rel, sizeof(rel), "%s%s.gitignore", dir, *dir ? "/" : "") >= (int)sizeof(rel))
+		return -ENAMETOOLONG;
+	const struct change *g = find_change((struct changes *)cs, rel);
+	struct change_side lower = {
+	    .present = true, .layer = CHANGE_LOWER, .path = rel, .mode = CHANGE_MODE_FILE};
+	const struct change_side *side = g && change_exported(g) ? &g->view : &lower;
+	if (!side->present || side->mode == CHANGE_MODE_LINK)
+		return 0;
+	char *buf = NULL;
+	size_t len = 0;
+	int r = changes_read(cs, side, &buf, &len);
+	if (r == -ENOENT || r == -ENOTDIR || r == -EIO)
+		return 0; /* none, or not a regular file: no rules */
+	if (r < 0)
+		return r;
+	/* The directories on the way, then the file. */
+	for (char *p = rel; r == 0 && (p = strchr(p, '/')); p++) {
+		*p = 0;
+		if (mkdirat(top, rel, 0700) < 0 && errno != EEXIST)
+			r = -errno;
+		*p = '/';
+	}
+	int fd = r < 0
+		     ? -1
+		     : openat(top, rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (r == 0 && fd < 0)
+		r = errno == EEXIST ? 0 : -errno;
+	for (size_t off = 0; fd >= 0 && r == 0 && off < len;) {
+		ssize_t n = write(fd, buf + off, len - off);
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return r;
+}
+
+/*
+ * When the exported change set changes a .gitignore (the agent edited one,
+ * added or deleted one), the ignore rules are those the working tree will
+ * have once it is taken, as the agent's git in the mount reads them: a
+ * stand-in working tree in a private temporary directory holds, for every
+ * directory on the way to a change, the .gitignore it will have
+ * (put_gitignore), and libgit2 reads them there (git_repository_set_workdir;
+ * info/exclude and core.excludesFile stay the repository's).  *@tmp is then
+ * that directory (malloc'd), else NULL: the repository's own working tree.
+ */
+static int ignore_workdir(const struct changes *cs, char **tmp)
+{
+	*tmp = NULL;
+	bool any = false;
+	for (size_t i = 0; i < cs->count && !any; i++)
+		any = change_exported(&cs->items[i]) && is_gitignore(cs->items[i].path);
+	if (!any)
+		return 0;
+	const char *base = getenv("TMPDIR");
+	char *dir = NULL;
+	if (asprintf(&dir, "%s/agentfs-ignore.XXXXXX", base && *base ? base : "/tmp") < 0)
+		return -ENOMEM;
+	if (!mkdtemp(dir)) {
+		int e = -errno;
+		free(dir);
+		return e;
+	}
+	int top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = top < 0 ? -errno : put_gitignore(cs, top, "");
+	char last[PATH_MAX] = "";
+	for (size_t i = 0; i < cs->count && r == 0; i++) {
+		/* Each ancestor of the path, once: changes are sorted by path,
+		 * so a directory's changes follow one another. */
+		char d[PATH_MAX];
+		snprintf(d, sizeof(d), "%s", cs->items[i].path);
+		for (char *p = d; r == 0 && (p = strchr(p, '/')); p++) {
+			*p = 0;
+			size_t n = strlen(d);
+			if (strncmp(last, d, n) != 0 || (last[n] != 0 && last[n] != '/'))
+				r = put_gitignore(cs, top, d);
+			*p = '/';
+		}
+		char *slash = strrchr(d, '/');
+		if (slash) {
+			*slash = 0;
+			snprintf(last, sizeof(last), "%s", d);
+		} else {
+			last[0] = 0;
+		}
+	}
+	if (top >= 0)
+		close(top);
+	if (r < 0) {
+		nftw(dir, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
+		free(dir);
+		return r;
+	}
+	*tmp = dir;
+	return 0;
+}
+
+static int mark_ignored(struct changes *cs, git_repository *repo);
+
 int changes_mark_ignored(struct changes *cs, git_repository *repo)
 {
 	if (!repo)
 		return 0;
+	char *tmp = NULL, *workdir = NULL;
+	int tr = ignore_workdir(cs, &tmp);
+	if (tr < 0)
+		return tr;
+	if (tmp) {
+		workdir =
+		    git_repository_workdir(repo) ? strdup(git_repository_workdir(repo)) : NULL;
+		if (!workdir || git_repository_set_workdir(repo, tmp, 0) < 0) {
+			nftw(tmp, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
+			free(tmp);
+			free(workdir);
+			return workdir ? -EIO : -ENOMEM;
+		}
+	}
+	int r = mark_ignored(cs, repo);
+	if (tmp) {
+		if (git_repository_set_workdir(repo, workdir, 0) < 0 && r == 0)
+			r = -EIO;
+		nftw(tmp, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
+		free(tmp);
+		free(workdir);
+	}
+	return r;
+}
+
+static int mark_ignored(struct changes *cs, git_repository *repo)
+{
 	git_index *index = NULL;
 	git_tree *head = NULL;
 	git_object *obj = NULL;

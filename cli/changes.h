@@ -130,7 +130,10 @@ int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
  * Set CHANGE_SUBMODULE on changes whose path lies inside a submodule of @repo
  * (the real repository, only read: its index and HEAD tree), and
  * CHANGE_IGNORED on the other changes whose path is untracked there and ignored
- * by its ignore rules (.gitignore files, info/exclude, core.excludesFile).  A
+ * by its ignore rules (.gitignore files, info/exclude, core.excludesFile), the
+ * .gitignore files as the exported changes leave them (the agent's edits
+ * count, as its git in the mount reads them; a private temporary directory
+ * under $TMPDIR stands in for the working tree while they are read).  A
  * tracked path is never marked ignored: a change to a tracked file is always
  * exported.  @repo NULL: no-op.
  */

@@ -764,4 +764,31 @@ assert_eq "  ...takes the clean rename alone" "$(printf 'a\nc2\nt')" \
 	"$(git -C "$MREPO" ls-tree -r --name-only mv)"
 run af unmount "$MMNT"
 assert_eq "unmount the moved files' workspace" 0 "$RC"
+# The agent edits the ignore rules: what is ignored is judged by the rules the
+# working tree will have once the change is taken, as the agent's git in the
+# mount judges it: a file the old rules ignored is exported, one the new rules
+# ignore is left out (and a .gitignore the agent did not touch still counts).
+IREPO=$T/ign-repo
+IMNT=$T/ign-mnt
+mkdir -p "$IREPO/sub" && git -C "$IREPO" init -q && printf '*.log\n' >"$IREPO/.gitignore" &&
+	printf 'keep.tmp\n' >"$IREPO/sub/.gitignore" && printf 'a\n' >"$IREPO/a" &&
+	git -C "$IREPO" add -A && git -C "$IREPO" -c user.name=t -c user.email=t@t commit -qm base ||
+	bail "cannot create the ignore rules' repository"
+mount_ws "$IREPO" "$IMNT" || bail "mount of the ignore rules' repository: $OUT"
+sh_step "the agent swaps *.log for dist/ in .gitignore, writes foo.log, dist/app.js, sub/keep.tmp" \
+	"printf 'dist/\n' >'$IMNT/.gitignore' && printf 'x\n' >'$IMNT/foo.log' &&
+	mkdir '$IMNT/dist' && printf 'js\n' >'$IMNT/dist/app.js' && printf 't\n' >'$IMNT/sub/keep.tmp'"
+run af status "$IMNT"
+assert_eq "status judges by the agent's rules" \
+	"$(printf 'M .gitignore\nA foo.log\n! dist/app.js\n! sub/keep.tmp')" "$OUT"
+assert_eq "  ...as the agent's git does" "$(printf ' M .gitignore\n?? foo.log')" \
+	"$(t git -C "$IMNT" status --porcelain --untracked-files=all)"
+mkdir -p "$T/ign-tmp"
+run env TMPDIR="$T/ign-tmp" "$AGENTFS" export --state-dir "$STATE" -o "$T/ign.patch" "$IMNT"
+assert_eq "export" 0 "$RC"
+assert_eq "  ...holds .gitignore and foo.log" "$(printf 'a/.gitignore\na/foo.log')" \
+	"$(grep '^diff --git' "$T/ign.patch" | awk '{ print $3 }')"
+assert_eq "  ...and leaves no stand-in directory behind" "" "$(ls -A "$T/ign-tmp")"
+run af unmount "$IMNT"
+assert_eq "unmount the ignore rules' workspace" 0 "$RC"
 done_testing
