@@ -510,6 +510,14 @@ int sandbox_spawn(const char *bwrap, char *const argv[], char *const envp[], enu
 			close(l);
 			close(sp[1]);
 		}
+		/* Only the descriptors bwrap is told of reach the sandbox: any
+		 * other the caller left open (a launcher's, a shell's exec 7<dir)
+		 * would be a way out of it (/proc/self/fd/N/..). */
+		if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+			long max = sysconf(_SC_OPEN_MAX);
+			for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
+				fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		}
 		if (keep_fd >= 0)
 			fcntl(keep_fd, F_SETFD, 0);
 		execve(bwrap, argv, envp);

@@ -122,6 +122,12 @@ assert_eq "the root holds only system directories and the private ones" \
 	"$(printf '%s\n' bin dev etc lib lib32 lib64 libx32 proc sbin tmp usr var "${HOME#/}" "${T#/}" |
 		cut -d/ -f1 | sort -u | while read -r d; do [ -e "/$d" ] && echo "$d"; done)" \
 	"$(sort <<<"$OUT")"
+# A descriptor the caller left open (a launcher's, a shell's exec) does not
+# reach the sandbox: through /proc/self/fd/N/.. it would reach everything.
+exec 7<"$REPO"
+run arun "$MNT" -- sh -c 'test -e /proc/self/fd/7 && echo open; true'
+exec 7<&-
+assert_not_contains "a directory descriptor the caller left open is not inherited" "open" "$OUT"
 run arun "$MNT" -- sh -c 'pwd'
 assert_eq "the command starts in the workspace root" "$MNT" "$OUT"
 OUT=$(cd "$MNT/src" && t "$AGENTFS" run --state-dir "$STATE" "$MNT" -- pwd 2>/dev/null)
