@@ -584,7 +584,29 @@ static json_t *read_info(int fd)
 
 /* ---- running ---- */
 
-static int wait_sandbox(struct run_ctx *c, pid_t pid, const sigset_t *set, int *status,
+/* The terminal agentfs run was started in the foreground of, or -1: the
+ * sandbox's process group (sandbox_spawn) gets it while it runs, as a
+ * shell gives it to a job (tcsetpgrp(3); the glibc manual, "Implementing a Job
+ * Control Shell"). */
+static int foreground_tty(void)
+{
+	return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp() ? STDIN_FILENO : -1;
+}
+
+/* tcsetpgrp(3) of @tty to @pgrp from whichever group holds it now: SIGTTOU
+ * (sent to a caller outside the foreground group) is ignored meanwhile. */
+static void give_tty(int tty, pid_t pgrp)
+{
+	if (tty < 0)
+		return;
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGTTOU, &ign, &old);
+	(void)tcsetpgrp(tty, pgrp);
+	sigaction(SIGTTOU, &old, NULL);
+}
+
+static int wait_sandbox(struct run_ctx *c, pid_t pid, int tty, const sigset_t *set, int *status,
 			int *killed_by)
 {
 	*killed_by = 0;
@@ -603,7 +625,19 @@ static int wait_sandbox(struct run_ctx *c, pid_t pid, const sigset_t *set, int *
 			kill(pid, SIGKILL);
 		}
 		int st;
-		pid_t w = waitpid(pid, &st, WNOHANG);
+		pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED);
+		if (w == pid && WIFSTOPPED(st)) {
+			/* ^Z stopped the sandbox's group: stop as a job stops, the
+			 * terminal back with the shell, and on `fg` continue it. */
+			pid_t fg = tty >= 0 ? tcgetpgrp(tty) : -1;
+			give_tty(tty, getpgrp());
+			kill(getpid(), SIGSTOP);
+			give_tty(tty, fg > 0 ? fg : pid);
+			if (fg > 0 && fg != pid)
+				kill(-fg, SIGCONT);
+			kill(-pid, SIGCONT);
+			continue;
+		}
 		if (w == pid) {
 			*status = st;
 			return 0;
@@ -664,6 +698,11 @@ static int run_sandbox(struct run_ctx *c)
 			   &pid, &listen_fd, err, sizeof(err));
 	close(info[1]);
 	info[1] = -1;
+	int tty = rc < 0 ? -1 : foreground_tty();
+	if (rc == 0) {
+		setpgid(pid, pid); /* the child does so too: whichever runs first */
+		give_tty(tty, pid);
+	}
 	if (rc < 0) {
 		cli_error(CMD, "%s", err);
 		journal(c,
@@ -711,7 +750,8 @@ static int run_sandbox(struct run_ctx *c)
 	int st = 0, killed_by = 0;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = wait_sandbox(c, pid, &set, &st, &killed_by);
+	rc = wait_sandbox(c, pid, tty, &set, &st, &killed_by);
+	give_tty(tty, getpgrp());
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	netproxy_stop(proxy);
 	sigprocmask(SIG_SETMASK, &old, NULL);

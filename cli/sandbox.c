@@ -500,6 +500,11 @@ int sandbox_spawn(const char *bwrap, char *const argv[], char *const envp[], enu
 			if (s != SIGKILL && s != SIGSTOP)
 				signal(s, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* Its own process group, terminal or not: kill(0, sig) and
+		 * kill(-1, sig) inside reach no process of the caller's group
+		 * (agentfs run, the shell's other jobs).  cmd_run.c hands the
+		 * terminal over to it. */
+		setpgid(0, 0);
 		if (net == SANDBOX_NET_PROXY) {
 			close(sp[0]);
 			int l = child_netns(uid, gid);

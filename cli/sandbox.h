@@ -61,7 +61,9 @@ struct sandbox_config {
 	size_t n_rw;
 	enum sandbox_net net;
 	bool drop_root_caps; /* running as root: pass --cap-drop ALL */
-	bool new_session;    /* setsid() the command (no controlling tty: no TIOCSTI) */
+	bool new_session;    /* setsid() the command (no controlling tty: no TIOCSTI);
+			      * either way sandbox_spawn() puts bwrap in a process
+			      * group of its own */
 	int info_fd;	     /* fd bwrap writes its JSON info to (child-pid,
 			      * namespaces), or -1 */
 	const char *etc;     /* the /etc to filter ("/etc"; tests may pass another) */

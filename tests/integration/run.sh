@@ -312,6 +312,27 @@ done
 assert_contains "a run killed by SIGTERM is journaled as such" '"killed":"agentfs run got TERM' \
 	"$(grep '"op":"exit"' "$RUNLOG" | tail -n 2)"
 
+# From a terminal (script(1) makes one) the sandbox runs in a process group of
+# its own that holds the terminal: it reads it, and kill(0, sig) inside reaches
+# neither agentfs run nor the caller's shell.  The terminal comes back after.
+if command -v script >/dev/null; then
+	cat >"$T/outer.sh" <<'EOF'
+trap 'echo caller-got-USR1 >>"$SIGLOG"' USR1
+"$AGENTFS" run --state-dir "$STATE" "$MNT" -- sh -c 'trap "" USR1; read x; echo "got $x"; kill -USR1 0'
+echo "run-exit $?" >>"$SIGLOG"
+[ "$(ps -o tpgid= -p $$)" -eq "$(ps -o pgid= -p $$)" ] && echo tty-back >>"$SIGLOG"
+EOF
+	(sleep 1 && echo hello) | (export SIGLOG="$T/sig.log" AGENTFS STATE MNT &&
+		t script -qec "bash '$T/outer.sh'" /dev/null >"$T/script.out" 2>&1)
+	assert_not_contains "kill(0) in a terminal's sandbox does not reach the caller" \
+		"caller-got-USR1" "$(cat "$T/sig.log" 2>&1)"
+	assert_contains "  ...the sandbox read the terminal" "got hello" "$(cat "$T/script.out" 2>&1)"
+	assert_contains "  ...agentfs run lived to report the exit" "run-exit 138" "$(cat "$T/sig.log" 2>&1)"
+	assert_contains "  ...and the terminal is the caller's again" "tty-back" "$(cat "$T/sig.log" 2>&1)"
+else
+	skip "kill(0) in a terminal's sandbox does not reach the caller" "no script(1)"
+fi
+
 # ---------------------------------------------------------------- the journals
 n=$(grep -c '"op":"start"' "$RUNLOG")
 rm -f "$MNT/go"
