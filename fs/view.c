@@ -87,11 +87,43 @@ bool view_name_is_git(const char *name)
 	return strcmp(name, ".git") == 0;
 }
 
+/*
+ * Is @path (outside the private .git) an entry by which the agent could make
+ * a directory that git takes for a repository of its own?  git's discovery
+ * (setup.c, is_git_directory()) takes any directory holding a valid HEAD,
+ * objects/ and refs/ (or a commondir file naming where those are) for a bare
+ * repository, and then runs what its config says (core.fsmonitor,
+ * core.pager, aliases) for whoever runs git there: the person, whose shell
+ * prompt may run `git status` at each cd.  So no file named HEAD is the
+ * agent's to make or change outside .git, as no .git is, and in a directory
+ * whose repository side holds a HEAD (a bare fixture the repository tracks)
+ * neither are config, config.worktree nor commondir.
+ */
+static bool gitdir_entry(struct agentfs *fs, const char *path, bool is_dir)
+{
+	if (is_dir)
+		return false;
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (strcmp(base, "HEAD") == 0)
+		return true;
+	if (strcmp(base, "config") != 0 && strcmp(base, "config.worktree") != 0 &&
+	    strcmp(base, "commondir") != 0)
+		return false;
+	char head[FS_PATH_MAX];
+	int n = snprintf(head, sizeof(head), "%.*sHEAD", (int)(base - path), path);
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return true; /* unsure is yes */
+	struct stat st;
+	return layer_stat(fs, fs->lower_fd, head, &st) == 0;
+}
+
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)
 {
 	if (view_path_in_git(fs, path))
 		return git_readonly(path + 5);
-	return policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
+	return gitdir_entry(fs, path, is_dir) ||
+	       policy_decide_path(fs->policy, path, is_dir, 0) == POLICY_READONLY;
 }
 
 enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, const struct stat *st)
@@ -109,6 +141,8 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, co
 	if (S_ISLNK(st->st_mode) && policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&
 	    policy_symlink_unsafe(fs->policy, fs->lower_fd, lpath))
 		return POLICY_HIDDEN;
+	if (gitdir_entry(fs, lpath, is_dir))
+		return POLICY_READONLY;
 	return d;
 }
 

@@ -823,6 +823,22 @@ assert_eq "the person's git status runs nothing of the agent's" "no" \
 # the last 100 ms may still be queued).
 OUT=$(af log --json --op deny "$T/bigmnt" 2>&1 | grep -c '"detail":"create a .git"')
 assert_ne "the refusals are journaled" 0 "${OUT:-0}"
+# Nor a bare repository: git takes any directory holding a HEAD, objects/
+# and refs/ (or a commondir) for one, and runs its config's core.fsmonitor
+# for the person who runs git status there.  No HEAD outside .git is the
+# agent's; in a directory the repository keeps a HEAD in (a bare fixture),
+# neither are config nor commondir.
+run bash -c "cd '$B/d1' && git init -q --bare planted"
+assert_ne "no bare repository (git init --bare)" 0 "$RC"
+run bash -c "cd '$B/d2' && mkdir objects refs && printf '[core]\n\tfsmonitor = \\\"touch $T/bare-pwned; false\\\"\n' >config && printf 'ref: refs/heads/main\n' >HEAD"
+assert_contains "no HEAD beside objects/, refs/ and a config" "Read-only file system" "$OUT"
+run git -C "$B/d2" rev-parse --absolute-git-dir
+assert_eq "  ...git in that directory finds the workspace's repository" "$B/.git" "$OUT"
+run git -C "$B/d2" status --porcelain
+assert_eq "  ...and the person's git status there runs nothing of the agent's" "no" \
+	"$([ -e "$T/bare-pwned" ] && echo yes || echo no)"
+refuse "no HEAD symlink" "Read-only file system" ln -s refs/heads/main "$B/d2/HEAD"
+refuse "no rename to HEAD" "Read-only file system" mv "$B/d2/f1.txt" "$B/d2/HEAD"
 
 # ------------------------------------------------------------------ line ends, and changes since the mount
 # A file checked out with CRLF line ends (.gitattributes eol=crlf), its index
