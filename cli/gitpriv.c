@@ -951,6 +951,22 @@ static int hash_streamed(int dfd, const char *leaf, const struct stat *st, git_o
 	return r;
 }
 
+/* A tracked file the daemon may not read (an unprivileged mount, a file of
+ * mode 000 or another user's): git itself goes on past it, and so does the
+ * build, with the index's id for it, named on stderr (the daemon's log),
+ * rather than leave the workspace without a repository.  The agent cannot
+ * read it through the view either.  True when @err is such a refusal and
+ * @e took the index's id. */
+static bool unreadable(const char *path, int err, const git_index_entry *re, git_index_entry *e)
+{
+	if (err != -EACCES && err != -EPERM)
+		return false;
+	fprintf(stderr, "agentfs: private .git: %s: %s: its base is the index's version\n", path,
+		strerror(-err));
+	e->id = re->id;
+	return true;
+}
+
 /* One tracked path of the repository's index: decide, stat, maybe hash, add.
  * @pre: its hash made ahead, or NULL (prehash_get). */
 static int add_tracked(struct build *b, const git_index_entry *re, bool conflicted,
@@ -1033,19 +1049,30 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 	if (unchanged && !S_ISLNK(st.st_mode)) {
 		e.id = re->id;
 		git_filter_list_free(fl);
-	} else if (raw && h == 0 && (h = hash_streamed(dfd, leaf, &st, &e.id)) < 0) {
+	} else if (raw && h == 0 && (h = hash_streamed(dfd, leaf, &st, &e.id)) < 0 &&
+		   !unreadable(path, h, re, &e)) {
 		git_filter_list_free(fl);
 		return h == -ENOENT ? 0 : h;
+	} else if (h < 0) {
+		git_filter_list_free(fl); /* unreadable: the index's id */
 	} else if (h == 1 && git_oid_equal(&e.id, &re->id)) {
 		b->hashed++; /* the index's content: nothing to write */
 		record = cache;
 	} else {
 		int r = read_entry(dfd, leaf, &st, &buf, &len);
+		bool denied = r < 0 && unreadable(path, r, re, &e);
 		if (r == 0 && fl)
 			r = apply_clean_filters(fl, path, &buf, &len); /* eol=crlf */
 		git_filter_list_free(fl);
 		if (r == -ENOENT)
 			return 0;
+		if (denied) {
+			free(buf);
+			if (git_index_add(b->base, &e) < 0)
+				return git_fail(path);
+			b->entries++;
+			return 0;
+		}
 		if (r < 0) {
 			free(buf);
 			return r;

@@ -1357,4 +1357,26 @@ step "stat .git/HEAD during the build waits for it" stat "$T/delaymnt2/.git/HEAD
 step "  ...and git sees a repository" git -C "$T/delaymnt2" rev-parse --git-dir
 step "unmount it" af unmount "$T/delaymnt2"
 
+# A tracked file the daemon may not read (mode 000, as the person's own user:
+# root reads it anyway): git goes on past it, and so does the build, with the
+# index's version for its base, named in the daemon's log.
+if [ "$(id -u)" -ne 0 ]; then
+	UREPO=$T/unread-repo
+	mkdir -p "$UREPO" && git -C "$UREPO" init -q && printf 'a\n' >"$UREPO/a.txt" &&
+		printf 'b\n' >"$UREPO/noread.txt" && git -C "$UREPO" add -A &&
+		git -C "$UREPO" -c user.name=t -c user.email=t@t commit -qm base &&
+		chmod 000 "$UREPO/noread.txt" || bail "cannot create the unreadable file's repository"
+	mount_ws "$UREPO" "$T/unreadmnt" || bail "mount of the unreadable file's repository: $OUT"
+	run git -C "$T/unreadmnt" ls-files
+	assert_eq "a tracked file the daemon cannot read leaves the private .git whole" \
+		"$(printf 'a.txt\nnoread.txt')" "$OUT"
+	assert_contains "  ...and the daemon's log names it" \
+		"private .git: noread.txt: Permission denied: its base is the index's version" \
+		"$(cat "$STATE/workspaces/unreadmnt/daemon.log")"
+	step "unmount it" af unmount "$T/unreadmnt"
+	chmod 644 "$UREPO/noread.txt"
+else
+	skip "a tracked file the daemon cannot read leaves the private .git whole" "root reads it"
+fi
+
 done_testing
