@@ -857,6 +857,9 @@ mode_t new_entry_setid(fuse_req_t req, mode_t mode, gid_t gid);
 /* --- events (ops_*.c) --------------------------------------------------- */
 void fs_record(struct agentfs *fs, fuse_req_t req, enum journal_op op, int result, const char *path,
 	       const char *path2);
+/* Journal @ev with @req's uid and pid (the calling thread's id; the journal
+ * records its process), or with ev->pid as given when ev->pid_start is set
+ * (the process journal_process_start() captured). */
 void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev);
 /* Clear the set-user-ID bit of the regular file at @fd (with @leaf: @leaf in
  * the directory @fd, not followed), and its set-group-ID bit where group

@@ -24,7 +24,8 @@ void fs_record_ev(struct agentfs *fs, fuse_req_t req, struct journal_event *ev)
 		return;
 	if (req) {
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
-		ev->pid = ctx->pid;
+		if (!ev->pid_start) /* else ev->pid is the process it was captured for */
+			ev->pid = ctx->pid;
 		ev->uid = ctx->uid;
 	}
 	journal_record(fs->journal, ev);

@@ -335,8 +335,9 @@ static struct handle *handle_new(struct agentfs *fs, fuse_req_t req, struct node
 	h->pid = ctx->pid;
 	h->uid = ctx->uid;
 	/* Name the opener now: the release that journals this handle comes
-	 * after close(), often after the process exited. */
-	h->pid_start = journal_process_start(fs->journal, ctx->pid);
+	 * after close(), often after the process exited.  h->pid becomes the
+	 * process's id (ctx->pid is the calling thread's). */
+	h->pid_start = journal_process_start(fs->journal, &h->pid);
 	h->node = n;
 	return h;
 }
@@ -824,7 +825,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	/* The process the handle named a moment ago: no second read of its
 	 * /proc entry (journal.h). */
 	struct journal_event ev = {
-	    .op = JOP_CREATE, .path = path, .mode = mode, .pid_start = h->pid_start};
+	    .op = JOP_CREATE, .path = path, .mode = mode, .pid = h->pid, .pid_start = h->pid_start};
 	fs_record_ev(fs, req, &ev);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	dircache_put(fs, dfd);

@@ -76,7 +76,7 @@ void journal_errno_name(int negerr, char *out, size_t len);
 /* Back: -EINVAL if @name is neither. */
 int journal_errno_parse(const char *name, int *negerr);
 
-/* ---- proc.c: pid -> process name cache ------------------------------------ */
+/* ---- proc.c: request id -> process cache ---------------------------------- */
 
 struct journal_proc_cache;
 
@@ -84,13 +84,18 @@ int journal_proc_cache_new(struct journal_proc_cache **out);
 void journal_proc_cache_free(struct journal_proc_cache *c);
 
 /*
- * Identify @pid: copies its comm (<= 15 bytes + NUL) and exe (PATH_MAX, or ""
- * when unknown) and returns 1, or returns 0 when it cannot be named.  When
- * @start is non-zero, the answer is the cached one for (pid, start), read fresh
- * only if that process is still alive.  *start_out gets the start time.
+ * Identify the process of task @pid (a thread id, as a FUSE request carries, or
+ * a process id): copies the process's comm (its main thread's, <= 15 bytes +
+ * NUL) and exe (@exelen bytes, PATH_MAX will do, or "" when unknown) and
+ * returns 1, or returns 0 when it cannot be named (nothing written then).
+ * When @start is non-zero, the answer is the cached one for the task (pid,
+ * start), read fresh only if that task is still alive; pass a process id and
+ * start time this function gave.  *@pid_out gets the process id (the thread
+ * group id, proc(5) "Tgid:") and *@start_out the process's start time (field 22
+ * of /proc/TGID/stat, clock ticks since boot); either may be NULL.
  */
 int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t start, char comm[17],
-			  char *exe, size_t exelen, uint64_t *start_out);
+			  char *exe, size_t exelen, pid_t *pid_out, uint64_t *start_out);
 
 /* ---- pathmap.c: view path -> last recorded content ------------------------- */
 

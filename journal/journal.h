@@ -21,10 +21,11 @@
  *             "symlink" "setattr" "setxattr" "removexattr" "readdir"
  *             "conceal" "deny" "discard"
  *   result    0, or the errno name of the failure ("ENOENT", "EROFS", ...)
- *   pid, uid  the requesting process (for READ/WRITE: the one that opened the
- *             handle)
- *   comm, exe its name (/proc/PID/stat) and executable (/proc/PID/exe), when
- *             they could be read
+ *   pid, uid  the requesting process: its process id (thread group id), whichever
+ *             of its threads made the request (for READ/WRITE: the one that
+ *             opened the handle)
+ *   comm, exe its name (/proc/PID/comm: its main thread's) and executable
+ *             (/proc/PID/exe), when they could be read
  *   path      view path relative to the mount root
  *   path2     rename/link destination, symlink target
  *   bytes     READ: bytes the daemon served (reads satisfied by the kernel's
@@ -94,7 +95,9 @@ enum journal_op {
 struct journal_event {
 	enum journal_op op;
 	int result; /* 0 or a negative errno */
-	pid_t pid;  /* requesting process (fuse_req_ctx) */
+	pid_t pid;  /* requesting task (fuse_req_ctx: the calling thread's id; the
+		     * record holds its process's id), or the process id
+		     * journal_process_start() gave with @pid_start */
 	uid_t uid;
 	const char *path;   /* view path, relative to the mount root; may be NULL */
 	const char *path2;  /* rename/link destination, symlink target; may be NULL */
@@ -110,9 +113,10 @@ struct journal_event {
 	XXH128_hash_t hash_after;  /* content after (WRITE), content read (READ) */
 	const char *detail;	   /* a JSON object text (embedded as an object when it parses
 				    * as one) or any other text (embedded as a string); may be NULL */
-	/* Start time of @pid (journal_process_start()) when the event is attributed to
-	 * a process that may have exited since (READ/WRITE at release: pass what was
-	 * captured at open).  0: look the process up now. */
+	/* Start time of process @pid (journal_process_start(), which also gave @pid)
+	 * when the event is attributed to a process that may have exited since
+	 * (READ/WRITE at release: pass what was captured at open).  0: look the
+	 * process up now. */
 	uint64_t pid_start;
 };
 
@@ -160,17 +164,24 @@ int journal_open(struct journal **out, const char *path, enum journal_sync sync)
 /* Queue one event; never blocks on I/O (it may wait for the writer thread when
  * the queue holds JOURNAL_QUEUE_MAX events: records are never dropped).  Reads
  * /proc/PID/comm (a cached fd, ~0.8 us; ~0.1 us when ev->pid_start is given) to
- * name the process.  Safe from any
- * thread.  @j may be NULL (journal off): then it does nothing. */
+ * name the process; the record's pid is the process id (thread group id,
+ * proc(5)) of the thread ev->pid, or ev->pid itself when it could not be read
+ * (no comm then).  The first event of a thread of a multithreaded process
+ * also reads /proc/TID/status and the main thread's stat (once per thread).
+ * Safe from any thread.  @j may be NULL (journal off): then it does nothing. */
 void journal_record(struct journal *j, const struct journal_event *ev);
 
 #define JOURNAL_QUEUE_MAX 8192
 
-/* Start time of process @pid (field 22 of /proc/PID/stat, clock ticks since
- * boot), caching its name and executable so that a later event passing it as
- * journal_event.pid_start is attributed to this process even after it exited
- * or its pid was reused.  0 when the process cannot be read or @j is NULL. */
-uint64_t journal_process_start(struct journal *j, pid_t pid);
+/* The process behind task *@pid (a FUSE request's pid: the calling thread's
+ * id): sets *@pid to the process id (its thread group id, "Tgid:" in
+ * /proc/TID/status, proc(5)) and returns the process's start time (field 22 of
+ * /proc/TGID/stat, clock ticks since boot), caching its name and executable so
+ * that a later event passing both as journal_event.pid and .pid_start is
+ * attributed to this process even after it exited or its id was reused.
+ * Returns 0 and leaves *@pid as it was when the task cannot be read or @j is
+ * NULL. */
+uint64_t journal_process_start(struct journal *j, pid_t *pid);
 
 /* Flush every queued record to the file (fdatasync unless sync is NEVER).
  * Returns 0 when they are in; else the error of the writer's last write (a

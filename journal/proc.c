@@ -1,17 +1,35 @@
 /*
- * proc.c - naming the process behind a request: pid -> (comm, exe), cached per
- * (pid, start time) because pids are reused.
+ * proc.c - naming the process behind a request: the id FUSE gives (the
+ * calling thread's id) -> (process id, start time, comm, exe), cached per
+ * (id, start time) because ids are reused.
+ *
+ * The kernel fills a FUSE request's pid with the calling thread's id (TID);
+ * the process is its thread group (proc(5): "Tgid:" in /proc/TID/status), and
+ * its name is its main thread's (/proc/TGID/comm, what ps(1) shows): a thread
+ * may have renamed itself (prctl(PR_SET_NAME)).  Thread ids are valid
+ * /proc/TID paths though /proc does not list them.
  *
  * Measured on the development machine: open+read+close of /proc/PID/stat costs
  * ~6 us, a pread() of an already open one ~3.3 us, of an open /proc/PID/comm
- * ~0.7 us, readlink(/proc/PID/exe) ~2 us.  So the first event of a process
- * reads its stat (start time and comm) and exe, and the cache keeps its comm
- * fd open (at most PROC_FD_MAX, so the daemon's fd budget is not spent here);
- * later events re-read only that fd: comm changes on exec (a shell's child
- * opens the redirect, then execs), and only a fresh read tells.  The exe link
- * is read again only when the comm changed.  An fd of /proc/PID/comm keeps
- * referring to the process it was opened for: once that process is reaped,
- * reads fail (ESRCH), so a reused pid is never mistaken for the old process.
+ * ~0.7 us, readlink(/proc/PID/exe) ~2 us.  So the first event of a task
+ * reads its stat (start time, comm, thread count) and exe, and the cache keeps
+ * its comm fd open (at most PROC_FD_MAX, so the daemon's fd budget is not spent
+ * here); later events re-read only that fd: comm changes on exec (a shell's
+ * child opens the redirect, then execs), and only a fresh read tells.  The exe
+ * link is read again only when the comm changed.  An fd of /proc/PID/comm keeps
+ * referring to the task it was opened for: once that task is reaped, reads
+ * fail (ESRCH), so a reused id is never mistaken for the old task.
+ *
+ * A task whose stat counts one thread is its process's only thread, so its
+ * id is the process id: most processes cost nothing more.  Only a task of a
+ * multithreaded process has its status read (its Tgid, once per new entry)
+ * and, when it is not the main thread, the main thread's stat (the process's
+ * name and start time).  Such a thread's entry holds its process's name, exe,
+ * id and start time; its fd, of the thread's own comm, only tells that the
+ * thread still lives (its name is not the process's), and so that the
+ * process has not exec'd since (execve(2) ends every other thread).  A thread
+ * entry also keeps an entry of its process (id, start) in the cache, which an
+ * event attributed to the process (journal_event.pid_start) finds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,16 +42,18 @@
 #include "journal/internal.h"
 
 #define PROC_CACHE_MAX 512 /* power of two */
-#define PROC_WINDOW    8   /* a pid lives in one of 8 slots from pid % PROC_CACHE_MAX */
+#define PROC_WINDOW    8   /* an id lives in one of 8 slots from id % PROC_CACHE_MAX */
 #define PROC_FD_MAX    32
 
 struct proc_ent {
-	pid_t pid; /* 0: free slot */
-	uint64_t start;
-	char comm[17];
-	char *exe; /* malloc'd, "" when unknown */
-	int fd;	   /* /proc/PID/comm, or -1 */
-	int refs;  /* readers of fd outside the lock */
+	pid_t pid;	     /* the task's id (a thread's or a process's); 0: free slot */
+	uint64_t start;	     /* its start time */
+	pid_t tgid;	     /* its process (thread group) id: pid for a main thread */
+	uint64_t tgid_start; /* the process's start time: start for a main thread */
+	char comm[17];	     /* the process's name */
+	char *exe;	     /* malloc'd, "" when unknown */
+	int fd;		     /* /proc/PID/comm, or -1 */
+	int refs;	     /* readers of fd outside the lock */
 	uint64_t used;
 };
 
@@ -69,9 +89,9 @@ void journal_proc_cache_free(struct journal_proc_cache *c)
 	free(c);
 }
 
-/* Parse "pid (comm) S ppid ... starttime ..." (proc(5)): comm may hold spaces
- * and parentheses, so it ends at the last ')'. */
-static int parse_stat(char *buf, size_t n, char comm[17], uint64_t *start)
+/* Parse "pid (comm) S ppid ... num_threads ... starttime ..." (proc(5)): comm
+ * may hold spaces and parentheses, so it ends at the last ')'. */
+static int parse_stat(char *buf, size_t n, char comm[17], uint64_t *start, long *threads)
 {
 	buf[n] = 0;
 	char *l = memchr(buf, '(', n);
@@ -83,25 +103,62 @@ static int parse_stat(char *buf, size_t n, char comm[17], uint64_t *start)
 		cl = 16;
 	memcpy(comm, l + 1, cl);
 	comm[cl] = 0;
-	/* Fields after ')' start at field 3 (state); starttime is field 22. */
+	/* Fields after ')' start at field 3 (state); num_threads is field 20,
+	 * starttime field 22. */
 	char *p = r + 1;
 	for (int field = 3; field < 22; field++) {
 		p = strchr(p + 1, ' ');
 		if (!p)
 			return -EINVAL;
+		if (field == 19)
+			*threads = strtol(p + 1, NULL, 10);
 	}
 	char *end;
 	*start = strtoull(p + 1, &end, 10);
 	return end == p + 1 ? -EINVAL : 0;
 }
 
-static int read_stat_fd(int fd, char comm[17], uint64_t *start)
+/* Read /proc/@pid/stat: comm, start time and thread count. */
+static int read_stat(pid_t pid, char comm[17], uint64_t *start, long *threads)
 {
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
 	char buf[1024];
 	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-	if (n <= 0)
-		return n < 0 ? -errno : -ESRCH;
-	return parse_stat(buf, (size_t)n, comm, start);
+	int r = n < 0 ? -errno : n == 0 ? -ESRCH : 0;
+	close(fd);
+	return r < 0 ? r : parse_stat(buf, (size_t)n, comm, start, threads);
+}
+
+/* The thread group id of task @pid: "Tgid:" of /proc/@pid/status (proc(5)),
+ * near its top (after Name, whose escaped form is at most 64 bytes, Umask and
+ * State). */
+static int read_tgid(pid_t pid, pid_t *tgid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[512];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	int r = n < 0 ? -errno : n == 0 ? -ESRCH : 0;
+	close(fd);
+	if (r < 0)
+		return r;
+	buf[n] = 0;
+	char *t = strstr(buf, "\nTgid:");
+	if (!t)
+		return -EINVAL;
+	char *end;
+	long v = strtol(t + 6, &end, 10);
+	if (end == t + 6 || v <= 0 || v > INT_MAX)
+		return -EINVAL;
+	*tgid = (pid_t)v;
+	return 0;
 }
 
 static int read_comm_fd(int fd, char comm[17])
@@ -160,13 +217,13 @@ static void drop_fd(struct journal_proc_cache *c, struct proc_ent *e)
 }
 
 /* A slot for a new entry in @pid's window: a free one, else the least recently
- * used idle one. */
-static struct proc_ent *victim(struct journal_proc_cache *c, pid_t pid)
+ * used idle one; never @keep. */
+static struct proc_ent *victim(struct journal_proc_cache *c, pid_t pid, const struct proc_ent *keep)
 {
 	struct proc_ent *v = NULL;
 	for (int k = 0; k < PROC_WINDOW; k++) {
 		struct proc_ent *e = slot(c, pid, k);
-		if (e->refs)
+		if (e->refs || e == keep)
 			continue;
 		if (!e->pid)
 			return e;
@@ -188,17 +245,47 @@ static struct proc_ent *fd_victim(struct journal_proc_cache *c)
 	return v;
 }
 
+/* With c->lock held: @e is a thread's entry (not its process's main thread);
+ * keep an entry of its process, (tgid, tgid_start), in the cache, made from
+ * @e's (no /proc read), so that an event attributed to the process by the
+ * start time journal_proc_identify() gave finds it, even after the process
+ * exited.  Without a slot (all busy), or memory for the exe, it does
+ * nothing: that event then reads /proc as one without a start would. */
+static void keep_process(struct journal_proc_cache *c, const struct proc_ent *e)
+{
+	struct proc_ent *p = find(c, e->tgid, e->tgid_start);
+	if (!p) {
+		p = victim(c, e->tgid, e);
+		if (!p)
+			return;
+		drop_fd(c, p);
+		if (p->fd >= 0) /* busy fd: cannot reuse this slot */
+			return;
+		char *exe = strdup(e->exe ? e->exe : "");
+		if (!exe)
+			return;
+		free(p->exe);
+		p->exe = exe;
+		p->pid = p->tgid = e->tgid;
+		p->start = p->tgid_start = e->tgid_start;
+		memcpy(p->comm, e->comm, 17);
+	}
+	p->used = c->tick;
+}
+
 static void copy_out(const struct proc_ent *e, char comm[17], char *exe, size_t exelen,
-		     uint64_t *start_out)
+		     pid_t *pid_out, uint64_t *start_out)
 {
 	memcpy(comm, e->comm, 17);
 	snprintf(exe, exelen, "%s", e->exe ? e->exe : "");
+	if (pid_out)
+		*pid_out = e->tgid;
 	if (start_out)
-		*start_out = e->start;
+		*start_out = e->tgid_start;
 }
 
 int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t start, char comm[17],
-			  char *exe, size_t exelen, uint64_t *start_out)
+			  char *exe, size_t exelen, pid_t *pid_out, uint64_t *start_out)
 {
 	if (pid <= 0)
 		return 0;
@@ -209,19 +296,22 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 		/* Attributed to the process captured earlier (at open): answer from the
 		 * cache even when it has exited since. */
 		e->used = c->tick;
-		copy_out(e, comm, exe, exelen, start_out);
+		copy_out(e, comm, exe, exelen, pid_out, start_out);
 		pthread_mutex_unlock(&c->lock);
 		return 1;
 	}
 	if (e && e->fd >= 0) {
 		e->refs++;
 		int fd = e->fd;
+		bool thread = e->tgid != e->pid;
 		char ocomm[17];
 		memcpy(ocomm, e->comm, 17);
 		pthread_mutex_unlock(&c->lock);
 		char ncomm[17];
 		int r = read_comm_fd(fd, ncomm);
-		bool exec_seen = r == 0 && strcmp(ncomm, ocomm) != 0;
+		/* A thread's own name is not its process's: its read only tells
+		 * that it lives. */
+		bool exec_seen = r == 0 && !thread && strcmp(ncomm, ocomm) != 0;
 		char *nexe = NULL;
 		if (exec_seen) {
 			nexe = malloc(PATH_MAX);
@@ -240,18 +330,20 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 				}
 			}
 			e->used = c->tick;
-			copy_out(e, comm, exe, exelen, start_out);
+			if (thread)
+				keep_process(c, e);
+			copy_out(e, comm, exe, exelen, pid_out, start_out);
 			pthread_mutex_unlock(&c->lock);
 			free(nexe);
 			return 1;
 		}
-		/* That process is gone; the pid may belong to a new one now. */
+		/* That task is gone; the id may belong to a new one now. */
 		drop_fd(c, e);
 		free(nexe);
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	/* comm first: if the process is replaced between the two opens, the stat
+	/* comm first: if the task is replaced between the two opens, the stat
 	 * read below sees a different start time than a later lookup would, and
 	 * the comm fd fails from then on, so the entry is dropped, never wrong. */
 	char path[64];
@@ -259,17 +351,30 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int sfd = open(path, O_RDONLY | O_CLOEXEC);
 	char ncomm[17];
 	uint64_t nstart = 0;
-	int sr = sfd < 0 ? -errno : read_stat_fd(sfd, ncomm, &nstart);
-	if (sfd >= 0)
-		close(sfd);
-	if (sr < 0 || (start && nstart != start)) {
+	long nthreads = 0;
+	if (read_stat(pid, ncomm, &nstart, &nthreads) < 0 || (start && nstart != start)) {
 		close(fd);
 		return 0;
 	}
+	/* The only thread of its process is the main one (a main thread that
+	 * exited stays counted until the whole group has): its id is the
+	 * process's.  Else read which process it belongs to and, for another
+	 * thread, the main thread's name and start time (its group's id stays
+	 * taken while any of the group lives). */
+	pid_t tgid = pid;
+	uint64_t tgstart = nstart;
+	if (nthreads > 1) {
+		long ignored;
+		if (read_tgid(pid, &tgid) < 0 ||
+		    (tgid != pid && read_stat(tgid, ncomm, &tgstart, &ignored) < 0)) {
+			close(fd);
+			return 0;
+		}
+	}
+	/* The task's own link: the process's, and a main thread that exited
+	 * (pthread_exit) has none. */
 	char *nexe = malloc(PATH_MAX);
 	if (nexe)
 		read_exe(pid, nexe, PATH_MAX);
@@ -277,7 +382,7 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 	pthread_mutex_lock(&c->lock);
 	struct proc_ent *n = find(c, pid, nstart);
 	if (!n) {
-		n = victim(c, pid);
+		n = victim(c, pid, NULL);
 		if (n) {
 			drop_fd(c, n);
 			if (n->fd >= 0) { /* busy fd: cannot reuse this slot */
@@ -291,6 +396,8 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 		}
 	}
 	if (n) {
+		n->tgid = tgid;
+		n->tgid_start = tgstart;
 		memcpy(n->comm, ncomm, 17);
 		if (nexe) {
 			free(n->exe);
@@ -310,12 +417,16 @@ int journal_proc_identify(struct journal_proc_cache *c, pid_t pid, uint64_t star
 				c->nfds++;
 			}
 		}
-		copy_out(n, comm, exe, exelen, start_out);
+		if (tgid != pid)
+			keep_process(c, n);
+		copy_out(n, comm, exe, exelen, pid_out, start_out);
 	} else {
 		memcpy(comm, ncomm, 17);
 		snprintf(exe, exelen, "%s", nexe ? nexe : "");
+		if (pid_out)
+			*pid_out = tgid;
 		if (start_out)
-			*start_out = nstart;
+			*start_out = tgstart;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (fd >= 0)

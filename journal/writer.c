@@ -102,19 +102,23 @@ void journal_record(struct journal *j, const struct journal_event *ev)
 	if (!j || !ev)
 		return;
 	char comm[17], exe[PATH_MAX];
+	struct journal_event e = *ev;
+	/* e.pid becomes the process id when the request came from a thread. */
 	bool named = journal_proc_identify(j->procs, ev->pid, ev->pid_start, comm, exe, sizeof(exe),
-					   NULL) == 1;
-	enqueue(j, ev, named ? comm : NULL, named ? exe : NULL);
+					   &e.pid, NULL) == 1;
+	enqueue(j, &e, named ? comm : NULL, named ? exe : NULL);
 }
 
-uint64_t journal_process_start(struct journal *j, pid_t pid)
+uint64_t journal_process_start(struct journal *j, pid_t *pid)
 {
 	if (!j)
 		return 0;
 	char comm[17], exe[PATH_MAX];
 	uint64_t start = 0;
-	if (journal_proc_identify(j->procs, pid, 0, comm, exe, sizeof(exe), &start) != 1)
+	pid_t tgid;
+	if (journal_proc_identify(j->procs, *pid, 0, comm, exe, sizeof(exe), &tgid, &start) != 1)
 		return 0;
+	*pid = tgid;
 	return start;
 }
 

@@ -36,8 +36,8 @@ struct arg {
 static void *run(void *p)
 {
 	struct arg *a = p;
-	pid_t tid = gettid();
-	uint64_t start = journal_process_start(a->j, tid);
+	pid_t tid = gettid(), pid = tid;
+	uint64_t start = journal_process_start(a->j, &pid);
 	double t0 = 0;
 	double secs = 0;
 	/* Rounds below the queue's capacity, flushed between rounds (not timed),
@@ -53,7 +53,7 @@ static void *run(void *p)
 		}
 		struct journal_event ev = {
 		    .op = JOP_READ,
-		    .pid = tid,
+		    .pid = a->naming ? tid : pid,
 		    .uid = 1000,
 		    .path = "src/some/directory/file_name.c",
 		    .bytes = 4096,

@@ -121,6 +121,43 @@ assert_eq "  ...the last write's hash is xxhsum -H2 of the file" \
 assert_contains "log --summary counts the writers' files" " 60 " \
 	"$(af log --summary "$MNT" 2>&1 | grep "\[$pa\]")"
 
+# ------------------------------------------------------------------ a second thread
+# A FUSE request carries the calling thread's id, not its process's: a file
+# created, written and read by a second thread (Python's threads, Node's
+# libuv workers) is the process's, under its pid and its name, even when the
+# thread named itself (prctl(PR_SET_NAME), what /proc/TID/comm shows).
+step "a second thread of python3 creates, writes and reads a file" t python3 - "$MNT" "$T/thr.ids" <<'PY'
+import ctypes, os, sys, threading
+ids = {}
+def work():
+    ids["tid"] = threading.get_native_id()
+    ctypes.CDLL(None, use_errno=True).prctl(15, b"renamed-worker", 0, 0, 0)  # PR_SET_NAME
+    p = os.path.join(sys.argv[1], "threaded.txt")
+    with open(p, "w") as f:
+        f.write("from a thread\n")
+    with open(p) as f:
+        assert f.read() == "from a thread\n"
+th = threading.Thread(target=work)
+th.start()
+th.join()
+assert ids["tid"] != os.getpid()
+with open("/proc/self/comm") as f:
+    comm = f.read().strip()
+with open(sys.argv[2], "w") as f:
+    f.write("%d %d %s\n" % (os.getpid(), ids["tid"], comm))
+PY
+read -r thr_pid thr_tid thr_comm <"$T/thr.ids"
+settle
+thr=$(af log --json --path threaded.txt "$MNT")
+assert_eq "  ...its create, write and read are recorded" "create write read" \
+	"$(printf '%s\n' "$thr" | grep -o '"op":"[a-z]*"' | sed 's/"op":"//; s/"//' | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "  ...each with the process's pid (not the thread's id $thr_tid)" 3 \
+	"$(printf '%s\n' "$thr" | grep -c "\"pid\":$thr_pid,")"
+assert_eq "  ...and the process's name ($thr_comm), not the thread's" 3 \
+	"$(printf '%s\n' "$thr" | grep -c "\"comm\":\"$thr_comm\"")"
+assert_eq "  ...log --pid with the process's pid finds them" 3 \
+	"$(af log --json --pid "$thr_pid" --path threaded.txt "$MNT" | grep -c .)"
+
 # An fsync journals nothing by itself: the release records the version the
 # handle left, with every byte it wrote.
 fsops fsync-between "$MNT/synced.txt" "before the fsync," " after it" >/dev/null

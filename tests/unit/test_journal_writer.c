@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -111,6 +112,12 @@ START_TEST(stress_threads_all_recorded_in_order)
 		(unsigned long long)journal_full_waits(j));
 	journal_close(j);
 
+	char comm[64] = "";
+	FILE *f = fopen("/proc/self/comm", "r");
+	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+
 	size_t n;
 	struct journal_entry *v = read_all(jt.journal, &n);
 	ck_assert_uint_eq(n, STRESS_THREADS * STRESS_EVENTS);
@@ -118,15 +125,14 @@ START_TEST(stress_threads_all_recorded_in_order)
 	int64_t last_time = 0;
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_uint_eq(v[i].seq, i + 1);
-		int t = 0;
-		while (t < STRESS_THREADS && args[t].tid != v[i].pid)
-			t++;
-		ck_assert(t < STRESS_THREADS);
-		char want[64];
-		snprintf(want, sizeof(want), "t%d/file", t);
-		ck_assert_str_eq(v[i].path, want);
-		snprintf(want, sizeof(want), "stress-%d", t);
-		ck_assert_str_eq(v[i].comm, want);
+		int t = -1;
+		ck_assert_int_eq(sscanf(v[i].path, "t%d/file", &t), 1);
+		ck_assert(t >= 0 && t < STRESS_THREADS);
+		/* The threads' records are their process's: its id and its name
+		 * (the main thread's), not the threads' ("stress-N"). */
+		ck_assert_int_eq(v[i].pid, getpid());
+		ck_assert_ptr_nonnull(v[i].comm);
+		ck_assert_str_eq(v[i].comm, comm);
 		ck_assert_uint_eq(v[i].bytes, next[t]++);
 		ck_assert_int_ge(v[i].time_ns, last_time);
 		last_time = v[i].time_ns;
@@ -413,7 +419,9 @@ START_TEST(process_named_from_proc)
 	char c;
 	ck_assert_int_eq(read(pfd[0], &c, 1), 0); /* EOF once exec closed it */
 	close(pfd[0]);
-	uint64_t start = journal_process_start(j, child);
+	pid_t cpid = child;
+	uint64_t start = journal_process_start(j, &cpid);
+	ck_assert_int_eq(cpid, child); /* one thread: the process id is its id */
 	ck_assert_uint_ne(start, 0);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
@@ -442,6 +450,131 @@ START_TEST(process_named_from_proc)
 	ck_assert_str_eq(v[1].comm, "sleep");
 	ck_assert_ptr_nonnull(strstr(v[1].exe, "sleep"));
 	ck_assert_ptr_null(v[2].comm); /* exited, not captured: no name rather than a wrong one */
+	free_all(v, cnt);
+	jt_teardown(&jt);
+}
+END_TEST
+
+/* A thread of this process: renames itself, then makes the "requests". */
+struct thread_req {
+	struct journal *j;
+	pid_t tid, pid; /* the thread's id; what journal_process_start() made of it */
+	uint64_t start;
+};
+
+static void *thread_requests(void *arg)
+{
+	struct thread_req *t = arg;
+	pthread_setname_np(pthread_self(), "renamed-thread");
+	t->tid = gettid();
+	journal_record(t->j, &(struct journal_event){.op = JOP_READ, .pid = t->tid, .path = "t"});
+	t->pid = t->tid;
+	t->start = journal_process_start(t->j, &t->pid);
+	return NULL;
+}
+
+struct idle_arg {
+	int tell; /* gets the thread's id */
+	int wait; /* read until EOF */
+};
+
+static void *thread_idle(void *arg)
+{
+	struct idle_arg *a = arg;
+	pthread_setname_np(pthread_self(), "idle-thread");
+	pid_t tid = gettid();
+	if (write(a->tell, &tid, sizeof(tid)) != sizeof(tid))
+		return NULL;
+	char c;
+	while (read(a->wait, &c, 1) > 0)
+		;
+	return NULL;
+}
+
+/* A FUSE request's pid is the calling thread's id: the record holds its
+ * process's id, name (the main thread's) and start time, not the thread's;
+ * a process whose thread was captured is named after it exited. */
+START_TEST(thread_attributed_to_process)
+{
+	/* A child (forked first, while this process has one thread) with a
+	 * second thread that lives until this process has captured it. */
+	int pfd[2], qfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	ck_assert_int_eq(pipe(qfd), 0);
+	pid_t child = fork();
+	if (child == 0) {
+		close(pfd[0]);
+		close(qfd[1]);
+		prctl(PR_SET_NAME, "multi-child");
+		struct idle_arg a = {pfd[1], qfd[0]};
+		pthread_t cth;
+		if (pthread_create(&cth, NULL, thread_idle, &a) != 0)
+			_exit(1);
+		pthread_join(cth, NULL);
+		_exit(0);
+	}
+
+	struct jt jt;
+	jt_setup(&jt);
+	struct journal *j;
+	ck_assert_int_eq(journal_open(&j, jt.journal, JOURNAL_SYNC_INTERVAL), 0);
+
+	struct thread_req t = {.j = j};
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, thread_requests, &t), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_ne(t.tid, getpid());
+	ck_assert_int_eq(t.pid, getpid());
+	pid_t me = getpid();
+	ck_assert_uint_eq(t.start, journal_process_start(j, &me));
+	ck_assert_uint_ne(t.start, 0);
+	journal_record(j, &(struct journal_event){
+			      .op = JOP_WRITE, .pid = t.pid, .pid_start = t.start, .path = "w"});
+
+	/* The child's thread is captured, then the whole child killed: the event
+	 * attributed to the child is still named. */
+	close(pfd[1]);
+	close(qfd[0]);
+	pid_t ctid = 0;
+	ck_assert_int_eq(read(pfd[0], &ctid, sizeof(ctid)), sizeof(ctid));
+	close(pfd[0]);
+	ck_assert_int_ne(ctid, child);
+	pid_t cpid = ctid;
+	uint64_t cstart = journal_process_start(j, &cpid);
+	ck_assert_int_eq(cpid, child);
+	ck_assert_uint_ne(cstart, 0);
+	journal_record(j, &(struct journal_event){.op = JOP_READ, .pid = ctid, .path = "c"});
+	kill(child, SIGKILL);
+	close(qfd[1]);
+	waitpid(child, NULL, 0);
+	journal_record(j, &(struct journal_event){
+			      .op = JOP_WRITE, .pid = cpid, .pid_start = cstart, .path = "cw"});
+	journal_close(j);
+
+	char comm[64] = "", exe[PATH_MAX];
+	FILE *f = fopen("/proc/self/comm", "r");
+	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	ck_assert_int_gt(n, 0);
+	exe[n] = 0;
+
+	size_t cnt;
+	struct journal_entry *v = read_all(jt.journal, &cnt);
+	ck_assert_uint_eq(cnt, 4);
+	for (size_t i = 0; i < 2; i++) {
+		ck_assert_int_eq(v[i].pid, getpid());
+		ck_assert_ptr_nonnull(v[i].comm);
+		ck_assert_str_eq(v[i].comm, comm); /* not "renamed-thread" */
+		ck_assert_str_eq(v[i].exe, exe);
+	}
+	for (size_t i = 2; i < 4; i++) {
+		ck_assert_int_eq(v[i].pid, child);
+		ck_assert_ptr_nonnull(v[i].comm);
+		ck_assert_str_eq(v[i].comm, "multi-child"); /* not its thread's */
+		ck_assert_str_eq(v[i].exe, exe);
+	}
 	free_all(v, cnt);
 	jt_teardown(&jt);
 }
@@ -796,6 +929,7 @@ Suite *journal_writer_suite(void)
 	tcase_add_test(tc, failed_write_retried_while_idle);
 	tcase_add_test(tc, second_writer_refused);
 	tcase_add_test(tc, process_named_from_proc);
+	tcase_add_test(tc, thread_attributed_to_process);
 	tcase_add_test(tc, detail_object_or_string);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("recovery");
