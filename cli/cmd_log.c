@@ -82,7 +82,8 @@ static int parse_since(const char *s, int64_t *out)
 		return 0;
 	}
 	long long n = strtoll(s, &end, 10);
-	if (end != s && end[0] && !end[1] && strchr("smhd", end[0])) {
+	/* An age: digits only ("-5m" or "+5m" is no age; strtoll takes a sign). */
+	if (end != s && s[0] >= '0' && s[0] <= '9' && end[0] && !end[1] && strchr("smhd", end[0])) {
 		long long mult = end[0] == 's'	 ? 1
 				 : end[0] == 'm' ? 60
 				 : end[0] == 'h' ? 3600

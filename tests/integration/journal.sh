@@ -157,6 +157,15 @@ assert_eq "  ...and the process's name ($thr_comm), not the thread's" 3 \
 	"$(printf '%s\n' "$thr" | grep -c "\"comm\":\"$thr_comm\"")"
 assert_eq "  ...log --pid with the process's pid finds them" 3 \
 	"$(af log --json --pid "$thr_pid" --path threaded.txt "$MNT" | grep -c .)"
+# --since: an age, an epoch, a date; a negative age is a usage error.
+assert_eq "log --since 1h finds them" 3 \
+	"$(af log --json --since 1h --path threaded.txt "$MNT" | grep -c .)"
+assert_eq "log --since @(now + 1h) finds none" 0 \
+	"$(af log --json --since "@$(($(date +%s) + 3600))" --path threaded.txt "$MNT" | grep -c .)"
+assert_eq "log --since 2000-01-01 finds them" 3 \
+	"$(af log --json --since 2000-01-01 --path threaded.txt "$MNT" | grep -c .)"
+run af log --since -5m "$MNT"
+assert_eq "log --since -5m is a usage error" 2 "$RC"
 
 # An fsync journals nothing by itself: the release records the version the
 # handle left, with every byte it wrote.
