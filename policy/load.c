@@ -20,6 +20,11 @@ extern const size_t policy_default_yml_len;
 #define BUILTIN_NAME   "built-in default"
 #define FILE_SIZE_MAX  (1024 * 1024) /* a policy is a page of patterns, not a data set */
 #define FILE_RULES_MAX 10000
+/* The deepest nesting of collections a policy needs is 3 (the top mapping, the
+ * rules: list, a rule); libyaml's scanner and composer take time quadratic in
+ * the depth of flow collections ('[' * 100000 took 25 s), so anything deeper is
+ * refused before they see it. */
+#define FILE_DEPTH_MAX 16
 
 enum layer {
 	LAYER_BUILTIN,
@@ -599,6 +604,54 @@ static int load_root(struct loader *ld, const yaml_node_t *root)
 	return 0;
 }
 
+/*
+ * A first pass over libyaml's events that refuses collections nested deeper
+ * than FILE_DEPTH_MAX, stopping at the first one: its cost is linear in the text
+ * up to there.  A syntax error ends the pass quietly; the loading pass reports
+ * it.  0, -EINVAL with @err filled, or -ENOMEM.
+ */
+static int check_depth(const char *name, const char *text, size_t len, struct policy_error *err)
+{
+	yaml_parser_t parser;
+	if (!yaml_parser_initialize(&parser))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	int rc = 0;
+	unsigned depth = 0;
+	for (bool done = false; !done;) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&parser, &ev)) {
+			if (parser.error == YAML_MEMORY_ERROR)
+				rc = -ENOMEM;
+			break;
+		}
+		switch (ev.type) {
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > FILE_DEPTH_MAX) {
+				set_error(err, name, (unsigned)ev.start_mark.line + 1,
+					  (unsigned)ev.start_mark.column + 1,
+					  "nested deeper than %d levels", FILE_DEPTH_MAX);
+				rc = -EINVAL;
+				done = true;
+			}
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
 /* Parse one file's text: its rules are appended to @p, its settings go to @fs. */
 static int parse_text(const char *name, const char *text, size_t len, enum layer layer,
 		      struct policy *p, struct file_settings *fs, struct policy_error *err)
@@ -608,12 +661,14 @@ static int parse_text(const char *name, const char *text, size_t len, enum layer
 		set_error(err, name, 0, 0, "larger than %d bytes", FILE_SIZE_MAX);
 		return -EFBIG;
 	}
+	int rc = check_depth(name, text, len, err);
+	if (rc < 0)
+		return rc;
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	if (!yaml_parser_initialize(&parser))
 		return -ENOMEM;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	int rc = 0;
 	if (!yaml_parser_load(&parser, &doc)) {
 		if (parser.error == YAML_MEMORY_ERROR) {
 			rc = -ENOMEM;

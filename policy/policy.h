@@ -129,7 +129,10 @@ void policy_free(struct policy *p);
 /* Load @path (a single file) on top of what it extends.  Returns 0 and a policy
  * owned by the caller, -ENOMEM, or another negative errno with @err filled
  * (file, line, column, message) for unreadable files, malformed YAML, unknown keys,
- * wrong types, bad patterns and unsupported versions. */
+ * wrong types, bad patterns and unsupported versions.  Lists and mappings nested
+ * deeper than 16 levels are refused (-EINVAL, "nested deeper than 16 levels" at
+ * the first one too deep) by a first pass over the parser's events, before the
+ * document is built: libyaml takes time quadratic in the depth. */
 int policy_load_file(const char *path, struct policy **out, struct policy_error *err);
 
 /* Like policy_load_file() for text in memory; @name stands for the file in errors

@@ -315,6 +315,24 @@ refuse "a max_file_size past the largest file size is too large, at file:line:co
 	"huge.yml:1:16: 'max_file_size': '18446744073709551615' is too large" \
 	t "$AGENTFS" policy check "$T/huge.yml"
 
+# A repository's .agentfs.yml nested 100000 levels deep (libyaml takes time
+# quadratic in the depth: 25 s) is refused at the first level too deep.
+R5=$T/repo5
+mkdir -p "$R5" && git -C "$R5" init -q -b main && printf 'a\n' >"$R5/a.txt" &&
+	python3 -c "print('hide: ' + '[' * 100000 + ']' * 100000)" >"$R5/.agentfs.yml" ||
+	bail "cannot create repo5"
+refuse "a deeply nested .agentfs.yml: policy check refuses it, naming the place" \
+	"$R5/.agentfs.yml:1:22: nested deeper than 16 levels" t "$AGENTFS" policy check "$R5/.agentfs.yml"
+refuse "  ...and the mount" "$R5/.agentfs.yml:1:22: nested deeper than 16 levels" \
+	af mount "$R5" "$T/m5"
+if is_mounted "$T/m5"; then fail "  ...and nothing is mounted" "$T/m5 is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+assert_eq "  ...nor a workspace made" "" "$(af list 2>&1 | grep -F m5)"
+printf 'hide: [a, "b/c"]\n' >"$R5/.agentfs.yml"
+run t "$AGENTFS" policy explain "$R5" b/c
+assert_contains "  ...a policy nested as a policy needs is read" "b/c: hidden ($R5/.agentfs.yml:1)" "$OUT"
+
 # ------------------------------------------------------------------ usage errors
 # One line naming what is missing, exit status 2, like the other commands.
 for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do

@@ -112,6 +112,48 @@ START_TEST(test_empty_and_null_lists)
 }
 END_TEST
 
+/* Collections nested deeper than a policy needs are refused before libyaml's
+ * quadratic work on them (a repository's .agentfs.yml of 200 KB took 25 s):
+ * the error names the first level too deep.  Up to the limit, the file is read
+ * as any other. */
+START_TEST(test_nesting_refused)
+{
+	size_t depth = 100000;
+	char *y = malloc(6 + 2 * depth + 2);
+	ck_assert_ptr_nonnull(y);
+	memcpy(y, "hide: ", 6);
+	memset(y + 6, '[', depth);
+	memset(y + 6 + depth, ']', depth);
+	memcpy(y + 6 + 2 * depth, "\n", 2);
+	struct policy *p = NULL;
+	struct policy_error err = {0};
+	ck_assert_int_eq(policy_load_string("deep.yml", y, 6 + 2 * depth + 1, &p, &err), -EINVAL);
+	ck_assert_ptr_null(p);
+	ck_assert_str_eq(err.message, "nested deeper than 16 levels");
+	ck_assert_uint_eq(err.line, 1);
+	ck_assert_uint_eq(err.column, 6 + 16); /* the root mapping is the first level */
+	/* 16 levels: a wrong type, not too deep */
+	strcpy(y, "hide: [[[[[[[[[[[[[[[a]]]]]]]]]]]]]]]\n");
+	ck_assert_int_eq(policy_load_string("deep.yml", y, strlen(y), &p, &err), -EINVAL);
+	ck_assert_msg(strstr(err.message, "must be patterns"), "%s", err.message);
+	/* a block mapping nested as deep */
+	strcpy(y, "a:\n");
+	for (int i = 1; i < 17; i++)
+		sprintf(y + strlen(y), "%*sa:\n", 2 * i, "");
+	ck_assert_int_eq(policy_load_string("deep.yml", y, strlen(y), &p, &err), -EINVAL);
+	ck_assert_str_eq(err.message, "nested deeper than 16 levels");
+	/* what a policy needs loads */
+	strcpy(y, "version: 1\nhide: [a, [b]]\n");
+	ck_assert_int_eq(policy_load_string("deep.yml", y, strlen(y), &p, &err), -EINVAL);
+	ck_assert_msg(strstr(err.message, "must be patterns"), "%s", err.message);
+	strcpy(y, "version: 1\nhide: [a, 'b/c']\nreadonly:\n  - d\n");
+	ck_assert_int_eq(policy_load_string("deep.yml", y, strlen(y), &p, &err), 0);
+	ck_assert_int_eq(policy_decide_path(p, "b/c", false, 0), POLICY_HIDDEN);
+	policy_free(p);
+	free(y);
+}
+END_TEST
+
 /* The largest file size is the largest limit, with or without a suffix. */
 START_TEST(test_max_file_size_limit)
 {
@@ -616,6 +658,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_empty_and_null_lists);
 	tcase_add_test(tc, test_max_file_size_limit);
+	tcase_add_test(tc, test_nesting_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("layering");
