@@ -1553,7 +1553,7 @@ int changes_workspace_policy(const struct workspace *ws, struct policy **out, ch
 		return -ENOMEM;
 	}
 	struct policy_error pe = {0};
-	int r = policy_load_file(file, out, &pe);
+	int r = policy_load_snapshot(file, out, &pe);
 	if (r < 0) {
 		if (pe.line)
 			snprintf(err, errlen, "%s:%u:%u: %s", pe.file, pe.line, pe.column,

@@ -482,7 +482,11 @@ static int load_policy(struct mount_ctx *c)
 	char *snap = NULL;
 	int rc;
 	struct stat st;
-	if (c->a.policy_file) {
+	if (c->a.policy_file && workspace_is_policy_snapshot(c->root, c->a.policy_file)) {
+		/* A workspace's own snapshot (as a refusal of a tighter policy
+		 * suggests): the whole policy, its rules with their origins. */
+		rc = policy_load_snapshot(c->a.policy_file, &c->policy, &perr);
+	} else if (c->a.policy_file) {
 		rc = policy_load_effective(c->ri.workdir, c->a.policy_file, &c->policy, &perr);
 	} else if (c->old) {
 		/* Resuming: the snapshot, never a policy the files around say
@@ -498,7 +502,7 @@ static int load_policy(struct mount_ctx *c)
 			free(snap);
 			return -e;
 		}
-		rc = policy_load_file(snap, &c->policy, &perr);
+		rc = policy_load_snapshot(snap, &c->policy, &perr);
 	} else {
 		rc = policy_load_effective(c->ri.workdir, NULL, &c->policy, &perr);
 	}
@@ -557,7 +561,7 @@ static int check_newly_hidden(struct mount_ctx *c)
 	struct policy_error perr = {0};
 	const char *unknown = NULL;
 	char old_digest[33];
-	if (policy_load_file(file, &before, &perr) < 0) {
+	if (policy_load_snapshot(file, &before, &perr) < 0) {
 		before = NULL;
 		unknown = perr.message[0] ? perr.message : "cannot read it";
 	} else if (policy_digest(before, old_digest), strcmp(old_digest, c->old->policy_digest)) {

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/changes.h"
 #include "cli/cli.h"
+#include "cli/workspace.h"
 #include "policy/policy.h"
 #include "policy/symlink.h"
 
@@ -47,6 +49,20 @@ const char cmd_policy_usage[] =
 /* Said of a symlink the `symlinks: hide` rule hides (policy/symlink.h). */
 #define SYMLINK_RULE "symlinks: hide: its target leaves the repository or is hidden"
 
+/* Print @s as changes_quote() quotes it (a control character, '"' or '\\', or a
+ * byte past ASCII makes it a C-style quoted string, as git quotes paths), then
+ * @suffix: a name in the output cannot add lines of its own. */
+static void put_quoted(const char *s, const char *suffix)
+{
+	char *q = changes_quote(s);
+	if (q)
+		fputs(q, stdout);
+	else /* out of memory: no name rather than an unquoted one */
+		fputs("?", stdout);
+	fputs(suffix, stdout);
+	free(q);
+}
+
 static const char *decision_name(enum policy_decision d)
 {
 	switch (d) {
@@ -70,10 +86,22 @@ static void print_load_error(const char *sub, int rc, const struct policy_error 
 		cli_error("policy", "%s: %s", err->file, err->message);
 }
 
+/* Whether @file is a workspace's policy snapshot (workspace.h) under the default
+ * state directory: the only file whose rules: (and their origins) are read. */
+static bool is_snapshot(const char *file)
+{
+	char *root = NULL;
+	bool yes =
+	    workspace_state_root(NULL, &root) == 0 && workspace_is_policy_snapshot(root, file);
+	free(root);
+	return yes;
+}
+
 static int load(const char *sub, const char *repo, const char *file, struct policy **p)
 {
 	struct policy_error err = {0};
-	int rc = policy_load_effective(repo, file, p, &err);
+	int rc = file && is_snapshot(file) ? policy_load_snapshot(file, p, &err)
+					   : policy_load_effective(repo, file, p, &err);
 	if (rc < 0) {
 		print_load_error(sub, rc, &err);
 		return -1;
@@ -137,14 +165,16 @@ static int do_check(int argc, char **argv)
 	}
 	struct policy *p;
 	struct policy_error err = {0};
-	int rc = policy_load_file(argv[1], &p, &err);
+	int rc = is_snapshot(argv[1]) ? policy_load_snapshot(argv[1], &p, &err)
+				      : policy_load_file(argv[1], &p, &err);
 	if (rc < 0) {
 		print_load_error("check", rc, &err);
 		return 1;
 	}
 	char digest[33];
 	policy_digest(p, digest);
-	printf("%s: ok, %zu rules in effect, digest %s\n", argv[1], policy_rule_count(p), digest);
+	put_quoted(argv[1], ": ok, ");
+	printf("%zu rules in effect, digest %s\n", policy_rule_count(p), digest);
 	policy_free(p);
 	return 0;
 }
@@ -164,17 +194,30 @@ static int do_show(const char *file, int argc, char **argv)
 	static const char *const git[] = {"hidden", "private", "readonly"};
 	char digest[33];
 	policy_digest(p, digest);
-	printf("# effective policy%s%s, digest %s\n", repo ? " for " : "", repo ? repo : "",
-	       digest);
+	printf("# effective policy%s", repo ? " for " : "");
+	if (repo)
+		put_quoted(repo, "");
+	printf(", digest %s\n", digest);
 	printf("symlinks: %s\ngit: %s\nmax_file_size: %llu\n", symlinks[policy_symlinks_mode(p)],
 	       git[policy_git_mode(p)], (unsigned long long)policy_max_file_size(p));
 	printf("# rules, the last match wins:\n");
 	for (size_t i = 0; i < policy_rule_count(p); i++) {
 		struct policy_rule_info r;
 		policy_rule_get(p, i, &r);
-		printf("%-9s %-28s %s%s%s%s\n", r.action, r.pattern, r.origin,
-		       r.protect ? "  protected" : "", r.weak ? "  from-repository" : "",
-		       r.casefold ? "  any-case" : "");
+		/* Quoted where they hold a control character (git's way): a
+		 * pattern or origin cannot add lines of its own. */
+		char *pat = changes_quote(r.pattern), *org = changes_quote(r.origin);
+		if (!pat || !org) {
+			free(pat);
+			free(org);
+			policy_free(p);
+			cli_error("policy", "show: out of memory");
+			return 1;
+		}
+		printf("%-9s %-28s %s%s%s%s\n", r.action, pat, org, r.protect ? "  protected" : "",
+		       r.weak ? "  from-repository" : "", r.casefold ? "  any-case" : "");
+		free(pat);
+		free(org);
 	}
 	policy_free(p);
 	return 0;
@@ -276,8 +319,9 @@ static int do_explain(const char *file, int argc, char **argv)
 		}
 		if (dfd >= 0)
 			close(dfd);
-		printf("%s%s: %s (%s)\n", path[0] ? path : ".", is_dir && path[0] ? "/" : "",
-		       decision_name(d), origin[0] == '(' ? "no rule" : origin);
+		put_quoted(path[0] ? path : ".", is_dir && path[0] ? "/: " : ": ");
+		printf("%s (", decision_name(d));
+		put_quoted(origin[0] == '(' ? "no rule" : origin, ")\n");
 		free(path);
 	}
 	policy_free(p);
@@ -364,8 +408,9 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 			else if (why != dec)
 				snprintf(origin, sizeof(origin), "larger than max_file_size %llu",
 					 (unsigned long long)policy_max_file_size(w->p));
-			printf("%-10s %s%s  (%s)\n", decision_name(dec), path, is_dir ? "/" : "",
-			       origin);
+			printf("%-10s ", decision_name(dec));
+			put_quoted(path, is_dir ? "/  (" : "  (");
+			put_quoted(origin, ")\n");
 		}
 		/* Never descend into a hidden directory, nor into any .git's internals. */
 		if (is_dir && dec != POLICY_HIDDEN && strcmp(names[i], ".git") != 0) {

@@ -149,6 +149,29 @@ char *workspace_path(const struct workspace *ws, const char *leaf)
 	return join(ws->dir, leaf);
 }
 
+bool workspace_is_policy_snapshot(const char *root, const char *path)
+{
+	char real[PATH_MAX], dir[PATH_MAX];
+	if (!root || !realpath(path, real))
+		return false;
+	char *ws_root = join(root, "workspaces");
+	bool ok = ws_root && realpath(ws_root, dir);
+	free(ws_root);
+	if (!ok)
+		return false;
+	size_t dl = strlen(dir);
+	if (strncmp(real, dir, dl) != 0 || real[dl] != '/')
+		return false;
+	const char *name = real + dl + 1;
+	const char *slash = strchr(name, '/');
+	if (!slash || strcmp(slash, "/policy.yml") != 0 || (size_t)(slash - name) > 128)
+		return false;
+	char nm[129];
+	memcpy(nm, name, (size_t)(slash - name));
+	nm[slash - name] = '\0';
+	return workspace_name_valid(nm);
+}
+
 bool workspace_upper_empty(const char *ws_dir)
 {
 	char p[PATH_MAX];

@@ -66,6 +66,13 @@ int workspace_daemon_flush(const struct workspace *ws, int timeout_ms);
 /* Paths inside the workspace directory, malloc'd: "upper", "work", "journal.jsonl", ... */
 char *workspace_path(const struct workspace *ws, const char *leaf);
 
+/* Is @path a workspace's policy snapshot: once symlinks are resolved, the file
+ * policy.yml of a workspace directory <root>/workspaces/<name> (the name valid,
+ * whether or not the workspace is whole)?  Only such a file is loaded with
+ * policy_load_snapshot(), which reads `rules:` and the origins written there;
+ * false when @path or @root cannot be resolved. */
+bool workspace_is_policy_snapshot(const char *root, const char *path);
+
 /* Does the upper of the workspace in directory @ws_dir hold nothing: no
  * change of the agent's, no whiteout?  Unreadable: false. */
 bool workspace_upper_empty(const char *ws_dir);

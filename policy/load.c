@@ -31,6 +31,7 @@ enum layer {
 	LAYER_USER,
 	LAYER_REPO,
 	LAYER_EXPLICIT,
+	LAYER_SNAPSHOT, /* a workspace's policy.yml: the only place rules: is read */
 };
 
 /* What one file says besides its rules, and where, for the layering checks. */
@@ -440,11 +441,6 @@ static int add_rule_entry(struct loader *ld, const yaml_node_t *m)
 	bool positive = action == RULE_HIDE || action == RULE_READONLY;
 	if (fold < 0)
 		fold = positive && ld->casefold;
-	if (ld->layer == LAYER_REPO) {
-		/* A repository cannot vouch for its own rules. */
-		protect = false;
-		weak = true;
-	}
 	if (ld->p->nrules >= FILE_RULES_MAX) {
 		set_error(AT(ld, m->start_mark), "more than %d rules", FILE_RULES_MAX);
 		return -EINVAL;
@@ -466,6 +462,10 @@ static int add_rule_entry(struct loader *ld, const yaml_node_t *m)
 static const char *const top_keys[] = {"version", "extends",	   "case",  "hide",
 				       "secrets", "readonly",	   "show",  "symlinks",
 				       "git",	  "max_file_size", "rules", NULL};
+/* What a policy file may say: all but rules:, which only a snapshot holds. */
+static const char *const file_keys[] = {"version", "extends",	    "case", "hide",
+					"secrets", "readonly",	    "show", "symlinks",
+					"git",	   "max_file_size", NULL};
 enum top_key {
 	K_VERSION,
 	K_EXTENDS,
@@ -562,8 +562,14 @@ static int load_root(struct loader *ld, const yaml_node_t *root)
 		int ki = 0;
 		while (top_keys[ki] && strcmp(top_keys[ki], scalar(k)))
 			ki++;
+		if (ki == K_RULES && ld->layer != LAYER_SNAPSHOT)
+			return unknown_key(ld, k,
+					   " (only a workspace's policy snapshot holds rules; "
+					   "say hide, secrets, readonly or show)",
+					   file_keys);
 		if (!top_keys[ki])
-			return unknown_key(ld, k, "", top_keys);
+			return unknown_key(ld, k, "",
+					   ld->layer == LAYER_SNAPSHOT ? top_keys : file_keys);
 		if (keyed[ki][0]) {
 			set_error(AT(ld, k->start_mark), "duplicate key '%s'", scalar(k));
 			return -EINVAL;
@@ -975,34 +981,57 @@ static int build(struct layer_file **files, const enum layer *layers, size_t n, 
 	return 0;
 }
 
-int policy_load_string(const char *name, const char *text, size_t len, struct policy **out,
-		       struct policy_error *err)
+static int load_string(const char *name, const char *text, size_t len, enum layer layer,
+		       struct policy **out, struct policy_error *err)
 {
 	struct layer_file lf = {.present = true};
 	lf.name = strdup(name);
 	if (!lf.name)
 		return -ENOMEM;
-	int rc = parse_fragment(name, text, len, LAYER_EXPLICIT, &lf.frag, &lf.fs, err);
+	int rc = parse_fragment(name, text, len, layer, &lf.frag, &lf.fs, err);
 	if (rc == 0) {
 		struct layer_file *files[] = {&lf};
-		enum layer layers[] = {LAYER_EXPLICIT};
+		enum layer layers[] = {layer};
 		rc = build(files, layers, 1, !lf.fs.extends_none, out, err);
 	}
 	layer_file_free(&lf);
 	return rc;
 }
 
-int policy_load_file(const char *path, struct policy **out, struct policy_error *err)
+static int load_file(const char *path, enum layer layer, struct policy **out,
+		     struct policy_error *err)
 {
 	struct layer_file lf;
-	int rc = read_layer(path, false, false, LAYER_EXPLICIT, &lf, err);
+	int rc = read_layer(path, false, false, layer, &lf, err);
 	if (rc < 0)
 		return rc;
 	struct layer_file *files[] = {&lf};
-	enum layer layers[] = {LAYER_EXPLICIT};
+	enum layer layers[] = {layer};
 	rc = build(files, layers, 1, !lf.fs.extends_none, out, err);
 	layer_file_free(&lf);
 	return rc;
+}
+
+int policy_load_string(const char *name, const char *text, size_t len, struct policy **out,
+		       struct policy_error *err)
+{
+	return load_string(name, text, len, LAYER_EXPLICIT, out, err);
+}
+
+int policy_load_file(const char *path, struct policy **out, struct policy_error *err)
+{
+	return load_file(path, LAYER_EXPLICIT, out, err);
+}
+
+int policy_load_snapshot_string(const char *name, const char *text, size_t len, struct policy **out,
+				struct policy_error *err)
+{
+	return load_string(name, text, len, LAYER_SNAPSHOT, out, err);
+}
+
+int policy_load_snapshot(const char *path, struct policy **out, struct policy_error *err)
+{
+	return load_file(path, LAYER_SNAPSHOT, out, err);
 }
 
 /* ${XDG_CONFIG_HOME:-$HOME/.config}/agentfs/policy.yml, or NULL if neither is set

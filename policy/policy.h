@@ -105,7 +105,12 @@ void policy_free(struct policy *p);
  *   max_file_size: BYTES             0 = no limit; suffix K, M or G (powers of 1024);
  *                                    at most INT64_MAX (larger: "too large");
  *                                    larger regular files are hidden
- *   rules: [{action, pattern, ...}]  the exact form policy_snapshot() writes
+ *   rules: [{action, pattern, ...}]  the exact form policy_snapshot() writes, with
+ *                                    each rule's origin and flags: read only by
+ *                                    policy_load_snapshot*(), an unknown key to
+ *                                    every other loader (a repository's or the
+ *                                    person's file cannot forge where a rule
+ *                                    came from, nor its protect/weak flags)
  *
  * Rules apply in the order they are written, keys in document order.  Hidden and
  * read-only are two independent questions, each answered by the last matching
@@ -140,6 +145,16 @@ int policy_load_file(const char *path, struct policy **out, struct policy_error 
 int policy_load_string(const char *name, const char *text, size_t len, struct policy **out,
 		       struct policy_error *err);
 
+/* Load a workspace's policy snapshot (its policy.yml, policy_snapshot()'s text),
+ * the only kind of file whose `rules:` key is read: its rules keep the origins
+ * and flags written there.  Otherwise as policy_load_file() (a snapshot says
+ * `extends: none`; one that does not sits on the built-in default). */
+int policy_load_snapshot(const char *path, struct policy **out, struct policy_error *err);
+
+/* Like policy_load_snapshot() for text in memory; @name stands for the file. */
+int policy_load_snapshot_string(const char *name, const char *text, size_t len, struct policy **out,
+				struct policy_error *err);
+
 /* The layered lookup described above.  @repo_dir (the repository's working tree)
  * and @explicit_file may be NULL.  Missing user or repository files are skipped;
  * a repository .agentfs.yml that is not a regular file is an error. */
@@ -147,8 +162,8 @@ int policy_load_effective(const char *repo_dir, const char *explicit_file, struc
 			  struct policy_error *err);
 
 /* A self-contained YAML text (`extends: none`, every rule with its flags and
- * origin) that policy_load_string()/policy_load_file() turn back into a policy
- * with the same decisions and digest.  *yaml_out is malloc'd, NUL-terminated.
+ * origin) that policy_load_snapshot()/policy_load_snapshot_string() turn back
+ * into a policy with the same decisions and digest.  *yaml_out is malloc'd, NUL-terminated.
  * Returns 0 or -ENOMEM. */
 int policy_snapshot(const struct policy *p, char **yaml_out);
 

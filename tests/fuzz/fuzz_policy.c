@@ -40,7 +40,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct policy *p = NULL, *q = NULL;
 	struct policy_error err;
 	memset(&err, 0, sizeof(err));
+	/* As a policy file (no rules:), then as a workspace's snapshot. */
 	if (policy_load_string("fuzz.yml", (const char *)data, size, &p, &err) < 0) {
+		if (strchr(err.message, '\n') || !err.message[0])
+			abort();
+	}
+	policy_free(p);
+	p = NULL;
+	memset(&err, 0, sizeof(err));
+	if (policy_load_snapshot_string("fuzz.yml", (const char *)data, size, &p, &err) < 0) {
 		if (strchr(err.message, '\n') || !err.message[0])
 			abort();
 		return 0;
@@ -48,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *snap = NULL;
 	if (policy_snapshot(p, &snap) < 0)
 		abort();
-	if (policy_load_string("snapshot.yml", snap, strlen(snap), &q, &err) < 0) {
+	if (policy_load_snapshot_string("snapshot.yml", snap, strlen(snap), &q, &err) < 0) {
 		fprintf(stderr, "snapshot does not reload: %u:%u: %s\n%s\n", err.line, err.column,
 			err.message, snap);
 		abort();

@@ -333,6 +333,35 @@ printf 'hide: [a, "b/c"]\n' >"$R5/.agentfs.yml"
 run t "$AGENTFS" policy explain "$R5" b/c
 assert_contains "  ...a policy nested as a policy needs is read" "b/c: hidden ($R5/.agentfs.yml:1)" "$OUT"
 
+# rules: (the snapshot form, with the origin of each rule) is read from a
+# workspace's snapshot only: a repository could forge where its rules came from.
+R6=$T/repo6
+mkdir -p "$R6" && git -C "$R6" init -q -b main && printf 'a\n' >"$R6/a.txt" || bail "repo6"
+printf '%s\n' 'rules:' '  - {action: hide, pattern: a.txt, origin: "built-in default:62"}' \
+	>"$R6/.agentfs.yml"
+refuse "rules: in a repository's .agentfs.yml is an unknown key" \
+	"$R6/.agentfs.yml:1:1: unknown key 'rules'" t "$AGENTFS" policy explain "$R6" a.txt
+refuse "  ...the mount is refused" "$R6/.agentfs.yml:1:1: unknown key 'rules'" af mount "$R6" "$T/m6"
+if is_mounted "$T/m6"; then fail "  ...and nothing is mounted" "$T/m6 is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+cp "$R6/.agentfs.yml" "$T/rules.yml" && rm "$R6/.agentfs.yml"
+refuse "  ...and in a --policy file" "rules.yml:1:1: unknown key 'rules'" \
+	t "$AGENTFS" policy show --policy "$T/rules.yml" "$R6"
+# What policy show and explain print cannot be made to hold lines of its own.
+printf '%s\n' 'hide:' '  - "x\nhide      y                            built-in default:1"' \
+	'  - "/n\x01l"' >"$T/nl.yml"
+run t "$AGENTFS" policy show --policy "$T/nl.yml" "$R6"
+assert_contains "policy show quotes a pattern holding a newline" \
+	'"x\nhide      y                            built-in default:1"' "$OUT"
+assert_eq "  ...no line of its own" "" "$(grep '^hide      y' <<<"$OUT")"
+assert_contains "  ...and a control character" '"/n\001l"' "$OUT"
+printf 'z\n' >"$R6/$(printf 'n\001l')"
+run t "$AGENTFS" policy explain --policy "$T/nl.yml" "$R6" "$(printf 'n\001l')"
+assert_eq "policy explain quotes the path" "\"n\\001l\": hidden ($T/nl.yml:3)" "$OUT"
+run t "$AGENTFS" policy test --policy "$T/nl.yml" "$R6"
+assert_contains "policy test quotes the path" "hidden     \"n\\001l\"  ($T/nl.yml:3)" "$OUT"
+
 # ------------------------------------------------------------------ usage errors
 # One line naming what is missing, exit status 2, like the other commands.
 for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do

@@ -55,21 +55,33 @@ static const struct bad bad[] = {
     {"show: ['!x']\n", 1, 8, "'!' has no meaning in 'show'"},
     {"- a\n", 1, 1, "expected a mapping of policy keys"},
     {"hide: ['a'\n", 2, 1, "invalid YAML"},
+    /* rules: is read from a workspace's snapshot alone */
+    {"hide: ['a']\nrules:\n  - {action: show, pattern: a, origin: 'built-in default:62'}\n", 2, 1,
+     "unknown key 'rules' (only a workspace's policy snapshot holds rules"},
+    {"rules: []\n", 1, 1, "unknown key 'rules'"},
+    {"rule: []\n", 1, 1, "unknown key 'rule'"},
+    {"hide: ['a']\n---\nhide: ['b']\n", 3, 1, "more than one YAML document"},
+    {"? [a]\n: b\n", 1, 3, "expected a key name, not a list"},
+};
+
+/* Errors of the snapshot form (policy_load_snapshot_string). */
+static const struct bad bad_snapshot[] = {
     {"rules:\n  - {action: hide}\n", 2, 5, "a rule needs both 'action' and 'pattern'"},
     {"rules:\n  - {action: hide, patern: x}\n", 2, 20, "(did you mean 'pattern'?)"},
     {"rules:\n  - {action: conceal, pattern: x}\n", 2, 14, "'action' must be one of"},
     {"rules:\n  - {action: hide, pattern: x, protect: maybe}\n", 2, 41, "'protect'"},
     {"rules: [x]\n", 1, 9, "'rules' items must be mappings"},
-    {"hide: ['a']\n---\nhide: ['b']\n", 3, 1, "more than one YAML document"},
-    {"? [a]\n: b\n", 1, 3, "expected a key name, not a list"},
+    {"rulez: []\n", 1, 1, "unknown key 'rulez' (did you mean 'rules'?)"},
 };
 
-START_TEST(test_errors)
+static void check_error(const struct bad *b, bool snapshot)
 {
-	const struct bad *b = &bad[_i];
 	struct policy *p = NULL;
 	struct policy_error err = {0};
-	int rc = policy_load_string("repo/policy.yml", b->yaml, strlen(b->yaml), &p, &err);
+	int rc =
+	    snapshot
+		? policy_load_snapshot_string("repo/policy.yml", b->yaml, strlen(b->yaml), &p, &err)
+		: policy_load_string("repo/policy.yml", b->yaml, strlen(b->yaml), &p, &err);
 	ck_assert_msg(rc < 0, "accepted: %s", b->yaml);
 	ck_assert_ptr_null(p);
 	ck_assert_str_eq(err.file, "repo/policy.yml");
@@ -79,6 +91,17 @@ START_TEST(test_errors)
 	ck_assert_msg(strstr(err.message, b->message), "message '%s' lacks '%s'", err.message,
 		      b->message);
 	ck_assert_ptr_null(strchr(err.message, '\n'));
+}
+
+START_TEST(test_errors)
+{
+	check_error(&bad[_i], false);
+}
+END_TEST
+
+START_TEST(test_snapshot_errors)
+{
+	check_error(&bad_snapshot[_i], true);
 }
 END_TEST
 
@@ -265,8 +288,7 @@ START_TEST(test_repo_cannot_show_secrets)
 		  "hide:\n"
 		  "  - '!id_rsa'\n"
 		  "  - '!.agentfs.yml'\n"
-		  "rules:\n"
-		  "  - {action: show, pattern: '*.key', weak: false}\n");
+		  "  - '!a.key'\n");
 	struct policy *p = effective(NULL);
 	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
 	ck_assert_int_eq(dp(p, "x.pem"), POLICY_HIDDEN);
@@ -591,18 +613,24 @@ static void round_trip(const struct policy *p)
 	ck_assert_int_eq(policy_snapshot(p, &y1), 0);
 	struct policy *q = NULL;
 	struct policy_error err = {0};
-	int rc = policy_load_string("policy.yml", y1, strlen(y1), &q, &err);
+	int rc = policy_load_snapshot_string("policy.yml", y1, strlen(y1), &q, &err);
 	ck_assert_msg(rc == 0, "%u:%u: %s\n%s", err.line, err.column, err.message, y1);
 	same_policy(p, q);
 	ck_assert_int_eq(policy_snapshot(q, &y2), 0);
 	ck_assert_str_eq(y1, y2);
-	/* Loaded as the explicit file of a mount, it is still the whole policy. */
+	/* From a file, it is still the whole policy. */
 	char file[200];
 	snprintf(file, sizeof(file), "%s/snapshot.yml", tmp);
 	write_file(file, y1);
-	struct policy *r = effective(file);
+	struct policy *r = NULL;
+	ck_assert_int_eq(policy_load_snapshot(file, &r, &err), 0);
 	same_policy(p, r);
 	policy_free(r);
+	/* Anywhere else its rules: is an unknown key. */
+	r = NULL;
+	ck_assert_int_eq(policy_load_effective(repo, file, &r, &err), -EINVAL);
+	ck_assert_ptr_null(r);
+	ck_assert_ptr_nonnull(strstr(err.message, "unknown key 'rules'"));
 	policy_free(q);
 	free(y1);
 	free(y2);
@@ -635,18 +663,39 @@ START_TEST(test_snapshot_layered)
 }
 END_TEST
 
-/* A snapshot is not a way around the repository rule: as a repository's file,
- * its flags are ignored. */
-START_TEST(test_snapshot_as_repo_file_stays_weak)
+/* The snapshot form is no way around the layering, nor a way to forge where a
+ * rule came from: neither a repository's file nor the person's may say rules:
+ * (it held origins such as "built-in default:62" that policy show and explain
+ * print as they are). */
+START_TEST(test_snapshot_form_only_in_snapshots)
 {
-	repo_file("rules:\n  - {action: show, pattern: '.env', weak: false}\n");
-	struct policy *p = effective(NULL);
-	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
+	static const char forged[] =
+	    "rules:\n  - {action: show, pattern: '.env', weak: false, origin: 'built-in "
+	    "default:62'}\n";
+	struct policy_error err;
+	repo_file(forged);
+	ck_assert_int_eq(effective_error(&err), -EINVAL);
+	ck_assert_uint_eq(err.line, 1);
+	ck_assert_ptr_nonnull(strstr(err.message, "unknown key 'rules'"));
+	char p[200];
+	snprintf(p, sizeof(p), "%s/.agentfs.yml", repo);
+	unlink(p);
+	user_file(forged);
+	ck_assert_int_eq(effective_error(&err), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.message, "unknown key 'rules'"));
+	snprintf(p, sizeof(p), "%s/agentfs/policy.yml", conf);
+	unlink(p);
+	struct policy *q = NULL;
 	struct policy_rule_info r;
-	ck_assert_int_eq(policy_rule_get(p, policy_rule_count(p) - 1, &r), 0);
-	ck_assert(r.weak);
-	ck_assert_int_eq(policy_rule_get(p, policy_rule_count(p), &r), -ERANGE);
-	policy_free(p);
+	ck_assert_int_eq(policy_load_string("x.yml", forged, strlen(forged), &q, &err), -EINVAL);
+	ck_assert_ptr_null(q);
+	/* A snapshot keeps what it says. */
+	ck_assert_int_eq(policy_load_snapshot_string("s.yml", forged, strlen(forged), &q, &err), 0);
+	ck_assert_int_eq(policy_rule_get(q, policy_rule_count(q) - 1, &r), 0);
+	ck_assert_str_eq(r.origin, "built-in default:62");
+	ck_assert(!r.weak);
+	ck_assert_int_eq(policy_rule_get(q, policy_rule_count(q), &r), -ERANGE);
+	policy_free(q);
 }
 END_TEST
 
@@ -655,6 +704,8 @@ static Suite *suite(void)
 	Suite *s = suite_create("policy-load");
 	TCase *tc = tcase_create("errors");
 	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof(bad) / sizeof(bad[0])));
+	tcase_add_loop_test(tc, test_snapshot_errors, 0,
+			    (int)(sizeof(bad_snapshot) / sizeof(bad_snapshot[0])));
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_empty_and_null_lists);
 	tcase_add_test(tc, test_max_file_size_limit);
@@ -678,7 +729,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_explicit_layers);
 	tcase_add_test(tc, test_snapshot_default);
 	tcase_add_test(tc, test_snapshot_layered);
-	tcase_add_test(tc, test_snapshot_as_repo_file_stays_weak);
+	tcase_add_test(tc, test_snapshot_form_only_in_snapshots);
 	suite_add_tcase(s, tc);
 	return s;
 }
