@@ -299,17 +299,19 @@ static int do_explain(const char *file, int argc, char **argv)
 			continue;
 		}
 		bool is_link = false;
+		uint64_t size = 0; /* a regular file's, for max_file_size: */
 		int dfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (!is_dir && path[0]) {
 			struct stat st;
 			if (dfd >= 0 && fstatat(dfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 				is_dir = S_ISDIR(st.st_mode);
 				is_link = S_ISLNK(st.st_mode);
+				size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
 			}
 		}
 		enum policy_decision d;
 		char origin[600];
-		policy_explain(p, path, is_dir, &d, origin, sizeof(origin));
+		policy_explain_size(p, path, is_dir, size, &d, origin, sizeof(origin));
 		/* The mount hides an unsafe symlink whatever the rules say. */
 		if (is_link && d != POLICY_HIDDEN &&
 		    policy_symlinks_mode(p) == POLICY_SYMLINKS_HIDE &&
@@ -402,12 +404,10 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 		if (dec == POLICY_HIDDEN || (dec == POLICY_READONLY && !parent_ro)) {
 			enum policy_decision why;
 			char origin[600];
-			policy_explain(w->p, path, is_dir, &why, origin, sizeof(origin));
+			policy_explain_size(w->p, path, is_dir, is_dir ? 0 : (uint64_t)st.st_size,
+					    &why, origin, sizeof(origin));
 			if (unsafe_link)
 				snprintf(origin, sizeof(origin), "%s", SYMLINK_RULE);
-			else if (why != dec)
-				snprintf(origin, sizeof(origin), "larger than max_file_size %llu",
-					 (unsigned long long)policy_max_file_size(w->p));
 			printf("%-10s ", decision_name(dec));
 			put_quoted(path, is_dir ? "/  (" : "  (");
 			put_quoted(origin, ")\n");

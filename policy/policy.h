@@ -177,6 +177,15 @@ int policy_snapshot(const struct policy *p, char **yaml_out);
 int policy_explain(const struct policy *p, const char *path, bool is_dir, enum policy_decision *d,
 		   char *origin, size_t len);
 
+/*
+ * policy_explain() of a file of @size bytes, as policy_decide_path() decides it
+ * (pass policy_size(): 0 for anything but a regular file): one over
+ * max_file_size: is HIDDEN with @origin "larger than max_file_size N, FILE:LINE"
+ * (FILE:LINE where max_file_size: was set; without it when unknown).
+ */
+int policy_explain_size(const struct policy *p, const char *path, bool is_dir, uint64_t size,
+			enum policy_decision *d, char *origin, size_t len);
+
 /* ---- Inspection, for `agentfs policy show` ---- */
 
 struct policy_rule_info {

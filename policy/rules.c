@@ -395,16 +395,26 @@ enum policy_decision policy_decide_path(const struct policy *p, const char *path
 	return decide_path_rule(p, path, is_dir, size, &rule);
 }
 
+int policy_explain_size(const struct policy *p, const char *path, bool is_dir, uint64_t size,
+			enum policy_decision *d, char *origin, size_t len)
+{
+	size_t rule;
+	*d = decide_path_rule(p, path, is_dir, size, &rule);
+	if (len == 0)
+		return 0;
+	if (rule >= p->nrules && *d == POLICY_HIDDEN)
+		snprintf(origin, len, "larger than max_file_size %llu%s%s",
+			 (unsigned long long)p->max_file_size, p->max_size_origin ? ", " : "",
+			 p->max_size_origin ? p->max_size_origin : "");
+	else
+		snprintf(origin, len, "%s", rule < p->nrules ? p->rules[rule].origin : "(no rule)");
+	return 0;
+}
+
 int policy_explain(const struct policy *p, const char *path, bool is_dir, enum policy_decision *d,
 		   char *origin, size_t len)
 {
-	size_t rule;
-	*d = decide_path_rule(p, path, is_dir, 0, &rule);
-	if (len == 0)
-		return 0;
-	const char *o = rule < p->nrules ? p->rules[rule].origin : "(no rule)";
-	snprintf(origin, len, "%s", o);
-	return 0;
+	return policy_explain_size(p, path, is_dir, 0, d, origin, len);
 }
 
 enum policy_symlinks policy_symlinks_mode(const struct policy *p)

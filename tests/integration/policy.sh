@@ -110,6 +110,14 @@ fi
 run t "$AGENTFS" policy explain --policy "$T/team.yml" "$REPO" src/main.c docs/internal.md .env.example
 assert_contains "explain: src/main.c is read-only by the team's rule" "read-only" "$OUT"
 assert_contains "explain: docs/internal.md is hidden by the repository's rule" ".agentfs.yml" "$OUT"
+# max_file_size: explain judges the file's size, as the mount and test do.
+run t "$AGENTFS" policy explain --policy "$T/team.yml" "$REPO" data/big.bin data/small.bin
+assert_eq "explain: a file over max_file_size is hidden, naming the setting" \
+	"data/big.bin: hidden (larger than max_file_size 1024, $T/team.yml:8)
+data/small.bin: visible (no rule)" "$OUT"
+run t "$AGENTFS" policy test --policy "$T/team.yml" "$REPO"
+assert_contains "  ...as test says" \
+	"hidden     data/big.bin  (larger than max_file_size 1024, $T/team.yml:8)" "$OUT"
 # A subdirectory of the repository is no root of its own: its answers would
 # skip the repository's .agentfs.yml and match the wrong paths.
 refuse "explain of a subdirectory of the repository is refused, as mount refuses it" \

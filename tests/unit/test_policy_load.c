@@ -658,6 +658,20 @@ START_TEST(test_snapshot_layered)
 	ck_assert_int_eq(dp(p, ".env"), POLICY_HIDDEN);
 	ck_assert_int_eq(dp(p, ".myconf"), POLICY_VISIBLE);
 	ck_assert_int_eq(policy_decide_path(p, "big.bin", false, 3 << 20), POLICY_HIDDEN);
+	/* explain says so, naming where max_file_size: was set */
+	enum policy_decision d;
+	char origin[256], want[256];
+	ck_assert_int_eq(
+	    policy_explain_size(p, "big.bin", false, 3 << 20, &d, origin, sizeof(origin)), 0);
+	ck_assert_int_eq(d, POLICY_HIDDEN);
+	snprintf(want, sizeof(want), "larger than max_file_size 2097152, %s/agentfs/policy.yml:4",
+		 conf);
+	ck_assert_str_eq(origin, want);
+	policy_explain_size(p, "big.bin", false, 2 << 20, &d, origin, sizeof(origin));
+	ck_assert_int_eq(d, POLICY_VISIBLE);
+	ck_assert_str_eq(origin, "(no rule)");
+	policy_explain_size(p, "x/.env", false, 1, &d, origin, sizeof(origin));
+	ck_assert_int_eq(strncmp(origin, "built-in default:", 17), 0);
 	round_trip(p);
 	policy_free(p);
 }
