@@ -188,8 +188,8 @@ struct entry {
 static bool lower_visible_p(const struct policy *pol, const char *lpath, const struct stat *st)
 {
 	bool dir = S_ISDIR(st->st_mode);
-	return policy_decide_path(pol, lpath, dir, dir ? 0 : (uint64_t)st->st_size) !=
-	       POLICY_HIDDEN;
+	return policy_decide_path(pol, lpath, dir,
+				  policy_size(st->st_mode, (uint64_t)st->st_size)) != POLICY_HIDDEN;
 }
 
 bool changes_lower_shown(const struct policy *pol, int lower_fd, const char *lpath,
@@ -370,7 +370,9 @@ static int emit(struct walk *w, const char *path, const struct entry *base,
 	if (view->present) {
 		if (!S_ISREG(view->st.st_mode) && !S_ISLNK(view->st.st_mode))
 			flags |= CHANGE_UNSUPPORTED;
-		else if (policy_decide_path(w->pol, path, false, (uint64_t)view->st.st_size) ==
+		else if (policy_decide_path(
+			     w->pol, path, false,
+			     policy_size(view->st.st_mode, (uint64_t)view->st.st_size)) ==
 			 POLICY_HIDDEN)
 			flags |= CHANGE_HIDDEN_NAME;
 		if (view->layer == CHANGE_UPPER && S_ISREG(view->st.st_mode)) {

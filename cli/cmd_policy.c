@@ -306,7 +306,7 @@ static int do_explain(const char *file, int argc, char **argv)
 			if (dfd >= 0 && fstatat(dfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 				is_dir = S_ISDIR(st.st_mode);
 				is_link = S_ISLNK(st.st_mode);
-				size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+				size = policy_size(st.st_mode, (uint64_t)st.st_size);
 			}
 		}
 		enum policy_decision d;
@@ -391,8 +391,8 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 			continue; /* gone meanwhile */
 		}
 		bool is_dir = S_ISDIR(st.st_mode);
-		enum policy_decision dec =
-		    policy_decide(w->p, path, plen, is_dir, is_dir ? 0 : (uint64_t)st.st_size);
+		uint64_t size = policy_size(st.st_mode, (uint64_t)st.st_size);
+		enum policy_decision dec = policy_decide(w->p, path, plen, is_dir, size);
 		if (dec == POLICY_VISIBLE && parent_ro)
 			dec = POLICY_READONLY;
 		bool unsafe_link = S_ISLNK(st.st_mode) && dec != POLICY_HIDDEN &&
@@ -404,8 +404,7 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 		if (dec == POLICY_HIDDEN || (dec == POLICY_READONLY && !parent_ro)) {
 			enum policy_decision why;
 			char origin[600];
-			policy_explain_size(w->p, path, is_dir, is_dir ? 0 : (uint64_t)st.st_size,
-					    &why, origin, sizeof(origin));
+			policy_explain_size(w->p, path, is_dir, size, &why, origin, sizeof(origin));
 			if (unsafe_link)
 				snprintf(origin, sizeof(origin), "%s", SYMLINK_RULE);
 			printf("%-10s ", decision_name(dec));

@@ -598,7 +598,8 @@ static bool symlink_hidden(const struct gitpriv *g, const char *path, const char
 		bool exists = lower_lstat(g->lower_fd, next, &st) == 0;
 		bool is_dir = exists ? S_ISDIR(st.st_mode) : *p != 0;
 		if (policy_decide_path(g->policy, next, is_dir,
-				       exists ? (uint64_t)st.st_size : 0) == POLICY_HIDDEN)
+				       exists ? policy_size(st.st_mode, (uint64_t)st.st_size)
+					      : 0) == POLICY_HIDDEN)
 			return true;
 		if (exists && S_ISLNK(st.st_mode)) {
 			if (++hops > 40)
@@ -996,7 +997,8 @@ static int add_tracked(struct build *b, const git_index_entry *re, bool conflict
 		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
 	if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
 		return 0; /* a directory now: its contents are untracked */
-	if (policy_decide_path(g->policy, path, false, (uint64_t)st.st_size) == POLICY_HIDDEN)
+	if (policy_decide_path(g->policy, path, false,
+			       policy_size(st.st_mode, (uint64_t)st.st_size)) == POLICY_HIDDEN)
 		return 0;
 
 	git_index_entry e;
@@ -1191,8 +1193,8 @@ static int prehash_candidate(struct prehasher *ph, int worker, const git_index_e
 	if (ph->sc[worker] && statcache_has_either(ph->sc[worker], re->path, st, git_mode_of(st),
 						   re->id.id, 0, digest))
 		return -1;
-	if (policy_decide_path(b->g->policy, re->path, false, (uint64_t)st->st_size) ==
-	    POLICY_HIDDEN)
+	if (policy_decide_path(b->g->policy, re->path, false,
+			       policy_size(st->st_mode, (uint64_t)st->st_size)) == POLICY_HIDDEN)
 		return -1;
 	return 0;
 }

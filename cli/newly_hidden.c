@@ -48,7 +48,7 @@ static bool hides(const struct walk *w, const struct policy *p, const char *path
 		  uint64_t size, const char *target)
 {
 	bool is_dir = S_ISDIR(mode);
-	if (policy_decide_path(p, path, is_dir, is_dir ? 0 : size) == POLICY_HIDDEN)
+	if (policy_decide_path(p, path, is_dir, policy_size(mode, size)) == POLICY_HIDDEN)
 		return true;
 	if (!S_ISLNK(mode) || policy_symlinks_mode(p) != POLICY_SYMLINKS_HIDE)
 		return false;

@@ -479,7 +479,8 @@ static bool hides_entry(const struct ctx *c, const char *path)
 		git_error_clear();
 		return true;
 	}
-	if (policy_decide_path(c->policy, path, false, size) == POLICY_HIDDEN)
+	if (policy_decide_path(c->policy, path, false, policy_size(ie->mode, size)) ==
+	    POLICY_HIDDEN)
 		return true;
 	if (ie->mode != GIT_FILEMODE_LINK ||
 	    policy_symlinks_mode(c->policy) != POLICY_SYMLINKS_HIDE)

@@ -135,7 +135,7 @@ enum policy_decision view_decide_lower(struct agentfs *fs, const char *lpath, co
 		return POLICY_HIDDEN;
 	bool is_dir = S_ISDIR(st->st_mode);
 	enum policy_decision d = policy_decide(fs->policy, lpath, strlen(lpath), is_dir,
-					       is_dir ? 0 : (uint64_t)st->st_size);
+					       policy_size(st->st_mode, (uint64_t)st->st_size));
 	if (d == POLICY_HIDDEN)
 		return d;
 	if (S_ISLNK(st->st_mode) && policy_symlinks_mode(fs->policy) == POLICY_SYMLINKS_HIDE &&

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 enum policy_decision {
 	POLICY_VISIBLE = 0,  /* reads and changes allowed */
@@ -69,6 +70,19 @@ int policy_new_default(struct policy **out);
  */
 enum policy_decision policy_decide(const struct policy *p, const char *path, size_t len,
 				   bool is_dir, uint64_t size);
+
+/*
+ * The size max_file_size: judges of an entry of mode @mode (st_mode, or a git
+ * file mode: theirs agree) and size @size: @size for a regular file, 0 for
+ * anything else ("larger regular files are hidden": a symlink's size is its
+ * target's length, a directory's its listing's).  Every caller that has a
+ * size passes it through here, so the view, the private .git's base tree and
+ * the change set agree.
+ */
+static inline uint64_t policy_size(mode_t mode, uint64_t size)
+{
+	return S_ISREG(mode) ? size : 0;
+}
 
 /*
  * Decide a whole path: HIDDEN if any ancestor directory or the path itself is

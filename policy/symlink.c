@@ -130,8 +130,9 @@ bool policy_symlink_target_unsafe(const struct policy *p, int lower_fd, const ch
 			close(d);
 		/* A missing component is a directory when more follow. */
 		bool is_dir = exists ? S_ISDIR(st.st_mode) : *q != 0;
-		if (policy_decide_path(p, next, is_dir, exists ? (uint64_t)st.st_size : 0) ==
-		    POLICY_HIDDEN)
+		if (policy_decide_path(p, next, is_dir,
+				       exists ? policy_size(st.st_mode, (uint64_t)st.st_size)
+					      : 0) == POLICY_HIDDEN)
 			return true;
 		if (exists && S_ISLNK(st.st_mode)) {
 			char t2[PATH_MAX];

@@ -370,6 +370,30 @@ assert_eq "policy explain quotes the path" "\"n\\001l\": hidden ($T/nl.yml:3)" "
 run t "$AGENTFS" policy test --policy "$T/nl.yml" "$R6"
 assert_contains "policy test quotes the path" "hidden     \"n\\001l\"  ($T/nl.yml:3)" "$OUT"
 
+# max_file_size: judges regular files only: a symlink whose target is longer
+# than the limit stays, in the view, in the private .git's base tree, in
+# policy test and explain alike.
+R7=$T/repo7
+M7=$T/w7
+long=a-small-file-with-a-name-longer-than-the-limit.txt
+mkdir -p "$R7" && git -C "$R7" init -q -b main && printf 'x\n' >"$R7/$long" &&
+	ln -s "$long" "$R7/link" && head -c 100 /dev/zero >"$R7/big" && git -C "$R7" add -A &&
+	git -C "$R7" -c user.name=t -c user.email=t@t commit -qm seven || bail "repo7"
+printf 'version: 1\nextends: none\ngit: private\nsymlinks: allow\nmax_file_size: 16\n' >"$T/p7.yml"
+run t "$AGENTFS" policy explain --policy "$T/p7.yml" "$R7" link big
+assert_eq "explain: a symlink with a target longer than max_file_size is visible" \
+	"link: visible (no rule)
+big: hidden (larger than max_file_size 16, $T/p7.yml:5)" "$OUT"
+run t "$AGENTFS" policy test --policy "$T/p7.yml" "$R7"
+assert_not_contains "  ...test does not list it" "link" "$OUT"
+mount_ws "$R7" "$M7" --policy "$T/p7.yml" || bail "mount of repo7: $OUT"
+assert_eq "  ...the view shows it" "$long" "$(readlink "$M7/link")"
+assert_like_missing "$M7/big" "  ...and hides the larger regular file"
+assert_eq "  ...the private .git agrees with the view: git status is clean" \
+	"" "$(git -C "$M7" status --porcelain 2>&1)"
+assert_eq "  ...its index holds the symlink" "link" "$(git -C "$M7" ls-files link)"
+step "unmount" af unmount w7
+
 # ------------------------------------------------------------------ usage errors
 # One line naming what is missing, exit status 2, like the other commands.
 for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do
