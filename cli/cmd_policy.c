@@ -35,7 +35,8 @@ const char cmd_policy_usage[] =
     "                    say whether each PATH (relative to REPO; a trailing '/' means\n"
     "                    a directory) is hidden, read-only or visible, and by which rule\n"
     "  test REPO         walk REPO's files (not inside .git) and list those the policy\n"
-    "                    hides or makes read-only\n"
+    "                    hides or makes read-only; each directory it cannot read is\n"
+    "                    named on stderr and the exit status is 1\n"
     "\n"
     "Options:\n"
     "  --policy FILE     add FILE on top of the layers above (with 'extends: none' it is\n"
@@ -342,6 +343,16 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* What the walk could not read: one line on stderr naming @path (quoted, "."
+ * for the root) and @err; policy test then exits 1, its list incomplete. */
+static void walk_error(struct walk *w, const char *path, int err)
+{
+	char *q = changes_quote(path[0] ? path : ".");
+	cli_error("policy", "test: %s: %s (not walked)", q ? q : "?", strerror(err));
+	free(q);
+	w->status = 1;
+}
+
 /* Walk the directory @fd (the repository path @path, "" for the root) as fs/ does:
  * component by component, a hidden directory's contents never asked about,
  * read-only inherited from the parent.  Takes ownership of @fd. */
@@ -349,26 +360,35 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 {
 	DIR *d = fdopendir(fd);
 	if (!d) {
-		cli_error("policy", "test: %s: %s", len ? path : ".", strerror(errno));
+		walk_error(w, path, errno);
 		close(fd);
-		w->status = 1;
 		return;
 	}
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
-	while ((de = readdir(d))) {
+	for (;;) {
+		errno = 0;
+		if (!(de = readdir(d))) {
+			if (errno)
+				walk_error(w, path, errno);
+			break;
+		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
 			char **nn = realloc(names, cap * sizeof(*nn));
-			if (!nn)
+			if (!nn) {
+				walk_error(w, path, ENOMEM);
 				break;
+			}
 			names = nn;
 		}
-		if (!(names[n] = strdup(de->d_name)))
+		if (!(names[n] = strdup(de->d_name))) {
+			walk_error(w, path, ENOMEM);
 			break;
+		}
 		n++;
 	}
 	if (n > 1)
@@ -376,8 +396,7 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 	for (size_t i = 0; i < n; i++) {
 		size_t nl = strlen(names[i]);
 		if (len + 1 + nl >= PATH_MAX) {
-			cli_error("policy", "test: %s/%s: path too long", path, names[i]);
-			w->status = 1;
+			walk_error(w, path, ENAMETOOLONG);
 			continue;
 		}
 		size_t plen = len;
@@ -387,8 +406,10 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 		plen += nl;
 		struct stat st;
 		if (fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT) /* else gone meanwhile */
+				walk_error(w, path, errno);
 			path[len] = '\0';
-			continue; /* gone meanwhile */
+			continue;
 		}
 		bool is_dir = S_ISDIR(st.st_mode);
 		uint64_t size = policy_size(st.st_mode, (uint64_t)st.st_size);
@@ -417,6 +438,8 @@ static void walk_dir(struct walk *w, int fd, char *path, size_t len, bool parent
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0)
 				walk_dir(w, sub, path, plen, dec == POLICY_READONLY);
+			else if (errno != ENOENT) /* else gone meanwhile */
+				walk_error(w, path, errno);
 		}
 		path[len] = '\0';
 	}

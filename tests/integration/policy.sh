@@ -394,6 +394,21 @@ assert_eq "  ...the private .git agrees with the view: git status is clean" \
 assert_eq "  ...its index holds the symlink" "link" "$(git -C "$M7" ls-files link)"
 step "unmount" af unmount w7
 
+# policy test names each directory it cannot read and exits 1 (its list is
+# incomplete); root reads any directory whatever its mode.
+if [ "$(id -u)" -eq 0 ]; then
+	skip "policy test names a directory it cannot read" "root reads any directory"
+else
+	mkdir -p "$R7/locked/sub" && printf 'l\n' >"$R7/locked/sub/f" && chmod 000 "$R7/locked" &&
+		at_exit "chmod 755 '$R7/locked'"
+	run t "$AGENTFS" policy test --policy "$T/p7.yml" "$R7"
+	assert_eq "policy test names a directory it cannot read, exit 1" \
+		"1 agentfs: policy: test: locked: Permission denied (not walked)" \
+		"$RC $(grep -F 'not walked' <<<"$OUT")"
+	assert_contains "  ...and lists the rest" "hidden     big" "$OUT"
+	chmod 755 "$R7/locked"
+fi
+
 # ------------------------------------------------------------------ usage errors
 # One line naming what is missing, exit status 2, like the other commands.
 for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do
