@@ -159,6 +159,10 @@ int pattern_compile(struct pattern *pt, const char *text, size_t len, bool casef
 			goto invalid;
 		}
 		const char *bad = check_segment(s, sl);
+		if (bad && slash && s[sl - 1] == '\\' && !strcmp(bad, "trailing backslash"))
+			/* "a\/b": the backslash is not trailing, it is before a '/'. */
+			bad = "'\\' before '/': a '/' always separates path components and "
+			      "cannot be escaped";
 		if (bad) {
 			*why = bad;
 			goto invalid;
