@@ -126,10 +126,13 @@ static int check_top_level(const char *sub, const char *dir)
 	if (git_repository_open_ext(&repo, real, 0, NULL) == 0 && !git_repository_is_bare(repo) &&
 	    git_repository_workdir(repo) && realpath(git_repository_workdir(repo), top) &&
 	    strcmp(top, real) != 0) {
+		char *qd = changes_quote(dir), *qt = changes_quote(top);
 		cli_error("policy",
 			  "%s: %s: a subdirectory of the git working tree %s (give its top "
 			  "level: the rules match its paths and read its .agentfs.yml)",
-			  sub, dir, top);
+			  sub, qd ? qd : "?", qt ? qt : "?");
+		free(qd);
+		free(qt);
 		r = -1;
 	}
 	git_repository_free(repo);
@@ -140,12 +143,15 @@ static int check_top_level(const char *sub, const char *dir)
 static int check_dir(const char *sub, const char *dir)
 {
 	struct stat st;
-	if (stat(dir, &st) < 0) {
-		cli_error("policy", "%s: %s: %s", sub, dir, strerror(errno));
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		cli_error("policy", "%s: %s: not a directory", sub, dir);
+	const char *why = NULL;
+	if (stat(dir, &st) < 0)
+		why = strerror(errno);
+	else if (!S_ISDIR(st.st_mode))
+		why = "not a directory";
+	if (why) {
+		char *q = changes_quote(dir);
+		cli_error("policy", "%s: %s: %s", sub, q ? q : "?", why);
+		free(q);
 		return -1;
 	}
 	return check_top_level(sub, dir);

@@ -57,12 +57,46 @@ struct loader {
 static void set_error(struct policy_error *err, const char *file, unsigned line, unsigned col,
 		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* @name into @out (@size bytes) as it is, or, when it holds a control character
+ * (a newline would split the one-line error), in double quotes with C escapes
+ * as git quotes paths (cli/changes.c changes_quote): '"', '\\', control bytes and
+ * bytes past ASCII escaped.  Truncated at an escape's boundary. */
+static void quote_name(char *out, size_t size, const char *name)
+{
+	bool plain = true;
+	for (const unsigned char *s = (const unsigned char *)name; *s && plain; s++)
+		plain = *s >= 0x20 && *s != 0x7f;
+	if (plain) {
+		snprintf(out, size, "%s", name);
+		return;
+	}
+	size_t o = 0;
+	out[o++] = '"';
+	for (const unsigned char *s = (const unsigned char *)name; *s && o + 6 < size; s++) {
+		static const char esc[] = "\a\b\t\n\v\f\r";
+		const char *e = *s >= '\a' && *s <= '\r' ? strchr(esc, *s) : NULL;
+		if (*s == '"' || *s == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)*s;
+		} else if (e) {
+			out[o++] = '\\';
+			out[o++] = "abtnvfr"[e - esc];
+		} else if (*s < 0x20 || *s >= 0x7f) {
+			o += (size_t)snprintf(out + o, size - o, "\\%03o", *s);
+		} else {
+			out[o++] = (char)*s;
+		}
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
 static void set_error(struct policy_error *err, const char *file, unsigned line, unsigned col,
 		      const char *fmt, ...)
 {
 	if (!err)
 		return;
-	snprintf(err->file, sizeof(err->file), "%s", file);
+	quote_name(err->file, sizeof(err->file), file);
 	err->line = line;
 	err->column = col;
 	va_list ap;

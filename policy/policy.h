@@ -42,7 +42,10 @@ enum policy_git {
 struct policy;
 
 /* Error report of a loader: file, 1-based line and column (0 when unknown) and a
- * one-line message without trailing newline. */
+ * one-line message without trailing newline.  @file is the name as given, or,
+ * when it holds a control character (a newline in a repository's or a policy
+ * file's path), that name in double quotes with C escapes, as git quotes paths:
+ * "FILE:LINE:COL: message" stays one line. */
 struct policy_error {
 	char file[512];
 	unsigned line;

@@ -409,6 +409,23 @@ else
 	chmod 755 "$R7/locked"
 fi
 
+# A policy file or repository whose path holds a newline: the error is still
+# one line (the name quoted as git quotes paths).
+nl=$(printf 'n\nl')
+mkdir -p "$T/$nl" && git -C "$T/$nl" init -q -b main && printf 'hide: [a//b]\n' >"$T/$nl/.agentfs.yml" &&
+	cp "$T/$nl/.agentfs.yml" "$T/$nl.yml" || bail "a repository named with a newline"
+run t "$AGENTFS" policy check "$T/$nl.yml"
+assert_eq "policy check: a file named with a newline, one line quoted" \
+	"1 agentfs: policy: \"$T/n\\nl.yml\":1:8: bad pattern 'a//b': empty path component ('//')" \
+	"$RC $OUT"
+run af mount "$T/$nl" "$T/m8"
+assert_eq "mount: a repository named with a newline, one line quoted" \
+	"1 1 \"$T/n\\nl/.agentfs.yml\":1:8: bad pattern 'a//b'" \
+	"$RC $(wc -l <<<"$OUT") $(grep -o '"[^"]*":1:8: bad pattern .a//b.' <<<"$OUT")"
+if is_mounted "$T/m8"; then fail "  ...and nothing is mounted" "$T/m8 is a mount"; else
+	pass "  ...and nothing is mounted"
+fi
+
 # ------------------------------------------------------------------ usage errors
 # One line naming what is missing, exit status 2, like the other commands.
 for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "test a b"; do

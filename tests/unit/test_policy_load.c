@@ -528,6 +528,33 @@ START_TEST(test_repo_error_names_file)
 }
 END_TEST
 
+/* A repository (or policy file) whose path holds a newline: the error's file
+ * is quoted, so FILE:LINE:COL: message stays one line. */
+START_TEST(test_error_file_quoted)
+{
+	char dir[200], file[240];
+	snprintf(dir, sizeof(dir), "%s/re\npo\"", tmp);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	snprintf(file, sizeof(file), "%s/.agentfs.yml", dir);
+	write_file(file, "hide: ['a//b']\n");
+	struct policy *p = NULL;
+	struct policy_error err = {0};
+	ck_assert_int_eq(policy_load_effective(dir, NULL, &p, &err), -EINVAL);
+	ck_assert_ptr_null(p);
+	char want[300];
+	snprintf(want, sizeof(want), "\"%s/re\\npo\\\"/.agentfs.yml\"", tmp);
+	ck_assert_str_eq(err.file, want);
+	ck_assert_uint_eq(err.line, 1);
+	/* a name without control characters is as given */
+	ck_assert_int_eq(policy_load_effective(repo, file, &p, &err), -EINVAL);
+	ck_assert_str_eq(err.file, want);
+	repo_file("hide: ['a//b']\n");
+	ck_assert_int_eq(effective_error(&err), -EINVAL);
+	snprintf(want, sizeof(want), "%s/.agentfs.yml", repo);
+	ck_assert_str_eq(err.file, want);
+}
+END_TEST
+
 START_TEST(test_user_extends_none)
 {
 	user_file("extends: none\nhide: ['*.sql']\n");
@@ -743,6 +770,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_repo_file_symlink_refused);
 	tcase_add_test(tc, test_repo_error_names_file);
 	tcase_add_test(tc, test_user_extends_none);
+	tcase_add_test(tc, test_error_file_quoted);
 	tcase_add_test(tc, test_explicit_layers);
 	tcase_add_test(tc, test_snapshot_default);
 	tcase_add_test(tc, test_snapshot_layered);
