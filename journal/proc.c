@@ -118,19 +118,30 @@ static int parse_stat(char *buf, size_t n, char comm[17], uint64_t *start, long 
 	return end == p + 1 ? -EINVAL : 0;
 }
 
-/* Read /proc/@pid/stat: comm, start time and thread count. */
-static int read_stat(pid_t pid, char comm[17], uint64_t *start, long *threads)
+/* Read /proc/@pid/@file into @buf (@size bytes with the NUL that ends it):
+ * its length, or a negative errno (-ESRCH for an empty read: the task is
+ * gone). */
+static ssize_t read_proc(pid_t pid, const char *file, char *buf, size_t size)
 {
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	char buf[1024];
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-	int r = n < 0 ? -errno : n == 0 ? -ESRCH : 0;
+	ssize_t n = pread(fd, buf, size - 1, 0);
+	ssize_t r = n < 0 ? -errno : n == 0 ? -ESRCH : n;
 	close(fd);
-	return r < 0 ? r : parse_stat(buf, (size_t)n, comm, start, threads);
+	if (r > 0)
+		buf[r] = 0;
+	return r;
+}
+
+/* Read /proc/@pid/stat: comm, start time and thread count. */
+static int read_stat(pid_t pid, char comm[17], uint64_t *start, long *threads)
+{
+	char buf[1024];
+	ssize_t n = read_proc(pid, "stat", buf, sizeof(buf));
+	return n < 0 ? (int)n : parse_stat(buf, (size_t)n, comm, start, threads);
 }
 
 /* The thread group id of task @pid: "Tgid:" of /proc/@pid/status (proc(5)),
@@ -138,18 +149,10 @@ static int read_stat(pid_t pid, char comm[17], uint64_t *start, long *threads)
  * State). */
 static int read_tgid(pid_t pid, pid_t *tgid)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	char buf[512];
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-	int r = n < 0 ? -errno : n == 0 ? -ESRCH : 0;
-	close(fd);
-	if (r < 0)
-		return r;
-	buf[n] = 0;
+	ssize_t n = read_proc(pid, "status", buf, sizeof(buf));
+	if (n < 0)
+		return (int)n;
 	char *t = strstr(buf, "\nTgid:");
 	if (!t)
 		return -EINVAL;

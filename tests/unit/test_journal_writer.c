@@ -397,6 +397,19 @@ END_TEST
 
 /* ---- process names --------------------------------------------------------- */
 
+/* This process's name and executable, as the journal names it. */
+static void self_comm_exe(char *comm, size_t clen, char *exe, size_t elen)
+{
+	FILE *f = fopen("/proc/self/comm", "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(comm, (int)clen, f));
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+	ssize_t n = readlink("/proc/self/exe", exe, elen - 1);
+	ck_assert_int_gt(n, 0);
+	exe[n] = 0;
+}
+
 START_TEST(process_named_from_proc)
 {
 	struct jt jt;
@@ -433,13 +446,7 @@ START_TEST(process_named_from_proc)
 	journal_close(j);
 
 	char comm[64] = "", exe[PATH_MAX];
-	FILE *f = fopen("/proc/self/comm", "r");
-	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
-	fclose(f);
-	comm[strcspn(comm, "\n")] = 0;
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	ck_assert_int_gt(n, 0);
-	exe[n] = 0;
+	self_comm_exe(comm, sizeof(comm), exe, sizeof(exe));
 
 	size_t cnt;
 	struct journal_entry *v = read_all(jt.journal, &cnt);
@@ -552,13 +559,7 @@ START_TEST(thread_attributed_to_process)
 	journal_close(j);
 
 	char comm[64] = "", exe[PATH_MAX];
-	FILE *f = fopen("/proc/self/comm", "r");
-	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
-	fclose(f);
-	comm[strcspn(comm, "\n")] = 0;
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	ck_assert_int_gt(n, 0);
-	exe[n] = 0;
+	self_comm_exe(comm, sizeof(comm), exe, sizeof(exe));
 
 	size_t cnt;
 	struct journal_entry *v = read_all(jt.journal, &cnt);
