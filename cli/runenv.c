@@ -147,9 +147,12 @@ int runenv_build(char *const *environ, char *const *opts, size_t n_opts, const c
 		name[n] = 0;
 		if (strcmp(name, "HOME") == 0 || named(opts, n_opts, name, n))
 			continue;
-		if (runenv_allowed(name))
+		/* A name the allowlist takes by a pattern (LC_*) that is named
+		 * like a credential (LC_DEPLOY_TOKEN) is a credential. */
+		bool cred = runenv_credential_like(name);
+		if (runenv_allowed(name) && !cred)
 			rc = set_n(out, name, n, kv + n + 1);
-		else if (runenv_credential_like(name))
+		else if (cred)
 			rc = strvec_push(&out->dropped, name);
 	}
 	for (size_t i = 0; i < n_opts && rc == 0; i++) {

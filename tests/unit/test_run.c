@@ -29,6 +29,7 @@ START_TEST(env_allowlist_and_named)
 			    "MY_API_KEY=k",
 			    "PLAIN=p",
 			    "LC_ALL=C",
+			    "LC_DEPLOY_TOKEN=ghp_x",
 			    "SSH_AUTH_SOCK=/s",
 			    "GIT_AUTHOR_NAME=n",
 			    "OPENAI_API_KEY=o",
@@ -51,6 +52,8 @@ START_TEST(env_allowlist_and_named)
 	ck_assert(!has(&e.dropped, "AWS_CA_BUNDLE"));
 	ck_assert(has(&e.dropped, "MY_API_KEY"));
 	ck_assert(has(&e.dropped, "SSH_AUTH_SOCK"));
+	/* allowed by its LC_ prefix, but named like a credential: dropped */
+	ck_assert(has(&e.dropped, "LC_DEPLOY_TOKEN"));
 	ck_assert(!has(&e.dropped, "PLAIN"));
 	ck_assert(!has(&e.dropped, "GIT_AUTHOR_NAME"));
 	ck_assert(!has(&e.dropped, "OPENAI_API_KEY")); /* named: passed, not dropped */
