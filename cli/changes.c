@@ -745,10 +745,10 @@ static int path_in_submodule(git_index *index, git_tree *head, const char *path)
 	return in;
 }
 
-static bool is_gitignore(const char *path)
+static bool is_named(const char *path, const char *name)
 {
 	const char *slash = strrchr(path, '/');
-	return strcmp(slash ? slash + 1 : path, ".gitignore") == 0;
+	return strcmp(slash ? slash + 1 : path, name) == 0;
 }
 
 static int unlink_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -758,29 +758,27 @@ static int unlink_entry(const char *path, const struct stat *st, int type, struc
 	return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
 }
 
-/* Write @dir/.gitignore below @top (made for the purpose, ours alone): the
- * view's where the agent's exported change set has one there, else the
- * repository's (the lower's), which the patch leaves as it is: the rules the
- * working tree will have once the change is taken.  Nothing when neither
- * has one. */
-static int put_gitignore(const struct changes *cs, int top, const char *dir)
+/* Write @dir/@name below @top (made for the purpose, ours alone): the view's
+ * where the agent's exported change set has one there, else the repository's
+ * (the lower's), which the patch leaves as it is: the file the working tree
+ * will have once the change is taken.  Empty when neither has one, so that
+ * libgit2 does not look for it in the index instead (attributes are read
+ * from the working tree, then the index). */
+static int put_file(const struct changes *cs, int top, const char *dir, const char *name)
 {
 	char rel[PATH_MAX];
-	if (snprintf(rel, sizeof(rel), "%s%s.gitignore", dir, *dir ? "/" : "") >= (int)sizeof(rel))
+	if (snprintf(rel, sizeof(rel), "%s%s%s", dir, *dir ? "/" : "", name) >= (int)sizeof(rel))
 		return -ENAMETOOLONG;
 	const struct change *g = find_change((struct changes *)cs, rel);
 	struct change_side lower = {
 	    .present = true, .layer = CHANGE_LOWER, .path = rel, .mode = CHANGE_MODE_FILE};
 	const struct change_side *side = g && change_exported(g) ? &g->view : &lower;
-	if (!side->present || side->mode == CHANGE_MODE_LINK)
-		return 0;
 	char *buf = NULL;
 	size_t len = 0;
-	int r = changes_read(cs, side, &buf, &len);
+	int r = side->present && side->mode != CHANGE_MODE_LINK ? changes_read(cs, side, &buf, &len)
+								: -ENOENT;
 	if (r == -ENOENT || r == -ENOTDIR || r == -EIO)
-		return 0; /* none, or not a regular file: no rules */
-	if (r < 0)
-		return r;
+		r = 0; /* none, or not a regular file: empty */
 	/* The directories on the way, then the file. */
 	for (char *p = rel; r == 0 && (p = strchr(p, '/')); p++) {
 		*p = 0;
@@ -806,27 +804,25 @@ static int put_gitignore(const struct changes *cs, int top, const char *dir)
 	return r;
 }
 
-/*
- * When the exported change set changes a .gitignore (the agent edited one,
- * added or deleted one), the ignore rules are those the working tree will
- * have once it is taken, as the agent's git in the mount reads them: a
- * stand-in working tree in a private temporary directory holds, for every
- * directory on the way to a change, the .gitignore it will have
- * (put_gitignore), and libgit2 reads them there (git_repository_set_workdir;
- * info/exclude and core.excludesFile stay the repository's).  *@tmp is then
- * that directory (malloc'd), else NULL: the repository's own working tree.
- */
-static int ignore_workdir(const struct changes *cs, char **tmp)
+void changes_standin_free(char *dir)
+{
+	if (!dir)
+		return;
+	nftw(dir, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(dir);
+}
+
+int changes_standin(const struct changes *cs, const char *name, char **tmp)
 {
 	*tmp = NULL;
 	bool any = false;
 	for (size_t i = 0; i < cs->count && !any; i++)
-		any = change_exported(&cs->items[i]) && is_gitignore(cs->items[i].path);
+		any = change_exported(&cs->items[i]) && is_named(cs->items[i].path, name);
 	if (!any)
 		return 0;
 	const char *base = getenv("TMPDIR");
 	char *dir = NULL;
-	if (asprintf(&dir, "%s/agentfs-ignore.XXXXXX", base && *base ? base : "/tmp") < 0)
+	if (asprintf(&dir, "%s/agentfs-standin.XXXXXX", base && *base ? base : "/tmp") < 0)
 		return -ENOMEM;
 	if (!mkdtemp(dir)) {
 		int e = -errno;
@@ -834,7 +830,7 @@ static int ignore_workdir(const struct changes *cs, char **tmp)
 		return e;
 	}
 	int top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = top < 0 ? -errno : put_gitignore(cs, top, "");
+	int r = top < 0 ? -errno : put_file(cs, top, "", name);
 	char last[PATH_MAX] = "";
 	for (size_t i = 0; i < cs->count && r == 0; i++) {
 		/* Each ancestor of the path, once: changes are sorted by path,
@@ -845,7 +841,7 @@ static int ignore_workdir(const struct changes *cs, char **tmp)
 			*p = 0;
 			size_t n = strlen(d);
 			if (strncmp(last, d, n) != 0 || (last[n] != 0 && last[n] != '/'))
-				r = put_gitignore(cs, top, d);
+				r = put_file(cs, top, d, name);
 			*p = '/';
 		}
 		char *slash = strrchr(d, '/');
@@ -859,8 +855,7 @@ static int ignore_workdir(const struct changes *cs, char **tmp)
 	if (top >= 0)
 		close(top);
 	if (r < 0) {
-		nftw(dir, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
-		free(dir);
+		changes_standin_free(dir);
 		return r;
 	}
 	*tmp = dir;
@@ -873,16 +868,20 @@ int changes_mark_ignored(struct changes *cs, git_repository *repo)
 {
 	if (!repo)
 		return 0;
+	/* The ignore rules the working tree will have once the change is
+	 * taken, as the agent's git in the mount reads them: when the change
+	 * set changes a .gitignore, libgit2 reads them from a stand-in
+	 * (changes_standin; info/exclude and core.excludesFile stay the
+	 * repository's). */
 	char *tmp = NULL, *workdir = NULL;
-	int tr = ignore_workdir(cs, &tmp);
+	int tr = changes_standin(cs, ".gitignore", &tmp);
 	if (tr < 0)
 		return tr;
 	if (tmp) {
 		workdir =
 		    git_repository_workdir(repo) ? strdup(git_repository_workdir(repo)) : NULL;
 		if (!workdir || git_repository_set_workdir(repo, tmp, 0) < 0) {
-			nftw(tmp, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
-			free(tmp);
+			changes_standin_free(tmp);
 			free(workdir);
 			return workdir ? -EIO : -ENOMEM;
 		}
@@ -891,8 +890,7 @@ int changes_mark_ignored(struct changes *cs, git_repository *repo)
 	if (tmp) {
 		if (git_repository_set_workdir(repo, workdir, 0) < 0 && r == 0)
 			r = -EIO;
-		nftw(tmp, unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
-		free(tmp);
+		changes_standin_free(tmp);
 		free(workdir);
 	}
 	return r;

@@ -139,6 +139,22 @@ int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
  */
 int changes_mark_ignored(struct changes *cs, git_repository *repo);
 
+/*
+ * A stand-in for the working tree's files named @name (".gitignore",
+ * ".gitattributes") once the change set @cs is taken: a private temporary
+ * directory (under $TMPDIR, else /tmp) holding, for every directory on the
+ * way to a change, its @name as the view's exported change leaves it, else
+ * the repository's, else empty (libgit2 reads attributes from the working
+ * tree, then the index: an empty file keeps a deleted one from coming back
+ * from the index).  Point a repository at it with git_repository_set_workdir()
+ * to have libgit2 read the agent's rules.  *@dir (malloc'd) is NULL when no
+ * exported change is a file of that name: the repository's own working tree
+ * holds the right ones.  0 or a negative errno.
+ */
+int changes_standin(const struct changes *cs, const char *name, char **dir);
+/* Remove the stand-in @dir and free it (NULL: nothing). */
+void changes_standin_free(char *dir);
+
 /* True when the change goes into exports (no flag set). */
 static inline bool change_exported(const struct change *c)
 {

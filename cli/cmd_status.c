@@ -143,7 +143,7 @@ int cmd_status(int argc, char **argv)
 		return 1;
 	}
 	struct patch *p = NULL;
-	r = patch_new(cs, PATCH_TYPECHANGE | PATCH_NAMES_ONLY, NULL, &p);
+	r = patch_new(cs, PATCH_TYPECHANGE | PATCH_NAMES_ONLY, NULL, NULL, &p);
 	if (r < 0) {
 		const git_error *ge = git_error_last();
 		cli_error(CMD, "%s: comparing with the base: %s", target,

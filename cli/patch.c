@@ -77,7 +77,8 @@ static int add_side(struct patch *p, const struct changes *cs, git_repository *a
 	return git_index_add(idx, &e) < 0 ? -EIO : 0;
 }
 
-int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs, struct patch **out)
+int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs,
+	      git_repository *view_attrs, struct patch **out)
 {
 	struct patch *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -122,7 +123,8 @@ int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs, s
 		if (c->base.present)
 			r = add_side(p, cs, attrs, bi, c->path, &c->base, stand_in ? "base" : NULL);
 		if (r == 0 && c->view.present)
-			r = add_side(p, cs, attrs, vi, c->path, &c->view, stand_in ? "view" : NULL);
+			r = add_side(p, cs, view_attrs, vi, c->path, &c->view,
+				     stand_in ? "view" : NULL);
 	}
 	if (r < 0)
 		goto out;

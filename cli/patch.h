@@ -50,11 +50,13 @@ enum patch_flag {
 
 struct patch;
 
-/* Build the trees and the diff of @cs (borrowed during the call).  @attrs: the
- * repository whose attributes and configuration give each regular file's
- * clean filters (borrowed; NULL: the raw bytes, as for status, which compares
- * names and kinds). */
-int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs, struct patch **out);
+/* Build the trees and the diff of @cs (borrowed during the call).  @attrs and
+ * @view_attrs: the repositories whose attributes and configuration give each
+ * regular file's clean filters, of the base side and of the view side (the
+ * agent may have changed the .gitattributes: changes_standin()); borrowed;
+ * NULL: the raw bytes, as for status, which compares names and kinds. */
+int patch_new(const struct changes *cs, unsigned flags, git_repository *attrs,
+	      git_repository *view_attrs, struct patch **out);
 
 /* The diff (owned by the patch): deltas sorted by path, renames paired. */
 git_diff *patch_diff(const struct patch *p);

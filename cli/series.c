@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <git2.h>
 #include <git2/sys/mempack.h>
+#include <git2/sys/repository.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,6 +92,10 @@ struct ctx {
 	struct gitpriv_oidset base_objects; /* reachable from the recorded base tree */
 	struct gitpriv_oidset trusted;	    /* blobs written here from the view */
 	struct changes *cs; /* the view's change set, computed once before the steps */
+	/* The clean filters of the view's files (view_attrs_open): NULL for
+	 * c->real's, when the change set changes no .gitattributes. */
+	git_repository *view_attrs;
+	char *attr_standin;
 	char **dirty;
 	size_t n_dirty;
 	bool have_dirty;     /* git-dirty was recorded (else: compare with HEAD) */
@@ -501,6 +506,53 @@ static bool hides_entry(const struct ctx *c, const char *path)
 	return unsafe;
 }
 
+/*
+ * A repository object of @repo_dir whose working tree is a stand-in holding
+ * the .gitattributes files the change set @cs leaves (changes_standin): the
+ * clean filters of the view's files are then the agent's .gitattributes', as
+ * its git in the mount applies them (an agent that drops an eol=crlf rule
+ * and writes CRLF gets CRLF stored).  *@out is NULL when @cs changes no
+ * .gitattributes: the repository's own apply.  *@standin: the directory, for
+ * changes_standin_free().  Its index is the repository's without the
+ * .gitattributes entries: libgit2 layers the index's .gitattributes under
+ * the working tree's (GIT_ATTR_CHECK_FILE_THEN_INDEX), where git reads the
+ * working tree's alone when there is one (gitattributes(5)), so a rule the
+ * agent removed would still apply.  0, or a negative errno (-EIO: libgit2's).
+ */
+static int view_attrs_open(const char *repo_dir, const struct changes *cs, git_repository **out,
+			   char **standin)
+{
+	*out = NULL;
+	int r = changes_standin(cs, ".gitattributes", standin);
+	if (r < 0 || !*standin)
+		return r;
+	git_index *ri = NULL, *vi = NULL;
+	r = git_repository_open_ext(out, repo_dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0 ||
+		    git_repository_set_workdir(*out, *standin, 0) < 0 ||
+		    git_repository_index(&ri, *out) < 0 || git_index_new(&vi) < 0
+		? -EIO
+		: 0;
+	for (size_t i = 0; r == 0 && i < git_index_entrycount(ri); i++) {
+		const git_index_entry *e = git_index_get_byindex(ri, i);
+		const char *slash = strrchr(e->path, '/');
+		if (strcmp(slash ? slash + 1 : e->path, ".gitattributes") != 0 &&
+		    git_index_add(vi, e) < 0)
+			r = -EIO;
+	}
+	if (r == 0)
+		git_repository_set_index(*out, vi);
+	git_index_free(ri);
+	git_index_free(vi);
+	if (r < 0) {
+		git_repository_free(*out);
+		*out = NULL;
+		changes_standin_free(*standin);
+		*standin = NULL;
+		return -EIO;
+	}
+	return 0;
+}
+
 /* Apply @e to the target index: hidden paths left out, dirty paths per mode.
  * Deletions first, so a file may become a directory and back. */
 static int apply_edits(struct ctx *c, struct edits *e)
@@ -827,9 +879,11 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 			free(q);
 			return r;
 		}
-		/* Stored as git add would (.gitattributes: eol=crlf files as LF). */
+		/* Stored as git add in the view would (.gitattributes: eol=crlf
+		 * files as LF), under the view's .gitattributes. */
 		if (ch->view.mode != CHANGE_MODE_LINK &&
-		    (r = gitpriv_clean_filter(c->real, ch->path, &buf, &len)) < 0) {
+		    (r = gitpriv_clean_filter(c->view_attrs ? c->view_attrs : c->real, ch->path,
+					      &buf, &len)) < 0) {
 			free(buf);
 			return r;
 		}
@@ -1380,6 +1434,14 @@ int series_build(const struct workspace *ws, const struct series_opts *o, struct
 		cli_error(o->cmd, "%s: %s", ws->name, err);
 		goto out;
 	}
+	r = view_attrs_open(ws->repo, c.cs, &c.view_attrs, &c.attr_standin);
+	if (r == -EIO) {
+		lg_fail(&c, "the view's .gitattributes");
+		goto out;
+	} else if (r < 0) {
+		cli_error(o->cmd, "the view's .gitattributes: %s", strerror(-r));
+		goto out;
+	}
 	if (br == 0) {
 		char dir[PATH_MAX];
 		git_oid bc, bt;
@@ -1432,6 +1494,8 @@ out:
 	git_index_free(c.real_index);
 	gitpriv_oidset_clear(&c.base_objects);
 	gitpriv_oidset_clear(&c.trusted);
+	git_repository_free(c.view_attrs);
+	changes_standin_free(c.attr_standin);
 	changes_free(c.cs);
 	gitpriv_paths_free(c.dirty, c.n_dirty);
 	strvec_clear(&c.sources);
@@ -1553,7 +1617,13 @@ int series_export(const struct workspace *ws, const struct changes *cs, const ch
 		git_libgit2_shutdown();
 		return -EIO;
 	}
-	r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, real, &p);
+	git_repository *view = NULL;
+	char *standin = NULL;
+	r = view_attrs_open(ws->repo, cs, &view, &standin);
+	if (r == 0)
+		r = patch_new(cs, stat ? PATCH_NO_BINARY_DATA : 0, real, view ? view : real, &p);
+	git_repository_free(view);
+	changes_standin_free(standin);
 	/* A filter driver libgit2 does not run (git-lfs, git-crypt): the patch
 	 * holds the working tree's bytes there, which `git apply` compares with
 	 * the file it has cleaned with that driver.  Said, not refused: where

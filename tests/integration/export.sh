@@ -791,4 +791,32 @@ assert_eq "  ...holds .gitignore and foo.log" "$(printf 'a/.gitignore\na/foo.log
 assert_eq "  ...and leaves no stand-in directory behind" "" "$(ls -A "$T/ign-tmp")"
 run af unmount "$IMNT"
 assert_eq "unmount the ignore rules' workspace" 0 "$RC"
+# The agent edits the attributes: it drops the eol=crlf rule and writes a
+# file with CRLF line ends.  Its git stores them as they are, and so do the
+# patch and promote (the clean filters of the view's files are the view's
+# .gitattributes'), where the person's rule would have stored LF.
+AO=$T/attr-origin
+AREPO=$T/attr-repo
+AMNT=$T/attr-mnt
+mkdir -p "$AO" && git -C "$AO" init -q && printf '*.bat eol=crlf\n' >"$AO/.gitattributes" &&
+	printf 'x\n' >"$AO/w.bat" && git -C "$AO" add -A &&
+	git -C "$AO" -c user.name=t -c user.email=t@t commit -qm base && git clone -q "$AO" "$AREPO" ||
+	bail "cannot create the attributes' repository"
+mount_ws "$AREPO" "$AMNT" || bail "mount of the attributes' repository: $OUT"
+sh_step "the agent empties .gitattributes and writes w.bat with CRLF" \
+	": >'$AMNT/.gitattributes' && printf 'x\r\ny\r\n' >'$AMNT/w.bat'"
+run t git -C "$AMNT" diff --stat
+assert_contains "the agent's git sees w.bat change" "w.bat" "$OUT"
+run af export -o "$T/attr.patch" "$AMNT"
+assert_eq "export" 0 "$RC"
+git clone -q "$AO" "$T/attr-apply" && git -C "$T/attr-apply" apply --index "$T/attr.patch"
+assert_eq "  ...applies with --index" 0 "$?"
+assert_eq "  ...and stores w.bat with CRLF, as the agent's git would" "$(printf 'x\r\ny\r')" \
+	"$(git -C "$T/attr-apply" show :w.bat)"
+run af promote --branch attr "$AMNT"
+assert_eq "promote" 0 "$RC"
+assert_eq "  ...the branch stores w.bat with CRLF" "$(printf 'x\r\ny\r')" \
+	"$(git -C "$AREPO" show attr:w.bat)"
+run af unmount "$AMNT"
+assert_eq "unmount the attributes' workspace" 0 "$RC"
 done_testing

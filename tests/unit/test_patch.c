@@ -97,7 +97,7 @@ static char *make_patch(struct changes *cs, size_t *len)
 {
 	struct patch *p = NULL;
 	char *text = NULL;
-	ck_assert_int_eq(patch_new(cs, 0, NULL, &p), 0);
+	ck_assert_int_eq(patch_new(cs, 0, NULL, NULL, &p), 0);
 	ck_assert_int_eq(patch_format(p, &text, len), 0);
 	patch_free(p);
 	return text;
@@ -296,7 +296,7 @@ START_TEST(test_full_scenario)
 
 	/* For status: renames paired, the symlink that became a file one TYPECHANGE. */
 	struct patch *p = NULL;
-	ck_assert_int_eq(patch_new(cs, PATCH_TYPECHANGE, NULL, &p), 0);
+	ck_assert_int_eq(patch_new(cs, PATCH_TYPECHANGE, NULL, NULL, &p), 0);
 	git_diff *d = patch_diff(p);
 	int renames = 0, typechanges = 0;
 	for (size_t i = 0; i < git_diff_num_deltas(d); i++) {
