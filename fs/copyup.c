@@ -276,6 +276,8 @@ void copyup_prepare(struct agentfs *fs, struct node *n, bool empty, struct copyu
 		free(lower);
 		return;
 	}
+	if (fs->copyup_delay_ms && p->st.st_size >= (1 << 20))
+		usleep(fs->copyup_delay_ms * 1000u);
 	p->lower = lower;
 }
 

@@ -409,6 +409,8 @@ int fs_serve(const struct fs_config *cfg)
 		goto out_ready;
 	}
 	fs->cfg = cfg;
+	const char *cd = getenv("AGENTFS_TEST_COPYUP_DELAY_MS");
+	fs->copyup_delay_ms = cd ? (unsigned)strtoul(cd, NULL, 10) : 0;
 	fs->lower_fd = cfg->lower_fd;
 	fs->upper_fd = cfg->upper_fd;
 	fs->work_fd = cfg->work_fd;

@@ -112,7 +112,12 @@ struct agentfs {
 	int work_fd;
 	const struct policy *policy;
 	struct journal *journal;
-	bool use_openat2;   /* false after openat2 answered ENOSYS (old kernel, valgrind) */
+	bool use_openat2; /* false after openat2 answered ENOSYS (old kernel, valgrind) */
+	/* Tests only (AGENTFS_TEST_COPYUP_DELAY_MS): how long a copy-up of a
+	 * file of 1 MiB or more keeps its finished copy in work/ before it is
+	 * taken, outside ns_lock, so that a test sees requests answered during
+	 * it however fast the disk copies.  0 otherwise. */
+	unsigned copyup_delay_ms;
 	bool tag_upper_ino; /* lower and upper on different devices */
 	dev_t lower_dev;
 	double timeout;	 /* entry and attribute cache timeout, seconds */
