@@ -424,6 +424,49 @@ static bool overlaps_by_id(const char *p, const char *secret)
 	return chain_has(secret, &ps) || chain_has(p, &ss);
 }
 
+/* The mount points strictly below @p (absolute, real), from
+ * /proc/self/mountinfo (proc(5): the fifth field, with space, tab, newline
+ * and backslash as octal escapes), into @out.  bwrap binds a --ro or --rw
+ * path with what is mounted below it (--bind is recursive), so what those
+ * show counts too.  0, or a negative errno. */
+static int submounts(const char *p, struct strvec *out)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	size_t pl = strlen(p);
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+	while (rc == 0 && getline(&line, &cap, f) > 0) {
+		char *save = NULL, *field = strtok_r(line, " ", &save);
+		for (int i = 1; field && i < 5; i++)
+			field = strtok_r(NULL, " ", &save);
+		if (!field)
+			continue;
+		char mp[PATH_MAX];
+		size_t n = 0;
+		for (const char *s = field; *s && n + 1 < sizeof(mp); s++) {
+			if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+			    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+				mp[n++] =
+				    (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+				s += 3;
+			} else {
+				mp[n++] = *s;
+			}
+		}
+		mp[n] = 0;
+		bool below = strcmp(p, "/") == 0 ? strcmp(mp, "/") != 0
+						 : strncmp(mp, p, pl) == 0 && mp[pl] == '/';
+		if (below)
+			rc = strvec_push(out, mp);
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
 static int check_paths(struct run_ctx *c, const struct strvec *in, struct strvec *out,
 		       const char *opt)
 {
@@ -442,6 +485,30 @@ static int check_paths(struct run_ctx *c, const struct strvec *in, struct strvec
 				free(abs);
 				return -EPERM;
 			}
+		}
+		/* And what is mounted below it, which bwrap shows with it. */
+		struct strvec below = {0};
+		int sr = submounts(abs, &below);
+		for (size_t m = 0; sr == 0 && m < below.n; m++) {
+			for (int k = 0; k < 3; k++) {
+				if (overlaps_by_id(below.v[m], secret[k])) {
+					cli_error(
+					    CMD,
+					    "%s %s: the mount at %s would show %s (%s) to the "
+					    "sandbox",
+					    opt, in->v[i], below.v[m], what[k], secret[k]);
+					sr = -EPERM;
+					break;
+				}
+			}
+		}
+		strvec_clear(&below);
+		if (sr < 0) {
+			if (sr != -EPERM)
+				cli_error(CMD, "%s %s: reading the mounts below it: %s", opt,
+					  in->v[i], strerror(-sr));
+			free(abs);
+			return sr;
 		}
 		int rc = strvec_push(out, abs);
 		free(abs);

@@ -188,11 +188,17 @@ if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
 		--ro "$T/bind-top" "$MNT" -- true
 	refuse "--ro of a bind mount of the state dir is refused" "would show the state directory" \
 		bound "$STATE" "$T/bind-state" --ro "$T/bind-state" "$MNT" -- true
+	# A directory with such a mount below it: bwrap binds it recursively.
+	mkdir -p "$T/bind-above/x"
+	refuse "--ro of a directory with a bind mount of the repository below it is refused" \
+		"the mount at $T/bind-above/x would show the repository" \
+		bound "$REPO" "$T/bind-above/x" --ro "$T/bind-above" "$MNT" -- true
 	is_mounted "$T/bind-repo" && fail "the bind mounts went with their namespace" ||
 		pass "the bind mounts went with their namespace"
 else
 	for d in "a bind mount of the repository" "a directory inside that bind mount" \
 		"a bind mount of the repository's parent" "a bind mount of the state dir" \
+		"a directory with a bind mount of the repository below it" \
 		"(the bind mounts' namespace)"; do
 		skip "--ro of $d is refused" "needs root for bind mounts in a mount namespace"
 	done
