@@ -141,6 +141,22 @@ static void describe_holders(const char *mnt, char *out, size_t outlen)
 
 /* Wait until the daemon lets go of the workspace lock (it exits holding it).
  * Past a second, say what it waits for, once (@shown names the mount). */
+/* Is @pid stopped (SIGSTOP, a debugger): "T" or "t" in /proc/PID/stat's third
+ * field (proc(5)), after the name, which ends at the last ')'? */
+static bool stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *r = strrchr(buf, ')');
+	return r && r[1] == ' ' && (r[2] == 'T' || r[2] == 't');
+}
+
 static int wait_daemon_exit(const struct workspace *ws, pid_t pid, const char *shown)
 {
 	bool said = false;
@@ -166,11 +182,19 @@ static int wait_daemon_exit(const struct workspace *ws, pid_t pid, const char *s
 			break;
 		if (ms >= 1000 && !said) {
 			said = true;
-			cli_error(CMD,
-				  "%s: unmounted; waiting for the daemon (pid %ld) to finish: a "
-				  "workspace with changes has its private .git built to the end "
-				  "first (%s/daemon.log)",
-				  shown, (long)pid, ws->dir);
+			if (stopped(pid))
+				cli_error(
+				    CMD,
+				    "%s: unmounted; waiting for the daemon (pid %ld), which is "
+				    "stopped: continue it (kill -CONT %ld)",
+				    shown, (long)pid, (long)pid);
+			else
+				cli_error(
+				    CMD,
+				    "%s: unmounted; waiting for the daemon (pid %ld) to finish: "
+				    "a workspace with changes has its private .git built to the "
+				    "end first (%s/daemon.log)",
+				    shown, (long)pid, ws->dir);
 		}
 		usleep(10000);
 	}

@@ -89,6 +89,20 @@ is_mounted "$MNT" && fail "nothing mounted after unmounting a dead mount" ||
 	pass "nothing mounted after unmounting a dead mount"
 assert_eq "list: unmounted after the repair" unmounted "$(list_field work1 2)"
 
+# ------------------------------------------------------------------ a stopped daemon
+# unmount waits for the daemon to exit; one stopped (SIGSTOP, a debugger)
+# is named as such, not as a private .git being built.
+mount_ws "$REPO" "$MNT" || fail "mount for the stopped daemon" "$OUT"
+pid=$(daemon_pid_of "$MNT")
+kill -STOP "$pid"
+(sleep 2.5 && kill -CONT "$pid") &
+cont=$!
+run af unmount "$MNT"
+wait "$cont"
+assert_eq "unmount of a stopped daemon ends once it is continued" 0 "$RC"
+assert_contains "  ...and says the daemon is stopped" \
+	"which is stopped: continue it (kill -CONT $pid)" "$OUT"
+
 # ------------------------------------------------------------------ lazy
 mount_ws "$REPO" "$MNT" || fail "mount for --lazy" "$OUT"
 pid=$(daemon_pid_of "$MNT")
