@@ -169,7 +169,37 @@ struct pending {
 	fuse_ino_t dir;
 	fuse_ino_t child;
 	char name[NAME_MAX + 1];
+	struct node *entries; /* the directory, referenced, when an entry of it came
+			       * or went (touch_upper_dir); else NULL */
+	bool is_dir;	      /* that entry is a directory */
 };
+
+/*
+ * The person added, removed or renamed the entry @name of the lower directory
+ * @dir.  A directory the view also holds in the upper has the upper copy's
+ * attributes (view_getattr), which the change did not move: its times are
+ * moved to now, as the lower's were, so that a tool that trusts a
+ * directory's mtime to tell that its listing is unchanged (git's untracked
+ * cache) sees the new entry.  Not for a name the policy hides, which must
+ * look absent, nor inside the private .git.  Takes ns_lock shared.
+ */
+static void touch_upper_dir(struct agentfs *fs, struct node *dir, const char *name, bool is_dir)
+{
+	char path[FS_PATH_MAX], child[FS_PATH_MAX];
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	bool ok = dir->upper && !node_unnamed(fs, dir) && node_path(dir, path, sizeof(path)) == 0;
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (!ok || path_join(child, sizeof(child), path, name) < 0 || view_path_in_git(fs, child) ||
+	    strcmp(child, ".git") == 0 ||
+	    policy_decide_path(fs->policy, child, is_dir, 0) == POLICY_HIDDEN)
+		return;
+	int fd = upper_open(fs, path[0] ? path : ".", O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return;
+	const struct timespec now[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}};
+	(void)futimens(fd, now);
+	close(fd);
+}
 
 /* No more events will be read: nothing of the lower may be kept from now on. */
 static void watch_end(struct agentfs *fs)
@@ -241,6 +271,13 @@ static void *watch_thread(void *arg)
 			pv[np].dir = dir->id;
 			pv[np].child = 0;
 			pv[np].name[0] = 0;
+			pv[np].entries = NULL;
+			if (ev->len && ev->name[0] &&
+			    (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {
+				dir->refs++; /* node_ref, with table_lock held */
+				pv[np].entries = dir;
+				pv[np].is_dir = (ev->mask & IN_ISDIR) != 0;
+			}
 			if (ev->len && ev->name[0]) {
 				snprintf(pv[np].name, sizeof(pv[np].name), "%s", ev->name);
 				struct node *c = node_find_locked(fs, dir, ev->name);
@@ -250,6 +287,14 @@ static void *watch_thread(void *arg)
 			np++;
 		}
 		pthread_mutex_unlock(&fs->table_lock);
+		/* Before the kernel is told, so that its next getattr sees them. */
+		for (size_t i = 0; i < np; i++) {
+			if (!pv[i].entries)
+				continue;
+			if (!overflow)
+				touch_upper_dir(fs, pv[i].entries, pv[i].name, pv[i].is_dir);
+			node_unref(fs, pv[i].entries);
+		}
 		/* Before the kernel is told, so its next lookups resolve afresh. */
 		if (moved || overflow) {
 			__atomic_add_fetch(&fs->dir_moves, 1, __ATOMIC_RELEASE);

@@ -204,6 +204,20 @@ assert_enoent "$MNT/Makefile" "a file the agent deleted stays deleted when the p
 run af status "$MNT"
 assert_contains "status reports the conflict on src/util.c" "C src/util.c" "$OUT"
 
+# A directory the agent changed is the upper's copy, with its attributes: a
+# file the person adds to it moves its mtime too (git's untracked cache
+# trusts a directory's mtime), one at a hidden name does not.
+sh_step "the agent adds a file to src" "printf 'a\n' >'$MNT/src/agent-note.md'"
+sleep 1.1 # past the second of the mtime
+before=$(stat -c %Y.%y "$MNT/src")
+sh_step "the person adds a hidden file to src" "printf 's\n' >'$REPO/src/.env'"
+sleep 0.5
+assert_eq "a hidden file moves not the mtime of a directory the agent changed" "$before" \
+	"$(stat -c %Y.%y "$MNT/src")"
+sh_step "the person adds a file to src" "printf 'p\n' >'$REPO/src/person-note.md'"
+eventually "  ...a visible one does" "moved" \
+	sh -c "[ \"\$(stat -c %Y.%y '$MNT/src')\" != '$before' ] && echo moved || echo same"
+
 run af unmount "$MNT"
 if [ "$RC" -eq 0 ] && ! is_mounted "$MNT"; then pass "unmount"; else fail "unmount" "exit $RC" "$OUT"; fi
 done_testing
