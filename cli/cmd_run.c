@@ -655,9 +655,24 @@ static json_t *read_info(int fd)
  * sandbox's process group (sandbox_spawn) gets it while it runs, as a
  * shell gives it to a job (tcsetpgrp(3); the glibc manual, "Implementing a Job
  * Control Shell"). */
+/* A descriptor among 0-2 of the controlling terminal, foreground or not, or
+ * -1. */
+static int foreground_tty_any(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+		if (isatty(fd) && tcgetpgrp(fd) > 0)
+			return fd;
+	return -1;
+}
+
 static int foreground_tty(void)
 {
-	return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp() ? STDIN_FILENO : -1;
+	/* Any of the three: `echo x | agentfs run ...` keeps the terminal on
+	 * stdout, which /dev/tty reads (a password prompt) then need. */
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+		if (isatty(fd) && tcgetpgrp(fd) == getpgrp())
+			return fd;
+	return -1;
 }
 
 /* tcsetpgrp(3) of @tty to @pgrp from whichever group holds it now: SIGTTOU
@@ -673,7 +688,10 @@ static void give_tty(int tty, pid_t pgrp)
 	sigaction(SIGTTOU, &old, NULL);
 }
 
-static int wait_sandbox(struct run_ctx *c, pid_t pid, int tty, const sigset_t *set, int *status,
+/* Wait for the sandbox (bwrap, @pid).  *@tty: the terminal the sandbox's
+ * group holds, handed over at its start, or -1; -1 once it no longer does
+ * (continued by `bg`), so that nothing takes the terminal from the shell. */
+static int wait_sandbox(struct run_ctx *c, pid_t pid, int *tty, const sigset_t *set, int *status,
 			int *killed_by)
 {
 	*killed_by = 0;
@@ -695,13 +713,21 @@ static int wait_sandbox(struct run_ctx *c, pid_t pid, int tty, const sigset_t *s
 		pid_t w = waitpid(pid, &st, WNOHANG | WUNTRACED);
 		if (w == pid && WIFSTOPPED(st)) {
 			/* ^Z stopped the sandbox's group: stop as a job stops, the
-			 * terminal back with the shell, and on `fg` continue it. */
-			pid_t fg = tty >= 0 ? tcgetpgrp(tty) : -1;
-			give_tty(tty, getpgrp());
+			 * terminal back with the shell.  Continued by `fg` (the
+			 * shell gave the terminal back to this group), the sandbox
+			 * gets it again; by `bg`, the shell keeps it and the
+			 * sandbox runs in the background. */
+			int t = *tty >= 0 ? *tty : foreground_tty_any();
+			pid_t fg = *tty >= 0 ? tcgetpgrp(*tty) : -1;
+			give_tty(*tty, getpgrp());
 			kill(getpid(), SIGSTOP);
-			give_tty(tty, fg > 0 ? fg : pid);
-			if (fg > 0 && fg != pid)
-				kill(-fg, SIGCONT);
+			*tty = -1;
+			if (t >= 0 && tcgetpgrp(t) == getpgrp()) {
+				*tty = t;
+				give_tty(t, fg > 0 ? fg : pid);
+				if (fg > 0 && fg != pid)
+					kill(-fg, SIGCONT);
+			}
 			kill(-pid, SIGCONT);
 			continue;
 		}
@@ -761,11 +787,13 @@ static int run_sandbox(struct run_ctx *c)
 
 	pid_t pid;
 	int listen_fd;
+	int tty = foreground_tty();
 	rc = sandbox_spawn(c->bwrap, strvec_argv(&argv), strvec_argv(&c->env.envp), sc.net, info[1],
-			   &pid, &listen_fd, err, sizeof(err));
+			   tty, &pid, &listen_fd, err, sizeof(err));
+	if (rc < 0)
+		tty = -1;
 	close(info[1]);
 	info[1] = -1;
-	int tty = rc < 0 ? -1 : foreground_tty();
 	if (rc == 0) {
 		setpgid(pid, pid); /* the child does so too: whichever runs first */
 		give_tty(tty, pid);
@@ -817,7 +845,7 @@ static int run_sandbox(struct run_ctx *c)
 	int st = 0, killed_by = 0;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = wait_sandbox(c, pid, tty, &set, &st, &killed_by);
+	rc = wait_sandbox(c, pid, &tty, &set, &st, &killed_by);
 	give_tty(tty, getpgrp());
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	netproxy_stop(proxy);

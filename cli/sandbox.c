@@ -466,7 +466,7 @@ struct child_failure {
 };
 
 int sandbox_spawn(const char *bwrap, char *const argv[], char *const envp[], enum sandbox_net net,
-		  int keep_fd, pid_t *pid, int *listen_fd, char *err, size_t errlen)
+		  int keep_fd, int tty, pid_t *pid, int *listen_fd, char *err, size_t errlen)
 {
 	*listen_fd = -1;
 	int status_pipe[2], sp[2] = {-1, -1};
@@ -494,17 +494,22 @@ int sandbox_spawn(const char *bwrap, char *const argv[], char *const envp[], enu
 	}
 	if (p == 0) {
 		struct child_failure f = {0, 0};
+		/* Its own process group, terminal or not: kill(0, sig) and
+		 * kill(-1, sig) inside reach no process of the caller's group
+		 * (agentfs run, the shell's other jobs).  With a terminal the group
+		 * holds it from before bwrap runs (SIGTTOU, sent to a background
+		 * group that asks, is still ignored here). */
+		setpgid(0, 0);
+		if (tty >= 0) {
+			signal(SIGTTOU, SIG_IGN);
+			(void)tcsetpgrp(tty, getpid());
+		}
 		sigset_t none;
 		sigemptyset(&none);
 		for (int s = 1; s < NSIG; s++)
 			if (s != SIGKILL && s != SIGSTOP)
 				signal(s, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		/* Its own process group, terminal or not: kill(0, sig) and
-		 * kill(-1, sig) inside reach no process of the caller's group
-		 * (agentfs run, the shell's other jobs).  cmd_run.c hands the
-		 * terminal over to it. */
-		setpgid(0, 0);
 		if (net == SANDBOX_NET_PROXY) {
 			close(sp[0]);
 			int l = child_netns(uid, gid);

@@ -114,10 +114,14 @@ int sandbox_find_bwrap(char **out, char *err, size_t errlen);
  * gid to themselves), brings loopback up and listens on
  * 127.0.0.1:SANDBOX_PROXY_PORT there; that listening socket is handed back in
  * *listen_fd (-1 otherwise) so a proxy outside the sandbox can accept on it.
- * @keep_fd (or -1) stays open across exec (bwrap's --info-fd).
+ * @keep_fd (or -1) stays open across exec (bwrap's --info-fd).  The child
+ * runs in a process group of its own; with @tty (a descriptor of the
+ * controlling terminal whose foreground group is the caller's, or -1) that
+ * group is made the terminal's foreground one before bwrap runs, as a shell
+ * does for a job it starts (tcsetpgrp(3)), so the command may read it at once.
  * Returns 0 with *pid, or a negative errno with a reason in @err.
  */
 int sandbox_spawn(const char *bwrap, char *const argv[], char *const envp[], enum sandbox_net net,
-		  int keep_fd, pid_t *pid, int *listen_fd, char *err, size_t errlen);
+		  int keep_fd, int tty, pid_t *pid, int *listen_fd, char *err, size_t errlen);
 
 #endif

@@ -339,6 +339,58 @@ else
 	skip "kill(0) in a terminal's sandbox does not reach the caller" "no script(1)"
 fi
 
+# Job control in an interactive shell's terminal (a pty): a run whose stdin is
+# a pipe still gets the terminal (a prompt reads /dev/tty); one stopped with
+# ^Z and continued with bg runs in the background and leaves the terminal to
+# the shell, which lives on.  Each step waits for its answer (at most 30 s).
+cat >"$T/jobs.py" <<'PY'
+import os, pty, select, sys, time
+agentfs, state, mnt = sys.argv[1:4]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+seen = b""
+def wait_for(text, limit=30):
+    global seen
+    end = time.time() + limit
+    while time.time() < end:
+        if text.encode() in seen:
+            return True
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                d = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not d:
+                return False
+            seen += d
+    return False
+def send(s):
+    os.write(fd, s.encode())
+send("PS1='$ '\n")
+run = "%s run --state-dir %s %s -- " % (agentfs, state, mnt)
+send("echo hi | " + run + "sh -c 'read a; printf \"%s=\\n\" prompt; read b </dev/tty; echo \"tty=$b\"' 2>/dev/null\n")
+ok1 = wait_for("prompt=")
+send("typed\n")
+print("tty-read", ok1 and wait_for("tty=typed"))
+send(run + "sh -c 'echo $((40+1))-started; sleep 3' 2>/dev/null\n")
+ok2 = wait_for("41-started")
+send("\x1a")
+ok2 = ok2 and wait_for("Stopped")
+send("bg\n")
+send("echo $((40+2))-alive\n")
+ok2 = ok2 and wait_for("42-alive")
+# The run ends meanwhile; bash says so before its next prompt.
+send("sleep 4; echo $((40+3))-alive\n")
+ok2 = ok2 and wait_for("43-alive")
+send("echo $((40+4))-alive\n")
+print("bg", ok2 and wait_for("44-alive") and wait_for("Done"))
+send("exit\n")
+PY
+run t python3 "$T/jobs.py" "$AGENTFS" "$STATE" "$MNT"
+assert_contains "a run with stdin from a pipe reads the terminal (/dev/tty)" "tty-read True" "$OUT"
+assert_contains "a run stopped (^Z) and continued with bg leaves the shell its terminal" "bg True" "$OUT"
+
 # ---------------------------------------------------------------- the journals
 n=$(grep -c '"op":"start"' "$RUNLOG")
 rm -f "$MNT/go"
