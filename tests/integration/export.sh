@@ -819,4 +819,27 @@ assert_eq "  ...the branch stores w.bat with CRLF" "$(printf 'x\r\ny\r')" \
 	"$(git -C "$AREPO" show attr:w.bat)"
 run af unmount "$AMNT"
 assert_eq "unmount the attributes' workspace" 0 "$RC"
+# The patch is written in large writes, not one per line: 20,000 added lines
+# and 300 new files take a few dozen write(2)s (one a line took 4x as long).
+if command -v strace >/dev/null; then
+	WREPO=$T/w-repo
+	WMNT=$T/w-mnt
+	mkdir -p "$WREPO" && git -C "$WREPO" init -q && printf 'a\n' >"$WREPO/a" &&
+		git -C "$WREPO" add -A && git -C "$WREPO" -c user.name=t -c user.email=t@t commit -qm base ||
+		bail "cannot create the writes' repository"
+	mount_ws "$WREPO" "$WMNT" || bail "mount of the writes' repository: $OUT"
+	sh_step "the agent writes 20,000 lines and 300 files" \
+		"seq 1 20000 >'$WMNT/big.txt' && mkdir '$WMNT/many' && for i in \$(seq 1 300); do printf 'x\n' >'$WMNT/many/f'\$i; done"
+	writes=$(t strace -f -qq -e trace=write -o "$T/w.strace" "$AGENTFS" export --state-dir "$STATE" \
+		-o "$T/w.patch" "$WMNT" 2>/dev/null; grep -c 'write(' "$T/w.strace")
+	if [[ $writes =~ ^[0-9]+$ ]] && [ "$writes" -lt 200 ] && [ "$(grep -c '^+' "$T/w.patch")" -ge 20300 ]; then
+		pass "export writes its patch in $writes write(2)s"
+	else
+		fail "export writes its patch in fewer than 200 write(2)s" "got: $writes"
+	fi
+	run af unmount "$WMNT"
+	assert_eq "unmount the writes' workspace" 0 "$RC"
+else
+	skip "export writes its patch in fewer than 200 write(2)s" "no strace"
+fi
 done_testing
