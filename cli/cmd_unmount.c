@@ -139,23 +139,15 @@ static void describe_holders(const char *mnt, char *out, size_t outlen)
 		snprintf(out + used, outlen - used, " and %d more", more);
 }
 
-/* Wait until the daemon lets go of the workspace lock (it exits holding it).
- * Past a second, say what it waits for, once (@shown names the mount). */
-/* Is @pid stopped (SIGSTOP, a debugger): "T" or "t" in /proc/PID/stat's third
- * field (proc(5)), after the name, which ends at the last ')'? */
+/* Is @pid stopped (SIGSTOP, a debugger)? */
 static bool stopped(pid_t pid)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return false;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	const char *r = strrchr(buf, ')');
-	return r && r[1] == ' ' && (r[2] == 'T' || r[2] == 't');
+	char s = workspace_pid_state(pid);
+	return s == 'T' || s == 't';
 }
+
+/* Wait until the daemon lets go of the workspace lock (it exits holding it).
+ * Past a second, say what it waits for, once (@shown names the mount). */
 
 static int wait_daemon_exit(const struct workspace *ws, pid_t pid, const char *shown)
 {

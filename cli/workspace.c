@@ -904,16 +904,22 @@ static bool pid_alive(pid_t pid)
 	if (kill(pid, 0) != 0 && errno != EPERM)
 		return false;
 	/* A zombie has let go of its mount; it only waits for its parent. */
+	char s = workspace_pid_state(pid);
+	return s != 'Z' && s != 'X';
+}
+
+char workspace_pid_state(pid_t pid)
+{
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
 	FILE *f = fopen(path, "re");
 	if (!f)
-		return true;
+		return '?';
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
-	char *rp = strrchr(buf, ')');
-	return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+	const char *rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' && rp[2] ? rp[2] : '?';
 }
 
 /* Our daemon's mount: FUSE, with the source fs_serve was given ("agentfs:NAME"). */

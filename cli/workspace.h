@@ -53,6 +53,11 @@ int workspace_find(const char *root, const char *mnt_or_name, struct workspace *
  * mountpoint is a FUSE mount in /proc/self/mountinfo), or 0 if none. */
 pid_t workspace_daemon_pid(const struct workspace *ws);
 
+/* The state letter of process @pid (proc(5), /proc/PID/stat's third field,
+ * after the name, which ends at the last ')'): 'R', 'S', 'T' (stopped), 'Z'
+ * (zombie), ...; '?' when it cannot be read. */
+char workspace_pid_state(pid_t pid);
+
 /* Ask the live daemon serving @ws to write its journal out (fs/fs.h
  * FS_FLUSH_FILE: a request file and SIGUSR2) and wait, polling every 5 ms, up
  * to @timeout_ms milliseconds until it has: every event acknowledged before
