@@ -440,10 +440,14 @@ int cmd_export(int argc, char **argv)
 	}
 	if (status == 0) {
 		struct output o = {.text = text, .len = len, .patch = p};
-		git_error_clear(); /* an -EIO of write(2) names no libgit2 error below */
+		/* An -EIO of write(2) names no libgit2 error below.  Only while the
+		 * patch holds libgit2 initialized: its error state is per thread,
+		 * allocated afresh (and never freed) after the last shutdown. */
+		if (p)
+			git_error_clear();
 		r = output ? write_file_atomic(output, &o) : write_output(1, &o);
 		if (r < 0) {
-			const git_error *ge = r == -EIO ? git_error_last() : NULL;
+			const git_error *ge = r == -EIO && p ? git_error_last() : NULL;
 			cli_error(CMD, "%s: %s%s", output ? output : "stdout",
 				  ge ? "printing the patch: " : "",
 				  ge ? ge->message : strerror(-r));
