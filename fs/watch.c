@@ -171,7 +171,8 @@ struct pending {
 	char name[NAME_MAX + 1];
 	struct node *entries; /* the directory, referenced, when an entry of it came
 			       * or went (touch_upper_dir); else NULL */
-	bool is_dir;	      /* that entry is a directory */
+	bool came;	      /* that entry came (created, moved in); else it went */
+	bool known;	      /* the daemon had a node for it (the view showed it) */
 };
 
 /*
@@ -180,18 +181,30 @@ struct pending {
  * attributes (view_getattr), which the change did not move: its times are
  * moved to now, as the lower's were, so that a tool that trusts a
  * directory's mtime to tell that its listing is unchanged (git's untracked
- * cache) sees the new entry.  Not for a name the policy hides, which must
- * look absent, nor inside the private .git.  Takes ns_lock shared.
+ * cache) sees the new entry.  Only for an entry the view shows, known for
+ * sure (hidden looks absent: a hidden file's coming or going must not move
+ * it): one that came (@came) is judged as a lookup judges it, on the lower
+ * entry itself (view_decide_lower: its name, size, symlink target); one that
+ * went only when the view had shown it (@known: the daemon had a node for
+ * it).  Not inside the private .git.  Takes ns_lock shared.
  */
-static void touch_upper_dir(struct agentfs *fs, struct node *dir, const char *name, bool is_dir)
+static void touch_upper_dir(struct agentfs *fs, struct node *dir, const char *name, bool came,
+			    bool known)
 {
-	char path[FS_PATH_MAX], child[FS_PATH_MAX];
+	char path[FS_PATH_MAX], child[FS_PATH_MAX], lchild[FS_PATH_MAX];
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	bool ok = dir->upper && !node_unnamed(fs, dir) && node_path(dir, path, sizeof(path)) == 0;
+	const char *lower = node_lower(dir);
+	bool ok = dir->upper && lower && !node_unnamed(fs, dir) &&
+		  node_path(dir, path, sizeof(path)) == 0 &&
+		  path_join(lchild, sizeof(lchild), lower, name) == 0;
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (!ok || path_join(child, sizeof(child), path, name) < 0 || view_path_in_git(fs, child) ||
-	    strcmp(child, ".git") == 0 ||
-	    policy_decide_path(fs->policy, child, is_dir, 0) == POLICY_HIDDEN)
+	    strcmp(child, ".git") == 0)
+		return;
+	struct stat st;
+	if (came ? layer_stat(fs, fs->lower_fd, lchild, &st) < 0 ||
+		       view_decide_lower(fs, lchild, &st) == POLICY_HIDDEN
+		 : !known)
 		return;
 	int fd = upper_open(fs, path[0] ? path : ".", O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
@@ -276,7 +289,8 @@ static void *watch_thread(void *arg)
 			    (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {
 				dir->refs++; /* node_ref, with table_lock held */
 				pv[np].entries = dir;
-				pv[np].is_dir = (ev->mask & IN_ISDIR) != 0;
+				pv[np].came = (ev->mask & (IN_CREATE | IN_MOVED_TO)) != 0;
+				pv[np].known = node_find_locked(fs, dir, ev->name) != NULL;
 			}
 			if (ev->len && ev->name[0]) {
 				snprintf(pv[np].name, sizeof(pv[np].name), "%s", ev->name);
@@ -292,7 +306,8 @@ static void *watch_thread(void *arg)
 			if (!pv[i].entries)
 				continue;
 			if (!overflow)
-				touch_upper_dir(fs, pv[i].entries, pv[i].name, pv[i].is_dir);
+				touch_upper_dir(fs, pv[i].entries, pv[i].name, pv[i].came,
+						pv[i].known);
 			node_unref(fs, pv[i].entries);
 		}
 		/* Before the kernel is told, so its next lookups resolve afresh. */

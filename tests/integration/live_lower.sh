@@ -214,6 +214,10 @@ sh_step "the person adds a hidden file to src" "printf 's\n' >'$REPO/src/.env'"
 sleep 0.5
 assert_eq "a hidden file moves not the mtime of a directory the agent changed" "$before" \
 	"$(stat -c %Y.%y "$MNT/src")"
+sh_step "the person adds a symlink out of the repository to src (hidden)" \
+	"ln -s /etc/passwd '$REPO/src/out-link'"
+sleep 0.5
+assert_eq "  ...nor a symlink the view hides by its target" "$before" "$(stat -c %Y.%y "$MNT/src")"
 sh_step "the person adds a file to src" "printf 'p\n' >'$REPO/src/person-note.md'"
 eventually "  ...a visible one does" "moved" \
 	sh -c "[ \"\$(stat -c %Y.%y '$MNT/src')\" != '$before' ] && echo moved || echo same"
