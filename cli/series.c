@@ -349,17 +349,12 @@ static const char *path_dirty(struct ctx *c, const char *path)
 	 * repository file it came from, whose uncommitted changes (or whole
 	 * bytes, untracked) are the person's. */
 	if (ch && ch->view.present && ch->view.layer == CHANGE_UPPER) {
-		char *upper = workspace_path(c->ws, "upper");
-		int ufd = upper ? open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-		int fd = ufd < 0 ? -EBADF
-				 : changes_open_below(ufd, ch->view.path, O_RDONLY | O_NONBLOCK);
+		/* The change set's own descriptor of the upper. */
+		int fd = changes_open_below(c->cs->upper_fd, ch->view.path, O_RDONLY | O_NONBLOCK);
 		struct layout_origin o;
 		bool moved = fd >= 0 && layout_get_origin(fd, &o) == 1 && strcmp(o.path, path) != 0;
 		if (fd >= 0)
 			close(fd);
-		if (ufd >= 0)
-			close(ufd);
-		free(upper);
 		if (moved && path_dirty_here(c, o.path))
 			return "where the agent moved it from";
 	}

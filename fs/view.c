@@ -114,8 +114,10 @@ static bool gitdir_entry(struct agentfs *fs, const char *path, bool is_dir)
 	int n = snprintf(head, sizeof(head), "%.*sHEAD", (int)(base - path), path);
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return true; /* unsure is yes */
+	/* A HEAD the view hides is no HEAD to git run in the view. */
 	struct stat st;
-	return layer_stat(fs, fs->lower_fd, head, &st) == 0;
+	return layer_stat(fs, fs->lower_fd, head, &st) == 0 &&
+	       view_decide_lower(fs, head, &st) != POLICY_HIDDEN;
 }
 
 bool view_path_readonly(struct agentfs *fs, const char *path, bool is_dir)

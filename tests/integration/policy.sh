@@ -435,4 +435,23 @@ for args in "" "check" "check a b" "show a b" "explain" "explain $REPO" "test" "
 		"2 1 agentfs: policy: " "$RC $(printf '%s\n' "$OUT" | wc -l) ${OUT:0:17}"
 done
 
+# ------------------------------------------------------------------ a hidden HEAD
+# Next to a repository HEAD (a bare fixture) config is read-only (fs/view.c,
+# gitdir_entry); next to a HEAD the policy hides it is not: hidden looks
+# absent, and git run in the view sees no repository there.
+HREPO=$T/hrepo
+mkdir -p "$HREPO/fixture" "$HREPO/seen" && git -C "$HREPO" init -q &&
+	for d in fixture seen; do
+		printf 'ref: refs/heads/main\n' >"$HREPO/$d/HEAD" && printf '[core]\n' >"$HREPO/$d/config"
+	done && git -C "$HREPO" add -A && git -C "$HREPO" -c user.name=t -c user.email=t@t commit -qm f ||
+	bail "cannot create the fixtures' repository"
+printf 'hide:\n  - fixture/HEAD\n' >"$T/hhead.yml"
+mount_ws "$HREPO" "$T/hmnt" --policy "$T/hhead.yml" || bail "mount of the fixtures: $OUT"
+assert_enoent "$T/hmnt/fixture/HEAD" "the hidden HEAD is absent"
+step "config beside a hidden HEAD is the agent's to change" \
+	sh -c "printf '[user]\n' >>'$T/hmnt/fixture/config'"
+refuse "config beside a HEAD the view shows is read-only" "Read-only file system" \
+	sh -c "printf '[user]\n' >>'$T/hmnt/seen/config'"
+step "unmount the fixtures" af unmount "$T/hmnt"
+
 done_testing
