@@ -2,7 +2,7 @@
 # bench.sh - agentfs against native ext4 and fuse-overlayfs, same tree, same run.
 #
 #   tests/bench/bench.sh [--smoke] [--modes] [--rounds N] [--tree small|full]
-#                        [--agentfs PATH] [--raw FILE] [--fresh-ext4]
+#                        [--agentfs PATH] [--raw FILE] [--fresh-ext4] [--user NAME]
 #
 # The tree is the Linux kernel source of Debian's linux-source-6.1 package
 # (/usr/src/linux-source-6.1.tar.xz), committed into git repositories: "small"
@@ -29,7 +29,14 @@
 # no policy, so it shows .git), and agentfs (default policy, journal on).  With
 # --modes also agentfs-nojournal (--no-journal) and agentfs-nopolicy (a policy
 # file saying `extends: none` and `git: private`: no rule at all, the same
-# .git as the default).  Every system gets a fresh instance for each
+# .git as the default).  With --user NAME (root) also agentfs-user: agentfs
+# as people run it, mounted by the unprivileged user NAME (any account but
+# root; `nobody` will do) through the setuid fusermount3, so without FUSE
+# passthrough and with default_permissions, on repositories that user cloned
+# from the trees at the start of the run (git and libgit2 refuse a
+# repository another user owns), every workload run as that user (setpriv;
+# each is timed inside the user's shell, from before its command to after
+# it).  Every system gets a fresh instance for each
 # phase of each round, and the systems take turns within a round in an order
 # that rotates from round to round and is reversed every other round (so no
 # system always follows the same neighbour); after each instance is torn down
@@ -86,6 +93,7 @@ ROUNDS=3
 TREE=small
 RAW=
 FRESH_EXT4=0
+USER_NAME=
 AGENTFS=${AGENTFS:-}
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -108,6 +116,10 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	--fresh-ext4) FRESH_EXT4=1 ;;
+	--user)
+		USER_NAME=${2:?--user needs an account name}
+		shift
+		;;
 	-h | --help)
 		sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
 		exit 0
@@ -169,6 +181,28 @@ if ! command -v fuse-overlayfs >/dev/null 2>&1; then
 	HAVE_FO=0
 	note "fuse-overlayfs not installed: its column is skipped"
 fi
+# --user: an existing account other than root, and root to act as it.  A
+# smoke run goes on without the column when it cannot be had.
+if [ -n "$USER_NAME" ]; then
+	why=
+	if [ "$(id -u)" != 0 ]; then
+		why="needs root (to run commands as $USER_NAME)"
+	elif ! USER_UID=$(id -u -- "$USER_NAME" 2>/dev/null) || ! USER_GID=$(id -g -- "$USER_NAME"); then
+		why="no account $USER_NAME"
+	elif [ "$USER_UID" = 0 ]; then
+		why="$USER_NAME is root: name an unprivileged account"
+	elif ! command -v setpriv >/dev/null 2>&1; then
+		why="setpriv (util-linux) is required"
+	elif [ ! -u "$(command -v fusermount3)" ]; then
+		why="fusermount3 is not setuid root: $USER_NAME cannot mount"
+	fi
+	if [ -n "$why" ]; then
+		[ $SMOKE = 1 ] || die "--user: $why"
+		note "--user: $why: the agentfs-user column is skipped"
+		USER_NAME=
+	fi
+fi
+
 # The smoke mode neither drops caches nor syncs between systems: it times
 # nothing, and in the test suite both would slow every test running beside it.
 CAN_DROP=0
@@ -217,7 +251,7 @@ cleanup() {
 	local m p i
 	for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
 		m=${MOUNTS[$i]}
-		mountpoint -q -- "$m" 2>/dev/null || continue
+		is_mounted "$m" || continue
 		timeout 30 "$AGENTFS" unmount "$m" >/dev/null 2>&1 ||
 			timeout 10 fusermount3 -u -- "$m" 2>/dev/null ||
 			timeout 10 fusermount3 -uz -- "$m" 2>/dev/null
@@ -244,6 +278,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# is_mounted DIR: is a file system mounted on DIR?  From the mount table, not
+# from stat(2) as mountpoint(1) does: root may not look into a FUSE mount of
+# another user (no allow_other).  The bench's paths have no blanks, which
+# mountinfo would escape.
+is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# as_user COMMAND...: COMMAND as the --user account, with the bench's git
+# settings and its own HOME.
+as_user() {
+	setpriv --reuid="$USER_UID" --regid="$USER_GID" --clear-groups \
+		env HOME="$USER_HOME" XDG_STATE_HOME="$USER_HOME/.local/state" "$@"
+}
 
 drop_caches() {
 	[ $CAN_DROP = 1 ] || return 0
@@ -418,6 +465,27 @@ SYSTEMS=(native)
 SYSTEMS+=(agentfs)
 [ $MODES = 1 ] && SYSTEMS+=(agentfs-nojournal agentfs-nopolicy)
 
+# --user: the account's own clones of the trees, beside the other systems'
+# instances; the directories above them open to it (mktemp made them 0700).
+if [ -n "$USER_NAME" ]; then
+	USER_HOME=$SCRATCH/user
+	chmod 755 "$RUN" "$SCRATCH" && { [ $SMOKE = 0 ] || chmod 755 "$CACHE"; } &&
+		mkdir -p "$USER_HOME" && chown "$USER_UID:$USER_GID" "$USER_HOME" ||
+		die "cannot make $USER_HOME for $USER_NAME"
+	[ -z "$EXT4_DIR" ] || chmod 755 "$EXT4_DIR" || die "cannot open $EXT4_DIR to $USER_NAME"
+	# Only to clone the trees, which root owns (safe.directory, git-config(1)).
+	printf '[safe]\n\tdirectory = *\n' >"$RUN/cfg/safe.gitconfig" && chmod 644 "$RUN/cfg/safe.gitconfig"
+	USER_REPO=$USER_HOME/repo
+	USER_REPO_FULL=$USER_REPO
+	[ "$(realpath "$REPO_FULL")" = "$(realpath "$REPO")" ] || USER_REPO_FULL=$USER_HOME/repo-full
+	for t in "$REPO:$USER_REPO" "$REPO_FULL:$USER_REPO_FULL"; do
+		[ -d "${t#*:}" ] && continue
+		as_user timeout 1800 env GIT_CONFIG_GLOBAL="$RUN/cfg/safe.gitconfig" \
+			git clone -q -- "${t%%:*}" "${t#*:}" || die "$USER_NAME cannot clone ${t%%:*}"
+	done
+	SYSTEMS+=(agentfs-user)
+fi
+
 # ------------------------------------------------------------------ instances
 # inst_up SYSTEM ROLE REPO: a fresh instance; sets INST (the directory to work
 # in), INST_PID (the daemon, if any) and INST_MOUNT_S (seconds from the mount
@@ -462,6 +530,27 @@ inst_up() {
 			return 1
 		}
 		;;
+	agentfs-user)
+		# The user's own repository, workspace and mount point; the mount
+		# and the first ls timed in the user's shell.
+		INST=$base/mnt
+		[ "$repo" = "$REPO_FULL" ] && repo=$USER_REPO_FULL || repo=$USER_REPO
+		mkdir -p "$INST" && chown "$USER_UID:$USER_GID" "$base" "$INST" || return 1
+		MOUNTS+=("$INST")
+		as_user bash -c 't0=$EPOCHREALTIME
+			timeout 60 "$1" mount "$2" "$3" --state-dir "$4" || exit 1
+			ls "$3" >/dev/null || exit 1
+			echo "${t0/./} ${EPOCHREALTIME/./}" >&3' _ \
+			"$AGENTFS" "$repo" "$INST" "$base/state" 3>"$RUN/mount.t" || return 1
+		read -r t0 t1 <"$RUN/mount.t" || return 1
+		INST_PID=$(awk 'NR == 1 { print $1 }' "$base/state/workspaces/mnt/daemon.pid" 2>/dev/null)
+		[ -n "$INST_PID" ] && PIDS+=("$INST_PID")
+		# The column is the unprivileged daemon's or nothing.
+		[ "$(awk '$1 == "Uid:" { print $2 }' "/proc/$INST_PID/status" 2>/dev/null)" = "$USER_UID" ] || {
+			note "agentfs-user: the daemon ${INST_PID:-?} does not run as $USER_NAME"
+			return 1
+		}
+		;;
 	agentfs*)
 		INST=$base/mnt
 		mkdir -p "$INST"
@@ -493,6 +582,17 @@ inst_down() {
 		wait "$INST_PID" 2>/dev/null
 		rm -rf -- "$INST_BASE"
 		;;
+	agentfs-user)
+		if is_mounted "$INST"; then
+			as_user timeout 60 "$AGENTFS" unmount "$INST" --state-dir "$INST_BASE/state" || {
+				note "agentfs unmount $INST (as $USER_NAME) failed; daemon.log tail:"
+				tail -5 "$INST_BASE/state/workspaces/mnt/daemon.log" >&2
+				timeout 10 fusermount3 -u -- "$INST" || timeout 10 fusermount3 -uz -- "$INST"
+			}
+		fi
+		[ -n "$INST_PID" ] && { wait_gone "$INST_PID" 30 || note "agentfs daemon $INST_PID did not exit"; }
+		rm -rf -- "$INST_BASE"
+		;;
 	agentfs*)
 		if mountpoint -q "$INST"; then
 			timeout 60 "$AGENTFS" unmount "$INST" || {
@@ -515,13 +615,26 @@ inst_down() {
 # row WORKLOAD UNIT SYSTEM ROUND VALUE STATUS
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 
-# tm WORKLOAD SYSTEM ROUND COMMAND: time COMMAND (bash) in $INST under timeout.
+# tm WORKLOAD SYSTEM ROUND COMMAND: time COMMAND (bash) in $INST under timeout;
+# on agentfs-user as the --user account, timed in its shell.
 tm() {
 	local wl=$1 sys=$2 round=$3 cmd=$4 t0 t1 rc
-	t0=$(now_us)
-	(cd "$INST" && timeout "$WL_TIMEOUT" bash -c "$cmd") >"$RUN/last.out" 2>"$RUN/last.err"
-	rc=$?
-	t1=$(now_us)
+	if [ "$sys" = agentfs-user ]; then
+		: >"$RUN/tm.t"
+		as_user bash -c 'cd "$1" || exit 1
+			t0=$EPOCHREALTIME
+			timeout "$2" bash -c "$3"
+			rc=$?
+			echo "${t0/./} ${EPOCHREALTIME/./}" >&3
+			exit $rc' _ "$INST" "$WL_TIMEOUT" "$cmd" >"$RUN/last.out" 2>"$RUN/last.err" 3>"$RUN/tm.t"
+		rc=$?
+		read -r t0 t1 <"$RUN/tm.t" || { t0=0 t1=0; }
+	else
+		t0=$(now_us)
+		(cd "$INST" && timeout "$WL_TIMEOUT" bash -c "$cmd") >"$RUN/last.out" 2>"$RUN/last.err"
+		rc=$?
+		t1=$(now_us)
+	fi
 	if [ $rc = 0 ]; then
 		row "$wl" s "$sys" "$round" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", (b - a) / 1e6 }')" ok
 	else
@@ -640,7 +753,7 @@ phase_tree() {
 		"mkdir bench-creates && '$BENCHOPS' creates bench-creates $N_CREATES 4096"
 	tm "seq write $SEQ_MIB MiB+fsync" "$sys" "$r" "'$BENCHOPS' seqwrite bench-seq.bin $SEQ_MIB"
 	tm_cold 3 "seq read $SEQ_MIB MiB ($COLD, best of 3)" "$sys" "$r" "'$BENCHOPS' seqread bench-seq.bin"
-	rm -f -- "$INST/bench-seq.bin"
+	if [ "$sys" = agentfs-user ]; then as_user rm -f -- "$INST/bench-seq.bin"; else rm -f -- "$INST/bench-seq.bin"; fi
 	tm "create $N_RMTREE-file tree" "$sys" "$r" "mkdir bench-gen && '$BENCHOPS' gentree bench-gen $N_RMTREE"
 	tm "rm -rf $N_RMTREE-file tree" "$sys" "$r" "rm -rf bench-gen && test ! -e bench-gen"
 	inst_down "$sys"
@@ -659,7 +772,11 @@ phase_full() {
 		# running in the background during the walk).  A listing of .git
 		# waits until that build is done, so "now" is after it.
 		local key label val
-		timeout 120 ls "$INST/.git" >/dev/null 2>&1
+		if [ "$sys" = agentfs-user ]; then
+			as_user timeout 120 ls "$INST/.git" >/dev/null 2>&1
+		else
+			timeout 120 ls "$INST/.git" >/dev/null 2>&1
+		fi
 		for key in VmRSS VmHWM; do
 			label="daemon $key after walk"
 			val=$(awk -v k="$key:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$INST_PID/status" 2>/dev/null)
@@ -696,6 +813,7 @@ git -C "$SRC_ROOT" diff --quiet HEAD 2>/dev/null || agentfs_rev="$agentfs_rev+un
 	echo "# agentfs bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $( [ $SMOKE = 1 ] && echo smoke || echo full) mode, $ROUNDS round(s)"
 	echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(fs_desc "$TREES") under $TREES"
 	echo "# versions: agentfs $agentfs_rev ($AGENTFS_ORIG, $(stat -c %y "$AGENTFS_ORIG" | cut -d. -f1)), libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo '?'), $(fuse-overlayfs --version 2>/dev/null | grep -m1 '^fuse-overlayfs' || echo 'no fuse-overlayfs'), $(git --version)"
+	[ -z "$USER_NAME" ] || echo "# agentfs-user: mounted and driven by $USER_NAME (uid $USER_UID) through $(command -v fusermount3)"
 	echo "# tree: $TREE = $NFILES_REPO tracked files; full = $NFILES_FULL; caches dropped: $([ $CAN_DROP = 1 ] && echo yes || { [ $SMOKE = 1 ] && echo no, smoke mode; } || echo no, not root); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$RUN/header"
 
@@ -738,6 +856,7 @@ END {
 	hdr = "| workload | unit |"; sep = "|---|---|"
 	for (s = 1; s <= ns; s++) { hdr = hdr " " sys[s] " |"; sep = sep "---:|" }
 	hdr = hdr " fo/native | agentfs/native | agentfs/fo |"; sep = sep "---:|---:|---:|"
+	if (systems ~ /agentfs-user/) { hdr = hdr " agentfs-user/native | agentfs-user/fo |"; sep = sep "---:|---:|" }
 	print hdr; print sep
 	for (w = 1; w <= nw; w++) {
 		wl = order[w]; line = "| " wl " | " unit[wl] " |"
@@ -750,6 +869,7 @@ END {
 			line = line " " cell " |"
 		}
 		line = line " " ratio(m["fuse-overlayfs"], m["native"]) " | " ratio(m["agentfs"], m["native"]) " | " ratio(m["agentfs"], m["fuse-overlayfs"]) " |"
+		if (systems ~ /agentfs-user/) line = line " " ratio(m["agentfs-user"], m["native"]) " | " ratio(m["agentfs-user"], m["fuse-overlayfs"]) " |"
 		print line
 	}
 }' "$ROWS"
