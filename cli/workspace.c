@@ -723,20 +723,61 @@ int workspace_find(const char *root, const char *mnt_or_name, struct workspace *
 			snprintf(err, errlen, "%s/workspaces: %s", root, strerror(-rc));
 			return rc;
 		}
-		for (size_t i = 0; i < n && !*out; i++) {
+		/* Workspaces mounted at one place in turn all name it: the one
+		 * mounted there now (or left there by a crash) is meant; among
+		 * those that are not, none is more likely than another. */
+		struct workspace *only = NULL, *live = NULL;
+		size_t matches = 0, lives = 0;
+		char *names_seen = NULL;
+		size_t seen_len = 0;
+		FILE *seen = open_memstream(&names_seen, &seen_len);
+		for (size_t i = 0; i < n; i++) {
 			struct workspace *ws;
 			char e2[8];
 			if (workspace_load(root, names[i], &ws, e2, sizeof(e2)) < 0)
 				continue; /* a broken workspace cannot be a match */
-			if (ws->mountpoint[0] && strcmp(ws->mountpoint, abs) == 0)
-				*out = ws;
-			else
+			if (!ws->mountpoint[0] || strcmp(ws->mountpoint, abs) != 0) {
 				workspace_free(ws);
+				continue;
+			}
+			matches++;
+			if (seen)
+				fprintf(seen, "%s%s", matches > 1 ? ", " : "", ws->name);
+			if (workspace_state(ws, NULL, NULL) != WORKSPACE_UNMOUNTED) {
+				lives++;
+				if (!live)
+					live = ws;
+				else
+					workspace_free(ws);
+			} else if (!only) {
+				only = ws;
+			} else {
+				workspace_free(ws);
+			}
 		}
 		workspace_names_free(names, n);
-		free(abs);
-		if (*out)
+		if (seen)
+			fclose(seen);
+		if (lives == 1 || (lives == 0 && matches == 1)) {
+			*out = lives ? live : only;
+			workspace_free(lives ? only : live);
+			free(names_seen);
+			free(abs);
 			return 0;
+		}
+		workspace_free(only);
+		workspace_free(live);
+		if (matches > 1) {
+			snprintf(err, errlen,
+				 "%s: %zu workspaces were mounted there (%s) and %s: name one",
+				 mnt_or_name, matches, names_seen ? names_seen : "?",
+				 lives ? "more than one is mounted" : "none is mounted now");
+			free(names_seen);
+			free(abs);
+			return -EINVAL;
+		}
+		free(names_seen);
+		free(abs);
 	}
 	if (!workspace_name_valid(mnt_or_name)) {
 		snprintf(err, errlen, "%s: not an agentfs mount (no workspace found)", mnt_or_name);

@@ -147,6 +147,30 @@ mount_ws "$REPO" "$MNT2" --name work1 && pass "a workspace may be mounted at ano
 	fail "a workspace may be mounted at another mountpoint" "$OUT"
 assert_content "with its changes" "$MNT2/new.txt" agent
 step "unmount by mountpoint" "$AGENTFS" unmount --state-dir "$STATE" "$MNT2"
+# Two workspaces mounted at one mountpoint in turn both name it: the one
+# mounted there now is the one meant by MNT (status, export, discard,
+# unmount), not the first found; when neither is, MNT names neither.
+TURNS=$T/turns
+mount_ws "$REPO" "$TURNS" --name turn1 || fail "mount turn1 at $TURNS" "$OUT"
+sh_step "the agent of turn1 writes a file" "echo one >'$TURNS/one.txt'"
+step "unmount turn1" af unmount "$TURNS"
+mount_ws "$REPO" "$TURNS" --name turn2 || fail "mount turn2 at $TURNS" "$OUT"
+sh_step "the agent of turn2 writes a file" "echo two >'$TURNS/two.txt'"
+run af status "$TURNS"
+assert_eq "status MNT is the workspace mounted there now" "0 A two.txt" "$RC $OUT"
+run af export "$TURNS"
+assert_contains "export MNT gives its changes" "+two" "$OUT"
+assert_not_contains "  ...and none of the other's" "+one" "$OUT"
+step "unmount MNT unmounts the workspace mounted there" af unmount "$TURNS"
+is_mounted "$TURNS" && fail "  ...and nothing is mounted there after it" ||
+	pass "  ...and nothing is mounted there after it"
+refuse "once neither is mounted, MNT names neither" \
+	"2 workspaces were mounted there (turn1, turn2) and none is mounted now: name one" \
+	af discard "$TURNS"
+assert_eq "  ...and both keep their changes" "A one.txt|A two.txt" \
+	"$(af status turn1)|$(af status turn2)"
+af rm turn1 >/dev/null 2>&1
+af rm turn2 >/dev/null 2>&1
 # rm takes daemon.log with it, before the end's check of the daemons' logs.
 assert_eq "no sanitizer report in the sessions' daemon.log" "" \
 	"$(grep -E -A 5 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$WS/daemon.log" | head -n 12)"
