@@ -963,6 +963,30 @@ char workspace_pid_state(pid_t pid)
 	return rp && rp[1] == ' ' && rp[2] ? rp[2] : '?';
 }
 
+bool workspace_pid_dying(pid_t pid)
+{
+	char s = workspace_pid_state(pid);
+	if (s == 'Z' || s == 'X')
+		return true; /* its leader has exited; other threads may not have */
+	if (s == '?')
+		return false;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	bool dying = false;
+	while (!dying && fgets(line, sizeof(line), f)) {
+		/* a SIGKILL sent to the process is pending on it until it is gone */
+		if (strncmp(line, "ShdPnd:", 7) == 0 || strncmp(line, "SigPnd:", 7) == 0) {
+			unsigned long long mask = strtoull(line + 7, NULL, 16);
+			dying = (mask >> (SIGKILL - 1)) & 1;
+		}
+	}
+	fclose(f);
+	return dying;
+}
+
 /* Our daemon's mount: FUSE, with the source fs_serve was given ("agentfs:NAME"). */
 static bool our_mount_at(const struct workspace *ws, const char *mnt)
 {

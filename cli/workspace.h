@@ -58,6 +58,11 @@ pid_t workspace_daemon_pid(const struct workspace *ws);
  * (zombie), ...; '?' when it cannot be read. */
 char workspace_pid_state(pid_t pid);
 
+/* Is process @pid exiting: its leader a zombie (other threads may still be
+ * ending, holding its files), or a SIGKILL pending on it?  False when it is
+ * gone or cannot be read. */
+bool workspace_pid_dying(pid_t pid);
+
 /* Ask the live daemon serving @ws to write its journal out (fs/fs.h
  * FS_FLUSH_FILE: a request file and SIGUSR2) and wait, polling every 5 ms, up
  * to @timeout_ms milliseconds until it has: every event acknowledged before

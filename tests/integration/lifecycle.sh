@@ -89,6 +89,32 @@ is_mounted "$MNT" && fail "nothing mounted after unmounting a dead mount" ||
 	pass "nothing mounted after unmounting a dead mount"
 assert_eq "list: unmounted after the repair" unmounted "$(list_field work1 2)"
 
+# ------------------------------------------------------------------ mount again at once after kill -9
+# The killed daemon's threads end some time after the signal (a write to the
+# upper in flight), holding the workspace's lock: a mount right after the
+# kill waits for them, rather than call the workspace mounted or in use.
+bad=()
+for i in 1 2 3 4 5 6; do
+	mount_ws "$REPO" "$MNT" || {
+		bad+=("round $i: mount: $OUT")
+		break
+	}
+	pid=$(daemon_pid_of "$MNT")
+	(while head -c 300000 /dev/zero >"$MNT/busy.bin" && sync "$MNT/busy.bin"; do :; done) \
+		</dev/null >/dev/null 2>&1 &
+	writer=$!
+	for _ in $(seq 1 50); do [ -s "$MNT/busy.bin" ] && break; sleep 0.05; done
+	kill -KILL "$pid"
+	mount_ws "$REPO" "$MNT" || bad+=("round $i: mount at once after kill -9 of pid $pid: $OUT")
+	wait "$writer" 2>/dev/null
+	is_mounted "$MNT" && ! af unmount "$MNT" >/dev/null 2>&1 && timeout 10 fusermount3 -uz "$MNT"
+	wait_gone "$pid" 5
+done
+if [ ${#bad[@]} -eq 0 ]; then pass "mount right after a kill -9 of the daemon repairs the workspace"; else
+	fail "mount right after a kill -9 of the daemon repairs the workspace" "${bad[@]}"
+fi
+step "verify passes after those crashes" af verify work1
+
 # ------------------------------------------------------------------ a stopped daemon
 # unmount waits for the daemon to exit; one stopped (SIGSTOP, a debugger)
 # is named as such, not as a private .git being built.
