@@ -1184,10 +1184,21 @@ static int start_daemon(struct mount_ctx *c)
 		return -e;
 	}
 	if (r == 0) {
-		int status;
+		int status = 0;
 		waitpid(pid, &status, 0);
-		char *msg = daemon_error(c, log_start);
-		if (msg)
+		/* Killed between mounting and the ready byte, the daemon left its
+		 * mount behind, dead: detached, so nothing is left mounted. */
+		char src[PATH_MAX], err[512];
+		if (workspace_fuse_mount_at(c->mnt, src, sizeof(src)) == 1 &&
+		    strcmp(src, c->fsname) == 0)
+			workspace_fuse_unmount(c->mnt, true, err, sizeof(err));
+		char *msg = WIFSIGNALED(status) ? NULL : daemon_error(c, log_start);
+		if (WIFSIGNALED(status))
+			cli_error(CMD,
+				  "%s: the daemon was killed by signal %d (%s) before the mount "
+				  "was ready",
+				  c->a.mnt, WTERMSIG(status), strsignal(WTERMSIG(status)));
+		else if (msg)
 			fprintf(stderr, "%s\n", msg);
 		else
 			cli_error(CMD,

@@ -251,6 +251,34 @@ else
 	fail "a daemon failure removes the new workspace and the created mountpoint" "${errs[@]}" "$OUT"
 fi
 
+# The daemon killed (kill -9) once it has mounted, before it tells the
+# command the mount is ready (AGENTFS_TEST_READY_DELAY_MS holds the ready
+# byte back): the command says so, and leaves neither the dead mount, nor
+# the new workspace, nor the mountpoint it created.
+_MOUNTS+=("$T/killed")
+AGENTFS_TEST_READY_DELAY_MS=3000 "$AGENTFS" mount --state-dir "$STATE" "$REPO" "$T/killed" \
+	>"$T/killed.out" 2>&1 &
+mounter=$!
+for _ in $(seq 1 100); do is_mounted "$T/killed" && break; sleep 0.05; done
+pid=$(daemon_pid_of "$T/killed") && _PIDS+=("$pid") && kill -KILL "$pid"
+wait "$mounter"
+RC=$?
+OUT=$(cat "$T/killed.out")
+errs=()
+[ -n "$pid" ] || errs+=("no daemon.pid to kill")
+[ "$RC" -ne 0 ] || errs+=("exit status 0")
+[[ $OUT == "agentfs: mount: $T/killed: the daemon was killed by signal 9"* ]] ||
+	errs+=("not 'the daemon was killed by signal 9'")
+[ "$(printf '%s\n' "$OUT" | wc -l)" -eq 1 ] || errs+=("not one line")
+is_mounted "$T/killed" && errs+=("the dead mount is left at $T/killed")
+[ -e "$T/killed" ] && errs+=("the mountpoint it created is left")
+[ -e "$STATE/workspaces/killed" ] && errs+=("the workspace is left")
+if [ ${#errs[@]} -eq 0 ]; then
+	pass "a daemon killed before the mount is ready leaves no mount and no workspace"
+else
+	fail "a daemon killed before the mount is ready leaves no mount and no workspace" "${errs[@]}" "$OUT"
+fi
+is_mounted "$T/killed" && timeout 10 fusermount3 -uz "$T/killed"
 # Too few file descriptors (RLIMIT_NOFILE, from 10 on): each mount either
 # fails with one line and leaves nothing mounted, or succeeds with a mount
 # that answers.  Each limit runs out at another step of the daemon's start:
