@@ -102,6 +102,26 @@ static bool private_git_beside(const char *upper)
 	       S_ISDIR(st.st_mode);
 }
 
+/* Is the daemon named by the daemon.pid beside @journal running? */
+static bool daemon_live(const char *journal)
+{
+	char p[PATH_MAX];
+	const char *slash = strrchr(journal, '/');
+	int dl = slash ? (int)(slash - journal) : 1;
+	if (snprintf(p, sizeof(p), "%.*s/daemon.pid", dl, slash ? journal : ".") >= (int)sizeof(p))
+		return false;
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return false;
+	long pid = 0;
+	bool ok = fscanf(f, "%ld", &pid) == 1 && pid > 0;
+	fclose(f);
+	if (!ok)
+		return false;
+	char st = workspace_pid_state((pid_t)pid);
+	return st != '?' && st != 'Z' && st != 'X';
+}
+
 int cmd_verify(int argc, char **argv)
 {
 	enum { OPT_NO_UPPER = 256, OPT_STATE };
@@ -180,10 +200,19 @@ int cmd_verify(int argc, char **argv)
 		status = 1;
 	} else {
 		if (v.upper_bad) {
+			/* After a kill -9 the records of the last writes may be lost
+			 * (the journal's unflushed tail): until the next mount
+			 * records what the daemon left (recover), those files look
+			 * changed behind agentfs's back. */
+			bool killed = v.session_open && !daemon_live(journal);
 			cli_error(CMD,
 				  "%s: %" PRIu64
-				  " file(s) or marker(s) differ from the journal; first: %s",
-				  upper, v.upper_bad, v.upper_first);
+				  " file(s) or marker(s) differ from the journal; first: %s%s",
+				  upper, v.upper_bad, v.upper_first,
+				  killed ? "; the last session has no unmount record (its daemon "
+					   "was killed): mount the workspace again to record what "
+					   "it left (recover)"
+					 : "");
 			status = 1;
 		}
 		if (v.upper_unread) {

@@ -294,6 +294,8 @@ struct journal_verify {
 	uint64_t upper_unread;	/* entries of the upper it could not read (a mode the
 				 * agent set: chmod 000), so not checked; named to @note */
 	char upper_first[1024]; /* the first upper problem, one line */
+	bool session_open;	/* the last mount record has no unmount record after it:
+				 * the daemon is serving, or was killed */
 	/* Set by the caller: paths ".git" and below live in a workspace-private
 	 * git directory (fs_config.git_dir), not in the upper: not checked. */
 	bool skip_git;

@@ -71,6 +71,8 @@ static void upper_problem(struct journal_verify *v, bool unread, const char *fmt
 static void on_entry(void *arg, const struct journal_entry *e)
 {
 	struct journal_verify *v = arg;
+	if (e->op == JOP_MOUNT || e->op == JOP_UNMOUNT)
+		v->session_open = e->op == JOP_MOUNT;
 	if (e->op != JOP_RECOVER)
 		return;
 	char p[512];

@@ -115,6 +115,33 @@ if [ ${#bad[@]} -eq 0 ]; then pass "mount right after a kill -9 of the daemon re
 fi
 step "verify passes after those crashes" af verify work1
 
+# ------------------------------------------------------------------ verify between a kill -9 and the next mount
+# The records of the last writes die with the daemon (--journal-sync=never
+# keeps them all in its buffer): until the next mount records what it left,
+# verify fails, and says the session was killed rather than only that the
+# agent's files were changed behind agentfs's back.
+mount_ws "$REPO" "$MNT" --journal-sync=never || fail "mount with --journal-sync=never" "$OUT"
+pid=$(daemon_pid_of "$MNT")
+sh_step "the agent writes a file, closed" "echo closed >'$MNT/unrecorded.txt'"
+kill -KILL "$pid"
+wait_gone "$pid" 5
+timeout 10 fusermount3 -uz "$MNT" 2>/dev/null
+run af verify work1
+assert_eq "verify after the kill fails" 1 "$RC"
+assert_contains "  ...naming the file without a record" "unrecorded.txt: no record of this file" "$OUT"
+assert_contains "  ...and saying the session's daemon was killed" \
+	"the last session has no unmount record (its daemon was killed): mount the workspace again" "$OUT"
+mount_ws "$REPO" "$MNT" || fail "mount after the kill" "$OUT"
+run af verify work1
+assert_eq "verify passes once the next mount recorded the file" 0 "$RC"
+assert_contains "  ...listing it as recovered" "recovered: unrecorded.txt: changed without a record" "$OUT"
+step "unmount after the recovery" af unmount "$MNT"
+echo tampered >"$WS/upper/unrecorded.txt"
+run af verify work1
+assert_eq "a file changed in the upper after a clean unmount fails verify" 1 "$RC"
+assert_not_contains "  ...without naming a kill" "no unmount record" "$OUT"
+echo closed >"$WS/upper/unrecorded.txt"
+
 # ------------------------------------------------------------------ a stopped daemon
 # unmount waits for the daemon to exit; one stopped (SIGSTOP, a debugger)
 # is named as such, not as a private .git being built.
