@@ -695,27 +695,6 @@ static int make_state_dirs(struct mount_ctx *c)
 	return rc;
 }
 
-/*
- * A daemon killed (kill -9) holds the workspace's lock until its last thread
- * is gone, which may take a second or more after the signal (its leader a
- * zombie meanwhile): the mount again that follows at once waits for that,
- * polling the lock every 10 ms, up to 10 s, while the pid file names a
- * process that is dying (workspace_pid_dying()).
- */
-static void wait_dying_daemon(struct mount_ctx *c)
-{
-	pid_t pid = 0;
-	if (workspace_read_pid(c->ws, &pid, NULL) < 0 || pid <= 0)
-		return;
-	for (int i = 0; i < 1000 && workspace_pid_dying(pid); i++) {
-		if (flock(c->ws_fd, LOCK_EX | LOCK_NB) == 0) {
-			flock(c->ws_fd, LOCK_UN);
-			return;
-		}
-		poll(NULL, 0, 10);
-	}
-}
-
 static int open_ws_dir(struct mount_ctx *c)
 {
 	c->ws_fd = open(c->ws->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -724,10 +703,10 @@ static int open_ws_dir(struct mount_ctx *c)
 		cli_error(CMD, "%s: %s", c->ws->dir, strerror(e));
 		return -e;
 	}
-	if (flock(c->ws_fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
-		wait_dying_daemon(c);
-	if (flock(c->ws_fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
+	/* A mount right after a kill -9 waits for the killed daemon to let go. */
+	int lr = workspace_lock_after_kill(c->ws->dir, c->ws_fd);
+	if (lr < 0) {
+		int e = -lr;
 		pid_t pid = 0;
 		char *m = NULL;
 		if (workspace_state(c->ws, &pid, &m) == WORKSPACE_MOUNTED)

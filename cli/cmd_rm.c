@@ -37,8 +37,9 @@ static int remove_dir(const char *arg, const char *dir)
 		cli_error(CMD, "%s: %s", dir, strerror(errno));
 		return -1;
 	}
-	/* A mount starting right now holds the lock: never delete under it. */
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	/* A mount starting right now holds the lock: never delete under it.  A
+	 * daemon just killed holds it a little longer: waited for. */
+	if (workspace_lock_after_kill(dir, fd) != 0) {
 		cli_error(CMD, "%s: the workspace is in use by an agentfs process", arg);
 		close(fd);
 		return -1;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -985,6 +986,33 @@ bool workspace_pid_dying(pid_t pid)
 	}
 	fclose(f);
 	return dying;
+}
+
+int workspace_lock_after_kill(const char *ws_dir, int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return -errno;
+	char path[PATH_MAX];
+	long pid = 0;
+	if (snprintf(path, sizeof(path), "%s/daemon.pid", ws_dir) < (int)sizeof(path)) {
+		FILE *f = fopen(path, "re");
+		if (f) {
+			if (fscanf(f, "%ld", &pid) != 1)
+				pid = 0;
+			fclose(f);
+		}
+	}
+	for (int i = 0; pid > 0 && i < 1000 && workspace_pid_dying((pid_t)pid); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	return -errno;
 }
 
 /* Our daemon's mount: FUSE, with the source fs_serve was given ("agentfs:NAME"). */

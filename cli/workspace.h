@@ -63,6 +63,13 @@ char workspace_pid_state(pid_t pid);
  * gone or cannot be read. */
 bool workspace_pid_dying(pid_t pid);
 
+/* Take the exclusive lock of the workspace directory open as @fd (flock).  A
+ * daemon killed (kill -9) holds it until its last thread is gone, a second or
+ * more after the signal: while the daemon.pid of @ws_dir names a process
+ * that is dying (workspace_pid_dying()), wait for it, polling every 10 ms, up
+ * to 10 s.  0, or a negative errno (-EWOULDBLOCK: held by a live process). */
+int workspace_lock_after_kill(const char *ws_dir, int fd);
+
 /* Ask the live daemon serving @ws to write its journal out (fs/fs.h
  * FS_FLUSH_FILE: a request file and SIGUSR2) and wait, polling every 5 ms, up
  * to @timeout_ms milliseconds until it has: every event acknowledged before

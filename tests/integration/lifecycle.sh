@@ -114,6 +114,33 @@ if [ ${#bad[@]} -eq 0 ]; then pass "mount right after a kill -9 of the daemon re
 	fail "mount right after a kill -9 of the daemon repairs the workspace" "${bad[@]}"
 fi
 step "verify passes after those crashes" af verify work1
+# So does an rm once the dead mount is detached.
+KMNT=$T/killed-rm
+bad=()
+for i in 1 2 3 4 5 6; do
+	mount_ws "$REPO" "$KMNT" || {
+		bad+=("round $i: mount: $OUT")
+		break
+	}
+	pid=$(daemon_pid_of "$KMNT")
+	# in a directory of the mount only: the writer stops once it is detached
+	mkdir "$KMNT/w"
+	(while head -c 300000 /dev/zero >"$KMNT/w/busy.bin" && sync "$KMNT/w/busy.bin"; do :; done) \
+		</dev/null >/dev/null 2>&1 &
+	writer=$!
+	for _ in $(seq 1 50); do [ -s "$KMNT/w/busy.bin" ] && break; sleep 0.05; done
+	kill -KILL "$pid"
+	timeout 10 fusermount3 -uz "$KMNT"
+	run af rm killed-rm
+	[ "$RC" -eq 0 ] && [ ! -e "$STATE/workspaces/killed-rm" ] ||
+		bad+=("round $i: rm at once after kill -9 of pid $pid: exit $RC: $OUT")
+	wait "$writer" 2>/dev/null
+	wait_gone "$pid" 5
+	af rm killed-rm >/dev/null 2>&1
+done
+if [ ${#bad[@]} -eq 0 ]; then pass "rm right after a kill -9 of the daemon removes the workspace"; else
+	fail "rm right after a kill -9 of the daemon removes the workspace" "${bad[@]}"
+fi
 
 # ------------------------------------------------------------------ verify between a kill -9 and the next mount
 # The records of the last writes die with the daemon (--journal-sync=never
