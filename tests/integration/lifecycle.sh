@@ -93,18 +93,23 @@ assert_eq "list: unmounted after the repair" unmounted "$(list_field work1 2)"
 # The killed daemon's threads end some time after the signal (a write to the
 # upper in flight), holding the workspace's lock: a mount right after the
 # kill waits for them, rather than call the workspace mounted or in use.
+# kill_writing MNT FILE: start a process writing FILE (under MNT) over and
+# over, then kill -9 MNT's daemon once FILE has bytes; sets pid (the daemon)
+# and writer (the writing process, to wait for).
+kill_writing() {
+	pid=$(daemon_pid_of "$1")
+	(while head -c 300000 /dev/zero >"$2" && sync "$2"; do :; done) </dev/null >/dev/null 2>&1 &
+	writer=$!
+	for _ in $(seq 1 50); do [ -s "$2" ] && break; sleep 0.05; done
+	kill -KILL "$pid"
+}
 bad=()
 for i in 1 2 3 4 5 6; do
 	mount_ws "$REPO" "$MNT" || {
 		bad+=("round $i: mount: $OUT")
 		break
 	}
-	pid=$(daemon_pid_of "$MNT")
-	(while head -c 300000 /dev/zero >"$MNT/busy.bin" && sync "$MNT/busy.bin"; do :; done) \
-		</dev/null >/dev/null 2>&1 &
-	writer=$!
-	for _ in $(seq 1 50); do [ -s "$MNT/busy.bin" ] && break; sleep 0.05; done
-	kill -KILL "$pid"
+	kill_writing "$MNT" "$MNT/busy.bin"
 	mount_ws "$REPO" "$MNT" || bad+=("round $i: mount at once after kill -9 of pid $pid: $OUT")
 	wait "$writer" 2>/dev/null
 	is_mounted "$MNT" && ! af unmount "$MNT" >/dev/null 2>&1 && timeout 10 fusermount3 -uz "$MNT"
@@ -122,14 +127,9 @@ for i in 1 2 3 4 5 6; do
 		bad+=("round $i: mount: $OUT")
 		break
 	}
-	pid=$(daemon_pid_of "$KMNT")
 	# in a directory of the mount only: the writer stops once it is detached
 	mkdir "$KMNT/w"
-	(while head -c 300000 /dev/zero >"$KMNT/w/busy.bin" && sync "$KMNT/w/busy.bin"; do :; done) \
-		</dev/null >/dev/null 2>&1 &
-	writer=$!
-	for _ in $(seq 1 50); do [ -s "$KMNT/w/busy.bin" ] && break; sleep 0.05; done
-	kill -KILL "$pid"
+	kill_writing "$KMNT" "$KMNT/w/busy.bin"
 	timeout 10 fusermount3 -uz "$KMNT"
 	run af rm killed-rm
 	[ "$RC" -eq 0 ] && [ ! -e "$STATE/workspaces/killed-rm" ] ||
