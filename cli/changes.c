@@ -175,6 +175,10 @@ struct walk {
 	size_t n, cap;
 	char *where; /* the view path the walk failed at (NULL: not asked) */
 	size_t where_len;
+	/* Below a directory the view no longer shows as the base's (the agent
+	 * deleted, replaced or moved it): when it stopped showing it. */
+	struct timespec cover;
+	bool covered;
 };
 
 /* One side of one name while walking. */
@@ -280,10 +284,11 @@ static int hash_at(int root, const char *rel, XXH128_hash_t *h, struct stat *st)
  * A copied-up view file: compare the lower file it came from with the hash taken
  * at copy-up.  Returns 1 when the change is a conflict (*origin set), 2 when it
  * is no change at all (the agent's copy equals what it copied and stayed at its
- * path; the lower moved on without the agent), 0 otherwise.
+ * path; the lower moved on without the agent), 0 otherwise (*none set when the
+ * file has no origin: the agent made it).
  */
 static int check_origin(const struct walk *w, const char *path, const struct entry *view,
-			char **origin)
+			char **origin, bool *none)
 {
 	int fd = changes_open_below(w->upper_fd, view->path, O_RDONLY);
 	if (fd < 0)
@@ -292,6 +297,7 @@ static int check_origin(const struct walk *w, const char *path, const struct ent
 	int r = layout_get_origin(fd, &o);
 	if (r <= 0) {
 		close(fd);
+		*none = r == 0;
 		return r == -EINVAL ? 0 : r; /* a malformed origin says nothing */
 	}
 	XXH128_hash_t lower_h;
@@ -317,6 +323,43 @@ static int check_origin(const struct walk *w, const char *path, const struct ent
 	if (agent_same)
 		return 2;
 	return (*origin = strdup(o.path)) ? 1 : -ENOMEM;
+}
+
+/*
+ * When the upper entry @name of @dfd came to be: its birth time (a whiteout's
+ * is the moment of the deletion it records), else its ctime, which is later
+ * and so errs towards no conflict.  False when it cannot be read.
+ */
+static bool upper_born(int dfd, const char *name, struct timespec *ts)
+{
+	struct statx sx;
+	if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_BTIME | STATX_CTIME,
+		  &sx) < 0)
+		return false;
+	const struct statx_timestamp *t = sx.stx_mask & STATX_BTIME ? &sx.stx_btime : &sx.stx_ctime;
+	ts->tv_sec = t->tv_sec;
+	ts->tv_nsec = (long)t->tv_nsec;
+	return true;
+}
+
+static bool whiteout_born(int dfd, const char *name, struct timespec *ts)
+{
+	char wh[NAME_MAX + 1];
+	return layout_whiteout_name(name, wh, sizeof(wh)) == 0 && upper_born(dfd, wh, ts);
+}
+
+/* Did the lower entry @st change (or come) at or after @t?  Files are stamped
+ * from the coarse clock (a jiffy) unless a finer time was handed out since:
+ * an equal time is a change in the same tick, before or after the agent's,
+ * which counts (better a conflict than a patch undoing the person's work). */
+static bool changed_since_ts(const struct timespec *a, const struct timespec *t)
+{
+	return a->tv_sec > t->tv_sec || (a->tv_sec == t->tv_sec && a->tv_nsec >= t->tv_nsec);
+}
+
+static bool changed_since(const struct stat *st, const struct timespec *t)
+{
+	return changed_since_ts(&st->st_ctim, t);
 }
 
 /* Hash of one side's bytes (a symlink's target for a symlink). */
@@ -362,11 +405,21 @@ static int same_bytes(const struct walk *w, const struct entry *a, const struct 
 	return XXH128_isEqual(ha, hb);
 }
 
+/*
+ * Emit the change at @path from @base to @view.  @since, when known, is the
+ * moment the view stopped showing the base's entry there without copying it
+ * (the agent deleted it, or made a file of its own in its place): a base
+ * entry changed or made at or after it is the person's work, which the change
+ * would undo (delete, or replace by the agent's file), a conflict.
+ */
 static int emit(struct walk *w, const char *path, const struct entry *base,
-		const struct entry *view)
+		const struct entry *view, const struct timespec *since)
 {
 	unsigned flags = 0;
 	char *origin = NULL;
+	bool later = base->present && since && changed_since(&base->st, since);
+	if (later && !view->present)
+		flags |= CHANGE_CONFLICT | CHANGE_CONFLICT_LATER;
 	if (view->present) {
 		if (!S_ISREG(view->st.st_mode) && !S_ISLNK(view->st.st_mode))
 			flags |= CHANGE_UNSUPPORTED;
@@ -375,8 +428,9 @@ static int emit(struct walk *w, const char *path, const struct entry *base,
 			     policy_size(view->st.st_mode, (uint64_t)view->st.st_size)) ==
 			 POLICY_HIDDEN)
 			flags |= CHANGE_HIDDEN_NAME;
+		bool none = view->layer == CHANGE_UPPER && S_ISLNK(view->st.st_mode);
 		if (view->layer == CHANGE_UPPER && S_ISREG(view->st.st_mode)) {
-			int r = check_origin(w, path, view, &origin);
+			int r = check_origin(w, path, view, &origin, &none);
 			if (r == -ENOENT)
 				return 0; /* gone since the listing: the agent is at work */
 			if (r < 0)
@@ -386,12 +440,22 @@ static int emit(struct walk *w, const char *path, const struct entry *base,
 			if (r == 1)
 				flags |= CHANGE_CONFLICT;
 		}
+		/* A file or symlink the agent made, not copied: the base's
+		 * entry at its path came or changed after it did. */
+		if (none && later)
+			flags |= CHANGE_CONFLICT | CHANGE_CONFLICT_LATER;
 	}
-	/* A copy-up the agent did not change, a file saved again unchanged. */
-	if (!flags && base->present && view->present) {
+	if ((flags & CHANGE_CONFLICT_LATER) && !origin && !(origin = strdup(path)))
+		return -ENOMEM;
+	/* A copy-up the agent did not change, a file saved again unchanged; a
+	 * file both made alike. */
+	if ((!flags || flags == (CHANGE_CONFLICT | CHANGE_CONFLICT_LATER)) && base->present &&
+	    view->present) {
 		int r = same_bytes(w, base, view);
-		if (r != 0)
+		if (r != 0) {
+			free(origin);
 			return r < 0 && r != -ENOENT ? r : 0;
+		}
 	}
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 64;
@@ -424,7 +488,7 @@ static int emit_hidden_dir(struct walk *w, const char *path)
 {
 	struct entry none = {0};
 	size_t n = w->n;
-	int r = emit(w, path, &none, &none);
+	int r = emit(w, path, &none, &none, NULL);
 	if (r < 0)
 		return r;
 	struct change *c = &w->v[n];
@@ -570,9 +634,23 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 			vf.present = false;
 		if (base_dir)
 			bf.present = false;
+		/* When the view stopped showing the base's entry here: the
+		 * agent's deletion (its whiteout), the agent's own entry made in
+		 * its place, or that of a directory above. */
+		struct timespec since = w->cover, born;
+		bool has_since = w->covered;
+		bool merged = view_dir && child_lv && strcmp(child_lv, path) == 0;
+		if (base.present && wh) {
+			has_since = whiteout_born(ufd, n, &since);
+		} else if (base.present && view.present && view.layer == CHANGE_UPPER && !merged &&
+			   upper_born(ufd, n, &born)) {
+			if (!has_since || !changed_since_ts(&born, &since))
+				since = born;
+			has_since = true;
+		}
 		size_t emitted = w->n;
 		if (r == 0 && (vf.present || bf.present))
-			r = emit(w, path, &bf, &vf);
+			r = emit(w, path, &bf, &vf, has_since ? &since : NULL);
 		/* A file where the base has a directory: git must delete that whole
 		 * directory to put it there, hidden entries included (the agent's
 		 * rm -rf could not reach them). */
@@ -597,8 +675,15 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 				  policy_decide_path(w->pol, path, true, 0) == POLICY_HIDDEN;
 		if (r == 0 && hidden_dir)
 			r = emit_hidden_dir(w, path);
-		else if (r == 0 && (cufd >= 0 || clvfd >= 0 || clbfd >= 0))
+		else if (r == 0 && (cufd >= 0 || clvfd >= 0 || clbfd >= 0)) {
+			struct timespec cover = w->cover;
+			bool covered = w->covered;
+			w->cover = since;
+			w->covered = has_since;
 			r = walk_dir(w, path, cufd, child_lv, clvfd, clbfd);
+			w->cover = cover;
+			w->covered = covered;
+		}
 		if (cufd >= 0)
 			close(cufd);
 		if (clvfd >= 0)
@@ -630,6 +715,46 @@ static struct change *find_change(struct changes *cs, const char *path)
 	if (!cs->count)
 		return NULL;
 	return bsearch(&key, cs->items, cs->count, sizeof(key), cmp_change);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Clear CHANGE_CONFLICT_LATER from the deletions of lower files the view
+ * shows at another path (below a directory the agent moved). */
+static int moved_along(struct changes *cs)
+{
+	size_t nd = 0, ns = 0;
+	for (size_t i = 0; i < cs->count; i++) {
+		const struct change *c = &cs->items[i];
+		if ((c->flags & CHANGE_CONFLICT_LATER) && !c->view.present)
+			nd++;
+		if (c->view.present && c->view.layer == CHANGE_LOWER)
+			ns++;
+	}
+	if (!nd || !ns)
+		return 0;
+	char **shown = malloc(ns * sizeof(*shown));
+	if (!shown)
+		return -ENOMEM;
+	ns = 0;
+	for (size_t i = 0; i < cs->count; i++)
+		if (cs->items[i].view.present && cs->items[i].view.layer == CHANGE_LOWER)
+			shown[ns++] = cs->items[i].view.path;
+	qsort(shown, ns, sizeof(*shown), cmp_str);
+	for (size_t i = 0; i < cs->count; i++) {
+		struct change *c = &cs->items[i];
+		if (!(c->flags & CHANGE_CONFLICT_LATER) || c->view.present ||
+		    !bsearch(&c->path, shown, ns, sizeof(*shown), cmp_str))
+			continue;
+		c->flags &= ~(unsigned)(CHANGE_CONFLICT | CHANGE_CONFLICT_LATER);
+		free(c->origin);
+		c->origin = NULL;
+	}
+	free(shown);
+	return 0;
 }
 
 void changes_free(struct changes *cs)
@@ -687,6 +812,14 @@ int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
 	if (cs->count)
 		qsort(cs->items, cs->count, sizeof(*cs->items), cmp_change);
 
+	/* A lower file the person changed after the agent moved its directory
+	 * (a redirect) shows at the new path: the deletion of the old one is
+	 * the move's, which takes the person's version along, no conflict. */
+	int r2 = moved_along(cs);
+	if (r2 < 0) {
+		changes_free(cs);
+		return r2;
+	}
 	/* A conflicting copy the agent moved: deleting its old path would drop the
 	 * person's newer version too, so that path is part of the conflict. */
 	for (size_t i = 0; i < cs->count; i++) {
@@ -694,8 +827,11 @@ int changes_compute_at(int lower_fd, int upper_fd, const struct policy *policy,
 		if (!(c->flags & CHANGE_CONFLICT) || strcmp(c->origin, c->path) == 0)
 			continue;
 		struct change *src = find_change(cs, c->origin);
-		if (src && src->base.present && !src->view.present && !src->origin) {
-			src->flags |= CHANGE_CONFLICT;
+		if (src && src->base.present && !src->view.present &&
+		    (!src->origin || (src->flags & CHANGE_CONFLICT_LATER))) {
+			src->flags =
+			    (src->flags | CHANGE_CONFLICT) & ~(unsigned)CHANGE_CONFLICT_LATER;
+			free(src->origin);
 			if (!(src->origin = strdup(c->origin))) {
 				changes_free(cs);
 				return -ENOMEM;
@@ -940,6 +1076,8 @@ const char *change_flag_reason(unsigned flags)
 {
 	if (flags & CHANGE_SUBMODULE)
 		return "inside a submodule (another repository)";
+	if (flags & CHANGE_CONFLICT_LATER)
+		return "conflict: changed in the repository since the agent deleted or made it";
 	if (flags & CHANGE_CONFLICT)
 		return "conflict: changed in the repository since the agent copied it";
 	if (flags & CHANGE_HIDDEN_NAME)

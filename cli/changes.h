@@ -94,6 +94,12 @@ enum change_flag {
 	/* With CHANGE_OVER_HIDDEN: what the view hides there is a file or
 	 * symlink, not a directory's entries. */
 	CHANGE_OVER_HIDDEN_ENTRY = 1u << 6,
+	/* With CHANGE_CONFLICT: no copy-up recorded the base, but the person
+	 * changed or made the lower entry at the path after the agent deleted
+	 * it (its whiteout, or that of a directory above) or made its own file
+	 * or symlink there: the change would delete or replace the person's
+	 * newer work.  origin is the path itself. */
+	CHANGE_CONFLICT_LATER = 1u << 7,
 };
 
 struct change {

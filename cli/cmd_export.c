@@ -383,7 +383,12 @@ int cmd_export(int argc, char **argv)
 		} else if (ch->flags & CHANGE_CONFLICT) {
 			conflicts++;
 			char *o = changes_quote(ch->origin);
-			if (strcmp(ch->origin, ch->path) == 0)
+			if (ch->flags & CHANGE_CONFLICT_LATER)
+				cli_error(CMD,
+					  "%s: conflict: changed in the repository since the "
+					  "agent %s it; left out",
+					  q ? q : ch->path, ch->view.present ? "made" : "deleted");
+			else if (strcmp(ch->origin, ch->path) == 0)
 				cli_error(CMD,
 					  "%s: conflict: changed in the repository since the "
 					  "agent copied it; left out",

@@ -814,8 +814,11 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 			if (c->o->conflicts == SERIES_FAIL) {
 				cli_error(c->o->cmd,
 					  "%s: conflict: changed in the repository since the agent "
-					  "copied it (--conflicts=skip leaves it out%s)",
+					  "%s it (--conflicts=skip leaves it out%s)",
 					  qp,
+					  !(ch->flags & CHANGE_CONFLICT_LATER) ? "copied"
+					  : ch->view.present		       ? "made"
+									       : "deleted",
 					  strcmp(c->o->cmd, "promote") == 0
 					      ? ", --conflicts=take takes the agent's version"
 					      : "");
@@ -824,7 +827,9 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				continue;
 			}
 			if (c->o->conflicts == SERIES_SKIP) {
-				note(c, qp, "%s; left out", change_flag_reason(CHANGE_CONFLICT));
+				note(c, qp, "%s; left out",
+				     change_flag_reason(ch->flags &
+							(CHANGE_CONFLICT | CHANGE_CONFLICT_LATER)));
 				c->s->dropped_changes++;
 				free(q);
 				continue;

@@ -203,6 +203,42 @@ assert_content "the agent's copy is not replaced by the person's edit" "$MNT/src
 assert_enoent "$MNT/Makefile" "a file the agent deleted stays deleted when the person edits it"
 run af status "$MNT"
 assert_contains "status reports the conflict on src/util.c" "C src/util.c" "$OUT"
+assert_contains "  ...and on Makefile, which the agent deleted before the person's edit" \
+	"C Makefile" "$OUT"
+
+# A change of the person's after the agent's that no copy-up recorded: the
+# patch must not delete or replace the person's newer work.
+mkdir -p "$REPO/gone" "$REPO/moved" && printf 'g\n' >"$REPO/gone/kept.txt" &&
+	printf 'm\n' >"$REPO/moved/m.txt" && printf 'r\n' >"$REPO/scripts/redo.sh" &&
+	printf 'd\n' >"$REPO/scripts/plain.sh"
+eventually "files the agent will remove show" "g m r d" \
+	bash -c "cat '$MNT/gone/kept.txt' '$MNT/moved/m.txt' '$MNT/scripts/redo.sh' \
+	'$MNT/scripts/plain.sh' | tr '\n' ' ' | sed 's/ \$//'"
+sh_step "the agent creates src/both.c, deletes scripts/gen.sh and gone/, moves moved/" \
+	"printf 'agent\n' >'$MNT/src/both.c' && rm '$MNT/scripts/gen.sh' '$MNT/scripts/plain.sh' &&
+	rm -r '$MNT/gone' && mv '$MNT/moved' '$MNT/moved2'"
+sh_step "the agent deletes scripts/redo.sh and saves a new one there (write + rename)" \
+	"rm '$MNT/scripts/redo.sh' && printf 'agent redo\n' >'$MNT/scripts/redo.sh.tmp' &&
+	mv '$MNT/scripts/redo.sh.tmp' '$MNT/scripts/redo.sh'"
+sh_step "the person then creates src/both.c, edits scripts/gen.sh and moved/m.txt, adds gone/new.txt" \
+	"printf 'person\n' >'$REPO/src/both.c' && printf 'echo person\n' >>'$REPO/scripts/gen.sh' &&
+	printf 'person m\n' >'$REPO/moved/m.txt' && printf 'person new\n' >'$REPO/gone/new.txt'"
+run af status "$MNT"
+assert_contains "status: a file both created is a conflict" "C src/both.c" "$OUT"
+assert_contains "  ...a file the agent deleted and the person edited since" "C scripts/gen.sh" "$OUT"
+assert_contains "  ...a file the person added to a directory the agent deleted" \
+	"C gone/new.txt" "$OUT"
+assert_contains "  ...not a file of it the person left alone" "D gone/kept.txt" "$OUT"
+assert_contains "  ...nor one the agent deleted and the person left alone" "D scripts/plain.sh" "$OUT"
+assert_contains "  ...nor a file the agent deleted and saved again" "M scripts/redo.sh" "$OUT"
+assert_contains "  ...nor a file of a directory the agent moved, which goes along" \
+	"R moved/m.txt -> moved2/m.txt" "$OUT"
+run af export "$MNT"
+assert_contains "export refuses the file both created" "src/both.c: conflict" "$OUT"
+assert_contains "  ...and the deletion of the person's edit" "scripts/gen.sh: conflict" "$OUT"
+assert_contains "  ...and of the person's new file" "gone/new.txt: conflict" "$OUT"
+run af export --conflicts=skip "$MNT"
+assert_not_contains "export --conflicts=skip replaces none of the person's files" "person" "$OUT"
 
 # A directory the agent changed is the upper's copy, with its attributes: a
 # file the person adds to it moves its mtime too (git's untracked cache

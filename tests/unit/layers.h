@@ -128,6 +128,28 @@ static inline int lay_open(const char *root, const char *rel, int flags)
 	return fd;
 }
 
+/* Wait until the clock that stamps files in directory @dir has moved on: what
+ * is built next bears a later time than what was built before, as the agent's
+ * changes come after the lower files they change (the change set takes a lower
+ * entry stamped at or after the agent's deletion, or the agent's file made in
+ * its place, for the person's later work: a conflict). */
+static inline void lay_tick(const char *dir)
+{
+	char *p = lay_join(dir, ".lay-tick");
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_msg(fd >= 0, "open %s: %s", p, strerror(errno));
+	struct stat a, b;
+	ck_assert_int_eq(fstat(fd, &a), 0);
+	do {
+		usleep(500);
+		ck_assert_int_eq(write(fd, "x", 1), 1);
+		ck_assert_int_eq(fstat(fd, &b), 0);
+	} while (b.st_ctim.tv_sec == a.st_ctim.tv_sec && b.st_ctim.tv_nsec == a.st_ctim.tv_nsec);
+	close(fd);
+	ck_assert_int_eq(unlink(p), 0);
+	free(p);
+}
+
 /* Whiteout for @name in upper directory @dir ("" for the root). */
 static inline void lay_whiteout(const char *upper, const char *dir, const char *name)
 {

@@ -141,6 +141,7 @@ START_TEST(test_whiteout_opaque_redirect)
 	lay_file(lower, "c/4", "4\n");
 	lay_file(lower, "c/secret.txt", "S\n");
 	lay_file(lower, "same", "same\n");
+	lay_tick(tmp); /* the agent's changes come after */
 	/* a: emptied and refilled (opaque); b: one entry deleted; c: renamed to e */
 	lay_opaque(upper, "a");
 	lay_file(upper, "a/9", "9\n");
@@ -216,6 +217,7 @@ START_TEST(test_types)
 	lay_file(lower, "f2l", "x\n");
 	lay_file(lower, "f2d", "x\n");
 	lay_file(lower, "d2f/x", "x\n");
+	lay_tick(tmp); /* the agent's changes come after */
 	lay_link(upper, "f2l", "elsewhere");
 	lay_file(upper, "f2d/in", "in\n");
 	lay_file(upper, "d2f", "now file\n");
@@ -273,6 +275,7 @@ START_TEST(test_discard_renamed)
 	lay_file(lower, "dir/a", "a\n");
 	lay_file(lower, "dir/b", "b\n");
 	lay_file(lower, "f", "f\n");
+	lay_tick(tmp); /* the agent's changes come after */
 	lay_redirect(upper, "moved", "dir");
 	lay_whiteout(upper, "", "dir");
 	lay_copyup(lower, "dir/a", upper, "moved/a");
@@ -297,6 +300,7 @@ START_TEST(test_discard_in_opaque_dir)
 	lay_file(lower, "d/sub/z", "z\n");
 	lay_file(lower, "d/sub/w", "w\n");
 	lay_file(lower, "d/secret.k", "k\n");
+	lay_tick(tmp); /* the agent's changes come after */
 	lay_opaque(upper, "d");
 	lay_file(upper, "d/new", "n\n");
 	ck_summary("A d/new\nD d/sub/w\nD d/sub/z\nD d/x\nD d/y\n");

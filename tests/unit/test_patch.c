@@ -68,6 +68,7 @@ static void commit_lower(void)
 	lay_sh("cd '%s' && git init -q . && git add -A && "
 	       "git -c user.name=t -c user.email=t@example.com commit -qm base",
 	       lower);
+	lay_tick(tmp); /* the agent's changes come after */
 }
 
 /* The person commits what changed in the lower since. */
