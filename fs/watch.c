@@ -214,6 +214,68 @@ static void touch_upper_dir(struct agentfs *fs, struct node *dir, const char *na
 	close(fd);
 }
 
+struct below {
+	fuse_ino_t parent;
+	fuse_ino_t ino;
+	char *name;
+	bool dir;
+};
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The nodes strictly below the directories @gone (@ng of them, sorted) that
+ * the person moved or removed: no event names them, yet what the kernel keeps
+ * of them (a shell's working directory's listing, the entries of the
+ * directories between) answers for paths that are gone.  Collected with
+ * table_lock held into *@out (malloc'd, *@n of them) for below_invalidate().
+ */
+static void below_collect(struct agentfs *fs, struct node **gone, size_t ng, struct below **out,
+			  size_t *n)
+{
+	size_t cap = 0;
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < fs->nbuckets; i++) {
+		for (struct node *c = fs->buckets[i]; c; c = c->hnext) {
+			struct node *p = c->parent;
+			while (p && !bsearch(&p, gone, ng, sizeof(*gone), cmp_ptr))
+				p = p->parent;
+			if (!p)
+				continue;
+			if (*n == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				struct below *v = realloc(*out, nc * sizeof(*v));
+				if (!v)
+					return; /* the ones so far */
+				*out = v;
+				cap = nc;
+			}
+			(*out)[*n] = (struct below){.parent = c->parent->id,
+						    .ino = c->id,
+						    .name = strdup(c->name),
+						    .dir = S_ISDIR(c->type)};
+			(*n)++;
+		}
+	}
+}
+
+/* Tell the kernel, without table_lock, and free them. */
+static void below_invalidate(struct agentfs *fs, struct below *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].name)
+			entry_invalidate(fs, v[i].parent, v[i].name, v[i].dir);
+		fuse_lowlevel_notify_inval_inode(fs->se, v[i].ino, 0, 0);
+		free(v[i].name);
+	}
+	free(v);
+}
+
 /* No more events will be read: nothing of the lower may be kept from now on. */
 static void watch_end(struct agentfs *fs)
 {
@@ -229,7 +291,10 @@ static void *watch_thread(void *arg)
 	 * inotify_event): every change of a read is invalidated. */
 	enum { MAX_EVENTS = sizeof(buf) / sizeof(struct inotify_event) };
 	struct pending *pv = malloc(sizeof(*pv) * MAX_EVENTS);
-	if (!pv) {
+	struct node **gone = malloc(sizeof(*gone) * MAX_EVENTS);
+	if (!pv || !gone) {
+		free(pv);
+		free(gone);
 		watch_end(fs);
 		return NULL;
 	}
@@ -256,7 +321,7 @@ static void *watch_thread(void *arg)
 		/* Before anything is invalidated: a negative lookup resolved
 		 * before these events is no longer taken (neg_recall). */
 		__atomic_add_fetch(&fs->lower_gen, 1, __ATOMIC_RELEASE);
-		size_t np = 0;
+		size_t np = 0, ng = 0;
 		bool overflow = false, moved = false;
 		pthread_mutex_lock(&fs->table_lock);
 		for (char *p = buf; p < buf + len;) {
@@ -281,6 +346,17 @@ static void *watch_thread(void *arg)
 			}
 			if (!dir || np == MAX_EVENTS)
 				continue;
+			/* A directory the daemon knows moved or went: the nodes
+			 * below it are stale (below_collect). */
+			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+				gone[ng++] = dir;
+			} else if ((ev->mask & IN_ISDIR) &&
+				   (ev->mask & (IN_DELETE | IN_MOVED_FROM)) && ev->len &&
+				   ev->name[0]) {
+				struct node *c = node_find_locked(fs, dir, ev->name);
+				if (c)
+					gone[ng++] = c;
+			}
 			pv[np].dir = dir->id;
 			pv[np].child = 0;
 			pv[np].name[0] = 0;
@@ -300,6 +376,12 @@ static void *watch_thread(void *arg)
 			}
 			np++;
 		}
+		struct below *below = NULL;
+		size_t nb = 0;
+		if (ng && !overflow) {
+			qsort(gone, ng, sizeof(*gone), cmp_ptr);
+			below_collect(fs, gone, ng, &below, &nb);
+		}
 		pthread_mutex_unlock(&fs->table_lock);
 		/* Before the kernel is told, so that its next getattr sees them. */
 		for (size_t i = 0; i < np; i++) {
@@ -316,6 +398,7 @@ static void *watch_thread(void *arg)
 			lower_dirs_forget(fs);
 		}
 		if (overflow) {
+			free(below); /* none: not collected */
 			table_invalidate_all(fs);
 			continue;
 		}
@@ -329,9 +412,11 @@ static void *watch_thread(void *arg)
 			if (pv[i].child)
 				fuse_lowlevel_notify_inval_inode(fs->se, pv[i].child, 0, 0);
 		}
+		below_invalidate(fs, below, nb);
 	}
 	watch_end(fs);
 	free(pv);
+	free(gone);
 	return NULL;
 }
 

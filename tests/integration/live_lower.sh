@@ -153,6 +153,20 @@ assert_not_contains "  ...status shows neither" "mv/w" "$OUT"
 assert_not_contains "  ...nor the other" "rm/w" "$OUT"
 rm -rf "$REPO/mv" "$REPO/rm"
 
+# A shell two directories below one the person moves away: no event names
+# what lies below the moved one, yet the kernel's listing of the shell's
+# directory and its entries of the directories between must not keep
+# answering for paths that are gone.
+mkdir -p "$REPO/deep/mid/low" && printf 'f\n' >"$REPO/deep/mid/low/f.txt"
+eventually "a directory two down a shell will work in shows" f cat "$MNT/deep/mid/low/f.txt"
+run t bash -c "cd '$MNT/deep/mid/low' && ls >/dev/null && ls -d ../../mid >/dev/null &&
+	mv '$REPO/deep' '$REPO/deep.moved' && sleep 0.5 && { ls; ls -d ../../mid; } 2>&1"
+assert_not_contains "a shell's directory moved away with its grandparent lists none of its files" \
+	"f.txt" "$OUT"
+assert_not_contains "  ...nor finds the directory between" "$(printf '\n../../mid')" "$(printf '\n%s' "$OUT")"
+assert_content "  ...which show under the new name" "$MNT/deep.moved/mid/low/f.txt" f
+rm -rf "$REPO/deep.moved"
+
 # A burst of changes the watch reads at once (the daemon stopped meanwhile,
 # as when it is slow): thousands of events in one read(2) of inotify, each of
 # which must reach the kernel's cache: files rewritten longer after their
