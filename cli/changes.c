@@ -406,6 +406,29 @@ static int same_bytes(const struct walk *w, const struct entry *a, const struct 
 }
 
 /*
+ * The deletion @c of a file whose whiteout @name in @ufd keeps the origin of
+ * the agent's copy (the agent changed the file, then deleted it): a conflict
+ * when the lower file at its path no longer holds what the copy was taken from.
+ */
+static int check_deleted(const struct walk *w, int ufd, const char *name, struct change *c)
+{
+	struct layout_origin o;
+	if (layout_whiteout_origin(ufd, name, &o) != 1 || strcmp(o.path, c->path) != 0)
+		return 0;
+	XXH128_hash_t h;
+	struct stat st;
+	int r = hash_at(w->lower_fd, c->path, &h, &st);
+	if (r == 0 && XXH128_isEqual(h, o.hash))
+		return 0;
+	if (r < 0 && r != -ENOENT && r != -ENOTDIR && r != -EINVAL && r != -ELOOP)
+		return r;
+	if (!(c->origin = strdup(c->path)))
+		return -ENOMEM;
+	c->flags |= CHANGE_CONFLICT;
+	return 0;
+}
+
+/*
  * Emit the change at @path from @base to @view.  @since, when known, is the
  * moment the view stopped showing the base's entry there without copying it
  * (the agent deleted it, or made a file of its own in its place): a base
@@ -651,6 +674,11 @@ static int walk_dir(struct walk *w, const char *p, int ufd, const char *lv, int 
 		size_t emitted = w->n;
 		if (r == 0 && (vf.present || bf.present))
 			r = emit(w, path, &bf, &vf, has_since ? &since : NULL);
+		/* A deletion of a file the agent had changed: its whiteout
+		 * keeps the copy's base, which the lower must still hold. */
+		if (r == 0 && w->n > emitted && bf.present && !vf.present && wh &&
+		    !(w->v[emitted].flags & CHANGE_CONFLICT))
+			r = check_deleted(w, ufd, n, &w->v[emitted]);
 		/* A file where the base has a directory: git must delete that whole
 		 * directory to put it there, hidden entries included (the agent's
 		 * rm -rf could not reach them). */

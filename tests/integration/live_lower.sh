@@ -253,6 +253,14 @@ assert_contains "  ...and the deletion of the person's edit" "scripts/gen.sh: co
 assert_contains "  ...and of the person's new file" "gone/new.txt: conflict" "$OUT"
 run af export --conflicts=skip "$MNT"
 assert_not_contains "export --conflicts=skip replaces none of the person's files" "person" "$OUT"
+# The agent's copy recorded the base: a person's edit between the agent's
+# change and its deletion is a conflict too.
+sh_step "the agent changes config/settings.yml" "printf 'agent: 1\n' >>'$MNT/config/settings.yml'"
+sh_step "the person edits config/settings.yml" "printf 'person: 1\n' >>'$REPO/config/settings.yml'"
+sh_step "the agent then deletes config/settings.yml" "rm '$MNT/config/settings.yml'"
+run af status "$MNT"
+assert_contains "status: a file the person edited between the agent's change and deletion" \
+	"C config/settings.yml" "$OUT"
 
 # A directory the agent changed is the upper's copy, with its attributes: a
 # file the person adds to it moves its mtime too (git's untracked cache
