@@ -827,9 +827,12 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				continue;
 			}
 			if (c->o->conflicts == SERIES_SKIP) {
-				note(c, qp, "%s; left out",
-				     change_flag_reason(ch->flags &
-							(CHANGE_CONFLICT | CHANGE_CONFLICT_LATER)));
+				note(c, qp,
+				     "conflict: changed in the repository since the agent %s it; "
+				     "left out",
+				     !(ch->flags & CHANGE_CONFLICT_LATER) ? "copied"
+				     : ch->view.present			  ? "made"
+									  : "deleted");
 				c->s->dropped_changes++;
 				free(q);
 				continue;

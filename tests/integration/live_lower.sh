@@ -253,6 +253,11 @@ assert_contains "  ...and the deletion of the person's edit" "scripts/gen.sh: co
 assert_contains "  ...and of the person's new file" "gone/new.txt: conflict" "$OUT"
 run af export --conflicts=skip "$MNT"
 assert_not_contains "export --conflicts=skip replaces none of the person's files" "person" "$OUT"
+run af promote "$MNT" --branch agent-late --conflicts=skip
+assert_contains "promote --conflicts=skip names the deletion it leaves out" \
+	"scripts/gen.sh: conflict: changed in the repository since the agent deleted it; left out" "$OUT"
+assert_contains "  ...and the file both made" \
+	"src/both.c: conflict: changed in the repository since the agent made it; left out" "$OUT"
 # The agent's copy recorded the base: a person's edit between the agent's
 # change and its deletion is a conflict too.
 sh_step "the agent changes config/settings.yml" "printf 'agent: 1\n' >>'$MNT/config/settings.yml'"
