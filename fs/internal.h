@@ -509,6 +509,10 @@ int view_apply(struct agentfs *fs, struct node *n, struct entry *e);
 /* After @n was copied up to @path: move its handles still reading the lower
  * file to the upper copy.  ops_file.c. */
 void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path);
+/* The person moved @n's lower file to a name the view hides, or where the
+ * daemon cannot see it: its open readers of the lower file read no more
+ * (ESTALE), as they would read what the person writes to it there. */
+void handles_revoke_lower(struct agentfs *fs, struct node *n);
 /* @n's file was truncated (and journaled so): its passthrough writers record
  * their file at release even when it holds what their last record said. */
 void handles_truncated(struct agentfs *fs, struct node *n);

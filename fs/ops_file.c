@@ -59,6 +59,9 @@ struct handle {
 	bool quick_ok;
 	struct stat quick_st;
 	bool created; /* made by op_create: empty at open */
+	/* A lower file the person then moved to a name the view hides, or out
+	 * of its sight (handles_revoke_lower): reads answer ESTALE.  Atomic. */
+	bool revoked;
 	off_t behind; /* written out up to here (write_behind) */
 	bool has_before;
 	XXH128_hash_t before;
@@ -227,6 +230,15 @@ void handles_follow_copyup(struct agentfs *fs, struct node *n, const char *path)
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
+void handles_revoke_lower(struct agentfs *fs, struct node *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct handle *h = n->handles; h; h = h->next)
+		if (!h->upper)
+			__atomic_store_n(&h->revoked, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
 void handles_truncated(struct agentfs *fs, struct node *n)
 {
 	pthread_mutex_lock(&fs->table_lock);
@@ -252,7 +264,7 @@ int handle_node_fd(struct agentfs *fs, struct node *n, bool upper_only)
 	int fd = -ENOENT;
 	pthread_mutex_lock(&fs->table_lock);
 	for (struct handle *h = n->handles; h; h = h->next) {
-		if (h->upper || !upper_only) {
+		if (h->upper || (!upper_only && !__atomic_load_n(&h->revoked, __ATOMIC_ACQUIRE))) {
 			fd = dup(h->fd);
 			if (fd < 0)
 				fd = -errno;
@@ -908,6 +920,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 {
 	(void)ino;
 	struct handle *h = handle_of(fi);
+	if (__atomic_load_n(&h->revoked, __ATOMIC_ACQUIRE) && !handle_on_upper(h)) {
+		fs_publish(fs_of(req));
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
 	if (size >= READ_SPLICE_MIN && fs_of(req)->splice_write) {
 		/* Spliced: libfuse moves the file's pages through a pipe to
 		 * /dev/fuse (splice(2)), no copy into the daemon.  The reply's

@@ -173,7 +173,76 @@ struct pending {
 			       * or went (touch_upper_dir); else NULL */
 	bool came;	      /* that entry came (created, moved in); else it went */
 	bool known;	      /* the daemon had a node for it (the view showed it) */
+	uint32_t mask, cookie;
+	struct node *from; /* a file the daemon has open readers of, or a
+			    * directory, moved away (IN_MOVED_FROM),
+			    * referenced; else NULL */
 };
+
+/*
+ * The file or directory @pv[@i].from was moved away by the person: where to?
+ * The readers of its lower file (or of those below it) would read on whatever
+ * is written to it there, so unless the IN_MOVED_TO of the same rename names a
+ * place the view shows, they read no more (handles_revoke_lower): a name the
+ * policy hides, or a place the daemon does not watch (out of the repository,
+ * or a directory the view has not shown), which it cannot judge.
+ */
+static void moved_file(struct agentfs *fs, struct pending *pv, size_t np, size_t i)
+{
+	const struct pending *to = NULL;
+	for (size_t j = 0; j < np && !to; j++)
+		if ((pv[j].mask & IN_MOVED_TO) && pv[j].cookie == pv[i].cookie && pv[j].entries)
+			to = &pv[j];
+	bool shown = false;
+	if (to) {
+		char lchild[FS_PATH_MAX];
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		const char *lower = node_lower(to->entries);
+		bool ok = lower && !to->entries->opaque &&
+			  path_join(lchild, sizeof(lchild), lower, to->name) == 0;
+		pthread_rwlock_unlock(&fs->ns_lock);
+		struct stat st;
+		shown = ok && layer_stat(fs, fs->lower_fd, lchild, &st) == 0 &&
+			view_decide_lower(fs, lchild, &st) != POLICY_HIDDEN;
+	}
+	if (shown)
+		return;
+	if (!S_ISDIR(pv[i].from->type)) {
+		handles_revoke_lower(fs, pv[i].from);
+		return;
+	}
+	/* A directory: the files below it that have open readers. */
+	struct node **v = NULL;
+	size_t n = 0, cap = 0;
+	pthread_mutex_lock(&fs->table_lock);
+	for (size_t b = 0; b < fs->nbuckets; b++) {
+		for (struct node *c = fs->buckets[b]; c; c = c->hnext) {
+			if (S_ISDIR(c->type) || !c->handles)
+				continue;
+			struct node *p = c->parent;
+			while (p && p != pv[i].from)
+				p = p->parent;
+			if (!p)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				struct node **nv = realloc(v, nc * sizeof(*nv));
+				if (!nv)
+					break;
+				v = nv;
+				cap = nc;
+			}
+			c->refs++; /* node_ref, with table_lock held */
+			v[n++] = c;
+		}
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	for (size_t k = 0; k < n; k++) {
+		handles_revoke_lower(fs, v[k]);
+		node_unref(fs, v[k]);
+	}
+	free(v);
+}
 
 /*
  * The person added, removed or renamed the entry @name of the lower directory
@@ -361,6 +430,9 @@ static void *watch_thread(void *arg)
 			pv[np].child = 0;
 			pv[np].name[0] = 0;
 			pv[np].entries = NULL;
+			pv[np].mask = ev->mask;
+			pv[np].cookie = ev->cookie;
+			pv[np].from = NULL;
 			if (ev->len && ev->name[0] &&
 			    (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {
 				dir->refs++; /* node_ref, with table_lock held */
@@ -373,6 +445,11 @@ static void *watch_thread(void *arg)
 				struct node *c = node_find_locked(fs, dir, ev->name);
 				if (c)
 					pv[np].child = c->id;
+				if (c && (ev->mask & IN_MOVED_FROM) &&
+				    (S_ISDIR(c->type) || c->handles)) {
+					c->refs++; /* node_ref, with table_lock held */
+					pv[np].from = c;
+				}
 			}
 			np++;
 		}
@@ -383,6 +460,14 @@ static void *watch_thread(void *arg)
 			below_collect(fs, gone, ng, &below, &nb);
 		}
 		pthread_mutex_unlock(&fs->table_lock);
+		/* Before the kernel drops its pages: a read after that is
+		 * refused. */
+		for (size_t i = 0; i < np; i++) {
+			if (!pv[i].from)
+				continue;
+			moved_file(fs, pv, np, i);
+			node_unref(fs, pv[i].from);
+		}
 		/* Before the kernel is told, so that its next getattr sees them. */
 		for (size_t i = 0; i < np; i++) {
 			if (!pv[i].entries)

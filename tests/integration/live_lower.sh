@@ -207,6 +207,63 @@ assert_eq "a file held open while the person saves it stays the old one; the nam
 	"orig 5 person's new version 21 new-inode" "$OUT"
 rm -f "$REPO/held.txt"
 
+# A file the agent holds open that the person renames to a name the policy
+# hides, or out of the repository: it is a secret now, or nothing the view
+# shows, and what the person then writes to it must not reach the agent
+# through the descriptor.  One renamed to a name the view shows reads on.
+for dest in hidden outside shown; do
+	printf 'plain\n' >"$REPO/cfg-$dest.txt"
+	eventually "a file to hold open shows ($dest)" plain cat "$MNT/cfg-$dest.txt"
+	case $dest in
+	hidden) to=$REPO/.env.cfg ;;
+	outside) to=$T/cfg-outside.txt ;;
+	shown) to=$REPO/src/cfg-shown.txt ;;
+	esac
+	run t python3 - "$MNT/cfg-$dest.txt" "$REPO/cfg-$dest.txt" "$to" "$SECRET_MARK" <<'PY'
+import os, sys, time
+path, lower, to, mark = sys.argv[1:5]
+fd = os.open(path, os.O_RDONLY)
+os.pread(fd, 100, 0)
+os.rename(lower, to)
+with open(to, "a") as f:
+    f.write("TOKEN=" + mark + "\n")
+time.sleep(0.5)
+try:
+    data = os.pread(fd, 4096, 0).decode()
+    print("read", "the person's write" if mark in data else "no write")
+except OSError as e:
+    print(e.strerror)
+PY
+	case $dest in
+	hidden) assert_eq "held open, renamed to a hidden name: the descriptor reads no more" \
+		"Stale file handle" "$OUT" ;;
+	outside) assert_eq "  ...renamed out of the repository: neither" "Stale file handle" "$OUT" ;;
+	shown) assert_eq "  ...renamed to a name the view shows: it reads on" \
+		"read the person's write" "$OUT" ;;
+	esac
+	rm -f "$to"
+done
+# ...and one whose directory the person renames to a hidden name.
+mkdir -p "$REPO/pub/inner" && printf 'plain\n' >"$REPO/pub/inner/f.txt"
+eventually "a file two down to hold open shows" plain cat "$MNT/pub/inner/f.txt"
+run t python3 - "$MNT/pub/inner/f.txt" "$REPO" "$SECRET_MARK" <<'PY'
+import os, sys, time
+path, repo, mark = sys.argv[1:4]
+fd = os.open(path, os.O_RDONLY)
+os.pread(fd, 100, 0)
+os.rename(repo + "/pub", repo + "/.priv")
+with open(repo + "/.priv/inner/f.txt", "a") as f:
+    f.write("TOKEN=" + mark + "\n")
+time.sleep(0.5)
+try:
+    data = os.pread(fd, 4096, 0).decode()
+    print("read", "the person's write" if mark in data else "no write")
+except OSError as e:
+    print(e.strerror)
+PY
+assert_eq "  ...its directory renamed to a hidden name: neither" "Stale file handle" "$OUT"
+rm -rf "$REPO/.priv"
+
 # What the agent changed stays the agent's.
 sh_step "the agent rewrites src/util.c" "printf 'agent version\n' >'$MNT/src/util.c'"
 sh_step "the agent deletes Makefile" "rm '$MNT/Makefile'"
