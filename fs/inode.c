@@ -461,13 +461,6 @@ int path_join(char *buf, size_t len, const char *dir, const char *name)
 	return 0;
 }
 
-struct inval {
-	fuse_ino_t parent;
-	fuse_ino_t ino;
-	char *name;
-	bool dir;
-};
-
 void entry_invalidate(struct agentfs *fs, fuse_ino_t parent, const char *name, bool dir)
 {
 	/* Expired, the kernel asks again at the next lookup and drops the entry
@@ -489,7 +482,7 @@ void table_invalidate_all(struct agentfs *fs)
 	ns_wrlock(fs);
 	pthread_mutex_lock(&fs->table_lock);
 	size_t n = 0, cap = fs->nnodes + 1;
-	struct inval *v = calloc(cap, sizeof(*v));
+	struct node_inval *v = calloc(cap, sizeof(*v));
 	for (size_t i = 0; v && i < fs->nbuckets; i++) {
 		for (struct node *c = fs->buckets[i]; c && n < cap; c = c->hnext) {
 			v[n].parent = c->parent->id;
@@ -504,6 +497,11 @@ void table_invalidate_all(struct agentfs *fs)
 	if (!v)
 		return;
 	fuse_lowlevel_notify_inval_inode(fs->se, FUSE_ROOT_ID, 0, 0);
+	node_invals_send(fs, v, n);
+}
+
+void node_invals_send(struct agentfs *fs, struct node_inval *v, size_t n)
+{
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].name)
 			entry_invalidate(fs, v[i].parent, v[i].name, v[i].dir);

@@ -401,6 +401,19 @@ void table_invalidate_all(struct agentfs *fs);
  * a directory when @dir.  A directory's entry is only expired (looked up again
  * at its next use), so a process whose working directory it is keeps it. */
 void entry_invalidate(struct agentfs *fs, fuse_ino_t parent, const char *name, bool dir);
+/* A node to tell the kernel about: its entry (@name in @parent, malloc'd, or
+ * NULL for none) and its inode's attributes and pages. */
+struct node_inval {
+	fuse_ino_t parent;
+	fuse_ino_t ino;
+	char *name;
+	bool dir;
+};
+/* Notify the kernel of each of @v's @n nodes (entry_invalidate(), then
+ * fuse_lowlevel_notify_inval_inode()), and free @v and its names.  Called
+ * without ns_lock and table_lock: the kernel may call back into the daemon
+ * while it processes a notification. */
+void node_invals_send(struct agentfs *fs, struct node_inval *v, size_t n);
 
 /* --- resolve.c: reaching the layers without following symlinks --------- */
 /* Open @rel (relative, "" = the layer root) beneath @rootfd, never following a

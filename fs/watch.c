@@ -283,13 +283,6 @@ static void touch_upper_dir(struct agentfs *fs, struct node *dir, const char *na
 	close(fd);
 }
 
-struct below {
-	fuse_ino_t parent;
-	fuse_ino_t ino;
-	char *name;
-	bool dir;
-};
-
 static int cmp_ptr(const void *a, const void *b)
 {
 	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
@@ -301,10 +294,10 @@ static int cmp_ptr(const void *a, const void *b)
  * the person moved or removed: no event names them, yet what the kernel keeps
  * of them (a shell's working directory's listing, the entries of the
  * directories between) answers for paths that are gone.  Collected with
- * table_lock held into *@out (malloc'd, *@n of them) for below_invalidate().
+ * table_lock held into *@out (malloc'd, *@n of them) for node_invals_send().
  */
-static void below_collect(struct agentfs *fs, struct node **gone, size_t ng, struct below **out,
-			  size_t *n)
+static void below_collect(struct agentfs *fs, struct node **gone, size_t ng,
+			  struct node_inval **out, size_t *n)
 {
 	size_t cap = 0;
 	*out = NULL;
@@ -318,31 +311,19 @@ static void below_collect(struct agentfs *fs, struct node **gone, size_t ng, str
 				continue;
 			if (*n == cap) {
 				size_t nc = cap ? cap * 2 : 64;
-				struct below *v = realloc(*out, nc * sizeof(*v));
+				struct node_inval *v = realloc(*out, nc * sizeof(*v));
 				if (!v)
 					return; /* the ones so far */
 				*out = v;
 				cap = nc;
 			}
-			(*out)[*n] = (struct below){.parent = c->parent->id,
-						    .ino = c->id,
-						    .name = strdup(c->name),
-						    .dir = S_ISDIR(c->type)};
+			(*out)[*n] = (struct node_inval){.parent = c->parent->id,
+							 .ino = c->id,
+							 .name = strdup(c->name),
+							 .dir = S_ISDIR(c->type)};
 			(*n)++;
 		}
 	}
-}
-
-/* Tell the kernel, without table_lock, and free them. */
-static void below_invalidate(struct agentfs *fs, struct below *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (v[i].name)
-			entry_invalidate(fs, v[i].parent, v[i].name, v[i].dir);
-		fuse_lowlevel_notify_inval_inode(fs->se, v[i].ino, 0, 0);
-		free(v[i].name);
-	}
-	free(v);
 }
 
 /* No more events will be read: nothing of the lower may be kept from now on. */
@@ -453,7 +434,7 @@ static void *watch_thread(void *arg)
 			}
 			np++;
 		}
-		struct below *below = NULL;
+		struct node_inval *below = NULL;
 		size_t nb = 0;
 		if (ng && !overflow) {
 			qsort(gone, ng, sizeof(*gone), cmp_ptr);
@@ -497,7 +478,7 @@ static void *watch_thread(void *arg)
 			if (pv[i].child)
 				fuse_lowlevel_notify_inval_inode(fs->se, pv[i].child, 0, 0);
 		}
-		below_invalidate(fs, below, nb);
+		node_invals_send(fs, below, nb);
 	}
 	watch_end(fs);
 	free(pv);

@@ -211,21 +211,17 @@ rm -f "$REPO/held.txt"
 # hides, or out of the repository: it is a secret now, or nothing the view
 # shows, and what the person then writes to it must not reach the agent
 # through the descriptor.  One renamed to a name the view shows reads on.
-for dest in hidden outside shown; do
-	printf 'plain\n' >"$REPO/cfg-$dest.txt"
-	eventually "a file to hold open shows ($dest)" plain cat "$MNT/cfg-$dest.txt"
-	case $dest in
-	hidden) to=$REPO/.env.cfg ;;
-	outside) to=$T/cfg-outside.txt ;;
-	shown) to=$REPO/src/cfg-shown.txt ;;
-	esac
-	run t python3 - "$MNT/cfg-$dest.txt" "$REPO/cfg-$dest.txt" "$to" "$SECRET_MARK" <<'PY'
+# held_read VIEWFILE FROM TO WRITTEN: hold VIEWFILE open (one read), rename
+# the lower's FROM to TO, append a secret to WRITTEN (the file's new path),
+# and read the descriptor again; OUT says what that read gave.
+held_read() {
+	run t python3 - "$@" "$SECRET_MARK" <<'PY'
 import os, sys, time
-path, lower, to, mark = sys.argv[1:5]
+path, src, dst, written, mark = sys.argv[1:6]
 fd = os.open(path, os.O_RDONLY)
 os.pread(fd, 100, 0)
-os.rename(lower, to)
-with open(to, "a") as f:
+os.rename(src, dst)
+with open(written, "a") as f:
     f.write("TOKEN=" + mark + "\n")
 time.sleep(0.5)
 try:
@@ -234,6 +230,16 @@ try:
 except OSError as e:
     print(e.strerror)
 PY
+}
+for dest in hidden outside shown; do
+	printf 'plain\n' >"$REPO/cfg-$dest.txt"
+	eventually "a file to hold open shows ($dest)" plain cat "$MNT/cfg-$dest.txt"
+	case $dest in
+	hidden) to=$REPO/.env.cfg ;;
+	outside) to=$T/cfg-outside.txt ;;
+	shown) to=$REPO/src/cfg-shown.txt ;;
+	esac
+	held_read "$MNT/cfg-$dest.txt" "$REPO/cfg-$dest.txt" "$to" "$to"
 	case $dest in
 	hidden) assert_eq "held open, renamed to a hidden name: the descriptor reads no more" \
 		"Stale file handle" "$OUT" ;;
@@ -246,21 +252,7 @@ done
 # ...and one whose directory the person renames to a hidden name.
 mkdir -p "$REPO/pub/inner" && printf 'plain\n' >"$REPO/pub/inner/f.txt"
 eventually "a file two down to hold open shows" plain cat "$MNT/pub/inner/f.txt"
-run t python3 - "$MNT/pub/inner/f.txt" "$REPO" "$SECRET_MARK" <<'PY'
-import os, sys, time
-path, repo, mark = sys.argv[1:4]
-fd = os.open(path, os.O_RDONLY)
-os.pread(fd, 100, 0)
-os.rename(repo + "/pub", repo + "/.priv")
-with open(repo + "/.priv/inner/f.txt", "a") as f:
-    f.write("TOKEN=" + mark + "\n")
-time.sleep(0.5)
-try:
-    data = os.pread(fd, 4096, 0).decode()
-    print("read", "the person's write" if mark in data else "no write")
-except OSError as e:
-    print(e.strerror)
-PY
+held_read "$MNT/pub/inner/f.txt" "$REPO/pub" "$REPO/.priv" "$REPO/.priv/inner/f.txt"
 assert_eq "  ...its directory renamed to a hidden name: neither" "Stale file handle" "$OUT"
 rm -rf "$REPO/.priv"
 
