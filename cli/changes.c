@@ -1100,6 +1100,13 @@ static int mark_ignored(struct changes *cs, git_repository *repo)
 	return r;
 }
 
+const char *change_conflict_verb(const struct change *c)
+{
+	if (!(c->flags & CHANGE_CONFLICT_LATER))
+		return "copied";
+	return c->view.present ? "made" : "deleted";
+}
+
 const char *change_flag_reason(unsigned flags)
 {
 	if (flags & CHANGE_SUBMODULE)

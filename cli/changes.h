@@ -181,6 +181,11 @@ const char *change_over_hidden_reason(const struct change *c);
 /* One phrase for the first flag set in @flags ("conflict", "hidden name", ...). */
 const char *change_flag_reason(unsigned flags);
 
+/* What the agent did that the person's later change conflicts with, for
+ * "changed in the repository since the agent %s it": "copied" (a copy-up's
+ * base moved on), else (CHANGE_CONFLICT_LATER) "made" or "deleted". */
+const char *change_conflict_verb(const struct change *c);
+
 /*
  * The status letter of one change, paths unpaired (see `agentfs status --help`):
  * 'S' inside a submodule, 'C' conflict (or a file over hidden files), 'H'

@@ -383,16 +383,12 @@ int cmd_export(int argc, char **argv)
 		} else if (ch->flags & CHANGE_CONFLICT) {
 			conflicts++;
 			char *o = changes_quote(ch->origin);
-			if (ch->flags & CHANGE_CONFLICT_LATER)
+			if ((ch->flags & CHANGE_CONFLICT_LATER) ||
+			    strcmp(ch->origin, ch->path) == 0)
 				cli_error(CMD,
 					  "%s: conflict: changed in the repository since the "
 					  "agent %s it; left out",
-					  q ? q : ch->path, ch->view.present ? "made" : "deleted");
-			else if (strcmp(ch->origin, ch->path) == 0)
-				cli_error(CMD,
-					  "%s: conflict: changed in the repository since the "
-					  "agent copied it; left out",
-					  q ? q : ch->path);
+					  q ? q : ch->path, change_conflict_verb(ch));
 			else
 				cli_error(CMD,
 					  "%s: conflict: its source %s changed in the "

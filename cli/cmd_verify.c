@@ -105,20 +105,12 @@ static bool private_git_beside(const char *upper)
 /* Is the daemon named by the daemon.pid beside @journal running? */
 static bool daemon_live(const char *journal)
 {
-	char p[PATH_MAX];
 	const char *slash = strrchr(journal, '/');
-	int dl = slash ? (int)(slash - journal) : 1;
-	if (snprintf(p, sizeof(p), "%.*s/daemon.pid", dl, slash ? journal : ".") >= (int)sizeof(p))
-		return false;
-	FILE *f = fopen(p, "re");
-	if (!f)
-		return false;
-	long pid = 0;
-	bool ok = fscanf(f, "%ld", &pid) == 1 && pid > 0;
-	fclose(f);
-	if (!ok)
-		return false;
-	char st = workspace_pid_state((pid_t)pid);
+	char *dir = slash ? strndup(journal, (size_t)(slash - journal)) : strdup(".");
+	pid_t pid = 0;
+	bool ok = dir && workspace_read_pid_at(dir, &pid, NULL) == 0;
+	free(dir);
+	char st = ok ? workspace_pid_state(pid) : '?';
 	return st != '?' && st != 'Z' && st != 'X';
 }
 

@@ -815,10 +815,7 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				cli_error(c->o->cmd,
 					  "%s: conflict: changed in the repository since the agent "
 					  "%s it (--conflicts=skip leaves it out%s)",
-					  qp,
-					  !(ch->flags & CHANGE_CONFLICT_LATER) ? "copied"
-					  : ch->view.present		       ? "made"
-									       : "deleted",
+					  qp, change_conflict_verb(ch),
 					  strcmp(c->o->cmd, "promote") == 0
 					      ? ", --conflicts=take takes the agent's version"
 					      : "");
@@ -830,9 +827,7 @@ static int apply_changes(struct ctx *c, const struct changes *cs, git_index *idx
 				note(c, qp,
 				     "conflict: changed in the repository since the agent %s it; "
 				     "left out",
-				     !(ch->flags & CHANGE_CONFLICT_LATER) ? "copied"
-				     : ch->view.present			  ? "made"
-									  : "deleted");
+				     change_conflict_verb(ch));
 				c->s->dropped_changes++;
 				free(q);
 				continue;

@@ -823,10 +823,15 @@ out:
 
 int workspace_read_pid(const struct workspace *ws, pid_t *pid, char **mnt)
 {
+	return workspace_read_pid_at(ws->dir, pid, mnt);
+}
+
+int workspace_read_pid_at(const char *dir, pid_t *pid, char **mnt)
+{
 	*pid = 0;
 	if (mnt)
 		*mnt = NULL;
-	char *file = workspace_path(ws, "daemon.pid");
+	char *file = join(dir, "daemon.pid");
 	if (!file)
 		return -ENOMEM;
 	char *text = NULL;
@@ -994,17 +999,10 @@ int workspace_lock_after_kill(const char *ws_dir, int fd)
 		return 0;
 	if (errno != EWOULDBLOCK)
 		return -errno;
-	char path[PATH_MAX];
-	long pid = 0;
-	if (snprintf(path, sizeof(path), "%s/daemon.pid", ws_dir) < (int)sizeof(path)) {
-		FILE *f = fopen(path, "re");
-		if (f) {
-			if (fscanf(f, "%ld", &pid) != 1)
-				pid = 0;
-			fclose(f);
-		}
-	}
-	for (int i = 0; pid > 0 && i < 1000 && workspace_pid_dying((pid_t)pid); i++) {
+	pid_t pid = 0;
+	if (workspace_read_pid_at(ws_dir, &pid, NULL) < 0)
+		pid = 0;
+	for (int i = 0; pid > 0 && i < 1000 && workspace_pid_dying(pid); i++) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)

@@ -131,9 +131,11 @@ int workspace_list_names(const char *root, char ***names, size_t *count);
 void workspace_names_free(char **names, size_t count);
 
 /* daemon.pid: "<pid> <mountpoint>\n".  workspace_read_pid returns -ENOENT when there
- * is no pid file, -EINVAL when it is malformed; *mnt (may be NULL) is malloc'd. */
+ * is no pid file, -EINVAL when it is malformed; *mnt (may be NULL) is malloc'd.
+ * workspace_read_pid_at reads the one in the workspace directory @dir. */
 int workspace_write_pid(const struct workspace *ws, pid_t pid, const char *mountpoint);
 int workspace_read_pid(const struct workspace *ws, pid_t *pid, char **mnt);
+int workspace_read_pid_at(const char *dir, pid_t *pid, char **mnt);
 
 enum workspace_state {
 	WORKSPACE_UNMOUNTED = 0, /* no daemon, no mount, no pid file */

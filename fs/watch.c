@@ -396,17 +396,16 @@ static void *watch_thread(void *arg)
 			}
 			if (!dir || np == MAX_EVENTS)
 				continue;
+			/* The entry the event names, if the daemon knows it. */
+			bool named = ev->len && ev->name[0];
+			struct node *c = named ? node_find_locked(fs, dir, ev->name) : NULL;
 			/* A directory the daemon knows moved or went: the nodes
 			 * below it are stale (below_collect). */
-			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
 				gone[ng++] = dir;
-			} else if ((ev->mask & IN_ISDIR) &&
-				   (ev->mask & (IN_DELETE | IN_MOVED_FROM)) && ev->len &&
-				   ev->name[0]) {
-				struct node *c = node_find_locked(fs, dir, ev->name);
-				if (c)
-					gone[ng++] = c;
-			}
+			else if (c && (ev->mask & IN_ISDIR) &&
+				 (ev->mask & (IN_DELETE | IN_MOVED_FROM)))
+				gone[ng++] = c;
 			pv[np].dir = dir->id;
 			pv[np].child = 0;
 			pv[np].name[0] = 0;
@@ -414,16 +413,15 @@ static void *watch_thread(void *arg)
 			pv[np].mask = ev->mask;
 			pv[np].cookie = ev->cookie;
 			pv[np].from = NULL;
-			if (ev->len && ev->name[0] &&
+			if (named &&
 			    (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {
 				dir->refs++; /* node_ref, with table_lock held */
 				pv[np].entries = dir;
 				pv[np].came = (ev->mask & (IN_CREATE | IN_MOVED_TO)) != 0;
-				pv[np].known = node_find_locked(fs, dir, ev->name) != NULL;
+				pv[np].known = c != NULL;
 			}
-			if (ev->len && ev->name[0]) {
+			if (named) {
 				snprintf(pv[np].name, sizeof(pv[np].name), "%s", ev->name);
-				struct node *c = node_find_locked(fs, dir, ev->name);
 				if (c)
 					pv[np].child = c->id;
 				if (c && (ev->mask & IN_MOVED_FROM) &&
